@@ -1,0 +1,152 @@
+"""Checkpoints that load with ``torch.load(weights_only=True)``: a spec plus tensors.
+
+A checkpoint never pickles a module. It stores how to rebuild the network (the zoo name
+and its arguments, the dataset and its normalisation), the state_dict, and, for a pruned
+network, the policy and torch-pruning's pruning history, replayed on a fresh model to get
+the same shapes before the weights are loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import CheckpointError
+from .models import build_model
+from .utils import atomic_write
+
+FORMAT = "entroprune-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model and feed it correctly normalised images."""
+
+    model: str
+    num_classes: int
+    in_channels: int
+    width_mult: float = 1.0
+    dataset: str = "digits"
+    mean: list[float] = field(default_factory=lambda: [0.0])
+    std: list[float] = field(default_factory=lambda: [1.0])
+    input_size: list[int] = field(default_factory=lambda: [1, 28, 28])
+    data_dir: str | None = None
+    split_seed: int = 0  # the seed that carved train / val / calib, reused by later stages
+
+    def build(self) -> nn.Module:
+        return build_model(self.model, self.num_classes, self.in_channels, self.width_mult)
+
+    def example_input(self, n: int = 1) -> torch.Tensor:
+        return torch.zeros(n, *self.input_size)
+
+
+@dataclass
+class Checkpoint:
+    spec: ModelSpec
+    state_dict: dict[str, torch.Tensor]
+    pruning: dict[str, Any] | None = None  # {"policy": {...}, "history": [...], ...}
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        """Rebuild the network, replay its pruning, load its weights."""
+        model = self.spec.build()
+        if self.pruning:
+            from .prune import replay_pruning_history
+
+            replay_pruning_history(model, self.spec.example_input(), self.pruning["history"])
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            detail = first[1].strip() if len(first) > 1 else first[0]
+            raise CheckpointError(f"checkpoint weights do not match model {self.spec.model!r} "
+                                  f"({detail}); the file was edited or made by another tool") from None
+        check_finite(model)
+        return model.eval()
+
+
+def check_finite(model: nn.Module) -> None:
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"checkpoint tensor {name} contains NaN or Inf; "
+                                  "retrain or restore an earlier checkpoint")
+
+
+def save_checkpoint(path: str | Path, spec: ModelSpec, model: nn.Module,
+                    pruning: dict[str, Any] | None = None,
+                    metrics: dict[str, Any] | None = None) -> Path:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "version": VERSION, "spec": asdict(spec), "state_dict": state,
+               "pruning": pruning, "metrics": _plain(metrics or {})}
+    return atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def _plain(obj: Any) -> Any:
+    """Metrics as plain Python values, so weights_only loading accepts them."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
+    """Read a checkpoint safely; every failure is a :class:`CheckpointError` with a fix."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path "
+                              "(train one with `entroprune train`)")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; pass the .pt checkpoint file inside it")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty; the write was interrupted, retrain")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+            raise CheckpointError(
+                f"{path} contains pickled Python objects, which can run arbitrary code when "
+                "loaded; if you trust its author, pass --trust-pickle") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); "
+                              "pass a file written by entroprune") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            AttributeError, ImportError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({msg}); the file is "
+                              "truncated or not a PyTorch file, retrain or restore it") from None
+    if trust_pickle and isinstance(obj, nn.Module):
+        raise CheckpointError(f"{path} holds a whole pickled module; entroprune needs a spec "
+                              "to rebuild it: wrap it with entroprune.from_module() in Python")
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an entroprune checkpoint (no spec); create one "
+                              "with `entroprune train` or entroprune.save_checkpoint()")
+    try:
+        spec = ModelSpec(**obj["spec"])
+        state = obj["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise TypeError("state_dict is not a dict of tensors")
+    except (TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path} has a malformed spec ({exc}); the file was edited or "
+                              "comes from another version") from None
+    from .models import MODELS
+
+    if spec.model not in MODELS:
+        raise CheckpointError(f"{path} names unknown model {spec.model!r}; known models: "
+                              f"{', '.join(MODELS)}")
+    return Checkpoint(spec=spec, state_dict=state, pruning=obj.get("pruning"),
+                      metrics=obj.get("metrics") or {})
+
+
+__all__ = ["ModelSpec", "Checkpoint", "save_checkpoint", "load_checkpoint", "check_finite"]

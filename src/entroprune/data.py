@@ -1,0 +1,469 @@
+"""Datasets as in-memory tensors with deterministic train / validation / calibration splits.
+
+Every loader returns float32 images in [0, 1], shaped (N, C, H, W), and int64 labels
+(-1 for unlabelled images). Normalisation and augmentation happen per batch in
+:class:`BatchLoader`, so a split is a plain pair of tensors that is cheap to slice.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import DataError
+
+DEBIAN_ROOT = Path("/usr/share/datasets")
+DATASETS = ("fashion-mnist", "mnist", "digits", "cifar10", "imagefolder", "npz")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+# Which datasets may be flipped left-right without changing the class.
+_FLIP_OK = {"fashion-mnist", "cifar10"}
+
+
+@dataclass
+class ImageSet:
+    x: torch.Tensor  # float32 (N, C, H, W) in [0, 1]
+    y: torch.Tensor  # int64 (N,), -1 when unlabelled
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, n: int | None) -> ImageSet:
+        return self if n is None or n >= len(self) else ImageSet(self.x[:n], self.y[:n])
+
+
+@dataclass
+class DataBundle:
+    """A dataset carved into splits, with the normalisation a checkpoint must remember."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    mean: list[float]
+    std: list[float]
+    train: ImageSet
+    val: ImageSet
+    calib: ImageSet
+    test: ImageSet
+    flip: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> bool:
+        return self.num_classes > 0
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def loader(self, split: str, batch_size: int = 256, shuffle: bool = False,
+               augment: bool = False, seed: int = 0,
+               device: torch.device | str = "cpu", limit: int | None = None) -> BatchLoader:
+        data = getattr(self, split).subset(limit)
+        return BatchLoader(data, self.mean, self.std, batch_size, shuffle,
+                           augment, self.flip, seed, torch.device(device))
+
+    def example_input(self, n: int = 1) -> torch.Tensor:
+        return torch.zeros(n, self.in_channels, *self.image_size)
+
+
+class BatchLoader:
+    """Iterates normalised (and optionally augmented) batches of an in-memory split.
+
+    Faster than a DataLoader over single samples for datasets that fit in memory, and
+    reproducible: each epoch's order and augmentation come from ``seed`` and the epoch count.
+    """
+
+    def __init__(self, data: ImageSet, mean: list[float], std: list[float], batch_size: int,
+                 shuffle: bool, augment: bool, flip: bool, seed: int, device: torch.device):
+        self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
+        self.augment, self.flip, self.device = augment, flip, device
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (len(self.data) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.data)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x, y = self.data.x[idx], self.data.y[idx]
+            if self.augment:
+                x = random_shift(x, 2, self.generator)
+                if self.flip:
+                    flip = torch.rand(len(x), generator=self.generator) < 0.5
+                    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+            x = (x - self.mean) / self.std
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``pad`` pixels (zero fill), vectorised over the batch."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h)).view(b, 1, h, 1)
+    cols = (ox[:, None] + torch.arange(w)).view(b, 1, 1, w)
+    # Index all four dims so the result has plain NCHW strides: a permuted single-channel
+    # tensor has ambiguous channels-last strides, on which torch 2.13's CPU conv backward
+    # corrupted the heap (seen with one thread).
+    return padded[torch.arange(b).view(b, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]
+
+
+# --------------------------------------------------------------------------- file formats
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"cannot read {path}: {exc}; the file is corrupt or truncated, "
+                        "download or reinstall it") from None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse an IDX file (the MNIST format), checking its header against its size."""
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad header); "
+                        "replace it with the original dataset file")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated (header incomplete); re-download the dataset")
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    payload = memoryview(data)[4 + 4 * ndim:]
+    expected = int(np.prod(dims))
+    if len(payload) != expected:
+        raise DataError(f"{path} holds {len(payload)} bytes of data but its header promises "
+                        f"{expected}; the file is truncated or corrupt, re-download it")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims).copy()
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for cand in (folder / stem, folder / f"{stem}.gz"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _idx_folder(name: str, data_dir: str | Path | None) -> Path:
+    candidates: list[Path] = []
+    for base in (data_dir, os.environ.get("ENTROPRUNE_DATA"), DEBIAN_ROOT):
+        if base:
+            candidates += [Path(base), Path(base) / name]
+    for folder in candidates:
+        if _find_file(folder, "train-images-idx3-ubyte"):
+            return folder
+    searched = ", ".join(str(c) for c in candidates)
+    hint = ("install it with `apt-get install dataset-fashion-mnist`, or "
+            if name == "fashion-mnist" else "")
+    raise DataError(f"{name} IDX files not found (searched {searched}); {hint}"
+                    "pass --data-dir to the folder holding train-images-idx3-ubyte[.gz]")
+
+
+def _idx_pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    img_path = _find_file(folder, f"{prefix}-images-idx3-ubyte")
+    lbl_path = _find_file(folder, f"{prefix}-labels-idx1-ubyte")
+    if img_path is None or lbl_path is None:
+        raise DataError(f"{folder} lacks {prefix}-images-idx3-ubyte or {prefix}-labels-idx1-ubyte; "
+                        "copy both files of the split there")
+    x, y = read_idx(img_path), read_idx(lbl_path)
+    if x.ndim != 3 or y.ndim != 1:
+        raise DataError(f"{img_path} must hold 3-D images and {lbl_path} 1-D labels; "
+                        "the files are swapped or corrupt")
+    if len(x) != len(y):
+        raise DataError(f"{img_path} holds {len(x)} images but {lbl_path} holds {len(y)} labels; "
+                        "use matching files")
+    return x[:, None].astype(np.float32) / 255.0, y.astype(np.int64)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler for CIFAR batches: only numpy arrays and builtins, never arbitrary code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D401
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as fh:
+            batch = _SafeUnpickler(fh, encoding="bytes").load()
+        data = np.asarray(batch[b"data"] if b"data" in batch else batch["data"], dtype=np.uint8)
+        labels = batch.get(b"labels", batch.get("labels"))
+        labels = np.asarray(labels, dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError,
+            AttributeError, OSError) as exc:
+        raise DataError(f"cannot read CIFAR batch {path} ({exc}); the file is corrupt, "
+                        "re-extract cifar-10-python.tar.gz") from None
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: expected rows of 3072 bytes (3x32x32), got {data.shape}; "
+                        "re-extract the CIFAR-10 python batches")
+    if len(data) != len(labels):
+        raise DataError(f"{path} holds {len(data)} images but {len(labels)} labels; "
+                        "re-extract the CIFAR-10 python batches")
+    return data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0, labels
+
+
+def _cifar10(data_dir: str | Path | None):
+    roots = [Path(p) for p in (data_dir, os.environ.get("ENTROPRUNE_DATA")) if p]
+    for root in roots:
+        for folder in (root, root / "cifar-10-batches-py"):
+            if (folder / "data_batch_1").is_file():
+                train = [_load_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)
+                         if (folder / f"data_batch_{i}").is_file()]
+                x = np.concatenate([t[0] for t in train])
+                y = np.concatenate([t[1] for t in train])
+                test = (_load_cifar_batch(folder / "test_batch")
+                        if (folder / "test_batch").is_file() else None)
+                return x, y, test
+    raise DataError("CIFAR-10 python batches not found; pass --data-dir to the folder "
+                    "holding cifar-10-batches-py/data_batch_1 (CIFAR-10 cannot be downloaded here)")
+
+
+def _npz(data_dir: str | Path | None):
+    if not data_dir:
+        raise DataError("the npz dataset needs --data-dir pointing to a .npz file with arrays x and y")
+    path = Path(data_dir)
+    if not path.is_file():
+        raise DataError(f"npz file {path} does not exist; pass --data-dir to an existing .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            content = {k: arrays[k] for k in arrays.files}
+    except Exception as exc:  # numpy raises many types for corrupt zips
+        raise DataError(f"cannot read {path} as .npz ({type(exc).__name__}: {exc}); "
+                        "write it with numpy.savez") from None
+    if "x" not in content:
+        raise DataError(f"{path} has no array 'x' (found {sorted(content)}); "
+                        "save images as x and labels as y")
+    x = _to_nchw(content["x"], path)
+    y = content.get("y")
+    y = np.full(len(x), -1, np.int64) if y is None else _labels(y, len(x), path)
+    test = None
+    if "x_test" in content and "y_test" in content:
+        xt = _to_nchw(content["x_test"], path)
+        test = (xt, _labels(content["y_test"], len(xt), path))
+    return x, y, test
+
+
+def _labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{path}: {n} images but labels of shape {tuple(y.shape)}; "
+                        "give one integer label per image")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: labels must be integers, got {y.dtype}; cast them to int64")
+    return y.astype(np.int64)
+
+
+def _to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3) or len(x) == 0:
+        raise DataError(f"{path}: images must be (N,H,W), (N,H,W,C) or (N,C,H,W) with 1 or 3 "
+                        f"channels, got {tuple(x.shape)}; reshape x")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: images contain NaN or Inf; clean the data")
+    return x / 255.0 if x.max() > 1.0 else x
+
+
+def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode)
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path} ({exc}); remove or replace the file") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _image_mode(files: list[Path]) -> str:
+    from PIL import Image
+
+    for f in files[:64]:
+        try:
+            with Image.open(f) as img:
+                if img.mode not in ("L", "1", "I", "I;16", "LA"):
+                    return "RGB"
+        except OSError:
+            continue  # reported properly when read
+    return "L"
+
+
+def _folder_images(root: Path, image_size: int | None):
+    def images(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes:
+        files = [(f, i) for i, c in enumerate(classes) for f in images(root / c)]
+    else:  # a flat folder of unlabelled images
+        files = [(f, -1) for f in images(root)]
+    if not files:
+        raise DataError(f"no images found in {root}; put images in one sub-folder per class "
+                        "(or directly in the folder for unlabelled data)")
+    mode = _image_mode([f for f, _ in files])
+    size = (image_size, image_size) if image_size else None
+    if size is None:
+        from PIL import Image
+        try:
+            with Image.open(files[0][0]) as img:
+                size = (img.size[1], img.size[0])
+        except OSError as exc:
+            raise DataError(f"cannot read image {files[0][0]} ({exc}); remove or replace it") from None
+    x = np.stack([_read_image(f, mode, size) for f, _ in files])
+    y = np.array([c for _, c in files], dtype=np.int64)
+    return x, y, classes
+
+
+def _imagefolder(data_dir: str | Path | None, image_size: int | None):
+    if not data_dir:
+        raise DataError("the imagefolder dataset needs --data-dir pointing to a folder of images")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist; pass --data-dir to an existing folder")
+    if (root / "train").is_dir():
+        x, y, classes = _folder_images(root / "train", image_size)
+        test = None
+        if (root / "test").is_dir():
+            xt, yt, tclasses = _folder_images(root / "test", image_size or x.shape[-1])
+            if tclasses != classes:
+                raise DataError(f"{root}/test has classes {tclasses} but train has {classes}; "
+                                "use the same class sub-folders")
+            test = (xt, yt)
+        return x, y, test
+    x, y, _ = _folder_images(root, image_size)
+    return x, y, None
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.float32)[:, None] / 16.0
+    return x, d.target.astype(np.int64), None
+
+
+# --------------------------------------------------------------------------- public entry
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
+                 val_size: int | None = None, calib_size: int | None = None,
+                 min_size: int | None = None, image_size: int | None = None,
+                 train_limit: int | None = None) -> DataBundle:
+    """Load a named dataset and carve train / validation / calibration splits by ``seed``.
+
+    The test split (the dataset's own, or a fixed 20% carved with seed 0 when it has none)
+    is used only for final reports. Images smaller than ``min_size`` are upsampled so that
+    every zoo model runs on every dataset.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name in ("fashion-mnist", "mnist"):
+        folder = _idx_folder(name, data_dir)
+        x, y = _idx_pair(folder, "train")
+        test = _idx_pair(folder, "t10k") if _find_file(folder, "t10k-images-idx3-ubyte") else None
+    elif name == "digits":
+        x, y, test = _digits()
+    elif name == "cifar10":
+        x, y, test = _cifar10(data_dir)
+    elif name == "npz":
+        x, y, test = _npz(data_dir)
+    else:
+        x, y, test = _imagefolder(data_dir, image_size)
+
+    labelled = bool((y >= 0).all())
+    if labelled and len(np.unique(y)) < 2:
+        raise DataError(f"dataset {name} has a single class; classification needs at least two "
+                        "classes (check the folder layout or the labels)")
+    if test is None:
+        rng = np.random.default_rng(0)
+        perm = rng.permutation(len(x))
+        n_test = max(1, len(x) // 5)
+        test = (x[perm[:n_test]], y[perm[:n_test]])
+        x, y = x[perm[n_test:]], y[perm[n_test:]]
+    if test[0].shape[1:] != x.shape[1:]:
+        raise DataError(f"{name}: test images are {test[0].shape[1:]} but training images "
+                        f"{x.shape[1:]}; use one image size")
+    num_classes = int(max(y.max(), test[1].max()) + 1) if labelled else 0
+
+    n = len(x)
+    if n < 3:
+        raise DataError(f"dataset {name} has only {n} training images; give it at least 3")
+    val_size = min(5000, max(1, n // 10)) if val_size is None else val_size
+    calib_size = min(1024, max(1, n // 10)) if calib_size is None else calib_size
+    if val_size + calib_size >= n:
+        raise DataError(f"validation ({val_size}) + calibration ({calib_size}) images leave no "
+                        f"training images out of {n}; lower --val-size / --calib-size")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, test_x = _resize(xt, min_size), _resize(torch.from_numpy(test[0]), min_size)
+
+    def take(idx: np.ndarray) -> ImageSet:
+        return ImageSet(xt[idx].contiguous(), yt[idx].contiguous())
+
+    val = take(perm[:val_size])
+    calib = take(perm[val_size:val_size + calib_size])
+    train = take(perm[val_size + calib_size:]).subset(train_limit)
+    mean = train.x.mean(dim=(0, 2, 3)).tolist()
+    std = [max(s, 1e-3) for s in train.x.std(dim=(0, 2, 3)).tolist()]
+    return DataBundle(name=name, num_classes=num_classes, in_channels=int(xt.shape[1]),
+                      image_size=(int(xt.shape[2]), int(xt.shape[3])), mean=mean, std=std,
+                      train=train, val=val, calib=calib,
+                      test=ImageSet(test_x, torch.from_numpy(test[1])), flip=name in _FLIP_OK)
+
+
+def _resize(x: torch.Tensor, min_size: int | None) -> torch.Tensor:
+    if not min_size or min(x.shape[-2:]) >= min_size:
+        return x
+    h, w = x.shape[-2:]
+    scale = min_size / min(h, w)
+    size = (round(h * scale), round(w * scale))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp_(0, 1)
+
+
+def fashion_mnist_available(data_dir: str | Path | None = None) -> bool:
+    try:
+        _idx_folder("fashion-mnist", data_dir)
+        return True
+    except DataError:
+        return False
+
+
+__all__ = ["BatchLoader", "DataBundle", "ImageSet", "DATASETS", "load_dataset", "read_idx",
+           "fashion_mnist_available"]

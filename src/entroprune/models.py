@@ -1,0 +1,181 @@
+"""The model zoo: small-input CNNs written out here (torchvision is deliberately not used).
+
+Each model carries ``min_input_size``, the smallest image side it accepts, so data loaders
+can upsample tiny images (scikit-learn digits are 8x8) instead of crashing deep in a forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+
+from .errors import ConfigError
+
+
+def _c(ch: float, width_mult: float, divisor: int = 1) -> int:
+    """Scale a channel count, keeping at least ``divisor`` channels."""
+    return max(divisor, int(round(ch * width_mult / divisor)) * divisor)
+
+
+class VGG(nn.Module):
+    """Conv-BN-ReLU stacks with max-pooling, global average pooling and one linear layer."""
+
+    def __init__(self, cfg: list, num_classes: int, in_channels: int, width_mult: float = 1.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = in_channels
+        pools = 0
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+                pools += 1
+            else:
+                out = _c(v, width_mult)
+                layers += [nn.Conv2d(ch, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                           nn.ReLU(inplace=True)]
+                ch = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(ch, num_classes)
+        self.min_input_size = 2 ** pools
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block; the shortcut is a 1x1 conv + BN when the shape changes.
+
+    torch-pruning mis-models the zero-padding ("option A") shortcut, so it is not offered.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """CIFAR-style ResNet (He et al. 2016): three stages of 16/32/64 channels, 6n+2 layers."""
+
+    def __init__(self, depth: int, num_classes: int, in_channels: int, width_mult: float = 1.0):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ConfigError(f"ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        widths = [_c(16, width_mult), _c(32, width_mult), _c(64, width_mult)]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        stages = []
+        cin = widths[0]
+        for i, w in enumerate(widths):
+            blocks = []
+            for j in range(n):
+                blocks.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1))
+                cin = w
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+        self.min_input_size = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 linear projection."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden),
+                       nn.ReLU6(inplace=True)]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+                   nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.use_res = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 for small inputs: stride-1 stem and three stride-2 stages (32 -> 4)."""
+
+    # (expansion, channels, repeats, stride)
+    CFG = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+           (6, 160, 3, 2), (6, 320, 1, 1)]
+
+    def __init__(self, num_classes: int, in_channels: int, width_mult: float = 1.0):
+        super().__init__()
+        cin = _c(32, width_mult, 8)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, cin, 3, 1, 1, bias=False),
+                                   nn.BatchNorm2d(cin), nn.ReLU6(inplace=True)]
+        for t, c, n, s in self.CFG:
+            cout = _c(c, width_mult, 8)
+            for i in range(n):
+                layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                cin = cout
+        last = _c(1280, max(1.0, width_mult), 8)
+        layers += [nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(last, num_classes)
+        self.min_input_size = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+VGG_SMALL = [32, 32, "M", 64, 64, "M", 128, 128, "M"]
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "vgg": lambda nc, ic, w: VGG(VGG_SMALL, nc, ic, w),
+    "vgg16": lambda nc, ic, w: VGG(VGG16, nc, ic, w),
+    "resnet20": lambda nc, ic, w: CifarResNet(20, nc, ic, w),
+    "resnet56": lambda nc, ic, w: CifarResNet(56, nc, ic, w),
+    "mobilenetv2": lambda nc, ic, w: MobileNetV2(nc, ic, w),
+}
+DEFAULT_MODEL = "vgg"
+
+
+def build_model(name: str, num_classes: int, in_channels: int, width_mult: float = 1.0) -> nn.Module:
+    """Build a zoo model by name; unknown names and impossible sizes are clear errors."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if num_classes < 1 or in_channels < 1:
+        raise ConfigError(f"model needs num_classes >= 1 and in_channels >= 1, got "
+                          f"{num_classes} and {in_channels}")
+    if not 0 < width_mult <= 16:
+        raise ConfigError(f"width_mult must be in (0, 16], got {width_mult}")
+    return MODELS[name](num_classes, in_channels, width_mult)
+
+
+def min_input_size(name: str) -> int:
+    return int(getattr(build_model(name, 2, 1, 0.25), "min_input_size", 1))
+
+
+__all__ = ["MODELS", "DEFAULT_MODEL", "build_model", "min_input_size", "VGG", "CifarResNet",
+           "MobileNetV2"]

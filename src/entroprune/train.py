@@ -1,0 +1,133 @@
+"""Training, fine-tuning and evaluation loops shared by every command."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import BatchLoader, DataBundle
+from .errors import ConfigError
+from .utils import progress_bar
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of SGD training and fine-tuning.
+
+    :param epochs: passes over the training split.
+    :param lr: peak learning rate (one-cycle) or initial learning rate (cosine).
+    :param batch_size: images per step.
+    :param momentum: SGD momentum (Nesterov).
+    :param weight_decay: L2 penalty on weights.
+    :param schedule: ``onecycle`` (fast convergence from scratch) or ``cosine`` (fine-tuning).
+    :param label_smoothing: cross-entropy label smoothing.
+    :param distill_alpha: weight of the distillation loss when a teacher is given.
+    :param distill_temperature: softmax temperature of distillation.
+    """
+
+    epochs: int = 3
+    lr: float = 0.1
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.schedule not in ("onecycle", "cosine"):
+            raise ConfigError(f"schedule must be onecycle or cosine, got {self.schedule!r}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy over a labelled split."""
+    model.eval()
+    correct, total, loss = 0, 0, 0.0
+    for x, y in loader:
+        out = model(x)
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        total += len(y)
+    if total == 0:
+        return {"accuracy": float("nan"), "loss": float("nan")}
+    return {"accuracy": 100.0 * correct / total, "loss": loss / total}
+
+
+def train_model(model: nn.Module, data: DataBundle, config: TrainConfig, seed: int = 0,
+                device: torch.device | str = "cpu", teacher: nn.Module | None = None,
+                quiet: bool = False, description: str = "train",
+                on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train in place; returns one metrics dict per epoch (train loss, val accuracy, time)."""
+    config.validate()
+    if not data.labelled:
+        raise ConfigError(f"dataset {data.name} has no labels; training needs a labelled dataset")
+    device = torch.device(device)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()
+    torch.manual_seed(seed)
+    params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    params_other = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": params_decay, "weight_decay": config.weight_decay},
+                           {"params": params_other, "weight_decay": 0.0}],
+                          lr=config.lr, momentum=config.momentum, nesterov=True)
+    train_loader = data.loader("train", config.batch_size, shuffle=True, augment=True,
+                               seed=seed, device=device)
+    val_loader = data.loader("val", 512, device=device)
+    steps = max(1, config.epochs * len(train_loader))
+    if config.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
+                                                    pct_start=0.25)
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    history: list[dict] = []
+    with progress_bar(disable=quiet) as bar:
+        task = bar.add_task(description, total=steps, info="")
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            t0, running, seen = time.perf_counter(), 0.0, 0
+            for x, y in train_loader:
+                out = model(x)
+                loss = F.cross_entropy(out, y, label_smoothing=config.label_smoothing)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_out = teacher(x)
+                    temp = config.distill_temperature
+                    kd = F.kl_div(F.log_softmax(out / temp, 1), F.softmax(t_out / temp, 1),
+                                  reduction="batchmean") * temp * temp
+                    loss = (1 - config.distill_alpha) * loss + config.distill_alpha * kd
+                if not torch.isfinite(loss):
+                    raise ConfigError(f"training diverged (loss {loss.item()}) at epoch {epoch}; "
+                                      "lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                running += loss.item() * len(y)
+                seen += len(y)
+                bar.update(task, advance=1, info=f"epoch {epoch} loss {running / seen:.3f}")
+            metrics = {"epoch": epoch, "train_loss": running / max(seen, 1),
+                       "time_s": time.perf_counter() - t0}
+            metrics.update({f"val_{k}": v for k, v in evaluate(model, val_loader).items()})
+            history.append(metrics)
+            bar.update(task, info=f"epoch {epoch} val acc {metrics['val_accuracy']:.2f}%")
+            if on_epoch:
+                on_epoch(metrics)
+    return history
+
+
+__all__ = ["TrainConfig", "train_model", "evaluate"]

@@ -1,0 +1,121 @@
+"""Small shared helpers: seeding, threads, devices and atomic file output."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+# Measured on the 2-core development machine (benchmarks/threads.py): one thread is
+# fastest for the small per-episode work of a search, where thread hand-off costs more than
+# it saves; training large batches gains a little from two.
+SEARCH_THREADS = 1
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed every global RNG and return a torch generator for explicit use."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def set_threads(n: int | None) -> int:
+    """Set torch's intra-op threads; ``None`` or 0 keeps torch's default."""
+    if n:
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA GPU is available; "
+                              "use --device auto or --device cpu")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
+
+
+def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    Readers never see a half-written file, and a crash leaves the old file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        writer(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, default=_jsonable)))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def check_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` (and parents) or fail with one line naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".entroprune-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output directory {path} is not writable ({exc.strerror}); "
+                          "choose another --out") from None
+    return path
+
+
+def progress_bar(disable: bool = False):
+    """A rich progress bar on stderr, so stdout stays clean for results."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=Console(stderr=True), disable=disable, transient=False)

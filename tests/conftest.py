@@ -1,0 +1,97 @@
+"""Shared fixtures: tiny datasets written to disk in every supported format."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+def write_idx(path: Path, arr: np.ndarray, gz: bool = True) -> Path:
+    header = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> Path:
+    """A 60-image, 3-class MNIST-style folder (gzip train, raw test)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    y = np.arange(60) % 3
+    x = (rng.random((60, 12, 12)) * 60).astype(np.uint8)
+    for i, c in enumerate(y):  # class-dependent bright square so models can learn
+        x[i, 2 + 3 * c:5 + 3 * c, 2:10] = 250
+    write_idx(folder / "train-images-idx3-ubyte", x)
+    write_idx(folder / "train-labels-idx1-ubyte", y)
+    write_idx(folder / "t10k-images-idx3-ubyte", x[:15], gz=False)
+    write_idx(folder / "t10k-labels-idx1-ubyte", y[:15], gz=False)
+    return folder
+
+
+@pytest.fixture
+def cifar_dir(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, n in [("data_batch_1", 20), ("data_batch_2", 20), ("test_batch", 10)]:
+        batch = {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+                 b"labels": list(rng.integers(0, 10, n))}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+    return tmp_path
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "images"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            arr = rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def npz_file(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(3)
+    path = tmp_path / "data.npz"
+    np.savez(path, x=rng.integers(0, 255, (40, 9, 9), dtype=np.uint8), y=np.arange(40) % 4)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_ckpt(tmp_path_factory) -> Path:
+    """A small trained VGG on digits, shared by tests that need a checkpoint."""
+    from entroprune.api import train_baseline
+
+    out = tmp_path_factory.mktemp("digits_vgg")
+    train_baseline("vgg", "digits", out, epochs=3, width_mult=0.5, seed=0, quiet=True)
+    return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def resnet_ckpt(tmp_path_factory) -> Path:
+    from entroprune.api import train_baseline
+
+    out = tmp_path_factory.mktemp("digits_resnet")
+    train_baseline("resnet20", "digits", out, epochs=1, width_mult=0.5, seed=0, quiet=True)
+    return out / "model.pt"

@@ -1,0 +1,48 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from entroprune.cli import app
+
+runner = CliRunner()
+
+
+def test_train_and_evaluate_cli(tmp_path):
+    out = tmp_path / "r"
+    res = runner.invoke(app, ["train", "--model", "resnet20", "--dataset", "digits", "--epochs",
+                              "1", "--width-mult", "0.25", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (out / "model.pt").exists() and (out / "metrics.json").exists()
+    raw = torch.load(out / "model.pt", weights_only=True)
+    assert raw["spec"]["model"] == "resnet20"
+    res = runner.invoke(app, ["evaluate", str(out / "model.pt")])
+    assert res.exit_code == 0
+    assert "test_accuracy" in res.output and "macs" in res.output and "params" in res.output
+    # an existing result is never overwritten silently
+    res = runner.invoke(app, ["train", "--dataset", "digits", "--out", str(out), "--epochs", "1"])
+    assert res.exit_code == 2 and "--force" in res.output
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--model", "vgg", "--dataset", "nosuch", "--out", "{tmp}/x"],
+    ["train", "--model", "nosuch", "--dataset", "digits", "--out", "{tmp}/x"],
+    ["evaluate", "{tmp}/missing.pt"],
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", *args], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
+    assert not (tmp_path / "x").exists()
+
+
+def test_trained_digits_model_learns(digits_ckpt):
+    import json
+
+    metrics = json.loads((digits_ckpt.parent / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 70

@@ -1,0 +1,144 @@
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from entroprune.data import load_dataset, read_idx
+from entroprune.errors import DataError
+from tests.conftest import write_idx
+
+
+def test_idx_roundtrip_gz_and_raw(idx_dir):
+    assert read_idx(idx_dir / "train-images-idx3-ubyte.gz").shape == (60, 12, 12)
+    assert read_idx(idx_dir / "t10k-labels-idx1-ubyte").shape == (15,)
+
+
+def test_mnist_loader_splits_are_deterministic_and_disjoint(idx_dir):
+    a = load_dataset("mnist", idx_dir, seed=3, val_size=6, calib_size=6)
+    b = load_dataset("mnist", idx_dir, seed=3, val_size=6, calib_size=6)
+    c = load_dataset("mnist", idx_dir, seed=4, val_size=6, calib_size=6)
+    assert torch.equal(a.val.x, b.val.x) and torch.equal(a.train.y, b.train.y)
+    assert not torch.equal(a.val.x, c.val.x)
+    assert (len(a.train), len(a.val), len(a.calib), len(a.test)) == (48, 6, 6, 15)
+    assert a.num_classes == 3 and a.in_channels == 1 and a.image_size == (12, 12)
+    rows = {tuple(r.flatten().tolist()) for r in a.train.x}
+    assert not rows & {tuple(r.flatten().tolist()) for r in a.val.x}
+
+
+def test_env_var_locates_idx(idx_dir, monkeypatch):
+    monkeypatch.setenv("ENTROPRUNE_DATA", str(idx_dir))
+    assert len(load_dataset("fashion-mnist", None, val_size=5, calib_size=5).test) == 15
+
+
+def test_truncated_idx_is_clear_error(idx_dir):
+    raw = gzip.decompress((idx_dir / "train-images-idx3-ubyte.gz").read_bytes())
+    (idx_dir / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(DataError, match="truncated"):
+        load_dataset("mnist", idx_dir)
+
+
+def test_corrupt_gzip_is_clear_error(idx_dir):
+    (idx_dir / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="corrupt"):
+        load_dataset("mnist", idx_dir)
+
+
+def test_bad_idx_header(idx_dir):
+    (idx_dir / "train-labels-idx1-ubyte.gz").unlink()
+    (idx_dir / "train-labels-idx1-ubyte").write_bytes(b"\x01\x02\x03\x04garbage")
+    with pytest.raises(DataError, match="header"):
+        load_dataset("mnist", idx_dir)
+
+
+def test_count_mismatch(idx_dir):
+    write_idx(idx_dir / "train-labels-idx1-ubyte", np.zeros(59, np.uint8))
+    with pytest.raises(DataError, match="60 images but .* 59 labels"):
+        load_dataset("mnist", idx_dir)
+
+
+def test_missing_dir():
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("mnist", "/nonexistent/folder")
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_dataset("nosuch")
+
+
+def test_cifar_pickle(cifar_dir):
+    d = load_dataset("cifar10", cifar_dir, val_size=4, calib_size=4)
+    assert d.in_channels == 3 and d.image_size == (32, 32) and len(d.test) == 10
+    assert len(d.train) == 32 and d.flip
+
+
+def test_cifar_corrupt_and_malicious(cifar_dir, tmp_path):
+    folder = cifar_dir / "cifar-10-batches-py"
+    (folder / "data_batch_2").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(DataError, match="corrupt"):
+        load_dataset("cifar10", cifar_dir)
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": Evil(), b"labels": [1]}))
+    with pytest.raises(DataError):
+        load_dataset("cifar10", cifar_dir)
+    assert not marker.exists()
+
+
+def test_imagefolder(image_dir):
+    d = load_dataset("imagefolder", image_dir, val_size=2, calib_size=2)
+    assert d.num_classes == 2 and d.in_channels == 3 and d.image_size == (10, 10)
+    assert len(d.train) + len(d.val) + len(d.calib) + len(d.test) == 16
+
+
+def test_unlabelled_imagefolder(image_dir):
+    flat = image_dir / "dog"
+    d = load_dataset("imagefolder", flat, val_size=1, calib_size=2)
+    assert not d.labelled and (d.calib.y == -1).all()
+
+
+def test_corrupt_image(image_dir):
+    (image_dir / "cat" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot read image"):
+        load_dataset("imagefolder", image_dir)
+
+
+def test_npz(npz_file):
+    d = load_dataset("npz", npz_file, val_size=4, calib_size=4, min_size=16)
+    assert d.num_classes == 4 and d.image_size == (16, 16)  # upsampled for the model
+    x, _ = next(iter(d.loader("train", 8, shuffle=True, augment=True)))
+    assert x.shape == (8, 1, 16, 16) and torch.isfinite(x).all()
+
+
+def test_npz_bad(tmp_path):
+    p = tmp_path / "bad.npz"
+    np.savez(p, x=np.zeros((10, 5, 5)), y=np.zeros(9, int))
+    with pytest.raises(DataError, match="labels"):
+        load_dataset("npz", p)
+    p.write_bytes(b"PK\x03\x04broken")
+    with pytest.raises(DataError, match="cannot read"):
+        load_dataset("npz", p)
+
+
+def test_single_class(tmp_path):
+    p = tmp_path / "one.npz"
+    np.savez(p, x=np.zeros((10, 5, 5), np.uint8), y=np.zeros(10, int))
+    with pytest.raises(DataError, match="single class"):
+        load_dataset("npz", p)
+
+
+def test_digits_and_augmentation_deterministic():
+    d = load_dataset("digits", seed=0)
+    assert d.num_classes == 10 and len(d.test) == 359
+    a = [x for x, _ in d.loader("train", 64, shuffle=True, augment=True, seed=1)]
+    b = [x for x, _ in d.loader("train", 64, shuffle=True, augment=True, seed=1)]
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    x, _ = next(iter(d.loader("train", 512)))
+    assert abs(x.mean().item()) < 0.1 and abs(x.std().item() - 1) < 0.1  # normalised
