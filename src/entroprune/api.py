@@ -43,12 +43,12 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
                    lr: float = 0.1, batch_size: int = 128, width_mult: float = 1.0,
                    data_dir: str | Path | None = None, seed: int = 0,
                    device: torch.device | str = "cpu", train_limit: int | None = None,
-                   force: bool = False, quiet: bool = False) -> dict[str, Any]:
+                   force: bool = False, quiet: bool = False, augment: str = "flip") -> dict[str, Any]:
     """Train a zoo model on a dataset; writes ``model.pt`` and ``metrics.json`` into out_dir."""
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "model.pt"
     build_model(model, 2, 1, width_mult)  # fail on a bad name before touching data or disk
-    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment)
     config.validate()
     data = load_dataset(dataset, data_dir, seed=seed, min_size=min_input_size(model),
                         train_limit=train_limit)

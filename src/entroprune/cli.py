@@ -73,6 +73,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
     width_mult: Annotated[float, typer.Option(help="Channel width multiplier.")] = 1.0,
     train_limit: Annotated[int | None, typer.Option(help="Use only this many training images.")] = None,
+    augment: Annotated[str, typer.Option(help="none, flip or shift (+flip).")] = "flip",
     data_dir: DataDir = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -86,7 +87,7 @@ def train(
     dev = _setup(seed, device, threads)
     result = train_baseline(model, dataset, out_dir, epochs=epochs, lr=lr, batch_size=batch_size,
                             width_mult=width_mult, data_dir=data_dir, seed=seed, device=dev,
-                            train_limit=train_limit, force=force, quiet=quiet)
+                            train_limit=train_limit, force=force, quiet=quiet, augment=augment)
     out.print(f"test accuracy {result['test_accuracy']:.2f}%  params {result['params']:,}  "
               f"MACs {result['macs']:,}  ({result['train_time_s']:.0f} s)")
     out.print(f"checkpoint: {result['checkpoint']}")

@@ -67,7 +67,7 @@ class DataBundle:
         return (x - mean) / std
 
     def loader(self, split: str, batch_size: int = 256, shuffle: bool = False,
-               augment: bool = False, seed: int = 0,
+               augment: bool | str = False, seed: int = 0,
                device: torch.device | str = "cpu", limit: int | None = None) -> BatchLoader:
         data = getattr(self, split).subset(limit)
         return BatchLoader(data, self.mean, self.std, batch_size, shuffle,
@@ -85,9 +85,14 @@ class BatchLoader:
     """
 
     def __init__(self, data: ImageSet, mean: list[float], std: list[float], batch_size: int,
-                 shuffle: bool, augment: bool, flip: bool, seed: int, device: torch.device):
+                 shuffle: bool, augment: bool | str, flip: bool, seed: int, device: torch.device):
+        """``augment``: False/"none", "flip" (left-right, where the dataset allows it), or
+        True/"shift" (random translation by up to 2 pixels, plus flips where allowed)."""
+        mode = {True: "shift", False: "none"}.get(augment, augment)
+        if mode not in ("none", "flip", "shift"):
+            raise ValueError(f"unknown augmentation {augment!r}")
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
-        self.augment, self.flip, self.device = augment, flip, device
+        self.shift, self.flip, self.device = mode == "shift", flip and mode != "none", device
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
         self.generator = torch.Generator().manual_seed(seed)
@@ -101,11 +106,11 @@ class BatchLoader:
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             x, y = self.data.x[idx], self.data.y[idx]
-            if self.augment:
+            if self.shift:
                 x = random_shift(x, 2, self.generator)
-                if self.flip:
-                    flip = torch.rand(len(x), generator=self.generator) < 0.5
-                    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+            if self.flip:
+                flip = torch.rand(len(x), generator=self.generator) < 0.5
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
             x = (x - self.mean) / self.std
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 

@@ -1,10 +1,33 @@
-"""Prunable structure of a network: coupled channel groups, MACs and parameter counts."""
+"""Prunable structure of a network: coupled channel groups, their ranking, MACs and params.
+
+Groups come from torch-pruning's DependencyGraph: channels that must be removed together
+(a residual stream, a depthwise conv and its producer) form one group, keyed by the name
+of its root module. The classifier's outputs are never pruned.
+
+MACs and parameters of a pruned network are computed analytically, without building it:
+each counted call (conv, BN, ReLU, pool, linear) costs ``base * prod_g f_g ** e_g``, where
+``f_g`` is the kept fraction of group ``g`` and the integer exponent ``e_g`` (0, 1 or 2) is
+found once, by physically pruning each group alone on a copy and watching which calls
+shrink. This covers plain, residual and depthwise nets alike, and matches
+``torch_pruning.utils.count_ops_and_params`` on the physically pruned model.
+"""
 
 from __future__ import annotations
 
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch_pruning.utils.op_counter import MODULES_MAPPING
+
+from .errors import ConfigError
+
+IMPORTANCES = ("l1", "l2")
 
 
 @torch.no_grad()
@@ -15,3 +38,254 @@ def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[in
     macs, params = tp.utils.count_ops_and_params(model, example_input[:1].to(device))
     model.train(was_training)
     return int(macs), int(params)
+
+
+@dataclass
+class Group:
+    """One set of coupled output channels, pruned together."""
+
+    name: str  # the producing conv's module name: the key of a policy
+    index: int  # position in network order
+    channels: int
+    layer_type: str  # conv, depthwise or linear (of the root)
+    in_channels: int
+    kernel: int
+    stride: int
+    out_hw: int  # output height * width of the root
+    members: list[str]  # modules whose output channels belong to the group
+    member_idxs: dict[str, list[int]]  # module -> its channel index for each group channel
+    # Group channels are positions 0..channels-1; member_idxs maps them to each module.
+    order: list[int] = field(default_factory=list)  # positions, most important first
+    macs: int = 0  # MACs of the calls whose cost depends on this group
+
+    def kept(self, count: int) -> list[int]:
+        """Group channel indices kept when ``count`` channels survive (by importance)."""
+        return sorted(self.order[:count])
+
+    def removed(self, count: int) -> list[int]:
+        return sorted(self.order[count:])
+
+
+def _leaf_calls(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str, float]], list[str]]:
+    """Cost of every counted call in one forward (torch-pruning's own counting rules)."""
+    calls: list[tuple[str, float]] = []
+    order: list[str] = []
+    handles = []
+    for name, m in model.named_modules():
+        hook = MODULES_MAPPING.get(type(m))
+        if hook is None:
+            continue
+
+        def record(mod, inp, out, name=name, hook=hook):
+            mod.__flops__ = 0
+            hook(mod, inp, out)
+            calls.append((name, float(mod.__flops__)))
+            del mod.__flops__
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                order.append(name)
+
+        handles.append(m.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, order
+
+
+def _module_params(model: nn.Module) -> list[tuple[str, float]]:
+    return [(n, float(sum(p.numel() for p in m.parameters(recurse=False))))
+            for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+class Structure:
+    """The prunable groups of a model and a closed form of MACs / params per policy."""
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, importance: str = "l1",
+                 ignored: Sequence[str] = ()):
+        if importance not in IMPORTANCES:
+            raise ConfigError(f"unknown importance {importance!r}; choose l1 or l2")
+        self.importance = importance
+        self.example_input = example_input[:1].detach().cpu()
+        model = copy.deepcopy(model).cpu().eval()
+        names = {m: n for n, m in model.named_modules()}
+        calls, conv_order = _leaf_calls(model, self.example_input)
+        if not conv_order:
+            raise ConfigError("the model has no Conv2d or Linear layer; nothing to prune")
+        self.classifier = conv_order[-1]
+        ignored_mods = [dict(model.named_modules())[n] for n in (self.classifier, *ignored)]
+        dg = tp.DependencyGraph().build_dependency(model, self.example_input)
+        raw = list(dg.get_all_groups(ignored_layers=ignored_mods,
+                                     root_module_types=[nn.Conv2d, nn.Linear]))
+        out_hw = self._output_sizes(model)
+        rank = {n: i for i, n in enumerate(conv_order)}
+        imp = tp.importance.GroupMagnitudeImportance(p=1 if importance == "l1" else 2)
+        groups: list[Group] = []
+        mods = dict(model.named_modules())
+        for g in raw:
+            channels = len(g[0].idxs)
+            members, member_idxs = [], {}
+            for item in g:
+                mod = item.dep.target.module
+                if mod in names and dg.is_out_channel_pruning_fn(item.dep.handler):
+                    members.append(names[mod])
+                    member_idxs[names[mod]] = [int(i) for i in item.idxs]
+            # Name the group after its producer: the first conv/linear in forward order,
+            # preferring a regular conv over a depthwise one that merely follows it.
+            layers = sorted((m for m in members if m in rank), key=lambda m: rank[m])
+            regular = [m for m in layers if not (isinstance(mods[m], nn.Conv2d) and mods[m].groups > 1)]
+            if channels < 2 or not layers:
+                continue
+            name = (regular or layers)[0]
+            root = mods[name]
+            scores = imp(g)
+            order = torch.argsort(scores.double(), descending=True, stable=True).tolist()
+            is_dw = isinstance(root, nn.Conv2d) and root.groups > 1
+            groups.append(Group(
+                name=name, index=0, channels=channels,
+                layer_type="depthwise" if is_dw else ("conv" if isinstance(root, nn.Conv2d) else "linear"),
+                in_channels=int(getattr(root, "in_channels", getattr(root, "in_features", 0))),
+                kernel=int(root.kernel_size[0]) if isinstance(root, nn.Conv2d) else 1,
+                stride=int(root.stride[0]) if isinstance(root, nn.Conv2d) else 1,
+                out_hw=out_hw.get(name, 1), members=sorted(members, key=lambda m: rank.get(m, 1e9)),
+                member_idxs=member_idxs, order=order))
+        groups.sort(key=lambda gr: rank[gr.name])
+        for i, gr in enumerate(groups):
+            gr.index = i
+        if not groups:
+            raise ConfigError("the model has no prunable channel group (every conv feeds the "
+                              "classifier directly or has a single channel); nothing to prune")
+        self.groups = groups
+        self.by_name = {g.name: g for g in groups}
+        self._fit_costs(model, calls)
+
+    # ----------------------------------------------------------------- construction helpers
+
+    def _output_sizes(self, model: nn.Module) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+
+        def record(mod, inp, out, name):
+            sizes.setdefault(name, int(np.prod(out.shape[2:])) if out.dim() > 2 else 1)
+
+        handles = [m.register_forward_hook(lambda mod, i, o, n=n: record(mod, i, o, n))
+                   for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        with torch.no_grad():
+            model(self.example_input)
+        for h in handles:
+            h.remove()
+        return sizes
+
+    def _fit_costs(self, model: nn.Module, calls: list[tuple[str, float]]) -> None:
+        """Probe each group alone to learn which calls and parameters it scales."""
+        base = np.array([c for _, c in calls])
+        params = _module_params(model)
+        pbase = np.array([p for _, p in params])
+        exp_calls = np.zeros((len(calls), len(self.groups)))
+        exp_params = np.zeros((len(params), len(self.groups)))
+        for j, g in enumerate(self.groups):
+            keep = g.channels // 2
+            pruned = self._physical(model, {g.name: keep})
+            new_calls, _ = _leaf_calls(pruned, self.example_input)
+            if len(new_calls) != len(calls):
+                raise ConfigError(f"pruning group {g.name} changed the model's call graph; "
+                                  "this architecture is not supported")
+            new = np.array([c for _, c in new_calls])
+            frac = math.log(keep / g.channels)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                exp_calls[:, j] = np.where(base > 0, np.round(np.log(np.maximum(new, 1e-12) / base) / frac), 0)
+                newp = np.array([p for _, p in _module_params(pruned)])
+                exp_params[:, j] = np.where(pbase > 0, np.round(np.log(np.maximum(newp, 1e-12) / pbase) / frac), 0)
+        self._base, self._exp = base, np.clip(exp_calls, 0, 2)
+        self._pbase, self._pexp = pbase, np.clip(exp_params, 0, 2)
+        self.total_macs = float(base.sum())
+        self.total_params = float(pbase.sum())
+        for j, g in enumerate(self.groups):
+            g.macs = int(base[self._exp[:, j] > 0].sum())
+
+    def _physical(self, model: nn.Module, keep: Mapping[str, int]) -> nn.Module:
+        pruned = copy.deepcopy(model)
+        apply_physical(pruned, self, keep)
+        return pruned
+
+    # ----------------------------------------------------------------- policies
+
+    def keep_counts(self, ratios: Mapping[str, float] | Sequence[float] | np.ndarray,
+                    round_to: int = 1) -> np.ndarray:
+        """Channels kept per group for keep ratios (by name or in group order)."""
+        if isinstance(ratios, Mapping):
+            ratios = [ratios.get(g.name, 1.0) for g in self.groups]
+        r = np.asarray(ratios, dtype=float)
+        counts = np.array([self.round_channels(g.channels, x, round_to)
+                           for g, x in zip(self.groups, r, strict=True)])
+        return counts
+
+    @staticmethod
+    def round_channels(channels: int, ratio: float, round_to: int = 1) -> int:
+        n = int(round(ratio * channels))
+        if round_to > 1 and channels > round_to:
+            n = int(round(n / round_to)) * round_to
+            n = max(round_to, n)
+        return int(min(channels, max(1, n)))
+
+    def fractions(self, counts: Sequence[int] | np.ndarray) -> np.ndarray:
+        return np.asarray(counts, dtype=float) / np.array([g.channels for g in self.groups])
+
+    def macs(self, counts: Sequence[int] | np.ndarray) -> float:
+        """MACs of the network with ``counts[g]`` channels kept in each group."""
+        logf = np.log(self.fractions(counts))
+        return float(self._base @ np.exp(self._exp @ logf))
+
+    def params(self, counts: Sequence[int] | np.ndarray) -> float:
+        logf = np.log(self.fractions(counts))
+        return float(self._pbase @ np.exp(self._pexp @ logf))
+
+    def macs_batch(self, fractions: np.ndarray) -> np.ndarray:
+        """MACs for many fraction vectors at once (rows of ``fractions``)."""
+        return np.exp(np.log(fractions) @ self._exp.T) @ self._base
+
+    def full_counts(self) -> np.ndarray:
+        return np.array([g.channels for g in self.groups])
+
+    def policy_counts(self, policy: Mapping[str, float], round_to: int = 1,
+                      strict: bool = True) -> np.ndarray:
+        """Validate a policy (group name -> keep ratio) and turn it into channel counts."""
+        unknown = sorted(set(policy) - set(self.by_name))
+        if unknown:
+            raise ConfigError(f"policy names unknown groups {unknown[:3]}; known groups: "
+                              f"{', '.join(list(self.by_name)[:6])}...")
+        missing = [g.name for g in self.groups if g.name not in policy]
+        if strict and missing:
+            raise ConfigError(f"policy lacks groups {missing[:3]}; give a keep ratio for every "
+                              "group (see `entroprune inspect`)")
+        for k, v in policy.items():
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 1):
+                raise ConfigError(f"keep ratio of {k} is {v!r}; ratios must lie in (0, 1]")
+        return self.keep_counts(policy, round_to)
+
+
+def apply_physical(model: nn.Module, structure: Structure, keep: Mapping[str, int]) -> list:
+    """Remove channels in place with torch-pruning; returns the pruning history.
+
+    Channels come from ``structure``'s ranking, computed on the unmodified weights, so the
+    choice does not depend on the order in which groups are pruned.
+    """
+    model.eval()
+    mods = dict(model.named_modules())
+    dg = tp.DependencyGraph().build_dependency(model, structure.example_input.to(
+        next(model.parameters()).device))
+    for g in structure.groups:
+        count = int(keep.get(g.name, g.channels))
+        if count >= g.channels:
+            continue
+        root = mods[g.name]
+        fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else (
+            tp.prune_depthwise_conv_out_channels if g.layer_type == "depthwise"
+            else tp.prune_conv_out_channels)
+        idxs = [g.member_idxs[g.name][i] for i in g.removed(count)]
+        group = dg.get_pruning_group(root, fn, idxs=idxs)
+        group.prune()
+    return dg.pruning_history()
+
+
+__all__ = ["Structure", "Group", "count_macs_params", "apply_physical", "IMPORTANCES"]

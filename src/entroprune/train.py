@@ -27,6 +27,7 @@ class TrainConfig:
     :param weight_decay: L2 penalty on weights.
     :param schedule: ``onecycle`` (fast convergence from scratch) or ``cosine`` (fine-tuning).
     :param label_smoothing: cross-entropy label smoothing.
+    :param augment: ``shift`` (translations + flips where allowed), ``flip`` or ``none``.
     :param distill_alpha: weight of the distillation loss when a teacher is given.
     :param distill_temperature: softmax temperature of distillation.
     """
@@ -38,6 +39,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"
     label_smoothing: float = 0.0
+    augment: str = "flip"
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
 
@@ -48,6 +50,8 @@ class TrainConfig:
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.augment not in ("none", "flip", "shift"):
+            raise ConfigError(f"augment must be none, flip or shift, got {self.augment!r}")
         if self.schedule not in ("onecycle", "cosine"):
             raise ConfigError(f"schedule must be onecycle or cosine, got {self.schedule!r}")
 
@@ -85,7 +89,7 @@ def train_model(model: nn.Module, data: DataBundle, config: TrainConfig, seed: i
     opt = torch.optim.SGD([{"params": params_decay, "weight_decay": config.weight_decay},
                            {"params": params_other, "weight_decay": 0.0}],
                           lr=config.lr, momentum=config.momentum, nesterov=True)
-    train_loader = data.loader("train", config.batch_size, shuffle=True, augment=True,
+    train_loader = data.loader("train", config.batch_size, shuffle=True, augment=config.augment,
                                seed=seed, device=device)
     val_loader = data.loader("val", 512, device=device)
     steps = max(1, config.epochs * len(train_loader))

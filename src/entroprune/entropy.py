@@ -1,0 +1,201 @@
+"""Spatial entropy of convolutional activation maps, vectorised and batched in torch.
+
+Variants (see docs/method.md for formulas and the reasoning behind each):
+
+* ``distribution``: a rectified map as a probability distribution over its H*W positions;
+  Shannon entropy divided by log(H*W), in [0, 1]. Low when activity is concentrated.
+* ``cooccurrence``: the map min-max normalised and quantised to L levels; entropy (bits) of
+  the joint histogram of horizontally and vertically adjacent level pairs: the spatial
+  entropy of Musat & Andonie's earlier semiotic work. Low when the map is smooth / simple.
+* ``*-avg``: the same on the channel-averaged map of a layer instead of per channel.
+
+Pruned channels are excluded from every average: a pruned map is all zero, has zero entropy,
+and would otherwise reward pruning for its own sake. Zero or constant maps give 0, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+VARIANTS = ("distribution", "cooccurrence", "distribution-avg", "cooccurrence-avg")
+DEFAULT_LEVELS = 16
+
+
+def distribution_entropy(maps: torch.Tensor) -> torch.Tensor:
+    """Normalised Shannon entropy of each rectified (..., H, W) map over its positions."""
+    x = maps.clamp_min(0).flatten(-2)
+    n = x.shape[-1]
+    if n <= 1:
+        return torch.zeros(x.shape[:-1], device=x.device, dtype=x.dtype)
+    total = x.sum(-1, keepdim=True)
+    p = x / total.clamp_min(torch.finfo(x.dtype).tiny)
+    h = -torch.xlogy(p, p).sum(-1) / math.log(n)
+    return torch.where(total.squeeze(-1) > 0, h, torch.zeros_like(h)).clamp_(0.0, 1.0)
+
+
+def cooccurrence_entropy(maps: torch.Tensor, levels: int = DEFAULT_LEVELS) -> torch.Tensor:
+    """Entropy (bits) of adjacent-pair level histograms of each (..., H, W) map."""
+    lead, (h, w) = maps.shape[:-2], maps.shape[-2:]
+    x = maps.reshape(-1, h, w)
+    m = x.shape[0]
+    flat = x.reshape(m, -1)
+    lo, hi = flat.min(-1).values, flat.max(-1).values
+    span = (hi - lo).view(m, 1, 1)
+    ok = span > 1e-12 * (1 + hi.abs().view(m, 1, 1))
+    scaled = (x - lo.view(m, 1, 1)) / torch.where(ok, span, torch.ones_like(span))
+    q = (scaled * levels).floor().clamp_(0, levels - 1).long()
+    q = torch.where(ok, q, torch.zeros_like(q))
+    pairs = []
+    if w > 1:
+        pairs.append((q[:, :, :-1] * levels + q[:, :, 1:]).reshape(m, -1))
+    if h > 1:
+        pairs.append((q[:, :-1, :] * levels + q[:, 1:, :]).reshape(m, -1))
+    if not pairs:
+        return torch.zeros(lead, device=maps.device, dtype=maps.dtype)
+    idx = torch.cat(pairs, 1)
+    counts = torch.zeros(m, levels * levels, device=maps.device, dtype=maps.dtype)
+    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=maps.dtype))
+    p = counts / idx.shape[1]
+    ent = -torch.xlogy(p, p).sum(-1) / math.log(2)
+    return ent.clamp_min_(0.0).reshape(lead)
+
+
+def map_entropy(maps: torch.Tensor, variant: str, levels: int = DEFAULT_LEVELS) -> torch.Tensor:
+    base = variant.removesuffix("-avg")
+    if base == "distribution":
+        return distribution_entropy(maps)
+    if base == "cooccurrence":
+        return cooccurrence_entropy(maps, levels)
+    raise ValueError(f"unknown entropy variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+
+
+def layer_entropy(act: torch.Tensor, variant: str = "distribution",
+                  kept: torch.Tensor | None = None, levels: int = DEFAULT_LEVELS) -> torch.Tensor:
+    """Per-image entropy of one layer's (N, C, H, W) activations over its kept channels."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown entropy variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if kept is not None:
+        act = act.index_select(1, kept.to(act.device))
+    act = act.float()
+    if act.shape[1] == 0:
+        return torch.zeros(act.shape[0], device=act.device)
+    if variant.endswith("-avg"):
+        return map_entropy(act.clamp_min(0).mean(1), variant, levels)
+    return map_entropy(act, variant, levels).mean(1)
+
+
+def activation_points(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
+    """For each conv, the module whose output is its activation: the BatchNorm applied to
+    the conv's output when there is one (found by tensor identity in a forward), else the
+    conv itself. ReLU is applied by the probe, so in-place activations do not matter."""
+    produced: dict[int, str] = {}
+    points: dict[str, str] = {}
+    handles = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            def conv_hook(m, i, o, name=name):
+                produced[id(o)] = name
+                points.setdefault(name, name)
+            handles.append(mod.register_forward_hook(conv_hook))
+        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            def bn_hook(m, i, o, name=name):
+                src = produced.get(id(i[0]))
+                if src is not None:
+                    points[src] = name
+            handles.append(mod.register_forward_hook(bn_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return points
+
+
+class EntropyProbe:
+    """Measures per-layer spatial entropy during a forward pass through hooks.
+
+    :param model: the network (masked in place or physically pruned).
+    :param layers: conv names to measure, in network order.
+    :param points: conv name -> module whose output is the conv's activation.
+    :param variants: which entropy variants to compute on each forward.
+    :param levels: quantisation levels of the co-occurrence variant.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], points: Mapping[str, str],
+                 variants: Sequence[str] = ("distribution",), levels: int = DEFAULT_LEVELS):
+        for v in variants:
+            if v not in VARIANTS:
+                raise ValueError(f"unknown entropy variant {v!r}; choose one of {', '.join(VARIANTS)}")
+        self.model, self.layers, self.variants, self.levels = model, list(layers), list(variants), levels
+        self.kept: dict[str, torch.Tensor] = {}
+        self.sums: dict[tuple[str, str], float] = {}
+        self.count = 0
+        mods = dict(model.named_modules())
+        self._handles = [mods[points[layer]].register_forward_hook(
+            lambda m, i, o, layer=layer: self._record(layer, o)) for layer in self.layers]
+
+    def _record(self, layer: str, out: torch.Tensor) -> None:
+        act = out.detach().clamp_min(0)
+        for v in self.variants:
+            val = layer_entropy(act, v, self.kept.get(layer), self.levels).sum().item()
+            self.sums[(layer, v)] = self.sums.get((layer, v), 0.0) + val
+
+    def reset(self, kept: Mapping[str, torch.Tensor] | None = None) -> None:
+        self.kept = dict(kept or {})
+        self.sums, self.count = {}, 0
+
+    @torch.no_grad()
+    def measure(self, images: torch.Tensor, batch_size: int = 512) -> dict[str, dict[str, float]]:
+        """Mean entropy per variant and layer over ``images``: {variant: {layer: value}}."""
+        self.sums, self.count = {}, 0
+        self.model.eval()
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            self.model(batch)
+            self.count += len(batch)
+        n = max(self.count, 1)
+        return {v: {layer: self.sums.get((layer, v), 0.0) / n for layer in self.layers}
+                for v in self.variants}
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> EntropyProbe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def select_layers(layers: Sequence[str], spec: str | Sequence[str] = "all") -> list[str]:
+    """``all``, ``last``, ``last:K`` or explicit names (comma-separated or a list)."""
+    layers = list(layers)
+    if isinstance(spec, str):
+        if spec == "all":
+            return layers
+        if spec == "last":
+            return layers[-1:]
+        if spec.startswith("last:"):
+            k = int(spec.split(":", 1)[1])
+            if k < 1:
+                raise ValueError("last:K needs K >= 1")
+            return layers[-k:]
+        spec = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [s for s in spec if s not in layers]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown}; measurable layers: {', '.join(layers)}")
+    return [layer for layer in layers if layer in spec]
+
+
+__all__ = ["VARIANTS", "distribution_entropy", "cooccurrence_entropy", "map_entropy",
+           "layer_entropy", "activation_points", "EntropyProbe", "select_layers"]

@@ -1,0 +1,134 @@
+"""Applying a policy: zero-masks in place (for the search) or physical removal (the result).
+
+Both use the channel ranking that :class:`~entroprune.structure.Structure` computed on the
+unmodified weights, so a masked network and its physically pruned twin compute the same
+function: a masked channel has zero filter, zero BN scale and shift, hence outputs exactly
+zero, which is what its absence contributes downstream.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from .errors import CheckpointError
+from .structure import Structure, apply_physical
+
+
+class Masker:
+    """Zero-masks groups of a live model in place; ``restore()`` undoes it in one call."""
+
+    def __init__(self, model: nn.Module, structure: Structure):
+        self.model, self.structure = model, structure
+        mods = dict(model.named_modules())
+        self._saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._targets: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        for g in structure.groups:
+            targets = []
+            for member in g.members:
+                mod = mods[member]
+                idx = torch.tensor(g.member_idxs[member], dtype=torch.long)
+                for pname in ("weight", "bias"):
+                    p = getattr(mod, pname, None)
+                    if isinstance(p, torch.Tensor):
+                        targets.append((p, idx.to(p.device)))
+            self._targets.append(targets)
+        self._layer_idx = {
+            (gi, m): torch.tensor(g.member_idxs[m]) for gi, g in enumerate(structure.groups)
+            for m in g.members}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        state = self.model.state_dict()
+        for k, v in self._saved.items():
+            state[k].copy_(v)
+
+    @torch.no_grad()
+    def apply(self, counts: Sequence[int] | np.ndarray) -> None:
+        """Restore the original weights, then zero every channel the counts remove."""
+        self.restore()
+        for g, count, targets in zip(self.structure.groups, counts, self._targets, strict=True):
+            if count >= g.channels:
+                continue
+            removed = torch.tensor(g.removed(int(count)), dtype=torch.long)
+            for p, idx in targets:
+                p.index_fill_(0, idx[removed], 0.0)
+
+    def kept_channels(self, counts: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """Module channel indices that survive, for every group member (used by the probes)."""
+        kept = {}
+        for gi, (g, count) in enumerate(zip(self.structure.groups, counts, strict=True)):
+            sel = torch.tensor(g.kept(int(count)), dtype=torch.long)
+            for m in g.members:
+                kept[m] = self._layer_idx[(gi, m)][sel]
+        return kept
+
+
+def counts_to_dict(structure: Structure, counts: Sequence[int] | np.ndarray) -> dict[str, int]:
+    return {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)}
+
+
+def prune_model(model: nn.Module, structure: Structure,
+                counts: Sequence[int] | np.ndarray) -> tuple[nn.Module, list]:
+    """A physically pruned copy of ``model`` and torch-pruning's history to replay it."""
+    pruned = copy.deepcopy(model).cpu()
+    history = apply_physical(pruned, structure, counts_to_dict(structure, counts))
+    return pruned, _plain_history(history)
+
+
+def _plain_history(history: list) -> list:
+    return [[str(name), bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in history]
+
+
+def replay_pruning_history(model: nn.Module, example: torch.Tensor, history: list) -> nn.Module:
+    """Re-apply a saved pruning history to a fresh model so its shapes match the weights."""
+    try:
+        dg = tp.DependencyGraph().build_dependency(model.eval(), example)
+        dg.load_pruning_history([tuple(h) for h in history])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot replay the checkpoint's pruning history ({exc}); "
+                              "the file was edited or made by another version") from None
+    return model
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> None:
+    """Re-estimate BatchNorm statistics on ``images`` (exact average over the batches).
+
+    Pruning shifts the statistics every later BN layer sees; stale ones alone can collapse
+    accuracy to chance, drowning any reward signal (NOTES.md section 4).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or len(images) == 0:
+        return
+    model.eval()
+    momenta = []
+    for bn in bns:
+        momenta.append(bn.momentum)
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    try:
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size])
+    finally:
+        for bn, mom in zip(bns, momenta, strict=True):
+            bn.momentum = mom
+            bn.eval()
+
+
+def policy_to_ratios(structure: Structure, counts: Sequence[int] | np.ndarray) -> dict[str, float]:
+    return {g.name: round(int(c) / g.channels, 6) for g, c in zip(structure.groups, counts, strict=True)}
+
+
+def ratios_from_policy(structure: Structure, policy: Mapping[str, float], round_to: int = 1) -> np.ndarray:
+    return structure.policy_counts(policy, round_to)
+
+
+__all__ = ["Masker", "prune_model", "replay_pruning_history", "recalibrate_bn", "counts_to_dict",
+           "policy_to_ratios"]

@@ -1,0 +1,115 @@
+import math
+
+import pytest
+import torch
+
+from entroprune.entropy import (
+    VARIANTS,
+    EntropyProbe,
+    activation_points,
+    cooccurrence_entropy,
+    distribution_entropy,
+    layer_entropy,
+    select_layers,
+)
+from entroprune.models import build_model
+
+
+def slow_distribution(m: torch.Tensor) -> float:
+    vals = [max(float(v), 0.0) for v in m.flatten()]
+    s = sum(vals)
+    if s == 0 or len(vals) < 2:
+        return 0.0
+    return -sum(v / s * math.log(v / s) for v in vals if v > 0) / math.log(len(vals))
+
+
+def slow_cooccurrence(m: torch.Tensor, levels: int = 16) -> float:
+    h, w = m.shape
+    lo, hi = float(m.min()), float(m.max())
+    if hi - lo <= 1e-12 * (1 + abs(hi)):
+        return 0.0
+    q = [[min(levels - 1, int((float(m[i, j]) - lo) / (hi - lo) * levels)) for j in range(w)]
+         for i in range(h)]
+    counts: dict[tuple[int, int], int] = {}
+    for i in range(h):
+        for j in range(w):
+            if j + 1 < w:
+                counts[(q[i][j], q[i][j + 1])] = counts.get((q[i][j], q[i][j + 1]), 0) + 1
+            if i + 1 < h:
+                counts[(q[i][j], q[i + 1][j])] = counts.get((q[i][j], q[i + 1][j]), 0) + 1
+    n = sum(counts.values())
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def test_constant_and_zero_maps_give_zero():
+    const = torch.full((3, 5, 5), 2.5)
+    assert torch.equal(cooccurrence_entropy(const), torch.zeros(3))
+    zeros = torch.zeros(4, 6, 6, 6)
+    for v in VARIANTS:
+        out = layer_entropy(zeros, v)
+        assert torch.isfinite(out).all() and torch.equal(out, torch.zeros(4))
+
+
+def test_point_mass_and_uniform_distribution():
+    m = torch.zeros(7, 7)
+    m[3, 4] = 5.0
+    assert distribution_entropy(m).item() == 0.0
+    assert distribution_entropy(torch.ones(7, 7)).item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_positive_scale_invariance(variant):
+    act = torch.rand(3, 4, 9, 9)
+    a = layer_entropy(act, variant)
+    b = layer_entropy(act * 37.5, variant)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_channel_order_invariance(variant):
+    act = torch.rand(2, 6, 8, 8)
+    perm = torch.randperm(6)
+    assert torch.allclose(layer_entropy(act, variant), layer_entropy(act[:, perm], variant), atol=1e-6)
+
+
+def test_matches_slow_reference():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(5, 4, 6, 7, generator=g) - 0.3  # some negative values (rectified)
+    fast_d = distribution_entropy(maps)
+    fast_c = cooccurrence_entropy(maps)
+    for i in range(5):
+        for j in range(4):
+            ref_d = slow_distribution(maps[i, j])
+            ref_c = slow_cooccurrence(maps[i, j])
+            assert abs(fast_d[i, j].item() - ref_d) <= 1e-5 * max(1.0, ref_d)
+            assert abs(fast_c[i, j].item() - ref_c) <= 1e-5 * max(1.0, ref_c)
+
+
+def test_kept_channels_only():
+    act = torch.rand(2, 4, 5, 5)
+    act[:, 2:] = 0  # "pruned" channels
+    kept = torch.tensor([0, 1])
+    assert torch.allclose(layer_entropy(act, "distribution", kept),
+                          layer_entropy(act[:, :2], "distribution"))
+    assert (layer_entropy(act, "distribution") < layer_entropy(act, "distribution", kept)).all()
+
+
+def test_probe_on_model_and_layer_selection():
+    model = build_model("vgg", 10, 1, 0.25).eval()
+    x = torch.randn(6, 1, 16, 16)
+    points = activation_points(model, x[:1])
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert set(points) == set(convs)
+    assert all("features" in p for p in points.values())
+    assert points[convs[0]] != convs[0]  # the BN after it, not the conv
+    with EntropyProbe(model, convs, points, variants=VARIANTS) as probe:
+        res = probe.measure(x, batch_size=4)
+    assert set(res) == set(VARIANTS)
+    for v in VARIANTS:
+        assert all(math.isfinite(val) for val in res[v].values())
+    assert all(0 <= val <= 1 for val in res["distribution"].values())
+    assert select_layers(convs, "last") == convs[-1:]
+    assert select_layers(convs, "last:2") == convs[-2:]
+    assert select_layers(convs, f"{convs[1]},{convs[0]}") == convs[:2]
+    with pytest.raises(ValueError):
+        select_layers(convs, "nosuch")

@@ -1,0 +1,146 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from entroprune.errors import ConfigError
+from entroprune.models import build_model
+from entroprune.prune import Masker, prune_model, recalibrate_bn, replay_pruning_history
+from entroprune.structure import Structure, count_macs_params
+
+EXPECTED_GROUPS = {"vgg": 6, "vgg16": 13, "resnet20": 12, "resnet56": 30, "mobilenetv2": 23}  # at width 0.25 the stem stream spans two stages
+
+
+def _randomise_bn(model):
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+            m.weight.data.normal_(generator=g)
+            m.bias.data.normal_(generator=g)
+    return model
+
+
+@pytest.fixture(scope="module")
+def structures():
+    out = {}
+    for name in EXPECTED_GROUPS:
+        torch.manual_seed(0)
+        model = _randomise_bn(build_model(name, 10, 1, 0.25 if name != "resnet20" else 0.5)).eval()
+        out[name] = (model, Structure(model, torch.randn(1, 1, 16, 16)))
+    return out
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_GROUPS))
+def test_group_counts(structures, name):
+    _, s = structures[name]
+    assert len(s.groups) == EXPECTED_GROUPS[name]
+    assert s.classifier not in [g.name for g in s.groups]
+
+
+def test_resnet20_stages_are_coupled(structures):
+    _, s = structures["resnet20"]
+    streams = [g for g in s.groups if sum(".conv2" in m for m in g.members) == 3]
+    assert len(streams) == 3
+    assert [g.name for g in streams] == ["conv1", "layer2.0.conv2", "layer3.0.conv2"]
+    for g in streams[1:]:
+        stage = g.name.split(".")[0]
+        assert f"{stage}.0.shortcut.0" in g.members
+        assert {f"{stage}.{i}.conv2" for i in range(3)} <= set(g.members)
+
+
+def test_depthwise_joins_producer(structures):
+    _, s = structures["mobilenetv2"]
+    model = structures["mobilenetv2"][0]
+    mods = dict(model.named_modules())
+    for g in s.groups:
+        for m in g.members:
+            mod = mods[m]
+            if isinstance(mod, torch.nn.Conv2d) and mod.groups > 1:
+                assert g.name != m  # never its own root: it follows its producer
+    assert all(g.layer_type != "depthwise" for g in s.groups)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_GROUPS))
+def test_analytic_macs_match_torch_pruning(structures, name):
+    model, s = structures[name]
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        counts = s.keep_counts(rng.uniform(0.05, 1.0, len(s.groups)))
+        pruned, _ = prune_model(model, s, counts)
+        macs, params = count_macs_params(pruned, s.example_input)
+        assert s.macs(counts) == pytest.approx(macs, rel=0.01)
+        assert s.params(counts) == pytest.approx(params, rel=0.01)
+    full_macs, _ = count_macs_params(model, s.example_input)
+    assert s.macs(s.full_counts()) == pytest.approx(full_macs, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vgg", "resnet20", "mobilenetv2"])
+def test_masks_equal_physical_pruning(structures, name):
+    model, s = structures[name]
+    model = copy.deepcopy(model)
+    x = torch.randn(4, 1, 16, 16)
+    ref = model(x).detach()
+    counts = s.keep_counts(np.random.default_rng(2).uniform(0.1, 1.0, len(s.groups)))
+    masker = Masker(model, s)
+    masker.apply(counts)
+    masked = model(x).detach()
+    pruned, history = prune_model(model, s, counts)
+    assert (masked - pruned(x)).abs().max().item() <= 1e-5
+    masker.restore()
+    assert torch.equal(model(x), ref)
+    fresh = build_model(name, 10, 1, 0.25 if name != "resnet20" else 0.5)
+    replay_pruning_history(fresh, x[:1], history)
+    fresh.load_state_dict(pruned.state_dict())
+    assert (fresh.eval()(x) - pruned(x)).abs().max().item() <= 1e-6
+
+
+def test_bn_recalibration_masked_equals_physical(structures):
+    model, s = structures["resnet20"]
+    model = copy.deepcopy(model)
+    counts = s.keep_counts([0.5] * len(s.groups))
+    calib = torch.randn(64, 1, 16, 16)
+    x = torch.randn(4, 1, 16, 16)
+    pruned, _ = prune_model(model, s, counts)
+    Masker(model, s).apply(counts)
+    recalibrate_bn(model, calib, batch_size=16)
+    recalibrate_bn(pruned, calib, batch_size=16)
+    assert not model.training
+    assert (model(x) - pruned(x)).abs().max().item() <= 1e-4
+    bn = model.bn1
+    assert bn.momentum == 0.1 and bn.num_batches_tracked.item() == 4
+
+
+def test_channel_choice_by_magnitude():
+    model = build_model("vgg", 10, 1, 0.25).eval()
+    conv = model.features[0]
+    with torch.no_grad():
+        conv.weight.mul_(0.01)
+        conv.weight[3] *= 1000.0  # the one strong filter
+    s = Structure(model, torch.randn(1, 1, 16, 16))
+    assert s.groups[0].kept(1) == [3]
+    s2 = Structure(model, torch.randn(1, 1, 16, 16), importance="l2")
+    assert s2.groups[0].kept(1) == [3]
+    with pytest.raises(ConfigError):
+        Structure(model, torch.randn(1, 1, 16, 16), importance="nosuch")
+
+
+def test_rounding_and_policy_validation(structures):
+    _, s = structures["vgg"]
+    assert Structure.round_channels(64, 0.3, 8) == 16
+    assert Structure.round_channels(64, 0.01, 8) == 8
+    assert Structure.round_channels(6, 0.01, 8) == 1
+    with pytest.raises(ConfigError, match="unknown groups"):
+        s.policy_counts({"nosuch": 0.5})
+    with pytest.raises(ConfigError, match="lacks groups"):
+        s.policy_counts({s.groups[0].name: 0.5})
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        s.policy_counts({g.name: 1.5 for g in s.groups})
+
+
+def test_model_with_nothing_to_prune():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+    with pytest.raises(ConfigError, match="nothing to prune"):
+        Structure(model, torch.randn(1, 1, 8, 8))
