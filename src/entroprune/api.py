@@ -100,3 +100,79 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
 
 
 __all__ = ["train_baseline", "evaluate_checkpoint", "load_model", "load_data_for_spec"]
+
+
+def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1"):
+    from .structure import Structure
+
+    return Structure(model, spec.example_input(), importance=importance)
+
+
+def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, dataset: str | None = None,
+                      data_dir: str | Path | None = None, device: torch.device | str = "cpu",
+                      resume: bool = False, force: bool = False, quiet: bool = False,
+                      importance: str = "l1", trust_pickle: bool = False):
+    """Search a pruning policy for a checkpoint; writes policy.json and the search log."""
+    from .search import LOG_FILE, SearchConfig, run_search
+
+    config = config or SearchConfig()
+    config.validate()
+    out_dir = Path(out_dir)
+    if (out_dir / LOG_FILE).exists() and not (resume or force):
+        raise ConfigError(f"{out_dir} already holds a search; pass --resume to continue it, --force to "
+                          "start over, or choose another --out")
+    model, ckpt = load_model(path, trust_pickle)
+    if ckpt.pruning:
+        raise ConfigError(f"{path} is already pruned; search on the original (unpruned) checkpoint")
+    data = load_data_for_spec(ckpt.spec, dataset, data_dir, calib_size=None)
+    calib = data.normalize(data.calib.x[: config.calib_size]).to(device)
+    if len(calib) < config.calib_size and not quiet:
+        pass  # small datasets: use what there is
+    val = None
+    if data.labelled and config.val_size > 0:
+        val = (data.normalize(data.val.x[: config.val_size]).to(device), data.val.y[: config.val_size].to(device))
+    structure = build_structure(model, ckpt.spec, importance)
+    check_writable_dir(out_dir)
+    if force and not resume:
+        for name in ("episodes.jsonl", "search_state.pt", "policy.json", "search.json"):
+            (out_dir / name).unlink(missing_ok=True)
+    model.to(device)
+    meta = {"checkpoint": str(Path(path).resolve()), "model": ckpt.spec.model, "dataset": data.name,
+            "importance": importance}
+    return run_search(model, structure, calib, val, config, out_dir, resume=resume, quiet=quiet, meta=meta)
+
+
+def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None,
+                       calib_size: int = 256, device: torch.device | str = "cpu", importance: str = "l1",
+                       trust_pickle: bool = False) -> dict[str, Any]:
+    """Groups and per-layer entropies of a checkpoint, as plain data (the CLI renders it)."""
+    from .entropy import VARIANTS, EntropyProbe, activation_points
+
+    model, ckpt = load_model(path, trust_pickle)
+    data = load_data_for_spec(ckpt.spec, dataset, data_dir)
+    structure = build_structure(model, ckpt.spec, importance)
+    model.to(device)
+    calib = data.normalize(data.calib.x[:calib_size]).to(device)
+    points = activation_points(model, calib[:1])
+    group_of = {m: g.name for g in structure.groups for m in g.members}
+    sizes: dict[str, str] = {}
+    mods = dict(model.named_modules())
+    handles = [mods[c].register_forward_hook(
+        lambda m, i, o, c=c: sizes.__setitem__(c, "x".join(str(d) for d in o.shape[1:]))) for c in points]
+    with torch.no_grad():
+        model(calib[:1])
+    for h in handles:
+        h.remove()
+    layers = list(points)
+    with EntropyProbe(model, layers, points, VARIANTS) as probe:
+        values = probe.measure(calib)
+    conv_names = {n for n, m in mods.items() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {
+        "model": ckpt.spec.model, "macs": int(structure.total_macs), "params": int(structure.total_params),
+        "calib_images": len(calib), "variants": list(VARIANTS),
+        "groups": [{"index": g.index, "name": g.name, "members": g.members,
+                    "convs": [m for m in g.members if m in conv_names], "channels": g.channels,
+                    "macs_share": g.macs / structure.total_macs} for g in structure.groups],
+        "layers": [{"layer": c, "group": group_of.get(c, "-"), "output": sizes.get(c, "?"),
+                    **{v: values[v][c] for v in VARIANTS}} for c in layers],
+    }

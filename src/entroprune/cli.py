@@ -17,8 +17,9 @@ from .errors import ConfigError, EntropruneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI, logs) gets wide tables instead of rich's 80-column default.
+out = Console() if sys.stdout.isatty() else Console(width=200)
+err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=400)
 
 Seed = Annotated[int, typer.Option(help="Random seed; same seed, same result.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
@@ -126,6 +127,103 @@ def evaluate(
         from .utils import write_json
 
         write_json(json_out, rows)
+
+
+@app.command()
+@handle_errors
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by entroprune.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
+    data_dir: DataDir = None,
+    calib_size: Annotated[int, typer.Option(help="Calibration images for the entropy columns.")] = 256,
+    importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
+) -> None:
+    """Prunable groups (members, channels, share of MACs) and per-layer spatial entropy."""
+    from rich.table import Table
+
+    from .api import inspect_checkpoint
+
+    dev = _setup(seed, device, threads)
+    info = inspect_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, calib_size=calib_size,
+                              device=dev, importance=importance, trust_pickle=trust_pickle)
+    groups = Table(title=f"{info['model']}: {len(info['groups'])} prunable groups, "
+                         f"{info['macs']:,} MACs, {info['params']:,} params")
+    for col in ("#", "group (root)", "member layers", "channels", "MACs share"):
+        groups.add_column(col, justify="right" if col in ("#", "channels", "MACs share") else "left")
+    for g in info["groups"]:
+        groups.add_row(str(g["index"]), g["name"], ", ".join(g["convs"]), str(g["channels"]),
+                       f"{g['macs_share']:.1%}")
+    out.print(groups)
+    layers = Table(title=f"per-layer spatial entropy on {info['calib_images']} calibration images")
+    variants = list(info["variants"])
+    for col in ["layer", "group", "output", *variants]:
+        layers.add_column(col, justify="left" if col in ("layer", "group") else "right")
+    for row in info["layers"]:
+        layers.add_row(row["layer"], row["group"], row["output"], *[f"{row[v]:.4f}" for v in variants])
+    out.print(layers)
+
+
+@app.command()
+@handle_errors
+def search(
+    checkpoint: Annotated[Path, typer.Argument(help="The unpruned model.pt to search a policy for.")],
+    flops_target: Annotated[float, typer.Option(help="Fraction of MACs to keep (0.2 = 5x fewer).")] = 0.2,
+    reward: Annotated[str, typer.Option(help="entropy, accuracy or combined.")] = "entropy",
+    agent: Annotated[str, typer.Option(help="ddpg, uniform, random, sb3:td3, sb3:sac or sb3:ppo.")] = "ddpg",
+    episodes: Annotated[int, typer.Option(help="Policies to try.")] = 300,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder for the log and policy.json.")] = Path("runs/search"),
+    variant: Annotated[str, typer.Option(help="Entropy variant.")] = "distribution",
+    entropy_layers: Annotated[str, typer.Option(help="all, last, last:K or comma-separated conv names.")] = "all",
+    normalize: Annotated[bool, typer.Option(help="Entropy relative to the unpruned net, per layer.")] = True,
+    bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics before scoring.")] = True,
+    accuracy_weight: Annotated[float, typer.Option(help="Accuracy weight of the combined reward.")] = 1.0,
+    min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of a group.")] = 0.2,
+    round_to: Annotated[int, typer.Option(help="Round channel counts to multiples of this.")] = 1,
+    warmup: Annotated[int, typer.Option(help="Random warm-up episodes (DDPG, TD3, SAC).")] = 100,
+    calib_size: Annotated[int, typer.Option(help="Calibration images (BN and entropy).")] = 256,
+    val_size: Annotated[int, typer.Option(help="Validation images (accuracy reward, diagnostics).")] = 5000,
+    diagnose_every: Annotated[int, typer.Option(help="Also measure accuracy every K episodes (0 = off).")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Save resumable state every K episodes.")] = 10,
+    importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
+    data_dir: DataDir = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted search in --out.")] = False,
+    force: Annotated[bool, typer.Option(help="Start over in an --out that holds a search.")] = False,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (default: 1, measured fastest).")] = 1,
+    quiet: Quiet = False,
+) -> None:
+    """Search per-group keep ratios with an RL agent under a MACs budget; writes policy.json."""
+    from .api import search_checkpoint
+    from .rewards import RewardConfig
+    from .search import SearchConfig, SearchInterrupted
+
+    dev = _setup(seed, device, threads)
+    cfg = SearchConfig(
+        flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
+        seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
+        checkpoint_every=checkpoint_every, warmup=warmup,
+        reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize,
+                            bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight))
+    try:
+        res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
+                                resume=resume, force=force, quiet=quiet, importance=importance,
+                                trust_pickle=trust_pickle)
+    except SearchInterrupted as exc:
+        err.print(str(exc), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {flops_target:.1%}), "
+              f"{res.episodes} episodes")
+    if res.spearman is not None:
+        out.print(f"Spearman(reward, accuracy) over {res.summary['diagnosed_episodes']} diagnosed episodes: "
+                  f"{res.spearman:+.3f}")
+    out.print(f"policy: {out_dir / 'policy.json'}")
 
 
 def _fmt(v) -> str:

@@ -16,6 +16,7 @@ and would otherwise reward pruning for its own sake. Zero or constant maps give 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -138,15 +139,18 @@ class EntropyProbe:
         self.kept: dict[str, torch.Tensor] = {}
         self.sums: dict[tuple[str, str], float] = {}
         self.count = 0
+        self.elapsed = 0.0  # seconds spent computing entropies during the last measure()
         mods = dict(model.named_modules())
         self._handles = [mods[points[layer]].register_forward_hook(
             lambda m, i, o, layer=layer: self._record(layer, o)) for layer in self.layers]
 
     def _record(self, layer: str, out: torch.Tensor) -> None:
+        t0 = time.perf_counter()
         act = out.detach().clamp_min(0)
         for v in self.variants:
             val = layer_entropy(act, v, self.kept.get(layer), self.levels).sum().item()
             self.sums[(layer, v)] = self.sums.get((layer, v), 0.0) + val
+        self.elapsed += time.perf_counter() - t0
 
     def reset(self, kept: Mapping[str, torch.Tensor] | None = None) -> None:
         self.kept = dict(kept or {})
@@ -155,7 +159,7 @@ class EntropyProbe:
     @torch.no_grad()
     def measure(self, images: torch.Tensor, batch_size: int = 512) -> dict[str, dict[str, float]]:
         """Mean entropy per variant and layer over ``images``: {variant: {layer: value}}."""
-        self.sums, self.count = {}, 0
+        self.sums, self.count, self.elapsed = {}, 0, 0.0
         self.model.eval()
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]

@@ -1,0 +1,42 @@
+"""What every in-house agent provides to the search loop."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Agent(ABC):
+    """Chooses a normalised action in [0, 1] per step; learns from finished episodes.
+
+    The environment maps an action ``a`` to the keep ratio ``min_keep + a * (1 - min_keep)``
+    before its wall clips it. Agents own their random generators (seeded once), so a search
+    is reproducible and its state can be saved and resumed exactly.
+    """
+
+    name = "agent"
+    #: episodes this agent needs at most (uniform needs one); None = as many as asked.
+    max_episodes: int | None = None
+
+    def __init__(self, obs_dim: int, seed: int = 0):
+        self.obs_dim = obs_dim
+        self.rng = np.random.default_rng(seed)
+        self.torch_rng = torch.Generator().manual_seed(seed)
+
+    @abstractmethod
+    def act(self, obs: np.ndarray, episode: int) -> float:
+        """Normalised action for this step of episode ``episode`` (0-based)."""
+
+    def observe(self, transitions: list[tuple[np.ndarray, float, np.ndarray, bool]], reward: float,
+                episode: int) -> None:
+        """A finished episode: (obs, applied normalised action, next obs, done) and its reward."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "torch_rng": self.torch_rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.torch_rng.set_state(state["torch_rng"])

@@ -1,0 +1,171 @@
+"""A Gymnasium environment in which each step chooses the keep ratio of one channel group.
+
+The observation is AMC's layer embedding; the action is a keep ratio in [min_keep, 1]; the
+episode's reward (given at its last step) comes from a pluggable scorer. A two-sided
+"action wall" guarantees every episode ends at the MACs target whatever the agent does:
+each action is clipped so that the budget stays reachable (AMC's upper wall) and so that
+the network cannot be pruned far below the target either (our lower wall, which keeps
+policies comparable: a reward cannot be gamed by spending less than the budget).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from .errors import ConfigError
+from .structure import Structure
+
+OBS_FEATURES = ("index", "layer_type", "in_channels", "out_channels", "kernel", "stride",
+                "out_size", "group_macs", "macs_removed", "macs_rest", "prev_action")
+DEFAULT_TOLERANCE = 0.02
+
+
+class PruningEnv(gym.Env):
+    """One episode = one policy: a keep ratio for every prunable group, in network order.
+
+    :param structure: the model's groups and its analytic MACs.
+    :param scorer: keep counts -> (reward, info dict); None gives reward 0 (wall tests).
+    :param flops_target: fraction of the original MACs to keep, in (0, 1].
+    :param min_keep: smallest keep ratio of a group (AMC: 0.2).
+    :param round_to: round channel counts to multiples of this (1 = no rounding).
+    :param tolerance: relative distance to the target the episode must end within.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, structure: Structure, scorer: Callable[[np.ndarray], tuple[float, dict]] | None = None,
+                 flops_target: float = 0.2, min_keep: float = 0.2, round_to: int = 1,
+                 tolerance: float = DEFAULT_TOLERANCE):
+        super().__init__()
+        if not (isinstance(flops_target, (int, float)) and 0 < flops_target <= 1):
+            raise ConfigError(f"--flops-target must lie in (0, 1] (fraction of MACs kept), got {flops_target}")
+        if not 0 < min_keep <= 1:
+            raise ConfigError(f"--min-keep must lie in (0, 1], got {min_keep}")
+        if round_to < 1:
+            raise ConfigError(f"--round-to must be >= 1, got {round_to}")
+        self.structure, self.scorer = structure, scorer
+        self.target, self.min_keep, self.round_to, self.tolerance = flops_target, min_keep, round_to, tolerance
+        self.groups = structure.groups
+        self.n = len(self.groups)
+        self.total = structure.total_macs
+        self.min_counts = np.array([structure.round_channels(g.channels, min_keep, round_to) for g in self.groups])
+        self.max_counts = structure.full_counts()
+        floor = structure.macs(self.min_counts) / self.total
+        if floor > flops_target * (1 + tolerance):
+            raise ConfigError(
+                f"--flops-target {flops_target} is unreachable: even keeping {min_keep:.0%} of every group "
+                f"leaves {floor:.1%} of the MACs (unprunable layers included); raise the target or lower --min-keep")
+        self._static = self._static_features()
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), dtype=np.float32)
+        self.action_space = gym.spaces.Box(np.float32(min_keep), np.float32(1.0), (1,), dtype=np.float32)
+        self.on_episode_end: Callable[[dict], None] | None = None
+        self._reset_state()
+
+    def _static_features(self) -> np.ndarray:
+        g = self.groups
+        types = {"conv": 0.0, "depthwise": 0.5, "linear": 1.0}
+        cols = np.array([[gr.index, types[gr.layer_type], gr.in_channels, gr.channels, gr.kernel, gr.stride,
+                          gr.out_hw, gr.macs] for gr in g], dtype=float)
+        span = cols.max(0) - cols.min(0)
+        norm = np.where(span > 0, (cols - cols.min(0)) / np.where(span > 0, span, 1), 0.0)
+        norm[:, 1] = cols[:, 1]
+        return norm
+
+    def _reset_state(self) -> None:
+        self.t = 0
+        self.counts = self.max_counts.copy()
+        self.prev_action = 1.0
+
+    def _obs(self) -> np.ndarray:
+        t = min(self.t, self.n - 1)
+        decided = self.counts.copy()
+        decided[t:] = self.max_counts[t:]
+        removed = 1.0 - self.structure.macs(decided) / self.total
+        rest = float(sum(gr.macs for gr in self.groups[t + 1:])) / self.total
+        feats = np.concatenate([self._static[t], [removed, min(rest, 1.0), self.prev_action]])
+        return np.clip(feats, 0.0, 1.0).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._reset_state()
+        return self._obs(), {}
+
+    # ---------------------------------------------------------------- the action wall
+
+    def bounds(self, t: int) -> tuple[int, int]:
+        """Smallest and largest channel count of group ``t`` that keep the target reachable."""
+        g = self.groups[t]
+        cands = np.arange(self.min_counts[t], self.max_counts[t] + 1)
+        if self.round_to > 1 and g.channels > self.round_to:
+            cands = np.unique([self.structure.round_channels(g.channels, c / g.channels, self.round_to)
+                               for c in cands])
+        lo_case = self.counts.astype(float).copy()
+        lo_case[t + 1:] = self.min_counts[t + 1:]
+        hi_case = self.counts.astype(float).copy()
+        hi_case[t + 1:] = self.max_counts[t + 1:]
+        full = self.max_counts.astype(float)
+        rows_lo = np.repeat(lo_case[None], len(cands), 0)
+        rows_lo[:, t] = cands
+        rows_hi = np.repeat(hi_case[None], len(cands), 0)
+        rows_hi[:, t] = cands
+        macs_if_rest_min = self.structure.macs_batch(rows_lo / full) / self.total
+        macs_if_rest_max = self.structure.macs_batch(rows_hi / full) / self.total
+        upper_ok = macs_if_rest_min <= self.target
+        lower_ok = macs_if_rest_max >= self.target
+        hi_c = cands[upper_ok].max() if upper_ok.any() else cands.min()
+        lo_c = cands[lower_ok].min() if lower_ok.any() else cands.max()
+        if lo_c > hi_c:  # the window is narrower than one channel step: stay under budget
+            lo_c = hi_c
+        return int(lo_c), int(hi_c)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        ratio = float(np.asarray(action, dtype=float).reshape(-1)[0])
+        if not np.isfinite(ratio):
+            ratio = self.min_keep
+        ratio = float(np.clip(ratio, self.min_keep, 1.0))
+        t = self.t
+        g = self.groups[t]
+        lo, hi = self.bounds(t)
+        want = self.structure.round_channels(g.channels, ratio, self.round_to)
+        count = int(np.clip(want, lo, hi))
+        self.counts[t] = count
+        applied = count / g.channels
+        self.prev_action = applied
+        self.t += 1
+        done = self.t >= self.n
+        reward, info = 0.0, {"group": g.name, "requested": ratio, "applied": applied}
+        if done:
+            info.update(self.finish())
+            reward = info["reward"]
+        return self._obs(), float(reward), done, False, info
+
+    def finish(self) -> dict:
+        """Score the completed policy; called at the last step."""
+        achieved = self.structure.macs(self.counts) / self.total
+        info: dict[str, Any] = {"counts": self.counts.copy(), "achieved": achieved, "reward": 0.0}
+        if self.scorer is not None:
+            reward, extra = self.scorer(self.counts.copy())
+            info.update(extra)
+            info["reward"] = reward
+        if self.on_episode_end is not None:
+            self.on_episode_end(info)
+        return info
+
+    def within_tolerance(self, achieved: float) -> bool:
+        """True when ``achieved`` is within the tolerance (or one channel step) of the target."""
+        if abs(achieved - self.target) <= self.tolerance * self.target:
+            return True
+        largest_step = self.total - min(self.structure.macs(self._one_less(i)) for i in range(self.n))
+        return abs(achieved - self.target) * self.total <= largest_step
+
+    def _one_less(self, i: int) -> np.ndarray:
+        c = self.max_counts.copy()
+        c[i] -= 1
+        return c
+
+
+__all__ = ["PruningEnv", "OBS_FEATURES"]

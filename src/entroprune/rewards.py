@@ -1,0 +1,172 @@
+"""Rewards for a pruning policy, evaluated on the live model through zero-masks.
+
+* ``entropy`` (the paper's method, default): minus the spatial entropy of the pruned
+  network's conv activations on a calibration batch. Uses no labels.
+* ``accuracy`` (AMC): top-1 accuracy (as a fraction) on a held-out validation subset.
+* ``combined``: ``-entropy + accuracy_weight * accuracy``, for research.
+
+Every evaluation: apply masks, optionally re-estimate BatchNorm statistics on the
+calibration images, run the scoring forward, restore nothing (the next ``apply`` does).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
+from .errors import ConfigError
+from .prune import Masker, recalibrate_bn
+from .structure import Structure
+
+REWARDS = ("entropy", "accuracy", "combined")
+
+
+@dataclass
+class RewardConfig:
+    """How a policy is scored.
+
+    :param kind: ``entropy``, ``accuracy`` or ``combined``.
+    :param variant: entropy variant (see :mod:`entroprune.entropy`).
+    :param layers: which conv outputs feed the entropy: ``all``, ``last``, ``last:K`` or names.
+    :param normalize: divide each layer's entropy by the unpruned network's value at that
+        layer, so that layers of different sizes weigh alike.
+    :param levels: quantisation levels of the co-occurrence variant.
+    :param bn_recalibration: re-estimate BN statistics on the calibration images first.
+    :param accuracy_weight: weight of accuracy in the ``combined`` reward.
+    """
+
+    kind: str = "entropy"
+    variant: str = "distribution"
+    layers: str = "all"
+    normalize: bool = True
+    levels: int = DEFAULT_LEVELS
+    bn_recalibration: bool = True
+    accuracy_weight: float = 1.0
+
+    def validate(self) -> None:
+        if self.kind not in REWARDS:
+            raise ConfigError(f"unknown reward {self.kind!r}; choose one of {', '.join(REWARDS)}")
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown entropy variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.levels < 2:
+            raise ConfigError(f"co-occurrence levels must be >= 2, got {self.levels}")
+
+
+@dataclass
+class RewardResult:
+    reward: float
+    entropy: float | None = None
+    accuracy: float | None = None
+    finite: bool = True
+    times: dict[str, float] = field(default_factory=dict)
+
+
+class RewardEvaluator:
+    """Scores keep-count vectors on one model; holds the calibration and validation data once.
+
+    :param model: the unpruned network (masked in place during evaluation, restored by ``close``).
+    :param structure: its prunable groups.
+    :param calib: normalised calibration images (BN recalibration and entropy).
+    :param val: normalised validation images and labels (accuracy), or None for label-free use.
+    """
+
+    def __init__(self, model: nn.Module, structure: Structure, config: RewardConfig,
+                 calib: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 batch_size: int = 256, extra_variants: Sequence[str] = ()):
+        config.validate()
+        if config.kind in ("accuracy", "combined") and (val is None or len(val[0]) == 0 or (val[1] < 0).any()):
+            raise ConfigError(f"the {config.kind} reward needs labelled validation images; "
+                              "use --reward entropy for unlabelled data")
+        if len(calib) == 0:
+            raise ConfigError("no calibration images; raise --calib-size")
+        self.model, self.structure, self.config = model.eval(), structure, config
+        self.calib, self.val, self.batch_size = calib, val, batch_size
+        self.masker = Masker(model, structure)
+        points = activation_points(model, calib[:1])
+        measurable = [m for g in structure.groups for m in g.members if m in points]
+        order = list(points)  # forward order of convs
+        measurable = sorted(set(measurable), key=order.index)
+        try:
+            self.layers = select_layers(measurable, config.layers)
+        except ValueError as exc:
+            raise ConfigError(f"--entropy-layers: {exc}") from None
+        self.variants = [config.variant] + [v for v in extra_variants if v != config.variant]
+        self.probe = EntropyProbe(model, self.layers, points, self.variants, config.levels)
+        self.reference: dict[str, dict[str, float]] = {}
+        self.reference = self._entropies(structure.full_counts())[0]
+        self.reference_accuracy = self._accuracy() if val is not None and (val[1] >= 0).all() else None
+
+    def _entropies(self, counts: np.ndarray) -> tuple[dict[str, dict[str, float]], float]:
+        self.probe.reset(self.masker.kept_channels(counts))
+        t0 = time.perf_counter()
+        values = self.probe.measure(self.calib, self.batch_size)
+        return values, time.perf_counter() - t0
+
+    @torch.no_grad()
+    def _accuracy(self) -> float:
+        x, y = self.val
+        correct = 0
+        for s in range(0, len(x), self.batch_size):
+            correct += (self.model(x[s:s + self.batch_size]).argmax(1) == y[s:s + self.batch_size]).sum().item()
+        return correct / max(1, len(x))
+
+    def aggregate(self, values: dict[str, float], variant: str) -> float:
+        """Mean over the chosen layers, each relative to the unpruned net when normalising."""
+        vals = []
+        for layer in self.layers:
+            v = values[layer]
+            if self.config.normalize:
+                ref = self.reference.get(variant, {}).get(layer, 0.0)
+                v = v / ref if ref > 1e-12 else 0.0
+            vals.append(v)
+        return float(np.mean(vals)) if vals else 0.0
+
+    def evaluate(self, counts: Sequence[int] | np.ndarray, with_accuracy: bool = False) -> RewardResult:
+        """Score one policy; with_accuracy also measures validation accuracy (diagnostics)."""
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        self.masker.apply(np.asarray(counts))
+        times["masking"] = time.perf_counter() - t0
+        if self.config.bn_recalibration:
+            t0 = time.perf_counter()
+            recalibrate_bn(self.model, self.calib, self.batch_size)
+            times["bn_recalibration"] = time.perf_counter() - t0
+        entropy = accuracy = None
+        extra: dict[str, float] = {}
+        if self.config.kind in ("entropy", "combined"):
+            values, elapsed = self._entropies(np.asarray(counts))
+            times["entropy"] = self.probe.elapsed
+            times["reward_forward"] = elapsed - self.probe.elapsed
+            entropy = self.aggregate(values[self.config.variant], self.config.variant)
+            extra = {v: self.aggregate(values[v], v) for v in self.variants[1:]}
+        if self.config.kind in ("accuracy", "combined") or with_accuracy:
+            t0 = time.perf_counter()
+            accuracy = self._accuracy()
+            key = "reward_forward" if self.config.kind == "accuracy" else "diagnostic_accuracy"
+            times[key] = times.get(key, 0.0) + time.perf_counter() - t0
+        if self.config.kind == "entropy":
+            reward = -entropy
+        elif self.config.kind == "accuracy":
+            reward = accuracy
+        else:
+            reward = -entropy + self.config.accuracy_weight * accuracy
+        finite = math.isfinite(reward) and all(math.isfinite(v) for v in extra.values())
+        result = RewardResult(reward=reward if finite else float("-inf"), entropy=entropy,
+                              accuracy=accuracy, finite=finite, times=times)
+        result.extra = extra  # type: ignore[attr-defined]
+        return result
+
+    def close(self) -> None:
+        """Remove hooks and give the model back its original weights and statistics."""
+        self.probe.close()
+        self.masker.restore()
+
+
+__all__ = ["REWARDS", "RewardConfig", "RewardResult", "RewardEvaluator"]

@@ -1,0 +1,299 @@
+"""The search loop: an agent proposes policies in a PruningEnv; rewards score them.
+
+Outputs in the run folder: ``episodes.jsonl`` (one line per episode), ``policy.json`` (the
+best policy), ``search.json`` (summary, diagnostics) and ``search_state.pt`` (everything a
+``--resume`` needs, written atomically every few episodes and on Ctrl-C). Resuming replays
+nothing: the agent, its generators and the log are restored to the last saved episode, so
+the final policy equals the one an uninterrupted run with the same seed finds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .agents import AGENTS, make_agent
+from .agents.baselines import UniformAgent
+from .env import PruningEnv
+from .errors import ConfigError
+from .prune import policy_to_ratios
+from .rewards import RewardConfig, RewardEvaluator
+from .structure import Structure
+from .utils import atomic_write, progress_bar, write_json
+
+STATE_FILE = "search_state.pt"
+LOG_FILE = "episodes.jsonl"
+POLICY_FILE = "policy.json"
+
+
+@dataclass
+class SearchConfig:
+    """A search's settings (all exposed on the CLI and in YAML configs).
+
+    :param flops_target: fraction of the original MACs to keep (0.2 = 5x fewer).
+    :param agent: ``ddpg``, ``uniform``, ``random`` or ``sb3:td3|sac|ppo``.
+    :param episodes: policies to try (uniform always uses one).
+    :param min_keep: smallest keep ratio of any group.
+    :param round_to: round channel counts to multiples of this.
+    :param seed: seeds the agent and everything random in the search.
+    :param calib_size: calibration images for BN recalibration and the entropy reward.
+    :param val_size: validation images for the accuracy reward and diagnostics.
+    :param diagnose_every: also measure accuracy every K episodes (0 = never).
+    :param checkpoint_every: save the resumable state every K episodes.
+    :param warmup: DDPG / off-policy SB3 warm-up episodes of random actions.
+    :param reward: how policies are scored.
+    :param ddpg: extra DDPG hyperparameters (see :class:`~entroprune.agents.ddpg.DDPGAgent`).
+    """
+
+    flops_target: float = 0.2
+    agent: str = "ddpg"
+    episodes: int = 300
+    min_keep: float = 0.2
+    round_to: int = 1
+    seed: int = 0
+    calib_size: int = 256
+    val_size: int = 5000
+    diagnose_every: int = 0
+    checkpoint_every: int = 10
+    warmup: int = 100
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    ddpg: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.agent not in AGENTS:
+            raise ConfigError(f"unknown agent {self.agent!r}; choose one of {', '.join(AGENTS)}")
+        if self.episodes < 1:
+            raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
+        if self.calib_size < 1 or self.val_size < 0:
+            raise ConfigError("--calib-size must be >= 1 and --val-size >= 0")
+        if self.warmup < 0 or self.checkpoint_every < 1 or self.diagnose_every < 0:
+            raise ConfigError("--warmup and --diagnose-every must be >= 0, --checkpoint-every >= 1")
+        self.reward.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    policy: dict[str, float]
+    counts: dict[str, int]
+    reward: float
+    achieved: float
+    episodes: int
+    spearman: float | None
+    summary: dict[str, Any]
+
+
+class _Interrupt:
+    """First Ctrl-C: finish the current episode, save, stop. Second: stop at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class SearchInterrupted(Exception):
+    """Raised after a Ctrl-C once the state is saved; the message says how to resume."""
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 3:
+        return None
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(xs, ys).statistic
+    return None if rho is None or not math.isfinite(rho) else float(rho)
+
+
+def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
+               val: tuple[torch.Tensor, torch.Tensor] | None, config: SearchConfig,
+               out_dir: str | Path, resume: bool = False, quiet: bool = False,
+               meta: dict[str, Any] | None = None) -> SearchResult:
+    """Search a policy for ``model`` and write the run folder. ``model`` is restored after."""
+    config.validate()
+    out_dir = Path(out_dir)
+    state_path, log_path = out_dir / STATE_FILE, out_dir / LOG_FILE
+    sb3 = config.agent.startswith("sb3:")
+    episodes = 1 if config.agent == "uniform" else config.episodes
+
+    env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)
+    start, log_lines, diag, best, worst = 0, [], [], None, None
+    agent = None if sb3 else make_agent(config.agent, env.observation_space.shape[0], config.seed,
+                                        **({"warmup": config.warmup, **config.ddpg} if config.agent == "ddpg" else {}))
+    if config.agent == "uniform":
+        agent.action = UniformAgent.solve(structure, config.flops_target, config.min_keep, config.round_to)
+    if resume and state_path.exists():
+        if sb3:
+            raise ConfigError("--resume is not supported for Stable-Baselines3 agents; rerun without --resume")
+        state = torch.load(state_path, weights_only=True)
+        saved_cfg = json.loads(state["config"])
+        if saved_cfg != json.loads(json.dumps(config.to_dict())):
+            raise ConfigError(f"{state_path} was written with other settings; resume with the same options "
+                              "or start a fresh --out")
+        agent.load_state_dict(state["agent"])
+        start, best, worst, diag = state["episode"], state["best"], state["worst"], state["diag"]
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        if len(lines) < start:
+            raise ConfigError(f"{log_path} has {len(lines)} episodes but the state expects {start}; "
+                              "the run folder was edited, start a fresh --out")
+        log_lines = lines[:start]
+    elif resume:
+        raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without --resume")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(log_path, lambda p: p.write_text("".join(line + "\n" for line in log_lines)))
+
+    evaluator = RewardEvaluator(model, structure, config.reward, calib, val,
+                                extra_variants=())
+    episode = start
+    timer = {"agent": 0.0}
+
+    def scorer(counts: np.ndarray) -> tuple[float, dict]:
+        diagnose = config.diagnose_every > 0 and val is not None and episode % config.diagnose_every == 0
+        res = evaluator.evaluate(counts, with_accuracy=diagnose)
+        return res.reward, {"entropy": res.entropy, "accuracy": res.accuracy, "finite": res.finite,
+                            "times": res.times, "diagnosed": diagnose}
+
+    env.scorer = scorer
+    t_search = time.perf_counter()
+
+    def record(info: dict) -> float:
+        """Log one finished episode; returns the reward the agent learns from."""
+        nonlocal best, worst
+        counts = info["counts"]
+        reward = info["reward"]
+        finite = info["finite"] and math.isfinite(reward)
+        if finite:
+            worst = reward if worst is None else min(worst, reward)
+        learn_reward = reward if finite else (worst if worst is not None else -1.0)
+        entry = {"episode": episode, "reward": reward if finite else None, "finite": finite,
+                 "achieved": round(info["achieved"], 6), "entropy": info["entropy"], "accuracy": info["accuracy"],
+                 "policy": policy_to_ratios(structure, counts),
+                 "times": {**{k: round(v, 5) for k, v in info["times"].items()}, "agent": round(timer["agent"], 5)}}
+        log_lines.append(json.dumps(entry))
+        with open(log_path, "a") as fh:
+            fh.write(log_lines[-1] + "\n")
+        if info["diagnosed"] and finite:
+            diag.append([reward, info["accuracy"]])
+        if finite and (best is None or reward > best["reward"]):
+            best = {"reward": reward, "counts": [int(c) for c in counts], "achieved": info["achieved"],
+                    "episode": episode}
+        return learn_reward
+
+    def save_state() -> None:
+        if sb3:
+            return
+        state = {"episode": episode, "agent": agent.state_dict(), "best": best, "worst": worst, "diag": diag,
+                 "config": json.dumps(config.to_dict())}
+        atomic_write(state_path, lambda p: torch.save(state, p))
+
+    interrupted = False
+    try:
+        with progress_bar(disable=quiet) as bar, _Interrupt() as stop:
+            task = bar.add_task(f"search {config.agent}", total=episodes, completed=start, info="")
+
+            def after_episode():
+                bar.update(task, completed=episode, info=f"best {best['reward']:.4f}" if best else "")
+
+            if sb3:
+                def on_episode_end(info):
+                    nonlocal episode
+                    record(info)
+                    episode += 1
+                    after_episode()
+                env.on_episode_end = on_episode_end
+                from .agents.sb3 import run_sb3
+
+                run_sb3(config.agent.split(":", 1)[1], env, episodes, config.seed, config.warmup,
+                        on_step=lambda: not stop.requested and episode < episodes)
+                interrupted = stop.requested and episode < episodes
+            else:
+                while episode < episodes:
+                    obs, _ = env.reset()
+                    transitions, done, info = [], False, {}
+                    timer["agent"] = 0.0
+                    while not done:
+                        t0 = time.perf_counter()
+                        a = agent.act(obs, episode)
+                        timer["agent"] += time.perf_counter() - t0
+                        ratio = config.min_keep + a * (1 - config.min_keep)
+                        nxt, _, done, _, info = env.step([ratio])
+                        applied = (info["applied"] - config.min_keep) / (1 - config.min_keep) if config.min_keep < 1 else 1.0
+                        transitions.append((obs, float(np.clip(applied, 0, 1)), nxt, done))
+                        obs = nxt
+                    learn_reward = record(info)
+                    t0 = time.perf_counter()
+                    agent.observe(transitions, learn_reward, episode)
+                    timer["agent"] += time.perf_counter() - t0
+                    episode += 1
+                    after_episode()
+                    if episode % config.checkpoint_every == 0 or episode == episodes:
+                        save_state()
+                    if stop.requested:
+                        save_state()
+                        interrupted = episode < episodes
+                        break
+    finally:
+        evaluator.close()
+    if interrupted:
+        raise SearchInterrupted(f"search stopped after {episode} episodes with its state saved; "
+                                f"continue with the same command plus --resume (out: {out_dir})")
+    if best is None:
+        raise ConfigError("every episode gave a non-finite reward; the model or data contain NaN/Inf values")
+
+    counts = np.array(best["counts"])
+    entries = [json.loads(line) for line in log_lines]
+    rewards = [e["reward"] for e in entries if e["finite"]]
+    spearman = _spearman([d[0] for d in diag], [d[1] for d in diag])
+    time_keys = sorted({k for e in entries for k in e["times"]})
+    time_split = {k: float(np.mean([e["times"].get(k, 0.0) for e in entries])) for k in time_keys}
+    elapsed = time.perf_counter() - t_search
+    summary = {
+        "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
+        "best_episode": best["episode"], "episodes": len(entries), "seed": config.seed, "agent": config.agent,
+        "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,
+        "within_tolerance": bool(env.within_tolerance(best["achieved"])),
+        "spearman_reward_accuracy": spearman, "diagnosed_episodes": len(diag),
+        "reference_accuracy": evaluator.reference_accuracy, "mean_time_split_s": time_split,
+        "search_time_s_this_session": elapsed, "non_finite_episodes": sum(not e["finite"] for e in entries),
+        "best_reward_first_half": max(rewards[: max(1, len(rewards) // 2)], default=None),
+        "config": config.to_dict(), **(meta or {}),
+    }
+    policy = policy_to_ratios(structure, counts)
+    write_json(out_dir / POLICY_FILE, {
+        "policy": policy, "counts": {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)},
+        "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
+        "seed": config.seed, "agent": config.agent, "reward_kind": config.reward.kind,
+        "variant": config.reward.variant, "round_to": config.round_to, **(meta or {})})
+    write_json(out_dir / "search.json", summary)
+    return SearchResult(policy=policy, counts={g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)},
+                        reward=best["reward"], achieved=best["achieved"], episodes=len(entries),
+                        spearman=spearman, summary=summary)
+
+
+__all__ = ["SearchConfig", "SearchResult", "SearchInterrupted", "run_search"]

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from entroprune.env import PruningEnv
+from entroprune.errors import ConfigError
+from entroprune.models import build_model
+from entroprune.structure import Structure
+
+
+@pytest.fixture(scope="module")
+def structures():
+    torch.manual_seed(0)
+    return {name: Structure(build_model(name, 10, 1, 0.5).eval(), torch.randn(1, 1, 16, 16))
+            for name in ("vgg", "resnet20", "mobilenetv2")}
+
+
+def run_episode(env, actions):
+    env.reset()
+    done, info, i = False, {}, 0
+    while not done:
+        _, _, done, _, info = env.step([actions(i)])
+        i += 1
+    return info
+
+
+POLICIES = {
+    "all_min": lambda rng: (lambda i: 0.0),
+    "all_max": lambda rng: (lambda i: 1.0),
+    "random": lambda rng: (lambda i: rng.uniform(0, 1)),
+    "alternating": lambda rng: (lambda i: 1.0 if i % 2 else 0.0),
+    "front_loaded": lambda rng: (lambda i: 1.0 if i < 3 else 0.0),
+    "back_loaded": lambda rng: (lambda i: 0.0 if i < 3 else 1.0),
+    "nan": lambda rng: (lambda i: float("nan")),
+    "out_of_range": lambda rng: (lambda i: 7.0 if i % 2 else -3.0),
+}
+
+
+@pytest.mark.parametrize("name", ["vgg", "resnet20", "mobilenetv2"])
+@pytest.mark.parametrize("target", [0.1, 0.2, 0.5])
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_wall_always_meets_target(structures, name, target, round_to):
+    s = structures[name]
+    try:
+        env = PruningEnv(s, None, target, min_keep=0.05, round_to=round_to)
+    except ConfigError as exc:  # only when even the smallest network is above the target
+        floor = s.macs([Structure.round_channels(g.channels, 0.05, round_to) for g in s.groups]) / s.total_macs
+        assert "unreachable" in str(exc) and floor > target
+        return
+    rng = np.random.default_rng(0)
+    for policy in POLICIES.values():
+        for _ in range(3):
+            info = run_episode(env, policy(rng))
+            assert env.within_tolerance(info["achieved"]), (policy, info["achieved"])
+            assert info["achieved"] == pytest.approx(s.macs(env.counts) / s.total_macs)
+
+
+def test_unreachable_and_invalid_targets(structures):
+    s = structures["vgg"]
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+            PruningEnv(s, None, bad)
+    with pytest.raises(ConfigError, match="unreachable"):
+        PruningEnv(s, None, 0.01, min_keep=0.5)
+
+
+def test_env_checker_and_observations(structures):
+    env = PruningEnv(structures["resnet20"], lambda c: (float(-c.sum()), {}), 0.3)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset()
+    assert obs.shape == env.observation_space.shape and obs.dtype == np.float32
+    rewards = []
+    for _ in range(env.n):
+        obs, r, done, _, _ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs)
+        rewards.append(r)
+    assert done and rewards[-1] < 0 and all(r == 0 for r in rewards[:-1])

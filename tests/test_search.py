@@ -1,0 +1,141 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from entroprune.api import search_checkpoint
+from entroprune.rewards import RewardConfig
+from entroprune.search import SearchConfig
+
+
+def cfg(**kw):
+    base = dict(flops_target=0.3, episodes=24, warmup=8, calib_size=64, val_size=128, checkpoint_every=4)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def test_search_is_deterministic(digits_ckpt, tmp_path):
+    a = search_checkpoint(digits_ckpt, tmp_path / "a", cfg(), quiet=True)
+    b = search_checkpoint(digits_ckpt, tmp_path / "b", cfg(), quiet=True)
+    assert a.policy == b.policy and a.reward == b.reward
+    policy = json.loads((tmp_path / "a" / "policy.json").read_text())
+    assert policy["policy"] == a.policy and policy["seed"] == 0
+    assert abs(policy["achieved"] - 0.3) <= 0.02 * 0.3 or a.summary["within_tolerance"]
+    lines = (tmp_path / "a" / "episodes.jsonl").read_text().splitlines()
+    assert [json.loads(line)["episode"] for line in lines] == list(range(24))
+    assert {"masking", "bn_recalibration", "entropy", "reward_forward", "agent"} <= set(json.loads(lines[0])["times"])
+
+
+def test_resume_gives_same_policy(digits_ckpt, tmp_path):
+    full = search_checkpoint(digits_ckpt, tmp_path / "full", cfg(), quiet=True)
+    # an interrupted run: the first 10 episodes (state saved at 8), plus a log beyond it
+    search_checkpoint(digits_ckpt, tmp_path / "part", cfg(episodes=10), quiet=True)
+    state = torch.load(tmp_path / "part" / "search_state.pt", weights_only=True)
+    state["config"] = json.dumps(cfg().to_dict())
+    state_8 = dict(state)
+    assert state_8["episode"] == 10
+    torch.save(state_8, tmp_path / "part" / "search_state.pt")
+    resumed = search_checkpoint(digits_ckpt, tmp_path / "part", cfg(), resume=True, quiet=True)
+    assert resumed.policy == full.policy and resumed.reward == full.reward
+    lines = (tmp_path / "part" / "episodes.jsonl").read_text().splitlines()
+    assert [json.loads(line)["episode"] for line in lines] == list(range(24))
+
+
+def test_ddpg_improves_over_warmup(digits_ckpt, tmp_path):
+    res = search_checkpoint(digits_ckpt, tmp_path / "d", cfg(episodes=100, warmup=20), quiet=True)
+    rewards = [json.loads(line)["reward"] for line in (tmp_path / "d" / "episodes.jsonl").read_text().splitlines()]
+    assert max(rewards[20:]) > max(rewards[:20])
+    assert np.mean(rewards[-20:]) > np.mean(rewards[:20])  # the policy itself got better
+    assert res.reward == max(rewards)
+
+
+@pytest.mark.parametrize("agent", ["uniform", "random", "sb3:td3", "sb3:sac", "sb3:ppo"])
+def test_other_agents_meet_budget(digits_ckpt, tmp_path, agent):
+    res = search_checkpoint(digits_ckpt, tmp_path / agent.replace(":", "_"),
+                            cfg(agent=agent, episodes=6, warmup=2), quiet=True)
+    assert res.summary["within_tolerance"]
+    assert res.episodes == (1 if agent == "uniform" else 6)
+
+
+@pytest.mark.parametrize("kind", ["accuracy", "combined"])
+def test_accuracy_rewards(digits_ckpt, tmp_path, kind):
+    res = search_checkpoint(digits_ckpt, tmp_path / kind, cfg(episodes=4, reward=RewardConfig(kind=kind)),
+                            quiet=True)
+    assert res.summary["within_tolerance"]
+    if kind == "accuracy":
+        assert 0 <= res.reward <= 1
+
+
+def test_diagnostics_report_spearman(digits_ckpt, tmp_path):
+    res = search_checkpoint(digits_ckpt, tmp_path / "diag", cfg(episodes=12, diagnose_every=2), quiet=True)
+    assert res.summary["diagnosed_episodes"] == 6
+    assert res.spearman is None or -1 <= res.spearman <= 1
+
+
+def test_entropy_reward_runs_on_unlabelled_images(tmp_path, digits_ckpt):
+    """The entropy reward needs no labels: search with a flat folder of images."""
+    import numpy as np
+    from PIL import Image
+
+    from entroprune.data import load_dataset
+
+    d = load_dataset("digits")
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray((d.test.x[i, 0].numpy() * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    res = search_checkpoint(digits_ckpt, tmp_path / "u", cfg(episodes=4, calib_size=16), dataset="imagefolder",
+                            data_dir=folder, quiet=True)
+    assert res.summary["within_tolerance"] and res.summary["reference_accuracy"] is None
+
+
+def test_sigkill_then_resume(digits_ckpt, tmp_path):
+    """Kill a search mid-run, resume it, and get the uninterrupted run's policy."""
+    full = search_checkpoint(digits_ckpt, tmp_path / "full", cfg(episodes=40), quiet=True)
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target", "0.3",
+            "--episodes", "40", "--warmup", "8", "--calib-size", "64", "--val-size", "128",
+            "--checkpoint-every", "4", "--out", str(out), "--quiet", "--device", "cpu"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = out / "episodes.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 14 and (out / "search_state.pt").exists():
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "policy.json").exists()
+    res = subprocess.run(args + ["--resume"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    policy = json.loads((out / "policy.json").read_text())
+    assert policy["policy"] == full.policy
+    episodes = [json.loads(line)["episode"] for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert episodes == list(range(40))
+
+
+def test_sigint_saves_state_and_says_how_to_resume(digits_ckpt, tmp_path):
+    out = tmp_path / "int"
+    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target", "0.3",
+            "--episodes", "400", "--warmup", "8", "--calib-size", "64", "--out", str(out), "--quiet",
+            "--device", "cpu"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = out / "episodes.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "--resume" in stderr and "Traceback" not in stderr
+    state = torch.load(out / "search_state.pt", weights_only=True)
+    lines = (out / "episodes.jsonl").read_text().splitlines()
+    assert state["episode"] == len(lines) < 400
