@@ -9,6 +9,7 @@ zero, which is what its absence contributes downstream.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -96,16 +97,11 @@ def replay_pruning_history(model: nn.Module, example: torch.Tensor, history: lis
     return model
 
 
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> None:
-    """Re-estimate BatchNorm statistics on ``images`` (exact average over the batches).
-
-    Pruning shifts the statistics every later BN layer sees; stale ones alone can collapse
-    accuracy to chance, drowning any reward signal (NOTES.md section 4).
-    """
+@contextmanager
+def bn_calibration(model: nn.Module):
+    """Inside: BN layers use batch statistics and accumulate an exact running average
+    (momentum None) from reset; on exit the model is back in eval mode."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns or len(images) == 0:
-        return
     model.eval()
     momenta = []
     for bn in bns:
@@ -114,12 +110,27 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 256
         bn.momentum = None
         bn.train()
     try:
-        for start in range(0, len(images), batch_size):
-            model(images[start:start + batch_size])
+        yield bns
     finally:
         for bn, mom in zip(bns, momenta, strict=True):
             bn.momentum = mom
             bn.eval()
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> None:
+    """Re-estimate BatchNorm statistics on ``images`` (exact average over the batches).
+
+    Pruning shifts the statistics every later BN layer sees; stale ones alone can collapse
+    accuracy to chance, drowning any reward signal (NOTES.md section 4).
+    """
+    if len(images) == 0:
+        return
+    with bn_calibration(model) as bns:
+        if not bns:
+            return
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size])
 
 
 def policy_to_ratios(structure: Structure, counts: Sequence[int] | np.ndarray) -> dict[str, float]:

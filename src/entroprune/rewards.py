@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
 from .errors import ConfigError
-from .prune import Masker, recalibrate_bn
+from .prune import Masker, bn_calibration, recalibrate_bn
 from .structure import Structure
 
 REWARDS = ("entropy", "accuracy", "combined")
@@ -79,7 +79,7 @@ class RewardEvaluator:
 
     def __init__(self, model: nn.Module, structure: Structure, config: RewardConfig,
                  calib: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 batch_size: int = 256, extra_variants: Sequence[str] = ()):
+                 batch_size: int | None = None, extra_variants: Sequence[str] = ()):
         config.validate()
         if config.kind in ("accuracy", "combined") and (val is None or len(val[0]) == 0 or (val[1] < 0).any()):
             raise ConfigError(f"the {config.kind} reward needs labelled validation images; "
@@ -87,6 +87,8 @@ class RewardEvaluator:
         if len(calib) == 0:
             raise ConfigError("no calibration images; raise --calib-size")
         self.model, self.structure, self.config = model.eval(), structure, config
+        # Calibration sets up to 1024 images go through in one batch (one-pass scoring).
+        batch_size = batch_size or max(256, min(len(calib), 1024))
         self.calib, self.val, self.batch_size = calib, val, batch_size
         self.masker = Masker(model, structure)
         points = activation_points(model, calib[:1])
@@ -134,16 +136,31 @@ class RewardEvaluator:
         t0 = time.perf_counter()
         self.masker.apply(np.asarray(counts))
         times["masking"] = time.perf_counter() - t0
-        if self.config.bn_recalibration:
+        wants_entropy = self.config.kind in ("entropy", "combined")
+        # One pass does both when the calibration set is one batch: BN layers in batch-stat
+        # mode normalise exactly as the recalibrated statistics will, so the entropy probe
+        # can read the activations of the recalibration forward itself.
+        single_pass = self.config.bn_recalibration and wants_entropy and len(self.calib) <= self.batch_size
+        entropy = accuracy = None
+        extra: dict[str, float] = {}
+        if single_pass:
+            self.probe.reset(self.masker.kept_channels(np.asarray(counts)))
+            t0 = time.perf_counter()
+            with bn_calibration(self.model):
+                values = self.probe.measure(self.calib, self.batch_size, keep_mode=True)
+            elapsed = time.perf_counter() - t0
+            times["entropy"] = self.probe.elapsed
+            times["bn_recalibration"] = elapsed - self.probe.elapsed  # the shared forward
+            times["reward_forward"] = 0.0
+        elif self.config.bn_recalibration:
             t0 = time.perf_counter()
             recalibrate_bn(self.model, self.calib, self.batch_size)
             times["bn_recalibration"] = time.perf_counter() - t0
-        entropy = accuracy = None
-        extra: dict[str, float] = {}
-        if self.config.kind in ("entropy", "combined"):
-            values, elapsed = self._entropies(np.asarray(counts))
-            times["entropy"] = self.probe.elapsed
-            times["reward_forward"] = elapsed - self.probe.elapsed
+        if wants_entropy:
+            if not single_pass:
+                values, elapsed = self._entropies(np.asarray(counts))
+                times["entropy"] = self.probe.elapsed
+                times["reward_forward"] = elapsed - self.probe.elapsed
             entropy = self.aggregate(values[self.config.variant], self.config.variant)
             extra = {v: self.aggregate(values[v], v) for v in self.variants[1:]}
         if self.config.kind in ("accuracy", "combined") or with_accuracy:
