@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
 from .data import DataBundle, load_dataset
-from .errors import ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, min_input_size
 from .structure import count_macs_params
 from .train import TrainConfig, evaluate, train_model
@@ -87,19 +87,144 @@ def load_model(path: str | Path, trust_pickle: bool = False) -> tuple[nn.Module,
 
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
                         data_dir: str | Path | None = None, batch_size: int = 512,
-                        device: torch.device | str = "cpu",
-                        trust_pickle: bool = False) -> list[dict[str, Any]]:
-    """Test accuracy, parameters and MACs of a checkpoint, as table rows."""
+                        device: torch.device | str = "cpu", original: str | Path | None = None,
+                        latency: bool = False, trust_pickle: bool = False,
+                        repeats: int = 20) -> list[dict[str, Any]]:
+    """Test accuracy, parameters, MACs (and CPU latency) of a checkpoint, as table rows.
+
+    A pruned checkpoint is compared side by side with its original (the unpruned checkpoint
+    it names, or ``original``), with reductions and speed-ups against it.
+    """
+    from .report import add_ratios, latency_row
+
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
-    model.to(device)
-    acc = evaluate(model, data.loader("test", batch_size, device=device))
+    entries = []
+    orig_path = original or (ckpt.pruning or {}).get("original")
+    if orig_path:
+        if not Path(orig_path).exists():
+            raise CheckpointError(f"the original checkpoint {orig_path} is gone; pass --original PATH")
+        entries.append(("original", load_model(orig_path, trust_pickle)[0]))
+    entries.append(("pruned" if ckpt.pruning else Path(path).name, model))
+    rows = []
+    for name, net in entries:
+        net.to(device)
+        acc = evaluate(net, data.loader("test", batch_size, device=device))
+        macs, params = count_macs_params(net, data.example_input().to(device))
+        row: dict[str, Any] = {"name": name, "test_accuracy": acc["accuracy"], "params": params, "macs": macs}
+        if latency:
+            row.update(latency_row(net, tuple(ckpt.spec.input_size), repeats))
+        rows.append(row)
+    return add_ratios(rows) if len(rows) > 1 else rows
+
+
+def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str | Path, force: bool = False,
+                     trust_pickle: bool = False, bn_recalibration: bool = True,
+                     data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Physically remove channels by a policy; writes a pruned model.pt that reloads safely.
+
+    BN statistics are re-estimated on the calibration split, so the pruned network is
+    usable (and fine-tuning starts from sensible statistics).
+    """
+    from .prune import prune_model, recalibrate_bn
+
+    pol = _read_policy(policy)
+    out_dir = Path(out_dir)
+    model, ckpt = load_model(path, trust_pickle)
+    if ckpt.pruning:
+        raise ConfigError(f"{path} is already pruned; prune the original checkpoint")
+    structure = build_structure(model, ckpt.spec, pol.get("importance", "l1"))
+    counts = structure.policy_counts(pol["policy"], int(pol.get("round_to", 1)))
+    if (out_dir / "model.pt").exists() and not force:
+        raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass --force or choose another --out")
+    check_writable_dir(out_dir)
+    pruned, history = prune_model(model, structure, counts)
+    if bn_recalibration:
+        data = load_data_for_spec(ckpt.spec, None, data_dir)
+        recalibrate_bn(pruned, data.normalize(data.calib.x))
+    macs, params = count_macs_params(pruned, ckpt.spec.example_input())
+    pruning = {"policy": {g.name: float(pol["policy"][g.name]) for g in structure.groups},
+               "counts": {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)},
+               "history": history, "original": str(Path(path).resolve()),
+               "importance": pol.get("importance", "l1")}
+    metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
+               "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs}
+    save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
+    write_json(out_dir / "prune.json", metrics)
+    return {**metrics, "checkpoint": str(out_dir / "model.pt")}
+
+
+def _read_policy(policy: str | Path | dict) -> dict[str, Any]:
+    import json
+
+    if isinstance(policy, dict):
+        pol = policy
+    else:
+        p = Path(policy)
+        if not p.is_file():
+            raise ConfigError(f"policy file {p} does not exist; pass the policy.json written by `entroprune search`")
+        try:
+            pol = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p} is not valid JSON ({exc}); pass a policy.json from `entroprune search`") from None
+    if not isinstance(pol, dict):
+        raise ConfigError("a policy must be a JSON object with a 'policy' mapping of group name to keep ratio")
+    if "policy" not in pol:  # a bare {group: ratio} mapping is accepted too
+        pol = {"policy": pol}
+    if not isinstance(pol["policy"], dict) or not pol["policy"]:
+        raise ConfigError("the policy's 'policy' entry must map group names to keep ratios")
+    return pol
+
+
+def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = 3, lr: float = 0.01,
+                        batch_size: int = 128, distill: bool = False, teacher: str | Path | None = None,
+                        seed: int = 0, device: torch.device | str = "cpu", force: bool = False,
+                        quiet: bool = False, trust_pickle: bool = False,
+                        data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Fine-tune a (pruned) checkpoint with SGD + cosine schedule, optionally distilling
+    from the unpruned teacher; writes model.pt and metrics.json into ``out_dir``."""
+    out_dir = Path(out_dir)
+    model, ckpt = load_model(path, trust_pickle)
+    if Path(out_dir).resolve() == Path(path).resolve().parent and not force:
+        raise ConfigError(f"--out {out_dir} would overwrite the input checkpoint; choose another --out")
+    if (out_dir / "model.pt").exists() and not force:
+        raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass --force or choose another --out")
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, schedule="cosine")
+    config.validate()
+    data = load_data_for_spec(ckpt.spec, None, data_dir)
+    teacher_model = None
+    if distill:
+        tpath = teacher or (ckpt.pruning or {}).get("original")
+        if not tpath:
+            raise ConfigError("--distill needs a teacher: the checkpoint names no original, pass --teacher PATH")
+        teacher_model = load_model(tpath, trust_pickle)[0]
+    check_writable_dir(out_dir)
+    before = evaluate(model.to(device), data.loader("test", 512, device=device))
+    t0 = time.perf_counter()
+    history = train_model(model, data, config, seed=seed, device=device, teacher=teacher_model, quiet=quiet,
+                          description="finetune")
+    # Running BN statistics lag behind weights that changed quickly; short fine-tunes end
+    # far better with statistics re-estimated on training images.
+    from .prune import recalibrate_bn
+
+    recalibrate_bn(model, data.normalize(data.train.x[:2048]).to(device))
+    test = evaluate(model, data.loader("test", 512, device=device))
     macs, params = count_macs_params(model, data.example_input().to(device))
-    return [{"name": Path(path).name, "test_accuracy": acc["accuracy"], "params": params,
-             "macs": macs}]
+    metrics = {"test_accuracy": test["accuracy"], "test_accuracy_before": before["accuracy"], "epochs": epochs,
+               "distill": distill, "macs": macs, "params": params, "finetune_time_s": time.perf_counter() - t0,
+               "history": history, "seed": seed}
+    save_checkpoint(out_dir / "model.pt", ckpt.spec, model.cpu(), pruning=ckpt.pruning, metrics=metrics)
+    write_json(out_dir / "metrics.json", metrics)
+    return {**metrics, "checkpoint": str(out_dir / "model.pt")}
 
 
-__all__ = ["train_baseline", "evaluate_checkpoint", "load_model", "load_data_for_spec"]
+def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = "onnx",
+                      trust_pickle: bool = False) -> dict[str, Any]:
+    """Export a checkpoint to ONNX or TorchScript, verified against torch."""
+    from .export import export_model
+
+    model, ckpt = load_model(path, trust_pickle)
+    return export_model(model, ckpt.spec.example_input(), out_file, fmt)
 
 
 def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1"):
@@ -176,3 +301,111 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
         "layers": [{"layer": c, "group": group_of.get(c, "-"), "output": sizes.get(c, "?"),
                     **{v: values[v][c] for v in VARIANTS}} for c in layers],
     }
+
+
+def machine_description() -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def resolve_dataset(name: str, data_dir: str | None, say=print) -> str:
+    """Fashion-MNIST when present, else scikit-learn digits with a one-line notice."""
+    from .data import fashion_mnist_available
+
+    if name == "fashion-mnist" and not fashion_mnist_available(data_dir):
+        say("notice: Fashion-MNIST not found (apt-get install dataset-fashion-mnist); using scikit-learn digits")
+        return "digits"
+    return name
+
+
+def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None = None) -> Path:
+    """The main job: baseline (cached) -> entropy search -> prune -> fine-tune -> evaluate
+    -> export -> report, in a fresh run folder. Returns the folder."""
+    from .agents.baselines import UniformAgent
+    from .config import dump_config
+    from .report import write_report
+    from .search import SearchConfig
+    from .utils import resolve_device, set_threads, write_text
+
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    dataset = resolve_dataset(cfg.dataset, cfg.data_dir, say)
+    cfg.dataset = dataset
+    cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})
+    cfg.search.validate()
+    root = Path(cfg.out_root)
+    b = cfg.baseline
+    cache = root / "cache" / f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = root / f"run-{stamp}"
+        n = 1
+        while run_dir.exists():
+            n += 1
+            run_dir = root / f"run-{stamp}-{n}"
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run folder {run_dir} is not empty; choose another")
+    check_writable_dir(run_dir)
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    ckpt_path = cache / "model.pt"
+    t0 = time.perf_counter()
+    if ckpt_path.exists():
+        say(f"baseline: reusing {ckpt_path}")
+    else:
+        say(f"baseline: training {cfg.model} on {dataset} for {b.epochs} epochs")
+        train_baseline(cfg.model, dataset, cache, epochs=b.epochs, lr=b.lr, batch_size=b.batch_size,
+                       width_mult=b.width_mult, data_dir=cfg.data_dir, seed=cfg.seed, device=device,
+                       train_limit=b.train_limit, quiet=quiet, augment=b.augment)
+    timings["baseline"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say(f"search: {cfg.search.agent} with the {cfg.search.reward.kind} reward, {cfg.search.episodes} episodes, "
+        f"target {cfg.search.flops_target:.0%} of the MACs")
+    result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, device=device, quiet=quiet)
+    timings["search"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    prune_checkpoint(ckpt_path, run_dir / "search" / "policy.json", run_dir / "pruned")
+    timings["prune"] = time.perf_counter() - t0
+    f = cfg.finetune
+    t0 = time.perf_counter()
+    say(f"finetune: {f.epochs} epochs{' with distillation' if f.distill else ''}")
+    finetune_checkpoint(run_dir / "pruned" / "model.pt", run_dir / "finetuned", epochs=f.epochs, lr=f.lr,
+                        batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet)
+    timings["finetune"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say("evaluate: accuracy, MACs and CPU latency (torch, onnxruntime)")
+    rows = evaluate_checkpoint(run_dir / "finetuned" / "model.pt", device=device, latency=True,
+                               repeats=cfg.latency_repeats)
+    timings["evaluate"] = time.perf_counter() - t0
+    export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
+                      cfg.export_format)
+    model, ckpt = load_model(ckpt_path)
+    structure = build_structure(model, ckpt.spec)
+    u = UniformAgent.solve(structure, cfg.search.flops_target, cfg.search.min_keep, cfg.search.round_to)
+    ratio = cfg.search.min_keep + u * (1 - cfg.search.min_keep)
+    uniform = {g.name: round(int(c) / g.channels, 6)
+               for g, c in zip(structure.groups, structure.keep_counts([ratio] * len(structure.groups)), strict=True)}
+    timings["total"] = time.perf_counter() - t_all
+    write_json(run_dir / "evaluation.json", {
+        "model": cfg.model, "dataset": dataset, "flops_target": cfg.search.flops_target, "rows": rows,
+        "machine": machine_description(), "uniform_policy": uniform, "timings_s": timings,
+        "search_reward": result.reward, "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
+    write_report(run_dir)
+    return run_dir

@@ -101,22 +101,26 @@ def evaluate(
     dataset: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
     data_dir: DataDir = None,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 512,
+    original: Annotated[Path | None, typer.Option(help="Unpruned checkpoint to compare with "
+                                                      "(default: the one a pruned checkpoint names).")] = None,
+    latency: Annotated[bool, typer.Option(help="Measure CPU latency (torch and onnxruntime).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
     trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
 ) -> None:
-    """Test accuracy, parameters and MACs of a checkpoint."""
+    """Test accuracy, parameters and MACs of a checkpoint, side by side with its original."""
     from .api import evaluate_checkpoint
 
     dev = _setup(seed, device, threads)
     rows = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir,
-                               batch_size=batch_size, device=dev, trust_pickle=trust_pickle)
+                               batch_size=batch_size, device=dev, original=original, latency=latency,
+                               trust_pickle=trust_pickle)
     from rich.table import Table
 
     table = Table(title=str(checkpoint))
-    keys = [k for k in rows[0] if k != "name"]
+    keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "name"]
     table.add_column("model")
     for k in keys:
         table.add_column(k, justify="right")
@@ -196,7 +200,7 @@ def search(
     trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
     seed: Seed = 0,
     device: Device = "auto",
-    threads: Annotated[int, typer.Option(help="Torch CPU threads (default: 1, measured fastest).")] = 1,
+    threads: Threads = 0,
     quiet: Quiet = False,
 ) -> None:
     """Search per-group keep ratios with an RL agent under a MACs budget; writes policy.json."""
@@ -224,6 +228,109 @@ def search(
         out.print(f"Spearman(reward, accuracy) over {res.summary['diagnosed_episodes']} diagnosed episodes: "
                   f"{res.spearman:+.3f}")
     out.print(f"policy: {out_dir / 'policy.json'}")
+
+
+@app.command()
+@handle_errors
+def prune(
+    checkpoint: Annotated[Path, typer.Argument(help="The unpruned model.pt.")],
+    policy: Annotated[Path, typer.Option(help="policy.json written by `entroprune search`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the pruned model.pt.")] = Path("runs/pruned"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing pruned checkpoint.")] = False,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+) -> None:
+    """Physically remove channels by a policy (torch-pruning); the result reloads safely."""
+    from .api import prune_checkpoint
+
+    res = prune_checkpoint(checkpoint, policy, out_dir, force=force, trust_pickle=trust_pickle)
+    out.print(f"pruned: {res['macs']:,} MACs ({res['macs_fraction']:.1%} of {res['original_macs']:,}), "
+              f"{res['params']:,} params -> {res['checkpoint']}")
+
+
+@app.command()
+@handle_errors
+def finetune(
+    checkpoint: Annotated[Path, typer.Argument(help="A pruned model.pt.")],
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 3,
+    lr: Annotated[float, typer.Option(help="Initial learning rate (cosine schedule).")] = 0.02,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    distill: Annotated[bool, typer.Option(help="Distil from the unpruned teacher.")] = False,
+    teacher: Annotated[Path | None, typer.Option(help="Teacher checkpoint (default: the original).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <checkpoint dir>/../finetuned).")] = None,
+    data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Fine-tune a pruned network (SGD, cosine schedule, optional distillation)."""
+    from .api import finetune_checkpoint
+
+    dev = _setup(seed, device, threads)
+    out_dir = out_dir or checkpoint.parent.parent / "finetuned"
+    res = finetune_checkpoint(checkpoint, out_dir, epochs=epochs, lr=lr, batch_size=batch_size, distill=distill,
+                              teacher=teacher, seed=seed, device=dev, force=force, quiet=quiet,
+                              trust_pickle=trust_pickle, data_dir=data_dir)
+    out.print(f"test accuracy {res['test_accuracy_before']:.2f}% -> {res['test_accuracy']:.2f}% "
+              f"after {epochs} epochs; checkpoint: {res['checkpoint']}")
+
+
+@app.command()
+@handle_errors
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A model.pt (pruned or not).")],
+    out_file: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("model.onnx"),
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+) -> None:
+    """Export to ONNX (checked by onnx.checker and onnxruntime) or TorchScript."""
+    from .api import export_checkpoint
+
+    res = export_checkpoint(checkpoint, out_file, fmt, trust_pickle=trust_pickle)
+    out.print(f"{fmt}: {out_file} ({res['bytes']:,} bytes), max |difference| to torch {res['max_abs_diff']:.1e}")
+
+
+@app.command()
+@handle_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (or a search folder).")]) -> None:
+    """Write report.md, report.json and plots for a run folder."""
+    from .report import write_report
+
+    out.print(f"report: {write_report(run_dir)}")
+
+
+@app.command()
+@handle_errors
+def run(
+    config: Annotated[Path | None, typer.Option(help="YAML config (see configs/default.yaml).")] = None,
+    quick: Annotated[bool, typer.Option(help="A small smoke run of the whole pipeline (< 1 minute).")] = False,
+    out_root: Annotated[Path | None, typer.Option("--out-root", help="Where run folders go (default: runs).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """The main job: train (cached) -> search -> prune -> fine-tune -> evaluate -> export -> report."""
+    from .api import run_pipeline
+    from .config import load_config
+
+    cfg = load_config(config, quick=quick)
+    if out_root is not None:
+        cfg.out_root = str(out_root)
+    if seed is not None:
+        cfg.seed = seed
+    if device is not None:
+        cfg.device = device
+    run_dir = run_pipeline(cfg, quiet=quiet, say=lambda m: err.print(m, highlight=False))
+    import json as _json
+
+    ev = _json.loads((run_dir / "evaluation.json").read_text())
+    base, pruned = ev["rows"][0], ev["rows"][-1]
+    out.print(f"baseline test accuracy {base['test_accuracy']:.2f}%, pruned + fine-tuned "
+              f"{pruned['test_accuracy']:.2f}% at {pruned['macs_reduction']:.2f}x fewer MACs, "
+              f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x")
+    out.print(f"run folder: {run_dir} (report.md, model.onnx, finetuned/model.pt)")
 
 
 def _fmt(v) -> str:

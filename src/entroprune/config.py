@@ -1,0 +1,132 @@
+"""The main job's configuration: typed dataclasses, loadable from YAML, validated strictly.
+
+Unknown keys and wrong types are errors naming the key, so a typo never silently falls
+back to a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from .errors import ConfigError
+from .rewards import RewardConfig
+from .search import SearchConfig
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+@dataclass
+class BaselineConfig:
+    """Training of the unpruned model (cached and reused by later runs)."""
+
+    __pydantic_config__ = _STRICT
+    epochs: int = 3
+    lr: float = 0.1
+    batch_size: int = 128
+    width_mult: float = 1.0
+    augment: str = "flip"
+    train_limit: int | None = None
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning of the pruned model.
+
+    :param epochs: passes over the training split.
+    :param lr: initial learning rate of the cosine schedule.
+    :param distill: distil from the unpruned network (knowledge distillation).
+    """
+
+    __pydantic_config__ = _STRICT
+    epochs: int = 3
+    lr: float = 0.02
+    batch_size: int = 128
+    distill: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything ``entroprune run`` does, end to end."""
+
+    __pydantic_config__ = _STRICT
+    model: str = "vgg"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    out_root: str = "runs"
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    export_format: str = "onnx"
+    latency_repeats: int = 20
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SearchConfig.__pydantic_config__ = _STRICT  # type: ignore[attr-defined]
+RewardConfig.__pydantic_config__ = _STRICT  # type: ignore[attr-defined]
+
+
+def quick_config() -> RunConfig:
+    """A smoke run of the whole pipeline in well under a minute (used by the tests)."""
+    cfg = RunConfig(dataset="digits")
+    cfg.baseline = BaselineConfig(epochs=2, width_mult=0.5)
+    cfg.search = SearchConfig(flops_target=0.3, episodes=12, warmup=4, calib_size=64, val_size=128,
+                              checkpoint_every=4)
+    cfg.finetune = FinetuneConfig(epochs=1)
+    cfg.latency_repeats = 3
+    return cfg
+
+
+def parse_config(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """Validate a (partial) config mapping on top of ``base``'s values."""
+    merged = _merge((base or RunConfig()).to_dict(), data)
+    try:
+        return TypeAdapter(RunConfig).validate_python(merged, strict=False)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"config key {where!r}: {err['msg']}; fix or remove it "
+                          "(see configs/default.yaml for every key)") from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None, quick: bool = False) -> RunConfig:
+    import yaml
+
+    base = quick_config() if quick else RunConfig()
+    if path is None:
+        return base
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a YAML mapping of settings, not {type(data).__name__}")
+    return parse_config(data, base)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+__all__ = ["RunConfig", "BaselineConfig", "FinetuneConfig", "load_config", "parse_config", "dump_config",
+           "quick_config"]

@@ -1,0 +1,205 @@
+"""Latency measurement and the Markdown + JSON + PNG report of a run folder."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .utils import atomic_write, write_json, write_text
+
+
+@torch.no_grad()
+def torch_latency(model: nn.Module, shape: tuple[int, ...], batch: int, repeats: int = 20,
+                  warmup: int = 3, device: torch.device | str = "cpu") -> float:
+    """Median wall time (ms) of one forward pass of a ``batch`` of random images."""
+    model = model.to(device).eval()
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0)).to(device)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(x)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def onnx_latency(model: nn.Module, shape: tuple[int, ...], batch: int, repeats: int = 20,
+                 warmup: int = 3) -> float:
+    """Median wall time (ms) of onnxruntime (CPU) on the exported model."""
+    from .export import _onnx_bytes, onnx_session
+
+    sess = onnx_session(_onnx_bytes(model.cpu().eval(), torch.zeros(1, *shape)), torch.get_num_threads())
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    for _ in range(warmup):
+        sess.run(None, {"input": x})
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, {"input": x})
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def latency_row(model: nn.Module, shape: tuple[int, ...], repeats: int = 20) -> dict[str, float]:
+    """Batch-1 and batch-64 CPU latency with torch and onnxruntime."""
+    model = model.cpu()
+    return {"torch_b1_ms": torch_latency(model, shape, 1, repeats * 2),
+            "torch_b64_ms": torch_latency(model, shape, 64, repeats),
+            "ort_b1_ms": onnx_latency(model, shape, 1, repeats * 2),
+            "ort_b64_ms": onnx_latency(model, shape, 64, repeats)}
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reductions and speed-ups of every row against the first (the original)."""
+    base = rows[0]
+    for row in rows[1:]:
+        row["macs_reduction"] = base["macs"] / row["macs"]
+        row["params_reduction"] = base["params"] / row["params"]
+        for key in ("torch_b1_ms", "torch_b64_ms", "ort_b1_ms", "ort_b64_ms"):
+            if key in row and key in base:
+                row[f"speedup_{key.removesuffix('_ms')}"] = base[key] / row[key]
+        if "speedup_torch_b64" in row:
+            row["speedup_vs_macs_b64"] = row["speedup_torch_b64"] / row["macs_reduction"]
+    return rows
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def _plots(run_dir: Path, search_dir: Path | None, policy: dict | None, uniform: dict | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    plot_dir = run_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+
+    def save(fig, name):
+        path = plot_dir / name
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+        plt.close(fig)
+        made.append(f"plots/{name}")
+
+    if policy:
+        names = list(policy["policy"])
+        fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names)), 3.6))
+        xs = np.arange(len(names))
+        ax.bar(xs - 0.2, [policy["policy"][n] for n in names], 0.4, label=f"found ({policy.get('reward_kind')})")
+        if uniform:
+            ax.bar(xs + 0.2, [uniform[n] for n in names], 0.4, label="uniform")
+        ax.set_xticks(xs, names, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("keep ratio")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"keep ratio per group at {policy['achieved']:.1%} of the MACs")
+        ax.legend()
+        save(fig, "keep_ratios.png")
+    entries = []
+    if search_dir and (search_dir / "episodes.jsonl").exists():
+        entries = [json.loads(line) for line in (search_dir / "episodes.jsonl").read_text().splitlines()]
+    if entries:
+        ep = [e["episode"] for e in entries if e["finite"]]
+        rw = [e["reward"] for e in entries if e["finite"]]
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        ax.plot(ep, rw, ".", ms=3, alpha=0.6, label="episode")
+        ax.plot(ep, np.maximum.accumulate(rw), "-", label="best so far")
+        ax.set_xlabel("episode")
+        ax.set_ylabel("reward")
+        ax.legend()
+        save(fig, "reward.png")
+        diag = [(e["entropy"], e["accuracy"]) for e in entries
+                if e["finite"] and e.get("accuracy") is not None and e.get("entropy") is not None]
+        if diag:
+            fig, ax = plt.subplots(figsize=(4.6, 3.6))
+            ax.scatter([d[0] for d in diag], [100 * d[1] for d in diag], s=12)
+            ax.set_xlabel("entropy (reward = minus this)")
+            ax.set_ylabel("validation accuracy (%), no fine-tuning")
+            ax.set_title(f"{len(diag)} diagnosed episodes")
+            save(fig, "entropy_vs_accuracy.png")
+    return made
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.3f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+TABLE_COLUMNS = [("name", "model"), ("test_accuracy", "test acc (%)"), ("params", "params"), ("macs", "MACs"),
+                 ("macs_reduction", "MACs reduction (x)"), ("torch_b1_ms", "torch b1 (ms)"),
+                 ("torch_b64_ms", "torch b64 (ms)"), ("ort_b1_ms", "ORT b1 (ms)"), ("ort_b64_ms", "ORT b64 (ms)"),
+                 ("speedup_torch_b64", "speed-up b64 (x)"), ("speedup_vs_macs_b64", "speed-up / MACs red.")]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    cols = [(k, title) for k, title in TABLE_COLUMNS if any(k in r for r in rows)]
+    lines = ["| " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write report.md, report.json and plots/ for a run folder (or a search folder)."""
+    from .errors import ConfigError
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} does not exist; pass the folder `entroprune run` printed")
+    search_dir = run_dir / "search" if (run_dir / "search").is_dir() else (
+        run_dir if (run_dir / "episodes.jsonl").exists() else None)
+    evaluation = json.loads((run_dir / "evaluation.json").read_text()) if (run_dir / "evaluation.json").exists() else None
+    if search_dir is None and evaluation is None:
+        raise ConfigError(f"{run_dir} holds neither a search log nor evaluation.json; "
+                          "pass a folder written by `entroprune run` or `entroprune search`")
+    policy = json.loads((search_dir / "policy.json").read_text()) if search_dir and (search_dir / "policy.json").exists() else None
+    summary = json.loads((search_dir / "search.json").read_text()) if search_dir and (search_dir / "search.json").exists() else None
+    uniform = evaluation.get("uniform_policy") if evaluation else None
+    plots = _plots(run_dir, search_dir, policy, uniform)
+    md = [f"# entroprune report: {run_dir.name}", ""]
+    if evaluation:
+        md += [f"Model `{evaluation.get('model')}` on `{evaluation.get('dataset')}`; "
+               f"MACs target {evaluation.get('flops_target')}; machine: {evaluation.get('machine', '?')}.", "",
+               markdown_table(evaluation["rows"]), ""]
+        pr = evaluation["rows"][-1]
+        if "speedup_vs_macs_b64" in pr:
+            md.append(f"Batch-64 CPU speed-up {pr['speedup_torch_b64']:.2f}x for a {pr['macs_reduction']:.2f}x "
+                      f"MACs reduction: ratio {pr['speedup_vs_macs_b64']:.2f} (goal >= 0.6).")
+        drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
+        md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
+    if summary:
+        md += ["## Search", "",
+               f"- agent `{summary['agent']}`, reward `{summary['reward_kind']}` (variant `{summary['variant']}`, "
+               f"layers `{summary['layers']}`), {summary['episodes']} episodes, seed {summary['seed']}",
+               f"- best reward {summary['reward']:.5f} at episode {summary['best_episode']}, "
+               f"{summary['achieved']:.2%} of the MACs (target {summary['flops_target']:.0%})",
+               f"- mean time per episode (s): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_time_split_s"].items())]
+        if summary.get("spearman_reward_accuracy") is not None:
+            md.append(f"- Spearman(reward, validation accuracy without fine-tuning) over "
+                      f"{summary['diagnosed_episodes']} diagnosed episodes: {summary['spearman_reward_accuracy']:+.3f}")
+        md.append("")
+    if plots:
+        md += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    report = {"run_dir": str(run_dir), "evaluation": evaluation, "search": summary, "policy": policy,
+              "plots": plots}
+    write_json(run_dir / "report.json", report)
+    return write_text(run_dir / "report.md", "\n".join(md))
+
+
+__all__ = ["torch_latency", "onnx_latency", "latency_row", "add_ratios", "write_report", "markdown_table"]
