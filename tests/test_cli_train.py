@@ -20,7 +20,7 @@ def test_train_and_evaluate_cli(tmp_path):
     assert raw["spec"]["model"] == "resnet20"
     res = runner.invoke(app, ["evaluate", str(out / "model.pt")])
     assert res.exit_code == 0
-    assert "test_accuracy" in res.output and "macs" in res.output and "params" in res.output
+    assert "test acc (%)" in res.output and "MACs" in res.output and "params" in res.output
     # an existing result is never overwritten silently
     res = runner.invoke(app, ["train", "--dataset", "digits", "--out", str(out), "--epochs", "1"])
     assert res.exit_code == 2 and "--force" in res.output

@@ -95,7 +95,7 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     A pruned checkpoint is compared side by side with its original (the unpruned checkpoint
     it names, or ``original``), with reductions and speed-ups against it.
     """
-    from .report import add_ratios, latency_row
+    from .report import add_ratios, latency_rows
 
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
@@ -111,10 +111,11 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
         net.to(device)
         acc = evaluate(net, data.loader("test", batch_size, device=device))
         macs, params = count_macs_params(net, data.example_input().to(device))
-        row: dict[str, Any] = {"name": name, "test_accuracy": acc["accuracy"], "params": params, "macs": macs}
-        if latency:
-            row.update(latency_row(net, tuple(ckpt.spec.input_size), repeats))
-        rows.append(row)
+        rows.append({"name": name, "test_accuracy": acc["accuracy"], "params": params, "macs": macs})
+    if latency:
+        for row, lat in zip(rows, latency_rows([net for _, net in entries], tuple(ckpt.spec.input_size), repeats),
+                            strict=True):
+            row.update(lat)
     return add_ratios(rows) if len(rows) > 1 else rows
 
 
@@ -221,8 +222,10 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = 3, 
 def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = "onnx",
                       trust_pickle: bool = False) -> dict[str, Any]:
     """Export a checkpoint to ONNX or TorchScript, verified against torch."""
-    from .export import export_model
+    from .export import FORMATS, export_model
 
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose onnx or torchscript")
     model, ckpt = load_model(path, trust_pickle)
     return export_model(model, ckpt.spec.example_input(), out_file, fmt)
 
@@ -257,6 +260,12 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
     if data.labelled and config.val_size > 0:
         val = (data.normalize(data.val.x[: config.val_size]).to(device), data.val.y[: config.val_size].to(device))
     structure = build_structure(model, ckpt.spec, importance)
+    from .env import PruningEnv
+    from .search import STATE_FILE
+
+    PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)  # reachable target?
+    if resume and not (out_dir / STATE_FILE).exists():
+        raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without --resume")
     check_writable_dir(out_dir)
     if force and not resume:
         for name in ("episodes.jsonl", "search_state.pt", "policy.json", "search.json"):
@@ -409,3 +418,79 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
         "search_reward": result.reward, "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
     write_report(run_dir)
     return run_dir
+
+
+# ----------------------------------------------------------------------------- any nn.Module
+
+
+def _take_images(source, limit: int) -> torch.Tensor:
+    """The first ``limit`` images of a tensor or of an iterable of batches (x or (x, y))."""
+    if isinstance(source, torch.Tensor):
+        return source[:limit]
+    chunks, n = [], 0
+    for batch in source:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        chunks.append(x)
+        n += len(x)
+        if n >= limit:
+            break
+    if not chunks:
+        raise DataError("the calibration source yielded no images")
+    return torch.cat(chunks)[:limit]
+
+
+def _take_labelled(source, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(source, (tuple, list)) and len(source) == 2 and isinstance(source[0], torch.Tensor):
+        return source[0][:limit], source[1][:limit]
+    xs, ys, n = [], [], 0
+    for x, y in source:
+        xs.append(x)
+        ys.append(y)
+        n += len(x)
+        if n >= limit:
+            break
+    return torch.cat(xs)[:limit], torch.cat(ys)[:limit]
+
+
+def search_module(model: nn.Module, example_input: torch.Tensor, calib, out_dir: str | Path,
+                  config=None, val=None, importance: str = "l1", quiet: bool = True,
+                  resume: bool = False):
+    """Search a policy for any CNN: ``calib`` (normalised images: a tensor or a loader) feeds
+    BN recalibration and the entropy reward; ``val`` ((x, y) or a loader) the accuracy reward."""
+    from .search import SearchConfig, run_search
+    from .structure import Structure
+
+    config = config or SearchConfig()
+    config.validate()
+    model = model.eval()
+    structure = Structure(model, example_input, importance=importance)
+    calib_x = _take_images(calib, config.calib_size)
+    val_xy = _take_labelled(val, config.val_size) if val is not None else None
+    return run_search(model, structure, calib_x, val_xy, config, out_dir, resume=resume, quiet=quiet)
+
+
+def prune_module(model: nn.Module, example_input: torch.Tensor, policy, importance: str = "l1",
+                 calib=None) -> tuple[nn.Module, list]:
+    """A physically pruned copy of any CNN by a policy (a SearchResult, a policy.json path or
+    a {group: keep ratio} dict), with BN statistics re-estimated on ``calib`` when given."""
+    from .prune import prune_model, recalibrate_bn
+    from .structure import Structure
+
+    if hasattr(policy, "policy") and isinstance(policy.policy, dict):
+        policy = {"policy": policy.policy}
+    pol = _read_policy(policy)
+    structure = Structure(model.eval(), example_input, importance=pol.get("importance", importance))
+    counts = structure.policy_counts(pol["policy"], int(pol.get("round_to", 1)))
+    pruned, history = prune_model(model, structure, counts)
+    if calib is not None:
+        recalibrate_bn(pruned, _take_images(calib, 1024))
+    return pruned, history
+
+
+def finetune_module(model: nn.Module, train_loader, epochs: int = 3, lr: float = 0.02,
+                    teacher: nn.Module | None = None, val_loader=None, seed: int = 0,
+                    device: torch.device | str = "cpu", quiet: bool = True) -> list[dict]:
+    """Fine-tune any (pruned) CNN in place on (x, y) batches; SGD with a cosine schedule."""
+    config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine")
+    return train_model(model, None, config, seed=seed, device=device, teacher=teacher, quiet=quiet,
+                       description="finetune", train_loader=train_loader, val_loader=val_loader)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,8 +120,7 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
                 "loaded; if you trust its author, pass --trust-pickle") from None
         raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); "
                               "pass a file written by entroprune") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
-            AttributeError, ImportError) as exc:
+    except Exception as exc:  # torch.load raises many types (KeyError, RuntimeError, ...) on junk
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint ({msg}); the file is "
                               "truncated or not a PyTorch file, retrain or restore it") from None

@@ -119,13 +119,14 @@ def evaluate(
                                trust_pickle=trust_pickle)
     from rich.table import Table
 
+    from .report import TABLE_COLUMNS
+
     table = Table(title=str(checkpoint))
-    keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "name"]
-    table.add_column("model")
-    for k in keys:
-        table.add_column(k, justify="right")
+    cols = [(k, title) for k, title in TABLE_COLUMNS if any(k in row for row in rows)]
+    for k, title in cols:
+        table.add_column(title, justify="left" if k == "name" else "right")
     for row in rows:
-        table.add_row(row["name"], *[_fmt(row.get(k)) for k in keys])
+        table.add_row(*[_fmt(row.get(k)) for k, _ in cols])
     out.print(table)
     if json_out:
         from .utils import write_json
@@ -283,10 +284,14 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt (pruned or not).")],
     out_file: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("model.onnx"),
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
     trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
 ) -> None:
     """Export to ONNX (checked by onnx.checker and onnxruntime) or TorchScript."""
     from .api import export_checkpoint
+
+    if out_file.exists() and not force:
+        raise ConfigError(f"{out_file} already exists; pass --force to overwrite it or choose another --out")
 
     res = export_checkpoint(checkpoint, out_file, fmt, trust_pickle=trust_pickle)
     out.print(f"{fmt}: {out_file} ({res['bytes']:,} bytes), max |difference| to torch {res['max_abs_diff']:.1e}")

@@ -61,7 +61,9 @@ class RunConfig:
     threads: int = 0
     out_root: str = "runs"
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
+    # Channel counts rounded to multiples of 8: CPU kernels (oneDNN, onnxruntime's NCHWc)
+    # run far faster on them (benchmarks/latency_rounding.py; AMC rounds the same way).
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(round_to=8))
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     export_format: str = "onnx"
     latency_repeats: int = 20

@@ -29,6 +29,9 @@ def onnx_session(data: bytes, threads: int | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    # No spin-waiting: idle spinning threads of one session steal the cores of the next
+    # (seen as 2x noise when timing two sessions in alternation).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

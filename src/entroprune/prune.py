@@ -9,8 +9,8 @@ zero, which is what its absence contributes downstream.
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -89,8 +89,9 @@ def _plain_history(history: list) -> list:
 def replay_pruning_history(model: nn.Module, example: torch.Tensor, history: list) -> nn.Module:
     """Re-apply a saved pruning history to a fresh model so its shapes match the weights."""
     try:
-        dg = tp.DependencyGraph().build_dependency(model.eval(), example)
-        dg.load_pruning_history([tuple(h) for h in history])
+        with torch.enable_grad():  # the graph is traced through autograd
+            dg = tp.DependencyGraph().build_dependency(model.eval(), example)
+            dg.load_pruning_history([tuple(h) for h in history])
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise CheckpointError(f"cannot replay the checkpoint's pruning history ({exc}); "
                               "the file was edited or made by another version") from None

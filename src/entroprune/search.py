@@ -69,6 +69,8 @@ class SearchConfig:
     ddpg: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        if not (isinstance(self.flops_target, (int, float)) and 0 < self.flops_target <= 1):
+            raise ConfigError(f"--flops-target must lie in (0, 1] (fraction of MACs kept), got {self.flops_target}")
         if self.agent not in AGENTS:
             raise ConfigError(f"unknown agent {self.agent!r}; choose one of {', '.join(AGENTS)}")
         if self.episodes < 1:

@@ -115,7 +115,8 @@ class Structure:
             raise ConfigError("the model has no Conv2d or Linear layer; nothing to prune")
         self.classifier = conv_order[-1]
         ignored_mods = [dict(model.named_modules())[n] for n in (self.classifier, *ignored)]
-        dg = tp.DependencyGraph().build_dependency(model, self.example_input)
+        with torch.enable_grad():  # torch-pruning traces the graph through autograd
+            dg = tp.DependencyGraph().build_dependency(model, self.example_input)
         raw = list(dg.get_all_groups(ignored_layers=ignored_mods,
                                      root_module_types=[nn.Conv2d, nn.Linear]))
         out_hw = self._output_sizes(model)
@@ -272,8 +273,9 @@ def apply_physical(model: nn.Module, structure: Structure, keep: Mapping[str, in
     """
     model.eval()
     mods = dict(model.named_modules())
-    dg = tp.DependencyGraph().build_dependency(model, structure.example_input.to(
-        next(model.parameters()).device))
+    with torch.enable_grad():
+        dg = tp.DependencyGraph().build_dependency(model, structure.example_input.to(
+            next(model.parameters()).device))
     for g in structure.groups:
         count = int(keep.get(g.name, g.channels))
         if count >= g.channels:
@@ -283,8 +285,8 @@ def apply_physical(model: nn.Module, structure: Structure, keep: Mapping[str, in
             tp.prune_depthwise_conv_out_channels if g.layer_type == "depthwise"
             else tp.prune_conv_out_channels)
         idxs = [g.member_idxs[g.name][i] for i in g.removed(count)]
-        group = dg.get_pruning_group(root, fn, idxs=idxs)
-        group.prune()
+        with torch.enable_grad():
+            dg.get_pruning_group(root, fn, idxs=idxs).prune()
     return dg.pruning_history()
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import BatchLoader, DataBundle
+from .data import DataBundle
 from .errors import ConfigError
 from .utils import progress_bar
 
@@ -57,11 +57,13 @@ class TrainConfig:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader) -> dict[str, float]:
-    """Top-1 accuracy (%) and mean cross-entropy over a labelled split."""
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy over labelled (x, y) batches."""
     model.eval()
     correct, total, loss = 0, 0, 0.0
     for x, y in loader:
+        if device is not None:
+            x, y = x.to(device), y.to(device)
         out = model(x)
         loss += F.cross_entropy(out, y, reduction="sum").item()
         correct += (out.argmax(1) == y).sum().item()
@@ -71,14 +73,21 @@ def evaluate(model: nn.Module, loader: BatchLoader) -> dict[str, float]:
     return {"accuracy": 100.0 * correct / total, "loss": loss / total}
 
 
-def train_model(model: nn.Module, data: DataBundle, config: TrainConfig, seed: int = 0,
+def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, seed: int = 0,
                 device: torch.device | str = "cpu", teacher: nn.Module | None = None,
                 quiet: bool = False, description: str = "train",
-                on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train in place; returns one metrics dict per epoch (train loss, val accuracy, time)."""
+                on_epoch: Callable[[dict], None] | None = None,
+                train_loader: Iterable | None = None, val_loader: Iterable | None = None) -> list[dict]:
+    """Train in place; returns one metrics dict per epoch (train loss, val accuracy, time).
+
+    Either ``data`` (a DataBundle) or ``train_loader`` (any re-iterable of (x, y) batches,
+    e.g. a torch DataLoader) gives the images.
+    """
     config.validate()
-    if not data.labelled:
+    if data is not None and not data.labelled:
         raise ConfigError(f"dataset {data.name} has no labels; training needs a labelled dataset")
+    if data is None and train_loader is None:
+        raise ConfigError("train_model needs a DataBundle or a train_loader")
     device = torch.device(device)
     model.to(device)
     if teacher is not None:
@@ -89,10 +98,12 @@ def train_model(model: nn.Module, data: DataBundle, config: TrainConfig, seed: i
     opt = torch.optim.SGD([{"params": params_decay, "weight_decay": config.weight_decay},
                            {"params": params_other, "weight_decay": 0.0}],
                           lr=config.lr, momentum=config.momentum, nesterov=True)
-    train_loader = data.loader("train", config.batch_size, shuffle=True, augment=config.augment,
-                               seed=seed, device=device)
-    val_loader = data.loader("val", 512, device=device)
-    steps = max(1, config.epochs * len(train_loader))
+    if train_loader is None:
+        train_loader = data.loader("train", config.batch_size, shuffle=True, augment=config.augment,
+                                   seed=seed, device=device)
+    if val_loader is None and data is not None:
+        val_loader = data.loader("val", 512, device=device)
+    steps = max(1, config.epochs * len(train_loader))  # loaders must have a length
     if config.schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
                                                     pct_start=0.25)
@@ -105,6 +116,7 @@ def train_model(model: nn.Module, data: DataBundle, config: TrainConfig, seed: i
             model.train()
             t0, running, seen = time.perf_counter(), 0.0, 0
             for x, y in train_loader:
+                x, y = x.to(device), y.to(device)
                 out = model(x)
                 loss = F.cross_entropy(out, y, label_smoothing=config.label_smoothing)
                 if teacher is not None:
@@ -126,9 +138,10 @@ def train_model(model: nn.Module, data: DataBundle, config: TrainConfig, seed: i
                 bar.update(task, advance=1, info=f"epoch {epoch} loss {running / seen:.3f}")
             metrics = {"epoch": epoch, "train_loss": running / max(seen, 1),
                        "time_s": time.perf_counter() - t0}
-            metrics.update({f"val_{k}": v for k, v in evaluate(model, val_loader).items()})
+            if val_loader is not None:
+                metrics.update({f"val_{k}": v for k, v in evaluate(model, val_loader, device).items()})
+                bar.update(task, info=f"epoch {epoch} val acc {metrics['val_accuracy']:.2f}%")
             history.append(metrics)
-            bar.update(task, info=f"epoch {epoch} val acc {metrics['val_accuracy']:.2f}%")
             if on_epoch:
                 on_epoch(metrics)
     return history

@@ -1,0 +1,28 @@
+"""Shared helpers of the benchmarks: checkpoints to time on and a machine line."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from entroprune.api import machine_description
+from entroprune.checkpoint import ModelSpec, save_checkpoint
+from entroprune.data import load_dataset
+from entroprune.models import build_model, min_input_size
+
+
+def timing_checkpoint(model: str, dataset: str = "fashion-mnist", given: str | None = None) -> Path:
+    """``given`` if set, else a randomly initialised ``model`` for ``dataset`` (timings only
+    depend on shapes, so an untrained network times the same as a trained one)."""
+    if given:
+        return Path(given)
+    data = load_dataset(dataset, min_size=min_input_size(model))
+    net = build_model(model, data.num_classes, data.in_channels)
+    spec = ModelSpec(model, data.num_classes, data.in_channels, 1.0, dataset, data.mean, data.std,
+                     [data.in_channels, *data.image_size])
+    path = Path(tempfile.mkdtemp(prefix="entroprune-bench-")) / "model.pt"
+    save_checkpoint(path, spec, net)
+    return path
+
+
+__all__ = ["timing_checkpoint", "machine_description"]

@@ -1,0 +1,177 @@
+"""Every command against bad input: exit 2, one readable line, no traceback, nothing
+written, inputs unchanged (issue: reliability and security)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from entroprune.checkpoint import ModelSpec, save_checkpoint
+from entroprune.cli import app
+from entroprune.models import build_model
+from tests.conftest import write_idx
+
+runner = CliRunner()
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def world(tmp_path, digits_ckpt, idx_dir):
+    """A folder of good and bad inputs; returns a dict of named paths."""
+    w = {"tmp": tmp_path, "good": tmp_path / "good.pt"}
+    w["good"].write_bytes(digits_ckpt.read_bytes())
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "trunc.pt").write_bytes(digits_ckpt.read_bytes()[:2000])
+    (tmp_path / "text.pt").write_text("hello, I am not a checkpoint\n")
+    torch.save(build_model("vgg", 10, 1, 0.25), tmp_path / "module.pt")
+    raw = torch.load(digits_ckpt, weights_only=True)
+    torch.save({**raw, "spec": {**raw["spec"], "model": "alexnet"}}, tmp_path / "unknown_model.pt")
+    torch.save({**raw, "spec": {**raw["spec"], "width_mult": 1.0}}, tmp_path / "mismatch.pt")
+    nan_state = {k: (v.clone().fill_(float("nan")) if v.is_floating_point() else v) for k, v in raw["state_dict"].items()}
+    torch.save({**raw, "state_dict": nan_state}, tmp_path / "nan.pt")
+    save_checkpoint(tmp_path / "tiny.pt", ModelSpec("vgg", 10, 1, 0.01, "digits", [0.3], [0.3], [1, 8, 8]),
+                    build_model("vgg", 10, 1, 0.01))
+    # datasets
+    bad_idx = tmp_path / "bad_idx"
+    bad_idx.mkdir()
+    for f in idx_dir.iterdir():
+        (bad_idx / f.name).write_bytes(f.read_bytes())
+    (bad_idx / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    trunc_idx = tmp_path / "trunc_idx"
+    trunc_idx.mkdir()
+    for f in idx_dir.iterdir():
+        (trunc_idx / f.name).write_bytes(f.read_bytes())
+    raw_img = gzip.decompress((idx_dir / "train-images-idx3-ubyte.gz").read_bytes())
+    (trunc_idx / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw_img[:-50]))
+    mism = tmp_path / "mismatch_idx"
+    mism.mkdir()
+    for f in idx_dir.iterdir():
+        (mism / f.name).write_bytes(f.read_bytes())
+    write_idx(mism / "train-labels-idx1-ubyte", np.zeros(50, np.uint8))
+    cifar = tmp_path / "cifar" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    (cifar / "data_batch_1").write_bytes(pickle.dumps({b"data": np.zeros((3, 5), np.uint8), b"labels": [1, 2, 3]}))
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    imgs = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (imgs / c).mkdir(parents=True)
+        for i in range(3):
+            from PIL import Image
+
+            Image.fromarray(np.full((6, 6), 40 * i, np.uint8)).save(imgs / c / f"{i}.png")
+    (imgs / "a" / "broken.png").write_bytes(b"\x89PNG broken")
+    np.savez(tmp_path / "one_class.npz", x=np.zeros((20, 8, 8), np.uint8), y=np.zeros(20, np.int64))
+    # policies
+    good_groups = ["features.0", "features.3", "features.7", "features.10", "features.14", "features.17"]
+    pols = {
+        "unknown_group": {"policy": {**{g: 0.5 for g in good_groups}, "nosuch.conv": 0.5}},
+        "ratio_high": {"policy": {g: 1.5 for g in good_groups}},
+        "ratio_zero": {"policy": {g: 0.0 for g in good_groups}},
+        "missing_groups": {"policy": {good_groups[0]: 0.5}},
+    }
+    for name, pol in pols.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(pol))
+    (tmp_path / "notjson.json").write_text("{this is not json")
+    (tmp_path / "unknown_key.yaml").write_text("search:\n  epsiodes: 3\n")
+    (tmp_path / "wrong_type.yaml").write_text("seed: twelve\n")
+    (tmp_path / "bad_syntax.yaml").write_text("search: [unclosed\n")
+    (tmp_path / "a_file").write_text("x")
+    return w
+
+
+T = "{tmp}"
+CASES = {
+    "missing checkpoint": ["evaluate", f"{T}/missing.pt"],
+    "empty checkpoint": ["evaluate", f"{T}/empty.pt"],
+    "truncated checkpoint": ["evaluate", f"{T}/trunc.pt"],
+    "non-checkpoint file": ["inspect", f"{T}/text.pt"],
+    "pickled whole module": ["evaluate", f"{T}/module.pt"],
+    "unknown model in spec": ["evaluate", f"{T}/unknown_model.pt"],
+    "state_dict mismatching spec": ["evaluate", f"{T}/mismatch.pt"],
+    "NaN weights": ["search", f"{T}/nan.pt", "--out", f"{T}/out"],
+    "wrong dataset path": ["train", "--dataset", "mnist", "--data-dir", f"{T}/nope", "--out", f"{T}/out"],
+    "corrupt gzip IDX": ["train", "--dataset", "mnist", "--data-dir", f"{T}/bad_idx", "--out", f"{T}/out"],
+    "truncated IDX": ["train", "--dataset", "mnist", "--data-dir", f"{T}/trunc_idx", "--out", f"{T}/out"],
+    "image/label count mismatch": ["train", "--dataset", "mnist", "--data-dir", f"{T}/mismatch_idx",
+                                   "--out", f"{T}/out"],
+    "corrupt CIFAR pickle": ["train", "--dataset", "cifar10", "--data-dir", f"{T}/cifar", "--out", f"{T}/out"],
+    "corrupt npz": ["train", "--dataset", "npz", "--data-dir", f"{T}/bad.npz", "--out", f"{T}/out"],
+    "corrupt image": ["train", "--dataset", "imagefolder", "--data-dir", f"{T}/imgs", "--out", f"{T}/out"],
+    "single-class dataset": ["train", "--dataset", "npz", "--data-dir", f"{T}/one_class.npz", "--out", f"{T}/out"],
+    "unknown dataset": ["train", "--dataset", "nosuch", "--out", f"{T}/out"],
+    "unknown model": ["train", "--model", "nosuch", "--dataset", "digits", "--out", f"{T}/out"],
+    "policy with unknown group": ["prune", f"{T}/good.pt", "--policy", f"{T}/unknown_group.json", "--out", f"{T}/out"],
+    "policy ratio > 1": ["prune", f"{T}/good.pt", "--policy", f"{T}/ratio_high.json", "--out", f"{T}/out"],
+    "policy ratio 0": ["prune", f"{T}/good.pt", "--policy", f"{T}/ratio_zero.json", "--out", f"{T}/out"],
+    "policy missing groups": ["prune", f"{T}/good.pt", "--policy", f"{T}/missing_groups.json", "--out", f"{T}/out"],
+    "policy not JSON": ["prune", f"{T}/good.pt", "--policy", f"{T}/notjson.json", "--out", f"{T}/out"],
+    "flops target 0": ["search", f"{T}/good.pt", "--flops-target", "0", "--out", f"{T}/out"],
+    "flops target negative": ["search", f"{T}/good.pt", "--flops-target", "-0.5", "--out", f"{T}/out"],
+    "flops target > 1": ["search", f"{T}/good.pt", "--flops-target", "1.5", "--out", f"{T}/out"],
+    "unreachable flops target": ["search", f"{T}/good.pt", "--flops-target", "0.01", "--min-keep", "0.5",
+                                 "--out", f"{T}/out"],
+    "model with nothing to prune": ["search", f"{T}/tiny.pt", "--out", f"{T}/out"],
+    "unwritable output directory": ["train", "--dataset", "digits", "--epochs", "1", "--out", f"{T}/a_file/sub"],
+    "config with unknown key": ["run", "--config", f"{T}/unknown_key.yaml", "--out-root", f"{T}/out"],
+    "config with wrong type": ["run", "--config", f"{T}/wrong_type.yaml", "--out-root", f"{T}/out"],
+    "config with bad YAML": ["run", "--config", f"{T}/bad_syntax.yaml", "--out-root", f"{T}/out"],
+    "unknown export format": ["export", f"{T}/good.pt", "--format", "tflite", "--out", f"{T}/out/m.x"],
+    "missing run folder": ["report", f"{T}/no_run"],
+    "resume with nothing to resume": ["search", f"{T}/good.pt", "--resume", "--out", f"{T}/out"],
+    "unknown agent": ["search", f"{T}/good.pt", "--agent", "sb3:dqn", "--out", f"{T}/out"],
+    "unknown entropy variant": ["search", f"{T}/good.pt", "--variant", "renyi", "--out", f"{T}/out"],
+    "finetune missing checkpoint": ["finetune", f"{T}/missing.pt", "--out", f"{T}/out"],
+    "cuda without a GPU": ["evaluate", f"{T}/good.pt", "--device", "cuda"] if not torch.cuda.is_available()
+    else ["evaluate", f"{T}/missing.pt"],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(world, case):
+    tmp = world["tmp"]
+    args = [a.replace(T, str(tmp)) for a in CASES[case]]
+    before = snapshot(tmp)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, (res.stdout, res.stderr, res.exception)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert snapshot(tmp) == before  # nothing written, nothing changed
+    assert not (tmp / "out").exists()
+
+
+def test_pickle_message_names_opt_in_flag(world):
+    res = runner.invoke(app, ["evaluate", str(world["tmp"] / "module.pt")])
+    assert "--trust-pickle" in res.stderr and "arbitrary code" in res.stderr
+
+
+def test_malicious_pickle_is_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"format": "entroprune-checkpoint", "payload": Evil()}, tmp_path / "evil.pt")
+    for cmd in (["evaluate"], ["inspect"], ["search"], ["export"]):
+        res = runner.invoke(app, [*cmd, str(tmp_path / "evil.pt")])
+        assert res.exit_code == 2
+        assert not marker.exists()
+
+
+def test_at_least_25_distinct_bad_inputs():
+    assert len(CASES) >= 25

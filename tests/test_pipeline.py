@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from entroprune.api import (
+    evaluate_checkpoint,
+    export_checkpoint,
+    finetune_checkpoint,
+    load_model,
+    prune_checkpoint,
+    search_checkpoint,
+)
+from entroprune.search import SearchConfig
+
+
+@pytest.fixture(scope="module")
+def pruned(digits_ckpt, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    search_checkpoint(digits_ckpt, root / "search", SearchConfig(flops_target=0.4, episodes=6, warmup=2,
+                                                                 calib_size=64, val_size=64), quiet=True)
+    prune_checkpoint(digits_ckpt, root / "search" / "policy.json", root / "pruned")
+    return root
+
+
+def test_pruned_checkpoint_reloads_safely(pruned, digits_ckpt):
+    raw = torch.load(pruned / "pruned" / "model.pt", weights_only=True)
+    assert raw["pruning"]["history"] and raw["pruning"]["original"] == str(digits_ckpt.resolve())
+    model, ckpt = load_model(pruned / "pruned" / "model.pt")
+    x = torch.randn(3, *ckpt.spec.input_size)
+    again, _ = load_model(pruned / "pruned" / "model.pt")
+    assert torch.equal(model(x), again(x))
+    policy = json.loads((pruned / "search" / "policy.json").read_text())
+    assert ckpt.pruning["counts"] == policy["counts"]
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    orig = [m for m in load_model(digits_ckpt)[0].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(c.out_channels for c in convs) < sum(c.out_channels for c in orig)
+
+
+def test_side_by_side_evaluation(pruned):
+    rows = evaluate_checkpoint(pruned / "pruned" / "model.pt", latency=True, repeats=2)
+    assert [r["name"] for r in rows] == ["original", "pruned"]
+    assert rows[1]["macs_reduction"] > 2.0
+    assert rows[1]["macs"] / rows[0]["macs"] == pytest.approx(0.4, rel=0.03)
+    for key in ("torch_b1_ms", "torch_b64_ms", "ort_b1_ms", "ort_b64_ms", "speedup_vs_macs_b64"):
+        assert rows[1][key] > 0
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_torch(pruned, tmp_path, fmt):
+    res = export_checkpoint(pruned / "pruned" / "model.pt", tmp_path / f"m.{fmt}", fmt)
+    assert res["max_abs_diff"] <= 1e-4 and (tmp_path / f"m.{fmt}").stat().st_size > 0
+    if fmt == "onnx":
+        import onnx
+
+        onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
+    else:
+        model, ckpt = load_model(pruned / "pruned" / "model.pt")
+        x = torch.randn(2, *ckpt.spec.input_size)
+        assert torch.allclose(torch.jit.load(str(tmp_path / "m.torchscript"))(x), model(x), atol=1e-5)
+
+
+def test_finetune_recovers_accuracy(pruned, tmp_path):
+    res = finetune_checkpoint(pruned / "pruned" / "model.pt", tmp_path / "ft", epochs=2, distill=True, quiet=True)
+    assert res["test_accuracy"] > 60
+    raw = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)
+    assert raw["pruning"]["counts"]  # still knows how it was pruned
+    before = (pruned / "pruned" / "model.pt").read_bytes()
+    assert (pruned / "pruned" / "model.pt").read_bytes() == before  # input untouched
+
+
+def test_run_quick_cli(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--out-root",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    runs = [p for p in tmp_path.iterdir() if p.name.startswith("run-")]
+    assert len(runs) == 1
+    run = runs[0]
+    for rel in ("finetuned/model.pt", "pruned/model.pt", "model.onnx", "report.md", "report.json",
+                "plots/keep_ratios.png", "plots/reward.png", "search/policy.json", "config.yaml"):
+        assert (run / rel).exists(), rel
+    report = (run / "report.md").read_text()
+    assert "| original |" in report and "| pruned |" in report and "speed-up" in report
+    assert "run folder" in proc.stdout
+
+
+def test_python_api_on_any_module(tmp_path):
+    """A user's own CNN (not from the zoo), a torch DataLoader, and the module-level API."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import entroprune as ep
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                torch.nn.Conv2d(16, 24, 3, padding=1), torch.nn.BatchNorm2d(24), torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+            self.head = torch.nn.Linear(24, 3)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 1, 10, 10, generator=g)
+    y = torch.randint(0, 3, (96,), generator=g)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    net = Net().eval()
+    cfg = ep.SearchConfig(flops_target=0.5, episodes=5, warmup=2, calib_size=64, val_size=64)
+    res = ep.search_module(net, x[:1], loader, tmp_path / "s", cfg, val=loader)
+    assert res.summary["within_tolerance"] and set(res.policy) == {"body.0", "body.6"}
+    pruned, history = ep.prune_module(net, x[:1], res, calib=loader)
+    macs, _ = ep.count_macs_params(pruned, x[:1])
+    full, _ = ep.count_macs_params(net, x[:1])
+    assert macs / full == pytest.approx(0.5, rel=0.05) and history
+    hist = ep.finetune_module(pruned, loader, epochs=1, val_loader=loader)
+    assert len(hist) == 1 and "val_accuracy" in hist[0]
