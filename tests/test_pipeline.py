@@ -119,3 +119,12 @@ def test_python_api_on_any_module(tmp_path):
     assert macs / full == pytest.approx(0.5, rel=0.05) and history
     hist = ep.finetune_module(pruned, loader, epochs=1, val_loader=loader)
     assert len(hist) == 1 and "val_accuracy" in hist[0]
+
+
+def test_default_config_file_matches_defaults():
+    from pathlib import Path
+
+    from entroprune.config import RunConfig, load_config
+
+    path = Path(__file__).parent.parent / "configs" / "default.yaml"
+    assert load_config(path).to_dict() == RunConfig().to_dict()

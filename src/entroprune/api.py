@@ -410,7 +410,8 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     u = UniformAgent.solve(structure, cfg.search.flops_target, cfg.search.min_keep, cfg.search.round_to)
     ratio = cfg.search.min_keep + u * (1 - cfg.search.min_keep)
     uniform = {g.name: round(int(c) / g.channels, 6)
-               for g, c in zip(structure.groups, structure.keep_counts([ratio] * len(structure.groups)), strict=True)}
+               for g, c in zip(structure.groups, structure.keep_counts([ratio] * len(structure.groups), cfg.search.round_to),
+                                  strict=True)}
     timings["total"] = time.perf_counter() - t_all
     write_json(run_dir / "evaluation.json", {
         "model": cfg.model, "dataset": dataset, "flops_target": cfg.search.flops_target, "rows": rows,
