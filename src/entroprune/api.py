@@ -254,8 +254,6 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
         raise ConfigError(f"{path} is already pruned; search on the original (unpruned) checkpoint")
     data = load_data_for_spec(ckpt.spec, dataset, data_dir, calib_size=None)
     calib = data.normalize(data.calib.x[: config.calib_size]).to(device)
-    if len(calib) < config.calib_size and not quiet:
-        pass  # small datasets: use what there is
     val = None
     if data.labelled and config.val_size > 0:
         val = (data.normalize(data.val.x[: config.val_size]).to(device), data.val.y[: config.val_size].to(device))

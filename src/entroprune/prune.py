@@ -9,7 +9,7 @@ zero, which is what its absence contributes downstream.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -136,10 +136,6 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 256
 
 def policy_to_ratios(structure: Structure, counts: Sequence[int] | np.ndarray) -> dict[str, float]:
     return {g.name: round(int(c) / g.channels, 6) for g, c in zip(structure.groups, counts, strict=True)}
-
-
-def ratios_from_policy(structure: Structure, policy: Mapping[str, float], round_to: int = 1) -> np.ndarray:
-    return structure.policy_counts(policy, round_to)
 
 
 __all__ = ["Masker", "prune_model", "replay_pruning_history", "recalibrate_bn", "counts_to_dict",

@@ -66,6 +66,7 @@ class RewardResult:
     accuracy: float | None = None
     finite: bool = True
     times: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)  # other variants' values, when asked for
 
 
 class RewardEvaluator:
@@ -175,10 +176,8 @@ class RewardEvaluator:
         else:
             reward = -entropy + self.config.accuracy_weight * accuracy
         finite = math.isfinite(reward) and all(math.isfinite(v) for v in extra.values())
-        result = RewardResult(reward=reward if finite else float("-inf"), entropy=entropy,
-                              accuracy=accuracy, finite=finite, times=times)
-        result.extra = extra  # type: ignore[attr-defined]
-        return result
+        return RewardResult(reward=reward if finite else float("-inf"), entropy=entropy,
+                            accuracy=accuracy, finite=finite, times=times, extra=extra)
 
     def close(self) -> None:
         """Remove hooks and give the model back its original weights and statistics."""

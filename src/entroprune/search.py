@@ -170,8 +170,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(log_path, lambda p: p.write_text("".join(line + "\n" for line in log_lines)))
 
-    evaluator = RewardEvaluator(model, structure, config.reward, calib, val,
-                                extra_variants=())
+    evaluator = RewardEvaluator(model, structure, config.reward, calib, val)
     episode = start
     timer = {"agent": 0.0}
 

@@ -15,11 +15,6 @@ import torch
 
 from .errors import ConfigError
 
-# Measured on the 2-core development machine (benchmarks/threads.py): one thread is
-# fastest for the small per-episode work of a search, where thread hand-off costs more than
-# it saves; training large batches gains a little from two.
-SEARCH_THREADS = 1
-
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed every global RNG and return a torch generator for explicit use."""
