@@ -113,3 +113,16 @@ def test_probe_on_model_and_layer_selection():
     assert select_layers(convs, f"{convs[1]},{convs[0]}") == convs[:2]
     with pytest.raises(ValueError):
         select_layers(convs, "nosuch")
+
+
+def test_probe_records_only_inside_measure():
+    model = build_model("vgg", 10, 1, 0.25).eval()
+    x = torch.randn(4, 1, 16, 16)
+    points = activation_points(model, x[:1])
+    convs = list(points)
+    with EntropyProbe(model, convs, points) as probe:
+        first = probe.measure(x)
+        with torch.no_grad():
+            model(torch.randn(8, 1, 16, 16))  # e.g. an accuracy forward: must not be recorded
+        assert probe.sums == {} or probe.count == 4
+        assert probe.measure(x) == first

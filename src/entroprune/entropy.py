@@ -158,11 +158,14 @@ class EntropyProbe:
         self.sums: dict[tuple[str, str], float] = {}
         self.count = 0
         self.elapsed = 0.0  # seconds spent computing entropies during the last measure()
+        self.active = False  # hooks record only inside measure(), not in other forwards
         mods = dict(model.named_modules())
         self._handles = [mods[points[layer]].register_forward_hook(
             lambda m, i, o, layer=layer: self._record(layer, o)) for layer in self.layers]
 
     def _record(self, layer: str, out: torch.Tensor) -> None:
+        if not self.active:
+            return
         t0 = time.perf_counter()
         act = out.detach().clamp_min(0)
         for v in self.variants:
@@ -185,10 +188,14 @@ class EntropyProbe:
         self.sums, self.count, self.elapsed = {}, 0, 0.0
         if not keep_mode:
             self.model.eval()
-        for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size]
-            self.model(batch)
-            self.count += len(batch)
+        self.active = True
+        try:
+            for start in range(0, len(images), batch_size):
+                batch = images[start:start + batch_size]
+                self.model(batch)
+                self.count += len(batch)
+        finally:
+            self.active = False
         n = max(self.count, 1)
         return {v: {layer: self.sums.get((layer, v), 0.0) / n for layer in self.layers}
                 for v in self.variants}
