@@ -181,7 +181,8 @@ def search(
     agent: Annotated[str, typer.Option(help="ddpg, uniform, random, sb3:td3, sb3:sac or sb3:ppo.")] = "ddpg",
     episodes: Annotated[int, typer.Option(help="Policies to try.")] = 300,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder for the log and policy.json.")] = Path("runs/search"),
-    variant: Annotated[str, typer.Option(help="Entropy variant.")] = "distribution",
+    variant: Annotated[str, typer.Option(help="Entropy variant (distribution, cooccurrence, *-avg).")] = "cooccurrence-avg",
+    maximize: Annotated[bool, typer.Option(help="Reward high entropy instead (research; not the paper's method).")] = False,
     entropy_layers: Annotated[str, typer.Option(help="all, last, last:K or comma-separated conv names.")] = "all",
     normalize: Annotated[bool, typer.Option(help="Entropy relative to the unpruned net, per layer.")] = True,
     bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics before scoring.")] = True,
@@ -215,7 +216,8 @@ def search(
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup,
         reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize,
-                            bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight))
+                            bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight,
+                            maximize=maximize))
     try:
         res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
                                 resume=resume, force=force, quiet=quiet, importance=importance,

@@ -156,15 +156,17 @@ class PruningEnv(gym.Env):
         return info
 
     def within_tolerance(self, achieved: float) -> bool:
-        """True when ``achieved`` is within the tolerance (or one channel step) of the target."""
+        """True when ``achieved`` is within the tolerance, or one channel step (``round_to``
+        channels when rounding) of the largest group, of the target."""
         if abs(achieved - self.target) <= self.tolerance * self.target:
             return True
-        largest_step = self.total - min(self.structure.macs(self._one_less(i)) for i in range(self.n))
+        largest_step = self.total - min(self.structure.macs(self._one_step_less(i)) for i in range(self.n))
         return abs(achieved - self.target) * self.total <= largest_step
 
-    def _one_less(self, i: int) -> np.ndarray:
+    def _one_step_less(self, i: int) -> np.ndarray:
         c = self.max_counts.copy()
-        c[i] -= 1
+        step = self.round_to if c[i] > self.round_to else 1
+        c[i] = max(1, c[i] - step)
         return c
 
 

@@ -40,15 +40,22 @@ class RewardConfig:
     :param levels: quantisation levels of the co-occurrence variant.
     :param bn_recalibration: re-estimate BN statistics on the calibration images first.
     :param accuracy_weight: weight of accuracy in the ``combined`` reward.
+    :param maximize: reward *high* entropy instead (not the paper's method; our reward study
+        found entropy positively correlated with accuracy before fine-tuning, see
+        docs/method.md), for research.
+
+    The default variant, ``cooccurrence-avg``, is the only one whose minimisation did not
+    rank policies against their accuracy in benchmarks/reward_study.py (docs/method.md).
     """
 
     kind: str = "entropy"
-    variant: str = "distribution"
+    variant: str = "cooccurrence-avg"
     layers: str = "all"
     normalize: bool = True
     levels: int = DEFAULT_LEVELS
     bn_recalibration: bool = True
     accuracy_weight: float = 1.0
+    maximize: bool = False
 
     def validate(self) -> None:
         if self.kind not in REWARDS:
@@ -169,12 +176,13 @@ class RewardEvaluator:
             accuracy = self._accuracy()
             key = "reward_forward" if self.config.kind == "accuracy" else "diagnostic_accuracy"
             times[key] = times.get(key, 0.0) + time.perf_counter() - t0
+        sign = 1.0 if self.config.maximize else -1.0
         if self.config.kind == "entropy":
-            reward = -entropy
+            reward = sign * entropy
         elif self.config.kind == "accuracy":
             reward = accuracy
         else:
-            reward = -entropy + self.config.accuracy_weight * accuracy
+            reward = sign * entropy + self.config.accuracy_weight * accuracy
         finite = math.isfinite(reward) and all(math.isfinite(v) for v in extra.values())
         return RewardResult(reward=reward if finite else float("-inf"), entropy=entropy,
                             accuracy=accuracy, finite=finite, times=times, extra=extra)
