@@ -15,7 +15,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, min_input_size
 from .structure import count_macs_params
 from .train import TrainConfig, evaluate, train_model
-from .utils import check_writable_dir, write_json
+from .utils import check_writable_dir, forward_with_hooks, write_json
 
 
 def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
@@ -289,12 +289,8 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
     group_of = {m: g.name for g in structure.groups for m in g.members}
     sizes: dict[str, str] = {}
     mods = dict(model.named_modules())
-    handles = [mods[c].register_forward_hook(
-        lambda m, i, o, c=c: sizes.__setitem__(c, "x".join(str(d) for d in o.shape[1:]))) for c in points]
-    with torch.no_grad():
-        model(calib[:1])
-    for h in handles:
-        h.remove()
+    forward_with_hooks(model, calib[:1], [
+        (mods[c], lambda m, i, o, c=c: sizes.__setitem__(c, "x".join(str(d) for d in o.shape[1:]))) for c in points])
     layers = list(points)
     with EntropyProbe(model, layers, points, VARIANTS) as probe:
         values = probe.measure(calib)

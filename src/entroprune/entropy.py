@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from .utils import forward_with_hooks
+
 VARIANTS = ("distribution", "cooccurrence", "distribution-avg", "cooccurrence-avg")
 DEFAULT_LEVELS = 16
 
@@ -113,28 +115,20 @@ def activation_points(model: nn.Module, example: torch.Tensor) -> dict[str, str]
     conv itself. ReLU is applied by the probe, so in-place activations do not matter."""
     produced: dict[int, str] = {}
     points: dict[str, str] = {}
-    handles = []
+    hooks = []
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Conv2d):
             def conv_hook(m, i, o, name=name):
                 produced[id(o)] = name
                 points.setdefault(name, name)
-            handles.append(mod.register_forward_hook(conv_hook))
+            hooks.append((mod, conv_hook))
         elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
             def bn_hook(m, i, o, name=name):
                 src = produced.get(id(i[0]))
                 if src is not None:
                     points[src] = name
-            handles.append(mod.register_forward_hook(bn_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+            hooks.append((mod, bn_hook))
+    forward_with_hooks(model, example, hooks)
     return points
 
 

@@ -26,6 +26,7 @@ import torch_pruning as tp
 from torch_pruning.utils.op_counter import MODULES_MAPPING
 
 from .errors import ConfigError
+from .utils import forward_with_hooks
 
 IMPORTANCES = ("l1", "l2")
 
@@ -70,7 +71,7 @@ def _leaf_calls(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str
     """Cost of every counted call in one forward (torch-pruning's own counting rules)."""
     calls: list[tuple[str, float]] = []
     order: list[str] = []
-    handles = []
+    hooks = []
     for name, m in model.named_modules():
         hook = MODULES_MAPPING.get(type(m))
         if hook is None:
@@ -84,13 +85,8 @@ def _leaf_calls(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str
             if isinstance(mod, (nn.Conv2d, nn.Linear)):
                 order.append(name)
 
-        handles.append(m.register_forward_hook(record))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+        hooks.append((m, record))
+    forward_with_hooks(model, example, hooks)
     return calls, order
 
 
@@ -169,12 +165,9 @@ class Structure:
         def record(mod, inp, out, name):
             sizes.setdefault(name, int(np.prod(out.shape[2:])) if out.dim() > 2 else 1)
 
-        handles = [m.register_forward_hook(lambda mod, i, o, n=n: record(mod, i, o, n))
-                   for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        with torch.no_grad():
-            model(self.example_input)
-        for h in handles:
-            h.remove()
+        forward_with_hooks(model, self.example_input,
+                           [(m, lambda mod, i, o, n=n: record(mod, i, o, n))
+                            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))])
         return sizes
 
     def _fit_costs(self, model: nn.Module, calls: list[tuple[str, float]]) -> None:

@@ -114,3 +114,21 @@ def progress_bar(disable: bool = False):
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                     console=Console(stderr=True), disable=disable, transient=False)
+
+
+def forward_with_hooks(model: torch.nn.Module, example: torch.Tensor,
+                       hooks: list[tuple[torch.nn.Module, Callable]]) -> None:
+    """One no-grad eval-mode forward with temporary forward hooks; restores the mode after.
+
+    Hooks must return None (a returned value would replace the module's output).
+    """
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
