@@ -121,7 +121,7 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
 
 def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str | Path, force: bool = False,
                      trust_pickle: bool = False, bn_recalibration: bool = True,
-                     data_dir: str | Path | None = None) -> dict[str, Any]:
+                     data_dir: str | Path | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Physically remove channels by a policy; writes a pruned model.pt that reloads safely.
 
     BN statistics are re-estimated on the calibration split, so the pruned network is
@@ -142,7 +142,8 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     pruned, history = prune_model(model, structure, counts)
     if bn_recalibration:
         data = load_data_for_spec(ckpt.spec, None, data_dir)
-        recalibrate_bn(pruned, data.normalize(data.calib.x))
+        recalibrate_bn(pruned.to(device), data.normalize(data.calib.x).to(device))
+        pruned.cpu()
     macs, params = count_macs_params(pruned, ckpt.spec.example_input())
     pruning = {"policy": {g.name: float(pol["policy"][g.name]) for g in structure.groups},
                "counts": {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)},
@@ -383,7 +384,7 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     timings["search"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    prune_checkpoint(ckpt_path, run_dir / "search" / "policy.json", run_dir / "pruned")
+    prune_checkpoint(ckpt_path, run_dir / "search" / "policy.json", run_dir / "pruned", device=device)
     timings["prune"] = time.perf_counter() - t0
     f = cfg.finetune
     t0 = time.perf_counter()

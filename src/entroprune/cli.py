@@ -240,12 +240,18 @@ def prune(
     policy: Annotated[Path, typer.Option(help="policy.json written by `entroprune search`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the pruned model.pt.")] = Path("runs/pruned"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing pruned checkpoint.")] = False,
+    bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics on calibration images.")] = True,
+    data_dir: DataDir = None,
     trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    seed: Seed = 0,
+    device: Device = "auto",
 ) -> None:
     """Physically remove channels by a policy (torch-pruning); the result reloads safely."""
     from .api import prune_checkpoint
 
-    res = prune_checkpoint(checkpoint, policy, out_dir, force=force, trust_pickle=trust_pickle)
+    dev = _setup(seed, device, 0)
+    res = prune_checkpoint(checkpoint, policy, out_dir, force=force, trust_pickle=trust_pickle,
+                           bn_recalibration=bn_recalibration, data_dir=data_dir, device=dev)
     out.print(f"pruned: {res['macs']:,} MACs ({res['macs_fraction']:.1%} of {res['original_macs']:,}), "
               f"{res['params']:,} params -> {res['checkpoint']}")
 
