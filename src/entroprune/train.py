@@ -142,6 +142,10 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
                 metrics.update({f"val_{k}": v for k, v in evaluate(model, val_loader, device).items()})
                 bar.update(task, info=f"epoch {epoch} val acc {metrics['val_accuracy']:.2f}%")
             history.append(metrics)
+            if not quiet:
+                bar.console.print(f"{description} epoch {epoch}/{config.epochs}: loss {metrics['train_loss']:.4f}"
+                                  + (f", val acc {metrics['val_accuracy']:.2f}%" if "val_accuracy" in metrics else "")
+                                  + f", {metrics['time_s']:.1f} s", highlight=False)
             if on_epoch:
                 on_epoch(metrics)
     return history
