@@ -27,6 +27,8 @@ Threads = Annotated[int, typer.Option(help="Torch CPU threads (0 = torch default
 DataDir = Annotated[str | None, typer.Option(help="Dataset folder or file (else $ENTROPRUNE_DATA, "
                                                   "then /usr/share/datasets).")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+TrustPickle = Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")]
+CheckpointDataset = Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")]
 
 
 def handle_errors(fn):
@@ -98,14 +100,14 @@ def train(
 @handle_errors
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by entroprune.")],
-    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
+    dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 512,
     original: Annotated[Path | None, typer.Option(help="Unpruned checkpoint to compare with "
                                                       "(default: the one a pruned checkpoint names).")] = None,
     latency: Annotated[bool, typer.Option(help="Measure CPU latency (torch and onnxruntime).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    trust_pickle: TrustPickle = False,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
@@ -138,11 +140,11 @@ def evaluate(
 @handle_errors
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by entroprune.")],
-    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
+    dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     calib_size: Annotated[int, typer.Option(help="Calibration images for the entropy columns.")] = 256,
     importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    trust_pickle: TrustPickle = False,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
@@ -195,11 +197,11 @@ def search(
     diagnose_every: Annotated[int, typer.Option(help="Also measure accuracy every K episodes (0 = off).")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Save resumable state every K episodes.")] = 10,
     importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
-    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
+    dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted search in --out.")] = False,
     force: Annotated[bool, typer.Option(help="Start over in an --out that holds a search.")] = False,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    trust_pickle: TrustPickle = False,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
@@ -242,7 +244,7 @@ def prune(
     force: Annotated[bool, typer.Option(help="Overwrite an existing pruned checkpoint.")] = False,
     bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics on calibration images.")] = True,
     data_dir: DataDir = None,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    trust_pickle: TrustPickle = False,
     seed: Seed = 0,
     device: Device = "auto",
 ) -> None:
@@ -268,7 +270,7 @@ def finetune(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <checkpoint dir>/../finetuned).")] = None,
     data_dir: DataDir = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    trust_pickle: TrustPickle = False,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
@@ -293,7 +295,7 @@ def export(
     out_file: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("model.onnx"),
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
     force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")] = False,
+    trust_pickle: TrustPickle = False,
 ) -> None:
     """Export to ONNX (checked by onnx.checker and onnxruntime) or TorchScript."""
     from .api import export_checkpoint
