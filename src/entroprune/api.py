@@ -127,7 +127,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     BN statistics are re-estimated on the calibration split, so the pruned network is
     usable (and fine-tuning starts from sensible statistics).
     """
-    from .prune import prune_model, recalibrate_bn
+    from .prune import counts_to_dict, prune_model, recalibrate_bn
 
     pol = _read_policy(policy)
     out_dir = Path(out_dir)
@@ -146,7 +146,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
         pruned.cpu()
     macs, params = count_macs_params(pruned, ckpt.spec.example_input())
     pruning = {"policy": {g.name: float(pol["policy"][g.name]) for g in structure.groups},
-               "counts": {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)},
+               "counts": counts_to_dict(structure, counts),
                "history": history, "original": str(Path(path).resolve()),
                "importance": pol.get("importance", "l1")}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),

@@ -25,7 +25,7 @@ from .agents import AGENTS, make_agent
 from .agents.baselines import UniformAgent
 from .env import PruningEnv
 from .errors import ConfigError
-from .prune import policy_to_ratios
+from .prune import counts_to_dict, policy_to_ratios
 from .rewards import RewardConfig, RewardEvaluator
 from .structure import Structure
 from .utils import atomic_write, progress_bar, write_json
@@ -286,13 +286,14 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
         "config": config.to_dict(), **(meta or {}),
     }
     policy = policy_to_ratios(structure, counts)
+    count_map = counts_to_dict(structure, counts)
     write_json(out_dir / POLICY_FILE, {
-        "policy": policy, "counts": {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)},
+        "policy": policy, "counts": count_map,
         "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
         "seed": config.seed, "agent": config.agent, "reward_kind": config.reward.kind,
         "variant": config.reward.variant, "round_to": config.round_to, **(meta or {})})
     write_json(out_dir / "search.json", summary)
-    return SearchResult(policy=policy, counts={g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)},
+    return SearchResult(policy=policy, counts=count_map,
                         reward=best["reward"], achieved=best["achieved"], episodes=len(entries),
                         spearman=spearman, summary=summary)
 
