@@ -1,10 +1,15 @@
 """Run the reproduction grid: search -> prune -> fine-tune -> evaluate per cell, resumable.
 
     python benchmarks/reproduce.py [--grid benchmarks/reproduce.yaml] [--only vgg] [--max-cells N]
+        [--max-minutes M]
 
-Each finished cell appends one row to ``<out>/results.csv``; rerunning skips the cells
-already there, so the grid may run in several parts. ``make_results.py`` turns the CSV
-into docs/results.md.
+Each finished cell appends one row to the grid's ``results`` CSV (tracked in git, so the grid
+can run in parts over several sessions); rerunning skips the cells already there. Each part's
+wall time is appended to the ``parts`` CSV. ``make_results.py`` turns both into docs/results.md.
+
+Sources: ``entropy`` and ``accuracy`` are DDPG searches with that reward; ``uniform`` keeps the
+same fraction of every group; ``random`` is one random policy under the same MACs wall (the
+floor any search must beat).
 """
 
 from __future__ import annotations
@@ -30,10 +35,59 @@ from entroprune.rewards import RewardConfig
 from entroprune.search import SearchConfig
 
 FIELDS = ["model", "target", "source", "seed", "baseline_accuracy", "accuracy_before_finetune", "test_accuracy",
-          "macs_fraction", "params_fraction", "speedup_torch_b64", "search_time_s", "finetune_time_s",
-          "search_reward", "policy", "machine", "date"]
-SOURCES = {"entropy": ("ddpg", "entropy"), "accuracy": ("ddpg", "accuracy"), "uniform": ("uniform", "entropy"),
-           "random": ("random", "accuracy")}  # random: best of N by validation accuracy
+          "macs_fraction", "params_fraction", "speedup_torch_b64", "search_time_s", "search_episodes",
+          "finetune_time_s", "finetune_epochs", "cell_time_s", "search_reward", "policy", "machine", "date"]
+# source -> (agent, reward kind, episodes or None for the grid's search_episodes)
+SOURCES = {"entropy": ("ddpg", "entropy", None), "accuracy": ("ddpg", "accuracy", None),
+           "uniform": ("uniform", "entropy", 1), "random": ("random", "entropy", 1)}
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_row(path: Path, fields: list[str], row: dict) -> None:
+    new_file = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        if new_file:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int) -> dict:
+    t_cell = time.perf_counter()
+    base = out / "baselines" / model
+    if not (base / "model.pt").exists():
+        print(f"training baseline {model} ({grid['baseline_epochs']} epochs)", flush=True)
+        train_baseline(model, grid["dataset"], base, epochs=grid["baseline_epochs"], seed=0, quiet=True, force=True)
+    baseline_acc = json.loads((base / "metrics.json").read_text())["test_accuracy"]
+    cell = out / "cells" / f"{model}-{target}-{source}-s{seed}"
+    agent, reward, episodes = SOURCES[source]
+    episodes = episodes or grid["search_episodes"]
+    cfg = SearchConfig(flops_target=target, agent=agent, episodes=episodes, seed=seed, warmup=grid["warmup"],
+                       min_keep=grid["min_keep"], round_to=grid["round_to"], val_size=grid["accuracy_val_size"],
+                       reward=RewardConfig(kind=reward))
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    res = search_checkpoint(base / "model.pt", cell / "search", cfg, quiet=True, force=True)
+    search_time = time.perf_counter() - t0
+    prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True)
+    ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned", epochs=grid["finetune_epochs"],
+                             distill=grid["finetune_distill"], seed=seed, quiet=True, force=True)
+    rows = evaluate_checkpoint(cell / "finetuned" / "model.pt", latency=True, repeats=grid["latency_repeats"])
+    return {"model": model, "target": target, "source": source, "seed": seed, "baseline_accuracy": baseline_acc,
+            "accuracy_before_finetune": ft["test_accuracy_before"], "test_accuracy": rows[1]["test_accuracy"],
+            "macs_fraction": rows[1]["macs"] / rows[0]["macs"], "params_fraction": rows[1]["params"] / rows[0]["params"],
+            "speedup_torch_b64": rows[1]["speedup_torch_b64"], "search_time_s": round(search_time, 1),
+            "search_episodes": episodes, "finetune_time_s": round(ft["finetune_time_s"], 1),
+            "finetune_epochs": grid["finetune_epochs"], "cell_time_s": round(time.perf_counter() - t_cell, 1),
+            "search_reward": res.reward, "policy": json.dumps(res.policy), "machine": machine_description(),
+            "date": time.strftime("%Y-%m-%d")}
 
 
 def main() -> None:
@@ -41,58 +95,38 @@ def main() -> None:
     ap.add_argument("--grid", default=str(Path(__file__).with_name("reproduce.yaml")))
     ap.add_argument("--only", nargs="*", default=None, help="restrict to these models")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
+    ap.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this long")
     args = ap.parse_args()
     grid = yaml.safe_load(Path(args.grid).read_text())
-    out = Path(grid["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "results.csv"
-    done = set()
-    if csv_path.exists():
-        with open(csv_path) as fh:
-            done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in csv.DictReader(fh)}
+    torch.set_num_threads(grid["threads"])
+    out, results = Path(grid["out"]), Path(grid["results"])
+    done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in read_rows(results)}
+    # cheapest sources first within a model, so a part that stops early still covers whole comparisons
     cells = [(m, float(t), s, int(seed)) for m in grid["models"] for t in grid["targets"]
-             for s in grid["sources"] for seed in grid["seeds"]]
+             for seed in grid["seeds"] for s in grid["sources"]]
     if args.only:
         cells = [c for c in cells if c[0] in args.only]
     todo = [c for c in cells if c not in done]
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run")
-    new = 0
-    for model, target, source, seed in todo:
-        if args.max_cells is not None and new >= args.max_cells:
-            break
-        base = out / "baselines" / model
-        if not (base / "model.pt").exists():
-            print(f"training baseline {model}")
-            train_baseline(model, grid["dataset"], base, epochs=grid["baseline_epochs"], seed=0, quiet=True)
-        baseline_acc = json.loads((base / "metrics.json").read_text())["test_accuracy"]
-        cell = out / "cells" / f"{model}-{target}-{source}-s{seed}"
-        agent, reward = SOURCES[source]
-        cfg = SearchConfig(flops_target=target, agent=agent, episodes=grid["search_episodes"], seed=seed,
-                           warmup=grid["warmup"], min_keep=grid["min_keep"], round_to=grid["round_to"],
-                           reward=RewardConfig(kind=reward))
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        res = search_checkpoint(base / "model.pt", cell / "search", cfg, quiet=True, force=True)
-        search_time = time.perf_counter() - t0
-        prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True)
-        ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned", epochs=grid["finetune_epochs"],
-                                 distill=grid["finetune_distill"], seed=seed, quiet=True, force=True)
-        rows = evaluate_checkpoint(cell / "finetuned" / "model.pt", latency=True, repeats=grid["latency_repeats"])
-        row = {"model": model, "target": target, "source": source, "seed": seed, "baseline_accuracy": baseline_acc,
-               "accuracy_before_finetune": ft["test_accuracy_before"], "test_accuracy": rows[1]["test_accuracy"],
-               "macs_fraction": rows[1]["macs"] / rows[0]["macs"], "params_fraction": rows[1]["params"] / rows[0]["params"],
-               "speedup_torch_b64": rows[1]["speedup_torch_b64"], "search_time_s": search_time,
-               "finetune_time_s": ft["finetune_time_s"], "search_reward": res.reward, "policy": json.dumps(res.policy),
-               "machine": machine_description(), "date": time.strftime("%Y-%m-%d")}
-        new_file = not csv_path.exists()
-        with open(csv_path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=FIELDS)
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
-        new += 1
-        print(f"{model} {target} {source} seed {seed}: {row['test_accuracy']:.2f}% (baseline {baseline_acc:.2f}%), "
-              f"{row['macs_fraction']:.1%} MACs, search {search_time:.0f} s")
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run", flush=True)
+    start, started_at, new = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M"), 0
+    try:
+        for model, target, source, seed in todo:
+            if args.max_cells is not None and new >= args.max_cells:
+                break
+            if args.max_minutes is not None and time.perf_counter() - start > 60 * args.max_minutes:
+                break
+            row = run_cell(grid, out, model, target, source, seed)
+            append_row(results, FIELDS, row)
+            new += 1
+            print(f"[{time.perf_counter() - start:6.0f} s] {model} {target} {source} seed {seed}: "
+                  f"{row['test_accuracy']:.2f}% (baseline {row['baseline_accuracy']:.2f}%), "
+                  f"{row['macs_fraction']:.1%} MACs, search {row['search_time_s']:.0f} s, "
+                  f"cell {row['cell_time_s']:.0f} s", flush=True)
+    finally:
+        if new:
+            append_row(Path(grid["parts"]), ["started", "cells", "wall_time_s", "machine"],
+                       {"started": started_at, "cells": new, "wall_time_s": round(time.perf_counter() - start),
+                        "machine": machine_description()})
 
 
 if __name__ == "__main__":
