@@ -95,3 +95,15 @@ def resnet_ckpt(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits_resnet")
     train_baseline("resnet20", "digits", out, epochs=1, width_mult=0.5, seed=0, quiet=True)
     return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def pruned_ckpt(digits_ckpt, tmp_path_factory) -> Path:
+    """digits_ckpt pruned uniformly to about half of its MACs."""
+    from entroprune.api import prune_checkpoint, search_checkpoint
+    from entroprune.search import SearchConfig
+
+    root = tmp_path_factory.mktemp("digits_pruned")
+    search_checkpoint(digits_ckpt, root / "search", SearchConfig(flops_target=0.5, agent="uniform"), quiet=True)
+    prune_checkpoint(digits_ckpt, root / "search" / "policy.json", root / "pruned")
+    return root / "pruned" / "model.pt"

@@ -182,10 +182,19 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = 3, 
                         batch_size: int = 128, distill: bool = False, teacher: str | Path | None = None,
                         seed: int = 0, device: torch.device | str = "cpu", force: bool = False,
                         quiet: bool = False, trust_pickle: bool = False,
-                        data_dir: str | Path | None = None) -> dict[str, Any]:
+                        data_dir: str | Path | None = None, nproc: int = 1) -> dict[str, Any]:
     """Fine-tune a (pruned) checkpoint with SGD + cosine schedule, optionally distilling
-    from the unpruned teacher; writes model.pt and metrics.json into ``out_dir``."""
+    from the unpruned teacher; writes model.pt and metrics.json into ``out_dir``.
+
+    ``nproc`` > 1 trains data-parallel in that many local processes (:mod:`entroprune.distributed`);
+    ``batch_size`` stays the global batch, split across them. Inside a torchrun group it trains
+    data-parallel whatever ``nproc`` says.
+    """
+    from . import distributed
+
     out_dir = Path(out_dir)
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
     model, ckpt = load_model(path, trust_pickle)
     if Path(out_dir).resolve() == Path(path).resolve().parent and not force:
         raise ConfigError(f"--out {out_dir} would overwrite the input checkpoint; choose another --out")
@@ -200,11 +209,38 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = 3, 
         if not tpath:
             raise ConfigError("--distill needs a teacher: the checkpoint names no original, pass --teacher PATH")
         teacher_model = load_model(tpath, trust_pickle)[0]
+    if nproc > 1 and batch_size < nproc:
+        raise ConfigError(f"--batch-size {batch_size} cannot be split over --nproc {nproc}; raise it")
     check_writable_dir(out_dir)
-    before = evaluate(model.to(device), data.loader("test", 512, device=device))
+    if nproc > 1 and not distributed.in_process_group():
+        kwargs = {"path": str(path), "out_dir": str(out_dir), "epochs": epochs, "lr": lr, "batch_size": batch_size,
+                  "distill": distill, "teacher": None if teacher is None else str(teacher), "seed": seed,
+                  "device": str(device), "force": True, "quiet": quiet, "trust_pickle": trust_pickle,
+                  "data_dir": None if data_dir is None else str(data_dir)}
+        return {**distributed.launch_finetune(kwargs, nproc), "checkpoint": str(out_dir / "model.pt")}
+
+    ctx = distributed.join(device) if distributed.in_process_group() else None
+    if ctx is not None:
+        device = ctx.device
+    main_rank = ctx is None or ctx.is_main
+    before = evaluate(model.to(device), data.loader("test", 512, device=device)) if main_rank else {}
     t0 = time.perf_counter()
-    history = train_model(model, data, config, seed=seed, device=device, teacher=teacher_model, quiet=quiet,
-                          description="finetune")
+    if ctx is None:
+        history = train_model(model, data, config, seed=seed, device=device, teacher=teacher_model, quiet=quiet,
+                              description="finetune")
+    else:
+        from torch.nn.parallel import DistributedDataParallel
+
+        shard = data.loader("train", batch_size, shuffle=True, augment=config.augment, seed=seed, device=device,
+                            shard=(ctx.rank, ctx.world))
+        ddp = DistributedDataParallel(model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
+        history = train_model(ddp, None, config, seed=seed, device=device, teacher=teacher_model,
+                              quiet=quiet or not main_rank, description=f"finetune x{ctx.world}", train_loader=shard,
+                              val_loader=data.loader("val", 512, device=device) if main_rank else None,
+                              eval_model=model)
+        if not main_rank:
+            distributed.leave()
+            return {}
     # Running BN statistics lag behind weights that changed quickly; short fine-tunes end
     # far better with statistics re-estimated on training images.
     from .prune import recalibrate_bn
@@ -214,9 +250,11 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = 3, 
     macs, params = count_macs_params(model, data.example_input().to(device))
     metrics = {"test_accuracy": test["accuracy"], "test_accuracy_before": before["accuracy"], "epochs": epochs,
                "distill": distill, "macs": macs, "params": params, "finetune_time_s": time.perf_counter() - t0,
-               "history": history, "seed": seed}
+               "history": history, "seed": seed, "processes": 1 if ctx is None else ctx.world}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, model.cpu(), pruning=ckpt.pruning, metrics=metrics)
     write_json(out_dir / "metrics.json", metrics)
+    if ctx is not None:
+        distributed.leave()
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}
 
 
@@ -240,12 +278,17 @@ def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1"):
 def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, dataset: str | None = None,
                       data_dir: str | Path | None = None, device: torch.device | str = "cpu",
                       resume: bool = False, force: bool = False, quiet: bool = False,
-                      importance: str = "l1", trust_pickle: bool = False):
-    """Search a pruning policy for a checkpoint; writes policy.json and the search log."""
+                      importance: str = "l1", trust_pickle: bool = False, workers: int = 1,
+                      ray_address: str | None = None):
+    """Search a pruning policy for a checkpoint; writes policy.json and the search log.
+
+    ``workers`` > 1 scores each episode batch on that many Ray actors (``entroprune[ray]``).
+    """
     from .search import LOG_FILE, SearchConfig, run_search
 
     config = config or SearchConfig()
     config.validate()
+    _check_workers(workers, ray_address)
     out_dir = Path(out_dir)
     if (out_dir / LOG_FILE).exists() and not (resume or force):
         raise ConfigError(f"{out_dir} already holds a search; pass --resume to continue it, --force to "
@@ -272,7 +315,20 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
     model.to(device)
     meta = {"checkpoint": str(Path(path).resolve()), "model": ckpt.spec.model, "dataset": data.name,
             "importance": importance}
-    return run_search(model, structure, calib, val, config, out_dir, resume=resume, quiet=quiet, meta=meta)
+    return run_search(model, structure, calib, val, config, out_dir, resume=resume, quiet=quiet, meta=meta,
+                      workers=workers, ray_address=ray_address)
+
+
+def _check_workers(workers: int, ray_address: str | None) -> None:
+    """Fail before reading data or writing anything when the parallel set-up cannot work."""
+    from .parallel import import_ray
+
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if workers > 1:
+        import_ray()
+    elif ray_address:
+        raise ConfigError("--ray-address needs --workers 2 or more")
 
 
 def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None,
@@ -450,19 +506,22 @@ def _take_labelled(source, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def search_module(model: nn.Module, example_input: torch.Tensor, calib, out_dir: str | Path,
                   config=None, val=None, importance: str = "l1", quiet: bool = True,
-                  resume: bool = False):
+                  resume: bool = False, workers: int = 1, ray_address: str | None = None):
     """Search a policy for any CNN: ``calib`` (normalised images: a tensor or a loader) feeds
-    BN recalibration and the entropy reward; ``val`` ((x, y) or a loader) the accuracy reward."""
+    BN recalibration and the entropy reward; ``val`` ((x, y) or a loader) the accuracy reward.
+    ``workers`` > 1 scores episode batches on Ray actors (the model must pickle)."""
     from .search import SearchConfig, run_search
     from .structure import Structure
 
     config = config or SearchConfig()
     config.validate()
+    _check_workers(workers, ray_address)
     model = model.eval()
     structure = Structure(model, example_input, importance=importance)
     calib_x = _take_images(calib, config.calib_size)
     val_xy = _take_labelled(val, config.val_size) if val is not None else None
-    return run_search(model, structure, calib_x, val_xy, config, out_dir, resume=resume, quiet=quiet)
+    return run_search(model, structure, calib_x, val_xy, config, out_dir, resume=resume, quiet=quiet,
+                      workers=workers, ray_address=ray_address)
 
 
 def prune_module(model: nn.Module, example_input: torch.Tensor, policy, importance: str = "l1",

@@ -196,6 +196,11 @@ def search(
     val_size: Annotated[int, typer.Option(help="Validation images (accuracy reward, diagnostics).")] = 5000,
     diagnose_every: Annotated[int, typer.Option(help="Also measure accuracy every K episodes (0 = off).")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Save resumable state every K episodes.")] = 10,
+    workers: Annotated[int, typer.Option(help="Score episode batches on N Ray actors (needs entroprune\\[ray]).")] = 1,
+    episode_batch: Annotated[int | None, typer.Option(
+        help="Episodes per agent state, scored together (default: --workers).")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Join this Ray cluster (auto or HOST:PORT) instead of starting a local Ray.")] = None,
     importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
@@ -216,14 +221,14 @@ def search(
     cfg = SearchConfig(
         flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
-        checkpoint_every=checkpoint_every, warmup=warmup,
+        checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
         reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize,
                             bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight,
                             maximize=maximize))
     try:
         res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
                                 resume=resume, force=force, quiet=quiet, importance=importance,
-                                trust_pickle=trust_pickle)
+                                trust_pickle=trust_pickle, workers=workers, ray_address=ray_address)
     except SearchInterrupted as exc:
         err.print(str(exc), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
@@ -269,6 +274,7 @@ def finetune(
     teacher: Annotated[Path | None, typer.Option(help="Teacher checkpoint (default: the original).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <checkpoint dir>/../finetuned).")] = None,
     data_dir: DataDir = None,
+    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torch.distributed).")] = 1,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
     trust_pickle: TrustPickle = False,
     seed: Seed = 0,
@@ -283,7 +289,9 @@ def finetune(
     out_dir = out_dir or checkpoint.parent.parent / "finetuned"
     res = finetune_checkpoint(checkpoint, out_dir, epochs=epochs, lr=lr, batch_size=batch_size, distill=distill,
                               teacher=teacher, seed=seed, device=dev, force=force, quiet=quiet,
-                              trust_pickle=trust_pickle, data_dir=data_dir)
+                              trust_pickle=trust_pickle, data_dir=data_dir, nproc=nproc)
+    if not res:  # a non-zero rank of a torchrun group: rank 0 reports
+        return
     out.print(f"test accuracy {res['test_accuracy_before']:.2f}% -> {res['test_accuracy']:.2f}% "
               f"after {epochs} epochs; checkpoint: {res['checkpoint']}")
 

@@ -68,10 +68,11 @@ class DataBundle:
 
     def loader(self, split: str, batch_size: int = 256, shuffle: bool = False,
                augment: bool | str = False, seed: int = 0,
-               device: torch.device | str = "cpu", limit: int | None = None) -> BatchLoader:
+               device: torch.device | str = "cpu", limit: int | None = None,
+               shard: tuple[int, int] = (0, 1)) -> BatchLoader:
         data = getattr(self, split).subset(limit)
         return BatchLoader(data, self.mean, self.std, batch_size, shuffle,
-                           augment, self.flip, seed, torch.device(device))
+                           augment, self.flip, seed, torch.device(device), shard)
 
     def example_input(self, n: int = 1) -> torch.Tensor:
         return torch.zeros(n, self.in_channels, *self.image_size)
@@ -85,9 +86,15 @@ class BatchLoader:
     """
 
     def __init__(self, data: ImageSet, mean: list[float], std: list[float], batch_size: int,
-                 shuffle: bool, augment: bool | str, flip: bool, seed: int, device: torch.device):
+                 shuffle: bool, augment: bool | str, flip: bool, seed: int, device: torch.device,
+                 shard: tuple[int, int] = (0, 1)):
         """``augment``: False/"none", "flip" (left-right, where the dataset allows it), or
-        True/"shift" (random translation by up to 2 pixels, plus flips where allowed)."""
+        True/"shift" (random translation by up to 2 pixels, plus flips where allowed).
+
+        ``shard`` = (rank, world) for data-parallel training: every rank walks the same
+        shuffled order in global batches of ``batch_size`` and takes every world-th image of
+        each, so the ranks' batches are disjoint and together form the global batch.
+        """
         mode = {True: "shift", False: "none"}.get(augment, augment)
         if mode not in ("none", "flip", "shift"):
             raise ValueError(f"unknown augmentation {augment!r}")
@@ -96,15 +103,29 @@ class BatchLoader:
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world = shard
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"bad shard {shard}: need 0 <= rank < world")
+        self.order_generator = self.generator
+        if self.world > 1:  # the order is shared by all ranks, the augmentation is not
+            self.order_generator = torch.Generator().manual_seed(seed)
+            self.generator = torch.Generator().manual_seed(seed + 1 + self.rank)
 
     def __len__(self) -> int:
-        return (len(self.data) + self.batch_size - 1) // self.batch_size
+        n, b = len(self.data), self.batch_size
+        if self.world > 1:  # a last global batch too small to give every rank an image is dropped
+            return n // b + (1 if n % b >= self.world else 0)
+        return (n + b - 1) // b
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=self.order_generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
+            if self.world > 1:
+                if len(idx) < self.world:
+                    break
+                idx = idx[self.rank::self.world]
             x, y = self.data.x[idx], self.data.y[idx]
             if self.shift:
                 x = random_shift(x, 2, self.generator)

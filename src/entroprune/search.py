@@ -25,8 +25,9 @@ from .agents import AGENTS, make_agent
 from .agents.baselines import UniformAgent
 from .env import PruningEnv
 from .errors import ConfigError
+from .parallel import make_scorer
 from .prune import counts_to_dict, policy_to_ratios
-from .rewards import RewardConfig, RewardEvaluator
+from .rewards import RewardConfig
 from .structure import Structure
 from .utils import atomic_write, progress_bar, write_json
 
@@ -50,6 +51,10 @@ class SearchConfig:
     :param diagnose_every: also measure accuracy every K episodes (0 = never).
     :param checkpoint_every: save the resumable state every K episodes.
     :param warmup: DDPG / off-policy SB3 warm-up episodes of random actions.
+    :param episode_batch: episodes generated from one state of the agent and scored together
+        (in parallel with ``--workers``) before the agent learns from them, in order. The
+        result depends on this batch size, not on the number of workers: 1 is the sequential
+        AMC loop; larger batches give the same warm-up and fewer agent states afterwards.
     :param reward: how policies are scored.
     :param ddpg: extra DDPG hyperparameters (see :class:`~entroprune.agents.ddpg.DDPGAgent`).
     """
@@ -65,6 +70,7 @@ class SearchConfig:
     diagnose_every: int = 0
     checkpoint_every: int = 10
     warmup: int = 100
+    episode_batch: int = 1
     reward: RewardConfig = field(default_factory=RewardConfig)
     ddpg: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +83,8 @@ class SearchConfig:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
         if self.calib_size < 1 or self.val_size < 0:
             raise ConfigError("--calib-size must be >= 1 and --val-size >= 0")
+        if self.episode_batch < 1:
+            raise ConfigError(f"--episode-batch must be >= 1, got {self.episode_batch}")
         if self.warmup < 0 or self.checkpoint_every < 1 or self.diagnose_every < 0:
             raise ConfigError("--warmup and --diagnose-every must be >= 0, --checkpoint-every >= 1")
         self.reward.validate()
@@ -133,15 +141,44 @@ def _spearman(xs: list[float], ys: list[float]) -> float | None:
     return None if rho is None or not math.isfinite(rho) else float(rho)
 
 
+def _rollout(env: PruningEnv, agent, episode: int, min_keep: float) -> dict[str, Any]:
+    """One episode of the agent in the environment, unscored: its transitions and policy."""
+    obs, _ = env.reset()
+    transitions, done, info, agent_time = [], False, {}, 0.0
+    while not done:
+        t0 = time.perf_counter()
+        a = agent.act(obs, episode)
+        agent_time += time.perf_counter() - t0
+        nxt, _, done, _, info = env.step([min_keep + a * (1 - min_keep)])
+        applied = (info["applied"] - min_keep) / (1 - min_keep) if min_keep < 1 else 1.0
+        transitions.append((obs, float(np.clip(applied, 0, 1)), nxt, done))
+        obs = nxt
+    return {"transitions": transitions, "counts": info["counts"], "achieved": info["achieved"],
+            "agent_time": agent_time}
+
+
+def _scored(counts: np.ndarray, achieved: float, res, diagnosed: bool) -> dict[str, Any]:
+    return {"counts": counts, "achieved": achieved, "reward": res.reward, "entropy": res.entropy,
+            "accuracy": res.accuracy, "finite": res.finite, "times": res.times, "diagnosed": diagnosed}
+
+
 def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                val: tuple[torch.Tensor, torch.Tensor] | None, config: SearchConfig,
                out_dir: str | Path, resume: bool = False, quiet: bool = False,
-               meta: dict[str, Any] | None = None) -> SearchResult:
-    """Search a policy for ``model`` and write the run folder. ``model`` is restored after."""
+               meta: dict[str, Any] | None = None, workers: int = 1,
+               ray_address: str | None = None) -> SearchResult:
+    """Search a policy for ``model`` and write the run folder. ``model`` is restored after.
+
+    ``workers`` > 1 scores each batch of ``config.episode_batch`` episodes on that many Ray
+    actors (:mod:`entroprune.parallel`), on a local Ray or the cluster at ``ray_address``.
+    """
     config.validate()
     out_dir = Path(out_dir)
     state_path, log_path = out_dir / STATE_FILE, out_dir / LOG_FILE
     sb3 = config.agent.startswith("sb3:")
+    if sb3 and (workers > 1 or config.episode_batch > 1):
+        raise ConfigError("--workers and --episode-batch above 1 need the ddpg, random or uniform agent; "
+                          "Stable-Baselines3 agents step one environment at a time")
     episodes = 1 if config.agent == "uniform" else config.episodes
 
     env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)
@@ -154,7 +191,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
         if sb3:
             raise ConfigError("--resume is not supported for Stable-Baselines3 agents; rerun without --resume")
         state = torch.load(state_path, weights_only=True)
-        saved_cfg = json.loads(state["config"])
+        saved_cfg = {"episode_batch": 1, **json.loads(state["config"])}
         if saved_cfg != json.loads(json.dumps(config.to_dict())):
             raise ConfigError(f"{state_path} was written with other settings; resume with the same options "
                               "or start a fresh --out")
@@ -167,23 +204,15 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
         log_lines = lines[:start]
     elif resume:
         raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without --resume")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(log_path, lambda p: p.write_text("".join(line + "\n" for line in log_lines)))
 
-    evaluator = RewardEvaluator(model, structure, config.reward, calib, val)
+    scorer = make_scorer(model, structure, config.reward, calib, val, workers, ray_address, calib.device)
     episode = start
-    timer = {"agent": 0.0}
-
-    def scorer(counts: np.ndarray) -> tuple[float, dict]:
-        diagnose = config.diagnose_every > 0 and val is not None and episode % config.diagnose_every == 0
-        res = evaluator.evaluate(counts, with_accuracy=diagnose)
-        return res.reward, {"entropy": res.entropy, "accuracy": res.accuracy, "finite": res.finite,
-                            "times": res.times, "diagnosed": diagnose}
-
-    env.scorer = scorer
     t_search = time.perf_counter()
 
-    def record(info: dict) -> float:
+    def diagnosed(ep: int) -> bool:
+        return config.diagnose_every > 0 and val is not None and ep % config.diagnose_every == 0
+
+    def record(info: dict, agent_time: float = 0.0) -> float:
         """Log one finished episode; returns the reward the agent learns from."""
         nonlocal best, worst
         counts = info["counts"]
@@ -195,7 +224,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
         entry = {"episode": episode, "reward": reward if finite else None, "finite": finite,
                  "achieved": round(info["achieved"], 6), "entropy": info["entropy"], "accuracy": info["accuracy"],
                  "policy": policy_to_ratios(structure, counts),
-                 "times": {**{k: round(v, 5) for k, v in info["times"].items()}, "agent": round(timer["agent"], 5)}}
+                 "times": {**{k: round(v, 5) for k, v in info["times"].items()}, "agent": round(agent_time, 5)}}
         log_lines.append(json.dumps(entry))
         with open(log_path, "a") as fh:
             fh.write(log_lines[-1] + "\n")
@@ -215,6 +244,8 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
 
     interrupted = False
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(log_path, lambda p: p.write_text("".join(line + "\n" for line in log_lines)))
         with progress_bar(disable=quiet) as bar, _Interrupt() as stop:
             task = bar.add_task(f"search {config.agent}", total=episodes, completed=start, info="")
 
@@ -222,12 +253,18 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                 bar.update(task, completed=episode, info=f"best {best['reward']:.4f}" if best else "")
 
             if sb3:
+                def sb3_scorer(counts):
+                    flag = diagnosed(episode)
+                    info = _scored(counts, 0.0, scorer.score([counts], [flag])[0], flag)
+                    del info["counts"], info["achieved"]  # the environment's own values stand
+                    return info["reward"], info
+
                 def on_episode_end(info):
                     nonlocal episode
                     record(info)
                     episode += 1
                     after_episode()
-                env.on_episode_end = on_episode_end
+                env.scorer, env.on_episode_end = sb3_scorer, on_episode_end
                 from .agents.sb3 import run_sb3
 
                 run_sb3(config.agent.split(":", 1)[1], env, episodes, config.seed, config.warmup,
@@ -235,32 +272,26 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                 interrupted = stop.requested and episode < episodes
             else:
                 while episode < episodes:
-                    obs, _ = env.reset()
-                    transitions, done, info = [], False, {}
-                    timer["agent"] = 0.0
-                    while not done:
-                        t0 = time.perf_counter()
-                        a = agent.act(obs, episode)
-                        timer["agent"] += time.perf_counter() - t0
-                        ratio = config.min_keep + a * (1 - config.min_keep)
-                        nxt, _, done, _, info = env.step([ratio])
-                        applied = (info["applied"] - config.min_keep) / (1 - config.min_keep) if config.min_keep < 1 else 1.0
-                        transitions.append((obs, float(np.clip(applied, 0, 1)), nxt, done))
-                        obs = nxt
-                    learn_reward = record(info)
-                    t0 = time.perf_counter()
-                    agent.observe(transitions, learn_reward, episode)
-                    timer["agent"] += time.perf_counter() - t0
-                    episode += 1
-                    after_episode()
-                    if episode % config.checkpoint_every == 0 or episode == episodes:
+                    # One batch: every episode from the same agent state, scored together,
+                    # then learnt from in order (batch 1 = the sequential AMC loop).
+                    batch = [_rollout(env, agent, e, config.min_keep)
+                             for e in range(episode, min(episode + config.episode_batch, episodes))]
+                    flags = [diagnosed(episode + k) for k in range(len(batch))]
+                    results = scorer.score([r["counts"] for r in batch], flags)
+                    for r, res, flag in zip(batch, results, flags, strict=True):
+                        learn_reward = record(_scored(r["counts"], r["achieved"], res, flag), r["agent_time"])
+                        agent.observe(r["transitions"], learn_reward, episode)
+                        episode += 1
+                        after_episode()
+                    crossed = episode // config.checkpoint_every > (episode - len(batch)) // config.checkpoint_every
+                    if crossed or episode == episodes:
                         save_state()
                     if stop.requested:
                         save_state()
                         interrupted = episode < episodes
                         break
     finally:
-        evaluator.close()
+        scorer.close()
     if interrupted:
         raise SearchInterrupted(f"search stopped after {episode} episodes with its state saved; "
                                 f"continue with the same command plus --resume (out: {out_dir})")
@@ -280,10 +311,10 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
         "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,
         "within_tolerance": bool(env.within_tolerance(best["achieved"])),
         "spearman_reward_accuracy": spearman, "diagnosed_episodes": len(diag),
-        "reference_accuracy": evaluator.reference_accuracy, "mean_time_split_s": time_split,
+        "reference_accuracy": scorer.reference_accuracy, "mean_time_split_s": time_split,
         "search_time_s_this_session": elapsed, "non_finite_episodes": sum(not e["finite"] for e in entries),
         "best_reward_first_half": max(rewards[: max(1, len(rewards) // 2)], default=None),
-        "config": config.to_dict(), **(meta or {}),
+        "config": config.to_dict(), "workers": workers, **(meta or {}),
     }
     policy = policy_to_ratios(structure, counts)
     count_map = counts_to_dict(structure, counts)

@@ -77,11 +77,14 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
                 device: torch.device | str = "cpu", teacher: nn.Module | None = None,
                 quiet: bool = False, description: str = "train",
                 on_epoch: Callable[[dict], None] | None = None,
-                train_loader: Iterable | None = None, val_loader: Iterable | None = None) -> list[dict]:
+                train_loader: Iterable | None = None, val_loader: Iterable | None = None,
+                eval_model: nn.Module | None = None) -> list[dict]:
     """Train in place; returns one metrics dict per epoch (train loss, val accuracy, time).
 
     Either ``data`` (a DataBundle) or ``train_loader`` (any re-iterable of (x, y) batches,
-    e.g. a torch DataLoader) gives the images.
+    e.g. a torch DataLoader) gives the images. ``eval_model`` is what validation runs on when
+    it differs from ``model`` (the module inside DistributedDataParallel, whose own forward
+    would wait for the other ranks).
     """
     config.validate()
     if data is not None and not data.labelled:
@@ -139,7 +142,7 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
             metrics = {"epoch": epoch, "train_loss": running / max(seen, 1),
                        "time_s": time.perf_counter() - t0}
             if val_loader is not None:
-                metrics.update({f"val_{k}": v for k, v in evaluate(model, val_loader, device).items()})
+                metrics.update({f"val_{k}": v for k, v in evaluate(eval_model or model, val_loader, device).items()})
                 bar.update(task, info=f"epoch {epoch} val acc {metrics['val_accuracy']:.2f}%")
             history.append(metrics)
             if not quiet:

@@ -1,0 +1,94 @@
+"""Parallel reward evaluation: episode batches, a local Ray with two workers, clear errors."""
+
+import json
+import sys
+
+import pytest
+
+from entroprune.api import search_checkpoint
+from entroprune.errors import ConfigError
+from entroprune.search import SearchConfig
+
+
+def cfg(**kw):
+    base = dict(flops_target=0.3, episodes=12, warmup=6, calib_size=64, val_size=64, checkpoint_every=4,
+                round_to=2)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def episodes(folder):
+    return [json.loads(line) for line in (folder / "episodes.jsonl").read_text().splitlines()]
+
+
+def test_batch_of_one_is_the_sequential_loop(digits_ckpt, tmp_path):
+    """episode_batch=1 must keep the AMC loop's results (and resume) exactly."""
+    a = search_checkpoint(digits_ckpt, tmp_path / "a", cfg(), quiet=True)
+    b = search_checkpoint(digits_ckpt, tmp_path / "b", cfg(episode_batch=1), quiet=True)
+    assert a.policy == b.policy and a.reward == b.reward
+
+
+def test_batched_search_meets_budget_and_shares_warmup(digits_ckpt, tmp_path):
+    seq = search_checkpoint(digits_ckpt, tmp_path / "seq", cfg(), quiet=True)
+    bat = search_checkpoint(digits_ckpt, tmp_path / "bat", cfg(episode_batch=4), quiet=True)
+    assert bat.summary["within_tolerance"] and bat.episodes == 12
+    s, b = episodes(tmp_path / "seq"), episodes(tmp_path / "bat")
+    assert [e["episode"] for e in b] == list(range(12))
+    # warm-up actions come from the agent's seeded generator, not from what it learnt
+    assert [e["policy"] for e in s[:6]] == [e["policy"] for e in b[:6]]
+    assert seq.summary["config"]["episode_batch"] == 1 and bat.summary["config"]["episode_batch"] == 4
+
+
+def test_batched_search_resumes_exactly(digits_ckpt, tmp_path):
+    full = search_checkpoint(digits_ckpt, tmp_path / "full", cfg(episode_batch=4), quiet=True)
+    search_checkpoint(digits_ckpt, tmp_path / "part", cfg(episode_batch=4, episodes=8), quiet=True)
+    import torch
+
+    state = torch.load(tmp_path / "part" / "search_state.pt", weights_only=True)
+    assert state["episode"] == 8
+    state["config"] = json.dumps(cfg(episode_batch=4).to_dict())
+    torch.save(state, tmp_path / "part" / "search_state.pt")
+    resumed = search_checkpoint(digits_ckpt, tmp_path / "part", cfg(episode_batch=4), resume=True, quiet=True)
+    assert resumed.policy == full.policy and resumed.reward == full.reward
+
+
+def test_ray_two_workers_give_a_valid_policy(digits_ckpt, tmp_path):
+    pytest.importorskip("ray")
+    ray_run = search_checkpoint(digits_ckpt, tmp_path / "ray", cfg(episode_batch=2), workers=2, quiet=True)
+    assert ray_run.summary["within_tolerance"] and ray_run.summary["workers"] == 2
+    policy = json.loads((tmp_path / "ray" / "policy.json").read_text())
+    assert abs(policy["achieved"] - 0.3) <= 0.05 and policy["policy"] == ray_run.policy
+    # the same batches scored in this process: same policies tried, same rewards (to rounding)
+    local = search_checkpoint(digits_ckpt, tmp_path / "local", cfg(episode_batch=2), quiet=True)
+    r, loc = episodes(tmp_path / "ray"), episodes(tmp_path / "local")
+    assert [e["policy"] for e in r[:6]] == [e["policy"] for e in loc[:6]]
+    assert [e["reward"] for e in r[:6]] == pytest.approx([e["reward"] for e in loc[:6]], rel=1e-4)
+    assert local.summary["workers"] == 1
+
+
+def test_workers_without_ray_is_a_clear_error(digits_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    with pytest.raises(ConfigError, match=r"pip install 'entroprune\[ray\]'"):
+        search_checkpoint(digits_ckpt, tmp_path / "s", cfg(), workers=2, quiet=True)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(workers=0), "--workers must be >= 1"),
+    (dict(ray_address="auto"), "--ray-address needs --workers 2"),
+])
+def test_bad_worker_options(digits_ckpt, tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        search_checkpoint(digits_ckpt, tmp_path / "s", cfg(), quiet=True, **kwargs)
+    assert not (tmp_path / "s").exists()
+
+
+def test_sb3_agents_refuse_batches(digits_ckpt, tmp_path):
+    with pytest.raises(ConfigError, match="Stable-Baselines3 agents step one environment"):
+        search_checkpoint(digits_ckpt, tmp_path / "s", cfg(agent="sb3:td3", episode_batch=2), quiet=True)
+    assert not (tmp_path / "s" / "episodes.jsonl").exists()
+
+
+def test_episode_batch_must_be_positive():
+    with pytest.raises(ConfigError, match="--episode-batch must be >= 1"):
+        cfg(episode_batch=0).validate()
