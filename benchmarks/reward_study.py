@@ -3,12 +3,16 @@
 For one checkpoint and MACs target, sample random policies under the action wall, and for
 each measure every entropy variant on every conv layer (BN recalibrated on the
 calibration images, as in the search) and the validation accuracy without fine-tuning
-(optionally after a short fine-tune). Reports Spearman(-entropy, accuracy) per variant,
-layer selection and normalisation, next to the smallest keep ratio of the policy as a
-naive baseline. Writes a JSON and a Markdown table.
+and, with ``--finetune-images N``, the validation accuracy after a short fine-tune of the
+physically pruned network (SGD, cosine, the same budget for every policy). Reports
+Spearman(-entropy, accuracy) per variant, layer selection and normalisation, next to the
+accuracy reward (accuracy before fine-tuning) and the smallest keep ratio of the policy as
+naive baselines. Writes a JSON and a Markdown table. Never touches the test split.
 
     python benchmarks/reward_study.py runs/base/model.pt --target 0.2 --policies 60 \
-        --out docs/reward_study_vgg_0.2.md
+        --out docs/measurements/reward_study_vgg_0.2.md
+    python benchmarks/reward_study.py runs/repro/baselines/vgg/model.pt --target 0.1 --policies 20 \
+        --min-keep 0.05 --round-to 8 --finetune-images 10000 --out docs/measurements/reward_study_ft_vgg_0.1.md
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from scipy.stats import spearmanr
 from entroprune.api import build_structure, load_data_for_spec, load_model
 from entroprune.entropy import VARIANTS, EntropyProbe, activation_points, select_layers
 from entroprune.env import PruningEnv
-from entroprune.prune import Masker, bn_calibration
-from entroprune.train import evaluate
+from entroprune.prune import Masker, bn_calibration, prune_model, recalibrate_bn
+from entroprune.train import TrainConfig, evaluate, train_model
 
 
 def main() -> None:
@@ -37,6 +41,10 @@ def main() -> None:
     ap.add_argument("--calib-size", type=int, default=256)
     ap.add_argument("--val-size", type=int, default=2000)
     ap.add_argument("--min-keep", type=float, default=0.1)
+    ap.add_argument("--round-to", type=int, default=1)
+    ap.add_argument("--finetune-images", type=int, default=0, help="fine-tune each policy on this many "
+                    "training images (0 = no fine-tuning)")
+    ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None, help="Markdown output (a .json is written beside it)")
@@ -53,7 +61,7 @@ def main() -> None:
     points = activation_points(model, calib[:1])
     layers = [c for c in points if any(c in g.members for g in structure.groups)]
     probe = EntropyProbe(model, layers, points, VARIANTS)
-    env = PruningEnv(structure, None, args.target, min_keep=args.min_keep)
+    env = PruningEnv(structure, None, args.target, min_keep=args.min_keep, round_to=args.round_to)
     rng = np.random.default_rng(args.seed)
 
     def measure(counts):
@@ -64,6 +72,17 @@ def main() -> None:
         acc = evaluate(model, val_loader)["accuracy"]
         return values, acc
 
+    def finetuned_accuracy(counts):
+        """Validation accuracy of the physically pruned net after the fixed short fine-tune."""
+        pruned, _ = prune_model(clean, structure, counts)  # a hook-free copy of the original
+        recalibrate_bn(pruned, calib)
+        train = data.loader("train", 128, shuffle=True, augment="flip", seed=args.seed, limit=args.finetune_images)
+        train_model(pruned, None, TrainConfig(epochs=args.finetune_epochs, lr=0.01, schedule="cosine"),
+                    seed=args.seed, train_loader=train, quiet=True)
+        recalibrate_bn(pruned, data.normalize(data.train.x[:2048]))
+        return evaluate(pruned, val_loader)["accuracy"]
+
+    clean = load_model(args.checkpoint)[0] if args.finetune_images else None
     reference, ref_acc = measure(structure.full_counts())
     rows = []
     t0 = time.perf_counter()
@@ -75,13 +94,16 @@ def main() -> None:
             _, _, done, _, _ = env.step([args.min_keep + rng.beta(scale, scale) * (1 - args.min_keep)])
         counts = env.counts.copy()
         values, acc = measure(counts)
-        rows.append({"counts": counts.tolist(), "values": values, "accuracy": acc,
+        after = finetuned_accuracy(counts) if args.finetune_images else None
+        rows.append({"counts": counts.tolist(), "values": values, "accuracy": acc, "accuracy_after": after,
                      "min_keep": float(np.min(structure.fractions(counts))),
                      "achieved": structure.macs(counts) / structure.total_macs})
     elapsed = time.perf_counter() - t0
     masker.restore()
 
-    acc = np.array([r["accuracy"] for r in rows])
+    before = np.array([r["accuracy"] for r in rows])
+    tuned = args.finetune_images > 0
+    acc = np.array([r["accuracy_after"] for r in rows]) if tuned else before
     results = []
     for variant in VARIANTS:
         for sel in ("all", "last", "last:2"):
@@ -95,24 +117,33 @@ def main() -> None:
                 rho = spearmanr(score, acc).statistic
                 results.append({"variant": variant, "layers": sel, "normalize": normalize, "spearman": float(rho)})
     naive = float(spearmanr([r["min_keep"] for r in rows], acc).statistic)
+    acc_reward = float(spearmanr(before, acc).statistic) if tuned else None
     results.sort(key=lambda r: -np.nan_to_num(r["spearman"], nan=-9))
     summary = {"checkpoint": args.checkpoint, "model": ckpt.spec.model, "dataset": ckpt.spec.dataset,
                "target": args.target, "policies": args.policies, "val_images": args.val_size,
                "calib_images": len(calib), "reference_accuracy": ref_acc,
                "accuracy_range": [float(acc.min()), float(np.median(acc)), float(acc.max())],
-               "spearman_min_keep_baseline": naive, "results": results, "seconds": elapsed,
+               "spearman_min_keep_baseline": naive, "spearman_accuracy_reward": acc_reward,
+               "finetune_images": args.finetune_images, "finetune_epochs": args.finetune_epochs,
+               "accuracy_before_range": [float(before.min()), float(np.median(before)), float(before.max())],
+               "round_to": args.round_to, "min_keep": args.min_keep, "results": results, "seconds": elapsed,
                "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+    when = (f"after fine-tuning each pruned net for {args.finetune_epochs} epoch(s) on {args.finetune_images} "
+            "training images (SGD, cosine, lr 0.01)" if tuned else "without fine-tuning")
     md = [f"Reward study: `{ckpt.spec.model}` on `{ckpt.spec.dataset}`, {args.policies} random policies at "
-          f"{args.target:.0%} of the MACs (min keep {args.min_keep}), BN recalibrated on {len(calib)} images, "
-          f"accuracy on {args.val_size} validation images without fine-tuning "
+          f"{args.target:.0%} of the MACs (min keep {args.min_keep}, channels rounded to {args.round_to}), "
+          f"BN recalibrated on {len(calib)} images, accuracy on {args.val_size} validation images {when} "
           f"(unpruned {ref_acc:.2f}%; pruned min / median / max {acc.min():.1f} / {np.median(acc):.1f} / "
-          f"{acc.max():.1f}%). Spearman of the smallest keep ratio with accuracy: {naive:+.3f}.", "",
+          f"{acc.max():.1f}%). Spearman of the smallest keep ratio with that accuracy: {naive:+.3f}"
+          + (f"; of the accuracy reward (accuracy before fine-tuning, min / median / max {before.min():.1f} / "
+             f"{np.median(before):.1f} / {before.max():.1f}%): {acc_reward:+.3f}" if tuned else "") + ".", "",
           "| variant | layers | normalised | Spearman(-entropy, accuracy) |", "|---|---|---|---|"]
     md += [f"| {r['variant']} | {r['layers']} | {'yes' if r['normalize'] else 'no'} | {r['spearman']:+.3f} |"
            for r in results]
     md.append("")
     md.append(f"Made by `python benchmarks/reward_study.py {args.checkpoint} --target {args.target} "
-              f"--policies {args.policies} --seed {args.seed}` on {summary['date']} ({elapsed:.0f} s, "
+              f"--policies {args.policies} --min-keep {args.min_keep} --round-to {args.round_to} "
+              f"--finetune-images {args.finetune_images} --seed {args.seed}` on {summary['date']} ({elapsed:.0f} s, "
               f"{torch.get_num_threads()} threads).")
     text = "\n".join(md)
     print(text)
