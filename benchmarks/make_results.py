@@ -1,12 +1,18 @@
-"""Turn the reproduction CSV into docs/results.md (tables, goals, plot).
+"""Turn the reproduction CSVs into docs/results.md (tables, goals, cost, reward study, plot).
 
     python benchmarks/make_results.py [--grid benchmarks/reproduce.yaml] [--out docs/results.md]
+
+Reads the grid's ``results`` and ``parts`` CSVs, ``baselines.csv`` beside them, and the
+reward-study JSONs ``docs/measurements/reward_study_ft_<model>_<target>.json``. Every number on
+the page comes from those files; cells that were not run are listed with the reason and
+the estimated cost of running them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -14,62 +20,239 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+GOALS = {0.2: 0.5, 0.1: 1.0}  # largest accuracy drop (points) allowed at each MACs target
+NOT_RUN = "not run"
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
 
 def fmt(vals: list[float], digits: int = 2) -> str:
     if not vals:
-        return "not run"
+        return NOT_RUN
     if len(vals) == 1:
         return f"{vals[0]:.{digits}f} (1 seed)"
     return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
+
+
+def model_macs(models: list[str], dataset: str) -> dict[str, float]:
+    """MACs of each untrained model at the dataset's input size (for cost estimates)."""
+    import torch
+
+    from entroprune import count_macs_params
+    from entroprune.models import build_model, min_input_size
+
+    sizes = {"fashion-mnist": (1, 28), "mnist": (1, 28), "digits": (1, 8), "cifar10": (3, 32)}
+    ch, side = sizes.get(dataset, (1, 28))
+    out = {}
+    for m in models:
+        s = max(side, min_input_size(m))
+        out[m] = float(count_macs_params(build_model(m, 10, ch).eval(), torch.zeros(1, ch, s, s))[0])
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", default=str(Path(__file__).with_name("reproduce.yaml")))
     ap.add_argument("--out", default="docs/results.md")
+    ap.add_argument("--studies", default="docs/measurements", help="folder of reward_study_ft_*.json")
     args = ap.parse_args()
     grid = yaml.safe_load(Path(args.grid).read_text())
-    csv_path = Path(grid["out"]) / "results.csv"
-    rows = list(csv.DictReader(open(csv_path))) if csv_path.exists() else []
-    cell: dict[tuple, list[dict]] = defaultdict(list)
+    grid_name = Path(args.grid).resolve().relative_to(Path.cwd()) if Path(args.grid).resolve().is_relative_to(
+        Path.cwd()) else Path(args.grid)
+    results_path = Path(grid["results"])
+    rows = read_csv(results_path)
+    parts = read_csv(Path(grid["parts"]))
+    baselines = {r["model"]: r for r in read_csv(results_path.with_name("baselines.csv"))}
+    cells: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        cell[(r["model"], float(r["target"]), r["source"])].append(r)
-    total = len(grid["models"]) * len(grid["targets"]) * len(grid["sources"]) * len(grid["seeds"])
+        cells[(r["model"], float(r["target"]), r["source"])].append(r)
+    models, targets, sources, seeds = grid["models"], [float(t) for t in grid["targets"]], grid["sources"], grid["seeds"]
+    total = len(models) * len(targets) * len(sources) * len(seeds)
+
+    # ---- cost: measured per (model, source) cell times; other models scaled by their MACs
+    macs = model_macs(models, grid["dataset"])
+    measured = {(m, s): [float(r["cell_time_s"]) for t in targets for r in cells.get((m, t, s), [])]
+                for m in models for s in sources}
+    ref_model = next((m for m in models if all(measured[(m, s)] for s in sources)), None)
+
+    def cell_cost(m: str, s: str) -> float | None:
+        if measured[(m, s)]:
+            return float(np.mean(measured[(m, s)]))
+        if ref_model is None:
+            return None
+        return float(np.mean(measured[(ref_model, s)])) * macs[m] / macs[ref_model]
+
+    def baseline_cost(m: str) -> float | None:
+        if m in baselines:
+            return float(baselines[m]["train_time_s"])
+        ref = next((b for b in baselines.values()), None)
+        return None if ref is None else float(ref["train_time_s"]) * macs[m] / macs[ref["model"]]
+
+    done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in rows}
+    est_total, est_left = 0.0, 0.0
+    for m in models:
+        b = baseline_cost(m) or 0.0
+        est_total += b
+        if m not in baselines:
+            est_left += b
+        for t in targets:
+            for s in sources:
+                c = cell_cost(m, s) or 0.0
+                est_total += c * len(seeds)
+                est_left += c * sum((m, t, s, seed) not in done for seed in seeds)
+    actual = sum(float(p["wall_time_s"]) for p in parts)
+
+    machine = rows[0]["machine"] if rows else "n/a"
+    dates = sorted({r["date"] for r in rows})
     md = ["# Reproduction results", "",
-          f"Grid `{args.grid}`: {len(rows)} of {total} cells run. Regenerate with "
-          "`python benchmarks/reproduce.py` (resumable) then `python benchmarks/make_results.py`.",
-          f"Machine: {rows[0]['machine'] if rows else 'n/a'}. Page made {time.strftime('%Y-%m-%d')}.", ""]
-    for model in grid["models"]:
-        for target in grid["targets"]:
-            md += [f"## {model}, {target:.0%} of the MACs", "",
-                   "| source | test acc after fine-tune (%) | drop vs baseline | MACs fraction | params fraction "
-                   "| speed-up b64 | search time (s) |", "|---|---|---|---|---|---|---|"]
-            for source in grid["sources"]:
-                rs = cell.get((model, float(target), source), [])
+          "Does minimising the spatial entropy of conv activations find pruning policies as good as an "
+          "accuracy reward, 5-10x cheaper in MACs at little accuracy cost (Musat & Andonie, arXiv 2312.04918)? "
+          "Measured on Fashion-MNIST, whatever it shows.", "",
+          f"- Grid `{grid_name}`: {len(rows)} of {total} cells run ({len(models)} models x {len(targets)} targets "
+          f"x {len(sources)} policy sources x {len(seeds)} seeds). Sources: `entropy` and `accuracy` are DDPG "
+          f"searches of {grid['search_episodes']} episodes ({grid['warmup']} warm-up) with that reward (accuracy "
+          f"on {grid['accuracy_val_size']} validation images); `uniform` keeps the same fraction of every group; "
+          "`random` is one random policy under the same MACs wall. Every policy is pruned, BN-recalibrated and "
+          f"fine-tuned with the same fixed budget: {grid['finetune_epochs']} epoch(s) of SGD with a cosine schedule"
+          f"{' and distillation from the unpruned net' if grid['finetune_distill'] else ''}; channels rounded to "
+          f"{grid['round_to']}, smallest keep ratio {grid['min_keep']}. Baselines: {grid['baseline_epochs']} epochs, "
+          "seed 0. Test accuracy is measured once, at the end; searches see only validation/calibration images.",
+          f"- Machine: {machine}. Runs dated {', '.join(dates) or 'n/a'}; page made {time.strftime('%Y-%m-%d')}.",
+          "- Regenerate: `python benchmarks/reproduce.py` (resumable: skips finished cells; `--only MODEL`, "
+          "`--max-minutes M` to run in parts), then `python benchmarks/make_results.py`.",
+          f"- Cost: {len(parts)} part(s) of the grid ran for {actual / 3600:.2f} h in all. Estimated cost of the "
+          f"whole grid on this machine: {est_total / 3600:.1f} h (baselines included), of which {est_left / 3600:.1f} h "
+          "not yet run. Estimate: the mean measured time of a cell per model and source; for models with no "
+          f"measured cell, {ref_model or 'the first complete model'}'s times scaled by the model's MACs.", ""]
+
+    # ---- per model and target
+    verdicts = []
+    for m in models:
+        base = baselines.get(m)
+        base_acc = f"{float(base['test_accuracy']):.2f}%" if base else NOT_RUN
+        md += [f"## {m} (baseline test accuracy {base_acc})", ""]
+        ran_any = any(cells.get((m, t, s)) for t in targets for s in sources)
+        if not ran_any:
+            cost = sum((cell_cost(m, s) or 0) for s in sources) * len(seeds) * len(targets) + (baseline_cost(m) or 0)
+            md += [f"Not run: the compute budget of the sessions so far (2-core CPU) went to the models above; "
+                   f"estimated {cost / 3600:.1f} h on this machine. Run `python benchmarks/reproduce.py --only {m}`.", ""]
+            continue
+        for t in targets:
+            md += [f"### {m}, {t:.0%} of the MACs ({1 / t:.0f}x fewer)", "",
+                   "| source | test acc after fine-tune (%) | drop vs baseline (points) | acc before fine-tune (%) "
+                   "| MACs fraction | params fraction | torch speed-up b64 | search time (s) |",
+                   "|---|---|---|---|---|---|---|---|"]
+            for s in sources:
+                rs = cells.get((m, t, s), [])
                 acc = [float(r["test_accuracy"]) for r in rs]
                 drop = [float(r["baseline_accuracy"]) - float(r["test_accuracy"]) for r in rs]
-                md.append(f"| {source} | {fmt(acc)} | {fmt(drop)} | {fmt([float(r['macs_fraction']) for r in rs], 3)} "
+                note = "" if len(rs) in (0, len(seeds)) else f" ({len(rs)} of {len(seeds)} seeds)"
+                md.append(f"| {s}{note} | {fmt(acc)} | {fmt(drop)} "
+                          f"| {fmt([float(r['accuracy_before_finetune']) for r in rs])} "
+                          f"| {fmt([float(r['macs_fraction']) for r in rs], 3)} "
                           f"| {fmt([float(r['params_fraction']) for r in rs], 3)} "
                           f"| {fmt([float(r['speedup_torch_b64']) for r in rs])} "
                           f"| {fmt([float(r['search_time_s']) for r in rs], 0)} |")
+            if not any(cells.get((m, t, s)) for s in sources):
+                md.append("")
+                md.append("Not run yet (compute budget); `python benchmarks/reproduce.py --only "
+                          f"{m}` continues the grid.")
             md.append("")
+            mean = {s: np.mean([float(r["test_accuracy"]) for r in cells[(m, t, s)]])
+                    for s in sources if cells.get((m, t, s))}
+            n = {s: len(cells.get((m, t, s), [])) for s in sources}
+            if "entropy" in mean:
+                d = np.mean([float(r["baseline_accuracy"]) - float(r["test_accuracy"]) for r in cells[(m, t, "entropy")]])
+                verdicts.append((m, t, f"entropy-policy drop {d:.2f} points (goal <= {GOALS.get(t, 1.0)})",
+                                 d <= GOALS.get(t, 1.0), n["entropy"]))
+            if "entropy" in mean and "accuracy" in mean:
+                gap = mean["accuracy"] - mean["entropy"]
+                verdicts.append((m, t, f"entropy {mean['entropy']:.2f}% vs accuracy reward {mean['accuracy']:.2f}% "
+                                 f"(gap {gap:+.2f} points; goal: within 0.3)", gap <= 0.3,
+                                 min(n["entropy"], n["accuracy"])))
+                st = {s: np.mean([float(r["search_time_s"]) for r in cells[(m, t, s)]]) for s in ("entropy", "accuracy")}
+                verdicts.append((m, t, f"entropy search {st['accuracy'] / st['entropy']:.1f}x faster than accuracy "
+                                 f"search ({st['entropy']:.0f} s vs {st['accuracy']:.0f} s, same episodes; goal >= 3x)",
+                                 st["accuracy"] / st["entropy"] >= 3, min(n["entropy"], n["accuracy"])))
+            if "entropy" in mean and "uniform" in mean:
+                verdicts.append((m, t, f"entropy {mean['entropy']:.2f}% vs uniform {mean['uniform']:.2f}% "
+                                 "(goal: better)", mean["entropy"] > mean["uniform"], min(n["entropy"], n["uniform"])))
+            if "entropy" in mean and "random" in mean:
+                verdicts.append((m, t, f"entropy {mean['entropy']:.2f}% vs one random policy {mean['random']:.2f}%",
+                                 mean["entropy"] > mean["random"], min(n["entropy"], n["random"])))
+
+    # ---- goals
+    md += ["## Against the goals", "",
+           "Means over the seeds run (the count is given; fewer than 3 seeds is a weak result). "
+           "'met' / 'NOT met' is read off the numbers above, nothing else.", ""]
+    if verdicts:
+        md += ["| model | target | measured | verdict | seeds |", "|---|---|---|---|---|"]
+        md += [f"| {m} | {t:.0%} | {text} | {'met' if ok else '**NOT met**'} | {k} |" for m, t, text, ok, k in verdicts]
+    else:
+        md.append("No cell run yet.")
+    md.append("")
+
+    # ---- reward study after fine-tuning
+    studies = sorted(Path(args.studies).glob("reward_study_ft_*.json"))
+    md += ["## Reward study: does low entropy predict accuracy after fine-tuning?", ""]
+    if studies:
+        md += ["`benchmarks/reward_study.py --finetune-images N`: random policies under the MACs wall; for each, every "
+               "entropy variant on every conv layer (BN recalibrated, as in the search) and the validation accuracy "
+               "after a short fine-tune of the physically pruned net. Spearman rank correlation with that accuracy "
+               "(positive = the reward ranks policies the right way); normalised per layer, as the search does.", "",
+               "| model | target | policies | fine-tune | " + " | ".join(
+                   ["distribution", "cooccurrence", "distribution-avg", "cooccurrence-avg"]) +
+               " | cooccurrence-avg, last layer | accuracy reward | smallest keep ratio |",
+               "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for path in studies:
+            st = json.loads(path.read_text())
+
+            def rho(variant: str, layers: str = "all", st=st) -> str:
+                r = next((x for x in st["results"] if x["variant"] == variant and x["layers"] == layers
+                          and x["normalize"]), None)
+                return "n/a" if r is None or r["spearman"] != r["spearman"] else f"{r['spearman']:+.2f}"
+
+            acc_r = st.get("spearman_accuracy_reward")
+            md.append(f"| {st['model']} | {st['target']:.0%} | {st['policies']} | {st['finetune_epochs']} epoch on "
+                      f"{st['finetune_images']} images | "
+                      + " | ".join(rho(v) for v in ["distribution", "cooccurrence", "distribution-avg",
+                                                    "cooccurrence-avg"])
+                      + f" | {rho('cooccurrence-avg', 'last')} | {'n/a' if acc_r is None else f'{acc_r:+.2f}'} "
+                      f"| {st['spearman_min_keep_baseline']:+.2f} |")
+        md += ["", "Full tables (every variant x layer selection x normalisation): "
+               + ", ".join(f"`{p.with_suffix('.md')}`" for p in studies) + ".", ""]
+    else:
+        md += ["Not run yet.", ""]
+
+    # ---- plot
     if rows:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for source in grid["sources"]:
-            rs = [r for r in rows if r["source"] == source]
-            ax.scatter([float(r["macs_fraction"]) for r in rs],
-                       [float(r["test_accuracy"]) - float(r["baseline_accuracy"]) for r in rs], label=source, s=14)
-        ax.set_xlabel("MACs fraction kept")
-        ax.set_ylabel("accuracy change after fine-tuning (points)")
-        ax.legend()
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        markers = dict(zip(models, "osD^v", strict=False))
+        for i, s in enumerate(sources):
+            for m in models:
+                rs = [r for r in rows if r["source"] == s and r["model"] == m]
+                if rs:
+                    ax.scatter([float(r["macs_fraction"]) for r in rs],
+                               [float(r["test_accuracy"]) - float(r["baseline_accuracy"]) for r in rs],
+                               color=f"C{i}", marker=markers.get(m, "o"), s=22, alpha=0.8,
+                               label=f"{s} ({m})")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel("fraction of the baseline's MACs kept")
+        ax.set_ylabel("test accuracy change after fine-tuning (points)")
+        ax.legend(fontsize=7, ncol=2)
         plot = Path(args.out).with_name("results_accuracy_vs_macs.png")
         fig.savefig(plot, dpi=110, bbox_inches="tight")
-        md += [f"![accuracy vs MACs]({plot.name})", ""]
+        md += ["## Accuracy against MACs", "", f"![accuracy change vs MACs fraction]({plot.name})", ""]
     Path(args.out).write_text("\n".join(md) + "\n")
     print(f"wrote {args.out}")
 

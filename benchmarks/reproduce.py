@@ -59,12 +59,26 @@ def append_row(path: Path, fields: list[str], row: dict) -> None:
         writer.writerow(row)
 
 
+def record_baselines(out: Path, results: Path) -> None:
+    """Copy every trained baseline's accuracy and training time into the tracked baselines.csv."""
+    path = results.with_name("baselines.csv")
+    known = {r["model"] for r in read_rows(path)}
+    for metrics in sorted((out / "baselines").glob("*/metrics.json")):
+        m = json.loads(metrics.read_text())
+        if metrics.parent.name not in known:
+            append_row(path, ["model", "test_accuracy", "train_time_s", "epochs", "torch_threads", "machine"],
+                       {"model": metrics.parent.name, "test_accuracy": m["test_accuracy"],
+                        "train_time_s": round(m["train_time_s"], 1), "epochs": m["epochs"],
+                        "torch_threads": m.get("torch_threads"), "machine": machine_description()})
+
+
 def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int) -> dict:
     t_cell = time.perf_counter()
     base = out / "baselines" / model
     if not (base / "model.pt").exists():
         print(f"training baseline {model} ({grid['baseline_epochs']} epochs)", flush=True)
         train_baseline(model, grid["dataset"], base, epochs=grid["baseline_epochs"], seed=0, quiet=True, force=True)
+        record_baselines(out, Path(grid["results"]))
     baseline_acc = json.loads((base / "metrics.json").read_text())["test_accuracy"]
     cell = out / "cells" / f"{model}-{target}-{source}-s{seed}"
     agent, reward, episodes = SOURCES[source]
@@ -100,6 +114,7 @@ def main() -> None:
     grid = yaml.safe_load(Path(args.grid).read_text())
     torch.set_num_threads(grid["threads"])
     out, results = Path(grid["out"]), Path(grid["results"])
+    record_baselines(out, results)
     done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in read_rows(results)}
     # cheapest sources first within a model, so a part that stops early still covers whole comparisons
     cells = [(m, float(t), s, int(seed)) for m in grid["models"] for t in grid["targets"]
