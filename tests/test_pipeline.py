@@ -126,5 +126,11 @@ def test_default_config_file_matches_defaults():
 
     from entroprune.config import RunConfig, load_config
 
+    import yaml
+
+    from entroprune.config import dump_config
+
     path = Path(__file__).parent.parent / "configs" / "default.yaml"
     assert load_config(path).to_dict() == RunConfig().to_dict()
+    # every key is listed, not just the ones that differ from a default
+    assert yaml.safe_load(path.read_text()) == yaml.safe_load(dump_config(RunConfig()))
