@@ -124,11 +124,9 @@ def test_python_api_on_any_module(tmp_path):
 def test_default_config_file_matches_defaults():
     from pathlib import Path
 
-    from entroprune.config import RunConfig, load_config
-
     import yaml
 
-    from entroprune.config import dump_config
+    from entroprune.config import RunConfig, dump_config, load_config
 
     path = Path(__file__).parent.parent / "configs" / "default.yaml"
     assert load_config(path).to_dict() == RunConfig().to_dict()

@@ -321,12 +321,13 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
 
 def _check_workers(workers: int, ray_address: str | None) -> None:
     """Fail before reading data or writing anything when the parallel set-up cannot work."""
-    from .parallel import import_ray
+    from .parallel import check_ray_address, import_ray
 
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if workers > 1:
         import_ray()
+        check_ray_address(ray_address)
     elif ray_address:
         raise ConfigError("--ray-address needs --workers 2 or more")
 

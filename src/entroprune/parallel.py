@@ -81,6 +81,22 @@ def import_ray():
     return ray
 
 
+def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for minutes)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r} is not auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with "
+                          "`ray start --head` or fix --ray-address") from None
+
+
 class RayScorer(Scorer):
     """Scores on ``workers`` Ray actors, on a local Ray started here or an existing cluster.
 
@@ -165,4 +181,4 @@ def make_scorer(model: nn.Module, structure: Structure, config: RewardConfig, ca
     return RayScorer(model, structure, config, calib, val, workers, address, device)
 
 
-__all__ = ["Scorer", "LocalScorer", "RayScorer", "make_scorer"]
+__all__ = ["Scorer", "LocalScorer", "RayScorer", "make_scorer", "check_ray_address"]
