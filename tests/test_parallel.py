@@ -94,3 +94,24 @@ def test_sb3_agents_refuse_batches(digits_ckpt, tmp_path):
 def test_episode_batch_must_be_positive():
     with pytest.raises(ConfigError, match="--episode-batch must be >= 1"):
         cfg(episode_batch=0).validate()
+
+
+def test_dead_worker_is_one_line(digits_ckpt):
+    ray = pytest.importorskip("ray")
+    from entroprune.api import build_structure, load_data_for_spec, load_model
+    from entroprune.parallel import RayScorer
+    from entroprune.rewards import RewardConfig
+
+    model, ckpt = load_model(digits_ckpt)
+    data = load_data_for_spec(ckpt.spec)
+    structure = build_structure(model, ckpt.spec)
+    scorer = RayScorer(model, structure, RewardConfig(), data.normalize(data.calib.x[:32]), None, workers=2)
+    try:
+        full = structure.full_counts()
+        assert len(scorer.score([full, full], [False, False])) == 2
+        ray.kill(scorer.actors[1])
+        with pytest.raises(ConfigError, match="a Ray worker failed .*--resume"):
+            scorer.score([full, full], [False, False])
+    finally:
+        scorer.close()
+    assert not ray.is_initialized()
