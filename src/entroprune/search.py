@@ -13,6 +13,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,9 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     if sb3 and (workers > 1 or config.episode_batch > 1):
         raise ConfigError("--workers and --episode-batch above 1 need the ddpg, random or uniform agent; "
                           "Stable-Baselines3 agents step one environment at a time")
+    if workers > config.episode_batch:
+        warnings.warn(f"{workers} workers but episode_batch={config.episode_batch}: only {config.episode_batch} "
+                      "can be busy at a time; set episode_batch >= workers", stacklevel=2)
     episodes = 1 if config.agent == "uniform" else config.episodes
 
     env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)
