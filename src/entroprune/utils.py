@@ -90,7 +90,7 @@ def check_writable_dir(path: str | Path) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".entroprune-write-test"
+        probe = path / f".entroprune-write-test-{os.getpid()}"  # per process: DDP ranks check at once
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
