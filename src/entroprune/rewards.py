@@ -44,8 +44,9 @@ class RewardConfig:
         found entropy positively correlated with accuracy before fine-tuning, see
         docs/method.md), for research.
 
-    The default variant, ``cooccurrence-avg``, is the only one whose minimisation did not
-    rank policies against their accuracy in benchmarks/reward_study.py (docs/method.md).
+    The default, ``cooccurrence-avg`` over all layers, had the best mean rank correlation with
+    accuracy over three reward studies (before and after fine-tuning; docs/method.md), and
+    the only one never clearly negative.
     """
 
     kind: str = "entropy"
