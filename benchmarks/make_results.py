@@ -199,6 +199,20 @@ def main() -> None:
         md.append("No cell run yet.")
     md.append("")
 
+    if verdicts:
+        met = sum(v[3] for v in verdicts)
+        md += [f"{met} of {len(verdicts)} checks met. Caveats that bear on them:", "",
+               f"- Fine-tuning budget: {grid['finetune_epochs']} epoch(s) for every policy, what the grid costs on 2 "
+               "cores. Drops shrink with longer fine-tuning: the main job (3 epochs with distillation, "
+               "`docs/measurements/main_job.md`) lost 0.48 points at 5.22x fewer MACs on the default VGG. The drop "
+               "goals assume a full fine-tune; the comparisons between sources share one budget and are fair.",
+               f"- Search time: the accuracy reward scores {grid['accuracy_val_size']} validation images here; its "
+               "cost grows with that number (at the CLI default of 5,000, `benchmarks/search_speed.py` measured an "
+               "entropy episode 13.7x cheaper; `docs/measurements/search_speed.md`). Some cells ran while tests shared "
+               "the 2 cores, which inflates their search times (the spread in the tables).",
+               "- Three seeds of the search and fine-tune, one baseline per model: differences below about two "
+               "standard deviations of the table entries are not resolved.", ""]
+
     # ---- reward study after fine-tuning
     studies = sorted(Path(args.studies).glob("reward_study_ft_*.json"))
     md += ["## Reward study: does low entropy predict accuracy after fine-tuning?", ""]
@@ -227,7 +241,8 @@ def main() -> None:
                       + f" | {rho('cooccurrence-avg', 'last')} | {'n/a' if acc_r is None else f'{acc_r:+.2f}'} "
                       f"| {st['spearman_min_keep_baseline']:+.2f} |")
         md += ["", "Full tables (every variant x layer selection x normalisation): "
-               + ", ".join(f"`{p.with_suffix('.md')}`" for p in studies) + ".", ""]
+               + ", ".join(f"`{p.with_suffix('.md')}`" for p in studies) + ". How these (and the study before "
+               "fine-tuning) chose the default variant: `docs/method.md`.", ""]
     else:
         md += ["Not run yet.", ""]
 
