@@ -70,6 +70,7 @@ def main() -> None:
     rows = read_csv(results_path)
     parts = read_csv(Path(grid["parts"]))
     baselines = {r["model"]: r for r in read_csv(results_path.with_name("baselines.csv"))}
+    skipped = {(r["model"], float(r["target"])): r["reason"] for r in read_csv(results_path.with_name("skipped.csv"))}
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         cells[(r["model"], float(r["target"]), r["source"])].append(r)
@@ -104,6 +105,8 @@ def main() -> None:
             est_left += b
         for t in targets:
             for s in sources:
+                if (m, t) in skipped:
+                    continue
                 c = cell_cost(m, s) or 0.0
                 est_total += c * len(seeds)
                 est_left += c * sum((m, t, s, seed) not in done for seed in seeds)
@@ -160,7 +163,9 @@ def main() -> None:
                           f"| {fmt([float(r['params_fraction']) for r in rs], 3)} "
                           f"| {fmt([float(r['speedup_torch_b64']) for r in rs])} "
                           f"| {fmt([float(r['search_time_s']) for r in rs], 0)} |")
-            if not any(cells.get((m, t, s)) for s in sources):
+            if (m, t) in skipped:
+                md += ["", f"Not run: the grid's settings rule it out: {skipped[(m, t)]}"]
+            elif not any(cells.get((m, t, s)) for s in sources):
                 md.append("")
                 md.append("Not run yet (compute budget); `python benchmarks/reproduce.py --only "
                           f"{m}` continues the grid.")

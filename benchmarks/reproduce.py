@@ -31,6 +31,7 @@ from entroprune.api import (
     search_checkpoint,
     train_baseline,
 )
+from entroprune.errors import ConfigError
 from entroprune.rewards import RewardConfig
 from entroprune.search import SearchConfig
 
@@ -116,12 +117,15 @@ def main() -> None:
     out, results = Path(grid["out"]), Path(grid["results"])
     record_baselines(out, results)
     done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in read_rows(results)}
+    # cells the grid's settings make impossible (e.g. a target below what min_keep allows): recorded once
+    skipped_path = results.with_name("skipped.csv")
+    skipped = {(r["model"], float(r["target"])) for r in read_rows(skipped_path)}
     # cheapest sources first within a model, so a part that stops early still covers whole comparisons
     cells = [(m, float(t), s, int(seed)) for m in grid["models"] for t in grid["targets"]
              for seed in grid["seeds"] for s in grid["sources"]]
     if args.only:
         cells = [c for c in cells if c[0] in args.only]
-    todo = [c for c in cells if c not in done]
+    todo = [c for c in cells if c not in done and (c[0], c[1]) not in skipped]
     print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run", flush=True)
     start, started_at, new = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M"), 0
     try:
@@ -130,7 +134,16 @@ def main() -> None:
                 break
             if args.max_minutes is not None and time.perf_counter() - start > 60 * args.max_minutes:
                 break
-            row = run_cell(grid, out, model, target, source, seed)
+            if (model, target) in skipped:
+                continue
+            try:
+                row = run_cell(grid, out, model, target, source, seed)
+            except ConfigError as exc:  # the settings rule this (model, target) out; say why, go on
+                append_row(skipped_path, ["model", "target", "reason"], {"model": model, "target": target,
+                                                                          "reason": str(exc)})
+                skipped.add((model, target))
+                print(f"{model} {target}: not run: {exc}", flush=True)
+                continue
             append_row(results, FIELDS, row)
             new += 1
             print(f"[{time.perf_counter() - start:6.0f} s] {model} {target} {source} seed {seed}: "

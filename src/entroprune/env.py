@@ -56,9 +56,12 @@ class PruningEnv(gym.Env):
         self.max_counts = structure.full_counts()
         floor = structure.macs(self.min_counts) / self.total
         if floor > flops_target * (1 + tolerance):
+            rounding = (f" (and at least {round_to} channels, counts being rounded to multiples of {round_to})"
+                        if round_to > 1 else "")
             raise ConfigError(
-                f"--flops-target {flops_target} is unreachable: even keeping {min_keep:.0%} of every group "
-                f"leaves {floor:.1%} of the MACs (unprunable layers included); raise the target or lower --min-keep")
+                f"--flops-target {flops_target} is unreachable: even keeping {min_keep:.0%} of every group"
+                f"{rounding} leaves {floor:.1%} of the MACs (unprunable layers included); raise the target or lower "
+                f"--min-keep{' or --round-to' if round_to > 1 else ''}")
         self._static = self._static_features()
         self.observation_space = gym.spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), dtype=np.float32)
         self.action_space = gym.spaces.Box(np.float32(min_keep), np.float32(1.0), (1,), dtype=np.float32)
