@@ -128,6 +128,7 @@ def main() -> None:
     todo = [c for c in cells if c not in done and (c[0], c[1]) not in skipped]
     print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run", flush=True)
     start, started_at, new = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M"), 0
+    n_baselines = len(read_rows(results.with_name("baselines.csv")))
     try:
         for model, target, source, seed in todo:
             if args.max_cells is not None and new >= args.max_cells:
@@ -151,7 +152,7 @@ def main() -> None:
                   f"{row['macs_fraction']:.1%} MACs, search {row['search_time_s']:.0f} s, "
                   f"cell {row['cell_time_s']:.0f} s", flush=True)
     finally:
-        if new:
+        if new or len(read_rows(results.with_name("baselines.csv"))) > n_baselines:  # a baseline counts too
             append_row(Path(grid["parts"]), ["started", "cells", "wall_time_s", "machine"],
                        {"started": started_at, "cells": new, "wall_time_s": round(time.perf_counter() - start),
                         "machine": machine_description()})
