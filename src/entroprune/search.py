@@ -158,9 +158,10 @@ def _rollout(env: PruningEnv, agent, episode: int, min_keep: float) -> dict[str,
             "agent_time": agent_time}
 
 
-def _scored(counts: np.ndarray, achieved: float, res, diagnosed: bool) -> dict[str, Any]:
-    return {"counts": counts, "achieved": achieved, "reward": res.reward, "entropy": res.entropy,
-            "accuracy": res.accuracy, "finite": res.finite, "times": res.times, "diagnosed": diagnosed}
+def _scored(res, diagnosed: bool) -> dict[str, Any]:
+    """A reward result as the episode info the log and the environment expect."""
+    return {"reward": res.reward, "entropy": res.entropy, "accuracy": res.accuracy, "finite": res.finite,
+            "times": res.times, "diagnosed": diagnosed}
 
 
 def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
@@ -259,8 +260,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
             if sb3:
                 def sb3_scorer(counts):
                     flag = diagnosed(episode)
-                    info = _scored(counts, 0.0, scorer.score([counts], [flag])[0], flag)
-                    del info["counts"], info["achieved"]  # the environment's own values stand
+                    info = _scored(scorer.score([counts], [flag])[0], flag)
                     return info["reward"], info
 
                 def on_episode_end(info):
@@ -283,7 +283,8 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                     flags = [diagnosed(episode + k) for k in range(len(batch))]
                     results = scorer.score([r["counts"] for r in batch], flags)
                     for r, res, flag in zip(batch, results, flags, strict=True):
-                        learn_reward = record(_scored(r["counts"], r["achieved"], res, flag), r["agent_time"])
+                        info = {"counts": r["counts"], "achieved": r["achieved"], **_scored(res, flag)}
+                        learn_reward = record(info, r["agent_time"])
                         agent.observe(r["transitions"], learn_reward, episode)
                         episode += 1
                         after_episode()
