@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import tempfile
 from pathlib import Path
 
@@ -25,4 +26,23 @@ def timing_checkpoint(model: str, dataset: str = "fashion-mnist", given: str | N
     return path
 
 
-__all__ = ["timing_checkpoint", "machine_description"]
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a results CSV (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_row(path: Path, fields: list[str], row: dict) -> None:
+    """Append one row, writing the header first when the file is new."""
+    new_file = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        if new_file:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+__all__ = ["timing_checkpoint", "machine_description", "read_rows", "append_row"]

@@ -11,8 +11,8 @@ the estimated cost of running them.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,15 +20,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import read_rows  # noqa: E402
+
 GOALS = {0.2: 0.5, 0.1: 1.0}  # largest accuracy drop (points) allowed at each MACs target
 NOT_RUN = "not run"
-
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
 
 
 def fmt(vals: list[float], digits: int = 2) -> str:
@@ -67,10 +63,10 @@ def main() -> None:
     grid_name = Path(args.grid).resolve().relative_to(Path.cwd()) if Path(args.grid).resolve().is_relative_to(
         Path.cwd()) else Path(args.grid)
     results_path = Path(grid["results"])
-    rows = read_csv(results_path)
-    parts = read_csv(Path(grid["parts"]))
-    baselines = {r["model"]: r for r in read_csv(results_path.with_name("baselines.csv"))}
-    skipped = {(r["model"], float(r["target"])): r["reason"] for r in read_csv(results_path.with_name("skipped.csv"))}
+    rows = read_rows(results_path)
+    parts = read_rows(Path(grid["parts"]))
+    baselines = {r["model"]: r for r in read_rows(results_path.with_name("baselines.csv"))}
+    skipped = {(r["model"], float(r["target"])): r["reason"] for r in read_rows(results_path.with_name("skipped.csv"))}
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         cells[(r["model"], float(r["target"]), r["source"])].append(r)

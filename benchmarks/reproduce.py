@@ -15,15 +15,18 @@ floor any search must beat).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-from entroprune.api import (
+sys.path.insert(0, str(Path(__file__).parent))
+from common import append_row, read_rows  # noqa: E402
+
+from entroprune.api import (  # noqa: E402
     evaluate_checkpoint,
     finetune_checkpoint,
     machine_description,
@@ -31,9 +34,9 @@ from entroprune.api import (
     search_checkpoint,
     train_baseline,
 )
-from entroprune.errors import ConfigError
-from entroprune.rewards import RewardConfig
-from entroprune.search import SearchConfig
+from entroprune.errors import ConfigError  # noqa: E402
+from entroprune.rewards import RewardConfig  # noqa: E402
+from entroprune.search import SearchConfig  # noqa: E402
 
 FIELDS = ["model", "target", "source", "seed", "baseline_accuracy", "accuracy_before_finetune", "test_accuracy",
           "macs_fraction", "params_fraction", "speedup_torch_b64", "search_time_s", "search_episodes",
@@ -41,23 +44,6 @@ FIELDS = ["model", "target", "source", "seed", "baseline_accuracy", "accuracy_be
 # source -> (agent, reward kind, episodes or None for the grid's search_episodes)
 SOURCES = {"entropy": ("ddpg", "entropy", None), "accuracy": ("ddpg", "accuracy", None),
            "uniform": ("uniform", "entropy", 1), "random": ("random", "entropy", 1)}
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
-
-
-def append_row(path: Path, fields: list[str], row: dict) -> None:
-    new_file = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        if new_file:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 def record_baselines(out: Path, results: Path) -> None:
