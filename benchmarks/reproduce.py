@@ -59,12 +59,28 @@ def record_baselines(out: Path, results: Path) -> None:
                         "torch_threads": m.get("torch_threads"), "machine": machine_description()})
 
 
+def check_baseline(base: Path, results: Path) -> None:
+    """A baseline retrained in a later part must be the one earlier cells were measured against.
+
+    Training is deterministic for a fixed thread count (runs/ is not tracked, so each new checkout
+    retrains); a different accuracy means the code or the settings changed, and mixing cells from
+    two baselines would make the model's tables meaningless.
+    """
+    recorded = {r["model"]: float(r["test_accuracy"]) for r in read_rows(results.with_name("baselines.csv"))}
+    got = json.loads((base / "metrics.json").read_text())["test_accuracy"]
+    if base.name in recorded and abs(recorded[base.name] - got) > 1e-6:
+        raise SystemExit(f"baseline {base.name} retrained to {got:.2f}%, but {recorded[base.name]:.2f}% is recorded "
+                         f"in baselines.csv and earlier cells used it; remove that model's rows from the CSVs to "
+                         f"start it over, or restore the original baseline under {base}")
+
+
 def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int) -> dict:
     t_cell = time.perf_counter()
     base = out / "baselines" / model
     if not (base / "model.pt").exists():
         print(f"training baseline {model} ({grid['baseline_epochs']} epochs)", flush=True)
         train_baseline(model, grid["dataset"], base, epochs=grid["baseline_epochs"], seed=0, quiet=True, force=True)
+        check_baseline(base, Path(grid["results"]))
         record_baselines(out, Path(grid["results"]))
     baseline_acc = json.loads((base / "metrics.json").read_text())["test_accuracy"]
     cell = out / "cells" / f"{model}-{target}-{source}-s{seed}"
