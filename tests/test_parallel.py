@@ -75,7 +75,7 @@ def test_workers_without_ray_is_a_clear_error(digits_ckpt, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(workers=0), "--workers must be >= 1"),
-    (dict(ray_address="auto"), "--ray-address needs --workers 2"),
+    (dict(ray_address="auto"), "--ray-address needs --workers >= 2"),
     (dict(workers=2, ray_address="127.0.0.1:1"), "cannot reach the Ray cluster at 127.0.0.1:1"),
     (dict(workers=2, ray_address="nonsense"), "is not auto or HOST:PORT"),
 ])

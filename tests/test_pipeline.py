@@ -86,6 +86,28 @@ def test_run_quick_cli(tmp_path):
     assert "run folder" in proc.stdout
 
 
+def test_run_config_scales_out(tmp_path):
+    """workers and finetune.nproc in the main job's config reach the search and the fine-tune."""
+    pytest.importorskip("ray")
+    (tmp_path / "c.yaml").write_text("workers: 2\nfinetune:\n  nproc: 2\n")
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--config",
+                           str(tmp_path / "c.yaml"), "--out-root", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = next(p for p in tmp_path.iterdir() if p.name.startswith("run-"))
+    search = json.loads((run / "search" / "search.json").read_text())
+    assert search["workers"] == 2 and search["config"]["episode_batch"] == 2  # the batch follows workers
+    assert json.loads((run / "finetuned" / "metrics.json").read_text())["processes"] == 2
+
+
+def test_workers_set_the_episode_batch_unless_given():
+    from entroprune.config import parse_config
+
+    assert parse_config({"workers": 3}).search.episode_batch == 3
+    assert parse_config({"workers": 3, "search": {"episode_batch": 1}}).search.episode_batch == 1
+    assert parse_config({}).search.episode_batch == 1
+
+
 def test_python_api_on_any_module(tmp_path):
     """A user's own CNN (not from the zoo), a torch DataLoader, and the module-level API."""
     from torch.utils.data import DataLoader, TensorDataset

@@ -319,17 +319,18 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
                       workers=workers, ray_address=ray_address)
 
 
-def _check_workers(workers: int, ray_address: str | None) -> None:
+def _check_workers(workers: int, ray_address: str | None,
+                   flags: tuple[str, str] = ("--workers", "--ray-address")) -> None:
     """Fail before reading data or writing anything when the parallel set-up cannot work."""
     from .parallel import check_ray_address, import_ray
 
     if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"{flags[0]} must be >= 1, got {workers}")
     if workers > 1:
         import_ray()
         check_ray_address(ray_address)
     elif ray_address:
-        raise ConfigError("--ray-address needs --workers 2 or more")
+        raise ConfigError(f"{flags[1]} needs {flags[0]} >= 2")
 
 
 def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None,
@@ -401,6 +402,7 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
 
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    _check_workers(cfg.workers, cfg.ray_address, flags=("config key 'workers'", "config key 'ray_address'"))
     dataset = resolve_dataset(cfg.dataset, cfg.data_dir, say)
     cfg.dataset = dataset
     cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})
@@ -437,7 +439,8 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     t0 = time.perf_counter()
     say(f"search: {cfg.search.agent} with the {cfg.search.reward.kind} reward, {cfg.search.episodes} episodes, "
         f"target {cfg.search.flops_target:.0%} of the MACs")
-    result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, device=device, quiet=quiet)
+    result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, device=device, quiet=quiet,
+                               workers=cfg.workers, ray_address=cfg.ray_address)
     timings["search"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -447,7 +450,8 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     t0 = time.perf_counter()
     say(f"finetune: {f.epochs} epochs{' with distillation' if f.distill else ''}")
     finetune_checkpoint(run_dir / "pruned" / "model.pt", run_dir / "finetuned", epochs=f.epochs, lr=f.lr,
-                        batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet)
+                        batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet,
+                        nproc=f.nproc)
     timings["finetune"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ConfigError
 from .rewards import RewardConfig
@@ -39,6 +39,7 @@ class FinetuneConfig:
     :param epochs: passes over the training split.
     :param lr: initial learning rate of the cosine schedule.
     :param distill: distil from the unpruned network (knowledge distillation).
+    :param nproc: data-parallel processes on this machine (torch.distributed); the batch stays global.
     """
 
     __pydantic_config__ = _STRICT
@@ -46,6 +47,7 @@ class FinetuneConfig:
     lr: float = 0.02
     batch_size: int = 128
     distill: bool = True
+    nproc: Annotated[int, Field(ge=1)] = 1
 
 
 @dataclass
@@ -59,6 +61,10 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0
+    # Ray actors scoring the search's episode batches (extra entroprune[ray]); 1 = in-process.
+    # Unless search.episode_batch is set, it follows workers, as on the command line.
+    workers: Annotated[int, Field(ge=1)] = 1
+    ray_address: str | None = None
     out_root: str = "runs"
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     # Channel counts rounded to multiples of 8: CPU kernels (oneDNN, onnxruntime's NCHWc)
@@ -90,6 +96,9 @@ def quick_config() -> RunConfig:
 def parse_config(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
     """Validate a (partial) config mapping on top of ``base``'s values."""
     merged = _merge((base or RunConfig()).to_dict(), data)
+    search = data.get("search")
+    if "workers" in data and not (isinstance(search, dict) and "episode_batch" in search):
+        merged["search"]["episode_batch"] = merged["workers"]
     try:
         return TypeAdapter(RunConfig).validate_python(merged, strict=False)
     except ValidationError as exc:
