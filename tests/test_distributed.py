@@ -44,3 +44,31 @@ def test_nproc_errors_are_one_line(pruned_ckpt, tmp_path):
                               "--out", str(tmp_path / "x"), *args], capture_output=True, text=True)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
         assert not (tmp_path / "x").exists()
+
+
+def _loss_sum_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from entroprune.train import _sum_over_ranks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        running, seen = _sum_over_ranks(1.5 * (rank + 1), 10 * (rank + 1), torch.device("cpu"))
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(f"{running} {seen}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_logged_train_loss_covers_every_rank(tmp_path):
+    """A data-parallel epoch's loss is the mean over all shards, not rank 0's alone."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_loss_sum_worker, args=(port, str(tmp_path / "r")), nprocs=2)
+    for rank in range(2):
+        assert (tmp_path / f"r.{rank}").read_text() == "4.5 30"

@@ -139,6 +139,8 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
                 running += loss.item() * len(y)
                 seen += len(y)
                 bar.update(task, advance=1, info=f"epoch {epoch} loss {running / seen:.3f}")
+            if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+                running, seen = _sum_over_ranks(running, seen, device)  # each rank saw only its shard
             metrics = {"epoch": epoch, "train_loss": running / max(seen, 1),
                        "time_s": time.perf_counter() - t0}
             if val_loader is not None:
@@ -152,6 +154,15 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
             if on_epoch:
                 on_epoch(metrics)
     return history
+
+
+def _sum_over_ranks(running: float, seen: int, device: torch.device) -> tuple[float, int]:
+    import torch.distributed as dist
+
+    t = torch.tensor([running, float(seen)], dtype=torch.float64,
+                     device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return float(t[0]), int(t[1])
 
 
 __all__ = ["TrainConfig", "train_model", "evaluate"]
