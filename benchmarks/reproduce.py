@@ -1,7 +1,7 @@
 """Run the reproduction grid: search -> prune -> fine-tune -> evaluate per cell, resumable.
 
     python benchmarks/reproduce.py [--grid benchmarks/reproduce.yaml] [--only vgg] [--max-cells N]
-        [--max-minutes M]
+        [--max-minutes M] [--baselines-only]
 
 Each finished cell appends one row to the grid's ``results`` CSV (tracked in git, so the grid
 can run in parts over several sessions); rerunning skips the cells already there. Each part's
@@ -74,14 +74,20 @@ def check_baseline(base: Path, results: Path) -> None:
                          f"start it over, or restore the original baseline under {base}")
 
 
-def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int) -> dict:
-    t_cell = time.perf_counter()
+def ensure_baseline(grid: dict, out: Path, model: str) -> Path:
+    """The model's baseline checkpoint, trained (seed 0) and recorded if missing."""
     base = out / "baselines" / model
     if not (base / "model.pt").exists():
         print(f"training baseline {model} ({grid['baseline_epochs']} epochs)", flush=True)
         train_baseline(model, grid["dataset"], base, epochs=grid["baseline_epochs"], seed=0, quiet=True, force=True)
         check_baseline(base, Path(grid["results"]))
         record_baselines(out, Path(grid["results"]))
+    return base
+
+
+def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int) -> dict:
+    t_cell = time.perf_counter()
+    base = ensure_baseline(grid, out, model)
     baseline_acc = json.loads((base / "metrics.json").read_text())["test_accuracy"]
     cell = out / "cells" / f"{model}-{target}-{source}-s{seed}"
     agent, reward, episodes = SOURCES[source]
@@ -113,11 +119,18 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="restrict to these models")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this long")
+    ap.add_argument("--baselines-only", action="store_true",
+                    help="only train the missing baselines (e.g. for benchmarks/reward_study.py)")
     args = ap.parse_args()
     grid = yaml.safe_load(Path(args.grid).read_text())
     torch.set_num_threads(grid["threads"])
     out, results = Path(grid["out"]), Path(grid["results"])
     record_baselines(out, results)
+    if args.baselines_only:
+        for model in grid["models"]:
+            if not args.only or model in args.only:
+                print(f"{model}: {ensure_baseline(grid, out, model) / 'model.pt'}", flush=True)
+        return
     done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in read_rows(results)}
     # cells the grid's settings make impossible (e.g. a target below what min_keep allows): recorded once
     skipped_path = results.with_name("skipped.csv")

@@ -65,6 +65,36 @@ def test_other_agents_meet_budget(digits_ckpt, tmp_path, agent):
     assert res.episodes == (1 if agent == "uniform" else 6)
 
 
+@pytest.mark.parametrize("agent", ["sb3:td3", "sb3:sac", "sb3:ppo"])
+def test_sb3_search_resumes_after_a_crash(digits_ckpt, tmp_path, monkeypatch, agent):
+    """A crash in episode 11 of 20, then --resume: the same episodes as an uninterrupted run."""
+    import entroprune.search as search_mod
+
+    c = cfg(agent=agent, episodes=20, warmup=4)
+    full = search_checkpoint(digits_ckpt, tmp_path / "full", c, quiet=True)
+    scored, calls = search_mod._scored, []
+
+    def crash_in_episode_11(*args, **kw):
+        calls.append(1)
+        if len(calls) == 11:
+            raise RuntimeError("simulated crash")
+        return scored(*args, **kw)
+
+    monkeypatch.setattr(search_mod, "_scored", crash_in_episode_11)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        search_checkpoint(digits_ckpt, tmp_path / "part", c, quiet=True)
+    monkeypatch.setattr(search_mod, "_scored", scored)
+    state = torch.load(tmp_path / "part" / "search_state.pt", weights_only=True)
+    assert state["episode"] == 8  # TD3/SAC: every 4 episodes; PPO: at its 8-episode rollouts
+    assert len((tmp_path / "part" / "episodes.jsonl").read_text().splitlines()) == 10
+    resumed = search_checkpoint(digits_ckpt, tmp_path / "part", c, resume=True, quiet=True)
+    a = [json.loads(line) for line in (tmp_path / "full" / "episodes.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "part" / "episodes.jsonl").read_text().splitlines()]
+    assert [e["episode"] for e in b] == list(range(20))
+    assert [e["policy"] for e in b] == [e["policy"] for e in a]
+    assert resumed.policy == full.policy and resumed.reward == full.reward
+
+
 @pytest.mark.parametrize("kind", ["accuracy", "combined"])
 def test_accuracy_rewards(digits_ckpt, tmp_path, kind):
     res = search_checkpoint(digits_ckpt, tmp_path / kind, cfg(episodes=4, reward=RewardConfig(kind=kind)),
@@ -122,11 +152,12 @@ def test_sigkill_then_resume(digits_ckpt, tmp_path):
     assert episodes == list(range(40))
 
 
-def test_sigint_saves_state_and_says_how_to_resume(digits_ckpt, tmp_path):
+@pytest.mark.parametrize("agent", ["ddpg", "sb3:td3"])
+def test_sigint_saves_state_and_says_how_to_resume(digits_ckpt, tmp_path, agent):
     out = tmp_path / "int"
     args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target", "0.3",
             "--episodes", "400", "--warmup", "8", "--calib-size", "64", "--out", str(out), "--quiet",
-            "--device", "cpu"]
+            "--device", "cpu", "--agent", agent]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -178,6 +178,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     out_dir = Path(out_dir)
     state_path, log_path = out_dir / STATE_FILE, out_dir / LOG_FILE
     sb3 = config.agent.startswith("sb3:")
+    ppo = config.agent == "sb3:ppo"
     if sb3 and (workers > 1 or config.episode_batch > 1):
         raise ConfigError("--workers and --episode-batch above 1 need the ddpg, random or uniform agent; "
                           "Stable-Baselines3 agents step one environment at a time")
@@ -192,15 +193,17 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                                         **({"warmup": config.warmup, **config.ddpg} if config.agent == "ddpg" else {}))
     if config.agent == "uniform":
         agent.action = UniformAgent.solve(structure, config.flops_target, config.min_keep, config.round_to)
+    sb3_state = None
     if resume and state_path.exists():
-        if sb3:
-            raise ConfigError("--resume is not supported for Stable-Baselines3 agents; rerun without --resume")
         state = torch.load(state_path, weights_only=True)
         saved_cfg = {"episode_batch": 1, **json.loads(state["config"])}
         if saved_cfg != json.loads(json.dumps(config.to_dict())):
             raise ConfigError(f"{state_path} was written with other settings; resume with the same options "
                               "or start a fresh --out")
-        agent.load_state_dict(state["agent"])
+        if sb3:
+            sb3_state = state["sb3"]
+        else:
+            agent.load_state_dict(state["agent"])
         start, best, worst, diag = state["episode"], state["best"], state["worst"], state["diag"]
         lines = log_path.read_text().splitlines() if log_path.exists() else []
         if len(lines) < start:
@@ -240,12 +243,15 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                     "episode": episode}
         return learn_reward
 
-    def save_state() -> None:
-        if sb3:
-            return
-        state = {"episode": episode, "agent": agent.state_dict(), "best": best, "worst": worst, "diag": diag,
-                 "config": json.dumps(config.to_dict())}
+    saved_at = start
+
+    def save_state(sb3_snapshot: dict | None = None) -> None:
+        nonlocal saved_at
+        state = {"episode": episode, "best": best, "worst": worst, "diag": diag,
+                 "config": json.dumps(config.to_dict()),
+                 **({"sb3": sb3_snapshot} if sb3 else {"agent": agent.state_dict()})}
         atomic_write(state_path, lambda p: torch.save(state, p))
+        saved_at = episode
 
     interrupted = False
     try:
@@ -271,8 +277,16 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                 env.scorer, env.on_episode_end = sb3_scorer, on_episode_end
                 from .agents.sb3 import run_sb3
 
+                def on_boundary(take_snapshot, final: bool) -> None:
+                    # TD3/SAC reach a boundary after every episode, PPO after each rollout
+                    if final or stop.requested or episode // config.checkpoint_every > saved_at // config.checkpoint_every:
+                        save_state(take_snapshot())
+
+                # a Ctrl-C lets the episode finish and be saved (PPO: stops at once and goes
+                # back to its last saved rollout on resume)
                 run_sb3(config.agent.split(":", 1)[1], env, episodes, config.seed, config.warmup,
-                        on_step=lambda: not stop.requested and episode < episodes)
+                        on_step=lambda: episode < episodes and not (stop.requested and (saved_at == episode or ppo)),
+                        resume=sb3_state, on_boundary=on_boundary)
                 interrupted = stop.requested and episode < episodes
             else:
                 while episode < episodes:
@@ -298,7 +312,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     finally:
         scorer.close()
     if interrupted:
-        raise SearchInterrupted(f"search stopped after {episode} episodes with its state saved; "
+        raise SearchInterrupted(f"search stopped after {episode} episodes with its state saved at episode {saved_at}; "
                                 f"continue with the same command plus --resume (out: {out_dir})")
     if best is None:
         raise ConfigError("every episode gave a non-finite reward; the model or data contain NaN/Inf values")
