@@ -88,6 +88,7 @@ def world(tmp_path, digits_ckpt, idx_dir):
     (tmp_path / "wrong_type.yaml").write_text("seed: twelve\n")
     (tmp_path / "bad_syntax.yaml").write_text("search: [unclosed\n")
     (tmp_path / "zero_workers.yaml").write_text("workers: 0\n")
+    (tmp_path / "two_seeds.yaml").write_text("seed: 1\nsearch:\n  seed: 2\n")
     (tmp_path / "ray_address_alone.yaml").write_text("ray_address: auto\n")
     (tmp_path / "a_file").write_text("x")
     return w
@@ -129,6 +130,7 @@ CASES = {
     "config with unknown key": ["run", "--config", f"{T}/unknown_key.yaml", "--out-root", f"{T}/out"],
     "config with wrong type": ["run", "--config", f"{T}/wrong_type.yaml", "--out-root", f"{T}/out"],
     "config with bad YAML": ["run", "--config", f"{T}/bad_syntax.yaml", "--out-root", f"{T}/out"],
+    "config with two seeds": ["run", "--config", f"{T}/two_seeds.yaml", "--out-root", f"{T}/out"],
     "config with 0 workers": ["run", "--config", f"{T}/zero_workers.yaml", "--out-root", f"{T}/out"],
     "config with ray_address, 1 worker": ["run", "--config", f"{T}/ray_address_alone.yaml", "--out-root",
                                           f"{T}/out"],

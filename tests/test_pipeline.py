@@ -106,6 +106,7 @@ def test_workers_set_the_episode_batch_unless_given():
     assert parse_config({"workers": 3}).search.episode_batch == 3
     assert parse_config({"workers": 3, "search": {"episode_batch": 1}}).search.episode_batch == 1
     assert parse_config({}).search.episode_batch == 1
+    assert parse_config({"seed": 4}).search.seed == 4  # one seed for every stage
 
 
 def test_python_api_on_any_module(tmp_path):

@@ -97,15 +97,21 @@ def parse_config(data: dict[str, Any], base: RunConfig | None = None) -> RunConf
     """Validate a (partial) config mapping on top of ``base``'s values."""
     merged = _merge((base or RunConfig()).to_dict(), data)
     search = data.get("search")
+    if "seed" in data and not (isinstance(search, dict) and "seed" in search):
+        merged["search"]["seed"] = merged["seed"]
     if "workers" in data and not (isinstance(search, dict) and "episode_batch" in search):
         merged["search"]["episode_batch"] = merged["workers"]
     try:
-        return TypeAdapter(RunConfig).validate_python(merged, strict=False)
+        cfg = TypeAdapter(RunConfig).validate_python(merged, strict=False)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"config key {where!r}: {err['msg']}; fix or remove it "
                           "(see configs/default.yaml for every key)") from None
+    if cfg.search.seed != cfg.seed:  # one seed drives every stage of the run
+        raise ConfigError(f"config key 'search.seed' ({cfg.search.seed}) differs from 'seed' ({cfg.seed}); "
+                          "the top-level seed seeds every stage of the run, set that one and remove search.seed")
+    return cfg
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
