@@ -86,8 +86,8 @@ def ensure_baseline(grid: dict, out: Path, model: str) -> Path:
 
 
 def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int) -> dict:
-    t_cell = time.perf_counter()
     base = ensure_baseline(grid, out, model)
+    t_cell = time.perf_counter()  # a cell's time leaves out its model's baseline (counted on its own)
     baseline_acc = json.loads((base / "metrics.json").read_text())["test_accuracy"]
     cell = out / "cells" / f"{model}-{target}-{source}-s{seed}"
     agent, reward, episodes = SOURCES[source]
