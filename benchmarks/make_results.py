@@ -35,8 +35,8 @@ def fmt(vals: list[float], digits: int = 2) -> str:
     return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
 
 
-def model_macs(models: list[str], dataset: str) -> dict[str, float]:
-    """MACs of each untrained model at the dataset's input size (for cost estimates)."""
+def model_macs(models: list[str], dataset: str, widths: dict[str, float] | None = None) -> dict[str, float]:
+    """MACs of each untrained model at the dataset's input size and its grid width (for cost estimates)."""
     import torch
 
     from entroprune import count_macs_params
@@ -47,7 +47,8 @@ def model_macs(models: list[str], dataset: str) -> dict[str, float]:
     out = {}
     for m in models:
         s = max(side, min_input_size(m))
-        out[m] = float(count_macs_params(build_model(m, 10, ch).eval(), torch.zeros(1, ch, s, s))[0])
+        net = build_model(m, 10, ch, width_mult=(widths or {}).get(m, 1.0)).eval()
+        out[m] = float(count_macs_params(net, torch.zeros(1, ch, s, s))[0])
     return out
 
 
@@ -74,7 +75,9 @@ def main() -> None:
     total = len(models) * len(targets) * len(sources) * len(seeds)
 
     # ---- cost: measured per (model, source) cell times; other models scaled by their MACs
-    macs = model_macs(models, grid["dataset"])
+    widths = {m: float(w) for m, w in (grid.get("widths") or {}).items() if float(w) != 1.0}
+    macs = model_macs(models, grid["dataset"], widths)
+    full_macs = model_macs(list(widths), grid["dataset"])
     measured = {(m, s): [float(r["cell_time_s"]) for t in targets for r in cells.get((m, t, s), [])]
                 for m in models for s in sources}
     ref_model = next((m for m in models if all(measured[(m, s)] for s in sources)), None)
@@ -122,7 +125,9 @@ def main() -> None:
           f"fine-tuned with the same fixed budget: {grid['finetune_epochs']} epoch(s) of SGD with a cosine schedule"
           f"{' and distillation from the unpruned net' if grid['finetune_distill'] else ''}; channels rounded to "
           f"{grid['round_to']}, smallest keep ratio {grid['min_keep']}. Baselines: {grid['baseline_epochs']} epochs, "
-          "seed 0. Test accuracy is measured once, at the end; searches see only validation/calibration images.",
+          "seed 0. Test accuracy is measured once, at the end; searches see only validation/calibration images."
+          + "".join(f" `{m}` is built at width {w} ({macs[m] / 1e6:.0f}M MACs instead of {full_macs[m] / 1e6:.0f}M "
+                    "at full width), to fit the grid on 2 cores; depth and layout unchanged." for m, w in widths.items()),
           f"- Machine: {machine}. Runs dated {', '.join(dates) or 'n/a'}; page made {time.strftime('%Y-%m-%d')}.",
           "- Regenerate: `python benchmarks/reproduce.py` (resumable: skips finished cells; `--only MODEL`, "
           "`--max-minutes M` to run in parts), then `python benchmarks/make_results.py`.",
@@ -136,7 +141,7 @@ def main() -> None:
     for m in models:
         base = baselines.get(m)
         base_acc = f"{float(base['test_accuracy']):.2f}%" if base else NOT_RUN
-        md += [f"## {m} (baseline test accuracy {base_acc})", ""]
+        md += [f"## {m}{f' at width {widths[m]}' if m in widths else ''} (baseline test accuracy {base_acc})", ""]
         ran_any = any(cells.get((m, t, s)) for t in targets for s in sources)
         if not ran_any:
             cost = sum((cell_cost(m, s) or 0) for s in sources) * len(seeds) * len(targets) + (baseline_cost(m) or 0)

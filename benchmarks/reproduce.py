@@ -79,7 +79,8 @@ def ensure_baseline(grid: dict, out: Path, model: str) -> Path:
     base = out / "baselines" / model
     if not (base / "model.pt").exists():
         print(f"training baseline {model} ({grid['baseline_epochs']} epochs)", flush=True)
-        train_baseline(model, grid["dataset"], base, epochs=grid["baseline_epochs"], seed=0, quiet=True, force=True)
+        train_baseline(model, grid["dataset"], base, epochs=grid["baseline_epochs"], seed=0, quiet=True, force=True,
+                       width_mult=float(grid.get("widths", {}).get(model, 1.0)))
         check_baseline(base, Path(grid["results"]))
         record_baselines(out, Path(grid["results"]))
     return base
