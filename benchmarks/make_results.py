@@ -75,6 +75,8 @@ def main() -> None:
     total = len(models) * len(targets) * len(sources) * len(seeds)
 
     # ---- cost: measured per (model, source) cell times; other models scaled by their MACs
+    lost = [m for m in models if any(r["model"] == m for r in rows)
+            and not (Path(grid["baselines"]) / m / "model.pt").exists()]
     widths = {m: float(w) for m, w in (grid.get("widths") or {}).items() if float(w) != 1.0}
     macs = model_macs(models, grid["dataset"], widths)
     full_macs = model_macs(list(widths), grid["dataset"])
@@ -125,7 +127,11 @@ def main() -> None:
           f"fine-tuned with the same fixed budget: {grid['finetune_epochs']} epoch(s) of SGD with a cosine schedule"
           f"{' and distillation from the unpruned net' if grid['finetune_distill'] else ''}; channels rounded to "
           f"{grid['round_to']}, smallest keep ratio {grid['min_keep']}. Baselines: {grid['baseline_epochs']} epochs, "
-          "seed 0. Test accuracy is measured once, at the end; searches see only validation/calibration images."
+          f"seed 0, kept in `{grid['baselines']}/` so that every part of the grid uses the same net (a retrain "
+          "on another CPU is another net)"
+          + (f"; those of {', '.join(lost)} were trained before the grid kept them and are lost (their cells were "
+             "all run first)" if lost else "")
+          + ". Test accuracy is measured once, at the end; searches see only validation/calibration images."
           + "".join(f" `{m}` is built at width {w} ({macs[m] / 1e6:.0f}M MACs instead of {full_macs[m] / 1e6:.0f}M "
                     "at full width), to fit the grid on 2 cores; depth and layout unchanged." for m, w in widths.items()),
           f"- Machine: {machine}. Runs dated {', '.join(dates) or 'n/a'}; page made {time.strftime('%Y-%m-%d')}.",
