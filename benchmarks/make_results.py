@@ -252,6 +252,8 @@ def main() -> None:
                                                     "cooccurrence-avg"])
                       + f" | {rho('cooccurrence-avg', 'last')} | {'n/a' if acc_r is None else f'{acc_r:+.2f}'} "
                       f"| {st['spearman_min_keep_baseline']:+.2f} |")
+        loaded = [json.loads(p.read_text()) for p in studies]
+        md += ["", *variant_ranking(loaded)]
         md += ["", "Full tables (every variant x layer selection x normalisation): "
                + ", ".join(f"`{p.with_suffix('.md')}`" for p in studies) + ". How these (and the study before "
                "fine-tuning) chose the default variant: `docs/method.md`.", ""]
@@ -287,6 +289,31 @@ def main() -> None:
     if args.readme:
         update_readme(Path(args.readme), summary_table(cells, models, targets, sources, baselines, len(seeds)),
                       args.out)
+
+
+def variant_ranking(studies: list[dict], top: int = 6) -> list[str]:
+    """Every entropy variant x layer selection (normalised, as the search runs) ranked by its mean
+    Spearman over all studies: what the default variant should be chosen by."""
+    keys = sorted({(r["variant"], r["layers"]) for st in studies for r in st["results"] if r["normalize"]})
+    names = [f"{st['model']} {st['target']:.0%}" for st in studies]
+    table = []
+    for variant, layers in keys:
+        vals = [next((r["spearman"] for r in st["results"] if r["variant"] == variant and r["layers"] == layers
+                      and r["normalize"]), float("nan")) for st in studies]
+        table.append((float(np.nanmean(vals)), variant, layers, vals))
+    acc = [st.get("spearman_accuracy_reward") for st in studies]
+    table.sort(key=lambda t: -t[0])
+    out = [f"Entropy variants ranked by their mean Spearman over the {len(studies)} studies (normalised per layer; "
+           f"the top {top} and the default `cooccurrence-avg` over all layers):", "",
+           "| rank | variant | layers | mean | " + " | ".join(names) + " |",
+           "|---|---|---|---|" + "---|" * len(names)]
+    for rank, (mean, variant, layers, vals) in enumerate(table, 1):
+        if rank <= top or (variant, layers) == ("cooccurrence-avg", "all"):
+            out.append(f"| {rank} | {variant} | {layers} | {mean:+.2f} | "
+                       + " | ".join(f"{v:+.2f}" for v in vals) + " |")
+    if all(a is not None for a in acc):
+        out.append(f"| - | accuracy reward | - | {np.mean(acc):+.2f} | " + " | ".join(f"{a:+.2f}" for a in acc) + " |")
+    return out
 
 
 def summary_table(cells: dict, models: list[str], targets: list[float], sources: list[str], baselines: dict,
