@@ -121,7 +121,8 @@ def main() -> None:
           "Measured on Fashion-MNIST, whatever it shows.", "",
           f"- Grid `{grid_name}`: {len(rows)} of {total} cells run ({len(models)} models x {len(targets)} targets "
           f"x {len(sources)} policy sources x {len(seeds)} seeds). Sources: `entropy` and `accuracy` are DDPG "
-          f"searches of {grid['search_episodes']} episodes ({grid['warmup']} warm-up) with that reward (accuracy "
+          f"searches of {grid['search_episodes']} episodes ({grid['warmup']} warm-up) with that reward (entropy: "
+          f"`{grid['entropy_variant']}` over {grid['entropy_layers']} conv layers; accuracy "
           f"on {grid['accuracy_val_size']} validation images); `uniform` keeps the same fraction of every group; "
           "`random` is one random policy under the same MACs wall. Every policy is pruned, BN-recalibrated and "
           f"fine-tuned with the same fixed budget: {grid['finetune_epochs']} epoch(s) of SGD with a cosine schedule"
