@@ -1,0 +1,71 @@
+"""The reproduction grid's scripts on a tiny digits grid: cells, resume, baselines, results page."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parent.parent
+
+
+def grid(tmp_path: Path, **over) -> Path:
+    g = {"dataset": "digits", "models": ["vgg"], "targets": [0.5], "sources": ["uniform", "random"], "seeds": [0],
+         "widths": {"vgg": 0.5}, "baseline_epochs": 1, "search_episodes": 2, "warmup": 1, "min_keep": 0.2,
+         "round_to": 1, "entropy_variant": "cooccurrence-avg", "entropy_layers": "all", "accuracy_val_size": 64,
+         "finetune_epochs": 1, "finetune_distill": True, "latency_repeats": 1, "threads": 1,
+         "out": str(tmp_path / "runs"), "results": str(tmp_path / "m" / "results.csv"),
+         "parts": str(tmp_path / "m" / "parts.csv"), "baselines": str(tmp_path / "m" / "baselines")}
+    g.update(over)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(g))
+    return path
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_grid_runs_resumes_and_reports(tmp_path):
+    g = grid(tmp_path)
+    first = run("reproduce.py", "--grid", str(g), "--max-cells", "1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    m = tmp_path / "m"
+    assert [r["source"] for r in rows(m / "results.csv")] == ["uniform"]
+    assert (m / "baselines" / "vgg" / "model.pt").exists() and rows(m / "baselines.csv")[0]["model"] == "vgg"
+    base = rows(m / "baselines.csv")[0]
+    second = run("reproduce.py", "--grid", str(g))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "2 cells, 1 done, 1 to run" in second.stdout and "training baseline" not in second.stdout
+    assert [r["source"] for r in rows(m / "results.csv")] == ["uniform", "random"]
+    assert len(rows(m / "parts.csv")) == 2 and float(base["train_time_s"]) > 0
+
+    page = tmp_path / "results.md"
+    made = run("make_results.py", "--grid", str(g), "--out", str(page), "--studies", str(tmp_path), "--readme", "")
+    assert made.returncode == 0, made.stderr[-2000:]
+    text = page.read_text()
+    assert "2 of 2 cells run" in text and "## vgg at width 0.5" in text and "| uniform |" in text
+    assert (tmp_path / "results_accuracy_vs_macs.png").exists()
+
+
+def test_lost_baseline_is_not_silently_retrained(tmp_path):
+    g = grid(tmp_path, sources=["uniform", "random"])
+    assert run("reproduce.py", "--grid", str(g), "--max-cells", "1").returncode == 0
+    base = tmp_path / "m" / "baselines" / "vgg"
+    for f in base.iterdir():
+        f.unlink()
+    res = run("reproduce.py", "--grid", str(g))
+    assert res.returncode != 0 and "is missing, but vgg has cells measured against it" in res.stderr
+    assert len(rows(tmp_path / "m" / "results.csv")) == 1  # nothing was added from another baseline
+    # a study may still retrain it: a warning, and the recorded baseline stays the grid's
+    recorded = rows(tmp_path / "m" / "baselines.csv")
+    res = run("reproduce.py", "--grid", str(g), "--baselines-only")
+    assert res.returncode == 0 and (base / "model.pt").exists()
+    assert rows(tmp_path / "m" / "baselines.csv") == recorded
