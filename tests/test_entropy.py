@@ -127,3 +127,31 @@ def test_probe_records_only_inside_measure():
             model(torch.randn(8, 1, 16, 16))  # e.g. an accuracy forward: must not be recorded
         assert probe.sums == sums and probe.count == 4
         assert probe.measure(x) == first
+
+
+@pytest.mark.parametrize("variants", [("cooccurrence-avg",), ("distribution-avg", "cooccurrence-avg"),
+                                      ("cooccurrence-avg", "distribution")])
+def test_probe_with_kept_channels_matches_layer_entropy(variants):
+    """The probe's kept-channel path (it selects before rectifying when every variant averages
+    channels) gives exactly what layer_entropy gives on the layer's activations."""
+    model = build_model("vgg", 10, 1, 0.25).eval()
+    x = torch.randn(5, 1, 16, 16)
+    points = activation_points(model, x[:1])
+    convs = list(points)
+    mods = dict(model.named_modules())
+    acts = {}
+    handles = [mods[points[c]].register_forward_hook(lambda m, i, o, c=c: acts.__setitem__(c, o.detach().clone()))
+               for c in convs]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    kept = {c: torch.arange(0, acts[c].shape[1], 2) for c in convs[:2]}
+    kept[convs[2]] = torch.tensor([], dtype=torch.long)  # a layer with nothing kept
+    with EntropyProbe(model, convs, points, variants=variants) as probe:
+        probe.reset(kept)
+        res = probe.measure(x)
+    for v in variants:
+        for c in convs:
+            want = layer_entropy(acts[c], v, kept.get(c)).sum().item() / len(x)
+            assert res[v][c] == pytest.approx(want, rel=1e-6, abs=1e-9)

@@ -148,6 +148,7 @@ class EntropyProbe:
             if v not in VARIANTS:
                 raise ValueError(f"unknown entropy variant {v!r}; choose one of {', '.join(VARIANTS)}")
         self.model, self.layers, self.variants, self.levels = model, list(layers), list(variants), levels
+        self._avg_only = all(v.endswith("-avg") for v in self.variants)
         self.kept: dict[str, torch.Tensor] = {}
         self.sums: dict[tuple[str, str], float] = {}
         self.count = 0
@@ -161,9 +162,14 @@ class EntropyProbe:
         if not self.active:
             return
         t0 = time.perf_counter()
-        act = out.detach().clamp_min(0)
+        act, kept = out.detach(), self.kept.get(layer)
+        if self._avg_only and kept is not None and 0 < len(kept) < act.shape[1]:
+            # the mean map needs only the kept channels: select them first, rectify the copy in place
+            act, kept = act.index_select(1, kept.to(act.device)).clamp_min_(0), None
+        else:
+            act = act.clamp_min(0)
         for v in self.variants:
-            val = layer_entropy(act, v, self.kept.get(layer), self.levels, rectified=True).sum().item()
+            val = layer_entropy(act, v, kept, self.levels, rectified=True).sum().item()
             self.sums[(layer, v)] = self.sums.get((layer, v), 0.0) + val
         self.elapsed += time.perf_counter() - t0
 
