@@ -190,3 +190,9 @@ def test_non_finite_rewards_are_survived(digits_ckpt, tmp_path, monkeypatch):
     assert len(entries) == 12
     assert any(not e["finite"] and e["reward"] is None for e in entries)
     assert res.summary["non_finite_episodes"] >= 3 and np.isfinite(res.reward)
+
+
+def test_search_with_physical_scoring(digits_ckpt, tmp_path):
+    res = search_checkpoint(digits_ckpt, tmp_path / "p", cfg(episodes=6, warmup=3,
+                                                             reward=RewardConfig(physical=True)), quiet=True)
+    assert res.summary["within_tolerance"] and "pruning" in res.summary["mean_time_split_s"]

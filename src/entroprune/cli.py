@@ -189,6 +189,8 @@ def search(
     normalize: Annotated[bool, typer.Option(help="Entropy relative to the unpruned net, per layer.")] = True,
     bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics before scoring.")] = True,
     accuracy_weight: Annotated[float, typer.Option(help="Accuracy weight of the combined reward.")] = 1.0,
+    physical_scoring: Annotated[bool, typer.Option(
+        help="Score each policy on a physically pruned copy (faster forward passes) instead of masks.")] = False,
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of a group.")] = 0.2,
     round_to: Annotated[int, typer.Option(help="Round channel counts to multiples of this.")] = 1,
     warmup: Annotated[int, typer.Option(help="Random warm-up episodes (DDPG, TD3, SAC).")] = 100,
@@ -224,7 +226,7 @@ def search(
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
         reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize,
                             bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight,
-                            maximize=maximize))
+                            maximize=maximize, physical=physical_scoring))
     try:
         res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
                                 resume=resume, force=force, quiet=quiet, importance=importance,

@@ -178,21 +178,23 @@ class EntropyProbe:
         self.sums, self.count = {}, 0
 
     @torch.no_grad()
-    def measure(self, images: torch.Tensor, batch_size: int = 512,
-                keep_mode: bool = False) -> dict[str, dict[str, float]]:
+    def measure(self, images: torch.Tensor, batch_size: int = 512, keep_mode: bool = False,
+                model: nn.Module | None = None) -> dict[str, dict[str, float]]:
         """Mean entropy per variant and layer over ``images``: {variant: {layer: value}}.
 
         ``keep_mode`` leaves the model's train/eval modes alone (used when BatchNorm is
-        being recalibrated by this very forward pass).
+        being recalibrated by this very forward pass). ``model`` runs the images instead of
+        the probed model: a copy of it that carries the same hooks (a pruned copy).
         """
+        model = model or self.model
         self.sums, self.count, self.elapsed = {}, 0, 0.0
         if not keep_mode:
-            self.model.eval()
+            model.eval()
         self.active = True
         try:
             for start in range(0, len(images), batch_size):
                 batch = images[start:start + batch_size]
-                self.model(batch)
+                model(batch)
                 self.count += len(batch)
         finally:
             self.active = False

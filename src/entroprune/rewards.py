@@ -7,10 +7,13 @@
 
 Every evaluation: apply masks, optionally re-estimate BatchNorm statistics on the
 calibration images, run the scoring forward, restore nothing (the next ``apply`` does).
+With ``physical=True`` the policy is instead cut out of a copy of the model with
+torch-pruning, so the forward passes cost the pruned network's MACs, not the full one's.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
@@ -22,8 +25,8 @@ import torch.nn as nn
 
 from .entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
 from .errors import ConfigError
-from .prune import Masker, bn_calibration, recalibrate_bn
-from .structure import Structure
+from .prune import Masker, bn_calibration, counts_to_dict, recalibrate_bn
+from .structure import Structure, apply_physical
 
 REWARDS = ("entropy", "accuracy", "combined")
 
@@ -40,6 +43,10 @@ class RewardConfig:
     :param levels: quantisation levels of the co-occurrence variant.
     :param bn_recalibration: re-estimate BN statistics on the calibration images first.
     :param accuracy_weight: weight of accuracy in the ``combined`` reward.
+    :param physical: score on a physically pruned copy (one copy and one torch-pruning pass per
+        episode) instead of zero-masks on the full net: the same values to float rounding, and
+        forward passes that cost the pruned MACs, so faster wherever the forward passes dominate
+        (the accuracy reward, bigger nets; ``benchmarks/search_speed.py``).
     :param maximize: reward *high* entropy instead (not the paper's method; our reward study
         found entropy positively correlated with accuracy before fine-tuning, see
         docs/method.md), for research.
@@ -57,6 +64,7 @@ class RewardConfig:
     bn_recalibration: bool = True
     accuracy_weight: float = 1.0
     maximize: bool = False
+    physical: bool = False
 
     def validate(self) -> None:
         if self.kind not in REWARDS:
@@ -111,22 +119,31 @@ class RewardEvaluator:
         self.variants = [config.variant] + [v for v in extra_variants if v != config.variant]
         self.probe = EntropyProbe(model, self.layers, points, self.variants, config.levels)
         self.reference: dict[str, dict[str, float]] = {}
-        self.reference = self._entropies(structure.full_counts())[0]
+        self.reference = self._entropies(self.masker.kept_channels(structure.full_counts()))[0]
         self.reference_accuracy = self._accuracy() if val is not None and (val[1] >= 0).all() else None
 
-    def _entropies(self, counts: np.ndarray) -> tuple[dict[str, dict[str, float]], float]:
-        self.probe.reset(self.masker.kept_channels(counts))
+    def _entropies(self, kept: dict[str, torch.Tensor] | None,
+                   net: nn.Module | None = None) -> tuple[dict[str, dict[str, float]], float]:
+        self.probe.reset(kept)
         t0 = time.perf_counter()
-        values = self.probe.measure(self.calib, self.batch_size)
+        values = self.probe.measure(self.calib, self.batch_size, model=net)
         return values, time.perf_counter() - t0
 
     @torch.no_grad()
-    def _accuracy(self) -> float:
+    def _accuracy(self, net: nn.Module | None = None) -> float:
+        net = net or self.model
         x, y = self.val
         correct = 0
         for s in range(0, len(x), self.batch_size):
-            correct += (self.model(x[s:s + self.batch_size]).argmax(1) == y[s:s + self.batch_size]).sum().item()
+            correct += (net(x[s:s + self.batch_size]).argmax(1) == y[s:s + self.batch_size]).sum().item()
         return correct / max(1, len(x))
+
+    def _pruned_copy(self, counts: np.ndarray) -> nn.Module:
+        """The policy cut out of a copy of the (unmasked) model. The copy carries the probe's
+        forward hooks, which torch-pruning keeps on the modules it shrinks."""
+        net = copy.deepcopy(self.model)
+        apply_physical(net, self.structure, counts_to_dict(self.structure, counts))
+        return net.eval()
 
     def aggregate(self, values: dict[str, float], variant: str) -> float:
         """Mean over the chosen layers, each relative to the unpruned net when normalising."""
@@ -143,8 +160,14 @@ class RewardEvaluator:
         """Score one policy; with_accuracy also measures validation accuracy (diagnostics)."""
         times: dict[str, float] = {}
         t0 = time.perf_counter()
-        self.masker.apply(np.asarray(counts))
-        times["masking"] = time.perf_counter() - t0
+        counts = np.asarray(counts)
+        if self.config.physical:
+            net, kept = self._pruned_copy(counts), None
+            times["pruning"] = time.perf_counter() - t0
+        else:
+            self.masker.apply(counts)
+            net, kept = self.model, self.masker.kept_channels(counts)
+            times["masking"] = time.perf_counter() - t0
         wants_entropy = self.config.kind in ("entropy", "combined")
         # One pass does both when the calibration set is one batch: BN layers in batch-stat
         # mode normalise exactly as the recalibrated statistics will, so the entropy probe
@@ -153,28 +176,28 @@ class RewardEvaluator:
         entropy = accuracy = None
         extra: dict[str, float] = {}
         if single_pass:
-            self.probe.reset(self.masker.kept_channels(np.asarray(counts)))
+            self.probe.reset(kept)
             t0 = time.perf_counter()
-            with bn_calibration(self.model):
-                values = self.probe.measure(self.calib, self.batch_size, keep_mode=True)
+            with bn_calibration(net):
+                values = self.probe.measure(self.calib, self.batch_size, keep_mode=True, model=net)
             elapsed = time.perf_counter() - t0
             times["entropy"] = self.probe.elapsed
             times["bn_recalibration"] = elapsed - self.probe.elapsed  # the shared forward
             times["reward_forward"] = 0.0
         elif self.config.bn_recalibration:
             t0 = time.perf_counter()
-            recalibrate_bn(self.model, self.calib, self.batch_size)
+            recalibrate_bn(net, self.calib, self.batch_size)
             times["bn_recalibration"] = time.perf_counter() - t0
         if wants_entropy:
             if not single_pass:
-                values, elapsed = self._entropies(np.asarray(counts))
+                values, elapsed = self._entropies(kept, net)
                 times["entropy"] = self.probe.elapsed
                 times["reward_forward"] = elapsed - self.probe.elapsed
             entropy = self.aggregate(values[self.config.variant], self.config.variant)
             extra = {v: self.aggregate(values[v], v) for v in self.variants[1:]}
         if self.config.kind in ("accuracy", "combined") or with_accuracy:
             t0 = time.perf_counter()
-            accuracy = self._accuracy()
+            accuracy = self._accuracy(net)
             key = "reward_forward" if self.config.kind == "accuracy" else "diagnostic_accuracy"
             times[key] = times.get(key, 0.0) + time.perf_counter() - t0
         sign = 1.0 if self.config.maximize else -1.0

@@ -1,0 +1,42 @@
+"""Rewards: zero-mask scoring and physically pruned scoring agree on every kind of net."""
+
+import numpy as np
+import pytest
+import torch
+
+from entroprune.models import build_model
+from entroprune.rewards import RewardConfig, RewardEvaluator
+from entroprune.structure import Structure
+
+
+@pytest.mark.parametrize("name", ["vgg", "resnet20", "mobilenetv2"])
+@pytest.mark.parametrize("variant", ["cooccurrence-avg", "distribution"])
+def test_physical_scoring_equals_masked_scoring(name, variant):
+    torch.manual_seed(0)
+    model = build_model(name, 10, 1, 0.25).eval()
+    for m in model.modules():  # non-trivial BN statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    x = torch.randn(48, 1, 32, 32)
+    val = (torch.randn(40, 1, 32, 32), torch.randint(0, 10, (40,)))
+    structure = Structure(model, x[:1])
+    full = {p: v.clone() for p, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    scores = {}
+    for physical in (False, True):
+        cfg = RewardConfig(kind="combined", variant=variant, physical=physical)
+        ev = RewardEvaluator(model, structure, cfg, x, val)
+        rng = np.random.default_rng(0)
+        scores[physical] = []
+        for _ in range(3):
+            ratios = rng.uniform(0.2, 1.0, len(structure.groups))
+            res = ev.evaluate(structure.keep_counts(ratios, 2), with_accuracy=True)
+            scores[physical].append((res.entropy, res.accuracy))
+        ev.close()
+        assert all(torch.equal(v, full[p]) for p, v in model.state_dict().items())  # the model is untouched
+    masked, physical = np.array(scores[False]), np.array(scores[True])
+    assert physical[:, 0] == pytest.approx(masked[:, 0], rel=1e-4, abs=1e-6)
+    assert np.abs(physical[:, 1] - masked[:, 1]).max() <= 1 / 40 + 1e-9  # at most one borderline image
+    assert "pruning" in res.times and "masking" not in res.times
