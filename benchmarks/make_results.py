@@ -135,6 +135,7 @@ def main() -> None:
           + ". Test accuracy is measured once, at the end; searches see only validation/calibration images."
           + "".join(f" `{m}` is built at width {w} ({macs[m] / 1e6:.0f}M MACs instead of {full_macs[m] / 1e6:.0f}M "
                     "at full width), to fit the grid on 2 cores; depth and layout unchanged." for m, w in widths.items()),
+          *[f"- {note}" for note in grid.get("notes") or []],
           f"- Machine: {machine}. Runs dated {', '.join(dates) or 'n/a'}; page made {time.strftime('%Y-%m-%d')}.",
           "- Regenerate: `python benchmarks/reproduce.py` (resumable: skips finished cells; `--only MODEL`, "
           "`--max-minutes M` to run in parts), then `python benchmarks/make_results.py`.",

@@ -99,7 +99,8 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     episodes = episodes or grid["search_episodes"]
     cfg = SearchConfig(flops_target=target, agent=agent, episodes=episodes, seed=seed, warmup=grid["warmup"],
                        min_keep=grid["min_keep"], round_to=grid["round_to"], val_size=grid["accuracy_val_size"],
-                       reward=RewardConfig(kind=reward, variant=grid["entropy_variant"], layers=grid["entropy_layers"]))
+                       reward=RewardConfig(kind=reward, variant=grid["entropy_variant"], layers=grid["entropy_layers"],
+                                           physical=bool(grid.get("physical_scoring", False))))
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     res = search_checkpoint(base / "model.pt", cell / "search", cfg, quiet=True, force=True)
