@@ -29,7 +29,7 @@ def test_search_is_deterministic(digits_ckpt, tmp_path):
     assert abs(policy["achieved"] - 0.3) <= 0.02 * 0.3 or a.summary["within_tolerance"]
     lines = (tmp_path / "a" / "episodes.jsonl").read_text().splitlines()
     assert [json.loads(line)["episode"] for line in lines] == list(range(24))
-    assert {"masking", "bn_recalibration", "entropy", "reward_forward", "agent"} <= set(json.loads(lines[0])["times"])
+    assert {"pruning", "bn_recalibration", "entropy", "reward_forward", "agent"} <= set(json.loads(lines[0])["times"])
 
 
 def test_resume_gives_same_policy(digits_ckpt, tmp_path):

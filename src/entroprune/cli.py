@@ -190,7 +190,7 @@ def search(
     bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics before scoring.")] = True,
     accuracy_weight: Annotated[float, typer.Option(help="Accuracy weight of the combined reward.")] = 1.0,
     physical_scoring: Annotated[bool, typer.Option(
-        help="Score each policy on a physically pruned copy (faster forward passes) instead of masks.")] = False,
+        help="Score each policy on a physically pruned copy (faster) instead of zero-masks on the full net.")] = True,
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of a group.")] = 0.2,
     round_to: Annotated[int, typer.Option(help="Round channel counts to multiples of this.")] = 1,
     warmup: Annotated[int, typer.Option(help="Random warm-up episodes (DDPG, TD3, SAC).")] = 100,

@@ -1,14 +1,14 @@
-"""Rewards for a pruning policy, evaluated on the live model through zero-masks.
+"""Rewards for a pruning policy, evaluated on a pruned copy or on the live model through zero-masks.
 
 * ``entropy`` (the paper's method, default): minus the spatial entropy of the pruned
   network's conv activations on a calibration batch. Uses no labels.
 * ``accuracy`` (AMC): top-1 accuracy (as a fraction) on a held-out validation subset.
 * ``combined``: ``-entropy + accuracy_weight * accuracy``, for research.
 
-Every evaluation: apply masks, optionally re-estimate BatchNorm statistics on the
-calibration images, run the scoring forward, restore nothing (the next ``apply`` does).
-With ``physical=True`` the policy is instead cut out of a copy of the model with
-torch-pruning, so the forward passes cost the pruned network's MACs, not the full one's.
+Every evaluation (``physical=True``, the default): cut the policy out of a copy of the model
+with torch-pruning, optionally re-estimate BatchNorm statistics on the calibration images,
+run the scoring forward on that smaller net. With ``physical=False``: apply zero-masks to the
+live model instead (every forward costs the full MACs; same values to float rounding).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class RewardConfig:
     bn_recalibration: bool = True
     accuracy_weight: float = 1.0
     maximize: bool = False
-    physical: bool = False
+    physical: bool = True
 
     def validate(self) -> None:
         if self.kind not in REWARDS:
