@@ -237,7 +237,7 @@ def main() -> None:
                "(positive = the reward ranks policies the right way); normalised per layer, as the search does.", "",
                "| model | target | policies | fine-tune | " + " | ".join(
                    ["distribution", "cooccurrence", "distribution-avg", "cooccurrence-avg"]) +
-               " | cooccurrence-avg, last layer | accuracy reward | smallest keep ratio |",
+               " | cooccurrence, last layer (default) | accuracy reward | smallest keep ratio |",
                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for path in studies:
             st = json.loads(path.read_text())
@@ -252,7 +252,7 @@ def main() -> None:
                       f"{st['finetune_images']} images | "
                       + " | ".join(rho(v) for v in ["distribution", "cooccurrence", "distribution-avg",
                                                     "cooccurrence-avg"])
-                      + f" | {rho('cooccurrence-avg', 'last')} | {'n/a' if acc_r is None else f'{acc_r:+.2f}'} "
+                      + f" | {rho('cooccurrence', 'last')} | {'n/a' if acc_r is None else f'{acc_r:+.2f}'} "
                       f"| {st['spearman_min_keep_baseline']:+.2f} |")
         loaded = [json.loads(p.read_text()) for p in studies]
         md += ["", *variant_ranking(loaded)]
@@ -306,7 +306,8 @@ def variant_ranking(studies: list[dict], top: int = 6) -> list[str]:
     acc = [st.get("spearman_accuracy_reward") for st in studies]
     table.sort(key=lambda t: -t[0])
     out = [f"Entropy variants ranked by their mean Spearman over the {len(studies)} studies (normalised per layer; "
-           f"the top {top} and the default `cooccurrence-avg` over all layers):", "",
+           f"the top {top}, and `cooccurrence-avg` over all layers, the default before this ranking and the grid's "
+           "`entropy` source):", "",
            "| rank | variant | layers | mean | " + " | ".join(names) + " |",
            "|---|---|---|---|" + "---|" * len(names)]
     for rank, (mean, variant, layers, vals) in enumerate(table, 1):
