@@ -95,14 +95,21 @@ def main() -> None:
 
     kwargs = json.loads(sys.argv[1])
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    code = 0
     try:
         finetune_checkpoint(**kwargs)
     except ConfigError as exc:
         print(f"{ERROR_MARK} {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        code = 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+    # Leave without running C++ static destructors: at interpreter exit, torch's gloo/c10d
+    # threads were sometimes destroyed while joinable ("terminate called without an active
+    # exception", SIGABRT) after all work was done and written, failing the launch.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
