@@ -108,7 +108,8 @@ class RewardEvaluator:
         # Calibration sets up to 1024 images go through in one batch (one-pass scoring).
         batch_size = batch_size or max(256, min(len(calib), 1024))
         self.calib, self.val, self.batch_size = calib, val, batch_size
-        self.masker = Masker(model, structure)
+        # masks need a saved copy of every weight; pruned copies leave the model untouched
+        self.masker = None if config.physical else Masker(model, structure)
         points = activation_points(model, calib[:1])
         measurable = [m for g in structure.groups for m in g.members if m in points]
         order = list(points)  # forward order of convs
@@ -120,7 +121,7 @@ class RewardEvaluator:
         self.variants = [config.variant] + [v for v in extra_variants if v != config.variant]
         self.probe = EntropyProbe(model, self.layers, points, self.variants, config.levels)
         self.reference: dict[str, dict[str, float]] = {}
-        self.reference = self._entropies(self.masker.kept_channels(structure.full_counts()))[0]
+        self.reference = self._entropies(None)[0]  # the unpruned net: every channel kept
         self.reference_accuracy = self._accuracy() if val is not None and (val[1] >= 0).all() else None
 
     def _entropies(self, kept: dict[str, torch.Tensor] | None,
@@ -215,7 +216,8 @@ class RewardEvaluator:
     def close(self) -> None:
         """Remove hooks and give the model back its original weights and statistics."""
         self.probe.close()
-        self.masker.restore()
+        if self.masker is not None:
+            self.masker.restore()
 
 
 __all__ = ["REWARDS", "RewardConfig", "RewardResult", "RewardEvaluator"]
