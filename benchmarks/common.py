@@ -45,4 +45,17 @@ def append_row(path: Path, fields: list[str], row: dict) -> None:
         writer.writerow(row)
 
 
-__all__ = ["timing_checkpoint", "machine_description", "read_rows", "append_row"]
+def write_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Replace a CSV with these rows, atomically (a crash leaves the old file)."""
+    from entroprune.utils import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+__all__ = ["timing_checkpoint", "machine_description", "read_rows", "append_row", "write_rows"]

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_row, read_rows  # noqa: E402
+from common import append_row, read_rows, write_rows  # noqa: E402
 
 from entroprune.api import (  # noqa: E402
     evaluate_checkpoint,
@@ -56,9 +56,7 @@ def record_baseline(base: Path, results: Path) -> None:
     rows = [r for r in read_rows(path) if r["model"] != base.name]
     rows.append({"model": base.name, "test_accuracy": m["test_accuracy"], "train_time_s": round(m["train_time_s"], 1),
                  "epochs": m["epochs"], "torch_threads": m.get("torch_threads"), "machine": machine_description()})
-    path.unlink(missing_ok=True)
-    for row in rows:
-        append_row(path, BASELINE_FIELDS, row)
+    write_rows(path, BASELINE_FIELDS, rows)
 
 
 def ensure_baseline(grid: dict, model: str, strict: bool = True) -> Path:
