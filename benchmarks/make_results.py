@@ -127,7 +127,15 @@ def main() -> None:
                 est_left += c * sum((m, t, s, seed) not in done for seed in seeds)
     actual = sum(float(p["wall_time_s"]) for p in parts)
 
-    machine = rows[0]["machine"] if rows else "n/a"
+    by_machine: dict[str, list[str]] = defaultdict(list)  # machine -> models it ran cells of (times differ by CPU)
+    for r in rows:
+        if r["model"] not in by_machine[r["machine"]]:
+            by_machine[r["machine"]].append(r["model"])
+    n_on = {k: sum(r["machine"] == k for r in rows) for k in by_machine}
+    machine = "; ".join(f"{k} ({n_on[k]} cell{'s' * (n_on[k] != 1)}: {', '.join(v)})"
+                        for k, v in by_machine.items()) or "n/a"
+    machine_note = (" Times (search, fine-tune, speed-ups) are comparable within one machine only; the grid ran in "
+                    "parts on whichever machine each session had." if len(by_machine) > 1 else "")
     dates = sorted({r["date"] for r in rows})
     md = ["# Reproduction results", "",
           "Does minimising the spatial entropy of conv activations find pruning policies as good as an "
@@ -150,11 +158,11 @@ def main() -> None:
           + "".join(f" `{m}` is built at width {w} ({macs[m] / 1e6:.0f}M MACs instead of {full_macs[m] / 1e6:.0f}M "
                     "at full width), to fit the grid on 2 cores; depth and layout unchanged." for m, w in widths.items()),
           *[f"- {note}" for note in grid.get("notes") or []],
-          f"- Machine: {machine}. Runs dated {', '.join(dates) or 'n/a'}; page made {time.strftime('%Y-%m-%d')}.",
+          f"- Machine{'s' if len(by_machine) > 1 else ''}: {machine}.{machine_note} Runs dated {', '.join(dates) or 'n/a'}; page made {time.strftime('%Y-%m-%d')}.",
           "- Regenerate: `python benchmarks/reproduce.py` (resumable: skips finished cells; `--only MODEL`, "
           "`--max-minutes M` to run in parts), then `python benchmarks/make_results.py`.",
           f"- Cost: {len(parts)} part(s) of the grid ran for {actual / 3600:.2f} h in all. Estimated cost of the "
-          f"whole grid on this machine: {est_total / 3600:.1f} h (baselines included), of which {est_left / 3600:.1f} h "
+          f"whole grid on the machine(s) above: {est_total / 3600:.1f} h (baselines included), of which {est_left / 3600:.1f} h "
           "not yet run. Estimate: the mean measured time of a cell per model and source; for models with no "
           f"measured cell, {ref_model or 'the first complete model'}'s times scaled by the model's MACs.", ""]
 
@@ -168,7 +176,7 @@ def main() -> None:
         if not ran_any:
             cost = sum((cell_cost(m, s) or 0) for s in sources) * len(seeds) * len(targets) + (baseline_cost(m) or 0)
             md += [f"Not run: the compute budget of the sessions so far (2-core CPU) went to the models above; "
-                   f"estimated {cost / 3600:.1f} h on this machine. Run `python benchmarks/reproduce.py --only {m}`.", ""]
+                   f"estimated {cost / 3600:.1f} h on the machine(s) above. Run `python benchmarks/reproduce.py --only {m}`.", ""]
             continue
         for t in targets:
             md += [f"### {m}, {t:.0%} of the MACs ({1 / t:.0f}x fewer)", "",
