@@ -69,3 +69,21 @@ def test_lost_baseline_is_not_silently_retrained(tmp_path):
     res = run("reproduce.py", "--grid", str(g), "--baselines-only")
     assert res.returncode == 0 and (base / "model.pt").exists()
     assert rows(tmp_path / "m" / "baselines.csv") == recorded
+
+
+def test_search_speed_compares_only_like_with_like():
+    """Search times from another CPU or another scoring mode must not enter the entropy/accuracy ratio."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from make_results import search_speed
+
+    grid_cfg = {"mask_scored": [{"model": "m", "target": 0.2, "source": "entropy", "seed": 0}]}
+
+    def row(source, seed, machine, t):
+        return {"model": "m", "target": "0.2", "source": source, "seed": str(seed), "machine": machine,
+                "search_time_s": str(t)}
+
+    e = [row("entropy", 0, "A", 1000), row("entropy", 1, "B", 100), row("entropy", 2, "B", 200)]
+    a = [row("accuracy", 0, "A", 500), row("accuracy", 1, "B", 300), row("accuracy", 2, "A", 900)]
+    te, ta, pairs = search_speed(e, a, grid_cfg)  # seed 0: masks vs pruned copies; seed 2: two machines
+    assert (te, ta, pairs) == (100.0, 300.0, 1)
+    assert search_speed(e[2:], a[2:], grid_cfg) is None
