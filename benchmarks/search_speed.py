@@ -37,8 +37,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     given = dict(kv.split("=", 1) for kv in args.checkpoints)
-    machine = machine_description().rsplit(", ", 1)[0]  # threads vary by row: the table says how many
-    print(f"# search speed, {args.episodes} DDPG episodes per cell; {machine}")
+    print(f"# search speed, {args.episodes} DDPG episodes per cell; {machine_description(threads=False)}")
     print("| model | target | reward | scoring | threads | episodes/s | s/episode | time split (s/episode) |")
     print("|---|---|---|---|---|---|---|---|")
     results = []

@@ -365,7 +365,9 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
     }
 
 
-def machine_description() -> str:
+def machine_description(threads: bool = True) -> str:
+    """CPU, cores and torch build, plus the current torch thread count unless ``threads`` is off
+    (for tables whose rows vary it)."""
     import platform
 
     cpu = platform.processor() or platform.machine()
@@ -378,7 +380,8 @@ def machine_description() -> str:
         pass
     import os
 
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    machine = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{machine}, {torch.get_num_threads()} threads" if threads else machine
 
 
 def resolve_dataset(name: str, data_dir: str | None, say=print) -> str:
