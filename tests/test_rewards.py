@@ -40,3 +40,17 @@ def test_physical_scoring_equals_masked_scoring(name, variant):
     assert physical[:, 0] == pytest.approx(masked[:, 0], rel=1e-4, abs=1e-6)
     assert np.abs(physical[:, 1] - masked[:, 1]).max() <= 1 / 40 + 1e-9  # at most one borderline image
     assert "pruning" in res.times and "masking" not in res.times
+
+
+def test_cli_search_reward_defaults_are_reward_config_defaults():
+    """The CLI keeps torch out of import, so its defaults are literals: they must follow RewardConfig's."""
+    import inspect
+
+    from entroprune import cli
+
+    params = inspect.signature(cli.search).parameters
+    default = RewardConfig()
+    cli_names = {"variant": "variant", "entropy_layers": "layers", "normalize": "normalize",
+                 "bn_recalibration": "bn_recalibration", "accuracy_weight": "accuracy_weight",
+                 "maximize": "maximize", "physical_scoring": "physical"}
+    assert {c: params[c].default for c in cli_names} == {c: getattr(default, f) for c, f in cli_names.items()}
