@@ -169,10 +169,10 @@ def main() -> None:
           f"fine-tuned with the same fixed budget: {grid['finetune_epochs']} epoch(s) of SGD with a cosine schedule"
           f"{' and distillation from the unpruned net' if grid['finetune_distill'] else ''}; channels rounded to "
           f"{grid['round_to']}, smallest keep ratio {grid['min_keep']}. Baselines: {grid['baseline_epochs']} epochs, "
-          f"seed 0, kept in `{grid['baselines']}/` so that every part of the grid uses the same net (a retrain "
-          "on another CPU is another net)"
-          + (f"; those of {', '.join(lost)} were trained before the grid kept them and are lost (their cells were "
-             "all run first)" if lost else "")
+          f"seed 0, kept in `{grid['baselines']}/` so that every part of the grid uses the same net (another CPU "
+          "or thread count rounds floats differently)"
+          + (f"; those of {', '.join(lost)} were trained before the grid kept them, when the baseline's initial "
+             "weights were not yet seeded, and cannot be retrained (their cells were all run first)" if lost else "")
           + ". Test accuracy is measured once, at the end; searches see only validation/calibration images."
           + "".join(f" `{m}` is built at width {w} ({macs[m] / 1e6:.0f}M MACs instead of {full_macs[m] / 1e6:.0f}M "
                     "at full width), to fit the grid on 2 cores; depth and layout unchanged." for m, w in widths.items()),

@@ -62,9 +62,9 @@ def record_baseline(base: Path, results: Path) -> None:
 def ensure_baseline(grid: dict, model: str, strict: bool = True) -> Path:
     """The model's baseline folder (tracked in git: model.pt + metrics.json), trained if missing.
 
-    Training is deterministic on one machine, but another CPU (AVX-512 or not, say) gives other
-    floats and so another net: later parts of the grid, on other machines, must reuse the same
-    file. A baseline retrained for a model that already has cells is refused (``strict``) or
+    Training is deterministic for one CPU and thread count, but another CPU or thread count
+    rounds floats differently and can end in another net: later parts of the grid, on other
+    machines, must reuse the same file. A baseline retrained for a model that already has cells is refused (``strict``) or
     flagged, never silently mixed with them.
     """
     base = Path(grid["baselines"]) / model

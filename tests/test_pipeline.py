@@ -25,6 +25,20 @@ def pruned(digits_ckpt, tmp_path_factory):
     return root
 
 
+def test_train_baseline_does_not_depend_on_the_global_rng(tmp_path):
+    # The main job and the benchmarks call the API without the CLI's seeding: the initial
+    # weights must still follow `seed`, or the same run gives a different baseline every time.
+    from entroprune.api import train_baseline
+
+    states = []
+    for i, outside in enumerate((1, 2)):
+        torch.manual_seed(outside)
+        train_baseline("vgg", "digits", tmp_path / str(i), epochs=1, width_mult=0.25, seed=0,
+                       train_limit=128, quiet=True)
+        states.append(torch.load(tmp_path / str(i) / "model.pt", weights_only=True)["state_dict"])
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_pruned_checkpoint_reloads_safely(pruned, digits_ckpt):
     raw = torch.load(pruned / "pruned" / "model.pt", weights_only=True)
     assert raw["pruning"]["history"] and raw["pruning"]["original"] == str(digits_ckpt.resolve())

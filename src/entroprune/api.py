@@ -15,7 +15,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, min_input_size
 from .structure import count_macs_params
 from .train import TrainConfig, evaluate, train_model
-from .utils import check_writable_dir, forward_with_hooks, write_json
+from .utils import check_writable_dir, forward_with_hooks, seed_everything, write_json
 
 
 def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
@@ -58,6 +58,9 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
         raise ConfigError(f"{ckpt_path} already exists; pass --force to overwrite it or choose "
                           "another --out")
     check_writable_dir(out_dir)
+    # The initial weights come from the global RNG: seed it here, not only in the CLI, or API
+    # callers (the main job, benchmarks) get a different baseline on every run.
+    seed_everything(seed)
     net = build_model(model, data.num_classes, data.in_channels, width_mult)
     spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
                      width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
@@ -404,6 +407,7 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     from .utils import resolve_device, set_threads, write_text
 
     set_threads(cfg.threads)
+    seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     _check_workers(cfg.workers, cfg.ray_address, flags=("config key 'workers'", "config key 'ray_address'"))
     dataset = resolve_dataset(cfg.dataset, cfg.data_dir, say)
