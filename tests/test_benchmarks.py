@@ -1,6 +1,7 @@
 """The reproduction grid's scripts on a tiny digits grid: cells, resume, baselines, results page."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,25 @@ def test_search_speed_compares_only_like_with_like():
     te, ta, pairs = search_speed(e, a, grid_cfg)  # seed 0: masks vs pruned copies; seed 2: two machines
     assert (te, ta, pairs) == (100.0, 300.0, 1)
     assert search_speed(e[2:], a[2:], grid_cfg) is None
+
+
+def test_main_job_record_comes_from_the_run(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--out-root",
+                           str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = next((tmp_path / "runs").glob("run-*"))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- main-job:begin -->\nstale\n<!-- main-job:end -->\nrest\n")
+    done = run("main_job.py", str(run_dir), "--wall", "75", "--out-dir", str(tmp_path / "m"), "--readme", str(readme))
+    assert done.returncode == 0, done.stderr
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- main-job:begin -->\n") and text.endswith("<!-- main-job:end -->\nrest\n")
+    report = json.loads((run_dir / "report.json").read_text())
+    base, pruned = report["evaluation"]["rows"]
+    assert "stale" not in text and f"| {pruned['test_accuracy']:.2f} |" in text and "1 min 15 s" in text
+    assert json.loads((tmp_path / "m" / "main_job.json").read_text()) == report
+    assert f"| {base['test_accuracy']:.2f} |" in (tmp_path / "m" / "main_job.md").read_text()
+    readme.write_text("no markers\n")
+    missing = run("main_job.py", str(run_dir), "--out-dir", str(tmp_path / "n"), "--readme", str(readme))
+    assert missing.returncode != 0 and "markers" in missing.stderr and readme.read_text() == "no markers\n"
+    assert not (tmp_path / "n").exists()  # nothing written when it cannot finish

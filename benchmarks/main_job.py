@@ -1,0 +1,140 @@
+"""Record a `make run` folder as the main-job measurement: docs/measurements/main_job.{md,json}
+and the README's main-job block, so that every number there comes from the run itself.
+
+usage: python benchmarks/main_job.py [RUN_DIR] [--wall SECONDS]
+
+RUN_DIR defaults to the newest runs/run-*; --wall is the whole `make run` (set-up included) as
+timed by the caller, e.g. `/usr/bin/time -f %e make run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- main-job:begin -->", "<!-- main-job:end -->"
+
+
+def trace(run_dir: Path, warmup: int, last: int = 100) -> dict:
+    """What the agent did: where the best policy came from and how often the end repeated it."""
+    eps = [json.loads(line) for line in (run_dir / "search" / "episodes.jsonl").read_text().splitlines() if line]
+    key = [json.dumps(e["policy"], sort_keys=True) for e in eps]
+    best = max(range(len(eps)), key=lambda i: (eps[i]["reward"], -i))  # first of equal rewards
+    tail = key[-last:]
+    top, top_n = Counter(tail).most_common(1)[0]
+    return {"episodes": len(eps), "best_episode": best, "best_in_warmup": best < warmup, "warmup": warmup,
+            "distinct_after_warmup": len(set(key[warmup:])), "last": len(tail),
+            "last_equal_best": sum(k == key[best] for k in tail), "last_most_common": top_n,
+            "first_better_after_warmup": next((i for i in range(warmup, len(eps))
+                                               if eps[i]["reward"] > max(e["reward"] for e in eps[:warmup])), None)}
+
+
+def trace_sentence(t: dict) -> str:
+    where = (f"episode {t['best_episode']} of the random warm-up" if t["best_in_warmup"]
+             else f"episode {t['best_episode']}, after the {t['warmup']}-episode warm-up")
+    text = (f"the best reward came at {where}; after the warm-up DDPG tried {t['distinct_after_warmup']} distinct "
+            f"policies, and {t['last_most_common']} of the last {t['last']} episodes were one and the same policy")
+    text += " (the best one)." if t["last_equal_best"] == t["last_most_common"] else ", not the best one."
+    if t["first_better_after_warmup"] is None:
+        text += " No episode after the warm-up beat the warm-up's best."
+    return text
+
+
+def fmt_s(s: float) -> str:
+    return f"{int(s // 60)} min {int(round(s % 60))} s" if s >= 60 else f"{s:.0f} s"
+
+
+def readme_block(report: dict, t: dict, wall: float | None) -> str:
+    ev = report["evaluation"]
+    base, pruned = ev["rows"]
+    tm = ev.get("timings_s", {})
+    rows = [
+        "| model | test acc (%) | params | MACs | MACs reduction | torch b64 (ms) | ORT b64 (ms) | torch speed-up b64 "
+        "| ORT speed-up b64 |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| original {ev['model']} | {base['test_accuracy']:.2f} | {base['params']:,} | {base['macs']:,} | - | "
+        f"{base['torch_b64_ms']:.2f} | {base['ort_b64_ms']:.2f} | - | - |",
+        f"| pruned + fine-tuned | {pruned['test_accuracy']:.2f} | {pruned['params']:,} | {pruned['macs']:,} | "
+        f"{pruned['macs_reduction']:.2f}x | {pruned['torch_b64_ms']:.2f} | {pruned['ort_b64_ms']:.2f} | "
+        f"{pruned['speedup_torch_b64']:.2f}x | {pruned['speedup_ort_b64']:.2f}x |",
+    ]
+    took = (f"The whole `make run`, set-up and baseline training included, took {fmt_s(wall)}" if wall
+            else f"The run took {fmt_s(tm.get('total', 0))} after set-up")
+    parts = ", ".join(f"{name} {tm[k]:.0f} s" for k, name in
+                      (("baseline", "baseline"), ("search", "search"), ("finetune", "fine-tuning")) if k in tm)
+    text = (f"Accuracy change {pruned['test_accuracy'] - base['test_accuracy']:+.2f} points; batch-64 speed-up / "
+            f"MACs reduction {pruned['speedup_vs_macs_b64']:.2f} (torch), {pruned['ort_speedup_vs_macs_b64']:.2f} "
+            f"(onnxruntime). {took} ({parts}; search of {t['episodes']} episodes). Latencies are medians of runs "
+            f"that alternate between the two models. Search trace: {trace_sentence(t)}")
+    return "\n".join([f"Machine: {ev['machine']}; {ev.get('date', '')}.", "", *rows, "", text])
+
+
+def with_block(path: Path, block: str) -> str:
+    """The README's text with the block between the markers replaced (checked before writing anything)."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"{path} has no {BEGIN} ... {END} markers; add them where the main-job table goes")
+    head, rest = text.split(BEGIN, 1)
+    return head + BEGIN + "\n" + block + "\n" + END + rest.split(END, 1)[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", nargs="?", help="a `make run` folder (default: the newest runs/run-*)")
+    ap.add_argument("--wall", type=float, help="seconds the whole `make run` took, set-up included")
+    ap.add_argument("--out-dir", default=str(ROOT / "docs" / "measurements"))
+    ap.add_argument("--readme", default=str(ROOT / "README.md"))
+    args = ap.parse_args()
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    else:
+        found = sorted((ROOT / "runs").glob("run-*"))
+        if not found:
+            sys.exit("no runs/run-* folder; run `make run` first or name the folder")
+        run_dir = found[-1]
+    if not (run_dir / "report.json").exists():
+        sys.exit(f"{run_dir} has no report.json; is it a finished `entroprune run` folder?")
+    report = json.loads((run_dir / "report.json").read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    t = trace(run_dir, int(config["search"]["warmup"]))
+    readme = with_block(Path(args.readme), readme_block(report, t, args.wall))
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "report.json", out / "main_job.json")
+    s, r = config["search"], config["search"]["reward"]
+    report_md = (run_dir / "report.md").read_text().split("\n## Plots")[0].replace("\n## ", "\n### ")
+    md = [
+        f"# Main job: `make run` (= `entroprune run`), {report['evaluation'].get('date', '')}",
+        "",
+        f"Written by `python benchmarks/main_job.py {args.run_dir or run_dir}"
+        + (f" --wall {args.wall:.0f}`" if args.wall else "`")
+        + (f" after `make run` on a clean clone ({fmt_s(args.wall)}, set-up included)." if args.wall else "."),
+        f"Config: {config['model']} on {config['dataset']}, seed {config['seed']}; {s['agent']} with the "
+        f"{r['kind']} reward (variant `{r['variant']}`, layers `{r['layers']}`, "
+        f"{'pruned copies' if r.get('physical') else 'zero-masks'}), {s['episodes']} episodes ({s['warmup']} "
+        f"warm-up), {s['flops_target']:.0%} of the MACs, channels rounded to {s['round_to']}; "
+        f"{config['finetune']['epochs']} fine-tuning epochs{' with distillation' if config['finetune']['distill'] else ''}."
+        " The machine-readable report is `main_job.json` (`benchmarks/make_results.py` reads the fine-tune drop"
+        " from it).",
+        "",
+        f"Search trace (`{run_dir.name}/search/episodes.jsonl`): {trace_sentence(t)}",
+        "",
+        "Report of this run, verbatim (plots left out):",
+        "",
+        report_md.strip().replace("# entroprune report", "## entroprune report", 1),
+        "",
+    ]
+    (out / "main_job.md").write_text("\n".join(md))
+    Path(args.readme).write_text(readme)
+    print(f"wrote {out / 'main_job.md'}, {out / 'main_job.json'} and the main-job block of {args.readme}")
+
+
+if __name__ == "__main__":
+    main()
