@@ -56,6 +56,27 @@ def test_wall_always_meets_target(structures, name, target, round_to):
             assert info["achieved"] == pytest.approx(s.macs(env.counts) / s.total_macs)
 
 
+@pytest.mark.parametrize("name,width,target", [("vgg", 1.0, 0.2), ("vgg16", 0.5, 0.2), ("mobilenetv2", 1.0, 0.1)])
+def test_uniform_policy_is_uniform_after_the_wall(name, width, target):
+    """The uniform ratio must stay within the budget once rounded, or the wall cuts the last groups.
+
+    These three cases of the reproduction grid (28x28 inputs, channels rounded to 8) had a ratio one
+    rounding step over the budget: the 6-layer VGG kept 8 of its last layer's 128 channels.
+    """
+    from entroprune.agents.baselines import UniformAgent
+
+    s = Structure(build_model(name, 10, 1, width).eval(), torch.randn(1, 1, 28, 28))
+    u = UniformAgent.solve(s, target, 0.05, 8)
+    ratio = 0.05 + u * 0.95
+    uniform = s.keep_counts([ratio] * len(s.groups), 8)
+    assert s.macs(uniform) / s.total_macs <= target
+    env = PruningEnv(s, None, target, min_keep=0.05, round_to=8)
+    info = run_episode(env, lambda i: ratio)
+    assert env.within_tolerance(info["achieved"])
+    # the wall may only raise groups (to fill the budget), never cut one below the uniform count
+    assert all(int(c) >= int(k) for c, k in zip(info["counts"], uniform, strict=True)), (list(info["counts"]), uniform)
+
+
 def test_unreachable_and_invalid_targets(structures):
     s = structures["vgg"]
     for bad in (0.0, -0.5, 1.5):

@@ -19,14 +19,19 @@ class UniformAgent(Agent):
 
     @classmethod
     def solve(cls, structure, target: float, min_keep: float, round_to: int = 1) -> float:
-        """Normalised action whose uniform ratio gives MACs closest to the target."""
+        """Normalised action of the largest uniform ratio whose rounded channel counts stay within the target.
+
+        Within, not merely closest: a ratio a rounding step over the budget lets the action wall
+        cut the last groups to their minimum (a 6-layer VGG at 20% kept 8 of 128 channels in its
+        last layer), which is not a uniform policy. Under the budget, the wall may only raise the
+        last groups to fill it.
+        """
         lo, hi = min_keep, 1.0
         for _ in range(50):
             mid = (lo + hi) / 2
             frac = structure.macs(structure.keep_counts([mid] * len(structure.groups), round_to)) / structure.total_macs
-            lo, hi = (mid, hi) if frac < target else (lo, mid)
-        ratio = (lo + hi) / 2
-        return (ratio - min_keep) / (1 - min_keep) if min_keep < 1 else 1.0
+            lo, hi = (mid, hi) if frac <= target else (lo, mid)
+        return (lo - min_keep) / (1 - min_keep) if min_keep < 1 else 1.0
 
     def act(self, obs: np.ndarray, episode: int) -> float:
         return self.action
