@@ -54,3 +54,25 @@ def test_cli_search_reward_defaults_are_reward_config_defaults():
                  "bn_recalibration": "bn_recalibration", "accuracy_weight": "accuracy_weight",
                  "maximize": "maximize", "physical_scoring": "physical"}
     assert {c: params[c].default for c in cli_names} == {c: getattr(default, f) for c, f in cli_names.items()}
+
+
+
+def test_entropy_layers_skip_1x1_maps():
+    """VGG-16 on 28x28 images ends in three 1x1 maps: `last` must read the last spatial one."""
+    from entroprune.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = build_model("vgg16", 10, 1, 0.25).eval()
+    x = torch.randn(16, 1, 28, 28)
+    structure = Structure(model, x[:1])
+    ev = RewardEvaluator(model, structure, RewardConfig(variant="cooccurrence", layers="last"), x)
+    a = ev.evaluate(structure.keep_counts([0.3] * len(structure.groups), 1)).entropy
+    b = ev.evaluate(structure.keep_counts([0.9] * len(structure.groups), 1)).entropy
+    ev.close()
+    assert len(ev.layers) == 1 and a != b  # on a 1x1 layer every policy would score the same
+    ev = RewardEvaluator(model, structure, RewardConfig(layers="all"), x)
+    ev.close()
+    assert len(ev.layers) == 10  # 13 convs, the last three at 1x1
+    last_conv = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with pytest.raises(ConfigError, match="1x1"):
+        RewardEvaluator(model, structure, RewardConfig(layers=last_conv), x)

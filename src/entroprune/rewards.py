@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
+from .entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers, spatial_layers
 from .errors import ConfigError
 from .prune import Masker, bn_calibration, counts_to_dict, recalibrate_bn
 from .structure import Structure, apply_physical
@@ -114,10 +114,20 @@ class RewardEvaluator:
         measurable = [m for g in structure.groups for m in g.members if m in points]
         order = list(points)  # forward order of convs
         measurable = sorted(set(measurable), key=order.index)
-        try:
-            self.layers = select_layers(measurable, config.layers)
+        spatial = spatial_layers(model, calib[:1], measurable)
+        if not spatial:
+            raise ConfigError("no prunable conv layer has an output map larger than 1x1 at this input size, so "
+                              "spatial entropy is undefined; use --reward accuracy or larger input images")
+        spec = config.layers
+        named = not (isinstance(spec, str) and (spec in ("all", "last") or spec.startswith("last:")))
+        try:  # all / last / last:K count only layers with a spatial map
+            self.layers = select_layers(measurable if named else spatial, spec)
         except ValueError as exc:
             raise ConfigError(f"--entropy-layers: {exc}") from None
+        flat = [m for m in self.layers if m not in spatial]
+        if flat:
+            raise ConfigError(f"--entropy-layers: {', '.join(flat)} output 1x1 maps, whose spatial entropy is "
+                              f"constant; choose among {', '.join(spatial)}")
         self.variants = [config.variant] + [v for v in extra_variants if v != config.variant]
         self.probe = EntropyProbe(model, self.layers, points, self.variants, config.levels)
         self.reference: dict[str, dict[str, float]] = {}
