@@ -291,12 +291,13 @@ def main() -> None:
                 return "n/a" if r is None or r["spearman"] != r["spearman"] else f"{r['spearman']:+.2f}"
 
             acc_r = st.get("spearman_accuracy_reward")
+            naive = st["spearman_min_keep_baseline"]  # NaN when every policy has the same smallest ratio
             md.append(f"| {st['model']} | {st['target']:.0%} | {st['policies']} | {st['finetune_epochs']} epoch on "
                       f"{st['finetune_images']} images | "
                       + " | ".join(rho(v) for v in ["distribution", "cooccurrence", "distribution-avg",
                                                     "cooccurrence-avg"])
                       + f" | {rho('cooccurrence', 'last')} | {'n/a' if acc_r is None else f'{acc_r:+.2f}'} "
-                      f"| {st['spearman_min_keep_baseline']:+.2f} |")
+                      f"| {'n/a' if naive != naive else f'{naive:+.2f}'} |")
         loaded = [json.loads(p.read_text()) for p in studies]
         md += ["", *variant_ranking(loaded)]
         md += ["", "Full tables (every variant x layer selection x normalisation): "

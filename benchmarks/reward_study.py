@@ -135,7 +135,8 @@ def main() -> None:
           f"{args.target:.0%} of the MACs (min keep {args.min_keep}, channels rounded to {args.round_to}), "
           f"BN recalibrated on {len(calib)} images, accuracy on {args.val_size} validation images {when} "
           f"(unpruned {ref_acc:.2f}%; pruned min / median / max {acc.min():.1f} / {np.median(acc):.1f} / "
-          f"{acc.max():.1f}%). Spearman of the smallest keep ratio with that accuracy: {naive:+.3f}"
+          f"{acc.max():.1f}%). Spearman of the smallest keep ratio with that accuracy: "
+          f"{'n/a (every policy has the same smallest keep ratio)' if naive != naive else f'{naive:+.3f}'}"
           + (f"; of the accuracy reward (accuracy before fine-tuning, min / median / max {before.min():.1f} / "
              f"{np.median(before):.1f} / {before.max():.1f}%): {acc_reward:+.3f}" if tuned else "") + ".", "",
           "| variant | layers | normalised | Spearman(-entropy, accuracy) |", "|---|---|---|---|"]
