@@ -56,7 +56,6 @@ def test_cli_search_reward_defaults_are_reward_config_defaults():
     assert {c: params[c].default for c in cli_names} == {c: getattr(default, f) for c, f in cli_names.items()}
 
 
-
 def test_entropy_layers_skip_1x1_maps():
     """VGG-16 on 28x28 images ends in three 1x1 maps: `last` must read the last spatial one."""
     from entroprune.errors import ConfigError

@@ -228,23 +228,32 @@ class EntropyProbe:
         self.close()
 
 
-def select_layers(layers: Sequence[str], spec: str | Sequence[str] = "all") -> list[str]:
-    """``all``, ``last``, ``last:K`` or explicit names (comma-separated or a list)."""
+def select_layers(layers: Sequence[str], spec: str | Sequence[str] = "all",
+                  flat: Sequence[str] = ()) -> list[str]:
+    """``all``, ``last``, ``last:K`` or explicit names (comma-separated or a list).
+
+    ``flat`` layers (1x1 maps, see ``spatial_layers``) are skipped by the keywords and refused by name.
+    """
     layers = list(layers)
+    pool = [layer for layer in layers if layer not in flat]
     if isinstance(spec, str):
         if spec == "all":
-            return layers
+            return pool
         if spec == "last":
-            return layers[-1:]
+            return pool[-1:]
         if spec.startswith("last:"):
             k = int(spec.split(":", 1)[1])
             if k < 1:
                 raise ValueError("last:K needs K >= 1")
-            return layers[-k:]
+            return pool[-k:]
         spec = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [s for s in spec if s not in layers]
     if unknown:
         raise ValueError(f"unknown layers {unknown}; measurable layers: {', '.join(layers)}")
+    named_flat = [layer for layer in layers if layer in spec and layer in flat]
+    if named_flat:
+        raise ValueError(f"{', '.join(named_flat)} output 1x1 maps, whose spatial entropy is constant; "
+                         f"choose among {', '.join(pool)}")
     return [layer for layer in layers if layer in spec]
 
 

@@ -118,16 +118,10 @@ class RewardEvaluator:
         if not spatial:
             raise ConfigError("no prunable conv layer has an output map larger than 1x1 at this input size, so "
                               "spatial entropy is undefined; use --reward accuracy or larger input images")
-        spec = config.layers
-        named = not (isinstance(spec, str) and (spec in ("all", "last") or spec.startswith("last:")))
-        try:  # all / last / last:K count only layers with a spatial map
-            self.layers = select_layers(measurable if named else spatial, spec)
+        try:
+            self.layers = select_layers(measurable, config.layers, flat=[m for m in measurable if m not in spatial])
         except ValueError as exc:
             raise ConfigError(f"--entropy-layers: {exc}") from None
-        flat = [m for m in self.layers if m not in spatial]
-        if flat:
-            raise ConfigError(f"--entropy-layers: {', '.join(flat)} output 1x1 maps, whose spatial entropy is "
-                              f"constant; choose among {', '.join(spatial)}")
         self.variants = [config.variant] + [v for v in extra_variants if v != config.variant]
         self.probe = EntropyProbe(model, self.layers, points, self.variants, config.levels)
         self.reference: dict[str, dict[str, float]] = {}
