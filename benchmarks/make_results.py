@@ -106,6 +106,11 @@ def main() -> None:
         cells[(r["model"], float(r["target"]), r["source"])].append(r)
     models, targets, sources, seeds = grid["models"], [float(t) for t in grid["targets"]], grid["sources"], grid["seeds"]
     total = len(models) * len(targets) * len(sources) * len(seeds)
+    # follow-up sources (e.g. the tool's default entropy reward) for some models, beside the grid's cells
+    followup = {s: [m for m in ms if m in models] for s, ms in (grid.get("followup") or {}).items()}
+    grid_rows = [r for r in rows if r["source"] in sources]
+    f_rows = [r for r in rows if r["source"] in followup]
+    f_total = sum((m, t) not in skipped for ms in followup.values() for m in ms for t in targets) * len(seeds)
 
     # ---- cost: measured per (model, source) cell times; other models scaled by their MACs
     lost = [m for m in models if any(r["model"] == m for r in rows)
@@ -160,7 +165,7 @@ def main() -> None:
           "Does minimising the spatial entropy of conv activations find pruning policies as good as an "
           "accuracy reward, 5-10x cheaper in MACs at little accuracy cost (Musat & Andonie, arXiv 2312.04918)? "
           "Measured on Fashion-MNIST, whatever it shows.", "",
-          f"- Grid `{grid_name}`: {len(rows)} of {total} cells run ({len(models)} models x {len(targets)} targets "
+          f"- Grid `{grid_name}`: {len(grid_rows)} of {total} cells run ({len(models)} models x {len(targets)} targets "
           f"x {len(sources)} policy sources x {len(seeds)} seeds). Sources: `entropy` and `accuracy` are DDPG "
           f"searches of {grid['search_episodes']} episodes ({grid['warmup']} warm-up) with that reward (entropy: "
           f"`{grid['entropy_variant']}` over {grid['entropy_layers']} conv layers; accuracy "
@@ -177,17 +182,26 @@ def main() -> None:
           + ". Test accuracy is measured once, at the end; searches see only validation/calibration images."
           + "".join(f" `{m}` is built at width {w} ({macs[m] / 1e6:.0f}M MACs instead of {full_macs[m] / 1e6:.0f}M "
                     "at full width), to fit the grid on 2 cores; depth and layout unchanged." for m, w in widths.items()),
+          *[f"- Follow-up source `{s}` (not counted in the grid's cells; its rows are marked so in the tables): a "
+            "DDPG search like `entropy`'s, with the tool's default entropy reward (`cooccurrence` over the last conv "
+            "layer with a spatial map), which the reward study below chose after the grid's `entropy` source was "
+            f"pinned; for {', '.join(ms)}: {sum(r['source'] == s for r in f_rows)} of "
+            f"{sum((m, t) not in skipped for m in ms for t in targets) * len(seeds)} cells run (targets the grid's "
+            "settings rule out left aside). It tells whether the default variant closes the gap "
+            "to the accuracy reward." for s, ms in followup.items()],
           *[f"- {note}" for note in grid.get("notes") or []],
           f"- Machine{'s' if len(by_machine) > 1 else ''}: {machine}.{machine_note} Runs dated {', '.join(dates) or 'n/a'}; page made {time.strftime('%Y-%m-%d')}.",
           "- Regenerate: `python benchmarks/reproduce.py` (resumable: skips finished cells; `--only MODEL`, "
           "`--max-minutes M` to run in parts), then `python benchmarks/make_results.py`.",
-          f"- Cost: {len(parts)} part(s) of the grid ran for {actual / 3600:.2f} h in all. Estimated cost of the "
+          f"- Cost: {len(parts)} part(s) of the grid ran for {actual / 3600:.2f} h in all"
+          + (f" (follow-up cells: {sum(float(r['cell_time_s']) for r in f_rows) / 3600:.2f} h of it)" if f_rows
+             else "") + f". Estimated cost of the "
           f"whole grid on the machine(s) above: {est_total / 3600:.1f} h (baselines included), of which {est_left / 3600:.1f} h "
           "not yet run. Estimate: the mean measured time of a cell per model and source; for models with no "
           f"measured cell, {ref_model or 'the first complete model'}'s times scaled by the model's MACs.", ""]
 
     # ---- per model and target
-    verdicts = []
+    verdicts, f_verdicts = [], []
     for m in models:
         base = baselines.get(m)
         base_acc = f"{float(base['test_accuracy']):.2f}%" if base else NOT_RUN
@@ -203,12 +217,12 @@ def main() -> None:
                    "| source | test acc after fine-tune (%) | drop vs baseline (points) | acc before fine-tune (%) "
                    "| MACs fraction | params fraction | torch speed-up b64 | search time (s) |",
                    "|---|---|---|---|---|---|---|---|"]
-            for s in sources:
+            for s in sources + [s for s, ms in followup.items() if m in ms]:
                 rs = cells.get((m, t, s), [])
                 acc = [float(r["test_accuracy"]) for r in rs]
                 drop = [float(r["baseline_accuracy"]) - float(r["test_accuracy"]) for r in rs]
                 note = "" if len(rs) in (0, len(seeds)) else f" ({len(rs)} of {len(seeds)} seeds)"
-                md.append(f"| {s}{note} | {fmt(acc)} | {fmt(drop)} "
+                md.append(f"| {s}{' (follow-up)' * (s in followup)}{note} | {fmt(acc)} | {fmt(drop)} "
                           f"| {fmt([float(r['accuracy_before_finetune']) for r in rs])} "
                           f"| {fmt([float(r['macs_fraction']) for r in rs], 3)} "
                           f"| {fmt([float(r['params_fraction']) for r in rs], 3)} "
@@ -245,6 +259,9 @@ def main() -> None:
             if "entropy" in mean and "random" in mean:
                 verdicts.append((m, t, f"entropy {mean['entropy']:.2f}% vs one random policy {mean['random']:.2f}%",
                                  mean["entropy"] > mean["random"], min(n["entropy"], n["random"])))
+            for f in followup:
+                if cells.get((m, t, f)):
+                    f_verdicts.extend(followup_checks(m, t, f, cells, mean, n))
 
     # ---- goals
     md += ["## Against the goals", "",
@@ -269,6 +286,20 @@ def main() -> None:
                "the 2 cores, which inflates their search times (the spread in the tables).",
                "- Three seeds of the search and fine-tune, one baseline per model: differences below about two "
                "standard deviations of the table entries are not resolved.", ""]
+
+    for f, ms in followup.items():
+        md += [f"## Follow-up: `{f}`, the tool's default entropy reward", "",
+               f"{sum(r['source'] == f for r in f_rows)} of {f_total} follow-up cells run (for {', '.join(ms)}). "
+               "The same goals, and the grid's `entropy` source beside it (same search, older reward).", ""]
+        mine = [v for v in f_verdicts if v[2].startswith(f)]
+        if mine:
+            md += ["| model | target | measured | verdict | seeds |", "|---|---|---|---|---|"]
+            md += [f"| {m} | {t:.0%} | {text} | {'met' if ok is True else '**NOT met**' if ok is False else '-'} "
+                   f"| {k} |" for m, t, text, ok, k in mine]
+            checks = [v for v in mine if v[3] is not None]
+            md += ["", f"{sum(v[3] for v in checks)} of {len(checks)} checks met.", ""]
+        else:
+            md += ["No follow-up cell run yet.", ""]
 
     # ---- reward study after fine-tuning
     studies = sorted(Path(args.studies).glob("reward_study_ft_*.json"))
@@ -315,7 +346,7 @@ def main() -> None:
 
         fig, ax = plt.subplots(figsize=(6.5, 4))
         markers = dict(zip(models, "osD^v", strict=False))
-        for i, s in enumerate(sources):
+        for i, s in enumerate(sources + list(followup)):
             for m in models:
                 rs = [r for r in rows if r["source"] == s and r["model"] == m]
                 if rs:
@@ -333,8 +364,8 @@ def main() -> None:
     Path(args.out).write_text("\n".join(md) + "\n")
     print(f"wrote {args.out}")
     if args.readme:
-        update_readme(Path(args.readme), summary_table(cells, models, targets, sources, baselines, len(seeds), grid),
-                      args.out)
+        update_readme(Path(args.readme), summary_table(cells, models, targets, sources, baselines, len(seeds), grid,
+                                                       followup), args.out)
 
 
 def variant_ranking(studies: list[dict], top: int = 6) -> list[str]:
@@ -364,16 +395,22 @@ def variant_ranking(studies: list[dict], top: int = 6) -> list[str]:
 
 
 def summary_table(cells: dict, models: list[str], targets: list[float], sources: list[str], baselines: dict,
-                  n_seeds: int, grid: dict) -> list[str]:
-    """The README's results table: mean test accuracy after fine-tuning per source, run cells only."""
-    lines = ["| model | MACs kept | baseline | " + " | ".join(sources) + " | entropy search vs accuracy search |",
-             "|---|---|---|" + "---|" * len(sources) + "---|"]
+                  n_seeds: int, grid: dict, followup: dict[str, list[str]] | None = None) -> list[str]:
+    """The README's results table: mean test accuracy after fine-tuning per source (follow-up sources
+    in their own columns, '-' for models they are not run on), run cells only."""
+    followup = followup or {}
+    cols = sources + [f"{f} (follow-up)" for f in followup]
+    lines = ["| model | MACs kept | baseline | " + " | ".join(cols) + " | entropy search vs accuracy search |",
+             "|---|---|---|" + "---|" * len(cols) + "---|"]
     for m in models:
         for t in targets:
             if not any(cells.get((m, t, s)) for s in sources):
                 continue
             accs = []
-            for s in sources:
+            for s in sources + list(followup):
+                if s in followup and m not in followup[s]:
+                    accs.append("-")
+                    continue
                 rs = cells.get((m, t, s), [])
                 seeds = "" if len(rs) == n_seeds else f" ({len(rs)} seed{'s' if len(rs) != 1 else ''})"
                 accs.append(f"{np.mean([float(r['test_accuracy']) for r in rs]):.2f}{seeds}" if rs else NOT_RUN)
@@ -384,6 +421,26 @@ def summary_table(cells: dict, models: list[str], targets: list[float], sources:
             base = f"{float(baselines[m]['test_accuracy']):.2f}" if m in baselines else "n/a"
             lines.append(f"| {m} | {t:.0%} | {base} | " + " | ".join(accs) + f" | {speed} |")
     return lines
+
+
+def followup_checks(m: str, t: float, f: str, cells: dict, mean: dict, n: dict) -> list[tuple]:
+    """A follow-up source against the goals and against the grid's `entropy` source (no goal: verdict None)."""
+    fr = cells[(m, t, f)]
+    fm = float(np.mean([float(r["test_accuracy"]) for r in fr]))
+    drop = float(np.mean([float(r["baseline_accuracy"]) - float(r["test_accuracy"]) for r in fr]))
+    out = [(m, t, f"{f}-policy drop {drop:.2f} points (goal <= {GOALS.get(t, 1.0)})", drop <= GOALS.get(t, 1.0),
+            len(fr))]
+    if "accuracy" in mean:
+        gap = mean["accuracy"] - fm
+        out.append((m, t, f"{f} {fm:.2f}% vs accuracy reward {mean['accuracy']:.2f}% (gap {gap:+.2f} points; goal: "
+                    "within 0.3)", gap <= 0.3, min(len(fr), n["accuracy"])))
+    if "uniform" in mean:
+        out.append((m, t, f"{f} {fm:.2f}% vs uniform {mean['uniform']:.2f}% (goal: better)", fm > mean["uniform"],
+                    min(len(fr), n["uniform"])))
+    if "entropy" in mean:
+        out.append((m, t, f"{f} {fm:.2f}% vs the grid's entropy source {mean['entropy']:.2f}% "
+                    f"({fm - mean['entropy']:+.2f} points)", None, min(len(fr), n["entropy"])))
+    return out
 
 
 def update_readme(readme: Path, table: list[str], page: str) -> None:

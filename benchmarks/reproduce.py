@@ -9,7 +9,9 @@ wall time is appended to the ``parts`` CSV. ``make_results.py`` turns both into 
 
 Sources: ``entropy`` and ``accuracy`` are DDPG searches with that reward; ``uniform`` keeps the
 same fraction of every group; ``random`` is one random policy under the same MACs wall (the
-floor any search must beat).
+floor any search must beat). The grid's ``followup`` adds sources for some models after its
+cells: ``entropy-last`` searches with the tool's default entropy reward (the grid's ``entropy``
+source keeps the variant it was pinned to).
 """
 
 from __future__ import annotations
@@ -43,7 +45,12 @@ FIELDS = ["model", "target", "source", "seed", "baseline_accuracy", "accuracy_be
           "finetune_time_s", "finetune_epochs", "cell_time_s", "search_reward", "policy", "machine", "date"]
 # source -> (agent, reward kind, episodes or None for the grid's search_episodes)
 SOURCES = {"entropy": ("ddpg", "entropy", None), "accuracy": ("ddpg", "accuracy", None),
-           "uniform": ("uniform", "entropy", 1), "random": ("random", "entropy", 1)}
+           "uniform": ("uniform", "entropy", 1), "random": ("random", "entropy", 1),
+           "entropy-last": ("ddpg", "entropy", None)}
+# Sources whose entropy reward is not the grid's pinned one: `entropy-last` is the tool's default
+# (co-occurrence entropy of the last conv layer with a spatial map), which the reward study chose after
+# the grid's `entropy` source was pinned; run as a follow-up (the grid's ``followup``) beside it.
+REWARD_VARIANTS = {"entropy-last": ("cooccurrence", "last")}
 
 
 BASELINE_FIELDS = ["model", "test_accuracy", "train_time_s", "epochs", "torch_threads", "machine"]
@@ -95,9 +102,10 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     cell = out / "cells" / f"{model}-{target}-{source}-s{seed}"
     agent, reward, episodes = SOURCES[source]
     episodes = episodes or grid["search_episodes"]
+    variant, layers = REWARD_VARIANTS.get(source, (grid["entropy_variant"], grid["entropy_layers"]))
     cfg = SearchConfig(flops_target=target, agent=agent, episodes=episodes, seed=seed, warmup=grid["warmup"],
                        min_keep=grid["min_keep"], round_to=grid["round_to"], val_size=grid["accuracy_val_size"],
-                       reward=RewardConfig(kind=reward, variant=grid["entropy_variant"], layers=grid["entropy_layers"],
+                       reward=RewardConfig(kind=reward, variant=variant, layers=layers,
                                            physical=bool(grid.get("physical_scoring", False))))
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -141,6 +149,12 @@ def main() -> None:
     # cheapest sources first within a model, so a part that stops early still covers whole comparisons
     cells = [(m, float(t), s, int(seed)) for m in grid["models"] for t in grid["targets"]
              for seed in grid["seeds"] for s in grid["sources"]]
+    followup = grid.get("followup") or {}  # extra sources for some models, after the grid's cells
+    unknown = sorted(set(grid["sources"]) - set(SOURCES) | set(followup) - set(SOURCES))
+    if unknown:
+        raise SystemExit(f"{args.grid}: unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
+    cells += [(m, float(t), s, int(seed)) for m in grid["models"] for s, ms in followup.items() if m in ms
+              for t in grid["targets"] for seed in grid["seeds"]]
     if args.only:
         cells = [c for c in cells if c[0] in args.only]
     todo = [c for c in cells if c not in done and (c[0], c[1]) not in skipped]

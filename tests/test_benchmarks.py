@@ -35,7 +35,7 @@ def rows(path: Path) -> list[dict]:
 
 
 def test_grid_runs_resumes_and_reports(tmp_path):
-    g = grid(tmp_path)
+    g = grid(tmp_path, followup={"entropy-last": ["vgg", "resnet20"]})  # resnet20 is not in models: ignored
     first = run("reproduce.py", "--grid", str(g), "--max-cells", "1")
     assert first.returncode == 0, first.stderr[-2000:]
     m = tmp_path / "m"
@@ -44,16 +44,26 @@ def test_grid_runs_resumes_and_reports(tmp_path):
     base = rows(m / "baselines.csv")[0]
     second = run("reproduce.py", "--grid", str(g))
     assert second.returncode == 0, second.stderr[-2000:]
-    assert "2 cells, 1 done, 1 to run" in second.stdout and "training baseline" not in second.stdout
-    assert [r["source"] for r in rows(m / "results.csv")] == ["uniform", "random"]
+    assert "3 cells, 1 done, 2 to run" in second.stdout and "training baseline" not in second.stdout
+    assert [r["source"] for r in rows(m / "results.csv")] == ["uniform", "random", "entropy-last"]
     assert len(rows(m / "parts.csv")) == 2 and float(base["train_time_s"]) > 0
+    # the follow-up searched with the tool's default reward, not the grid's pinned variant
+    policy = json.loads((tmp_path / "runs" / "cells" / "vgg-0.5-entropy-last-s0" / "search" / "policy.json").read_text())
+    assert policy["agent"] == "ddpg" and policy["variant"] == "cooccurrence"
 
     page = tmp_path / "results.md"
     made = run("make_results.py", "--grid", str(g), "--out", str(page), "--studies", str(tmp_path), "--readme", "")
     assert made.returncode == 0, made.stderr[-2000:]
     text = page.read_text()
     assert "2 of 2 cells run" in text and "## vgg at width 0.5" in text and "| uniform |" in text
+    assert "| entropy-last (follow-up) |" in text and "1 of 1 follow-up cells run (for vgg)" in text
     assert (tmp_path / "results_accuracy_vs_macs.png").exists()
+
+
+def test_unknown_followup_source_is_refused(tmp_path):
+    res = run("reproduce.py", "--grid", str(grid(tmp_path, followup={"entropy-first": ["vgg"]})))
+    assert res.returncode != 0 and "unknown source(s) entropy-first" in res.stderr
+    assert not (tmp_path / "m" / "results.csv").exists()
 
 
 def test_lost_baseline_is_not_silently_retrained(tmp_path):
