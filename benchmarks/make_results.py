@@ -150,6 +150,7 @@ def main() -> None:
                 est_total += c * len(seeds)
                 est_left += c * sum((m, t, s, seed) not in done for seed in seeds)
     actual = sum(float(p["wall_time_s"]) for p in parts)
+    rerun = max(0, sum(int(p["cells"]) for p in parts) - len(rows))  # rows replaced by a rerun are not kept
 
     by_machine: dict[str, list[str]] = defaultdict(list)  # machine -> models it ran cells of (times differ by CPU)
     for r in rows:
@@ -195,10 +196,18 @@ def main() -> None:
           "`--max-minutes M` to run in parts), then `python benchmarks/make_results.py`.",
           f"- Cost: {len(parts)} part(s) of the grid ran for {actual / 3600:.2f} h in all"
           + (f" (follow-up cells: {sum(float(r['cell_time_s']) for r in f_rows) / 3600:.2f} h of it)" if f_rows
-             else "") + f". Estimated cost of the "
-          f"whole grid on the machine(s) above: {est_total / 3600:.1f} h (baselines included), of which {est_left / 3600:.1f} h "
-          "not yet run. Estimate: the mean measured time of a cell per model and source; for models with no "
-          f"measured cell, {ref_model or 'the first complete model'}'s times scaled by the model's MACs.", ""]
+             else "") + ". " + (
+              f"Every cell the settings allow is run: the grid cells' and baselines' own times add up to "
+              f"{est_total / 3600:.1f} h (what the page estimated from the mean cell time per model and source "
+              f"while cells were missing); the parts' wall time is higher by {rerun} cell(s) rerun after a fix "
+              f"({sum(int(p['cells']) for p in parts)} cells finished in the parts, {len(rows)} rows kept; see the "
+              "notes above), cells cut off by the end of a session before they finished"
+              + (", each part's start-up and the follow-up cells." if f_rows else " and each part's start-up.")
+              if est_left == 0 else
+              f"Estimated cost of the whole grid on the machine(s) above: {est_total / 3600:.1f} h (baselines "
+              f"included), of which {est_left / 3600:.1f} h not yet run. Estimate: the mean measured time of a cell "
+              f"per model and source; for models with no measured cell, {ref_model or 'the first complete model'}'s "
+              "times scaled by the model's MACs."), ""]
 
     # ---- per model and target
     verdicts, f_verdicts = [], []
@@ -433,9 +442,9 @@ def followup_checks(m: str, t: float, f: str, cells: dict, mean: dict, n: dict) 
     if "accuracy" in mean:
         gap = mean["accuracy"] - fm
         out.append((m, t, f"{f} {fm:.2f}% vs accuracy reward {mean['accuracy']:.2f}% (gap {gap:+.2f} points; goal: "
-                    "within 0.3)", gap <= 0.3, min(len(fr), n["accuracy"])))
+                    "within 0.3)", bool(gap <= 0.3), min(len(fr), n["accuracy"])))
     if "uniform" in mean:
-        out.append((m, t, f"{f} {fm:.2f}% vs uniform {mean['uniform']:.2f}% (goal: better)", fm > mean["uniform"],
+        out.append((m, t, f"{f} {fm:.2f}% vs uniform {mean['uniform']:.2f}% (goal: better)", bool(fm > mean["uniform"]),
                     min(len(fr), n["uniform"])))
     if "entropy" in mean:
         out.append((m, t, f"{f} {fm:.2f}% vs the grid's entropy source {mean['entropy']:.2f}% "

@@ -57,6 +57,7 @@ def test_grid_runs_resumes_and_reports(tmp_path):
     text = page.read_text()
     assert "2 of 2 cells run" in text and "## vgg at width 0.5" in text and "| uniform |" in text
     assert "| entropy-last (follow-up) |" in text and "1 of 1 follow-up cells run (for vgg)" in text
+    assert "Every cell the settings allow is run" in text and "3 cells finished in the parts, 3 rows kept" in text
     assert (tmp_path / "results_accuracy_vs_macs.png").exists()
 
 
