@@ -285,7 +285,9 @@ def main() -> None:
 
     if verdicts:
         met = sum(v[3] for v in verdicts)
-        md += [f"{met} of {len(verdicts)} checks met. Caveats that bear on them:", "",
+        md += ["Where the claim holds, goal by goal (entropy-reward policies; pairs = model and target run):", "",
+               *claim_summary(verdicts), "",
+               f"{met} of {len(verdicts)} checks met. Caveats that bear on them:", "",
                f"- Fine-tuning budget: {grid['finetune_epochs']} epoch(s) for every policy, what the grid costs on 2 "
                f"cores. {main_job_sentence()} The drop goals assume a full fine-tune; the comparisons between "
                "sources share one budget and are fair.",
@@ -430,6 +432,22 @@ def summary_table(cells: dict, models: list[str], targets: list[float], sources:
             base = f"{float(baselines[m]['test_accuracy']):.2f}" if m in baselines else "n/a"
             lines.append(f"| {m} | {t:.0%} | {base} | " + " | ".join(accs) + f" | {speed} |")
     return lines
+
+
+CLAIMS = [("drop", "accuracy drop within the goal (0.5 points at 5x, 1.0 at 10x)"),
+          ("vs accuracy reward", "within 0.3 points of the accuracy reward"),
+          ("search", "search at least 3x faster than the accuracy search"),
+          ("vs uniform", "better than `uniform`")]
+
+
+def claim_summary(verdicts: list[tuple]) -> list[str]:
+    """One plain line per goal: in which (model, target) pairs it holds."""
+    out = []
+    for key, goal in CLAIMS:
+        vs = [v for v in verdicts if key in v[2]]
+        held = [f"{m} {t:.0%}" for m, t, _, ok, _ in vs if ok]
+        out.append(f"- {goal}: holds in {len(held)} of {len(vs)} pairs" + (f" ({', '.join(held)})." if held else "."))
+    return out
 
 
 def followup_checks(m: str, t: float, f: str, cells: dict, mean: dict, n: dict) -> list[tuple]:

@@ -101,6 +101,20 @@ def test_search_speed_compares_only_like_with_like():
     assert search_speed(e[2:], a[2:], grid_cfg) is None
 
 
+def test_claim_summary_names_the_pairs_where_each_goal_holds():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from make_results import claim_summary
+
+    verdicts = [("vgg", 0.2, "entropy-policy drop 2.01 points (goal <= 0.5)", False, 3),
+                ("vgg", 0.1, "entropy-policy drop 0.80 points (goal <= 1.0)", True, 3),
+                ("vgg", 0.1, "entropy 89.51% vs accuracy reward 89.66% (gap +0.15 points; goal: within 0.3)", True, 3),
+                ("vgg", 0.1, "entropy 89.51% vs uniform 90.11% (goal: better)", False, 3)]
+    lines = claim_summary(verdicts)
+    assert lines[0].endswith("holds in 1 of 2 pairs (vgg 10%).")
+    assert lines[1].endswith("holds in 1 of 1 pairs (vgg 10%).")
+    assert lines[2].endswith("holds in 0 of 0 pairs.") and lines[3].endswith("holds in 0 of 1 pairs.")
+
+
 def test_main_job_record_comes_from_the_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--out-root",
                            str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
