@@ -196,3 +196,22 @@ def test_search_with_physical_scoring(digits_ckpt, tmp_path):
     res = search_checkpoint(digits_ckpt, tmp_path / "p", cfg(episodes=6, warmup=3,
                                                              reward=RewardConfig(physical=True)), quiet=True)
     assert res.summary["within_tolerance"] and "pruning" in res.summary["mean_time_split_s"]
+
+
+def test_search_warns_about_groups_the_entropy_reward_cannot_see(tmp_path):
+    """A conv on a 1x1 map has constant spatial entropy: the search must say it picks that group blind."""
+    from entroprune.api import search_module
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(8, 8, 1), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    x = torch.randn(32, 1, 8, 8)
+    with pytest.warns(UserWarning, match=r"groups 4 output 1x1 maps, which the entropy reward cannot see"):
+        search_module(net, x[:1], x, tmp_path / "ddpg", cfg(episodes=2, warmup=1, flops_target=0.6, min_keep=0.2))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the uniform policy does not search: nothing to warn about
+        search_module(net, x[:1], x, tmp_path / "uniform", cfg(agent="uniform", flops_target=0.6, min_keep=0.2))
+

@@ -188,6 +188,13 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     episodes = 1 if config.agent == "uniform" else config.episodes
 
     env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)
+    blind = [g.name for g in structure.groups if g.out_hw == 1 and g.layer_type != "linear"]
+    if blind and config.reward.kind == "entropy" and config.agent not in ("uniform", "random"):
+        # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
+        warnings.warn(f"groups {', '.join(blind)} output 1x1 maps, which the entropy reward cannot see: the "
+                      "search sets their keep ratios blind (on VGG-16 at 28x28 crushing them cost about 20 "
+                      "points, docs/measurements/blind_layers.md); use larger inputs or --reward combined",
+                      stacklevel=2)
     start, log_lines, diag, best, worst = 0, [], [], None, None
     agent = None if sb3 else make_agent(config.agent, env.observation_space.shape[0], config.seed,
                                         **({"warmup": config.warmup, **config.ddpg} if config.agent == "ddpg" else {}))
