@@ -33,8 +33,7 @@ def flat_groups(model: str, width: float, side: int = 28, channels: int = 1) -> 
     """Groups whose producing conv has a 1x1 output map at this input size."""
     s = max(side, min_input_size(model))
     net = build_model(model, 10, channels, width_mult=width).eval()
-    return [g.name for g in Structure(net, torch.zeros(1, channels, s, s)).groups
-            if g.out_hw == 1 and g.layer_type != "linear"]
+    return Structure(net, torch.zeros(1, channels, s, s)).flat_groups
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import torch
 from scipy.stats import spearmanr
 
 from entroprune.api import build_structure, load_data_for_spec, load_model
-from entroprune.entropy import VARIANTS, EntropyProbe, activation_points, select_layers, spatial_layers
+from entroprune.entropy import VARIANTS, EntropyProbe, activation_points, select_layers
 from entroprune.env import PruningEnv
 from entroprune.prune import Masker, bn_calibration, prune_model, recalibrate_bn
 from entroprune.train import TrainConfig, evaluate, train_model
@@ -60,7 +60,8 @@ def main() -> None:
     masker = Masker(model, structure)
     points = activation_points(model, calib[:1])
     layers = [c for c in points if any(c in g.members for g in structure.groups)]
-    layers = spatial_layers(model, calib[:1], layers)  # 1x1 maps have no spatial entropy
+    flat = set(structure.flat(layers))
+    layers = [c for c in layers if c not in flat]  # 1x1 maps have no spatial entropy
     probe = EntropyProbe(model, layers, points, VARIANTS)
     env = PruningEnv(structure, None, args.target, min_keep=args.min_keep, round_to=args.round_to)
     rng = np.random.default_rng(args.seed)

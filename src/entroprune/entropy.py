@@ -132,20 +132,6 @@ def activation_points(model: nn.Module, example: torch.Tensor) -> dict[str, str]
     return points
 
 
-def spatial_layers(model: nn.Module, example: torch.Tensor, layers: Sequence[str]) -> list[str]:
-    """The given convs whose output map has more than one position at this input size.
-
-    A 1x1 map has no spatial entropy (every variant is constant on it): VGG-16 on 28x28
-    images ends in three such layers, and a reward read only there would never change.
-    """
-    sizes: dict[str, int] = {}
-    modules = dict(model.named_modules())
-    hooks = [(modules[name], lambda m, i, o, name=name: sizes.__setitem__(name, o.shape[-2] * o.shape[-1]))
-             for name in layers]
-    forward_with_hooks(model, example, hooks)
-    return [name for name in layers if sizes.get(name, 0) > 1]
-
-
 class EntropyProbe:
     """Measures per-layer spatial entropy during a forward pass through hooks.
 
@@ -232,7 +218,7 @@ def select_layers(layers: Sequence[str], spec: str | Sequence[str] = "all",
                   flat: Sequence[str] = ()) -> list[str]:
     """``all``, ``last``, ``last:K`` or explicit names (comma-separated or a list).
 
-    ``flat`` layers (1x1 maps, see ``spatial_layers``) are skipped by the keywords and refused by name.
+    ``flat`` layers (1x1 maps, see ``Structure.flat``) are skipped by the keywords and refused by name.
     """
     layers = list(layers)
     pool = [layer for layer in layers if layer not in flat]
@@ -258,4 +244,4 @@ def select_layers(layers: Sequence[str], spec: str | Sequence[str] = "all",
 
 
 __all__ = ["VARIANTS", "distribution_entropy", "cooccurrence_entropy", "map_entropy",
-           "layer_entropy", "activation_points", "spatial_layers", "EntropyProbe", "select_layers"]
+           "layer_entropy", "activation_points", "EntropyProbe", "select_layers"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers, spatial_layers
+from .entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
 from .errors import ConfigError
 from .prune import Masker, bn_calibration, counts_to_dict, recalibrate_bn
 from .structure import Structure, apply_physical
@@ -114,12 +114,12 @@ class RewardEvaluator:
         measurable = [m for g in structure.groups for m in g.members if m in points]
         order = list(points)  # forward order of convs
         measurable = sorted(set(measurable), key=order.index)
-        spatial = spatial_layers(model, calib[:1], measurable)
-        if not spatial:
+        flat = structure.flat(measurable)
+        if len(flat) == len(measurable):
             raise ConfigError("no prunable conv layer has an output map larger than 1x1 at this input size, so "
                               "spatial entropy is undefined; use --reward accuracy or larger input images")
         try:
-            self.layers = select_layers(measurable, config.layers, flat=[m for m in measurable if m not in spatial])
+            self.layers = select_layers(measurable, config.layers, flat=flat)
         except ValueError as exc:
             raise ConfigError(f"--entropy-layers: {exc}") from None
         self.variants = [config.variant] + [v for v in extra_variants if v != config.variant]

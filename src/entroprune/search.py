@@ -188,7 +188,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     episodes = 1 if config.agent == "uniform" else config.episodes
 
     env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)
-    blind = [g.name for g in structure.groups if g.out_hw == 1 and g.layer_type != "linear"]
+    blind = structure.flat_groups
     if blind and config.reward.kind == "entropy" and config.agent not in ("uniform", "random"):
         # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
         warnings.warn(f"groups {', '.join(blind)} output 1x1 maps, which the entropy reward cannot see: the "

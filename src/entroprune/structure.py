@@ -115,7 +115,8 @@ class Structure:
             dg = tp.DependencyGraph().build_dependency(model, self.example_input)
         raw = list(dg.get_all_groups(ignored_layers=ignored_mods,
                                      root_module_types=[nn.Conv2d, nn.Linear]))
-        out_hw = self._output_sizes(model)
+        # module -> output height * width at the example size (1x1 maps have no spatial entropy)
+        self.out_sizes = out_hw = self._output_sizes(model)
         rank = {n: i for i, n in enumerate(conv_order)}
         imp = tp.importance.GroupMagnitudeImportance(p=1 if importance == "l1" else 2)
         groups: list[Group] = []
@@ -156,6 +157,16 @@ class Structure:
         self.groups = groups
         self.by_name = {g.name: g for g in groups}
         self._fit_costs(model, calls)
+
+    def flat(self, layers: Sequence[str]) -> list[str]:
+        """The given modules whose output map is 1x1 at the example size: spatial entropy is
+        constant there (VGG-16 on 28x28 images ends in three such convs)."""
+        return [name for name in layers if self.out_sizes.get(name, 1) <= 1]
+
+    @property
+    def flat_groups(self) -> list[str]:
+        """Conv groups with a 1x1 output map: no entropy reward can see their keep ratio."""
+        return [g.name for g in self.groups if g.layer_type != "linear" and g.out_hw <= 1]
 
     # ----------------------------------------------------------------- construction helpers
 
