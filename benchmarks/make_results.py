@@ -110,7 +110,8 @@ def main() -> None:
     followup = {s: [m for m in ms if m in models] for s, ms in (grid.get("followup") or {}).items()}
     grid_rows = [r for r in rows if r["source"] in sources]
     f_rows = [r for r in rows if r["source"] in followup]
-    f_total = sum((m, t) not in skipped for ms in followup.values() for m in ms for t in targets) * len(seeds)
+    f_planned = {s: sum((m, t) not in skipped for m in ms for t in targets) * len(seeds) for s, ms in followup.items()}
+    f_done = {s: sum(r["source"] == s for r in f_rows) for s in followup}
 
     # ---- cost: measured per (model, source) cell times; other models scaled by their MACs
     lost = [m for m in models if any(r["model"] == m for r in rows)
@@ -186,8 +187,7 @@ def main() -> None:
           *[f"- Follow-up source `{s}` (not counted in the grid's cells; its rows are marked so in the tables): a "
             "DDPG search like `entropy`'s, with the tool's default entropy reward (`cooccurrence` over the last conv "
             "layer with a spatial map), which the reward study below chose after the grid's `entropy` source was "
-            f"pinned; for {', '.join(ms)}: {sum(r['source'] == s for r in f_rows)} of "
-            f"{sum((m, t) not in skipped for m in ms for t in targets) * len(seeds)} cells run (targets the grid's "
+            f"pinned; for {', '.join(ms)}: {f_done[s]} of {f_planned[s]} cells run (targets the grid's "
             "settings rule out left aside). It tells whether the default variant closes the gap "
             "to the accuracy reward." for s, ms in followup.items()],
           *[f"- {note}" for note in grid.get("notes") or []],
@@ -210,7 +210,7 @@ def main() -> None:
               "times scaled by the model's MACs."), ""]
 
     # ---- per model and target
-    verdicts, f_verdicts = [], []
+    verdicts, f_verdicts = [], defaultdict(list)
     for m in models:
         base = baselines.get(m)
         base_acc = f"{float(base['test_accuracy']):.2f}%" if base else NOT_RUN
@@ -248,29 +248,26 @@ def main() -> None:
                     for s in sources if cells.get((m, t, s))}
             n = {s: len(cells.get((m, t, s), [])) for s in sources}
             if "entropy" in mean:
-                d = np.mean([float(r["baseline_accuracy"]) - float(r["test_accuracy"]) for r in cells[(m, t, "entropy")]])
-                verdicts.append((m, t, f"entropy-policy drop {d:.2f} points (goal <= {GOALS.get(t, 1.0)})",
-                                 d <= GOALS.get(t, 1.0), n["entropy"]))
-            if "entropy" in mean and "accuracy" in mean:
-                gap = mean["accuracy"] - mean["entropy"]
-                verdicts.append((m, t, f"entropy {mean['entropy']:.2f}% vs accuracy reward {mean['accuracy']:.2f}% "
-                                 f"(gap {gap:+.2f} points; goal: within 0.3)", gap <= 0.3,
-                                 min(n["entropy"], n["accuracy"])))
-                sp = search_speed(cells[(m, t, "entropy")], cells[(m, t, "accuracy")], grid)
+                drop, vs_acc, vs_uniform = goal_checks(m, t, "entropy", cells, mean, n)
+                verdicts += [drop] + ([vs_acc] if vs_acc else [])
+                sp = search_speed(cells[(m, t, "entropy")], cells[(m, t, "accuracy")], grid) if vs_acc else None
                 if sp is not None:
                     te, ta, k = sp
                     verdicts.append((m, t, f"entropy search {ta / te:.1f}x faster than accuracy search ({te:.0f} s vs "
                                      f"{ta:.0f} s, same episodes, seeds run on one machine with one scoring mode; "
                                      "goal >= 3x)", ta / te >= 3, k))
-            if "entropy" in mean and "uniform" in mean:
-                verdicts.append((m, t, f"entropy {mean['entropy']:.2f}% vs uniform {mean['uniform']:.2f}% "
-                                 "(goal: better)", mean["entropy"] > mean["uniform"], min(n["entropy"], n["uniform"])))
+                verdicts += [vs_uniform] if vs_uniform else []
             if "entropy" in mean and "random" in mean:
                 verdicts.append((m, t, f"entropy {mean['entropy']:.2f}% vs one random policy {mean['random']:.2f}%",
                                  mean["entropy"] > mean["random"], min(n["entropy"], n["random"])))
             for f in followup:
                 if cells.get((m, t, f)):
-                    f_verdicts.extend(followup_checks(m, t, f, cells, mean, n))
+                    fm = float(np.mean([float(r["test_accuracy"]) for r in cells[(m, t, f)]]))
+                    f_verdicts[f] += [c for c in goal_checks(m, t, f, cells, mean, n) if c]
+                    if "entropy" in mean:
+                        f_verdicts[f].append((m, t, f"{f} {fm:.2f}% vs the grid's entropy source {mean['entropy']:.2f}% "
+                                              f"({fm - mean['entropy']:+.2f} points)", None,
+                                              min(len(cells[(m, t, f)]), n["entropy"])))
 
     # ---- goals
     md += ["## Against the goals", "",
@@ -300,9 +297,9 @@ def main() -> None:
 
     for f, ms in followup.items():
         md += [f"## Follow-up: `{f}`, the tool's default entropy reward", "",
-               f"{sum(r['source'] == f for r in f_rows)} of {f_total} follow-up cells run (for {', '.join(ms)}). "
+               f"{f_done[f]} of {f_planned[f]} follow-up cells run (for {', '.join(ms)}). "
                "The same goals, and the grid's `entropy` source beside it (same search, older reward).", ""]
-        mine = [v for v in f_verdicts if v[2].startswith(f)]
+        mine = f_verdicts[f]
         if mine:
             md += ["| model | target | measured | verdict | seeds |", "|---|---|---|---|---|"]
             md += [f"| {m} | {t:.0%} | {text} | {'met' if ok is True else '**NOT met**' if ok is False else '-'} "
@@ -450,24 +447,22 @@ def claim_summary(verdicts: list[tuple]) -> list[str]:
     return out
 
 
-def followup_checks(m: str, t: float, f: str, cells: dict, mean: dict, n: dict) -> list[tuple]:
-    """A follow-up source against the goals and against the grid's `entropy` source (no goal: verdict None)."""
-    fr = cells[(m, t, f)]
-    fm = float(np.mean([float(r["test_accuracy"]) for r in fr]))
-    drop = float(np.mean([float(r["baseline_accuracy"]) - float(r["test_accuracy"]) for r in fr]))
-    out = [(m, t, f"{f}-policy drop {drop:.2f} points (goal <= {GOALS.get(t, 1.0)})", drop <= GOALS.get(t, 1.0),
-            len(fr))]
+def goal_checks(m: str, t: float, src: str, cells: dict, mean: dict, n: dict) -> tuple:
+    """An entropy-reward source's (the grid's or a follow-up) drop, gap to the accuracy reward and
+    comparison with `uniform`, as verdict rows; the last two None when that source has no cells."""
+    rs = cells[(m, t, src)]
+    acc = float(np.mean([float(r["test_accuracy"]) for r in rs]))
+    d = float(np.mean([float(r["baseline_accuracy"]) - float(r["test_accuracy"]) for r in rs]))
+    drop = (m, t, f"{src}-policy drop {d:.2f} points (goal <= {GOALS.get(t, 1.0)})", d <= GOALS.get(t, 1.0), len(rs))
+    vs_acc = vs_uniform = None
     if "accuracy" in mean:
-        gap = mean["accuracy"] - fm
-        out.append((m, t, f"{f} {fm:.2f}% vs accuracy reward {mean['accuracy']:.2f}% (gap {gap:+.2f} points; goal: "
-                    "within 0.3)", bool(gap <= 0.3), min(len(fr), n["accuracy"])))
+        gap = float(mean["accuracy"]) - acc
+        vs_acc = (m, t, f"{src} {acc:.2f}% vs accuracy reward {mean['accuracy']:.2f}% (gap {gap:+.2f} points; goal: "
+                  "within 0.3)", gap <= 0.3, min(len(rs), n["accuracy"]))
     if "uniform" in mean:
-        out.append((m, t, f"{f} {fm:.2f}% vs uniform {mean['uniform']:.2f}% (goal: better)", bool(fm > mean["uniform"]),
-                    min(len(fr), n["uniform"])))
-    if "entropy" in mean:
-        out.append((m, t, f"{f} {fm:.2f}% vs the grid's entropy source {mean['entropy']:.2f}% "
-                    f"({fm - mean['entropy']:+.2f} points)", None, min(len(fr), n["entropy"])))
-    return out
+        vs_uniform = (m, t, f"{src} {acc:.2f}% vs uniform {mean['uniform']:.2f}% (goal: better)",
+                      acc > float(mean["uniform"]), min(len(rs), n["uniform"]))
+    return drop, vs_acc, vs_uniform
 
 
 def update_readme(readme: Path, table: list[str], page: str) -> None:
