@@ -45,7 +45,7 @@ FIELDS = ["model", "target", "source", "seed", "baseline_accuracy", "accuracy_be
           "finetune_time_s", "finetune_epochs", "cell_time_s", "search_reward", "policy", "machine", "date"]
 # source -> (agent, reward kind, episodes or None for the grid's search_episodes)
 SOURCES = {"entropy": ("ddpg", "entropy", None), "accuracy": ("ddpg", "accuracy", None),
-           "uniform": ("uniform", "entropy", 1), "random": ("random", "entropy", 1),
+           "uniform": ("uniform", "entropy", 1), "random": ("random", "entropy", 1), "global": ("global", "entropy", 1),
            "entropy-last": ("ddpg", "entropy", None)}
 # Sources whose entropy reward is not the grid's pinned one: `entropy-last` is the tool's default
 # (co-occurrence entropy of the last conv layer with a spatial map), which the reward study chose after
@@ -74,7 +74,7 @@ def ensure_baseline(grid: dict, model: str, strict: bool = True) -> Path:
     machines, must reuse the same file. A baseline retrained for a model that already has cells is refused (``strict``) or
     flagged, never silently mixed with them.
     """
-    base = Path(grid["baselines"]) / model
+    base = Path((grid.get("baseline_from") or {}).get(model, grid["baselines"])) / model
     if (base / "model.pt").exists():
         return base
     results = Path(grid["results"])
@@ -95,46 +95,67 @@ def ensure_baseline(grid: dict, model: str, strict: bool = True) -> Path:
     return base
 
 
-def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int) -> dict:
+def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
+    """The grid's search settings for one cell."""
+    agent, reward, episodes = SOURCES[source]
+    variant, layers = REWARD_VARIANTS.get(source, (grid["entropy_variant"], grid["entropy_layers"]))
+    return SearchConfig(flops_target=target, agent=agent, episodes=episodes or grid["search_episodes"], seed=seed,
+                        warmup=grid["warmup"], min_keep=grid["min_keep"], round_to=grid["round_to"],
+                        val_size=grid["accuracy_val_size"],
+                        reward=RewardConfig(kind=reward, variant=variant, layers=layers,
+                                            physical=bool(grid.get("physical_scoring", False))))
+
+
+def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int,
+             configure=search_config) -> dict:
+    """Search -> prune -> fine-tune -> evaluate one cell; ``configure`` gives its SearchConfig."""
     base = ensure_baseline(grid, model)
     t_cell = time.perf_counter()  # a cell's time leaves out its model's baseline (counted on its own)
     baseline_acc = json.loads((base / "metrics.json").read_text())["test_accuracy"]
     cell = out / "cells" / f"{model}-{target}-{source}-s{seed}"
-    agent, reward, episodes = SOURCES[source]
-    episodes = episodes or grid["search_episodes"]
-    variant, layers = REWARD_VARIANTS.get(source, (grid["entropy_variant"], grid["entropy_layers"]))
-    cfg = SearchConfig(flops_target=target, agent=agent, episodes=episodes, seed=seed, warmup=grid["warmup"],
-                       min_keep=grid["min_keep"], round_to=grid["round_to"], val_size=grid["accuracy_val_size"],
-                       reward=RewardConfig(kind=reward, variant=variant, layers=layers,
-                                           physical=bool(grid.get("physical_scoring", False))))
+    cfg = configure(grid, model, target, source, seed)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     res = search_checkpoint(base / "model.pt", cell / "search", cfg, quiet=True, force=True)
     search_time = time.perf_counter() - t0
     prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True)
     ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned", epochs=grid["finetune_epochs"],
-                             distill=grid["finetune_distill"], seed=seed, quiet=True, force=True)
-    rows = evaluate_checkpoint(cell / "finetuned" / "model.pt", latency=True, repeats=grid["latency_repeats"])
+                             lr=float(grid.get("finetune_lr", 0.01)), distill=grid["finetune_distill"], seed=seed,
+                             quiet=True, force=True)
+    rows = evaluate_checkpoint(cell / "finetuned" / "model.pt", latency=grid["latency_repeats"] > 0,
+                               repeats=max(1, grid["latency_repeats"]))
     return {"model": model, "target": target, "source": source, "seed": seed, "baseline_accuracy": baseline_acc,
             "accuracy_before_finetune": ft["test_accuracy_before"], "test_accuracy": rows[1]["test_accuracy"],
             "macs_fraction": rows[1]["macs"] / rows[0]["macs"], "params_fraction": rows[1]["params"] / rows[0]["params"],
-            "speedup_torch_b64": rows[1]["speedup_torch_b64"], "search_time_s": round(search_time, 1),
-            "search_episodes": episodes, "finetune_time_s": round(ft["finetune_time_s"], 1),
+            "speedup_torch_b64": rows[1].get("speedup_torch_b64"), "search_time_s": round(search_time, 1),
+            "search_episodes": res.episodes, "finetune_time_s": round(ft["finetune_time_s"], 1),
             "finetune_epochs": grid["finetune_epochs"], "cell_time_s": round(time.perf_counter() - t_cell, 1),
             "search_reward": res.reward, "policy": json.dumps(res.policy), "machine": machine_description(),
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"), "chosen": res.summary.get("chosen", "search")}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--grid", default=str(Path(__file__).with_name("reproduce.yaml")))
+def grid_cells(grid: dict) -> list[tuple[str, float, str, int]]:
+    """Every (model, target, source, seed) of the grid, cheapest sources first within a model."""
+    cells = [(m, float(t), s, int(seed)) for m in grid["models"] for t in grid["targets"]
+             for seed in grid["seeds"] for s in grid["sources"]]
+    followup = grid.get("followup") or {}  # extra sources for some models, after the grid's cells
+    return cells + [(m, float(t), s, int(seed)) for m in grid["models"] for s, ms in followup.items() if m in ms
+                    for t in grid["targets"] for seed in grid["seeds"]]
+
+
+def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = "reproduce.yaml",
+         sources: dict = SOURCES, cells_of=grid_cells, configure=search_config, fields: list[str] = FIELDS,
+         prepare=lambda grid: grid, extra=lambda cfg: {}) -> None:
+    """Run the cells not yet in the results CSV (the arena reuses this with its own sources)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--grid", default=str(Path(__file__).with_name(default_grid)))
     ap.add_argument("--only", nargs="*", default=None, help="restrict to these models")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this long")
     ap.add_argument("--baselines-only", action="store_true",
                     help="only train the missing baselines (e.g. for benchmarks/reward_study.py)")
-    args = ap.parse_args()
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    args = ap.parse_args(argv)
+    grid = prepare(yaml.safe_load(Path(args.grid).read_text()))
     torch.set_num_threads(grid["threads"])
     out, results = Path(grid["out"]), Path(grid["results"])
     if args.baselines_only:
@@ -146,21 +167,17 @@ def main() -> None:
     # cells the grid's settings make impossible (e.g. a target below what min_keep allows): recorded once
     skipped_path = results.with_name("skipped.csv")
     skipped = {(r["model"], float(r["target"])) for r in read_rows(skipped_path)}
-    # cheapest sources first within a model, so a part that stops early still covers whole comparisons
-    cells = [(m, float(t), s, int(seed)) for m in grid["models"] for t in grid["targets"]
-             for seed in grid["seeds"] for s in grid["sources"]]
-    followup = grid.get("followup") or {}  # extra sources for some models, after the grid's cells
-    unknown = sorted(set(grid["sources"]) - set(SOURCES) | set(followup) - set(SOURCES))
+    cells = cells_of(grid)
+    unknown = sorted({c[2] for c in cells} - set(sources))
     if unknown:
-        raise SystemExit(f"{args.grid}: unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
-    cells += [(m, float(t), s, int(seed)) for m in grid["models"] for s, ms in followup.items() if m in ms
-              for t in grid["targets"] for seed in grid["seeds"]]
+        raise SystemExit(f"{args.grid}: unknown source(s) {', '.join(unknown)}; known: {', '.join(sources)}")
     if args.only:
         cells = [c for c in cells if c[0] in args.only]
     todo = [c for c in cells if c not in done and (c[0], c[1]) not in skipped]
     print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run", flush=True)
     start, started_at, new = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M"), 0
     n_baselines = len(list(Path(grid["baselines"]).glob("*/model.pt")))
+    torch.set_num_threads(grid["threads"])
     try:
         for model, target, source, seed in todo:
             if args.max_cells is not None and new >= args.max_cells:
@@ -170,14 +187,15 @@ def main() -> None:
             if (model, target) in skipped:
                 continue
             try:
-                row = run_cell(grid, out, model, target, source, seed)
+                row = run_cell(grid, out, model, target, source, seed, configure)
+                row.update(extra(configure(grid, model, target, source, seed)))
             except ConfigError as exc:  # the settings rule this (model, target) out; say why, go on
                 append_row(skipped_path, ["model", "target", "reason"], {"model": model, "target": target,
                                                                           "reason": str(exc)})
                 skipped.add((model, target))
                 print(f"{model} {target}: not run: {exc}", flush=True)
                 continue
-            append_row(results, FIELDS, row)
+            append_row(results, fields, {k: row.get(k) for k in fields})
             new += 1
             print(f"[{time.perf_counter() - start:6.0f} s] {model} {target} {source} seed {seed}: "
                   f"{row['test_accuracy']:.2f}% (baseline {row['baseline_accuracy']:.2f}%), "

@@ -12,7 +12,8 @@ from entroprune.search import SearchConfig
 
 def cfg(**kw):
     base = dict(flops_target=0.3, episodes=12, warmup=6, calib_size=64, val_size=64, checkpoint_every=4,
-                round_to=2)
+                round_to=2,
+                rerank_top_k=0, band=None)  # the AMC loop itself; re-ranking and band: test_rerank.py
     base.update(kw)
     return SearchConfig(**base)
 

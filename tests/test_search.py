@@ -15,7 +15,8 @@ from entroprune.search import SearchConfig
 
 
 def cfg(**kw):
-    base = dict(flops_target=0.3, episodes=24, warmup=8, calib_size=64, val_size=128, checkpoint_every=4)
+    base = dict(flops_target=0.3, episodes=24, warmup=8, calib_size=64, val_size=128, checkpoint_every=4,
+                rerank_top_k=0, band=None)  # the AMC loop itself; re-ranking and band: test_rerank.py
     base.update(kw)
     return SearchConfig(**base)
 
@@ -133,7 +134,8 @@ def test_sigkill_then_resume(digits_ckpt, tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target", "0.3",
             "--episodes", "40", "--warmup", "8", "--calib-size", "64", "--val-size", "128",
-            "--checkpoint-every", "4", "--out", str(out), "--quiet", "--device", "cpu"]
+            "--checkpoint-every", "4", "--out", str(out), "--quiet", "--device", "cpu", "--rerank-top-k", "0",
+            "--band", "none"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:

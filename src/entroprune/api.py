@@ -318,8 +318,11 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
     model.to(device)
     meta = {"checkpoint": str(Path(path).resolve()), "model": ckpt.spec.model, "dataset": data.name,
             "importance": importance}
+    recovery = None
+    if config.reranks and config.recovery_steps:  # unlabelled training images, never the scored ones
+        recovery = data.normalize(data.train.x[: config.recovery_images]).to(device)
     return run_search(model, structure, calib, val, config, out_dir, resume=resume, quiet=quiet, meta=meta,
-                      workers=workers, ray_address=ray_address)
+                      workers=workers, ray_address=ray_address, recovery_images=recovery)
 
 
 def _check_workers(workers: int, ray_address: str | None,
@@ -520,8 +523,9 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib, out_dir:
                   config=None, val=None, importance: str = "l1", quiet: bool = True,
                   resume: bool = False, workers: int = 1, ray_address: str | None = None):
     """Search a policy for any CNN: ``calib`` (normalised images: a tensor or a loader) feeds
-    BN recalibration and the entropy reward; ``val`` ((x, y) or a loader) the accuracy reward.
-    ``workers`` > 1 scores episode batches on Ray actors (the model must pickle)."""
+    BN recalibration and the entropy reward, and images beyond the first ``calib_size`` the
+    re-ranking's recovery (all of them when there are no more); ``val`` ((x, y) or a loader) the
+    accuracy reward. ``workers`` > 1 scores episode batches on Ray actors (the model must pickle)."""
     from .search import SearchConfig, run_search
     from .structure import Structure
 
@@ -530,10 +534,13 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib, out_dir:
     _check_workers(workers, ray_address)
     model = model.eval()
     structure = Structure(model, example_input, importance=importance)
-    calib_x = _take_images(calib, config.calib_size)
+    extra = config.recovery_images if config.reranks and config.recovery_steps else 0
+    images = _take_images(calib, config.calib_size + extra)
+    calib_x = images[: config.calib_size]
+    recovery = (images[config.calib_size:] if len(images) > config.calib_size else images) if extra else None
     val_xy = _take_labelled(val, config.val_size) if val is not None else None
     return run_search(model, structure, calib_x, val_xy, config, out_dir, resume=resume, quiet=quiet,
-                      workers=workers, ray_address=ray_address)
+                      workers=workers, ray_address=ray_address, recovery_images=recovery)
 
 
 def prune_module(model: nn.Module, example_input: torch.Tensor, policy, importance: str = "l1",

@@ -14,6 +14,9 @@ import typer
 from rich.console import Console
 
 from .errors import ConfigError, EntropruneError
+from .search import SearchConfig
+
+_SEARCH = SearchConfig()  # the defaults of the search's new options are read from here, not repeated
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
@@ -179,8 +182,8 @@ def inspect(
 def search(
     checkpoint: Annotated[Path, typer.Argument(help="The unpruned model.pt to search a policy for.")],
     flops_target: Annotated[float, typer.Option(help="Fraction of MACs to keep (0.2 = 5x fewer).")] = 0.2,
-    reward: Annotated[str, typer.Option(help="entropy, accuracy or combined.")] = "entropy",
-    agent: Annotated[str, typer.Option(help="ddpg, uniform, random, sb3:td3, sb3:sac or sb3:ppo.")] = "ddpg",
+    reward: Annotated[str, typer.Option(help="entropy, accuracy, combined or kl (agreement with the unpruned net).")] = "entropy",
+    agent: Annotated[str, typer.Option(help="ddpg, uniform, global (torch-pruning global magnitude), random, sb3:td3, sb3:sac or sb3:ppo.")] = "ddpg",
     episodes: Annotated[int, typer.Option(help="Policies to try.")] = 300,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder for the log and policy.json.")] = Path("runs/search"),
     variant: Annotated[str, typer.Option(help="Entropy variant (distribution, cooccurrence, *-avg).")] = "cooccurrence",
@@ -204,6 +207,15 @@ def search(
     ray_address: Annotated[str | None, typer.Option(
         help="Join this Ray cluster (auto or HOST:PORT) instead of starting a local Ray.")] = None,
     importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
+    band: Annotated[str, typer.Option(
+        help="Keep ratios within (1 -/+ band) x the uniform ratio; 'none' = AMC's whole \\[min-keep, 1].")] = str(_SEARCH.band),
+    rerank_top_k: Annotated[int, typer.Option(
+        help="Re-score this many best policies plus uniform and global after recovery (0 = off).")] = _SEARCH.rerank_top_k,
+    rerank_reward: Annotated[str, typer.Option(help="Reward of the re-ranking (kl, entropy, accuracy).")] = _SEARCH.rerank_reward,
+    recovery_steps: Annotated[int, typer.Option(
+        help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
+    recovery_images: Annotated[int, typer.Option(
+        help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted search in --out.")] = False,
@@ -217,11 +229,16 @@ def search(
     """Search per-group keep ratios with an RL agent under a MACs budget; writes policy.json."""
     from .api import search_checkpoint
     from .rewards import RewardConfig
-    from .search import SearchConfig, SearchInterrupted
+    from .search import SearchInterrupted
 
     dev = _setup(seed, device, threads)
+    try:
+        band_value = None if band.strip().lower() in ("none", "off", "null") else float(band)
+    except ValueError:
+        raise ConfigError(f"--band must be a number in [0, 1] or 'none', got {band!r}") from None
     cfg = SearchConfig(
-        flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
+        band=band_value, rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, recovery_steps=recovery_steps,
+        recovery_images=recovery_images, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
         reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize,
@@ -236,6 +253,9 @@ def search(
         raise typer.Exit(130) from None
     out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {flops_target:.1%}), "
               f"{res.episodes} episodes")
+    if res.summary.get("rerank"):
+        out.print(f"re-ranked {len(res.summary['rerank'])} policies by {cfg.rerank_reward} after "
+                  f"{cfg.recovery_steps} recovery steps: the {res.summary['chosen']} policy won")
     if res.spearman is not None:
         out.print(f"Spearman(reward, accuracy) over {res.summary['diagnosed_episodes']} diagnosed episodes: "
                   f"{res.spearman:+.3f}")

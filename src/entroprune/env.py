@@ -33,13 +33,16 @@ class PruningEnv(gym.Env):
     :param min_keep: smallest keep ratio of a group (AMC: 0.2).
     :param round_to: round channel counts to multiples of this (1 = no rounding).
     :param tolerance: relative distance to the target the episode must end within.
+    :param ratio_bounds: per-group (lowest, highest) keep ratios, inside [min_keep, 1]: the search
+        space's band around the uniform policy; None = [min_keep, 1] for every group.
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, structure: Structure, scorer: Callable[[np.ndarray], tuple[float, dict]] | None = None,
                  flops_target: float = 0.2, min_keep: float = 0.2, round_to: int = 1,
-                 tolerance: float = DEFAULT_TOLERANCE):
+                 tolerance: float = DEFAULT_TOLERANCE,
+                 ratio_bounds: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
         if not (isinstance(flops_target, (int, float)) and 0 < flops_target <= 1):
             raise ConfigError(f"--flops-target must lie in (0, 1] (fraction of MACs kept), got {flops_target}")
@@ -54,6 +57,13 @@ class PruningEnv(gym.Env):
         self.total = structure.total_macs
         self.min_counts = np.array([structure.round_channels(g.channels, min_keep, round_to) for g in self.groups])
         self.max_counts = structure.full_counts()
+        lo_r, hi_r = ratio_bounds if ratio_bounds is not None else (np.full(self.n, min_keep), np.ones(self.n))
+        self.lo_ratio = np.clip(np.asarray(lo_r, dtype=float), min_keep, 1.0)
+        self.hi_ratio = np.maximum(np.clip(np.asarray(hi_r, dtype=float), min_keep, 1.0), self.lo_ratio)
+        self.min_counts = np.maximum(self.min_counts, [structure.round_channels(g.channels, r, round_to)
+                                                       for g, r in zip(self.groups, self.lo_ratio, strict=True)])
+        self.hi_counts = np.maximum(self.min_counts, [structure.round_channels(g.channels, r, round_to)
+                                                      for g, r in zip(self.groups, self.hi_ratio, strict=True)])
         floor = structure.macs(self.min_counts) / self.total
         if floor > flops_target * (1 + tolerance):
             rounding = (f" (and at least {round_to} channels, counts being rounded to multiples of {round_to})"
@@ -97,19 +107,23 @@ class PruningEnv(gym.Env):
         self._reset_state()
         return self._obs(), {}
 
+    def ratio_range(self, t: int) -> tuple[float, float]:
+        """The keep ratios group ``t`` may take before the wall: the agent's [0, 1] maps onto it."""
+        return float(self.lo_ratio[t]), float(self.hi_ratio[t])
+
     # ---------------------------------------------------------------- the action wall
 
     def bounds(self, t: int) -> tuple[int, int]:
         """Smallest and largest channel count of group ``t`` that keep the target reachable."""
         g = self.groups[t]
-        cands = np.arange(self.min_counts[t], self.max_counts[t] + 1)
+        cands = np.arange(self.min_counts[t], self.hi_counts[t] + 1)
         if self.round_to > 1 and g.channels > self.round_to:
             cands = np.unique([self.structure.round_channels(g.channels, c / g.channels, self.round_to)
                                for c in cands])
         lo_case = self.counts.astype(float).copy()
         lo_case[t + 1:] = self.min_counts[t + 1:]
         hi_case = self.counts.astype(float).copy()
-        hi_case[t + 1:] = self.max_counts[t + 1:]
+        hi_case[t + 1:] = self.hi_counts[t + 1:]
         full = self.max_counts.astype(float)
         rows_lo = np.repeat(lo_case[None], len(cands), 0)
         rows_lo[:, t] = cands
@@ -129,8 +143,8 @@ class PruningEnv(gym.Env):
         ratio = float(np.asarray(action, dtype=float).reshape(-1)[0])
         if not np.isfinite(ratio):
             ratio = self.min_keep
-        ratio = float(np.clip(ratio, self.min_keep, 1.0))
         t = self.t
+        ratio = float(np.clip(ratio, self.lo_ratio[t], self.hi_ratio[t]))
         g = self.groups[t]
         lo, hi = self.bounds(t)
         want = self.structure.round_channels(g.channels, ratio, self.round_to)

@@ -4,6 +4,11 @@
   network's conv activations on a calibration batch. Uses no labels.
 * ``accuracy`` (AMC): top-1 accuracy (as a fraction) on a held-out validation subset.
 * ``combined``: ``-entropy + accuracy_weight * accuracy``, for research.
+* ``kl``: minus the KL divergence from the unpruned network's outputs to the pruned one's on the
+  calibration images (teacher agreement). Uses no labels.
+
+Any of them can be read after a short label-free recovery (``recovery_steps``,
+:mod:`entroprune.recovery`), on a net that works again instead of a nearly broken one.
 
 Every evaluation (``physical=True``, the default): cut the policy out of a copy of the model
 with torch-pruning, optionally re-estimate BatchNorm statistics on the calibration images,
@@ -28,14 +33,14 @@ from .errors import ConfigError
 from .prune import Masker, bn_calibration, counts_to_dict, recalibrate_bn
 from .structure import Structure, apply_physical
 
-REWARDS = ("entropy", "accuracy", "combined")
+REWARDS = ("entropy", "accuracy", "combined", "kl")
 
 
 @dataclass
 class RewardConfig:
     """How a policy is scored.
 
-    :param kind: ``entropy``, ``accuracy`` or ``combined``.
+    :param kind: ``entropy``, ``accuracy``, ``combined`` or ``kl``.
     :param variant: entropy variant (see :mod:`entroprune.entropy`).
     :param layers: which conv outputs feed the entropy: ``all``, ``last``, ``last:K`` or names.
     :param normalize: divide each layer's entropy by the unpruned network's value at that
@@ -50,6 +55,8 @@ class RewardConfig:
     :param maximize: reward *high* entropy instead (not the paper's method; our reward study
         found entropy positively correlated with accuracy before fine-tuning, see
         docs/method.md), for research.
+    :param recovery_steps: distillation steps from the unpruned net before each policy is scored
+        (0 = score the freshly pruned net, as AMC and the paper do); needs ``physical``.
 
     The default, ``cooccurrence`` (neighbour-pair entropy per kept channel) of the last conv
     layer, had the best mean rank correlation with accuracy after fine-tuning over the reward
@@ -66,6 +73,7 @@ class RewardConfig:
     accuracy_weight: float = 1.0
     maximize: bool = False
     physical: bool = True
+    recovery_steps: int = 0
 
     def validate(self) -> None:
         if self.kind not in REWARDS:
@@ -74,6 +82,10 @@ class RewardConfig:
             raise ConfigError(f"unknown entropy variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.levels < 2:
             raise ConfigError(f"co-occurrence levels must be >= 2, got {self.levels}")
+        if not isinstance(self.recovery_steps, int) or self.recovery_steps < 0:
+            raise ConfigError(f"recovery steps must be an integer >= 0, got {self.recovery_steps!r}")
+        if self.recovery_steps and not self.physical:
+            raise ConfigError("recovery trains a pruned copy; it needs physical scoring (physical: true)")
 
 
 @dataclass
@@ -93,11 +105,13 @@ class RewardEvaluator:
     :param structure: its prunable groups.
     :param calib: normalised calibration images (BN recalibration and entropy).
     :param val: normalised validation images and labels (accuracy), or None for label-free use.
+    :param recovery_images: normalised unlabelled images the recovery distils on (default: calib).
     """
 
     def __init__(self, model: nn.Module, structure: Structure, config: RewardConfig,
                  calib: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 batch_size: int | None = None, extra_variants: Sequence[str] = ()):
+                 batch_size: int | None = None, extra_variants: Sequence[str] = (),
+                 recovery_images: torch.Tensor | None = None, seed: int = 0):
         config.validate()
         if config.kind in ("accuracy", "combined") and (val is None or len(val[0]) == 0 or (val[1] < 0).any()):
             raise ConfigError(f"the {config.kind} reward needs labelled validation images; "
@@ -127,6 +141,15 @@ class RewardEvaluator:
         self.reference: dict[str, dict[str, float]] = {}
         self.reference = self._entropies(None)[0]  # the unpruned net: every channel kept
         self.reference_accuracy = self._accuracy() if val is not None and (val[1] >= 0).all() else None
+        with torch.no_grad():  # the teacher's answers on the calibration images, for the kl reward
+            self.teacher_log_probs = torch.cat([torch.log_softmax(model(calib[s:s + self.batch_size]), 1)
+                                                for s in range(0, len(calib), self.batch_size)])
+        self.recovery = None
+        if config.recovery_steps:
+            from .recovery import Recovery
+
+            pool = recovery_images if recovery_images is not None and len(recovery_images) else calib
+            self.recovery = Recovery(model, pool, config.recovery_steps, seed=seed)
 
     def _entropies(self, kept: dict[str, torch.Tensor] | None,
                    net: nn.Module | None = None) -> tuple[dict[str, dict[str, float]], float]:
@@ -134,6 +157,16 @@ class RewardEvaluator:
         t0 = time.perf_counter()
         values = self.probe.measure(self.calib, self.batch_size, model=net)
         return values, time.perf_counter() - t0
+
+    @torch.no_grad()
+    def _teacher_kl(self, net: nn.Module) -> float:
+        from .recovery import kl_to_teacher
+
+        total = 0.0
+        for s in range(0, len(self.calib), self.batch_size):
+            x = self.calib[s:s + self.batch_size]
+            total += kl_to_teacher(net(x), self.teacher_log_probs[s:s + self.batch_size]).item() * len(x)
+        return total / len(self.calib)
 
     @torch.no_grad()
     def _accuracy(self, net: nn.Module | None = None) -> float:
@@ -170,6 +203,10 @@ class RewardEvaluator:
         if self.config.physical:
             net, kept = self._pruned_copy(counts), None
             times["pruning"] = time.perf_counter() - t0
+            if self.recovery is not None:
+                t0 = time.perf_counter()
+                self.recovery(net)
+                times["recovery"] = time.perf_counter() - t0
         else:
             self.masker.apply(counts)
             net, kept = self.model, self.masker.kept_channels(counts)
@@ -206,8 +243,16 @@ class RewardEvaluator:
             accuracy = self._accuracy(net)
             key = "reward_forward" if self.config.kind == "accuracy" else "diagnostic_accuracy"
             times[key] = times.get(key, 0.0) + time.perf_counter() - t0
+        kl = None
+        if self.config.kind == "kl":
+            t0 = time.perf_counter()
+            kl = self._teacher_kl(net)
+            times["reward_forward"] = time.perf_counter() - t0
+            extra["kl"] = kl
         sign = 1.0 if self.config.maximize else -1.0
-        if self.config.kind == "entropy":
+        if self.config.kind == "kl":
+            reward = -kl
+        elif self.config.kind == "entropy":
             reward = sign * entropy
         elif self.config.kind == "accuracy":
             reward = accuracy

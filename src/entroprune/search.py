@@ -14,7 +14,7 @@ import math
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,19 @@ import torch
 import torch.nn as nn
 
 from .agents import AGENTS, make_agent
-from .agents.baselines import UniformAgent
+from .agents.baselines import GlobalAgent, UniformAgent
 from .env import PruningEnv
 from .errors import ConfigError
 from .parallel import make_scorer
 from .prune import counts_to_dict, policy_to_ratios
-from .rewards import RewardConfig
+from .rewards import REWARDS, RewardConfig, RewardEvaluator
 from .structure import Structure
 from .utils import atomic_write, progress_bar, write_json
 
 STATE_FILE = "search_state.pt"
 LOG_FILE = "episodes.jsonl"
 POLICY_FILE = "policy.json"
+FIXED_AGENTS = ("uniform", "global")  # one policy, solved rather than searched
 
 
 @dataclass
@@ -42,7 +43,8 @@ class SearchConfig:
     """A search's settings (all exposed on the CLI and in YAML configs).
 
     :param flops_target: fraction of the original MACs to keep (0.2 = 5x fewer).
-    :param agent: ``ddpg``, ``uniform``, ``random`` or ``sb3:td3|sac|ppo``.
+    :param agent: ``ddpg``, ``uniform``, ``global`` (torch-pruning's global magnitude ranking),
+        ``random`` or ``sb3:td3|sac|ppo``.
     :param episodes: policies to try (uniform always uses one).
     :param min_keep: smallest keep ratio of any group.
     :param round_to: round channel counts to multiples of this.
@@ -56,8 +58,18 @@ class SearchConfig:
         (in parallel with ``--workers``) before the agent learns from them, in order. The
         result depends on this batch size, not on the number of workers: 1 is the sequential
         AMC loop; larger batches give the same warm-up and fewer agent states afterwards.
-    :param reward: how policies are scored.
+    :param reward: how policies are scored during the search.
     :param ddpg: extra DDPG hyperparameters (see :class:`~entroprune.agents.ddpg.DDPGAgent`).
+    :param band: each group's keep ratio stays within ``(1 - band, 1 + band)`` times the uniform
+        policy's ratio (and [min_keep, 1]), so no policy can crush a layer; groups whose maps are
+        1x1 stay at the uniform ratio under an entropy reward, which cannot see them. None = the
+        whole [min_keep, 1] range, as in AMC.
+    :param rerank_top_k: after the search, re-score its ``k`` best distinct policies *and* the
+        uniform and global policies with ``rerank_reward`` after ``recovery_steps`` of label-free
+        recovery, and return the best of them (0 = return the search's best as it scored).
+    :param rerank_reward: the re-ranking's reward kind (``kl``: agreement with the unpruned net).
+    :param recovery_steps: distillation steps before each re-scored candidate.
+    :param recovery_images: unlabelled training images the recovery distils on.
     """
 
     flops_target: float = 0.2
@@ -74,6 +86,11 @@ class SearchConfig:
     episode_batch: int = 1
     reward: RewardConfig = field(default_factory=RewardConfig)
     ddpg: dict[str, Any] = field(default_factory=dict)
+    band: float | None = 0.5
+    rerank_top_k: int = 8
+    rerank_reward: str = "kl"
+    recovery_steps: int = 40
+    recovery_images: int = 2048
 
     def validate(self) -> None:
         if not (isinstance(self.flops_target, (int, float)) and 0 < self.flops_target <= 1):
@@ -88,7 +105,20 @@ class SearchConfig:
             raise ConfigError(f"--episode-batch must be >= 1, got {self.episode_batch}")
         if self.warmup < 0 or self.checkpoint_every < 1 or self.diagnose_every < 0:
             raise ConfigError("--warmup and --diagnose-every must be >= 0, --checkpoint-every >= 1")
+        if self.band is not None and not (isinstance(self.band, (int, float)) and 0 <= self.band <= 1):
+            raise ConfigError(f"band must lie in [0, 1] (or be null for none), got {self.band!r}")
+        if self.rerank_top_k < 0 or self.recovery_steps < 0 or self.recovery_images < 0:
+            raise ConfigError("rerank_top_k, recovery_steps and recovery_images must be >= 0")
+        if self.rerank_reward not in REWARDS:
+            raise ConfigError(f"unknown re-ranking reward {self.rerank_reward!r}; choose one of {', '.join(REWARDS)}")
         self.reward.validate()
+
+    @property
+    def reranks(self) -> bool:
+        return self.rerank_top_k > 0 and self.agent not in FIXED_AGENTS
+
+    def rerank_reward_config(self) -> RewardConfig:
+        return replace(self.reward, kind=self.rerank_reward, recovery_steps=self.recovery_steps, physical=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,7 +172,7 @@ def _spearman(xs: list[float], ys: list[float]) -> float | None:
     return None if rho is None or not math.isfinite(rho) else float(rho)
 
 
-def _rollout(env: PruningEnv, agent, episode: int, min_keep: float) -> dict[str, Any]:
+def _rollout(env: PruningEnv, agent, episode: int) -> dict[str, Any]:
     """One episode of the agent in the environment, unscored: its transitions and policy."""
     obs, _ = env.reset()
     transitions, done, info, agent_time = [], False, {}, 0.0
@@ -150,8 +180,9 @@ def _rollout(env: PruningEnv, agent, episode: int, min_keep: float) -> dict[str,
         t0 = time.perf_counter()
         a = agent.act(obs, episode)
         agent_time += time.perf_counter() - t0
-        nxt, _, done, _, info = env.step([min_keep + a * (1 - min_keep)])
-        applied = (info["applied"] - min_keep) / (1 - min_keep) if min_keep < 1 else 1.0
+        lo, hi = env.ratio_range(env.t)
+        nxt, _, done, _, info = env.step([lo + a * (hi - lo)])
+        applied = (info["applied"] - lo) / (hi - lo) if hi > lo else 0.5
         transitions.append((obs, float(np.clip(applied, 0, 1)), nxt, done))
         obs = nxt
     return {"transitions": transitions, "counts": info["counts"], "achieved": info["achieved"],
@@ -164,12 +195,96 @@ def _scored(res, diagnosed: bool) -> dict[str, Any]:
             "times": res.times, "diagnosed": diagnosed}
 
 
+def uniform_ratio(structure: Structure, config: SearchConfig) -> float:
+    """The uniform policy's keep ratio under the search's target, floor and rounding."""
+    u = UniformAgent.solve(structure, config.flops_target, config.min_keep, config.round_to)
+    return config.min_keep + u * (1 - config.min_keep)
+
+
+def band_bounds(structure: Structure, config: SearchConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-group keep-ratio bounds of the search space (None: AMC's [min_keep, 1] everywhere)."""
+    if config.band is None or config.agent in FIXED_AGENTS:
+        return None
+    r = uniform_ratio(structure, config)
+    n = len(structure.groups)
+    lo, hi = np.full(n, max(config.min_keep, r * (1 - config.band))), np.full(n, min(1.0, r * (1 + config.band)))
+    if config.reward.kind == "entropy":  # groups no entropy reward can see stay at the uniform ratio
+        blind = set(structure.flat_groups)
+        for i, g in enumerate(structure.groups):
+            if g.name in blind:
+                lo[i] = hi[i] = r
+    return lo, hi
+
+
+def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list[float]) -> tuple[np.ndarray, float]:
+    """Channel counts of a fixed policy after the action wall (as its agent's one episode gets them)."""
+    env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)
+    env.reset()
+    info: dict[str, Any] = {}
+    for r in ratios:
+        info = env.step([r])[4]
+    return info["counts"], info["achieved"]
+
+
+def rerank(model: nn.Module, structure: Structure, config: SearchConfig, calib: torch.Tensor,
+           val: tuple[torch.Tensor, torch.Tensor] | None, recovery_images: torch.Tensor | None,
+           entries: list[dict], quiet: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """Re-score the search's best distinct policies and the uniform and global ones after recovery.
+
+    The search's own reward is read off freshly pruned, nearly broken nets; this second stage reads
+    ``rerank_reward`` off nets that work again, and the uniform and global policies are always in
+    the pool, so the search never returns a policy its score ranks below theirs.
+    Returns the candidates (best first by the search's reward, then uniform, global) and the index
+    of the chosen one.
+    """
+    pool: list[dict[str, Any]] = []
+    seen: set[tuple[int, ...]] = set()
+    for e in sorted((e for e in entries if e["finite"]), key=lambda e: (-e["reward"], e["episode"])):
+        counts = structure.keep_counts(e["policy"])
+        if tuple(counts) in seen:
+            continue
+        seen.add(tuple(counts))
+        pool.append({"candidate": f"search (episode {e['episode']})", "source": "search", "counts": counts,
+                     "achieved": e["achieved"], "search_reward": e["reward"]})
+        if len(pool) >= config.rerank_top_k:
+            break
+    n = len(structure.groups)
+    fixed = {"uniform": [uniform_ratio(structure, config)] * n,
+             "global": GlobalAgent.solve(model, structure, config.flops_target, config.min_keep, config.round_to)}
+    for name, ratios in fixed.items():
+        counts, achieved = fixed_policy_counts(structure, config, ratios)
+        if tuple(counts) in seen:  # the search found it too: keep one candidate, say both
+            next(c for c in pool if tuple(c["counts"]) == tuple(counts))["candidate"] += f" = {name}"
+            continue
+        seen.add(tuple(counts))
+        pool.append({"candidate": name, "source": name, "counts": counts, "achieved": achieved,
+                     "search_reward": None})
+    evaluator = RewardEvaluator(model, structure, config.rerank_reward_config(), calib, val,
+                                recovery_images=recovery_images, seed=config.seed)
+    try:
+        with progress_bar(disable=quiet) as bar:
+            task = bar.add_task(f"re-rank ({config.rerank_reward}, {config.recovery_steps} recovery steps)",
+                                total=len(pool), info="")
+            for c in pool:
+                res = evaluator.evaluate(c["counts"])
+                c["reward"] = res.reward if res.finite else None
+                bar.advance(task)
+    finally:
+        evaluator.close()
+    scored = [i for i, c in enumerate(pool) if c["reward"] is not None]
+    if not scored:
+        raise ConfigError("every re-ranked policy gave a non-finite score; the model or data contain NaN/Inf values")
+    return pool, max(scored, key=lambda i: (pool[i]["reward"], -i))
+
+
 def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                val: tuple[torch.Tensor, torch.Tensor] | None, config: SearchConfig,
                out_dir: str | Path, resume: bool = False, quiet: bool = False,
                meta: dict[str, Any] | None = None, workers: int = 1,
-               ray_address: str | None = None) -> SearchResult:
+               ray_address: str | None = None, recovery_images: torch.Tensor | None = None) -> SearchResult:
     """Search a policy for ``model`` and write the run folder. ``model`` is restored after.
+
+    ``recovery_images`` (unlabelled, normalised) feed the re-ranking's recovery; default: ``calib``.
 
     ``workers`` > 1 scores each batch of ``config.episode_batch`` episodes on that many Ray
     actors (:mod:`entroprune.parallel`), on a local Ray or the cluster at ``ray_address``.
@@ -185,11 +300,13 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     if workers > config.episode_batch:
         warnings.warn(f"{workers} workers but episode_batch={config.episode_batch}: only {config.episode_batch} "
                       "can be busy at a time; set episode_batch >= workers", stacklevel=2)
-    episodes = 1 if config.agent == "uniform" else config.episodes
+    episodes = 1 if config.agent in ("uniform", "global") else config.episodes
 
-    env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)
+    env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to,
+                     ratio_bounds=band_bounds(structure, config))
     blind = structure.flat_groups
-    if blind and config.reward.kind == "entropy" and config.agent not in ("uniform", "random"):
+    if blind and config.reward.kind == "entropy" and config.agent not in ("uniform", "global", "random") \
+            and config.band is None:
         # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
         warnings.warn(f"groups {', '.join(blind)} output 1x1 maps, which the entropy reward cannot see: the "
                       "search sets their keep ratios blind (on VGG-16 at 28x28 crushing them cost about 20 "
@@ -200,6 +317,9 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                                         **({"warmup": config.warmup, **config.ddpg} if config.agent == "ddpg" else {}))
     if config.agent == "uniform":
         agent.action = UniformAgent.solve(structure, config.flops_target, config.min_keep, config.round_to)
+    elif config.agent == "global":
+        agent.ratios = GlobalAgent.solve(model, structure, config.flops_target, config.min_keep, config.round_to)
+        agent.min_keep = config.min_keep
     sb3_state = None
     if resume and state_path.exists():
         state = torch.load(state_path, weights_only=True)
@@ -299,7 +419,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                 while episode < episodes:
                     # One batch: every episode from the same agent state, scored together,
                     # then learnt from in order (batch 1 = the sequential AMC loop).
-                    batch = [_rollout(env, agent, e, config.min_keep)
+                    batch = [_rollout(env, agent, e)
                              for e in range(episode, min(episode + config.episode_batch, episodes))]
                     flags = [diagnosed(episode + k) for k in range(len(batch))]
                     results = scorer.score([r["counts"] for r in batch], flags)
@@ -326,6 +446,14 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
 
     counts = np.array(best["counts"])
     entries = [json.loads(line) for line in log_lines]
+    chosen, candidates, rerank_time = "search", None, None
+    if config.reranks:
+        t0 = time.perf_counter()
+        candidates, pick = rerank(model, structure, config, calib, val, recovery_images, entries, quiet)
+        rerank_time = time.perf_counter() - t0
+        counts, chosen = np.asarray(candidates[pick]["counts"]), candidates[pick]["source"]
+        best = {**best, "achieved": candidates[pick]["achieved"], "reward": candidates[pick]["reward"],
+                "search_reward": best["reward"]}
     rewards = [e["reward"] for e in entries if e["finite"]]
     spearman = _spearman([d[0] for d in diag], [d[1] for d in diag])
     time_keys = sorted({k for e in entries for k in e["times"]})
@@ -333,14 +461,18 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     elapsed = time.perf_counter() - t_search
     summary = {
         "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
-        "best_episode": best["episode"], "episodes": len(entries), "seed": config.seed, "agent": config.agent,
+        "best_search_reward": best.get("search_reward", best["reward"]), "best_episode": best["episode"], "episodes": len(entries), "seed": config.seed, "agent": config.agent,
         "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,
         "within_tolerance": bool(env.within_tolerance(best["achieved"])),
         "spearman_reward_accuracy": spearman, "diagnosed_episodes": len(diag),
         "reference_accuracy": scorer.reference_accuracy, "mean_time_split_s": time_split,
         "search_time_s_this_session": elapsed, "non_finite_episodes": sum(not e["finite"] for e in entries),
         "best_reward_first_half": max(rewards[: max(1, len(rewards) // 2)], default=None),
-        "config": config.to_dict(), "workers": workers, **(meta or {}),
+        "config": config.to_dict(), "workers": workers, "chosen": chosen, "rerank_time_s": rerank_time,
+        "rerank": None if candidates is None else [
+            {k: v for k, v in c.items() if k != "counts"} | {"policy": policy_to_ratios(structure, c["counts"])}
+            for c in candidates],
+        **(meta or {}),
     }
     policy = policy_to_ratios(structure, counts)
     count_map = counts_to_dict(structure, counts)
@@ -348,11 +480,12 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
         "policy": policy, "counts": count_map,
         "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
         "seed": config.seed, "agent": config.agent, "reward_kind": config.reward.kind,
-        "variant": config.reward.variant, "round_to": config.round_to, **(meta or {})})
+        "variant": config.reward.variant, "round_to": config.round_to, "chosen": chosen, **(meta or {})})
     write_json(out_dir / "search.json", summary)
     return SearchResult(policy=policy, counts=count_map,
                         reward=best["reward"], achieved=best["achieved"], episodes=len(entries),
                         spearman=spearman, summary=summary)
 
 
-__all__ = ["SearchConfig", "SearchResult", "SearchInterrupted", "run_search"]
+__all__ = ["SearchConfig", "SearchResult", "SearchInterrupted", "run_search", "rerank", "uniform_ratio",
+           "band_bounds"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Agent
-from .baselines import RandomAgent, UniformAgent
+from .baselines import FixedPolicyAgent, GlobalAgent, RandomAgent, UniformAgent
 from .ddpg import DDPGAgent
 
-AGENTS = ("ddpg", "uniform", "random", "sb3:td3", "sb3:sac", "sb3:ppo")
+AGENTS = ("ddpg", "uniform", "global", "random", "sb3:td3", "sb3:sac", "sb3:ppo")
 
 
 def make_agent(name: str, obs_dim: int, seed: int = 0, **kwargs) -> Agent:
@@ -18,7 +18,9 @@ def make_agent(name: str, obs_dim: int, seed: int = 0, **kwargs) -> Agent:
         return RandomAgent(obs_dim, seed)
     if name == "uniform":
         return UniformAgent(obs_dim, seed)
+    if name == "global":
+        return GlobalAgent(obs_dim, seed, **kwargs)
     raise ConfigError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
 
 
-__all__ = ["AGENTS", "Agent", "DDPGAgent", "RandomAgent", "UniformAgent", "make_agent"]
+__all__ = ["AGENTS", "Agent", "DDPGAgent", "FixedPolicyAgent", "GlobalAgent", "RandomAgent", "UniformAgent", "make_agent"]

@@ -1,8 +1,12 @@
-"""Baseline policies: one ratio for every group, or the best of random policies."""
+"""Baseline policies: one ratio for every group, torch-pruning's global ranking, or the best of random policies."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import torch
+import torch.nn as nn
 
 from .base import Agent
 
@@ -44,3 +48,63 @@ class RandomAgent(Agent):
 
     def act(self, obs: np.ndarray, episode: int) -> float:
         return float(self.rng.uniform(0.0, 1.0))
+
+
+class FixedPolicyAgent(Agent):
+    """Replays one precomputed keep ratio per group (set ``ratios`` before the episode)."""
+
+    name = "fixed"
+    max_episodes = 1
+
+    def __init__(self, obs_dim: int, seed: int = 0, ratios: list[float] | None = None, min_keep: float = 0.0):
+        super().__init__(obs_dim, seed)
+        self.ratios, self.min_keep, self._t = list(ratios or []), min_keep, 0
+
+    def act(self, obs: np.ndarray, episode: int) -> float:
+        r = self.ratios[self._t % len(self.ratios)]
+        self._t += 1
+        return float(np.clip((r - self.min_keep) / (1 - self.min_keep), 0.0, 1.0)) if self.min_keep < 1 else 1.0
+
+
+class GlobalAgent(FixedPolicyAgent):
+    """torch-pruning's global magnitude ranking, sized to the MACs target: what a torch-pruning
+    user would pick without a search (``MagnitudePruner(global_pruning=True)``)."""
+
+    name = "global"
+
+    @staticmethod
+    def solve(model: nn.Module, structure, target: float, min_keep: float, round_to: int = 1) -> list[float]:
+        """Keep ratio per group of the smallest global pruning ratio whose channels fit the target.
+
+        The per-group cap ``1 - min_keep`` is the search's own floor, so both pick from one space.
+        """
+        import torch_pruning as tp
+
+        base = copy.deepcopy(model).cpu().eval()
+        example = structure.example_input
+
+        def counts_at(ratio: float) -> np.ndarray:
+            net = copy.deepcopy(base)
+            named = dict(net.named_modules())
+            with torch.enable_grad():
+                pruner = tp.pruner.MagnitudePruner(
+                    net, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                    global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=1 - min_keep,
+                    round_to=round_to if round_to > 1 else None, ignored_layers=[named[structure.classifier]])
+                pruner.step()
+            out = []
+            for g in structure.groups:
+                m = named[g.name]
+                out.append(int(m.out_features if isinstance(m, nn.Linear) else m.out_channels))
+            return np.array(out)
+
+        lo, hi = 0.0, 1.0 - min_keep
+        best = counts_at(hi)
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            counts = counts_at(mid)
+            if structure.macs(counts) / structure.total_macs <= target:
+                best, hi = counts, mid
+            else:
+                lo = mid
+        return [float(c) / g.channels for c, g in zip(best, structure.groups, strict=True)]

@@ -1,0 +1,73 @@
+"""The arena: does the search beat the policies a user gets without one? Resumable, in parts.
+
+    python benchmarks/arena.py [--grid benchmarks/arena.yaml] [--only vgg] [--max-cells N]
+        [--max-minutes M] [--baselines-only]
+    python benchmarks/make_arena.py        # docs/arena.md and the README table from the CSV
+
+Every cell searches (or solves) a policy for one (model, target) pair, prunes it, gives it the
+main job's fine-tune (3 epochs with distillation) with the cell's seed and records its test
+accuracy in ``docs/measurements/arena/results.csv``. ``uniform`` and ``global`` policies are
+deterministic, so only their fine-tunes differ between seeds. The ``default`` source records the
+search settings it ran with: cells run before a change of the tool's defaults are reported as
+stale, never mixed with newer ones. The runner is reproduce.py's (same skipping, parts, baselines).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import reproduce  # noqa: E402
+
+from entroprune.rewards import RewardConfig  # noqa: E402
+from entroprune.search import SearchConfig  # noqa: E402
+
+SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered")
+FIELDS = reproduce.FIELDS + ["chosen", "search_settings"]
+
+
+def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
+    """One source's search settings; the pair's target and the arena's search space for all."""
+    space = {"flops_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}
+    if source.startswith("default"):
+        cfg = SearchConfig(**space)
+        return replace(cfg, agent="random") if source == "default-random" else cfg
+    if source in ("uniform", "global"):
+        return SearchConfig(agent=source, episodes=1, **space, rerank_top_k=0)
+    kind = "accuracy" if source == "accuracy" else "entropy"
+    recovery = SearchConfig().recovery_steps if source == "entropy-recovered" else 0
+    return SearchConfig(agent="ddpg", episodes=grid["search_episodes"], warmup=grid["warmup"],
+                        val_size=grid["accuracy_val_size"], **space, band=None, rerank_top_k=0,
+                        reward=RewardConfig(kind=kind, variant="cooccurrence", layers="last", recovery_steps=recovery))
+
+
+def settings(cfg: SearchConfig) -> str:
+    """The search settings apart from target and seed: what makes two cells of one source comparable."""
+    d = cfg.to_dict()
+    for k in ("flops_target", "seed"):
+        d.pop(k)
+    return json.dumps(d, sort_keys=True)
+
+
+def configure(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
+    return search_config(grid, model, target, source, seed)
+
+
+def cells_of(grid: dict) -> list[tuple[str, float, str, int]]:
+    """Pair by pair, seed by seed, so a part that stops early still covers whole comparisons."""
+    return [(m, float(t), s, int(seed)) for m, t in grid["pairs"] for seed in grid["seeds"]
+            for s in grid["sources"]]
+
+
+def arena_grid(grid: dict) -> dict:
+    """reproduce.py's runner reads ``models`` (baselines) from the pairs."""
+    return {**grid, "models": list(dict.fromkeys(m for m, _ in grid["pairs"]))}
+
+
+if __name__ == "__main__":
+    reproduce.main(doc=__doc__, default_grid="arena.yaml", sources=dict.fromkeys(SOURCES),
+                   cells_of=cells_of, configure=configure, fields=FIELDS, prepare=arena_grid,
+                   extra=lambda cfg: {"search_settings": settings(cfg)})
