@@ -135,3 +135,41 @@ def test_main_job_record_comes_from_the_run(tmp_path):
     missing = run("main_job.py", str(run_dir), "--out-dir", str(tmp_path / "n"), "--readme", str(readme))
     assert missing.returncode != 0 and "markers" in missing.stderr and readme.read_text() == "no markers\n"
     assert not (tmp_path / "n").exists()  # nothing written when it cannot finish
+
+
+def test_tiny_arena_runs_and_reports(tmp_path):
+    """The arena on digits: every source runs, the page pairs each with uniform, the README table is written."""
+    g = {"dataset": "digits", "pairs": [["vgg", 0.5]], "widths": {"vgg": 0.5}, "seeds": [0],
+         "sources": ["uniform", "global", "default", "entropy"], "baseline_epochs": 1, "search_episodes": 3,
+         "warmup": 1, "min_keep": 0.2, "round_to": 1, "accuracy_val_size": 64, "finetune_epochs": 1,
+         "finetune_lr": 0.02, "finetune_distill": True, "latency_repeats": 0, "threads": 1,
+         "out": str(tmp_path / "runs"), "results": str(tmp_path / "m" / "results.csv"),
+         "parts": str(tmp_path / "m" / "parts.csv"), "baselines": str(tmp_path / "m" / "baselines")}
+    path = tmp_path / "arena.yaml"
+    path.write_text(yaml.safe_dump(g))
+    res = run("arena.py", "--grid", str(path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = rows(tmp_path / "m" / "results.csv")
+    assert [r["source"] for r in got] == ["uniform", "global", "default", "entropy"]
+    default = next(r for r in got if r["source"] == "default")
+    assert json.loads(default["search_settings"])["rerank_top_k"] > 0 and default["chosen"]
+    assert next(r for r in got if r["source"] == "entropy")["chosen"] == "search"
+    again = run("arena.py", "--grid", str(path))
+    assert "4 cells, 4 done, 0 to run" in again.stdout
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- arena:begin -->\n<!-- arena:end -->\ny\n")
+    page = tmp_path / "arena.md"
+    made = run("make_arena.py", "--grid", str(path), "--out", str(page), "--readme", str(readme))
+    assert made.returncode == 0, made.stderr[-2000:]
+    text = page.read_text()
+    uniform_acc = float(next(r for r in got if r["source"] == "uniform")["test_accuracy"])
+    default_acc = float(default["test_accuracy"])
+    assert f"| default | 1 | {default_acc:.2f} | {default_acc - uniform_acc:.2f} |" in text
+    assert "## vgg at 50% of the MACs" in text and "Cells: 4 current." in text
+    table = readme.read_text()
+    assert "| vgg | 50% |" in table and f"{default_acc - uniform_acc:+.2f} |" in table and table.endswith("y\n")
+    # a change of the tool's defaults makes the old default cells stale: left out, counted
+    rows_text = (tmp_path / "m" / "results.csv").read_text().replace('""rerank_top_k"": 8', '""rerank_top_k"": 5')
+    (tmp_path / "m" / "results.csv").write_text(rows_text)
+    made = run("make_arena.py", "--grid", str(path), "--out", str(page), "--readme", "")
+    assert "Cells: 3 current, 1 stale `default` cells left out" in page.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -403,10 +404,10 @@ def resolve_dataset(name: str, data_dir: str | None, say=print) -> str:
 def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None = None) -> Path:
     """The main job: baseline (cached) -> entropy search -> prune -> fine-tune -> evaluate
     -> export -> report, in a fresh run folder. Returns the folder."""
-    from .agents.baselines import UniformAgent
     from .config import dump_config
+    from .prune import policy_to_ratios
     from .report import write_report
-    from .search import SearchConfig
+    from .search import SearchConfig, fixed_policy_counts, uniform_ratio
     from .utils import resolve_device, set_threads, write_text
 
     set_threads(cfg.threads)
@@ -473,18 +474,39 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
                       cfg.export_format)
     model, ckpt = load_model(ckpt_path)
     structure = build_structure(model, ckpt.spec)
-    u = UniformAgent.solve(structure, cfg.search.flops_target, cfg.search.min_keep, cfg.search.round_to)
-    ratio = cfg.search.min_keep + u * (1 - cfg.search.min_keep)
-    uniform = {g.name: round(int(c) / g.channels, 6)
-               for g, c in zip(structure.groups, structure.keep_counts([ratio] * len(structure.groups), cfg.search.round_to),
-                                  strict=True)}
+    counts, _ = fixed_policy_counts(structure, cfg.search, [uniform_ratio(structure, cfg.search)] * len(structure.groups))
+    uniform = policy_to_ratios(structure, counts)
+    reference = None
+    if cfg.reference_uniform:
+        t0 = time.perf_counter()
+        reference = _uniform_reference(ckpt_path, run_dir / "uniform", uniform, cfg, result, device, quiet, say)
+        timings["uniform_reference"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     write_json(run_dir / "evaluation.json", {
         "model": cfg.model, "dataset": dataset, "flops_target": cfg.search.flops_target, "rows": rows,
-        "machine": machine_description(), "uniform_policy": uniform, "timings_s": timings,
-        "search_reward": result.reward, "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
+        "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
+        "timings_s": timings, "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
+        "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
     write_report(run_dir)
     return run_dir
+
+
+def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cfg, result, device, quiet: bool,
+                       say) -> dict[str, Any]:
+    """The uniform policy pruned and fine-tuned exactly like the searched one: the report's reference line."""
+    if result.policy == uniform:  # the search returned the uniform policy itself: nothing else to train
+        say("uniform reference: the search chose the uniform policy; no second fine-tune")
+        finetuned = json.loads((out.parent / "finetuned" / "metrics.json").read_text())
+        return {"test_accuracy": finetuned["test_accuracy"], "macs": finetuned["macs"], "params": finetuned["params"],
+                "same_as_searched": True}
+    say("uniform reference: the uniform policy with the same fine-tune")
+    write_json(out / "policy.json", {"policy": uniform, "agent": "uniform"})
+    prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", device=device)
+    f = cfg.finetune
+    m = finetune_checkpoint(out / "pruned" / "model.pt", out / "finetuned", epochs=f.epochs, lr=f.lr,
+                            batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet,
+                            nproc=f.nproc)
+    return {"test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"], "same_as_searched": False}
 
 
 # ----------------------------------------------------------------------------- any nn.Module

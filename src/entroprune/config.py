@@ -73,6 +73,9 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     export_format: str = "onnx"
     latency_repeats: int = 20
+    # Also prune the uniform policy (one keep ratio for every group) and give it the same fine-tune:
+    # the report's reference line, which shows what the search bought.
+    reference_uniform: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

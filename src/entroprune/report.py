@@ -196,13 +196,31 @@ def write_report(run_dir: str | Path) -> Path:
                       "Latencies are medians of runs alternating between the two models.")
         drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
         md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
+        ref = evaluation.get("uniform_reference")
+        if ref:
+            gain = pr["test_accuracy"] - ref["test_accuracy"]
+            same = " (the search chose the uniform policy itself)" if ref.get("same_as_searched") else ""
+            md += [f"Reference: the uniform policy (one keep ratio for every group) with the same fine-tune reached "
+                   f"{ref['test_accuracy']:.2f}% at {ref['macs'] / evaluation['rows'][0]['macs']:.1%} of the MACs; "
+                   f"the searched policy {pr['test_accuracy']:.2f}% ({gain:+.2f} points){same}.", ""]
     if summary:
         md += ["## Search", "",
                f"- agent `{summary['agent']}`, reward `{summary['reward_kind']}` (variant `{summary['variant']}`, "
                f"layers `{summary['layers']}`), {summary['episodes']} episodes, seed {summary['seed']}",
                f"- best reward {summary['reward']:.5f} at episode {summary['best_episode']}, "
-               f"{summary['achieved']:.2%} of the MACs (target {summary['flops_target']:.0%})",
+               f"{summary['achieved']:.2%} of the MACs (target {summary['flops_target']:.0%})"
+               if not summary.get("rerank") else
+               f"- re-ranked the search's {sum(c['source'] == 'search' for c in summary['rerank'])} best distinct "
+               f"policies with the uniform and global ones by `{summary['config']['rerank_reward']}` after "
+               f"{summary['config']['recovery_steps']} recovery steps; the **{summary['chosen']}** policy won "
+               f"(score {summary['reward']:.5f}, {summary['achieved']:.2%} of the MACs, target "
+               f"{summary['flops_target']:.0%})",
                "- mean time per episode (s): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_time_split_s"].items())]
+        if summary.get("rerank"):
+            md += ["", "| candidate | search reward | re-rank score | MACs kept |", "|---|---|---|---|"]
+            md += [f"| {c['candidate']} | {_fmt(c['search_reward'])} | {_fmt(c['reward'])} | {c['achieved']:.2%} |"
+                   for c in summary["rerank"]]
+            md.append("")
         if summary.get("spearman_reward_accuracy") is not None:
             md.append(f"- Spearman(reward, validation accuracy without fine-tuning) over "
                       f"{summary['diagnosed_episodes']} diagnosed episodes: {summary['spearman_reward_accuracy']:+.3f}")
