@@ -140,6 +140,12 @@ CASES = {
     "unknown agent": ["search", f"{T}/good.pt", "--agent", "sb3:dqn", "--out", f"{T}/out"],
     "unknown entropy variant": ["search", f"{T}/good.pt", "--variant", "renyi", "--out", f"{T}/out"],
     "finetune missing checkpoint": ["finetune", f"{T}/missing.pt", "--out", f"{T}/out"],
+    "evaluate --json onto its own checkpoint": ["evaluate", f"{T}/good.pt", "--json", f"{T}/good.pt"],
+    "evaluate --json onto an existing file": ["evaluate", f"{T}/good.pt", "--json", f"{T}/text.pt"],
+    "evaluate --json under a file": ["evaluate", f"{T}/good.pt", "--json", f"{T}/text.pt/r.json"],
+    "search band not a number": ["search", f"{T}/good.pt", "--band", "wide", "--out", f"{T}/out"],
+    "search band above 1": ["search", f"{T}/good.pt", "--band", "1.5", "--out", f"{T}/out"],
+    "search unknown re-ranking reward": ["search", f"{T}/good.pt", "--rerank-reward", "vibes", "--out", f"{T}/out"],
     "cuda without a GPU": ["evaluate", f"{T}/good.pt", "--device", "cuda"] if not torch.cuda.is_available()
     else ["evaluate", f"{T}/missing.pt"],
 }

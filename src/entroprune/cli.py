@@ -99,6 +99,22 @@ def train(
     out.print(f"checkpoint: {result['checkpoint']}")
 
 
+def _check_output_file(path: Path, inputs: list[Path], force: bool) -> None:
+    """Refuse, before any work, an output file that is an input, exists (without --force) or cannot be created."""
+    target = path.resolve()
+    if any(target == Path(i).resolve() for i in inputs):
+        raise ConfigError(f"--json {path} is one of the inputs; writing it would destroy it, choose another file")
+    if target.is_dir():
+        raise ConfigError(f"--json {path} is a folder; give a file name")
+    if target.exists() and not force:
+        raise ConfigError(f"--json {path} already exists; pass --force to overwrite it or choose another file")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--json {path}: {parent} is a file, not a folder; choose another path")
+
+
 @app.command()
 @handle_errors
 def evaluate(
@@ -110,6 +126,7 @@ def evaluate(
                                                       "(default: the one a pruned checkpoint names).")] = None,
     latency: Annotated[bool, typer.Option(help="Measure CPU latency (torch and onnxruntime).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --json file.")] = False,
     trust_pickle: TrustPickle = False,
     seed: Seed = 0,
     device: Device = "auto",
@@ -118,6 +135,8 @@ def evaluate(
     """Test accuracy, parameters and MACs of a checkpoint, side by side with its original."""
     from .api import evaluate_checkpoint
 
+    if json_out is not None:
+        _check_output_file(json_out, [checkpoint, *([original] if original else [])], force)
     dev = _setup(seed, device, threads)
     rows = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir,
                                batch_size=batch_size, device=dev, original=original, latency=latency,

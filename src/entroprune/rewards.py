@@ -196,7 +196,8 @@ class RewardEvaluator:
         return float(np.mean(vals)) if vals else 0.0
 
     def evaluate(self, counts: Sequence[int] | np.ndarray, with_accuracy: bool = False) -> RewardResult:
-        """Score one policy; with_accuracy also measures validation accuracy (diagnostics)."""
+        """Score one policy; with_accuracy also measures validation accuracy and the KL to the
+        unpruned net's outputs (diagnostics, ``extra["kl"]``)."""
         times: dict[str, float] = {}
         t0 = time.perf_counter()
         counts = np.asarray(counts)
@@ -244,10 +245,11 @@ class RewardEvaluator:
             key = "reward_forward" if self.config.kind == "accuracy" else "diagnostic_accuracy"
             times[key] = times.get(key, 0.0) + time.perf_counter() - t0
         kl = None
-        if self.config.kind == "kl":
+        if self.config.kind == "kl" or with_accuracy:  # diagnostics read the teacher agreement too
             t0 = time.perf_counter()
             kl = self._teacher_kl(net)
-            times["reward_forward"] = time.perf_counter() - t0
+            key = "reward_forward" if self.config.kind == "kl" else "diagnostic_accuracy"
+            times[key] = times.get(key, 0.0) + time.perf_counter() - t0
             extra["kl"] = kl
         sign = 1.0 if self.config.maximize else -1.0
         if self.config.kind == "kl":
@@ -258,7 +260,7 @@ class RewardEvaluator:
             reward = accuracy
         else:
             reward = sign * entropy + self.config.accuracy_weight * accuracy
-        finite = math.isfinite(reward) and all(math.isfinite(v) for v in extra.values())
+        finite = math.isfinite(reward) and all(math.isfinite(v) for k, v in extra.items() if k != "kl")
         return RewardResult(reward=reward if finite else float("-inf"), entropy=entropy,
                             accuracy=accuracy, finite=finite, times=times, extra=extra)
 
