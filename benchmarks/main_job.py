@@ -65,14 +65,29 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
         f"{pruned['macs_reduction']:.2f}x | {pruned['torch_b64_ms']:.2f} | {pruned['ort_b64_ms']:.2f} | "
         f"{pruned['speedup_torch_b64']:.2f}x | {pruned['speedup_ort_b64']:.2f}x |",
     ]
+    ref = ev.get("uniform_reference")
+    if ref:
+        rows.append(f"| uniform policy, same fine-tune (reference) | {ref['test_accuracy']:.2f} | {ref['params']:,} | "
+                    f"{ref['macs']:,} | {base['macs'] / ref['macs']:.2f}x | - | - | - | - |")
     took = (f"The whole `make run`, set-up and baseline training included, took {fmt_s(wall)}" if wall
             else f"The run took {fmt_s(tm.get('total', 0))} after set-up")
     parts = ", ".join(f"{name} {tm[k]:.0f} s" for k, name in
-                      (("baseline", "baseline"), ("search", "search"), ("finetune", "fine-tuning")) if k in tm)
+                      (("baseline", "baseline"), ("search", "search"), ("finetune", "fine-tuning"),
+                       ("uniform_reference", "uniform reference")) if k in tm)
     text = (f"Accuracy change {pruned['test_accuracy'] - base['test_accuracy']:+.2f} points; batch-64 speed-up / "
             f"MACs reduction {pruned['speedup_vs_macs_b64']:.2f} (torch), {pruned['ort_speedup_vs_macs_b64']:.2f} "
             f"(onnxruntime). {took} ({parts}; search of {t['episodes']} episodes). Latencies are medians of runs "
             f"that alternate between the two models. Search trace: {trace_sentence(t)}")
+    search = report.get("search") or {}
+    if search.get("rerank"):
+        n = sum(c["source"] == "search" for c in search["rerank"])
+        text += (f" Re-ranking: the search's {n} best distinct policies, the uniform and the global policy, each scored "
+                 f"by `{search['config']['rerank_reward']}` after {search['config']['recovery_steps']} recovery steps "
+                 f"({search.get('rerank_time_s', 0):.0f} s): the **{search['chosen']}** policy won.")
+    if ref:
+        gain = pruned["test_accuracy"] - ref["test_accuracy"]
+        text += (f" Against the uniform policy with the same fine-tune: {gain:+.2f} points"
+                 + (" (the search chose the uniform policy itself)." if ref.get("same_as_searched") else "."))
     return "\n".join([f"Machine: {ev['machine']}; {ev.get('date', '')}.", "", *rows, "", text])
 
 

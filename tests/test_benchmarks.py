@@ -130,6 +130,10 @@ def test_main_job_record_comes_from_the_run(tmp_path):
     base, pruned = report["evaluation"]["rows"]
     assert "stale" not in text and f"| {pruned['test_accuracy']:.2f} |" in text and "1 min 15 s" in text
     assert json.loads((tmp_path / "m" / "main_job.json").read_text()) == report
+    ref = report["evaluation"]["uniform_reference"]
+    assert f"| uniform policy, same fine-tune (reference) | {ref['test_accuracy']:.2f} |" in text
+    assert f"Against the uniform policy with the same fine-tune: {pruned['test_accuracy'] - ref['test_accuracy']:+.2f}" \
+        in text
     assert f"| {base['test_accuracy']:.2f} |" in (tmp_path / "m" / "main_job.md").read_text()
     readme.write_text("no markers\n")
     missing = run("main_job.py", str(run_dir), "--out-dir", str(tmp_path / "n"), "--readme", str(readme))

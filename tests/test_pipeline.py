@@ -98,6 +98,16 @@ def test_run_quick_cli(tmp_path):
     report = (run / "report.md").read_text()
     assert "| original |" in report and "| pruned |" in report and "speed-up" in report
     assert "run folder" in proc.stdout
+    # the reference line: the uniform policy, pruned and fine-tuned like the searched one
+    ev = json.loads((run / "evaluation.json").read_text())
+    ref, searched = ev["uniform_reference"], ev["rows"][1]
+    assert f"Reference: the uniform policy (one keep ratio for every group) with the same fine-tune reached " \
+           f"{ref['test_accuracy']:.2f}%" in report
+    assert f"({searched['test_accuracy'] - ref['test_accuracy']:+.2f} points)" in report
+    if not ref["same_as_searched"]:
+        assert json.loads((run / "uniform" / "finetuned" / "metrics.json").read_text())["test_accuracy"] == \
+            ref["test_accuracy"]
+        assert json.loads((run / "uniform" / "policy.json").read_text())["policy"] == ev["uniform_policy"]
 
 
 def test_run_config_scales_out(tmp_path):
