@@ -32,16 +32,17 @@ FIELDS = reproduce.FIELDS + ["chosen", "search_settings"]
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
     """One source's search settings; the pair's target and the arena's search space for all."""
     space = {"flops_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}
-    if source.startswith("default"):
+    if source.startswith("default") or source == "entropy-recovered":
         cfg = SearchConfig(**space)
+        if source == "entropy-recovered":
+            return replace(cfg, rerank_reward="entropy")
         return replace(cfg, agent="random") if source == "default-random" else cfg
     if source in ("uniform", "global"):
         return SearchConfig(agent=source, episodes=1, **space, rerank_top_k=0)
     kind = "accuracy" if source == "accuracy" else "entropy"
-    recovery = SearchConfig().recovery_steps if source == "entropy-recovered" else 0
     return SearchConfig(agent="ddpg", episodes=grid["search_episodes"], warmup=grid["warmup"],
                         val_size=grid["accuracy_val_size"], **space, band=None, rerank_top_k=0,
-                        reward=RewardConfig(kind=kind, variant="cooccurrence", layers="last", recovery_steps=recovery))
+                        reward=RewardConfig(kind=kind, variant="cooccurrence", layers="last"))
 
 
 def settings(cfg: SearchConfig) -> str:
@@ -57,9 +58,11 @@ def configure(grid: dict, model: str, target: float, source: str, seed: int) -> 
 
 
 def cells_of(grid: dict) -> list[tuple[str, float, str, int]]:
-    """Pair by pair, seed by seed, so a part that stops early still covers whole comparisons."""
-    return [(m, float(t), s, int(seed)) for m, t in grid["pairs"] for seed in grid["seeds"]
-            for s in grid["sources"]]
+    """Pair by pair, seed by seed, so a part that stops early still covers whole comparisons; then the
+    follow-up cells (a source for one pair: the agent comparison, the paper's reward after recovery)."""
+    cells = [(m, float(t), s, int(seed)) for m, t in grid["pairs"] for seed in grid["seeds"]
+             for s in grid["sources"]]
+    return cells + [(m, float(t), s, int(seed)) for m, t, s in grid.get("followup") or [] for seed in grid["seeds"]]
 
 
 def arena_grid(grid: dict) -> dict:

@@ -176,4 +176,4 @@ def test_tiny_arena_runs_and_reports(tmp_path):
     rows_text = (tmp_path / "m" / "results.csv").read_text().replace('""rerank_top_k"": 8', '""rerank_top_k"": 5')
     (tmp_path / "m" / "results.csv").write_text(rows_text)
     made = run("make_arena.py", "--grid", str(path), "--out", str(page), "--readme", "")
-    assert "Cells: 3 current, 1 stale `default` cells left out" in page.read_text()
+    assert "Cells: 3 current, 1 stale cells left out" in page.read_text()

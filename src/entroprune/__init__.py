@@ -23,18 +23,19 @@ from .env import PruningEnv
 from .errors import EntropruneError
 from .models import build_model
 from .prune import Masker, prune_model, recalibrate_bn
+from .recovery import Recovery
 from .rewards import RewardConfig, RewardEvaluator
-from .search import SearchConfig, SearchResult, run_search
+from .search import SearchConfig, SearchResult, rerank, run_search
 from .structure import Structure, count_macs_params
 from .train import TrainConfig, evaluate, train_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EntropruneError", "Masker", "ModelSpec", "PruningEnv", "RewardConfig", "RewardEvaluator", "RunConfig",
+    "EntropruneError", "Masker", "ModelSpec", "PruningEnv", "Recovery", "RewardConfig", "RewardEvaluator", "RunConfig",
     "SearchConfig", "SearchResult", "Structure", "TrainConfig", "VARIANTS", "build_model", "count_macs_params",
     "evaluate", "evaluate_checkpoint", "export_checkpoint", "finetune_checkpoint", "finetune_module",
     "inspect_checkpoint", "layer_entropy", "load_checkpoint", "load_config", "load_dataset", "load_model",
-    "prune_checkpoint", "prune_model", "prune_module", "recalibrate_bn", "run_pipeline", "run_search",
+    "prune_checkpoint", "prune_model", "prune_module", "recalibrate_bn", "rerank", "run_pipeline", "run_search",
     "save_checkpoint", "search_checkpoint", "search_module", "train_baseline", "train_model",
 ]
