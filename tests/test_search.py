@@ -42,10 +42,35 @@ def test_resume_gives_same_policy(digits_ckpt, tmp_path):
     state_8 = dict(state)
     assert state_8["episode"] == 10
     torch.save(state_8, tmp_path / "part" / "search_state.pt")
-    resumed = search_checkpoint(digits_ckpt, tmp_path / "part", cfg(), resume=True, quiet=True)
+    before = (tmp_path / "part" / "episodes.jsonl").read_text().splitlines()
+    import entroprune.rewards as rewards
+
+    scored, original = [], rewards.RewardEvaluator.evaluate
+
+    def counting(self, counts, with_accuracy=False):
+        scored.append(1)
+        return original(self, counts, with_accuracy)
+
+    rewards.RewardEvaluator.evaluate = counting
+    try:
+        resumed = search_checkpoint(digits_ckpt, tmp_path / "part", cfg(), resume=True, quiet=True)
+    finally:
+        rewards.RewardEvaluator.evaluate = original
     assert resumed.policy == full.policy and resumed.reward == full.reward
     lines = (tmp_path / "part" / "episodes.jsonl").read_text().splitlines()
     assert [json.loads(line)["episode"] for line in lines] == list(range(24))
+    assert lines[:10] == before[:10]  # the saved episodes are kept as they were, not redone
+    assert len(scored) == 14  # only the episodes that remained were scored
+
+
+def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
+    from entroprune.errors import ConfigError
+
+    search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10), quiet=True)
+    other = tmp_path / "other.pt"
+    other.write_bytes(digits_ckpt.read_bytes())
+    with pytest.raises(ConfigError, match="another checkpoint"):
+        search_checkpoint(other, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True)
 
 
 def test_ddpg_improves_over_warmup(digits_ckpt, tmp_path):

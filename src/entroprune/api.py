@@ -101,6 +101,9 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     """
     from .report import add_ratios, latency_rows
 
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
     entries = []
@@ -345,6 +348,9 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
                        trust_pickle: bool = False) -> dict[str, Any]:
     """Groups and per-layer entropies of a checkpoint, as plain data (the CLI renders it)."""
     from .entropy import VARIANTS, EntropyProbe, activation_points
+
+    if calib_size < 1:
+        raise ConfigError(f"--calib-size must be >= 1, got {calib_size}")
 
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)

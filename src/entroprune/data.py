@@ -418,6 +418,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     is used only for final reports. Images smaller than ``min_size`` are upsampled so that
     every zoo model runs on every dataset.
     """
+    if train_limit is not None and train_limit < 1:
+        raise DataError(f"--train-limit must be >= 1 (or unset for every image), got {train_limit}")
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name in ("fashion-mnist", "mnist"):

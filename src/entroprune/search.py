@@ -327,6 +327,12 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
         if saved_cfg != json.loads(json.dumps(config.to_dict())):
             raise ConfigError(f"{state_path} was written with other settings; resume with the same options "
                               "or start a fresh --out")
+        saved_meta = json.loads(state.get("meta", "{}"))
+        differ = sorted(k for k in saved_meta if saved_meta[k] != json.loads(json.dumps(meta or {})).get(k))
+        if differ:  # another checkpoint, dataset or channel ranking: two runs would mix in one log
+            raise ConfigError(f"{state_path} was written for another {', '.join(differ)} "
+                              f"({', '.join(str(saved_meta[k]) for k in differ)}); resume with the same inputs "
+                              "or start a fresh --out")
         if sb3:
             sb3_state = state["sb3"]
         else:
@@ -375,7 +381,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     def save_state(sb3_snapshot: dict | None = None) -> None:
         nonlocal saved_at
         state = {"episode": episode, "best": best, "worst": worst, "diag": diag,
-                 "config": json.dumps(config.to_dict()),
+                 "config": json.dumps(config.to_dict()), "meta": json.dumps(meta or {}),
                  **({"sb3": sb3_snapshot} if sb3 else {"agent": agent.state_dict()})}
         atomic_write(state_path, lambda p: torch.save(state, p))
         saved_at = episode

@@ -18,6 +18,10 @@ from .errors import ConfigError
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed every global RNG and return a torch generator for explicit use."""
+    from .errors import ConfigError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -28,6 +32,10 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def set_threads(n: int | None) -> int:
     """Set torch's intra-op threads; ``None`` or 0 keeps torch's default."""
+    from .errors import ConfigError
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ConfigError(f"threads must be an integer >= 0 (0 = torch's default), got {n!r}")
     if n:
         torch.set_num_threads(int(n))
     return torch.get_num_threads()
