@@ -54,6 +54,14 @@ def test_cli_search_reward_defaults_are_reward_config_defaults():
                  "bn_recalibration": "bn_recalibration", "accuracy_weight": "accuracy_weight",
                  "maximize": "maximize", "physical_scoring": "physical"}
     assert {c: params[c].default for c in cli_names} == {c: getattr(default, f) for c, f in cli_names.items()}
+    from entroprune.search import SearchConfig
+
+    search = SearchConfig()
+    names = ("flops_target", "agent", "episodes", "min_keep", "round_to", "warmup", "calib_size", "val_size",
+             "diagnose_every", "checkpoint_every", "rerank_top_k", "rerank_reward", "recovery_steps",
+             "recovery_images")
+    assert {n: params[n].default for n in names} == {n: getattr(search, n) for n in names}
+    assert params["band"].default == str(search.band)
 
 
 def test_entropy_layers_skip_1x1_maps():

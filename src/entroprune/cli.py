@@ -14,9 +14,6 @@ import typer
 from rich.console import Console
 
 from .errors import ConfigError, EntropruneError
-from .search import SearchConfig
-
-_SEARCH = SearchConfig()  # the defaults of the search's new options are read from here, not repeated
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
@@ -227,14 +224,14 @@ def search(
         help="Join this Ray cluster (auto or HOST:PORT) instead of starting a local Ray.")] = None,
     importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
     band: Annotated[str, typer.Option(
-        help="Keep ratios within (1 -/+ band) x the uniform ratio; 'none' = AMC's whole \\[min-keep, 1].")] = str(_SEARCH.band),
+        help="Keep ratios within (1 -/+ band) x the uniform ratio; 'none' = AMC's whole \\[min-keep, 1].")] = "0.5",
     rerank_top_k: Annotated[int, typer.Option(
-        help="Re-score this many best policies plus uniform and global after recovery (0 = off).")] = _SEARCH.rerank_top_k,
-    rerank_reward: Annotated[str, typer.Option(help="Reward of the re-ranking (kl, entropy, accuracy).")] = _SEARCH.rerank_reward,
+        help="Re-score this many best policies plus uniform and global after recovery (0 = off).")] = 8,
+    rerank_reward: Annotated[str, typer.Option(help="Reward of the re-ranking (kl, entropy, accuracy).")] = "kl",
     recovery_steps: Annotated[int, typer.Option(
-        help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
+        help="Label-free distillation steps before each re-scored policy.")] = 40,
     recovery_images: Annotated[int, typer.Option(
-        help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
+        help="Unlabelled training images the recovery distils on.")] = 2048,
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted search in --out.")] = False,
@@ -248,7 +245,7 @@ def search(
     """Search per-group keep ratios with an RL agent under a MACs budget; writes policy.json."""
     from .api import search_checkpoint
     from .rewards import RewardConfig
-    from .search import SearchInterrupted
+    from .search import SearchConfig, SearchInterrupted
 
     dev = _setup(seed, device, threads)
     try:
