@@ -194,3 +194,33 @@ def test_malicious_pickle_is_not_executed(tmp_path):
 
 def test_at_least_25_distinct_bad_inputs():
     assert len(CASES) >= 25
+
+
+def test_second_search_on_the_same_folder_is_refused(world):
+    """Two searches into one --out would write every episode twice into one log: the second is refused."""
+    import fcntl
+
+    out = world["tmp"] / "busy"
+    out.mkdir()
+    with open(out / ".entroprune.lock", "a+") as held:  # what a running search holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        before = snapshot(world["tmp"])
+        res = runner.invoke(app, ["search", str(world["good"]), "--out", str(out), "--episodes", "3"])
+        assert res.exit_code == 2 and "another entroprune process is writing a search" in res.stderr
+        assert snapshot(world["tmp"]) == before
+
+
+def test_config_yaml_aliases_and_duplicate_keys_are_refused(world):
+    tmp = world["tmp"]
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b]\n"
+    (tmp / "bomb.yaml").write_text(bomb)
+    (tmp / "dup.yaml").write_text("seed: 1\nseed: 2\n")
+    (tmp / "late.yaml").write_text("export_format: tflite\n")
+    (tmp / "ddpg.yaml").write_text("search:\n  ddpg: {learning_rate: 0.1}\n")
+    expected = {"bomb.yaml": "aliases", "dup.yaml": "appears twice", "late.yaml": "export_format",
+                "ddpg.yaml": "unknown DDPG setting"}
+    for name, words in expected.items():
+        before = snapshot(tmp)
+        res = runner.invoke(app, ["run", "--quick", "--config", str(tmp / name), "--out-root", str(tmp / "runs")])
+        assert res.exit_code == 2 and words in res.stderr, (name, res.stderr)
+        assert snapshot(tmp) == before and not (tmp / "runs").exists()  # no half-made run folder

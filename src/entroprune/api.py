@@ -316,9 +316,6 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
     if resume and not (out_dir / STATE_FILE).exists():
         raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without --resume")
     check_writable_dir(out_dir)
-    if force and not resume:
-        for name in ("episodes.jsonl", "search_state.pt", "policy.json", "search.json"):
-            (out_dir / name).unlink(missing_ok=True)
     model.to(device)
     meta = {"checkpoint": str(Path(path).resolve()), "model": ckpt.spec.model, "dataset": data.name,
             "importance": importance}
@@ -416,6 +413,7 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     from .search import SearchConfig, fixed_policy_counts, uniform_ratio
     from .utils import resolve_device, set_threads, write_text
 
+    cfg.validate()
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

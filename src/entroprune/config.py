@@ -80,6 +80,42 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def validate(self) -> None:
+        """Everything checkable before the run writes anything: a bad value found after the search and
+        the fine-tune would leave a half-made run folder behind."""
+        import inspect
+
+        from .agents.ddpg import DDPGAgent
+        from .export import FORMATS
+        from .train import TrainConfig
+
+        def at(key: str, check) -> None:
+            try:
+                check()
+            except ConfigError as exc:
+                raise ConfigError(f"config key {key!r}: {exc}") from None
+
+        b, f = self.baseline, self.finetune
+        at("baseline", lambda: TrainConfig(epochs=b.epochs, lr=b.lr, batch_size=b.batch_size, augment=b.augment).validate())
+        at("finetune", lambda: TrainConfig(epochs=f.epochs, lr=f.lr, batch_size=f.batch_size).validate())
+        if self.baseline.width_mult <= 0 or (b.train_limit is not None and b.train_limit < 1):
+            raise ConfigError("config key 'baseline': width_mult must be > 0 and train_limit >= 1 (or null)")
+        at("search", self.search.validate)
+        known = set(inspect.signature(DDPGAgent.__init__).parameters) - {"self", "obs_dim", "seed", "warmup"}
+        unknown = sorted(set(self.search.ddpg) - known)
+        if unknown:
+            raise ConfigError(f"config key 'search.ddpg': unknown DDPG setting(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        layers = self.search.reward.layers
+        if layers not in ("all", "last") and not layers.startswith("last:") and not layers.replace(",", "").strip():
+            raise ConfigError("config key 'search.reward.layers': give all, last, last:K or conv names")
+        if layers.startswith("last:") and not layers[5:].isdigit():
+            raise ConfigError(f"config key 'search.reward.layers': {layers!r} is not last:K with K a whole number")
+        if self.export_format not in FORMATS:
+            raise ConfigError(f"config key 'export_format': {self.export_format!r} is not one of {', '.join(FORMATS)}")
+        if self.latency_repeats < 1:
+            raise ConfigError(f"config key 'latency_repeats' must be >= 1, got {self.latency_repeats}")
+
 
 SearchConfig.__pydantic_config__ = _STRICT  # type: ignore[attr-defined]
 RewardConfig.__pydantic_config__ = _STRICT  # type: ignore[attr-defined]
@@ -124,6 +160,30 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _strict_loader():
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """Safe YAML without aliases (a config needs none; nested ones can expand without bound, the
+        'billion laughs') and without duplicate keys (the second would silently win)."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise ConfigError("YAML aliases (*name) are not supported in configs; write the values out")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise ConfigError(f"key {key!r} appears twice (line {key_node.start_mark.line + 1}); keep one")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
+
+
 def load_config(path: str | Path | None, quick: bool = False) -> RunConfig:
     import yaml
 
@@ -134,7 +194,9 @@ def load_config(path: str | Path | None, quick: bool = False) -> RunConfig:
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist; pass an existing YAML file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.load(p.read_text(), Loader=_strict_loader()) or {}
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") from None
     if not isinstance(data, dict):

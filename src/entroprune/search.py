@@ -30,7 +30,7 @@ from .parallel import make_scorer
 from .prune import counts_to_dict, policy_to_ratios
 from .rewards import REWARDS, RewardConfig, RewardEvaluator
 from .structure import Structure
-from .utils import atomic_write, progress_bar, write_json
+from .utils import atomic_write, folder_lock, progress_bar, write_json
 
 STATE_FILE = "search_state.pt"
 LOG_FILE = "episodes.jsonl"
@@ -288,8 +288,23 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
 
     ``workers`` > 1 scores each batch of ``config.episode_batch`` episodes on that many Ray
     actors (:mod:`entroprune.parallel`), on a local Ray or the cluster at ``ray_address``.
+    A fresh search (not ``resume``) removes an earlier search's state, policy and summary from the
+    folder first; a second process on the same folder is refused while this one runs.
     """
     config.validate()
+    with folder_lock(out_dir, "a search"):
+        if not resume:
+            for name in (STATE_FILE, POLICY_FILE, "search.json"):
+                (Path(out_dir) / name).unlink(missing_ok=True)
+        return _run_search(model, structure, calib, val, config, out_dir, resume, quiet, meta, workers,
+                           ray_address, recovery_images)
+
+
+def _run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
+                val: tuple[torch.Tensor, torch.Tensor] | None, config: SearchConfig, out_dir: str | Path,
+                resume: bool, quiet: bool, meta: dict[str, Any] | None, workers: int, ray_address: str | None,
+                recovery_images: torch.Tensor | None) -> SearchResult:
+    """:func:`run_search`'s body, run under the folder's lock."""
     out_dir = Path(out_dir)
     state_path, log_path = out_dir / STATE_FILE, out_dir / LOG_FILE
     sb3 = config.agent.startswith("sb3:")

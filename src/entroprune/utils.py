@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -140,3 +141,33 @@ def forward_with_hooks(model: torch.nn.Module, example: torch.Tensor,
         for h in handles:
             h.remove()
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str):
+    """Hold an exclusive lock on ``folder`` (created if needed) for a writer's whole run, so a second
+    process writing into it is refused in one line instead of interleaving with the first."""
+    import fcntl
+
+    from .errors import ConfigError
+
+    created = not Path(folder).exists()
+    folder = check_writable_dir(folder)
+    lock = folder / ".entroprune.lock"
+    fh = open(lock, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ConfigError(f"another entroprune process is writing {what} into {folder}; wait for it to finish "
+                          "or choose another --out") from None
+    failed = True
+    try:
+        yield folder
+        failed = False
+    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()
+        if failed and created and [p.name for p in folder.iterdir()] == [lock.name]:
+            lock.unlink()  # refused before writing anything: leave no folder behind
+            folder.rmdir()
