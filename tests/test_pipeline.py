@@ -179,3 +179,18 @@ def test_default_config_file_matches_defaults():
     assert load_config(path).to_dict() == RunConfig().to_dict()
     # every key is listed, not just the ones that differ from a default
     assert yaml.safe_load(path.read_text()) == yaml.safe_load(dump_config(RunConfig()))
+
+
+def test_finetune_defaults_are_declared_once():
+    """The CLI's and the API's fine-tune defaults are FinetuneConfig's (the main job's recipe)."""
+    import inspect
+
+    from entroprune import cli
+    from entroprune.api import finetune_checkpoint
+    from entroprune.config import FinetuneConfig
+
+    default = FinetuneConfig()
+    for fn in (cli.finetune, finetune_checkpoint):
+        params = inspect.signature(fn).parameters
+        assert {k: params[k].default for k in ("epochs", "lr", "batch_size", "distill")} == \
+            {k: getattr(default, k) for k in ("epochs", "lr", "batch_size", "distill")}, fn

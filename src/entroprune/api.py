@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
+from .config import FinetuneConfig
 from .data import DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, min_input_size
@@ -185,8 +186,9 @@ def _read_policy(policy: str | Path | dict) -> dict[str, Any]:
     return pol
 
 
-def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = 3, lr: float = 0.01,
-                        batch_size: int = 128, distill: bool = False, teacher: str | Path | None = None,
+def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = FinetuneConfig.epochs,
+                        lr: float = FinetuneConfig.lr, batch_size: int = FinetuneConfig.batch_size,
+                        distill: bool = FinetuneConfig.distill, teacher: str | Path | None = None,
                         seed: int = 0, device: torch.device | str = "cpu", force: bool = False,
                         quiet: bool = False, trust_pickle: bool = False,
                         data_dir: str | Path | None = None, nproc: int = 1) -> dict[str, Any]:
@@ -214,7 +216,8 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = 3, 
     if distill:
         tpath = teacher or (ckpt.pruning or {}).get("original")
         if not tpath:
-            raise ConfigError("--distill needs a teacher: the checkpoint names no original, pass --teacher PATH")
+            raise ConfigError("--distill needs a teacher: the checkpoint names no original, pass --teacher PATH "
+                              "or --no-distill")
         teacher_model = load_model(tpath, trust_pickle)[0]
     if nproc > 1 and batch_size < nproc:
         raise ConfigError(f"--batch-size {batch_size} cannot be split over --nproc {nproc}; raise it")

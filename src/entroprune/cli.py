@@ -308,7 +308,7 @@ def finetune(
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 3,
     lr: Annotated[float, typer.Option(help="Initial learning rate (cosine schedule).")] = 0.02,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    distill: Annotated[bool, typer.Option(help="Distil from the unpruned teacher.")] = False,
+    distill: Annotated[bool, typer.Option(help="Distil from the unpruned teacher (the main job's recipe).")] = True,
     teacher: Annotated[Path | None, typer.Option(help="Teacher checkpoint (default: the original).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <checkpoint dir>/../finetuned).")] = None,
     data_dir: DataDir = None,
