@@ -58,11 +58,14 @@ def configure(grid: dict, model: str, target: float, source: str, seed: int) -> 
 
 
 def cells_of(grid: dict) -> list[tuple[str, float, str, int]]:
-    """Pair by pair, seed by seed, so a part that stops early still covers whole comparisons; then the
-    follow-up cells (a source for one pair: the agent comparison, the paper's reward after recovery)."""
-    cells = [(m, float(t), s, int(seed)) for m, t in grid["pairs"] for seed in grid["seeds"]
-             for s in grid["sources"]]
-    return cells + [(m, float(t), s, int(seed)) for m, t, s in grid.get("followup") or [] for seed in grid["seeds"]]
+    """Pair by pair, seed by seed, so a part that stops early still covers whole comparisons; each pair's
+    follow-up cells (the agent comparison, the paper's reward after recovery) right after it."""
+    cells = []
+    for m, t in grid["pairs"]:
+        cells += [(m, float(t), s, int(seed)) for seed in grid["seeds"] for s in grid["sources"]]
+        cells += [(m, float(t), s, int(seed)) for fm, ft, s in grid.get("followup") or []
+                  if (fm, float(ft)) == (m, float(t)) for seed in grid["seeds"]]
+    return cells
 
 
 def arena_grid(grid: dict) -> dict:
