@@ -118,13 +118,16 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                + ", ".join(f"{m} {float(t):.0%} {d:+.2f} ({n} seeds)" for m, t, d, n in goals["pairs"])
                + (f". Not complete yet: {', '.join(goals['incomplete'])}." if goals["incomplete"] else "."))
     page[2:2] = ["", verdict, ""]
-    page += [f"Cells: {len(current)} current" + (f", {stale} stale cells left out (searched with earlier "
-                                                 "defaults; rerun them)" if stale else "") + ".",
-             "Machines: " + "; ".join(machines) + "." if machines else ""]
+    page += ["## How the cells were run", "",
+             f"Cells: {len(current)} current" + (f", {stale} stale cells left out (searched with earlier "
+                                                 "defaults; rerun them)" if stale else "") + ".", ""]
+    if machines:
+        page += ["Machines: " + "; ".join(machines) + ".", ""]
     parts = read_rows(Path(grid["parts"]))
     if parts:
-        page.append(f"Wall time of the parts so far: {sum(float(p['wall_time_s']) for p in parts) / 3600:.2f} h "
-                    f"in {len(parts)} parts.")
+        page += [f"Wall time of the parts so far: {sum(float(p['wall_time_s']) for p in parts) / 3600:.2f} h "
+                 f"in {len(parts)} parts.", ""]
+    page += [f"- {n}" for n in grid.get("notes") or []]
     return page, readme, {"verdict": verdict, **goals}
 
 
