@@ -1,4 +1,5 @@
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -144,3 +145,64 @@ def test_model_with_nothing_to_prune():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
     with pytest.raises(ConfigError, match="nothing to prune"):
         Structure(model, torch.randn(1, 1, 8, 8))
+
+
+class _AuxHeadNet(torch.nn.Module):
+    """A main classifier and an auxiliary conv head: two outputs, both shapes must survive pruning."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.aux = torch.nn.Conv2d(16, 5, 1)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.c1(x))
+        a = self.aux(h).mean((2, 3))
+        h = torch.relu(self.c2(h))
+        return self.fc(h.mean((2, 3))), a
+
+
+def test_every_layer_feeding_an_output_is_protected(tmp_path):
+    import entroprune as ep
+
+    torch.manual_seed(0)
+    net = _AuxHeadNet().eval()
+    x = torch.randn(32, 1, 12, 12)
+    structure = Structure(net, x[:1])
+    assert {"fc", "aux"} <= set(structure.protected)
+    assert "aux" not in {g.name for g in structure.groups}
+    res = ep.search_module(net, x[:1], x, tmp_path / "s", ep.SearchConfig(flops_target=0.5, episodes=4, warmup=2,
+                                                                        calib_size=32, rerank_top_k=0))
+    pruned, _ = ep.prune_module(net, x[:1], res)
+    main, aux = pruned(x[:2])
+    assert main.shape == (2, 3) and aux.shape == (2, 5)
+
+
+def test_ignored_layers_stay_whole_and_reach_prune(tmp_path):
+    import entroprune as ep
+
+    torch.manual_seed(0)
+    net = _AuxHeadNet().eval()
+    x = torch.randn(32, 1, 12, 12)
+    cfg = ep.SearchConfig(flops_target=0.7, episodes=3, warmup=1, calib_size=32, rerank_top_k=0, ignored_layers=["c1"])
+    res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
+    assert "c1" not in res.policy and res.ignored_layers == ["c1"]
+    pruned, _ = ep.prune_module(net, x[:1], res)
+    assert pruned.c1.out_channels == 16 and pruned.c2.out_channels < 16
+    saved = json.loads((tmp_path / "s" / "policy.json").read_text())
+    assert saved["ignored_layers"] == ["c1"]
+    with pytest.raises(ConfigError, match="not modules of the model"):
+        Structure(net, x[:1], ignored=["conv9"])
+
+
+def test_untraceable_model_is_one_line(monkeypatch):
+    import torch_pruning as tp
+
+    def fail(self, *a, **k):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", fail)
+    with pytest.raises(ConfigError, match="torch-pruning cannot trace this model .IndexError"):
+        Structure(_AuxHeadNet().eval(), torch.randn(1, 1, 12, 12))

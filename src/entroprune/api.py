@@ -142,7 +142,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     model, ckpt = load_model(path, trust_pickle)
     if ckpt.pruning:
         raise ConfigError(f"{path} is already pruned; prune the original checkpoint")
-    structure = build_structure(model, ckpt.spec, pol.get("importance", "l1"))
+    structure = build_structure(model, ckpt.spec, pol.get("importance", "l1"), _ignored(pol))
     counts = structure.policy_counts(pol["policy"], int(pol.get("round_to", 1)))
     if (out_dir / "model.pt").exists() and not force:
         raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass --force or choose another --out")
@@ -156,12 +156,20 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     pruning = {"policy": {g.name: float(pol["policy"][g.name]) for g in structure.groups},
                "counts": counts_to_dict(structure, counts),
                "history": history, "original": str(Path(path).resolve()),
-               "importance": pol.get("importance", "l1")}
+               "importance": pol.get("importance", "l1"), "ignored_layers": _ignored(pol)}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
     write_json(out_dir / "prune.json", metrics)
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}
+
+
+def _ignored(pol: dict[str, Any]) -> list[str]:
+    """The layers the policy's search left whole (the structure must be rebuilt the same way)."""
+    names = pol.get("ignored_layers") or []
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise ConfigError("the policy's 'ignored_layers' must be a list of module names")
+    return names
 
 
 def _read_policy(policy: str | Path | dict) -> dict[str, Any]:
@@ -279,10 +287,10 @@ def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = "onnx",
     return export_model(model, ckpt.spec.example_input(), out_file, fmt)
 
 
-def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1"):
+def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1", ignored: list[str] | tuple = ()):
     from .structure import Structure
 
-    return Structure(model, spec.example_input(), importance=importance)
+    return Structure(model, spec.example_input(), importance=importance, ignored=ignored)
 
 
 def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, dataset: str | None = None,
@@ -311,7 +319,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
     val = None
     if data.labelled and config.val_size > 0:
         val = (data.normalize(data.val.x[: config.val_size]).to(device), data.val.y[: config.val_size].to(device))
-    structure = build_structure(model, ckpt.spec, importance)
+    structure = build_structure(model, ckpt.spec, importance, config.ignored_layers)
     from .env import PruningEnv
     from .search import STATE_FILE
 
@@ -480,7 +488,7 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
                       cfg.export_format)
     model, ckpt = load_model(ckpt_path)
-    structure = build_structure(model, ckpt.spec)
+    structure = build_structure(model, ckpt.spec, ignored=cfg.search.ignored_layers)
     counts, _ = fixed_policy_counts(structure, cfg.search, [uniform_ratio(structure, cfg.search)] * len(structure.groups))
     uniform = policy_to_ratios(structure, counts)
     reference = None
@@ -562,7 +570,7 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib, out_dir:
     config.validate()
     _check_workers(workers, ray_address)
     model = model.eval()
-    structure = Structure(model, example_input, importance=importance)
+    structure = Structure(model, example_input, importance=importance, ignored=config.ignored_layers)
     extra = config.recovery_images if config.reranks and config.recovery_steps else 0
     images = _take_images(calib, config.calib_size + extra)
     calib_x = images[: config.calib_size]
@@ -580,9 +588,10 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy, importan
     from .structure import Structure
 
     if hasattr(policy, "policy") and isinstance(policy.policy, dict):
-        policy = {"policy": policy.policy}
+        policy = {"policy": policy.policy, "ignored_layers": list(getattr(policy, "ignored_layers", []))}
     pol = _read_policy(policy)
-    structure = Structure(model.eval(), example_input, importance=pol.get("importance", importance))
+    structure = Structure(model.eval(), example_input, importance=pol.get("importance", importance),
+                          ignored=_ignored(pol))
     counts = structure.policy_counts(pol["policy"], int(pol.get("round_to", 1)))
     pruned, history = prune_model(model, structure, counts)
     if calib is not None:

@@ -223,6 +223,8 @@ def search(
     ray_address: Annotated[str | None, typer.Option(
         help="Join this Ray cluster (auto or HOST:PORT) instead of starting a local Ray.")] = None,
     importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
+    ignore: Annotated[str, typer.Option(
+        help="Comma-separated module names to leave whole (layers feeding an output always are).")] = "",
     band: Annotated[str, typer.Option(
         help="Keep ratios within (1 -/+ band) x the uniform ratio; 'none' = AMC's whole \\[min-keep, 1].")] = "0.5",
     rerank_top_k: Annotated[int, typer.Option(
@@ -253,7 +255,7 @@ def search(
     except ValueError:
         raise ConfigError(f"--band must be a number in [0, 1] or 'none', got {band!r}") from None
     cfg = SearchConfig(
-        band=band_value, rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, recovery_steps=recovery_steps,
+        ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=band_value, rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, recovery_steps=recovery_steps,
         recovery_images=recovery_images, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,

@@ -34,7 +34,7 @@ class Recovery:
         with torch.no_grad():
             was_training = teacher.training
             teacher.eval()
-            self.targets = torch.cat([F.log_softmax(teacher(images[s:s + 512]), 1)
+            self.targets = torch.cat([F.log_softmax(main_output(teacher(images[s:s + 512])), 1)
                                       for s in range(0, len(images), 512)]) if len(images) else images
             teacher.train(was_training)
         gen = torch.Generator().manual_seed(seed)
@@ -49,7 +49,7 @@ class Recovery:
         net.train()
         with torch.enable_grad():
             for idx in self.batches:
-                loss = kl_to_teacher(net(self.images[idx]), self.targets[idx])
+                loss = kl_to_teacher(main_output(net(self.images[idx])), self.targets[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -57,9 +57,22 @@ class Recovery:
         return net.eval()
 
 
+def main_output(out) -> torch.Tensor:
+    """The logits a score reads from a model's output: the tensor itself, or the first tensor of a
+    tuple, list or dict (a model with an auxiliary head is judged on its main head)."""
+    while not isinstance(out, torch.Tensor):
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        elif isinstance(out, (tuple, list)) and out:
+            out = out[0]
+        else:
+            raise TypeError(f"cannot read logits from a model output of type {type(out).__name__}")
+    return out
+
+
 def kl_to_teacher(logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
     """Mean KL(teacher || student) per image: zero exactly when the pruned net answers as the original."""
     return F.kl_div(F.log_softmax(logits, 1), teacher_log_probs, log_target=True, reduction="batchmean")
 
 
-__all__ = ["Recovery", "kl_to_teacher"]
+__all__ = ["Recovery", "kl_to_teacher", "main_output"]

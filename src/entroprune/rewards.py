@@ -31,6 +31,7 @@ import torch.nn as nn
 from .entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
 from .errors import ConfigError
 from .prune import Masker, bn_calibration, counts_to_dict, recalibrate_bn
+from .recovery import kl_to_teacher, main_output
 from .structure import Structure, apply_physical
 
 REWARDS = ("entropy", "accuracy", "combined", "kl")
@@ -142,7 +143,7 @@ class RewardEvaluator:
         self.reference = self._entropies(None)[0]  # the unpruned net: every channel kept
         self.reference_accuracy = self._accuracy() if val is not None and (val[1] >= 0).all() else None
         with torch.no_grad():  # the teacher's answers on the calibration images, for the kl reward
-            self.teacher_log_probs = torch.cat([torch.log_softmax(model(calib[s:s + self.batch_size]), 1)
+            self.teacher_log_probs = torch.cat([torch.log_softmax(main_output(model(calib[s:s + self.batch_size])), 1)
                                                 for s in range(0, len(calib), self.batch_size)])
         self.recovery = None
         if config.recovery_steps:
@@ -160,12 +161,10 @@ class RewardEvaluator:
 
     @torch.no_grad()
     def _teacher_kl(self, net: nn.Module) -> float:
-        from .recovery import kl_to_teacher
-
         total = 0.0
         for s in range(0, len(self.calib), self.batch_size):
             x = self.calib[s:s + self.batch_size]
-            total += kl_to_teacher(net(x), self.teacher_log_probs[s:s + self.batch_size]).item() * len(x)
+            total += kl_to_teacher(main_output(net(x)), self.teacher_log_probs[s:s + self.batch_size]).item() * len(x)
         return total / len(self.calib)
 
     @torch.no_grad()
@@ -174,7 +173,7 @@ class RewardEvaluator:
         x, y = self.val
         correct = 0
         for s in range(0, len(x), self.batch_size):
-            correct += (net(x[s:s + self.batch_size]).argmax(1) == y[s:s + self.batch_size]).sum().item()
+            correct += (main_output(net(x[s:s + self.batch_size])).argmax(1) == y[s:s + self.batch_size]).sum().item()
         return correct / max(1, len(x))
 
     def _pruned_copy(self, counts: np.ndarray) -> nn.Module:

@@ -70,6 +70,8 @@ class SearchConfig:
     :param rerank_reward: the re-ranking's reward kind (``kl``: agreement with the unpruned net).
     :param recovery_steps: distillation steps before each re-scored candidate.
     :param recovery_images: unlabelled training images the recovery distils on.
+    :param ignored_layers: module names whose output channels are never pruned (besides every layer
+        that feeds a model output, which is always protected).
     """
 
     flops_target: float = 0.2
@@ -91,6 +93,7 @@ class SearchConfig:
     rerank_reward: str = "kl"
     recovery_steps: int = 40
     recovery_images: int = 2048
+    ignored_layers: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if not (isinstance(self.flops_target, (int, float)) and 0 < self.flops_target <= 1):
@@ -109,6 +112,8 @@ class SearchConfig:
             raise ConfigError(f"band must lie in [0, 1] (or be null for none), got {self.band!r}")
         if self.rerank_top_k < 0 or self.recovery_steps < 0 or self.recovery_images < 0:
             raise ConfigError("rerank_top_k, recovery_steps and recovery_images must be >= 0")
+        if not (isinstance(self.ignored_layers, list) and all(isinstance(n, str) for n in self.ignored_layers)):
+            raise ConfigError(f"ignored layers must be a list of module names, got {self.ignored_layers!r}")
         if self.rerank_reward not in REWARDS:
             raise ConfigError(f"unknown re-ranking reward {self.rerank_reward!r}; choose one of {', '.join(REWARDS)}")
         self.reward.validate()
@@ -133,6 +138,7 @@ class SearchResult:
     episodes: int
     spearman: float | None
     summary: dict[str, Any]
+    ignored_layers: list[str] = field(default_factory=list)
 
 
 class _Interrupt:
@@ -501,9 +507,10 @@ def _run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
         "policy": policy, "counts": count_map,
         "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
         "seed": config.seed, "agent": config.agent, "reward_kind": config.reward.kind,
-        "variant": config.reward.variant, "round_to": config.round_to, "chosen": chosen, **(meta or {})})
+        "variant": config.reward.variant, "round_to": config.round_to, "chosen": chosen,
+        "ignored_layers": config.ignored_layers, **(meta or {})})
     write_json(out_dir / "search.json", summary)
-    return SearchResult(policy=policy, counts=count_map,
+    return SearchResult(policy=policy, counts=count_map, ignored_layers=list(config.ignored_layers),
                         reward=best["reward"], achieved=best["achieved"], episodes=len(entries),
                         spearman=spearman, summary=summary)
 

@@ -90,6 +90,50 @@ def _leaf_calls(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str
     return calls, order
 
 
+def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The Conv/Linear layers nearest to each of the model's outputs (through any parameter-free ops):
+    their output channels are the model's output shape, so pruning them would change what the model
+    returns (an auxiliary head, a detector's second branch), not only its cost."""
+    by_fn: dict[object, str] = {}
+
+    def record(mod, inp, out, name):
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            by_fn[out.grad_fn] = name
+
+    model = model.eval()
+    hooks = [mod.register_forward_hook(lambda m, i, o, n=n: record(m, i, o, n))
+             for n, mod in model.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.enable_grad():
+            out = model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    tensors, stack = [], [out]
+    while stack:  # tensors of nested tuples, lists and dicts
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            tensors.append(x)
+        elif isinstance(x, (tuple, list)):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+    found: list[str] = []
+    for t in tensors:
+        seen, frontier = set(), [t.grad_fn]
+        while frontier:
+            fn = frontier.pop()
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            if fn in by_fn:
+                if by_fn[fn] not in found:
+                    found.append(by_fn[fn])
+                continue
+            frontier.extend(nxt for nxt, _ in fn.next_functions)
+    return found
+
+
 def _module_params(model: nn.Module) -> list[tuple[str, float]]:
     return [(n, float(sum(p.numel() for p in m.parameters(recurse=False))))
             for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
@@ -110,11 +154,23 @@ class Structure:
         if not conv_order:
             raise ConfigError("the model has no Conv2d or Linear layer; nothing to prune")
         self.classifier = conv_order[-1]
-        ignored_mods = [dict(model.named_modules())[n] for n in (self.classifier, *ignored)]
-        with torch.enable_grad():  # torch-pruning traces the graph through autograd
-            dg = tp.DependencyGraph().build_dependency(model, self.example_input)
-        raw = list(dg.get_all_groups(ignored_layers=ignored_mods,
-                                     root_module_types=[nn.Conv2d, nn.Linear]))
+        all_mods = dict(model.named_modules())
+        unknown = [n for n in ignored if n not in all_mods]
+        if unknown:
+            raise ConfigError(f"ignored layers {', '.join(unknown)} are not modules of the model; "
+                              f"give names as model.named_modules() lists them (e.g. {conv_order[0]})")
+        # every layer that feeds an output keeps its channels, and whatever the user leaves out
+        self.protected = list(dict.fromkeys([self.classifier, *output_layers(model, self.example_input), *ignored]))
+        ignored_mods = [all_mods[n] for n in self.protected]
+        try:
+            with torch.enable_grad():  # torch-pruning traces the graph through autograd
+                dg = tp.DependencyGraph().build_dependency(model, self.example_input)
+            raw = list(dg.get_all_groups(ignored_layers=ignored_mods,
+                                         root_module_types=[nn.Conv2d, nn.Linear]))
+        except Exception as exc:  # noqa: BLE001 - any tracer failure is one line, not a traceback
+            raise ConfigError(f"torch-pruning cannot trace this model ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); leave the part it "
+                              "fails on out with ignored layers, or report the model upstream") from None
         # module -> output height * width at the example size (1x1 maps have no spatial entropy)
         self.out_sizes = out_hw = self._output_sizes(model)
         rank = {n: i for i, n in enumerate(conv_order)}

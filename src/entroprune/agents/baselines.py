@@ -90,7 +90,8 @@ class GlobalAgent(FixedPolicyAgent):
                 pruner = tp.pruner.MagnitudePruner(
                     net, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
                     global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=1 - min_keep,
-                    round_to=round_to if round_to > 1 else None, ignored_layers=[named[structure.classifier]])
+                    round_to=round_to if round_to > 1 else None,
+                    ignored_layers=[named[n] for n in structure.protected])
                 pruner.step()
             out = []
             for g in structure.groups:
