@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -6,14 +8,18 @@ from gymnasium.utils.env_checker import check_env
 from entroprune.env import PruningEnv
 from entroprune.errors import ConfigError
 from entroprune.models import build_model
-from entroprune.structure import Structure
+from entroprune.prune import counts_to_dict
+from entroprune.structure import Structure, apply_physical, count_macs_params
+
+
+torch.manual_seed(0)
+models = {name: build_model(name, 10, 1, 0.5).eval() for name in ("vgg", "resnet20", "mobilenetv2")}
 
 
 @pytest.fixture(scope="module")
 def structures():
     torch.manual_seed(0)
-    return {name: Structure(build_model(name, 10, 1, 0.5).eval(), torch.randn(1, 1, 16, 16))
-            for name in ("vgg", "resnet20", "mobilenetv2")}
+    return {name: Structure(m, torch.randn(1, 1, 16, 16)) for name, m in models.items()}
 
 
 def run_episode(env, actions):
@@ -52,8 +58,16 @@ def test_wall_always_meets_target(structures, name, target, round_to):
     for policy in POLICIES.values():
         for _ in range(3):
             info = run_episode(env, policy(rng))
-            assert env.within_tolerance(info["achieved"]), (policy, info["achieved"])
-            assert info["achieved"] == pytest.approx(s.macs(env.counts) / s.total_macs)
+            # never over the budget, and at most 5% under it (measured: 3.8% at worst, ResNet 50% round 8)
+            assert 0.95 * target <= info["achieved"] <= target * (1 + 1e-9), (policy, info["achieved"])
+            assert env.within_tolerance(info["achieved"])
+    # the closed form against torch-pruning's own counter on the physically pruned net (the last policy)
+    model = models[name]
+    pruned = copy.deepcopy(model)
+    apply_physical(pruned, s, counts_to_dict(s, env.counts))
+    x = torch.zeros(1, 1, 16, 16)
+    measured = count_macs_params(pruned, x)[0] / count_macs_params(model, x)[0]
+    assert measured == pytest.approx(info["achieved"], rel=1e-3)
 
 
 @pytest.mark.parametrize("name,width,target", [("vgg", 1.0, 0.2), ("vgg16", 0.5, 0.2), ("mobilenetv2", 1.0, 0.1)])
