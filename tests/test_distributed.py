@@ -30,7 +30,16 @@ def test_finetune_with_two_processes(pruned_ckpt, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and len(metrics["history"]) == 1
-    assert metrics["test_accuracy"] > metrics["test_accuracy_before"] - 5  # it trained, and did no harm
+    # a no-op fails: it must train, and land near the one-process result of the same recipe
+    from entroprune.api import finetune_checkpoint
+
+    single = finetune_checkpoint(pruned_ckpt, tmp_path / "ft1", epochs=1, seed=0, quiet=True)
+    # measured: 90.5% -> 96.4% with two processes, 96.4% with one
+    assert metrics["test_accuracy"] >= metrics["test_accuracy_before"] + 4
+    assert abs(metrics["test_accuracy"] - single["test_accuracy"]) <= 3
+    start = torch.load(pruned_ckpt, weights_only=True)["state_dict"]
+    end = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)["state_dict"]
+    assert any(not torch.equal(start[k], end[k]) for k in start if k.endswith("weight"))  # the weights moved
     from entroprune.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "ft" / "model.pt")

@@ -11,7 +11,6 @@ from entroprune.models import build_model
 from entroprune.prune import counts_to_dict
 from entroprune.structure import Structure, apply_physical, count_macs_params
 
-
 torch.manual_seed(0)
 models = {name: build_model(name, 10, 1, 0.5).eval() for name in ("vgg", "resnet20", "mobilenetv2")}
 

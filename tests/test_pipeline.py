@@ -77,12 +77,19 @@ def test_export_matches_torch(pruned, tmp_path, fmt):
 
 
 def test_finetune_recovers_accuracy(pruned, tmp_path):
-    res = finetune_checkpoint(pruned / "pruned" / "model.pt", tmp_path / "ft", epochs=2, distill=True, quiet=True)
-    assert res["test_accuracy"] > 60
+    import hashlib
+
+    src = pruned / "pruned" / "model.pt"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()  # taken before the call
+    res = finetune_checkpoint(src, tmp_path / "ft", epochs=2, distill=True, quiet=True)
+    # a no-op fine-tune (or one that only recalibrates BN) fails this: it must train
+    assert res["test_accuracy"] >= res["test_accuracy_before"] + 10, res  # measured: 79.7% -> 96.1%
     raw = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)
+    start = torch.load(src, weights_only=True)
+    conv = next(k for k, v in start["state_dict"].items() if k.endswith("weight") and v.dim() == 4)
+    assert not torch.equal(raw["state_dict"][conv], start["state_dict"][conv])  # the weights moved
     assert raw["pruning"]["counts"]  # still knows how it was pruned
-    before = (pruned / "pruned" / "model.pt").read_bytes()
-    assert (pruned / "pruned" / "model.pt").read_bytes() == before  # input untouched
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == digest  # input untouched
 
 
 def test_run_quick_cli(tmp_path):
