@@ -69,7 +69,19 @@ def test_export_matches_torch(pruned, tmp_path, fmt):
     if fmt == "onnx":
         import onnx
 
+        import onnxruntime as ort
+
         onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
+        # the written file itself, in onnxruntime, at several batch sizes (the batch axis is dynamic)
+        model, ckpt = load_model(pruned / "pruned" / "model.pt")
+        session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for batch in (1, 3, 16):
+            x = torch.randn(batch, *ckpt.spec.input_size, generator=torch.Generator().manual_seed(batch))
+            with torch.no_grad():
+                expected = model(x).numpy()
+            got = session.run(None, {name: x.numpy()})[0]
+            assert got.shape == expected.shape and abs(got - expected).max() <= 1e-4
     else:
         model, ckpt = load_model(pruned / "pruned" / "model.pt")
         x = torch.randn(2, *ckpt.spec.input_size)
