@@ -157,6 +157,65 @@ CASES = {
 }
 
 
+# What each refusal must say: a refusal by the wrong check fails the case.
+EXPECT = {
+    'missing checkpoint': 'missing.pt does not exist',
+    'empty checkpoint': 'empty.pt is empty',
+    'truncated checkpoint': 'trunc.pt is not a readable checkpoint',
+    'non-checkpoint file': 'text.pt is not a readable checkpoint',
+    'pickled whole module': 'contains pickled Python objects',
+    'unknown model in spec': "names unknown model 'alexnet'",
+    'state_dict mismatching spec': "checkpoint weights do not match model 'vgg'",
+    'NaN weights': 'contains NaN or Inf',
+    'wrong dataset path': 'mnist IDX files not found',
+    'corrupt gzip IDX': 'bad_idx/train-images-idx3-ubyte.gz',
+    'truncated IDX': 'but its header promises',
+    'image/label count mismatch': 'holds 60 images but',
+    'corrupt CIFAR pickle': 'expected rows of 3072 bytes',
+    'corrupt npz': 'as .npz',
+    'corrupt image': 'cannot read image',
+    'single-class dataset': 'has a single class',
+    'unknown dataset': "unknown dataset 'nosuch'",
+    'unknown model': "unknown model 'nosuch'",
+    'policy with unknown group': 'policy names unknown groups',
+    'policy ratio > 1': 'keep ratio of features.0 is 1.5',
+    'policy ratio 0': 'keep ratio of features.0 is 0.0',
+    'policy missing groups': 'policy lacks groups',
+    'policy not JSON': 'is not valid JSON',
+    'flops target 0': 'must lie in (0, 1] (fraction of MACs kept), got 0.0',
+    'flops target negative': 'got -0.5',
+    'flops target > 1': 'got 1.5',
+    'unreachable flops target': '--flops-target 0.01 is unreachable',
+    'model with nothing to prune': 'no prunable channel group',
+    'unwritable output directory': 'is not writable',
+    'config with unknown key': "config key 'search.epsiodes'",
+    'config with wrong type': "config key 'seed'",
+    'config with bad YAML': 'is not valid YAML',
+    'config with two seeds': "config key 'search.seed' (2) differs",
+    'config with 0 workers': "config key 'workers'",
+    'config with ray_address, 1 worker': "'ray_address' needs config key 'workers' >= 2",
+    'unknown export format': "unknown export format 'tflite'",
+    'missing run folder': 'no_run does not exist',
+    'resume with nothing to resume': 'nothing to resume in',
+    'unknown agent': "unknown agent 'sb3:dqn'",
+    'unknown entropy variant': "unknown entropy variant 'renyi'",
+    'finetune missing checkpoint': 'missing.pt does not exist',
+    'negative seed': 'seed must be an integer in [0, 2**63), got -1',
+    'seed above 2**63': 'seed must be an integer in [0, 2**63)',
+    'negative threads': 'threads must be an integer >= 0',
+    'evaluate batch size 0': '--batch-size must be >= 1, got 0',
+    'inspect calib size 0': '--calib-size must be >= 1, got 0',
+    'train limit 0': '--train-limit must be >= 1',
+    'evaluate --json onto its own checkpoint': 'is one of the inputs',
+    'evaluate --json onto an existing file': 'already exists; pass --force',
+    'evaluate --json under a file': 'is a file, not a folder',
+    'search band not a number': '--band must be a number',
+    'search band above 1': 'band must lie in [0, 1]',
+    'search unknown re-ranking reward': "unknown re-ranking reward 'vibes'",
+    "cuda without a GPU": "no CUDA GPU is available" if not torch.cuda.is_available() else "does not exist",
+}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input(world, case):
     tmp = world["tmp"]
@@ -166,6 +225,7 @@ def test_bad_input(world, case):
     assert res.exit_code == 2, (res.stdout, res.stderr, res.exception)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    assert EXPECT[case] in lines[0].replace(str(tmp), "T"), (EXPECT[case], lines[0])
     assert "Traceback" not in res.stderr + res.stdout
     assert snapshot(tmp) == before  # nothing written, nothing changed
     assert not (tmp / "out").exists()
@@ -192,8 +252,11 @@ def test_malicious_pickle_is_not_executed(tmp_path):
         assert not marker.exists()
 
 
-def test_at_least_25_distinct_bad_inputs():
-    assert len(CASES) >= 25
+def test_every_case_is_refused_by_its_own_check():
+    """Each case names what it expects to read, and no two cases expect the same message from one command."""
+    assert set(EXPECT) == set(CASES)
+    pairs = {(CASES[c][0], EXPECT[c]) for c in CASES}
+    assert len(pairs) >= len(CASES) - 2  # "missing checkpoint" is the same check for evaluate and finetune
 
 
 def test_second_search_on_the_same_folder_is_refused(world):

@@ -133,7 +133,14 @@ def test_accuracy_rewards(digits_ckpt, tmp_path, kind):
 def test_diagnostics_report_spearman(digits_ckpt, tmp_path):
     res = search_checkpoint(digits_ckpt, tmp_path / "diag", cfg(episodes=12, diagnose_every=2), quiet=True)
     assert res.summary["diagnosed_episodes"] == 6
-    assert res.spearman is None or -1 <= res.spearman <= 1
+    # recomputed from the log: the diagnosed episodes' rewards against their accuracies
+    from scipy.stats import spearmanr
+
+    log = [json.loads(line) for line in (tmp_path / "diag" / "episodes.jsonl").read_text().splitlines()]
+    diag = [e for e in log if e["episode"] % 2 == 0]
+    assert all(e["accuracy"] is not None for e in diag) and all(e["accuracy"] is None for e in log if e not in diag)
+    rho = spearmanr([e["reward"] for e in diag], [e["accuracy"] for e in diag]).statistic
+    assert res.spearman == pytest.approx(float(rho)) if rho == rho else res.spearman is None
 
 
 def test_entropy_reward_runs_on_unlabelled_images(tmp_path, digits_ckpt):
