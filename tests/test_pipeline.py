@@ -68,7 +68,6 @@ def test_export_matches_torch(pruned, tmp_path, fmt):
     assert res["max_abs_diff"] <= 1e-4 and (tmp_path / f"m.{fmt}").stat().st_size > 0
     if fmt == "onnx":
         import onnx
-
         import onnxruntime as ort
 
         onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
