@@ -23,10 +23,42 @@ def episodes(folder):
 
 
 def test_batch_of_one_is_the_sequential_loop(digits_ckpt, tmp_path):
-    """episode_batch=1 must keep the AMC loop's results (and resume) exactly."""
-    a = search_checkpoint(digits_ckpt, tmp_path / "a", cfg(), quiet=True)
-    b = search_checkpoint(digits_ckpt, tmp_path / "b", cfg(episode_batch=1), quiet=True)
-    assert a.policy == b.policy and a.reward == b.reward
+    """episode_batch=1 must be AMC's loop exactly: act per layer, score the episode, learn, next episode.
+    The reference is that loop written out here on the same environment, agent and reward."""
+    import numpy as np
+
+    from entroprune.agents.ddpg import DDPGAgent
+    from entroprune.api import build_structure, load_data_for_spec, load_model
+    from entroprune.env import PruningEnv
+    from entroprune.rewards import RewardEvaluator
+
+    c = cfg(episode_batch=1)
+    search_checkpoint(digits_ckpt, tmp_path / "b", c, quiet=True)
+    model, ckpt = load_model(digits_ckpt)
+    data = load_data_for_spec(ckpt.spec, calib_size=None)
+    calib = data.normalize(data.calib.x[: c.calib_size])
+    val = (data.normalize(data.val.x[: c.val_size]), data.val.y[: c.val_size])
+    structure = build_structure(model, ckpt.spec)
+    env = PruningEnv(structure, None, c.flops_target, c.min_keep, c.round_to)
+    agent = DDPGAgent(env.observation_space.shape[0], c.seed, warmup=c.warmup)
+    scorer = RewardEvaluator(model.eval(), structure, c.reward, calib, val)
+    reference = []
+    for episode in range(c.episodes):
+        obs, _ = env.reset()
+        transitions, done = [], False
+        while not done:
+            a = agent.act(obs, episode)
+            nxt, _, done, _, info = env.step([c.min_keep + a * (1 - c.min_keep)])
+            applied = (info["applied"] - c.min_keep) / (1 - c.min_keep)
+            transitions.append((obs, float(np.clip(applied, 0, 1)), nxt, done))
+            obs = nxt
+        reward = scorer.evaluate(info["counts"]).reward
+        agent.observe(transitions, reward, episode)
+        reference.append((info["counts"].tolist(), reward))
+    scorer.close()
+    logged = episodes(tmp_path / "b")
+    assert [structure.keep_counts(e["policy"]).tolist() for e in logged] == [r[0] for r in reference]
+    assert [e["reward"] for e in logged] == pytest.approx([r[1] for r in reference], rel=1e-9)
 
 
 def test_batched_search_meets_budget_and_shares_warmup(digits_ckpt, tmp_path):
@@ -62,8 +94,9 @@ def test_ray_two_workers_give_a_valid_policy(digits_ckpt, tmp_path):
     # the same batches scored in this process: same policies tried, same rewards (to rounding)
     local = search_checkpoint(digits_ckpt, tmp_path / "local", cfg(episode_batch=2), quiet=True)
     r, loc = episodes(tmp_path / "ray"), episodes(tmp_path / "local")
-    assert [e["policy"] for e in r[:6]] == [e["policy"] for e in loc[:6]]
-    assert [e["reward"] for e in r[:6]] == pytest.approx([e["reward"] for e in loc[:6]], rel=1e-4)
+    assert len(r) == len(loc) == 12  # every episode, the learnt ones after the warm-up too
+    assert [e["policy"] for e in r] == [e["policy"] for e in loc]
+    assert [e["reward"] for e in r] == pytest.approx([e["reward"] for e in loc], rel=1e-4)
     assert local.summary["workers"] == 1
 
 
