@@ -74,13 +74,19 @@ def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
 
 
 def test_ddpg_improves_over_warmup(digits_ckpt, tmp_path):
-    # Seeds 0-3 all raise the mean reward well above the warm-up's; seeds 1-3 also beat the
-    # warm-up's best (seed 0 falls short by 4e-4), see docs/method.md.
-    res = search_checkpoint(digits_ckpt, tmp_path / "d", cfg(episodes=150, warmup=20, seed=1), quiet=True)
-    rewards = [json.loads(line)["reward"] for line in (tmp_path / "d" / "episodes.jsonl").read_text().splitlines()]
-    assert max(rewards[20:]) > max(rewards[:20])
-    assert np.mean(rewards[-20:]) > np.mean(rewards[:20])  # the policy itself got better
-    assert res.reward == max(rewards)
+    """Over four seeds, not a chosen one: every seed raises the mean reward of its last episodes above
+    its random warm-up's, and at least half beat the warm-up's best (measured: 2 of 4 with today's reward;
+    docs/method.md's 3 of 4 predates the one-pass reward)."""
+    beat_best = 0
+    for seed in range(4):
+        res = search_checkpoint(digits_ckpt, tmp_path / f"d{seed}", cfg(episodes=150, warmup=20, seed=seed),
+                                quiet=True)
+        rewards = [json.loads(line)["reward"]
+                   for line in (tmp_path / f"d{seed}" / "episodes.jsonl").read_text().splitlines()]
+        assert np.mean(rewards[-20:]) > np.mean(rewards[:20]), seed  # the policy itself got better
+        assert res.reward == max(rewards)
+        beat_best += max(rewards[20:]) > max(rewards[:20])
+    assert beat_best >= 2
 
 
 @pytest.mark.parametrize("agent", ["uniform", "random", "sb3:td3", "sb3:sac", "sb3:ppo"])
