@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import reproduce  # noqa: E402
 
-from entroprune.rewards import RewardConfig  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
+from entroprune.search.rewards import RewardConfig  # noqa: E402
 
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered")
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings"]

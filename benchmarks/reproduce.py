@@ -37,8 +37,8 @@ from entroprune.api import (  # noqa: E402
     train_baseline,
 )
 from entroprune.errors import ConfigError  # noqa: E402
-from entroprune.rewards import RewardConfig  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
+from entroprune.search.rewards import RewardConfig  # noqa: E402
 
 FIELDS = ["model", "target", "source", "seed", "baseline_accuracy", "accuracy_before_finetune", "test_accuracy",
           "macs_fraction", "params_fraction", "speedup_torch_b64", "search_time_s", "search_episodes",

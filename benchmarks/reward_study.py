@@ -38,10 +38,10 @@ from scipy.stats import spearmanr
 
 from entroprune.api import build_structure, load_data_for_spec, load_model
 from entroprune.entropy import VARIANTS, EntropyProbe, activation_points, select_layers
-from entroprune.env import PruningEnv
 from entroprune.prune import Masker, bn_calibration, prune_model, recalibrate_bn
-from entroprune.rewards import RewardConfig, RewardEvaluator
 from entroprune.search import SearchConfig, fixed_policy_counts, uniform_ratio
+from entroprune.search.env import PruningEnv
+from entroprune.search.rewards import RewardConfig, RewardEvaluator
 from entroprune.train import TrainConfig, evaluate, train_model
 
 

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_description, timing_checkpoint  # noqa: E402
 
 from entroprune.api import search_checkpoint  # noqa: E402
-from entroprune.rewards import RewardConfig  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
+from entroprune.search.rewards import RewardConfig  # noqa: E402
 
 
 def main() -> None:

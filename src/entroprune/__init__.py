@@ -19,13 +19,19 @@ from .checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from .config import RunConfig, load_config
 from .data import load_dataset
 from .entropy import VARIANTS, layer_entropy
-from .env import PruningEnv
 from .errors import EntropruneError
 from .models import build_model
 from .prune import Masker, prune_model, recalibrate_bn
-from .recovery import Recovery
-from .rewards import RewardConfig, RewardEvaluator
-from .search import SearchConfig, SearchResult, rerank, run_search
+from .search import (
+    PruningEnv,
+    Recovery,
+    RewardConfig,
+    RewardEvaluator,
+    SearchConfig,
+    SearchResult,
+    rerank,
+    run_search,
+)
 from .structure import Structure, count_macs_params
 from .train import TrainConfig, evaluate, train_model
 

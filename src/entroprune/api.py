@@ -320,8 +320,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
     if data.labelled and config.val_size > 0:
         val = (data.normalize(data.val.x[: config.val_size]).to(device), data.val.y[: config.val_size].to(device))
     structure = build_structure(model, ckpt.spec, importance, config.ignored_layers)
-    from .env import PruningEnv
-    from .search import STATE_FILE
+    from .search import STATE_FILE, PruningEnv
 
     PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)  # reachable target?
     if resume and not (out_dir / STATE_FILE).exists():
@@ -340,7 +339,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
 def _check_workers(workers: int, ray_address: str | None,
                    flags: tuple[str, str] = ("--workers", "--ray-address")) -> None:
     """Fail before reading data or writing anything when the parallel set-up cannot work."""
-    from .parallel import check_ray_address, import_ray
+    from .search.scoring import check_ray_address, import_ray
 
     if workers < 1:
         raise ConfigError(f"{flags[0]} must be >= 1, got {workers}")

@@ -246,8 +246,7 @@ def search(
 ) -> None:
     """Search per-group keep ratios with an RL agent under a MACs budget; writes policy.json."""
     from .api import search_checkpoint
-    from .rewards import RewardConfig
-    from .search import SearchConfig, SearchInterrupted
+    from .search import RewardConfig, SearchConfig, SearchInterrupted
 
     dev = _setup(seed, device, threads)
     try:

@@ -13,8 +13,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ConfigError
-from .rewards import RewardConfig
-from .search import SearchConfig
+from .search import RewardConfig, SearchConfig
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -85,8 +84,8 @@ class RunConfig:
         the fine-tune would leave a half-made run folder behind."""
         import inspect
 
-        from .agents.ddpg import DDPGAgent
         from .export import FORMATS
+        from .search.agents.ddpg import DDPGAgent
         from .train import TrainConfig
 
         def at(key: str, check) -> None:

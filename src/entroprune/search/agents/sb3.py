@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...errors import ConfigError
 from ..env import PruningEnv
-from ..errors import ConfigError
 
 SB3_ALGOS = ("td3", "sac", "ppo")
 _BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")

@@ -2,7 +2,7 @@
 
 A search generates episodes in batches (``SearchConfig.episode_batch``); every policy of a
 batch is scored by a :class:`Scorer`. :class:`LocalScorer` scores them one after another with
-a :class:`~entroprune.rewards.RewardEvaluator`; :class:`RayScorer` hands them to Ray actors,
+a :class:`~entroprune.search.rewards.RewardEvaluator`; :class:`RayScorer` hands them to Ray actors,
 each holding its own copy of the model, the structure and the calibration / validation images
 (sent once through Ray's object store), so that only keep-count vectors travel per episode.
 Results come back in submission order, so a search's outcome depends on the batch size, never
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..structure import Structure
 from .rewards import RewardConfig, RewardEvaluator, RewardResult
-from .structure import Structure
 
 
 class Scorer:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .base import Agent
 from .baselines import FixedPolicyAgent, GlobalAgent, RandomAgent, UniformAgent
 from .ddpg import DDPGAgent
@@ -11,7 +11,7 @@ AGENTS = ("ddpg", "uniform", "global", "random", "sb3:td3", "sb3:sac", "sb3:ppo"
 
 
 def make_agent(name: str, obs_dim: int, seed: int = 0, **kwargs) -> Agent:
-    """Build an in-house agent by name (SB3 agents are driven by :mod:`entroprune.agents.sb3`)."""
+    """Build an in-house agent by name (SB3 agents are driven by :mod:`entroprune.search.agents.sb3`)."""
     if name == "ddpg":
         return DDPGAgent(obs_dim, seed, **kwargs)
     if name == "random":

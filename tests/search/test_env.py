@@ -5,10 +5,10 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from entroprune.env import PruningEnv
 from entroprune.errors import ConfigError
 from entroprune.models import build_model
 from entroprune.prune import counts_to_dict
+from entroprune.search.env import PruningEnv
 from entroprune.structure import Structure, apply_physical, count_macs_params
 
 torch.manual_seed(0)
@@ -76,7 +76,7 @@ def test_uniform_policy_is_uniform_after_the_wall(name, width, target):
     These three cases of the reproduction grid (28x28 inputs, channels rounded to 8) had a ratio one
     rounding step over the budget: the 6-layer VGG kept 8 of its last layer's 128 channels.
     """
-    from entroprune.agents.baselines import UniformAgent
+    from entroprune.search.agents.baselines import UniformAgent
 
     s = Structure(build_model(name, 10, 1, width).eval(), torch.randn(1, 1, 28, 28))
     u = UniformAgent.solve(s, target, 0.05, 8)

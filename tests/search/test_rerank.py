@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from entroprune.api import load_model, search_checkpoint
 from entroprune.data import load_dataset
 from entroprune.models import build_model
-from entroprune.rewards import RewardConfig, RewardEvaluator
 from entroprune.search import SearchConfig, band_bounds, uniform_ratio
+from entroprune.search.rewards import RewardConfig, RewardEvaluator
 from entroprune.structure import Structure
 
 
@@ -89,7 +89,7 @@ def test_rerank_pool_holds_uniform_and_global_and_returns_its_best(digits_ckpt, 
 
 def test_rerank_returns_uniform_when_it_scores_best(digits_ckpt, tmp_path, monkeypatch):
     """The tool never returns a policy its score ranks below the uniform one."""
-    import entroprune.rewards as rewards
+    import entroprune.search.rewards as rewards
 
     uniform_counts = {}
     original = rewards.RewardEvaluator.evaluate

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .prune import recalibrate_bn
+from ..prune import recalibrate_bn
 
 
 class Recovery:

@@ -27,10 +27,10 @@ def test_batch_of_one_is_the_sequential_loop(digits_ckpt, tmp_path):
     The reference is that loop written out here on the same environment, agent and reward."""
     import numpy as np
 
-    from entroprune.agents.ddpg import DDPGAgent
     from entroprune.api import build_structure, load_data_for_spec, load_model
-    from entroprune.env import PruningEnv
-    from entroprune.rewards import RewardEvaluator
+    from entroprune.search.agents.ddpg import DDPGAgent
+    from entroprune.search.env import PruningEnv
+    from entroprune.search.rewards import RewardEvaluator
 
     c = cfg(episode_batch=1)
     search_checkpoint(digits_ckpt, tmp_path / "b", c, quiet=True)
@@ -133,8 +133,8 @@ def test_episode_batch_must_be_positive():
 def test_dead_worker_is_one_line(digits_ckpt):
     ray = pytest.importorskip("ray")
     from entroprune.api import build_structure, load_data_for_spec, load_model
-    from entroprune.parallel import RayScorer
-    from entroprune.rewards import RewardConfig
+    from entroprune.search.rewards import RewardConfig
+    from entroprune.search.scoring import RayScorer
 
     model, ckpt = load_model(digits_ckpt)
     data = load_data_for_spec(ckpt.spec)

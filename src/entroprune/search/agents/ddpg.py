@@ -49,7 +49,7 @@ class DDPGAgent(Agent):
     :param seed: seeds network initialisation, exploration and replay sampling.
     :param hidden: units in each of the two hidden layers (AMC: 300).
     :param lr_actor: Adam learning rate of the actor (AMC: 1e-4; here 1e-3: with 1e-4 the actor
-        barely moved within a 100-300 episode search, measured in tests/test_search.py).
+        barely moved within a 100-300 episode search, measured in tests/search/test_loop.py).
     :param lr_critic: Adam learning rate of the critic (AMC: 1e-3).
     :param warmup: episodes of uniformly random actions before learning (AMC: 100).
     :param sigma: initial std of the truncated-normal exploration noise (AMC: 0.5).

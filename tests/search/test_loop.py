@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from entroprune.api import search_checkpoint
-from entroprune.rewards import RewardConfig
 from entroprune.search import SearchConfig
+from entroprune.search.rewards import RewardConfig
 
 
 def cfg(**kw):
@@ -43,7 +43,7 @@ def test_resume_gives_same_policy(digits_ckpt, tmp_path):
     assert state_8["episode"] == 10
     torch.save(state_8, tmp_path / "part" / "search_state.pt")
     before = (tmp_path / "part" / "episodes.jsonl").read_text().splitlines()
-    import entroprune.rewards as rewards
+    import entroprune.search.rewards as rewards
 
     scored, original = [], rewards.RewardEvaluator.evaluate
 
@@ -100,7 +100,7 @@ def test_other_agents_meet_budget(digits_ckpt, tmp_path, agent):
 @pytest.mark.parametrize("agent", ["sb3:td3", "sb3:sac", "sb3:ppo"])
 def test_sb3_search_resumes_after_a_crash(digits_ckpt, tmp_path, monkeypatch, agent):
     """A crash in episode 11 of 20, then --resume: the same episodes as an uninterrupted run."""
-    import entroprune.search as search_mod
+    import entroprune.search.loop as search_mod
 
     c = cfg(agent=agent, episodes=20, warmup=4)
     full = search_checkpoint(digits_ckpt, tmp_path / "full", c, quiet=True)
@@ -215,7 +215,7 @@ def test_sigint_saves_state_and_says_how_to_resume(digits_ckpt, tmp_path, agent)
 
 
 def test_non_finite_rewards_are_survived(digits_ckpt, tmp_path, monkeypatch):
-    from entroprune import rewards
+    from entroprune.search import rewards
 
     calls = {"n": 0}
     original = rewards.RewardEvaluator.aggregate

@@ -22,15 +22,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
+from ..prune import counts_to_dict, policy_to_ratios
+from ..structure import Structure
+from ..utils import atomic_write, folder_lock, progress_bar, write_json
 from .agents import AGENTS, make_agent
 from .agents.baselines import GlobalAgent, UniformAgent
 from .env import PruningEnv
-from .errors import ConfigError
-from .parallel import make_scorer
-from .prune import counts_to_dict, policy_to_ratios
 from .rewards import REWARDS, RewardConfig, RewardEvaluator
-from .structure import Structure
-from .utils import atomic_write, folder_lock, progress_bar, write_json
+from .scoring import make_scorer
 
 STATE_FILE = "search_state.pt"
 LOG_FILE = "episodes.jsonl"
@@ -59,7 +59,7 @@ class SearchConfig:
         result depends on this batch size, not on the number of workers: 1 is the sequential
         AMC loop; larger batches give the same warm-up and fewer agent states afterwards.
     :param reward: how policies are scored during the search.
-    :param ddpg: extra DDPG hyperparameters (see :class:`~entroprune.agents.ddpg.DDPGAgent`).
+    :param ddpg: extra DDPG hyperparameters (see :class:`~entroprune.search.agents.ddpg.DDPGAgent`).
     :param band: each group's keep ratio stays within ``(1 - band, 1 + band)`` times the uniform
         policy's ratio (and [min_keep, 1]), so no policy can crush a layer; groups whose maps are
         1x1 stay at the uniform ratio under an entropy reward, which cannot see them. None = the
@@ -293,7 +293,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     ``recovery_images`` (unlabelled, normalised) feed the re-ranking's recovery; default: ``calib``.
 
     ``workers`` > 1 scores each batch of ``config.episode_batch`` episodes on that many Ray
-    actors (:mod:`entroprune.parallel`), on a local Ray or the cluster at ``ray_address``.
+    actors (:mod:`entroprune.search.scoring`), on a local Ray or the cluster at ``ray_address``.
     A fresh search (not ``resume``) removes an earlier search's state, policy and summary from the
     folder first; a second process on the same folder is refused while this one runs.
     """

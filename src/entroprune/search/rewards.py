@@ -8,7 +8,7 @@
   calibration images (teacher agreement). Uses no labels.
 
 Any of them can be read after a short label-free recovery (``recovery_steps``,
-:mod:`entroprune.recovery`), on a net that works again instead of a nearly broken one.
+:mod:`entroprune.search.recovery`), on a net that works again instead of a nearly broken one.
 
 Every evaluation (``physical=True``, the default): cut the policy out of a copy of the model
 with torch-pruning, optionally re-estimate BatchNorm statistics on the calibration images,
@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
-from .errors import ConfigError
-from .prune import Masker, bn_calibration, counts_to_dict, recalibrate_bn
+from ..entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
+from ..errors import ConfigError
+from ..prune import Masker, bn_calibration, counts_to_dict, recalibrate_bn
+from ..structure import Structure, apply_physical
 from .recovery import kl_to_teacher, main_output
-from .structure import Structure, apply_physical
 
 REWARDS = ("entropy", "accuracy", "combined", "kl")
 

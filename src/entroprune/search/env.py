@@ -16,8 +16,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from .errors import ConfigError
-from .structure import Structure
+from ..errors import ConfigError
+from ..structure import Structure
 
 OBS_FEATURES = ("index", "layer_type", "in_channels", "out_channels", "kernel", "stride",
                 "out_size", "group_macs", "macs_removed", "macs_rest", "prev_action")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from entroprune.models import build_model
-from entroprune.rewards import RewardConfig, RewardEvaluator
+from entroprune.search.rewards import RewardConfig, RewardEvaluator
 from entroprune.structure import Structure
 
 

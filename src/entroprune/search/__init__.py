@@ -1,0 +1,32 @@
+"""The search: an agent proposes per-group keep ratios in a Gymnasium environment, rewards score them,
+and the best are re-ranked after label-free recovery.
+
+* :mod:`.loop` — the search loop, its config and result, the re-ranking;
+* :mod:`.env` — the environment and its action wall;
+* :mod:`.rewards` — entropy, accuracy, combined and kl rewards;
+* :mod:`.recovery` — label-free distillation before a candidate is scored;
+* :mod:`.scoring` — scoring episode batches in this process or on Ray actors;
+* :mod:`.agents` — DDPG, Stable-Baselines3, uniform, global and random agents.
+"""
+
+from .env import PruningEnv
+from .loop import (
+    FIXED_AGENTS,
+    LOG_FILE,
+    POLICY_FILE,
+    STATE_FILE,
+    SearchConfig,
+    SearchInterrupted,
+    SearchResult,
+    band_bounds,
+    fixed_policy_counts,
+    rerank,
+    run_search,
+    uniform_ratio,
+)
+from .recovery import Recovery
+from .rewards import REWARDS, RewardConfig, RewardEvaluator, RewardResult
+
+__all__ = ["FIXED_AGENTS", "LOG_FILE", "POLICY_FILE", "REWARDS", "STATE_FILE", "PruningEnv", "Recovery",
+           "RewardConfig", "RewardEvaluator", "RewardResult", "SearchConfig", "SearchInterrupted", "SearchResult",
+           "band_bounds", "fixed_policy_counts", "rerank", "run_search", "uniform_ratio"]
