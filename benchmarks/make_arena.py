@@ -14,6 +14,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -25,10 +26,31 @@ from common import read_rows  # noqa: E402
 GOAL_MARGIN, GOAL_FLOOR, GOAL_PAIRS = 0.3, -0.2, 3  # issue 16: >= +0.3 in 3 pairs, never below -0.2
 
 
-def fmt(xs: list[float]) -> str:
+def fmt(xs: list[float], sign: bool = False) -> str:
     if not xs:
         return "-"
-    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+    m = f"{statistics.mean(xs):+.2f}" if sign else f"{statistics.mean(xs):.2f}"
+    return f"{m} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else m
+
+
+def same_settings(recorded: str, today: str) -> bool:
+    """Equal settings, where an option added since the cell ran counts as equal at its default value
+    (it did not exist, so the cell searched as if it were at its default)."""
+    from dataclasses import asdict
+
+    from entroprune.search import SearchConfig
+
+    def fill(rec: dict, now: dict, default: dict) -> dict:
+        out = dict(rec)
+        for k, v in now.items():
+            if k not in out and k in default and default[k] == v:
+                out[k] = v
+            elif isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = fill(out[k], v, default.get(k, {}) if isinstance(default.get(k), dict) else {})
+        return out
+
+    rec, now = json.loads(recorded), json.loads(today)
+    return fill(rec, now, json.loads(json.dumps(asdict(SearchConfig())))) == now
 
 
 def paired(rows: dict[int, float], uniform: dict[int, float]) -> list[float]:
@@ -40,7 +62,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
     current, stale = [], 0
     for r in rows:  # a cell searched with other settings than today's code gives is not today's source
         today = arena.settings(arena.search_config(grid, r["model"], float(r["target"]), r["source"], int(r["seed"])))
-        if r.get("search_settings") != today:
+        if not same_settings(r.get("search_settings") or "{}", today):
             stale += 1
             continue
         current.append(r)
@@ -73,18 +95,20 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
         uni = by.get("uniform", {})
         page += [f"Baseline {base:.2f}%.", "",
                  "| source | seeds | test acc (%) | Δ uniform (points) | MACs kept | params kept | search (s) | "
-                 "fine-tune (s) | chosen |", "|---|---|---|---|---|---|---|---|---|"]
+                 "fine-tune (s) | re-ranking chose |", "|---|---|---|---|---|---|---|---|---|"]
         for s in sources:
             rs = [r for r in cell if r["source"] == s]
             if not rs:
                 continue
             d = paired(by[s], uni) if s != "uniform" else []
-            chosen = sorted({r.get("chosen") or "search" for r in rs})
-            page.append(f"| {s} | {len(rs)} | {fmt(list(by[s].values()))} | {fmt(d) if d else '-'} | "
+            reranked = all(json.loads(r.get("search_settings") or "{}").get("rerank_top_k", 0) > 0 for r in rs)
+            chosen = ", ".join(f"{c} {n}x" for c, n in sorted(Counter(r.get("chosen") or "search" for r in rs).items())) \
+                if reranked else "-"
+            page.append(f"| {s} | {len(rs)} | {fmt(list(by[s].values()))} | {fmt(d, sign=True) if d else '-'} | "
                         f"{statistics.mean(float(r['macs_fraction']) for r in rs):.1%} | "
                         f"{statistics.mean(float(r['params_fraction']) for r in rs):.1%} | "
                         f"{statistics.mean(float(r['search_time_s']) for r in rs):.0f} | "
-                        f"{statistics.mean(float(r['finetune_time_s']) for r in rs):.0f} | {', '.join(chosen)} |")
+                        f"{statistics.mean(float(r['finetune_time_s']) for r in rs):.0f} | {chosen} |")
         d_default = paired(by.get("default", {}), uni)
         cells = [f"{statistics.mean(by[s].values()):.2f}" if by.get(s) else "-" for s in sources]
         readme.append(f"| {model} | {float(target):.0%} | {base:.2f} | " + " | ".join(cells) +
@@ -117,7 +141,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                + ". Per pair, default - uniform: "
                + ", ".join(f"{m} {float(t):.0%} {d:+.2f} ({n} seeds)" for m, t, d, n in goals["pairs"])
                + (f". Not complete yet: {', '.join(goals['incomplete'])}." if goals["incomplete"] else "."))
-    page[2:2] = ["", verdict, ""]
+    page[2:2] = [verdict, ""]
     page += ["## How the cells were run", "",
              f"Cells: {len(current)} current" + (f", {stale} stale cells left out (searched with earlier "
                                                  "defaults; rerun them)" if stale else "") + ".", ""]
