@@ -58,4 +58,15 @@ def write_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
     atomic_write(path, write)
 
 
-__all__ = ["timing_checkpoint", "machine_description", "read_rows", "append_row", "write_rows"]
+def replace_block(path: Path, name: str, body: list[str]) -> None:
+    """Replace the text between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in ``path`` with ``body``."""
+    text = path.read_text()
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + begin + "\n".join(body) + end + tail)
+
+
+__all__ = ["timing_checkpoint", "machine_description", "read_rows", "append_row", "write_rows", "replace_block"]
