@@ -142,9 +142,11 @@ class RewardEvaluator:
         self.reference: dict[str, dict[str, float]] = {}
         self.reference = self._entropies(None)[0]  # the unpruned net: every channel kept
         self.reference_accuracy = self._accuracy() if val is not None and (val[1] >= 0).all() else None
-        with torch.no_grad():  # the teacher's answers on the calibration images, for the kl reward
-            self.teacher_log_probs = torch.cat([torch.log_softmax(main_output(model(calib[s:s + self.batch_size])), 1)
-                                                for s in range(0, len(calib), self.batch_size)])
+        self.teacher_log_probs = None
+        if config.kind == "kl" or val is not None:  # the unpruned net's answers: kl reward and diagnostics only
+            with torch.no_grad():
+                self.teacher_log_probs = torch.cat([torch.log_softmax(main_output(model(calib[s:s + self.batch_size])), 1)
+                                                    for s in range(0, len(calib), self.batch_size)])
         self.recovery = None
         if config.recovery_steps:
             from .recovery import Recovery
@@ -244,7 +246,7 @@ class RewardEvaluator:
             key = "reward_forward" if self.config.kind == "accuracy" else "diagnostic_accuracy"
             times[key] = times.get(key, 0.0) + time.perf_counter() - t0
         kl = None
-        if self.config.kind == "kl" or with_accuracy:  # diagnostics read the teacher agreement too
+        if self.teacher_log_probs is not None and (self.config.kind == "kl" or with_accuracy):  # diagnostics too
             t0 = time.perf_counter()
             kl = self._teacher_kl(net)
             key = "reward_forward" if self.config.kind == "kl" else "diagnostic_accuracy"
