@@ -107,3 +107,27 @@ def pruned_ckpt(digits_ckpt, tmp_path_factory) -> Path:
     search_checkpoint(digits_ckpt, root / "search", SearchConfig(flops_target=0.5, agent="uniform"), quiet=True)
     prune_checkpoint(digits_ckpt, root / "search" / "policy.json", root / "pruned")
     return root / "pruned" / "model.pt"
+
+
+def measured_macs_fraction(ckpt_path: Path, counts: dict[str, int]) -> float:
+    """A search result's MACs fraction measured apart from the code under test: torch-pruning's
+    counter on the physically pruned network against the unpruned one."""
+    import copy
+
+    from entroprune.api import build_structure, load_model
+    from entroprune.structure import apply_physical, count_macs_params
+
+    model, ckpt = load_model(ckpt_path)
+    model.eval()
+    structure = build_structure(model, ckpt.spec)
+    pruned = copy.deepcopy(model)
+    apply_physical(pruned, structure, counts)
+    x = ckpt.spec.example_input()
+    return count_macs_params(pruned, x)[0] / count_macs_params(model, x)[0]
+
+
+def assert_budget(ckpt_path: Path, result, target: float, under: float = 0.05) -> None:
+    """Never over the target, at most ``under`` (relative) below it, measured independently."""
+    measured = measured_macs_fraction(ckpt_path, result.counts)
+    assert (1 - under) * target <= measured <= target * (1 + 1e-6), (measured, target)
+    assert measured == pytest.approx(result.achieved, rel=1e-3)

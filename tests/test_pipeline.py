@@ -181,7 +181,7 @@ def test_python_api_on_any_module(tmp_path):
     pruned, history = ep.prune_module(net, x[:1], res, calib=loader)
     macs, _ = ep.count_macs_params(pruned, x[:1])
     full, _ = ep.count_macs_params(net, x[:1])
-    assert macs / full == pytest.approx(0.5, rel=0.05) and history
+    assert 0.95 * 0.5 <= macs / full <= 0.5 + 1e-6 and history  # measured on the pruned module
     hist = ep.finetune_module(pruned, loader, epochs=1, val_loader=loader)
     assert len(hist) == 1 and "val_accuracy" in hist[0]
 
