@@ -96,20 +96,20 @@ def train(
     out.print(f"checkpoint: {result['checkpoint']}")
 
 
-def _check_output_file(path: Path, inputs: list[Path], force: bool) -> None:
+def _check_output_file(path: Path, inputs: list[Path], force: bool, option: str = "--json") -> None:
     """Refuse, before any work, an output file that is an input, exists (without --force) or cannot be created."""
     target = path.resolve()
     if any(target == Path(i).resolve() for i in inputs):
-        raise ConfigError(f"--json {path} is one of the inputs; writing it would destroy it, choose another file")
+        raise ConfigError(f"{option} {path} is one of the inputs; writing it would destroy it, choose another file")
     if target.is_dir():
-        raise ConfigError(f"--json {path} is a folder; give a file name")
+        raise ConfigError(f"{option} {path} is a folder; give a file name")
     if target.exists() and not force:
-        raise ConfigError(f"--json {path} already exists; pass --force to overwrite it or choose another file")
+        raise ConfigError(f"{option} {path} already exists; pass --force to overwrite it or choose another file")
     parent = target.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise ConfigError(f"--json {path}: {parent} is a file, not a folder; choose another path")
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder; choose another path")
 
 
 @app.command()
@@ -347,9 +347,7 @@ def export(
     """Export to ONNX (checked by onnx.checker and onnxruntime) or TorchScript."""
     from .api import export_checkpoint
 
-    if out_file.exists() and not force:
-        raise ConfigError(f"{out_file} already exists; pass --force to overwrite it or choose another --out")
-
+    _check_output_file(out_file, [checkpoint], force, "--out")
     res = export_checkpoint(checkpoint, out_file, fmt, trust_pickle=trust_pickle)
     out.print(f"{fmt}: {out_file} ({res['bytes']:,} bytes), max |difference| to torch {res['max_abs_diff']:.1e}")
 

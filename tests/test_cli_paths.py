@@ -1,0 +1,126 @@
+"""The commands' success paths and their --force rules, through the CLI: what each writes is checked
+against what it came from, and an existing output is never replaced without --force."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from entroprune.api import load_model
+from entroprune.cli import app
+from entroprune.structure import count_macs_params
+
+runner = CliRunner()
+
+
+def ok(*args):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, (res.stdout, res.stderr, res.exception)
+    return res
+
+
+def refused(words: str, *args) -> None:
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 2, (res.stdout, res.stderr, res.exception)
+    assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def searched(digits_ckpt, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli_paths")
+    ok("search", digits_ckpt, "--agent", "uniform", "--flops-target", "0.5", "--out", root / "s", "--quiet")
+    return root
+
+
+def test_prune_refuses_an_existing_output_and_is_deterministic(digits_ckpt, searched, tmp_path):
+    policy = searched / "s" / "policy.json"
+    ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "p")
+    first = digest(tmp_path / "p" / "model.pt")
+    refused("model.pt already exists; pass --force", "prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "p")
+    assert digest(tmp_path / "p" / "model.pt") == first
+    ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "p", "--force")
+    ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "q")
+    a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True)["state_dict"] for d in "pq")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same policy, same net
+
+
+def test_finetune_refuses_an_existing_output_and_is_deterministic(pruned_ckpt, tmp_path):
+    args = ("finetune", pruned_ckpt, "--epochs", "1", "--quiet", "--seed", "3")
+    ok(*args, "--out", tmp_path / "a")
+    first = digest(tmp_path / "a" / "model.pt")
+    refused("pass --force", *args, "--out", tmp_path / "a")
+    assert digest(tmp_path / "a" / "model.pt") == first
+    ok(*args, "--out", tmp_path / "b")
+    a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True)["state_dict"] for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same weights
+    ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ab")
+    assert ma["test_accuracy"] == mb["test_accuracy"]
+
+
+def test_export_refuses_an_existing_output(pruned_ckpt, tmp_path):
+    out = tmp_path / "m.onnx"
+    ok("export", pruned_ckpt, "--out", out)
+    first = digest(out)
+    refused("already exists; pass --force", "export", pruned_ckpt, "--out", out)
+    assert digest(out) == first
+    ok("export", pruned_ckpt, "--out", out, "--force")
+    (tmp_path / "folder").mkdir()
+    refused("is a folder", "export", pruned_ckpt, "--out", tmp_path / "folder", "--force")
+
+
+def test_search_refuses_a_folder_holding_a_search(digits_ckpt, searched):
+    before = digest(searched / "s" / "policy.json")
+    refused("pass --resume", "search", digits_ckpt, "--agent", "uniform", "--flops-target", "0.5",
+            "--out", searched / "s", "--quiet")
+    assert digest(searched / "s" / "policy.json") == before
+
+
+def test_inspect_prints_the_groups_and_the_counted_macs(digits_ckpt):
+    res = ok("inspect", digits_ckpt, "--calib-size", "16")
+    model, ckpt = load_model(digits_ckpt)
+    macs, params = count_macs_params(model, ckpt.spec.example_input())
+    assert f"{int(macs):,} MACs, {int(params):,} params" in res.stdout
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(name in res.stdout for name in convs[:-1])  # every group's root is listed
+    assert "per-layer spatial entropy on 16 calibration images" in res.stdout
+
+
+def test_report_of_a_search_folder_matches_its_log(digits_ckpt, tmp_path):
+    ok("search", digits_ckpt, "--flops-target", "0.5", "--episodes", "6", "--warmup", "3", "--calib-size", "32",
+       "--rerank-top-k", "0", "--out", tmp_path / "s", "--quiet")
+    ok("report", tmp_path / "s")
+    log = [json.loads(line) for line in (tmp_path / "s" / "episodes.jsonl").read_text().splitlines()]
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    policy = json.loads((tmp_path / "s" / "policy.json").read_text())
+    best = max(log, key=lambda e: e["reward"])
+    assert report["policy"]["policy"] == policy["policy"] == best["policy"]
+    md = (tmp_path / "s" / "report.md").read_text()
+    assert f"{len(log)} episodes" in md
+    assert (tmp_path / "s" / "plots" / "reward.png").stat().st_size > 1000
+
+
+class _Note:
+    """A harmless custom object: loading it needs the pickle module, which weights_only refuses."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def test_trust_pickle_loads_what_it_promises(digits_ckpt, tmp_path):
+    raw = torch.load(digits_ckpt, weights_only=True)
+    path = tmp_path / "pickled.pt"
+    torch.save({**raw, "metrics": {"note": _Note("from an older tool")}}, path)
+    refused("--trust-pickle", "evaluate", path)
+    ok("evaluate", path, "--trust-pickle", "--json", tmp_path / "trusted.json")
+    ok("evaluate", digits_ckpt, "--json", tmp_path / "plain.json")
+    trusted, plain = (json.loads((tmp_path / f).read_text()) for f in ("trusted.json", "plain.json"))
+    assert trusted[0]["test_accuracy"] == plain[0]["test_accuracy"] and trusted[0]["macs"] == plain[0]["macs"]
