@@ -124,3 +124,22 @@ def test_trust_pickle_loads_what_it_promises(digits_ckpt, tmp_path):
     ok("evaluate", digits_ckpt, "--json", tmp_path / "plain.json")
     trusted, plain = (json.loads((tmp_path / f).read_text()) for f in ("trusted.json", "plain.json"))
     assert trusted[0]["test_accuracy"] == plain[0]["test_accuracy"] and trusted[0]["macs"] == plain[0]["macs"]
+
+
+def test_a_failed_write_leaves_the_old_output_whole(digits_ckpt, searched, tmp_path, monkeypatch):
+    """A disk that fills up halfway through a checkpoint: the old file survives, no temporary file is
+    left, and the user reads one line (exit 1: the machine failed, not the input)."""
+    policy = searched / "s" / "policy.json"
+    ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "p")
+    before = {p.name: digest(p) for p in (tmp_path / "p").iterdir()}
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device", str(f))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    res = runner.invoke(app, ["prune", str(digits_ckpt), "--policy", str(policy), "--out", str(tmp_path / "p"),
+                              "--force"])
+    assert res.exit_code == 1 and "No space left on device" in res.stderr, (res.stderr, res.exception)
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert {p.name: digest(p) for p in (tmp_path / "p").iterdir()} == before

@@ -15,6 +15,12 @@ from entroprune.entropy import (
 from entroprune.models import build_model
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Random maps and models drawn from a fixed seed in every test, whatever ran before."""
+    torch.manual_seed(0)
+
+
 def slow_distribution(m: torch.Tensor) -> float:
     vals = [max(float(v), 0.0) for v in m.flatten()]
     s = sum(vals)

@@ -44,6 +44,12 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
+        except OSError as exc:  # the machine, not the input: a full disk, a lost mount (exit 1)
+            where = f" ({exc.filename})" if exc.filename else ""
+            err.print(f"[bold red]error:[/] could not read or write a file{where}: {exc.strerror or exc}; "
+                      "the outputs written before it are whole, free space or fix the path and rerun",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
