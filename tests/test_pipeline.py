@@ -14,6 +14,7 @@ from entroprune.api import (
     search_checkpoint,
 )
 from entroprune.search import SearchConfig
+from entroprune.structure import count_macs_params
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,19 @@ def test_side_by_side_evaluation(pruned):
     assert rows[1]["macs"] / rows[0]["macs"] == pytest.approx(0.4, rel=0.03)
     for key in ("torch_b1_ms", "torch_b64_ms", "ort_b1_ms", "ort_b64_ms", "speedup_vs_macs_b64"):
         assert rows[1][key] > 0
+    # each column is what it says: counted MACs, the ratio of the latencies, speed-up over MACs reduction
+    orig, pr = rows
+    model, ckpt = load_model(pruned / "pruned" / "model.pt")
+    assert pr["macs"] == count_macs_params(model, ckpt.spec.example_input())[0]
+    assert pr["macs_reduction"] == pytest.approx(orig["macs"] / pr["macs"])
+    assert pr["speedup_torch_b64"] == pytest.approx(orig["torch_b64_ms"] / pr["torch_b64_ms"], rel=1e-3)
+    assert pr["speedup_vs_macs_b64"] == pytest.approx(pr["speedup_torch_b64"] / pr["macs_reduction"], rel=1e-3)
+    from entroprune.api import load_data_for_spec
+
+    data = load_data_for_spec(ckpt.spec, calib_size=None)
+    with torch.no_grad():
+        hits = (model.eval()(data.normalize(data.test.x)).argmax(1) == data.test.y).float().mean()
+    assert pr["test_accuracy"] == pytest.approx(100 * float(hits), abs=1e-3)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -122,6 +136,14 @@ def test_run_quick_cli(tmp_path):
     assert f"Reference: the uniform policy (one keep ratio for every group) with the same fine-tune reached " \
            f"{ref['test_accuracy']:.2f}%" in report
     assert f"({searched['test_accuracy'] - ref['test_accuracy']:+.2f} points)" in report
+    # the table and the speed-up sentence are the evaluation's numbers, row by row
+    from entroprune.report import markdown_table
+
+    assert markdown_table(ev["rows"]) in report
+    pr = ev["rows"][1]
+    assert f"torch {pr['speedup_torch_b64']:.2f}x (ratio {pr['speedup_vs_macs_b64']:.2f})" in report
+    assert f"{pr['test_accuracy'] - ev['rows'][0]['test_accuracy']:+.2f} points" in report
+    assert json.loads((run / "report.json").read_text())["evaluation"] == ev
     if not ref["same_as_searched"]:
         assert json.loads((run / "uniform" / "finetuned" / "metrics.json").read_text())["test_accuracy"] == \
             ref["test_accuracy"]
