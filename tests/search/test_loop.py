@@ -268,11 +268,21 @@ def test_non_finite_rewards_are_survived(digits_ckpt, tmp_path, monkeypatch):
         return float("nan") if calls["n"] % 3 == 0 else original(self, values, variant)
 
     monkeypatch.setattr(rewards.RewardEvaluator, "aggregate", flaky)
+    from entroprune.search.agents.ddpg import DDPGAgent
+
+    learnt = []
+    real_observe = DDPGAgent.observe
+    monkeypatch.setattr(DDPGAgent, "observe", lambda self, tr, reward, ep: learnt.append(reward)
+                        or real_observe(self, tr, reward, ep))
     res = search_checkpoint(digits_ckpt, tmp_path / "nan", cfg(episodes=12), quiet=True)
     entries = [json.loads(line) for line in (tmp_path / "nan" / "episodes.jsonl").read_text().splitlines()]
-    assert len(entries) == 12
+    assert len(entries) == 12 and len(learnt) == 12
     assert any(not e["finite"] and e["reward"] is None for e in entries)
     assert res.summary["non_finite_episodes"] >= 3 and np.isfinite(res.reward)
+    # the agent learns the worst finite reward seen so far in place of a non-finite one
+    for i, e in enumerate(entries):
+        seen = [x["reward"] for x in entries[:i + 1] if x["finite"]]
+        assert learnt[i] == (e["reward"] if e["finite"] else (min(seen) if seen else -1.0))
 
 
 def test_search_with_physical_scoring(digits_ckpt, tmp_path):
