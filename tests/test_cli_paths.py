@@ -143,3 +143,22 @@ def test_a_failed_write_leaves_the_old_output_whole(digits_ckpt, searched, tmp_p
     assert res.exit_code == 1 and "No space left on device" in res.stderr, (res.stderr, res.exception)
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert {p.name: digest(p) for p in (tmp_path / "p").iterdir()} == before
+
+
+@pytest.mark.parametrize("command", ["train", "prune", "finetune"])
+def test_ctrl_c_leaves_no_folder_it_created(command, digits_ckpt, pruned_ckpt, searched, tmp_path, monkeypatch):
+    import entroprune.api
+    import entroprune.prune
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(entroprune.api, "train_model", interrupted)
+    monkeypatch.setattr(entroprune.prune, "prune_model", interrupted)
+    out = tmp_path / "new" / "out"
+    args = {"train": ["train", "--dataset", "digits", "--epochs", "1"],
+            "prune": ["prune", digits_ckpt, "--policy", searched / "s" / "policy.json"],
+            "finetune": ["finetune", pruned_ckpt, "--epochs", "1"]}[command]
+    res = runner.invoke(app, [str(a) for a in [*args, "--out", out]])
+    assert res.exit_code == 130 and res.stderr.strip() == "interrupted", (res.stderr, res.exception)
+    assert list(tmp_path.iterdir()) == []  # neither out nor its new parent is left behind

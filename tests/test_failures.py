@@ -91,6 +91,42 @@ def world(tmp_path, digits_ckpt, idx_dir):
     (tmp_path / "two_seeds.yaml").write_text("seed: 1\nsearch:\n  seed: 2\n")
     (tmp_path / "ray_address_alone.yaml").write_text("ray_address: auto\n")
     (tmp_path / "a_file").write_text("x")
+    # policies with bad fields, checked where the policy is read
+    half = {g: 0.5 for g in good_groups}
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "model.pt").write_bytes(digits_ckpt.read_bytes())
+    (tmp_path / "half.json").write_text(json.dumps({"policy": half}))
+    (tmp_path / "round_str.json").write_text(json.dumps({"policy": half, "round_to": "eight"}))
+    (tmp_path / "round_nan.json").write_text('{"policy": ' + json.dumps(half) + ', "round_to": NaN}')
+    (tmp_path / "ratio_true.json").write_text(json.dumps({"policy": {g: True for g in good_groups}}))
+    (tmp_path / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    # checkpoints whose spec or pruning record was edited
+    spec = raw["spec"]
+    for name, change in {"classes_float": {"num_classes": 2.5}, "input_tiny": {"input_size": [1, 2, 2]},
+                         "mean_empty": {"mean": [], "std": []}}.items():
+        torch.save({**raw, "spec": {**spec, **change}}, tmp_path / f"{name}.pt")
+    torch.save({**raw, "pruning": {"counts": {}}}, tmp_path / "no_history.pt")
+    torch.save({**raw, "pruning": "pruned by hand"}, tmp_path / "pruning_str.pt")
+    # a search folder whose saved state was cut short, run folders with broken records
+    (tmp_path / "cut_state").mkdir()
+    (tmp_path / "cut_state" / "search_state.pt").write_bytes(digits_ckpt.read_bytes()[:300])
+    (tmp_path / "cut_log").mkdir()
+    (tmp_path / "cut_log" / "episodes.jsonl").write_text('{"episode": 0, "finite": true, "reward": -1.0}\n{"epis')
+    (tmp_path / "no_rows").mkdir()
+    (tmp_path / "no_rows" / "evaluation.json").write_text('{"model": "vgg"}')
+    # an IDX header whose dimensions overflow 64 bits, an image over the pixel limit
+    huge = tmp_path / "huge_idx"
+    huge.mkdir()
+    for f in idx_dir.iterdir():
+        (huge / f.name).write_bytes(f.read_bytes())
+    (huge / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + b"\xff" * 12 + b"\0" * 64))
+    from PIL import Image
+
+    bomb = tmp_path / "bomb_imgs"
+    for c in ("a", "b"):
+        (bomb / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((6, 6), np.uint8)).save(bomb / c / "0.png")
+    Image.new("1", (10_000, 5_000)).save(bomb / "a" / "big.png")
     return w
 
 
@@ -152,6 +188,25 @@ CASES = {
     "search band not a number": ["search", f"{T}/good.pt", "--band", "wide", "--out", f"{T}/out"],
     "search band above 1": ["search", f"{T}/good.pt", "--band", "1.5", "--out", f"{T}/out"],
     "search unknown re-ranking reward": ["search", f"{T}/good.pt", "--rerank-reward", "vibes", "--out", f"{T}/out"],
+    "policy round_to a string": ["prune", f"{T}/good.pt", "--policy", f"{T}/round_str.json", "--out", f"{T}/out"],
+    "policy round_to NaN": ["prune", f"{T}/good.pt", "--policy", f"{T}/round_nan.json", "--out", f"{T}/out"],
+    "policy ratio true": ["prune", f"{T}/good.pt", "--policy", f"{T}/ratio_true.json", "--out", f"{T}/out"],
+    "policy nested 200k deep": ["prune", f"{T}/good.pt", "--policy", f"{T}/deep.json", "--out", f"{T}/out"],
+    "prune --out over its own checkpoint": ["prune", f"{T}/base/model.pt", "--policy", f"{T}/half.json",
+                                            "--out", f"{T}/base", "--force"],
+    "export --out over its own checkpoint": ["export", f"{T}/good.pt", "--out", f"{T}/good.pt", "--force"],
+    "spec num_classes not an integer": ["evaluate", f"{T}/classes_float.pt"],
+    "spec input_size too small": ["evaluate", f"{T}/input_tiny.pt"],
+    "spec mean and std empty": ["inspect", f"{T}/mean_empty.pt"],
+    "pruned checkpoint without history": ["evaluate", f"{T}/no_history.pt"],
+    "pruning record a string": ["finetune", f"{T}/pruning_str.pt", "--out", f"{T}/out"],
+    "truncated search state on resume": ["search", f"{T}/good.pt", "--resume", "--out", f"{T}/cut_state"],
+    "report of a truncated episode log": ["report", f"{T}/cut_log"],
+    "report of evaluation.json without rows": ["report", f"{T}/no_rows"],
+    "IDX dimensions overflowing 64 bits": ["train", "--dataset", "mnist", "--data-dir", f"{T}/huge_idx",
+                                           "--out", f"{T}/out"],
+    "image over the pixel limit": ["train", "--dataset", "imagefolder", "--data-dir", f"{T}/bomb_imgs",
+                                   "--out", f"{T}/out"],
     "cuda without a GPU": ["evaluate", f"{T}/good.pt", "--device", "cuda"] if not torch.cuda.is_available()
     else ["evaluate", f"{T}/missing.pt"],
 }
@@ -212,6 +267,22 @@ EXPECT = {
     'search band not a number': '--band must be a number',
     'search band above 1': 'band must lie in [0, 1]',
     'search unknown re-ranking reward': "unknown re-ranking reward 'vibes'",
+    "policy round_to a string": "'round_to' must be an integer from 1 to 4096, got 'eight'",
+    "policy round_to NaN": "'round_to' must be an integer from 1 to 4096, got nan",
+    "policy ratio true": "keep ratio of features.0 is True",
+    "policy nested 200k deep": "nested too deeply",
+    "prune --out over its own checkpoint": "would overwrite the checkpoint being pruned",
+    "export --out over its own checkpoint": "--out T/good.pt is one of the inputs",
+    "spec num_classes not an integer": "num_classes must be a positive integer, got 2.5",
+    "spec input_size too small": "cannot run on the spec's input_size [1, 2, 2]",
+    "spec mean and std empty": "mean must hold 1 finite numbers",
+    "pruned checkpoint without history": "pruning record needs a 'history' list",
+    "pruning record a string": "its pruning record needs",
+    "truncated search state on resume": "cut_state/search_state.pt is unreadable",
+    "report of a truncated episode log": "episodes.jsonl line 2 is not an episode record",
+    "report of evaluation.json without rows": "lacks its 'rows'",
+    "IDX dimensions overflowing 64 bits": "promises 79228162458924105385300197375",
+    "image over the pixel limit": "10000x5000 pixels, over entroprune's limit",
     "cuda without a GPU": "no CUDA GPU is available" if not torch.cuda.is_available() else "does not exist",
 }
 

@@ -143,7 +143,9 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     if ckpt.pruning:
         raise ConfigError(f"{path} is already pruned; prune the original checkpoint")
     structure = build_structure(model, ckpt.spec, pol.get("importance", "l1"), _ignored(pol))
-    counts = structure.policy_counts(pol["policy"], int(pol.get("round_to", 1)))
+    counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
+    if (out_dir / "model.pt").resolve() == Path(path).resolve():
+        raise ConfigError(f"--out {out_dir} would overwrite the checkpoint being pruned; choose another --out")
     if (out_dir / "model.pt").exists() and not force:
         raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass --force or choose another --out")
     check_writable_dir(out_dir)
@@ -185,12 +187,20 @@ def _read_policy(policy: str | Path | dict) -> dict[str, Any]:
             pol = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{p} is not valid JSON ({exc}); pass a policy.json from `entroprune search`") from None
+        except RecursionError:
+            raise ConfigError(f"{p} is nested too deeply to be a policy; pass a policy.json from "
+                              "`entroprune search`") from None
     if not isinstance(pol, dict):
         raise ConfigError("a policy must be a JSON object with a 'policy' mapping of group name to keep ratio")
     if "policy" not in pol:  # a bare {group: ratio} mapping is accepted too
         pol = {"policy": pol}
     if not isinstance(pol["policy"], dict) or not pol["policy"]:
         raise ConfigError("the policy's 'policy' entry must map group names to keep ratios")
+    round_to = pol.get("round_to", 1)
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or not 1 <= round_to <= 4096:
+        raise ConfigError(f"the policy's 'round_to' must be an integer from 1 to 4096, got {round_to!r}")
+    if pol.get("importance", "l1") not in ("l1", "l2"):
+        raise ConfigError(f"the policy's 'importance' must be 'l1' or 'l2', got {pol.get('importance')!r}")
     return pol
 
 
@@ -591,7 +601,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy, importan
     pol = _read_policy(policy)
     structure = Structure(model.eval(), example_input, importance=pol.get("importance", importance),
                           ignored=_ignored(pol))
-    counts = structure.policy_counts(pol["policy"], int(pol.get("round_to", 1)))
+    counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
     pruned, history = prune_model(model, structure, counts)
     if calib is not None:
         recalibrate_bn(pruned, _take_images(calib, 1024))

@@ -40,6 +40,38 @@ class ModelSpec:
     data_dir: str | None = None
     split_seed: int = 0  # the seed that carved train / val / calib, reused by later stages
 
+    def validate(self) -> None:
+        """Types and ranges of every field, so nothing unchecked reaches torch (raises ValueError)."""
+        def positive_int(name: str, v: Any) -> None:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+        def numbers(name: str, v: Any, positive: bool = False) -> None:
+            ok = isinstance(v, (list, tuple)) and len(v) == self.in_channels and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and (x > 0 or not positive)
+                for x in v)
+            if not ok:
+                raise ValueError(f"{name} must hold {self.in_channels} finite{' positive' if positive else ''} "
+                                 f"numbers (one per input channel), got {v!r}")
+
+        if not isinstance(self.model, str):
+            raise ValueError(f"model must be a name, got {self.model!r}")
+        positive_int("num_classes", self.num_classes)
+        positive_int("in_channels", self.in_channels)
+        if isinstance(self.width_mult, bool) or not isinstance(self.width_mult, (int, float)) or not (
+                math.isfinite(self.width_mult) and self.width_mult > 0):
+            raise ValueError(f"width_mult must be a positive number, got {self.width_mult!r}")
+        numbers("mean", self.mean)
+        numbers("std", self.std, positive=True)
+        size = self.input_size
+        if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in size)
+                and size[0] == self.in_channels):
+            raise ValueError(f"input_size must be [channels, height, width] with {self.in_channels} channels, "
+                             f"got {size!r}")
+        if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool) or not 0 <= self.split_seed < 2**63:
+            raise ValueError(f"split_seed must be an integer in [0, 2**63), got {self.split_seed!r}")
+
     def build(self) -> nn.Module:
         return build_model(self.model, self.num_classes, self.in_channels, self.width_mult)
 
@@ -57,10 +89,22 @@ class Checkpoint:
     def build(self) -> nn.Module:
         """Rebuild the network, replay its pruning, load its weights."""
         model = self.spec.build()
+        try:
+            with torch.no_grad():
+                model.eval()(self.spec.example_input())
+        except RuntimeError as exc:  # e.g. an input_size too small for the model's downsampling
+            raise CheckpointError(f"model {self.spec.model!r} cannot run on the spec's input_size "
+                                  f"{self.spec.input_size} ({str(exc).splitlines()[0]}); the file was edited "
+                                  "or made by another tool") from None
         if self.pruning:
             from .prune import replay_pruning_history
 
-            replay_pruning_history(model, self.spec.example_input(), self.pruning["history"])
+            try:
+                replay_pruning_history(model, self.spec.example_input(), self.pruning["history"])
+            except (IndexError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+                raise CheckpointError(f"the checkpoint's pruning history cannot be replayed on model "
+                                      f"{self.spec.model!r} ({type(exc).__name__}: {exc}); the file was edited "
+                                      "or made by another version") from None
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:
@@ -132,10 +176,15 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
                               "with `entroprune train` or entroprune.save_checkpoint()")
     try:
         spec = ModelSpec(**obj["spec"])
+        spec.validate()
         state = obj["state_dict"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise TypeError("state_dict is not a dict of tensors")
-    except (TypeError, KeyError) as exc:
+        pruning = obj.get("pruning")
+        if pruning is not None and not (isinstance(pruning, dict) and isinstance(pruning.get("history"), list)
+                                        and isinstance(pruning.get("counts"), dict)):
+            raise TypeError("its pruning record needs a 'history' list and a 'counts' mapping")
+    except (TypeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} has a malformed spec ({exc}); the file was edited or "
                               "comes from another version") from None
     from .models import MODELS

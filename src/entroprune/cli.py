@@ -36,15 +36,21 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from .utils import forget_created_dirs, remove_empty_created_dirs
+
+        forget_created_dirs()
         try:
             return fn(*args, **kwargs)
         except EntropruneError as exc:
+            remove_empty_created_dirs()
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
+            remove_empty_created_dirs()
             err.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
-        except OSError as exc:  # the machine, not the input: a full disk, a lost mount (exit 1)
+        except OSError as exc:
+            remove_empty_created_dirs()  # the machine, not the input: a full disk, a lost mount (exit 1)
             where = f" ({exc.filename})" if exc.filename else ""
             err.print(f"[bold red]error:[/] could not read or write a file{where}: {exc.strerror or exc}; "
                       "the outputs written before it are whole, free space or fix the path and rerun",

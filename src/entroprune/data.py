@@ -8,6 +8,7 @@ Every loader returns float32 images in [0, 1], shaped (N, C, H, W), and int64 la
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import struct
@@ -176,7 +177,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path} is truncated (header incomplete); re-download the dataset")
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     payload = memoryview(data)[4 + 4 * ndim:]
-    expected = int(np.prod(dims))
+    expected = math.prod(dims)  # exact: numpy's int64 product wraps on hostile headers
     if len(payload) != expected:
         raise DataError(f"{path} holds {len(payload)} bytes of data but its header promises "
                         f"{expected}; the file is truncated or corrupt, re-download it")
@@ -324,11 +325,32 @@ def _to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
     return x / 255.0 if x.max() > 1.0 else x
 
 
+# Larger images are refused before decoding: a decompression bomb (a small file that expands to
+# gigabytes) would otherwise exhaust memory; real photos for these models are far smaller.
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def _open_image(path: Path):
+    """PIL's lazy open (the header only), with the size checked before any pixel is decoded."""
+    from PIL import Image
+
+    try:
+        img = Image.open(path)
+    except Image.DecompressionBombError:
+        raise DataError(f"image {path} is larger than PIL's safety limit (a decompression bomb?); "
+                        "remove it or resize it") from None
+    if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+        img.close()
+        raise DataError(f"image {path} is {img.size[0]}x{img.size[1]} pixels, over entroprune's limit of "
+                        f"{MAX_IMAGE_PIXELS:,}; resize it (the models take small inputs) or remove it")
+    return img
+
+
 def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             img = img.convert(mode)
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
@@ -339,11 +361,10 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
 
 
 def _image_mode(files: list[Path]) -> str:
-    from PIL import Image
 
     for f in files[:64]:
         try:
-            with Image.open(f) as img:
+            with _open_image(f) as img:
                 if img.mode not in ("L", "1", "I", "I;16", "LA"):
                     return "RGB"
         except OSError:
@@ -366,9 +387,8 @@ def _folder_images(root: Path, image_size: int | None):
     mode = _image_mode([f for f, _ in files])
     size = (image_size, image_size) if image_size else None
     if size is None:
-        from PIL import Image
         try:
-            with Image.open(files[0][0]) as img:
+            with _open_image(files[0][0]) as img:
                 size = (img.size[1], img.size[0])
         except OSError as exc:
             raise DataError(f"cannot read image {files[0][0]} ({exc}); remove or replace it") from None

@@ -88,7 +88,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------- report
 
 
-def _plots(run_dir: Path, search_dir: Path | None, policy: dict | None, uniform: dict | None) -> list[str]:
+def _plots(run_dir: Path, entries: list[dict], policy: dict | None, uniform: dict | None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,9 +117,6 @@ def _plots(run_dir: Path, search_dir: Path | None, policy: dict | None, uniform:
         ax.set_title(f"keep ratio per group at {policy['achieved']:.1%} of the MACs")
         ax.legend()
         save(fig, "keep_ratios.png")
-    entries = []
-    if search_dir and (search_dir / "episodes.jsonl").exists():
-        entries = [json.loads(line) for line in (search_dir / "episodes.jsonl").read_text().splitlines()]
     if entries:
         ep = [e["episode"] for e in entries if e["finite"]]
         rw = [e["reward"] for e in entries if e["finite"]]
@@ -166,6 +163,59 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _read_json(path: Path) -> Any:
+    """A run folder's JSON file, or None when absent; unreadable is one clear error."""
+    from .errors import ConfigError
+
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({type(exc).__name__}); the run was interrupted while "
+                          "writing it or the file was edited, rerun the command that wrote it") from None
+
+
+def _read_episodes(path: Path) -> list[dict]:
+    from .errors import ConfigError
+
+    if not path.exists():
+        return []
+    entries = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            e = json.loads(line)
+            ok = isinstance(e, dict) and isinstance(e.get("episode"), int) and isinstance(e.get("finite"), bool) and (
+                not e["finite"] or isinstance(e.get("reward"), (int, float)))
+        except (json.JSONDecodeError, RecursionError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"{path} line {i} is not an episode record (a truncated write?); resume the search "
+                              "with --resume, which rewrites the log from its saved state")
+        entries.append(e)
+    return entries
+
+
+def _check_shapes(run_dir: Path, search_dir: Path | None, evaluation: Any, policy: Any, summary: Any) -> None:
+    """The fields the report reads, checked before it writes anything."""
+    from .errors import ConfigError
+
+    def bad(path: Path, what: str) -> ConfigError:
+        return ConfigError(f"{path} {what}; the file was edited or comes from another version, "
+                           "rerun the command that wrote it")
+
+    if evaluation is not None:
+        rows = evaluation.get("rows") if isinstance(evaluation, dict) else None
+        if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and isinstance(
+                r.get("test_accuracy"), (int, float)) for r in rows)):
+            raise bad(run_dir / "evaluation.json", "lacks its 'rows' of evaluated models")
+    if policy is not None and not (isinstance(policy, dict) and isinstance(policy.get("policy"), dict)
+                                   and isinstance(policy.get("achieved"), (int, float))):
+        raise bad(search_dir / "policy.json", "lacks its 'policy' mapping or 'achieved' fraction")
+    if summary is not None and not (isinstance(summary, dict) and {"agent", "reward_kind", "episodes"} <= set(summary)):
+        raise bad(search_dir / "search.json", "lacks the search's summary fields")
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md, report.json and plots/ for a run folder (or a search folder)."""
     from .errors import ConfigError
@@ -175,14 +225,16 @@ def write_report(run_dir: str | Path) -> Path:
         raise ConfigError(f"run folder {run_dir} does not exist; pass the folder `entroprune run` printed")
     search_dir = run_dir / "search" if (run_dir / "search").is_dir() else (
         run_dir if (run_dir / "episodes.jsonl").exists() else None)
-    evaluation = json.loads((run_dir / "evaluation.json").read_text()) if (run_dir / "evaluation.json").exists() else None
+    evaluation = _read_json(run_dir / "evaluation.json")
     if search_dir is None and evaluation is None:
         raise ConfigError(f"{run_dir} holds neither a search log nor evaluation.json; "
                           "pass a folder written by `entroprune run` or `entroprune search`")
-    policy = json.loads((search_dir / "policy.json").read_text()) if search_dir and (search_dir / "policy.json").exists() else None
-    summary = json.loads((search_dir / "search.json").read_text()) if search_dir and (search_dir / "search.json").exists() else None
+    policy = _read_json(search_dir / "policy.json") if search_dir else None
+    summary = _read_json(search_dir / "search.json") if search_dir else None
+    entries = _read_episodes(search_dir / "episodes.jsonl") if search_dir else []
+    _check_shapes(run_dir, search_dir, evaluation, policy, summary)
     uniform = evaluation.get("uniform_policy") if evaluation else None
-    plots = _plots(run_dir, search_dir, policy, uniform)
+    plots = _plots(run_dir, entries, policy, uniform)
     md = [f"# entroprune report: {run_dir.name}", ""]
     if evaluation:
         md += [f"Model `{evaluation.get('model')}` on `{evaluation.get('dataset')}`; "

@@ -320,7 +320,7 @@ class Structure:
             raise ConfigError(f"policy lacks groups {missing[:3]}; give a keep ratio for every "
                               "group (see `entroprune inspect`)")
         for k, v in policy.items():
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 1):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= 1):
                 raise ConfigError(f"keep ratio of {k} is {v!r}; ratios must lie in (0, 1]")
         return self.keep_counts(policy, round_to)
 

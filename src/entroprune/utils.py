@@ -94,11 +94,31 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+# Folders this command created, outermost first: a refused or interrupted command removes the ones
+# it left empty (never one that holds anything), so it leaves nothing behind.
+_CREATED: list[Path] = []
+
+
+def remove_empty_created_dirs() -> None:
+    for folder in reversed(_CREATED):
+        try:
+            folder.rmdir()  # only succeeds on an empty folder
+        except OSError:
+            pass
+    _CREATED.clear()
+
+
+def forget_created_dirs() -> None:
+    _CREATED.clear()
+
+
 def check_writable_dir(path: str | Path) -> Path:
     """Create ``path`` (and parents) or fail with one line naming it."""
     path = Path(path)
     try:
+        missing = [p for p in (path, *path.parents) if not p.exists()]
         path.mkdir(parents=True, exist_ok=True)
+        _CREATED.extend(reversed(missing))
         probe = path / f".entroprune-write-test-{os.getpid()}"  # per process: DDP ranks check at once
         probe.write_text("")
         probe.unlink()
@@ -154,6 +174,7 @@ def folder_lock(folder: str | Path, what: str):
     created = not Path(folder).exists()
     folder = check_writable_dir(folder)
     lock = folder / ".entroprune.lock"
+    lock_created = not lock.exists()
     fh = open(lock, "a+")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -168,6 +189,7 @@ def folder_lock(folder: str | Path, what: str):
     finally:
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fh.close()
-        if failed and created and [p.name for p in folder.iterdir()] == [lock.name]:
-            lock.unlink()  # refused before writing anything: leave no folder behind
-            folder.rmdir()
+        if failed and lock_created:  # refused or failed: leave no lock file (and no empty folder) behind
+            lock.unlink(missing_ok=True)
+            if created and not any(folder.iterdir()):
+                folder.rmdir()

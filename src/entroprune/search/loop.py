@@ -343,8 +343,12 @@ def _run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
         agent.min_keep = config.min_keep
     sb3_state = None
     if resume and state_path.exists():
-        state = torch.load(state_path, weights_only=True)
-        saved_cfg = {"episode_batch": 1, **json.loads(state["config"])}
+        try:
+            state = torch.load(state_path, weights_only=True)
+            saved_cfg = {"episode_batch": 1, **json.loads(state["config"])}
+        except Exception as exc:  # torch.load raises many types on a truncated or foreign file
+            raise ConfigError(f"{state_path} is unreadable ({type(exc).__name__}); the save was interrupted or the "
+                              "file was edited: start a fresh --out (or --force)") from None
         if saved_cfg != json.loads(json.dumps(config.to_dict())):
             raise ConfigError(f"{state_path} was written with other settings; resume with the same options "
                               "or start a fresh --out")
