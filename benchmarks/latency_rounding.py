@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_description, timing_checkpoint  # noqa: E402
 
 from entroprune.api import build_structure, load_model  # noqa: E402
+from entroprune.latency import paired_latency  # noqa: E402
 from entroprune.prune import prune_model  # noqa: E402
-from entroprune.report import paired_latency  # noqa: E402
 
 POLICIES = {"found, unrounded": [14, 9, 53, 33, 26, 40], "rounded to 8": [16, 8, 56, 32, 24, 40]}
 

@@ -100,7 +100,7 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     A pruned checkpoint is compared side by side with its original (the unpruned checkpoint
     it names, or ``original``), with reductions and speed-ups against it.
     """
-    from .report import add_ratios, latency_rows
+    from .latency import add_ratios, latency_rows
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")

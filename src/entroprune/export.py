@@ -17,7 +17,7 @@ from .utils import atomic_write
 FORMATS = ("onnx", "torchscript")
 
 
-def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     torch.onnx.export(model, (example,), buf, input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
@@ -51,7 +51,7 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
     if fmt == "onnx":
         import onnx
 
-        data = _onnx_bytes(model, example[:1])
+        data = onnx_bytes(model, example[:1])
         onnx.checker.check_model(onnx.load_from_string(data))
         got = onnx_session(data).run(None, {"input": probe.numpy()})[0]
         atomic_write(path, lambda p: p.write_bytes(data))
@@ -74,4 +74,4 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
     return {"max_abs_diff": diff, "bytes": Path(path).stat().st_size}
 
 
-__all__ = ["FORMATS", "export_model", "onnx_session"]
+__all__ = ["FORMATS", "export_model", "onnx_bytes", "onnx_session"]

@@ -1,91 +1,14 @@
-"""Latency measurement and the Markdown + JSON + PNG report of a run folder."""
+"""The Markdown + JSON + PNG report of a run folder."""
 
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 from .utils import atomic_write, write_json, write_text
-
-
-def _runner(model: nn.Module, shape: tuple[int, ...], batch: int, runtime: str):
-    """A zero-argument callable running one forward of ``batch`` images on ``runtime``."""
-    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
-    if runtime == "torch":
-        model = model.cpu().eval()
-
-        def run():
-            with torch.no_grad():
-                model(x)
-        return run
-    from .export import _onnx_bytes, onnx_session
-
-    sess = onnx_session(_onnx_bytes(model.cpu().eval(), torch.zeros(1, *shape)), torch.get_num_threads())
-    feed = {"input": x.numpy()}
-    return lambda: sess.run(None, feed)
-
-
-def paired_latency(models: list[nn.Module], shape: tuple[int, ...], batch: int, runtime: str = "torch",
-                   repeats: int = 20, warmup: int = 3) -> list[float]:
-    """Median wall time (ms) of one forward per model, timed in alternation.
-
-    Alternating the models round by round exposes them to the same machine load, so the
-    ratio between them (the speed-up) stays stable even when absolute timings drift.
-    """
-    runs = [_runner(m, shape, batch, runtime) for m in models]
-    for run in runs:
-        for _ in range(warmup):
-            run()
-    times: list[list[float]] = [[] for _ in runs]
-    for _ in range(repeats):
-        for i, run in enumerate(runs):
-            t0 = time.perf_counter()
-            run()
-            times[i].append(time.perf_counter() - t0)
-    return [1000 * statistics.median(t) for t in times]
-
-
-def torch_latency(model: nn.Module, shape: tuple[int, ...], batch: int, repeats: int = 20) -> float:
-    return paired_latency([model], shape, batch, "torch", repeats)[0]
-
-
-def onnx_latency(model: nn.Module, shape: tuple[int, ...], batch: int, repeats: int = 20) -> float:
-    return paired_latency([model], shape, batch, "ort", repeats)[0]
-
-
-def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int = 20) -> list[dict[str, float]]:
-    """Batch-1 and batch-64 CPU latency with torch and onnxruntime, models timed in alternation."""
-    rows: list[dict[str, float]] = [{} for _ in models]
-    for runtime in ("torch", "ort"):
-        for batch, reps in ((1, repeats * 3), (64, repeats)):
-            for row, ms in zip(rows, paired_latency(models, shape, batch, runtime, reps), strict=True):
-                row[f"{runtime}_b{batch}_ms"] = ms
-    return rows
-
-
-def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Reductions and speed-ups of every row against the first (the original)."""
-    base = rows[0]
-    for row in rows[1:]:
-        row["macs_reduction"] = base["macs"] / row["macs"]
-        row["params_reduction"] = base["params"] / row["params"]
-        for key in ("torch_b1_ms", "torch_b64_ms", "ort_b1_ms", "ort_b64_ms"):
-            if key in row and key in base:
-                row[f"speedup_{key.removesuffix('_ms')}"] = base[key] / row[key]
-        if "speedup_torch_b64" in row:
-            row["speedup_vs_macs_b64"] = row["speedup_torch_b64"] / row["macs_reduction"]
-            row["ort_speedup_vs_macs_b64"] = row["speedup_ort_b64"] / row["macs_reduction"]
-    return rows
-
-
-# ------------------------------------------------------------------------------- report
 
 
 def _plots(run_dir: Path, entries: list[dict], policy: dict | None, uniform: dict | None) -> list[str]:
@@ -139,7 +62,8 @@ def _plots(run_dir: Path, entries: list[dict], policy: dict | None, uniform: dic
     return made
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """One table cell, the same in report.md and on the terminal."""
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -159,7 +83,7 @@ TABLE_COLUMNS = [("name", "model"), ("test_accuracy", "test acc (%)"), ("params"
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     cols = [(k, title) for k, title in TABLE_COLUMNS if any(k in r for r in rows)]
     lines = ["| " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(format_value(r.get(k)) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -270,7 +194,7 @@ def write_report(run_dir: str | Path) -> Path:
                "- mean time per episode (s): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_time_split_s"].items())]
         if summary.get("rerank"):
             md += ["", "| candidate | search reward | re-rank score | MACs kept |", "|---|---|---|---|"]
-            md += [f"| {c['candidate']} | {_fmt(c['search_reward'])} | {_fmt(c['reward'])} | {c['achieved']:.2%} |"
+            md += [f"| {c['candidate']} | {format_value(c['search_reward'])} | {format_value(c['reward'])} | {c['achieved']:.2%} |"
                    for c in summary["rerank"]]
             md.append("")
         if summary.get("spearman_reward_accuracy") is not None:
@@ -285,4 +209,4 @@ def write_report(run_dir: str | Path) -> Path:
     return write_text(run_dir / "report.md", "\n".join(md))
 
 
-__all__ = ["torch_latency", "onnx_latency", "latency_rows", "paired_latency", "add_ratios", "write_report", "markdown_table"]
+__all__ = ["write_report", "markdown_table", "format_value", "TABLE_COLUMNS"]
