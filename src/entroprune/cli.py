@@ -152,14 +152,14 @@ def evaluate(
                                trust_pickle=trust_pickle)
     from rich.table import Table
 
-    from .report import TABLE_COLUMNS
+    from .report import TABLE_COLUMNS, format_value
 
     table = Table(title=str(checkpoint))
     cols = [(k, title) for k, title in TABLE_COLUMNS if any(k in row for row in rows)]
     for k, title in cols:
         table.add_column(title, justify="left" if k == "name" else "right")
     for row in rows:
-        table.add_row(*[_fmt(row.get(k)) for k, _ in cols])
+        table.add_row(*[format_value(row.get(k)) for k, _ in cols])
     out.print(table)
     if json_out:
         from .utils import write_json
@@ -403,16 +403,6 @@ def run(
               f"{pruned['test_accuracy']:.2f}% at {pruned['macs_reduction']:.2f}x fewer MACs, "
               f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x")
     out.print(f"run folder: {run_dir} (report.md, model.onnx, finetuned/model.pt)")
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 100 else f"{v:,.1f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
 
 
 def main() -> None:

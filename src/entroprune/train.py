@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -76,7 +76,6 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
 def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, seed: int = 0,
                 device: torch.device | str = "cpu", teacher: nn.Module | None = None,
                 quiet: bool = False, description: str = "train",
-                on_epoch: Callable[[dict], None] | None = None,
                 train_loader: Iterable | None = None, val_loader: Iterable | None = None,
                 eval_model: nn.Module | None = None) -> list[dict]:
     """Train in place; returns one metrics dict per epoch (train loss, val accuracy, time).
@@ -151,8 +150,6 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
                 bar.console.print(f"{description} epoch {epoch}/{config.epochs}: loss {metrics['train_loss']:.4f}"
                                   + (f", val acc {metrics['val_accuracy']:.2f}%" if "val_accuracy" in metrics else "")
                                   + f", {metrics['time_s']:.1f} s", highlight=False)
-            if on_epoch:
-                on_epoch(metrics)
     return history
 
 

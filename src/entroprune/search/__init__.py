@@ -9,9 +9,9 @@ and the best are re-ranked after label-free recovery.
 * :mod:`.agents` — DDPG, Stable-Baselines3, uniform, global and random agents.
 """
 
+from .agents import AGENTS, FIXED_AGENTS
 from .env import PruningEnv
 from .loop import (
-    FIXED_AGENTS,
     LOG_FILE,
     POLICY_FILE,
     STATE_FILE,
@@ -27,6 +27,6 @@ from .loop import (
 from .recovery import Recovery
 from .rewards import REWARDS, RewardConfig, RewardEvaluator, RewardResult
 
-__all__ = ["FIXED_AGENTS", "LOG_FILE", "POLICY_FILE", "REWARDS", "STATE_FILE", "PruningEnv", "Recovery",
+__all__ = ["AGENTS", "FIXED_AGENTS", "LOG_FILE", "POLICY_FILE", "REWARDS", "STATE_FILE", "PruningEnv", "Recovery",
            "RewardConfig", "RewardEvaluator", "RewardResult", "SearchConfig", "SearchInterrupted", "SearchResult",
            "band_bounds", "fixed_policy_counts", "rerank", "run_search", "uniform_ratio"]

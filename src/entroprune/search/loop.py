@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..prune import counts_to_dict, policy_to_ratios
 from ..structure import Structure
 from ..utils import atomic_write, folder_lock, progress_bar, write_json
-from .agents import AGENTS, make_agent
+from .agents import FIXED_AGENTS, SB3_AGENTS, check_agent, learns, make_agent
 from .agents.baselines import GlobalAgent, UniformAgent
 from .env import PruningEnv
 from .rewards import REWARDS, RewardConfig, RewardEvaluator
@@ -35,7 +35,6 @@ from .scoring import make_scorer
 STATE_FILE = "search_state.pt"
 LOG_FILE = "episodes.jsonl"
 POLICY_FILE = "policy.json"
-FIXED_AGENTS = ("uniform", "global")  # one policy, solved rather than searched
 
 
 @dataclass
@@ -98,8 +97,7 @@ class SearchConfig:
     def validate(self) -> None:
         if not (isinstance(self.flops_target, (int, float)) and 0 < self.flops_target <= 1):
             raise ConfigError(f"--flops-target must lie in (0, 1] (fraction of MACs kept), got {self.flops_target}")
-        if self.agent not in AGENTS:
-            raise ConfigError(f"unknown agent {self.agent!r}; choose one of {', '.join(AGENTS)}")
+        check_agent(self.agent)
         if self.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
         if self.calib_size < 1 or self.val_size < 0:
@@ -313,7 +311,7 @@ def _run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     """:func:`run_search`'s body, run under the folder's lock."""
     out_dir = Path(out_dir)
     state_path, log_path = out_dir / STATE_FILE, out_dir / LOG_FILE
-    sb3 = config.agent.startswith("sb3:")
+    sb3 = config.agent in SB3_AGENTS
     ppo = config.agent == "sb3:ppo"
     if sb3 and (workers > 1 or config.episode_batch > 1):
         raise ConfigError("--workers and --episode-batch above 1 need the ddpg, random or uniform agent; "
@@ -321,26 +319,21 @@ def _run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     if workers > config.episode_batch:
         warnings.warn(f"{workers} workers but episode_batch={config.episode_batch}: only {config.episode_batch} "
                       "can be busy at a time; set episode_batch >= workers", stacklevel=2)
-    episodes = 1 if config.agent in ("uniform", "global") else config.episodes
+    episodes = 1 if config.agent in FIXED_AGENTS else config.episodes
 
     env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to,
                      ratio_bounds=band_bounds(structure, config))
     blind = structure.flat_groups
-    if blind and config.reward.kind == "entropy" and config.agent not in ("uniform", "global", "random") \
-            and config.band is None:
+    if blind and config.reward.kind == "entropy" and learns(config.agent) and config.band is None:
         # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
         warnings.warn(f"groups {', '.join(blind)} output 1x1 maps, which the entropy reward cannot see: the "
                       "search sets their keep ratios blind (on VGG-16 at 28x28 crushing them cost about 20 "
                       "points, docs/measurements/blind_layers.md); use larger inputs or --reward combined",
                       stacklevel=2)
     start, log_lines, diag, best, worst = 0, [], [], None, None
-    agent = None if sb3 else make_agent(config.agent, env.observation_space.shape[0], config.seed,
-                                        **({"warmup": config.warmup, **config.ddpg} if config.agent == "ddpg" else {}))
-    if config.agent == "uniform":
-        agent.action = UniformAgent.solve(structure, config.flops_target, config.min_keep, config.round_to)
-    elif config.agent == "global":
-        agent.ratios = GlobalAgent.solve(model, structure, config.flops_target, config.min_keep, config.round_to)
-        agent.min_keep = config.min_keep
+    agent = None if sb3 else make_agent(config.agent, env.observation_space.shape[0], config)
+    if agent is not None:
+        agent.setup(model, structure, config)
     sb3_state = None
     if resume and state_path.exists():
         try:

@@ -17,14 +17,26 @@ class Agent(ABC):
     is reproducible and its state can be saved and resumed exactly.
     """
 
+    #: the name the CLI, configs and the registry (``entroprune.search.agents.REGISTRY``) know it by.
     name = "agent"
-    #: episodes this agent needs at most (uniform needs one); None = as many as asked.
+    #: episodes this agent needs at most (a policy solved rather than searched needs one); None = as many as asked.
     max_episodes: int | None = None
+    #: whether its actions depend on what it learnt (an entropy search with such an agent sets groups the
+    #: reward cannot see blind, so the loop warns); fixed and random agents do not.
+    learns: bool = False
 
     def __init__(self, obs_dim: int, seed: int = 0):
         self.obs_dim = obs_dim
         self.rng = np.random.default_rng(seed)
         self.torch_rng = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def from_config(cls, obs_dim: int, config: Any) -> Agent:
+        """Build the agent for a search (``config``: its :class:`~entroprune.search.SearchConfig`)."""
+        return cls(obs_dim, config.seed)
+
+    def setup(self, model: Any, structure: Any, config: Any) -> None:
+        """Solve what the agent needs from the model before the first episode (default: nothing)."""
 
     @abstractmethod
     def act(self, obs: np.ndarray, episode: int) -> float:

@@ -37,6 +37,9 @@ class UniformAgent(Agent):
             lo, hi = (mid, hi) if frac <= target else (lo, mid)
         return (lo - min_keep) / (1 - min_keep) if min_keep < 1 else 1.0
 
+    def setup(self, model: nn.Module, structure, config) -> None:
+        self.action = self.solve(structure, config.flops_target, config.min_keep, config.round_to)
+
     def act(self, obs: np.ndarray, episode: int) -> float:
         return self.action
 
@@ -71,6 +74,10 @@ class GlobalAgent(FixedPolicyAgent):
     user would pick without a search (``MagnitudePruner(global_pruning=True)``)."""
 
     name = "global"
+
+    def setup(self, model: nn.Module, structure, config) -> None:
+        self.ratios = self.solve(model, structure, config.flops_target, config.min_keep, config.round_to)
+        self.min_keep = config.min_keep
 
     @staticmethod
     def solve(model: nn.Module, structure, target: float, min_keep: float, round_to: int = 1) -> list[float]:

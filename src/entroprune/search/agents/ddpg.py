@@ -66,6 +66,11 @@ class DDPGAgent(Agent):
     """
 
     name = "ddpg"
+    learns = True
+
+    @classmethod
+    def from_config(cls, obs_dim: int, config: Any) -> DDPGAgent:
+        return cls(obs_dim, config.seed, warmup=config.warmup, **config.ddpg)
 
     def __init__(self, obs_dim: int, seed: int = 0, hidden: int = 300, lr_actor: float = 1e-3,
                  lr_critic: float = 1e-3, warmup: int = 100, sigma: float = 0.5, sigma_decay: float = 0.95,
@@ -100,10 +105,6 @@ class DDPGAgent(Agent):
         sigma = self.sigma(episode)
         a, b = (0.0 - mu) / sigma, (1.0 - mu) / sigma
         return float(np.clip(truncnorm.rvs(a, b, loc=mu, scale=sigma, random_state=self.rng), 0.0, 1.0))
-
-    @torch.no_grad()
-    def greedy(self, obs: np.ndarray) -> float:
-        return float(self.actor(torch.as_tensor(obs, dtype=torch.float32)[None]).item())
 
     # ---------------------------------------------------------------- learning
     def observe(self, transitions, reward: float, episode: int) -> None:
