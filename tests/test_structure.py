@@ -206,3 +206,66 @@ def test_untraceable_model_is_one_line(monkeypatch):
     monkeypatch.setattr(tp.DependencyGraph, "build_dependency", fail)
     with pytest.raises(ConfigError, match="torch-pruning cannot trace this model .IndexError"):
         Structure(_AuxHeadNet().eval(), torch.randn(1, 1, 12, 12))
+
+
+# Concatenation: a conv reading torch.cat costs a sum over the parts' kept fractions, not a product.
+class _DenseBlock(torch.nn.Module):
+    """DenseNet-style: each conv reads the concatenation of all before it."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.c0, self.b0 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c1, self.b1 = nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(24, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c3, self.b3 = nn.Conv2d(32, 16, 1), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x0 = torch.relu(self.b0(self.c0(x)))
+        x01 = torch.cat([x0, torch.relu(self.b1(self.c1(x0)))], 1)
+        x2 = torch.relu(self.b2(self.c2(x01)))
+        x3 = torch.relu(self.b3(self.c3(torch.cat([x01, x2], 1))))
+        return self.fc(x3.mean((2, 3)))
+
+
+class _NestedConcat(torch.nn.Module):
+    """torch-pruning's cascaded-concat pattern: a concat inside a concat, groups read twice."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.a, self.b = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.c, self.d = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(48, 32, 3, padding=1)
+        self.e, self.fc = nn.Conv2d(64, 16, 3, padding=1), nn.Linear(16, 10)
+
+    def forward(self, x):
+        a = torch.relu(self.a(x))
+        b = torch.relu(self.b(a))
+        c = torch.relu(self.c(b))
+        d = torch.relu(self.d(torch.cat([a, torch.cat([b, c], 1)], 1)))
+        e = torch.relu(self.e(torch.cat([d, b, c], 1)))
+        return self.fc(e.mean((2, 3)))
+
+
+@pytest.mark.parametrize("net_class", [_DenseBlock, _NestedConcat])
+def test_concat_costs_are_exact_and_the_search_meets_its_target(net_class, tmp_path):
+    import entroprune as ep
+
+    torch.manual_seed(0)
+    net = net_class().eval()
+    x = torch.randn(64, 1, 12, 12)
+    s = Structure(net, x[:1])
+    full = count_macs_params(net, x[:1])[0]
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # the closed form against torch-pruning's counter on the physically pruned net
+        counts = [int(rng.integers(1, g.channels + 1)) for g in s.groups]
+        pruned = prune_model(net, s, counts)[0]
+        assert s.macs(counts) == pytest.approx(count_macs_params(pruned, x[:1])[0], rel=1e-9)
+    # keeping 20% everywhere is reachable, so a 25% target must be (it was refused as "unreachable")
+    cfg = ep.SearchConfig(flops_target=0.25, episodes=4, warmup=2, calib_size=32, rerank_top_k=0, band=None,
+                          min_keep=0.2)
+    res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
+    pruned, _ = ep.prune_module(net, x[:1], res)
+    measured = count_macs_params(pruned, x[:1])[0] / full
+    assert 0.95 * 0.25 <= measured <= 0.25 + 1e-9, measured

@@ -139,6 +139,44 @@ def _module_params(model: nn.Module) -> list[tuple[str, float]]:
             for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
 
 
+def _cost_terms(base: np.ndarray, ratios: np.ndarray, fracs: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Rows (coefficient, exponents) whose sum of ``coef * prod_g f_g ** e_g`` is each call's cost.
+
+    ``ratios[i, j]``: call ``i``'s cost with group ``j`` alone cut to ``fracs[j]``. A call scales as a
+    power of a group's fraction (exponent 1 or 2: its input or output channels, or both), or, when it
+    reads a concatenation, linearly in the share ``w`` of its input that group supplies
+    (``1 - w + w f``): such a call becomes one row per concatenated part, plus one for the parts no
+    group prunes. Returns whether any call read a concatenation.
+    """
+    coefs, exps, concat = [], [], False
+    log_f = np.log(fracs)
+    for i, b in enumerate(base):
+        power, parts = np.zeros(len(fracs)), {}
+        for j, r in enumerate(ratios[i]):
+            if b <= 0 or abs(r - 1) < 1e-9:
+                continue
+            e = math.log(max(r, 1e-12)) / log_f[j]
+            if round(e) in (1, 2) and abs(e - round(e)) < 1e-6:
+                power[j] = round(e)
+            else:  # a part of a concatenated input: r = 1 - w (1 - f)
+                parts[j] = (1 - r) / (1 - fracs[j])
+        if not parts:
+            coefs.append(b)
+            exps.append(power)
+            continue
+        concat = True
+        rest = 1 - sum(parts.values())
+        if rest > 1e-9:
+            coefs.append(b * rest)
+            exps.append(power)
+        for j, w in parts.items():
+            e = power.copy()
+            e[j] += 1
+            coefs.append(b * w)
+            exps.append(e)
+    return np.array(coefs), np.clip(np.array(exps).reshape(len(coefs), len(fracs)), 0, 2), concat
+
+
 class Structure:
     """The prunable groups of a model and a closed form of MACs / params per policy."""
 
@@ -238,31 +276,45 @@ class Structure:
         return sizes
 
     def _fit_costs(self, model: nn.Module, calls: list[tuple[str, float]]) -> None:
-        """Probe each group alone to learn which calls and parameters it scales."""
+        """Probe each group alone to learn which calls and parameters it scales, and how."""
         base = np.array([c for _, c in calls])
         params = _module_params(model)
         pbase = np.array([p for _, p in params])
-        exp_calls = np.zeros((len(calls), len(self.groups)))
-        exp_params = np.zeros((len(params), len(self.groups)))
+        ratio_calls = np.ones((len(calls), len(self.groups)))
+        ratio_params = np.ones((len(params), len(self.groups)))
+        fracs = np.zeros(len(self.groups))
         for j, g in enumerate(self.groups):
             keep = g.channels // 2
+            fracs[j] = keep / g.channels
             pruned = self._physical(model, {g.name: keep})
             new_calls, _ = _leaf_calls(pruned, self.example_input)
             if len(new_calls) != len(calls):
                 raise ConfigError(f"pruning group {g.name} changed the model's call graph; "
                                   "this architecture is not supported")
             new = np.array([c for _, c in new_calls])
-            frac = math.log(keep / g.channels)
+            newp = np.array([p for _, p in _module_params(pruned)])
             with np.errstate(divide="ignore", invalid="ignore"):
-                exp_calls[:, j] = np.where(base > 0, np.round(np.log(np.maximum(new, 1e-12) / base) / frac), 0)
-                newp = np.array([p for _, p in _module_params(pruned)])
-                exp_params[:, j] = np.where(pbase > 0, np.round(np.log(np.maximum(newp, 1e-12) / pbase) / frac), 0)
-        self._base, self._exp = base, np.clip(exp_calls, 0, 2)
-        self._pbase, self._pexp = pbase, np.clip(exp_params, 0, 2)
+                ratio_calls[:, j] = np.where(base > 0, new / base, 1.0)
+                ratio_params[:, j] = np.where(pbase > 0, newp / pbase, 1.0)
+        self._base, self._exp, concat_calls = _cost_terms(base, ratio_calls, fracs)
+        self._pbase, self._pexp, concat_params = _cost_terms(pbase, ratio_params, fracs)
         self.total_macs = float(base.sum())
         self.total_params = float(pbase.sum())
         for j, g in enumerate(self.groups):
-            g.macs = int(base[self._exp[:, j] > 0].sum())
+            g.macs = int(self._base[self._exp[:, j] > 0].sum())
+        if concat_calls or concat_params:  # sums of products: check the closed form where it is new
+            self._check_costs(model)
+
+    def _check_costs(self, model: nn.Module) -> None:
+        rng = np.random.default_rng(0)
+        for _ in range(2):
+            counts = np.array([int(rng.integers(1, g.channels + 1)) for g in self.groups])
+            pruned = self._physical(model, {g.name: int(c) for g, c in zip(self.groups, counts, strict=True)})
+            macs, params = count_macs_params(pruned, self.example_input)
+            if abs(self.macs(counts) - macs) > 1e-6 * macs + 1 or abs(self.params(counts) - params) > 1e-6 * params + 1:
+                raise ConfigError("the closed-form MACs of this architecture do not match torch-pruning's count "
+                                  f"({self.macs(counts):.0f} vs {macs}); leave the concatenated part out with "
+                                  "ignored layers, or report the model")
 
     def _physical(self, model: nn.Module, keep: Mapping[str, int]) -> nn.Module:
         pruned = copy.deepcopy(model)
