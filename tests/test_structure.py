@@ -269,3 +269,79 @@ def test_concat_costs_are_exact_and_the_search_meets_its_target(net_class, tmp_p
     pruned, _ = ep.prune_module(net, x[:1], res)
     measured = count_macs_params(pruned, x[:1])[0] / full
     assert 0.95 * 0.25 <= measured <= 0.25 + 1e-9, measured
+
+
+class _ResNeXtBlock(torch.nn.Module):
+    """A residual block around a grouped 3x3 conv (groups=4), as in ResNeXt; a groups=2 conv after it."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem, self.bs = nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.reduce, self.br = nn.Conv2d(32, 32, 1), nn.BatchNorm2d(32)
+        self.grouped, self.bg = nn.Conv2d(32, 32, 3, padding=1, groups=4), nn.BatchNorm2d(32)
+        self.expand, self.be = nn.Conv2d(32, 32, 1), nn.BatchNorm2d(32)
+        self.pair, self.bp = nn.Conv2d(32, 16, 3, padding=1, groups=2), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.bs(self.stem(x)))
+        y = torch.relu(self.br(self.reduce(h)))
+        y = torch.relu(self.bg(self.grouped(y)))
+        h = torch.relu(h + self.be(self.expand(y)))
+        return self.fc(torch.relu(self.bp(self.pair(h))).mean((2, 3)))
+
+
+class _GroupNormNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.c0, self.n0 = nn.Conv2d(1, 24, 3, padding=1), nn.GroupNorm(4, 24)
+        self.c1, self.n1 = nn.Conv2d(24, 32, 3, padding=1), nn.GroupNorm(8, 32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.n1(self.c1(torch.relu(self.n0(self.c0(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("net_class", [_ResNeXtBlock, _GroupNormNet])
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_grouped_convs_and_groupnorm_lose_whole_chunks(net_class, round_to):
+    """A grouped conv's (or GroupNorm's) channels are pruned evenly per group: counts are multiples of its
+    groups, the pruned net runs, its MACs match the closed form, and (with BN) it equals the masked net."""
+    torch.manual_seed(0)
+    net = _randomise_bn(net_class()).eval()
+    x = torch.randn(4, 1, 12, 12)
+    s = Structure(net, x[:1])
+    steps = {g.name: g.step for g in s.groups}
+    assert steps == ({"stem": 2, "reduce": 4, "grouped": 4, "pair": 2} if net_class is _ResNeXtBlock
+                     else {"c0": 4, "c1": 8})
+    rng = np.random.default_rng(round_to)
+    for _ in range(4):
+        counts = s.keep_counts(rng.uniform(0.1, 1.0, len(s.groups)), round_to)
+        assert all(c % g.step == 0 and c > 0 for c, g in zip(counts, s.groups, strict=True))
+        masker = Masker(net, s)
+        masker.apply(counts)
+        masked = net(x).detach()
+        masker.restore()
+        pruned, _ = prune_model(net, s, counts)
+        out = pruned(x)
+        assert out.shape == (4, 10)
+        assert s.macs(counts) == pytest.approx(count_macs_params(pruned, x[:1])[0], rel=1e-9)
+        if net_class is _ResNeXtBlock:  # GroupNorm's statistics differ once channels are removed
+            assert (masked - out).abs().max().item() <= 1e-5
+
+
+def test_search_and_prune_a_grouped_conv_net(tmp_path):
+    import entroprune as ep
+
+    torch.manual_seed(0)
+    net = _ResNeXtBlock().eval()
+    x = torch.randn(64, 1, 12, 12)
+    cfg = ep.SearchConfig(flops_target=0.4, episodes=4, warmup=2, calib_size=32, rerank_top_k=0)
+    res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
+    pruned, _ = ep.prune_module(net, x[:1], res)
+    assert pruned.grouped.groups == 4 and pruned.grouped.out_channels % 4 == 0
+    measured = count_macs_params(pruned, x[:1])[0] / count_macs_params(net, x[:1])[0]
+    assert 0.95 * 0.4 <= measured <= 0.4 + 1e-9, measured

@@ -56,15 +56,28 @@ class Group:
     members: list[str]  # modules whose output channels belong to the group
     member_idxs: dict[str, list[int]]  # module -> its channel index for each group channel
     # Group channels are positions 0..channels-1; member_idxs maps them to each module.
-    order: list[int] = field(default_factory=list)  # positions, most important first
+    order: list[int] = field(default_factory=list)  # positions (offsets in a chunk when step > 1), best first
     macs: int = 0  # MACs of the calls whose cost depends on this group
+    # Channels come in ``step`` equal chunks when a member is a grouped conv (groups=step) or a
+    # GroupNorm: every chunk loses the same offsets, so counts are multiples of ``step``.
+    step: int = 1
 
     def kept(self, count: int) -> list[int]:
         """Group channel indices kept when ``count`` channels survive (by importance)."""
-        return sorted(self.order[:count])
+        if self.step == 1:
+            return sorted(self.order[:count])
+        chunk = self.channels // self.step
+        return sorted(o + c * chunk for c in range(self.step) for o in self.order[:count // self.step])
 
     def removed(self, count: int) -> list[int]:
-        return sorted(self.order[count:])
+        keep = set(self.kept(count))
+        return [i for i in range(self.channels) if i not in keep]
+
+
+def _depthwise(module: nn.Module) -> bool:
+    """One filter per input channel (torch-pruning's test): in and out channels are pruned together."""
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.out_channels == \
+        module.in_channels
 
 
 def _leaf_calls(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str, float]], list[str]]:
@@ -217,23 +230,32 @@ class Structure:
         mods = dict(model.named_modules())
         for g in raw:
             channels = len(g[0].idxs)
-            members, member_idxs = [], {}
+            members, member_idxs, step = [], {}, 1
             for item in g:
                 mod = item.dep.target.module
                 if mod in names and dg.is_out_channel_pruning_fn(item.dep.handler):
                     members.append(names[mod])
                     member_idxs[names[mod]] = [int(i) for i in item.idxs]
+                if isinstance(mod, nn.Conv2d) and mod.groups > 1 and not _depthwise(mod):
+                    step = math.lcm(step, mod.groups)
+                elif isinstance(mod, nn.GroupNorm):
+                    step = math.lcm(step, mod.num_groups)
             # Name the group after its producer: the first conv/linear in forward order,
             # preferring a regular conv over a depthwise one that merely follows it.
             layers = sorted((m for m in members if m in rank), key=lambda m: rank[m])
-            regular = [m for m in layers if not (isinstance(mods[m], nn.Conv2d) and mods[m].groups > 1)]
+            regular = [m for m in layers if not _depthwise(mods[m])]
             if channels < 2 or not layers:
                 continue
             name = (regular or layers)[0]
             root = mods[name]
-            scores = imp(g)
-            order = torch.argsort(scores.double(), descending=True, stable=True).tolist()
-            is_dw = isinstance(root, nn.Conv2d) and root.groups > 1
+            if channels % step:
+                raise ConfigError(f"group {name} has {channels} channels, not a multiple of the {step} channel "
+                                  "groups of its grouped conv or GroupNorm; leave it out with ignored layers")
+            scores = imp(g).double()
+            if step > 1:  # rank offsets within a chunk by their importance summed over the chunks
+                scores = scores.reshape(step, channels // step).sum(0)
+            order = torch.argsort(scores, descending=True, stable=True).tolist()
+            is_dw = _depthwise(root)
             groups.append(Group(
                 name=name, index=0, channels=channels,
                 layer_type="depthwise" if is_dw else ("conv" if isinstance(root, nn.Conv2d) else "linear"),
@@ -241,7 +263,7 @@ class Structure:
                 kernel=int(root.kernel_size[0]) if isinstance(root, nn.Conv2d) else 1,
                 stride=int(root.stride[0]) if isinstance(root, nn.Conv2d) else 1,
                 out_hw=out_hw.get(name, 1), members=sorted(members, key=lambda m: rank.get(m, 1e9)),
-                member_idxs=member_idxs, order=order))
+                member_idxs=member_idxs, order=order, step=step))
         groups.sort(key=lambda gr: rank[gr.name])
         for i, gr in enumerate(groups):
             gr.index = i
@@ -284,7 +306,7 @@ class Structure:
         ratio_params = np.ones((len(params), len(self.groups)))
         fracs = np.zeros(len(self.groups))
         for j, g in enumerate(self.groups):
-            keep = g.channels // 2
+            keep = max(g.step, g.channels // 2 // g.step * g.step)  # whole chunks
             fracs[j] = keep / g.channels
             pruned = self._physical(model, {g.name: keep})
             new_calls, _ = _leaf_calls(pruned, self.example_input)
@@ -308,7 +330,7 @@ class Structure:
     def _check_costs(self, model: nn.Module) -> None:
         rng = np.random.default_rng(0)
         for _ in range(2):
-            counts = np.array([int(rng.integers(1, g.channels + 1)) for g in self.groups])
+            counts = np.array([self.round_group(g, rng.uniform(0.1, 1.0)) for g in self.groups])
             pruned = self._physical(model, {g.name: int(c) for g, c in zip(self.groups, counts, strict=True)})
             macs, params = count_macs_params(pruned, self.example_input)
             if abs(self.macs(counts) - macs) > 1e-6 * macs + 1 or abs(self.params(counts) - params) > 1e-6 * params + 1:
@@ -329,9 +351,18 @@ class Structure:
         if isinstance(ratios, Mapping):
             ratios = [ratios.get(g.name, 1.0) for g in self.groups]
         r = np.asarray(ratios, dtype=float)
-        counts = np.array([self.round_channels(g.channels, x, round_to)
-                           for g, x in zip(self.groups, r, strict=True)])
+        counts = np.array([self.round_group(g, x, round_to) for g, x in zip(self.groups, r, strict=True)])
         return counts
+
+    @staticmethod
+    def round_group(g: Group, ratio: float, round_to: int = 1) -> int:
+        """Channels group ``g`` keeps at ``ratio``: rounded to ``round_to`` and to its chunk ``step``."""
+        if g.step == 1:
+            return Structure.round_channels(g.channels, ratio, round_to)
+        unit = math.lcm(round_to if round_to > 1 and g.channels > round_to else 1, g.step)
+        n = int(round(ratio * g.channels / unit)) * unit
+        n = min(g.channels, max(unit, n))
+        return n - n % g.step  # channels is a multiple of step; a larger unit may not divide it
 
     @staticmethod
     def round_channels(channels: int, ratio: float, round_to: int = 1) -> int:

@@ -10,6 +10,7 @@ policies comparable: a reward cannot be gamed by spending less than the budget).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -58,14 +59,14 @@ class PruningEnv(gym.Env):
         self.groups = structure.groups
         self.n = len(self.groups)
         self.total = structure.total_macs
-        self.min_counts = np.array([structure.round_channels(g.channels, min_keep, round_to) for g in self.groups])
+        self.min_counts = np.array([structure.round_group(g, min_keep, round_to) for g in self.groups])
         self.max_counts = structure.full_counts()
         lo_r, hi_r = ratio_bounds if ratio_bounds is not None else (np.full(self.n, min_keep), np.ones(self.n))
         self.lo_ratio = np.clip(np.asarray(lo_r, dtype=float), min_keep, 1.0)
         self.hi_ratio = np.maximum(np.clip(np.asarray(hi_r, dtype=float), min_keep, 1.0), self.lo_ratio)
-        self.min_counts = np.maximum(self.min_counts, [structure.round_channels(g.channels, r, round_to)
+        self.min_counts = np.maximum(self.min_counts, [structure.round_group(g, r, round_to)
                                                        for g, r in zip(self.groups, self.lo_ratio, strict=True)])
-        self.hi_counts = np.maximum(self.min_counts, [structure.round_channels(g.channels, r, round_to)
+        self.hi_counts = np.maximum(self.min_counts, [structure.round_group(g, r, round_to)
                                                       for g, r in zip(self.groups, self.hi_ratio, strict=True)])
         floor = structure.macs(self.min_counts) / self.total
         if floor > flops_target * (1 + tolerance):
@@ -120,9 +121,8 @@ class PruningEnv(gym.Env):
         """Smallest and largest channel count of group ``t`` that keep the target reachable."""
         g = self.groups[t]
         cands = np.arange(self.min_counts[t], self.hi_counts[t] + 1)
-        if self.round_to > 1 and g.channels > self.round_to:
-            cands = np.unique([self.structure.round_channels(g.channels, c / g.channels, self.round_to)
-                               for c in cands])
+        if (self.round_to > 1 and g.channels > self.round_to) or g.step > 1:
+            cands = np.unique([self.structure.round_group(g, c / g.channels, self.round_to) for c in cands])
         lo_case = self.counts.astype(float).copy()
         lo_case[t + 1:] = self.min_counts[t + 1:]
         hi_case = self.counts.astype(float).copy()
@@ -150,7 +150,7 @@ class PruningEnv(gym.Env):
         ratio = float(np.clip(ratio, self.lo_ratio[t], self.hi_ratio[t]))
         g = self.groups[t]
         lo, hi = self.bounds(t)
-        want = self.structure.round_channels(g.channels, ratio, self.round_to)
+        want = self.structure.round_group(g, ratio, self.round_to)
         count = int(np.clip(want, lo, hi))
         self.counts[t] = count
         applied = count / g.channels
@@ -187,7 +187,7 @@ class PruningEnv(gym.Env):
         for i, g in enumerate(self.groups):
             if counts[i] >= self.hi_counts[i]:
                 continue
-            step = self.round_to if self.round_to > 1 and g.channels > self.round_to else 1
+            step = math.lcm(self.round_to if self.round_to > 1 and g.channels > self.round_to else 1, g.step)
             more = counts.copy()
             more[i] = min(self.hi_counts[i], counts[i] + step)
             if self.structure.macs(more) / self.total <= self.target * (1 + 1e-9):
