@@ -104,6 +104,29 @@ def test_unlabelled_imagefolder(image_dir):
     assert not d.labelled and (d.calib.y == -1).all()
 
 
+def test_mixed_image_folder_takes_the_models_channels_and_size(tmp_path):
+    """A user's folder mixes greyscale and colour images of several sizes: they are converted to the
+    model's channels and resized to its input, not refused."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(6):
+        size = (12 + 4 * i, 10 + 2 * i)
+        arr = rng.integers(0, 255, (size[1], size[0], 3) if i % 2 else (size[1], size[0]), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"{i}.png")
+    grey = load_dataset("imagefolder", folder, in_channels=1, image_size=16, val_size=1, calib_size=2)
+    assert grey.in_channels == 1 and grey.image_size == (16, 16) and not grey.labelled
+    colour = load_dataset("imagefolder", folder, in_channels=3, image_size=20, val_size=1, calib_size=2)
+    assert colour.in_channels == 3 and colour.image_size == (20, 20)
+    # the colour image read as greyscale is PIL's luminance of the same pixels
+    with Image.open(folder / "1.png") as img:
+        expected = np.asarray(img.convert("L").resize((16, 16), Image.BILINEAR), dtype=np.float32) / 255
+    all_x = np.concatenate([grey.train.x.numpy(), grey.val.x.numpy(), grey.calib.x.numpy(), grey.test.x.numpy()])
+    assert any(np.allclose(x[0], expected, atol=1e-6) for x in all_x)
+
+
 def test_corrupt_image(image_dir):
     (image_dir / "cat" / "0.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot read image"):

@@ -26,6 +26,10 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     name = dataset or spec.dataset
     folder = data_dir if data_dir is not None else (spec.data_dir if name == spec.dataset else None)
     kwargs.setdefault("seed", spec.split_seed)
+    if name == "imagefolder":  # a user's own images: converted and resized to what the model takes
+        kwargs.setdefault("in_channels", spec.in_channels)
+        if spec.input_size[1] == spec.input_size[2]:
+            kwargs.setdefault("image_size", spec.input_size[1])
     data = load_dataset(name, folder, min_size=spec.input_size[1], **kwargs)
     if data.in_channels != spec.in_channels:
         raise DataError(f"dataset {name} has {data.in_channels}-channel images but the model "

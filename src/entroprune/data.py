@@ -372,7 +372,7 @@ def _image_mode(files: list[Path]) -> str:
     return "L"
 
 
-def _folder_images(root: Path, image_size: int | None):
+def _folder_images(root: Path, image_size: int | None, in_channels: int | None = None):
     def images(folder: Path) -> list[Path]:
         return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -384,7 +384,9 @@ def _folder_images(root: Path, image_size: int | None):
     if not files:
         raise DataError(f"no images found in {root}; put images in one sub-folder per class "
                         "(or directly in the folder for unlabelled data)")
-    mode = _image_mode([f for f, _ in files])
+    # the model's channels when known (greyscale and colour images mixed in one folder are converted),
+    # else colour if any of the first images is
+    mode = {1: "L", 3: "RGB"}.get(in_channels) or _image_mode([f for f, _ in files])
     size = (image_size, image_size) if image_size else None
     if size is None:
         try:
@@ -397,23 +399,23 @@ def _folder_images(root: Path, image_size: int | None):
     return x, y, classes
 
 
-def _imagefolder(data_dir: str | Path | None, image_size: int | None):
+def _imagefolder(data_dir: str | Path | None, image_size: int | None, in_channels: int | None = None):
     if not data_dir:
         raise DataError("the imagefolder dataset needs --data-dir pointing to a folder of images")
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; pass --data-dir to an existing folder")
     if (root / "train").is_dir():
-        x, y, classes = _folder_images(root / "train", image_size)
+        x, y, classes = _folder_images(root / "train", image_size, in_channels)
         test = None
         if (root / "test").is_dir():
-            xt, yt, tclasses = _folder_images(root / "test", image_size or x.shape[-1])
+            xt, yt, tclasses = _folder_images(root / "test", image_size or x.shape[-1], in_channels)
             if tclasses != classes:
                 raise DataError(f"{root}/test has classes {tclasses} but train has {classes}; "
                                 "use the same class sub-folders")
             test = (xt, yt)
         return x, y, test
-    x, y, _ = _folder_images(root, image_size)
+    x, y, _ = _folder_images(root, image_size, in_channels)
     return x, y, None
 
 
@@ -431,12 +433,13 @@ def _digits():
 def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
                  val_size: int | None = None, calib_size: int | None = None,
                  min_size: int | None = None, image_size: int | None = None,
-                 train_limit: int | None = None) -> DataBundle:
+                 train_limit: int | None = None, in_channels: int | None = None) -> DataBundle:
     """Load a named dataset and carve train / validation / calibration splits by ``seed``.
 
     The test split (the dataset's own, or a fixed 20% carved with seed 0 when it has none)
     is used only for final reports. Images smaller than ``min_size`` are upsampled so that
-    every zoo model runs on every dataset.
+    every zoo model runs on every dataset. ``image_size`` and ``in_channels`` apply to image
+    folders, whose images are resized and converted (greyscale or colour) to them.
     """
     if train_limit is not None and train_limit < 1:
         raise DataError(f"--train-limit must be >= 1 (or unset for every image), got {train_limit}")
@@ -453,7 +456,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     elif name == "npz":
         x, y, test = _npz(data_dir)
     else:
-        x, y, test = _imagefolder(data_dir, image_size)
+        x, y, test = _imagefolder(data_dir, image_size, in_channels)
 
     labelled = bool((y >= 0).all())
     if labelled and len(np.unique(y)) < 2:

@@ -152,7 +152,8 @@ def test_diagnostics_report_spearman(digits_ckpt, tmp_path):
 
 
 def test_entropy_reward_runs_on_unlabelled_images(tmp_path, digits_ckpt):
-    """The entropy reward needs no labels: search with a flat folder of images."""
+    """The entropy reward needs no labels: search with a flat folder of images, greyscale and colour
+    and of two sizes mixed, as a user's folder holds them (converted to the model's input)."""
     import numpy as np
     from PIL import Image
 
@@ -162,7 +163,10 @@ def test_entropy_reward_runs_on_unlabelled_images(tmp_path, digits_ckpt):
     folder = tmp_path / "unlabelled"
     folder.mkdir()
     for i in range(40):
-        Image.fromarray((d.test.x[i, 0].numpy() * 255).astype(np.uint8)).save(folder / f"{i}.png")
+        img = Image.fromarray((d.test.x[i, 0].numpy() * 255).astype(np.uint8))
+        if i % 2:
+            img = img.convert("RGB").resize((24, 24))
+        img.save(folder / f"{i}.png")
     res = search_checkpoint(digits_ckpt, tmp_path / "u", cfg(episodes=4, calib_size=16), dataset="imagefolder",
                             data_dir=folder, quiet=True)
     assert_budget(digits_ckpt, res, 0.3)
