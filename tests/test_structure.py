@@ -345,3 +345,146 @@ def test_search_and_prune_a_grouped_conv_net(tmp_path):
     assert pruned.grouped.groups == 4 and pruned.grouped.out_channels % 4 == 0
     measured = count_macs_params(pruned, x[:1])[0] / count_macs_params(net, x[:1])[0]
     assert 0.95 * 0.4 <= measured <= 0.4 + 1e-9, measured
+
+
+# Patterns torch-pruning maps wrongly or cannot rank, and a transposed conv (issue 18).
+class _UNet(torch.nn.Module):
+    """A U-Net step: a strided conv, a transposed conv back up, a skip concatenation."""
+
+    def __init__(s):
+        super().__init__()
+        nn, C = torch.nn, torch.nn.Conv2d
+        s.d1 = C(1, 16, 3, padding=1)
+        s.d2 = C(16, 32, 3, stride=2, padding=1)
+        s.up = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        s.u1 = C(32, 16, 3, padding=1)
+        s.fc = nn.Linear(16, 10)
+
+    def forward(s, x):
+        a = torch.relu(s.d1(x))
+        b = torch.relu(s.d2(a))
+        u = torch.relu(s.up(b))
+        return s.fc(torch.relu(s.u1(torch.cat([a, u], 1))).mean((2, 3)))
+
+
+class _SK(torch.nn.Module):
+    """SKNet-style attention: two branches stacked, weights reshaped to (branch, channel)."""
+
+    def __init__(s):
+        super().__init__()
+        nn, C = torch.nn, torch.nn.Conv2d
+        s.c0 = C(1, 16, 3, padding=1)
+        s.b1 = C(16, 16, 3, padding=1)
+        s.b2 = C(16, 16, 5, padding=2)
+        s.att = nn.Linear(16, 32)
+        s.fc = nn.Linear(16, 10)
+
+    def forward(s, x):
+        h = torch.relu(s.c0(x))
+        u = torch.stack([s.b1(h), s.b2(h)], 1)
+        w = torch.softmax(s.att(u.sum(1).mean((2, 3))).view(-1, 2, 16, 1, 1), 1)
+        return s.fc((u * w).sum(1).mean((2, 3)))
+
+
+class _Gen(torch.nn.Module):
+    """A Linear reshaped into conv channels, as in a generator."""
+
+    def __init__(s):
+        super().__init__()
+        nn, C = torch.nn, torch.nn.Conv2d
+        s.lin = nn.Linear(144, 16 * 4 * 4)
+        s.c = C(16, 16, 3, padding=1)
+        s.fc = nn.Linear(16, 10)
+
+    def forward(s, x):
+        h = s.lin(x.flatten(1)).view(-1, 16, 4, 4)
+        return s.fc(torch.relu(s.c(h)).mean((2, 3)))
+
+
+class _Shuffle(torch.nn.Module):
+    """ShuffleNet's channel shuffle after a grouped 1x1 conv."""
+
+    def __init__(s):
+        super().__init__()
+        nn, C = torch.nn, torch.nn.Conv2d
+        s.c0 = C(1, 16, 3, padding=1)
+        s.g = C(16, 16, 1, groups=4)
+        s.c2 = C(16, 16, 3, padding=1)
+        s.fc = nn.Linear(16, 10)
+
+    def forward(s, x):
+        h = torch.relu(s.g(torch.relu(s.c0(x))))
+        h = h.view(-1, 4, 4, 12, 12).transpose(1, 2).reshape(-1, 16, 12, 12)
+        return s.fc(torch.relu(s.c2(h)).mean((2, 3)))
+
+
+class _DWMult(torch.nn.Module):
+    """A depthwise conv with a channel multiplier (8 in, 16 out, groups=8)."""
+
+    def __init__(s):
+        super().__init__()
+        nn, C = torch.nn, torch.nn.Conv2d
+        s.c0 = C(1, 8, 3, padding=1)
+        s.dw = C(8, 16, 3, padding=1, groups=8)
+        s.c2 = C(16, 16, 1)
+        s.fc = nn.Linear(16, 10)
+
+    def forward(s, x):
+        return s.fc(torch.relu(s.c2(torch.relu(s.dw(torch.relu(s.c0(x)))))).mean((2, 3)))
+
+
+class _Incep(torch.nn.Module):
+    """Inception-like: branches concatenated, then added to a 1x1 projection."""
+
+    def __init__(s):
+        super().__init__()
+        nn, C = torch.nn, torch.nn.Conv2d
+        s.c0 = C(1, 16, 3, padding=1)
+        s.b1 = C(16, 8, 1)
+        s.b2 = C(16, 8, 3, padding=1)
+        s.proj = C(16, 16, 1)
+        s.fc = nn.Linear(16, 10)
+
+    def forward(s, x):
+        h = torch.relu(s.c0(x))
+        y = torch.cat([s.b1(h), s.b2(h)], 1) + s.proj(h)
+        return s.fc(torch.relu(y).mean((2, 3)))
+
+
+def test_transposed_conv_is_a_prunable_root():
+    torch.manual_seed(0)
+    net = _randomise_bn(_UNet()).eval()
+    x = torch.randn(4, 1, 12, 12)
+    s = Structure(net, x[:1])
+    assert "up" in s.by_name
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        counts = s.keep_counts(rng.uniform(0.1, 1.0, len(s.groups)))
+        masker = Masker(net, s)
+        masker.apply(counts)
+        masked = net(x).detach()
+        masker.restore()
+        pruned, _ = prune_model(net, s, counts)
+        assert pruned.up.out_channels == counts[s.by_name["up"].index]
+        assert (masked - pruned(x)).abs().max().item() <= 1e-5
+        assert s.macs(counts) == pytest.approx(count_macs_params(pruned, x[:1])[0], rel=1e-9)
+
+
+@pytest.mark.parametrize("net_class,bad", [(_SK, "b1"), (_Gen, "lin"), (_Shuffle, "g"), (_Incep, "b1"),
+                                           (_DWMult, "c0")])
+def test_a_group_torch_pruning_gets_wrong_is_one_line_and_the_rest_prunes(net_class, bad, tmp_path):
+    """The structure tries each group alone; one that breaks the forward (or cannot be ranked) is named
+    with the fix, and leaving it whole lets the rest be pruned into a net that runs."""
+    import entroprune as ep
+
+    torch.manual_seed(0)
+    net = net_class().eval()
+    x = torch.randn(32, 1, 12, 12)
+    with pytest.raises(ConfigError, match=rf"--ignore {bad}\b") as err:
+        Structure(net, x[:1])
+    assert "\n" not in str(err.value)
+    cfg = ep.SearchConfig(flops_target=0.7, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, ignored_layers=[bad])
+    res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
+    pruned, _ = ep.prune_module(net, x[:1], res)
+    assert pruned(x[:2]).shape == (2, 10)
+    assert count_macs_params(pruned, x[:1])[0] < count_macs_params(net, x[:1])[0]

@@ -28,7 +28,7 @@ class Masker:
         self.model, self.structure = model, structure
         mods = dict(model.named_modules())
         self._saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self._targets: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        self._targets: list[list[tuple[torch.Tensor, torch.Tensor, int]]] = []
         for g in structure.groups:
             targets = []
             for member in g.members:
@@ -36,8 +36,9 @@ class Masker:
                 idx = torch.tensor(g.member_idxs[member], dtype=torch.long)
                 for pname in ("weight", "bias"):
                     p = getattr(mod, pname, None)
-                    if isinstance(p, torch.Tensor):
-                        targets.append((p, idx.to(p.device)))
+                    if isinstance(p, torch.Tensor):  # a transposed conv's weight holds its outputs on dim 1
+                        dim = 1 if pname == "weight" and isinstance(mod, nn.ConvTranspose2d) else 0
+                        targets.append((p, idx.to(p.device), dim))
             self._targets.append(targets)
         self._layer_idx = {
             (gi, m): torch.tensor(g.member_idxs[m]) for gi, g in enumerate(structure.groups)
@@ -57,8 +58,8 @@ class Masker:
             if count >= g.channels:
                 continue
             removed = torch.tensor(g.removed(int(count)), dtype=torch.long)
-            for p, idx in targets:
-                p.index_fill_(0, idx[removed], 0.0)
+            for p, idx, dim in targets:
+                p.index_fill_(dim, idx[removed], 0.0)
 
     def kept_channels(self, counts: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """Module channel indices that survive, for every group member (used by the probes)."""

@@ -29,6 +29,9 @@ from .errors import ConfigError
 from .utils import forward_with_hooks
 
 IMPORTANCES = ("l1", "l2")
+# Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders).
+ROOTS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
 @torch.no_grad()
@@ -95,7 +98,7 @@ def _leaf_calls(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str
             hook(mod, inp, out)
             calls.append((name, float(mod.__flops__)))
             del mod.__flops__
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            if isinstance(mod, ROOTS):
                 order.append(name)
 
         hooks.append((m, record))
@@ -115,7 +118,7 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
 
     model = model.eval()
     hooks = [mod.register_forward_hook(lambda m, i, o, n=n: record(m, i, o, n))
-             for n, mod in model.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+             for n, mod in model.named_modules() if isinstance(mod, ROOTS)]
     try:
         with torch.enable_grad():
             out = model(example)
@@ -145,6 +148,21 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
                 continue
             frontier.extend(nxt for nxt, _ in fn.next_functions)
     return found
+
+
+@torch.no_grad()
+def _output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]]:
+    out, shapes, stack = model.eval()(example), [], []
+    stack.append(out)
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            shapes.append(tuple(x.shape))
+        elif isinstance(x, (tuple, list)):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+    return shapes
 
 
 def _module_params(model: nn.Module) -> list[tuple[str, float]]:
@@ -217,7 +235,7 @@ class Structure:
             with torch.enable_grad():  # torch-pruning traces the graph through autograd
                 dg = tp.DependencyGraph().build_dependency(model, self.example_input)
             raw = list(dg.get_all_groups(ignored_layers=ignored_mods,
-                                         root_module_types=[nn.Conv2d, nn.Linear]))
+                                         root_module_types=list(ROOTS)))
         except Exception as exc:  # noqa: BLE001 - any tracer failure is one line, not a traceback
             raise ConfigError(f"torch-pruning cannot trace this model ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); leave the part it "
@@ -251,17 +269,23 @@ class Structure:
             if channels % step:
                 raise ConfigError(f"group {name} has {channels} channels, not a multiple of the {step} channel "
                                   "groups of its grouped conv or GroupNorm; leave it out with ignored layers")
-            scores = imp(g).double()
+            try:
+                scores = imp(g).double()
+            except Exception as exc:  # noqa: BLE001 - e.g. a depthwise conv with a channel multiplier
+                raise ConfigError(f"torch-pruning cannot rank the channels of group {name} ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); leave it whole with ignored "
+                                  f"layers (--ignore {name}, SearchConfig.ignored_layers), or report the model "
+                                  "upstream") from None
             if step > 1:  # rank offsets within a chunk by their importance summed over the chunks
                 scores = scores.reshape(step, channels // step).sum(0)
             order = torch.argsort(scores, descending=True, stable=True).tolist()
             is_dw = _depthwise(root)
             groups.append(Group(
                 name=name, index=0, channels=channels,
-                layer_type="depthwise" if is_dw else ("conv" if isinstance(root, nn.Conv2d) else "linear"),
+                layer_type="depthwise" if is_dw else ("conv" if isinstance(root, CONVS) else "linear"),
                 in_channels=int(getattr(root, "in_channels", getattr(root, "in_features", 0))),
-                kernel=int(root.kernel_size[0]) if isinstance(root, nn.Conv2d) else 1,
-                stride=int(root.stride[0]) if isinstance(root, nn.Conv2d) else 1,
+                kernel=int(root.kernel_size[0]) if isinstance(root, CONVS) else 1,
+                stride=int(root.stride[0]) if isinstance(root, CONVS) else 1,
                 out_hw=out_hw.get(name, 1), members=sorted(members, key=lambda m: rank.get(m, 1e9)),
                 member_idxs=member_idxs, order=order, step=step))
         groups.sort(key=lambda gr: rank[gr.name])
@@ -272,6 +296,7 @@ class Structure:
                               "classifier directly or has a single channel); nothing to prune")
         self.groups = groups
         self.by_name = {g.name: g for g in groups}
+        self._out_shapes = _output_shapes(model, self.example_input)
         self._fit_costs(model, calls)
 
     def flat(self, layers: Sequence[str]) -> list[str]:
@@ -294,7 +319,7 @@ class Structure:
 
         forward_with_hooks(model, self.example_input,
                            [(m, lambda mod, i, o, n=n: record(mod, i, o, n))
-                            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))])
+                            for n, m in model.named_modules() if isinstance(m, ROOTS)])
         return sizes
 
     def _fit_costs(self, model: nn.Module, calls: list[tuple[str, float]]) -> None:
@@ -305,19 +330,33 @@ class Structure:
         ratio_calls = np.ones((len(calls), len(self.groups)))
         ratio_params = np.ones((len(params), len(self.groups)))
         fracs = np.zeros(len(self.groups))
+        broken: dict[str, str] = {}
         for j, g in enumerate(self.groups):
             keep = max(g.step, g.channels // 2 // g.step * g.step)  # whole chunks
             fracs[j] = keep / g.channels
-            pruned = self._physical(model, {g.name: keep})
-            new_calls, _ = _leaf_calls(pruned, self.example_input)
-            if len(new_calls) != len(calls):
-                raise ConfigError(f"pruning group {g.name} changed the model's call graph; "
-                                  "this architecture is not supported")
+            try:  # a reshape, a stack or a shuffle torch-pruning maps wrongly fails here, not in a search
+                pruned = self._physical(model, {g.name: keep})
+                new_calls, _ = _leaf_calls(pruned, self.example_input)
+                if len(new_calls) != len(calls):
+                    raise RuntimeError("pruning it changed the model's call graph")
+                shape_ok = _output_shapes(pruned, self.example_input) == self._out_shapes
+            except Exception as exc:  # noqa: BLE001 - every failure is reported in one line below
+                broken[g.name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                continue
+            if not shape_ok:
+                broken[g.name] = "pruning it changes the shape of the model's output"
+                continue
             new = np.array([c for _, c in new_calls])
             newp = np.array([p for _, p in _module_params(pruned)])
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio_calls[:, j] = np.where(base > 0, new / base, 1.0)
                 ratio_params[:, j] = np.where(pbase > 0, newp / pbase, 1.0)
+        if broken:
+            names = ", ".join(broken)
+            first = next(iter(broken.items()))
+            raise ConfigError(f"torch-pruning cannot prune group(s) {names} of this model correctly ({first[0]}: "
+                              f"{first[1]}); leave them whole with ignored layers (--ignore {','.join(broken)}, "
+                              "SearchConfig.ignored_layers) and the rest is pruned, or report the model upstream")
         self._base, self._exp, concat_calls = _cost_terms(base, ratio_calls, fracs)
         self._pbase, self._pexp, concat_params = _cost_terms(pbase, ratio_params, fracs)
         self.total_macs = float(base.sum())
