@@ -9,6 +9,19 @@ from entroprune.errors import ConfigError
 from entroprune.models import build_model
 from entroprune.prune import Masker, prune_model, recalibrate_bn, replay_pruning_history
 from entroprune.structure import Structure, count_macs_params
+from tests.archs import (
+    SK,
+    AuxHeadNet,
+    DenseBlock,
+    DWMult,
+    Gen,
+    GroupNormNet,
+    Incep,
+    NestedConcat,
+    ResNeXtBlock,
+    Shuffle,
+    UNet,
+)
 
 EXPECTED_GROUPS = {"vgg": 6, "vgg16": 13, "resnet20": 12, "resnet56": 30, "mobilenetv2": 23}  # at width 0.25 the stem stream spans two stages
 
@@ -147,29 +160,12 @@ def test_model_with_nothing_to_prune():
         Structure(model, torch.randn(1, 1, 8, 8))
 
 
-class _AuxHeadNet(torch.nn.Module):
-    """A main classifier and an auxiliary conv head: two outputs, both shapes must survive pruning."""
-
-    def __init__(self):
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(1, 16, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(16, 16, 3, padding=1)
-        self.aux = torch.nn.Conv2d(16, 5, 1)
-        self.fc = torch.nn.Linear(16, 3)
-
-    def forward(self, x):
-        h = torch.relu(self.c1(x))
-        a = self.aux(h).mean((2, 3))
-        h = torch.relu(self.c2(h))
-        return self.fc(h.mean((2, 3))), a
-
-
 def test_every_layer_feeding_an_output_is_protected(tmp_path):
     import entroprune as ep
 
     torch.manual_seed(0)
-    net = _AuxHeadNet().eval()
-    x = torch.randn(32, 1, 12, 12)
+    net = AuxHeadNet().eval()
+    x = torch.randn(32, 1, 16, 16)
     structure = Structure(net, x[:1])
     assert {"fc", "aux"} <= set(structure.protected)
     assert "aux" not in {g.name for g in structure.groups}
@@ -184,8 +180,8 @@ def test_ignored_layers_stay_whole_and_reach_prune(tmp_path):
     import entroprune as ep
 
     torch.manual_seed(0)
-    net = _AuxHeadNet().eval()
-    x = torch.randn(32, 1, 12, 12)
+    net = AuxHeadNet().eval()
+    x = torch.randn(32, 1, 16, 16)
     cfg = ep.SearchConfig(flops_target=0.7, episodes=3, warmup=1, calib_size=32, rerank_top_k=0, ignored_layers=["c1"])
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     assert "c1" not in res.policy and res.ignored_layers == ["c1"]
@@ -205,56 +201,16 @@ def test_untraceable_model_is_one_line(monkeypatch):
 
     monkeypatch.setattr(tp.DependencyGraph, "build_dependency", fail)
     with pytest.raises(ConfigError, match="torch-pruning cannot trace this model .IndexError"):
-        Structure(_AuxHeadNet().eval(), torch.randn(1, 1, 12, 12))
+        Structure(AuxHeadNet().eval(), torch.randn(1, 1, 16, 16))
 
 
-# Concatenation: a conv reading torch.cat costs a sum over the parts' kept fractions, not a product.
-class _DenseBlock(torch.nn.Module):
-    """DenseNet-style: each conv reads the concatenation of all before it."""
-
-    def __init__(self):
-        super().__init__()
-        nn = torch.nn
-        self.c0, self.b0 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
-        self.c1, self.b1 = nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.c2, self.b2 = nn.Conv2d(24, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.c3, self.b3 = nn.Conv2d(32, 16, 1), nn.BatchNorm2d(16)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        x0 = torch.relu(self.b0(self.c0(x)))
-        x01 = torch.cat([x0, torch.relu(self.b1(self.c1(x0)))], 1)
-        x2 = torch.relu(self.b2(self.c2(x01)))
-        x3 = torch.relu(self.b3(self.c3(torch.cat([x01, x2], 1))))
-        return self.fc(x3.mean((2, 3)))
-
-
-class _NestedConcat(torch.nn.Module):
-    """torch-pruning's cascaded-concat pattern: a concat inside a concat, groups read twice."""
-
-    def __init__(self):
-        super().__init__()
-        nn = torch.nn
-        self.a, self.b = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
-        self.c, self.d = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(48, 32, 3, padding=1)
-        self.e, self.fc = nn.Conv2d(64, 16, 3, padding=1), nn.Linear(16, 10)
-
-    def forward(self, x):
-        a = torch.relu(self.a(x))
-        b = torch.relu(self.b(a))
-        c = torch.relu(self.c(b))
-        d = torch.relu(self.d(torch.cat([a, torch.cat([b, c], 1)], 1)))
-        e = torch.relu(self.e(torch.cat([d, b, c], 1)))
-        return self.fc(e.mean((2, 3)))
-
-
-@pytest.mark.parametrize("net_class", [_DenseBlock, _NestedConcat])
+@pytest.mark.parametrize("net_class", [DenseBlock, NestedConcat])
 def test_concat_costs_are_exact_and_the_search_meets_its_target(net_class, tmp_path):
     import entroprune as ep
 
     torch.manual_seed(0)
     net = net_class().eval()
-    x = torch.randn(64, 1, 12, 12)
+    x = torch.randn(64, 1, 16, 16)
     s = Structure(net, x[:1])
     full = count_macs_params(net, x[:1])[0]
     rng = np.random.default_rng(0)
@@ -271,52 +227,18 @@ def test_concat_costs_are_exact_and_the_search_meets_its_target(net_class, tmp_p
     assert 0.95 * 0.25 <= measured <= 0.25 + 1e-9, measured
 
 
-class _ResNeXtBlock(torch.nn.Module):
-    """A residual block around a grouped 3x3 conv (groups=4), as in ResNeXt; a groups=2 conv after it."""
-
-    def __init__(self):
-        super().__init__()
-        nn = torch.nn
-        self.stem, self.bs = nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32)
-        self.reduce, self.br = nn.Conv2d(32, 32, 1), nn.BatchNorm2d(32)
-        self.grouped, self.bg = nn.Conv2d(32, 32, 3, padding=1, groups=4), nn.BatchNorm2d(32)
-        self.expand, self.be = nn.Conv2d(32, 32, 1), nn.BatchNorm2d(32)
-        self.pair, self.bp = nn.Conv2d(32, 16, 3, padding=1, groups=2), nn.BatchNorm2d(16)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        h = torch.relu(self.bs(self.stem(x)))
-        y = torch.relu(self.br(self.reduce(h)))
-        y = torch.relu(self.bg(self.grouped(y)))
-        h = torch.relu(h + self.be(self.expand(y)))
-        return self.fc(torch.relu(self.bp(self.pair(h))).mean((2, 3)))
-
-
-class _GroupNormNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        nn = torch.nn
-        self.c0, self.n0 = nn.Conv2d(1, 24, 3, padding=1), nn.GroupNorm(4, 24)
-        self.c1, self.n1 = nn.Conv2d(24, 32, 3, padding=1), nn.GroupNorm(8, 32)
-        self.fc = nn.Linear(32, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.n1(self.c1(torch.relu(self.n0(self.c0(x))))))
-        return self.fc(x.mean((2, 3)))
-
-
-@pytest.mark.parametrize("net_class", [_ResNeXtBlock, _GroupNormNet])
+@pytest.mark.parametrize("net_class", [ResNeXtBlock, GroupNormNet])
 @pytest.mark.parametrize("round_to", [1, 8])
 def test_grouped_convs_and_groupnorm_lose_whole_chunks(net_class, round_to):
     """A grouped conv's (or GroupNorm's) channels are pruned evenly per group: counts are multiples of its
     groups, the pruned net runs, its MACs match the closed form, and (with BN) it equals the masked net."""
     torch.manual_seed(0)
     net = _randomise_bn(net_class()).eval()
-    x = torch.randn(4, 1, 12, 12)
+    x = torch.randn(4, 1, 16, 16)
     s = Structure(net, x[:1])
     steps = {g.name: g.step for g in s.groups}
-    assert steps == ({"stem": 2, "reduce": 4, "grouped": 4, "pair": 2} if net_class is _ResNeXtBlock
-                     else {"c0": 4, "c1": 8})
+    assert steps == ({"stem": 2, "reduce": 4, "grouped": 4, "pair": 2} if net_class is ResNeXtBlock
+                     else {"c0": 4, "c1": 4})
     rng = np.random.default_rng(round_to)
     for _ in range(4):
         counts = s.keep_counts(rng.uniform(0.1, 1.0, len(s.groups)), round_to)
@@ -329,7 +251,7 @@ def test_grouped_convs_and_groupnorm_lose_whole_chunks(net_class, round_to):
         out = pruned(x)
         assert out.shape == (4, 10)
         assert s.macs(counts) == pytest.approx(count_macs_params(pruned, x[:1])[0], rel=1e-9)
-        if net_class is _ResNeXtBlock:  # GroupNorm's statistics differ once channels are removed
+        if net_class is ResNeXtBlock:  # GroupNorm's statistics differ once channels are removed
             assert (masked - out).abs().max().item() <= 1e-5
 
 
@@ -337,8 +259,8 @@ def test_search_and_prune_a_grouped_conv_net(tmp_path):
     import entroprune as ep
 
     torch.manual_seed(0)
-    net = _ResNeXtBlock().eval()
-    x = torch.randn(64, 1, 12, 12)
+    net = ResNeXtBlock().eval()
+    x = torch.randn(64, 1, 16, 16)
     cfg = ep.SearchConfig(flops_target=0.4, episodes=4, warmup=2, calib_size=32, rerank_top_k=0)
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     pruned, _ = ep.prune_module(net, x[:1], res)
@@ -347,114 +269,10 @@ def test_search_and_prune_a_grouped_conv_net(tmp_path):
     assert 0.95 * 0.4 <= measured <= 0.4 + 1e-9, measured
 
 
-# Patterns torch-pruning maps wrongly or cannot rank, and a transposed conv (issue 18).
-class _UNet(torch.nn.Module):
-    """A U-Net step: a strided conv, a transposed conv back up, a skip concatenation."""
-
-    def __init__(s):
-        super().__init__()
-        nn, C = torch.nn, torch.nn.Conv2d
-        s.d1 = C(1, 16, 3, padding=1)
-        s.d2 = C(16, 32, 3, stride=2, padding=1)
-        s.up = nn.ConvTranspose2d(32, 16, 2, stride=2)
-        s.u1 = C(32, 16, 3, padding=1)
-        s.fc = nn.Linear(16, 10)
-
-    def forward(s, x):
-        a = torch.relu(s.d1(x))
-        b = torch.relu(s.d2(a))
-        u = torch.relu(s.up(b))
-        return s.fc(torch.relu(s.u1(torch.cat([a, u], 1))).mean((2, 3)))
-
-
-class _SK(torch.nn.Module):
-    """SKNet-style attention: two branches stacked, weights reshaped to (branch, channel)."""
-
-    def __init__(s):
-        super().__init__()
-        nn, C = torch.nn, torch.nn.Conv2d
-        s.c0 = C(1, 16, 3, padding=1)
-        s.b1 = C(16, 16, 3, padding=1)
-        s.b2 = C(16, 16, 5, padding=2)
-        s.att = nn.Linear(16, 32)
-        s.fc = nn.Linear(16, 10)
-
-    def forward(s, x):
-        h = torch.relu(s.c0(x))
-        u = torch.stack([s.b1(h), s.b2(h)], 1)
-        w = torch.softmax(s.att(u.sum(1).mean((2, 3))).view(-1, 2, 16, 1, 1), 1)
-        return s.fc((u * w).sum(1).mean((2, 3)))
-
-
-class _Gen(torch.nn.Module):
-    """A Linear reshaped into conv channels, as in a generator."""
-
-    def __init__(s):
-        super().__init__()
-        nn, C = torch.nn, torch.nn.Conv2d
-        s.lin = nn.Linear(144, 16 * 4 * 4)
-        s.c = C(16, 16, 3, padding=1)
-        s.fc = nn.Linear(16, 10)
-
-    def forward(s, x):
-        h = s.lin(x.flatten(1)).view(-1, 16, 4, 4)
-        return s.fc(torch.relu(s.c(h)).mean((2, 3)))
-
-
-class _Shuffle(torch.nn.Module):
-    """ShuffleNet's channel shuffle after a grouped 1x1 conv."""
-
-    def __init__(s):
-        super().__init__()
-        nn, C = torch.nn, torch.nn.Conv2d
-        s.c0 = C(1, 16, 3, padding=1)
-        s.g = C(16, 16, 1, groups=4)
-        s.c2 = C(16, 16, 3, padding=1)
-        s.fc = nn.Linear(16, 10)
-
-    def forward(s, x):
-        h = torch.relu(s.g(torch.relu(s.c0(x))))
-        h = h.view(-1, 4, 4, 12, 12).transpose(1, 2).reshape(-1, 16, 12, 12)
-        return s.fc(torch.relu(s.c2(h)).mean((2, 3)))
-
-
-class _DWMult(torch.nn.Module):
-    """A depthwise conv with a channel multiplier (8 in, 16 out, groups=8)."""
-
-    def __init__(s):
-        super().__init__()
-        nn, C = torch.nn, torch.nn.Conv2d
-        s.c0 = C(1, 8, 3, padding=1)
-        s.dw = C(8, 16, 3, padding=1, groups=8)
-        s.c2 = C(16, 16, 1)
-        s.fc = nn.Linear(16, 10)
-
-    def forward(s, x):
-        return s.fc(torch.relu(s.c2(torch.relu(s.dw(torch.relu(s.c0(x)))))).mean((2, 3)))
-
-
-class _Incep(torch.nn.Module):
-    """Inception-like: branches concatenated, then added to a 1x1 projection."""
-
-    def __init__(s):
-        super().__init__()
-        nn, C = torch.nn, torch.nn.Conv2d
-        s.c0 = C(1, 16, 3, padding=1)
-        s.b1 = C(16, 8, 1)
-        s.b2 = C(16, 8, 3, padding=1)
-        s.proj = C(16, 16, 1)
-        s.fc = nn.Linear(16, 10)
-
-    def forward(s, x):
-        h = torch.relu(s.c0(x))
-        y = torch.cat([s.b1(h), s.b2(h)], 1) + s.proj(h)
-        return s.fc(torch.relu(y).mean((2, 3)))
-
-
 def test_transposed_conv_is_a_prunable_root():
     torch.manual_seed(0)
-    net = _randomise_bn(_UNet()).eval()
-    x = torch.randn(4, 1, 12, 12)
+    net = _randomise_bn(UNet()).eval()
+    x = torch.randn(4, 1, 16, 16)
     s = Structure(net, x[:1])
     assert "up" in s.by_name
     rng = np.random.default_rng(0)
@@ -470,8 +288,8 @@ def test_transposed_conv_is_a_prunable_root():
         assert s.macs(counts) == pytest.approx(count_macs_params(pruned, x[:1])[0], rel=1e-9)
 
 
-@pytest.mark.parametrize("net_class,bad", [(_SK, "b1"), (_Gen, "lin"), (_Shuffle, "g"), (_Incep, "b1"),
-                                           (_DWMult, "c0")])
+@pytest.mark.parametrize("net_class,bad", [(SK, "b1"), (Gen, "lin"), (Shuffle, "g"), (Incep, "b1"),
+                                           (DWMult, "c0")])
 def test_a_group_torch_pruning_gets_wrong_is_one_line_and_the_rest_prunes(net_class, bad, tmp_path):
     """The structure tries each group alone; one that breaks the forward (or cannot be ranked) is named
     with the fix, and leaving it whole lets the rest be pruned into a net that runs."""
@@ -479,7 +297,7 @@ def test_a_group_torch_pruning_gets_wrong_is_one_line_and_the_rest_prunes(net_cl
 
     torch.manual_seed(0)
     net = net_class().eval()
-    x = torch.randn(32, 1, 12, 12)
+    x = torch.randn(32, 1, 16, 16)
     with pytest.raises(ConfigError, match=rf"--ignore {bad}\b") as err:
         Structure(net, x[:1])
     assert "\n" not in str(err.value)

@@ -77,6 +77,17 @@ class Group:
         return [i for i in range(self.channels) if i not in keep]
 
 
+def _by_root(item, channels: int) -> list[int]:
+    """A group item's channel indices in the root's channel order (torch-pruning pairs each index with
+    the root index it follows; the two lists need not be in the same order)."""
+    idxs = [int(i) for i in item.idxs]
+    roots = [int(r) for r in getattr(item, "root_idxs", None) or []]
+    if sorted(roots) != list(range(channels)):  # not one-to-one: keep torch-pruning's order
+        return idxs
+    by_root = dict(zip(roots, idxs, strict=True))
+    return [by_root[r] for r in range(channels)]
+
+
 def _depthwise(module: nn.Module) -> bool:
     """One filter per input channel (torch-pruning's test): in and out channels are pruned together."""
     return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.out_channels == \
@@ -151,18 +162,41 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
 
 
 @torch.no_grad()
-def _output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]]:
-    out, shapes, stack = model.eval()(example), [], []
-    stack.append(out)
+def _masked_differs(model: nn.Module, pruned: nn.Module, g: Group, keep: int, x: torch.Tensor) -> bool:
+    """Whether the physically pruned net computes something else than the net with the same channels
+    zeroed: torch-pruning mapped a reshape or a shuffle wrongly. Only meaningful without GroupNorm or
+    LayerNorm, whose statistics legitimately change when channels are removed."""
+    masked = copy.deepcopy(model).eval()
+    mods = dict(masked.named_modules())
+    removed = g.removed(keep)
+    for member, idxs in g.member_idxs.items():
+        mod, idx = mods[member], torch.tensor([idxs[i] for i in removed], dtype=torch.long)
+        for pname in ("weight", "bias"):
+            p = getattr(mod, pname, None)
+            if isinstance(p, torch.Tensor):
+                p.index_fill_(1 if pname == "weight" and isinstance(mod, nn.ConvTranspose2d) else 0, idx, 0.0)
+    for a, b in zip(_flat(masked(x)), _flat(pruned.eval()(x)), strict=True):
+        if a.shape != b.shape or (a - b).abs().max().item() > 1e-4 * (1 + a.abs().max().item()):
+            return True
+    return False
+
+
+def _flat(out) -> list[torch.Tensor]:
+    tensors, stack = [], [out]
     while stack:
         x = stack.pop()
         if isinstance(x, torch.Tensor):
-            shapes.append(tuple(x.shape))
+            tensors.append(x)
         elif isinstance(x, (tuple, list)):
             stack.extend(x)
         elif isinstance(x, dict):
             stack.extend(x.values())
-    return shapes
+    return tensors
+
+
+@torch.no_grad()
+def _output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]]:
+    return [tuple(t.shape) for t in _flat(model.eval()(example))]
 
 
 def _module_params(model: nn.Module) -> list[tuple[str, float]]:
@@ -170,42 +204,57 @@ def _module_params(model: nn.Module) -> list[tuple[str, float]]:
             for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
 
 
-def _cost_terms(base: np.ndarray, ratios: np.ndarray, fracs: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+def _all_powers(ratios: np.ndarray, frac: float) -> bool:
+    """Every ratio is 1, frac or frac**2: the cost scales as a plain power of the group's fraction."""
+    return bool(all(min(abs(r - 1), abs(r - frac), abs(r - frac * frac)) < 1e-9 for r in ratios))
+
+
+def _cost_terms(base: np.ndarray, ratios: list[np.ndarray], fracs: list[np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Rows (coefficient, exponents) whose sum of ``coef * prod_g f_g ** e_g`` is each call's cost.
 
-    ``ratios[i, j]``: call ``i``'s cost with group ``j`` alone cut to ``fracs[j]``. A call scales as a
-    power of a group's fraction (exponent 1 or 2: its input or output channels, or both), or, when it
-    reads a concatenation, linearly in the share ``w`` of its input that group supplies
-    (``1 - w + w f``): such a call becomes one row per concatenated part, plus one for the parts no
-    group prunes. Returns whether any call read a concatenation.
+    ``ratios[k][i, j]``: call ``i``'s cost with group ``j`` alone cut to ``fracs[k][j]`` (a second cut
+    only where the first is not a plain power). Each group's effect on a call is a polynomial
+    ``c0 + c1 f + c2 f**2`` with value 1 at ``f = 1``: without a constant it is a factor (input
+    and output channels of a conv: ``f`` or ``f**2``, ``c1 f + c2 f**2`` with a bias); with one it is
+    a part of a concatenated input (``1 - w + w f``), and parts add up rather than multiply. A call
+    becomes one row per product of monomials. Returns whether any call read a concatenation.
     """
     coefs, exps, concat = [], [], False
-    log_f = np.log(fracs)
+    n = len(fracs[0])
     for i, b in enumerate(base):
-        power, parts = np.zeros(len(fracs)), {}
-        for j, r in enumerate(ratios[i]):
-            if b <= 0 or abs(r - 1) < 1e-9:
+        factors: list[list[tuple[float, int, int]]] = []  # per factor group: (coef, group, exponent)
+        parts: dict[int, float] = {}
+        for j in range(n):
+            r1, f1 = ratios[0][i, j], fracs[0][j]
+            if b <= 0 or abs(r1 - 1) < 1e-9:
                 continue
-            e = math.log(max(r, 1e-12)) / log_f[j]
-            if round(e) in (1, 2) and abs(e - round(e)) < 1e-6:
-                power[j] = round(e)
-            else:  # a part of a concatenated input: r = 1 - w (1 - f)
-                parts[j] = (1 - r) / (1 - fracs[j])
-        if not parts:
-            coefs.append(b)
-            exps.append(power)
-            continue
-        concat = True
-        rest = 1 - sum(parts.values())
-        if rest > 1e-9:
-            coefs.append(b * rest)
-            exps.append(power)
-        for j, w in parts.items():
-            e = power.copy()
-            e[j] += 1
-            coefs.append(b * w)
+            if abs(r1 - f1) < 1e-9 or abs(r1 - f1 * f1) < 1e-9:
+                factors.append([(1.0, j, 1 if abs(r1 - f1) < 1e-9 else 2)])
+                continue
+            if fracs[1][j] == 1.0:  # one cut only (a group of two chunks): read it as affine, 1 - w + w f
+                parts[j] = (1 - r1) / (1 - f1)
+                continue
+            r2, f2 = ratios[1][i, j], fracs[1][j]
+            # r - 1 = c1 (f - 1) + c2 (f**2 - 1) at both cuts
+            c1, c2 = np.linalg.solve([[f1 - 1, f1 * f1 - 1], [f2 - 1, f2 * f2 - 1]], [r1 - 1, r2 - 1])
+            c0 = 1 - c1 - c2
+            if abs(c0) < 1e-6:
+                factors.append([(c, j, e) for c, e in ((c1, 1), (c2, 2)) if abs(c) > 1e-12])
+            else:
+                parts[j] = c1
+        rows: list[tuple[float, np.ndarray]] = [(b, np.zeros(n))]
+        for options in factors:
+            rows = [(c * oc, e + np.eye(n)[j] * oe) for c, e in rows for oc, j, oe in options]
+        if parts:
+            concat = True
+            rest = 1 - sum(parts.values())
+            rows = ([(c * rest, e) for c, e in rows] if rest > 1e-9 else []) + [
+                (c * w, e + np.eye(n)[j]) for c, e in rows for j, w in parts.items()]
+        for c, e in rows:
+            coefs.append(c)
             exps.append(e)
-    return np.array(coefs), np.clip(np.array(exps).reshape(len(coefs), len(fracs)), 0, 2), concat
+    return np.array(coefs), np.clip(np.array(exps).reshape(len(coefs), n), 0, 2), concat
 
 
 class Structure:
@@ -253,7 +302,7 @@ class Structure:
                 mod = item.dep.target.module
                 if mod in names and dg.is_out_channel_pruning_fn(item.dep.handler):
                     members.append(names[mod])
-                    member_idxs[names[mod]] = [int(i) for i in item.idxs]
+                    member_idxs[names[mod]] = _by_root(item, channels)
                 if isinstance(mod, nn.Conv2d) and mod.groups > 1 and not _depthwise(mod):
                     step = math.lcm(step, mod.groups)
                 elif isinstance(mod, nn.GroupNorm):
@@ -327,30 +376,43 @@ class Structure:
         base = np.array([c for _, c in calls])
         params = _module_params(model)
         pbase = np.array([p for _, p in params])
-        ratio_calls = np.ones((len(calls), len(self.groups)))
-        ratio_params = np.ones((len(params), len(self.groups)))
-        fracs = np.zeros(len(self.groups))
+        n = len(self.groups)
+        # ratio[k][i, j]: cost of call (parameter set) i with group j alone cut to fracs[k][j]
+        ratio_calls = [np.ones((len(calls), n)), np.ones((len(calls), n))]
+        ratio_params = [np.ones((len(params), n)), np.ones((len(params), n))]
+        fracs = [np.ones(n), np.ones(n)]
         broken: dict[str, str] = {}
+        probe_x = torch.randn(2, *self.example_input.shape[1:], generator=torch.Generator().manual_seed(0))
+        comparable = not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in model.modules())
         for j, g in enumerate(self.groups):
-            keep = max(g.step, g.channels // 2 // g.step * g.step)  # whole chunks
-            fracs[j] = keep / g.channels
-            try:  # a reshape, a stack or a shuffle torch-pruning maps wrongly fails here, not in a search
-                pruned = self._physical(model, {g.name: keep})
-                new_calls, _ = _leaf_calls(pruned, self.example_input)
-                if len(new_calls) != len(calls):
-                    raise RuntimeError("pruning it changed the model's call graph")
-                shape_ok = _output_shapes(pruned, self.example_input) == self._out_shapes
-            except Exception as exc:  # noqa: BLE001 - every failure is reported in one line below
-                broken[g.name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                continue
-            if not shape_ok:
-                broken[g.name] = "pruning it changes the shape of the model's output"
-                continue
-            new = np.array([c for _, c in new_calls])
-            newp = np.array([p for _, p in _module_params(pruned)])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio_calls[:, j] = np.where(base > 0, new / base, 1.0)
-                ratio_params[:, j] = np.where(pbase > 0, newp / pbase, 1.0)
+            chunks = g.channels // g.step
+            # a second, smaller cut only where the first shows a cost that is not a power of the fraction
+            for k, keep_chunks in enumerate((max(1, chunks // 2), max(1, chunks // 4))):
+                keep = keep_chunks * g.step
+                if k == 1 and (keep_chunks == chunks // 2 or _all_powers(ratio_calls[0][:, j], fracs[0][j])
+                               and _all_powers(ratio_params[0][:, j], fracs[0][j])):
+                    break
+                fracs[k][j] = keep / g.channels
+                try:  # a reshape, a stack or a shuffle torch-pruning maps wrongly fails here, not in a search
+                    pruned = self._physical(model, {g.name: keep})
+                    new_calls, _ = _leaf_calls(pruned, self.example_input)
+                    if len(new_calls) != len(calls):
+                        raise RuntimeError("pruning it changed the model's call graph")
+                    shape_ok = _output_shapes(pruned, self.example_input) == self._out_shapes
+                except Exception as exc:  # noqa: BLE001 - every failure is reported in one line below
+                    broken[g.name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    break
+                if not shape_ok:
+                    broken[g.name] = "pruning it changes the shape of the model's output"
+                    break
+                if k == 0 and comparable and _masked_differs(model, pruned, g, keep, probe_x):
+                    broken[g.name] = "the pruned net computes something else than the net with those channels zeroed"
+                    break
+                new = np.array([c for _, c in new_calls])
+                newp = np.array([p for _, p in _module_params(pruned)])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio_calls[k][:, j] = np.where(base > 0, new / base, 1.0)
+                    ratio_params[k][:, j] = np.where(pbase > 0, newp / pbase, 1.0)
         if broken:
             names = ", ".join(broken)
             first = next(iter(broken.items()))
