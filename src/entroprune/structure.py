@@ -5,11 +5,12 @@ Groups come from torch-pruning's DependencyGraph: channels that must be removed 
 of its root module. The classifier's outputs are never pruned.
 
 MACs and parameters of a pruned network are computed analytically, without building it:
-each counted call (conv, BN, ReLU, pool, linear) costs ``base * prod_g f_g ** e_g``, where
-``f_g`` is the kept fraction of group ``g`` and the integer exponent ``e_g`` (0, 1 or 2) is
-found once, by physically pruning each group alone on a copy and watching which calls
-shrink. This covers plain, residual and depthwise nets alike, and matches
-``torch_pruning.utils.count_ops_and_params`` on the physically pruned model.
+each counted call (conv, BN, ReLU, pool, linear) costs a sum of ``coef * prod_g f_g ** e_g``
+terms, where ``f_g`` is the kept fraction of group ``g``; the terms are found once, by
+physically pruning each group alone on a copy and watching how each call shrinks (a power of
+``f``, or a part of a concatenated or biased input that scales linearly). This matches
+``torch_pruning.utils.count_ops_and_params`` on the physically pruned model for plain,
+residual, depthwise, grouped and concatenating nets (tests/test_architectures.py).
 """
 
 from __future__ import annotations
