@@ -124,7 +124,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                 goals["met_margin"].append(f"{model} {float(target):.0%}")
             if m < GOAL_FLOOR:
                 goals["below_floor"].append(f"{model} {float(target):.0%}")
-        if "entropy" in by and "accuracy" in by:
+        if by.get("entropy") and by.get("accuracy"):
             e, a = by["entropy"], by["accuracy"]
             er = by.get("entropy-recovered", {})
             page += ["", f"The paper's question here: entropy reward {statistics.mean(e.values()):.2f}%"
