@@ -309,208 +309,252 @@ def _run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                 resume: bool, quiet: bool, meta: dict[str, Any] | None, workers: int, ray_address: str | None,
                 recovery_images: torch.Tensor | None) -> SearchResult:
     """:func:`run_search`'s body, run under the folder's lock."""
-    out_dir = Path(out_dir)
-    state_path, log_path = out_dir / STATE_FILE, out_dir / LOG_FILE
-    sb3 = config.agent in SB3_AGENTS
-    ppo = config.agent == "sb3:ppo"
-    if sb3 and (workers > 1 or config.episode_batch > 1):
-        raise ConfigError("--workers and --episode-batch above 1 need the ddpg, random or uniform agent; "
-                          "Stable-Baselines3 agents step one environment at a time")
-    if workers > config.episode_batch:
-        warnings.warn(f"{workers} workers but episode_batch={config.episode_batch}: only {config.episode_batch} "
-                      "can be busy at a time; set episode_batch >= workers", stacklevel=2)
-    episodes = 1 if config.agent in FIXED_AGENTS else config.episodes
+    search = Search(model, structure, calib, val, config, out_dir, meta, workers)
+    if resume:
+        search.load_state()
+    search.learn(quiet, ray_address)
+    return search.finish(recovery_images, quiet)
 
-    env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to,
-                     ratio_bounds=band_bounds(structure, config))
-    blind = structure.flat_groups
-    if blind and config.reward.kind == "entropy" and learns(config.agent) and config.band is None:
-        # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
-        warnings.warn(f"groups {', '.join(blind)} output 1x1 maps, which the entropy reward cannot see: the "
-                      "search sets their keep ratios blind (on VGG-16 at 28x28 crushing them cost about 20 "
-                      "points, docs/measurements/blind_layers.md); use larger inputs or --reward combined",
-                      stacklevel=2)
-    start, log_lines, diag, best, worst = 0, [], [], None, None
-    agent = None if sb3 else make_agent(config.agent, env.observation_space.shape[0], config)
-    if agent is not None:
-        agent.setup(model, structure, config)
-    sb3_state = None
-    if resume and state_path.exists():
+
+class Search:
+    """One search in one folder: the environment, the agent, the log and the resumable state.
+
+    :meth:`learn` runs the episodes (the AMC loop in batches, or a Stable-Baselines3 agent),
+    :meth:`record` logs each finished one, :meth:`save_state` makes the run resumable, and
+    :meth:`finish` re-ranks, writes ``policy.json`` and ``search.json`` and returns the result.
+    """
+
+    def __init__(self, model: nn.Module, structure: Structure, calib: torch.Tensor,
+                 val: tuple[torch.Tensor, torch.Tensor] | None, config: SearchConfig, out_dir: str | Path,
+                 meta: dict[str, Any] | None, workers: int):
+        self.model, self.structure, self.calib, self.val, self.config = model, structure, calib, val, config
+        self.out_dir, self.meta, self.workers = Path(out_dir), meta or {}, workers
+        self.state_path, self.log_path = self.out_dir / STATE_FILE, self.out_dir / LOG_FILE
+        self.sb3 = config.agent in SB3_AGENTS
+        if self.sb3 and (workers > 1 or config.episode_batch > 1):
+            raise ConfigError("--workers and --episode-batch above 1 need the ddpg, random or uniform agent; "
+                              "Stable-Baselines3 agents step one environment at a time")
+        if workers > config.episode_batch:
+            warnings.warn(f"{workers} workers but episode_batch={config.episode_batch}: only {config.episode_batch} "
+                          "can be busy at a time; set episode_batch >= workers", stacklevel=3)
+        self.episodes = 1 if config.agent in FIXED_AGENTS else config.episodes
+        self.env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to,
+                              ratio_bounds=band_bounds(structure, config))
+        blind = structure.flat_groups
+        if blind and config.reward.kind == "entropy" and learns(config.agent) and config.band is None:
+            # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
+            warnings.warn(f"groups {', '.join(blind)} output 1x1 maps, which the entropy reward cannot see: the "
+                          "search sets their keep ratios blind (on VGG-16 at 28x28 crushing them cost about 20 "
+                          "points, docs/measurements/blind_layers.md); use larger inputs or --reward combined",
+                          stacklevel=3)
+        self.agent = None if self.sb3 else make_agent(config.agent, self.env.observation_space.shape[0], config)
+        if self.agent is not None:
+            self.agent.setup(model, structure, config)
+        self.episode = self.saved_at = 0
+        self.log_lines: list[str] = []
+        self.diag: list[list[float]] = []
+        self.best: dict[str, Any] | None = None
+        self.worst: float | None = None
+        self.sb3_state: dict | None = None
+        self.scorer = None
+
+    # ---------------------------------------------------------------- state
+    def load_state(self) -> None:
+        """Continue from the saved state, refusing one written for other settings or inputs."""
+        if not self.state_path.exists():
+            raise ConfigError(f"nothing to resume in {self.out_dir} (no {STATE_FILE}); run without --resume")
         try:
-            state = torch.load(state_path, weights_only=True)
+            state = torch.load(self.state_path, weights_only=True)
             saved_cfg = {"episode_batch": 1, **json.loads(state["config"])}
         except Exception as exc:  # torch.load raises many types on a truncated or foreign file
-            raise ConfigError(f"{state_path} is unreadable ({type(exc).__name__}); the save was interrupted or the "
-                              "file was edited: start a fresh --out (or --force)") from None
-        if saved_cfg != json.loads(json.dumps(config.to_dict())):
-            raise ConfigError(f"{state_path} was written with other settings; resume with the same options "
+            raise ConfigError(f"{self.state_path} is unreadable ({type(exc).__name__}); the save was interrupted or "
+                              "the file was edited: start a fresh --out (or --force)") from None
+        if saved_cfg != json.loads(json.dumps(self.config.to_dict())):
+            raise ConfigError(f"{self.state_path} was written with other settings; resume with the same options "
                               "or start a fresh --out")
         saved_meta = json.loads(state.get("meta", "{}"))
-        differ = sorted(k for k in saved_meta if saved_meta[k] != json.loads(json.dumps(meta or {})).get(k))
+        differ = sorted(k for k in saved_meta if saved_meta[k] != json.loads(json.dumps(self.meta)).get(k))
         if differ:  # another checkpoint, dataset or channel ranking: two runs would mix in one log
-            raise ConfigError(f"{state_path} was written for another {', '.join(differ)} "
+            raise ConfigError(f"{self.state_path} was written for another {', '.join(differ)} "
                               f"({', '.join(str(saved_meta[k]) for k in differ)}); resume with the same inputs "
                               "or start a fresh --out")
-        if sb3:
-            sb3_state = state["sb3"]
+        if self.sb3:
+            self.sb3_state = state["sb3"]
         else:
-            agent.load_state_dict(state["agent"])
-        start, best, worst, diag = state["episode"], state["best"], state["worst"], state["diag"]
-        lines = log_path.read_text().splitlines() if log_path.exists() else []
-        if len(lines) < start:
-            raise ConfigError(f"{log_path} has {len(lines)} episodes but the state expects {start}; "
+            self.agent.load_state_dict(state["agent"])
+        self.episode, self.best, self.worst, self.diag = state["episode"], state["best"], state["worst"], state["diag"]
+        self.saved_at = self.episode
+        lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
+        if len(lines) < self.episode:
+            raise ConfigError(f"{self.log_path} has {len(lines)} episodes but the state expects {self.episode}; "
                               "the run folder was edited, start a fresh --out")
-        log_lines = lines[:start]
-    elif resume:
-        raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without --resume")
+        self.log_lines = lines[:self.episode]
 
-    scorer = make_scorer(model, structure, config.reward, calib, val, workers, ray_address, calib.device)
-    episode = start
-    t_search = time.perf_counter()
+    def save_state(self, sb3_snapshot: dict | None = None) -> None:
+        state = {"episode": self.episode, "best": self.best, "worst": self.worst, "diag": self.diag,
+                 "config": json.dumps(self.config.to_dict()), "meta": json.dumps(self.meta),
+                 **({"sb3": sb3_snapshot} if self.sb3 else {"agent": self.agent.state_dict()})}
+        atomic_write(self.state_path, lambda p: torch.save(state, p))
+        self.saved_at = self.episode
 
-    def diagnosed(ep: int) -> bool:
-        return config.diagnose_every > 0 and val is not None and ep % config.diagnose_every == 0
+    # ---------------------------------------------------------------- episodes
+    def diagnosed(self, episode: int) -> bool:
+        c = self.config
+        return c.diagnose_every > 0 and self.val is not None and episode % c.diagnose_every == 0
 
-    def record(info: dict, agent_time: float = 0.0) -> float:
-        """Log one finished episode; returns the reward the agent learns from."""
-        nonlocal best, worst
-        counts = info["counts"]
-        reward = info["reward"]
+    def record(self, info: dict, agent_time: float = 0.0) -> float:
+        """Log one finished episode; returns the reward the agent learns from (the worst finite one
+        so far in place of a non-finite reward)."""
+        counts, reward = info["counts"], info["reward"]
         finite = info["finite"] and math.isfinite(reward)
         if finite:
-            worst = reward if worst is None else min(worst, reward)
-        learn_reward = reward if finite else (worst if worst is not None else -1.0)
-        entry = {"episode": episode, "reward": reward if finite else None, "finite": finite,
+            self.worst = reward if self.worst is None else min(self.worst, reward)
+        learn_reward = reward if finite else (self.worst if self.worst is not None else -1.0)
+        entry = {"episode": self.episode, "reward": reward if finite else None, "finite": finite,
                  "achieved": round(info["achieved"], 6), "entropy": info["entropy"], "accuracy": info["accuracy"],
-                 "policy": policy_to_ratios(structure, counts),
+                 "policy": policy_to_ratios(self.structure, counts),
                  "times": {**{k: round(v, 5) for k, v in info["times"].items()}, "agent": round(agent_time, 5)}}
-        log_lines.append(json.dumps(entry))
-        with open(log_path, "a") as fh:
-            fh.write(log_lines[-1] + "\n")
+        self.log_lines.append(json.dumps(entry))
+        with open(self.log_path, "a") as fh:
+            fh.write(self.log_lines[-1] + "\n")
         if info["diagnosed"] and finite:
-            diag.append([reward, info["accuracy"]])
-        if finite and (best is None or reward > best["reward"]):
-            best = {"reward": reward, "counts": [int(c) for c in counts], "achieved": info["achieved"],
-                    "episode": episode}
+            self.diag.append([reward, info["accuracy"]])
+        if finite and (self.best is None or reward > self.best["reward"]):
+            self.best = {"reward": reward, "counts": [int(c) for c in counts], "achieved": info["achieved"],
+                         "episode": self.episode}
         return learn_reward
 
-    saved_at = start
+    def learn(self, quiet: bool, ray_address: str | None = None) -> None:
+        """Run the remaining episodes; a first Ctrl-C stops after the episode with the state saved."""
+        self.scorer = make_scorer(self.model, self.structure, self.config.reward, self.calib, self.val,
+                                  self.workers, ray_address, self.calib.device)
+        self.t_start = time.perf_counter()
+        interrupted = False
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.log_path, lambda p: p.write_text("".join(line + "\n" for line in self.log_lines)))
+            with progress_bar(disable=quiet) as bar, _Interrupt() as stop:
+                task = bar.add_task(f"search {self.config.agent}", total=self.episodes, completed=self.episode,
+                                    info="")
 
-    def save_state(sb3_snapshot: dict | None = None) -> None:
-        nonlocal saved_at
-        state = {"episode": episode, "best": best, "worst": worst, "diag": diag,
-                 "config": json.dumps(config.to_dict()), "meta": json.dumps(meta or {}),
-                 **({"sb3": sb3_snapshot} if sb3 else {"agent": agent.state_dict()})}
-        atomic_write(state_path, lambda p: torch.save(state, p))
-        saved_at = episode
+                def progress() -> None:
+                    bar.update(task, completed=self.episode,
+                               info=f"best {self.best['reward']:.4f}" if self.best else "")
 
-    interrupted = False
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(log_path, lambda p: p.write_text("".join(line + "\n" for line in log_lines)))
-        with progress_bar(disable=quiet) as bar, _Interrupt() as stop:
-            task = bar.add_task(f"search {config.agent}", total=episodes, completed=start, info="")
+                run = self._learn_sb3 if self.sb3 else self._learn_batches
+                interrupted = run(stop, progress)
+        finally:
+            self.scorer.close()
+        if interrupted:
+            raise SearchInterrupted(f"search stopped after {self.episode} episodes with its state saved at episode "
+                                    f"{self.saved_at}; continue with the same command plus --resume "
+                                    f"(out: {self.out_dir})")
 
-            def after_episode():
-                bar.update(task, completed=episode, info=f"best {best['reward']:.4f}" if best else "")
+    def _learn_batches(self, stop: _Interrupt, progress) -> bool:
+        """The AMC loop, in batches: every episode of a batch from the same agent state, scored
+        together, then learnt from in order (batch 1 = the sequential loop). True if interrupted."""
+        c = self.config
+        while self.episode < self.episodes:
+            batch = [_rollout(self.env, self.agent, e)
+                     for e in range(self.episode, min(self.episode + c.episode_batch, self.episodes))]
+            flags = [self.diagnosed(self.episode + k) for k in range(len(batch))]
+            results = self.scorer.score([r["counts"] for r in batch], flags)
+            for r, res, flag in zip(batch, results, flags, strict=True):
+                info = {"counts": r["counts"], "achieved": r["achieved"], **_scored(res, flag)}
+                learn_reward = self.record(info, r["agent_time"])
+                self.agent.observe(r["transitions"], learn_reward, self.episode)
+                self.episode += 1
+                progress()
+            crossed = self.episode // c.checkpoint_every > (self.episode - len(batch)) // c.checkpoint_every
+            if crossed or self.episode == self.episodes:
+                self.save_state()
+            if stop.requested:
+                self.save_state()
+                return self.episode < self.episodes
+        return False
 
-            if sb3:
-                def sb3_scorer(counts):
-                    flag = diagnosed(episode)
-                    info = _scored(scorer.score([counts], [flag])[0], flag)
-                    return info["reward"], info
+    def _learn_sb3(self, stop: _Interrupt, progress) -> bool:
+        """A Stable-Baselines3 agent steps the environment itself; episodes are scored and recorded
+        from the environment's callbacks. True if interrupted."""
+        from .agents.sb3 import run_sb3
 
-                def on_episode_end(info):
-                    nonlocal episode
-                    record(info)
-                    episode += 1
-                    after_episode()
-                env.scorer, env.on_episode_end = sb3_scorer, on_episode_end
-                from .agents.sb3 import run_sb3
+        c, ppo = self.config, self.config.agent == "sb3:ppo"
 
-                def on_boundary(take_snapshot, final: bool) -> None:
-                    # TD3/SAC reach a boundary after every episode, PPO after each rollout
-                    if final or stop.requested or episode // config.checkpoint_every > saved_at // config.checkpoint_every:
-                        save_state(take_snapshot())
+        def score(counts):
+            flag = self.diagnosed(self.episode)
+            info = _scored(self.scorer.score([counts], [flag])[0], flag)
+            return info["reward"], info
 
-                # a Ctrl-C lets the episode finish and be saved (PPO: stops at once and goes
-                # back to its last saved rollout on resume)
-                run_sb3(config.agent.split(":", 1)[1], env, episodes, config.seed, config.warmup,
-                        on_step=lambda: episode < episodes and not (stop.requested and (saved_at == episode or ppo)),
-                        resume=sb3_state, on_boundary=on_boundary)
-                interrupted = stop.requested and episode < episodes
-            else:
-                while episode < episodes:
-                    # One batch: every episode from the same agent state, scored together,
-                    # then learnt from in order (batch 1 = the sequential AMC loop).
-                    batch = [_rollout(env, agent, e)
-                             for e in range(episode, min(episode + config.episode_batch, episodes))]
-                    flags = [diagnosed(episode + k) for k in range(len(batch))]
-                    results = scorer.score([r["counts"] for r in batch], flags)
-                    for r, res, flag in zip(batch, results, flags, strict=True):
-                        info = {"counts": r["counts"], "achieved": r["achieved"], **_scored(res, flag)}
-                        learn_reward = record(info, r["agent_time"])
-                        agent.observe(r["transitions"], learn_reward, episode)
-                        episode += 1
-                        after_episode()
-                    crossed = episode // config.checkpoint_every > (episode - len(batch)) // config.checkpoint_every
-                    if crossed or episode == episodes:
-                        save_state()
-                    if stop.requested:
-                        save_state()
-                        interrupted = episode < episodes
-                        break
-    finally:
-        scorer.close()
-    if interrupted:
-        raise SearchInterrupted(f"search stopped after {episode} episodes with its state saved at episode {saved_at}; "
-                                f"continue with the same command plus --resume (out: {out_dir})")
-    if best is None:
-        raise ConfigError("every episode gave a non-finite reward; the model or data contain NaN/Inf values")
+        def on_episode_end(info):
+            self.record(info)
+            self.episode += 1
+            progress()
 
-    counts = np.array(best["counts"])
-    entries = [json.loads(line) for line in log_lines]
-    chosen, candidates, rerank_time = "search", None, None
-    if config.reranks:
-        t0 = time.perf_counter()
-        candidates, pick = rerank(model, structure, config, calib, val, recovery_images, entries, quiet)
-        rerank_time = time.perf_counter() - t0
-        counts, chosen = np.asarray(candidates[pick]["counts"]), candidates[pick]["source"]
-        best = {**best, "achieved": candidates[pick]["achieved"], "reward": candidates[pick]["reward"],
-                "search_reward": best["reward"]}
-    rewards = [e["reward"] for e in entries if e["finite"]]
-    spearman = _spearman([d[0] for d in diag], [d[1] for d in diag])
-    time_keys = sorted({k for e in entries for k in e["times"]})
-    time_split = {k: float(np.mean([e["times"].get(k, 0.0) for e in entries])) for k in time_keys}
-    elapsed = time.perf_counter() - t_search
-    summary = {
-        "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
-        "best_search_reward": best.get("search_reward", best["reward"]), "best_episode": best["episode"], "episodes": len(entries), "seed": config.seed, "agent": config.agent,
-        "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,
-        "within_tolerance": bool(env.within_tolerance(counts)),
-        "spearman_reward_accuracy": spearman, "diagnosed_episodes": len(diag),
-        "reference_accuracy": scorer.reference_accuracy, "mean_time_split_s": time_split,
-        "search_time_s_this_session": elapsed, "non_finite_episodes": sum(not e["finite"] for e in entries),
-        "best_reward_first_half": max(rewards[: max(1, len(rewards) // 2)], default=None),
-        "config": config.to_dict(), "workers": workers, "chosen": chosen, "rerank_time_s": rerank_time,
-        "rerank": None if candidates is None else [
-            {k: v for k, v in c.items() if k != "counts"} | {"policy": policy_to_ratios(structure, c["counts"])}
-            for c in candidates],
-        **(meta or {}),
-    }
-    policy = policy_to_ratios(structure, counts)
-    count_map = counts_to_dict(structure, counts)
-    write_json(out_dir / POLICY_FILE, {
-        "policy": policy, "counts": count_map,
-        "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
-        "seed": config.seed, "agent": config.agent, "reward_kind": config.reward.kind,
-        "variant": config.reward.variant, "round_to": config.round_to, "chosen": chosen,
-        "ignored_layers": config.ignored_layers, **(meta or {})})
-    write_json(out_dir / "search.json", summary)
-    return SearchResult(policy=policy, counts=count_map, ignored_layers=list(config.ignored_layers),
-                        reward=best["reward"], achieved=best["achieved"], episodes=len(entries),
-                        spearman=spearman, summary=summary)
+        def on_boundary(take_snapshot, final: bool) -> None:
+            # TD3/SAC reach a boundary after every episode, PPO after each rollout
+            if final or stop.requested or self.episode // c.checkpoint_every > self.saved_at // c.checkpoint_every:
+                self.save_state(take_snapshot())
+
+        self.env.scorer, self.env.on_episode_end = score, on_episode_end
+        # a Ctrl-C lets the episode finish and be saved (PPO: stops at once and goes back to its
+        # last saved rollout on resume)
+        run_sb3(c.agent.split(":", 1)[1], self.env, self.episodes, c.seed, c.warmup,
+                on_step=lambda: self.episode < self.episodes and not (
+                    stop.requested and (self.saved_at == self.episode or ppo)),
+                resume=self.sb3_state, on_boundary=on_boundary)
+        return stop.requested and self.episode < self.episodes
+
+    # ---------------------------------------------------------------- result
+    def finish(self, recovery_images: torch.Tensor | None, quiet: bool) -> SearchResult:
+        """Re-rank (when configured), write policy.json and search.json, return the result."""
+        config, structure, best = self.config, self.structure, self.best
+        if best is None:
+            raise ConfigError("every episode gave a non-finite reward; the model or data contain NaN/Inf values")
+        counts = np.array(best["counts"])
+        entries = [json.loads(line) for line in self.log_lines]
+        chosen, candidates, rerank_time = "search", None, None
+        if config.reranks:
+            t0 = time.perf_counter()
+            candidates, pick = rerank(self.model, structure, config, self.calib, self.val, recovery_images, entries,
+                                      quiet)
+            rerank_time = time.perf_counter() - t0
+            counts, chosen = np.asarray(candidates[pick]["counts"]), candidates[pick]["source"]
+            best = {**best, "achieved": candidates[pick]["achieved"], "reward": candidates[pick]["reward"],
+                    "search_reward": best["reward"]}
+        rewards = [e["reward"] for e in entries if e["finite"]]
+        spearman = _spearman([d[0] for d in self.diag], [d[1] for d in self.diag])
+        time_keys = sorted({k for e in entries for k in e["times"]})
+        summary = {
+            "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
+            "best_search_reward": best.get("search_reward", best["reward"]), "best_episode": best["episode"],
+            "episodes": len(entries), "seed": config.seed, "agent": config.agent,
+            "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,
+            "within_tolerance": bool(self.env.within_tolerance(counts)),
+            "spearman_reward_accuracy": spearman, "diagnosed_episodes": len(self.diag),
+            "reference_accuracy": self.scorer.reference_accuracy,
+            "mean_time_split_s": {k: float(np.mean([e["times"].get(k, 0.0) for e in entries])) for k in time_keys},
+            "search_time_s_this_session": time.perf_counter() - self.t_start,
+            "non_finite_episodes": sum(not e["finite"] for e in entries),
+            "best_reward_first_half": max(rewards[: max(1, len(rewards) // 2)], default=None),
+            "config": config.to_dict(), "workers": self.workers, "chosen": chosen, "rerank_time_s": rerank_time,
+            "rerank": None if candidates is None else [
+                {k: v for k, v in c.items() if k != "counts"} | {"policy": policy_to_ratios(structure, c["counts"])}
+                for c in candidates],
+            **self.meta,
+        }
+        policy = policy_to_ratios(structure, counts)
+        count_map = counts_to_dict(structure, counts)
+        write_json(self.out_dir / POLICY_FILE, {
+            "policy": policy, "counts": count_map,
+            "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
+            "seed": config.seed, "agent": config.agent, "reward_kind": config.reward.kind,
+            "variant": config.reward.variant, "round_to": config.round_to, "chosen": chosen,
+            "ignored_layers": config.ignored_layers, **self.meta})
+        write_json(self.out_dir / "search.json", summary)
+        return SearchResult(policy=policy, counts=count_map, ignored_layers=list(config.ignored_layers),
+                            reward=best["reward"], achieved=best["achieved"], episodes=len(entries),
+                            spearman=spearman, summary=summary)
 
 
-__all__ = ["SearchConfig", "SearchResult", "SearchInterrupted", "run_search", "rerank", "uniform_ratio",
+__all__ = ["Search", "SearchConfig", "SearchResult", "SearchInterrupted", "run_search", "rerank", "uniform_ratio",
            "band_bounds"]
