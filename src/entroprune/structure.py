@@ -258,6 +258,52 @@ def _cost_terms(base: np.ndarray, ratios: list[np.ndarray], fracs: list[np.ndarr
     return np.array(coefs), np.clip(np.array(exps).reshape(len(coefs), n), 0, 2), concat
 
 
+def _make_group(g, dg, names: dict, mods: dict, rank: dict, out_hw: dict, imp) -> Group | None:
+    """One torch-pruning group as a :class:`Group` (None for a group of one channel or without a
+    conv or linear layer of its own)."""
+    channels = len(g[0].idxs)
+    members, member_idxs, step = [], {}, 1
+    for item in g:
+        mod = item.dep.target.module
+        if mod in names and dg.is_out_channel_pruning_fn(item.dep.handler):
+            members.append(names[mod])
+            member_idxs[names[mod]] = _by_root(item, channels)
+        if isinstance(mod, nn.Conv2d) and mod.groups > 1 and not _depthwise(mod):
+            step = math.lcm(step, mod.groups)
+        elif isinstance(mod, nn.GroupNorm):
+            step = math.lcm(step, mod.num_groups)
+    # Name the group after its producer: the first conv/linear in forward order,
+    # preferring a regular conv over a depthwise one that merely follows it.
+    layers = sorted((m for m in members if m in rank), key=lambda m: rank[m])
+    regular = [m for m in layers if not _depthwise(mods[m])]
+    if channels < 2 or not layers:
+        return None
+    name = (regular or layers)[0]
+    root = mods[name]
+    if channels % step:
+        raise ConfigError(f"group {name} has {channels} channels, not a multiple of the {step} channel "
+                          "groups of its grouped conv or GroupNorm; leave it out with ignored layers")
+    try:
+        scores = imp(g).double()
+    except Exception as exc:  # noqa: BLE001 - e.g. a depthwise conv with a channel multiplier
+        raise ConfigError(f"torch-pruning cannot rank the channels of group {name} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); leave it whole with ignored "
+                          f"layers (--ignore {name}, SearchConfig.ignored_layers), or report the model "
+                          "upstream") from None
+    if step > 1:  # rank offsets within a chunk by their importance summed over the chunks
+        scores = scores.reshape(step, channels // step).sum(0)
+    order = torch.argsort(scores, descending=True, stable=True).tolist()
+    is_dw = _depthwise(root)
+    return Group(
+        name=name, index=0, channels=channels,
+        layer_type="depthwise" if is_dw else ("conv" if isinstance(root, CONVS) else "linear"),
+        in_channels=int(getattr(root, "in_channels", getattr(root, "in_features", 0))),
+        kernel=int(root.kernel_size[0]) if isinstance(root, CONVS) else 1,
+        stride=int(root.stride[0]) if isinstance(root, CONVS) else 1,
+        out_hw=out_hw.get(name, 1), members=sorted(members, key=lambda m: rank.get(m, 1e9)),
+        member_idxs=member_idxs, order=order, step=step)
+
+
 class Structure:
     """The prunable groups of a model and a closed form of MACs / params per policy."""
 
@@ -294,50 +340,8 @@ class Structure:
         self.out_sizes = out_hw = self._output_sizes(model)
         rank = {n: i for i, n in enumerate(conv_order)}
         imp = tp.importance.GroupMagnitudeImportance(p=1 if importance == "l1" else 2)
-        groups: list[Group] = []
         mods = dict(model.named_modules())
-        for g in raw:
-            channels = len(g[0].idxs)
-            members, member_idxs, step = [], {}, 1
-            for item in g:
-                mod = item.dep.target.module
-                if mod in names and dg.is_out_channel_pruning_fn(item.dep.handler):
-                    members.append(names[mod])
-                    member_idxs[names[mod]] = _by_root(item, channels)
-                if isinstance(mod, nn.Conv2d) and mod.groups > 1 and not _depthwise(mod):
-                    step = math.lcm(step, mod.groups)
-                elif isinstance(mod, nn.GroupNorm):
-                    step = math.lcm(step, mod.num_groups)
-            # Name the group after its producer: the first conv/linear in forward order,
-            # preferring a regular conv over a depthwise one that merely follows it.
-            layers = sorted((m for m in members if m in rank), key=lambda m: rank[m])
-            regular = [m for m in layers if not _depthwise(mods[m])]
-            if channels < 2 or not layers:
-                continue
-            name = (regular or layers)[0]
-            root = mods[name]
-            if channels % step:
-                raise ConfigError(f"group {name} has {channels} channels, not a multiple of the {step} channel "
-                                  "groups of its grouped conv or GroupNorm; leave it out with ignored layers")
-            try:
-                scores = imp(g).double()
-            except Exception as exc:  # noqa: BLE001 - e.g. a depthwise conv with a channel multiplier
-                raise ConfigError(f"torch-pruning cannot rank the channels of group {name} ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); leave it whole with ignored "
-                                  f"layers (--ignore {name}, SearchConfig.ignored_layers), or report the model "
-                                  "upstream") from None
-            if step > 1:  # rank offsets within a chunk by their importance summed over the chunks
-                scores = scores.reshape(step, channels // step).sum(0)
-            order = torch.argsort(scores, descending=True, stable=True).tolist()
-            is_dw = _depthwise(root)
-            groups.append(Group(
-                name=name, index=0, channels=channels,
-                layer_type="depthwise" if is_dw else ("conv" if isinstance(root, CONVS) else "linear"),
-                in_channels=int(getattr(root, "in_channels", getattr(root, "in_features", 0))),
-                kernel=int(root.kernel_size[0]) if isinstance(root, CONVS) else 1,
-                stride=int(root.stride[0]) if isinstance(root, CONVS) else 1,
-                out_hw=out_hw.get(name, 1), members=sorted(members, key=lambda m: rank.get(m, 1e9)),
-                member_idxs=member_idxs, order=order, step=step))
+        groups = [grp for g in raw if (grp := _make_group(g, dg, names, mods, rank, out_hw, imp)) is not None]
         groups.sort(key=lambda gr: rank[gr.name])
         for i, gr in enumerate(groups):
             gr.index = i
