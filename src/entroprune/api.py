@@ -432,9 +432,8 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     """The main job: baseline (cached) -> entropy search -> prune -> fine-tune -> evaluate
     -> export -> report, in a fresh run folder. Returns the folder."""
     from .config import dump_config
-    from .prune import policy_to_ratios
     from .report import write_report
-    from .search import SearchConfig, fixed_policy_counts, uniform_ratio
+    from .search import SearchConfig
     from .utils import resolve_device, set_threads, write_text
 
     cfg.validate()
@@ -449,17 +448,7 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     root = Path(cfg.out_root)
     b = cfg.baseline
     cache = root / "cache" / f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
-    if run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = root / f"run-{stamp}"
-        n = 1
-        while run_dir.exists():
-            n += 1
-            run_dir = root / f"run-{stamp}-{n}"
-    run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run folder {run_dir} is not empty; choose another")
-    check_writable_dir(run_dir)
+    run_dir = _fresh_run_dir(root, run_dir)
     write_text(run_dir / "config.yaml", dump_config(cfg))
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
@@ -500,10 +489,7 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     timings["evaluate"] = time.perf_counter() - t0
     export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
                       cfg.export_format)
-    model, ckpt = load_model(ckpt_path)
-    structure = build_structure(model, ckpt.spec, ignored=cfg.search.ignored_layers)
-    counts, _ = fixed_policy_counts(structure, cfg.search, [uniform_ratio(structure, cfg.search)] * len(structure.groups))
-    uniform = policy_to_ratios(structure, counts)
+    uniform = _uniform_policy(ckpt_path, cfg.search)
     reference = None
     if cfg.reference_uniform:
         t0 = time.perf_counter()
@@ -517,6 +503,31 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
         "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
     write_report(run_dir)
     return run_dir
+
+
+def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
+    """``run_dir``, or a new ``run-<date>-<time>`` under ``root``; refused when it holds anything."""
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir, n = root / f"run-{stamp}", 1
+        while run_dir.exists():
+            n += 1
+            run_dir = root / f"run-{stamp}-{n}"
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run folder {run_dir} is not empty; choose another")
+    return check_writable_dir(run_dir)
+
+
+def _uniform_policy(ckpt_path: Path, search) -> dict[str, float]:
+    """The uniform policy of the search's target, floor and rounding (the report's reference line)."""
+    from .prune import policy_to_ratios
+    from .search import fixed_policy_counts, uniform_ratio
+
+    model, ckpt = load_model(ckpt_path)
+    structure = build_structure(model, ckpt.spec, ignored=search.ignored_layers)
+    counts, _ = fixed_policy_counts(structure, search, [uniform_ratio(structure, search)] * len(structure.groups))
+    return policy_to_ratios(structure, counts)
 
 
 def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cfg, result, device, quiet: bool,

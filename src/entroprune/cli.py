@@ -205,6 +205,13 @@ def inspect(
     out.print(layers)
 
 
+def _parse_band(band: str) -> float | None:
+    try:
+        return None if band.strip().lower() in ("none", "off", "null") else float(band)
+    except ValueError:
+        raise ConfigError(f"--band must be a number in [0, 1] or 'none', got {band!r}") from None
+
+
 @app.command()
 @handle_errors
 def search(
@@ -261,10 +268,7 @@ def search(
     from .search import RewardConfig, SearchConfig, SearchInterrupted
 
     dev = _setup(seed, device, threads)
-    try:
-        band_value = None if band.strip().lower() in ("none", "off", "null") else float(band)
-    except ValueError:
-        raise ConfigError(f"--band must be a number in [0, 1] or 'none', got {band!r}") from None
+    band_value = _parse_band(band)
     cfg = SearchConfig(
         ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=band_value, rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, recovery_steps=recovery_steps,
         recovery_images=recovery_images, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
