@@ -137,17 +137,8 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     finally:
         for h in hooks:
             h.remove()
-    tensors, stack = [], [out]
-    while stack:  # tensors of nested tuples, lists and dicts
-        x = stack.pop()
-        if isinstance(x, torch.Tensor):
-            tensors.append(x)
-        elif isinstance(x, (tuple, list)):
-            stack.extend(x)
-        elif isinstance(x, dict):
-            stack.extend(x.values())
     found: list[str] = []
-    for t in tensors:
+    for t in _flat(out):
         seen, frontier = set(), [t.grad_fn]
         while frontier:
             fn = frontier.pop()
@@ -183,6 +174,7 @@ def _masked_differs(model: nn.Module, pruned: nn.Module, g: Group, keep: int, x:
 
 
 def _flat(out) -> list[torch.Tensor]:
+    """The tensors of a model's output, through nested tuples, lists and dicts."""
     tensors, stack = [], [out]
     while stack:
         x = stack.pop()
