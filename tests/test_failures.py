@@ -207,6 +207,12 @@ CASES = {
                                            "--out", f"{T}/out"],
     "image over the pixel limit": ["train", "--dataset", "imagefolder", "--data-dir", f"{T}/bomb_imgs",
                                    "--out", f"{T}/out"],
+    "search --out inside its image folder": ["search", f"{T}/good.pt", "--dataset", "imagefolder", "--data-dir",
+                                             f"{T}/imgs", "--out", f"{T}/imgs/run"],
+    "train --out inside its data folder": ["train", "--dataset", "mnist", "--data-dir", f"{T}/bad_idx", "--out",
+                                           f"{T}/bad_idx/model"],
+    "finetune --out its checkpoint's folder, --force": ["finetune", f"{T}/base/model.pt", "--out", f"{T}/base",
+                                                        "--force"],
     "cuda without a GPU": ["evaluate", f"{T}/good.pt", "--device", "cuda"] if not torch.cuda.is_available()
     else ["evaluate", f"{T}/missing.pt"],
 }
@@ -283,6 +289,9 @@ EXPECT = {
     "report of evaluation.json without rows": "lacks its 'rows'",
     "IDX dimensions overflowing 64 bits": "promises 79228162458924105385300197375",
     "image over the pixel limit": "10000x5000 pixels, over entroprune's limit",
+    "search --out inside its image folder": "imgs/run lies inside the input folder T/imgs",
+    "train --out inside its data folder": "bad_idx/model lies inside the input folder T/bad_idx",
+    "finetune --out its checkpoint's folder, --force": "would overwrite the input checkpoint",
     "cuda without a GPU": "no CUDA GPU is available" if not torch.cuda.is_available() else "does not exist",
 }
 

@@ -17,14 +17,20 @@ from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, min_input_size
 from .structure import count_macs_params
 from .train import TrainConfig, evaluate, train_model
-from .utils import check_writable_dir, forward_with_hooks, seed_everything, write_json
+from .utils import check_writable_dir, forward_with_hooks, refuse_output_inside, seed_everything, write_json
+
+
+def _data_folder(spec: ModelSpec, dataset: str | None, data_dir: str | Path | None) -> str | Path | None:
+    """The folder load_data_for_spec reads (None for built-in data)."""
+    name = dataset or spec.dataset
+    return data_dir if data_dir is not None else (spec.data_dir if name == spec.dataset else None)
 
 
 def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
                        data_dir: str | Path | None = None, **kwargs: Any) -> DataBundle:
     """The dataset a checkpoint was trained on (or another), normalised as the model expects."""
     name = dataset or spec.dataset
-    folder = data_dir if data_dir is not None else (spec.data_dir if name == spec.dataset else None)
+    folder = _data_folder(spec, dataset, data_dir)
     kwargs.setdefault("seed", spec.split_seed)
     if name == "imagefolder":  # a user's own images: converted and resized to what the model takes
         kwargs.setdefault("in_channels", spec.in_channels)
@@ -56,6 +62,7 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
     build_model(model, 2, 1, width_mult)  # fail on a bad name before touching data or disk
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment)
     config.validate()
+    refuse_output_inside(out_dir, [data_dir])
     data = load_dataset(dataset, data_dir, seed=seed, min_size=min_input_size(model),
                         train_limit=train_limit)
     if not data.labelled:
@@ -227,8 +234,9 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     if nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {nproc}")
     model, ckpt = load_model(path, trust_pickle)
-    if Path(out_dir).resolve() == Path(path).resolve().parent and not force:
+    if Path(out_dir).resolve() == Path(path).resolve().parent:  # even with --force: inputs are never replaced
         raise ConfigError(f"--out {out_dir} would overwrite the input checkpoint; choose another --out")
+    refuse_output_inside(out_dir, [_data_folder(ckpt.spec, None, data_dir)])
     if (out_dir / "model.pt").exists() and not force:
         raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass --force or choose another --out")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, schedule="cosine")
@@ -328,6 +336,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
     model, ckpt = load_model(path, trust_pickle)
     if ckpt.pruning:
         raise ConfigError(f"{path} is already pruned; search on the original (unpruned) checkpoint")
+    refuse_output_inside(out_dir, [_data_folder(ckpt.spec, dataset, data_dir)])
     data = load_data_for_spec(ckpt.spec, dataset, data_dir, calib_size=None)
     calib = data.normalize(data.calib.x[: config.calib_size]).to(device)
     val = None

@@ -112,6 +112,21 @@ def forget_created_dirs() -> None:
     _CREATED.clear()
 
 
+def refuse_output_inside(out: str | Path, inputs: list[str | Path | None], option: str = "--out") -> None:
+    """An output folder that is, or lies inside, an input folder would change that input (a search's
+    plots in an image folder become a class of it on the next run): refused, even with --force."""
+    from .errors import ConfigError
+
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        folder = Path(given).resolve()
+        if folder.is_dir() and (target == folder or folder in target.parents):
+            raise ConfigError(f"{option} {out} lies inside the input folder {given}; writing there would change "
+                              "the input, choose a folder outside it")
+
+
 def check_writable_dir(path: str | Path) -> Path:
     """Create ``path`` (and parents) or fail with one line naming it."""
     path = Path(path)
