@@ -127,9 +127,18 @@ def test_mixed_image_folder_takes_the_models_channels_and_size(tmp_path):
     assert any(np.allclose(x[0], expected, atol=1e-6) for x in all_x)
 
 
-def test_corrupt_image(image_dir):
+def test_unreadable_images_are_skipped_with_one_warning(image_dir):
     (image_dir / "cat" / "0.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="cannot read image"):
+    (image_dir / "dog" / "3.png").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable image\(s\)") as record:
+        d = load_dataset("imagefolder", image_dir, val_size=2, calib_size=2)
+    assert len([w for w in record if "unreadable" in str(w.message)]) == 1
+    assert len(d.train) + len(d.val) + len(d.calib) + len(d.test) == 14
+    for f in (image_dir / "cat").iterdir():
+        f.write_bytes(b"junk")
+    for f in (image_dir / "dog").iterdir():
+        f.write_bytes(b"junk")
+    with pytest.raises(DataError, match="no readable image in"):
         load_dataset("imagefolder", image_dir)
 
 

@@ -72,6 +72,10 @@ def world(tmp_path, digits_ckpt, idx_dir):
 
             Image.fromarray(np.full((6, 6), 40 * i, np.uint8)).save(imgs / c / f"{i}.png")
     (imgs / "a" / "broken.png").write_bytes(b"\x89PNG broken")
+    junk = tmp_path / "junk_imgs"
+    for c in ("a", "b"):
+        (junk / c).mkdir(parents=True)
+        (junk / c / "0.png").write_bytes(b"\x89PNG broken")
     np.savez(tmp_path / "one_class.npz", x=np.zeros((20, 8, 8), np.uint8), y=np.zeros(20, np.int64))
     # policies
     good_groups = ["features.0", "features.3", "features.7", "features.10", "features.14", "features.17"]
@@ -147,7 +151,7 @@ CASES = {
                                    "--out", f"{T}/out"],
     "corrupt CIFAR pickle": ["train", "--dataset", "cifar10", "--data-dir", f"{T}/cifar", "--out", f"{T}/out"],
     "corrupt npz": ["train", "--dataset", "npz", "--data-dir", f"{T}/bad.npz", "--out", f"{T}/out"],
-    "corrupt image": ["train", "--dataset", "imagefolder", "--data-dir", f"{T}/imgs", "--out", f"{T}/out"],
+    "no readable image": ["train", "--dataset", "imagefolder", "--data-dir", f"{T}/junk_imgs", "--out", f"{T}/out"],
     "single-class dataset": ["train", "--dataset", "npz", "--data-dir", f"{T}/one_class.npz", "--out", f"{T}/out"],
     "unknown dataset": ["train", "--dataset", "nosuch", "--out", f"{T}/out"],
     "unknown model": ["train", "--model", "nosuch", "--dataset", "digits", "--out", f"{T}/out"],
@@ -234,7 +238,7 @@ EXPECT = {
     'image/label count mismatch': 'holds 60 images but',
     'corrupt CIFAR pickle': 'expected rows of 3072 bytes',
     'corrupt npz': 'as .npz',
-    'corrupt image': 'cannot read image',
+    'no readable image': 'no readable image in T/junk_imgs',
     'single-class dataset': 'has a single class',
     'unknown dataset': "unknown dataset 'nosuch'",
     'unknown model': "unknown model 'nosuch'",

@@ -306,3 +306,11 @@ def test_a_group_torch_pruning_gets_wrong_is_one_line_and_the_rest_prunes(net_cl
     pruned, _ = ep.prune_module(net, x[:1], res)
     assert pruned(x[:2]).shape == (2, 10)
     assert count_macs_params(pruned, x[:1])[0] < count_macs_params(net, x[:1])[0]
+
+
+def test_one_example_input_tensor_of_the_right_shape():
+    net = AuxHeadNet().eval()
+    with pytest.raises(ConfigError, match="several inputs are not supported"):
+        Structure(net, (torch.randn(1, 1, 16, 16), torch.randn(1, 1, 16, 16)))
+    with pytest.raises(ConfigError, match=r"cannot run on an example input of shape \(1, 3, 16, 16\)"):
+        Structure(net, torch.randn(1, 3, 16, 16))

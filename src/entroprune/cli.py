@@ -410,6 +410,11 @@ def run(
 
 
 def main() -> None:
+    import warnings
+
+    # one line per warning, as errors are, instead of Python's file:line and source echo
+    warnings.showwarning = lambda message, category, *args, **kwargs: err.print(
+        f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
     app()
 
 

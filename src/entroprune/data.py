@@ -346,6 +346,10 @@ def _open_image(path: Path):
     return img
 
 
+class _UnreadableImage(DataError):
+    """A file with an image suffix that PIL cannot decode: skipped, with one warning per folder."""
+
+
 def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
     from PIL import Image, UnidentifiedImageError
 
@@ -356,7 +360,7 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(img, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path} ({exc}); remove or replace the file") from None
+        raise _UnreadableImage(f"cannot read image {path} ({exc}); remove or replace the file") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
@@ -388,14 +392,25 @@ def _folder_images(root: Path, image_size: int | None, in_channels: int | None =
     # else colour if any of the first images is
     mode = {1: "L", 3: "RGB"}.get(in_channels) or _image_mode([f for f, _ in files])
     size = (image_size, image_size) if image_size else None
-    if size is None:
+    arrays, labels, skipped = [], [], []
+    for f, c in files:
         try:
-            with _open_image(files[0][0]) as img:
-                size = (img.size[1], img.size[0])
-        except OSError as exc:
-            raise DataError(f"cannot read image {files[0][0]} ({exc}); remove or replace it") from None
-    x = np.stack([_read_image(f, mode, size) for f, _ in files])
-    y = np.array([c for _, c in files], dtype=np.int64)
+            if size is None:  # the first readable image sets the size
+                with _open_image(f) as img:
+                    size = (img.size[1], img.size[0])
+            arrays.append(_read_image(f, mode, size))
+            labels.append(c)
+        except (_UnreadableImage, OSError):
+            skipped.append(f)
+    if not arrays:
+        raise DataError(f"no readable image in {root} ({len(skipped)} files PIL cannot decode, e.g. {skipped[0]}); "
+                        "replace them with PNG or JPEG images")
+    if skipped:
+        import warnings
+
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {root} (e.g. {skipped[0].name})", stacklevel=2)
+    x = np.stack(arrays)
+    y = np.array(labels, dtype=np.int64)
     return x, y, classes
 
 

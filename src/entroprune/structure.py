@@ -303,11 +303,19 @@ class Structure:
                  ignored: Sequence[str] = ()):
         if importance not in IMPORTANCES:
             raise ConfigError(f"unknown importance {importance!r}; choose l1 or l2")
+        if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
+            raise ConfigError("the example input must be one tensor of shape (batch, channels, ...); models that "
+                              f"take several inputs are not supported (got {type(example_input).__name__})")
         self.importance = importance
         self.example_input = example_input[:1].detach().cpu()
         model = copy.deepcopy(model).cpu().eval()
         names = {m: n for n, m in model.named_modules()}
-        calls, conv_order = _leaf_calls(model, self.example_input)
+        try:
+            calls, conv_order = _leaf_calls(model, self.example_input)
+        except Exception as exc:  # noqa: BLE001 - a wrong shape or dtype is the caller's, one line
+            raise ConfigError(f"the model cannot run on an example input of shape {tuple(example_input.shape)} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); pass one "
+                              "batch of the inputs it takes") from None
         if not conv_order:
             raise ConfigError("the model has no Conv2d or Linear layer; nothing to prune")
         self.classifier = conv_order[-1]
