@@ -72,6 +72,10 @@ def world(tmp_path, digits_ckpt, idx_dir):
 
             Image.fromarray(np.full((6, 6), 40 * i, np.uint8)).save(imgs / c / f"{i}.png")
     (imgs / "a" / "broken.png").write_bytes(b"\x89PNG broken")
+    flat = tmp_path / "flat_imgs"
+    flat.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(flat / f"{i}.png")
     junk = tmp_path / "junk_imgs"
     for c in ("a", "b"):
         (junk / c).mkdir(parents=True)
@@ -217,6 +221,8 @@ CASES = {
                                            f"{T}/bad_idx/model"],
     "finetune --out its checkpoint's folder, --force": ["finetune", f"{T}/base/model.pt", "--out", f"{T}/base",
                                                         "--force"],
+    "accuracy reward on unlabelled images": ["search", f"{T}/good.pt", "--dataset", "imagefolder", "--data-dir",
+                                             f"{T}/flat_imgs", "--reward", "accuracy", "--out", f"{T}/out"],
     "cuda without a GPU": ["evaluate", f"{T}/good.pt", "--device", "cuda"] if not torch.cuda.is_available()
     else ["evaluate", f"{T}/missing.pt"],
 }
@@ -296,6 +302,7 @@ EXPECT = {
     "search --out inside its image folder": "imgs/run lies inside the input folder T/imgs",
     "train --out inside its data folder": "bad_idx/model lies inside the input folder T/bad_idx",
     "finetune --out its checkpoint's folder, --force": "would overwrite the input checkpoint",
+    "accuracy reward on unlabelled images": "the accuracy reward needs labelled validation images",
     "cuda without a GPU": "no CUDA GPU is available" if not torch.cuda.is_available() else "does not exist",
 }
 
