@@ -350,8 +350,11 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
         raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without --resume")
     check_writable_dir(out_dir)
     model.to(device)
-    meta = {"checkpoint": str(Path(path).resolve()), "model": ckpt.spec.model, "dataset": data.name,
-            "importance": importance}
+    import hashlib
+
+    # the file's content too: a checkpoint retrained in place must not resume another's search
+    meta = {"checkpoint": str(Path(path).resolve()), "checkpoint_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "model": ckpt.spec.model, "dataset": data.name, "importance": importance}
     recovery = None
     if config.reranks and config.recovery_steps:  # unlabelled training images, never the scored ones
         recovery = data.normalize(data.train.x[: config.recovery_images]).to(device)

@@ -73,6 +73,15 @@ def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
     other.write_bytes(digits_ckpt.read_bytes())
     with pytest.raises(ConfigError, match="another checkpoint"):
         search_checkpoint(other, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True)
+    # the same path holding another file (retrained in place): refused by its content
+    moved = tmp_path / "same_path.pt"
+    moved.write_bytes(digits_ckpt.read_bytes())
+    search_checkpoint(moved, tmp_path / "t", cfg(episodes=10), quiet=True)
+    raw = torch.load(moved, weights_only=True)
+    raw["metrics"] = {"retrained": 1}
+    torch.save(raw, moved)
+    with pytest.raises(ConfigError, match="another checkpoint_sha256"):
+        search_checkpoint(moved, tmp_path / "t", cfg(episodes=10), resume=True, quiet=True)
 
 
 def test_ddpg_improves_over_warmup(digits_ckpt, tmp_path):
@@ -251,6 +260,7 @@ def test_second_sigint_stops_at_once_and_the_search_still_resumes(digits_ckpt, t
 def test_interrupt_handler_counts_ctrl_c():
     from entroprune.search.loop import _Interrupt
 
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs as a background job
     with _Interrupt() as first:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)
@@ -258,7 +268,7 @@ def test_interrupt_handler_counts_ctrl_c():
         with pytest.raises(KeyboardInterrupt):  # the second stops at once
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.01)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is before  # restored
 
 
 def test_non_finite_rewards_are_survived(digits_ckpt, tmp_path, monkeypatch):
