@@ -154,21 +154,10 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
 
 
 @torch.no_grad()
-def _masked_differs(model: nn.Module, pruned: nn.Module, g: Group, keep: int, x: torch.Tensor) -> bool:
-    """Whether the physically pruned net computes something else than the net with the same channels
-    zeroed: torch-pruning mapped a reshape or a shuffle wrongly. Only meaningful without GroupNorm or
-    LayerNorm, whose statistics legitimately change when channels are removed."""
-    masked = copy.deepcopy(model).eval()
-    mods = dict(masked.named_modules())
-    removed = g.removed(keep)
-    for member, idxs in g.member_idxs.items():
-        mod, idx = mods[member], torch.tensor([idxs[i] for i in removed], dtype=torch.long)
-        for pname in ("weight", "bias"):
-            p = getattr(mod, pname, None)
-            if isinstance(p, torch.Tensor):
-                p.index_fill_(1 if pname == "weight" and isinstance(mod, nn.ConvTranspose2d) else 0, idx, 0.0)
-    for a, b in zip(_flat(masked(x)), _flat(pruned.eval()(x)), strict=True):
-        if a.shape != b.shape or (a - b).abs().max().item() > 1e-4 * (1 + a.abs().max().item()):
+def _outputs_differ(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
+    """Whether two nets give other outputs (shapes, or values beyond float noise) on ``x``."""
+    for u, v in zip(_flat(a.eval()(x)), _flat(b.eval()(x)), strict=True):
+        if u.shape != v.shape or (u - v).abs().max().item() > 1e-4 * (1 + u.abs().max().item()):
             return True
     return False
 
@@ -388,7 +377,14 @@ class Structure:
         fracs = [np.ones(n), np.ones(n)]
         broken: dict[str, str] = {}
         probe_x = torch.randn(2, *self.example_input.shape[1:], generator=torch.Generator().manual_seed(0))
-        comparable = not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in model.modules())
+        # The pruned net must compute what the net with the same channels zeroed computes, or torch-pruning
+        # mapped a reshape or a shuffle wrongly; not comparable under GroupNorm or LayerNorm, whose
+        # statistics legitimately change when channels are removed.
+        masker = None
+        if not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in model.modules()):
+            from .prune import Masker  # prune builds on this module
+
+            masker = Masker(copy.deepcopy(model).eval(), self)
         for j, g in enumerate(self.groups):
             chunks = g.channels // g.step
             # a second, smaller cut only where the first shows a cost that is not a power of the fraction
@@ -410,9 +406,13 @@ class Structure:
                 if not shape_ok:
                     broken[g.name] = "pruning it changes the shape of the model's output"
                     break
-                if k == 0 and comparable and _masked_differs(model, pruned, g, keep, probe_x):
-                    broken[g.name] = "the pruned net computes something else than the net with those channels zeroed"
-                    break
+                if k == 0 and masker is not None:
+                    counts = self.full_counts()
+                    counts[j] = keep
+                    masker.apply(counts)
+                    if _outputs_differ(masker.model, pruned, probe_x):
+                        broken[g.name] = "the pruned net computes something else than the net with those channels zeroed"
+                        break
                 new = np.array([c for _, c in new_calls])
                 newp = np.array([p for _, p in _module_params(pruned)])
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -461,11 +461,16 @@ class Structure:
         return counts
 
     @staticmethod
+    def count_step(g: Group, round_to: int = 1) -> int:
+        """The channel step of group ``g``'s counts: ``round_to`` (when the group is larger) and its chunks."""
+        return math.lcm(round_to if round_to > 1 and g.channels > round_to else 1, g.step)
+
+    @staticmethod
     def round_group(g: Group, ratio: float, round_to: int = 1) -> int:
         """Channels group ``g`` keeps at ``ratio``: rounded to ``round_to`` and to its chunk ``step``."""
         if g.step == 1:
             return Structure.round_channels(g.channels, ratio, round_to)
-        unit = math.lcm(round_to if round_to > 1 and g.channels > round_to else 1, g.step)
+        unit = Structure.count_step(g, round_to)
         n = int(round(ratio * g.channels / unit)) * unit
         n = min(g.channels, max(unit, n))
         return n - n % g.step  # channels is a multiple of step; a larger unit may not divide it

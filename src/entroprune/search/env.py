@@ -10,7 +10,6 @@ policies comparable: a reward cannot be gamed by spending less than the budget).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -121,7 +120,7 @@ class PruningEnv(gym.Env):
         """Smallest and largest channel count of group ``t`` that keep the target reachable."""
         g = self.groups[t]
         cands = np.arange(self.min_counts[t], self.hi_counts[t] + 1)
-        if (self.round_to > 1 and g.channels > self.round_to) or g.step > 1:
+        if self.structure.count_step(g, self.round_to) > 1:
             cands = np.unique([self.structure.round_group(g, c / g.channels, self.round_to) for c in cands])
         lo_case = self.counts.astype(float).copy()
         lo_case[t + 1:] = self.min_counts[t + 1:]
@@ -187,9 +186,8 @@ class PruningEnv(gym.Env):
         for i, g in enumerate(self.groups):
             if counts[i] >= self.hi_counts[i]:
                 continue
-            step = math.lcm(self.round_to if self.round_to > 1 and g.channels > self.round_to else 1, g.step)
             more = counts.copy()
-            more[i] = min(self.hi_counts[i], counts[i] + step)
+            more[i] = min(self.hi_counts[i], counts[i] + self.structure.count_step(g, self.round_to))
             if self.structure.macs(more) / self.total <= self.target * (1 + 1e-9):
                 return False
         return True
