@@ -6,6 +6,7 @@ Every command turns an :class:`EntropruneError` into one line on stderr and exit
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,15 @@ TrustPickle = Annotated[bool, typer.Option(help="Allow pickled objects (runs cod
 CheckpointDataset = Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")]
 
 
+def _ignore_further_ctrl_c() -> None:
+    """The command is stopping because of a Ctrl-C: a second press during shutdown (atexit, torch's
+    finalizers) would otherwise print a KeyboardInterrupt traceback after the one-line message."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread (the CLI called from a thread): nothing to guard
+        pass
+
+
 def handle_errors(fn):
     """Bad input ends in one readable line and exit 2, never a traceback."""
 
@@ -46,6 +56,7 @@ def handle_errors(fn):
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
+            _ignore_further_ctrl_c()
             remove_empty_created_dirs()
             err.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
@@ -282,6 +293,7 @@ def search(
                                 resume=resume, force=force, quiet=quiet, importance=importance,
                                 trust_pickle=trust_pickle, workers=workers, ray_address=ray_address)
     except SearchInterrupted as exc:
+        _ignore_further_ctrl_c()
         err.print(str(exc), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {flops_target:.1%}), "

@@ -257,6 +257,31 @@ def test_second_sigint_stops_at_once_and_the_search_still_resumes(digits_ckpt, t
     assert episodes == list(range(60))
 
 
+def test_ctrl_c_during_shutdown_adds_nothing_to_the_one_line(digits_ckpt, tmp_path):
+    """A second Ctrl-C pressed after the stop message (while torch's finalizers run) must not print a
+    KeyboardInterrupt traceback under it."""
+    out = tmp_path / "late"
+    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target", "0.3",
+            "--episodes", "400", "--warmup", "8", "--calib-size", "64", "--rerank-top-k", "0",
+            "--out", str(out), "--quiet", "--device", "cpu"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+            (out / "episodes.jsonl").exists() and len((out / "episodes.jsonl").read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    first = proc.stderr.readline()  # the stop message: the command is now on its way out
+    for _ in range(20):  # keep pressing while the interpreter shuts down
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert "--resume" in first
+    assert proc.returncode == 130 and rest.strip() == "" and "Traceback" not in rest, rest
+
+
 def test_interrupt_handler_counts_ctrl_c():
     from entroprune.search.loop import _Interrupt
 
