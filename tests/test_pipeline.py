@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,13 +118,41 @@ def test_finetune_recovers_accuracy(pruned, tmp_path):
     assert hashlib.sha256(src.read_bytes()).hexdigest() == digest  # input untouched
 
 
-def test_run_quick_cli(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--out-root",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+def _quick_run(root: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--seed", "0",
+                           "--out-root", str(root)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    runs = [p for p in tmp_path.iterdir() if p.name.startswith("run-")]
+    runs = [p for p in root.iterdir() if p.name.startswith("run-")]
     assert len(runs) == 1
-    run = runs[0]
+    return proc, runs[0]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    return _quick_run(tmp_path_factory.mktemp("quick"))
+
+
+def test_run_is_deterministic(quick_run, tmp_path):
+    """Same seed, same result: the policy, the fine-tuned weights and every accuracy (latencies aside)."""
+    _, first = quick_run
+    _, second = _quick_run(tmp_path)
+    for rel in ("search/policy.json", "uniform/policy.json"):
+        if (first / rel).exists() or (second / rel).exists():
+            # the base checkpoint's path and hash differ (its metrics hold training times), nothing else
+            a, b = (json.loads((r / rel).read_text()) for r in (first, second))
+            for d in (a, b):
+                d.pop("checkpoint", None), d.pop("checkpoint_sha256", None)
+            assert a == b, rel
+    a = torch.load(first / "finetuned" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(second / "finetuned" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ev1, ev2 = (json.loads((r / "evaluation.json").read_text()) for r in (first, second))
+    assert [r["test_accuracy"] for r in ev1["rows"]] == [r["test_accuracy"] for r in ev2["rows"]]
+    assert ev1["uniform_reference"]["test_accuracy"] == ev2["uniform_reference"]["test_accuracy"]
+
+
+def test_run_quick_cli(quick_run):
+    proc, run = quick_run
     for rel in ("finetuned/model.pt", "pruned/model.pt", "model.onnx", "report.md", "report.json",
                 "plots/keep_ratios.png", "plots/reward.png", "search/policy.json", "config.yaml"):
         assert (run / rel).exists(), rel
