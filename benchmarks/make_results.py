@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--grid", default=str(Path(__file__).with_name("reproduce.yaml")))
     ap.add_argument("--out", default="docs/results.md")
     ap.add_argument("--studies", default="docs/measurements", help="folder of reward_study_ft_*.json")
-    ap.add_argument("--readme", default="README.md", help="README whose results markers get the summary "
+    ap.add_argument("--readme", default="docs/paper.md", help="page whose results markers get the summary "
                     "('' to leave it alone)")
     args = ap.parse_args()
     grid = yaml.safe_load(Path(args.grid).read_text())
@@ -404,7 +404,7 @@ def variant_ranking(studies: list[dict], top: int = 6) -> list[str]:
 
 def summary_table(cells: dict, models: list[str], targets: list[float], sources: list[str], baselines: dict,
                   n_seeds: int, grid: dict, followup: dict[str, list[str]] | None = None) -> list[str]:
-    """The README's results table: mean test accuracy after fine-tuning per source (follow-up sources
+    """The results table of docs/paper.md: mean test accuracy after fine-tuning per source (follow-up sources
     in their own columns, '-' for models they are not run on), run cells only."""
     followup = followup or {}
     cols = sources + [f"{f} (follow-up)" for f in followup]

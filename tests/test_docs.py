@@ -1,0 +1,22 @@
+"""The README and code comments say why, not when: history lives in git (issue 19)."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# "commit 9b88e4c", "pre-f9e7896", "before 2ef43f5": a short hash next to a word of history
+HASH = re.compile(r"\b(?:commit|pre-|before|after|since|until)\s*[0-9a-f]{7,12}\b")
+
+
+def test_no_commit_hashes_in_readme_or_code():
+    files = [ROOT / "README.md", ROOT / "DEVELOPERS.md", *sorted((ROOT / "src" / "entroprune").rglob("*.py"))]
+    hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in files
+            for i, line in enumerate(p.read_text().splitlines(), 1) if HASH.search(line)]
+    assert not hits, "\n".join(hits)
+
+
+def test_readme_names_the_two_commands_and_its_generated_blocks():
+    text = (ROOT / "README.md").read_text()
+    assert "make run" in text and "make test" in text
+    for block in ("main-job", "arena"):
+        assert f"<!-- {block}:begin -->" in text and f"<!-- {block}:end -->" in text
