@@ -17,6 +17,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from entroprune.cli import FLAG_NAMES  # noqa: E402
+from entroprune.errors import as_flags  # noqa: E402
 from tests.archs import ARCHITECTURES, run_architecture  # noqa: E402
 
 
@@ -44,7 +46,7 @@ def main() -> None:
     for name, (_, bad) in ARCHITECTURES.items():
         if bad:
             with tempfile.TemporaryDirectory() as tmp:
-                lines.append(f"- {name}: `{run_architecture(name, 0.5, Path(tmp))['refusal']}`")
+                lines.append(f"- {name}: `{as_flags(run_architecture(name, 0.5, Path(tmp))['refusal'], FLAG_NAMES)}`")
     (ROOT / "docs" / "architectures.md").write_text("\n".join(lines) + "\n")
 
 

@@ -20,7 +20,7 @@ def test_architecture_prunes_or_is_refused_in_one_line(name, target, tmp_path):
     if bad is None:
         assert row["refusal"] is None
     else:  # refused, naming the layer and the fix, in one line; then the user leaves it whole
-        assert f"--ignore {bad}" in row["refusal"] and "\n" not in row["refusal"]
+        assert f"`ignored_layers={bad}`" in row["refusal"] and "\n" not in row["refusal"]
         if row["target"] != target:
             assert "is unreachable" in row["unreachable"] and "\n" not in row["unreachable"]
     assert row["shapes_kept"]  # the model's outputs keep their shape

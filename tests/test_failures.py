@@ -264,7 +264,7 @@ EXPECT = {
     'config with bad YAML': 'is not valid YAML',
     'config with two seeds': "config key 'search.seed' (2) differs",
     'config with 0 workers': "config key 'workers'",
-    'config with ray_address, 1 worker': "'ray_address' needs config key 'workers' >= 2",
+    'config with ray_address, 1 worker': "'ray_address' needs 'workers' >= 2",
     'unknown export format': "unknown export format 'tflite'",
     'missing run folder': 'no_run does not exist',
     'resume with nothing to resume': 'nothing to resume in',

@@ -298,7 +298,7 @@ def test_a_group_torch_pruning_gets_wrong_is_one_line_and_the_rest_prunes(net_cl
     torch.manual_seed(0)
     net = net_class().eval()
     x = torch.randn(32, 1, 16, 16)
-    with pytest.raises(ConfigError, match=rf"--ignore {bad}\b") as err:
+    with pytest.raises(ConfigError, match=rf"`ignored_layers={bad}`") as err:
         Structure(net, x[:1])
     assert "\n" not in str(err.value)
     cfg = ep.SearchConfig(flops_target=0.7, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, ignored_layers=[bad])

@@ -68,8 +68,8 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
     if not data.labelled:
         raise DataError(f"dataset {dataset} has no labels; training needs one sub-folder per class")
     if ckpt_path.exists() and not force:
-        raise ConfigError(f"{ckpt_path} already exists; pass --force to overwrite it or choose "
-                          "another --out")
+        raise ConfigError(f"{ckpt_path} already exists; pass `force=True` to overwrite it or choose "
+                          "another `out_dir`")
     check_writable_dir(out_dir)
     # The initial weights come from the global RNG: seed it here, not only in the CLI, or API
     # callers (the main job, benchmarks) get a different baseline on every run.
@@ -114,7 +114,7 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     from .latency import add_ratios, latency_rows
 
     if batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+        raise ConfigError(f"`batch_size` must be >= 1, got {batch_size}")
 
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
@@ -122,7 +122,7 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     orig_path = original or (ckpt.pruning or {}).get("original")
     if orig_path:
         if not Path(orig_path).exists():
-            raise CheckpointError(f"the original checkpoint {orig_path} is gone; pass --original PATH")
+            raise CheckpointError(f"the original checkpoint {orig_path} is gone; pass `original` (a path)")
         entries.append(("original", load_model(orig_path, trust_pickle)[0]))
     entries.append(("pruned" if ckpt.pruning else Path(path).name, model))
     rows = []
@@ -156,9 +156,9 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     structure = build_structure(model, ckpt.spec, pol.get("importance", "l1"), _ignored(pol))
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
     if (out_dir / "model.pt").resolve() == Path(path).resolve():
-        raise ConfigError(f"--out {out_dir} would overwrite the checkpoint being pruned; choose another --out")
+        raise ConfigError(f"`out_dir` {out_dir} would overwrite the checkpoint being pruned; choose another `out_dir`")
     if (out_dir / "model.pt").exists() and not force:
-        raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass --force or choose another --out")
+        raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass `force=True` or choose another `out_dir`")
     check_writable_dir(out_dir)
     pruned, history = prune_model(model, structure, counts)
     if bn_recalibration:
@@ -232,13 +232,13 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
 
     out_dir = Path(out_dir)
     if nproc < 1:
-        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+        raise ConfigError(f"`nproc` must be >= 1, got {nproc}")
     model, ckpt = load_model(path, trust_pickle)
-    if Path(out_dir).resolve() == Path(path).resolve().parent:  # even with --force: inputs are never replaced
-        raise ConfigError(f"--out {out_dir} would overwrite the input checkpoint; choose another --out")
+    if Path(out_dir).resolve() == Path(path).resolve().parent:  # even with force: inputs are never replaced
+        raise ConfigError(f"`out_dir` {out_dir} would overwrite the input checkpoint; choose another `out_dir`")
     refuse_output_inside(out_dir, [_data_folder(ckpt.spec, None, data_dir)])
     if (out_dir / "model.pt").exists() and not force:
-        raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass --force or choose another --out")
+        raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass `force=True` or choose another `out_dir`")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, schedule="cosine")
     config.validate()
     data = load_data_for_spec(ckpt.spec, None, data_dir)
@@ -246,11 +246,11 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     if distill:
         tpath = teacher or (ckpt.pruning or {}).get("original")
         if not tpath:
-            raise ConfigError("--distill needs a teacher: the checkpoint names no original, pass --teacher PATH "
-                              "or --no-distill")
+            raise ConfigError("`distill` needs a teacher: the checkpoint names no original, pass `teacher` (a path) "
+                              "or `distill=False`")
         teacher_model = load_model(tpath, trust_pickle)[0]
     if nproc > 1 and batch_size < nproc:
-        raise ConfigError(f"--batch-size {batch_size} cannot be split over --nproc {nproc}; raise it")
+        raise ConfigError(f"`batch_size` {batch_size} cannot be split over `nproc` {nproc}; raise it")
     check_writable_dir(out_dir)
     if nproc > 1 and not distributed.in_process_group():
         kwargs = {"path": str(path), "out_dir": str(out_dir), "epochs": epochs, "lr": lr, "batch_size": batch_size,
@@ -331,8 +331,8 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
     _check_workers(workers, ray_address)
     out_dir = Path(out_dir)
     if (out_dir / LOG_FILE).exists() and not (resume or force):
-        raise ConfigError(f"{out_dir} already holds a search; pass --resume to continue it, --force to "
-                          "start over, or choose another --out")
+        raise ConfigError(f"{out_dir} already holds a search; pass `resume=True` to continue it, `force=True` to "
+                          "start over, or choose another `out_dir`")
     model, ckpt = load_model(path, trust_pickle)
     if ckpt.pruning:
         raise ConfigError(f"{path} is already pruned; search on the original (unpruned) checkpoint")
@@ -347,7 +347,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
 
     PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)  # reachable target?
     if resume and not (out_dir / STATE_FILE).exists():
-        raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without --resume")
+        raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without `resume=True`")
     check_writable_dir(out_dir)
     model.to(device)
     import hashlib
@@ -362,18 +362,17 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, datase
                       workers=workers, ray_address=ray_address, recovery_images=recovery)
 
 
-def _check_workers(workers: int, ray_address: str | None,
-                   flags: tuple[str, str] = ("--workers", "--ray-address")) -> None:
+def _check_workers(workers: int, ray_address: str | None) -> None:
     """Fail before reading data or writing anything when the parallel set-up cannot work."""
     from .search.scoring import check_ray_address, import_ray
 
     if workers < 1:
-        raise ConfigError(f"{flags[0]} must be >= 1, got {workers}")
+        raise ConfigError(f"`workers` must be >= 1, got {workers}")
     if workers > 1:
         import_ray()
         check_ray_address(ray_address)
     elif ray_address:
-        raise ConfigError(f"{flags[1]} needs {flags[0]} >= 2")
+        raise ConfigError("`ray_address` needs `workers` >= 2")
 
 
 def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None,
@@ -383,7 +382,7 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
     from .entropy import VARIANTS, EntropyProbe, activation_points
 
     if calib_size < 1:
-        raise ConfigError(f"--calib-size must be >= 1, got {calib_size}")
+        raise ConfigError(f"`calib_size` must be >= 1, got {calib_size}")
 
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
@@ -452,7 +451,7 @@ def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    _check_workers(cfg.workers, cfg.ray_address, flags=("config key 'workers'", "config key 'ray_address'"))
+    _check_workers(cfg.workers, cfg.ray_address)
     dataset = resolve_dataset(cfg.dataset, cfg.data_dir, say)
     cfg.dataset = dataset
     cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})

@@ -161,7 +161,7 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
         if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
             raise CheckpointError(
                 f"{path} contains pickled Python objects, which can run arbitrary code when "
-                "loaded; if you trust its author, pass --trust-pickle") from None
+                "loaded; if you trust its author, pass `trust_pickle=True`") from None
         raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); "
                               "pass a file written by entroprune") from None
     except Exception as exc:  # torch.load raises many types (KeyError, RuntimeError, ...) on junk

@@ -41,8 +41,22 @@ def _ignore_further_ctrl_c() -> None:
         pass
 
 
-def handle_errors(fn):
-    """Bad input ends in one readable line and exit 2, never a traceback."""
+# Config fields and API parameters whose flag has another name (errors.as_flags renders the rest).
+FLAG_NAMES = {"out_dir": "out", "ignored_layers": "ignore", "reward.kind": "reward", "reward.layers": "entropy-layers",
+              "reward.physical": "physical-scoring"}
+
+
+def handle_errors(fn=None, *, render=None):
+    """Bad input ends in one readable line and exit 2 (a failed run: exit 1), never a traceback.
+
+    Messages name settings as the library has them; ``render`` (default: the flags) rewrites them for
+    the reader of this command.
+    """
+    from .errors import RunError, SearchInterrupted, as_flags
+
+    if fn is None:
+        return functools.partial(handle_errors, render=render)
+    render = render or (lambda message: as_flags(message, FLAG_NAMES))
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -51,10 +65,14 @@ def handle_errors(fn):
         forget_created_dirs()
         try:
             return fn(*args, **kwargs)
+        except SearchInterrupted as exc:
+            _ignore_further_ctrl_c()
+            err.print(render(str(exc)), highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         except EntropruneError as exc:
             remove_empty_created_dirs()
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            err.print(f"[bold red]error:[/] {render(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1 if isinstance(exc, RunError) else 2) from None
         except KeyboardInterrupt:
             _ignore_further_ctrl_c()
             remove_empty_created_dirs()
@@ -69,6 +87,19 @@ def handle_errors(fn):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _config_keys(message: str) -> str:
+    """``run`` reads its settings from YAML: name them as config keys (search settings under search.)."""
+    from dataclasses import fields
+
+    from .config import RunConfig
+    from .errors import as_keys
+    from .search import SearchConfig
+
+    top = {f.name for f in fields(RunConfig)}
+    search = {f.name for f in fields(SearchConfig)} - top
+    return as_keys(message, lambda path: f"search.{path}" if path.split(".")[0] in search else path)
 
 
 def _setup(seed: int, device: str, threads: int):
@@ -276,7 +307,7 @@ def search(
 ) -> None:
     """Search per-group keep ratios with an RL agent under a MACs budget; writes policy.json."""
     from .api import search_checkpoint
-    from .search import RewardConfig, SearchConfig, SearchInterrupted
+    from .search import RewardConfig, SearchConfig
 
     dev = _setup(seed, device, threads)
     band_value = _parse_band(band)
@@ -288,14 +319,9 @@ def search(
         reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize,
                             bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight,
                             maximize=maximize, physical=physical_scoring))
-    try:
-        res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
-                                resume=resume, force=force, quiet=quiet, importance=importance,
-                                trust_pickle=trust_pickle, workers=workers, ray_address=ray_address)
-    except SearchInterrupted as exc:
-        _ignore_further_ctrl_c()
-        err.print(str(exc), highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+    res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
+                            resume=resume, force=force, quiet=quiet, importance=importance,
+                            trust_pickle=trust_pickle, workers=workers, ray_address=ray_address)
     out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {flops_target:.1%}), "
               f"{res.episodes} episodes")
     if res.summary.get("rerank"):
@@ -390,7 +416,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (or a sear
 
 
 @app.command()
-@handle_errors
+@handle_errors(render=_config_keys)
 def run(
     config: Annotated[Path | None, typer.Option(help="YAML config (see configs/default.yaml).")] = None,
     quick: Annotated[bool, typer.Option(help="A small smoke run of the whole pipeline (< 1 minute).")] = False,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
-from .errors import ConfigError
+from .errors import SETTING, ConfigError, as_keys
 from .search import RewardConfig, SearchConfig
 
 _STRICT = ConfigDict(extra="forbid")
@@ -91,8 +91,9 @@ class RunConfig:
         def at(key: str, check) -> None:
             try:
                 check()
-            except ConfigError as exc:
-                raise ConfigError(f"config key {key!r}: {exc}") from None
+            except ConfigError as exc:  # a message naming its settings names them as keys under this one
+                text = str(exc)
+                raise ConfigError(as_keys(text, key) if SETTING.search(text) else f"config key {key!r}: {text}") from None
 
         b, f = self.baseline, self.finetune
         at("baseline", lambda: TrainConfig(epochs=b.epochs, lr=b.lr, batch_size=b.batch_size, augment=b.augment).validate())

@@ -203,7 +203,7 @@ def _idx_folder(name: str, data_dir: str | Path | None) -> Path:
     hint = ("install it with `apt-get install dataset-fashion-mnist`, or "
             if name == "fashion-mnist" else "")
     raise DataError(f"{name} IDX files not found (searched {searched}); {hint}"
-                    "pass --data-dir to the folder holding train-images-idx3-ubyte[.gz]")
+                    "pass `data_dir` to the folder holding train-images-idx3-ubyte[.gz]")
 
 
 def _idx_pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -269,16 +269,16 @@ def _cifar10(data_dir: str | Path | None):
                 test = (_load_cifar_batch(folder / "test_batch")
                         if (folder / "test_batch").is_file() else None)
                 return x, y, test
-    raise DataError("CIFAR-10 python batches not found; pass --data-dir to the folder "
+    raise DataError("CIFAR-10 python batches not found; pass `data_dir` to the folder "
                     "holding cifar-10-batches-py/data_batch_1 (CIFAR-10 cannot be downloaded here)")
 
 
 def _npz(data_dir: str | Path | None):
     if not data_dir:
-        raise DataError("the npz dataset needs --data-dir pointing to a .npz file with arrays x and y")
+        raise DataError("the npz dataset needs `data_dir` pointing to a .npz file with arrays x and y")
     path = Path(data_dir)
     if not path.is_file():
-        raise DataError(f"npz file {path} does not exist; pass --data-dir to an existing .npz file")
+        raise DataError(f"npz file {path} does not exist; pass `data_dir` to an existing .npz file")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             content = {k: arrays[k] for k in arrays.files}
@@ -416,10 +416,10 @@ def _folder_images(root: Path, image_size: int | None, in_channels: int | None =
 
 def _imagefolder(data_dir: str | Path | None, image_size: int | None, in_channels: int | None = None):
     if not data_dir:
-        raise DataError("the imagefolder dataset needs --data-dir pointing to a folder of images")
+        raise DataError("the imagefolder dataset needs `data_dir` pointing to a folder of images")
     root = Path(data_dir)
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass --data-dir to an existing folder")
+        raise DataError(f"image folder {root} does not exist; pass `data_dir` to an existing folder")
     if (root / "train").is_dir():
         x, y, classes = _folder_images(root / "train", image_size, in_channels)
         test = None
@@ -457,7 +457,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     folders, whose images are resized and converted (greyscale or colour) to them.
     """
     if train_limit is not None and train_limit < 1:
-        raise DataError(f"--train-limit must be >= 1 (or unset for every image), got {train_limit}")
+        raise DataError(f"`train_limit` must be >= 1 (or unset for every image), got {train_limit}")
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name in ("fashion-mnist", "mnist"):
@@ -495,7 +495,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     calib_size = min(1024, max(1, n // 10)) if calib_size is None else calib_size
     if val_size + calib_size >= n:
         raise DataError(f"validation ({val_size}) + calibration ({calib_size}) images leave no "
-                        f"training images out of {n}; lower --val-size / --calib-size")
+                        f"training images out of {n}; lower `val_size` / `calib_size`")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     xt, test_x = _resize(xt, min_size), _resize(torch.from_numpy(test[0]), min_size)

@@ -1,10 +1,22 @@
-"""One exception type for every bad input, so the CLI can turn it into one line and exit 2."""
+"""Exceptions the CLI turns into one line, and the names their messages give settings.
+
+Library messages name a setting as Python users write it, in backticks: a config field or an API
+parameter (`` `flops_target` ``, `` `reward.kind` ``, `` `resume=True` ``). The command line
+renders those as its flags (:func:`as_flags`), the YAML config loader as its keys
+(:func:`as_keys`), so each reader sees the name they typed.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
+
+# `name`, `a.b` or `name=value`: a setting named in a message
+SETTING = re.compile(r"`([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*)(?:=([^`]+))?`")
+
 
 class EntropruneError(Exception):
-    """A problem with the user's input: the message names the problem and the fix."""
+    """A problem with the user's input: the message names the problem and the fix (exit code 2)."""
 
 
 class DataError(EntropruneError):
@@ -17,3 +29,48 @@ class CheckpointError(EntropruneError):
 
 class ConfigError(EntropruneError):
     """An option, policy or config value is invalid."""
+
+
+class SearchInterrupted(Exception):
+    """A search stopped by Ctrl-C once its state is saved; the message says how to resume (exit 130)."""
+
+
+class RunError(EntropruneError):
+    """Not the input but the run: a training that diverged, a worker that died (exit code 1)."""
+
+
+def _render(message: str, name: Callable[[str, str | None], str]) -> str:
+    return SETTING.sub(lambda m: name(m.group(1), m.group(2)), message)
+
+
+def as_flags(message: str, aliases: Mapping[str, str] | None = None) -> str:
+    """The message with each setting written as the command line's flag: `` `flops_target` `` ->
+    ``--flops-target``, `` `force=True` `` -> ``--force``, `` `distill=False` `` -> ``--no-distill``,
+    `` `reward.kind='accuracy'` `` -> ``--reward accuracy`` (with ``aliases['reward.kind'] = 'reward'``)."""
+    aliases = aliases or {}
+
+    def flag(path: str, value: str | None) -> str:
+        name = aliases.get(path) or aliases.get(path.rsplit(".", 1)[-1]) or path.rsplit(".", 1)[-1]
+        dashed = name.replace("_", "-")
+        if value == "True":
+            return f"--{dashed}"
+        if value == "False":
+            return f"--no-{dashed}"
+        return f"--{dashed}" if value is None else f"--{dashed} {value.strip(chr(39) + chr(34))}"
+
+    return _render(message, flag)
+
+
+def as_keys(message: str, where: str | Callable[[str], str] = "") -> str:
+    """The message with each setting written as a YAML config key: `` `flops_target` `` ->
+    ``'search.flops_target'`` (``where`` a prefix, or a function of the setting's path giving its key),
+    `` `force=True` `` -> ``'force: true'``."""
+    full = where if callable(where) else (lambda path: f"{where}.{path}" if where else path)
+
+    def key(path: str, value: str | None) -> str:
+        if value is None:
+            return repr(full(path))
+        value = value.lower() if value in ("True", "False") else value.strip(chr(39) + chr(34))
+        return f"'{full(path)}: {value}'"
+
+    return _render(message, key)

@@ -115,7 +115,7 @@ def _read_episodes(path: Path) -> list[dict]:
             ok = False
         if not ok:
             raise ConfigError(f"{path} line {i} is not an episode record (a truncated write?); resume the search "
-                              "with --resume, which rewrites the log from its saved state")
+                              "with `resume=True`, which rewrites the log from its saved state")
         entries.append(e)
     return entries
 

@@ -269,7 +269,7 @@ def _make_group(g, dg, names: dict, mods: dict, rank: dict, out_hw: dict, imp) -
     except Exception as exc:  # noqa: BLE001 - e.g. a depthwise conv with a channel multiplier
         raise ConfigError(f"torch-pruning cannot rank the channels of group {name} ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); leave it whole with ignored "
-                          f"layers (--ignore {name}, SearchConfig.ignored_layers), or report the model "
+                          f"layers (`ignored_layers={name}`), or report the model "
                           "upstream") from None
     if step > 1:  # rank offsets within a chunk by their importance summed over the chunks
         scores = scores.reshape(step, channels // step).sum(0)
@@ -422,8 +422,8 @@ class Structure:
             names = ", ".join(broken)
             first = next(iter(broken.items()))
             raise ConfigError(f"torch-pruning cannot prune group(s) {names} of this model correctly ({first[0]}: "
-                              f"{first[1]}); leave them whole with ignored layers (--ignore {','.join(broken)}, "
-                              "SearchConfig.ignored_layers) and the rest is pruned, or report the model upstream")
+                              f"{first[1]}); leave them whole with ignored layers ("
+                              f"`ignored_layers={','.join(broken)}`) and the rest is pruned, or report the model upstream")
         self._base, self._exp, concat_calls = _cost_terms(base, ratio_calls, fracs)
         self._pbase, self._pexp, concat_params = _cost_terms(pbase, ratio_params, fracs)
         self.total_macs = float(base.sum())

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import DataBundle
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .utils import progress_bar
 
 
@@ -129,8 +129,7 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
                                   reduction="batchmean") * temp * temp
                     loss = (1 - config.distill_alpha) * loss + config.distill_alpha * kd
                 if not torch.isfinite(loss):
-                    raise ConfigError(f"training diverged (loss {loss.item()}) at epoch {epoch}; "
-                                      "lower --lr")
+                    raise RunError(f"training diverged (loss {loss.item()}) at epoch {epoch}; lower `lr`")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

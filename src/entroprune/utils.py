@@ -49,8 +49,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but no CUDA GPU is available; "
-                              "use --device auto or --device cpu")
+            raise ConfigError("`device=cuda` was asked for but no CUDA GPU is available; "
+                              "use `device=auto` or `device=cpu`")
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
@@ -112,9 +112,9 @@ def forget_created_dirs() -> None:
     _CREATED.clear()
 
 
-def refuse_output_inside(out: str | Path, inputs: list[str | Path | None], option: str = "--out") -> None:
+def refuse_output_inside(out: str | Path, inputs: list[str | Path | None], option: str = "`out_dir`") -> None:
     """An output folder that is, or lies inside, an input folder would change that input (a search's
-    plots in an image folder become a class of it on the next run): refused, even with --force."""
+    plots in an image folder become a class of it on the next run): refused, even with ``force``."""
     from .errors import ConfigError
 
     target = Path(out).resolve()
@@ -139,7 +139,7 @@ def check_writable_dir(path: str | Path) -> Path:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"output directory {path} is not writable ({exc.strerror}); "
-                          "choose another --out") from None
+                          "choose another `out_dir`") from None
     return path
 
 
@@ -196,7 +196,7 @@ def folder_lock(folder: str | Path, what: str):
     except OSError:
         fh.close()
         raise ConfigError(f"another entroprune process is writing {what} into {folder}; wait for it to finish "
-                          "or choose another --out") from None
+                          "or choose another `out_dir`") from None
     failed = True
     try:
         yield folder

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from entroprune.api import search_checkpoint
-from entroprune.errors import ConfigError
+from entroprune.errors import ConfigError, RunError
 from entroprune.search import SearchConfig
 from tests.conftest import assert_budget
 
@@ -111,8 +111,8 @@ def test_workers_without_ray_is_a_clear_error(digits_ckpt, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(workers=0), "--workers must be >= 1"),
-    (dict(ray_address="auto"), "--ray-address needs --workers >= 2"),
+    (dict(workers=0), "`workers` must be >= 1"),
+    (dict(ray_address="auto"), "`ray_address` needs `workers` >= 2"),
     (dict(workers=2, ray_address="127.0.0.1:1"), "cannot reach the Ray cluster at 127.0.0.1:1"),
     (dict(workers=2, ray_address="nonsense"), "is not auto or HOST:PORT"),
 ])
@@ -129,7 +129,7 @@ def test_sb3_agents_refuse_batches(digits_ckpt, tmp_path):
 
 
 def test_episode_batch_must_be_positive():
-    with pytest.raises(ConfigError, match="--episode-batch must be >= 1"):
+    with pytest.raises(ConfigError, match="`episode_batch` must be >= 1"):
         cfg(episode_batch=0).validate()
 
 
@@ -147,7 +147,7 @@ def test_dead_worker_is_one_line(digits_ckpt):
         full = structure.full_counts()
         assert len(scorer.score([full, full], [False, False])) == 2
         ray.kill(scorer.actors[1])
-        with pytest.raises(ConfigError, match="a Ray worker failed .*--resume"):
+        with pytest.raises(RunError, match="a Ray worker failed .*`resume=True`"):
             scorer.score([full, full], [False, False])
     finally:
         scorer.close()

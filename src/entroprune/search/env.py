@@ -48,11 +48,11 @@ class PruningEnv(gym.Env):
                  ratio_bounds: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
         if not (isinstance(flops_target, (int, float)) and 0 < flops_target <= 1):
-            raise ConfigError(f"--flops-target must lie in (0, 1] (fraction of MACs kept), got {flops_target}")
+            raise ConfigError(f"`flops_target` must lie in (0, 1] (fraction of MACs kept), got {flops_target}")
         if not 0 < min_keep <= 1:
-            raise ConfigError(f"--min-keep must lie in (0, 1], got {min_keep}")
+            raise ConfigError(f"`min_keep` must lie in (0, 1], got {min_keep}")
         if round_to < 1:
-            raise ConfigError(f"--round-to must be >= 1, got {round_to}")
+            raise ConfigError(f"`round_to` must be >= 1, got {round_to}")
         self.structure, self.scorer = structure, scorer
         self.target, self.min_keep, self.round_to, self.tolerance = flops_target, min_keep, round_to, tolerance
         self.groups = structure.groups
@@ -72,9 +72,9 @@ class PruningEnv(gym.Env):
             rounding = (f" (and at least {round_to} channels, counts being rounded to multiples of {round_to})"
                         if round_to > 1 else "")
             raise ConfigError(
-                f"--flops-target {flops_target} is unreachable: even keeping {min_keep:.0%} of every group"
+                f"`flops_target` {flops_target} is unreachable: even keeping {min_keep:.0%} of every group"
                 f"{rounding} leaves {floor:.1%} of the MACs (unprunable layers included); raise the target or lower "
-                f"--min-keep{' or --round-to' if round_to > 1 else ''}")
+                f"`min_keep`{' or `round_to`' if round_to > 1 else ''}")
         self._static = self._static_features()
         self.observation_space = gym.spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), dtype=np.float32)
         self.action_space = gym.spaces.Box(np.float32(min_keep), np.float32(1.0), (1,), dtype=np.float32)

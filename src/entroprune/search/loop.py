@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SearchInterrupted
 from ..prune import counts_to_dict, policy_to_ratios
 from ..structure import Structure
 from ..utils import atomic_write, folder_lock, progress_bar, write_json
@@ -96,16 +96,16 @@ class SearchConfig:
 
     def validate(self) -> None:
         if not (isinstance(self.flops_target, (int, float)) and 0 < self.flops_target <= 1):
-            raise ConfigError(f"--flops-target must lie in (0, 1] (fraction of MACs kept), got {self.flops_target}")
+            raise ConfigError(f"`flops_target` must lie in (0, 1] (fraction of MACs kept), got {self.flops_target}")
         check_agent(self.agent)
         if self.episodes < 1:
-            raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
+            raise ConfigError(f"`episodes` must be >= 1, got {self.episodes}")
         if self.calib_size < 1 or self.val_size < 0:
-            raise ConfigError("--calib-size must be >= 1 and --val-size >= 0")
+            raise ConfigError("`calib_size` must be >= 1 and `val_size` >= 0")
         if self.episode_batch < 1:
-            raise ConfigError(f"--episode-batch must be >= 1, got {self.episode_batch}")
+            raise ConfigError(f"`episode_batch` must be >= 1, got {self.episode_batch}")
         if self.warmup < 0 or self.checkpoint_every < 1 or self.diagnose_every < 0:
-            raise ConfigError("--warmup and --diagnose-every must be >= 0, --checkpoint-every >= 1")
+            raise ConfigError("`warmup` and `diagnose_every` must be >= 0, `checkpoint_every` >= 1")
         if self.band is not None and not (isinstance(self.band, (int, float)) and 0 <= self.band <= 1):
             raise ConfigError(f"band must lie in [0, 1] (or be null for none), got {self.band!r}")
         if self.rerank_top_k < 0 or self.recovery_steps < 0 or self.recovery_images < 0:
@@ -161,10 +161,6 @@ class _Interrupt:
     def __exit__(self, *exc):
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
-
-
-class SearchInterrupted(Exception):
-    """Raised after a Ctrl-C once the state is saved; the message says how to resume."""
 
 
 def _spearman(xs: list[float], ys: list[float]) -> float | None:
@@ -332,7 +328,7 @@ class Search:
         self.state_path, self.log_path = self.out_dir / STATE_FILE, self.out_dir / LOG_FILE
         self.sb3 = config.agent in SB3_AGENTS
         if self.sb3 and (workers > 1 or config.episode_batch > 1):
-            raise ConfigError("--workers and --episode-batch above 1 need the ddpg, random or uniform agent; "
+            raise ConfigError("`workers` and `episode_batch` above 1 need the ddpg, random or uniform agent; "
                               "Stable-Baselines3 agents step one environment at a time")
         if workers > config.episode_batch:
             warnings.warn(f"{workers} workers but episode_batch={config.episode_batch}: only {config.episode_batch} "
@@ -345,7 +341,7 @@ class Search:
             # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
             warnings.warn(f"groups {', '.join(blind)} output 1x1 maps, which the entropy reward cannot see: the "
                           "search sets their keep ratios blind (on VGG-16 at 28x28 crushing them cost about 20 "
-                          "points, docs/measurements/blind_layers.md); use larger inputs or --reward combined",
+                          "points, docs/measurements/blind_layers.md); use larger inputs or `reward.kind=combined`",
                           stacklevel=3)
         self.agent = None if self.sb3 else make_agent(config.agent, self.env.observation_space.shape[0], config)
         if self.agent is not None:
@@ -362,22 +358,22 @@ class Search:
     def load_state(self) -> None:
         """Continue from the saved state, refusing one written for other settings or inputs."""
         if not self.state_path.exists():
-            raise ConfigError(f"nothing to resume in {self.out_dir} (no {STATE_FILE}); run without --resume")
+            raise ConfigError(f"nothing to resume in {self.out_dir} (no {STATE_FILE}); run without `resume=True`")
         try:
             state = torch.load(self.state_path, weights_only=True)
             saved_cfg = {"episode_batch": 1, **json.loads(state["config"])}
         except Exception as exc:  # torch.load raises many types on a truncated or foreign file
             raise ConfigError(f"{self.state_path} is unreadable ({type(exc).__name__}); the save was interrupted or "
-                              "the file was edited: start a fresh --out (or --force)") from None
+                              "the file was edited: start a fresh `out_dir` (or `force=True`)") from None
         if saved_cfg != json.loads(json.dumps(self.config.to_dict())):
             raise ConfigError(f"{self.state_path} was written with other settings; resume with the same options "
-                              "or start a fresh --out")
+                              "or start a fresh `out_dir`")
         saved_meta = json.loads(state.get("meta", "{}"))
         differ = sorted(k for k in saved_meta if saved_meta[k] != json.loads(json.dumps(self.meta)).get(k))
         if differ:  # another checkpoint, dataset or channel ranking: two runs would mix in one log
             raise ConfigError(f"{self.state_path} was written for another {', '.join(differ)} "
                               f"({', '.join(str(saved_meta[k]) for k in differ)}); resume with the same inputs "
-                              "or start a fresh --out")
+                              "or start a fresh `out_dir`")
         if self.sb3:
             self.sb3_state = state["sb3"]
         else:
@@ -387,7 +383,7 @@ class Search:
         lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
         if len(lines) < self.episode:
             raise ConfigError(f"{self.log_path} has {len(lines)} episodes but the state expects {self.episode}; "
-                              "the run folder was edited, start a fresh --out")
+                              "the run folder was edited, start a fresh `out_dir`")
         self.log_lines = lines[:self.episode]
 
     def save_state(self, sb3_snapshot: dict | None = None) -> None:
@@ -447,7 +443,7 @@ class Search:
             self.scorer.close()
         if interrupted:
             raise SearchInterrupted(f"search stopped after {self.episode} episodes with its state saved at episode "
-                                    f"{self.saved_at}; continue with the same command plus --resume "
+                                    f"{self.saved_at}; continue with the same command plus `resume=True` "
                                     f"(out: {self.out_dir})")
 
     def _learn_batches(self, stop: _Interrupt, progress) -> bool:

@@ -116,9 +116,9 @@ class RewardEvaluator:
         config.validate()
         if config.kind in ("accuracy", "combined") and (val is None or len(val[0]) == 0 or (val[1] < 0).any()):
             raise ConfigError(f"the {config.kind} reward needs labelled validation images; "
-                              "use --reward entropy for unlabelled data")
+                              "use `reward.kind=entropy` for unlabelled data")
         if len(calib) == 0:
-            raise ConfigError("no calibration images; raise --calib-size")
+            raise ConfigError("no calibration images; raise `calib_size`")
         self.model, self.structure, self.config = model.eval(), structure, config
         # Calibration sets up to 1024 images go through in one batch (one-pass scoring).
         batch_size = batch_size or max(256, min(len(calib), 1024))
@@ -132,11 +132,11 @@ class RewardEvaluator:
         flat = structure.flat(measurable)
         if len(flat) == len(measurable):
             raise ConfigError("no prunable conv layer has an output map larger than 1x1 at this input size, so "
-                              "spatial entropy is undefined; use --reward accuracy or larger input images")
+                              "spatial entropy is undefined; use `reward.kind=accuracy` or larger input images")
         try:
             self.layers = select_layers(measurable, config.layers, flat=flat)
         except ValueError as exc:
-            raise ConfigError(f"--entropy-layers: {exc}") from None
+            raise ConfigError(f"`reward.layers`: {exc}") from None
         self.variants = [config.variant] + [v for v in extra_variants if v != config.variant]
         self.probe = EntropyProbe(model, self.layers, points, self.variants, config.levels)
         self.reference: dict[str, dict[str, float]] = {}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError
 from ..structure import Structure
 from .rewards import RewardConfig, RewardEvaluator, RewardResult
 
@@ -77,7 +77,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError("--workers > 1 needs Ray: pip install 'entroprune[ray]' (or run with --workers 1)") from None
+        raise ConfigError("`workers` > 1 needs Ray: pip install 'entroprune[ray]' (or run with `workers=1`)") from None
     return ray
 
 
@@ -89,12 +89,12 @@ def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
 
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"--ray-address {address!r} is not auto or HOST:PORT")
+        raise ConfigError(f"`ray_address` {address!r} is not auto or HOST:PORT")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
         raise ConfigError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with "
-                          "`ray start --head` or fix --ray-address") from None
+                          "ray start --head, or fix `ray_address`") from None
 
 
 class RayScorer(Scorer):
@@ -128,7 +128,7 @@ class RayScorer(Scorer):
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"the Ray cluster at {address}" if address else "a local Ray"
                 raise ConfigError(f"could not start or reach {where} ({str(exc).splitlines()[0]}); "
-                                  "check --ray-address or run with --workers 1") from None
+                                  "check `ray_address` or run with `workers=1`") from None
             self.started = True
         gpus = 0.0
         if device.type == "cuda":
@@ -144,7 +144,7 @@ class RayScorer(Scorer):
             self.reference_accuracy = self.ray.get(refs_acc)[0]
         except Exception as exc:  # an actor failed to build its evaluator
             self.close()
-            raise ConfigError(f"a Ray worker could not set up the reward ({_first_line(exc)}); "
+            raise RunError(f"a Ray worker could not set up the reward ({_first_line(exc)}); "
                               "is entroprune installed on every node?") from None
 
     def score(self, counts, with_accuracy):
@@ -153,8 +153,8 @@ class RayScorer(Scorer):
         try:
             return self.ray.get(futures)
         except self.ray.exceptions.RayError as exc:
-            raise ConfigError(f"a Ray worker failed ({_first_line(exc)}); the search state of the last "
-                              "checkpoint is saved: rerun the same command with --resume") from None
+            raise RunError(f"a Ray worker failed ({_first_line(exc)}); the search state of the last "
+                              "checkpoint is saved: rerun the same command with `resume=True`") from None
 
     def close(self) -> None:
         for a in getattr(self, "actors", []):
@@ -175,7 +175,7 @@ def make_scorer(model: nn.Module, structure: Structure, config: RewardConfig, ca
                 device: torch.device | str = "cpu") -> Scorer:
     """A LocalScorer for one worker, else a RayScorer."""
     if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"`workers` must be >= 1, got {workers}")
     if workers == 1:
         return LocalScorer(model, structure, config, calib, val)
     return RayScorer(model, structure, config, calib, val, workers, address, device)
