@@ -6,10 +6,10 @@ import csv
 import tempfile
 from pathlib import Path
 
-from entroprune.api import machine_description
 from entroprune.checkpoint import ModelSpec, save_checkpoint
 from entroprune.data import load_dataset
 from entroprune.models import build_model, min_input_size
+from entroprune.utils import machine_description
 
 
 def timing_checkpoint(model: str, dataset: str = "fashion-mnist", given: str | None = None) -> Path:

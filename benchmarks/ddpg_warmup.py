@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from entroprune.api import machine_description, search_checkpoint, train_baseline
+from entroprune.api import search_checkpoint, train_baseline
 from entroprune.search import SearchConfig
+from entroprune.utils import machine_description
 
 
 def row(name: str, seed: int, log: Path, warmup: int) -> str:

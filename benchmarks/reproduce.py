@@ -31,7 +31,6 @@ from common import append_row, read_rows, write_rows  # noqa: E402
 from entroprune.api import (  # noqa: E402
     evaluate_checkpoint,
     finetune_checkpoint,
-    machine_description,
     prune_checkpoint,
     search_checkpoint,
     train_baseline,
@@ -39,6 +38,7 @@ from entroprune.api import (  # noqa: E402
 from entroprune.errors import ConfigError  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
+from entroprune.utils import machine_description  # noqa: E402
 
 FIELDS = ["model", "target", "source", "seed", "baseline_accuracy", "accuracy_before_finetune", "test_accuracy",
           "macs_fraction", "params_fraction", "speedup_torch_b64", "search_time_s", "search_episodes",

@@ -10,7 +10,6 @@ from .api import (
     load_model,
     prune_checkpoint,
     prune_module,
-    run_pipeline,
     search_checkpoint,
     search_module,
     train_baseline,
@@ -21,6 +20,7 @@ from .data import load_dataset
 from .entropy import VARIANTS, layer_entropy
 from .errors import EntropruneError
 from .models import build_model
+from .pipeline import run_pipeline
 from .prune import Masker, prune_model, recalibrate_bn
 from .search import (
     PruningEnv,

@@ -426,8 +426,8 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """The main job: train (cached) -> search -> prune -> fine-tune -> evaluate -> export -> report."""
-    from .api import run_pipeline
     from .config import load_config
+    from .pipeline import run_pipeline
 
     cfg = load_config(config, quick=quick)
     if out_root is not None:

@@ -208,3 +208,20 @@ def folder_lock(folder: str | Path, what: str):
             lock.unlink(missing_ok=True)
             if created and not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def machine_description(threads: bool = True) -> str:
+    """CPU, cores and torch build, plus the current torch thread count unless ``threads`` is off
+    (for tables whose rows vary it)."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    machine = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{machine}, {torch.get_num_threads()} threads" if threads else machine

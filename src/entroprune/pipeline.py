@@ -1,0 +1,159 @@
+"""The main job, end to end: baseline (cached) -> search -> prune -> fine-tune -> evaluate -> export
+-> report, in a fresh run folder, with the uniform policy pruned and fine-tuned the same way beside it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .api import (
+    _check_workers,
+    build_structure,
+    evaluate_checkpoint,
+    export_checkpoint,
+    finetune_checkpoint,
+    load_model,
+    prune_checkpoint,
+    search_checkpoint,
+    train_baseline,
+)
+from .errors import ConfigError
+from .utils import check_writable_dir, machine_description, seed_everything, write_json
+
+
+def resolve_dataset(name: str, data_dir: str | None, say=print) -> str:
+    """Fashion-MNIST when present, else scikit-learn digits with a one-line notice."""
+    from .data import fashion_mnist_available
+
+    if name == "fashion-mnist" and not fashion_mnist_available(data_dir):
+        say("notice: Fashion-MNIST not found (apt-get install dataset-fashion-mnist); using scikit-learn digits")
+        return "digits"
+    return name
+
+
+def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None = None) -> Path:
+    """The main job: baseline (cached) -> entropy search -> prune -> fine-tune -> evaluate
+    -> export -> report, in a fresh run folder. Returns the folder."""
+    from .config import dump_config
+    from .report import write_report
+    from .search import SearchConfig
+    from .utils import resolve_device, set_threads, write_text
+
+    cfg.validate()
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    _check_workers(cfg.workers, cfg.ray_address)
+    dataset = resolve_dataset(cfg.dataset, cfg.data_dir, say)
+    cfg.dataset = dataset
+    cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})
+    cfg.search.validate()
+    root = Path(cfg.out_root)
+    b = cfg.baseline
+    cache = root / "cache" / f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
+    run_dir = _fresh_run_dir(root, run_dir)
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    ckpt_path = cache / "model.pt"
+    t0 = time.perf_counter()
+    if ckpt_path.exists():
+        say(f"baseline: reusing {ckpt_path}")
+    else:
+        say(f"baseline: training {cfg.model} on {dataset} for {b.epochs} epochs")
+        train_baseline(cfg.model, dataset, cache, epochs=b.epochs, lr=b.lr, batch_size=b.batch_size,
+                       width_mult=b.width_mult, data_dir=cfg.data_dir, seed=cfg.seed, device=device,
+                       train_limit=b.train_limit, quiet=quiet, augment=b.augment)
+    timings["baseline"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say(f"search: {cfg.search.agent} with the {cfg.search.reward.kind} reward, {cfg.search.episodes} episodes, "
+        f"target {cfg.search.flops_target:.0%} of the MACs")
+    result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, device=device, quiet=quiet,
+                               workers=cfg.workers, ray_address=cfg.ray_address)
+    timings["search"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    prune_checkpoint(ckpt_path, run_dir / "search" / "policy.json", run_dir / "pruned", device=device)
+    timings["prune"] = time.perf_counter() - t0
+    f = cfg.finetune
+    t0 = time.perf_counter()
+    say(f"finetune: {f.epochs} epochs{' with distillation' if f.distill else ''}")
+    finetune_checkpoint(run_dir / "pruned" / "model.pt", run_dir / "finetuned", epochs=f.epochs, lr=f.lr,
+                        batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet,
+                        nproc=f.nproc)
+    timings["finetune"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say("evaluate: accuracy, MACs and CPU latency (torch, onnxruntime)")
+    rows = evaluate_checkpoint(run_dir / "finetuned" / "model.pt", device=device, latency=True,
+                               repeats=cfg.latency_repeats)
+    timings["evaluate"] = time.perf_counter() - t0
+    export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
+                      cfg.export_format)
+    uniform = _uniform_policy(ckpt_path, cfg.search)
+    reference = None
+    if cfg.reference_uniform:
+        t0 = time.perf_counter()
+        reference = _uniform_reference(ckpt_path, run_dir / "uniform", uniform, cfg, result, device, quiet, say)
+        timings["uniform_reference"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+    write_json(run_dir / "evaluation.json", {
+        "model": cfg.model, "dataset": dataset, "flops_target": cfg.search.flops_target, "rows": rows,
+        "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
+        "timings_s": timings, "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
+        "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
+    write_report(run_dir)
+    return run_dir
+
+
+def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
+    """``run_dir``, or a new ``run-<date>-<time>`` under ``root``; refused when it holds anything."""
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir, n = root / f"run-{stamp}", 1
+        while run_dir.exists():
+            n += 1
+            run_dir = root / f"run-{stamp}-{n}"
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run folder {run_dir} is not empty; choose another")
+    return check_writable_dir(run_dir)
+
+
+def _uniform_policy(ckpt_path: Path, search) -> dict[str, float]:
+    """The uniform policy of the search's target, floor and rounding (the report's reference line)."""
+    from .prune import policy_to_ratios
+    from .search import fixed_policy_counts, uniform_ratio
+
+    model, ckpt = load_model(ckpt_path)
+    structure = build_structure(model, ckpt.spec, ignored=search.ignored_layers)
+    counts, _ = fixed_policy_counts(structure, search, [uniform_ratio(structure, search)] * len(structure.groups))
+    return policy_to_ratios(structure, counts)
+
+
+def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cfg, result, device, quiet: bool,
+                       say) -> dict[str, Any]:
+    """The uniform policy pruned and fine-tuned exactly like the searched one: the report's reference line."""
+    if result.policy == uniform:  # the search returned the uniform policy itself: nothing else to train
+        say("uniform reference: the search chose the uniform policy; no second fine-tune")
+        finetuned = json.loads((out.parent / "finetuned" / "metrics.json").read_text())
+        return {"test_accuracy": finetuned["test_accuracy"], "macs": finetuned["macs"], "params": finetuned["params"],
+                "same_as_searched": True}
+    say("uniform reference: the uniform policy with the same fine-tune")
+    write_json(out / "policy.json", {"policy": uniform, "agent": "uniform"})
+    prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", device=device)
+    f = cfg.finetune
+    m = finetune_checkpoint(out / "pruned" / "model.pt", out / "finetuned", epochs=f.epochs, lr=f.lr,
+                            batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet,
+                            nproc=f.nproc)
+    return {"test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"], "same_as_searched": False}
+
+
+# ----------------------------------------------------------------------------- any nn.Module
+
+
+__all__ = ["run_pipeline", "resolve_dataset"]
