@@ -115,7 +115,8 @@ def measured_macs_fraction(ckpt_path: Path, counts: dict[str, int]) -> float:
     import copy
 
     from entroprune.api import build_structure, load_model
-    from entroprune.structure import apply_physical, count_macs_params
+    from entroprune.prune import apply_physical
+    from entroprune.structure import count_macs_params
 
     model, ckpt = load_model(ckpt_path)
     model.eval()

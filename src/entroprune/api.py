@@ -223,11 +223,11 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     """Fine-tune a (pruned) checkpoint with SGD + cosine schedule, optionally distilling
     from the unpruned teacher; writes model.pt and metrics.json into ``out_dir``.
 
-    ``nproc`` > 1 trains data-parallel in that many local processes (:mod:`entroprune.distributed`);
+    ``nproc`` > 1 trains data-parallel in that many local processes (:mod:`entroprune.ddp`);
     ``batch_size`` stays the global batch, split across them. Inside a torchrun group it trains
     data-parallel whatever ``nproc`` says.
     """
-    from . import distributed
+    from . import ddp
 
     out_dir = Path(out_dir)
     if nproc < 1:
@@ -251,14 +251,14 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     if nproc > 1 and batch_size < nproc:
         raise ConfigError(f"`batch_size` {batch_size} cannot be split over `nproc` {nproc}; raise it")
     check_writable_dir(out_dir)
-    if nproc > 1 and not distributed.in_process_group():
+    if nproc > 1 and not ddp.in_process_group():
         kwargs = {"path": str(path), "out_dir": str(out_dir), "epochs": epochs, "lr": lr, "batch_size": batch_size,
                   "distill": distill, "teacher": None if teacher is None else str(teacher), "seed": seed,
                   "device": str(device), "force": True, "quiet": quiet, "trust_pickle": trust_pickle,
                   "data_dir": None if data_dir is None else str(data_dir)}
-        return {**distributed.launch_finetune(kwargs, nproc), "checkpoint": str(out_dir / "model.pt")}
+        return {**ddp.launch_finetune(kwargs, nproc), "checkpoint": str(out_dir / "model.pt")}
 
-    ctx = distributed.join(device) if distributed.in_process_group() else None
+    ctx = ddp.join(device) if ddp.in_process_group() else None
     if ctx is not None:
         device = ctx.device
     main_rank = ctx is None or ctx.is_main
@@ -272,13 +272,13 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
 
         shard = data.loader("train", batch_size, shuffle=True, augment=config.augment, seed=seed, device=device,
                             shard=(ctx.rank, ctx.world))
-        ddp = DistributedDataParallel(model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
-        history = train_model(ddp, None, config, seed=seed, device=device, teacher=teacher_model,
+        parallel_model = DistributedDataParallel(model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
+        history = train_model(parallel_model, None, config, seed=seed, device=device, teacher=teacher_model,
                               quiet=quiet or not main_rank, description=f"finetune x{ctx.world}", train_loader=shard,
                               val_loader=data.loader("val", 512, device=device) if main_rank else None,
                               eval_model=model)
         if not main_rank:
-            distributed.leave()
+            ddp.leave()
             return {}
     # Running BN statistics lag behind weights that changed quickly; short fine-tunes end
     # far better with statistics re-estimated on training images.
@@ -293,7 +293,7 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     save_checkpoint(out_dir / "model.pt", ckpt.spec, model.cpu(), pruning=ckpt.pruning, metrics=metrics)
     write_json(out_dir / "metrics.json", metrics)
     if ctx is not None:
-        distributed.leave()
+        ddp.leave()
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}
 
 

@@ -9,8 +9,9 @@ zero, which is what its absence contributes downstream.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,7 +19,34 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from .errors import CheckpointError
-from .structure import Structure, apply_physical
+
+if TYPE_CHECKING:  # structure probes its groups with this module's pruning: no import back at run time
+    from .structure import Structure
+
+
+def apply_physical(model: nn.Module, structure: Structure, keep: Mapping[str, int]) -> list:
+    """Remove channels in place with torch-pruning; returns the pruning history.
+
+    Channels come from ``structure``'s ranking, computed on the unmodified weights, so the
+    choice does not depend on the order in which groups are pruned.
+    """
+    model.eval()
+    mods = dict(model.named_modules())
+    with torch.enable_grad():
+        dg = tp.DependencyGraph().build_dependency(model, structure.example_input.to(
+            next(model.parameters()).device))
+    for g in structure.groups:
+        count = int(keep.get(g.name, g.channels))
+        if count >= g.channels:
+            continue
+        root = mods[g.name]
+        fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else (
+            tp.prune_depthwise_conv_out_channels if g.layer_type == "depthwise"
+            else tp.prune_conv_out_channels)
+        idxs = [g.member_idxs[g.name][i] for i in g.removed(count)]
+        with torch.enable_grad():
+            dg.get_pruning_group(root, fn, idxs=idxs).prune()
+    return dg.pruning_history()
 
 
 class Masker:

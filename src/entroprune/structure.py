@@ -27,6 +27,7 @@ import torch_pruning as tp
 from torch_pruning.utils.op_counter import MODULES_MAPPING
 
 from .errors import ConfigError
+from .prune import Masker, apply_physical
 from .utils import forward_with_hooks
 
 IMPORTANCES = ("l1", "l2")
@@ -382,8 +383,6 @@ class Structure:
         # statistics legitimately change when channels are removed.
         masker = None
         if not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in model.modules()):
-            from .prune import Masker  # prune builds on this module
-
             masker = Masker(copy.deepcopy(model).eval(), self)
         for j, g in enumerate(self.groups):
             chunks = g.channels // g.step
@@ -519,29 +518,4 @@ class Structure:
         return self.keep_counts(policy, round_to)
 
 
-def apply_physical(model: nn.Module, structure: Structure, keep: Mapping[str, int]) -> list:
-    """Remove channels in place with torch-pruning; returns the pruning history.
-
-    Channels come from ``structure``'s ranking, computed on the unmodified weights, so the
-    choice does not depend on the order in which groups are pruned.
-    """
-    model.eval()
-    mods = dict(model.named_modules())
-    with torch.enable_grad():
-        dg = tp.DependencyGraph().build_dependency(model, structure.example_input.to(
-            next(model.parameters()).device))
-    for g in structure.groups:
-        count = int(keep.get(g.name, g.channels))
-        if count >= g.channels:
-            continue
-        root = mods[g.name]
-        fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else (
-            tp.prune_depthwise_conv_out_channels if g.layer_type == "depthwise"
-            else tp.prune_conv_out_channels)
-        idxs = [g.member_idxs[g.name][i] for i in g.removed(count)]
-        with torch.enable_grad():
-            dg.get_pruning_group(root, fn, idxs=idxs).prune()
-    return dg.pruning_history()
-
-
-__all__ = ["Structure", "Group", "count_macs_params", "apply_physical", "IMPORTANCES"]
+__all__ = ["Structure", "Group", "count_macs_params", "IMPORTANCES"]

@@ -7,9 +7,9 @@ from gymnasium.utils.env_checker import check_env
 
 from entroprune.errors import ConfigError
 from entroprune.models import build_model
-from entroprune.prune import counts_to_dict
+from entroprune.prune import apply_physical, counts_to_dict
 from entroprune.search.env import PruningEnv
-from entroprune.structure import Structure, apply_physical, count_macs_params
+from entroprune.structure import Structure, count_macs_params
 
 torch.manual_seed(0)
 models = {name: build_model(name, 10, 1, 0.5).eval() for name in ("vgg", "resnet20", "mobilenetv2")}

@@ -30,8 +30,8 @@ import torch.nn as nn
 
 from ..entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
 from ..errors import ConfigError
-from ..prune import Masker, bn_calibration, counts_to_dict, recalibrate_bn
-from ..structure import Structure, apply_physical
+from ..prune import Masker, apply_physical, bn_calibration, counts_to_dict, recalibrate_bn
+from ..structure import Structure
 from .recovery import kl_to_teacher, main_output
 
 REWARDS = ("entropy", "accuracy", "combined", "kl")

@@ -1,7 +1,7 @@
 """Data-parallel fine-tuning over torch.distributed (gloo on CPU, nccl on GPU).
 
 ``entroprune finetune ... --nproc N`` launches N local processes through torchrun's engine
-(:func:`torch.distributed.launcher.api.elastic_launch`); each runs this module, joins the
+(:func:`torch.distributed.launcher.api.elastic_launch`); each runs :mod:`entroprune.ddp_worker`, joins the
 process group and calls :func:`entroprune.api.finetune_checkpoint`, which sees the group
 and trains a DistributedDataParallel copy on its shard of every batch. Rank 0 writes the
 same ``model.pt`` and ``metrics.json`` as a single-process run.
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 
 #: Marks a worker's one-line error so the launcher can repeat it.
 ERROR_MARK = "entroprune worker error:"
@@ -81,36 +81,9 @@ def launch_finetune(kwargs: dict[str, Any], nproc: int, threads: int | None = No
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures are reported below
     try:
-        elastic_launch(config, sys.executable)("-m", "entroprune.distributed", json.dumps(kwargs))
+        elastic_launch(config, sys.executable)("-m", "entroprune.ddp_worker", json.dumps(kwargs))
     except ChildFailedError as exc:
         codes = sorted({f.exitcode for f in exc.failures.values()})
-        raise ConfigError(f"distributed fine-tuning failed (worker exit codes {codes}); "
+        raise RunError(f"distributed fine-tuning failed (worker exit codes {codes}); "
                           "the worker's message is above") from None
     return json.loads((Path(kwargs["out_dir"]) / "metrics.json").read_text())
-
-
-def main() -> None:
-    """A worker: fine-tune in the process group torchrun set up; errors are one line, exit 2."""
-    from .api import finetune_checkpoint
-
-    kwargs = json.loads(sys.argv[1])
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    code = 0
-    try:
-        finetune_checkpoint(**kwargs)
-    except ConfigError as exc:
-        print(f"{ERROR_MARK} {exc}", file=sys.stderr, flush=True)
-        code = 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    # Leave without running C++ static destructors: at interpreter exit, torch's gloo/c10d
-    # threads were sometimes destroyed while joinable ("terminate called without an active
-    # exception", SIGABRT) after all work was done and written, failing the launch.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    main()
