@@ -35,6 +35,7 @@ test: setup
 
 lint:
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 format:
 	$(VENV)/bin/ruff format src tests benchmarks

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -18,6 +19,13 @@ from .models import build_model, min_input_size
 from .structure import count_macs_params
 from .train import TrainConfig, evaluate, train_model
 from .utils import check_writable_dir, forward_with_hooks, refuse_output_inside, seed_everything, write_json
+
+if TYPE_CHECKING:
+    from .search import SearchConfig, SearchResult
+    from .structure import Structure
+
+# Images for calibration: a tensor, or batches (a DataLoader) of images or (image, label) pairs.
+Images = torch.Tensor | Iterable[Any]
 
 
 def _data_folder(spec: ModelSpec, dataset: str | None, data_dir: str | Path | None) -> str | Path | None:
@@ -272,7 +280,7 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
 
         shard = data.loader("train", batch_size, shuffle=True, augment=config.augment, seed=seed, device=device,
                             shard=(ctx.rank, ctx.world))
-        parallel_model = DistributedDataParallel(model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
+        parallel_model = DistributedDataParallel(model.to(device), device_ids=[device.index] if torch.device(device).type == "cuda" else None)
         history = train_model(parallel_model, None, config, seed=seed, device=device, teacher=teacher_model,
                               quiet=quiet or not main_rank, description=f"finetune x{ctx.world}", train_loader=shard,
                               val_loader=data.loader("val", 512, device=device) if main_rank else None,
@@ -308,17 +316,18 @@ def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = "onnx",
     return export_model(model, ckpt.spec.example_input(), out_file, fmt)
 
 
-def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1", ignored: list[str] | tuple = ()):
+def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1",
+                    ignored: list[str] | tuple[str, ...] = ()) -> Structure:
     from .structure import Structure
 
     return Structure(model, spec.example_input(), importance=importance, ignored=ignored)
 
 
-def search_checkpoint(path: str | Path, out_dir: str | Path, config=None, dataset: str | None = None,
+def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfig | None = None, dataset: str | None = None,
                       data_dir: str | Path | None = None, device: torch.device | str = "cpu",
                       resume: bool = False, force: bool = False, quiet: bool = False,
                       importance: str = "l1", trust_pickle: bool = False, workers: int = 1,
-                      ray_address: str | None = None):
+                      ray_address: str | None = None) -> SearchResult:
     """Search a pruning policy for a checkpoint; writes policy.json and the search log.
 
     ``workers`` > 1 scores each episode batch on that many Ray actors (``entroprune[ray]``).
@@ -409,7 +418,7 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
     }
 
 
-def _take_images(source, limit: int) -> torch.Tensor:
+def _take_images(source: Images, limit: int) -> torch.Tensor:
     """The first ``limit`` images of a tensor or of an iterable of batches (x or (x, y))."""
     if isinstance(source, torch.Tensor):
         return source[:limit]
@@ -425,7 +434,8 @@ def _take_images(source, limit: int) -> torch.Tensor:
     return torch.cat(chunks)[:limit]
 
 
-def _take_labelled(source, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], limit: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(source, (tuple, list)) and len(source) == 2 and isinstance(source[0], torch.Tensor):
         return source[0][:limit], source[1][:limit]
     xs, ys, n = [], [], 0
@@ -438,9 +448,11 @@ def _take_labelled(source, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(xs)[:limit], torch.cat(ys)[:limit]
 
 
-def search_module(model: nn.Module, example_input: torch.Tensor, calib, out_dir: str | Path,
-                  config=None, val=None, importance: str = "l1", quiet: bool = True,
-                  resume: bool = False, workers: int = 1, ray_address: str | None = None):
+def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, out_dir: str | Path,
+                  config: SearchConfig | None = None,
+                  val: tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | None = None, importance: str = "l1",
+                  quiet: bool = True, resume: bool = False, workers: int = 1,
+                  ray_address: str | None = None) -> SearchResult:
     """Search a policy for any CNN: ``calib`` (normalised images: a tensor or a loader) feeds
     BN recalibration and the entropy reward, and images beyond the first ``calib_size`` the
     re-ranking's recovery (all of them when there are no more); ``val`` ((x, y) or a loader) the
@@ -462,16 +474,17 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib, out_dir:
                       workers=workers, ray_address=ray_address, recovery_images=recovery)
 
 
-def prune_module(model: nn.Module, example_input: torch.Tensor, policy, importance: str = "l1",
-                 calib=None) -> tuple[nn.Module, list]:
+def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchResult | str | Path | dict[str, Any],
+                 importance: str = "l1", calib: Images | None = None) -> tuple[nn.Module, list[Any]]:
     """A physically pruned copy of any CNN by a policy (a SearchResult, a policy.json path or
     a {group: keep ratio} dict), with BN statistics re-estimated on ``calib`` when given."""
     from .prune import prune_model, recalibrate_bn
     from .structure import Structure
 
-    if hasattr(policy, "policy") and isinstance(policy.policy, dict):
-        policy = {"policy": policy.policy, "ignored_layers": list(getattr(policy, "ignored_layers", []))}
-    pol = _read_policy(policy)
+    if isinstance(policy, (str, Path, dict)):
+        pol = _read_policy(policy)
+    else:  # a SearchResult
+        pol = _read_policy({"policy": policy.policy, "ignored_layers": list(policy.ignored_layers)})
     structure = Structure(model.eval(), example_input, importance=pol.get("importance", importance),
                           ignored=_ignored(pol))
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
@@ -481,8 +494,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy, importan
     return pruned, history
 
 
-def finetune_module(model: nn.Module, train_loader, epochs: int = 3, lr: float = 0.02,
-                    teacher: nn.Module | None = None, val_loader=None, seed: int = 0,
+def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int = 3, lr: float = 0.02,
+                    teacher: nn.Module | None = None, val_loader: Iterable[Any] | None = None, seed: int = 0,
                     device: torch.device | str = "cpu", quiet: bool = True) -> list[dict]:
     """Fine-tune any (pruned) CNN in place on (x, y) batches; SGD with a cosine schedule."""
     config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine")

@@ -6,6 +6,7 @@ back to a default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -88,7 +89,7 @@ class RunConfig:
         from .search.agents.ddpg import DDPGAgent
         from .train import TrainConfig
 
-        def at(key: str, check) -> None:
+        def at(key: str, check: Callable[[], Any]) -> None:
             try:
                 check()
             except ConfigError as exc:  # a message naming its settings names them as keys under this one
@@ -160,19 +161,19 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _strict_loader():
+def _strict_loader() -> type:
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
         """Safe YAML without aliases (a config needs none; nested ones can expand without bound, the
         'billion laughs') and without duplicate keys (the second would silently win)."""
 
-        def compose_node(self, parent, index):
+        def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 raise ConfigError("YAML aliases (*name) are not supported in configs; write the values out")
             return super().compose_node(parent, index)
 
-        def construct_mapping(self, node, deep=False):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .api import (
     _check_workers,
@@ -22,8 +23,16 @@ from .api import (
 from .errors import ConfigError
 from .utils import check_writable_dir, machine_description, seed_everything, write_json
 
+if TYPE_CHECKING:
+    import torch
 
-def resolve_dataset(name: str, data_dir: str | None, say=print) -> str:
+    from .config import RunConfig
+    from .search import SearchConfig, SearchResult
+
+Say = Callable[[str], Any]
+
+
+def resolve_dataset(name: str, data_dir: str | None, say: Say = print) -> str:
     """Fashion-MNIST when present, else scikit-learn digits with a one-line notice."""
     from .data import fashion_mnist_available
 
@@ -33,7 +42,7 @@ def resolve_dataset(name: str, data_dir: str | None, say=print) -> str:
     return name
 
 
-def run_pipeline(cfg, quiet: bool = False, say=print, run_dir: str | Path | None = None) -> Path:
+def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir: str | Path | None = None) -> Path:
     """The main job: baseline (cached) -> entropy search -> prune -> fine-tune -> evaluate
     -> export -> report, in a fresh run folder. Returns the folder."""
     from .config import dump_config
@@ -124,7 +133,7 @@ def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
     return check_writable_dir(run_dir)
 
 
-def _uniform_policy(ckpt_path: Path, search) -> dict[str, float]:
+def _uniform_policy(ckpt_path: Path, search: SearchConfig) -> dict[str, float]:
     """The uniform policy of the search's target, floor and rounding (the report's reference line)."""
     from .prune import policy_to_ratios
     from .search import fixed_policy_counts, uniform_ratio
@@ -135,8 +144,8 @@ def _uniform_policy(ckpt_path: Path, search) -> dict[str, float]:
     return policy_to_ratios(structure, counts)
 
 
-def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cfg, result, device, quiet: bool,
-                       say) -> dict[str, Any]:
+def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cfg: RunConfig, result: SearchResult,
+                       device: torch.device | str, quiet: bool, say: Say) -> dict[str, Any]:
     """The uniform policy pruned and fine-tuned exactly like the searched one: the report's reference line."""
     if result.policy == uniform:  # the search returned the uniform policy itself: nothing else to train
         say("uniform reference: the search chose the uniform policy; no second fine-tune")

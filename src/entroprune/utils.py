@@ -57,7 +57,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
 
 
-def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
     Readers never see a half-written file, and a crash leaves the old file intact.

@@ -14,8 +14,10 @@ import math
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -27,10 +29,11 @@ from ..prune import counts_to_dict, policy_to_ratios
 from ..structure import Structure
 from ..utils import atomic_write, folder_lock, progress_bar, write_json
 from .agents import FIXED_AGENTS, SB3_AGENTS, check_agent, learns, make_agent
+from .agents.base import Agent
 from .agents.baselines import GlobalAgent, UniformAgent
-from .env import PruningEnv
-from .rewards import REWARDS, RewardConfig, RewardEvaluator
-from .scoring import make_scorer
+from .env import OBS_FEATURES, PruningEnv
+from .rewards import REWARDS, RewardConfig, RewardEvaluator, RewardResult
+from .scoring import Scorer, make_scorer
 
 STATE_FILE = "search_state.pt"
 LOG_FILE = "episodes.jsonl"
@@ -142,23 +145,23 @@ class SearchResult:
 class _Interrupt:
     """First Ctrl-C: finish the current episode, save, stop. Second: stop at once."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requested = False
-        self._old = None
+        self._old: Any = None
 
-    def __enter__(self):
+    def __enter__(self) -> _Interrupt:
         try:
             self._old = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread
             self._old = None
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
 
@@ -172,10 +175,12 @@ def _spearman(xs: list[float], ys: list[float]) -> float | None:
     return None if rho is None or not math.isfinite(rho) else float(rho)
 
 
-def _rollout(env: PruningEnv, agent, episode: int) -> dict[str, Any]:
+def _rollout(env: PruningEnv, agent: Agent, episode: int) -> dict[str, Any]:
     """One episode of the agent in the environment, unscored: its transitions and policy."""
     obs, _ = env.reset()
-    transitions, done, info, agent_time = [], False, {}, 0.0
+    transitions: list[tuple[np.ndarray, float, np.ndarray, bool]] = []
+    done, agent_time = False, 0.0
+    info: dict[str, Any] = {}
     while not done:
         t0 = time.perf_counter()
         a = agent.act(obs, episode)
@@ -189,7 +194,7 @@ def _rollout(env: PruningEnv, agent, episode: int) -> dict[str, Any]:
             "agent_time": agent_time}
 
 
-def _scored(res, diagnosed: bool) -> dict[str, Any]:
+def _scored(res: RewardResult, diagnosed: bool) -> dict[str, Any]:
     """A reward result as the episode info the log and the environment expect."""
     return {"reward": res.reward, "entropy": res.entropy, "accuracy": res.accuracy, "finite": res.finite,
             "times": res.times, "diagnosed": diagnosed}
@@ -343,7 +348,7 @@ class Search:
                           "search sets their keep ratios blind (on VGG-16 at 28x28 crushing them cost about 20 "
                           "points, docs/measurements/blind_layers.md); use larger inputs or `reward.kind=combined`",
                           stacklevel=3)
-        self.agent = None if self.sb3 else make_agent(config.agent, self.env.observation_space.shape[0], config)
+        self.agent: Agent | None = None if self.sb3 else make_agent(config.agent, len(OBS_FEATURES), config)
         if self.agent is not None:
             self.agent.setup(model, structure, config)
         self.episode = self.saved_at = 0
@@ -352,7 +357,17 @@ class Search:
         self.best: dict[str, Any] | None = None
         self.worst: float | None = None
         self.sb3_state: dict | None = None
-        self.scorer = None
+        self.scorer: Scorer | None = None
+
+    @property
+    def _agent(self) -> Agent:
+        assert self.agent is not None, "only Stable-Baselines3 agents run without one"
+        return self.agent
+
+    @property
+    def _scorer(self) -> Scorer:
+        assert self.scorer is not None, "learn() makes the scorer"
+        return self.scorer
 
     # ---------------------------------------------------------------- state
     def load_state(self) -> None:
@@ -377,7 +392,7 @@ class Search:
         if self.sb3:
             self.sb3_state = state["sb3"]
         else:
-            self.agent.load_state_dict(state["agent"])
+            self._agent.load_state_dict(state["agent"])
         self.episode, self.best, self.worst, self.diag = state["episode"], state["best"], state["worst"], state["diag"]
         self.saved_at = self.episode
         lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
@@ -389,7 +404,7 @@ class Search:
     def save_state(self, sb3_snapshot: dict | None = None) -> None:
         state = {"episode": self.episode, "best": self.best, "worst": self.worst, "diag": self.diag,
                  "config": json.dumps(self.config.to_dict()), "meta": json.dumps(self.meta),
-                 **({"sb3": sb3_snapshot} if self.sb3 else {"agent": self.agent.state_dict()})}
+                 **({"sb3": sb3_snapshot} if self.sb3 else {"agent": self._agent.state_dict()})}
         atomic_write(self.state_path, lambda p: torch.save(state, p))
         self.saved_at = self.episode
 
@@ -440,25 +455,25 @@ class Search:
                 run = self._learn_sb3 if self.sb3 else self._learn_batches
                 interrupted = run(stop, progress)
         finally:
-            self.scorer.close()
+            self._scorer.close()
         if interrupted:
             raise SearchInterrupted(f"search stopped after {self.episode} episodes with its state saved at episode "
                                     f"{self.saved_at}; continue with the same command plus `resume=True` "
                                     f"(out: {self.out_dir})")
 
-    def _learn_batches(self, stop: _Interrupt, progress) -> bool:
+    def _learn_batches(self, stop: _Interrupt, progress: Callable[[], None]) -> bool:
         """The AMC loop, in batches: every episode of a batch from the same agent state, scored
         together, then learnt from in order (batch 1 = the sequential loop). True if interrupted."""
         c = self.config
         while self.episode < self.episodes:
-            batch = [_rollout(self.env, self.agent, e)
+            batch = [_rollout(self.env, self._agent, e)
                      for e in range(self.episode, min(self.episode + c.episode_batch, self.episodes))]
             flags = [self.diagnosed(self.episode + k) for k in range(len(batch))]
-            results = self.scorer.score([r["counts"] for r in batch], flags)
+            results = self._scorer.score([r["counts"] for r in batch], flags)
             for r, res, flag in zip(batch, results, flags, strict=True):
                 info = {"counts": r["counts"], "achieved": r["achieved"], **_scored(res, flag)}
                 learn_reward = self.record(info, r["agent_time"])
-                self.agent.observe(r["transitions"], learn_reward, self.episode)
+                self._agent.observe(r["transitions"], learn_reward, self.episode)
                 self.episode += 1
                 progress()
             crossed = self.episode // c.checkpoint_every > (self.episode - len(batch)) // c.checkpoint_every
@@ -469,24 +484,24 @@ class Search:
                 return self.episode < self.episodes
         return False
 
-    def _learn_sb3(self, stop: _Interrupt, progress) -> bool:
+    def _learn_sb3(self, stop: _Interrupt, progress: Callable[[], None]) -> bool:
         """A Stable-Baselines3 agent steps the environment itself; episodes are scored and recorded
         from the environment's callbacks. True if interrupted."""
         from .agents.sb3 import run_sb3
 
         c, ppo = self.config, self.config.agent == "sb3:ppo"
 
-        def score(counts):
+        def score(counts: np.ndarray) -> tuple[float, dict[str, Any]]:
             flag = self.diagnosed(self.episode)
-            info = _scored(self.scorer.score([counts], [flag])[0], flag)
+            info = _scored(self._scorer.score([counts], [flag])[0], flag)
             return info["reward"], info
 
-        def on_episode_end(info):
+        def on_episode_end(info: dict[str, Any]) -> None:
             self.record(info)
             self.episode += 1
             progress()
 
-        def on_boundary(take_snapshot, final: bool) -> None:
+        def on_boundary(take_snapshot: Callable[[], dict[str, Any]], final: bool) -> None:
             # TD3/SAC reach a boundary after every episode, PPO after each rollout
             if final or stop.requested or self.episode // c.checkpoint_every > self.saved_at // c.checkpoint_every:
                 self.save_state(take_snapshot())
@@ -527,7 +542,7 @@ class Search:
             "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,
             "within_tolerance": bool(self.env.within_tolerance(counts)),
             "spearman_reward_accuracy": spearman, "diagnosed_episodes": len(self.diag),
-            "reference_accuracy": self.scorer.reference_accuracy,
+            "reference_accuracy": self._scorer.reference_accuracy,
             "mean_time_split_s": {k: float(np.mean([e["times"].get(k, 0.0) for e in entries])) for k in time_keys},
             "search_time_s_this_session": time.perf_counter() - self.t_start,
             "non_finite_episodes": sum(not e["finite"] for e in entries),
