@@ -31,7 +31,7 @@ FIELDS = reproduce.FIELDS + ["chosen", "search_settings"]
 
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
     """One source's search settings; the pair's target and the arena's search space for all."""
-    space = {"flops_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}
+    space = {"macs_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}
     if source.startswith("default") or source == "entropy-recovered":
         cfg = SearchConfig(**space)
         if source == "entropy-recovered":
@@ -48,7 +48,7 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
 def settings(cfg: SearchConfig) -> str:
     """The search settings apart from target and seed: what makes two cells of one source comparable."""
     d = cfg.to_dict()
-    for k in ("flops_target", "seed"):
+    for k in ("macs_target", "seed"):
         d.pop(k)
     return json.dumps(d, sort_keys=True)
 

@@ -67,7 +67,7 @@ def main() -> None:
     runs += [("random search", "random", {})] if args.random else []
     for i, (name, agent, ddpg) in enumerate(runs):
         for seed in args.seeds:
-            cfg = SearchConfig(flops_target=args.target, episodes=args.episodes, warmup=args.warmup, agent=agent,
+            cfg = SearchConfig(macs_target=args.target, episodes=args.episodes, warmup=args.warmup, agent=agent,
                                calib_size=args.calib_size, val_size=128, seed=seed, round_to=args.round_to,
                                min_keep=args.min_keep, ddpg=ddpg)
             out = root / f"{i}-{agent}-{seed}"

@@ -99,7 +99,7 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
     """The grid's search settings for one cell."""
     agent, reward, episodes = SOURCES[source]
     variant, layers = REWARD_VARIANTS.get(source, (grid["entropy_variant"], grid["entropy_layers"]))
-    return SearchConfig(flops_target=target, agent=agent, episodes=episodes or grid["search_episodes"], seed=seed,
+    return SearchConfig(macs_target=target, agent=agent, episodes=episodes or grid["search_episodes"], seed=seed,
                         warmup=grid["warmup"], min_keep=grid["min_keep"], round_to=grid["round_to"],
                         val_size=grid["accuracy_val_size"], band=None, rerank_top_k=0,  # the grid's protocol: AMC's
                         reward=RewardConfig(kind=reward, variant=variant, layers=layers,

@@ -123,7 +123,7 @@ def main() -> None:
 
     policies = []
     if args.uniform:
-        search = SearchConfig(flops_target=args.target, min_keep=args.min_keep, round_to=args.round_to)
+        search = SearchConfig(macs_target=args.target, min_keep=args.min_keep, round_to=args.round_to)
         policies.append(fixed_policy_counts(structure, search, [uniform_ratio(structure, search)] * len(structure.groups))[0])
     rows = []
     t0 = time.perf_counter()

@@ -61,7 +61,7 @@ def main() -> None:
         base = None
         for workers in args.workers:
             torch.set_num_threads(2 if workers == 1 else 1)
-            cfg = SearchConfig(flops_target=0.2, episodes=args.episodes, warmup=args.episodes // 2, round_to=8,
+            cfg = SearchConfig(macs_target=0.2, episodes=args.episodes, warmup=args.episodes // 2, round_to=8,
                                min_keep=0.05, val_size=args.val_size, episode_batch=workers,
                                reward=RewardConfig(kind=kind))
             out = Path(tempfile.mkdtemp(prefix="entroprune-scaling-"))

@@ -48,7 +48,7 @@ def main() -> None:
             for target in args.targets:
                 for kind in ("entropy", "accuracy"):
                     for scoring in args.scoring:  # alternated, so both see the same machine load
-                        cfg = SearchConfig(flops_target=target, episodes=args.episodes, warmup=args.episodes // 3,
+                        cfg = SearchConfig(macs_target=target, episodes=args.episodes, warmup=args.episodes // 3,
                                            val_size=args.val_size, round_to=args.round_to,
                                            min_keep=args.min_keep,
                                            reward=RewardConfig(kind=kind, physical=scoring == "physical"))

@@ -384,11 +384,11 @@ def run_architecture(name: str, target: float, out_dir) -> dict:
         if smallest > target:  # what stays whole holds too much: refused as unreachable, then a reachable target
             try:
                 ep.search_module(net, x[:1], x, out_dir / "unreachable", ep.SearchConfig(
-                    flops_target=target, min_keep=0.05, ignored_layers=row["ignored"]))
+                    macs_target=target, min_keep=0.05, ignored_layers=row["ignored"]))
             except ConfigError as exc:
                 row["unreachable"] = str(exc)
             target = row["target"] = round(min(1.0, smallest + 0.1), 2)
-    cfg = ep.SearchConfig(flops_target=target, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, min_keep=0.05,
+    cfg = ep.SearchConfig(macs_target=target, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, min_keep=0.05,
                           band=None, ignored_layers=row["ignored"])
     res = ep.search_module(net, x[:1], x, out_dir / "s", cfg)
     pruned, _ = ep.prune_module(net, x[:1], res)

@@ -104,7 +104,7 @@ def pruned_ckpt(digits_ckpt, tmp_path_factory) -> Path:
     from entroprune.search import SearchConfig
 
     root = tmp_path_factory.mktemp("digits_pruned")
-    search_checkpoint(digits_ckpt, root / "search", SearchConfig(flops_target=0.5, agent="uniform"), quiet=True)
+    search_checkpoint(digits_ckpt, root / "search", SearchConfig(macs_target=0.5, agent="uniform"), quiet=True)
     prune_checkpoint(digits_ckpt, root / "search" / "policy.json", root / "pruned")
     return root / "pruned" / "model.pt"
 

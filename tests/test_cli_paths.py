@@ -37,7 +37,7 @@ def digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def searched(digits_ckpt, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli_paths")
-    ok("search", digits_ckpt, "--agent", "uniform", "--flops-target", "0.5", "--out", root / "s", "--quiet")
+    ok("search", digits_ckpt, "--agent", "uniform", "--macs-target", "0.5", "--out", root / "s", "--quiet")
     return root
 
 
@@ -79,7 +79,7 @@ def test_export_refuses_an_existing_output(pruned_ckpt, tmp_path):
 
 def test_search_refuses_a_folder_holding_a_search(digits_ckpt, searched):
     before = digest(searched / "s" / "policy.json")
-    refused("pass --resume", "search", digits_ckpt, "--agent", "uniform", "--flops-target", "0.5",
+    refused("pass --resume", "search", digits_ckpt, "--agent", "uniform", "--macs-target", "0.5",
             "--out", searched / "s", "--quiet")
     assert digest(searched / "s" / "policy.json") == before
 
@@ -95,7 +95,7 @@ def test_inspect_prints_the_groups_and_the_counted_macs(digits_ckpt):
 
 
 def test_report_of_a_search_folder_matches_its_log(digits_ckpt, tmp_path):
-    ok("search", digits_ckpt, "--flops-target", "0.5", "--episodes", "6", "--warmup", "3", "--calib-size", "32",
+    ok("search", digits_ckpt, "--macs-target", "0.5", "--episodes", "6", "--warmup", "3", "--calib-size", "32",
        "--rerank-top-k", "0", "--out", tmp_path / "s", "--quiet")
     ok("report", tmp_path / "s")
     log = [json.loads(line) for line in (tmp_path / "s" / "episodes.jsonl").read_text().splitlines()]

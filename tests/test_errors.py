@@ -32,13 +32,13 @@ def test_library_errors_name_settings_not_flags():
 
 
 def test_settings_render_as_flags_and_as_config_keys():
-    msg = ("`flops_target` 0.01 is unreachable; lower `min_keep`, use `reward.kind=combined`, pass `force=True` "
+    msg = ("`macs_target` 0.01 is unreachable; lower `min_keep`, use `reward.kind=combined`, pass `force=True` "
            "or `distill=False`, leave `ignored_layers=conv1` whole, choose another `out_dir`")
     assert as_flags(msg, FLAG_NAMES) == (
-        "--flops-target 0.01 is unreachable; lower --min-keep, use --reward combined, pass --force or --no-distill, "
+        "--macs-target 0.01 is unreachable; lower --min-keep, use --reward combined, pass --force or --no-distill, "
         "leave --ignore conv1 whole, choose another --out")
     assert _config_keys(msg) == (
-        "'search.flops_target' 0.01 is unreachable; lower 'search.min_keep', use 'search.reward.kind: combined', "
+        "'search.macs_target' 0.01 is unreachable; lower 'search.min_keep', use 'search.reward.kind: combined', "
         "pass 'force: true' or 'distill: false', leave 'search.ignored_layers: conv1' whole, choose another 'out_dir'")
     assert as_keys("`lr` must be positive", "finetune") == "'finetune.lr' must be positive"
     assert as_flags("no setting named here") == "no setting named here"
@@ -60,3 +60,24 @@ def test_a_diverged_training_is_a_run_error_exit_1(tmp_path):
                            "--lr", "1e30", "--out", str(tmp_path / "t"), "--quiet"], capture_output=True, text=True)
     assert proc.returncode == 1 and "training diverged" in proc.stderr and "lower --lr" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_flops_target_still_works_with_a_deprecation_warning(tmp_path, digits_ckpt):
+    """The old name of macs_target is accepted, with a warning, in the API, a YAML config and on the CLI."""
+    import pytest
+
+    from entroprune.config import load_config
+    from entroprune.errors import EntropruneDeprecationWarning
+    from entroprune.search import SearchConfig
+
+    with pytest.warns(EntropruneDeprecationWarning, match="`flops_target` is deprecated, use `macs_target`"):
+        assert SearchConfig(flops_target=0.3).macs_target == 0.3
+    (tmp_path / "c.yaml").write_text("search:\n  flops_target: 0.4\n")
+    with pytest.warns(EntropruneDeprecationWarning):
+        assert load_config(tmp_path / "c.yaml").search.macs_target == 0.4
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target",
+                           "0.5", "--agent", "uniform", "--out", str(tmp_path / "s"), "--quiet", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: --flops-target is deprecated, use --macs-target" in proc.stderr
+    assert "(target 50.0%)" in proc.stdout

@@ -21,7 +21,7 @@ from entroprune.structure import count_macs_params
 @pytest.fixture(scope="module")
 def pruned(digits_ckpt, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipe")
-    search_checkpoint(digits_ckpt, root / "search", SearchConfig(flops_target=0.4, episodes=6, warmup=2,
+    search_checkpoint(digits_ckpt, root / "search", SearchConfig(macs_target=0.4, episodes=6, warmup=2,
                                                                  calib_size=64, val_size=64), quiet=True)
     prune_checkpoint(digits_ckpt, root / "search" / "policy.json", root / "pruned")
     return root
@@ -226,7 +226,7 @@ def test_python_api_on_any_module(tmp_path):
     y = torch.randint(0, 3, (96,), generator=g)
     loader = DataLoader(TensorDataset(x, y), batch_size=32)
     net = Net().eval()
-    cfg = ep.SearchConfig(flops_target=0.5, episodes=5, warmup=2, calib_size=64, val_size=64)
+    cfg = ep.SearchConfig(macs_target=0.5, episodes=5, warmup=2, calib_size=64, val_size=64)
     res = ep.search_module(net, x[:1], loader, tmp_path / "s", cfg, val=loader)
     assert res.summary["within_tolerance"] and set(res.policy) == {"body.0", "body.6"}
     pruned, history = ep.prune_module(net, x[:1], res, calib=loader)
@@ -263,3 +263,29 @@ def test_finetune_defaults_are_declared_once():
         params = inspect.signature(fn).parameters
         assert {k: params[k].default for k in ("epochs", "lr", "batch_size", "distill")} == \
             {k: getattr(default, k) for k in ("epochs", "lr", "batch_size", "distill")}, fn
+
+
+def test_search_defaults_are_declared_once():
+    """Every `entroprune search` option that sets a SearchConfig or RewardConfig field defaults to that field."""
+    import dataclasses
+    import inspect
+
+    from entroprune import cli
+    from entroprune.search import RewardConfig, SearchConfig
+
+    search, reward = SearchConfig(), RewardConfig()
+    params = inspect.signature(cli.search).parameters
+    renamed = {"reward": "kind", "entropy_layers": "layers", "physical_scoring": "physical"}  # flag -> reward field
+    checked = []
+    for name, p in params.items():
+        field = renamed.get(name, name)
+        if name in ("episode_batch", "band", "macs_target", "seed"):  # follows --workers / a string / deprecated
+            continue
+        if name in {f.name for f in dataclasses.fields(SearchConfig)} - {"reward"}:
+            assert p.default == getattr(search, name), name
+            checked.append(name)
+        elif field in {f.name for f in dataclasses.fields(RewardConfig)}:
+            assert p.default == getattr(reward, field), name
+            checked.append(name)
+    assert cli._parse_band(params["band"].default) == search.band
+    assert len(checked) >= 20, checked  # the check sees the options, not an empty set

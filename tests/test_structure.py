@@ -169,7 +169,7 @@ def test_every_layer_feeding_an_output_is_protected(tmp_path):
     structure = Structure(net, x[:1])
     assert {"fc", "aux"} <= set(structure.protected)
     assert "aux" not in {g.name for g in structure.groups}
-    res = ep.search_module(net, x[:1], x, tmp_path / "s", ep.SearchConfig(flops_target=0.5, episodes=4, warmup=2,
+    res = ep.search_module(net, x[:1], x, tmp_path / "s", ep.SearchConfig(macs_target=0.5, episodes=4, warmup=2,
                                                                         calib_size=32, rerank_top_k=0))
     pruned, _ = ep.prune_module(net, x[:1], res)
     main, aux = pruned(x[:2])
@@ -182,7 +182,7 @@ def test_ignored_layers_stay_whole_and_reach_prune(tmp_path):
     torch.manual_seed(0)
     net = AuxHeadNet().eval()
     x = torch.randn(32, 1, 16, 16)
-    cfg = ep.SearchConfig(flops_target=0.7, episodes=3, warmup=1, calib_size=32, rerank_top_k=0, ignored_layers=["c1"])
+    cfg = ep.SearchConfig(macs_target=0.7, episodes=3, warmup=1, calib_size=32, rerank_top_k=0, ignored_layers=["c1"])
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     assert "c1" not in res.policy and res.ignored_layers == ["c1"]
     pruned, _ = ep.prune_module(net, x[:1], res)
@@ -219,7 +219,7 @@ def test_concat_costs_are_exact_and_the_search_meets_its_target(net_class, tmp_p
         pruned = prune_model(net, s, counts)[0]
         assert s.macs(counts) == pytest.approx(count_macs_params(pruned, x[:1])[0], rel=1e-9)
     # keeping 20% everywhere is reachable, so a 25% target must be (it was refused as "unreachable")
-    cfg = ep.SearchConfig(flops_target=0.25, episodes=4, warmup=2, calib_size=32, rerank_top_k=0, band=None,
+    cfg = ep.SearchConfig(macs_target=0.25, episodes=4, warmup=2, calib_size=32, rerank_top_k=0, band=None,
                           min_keep=0.2)
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     pruned, _ = ep.prune_module(net, x[:1], res)
@@ -261,7 +261,7 @@ def test_search_and_prune_a_grouped_conv_net(tmp_path):
     torch.manual_seed(0)
     net = ResNeXtBlock().eval()
     x = torch.randn(64, 1, 16, 16)
-    cfg = ep.SearchConfig(flops_target=0.4, episodes=4, warmup=2, calib_size=32, rerank_top_k=0)
+    cfg = ep.SearchConfig(macs_target=0.4, episodes=4, warmup=2, calib_size=32, rerank_top_k=0)
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     pruned, _ = ep.prune_module(net, x[:1], res)
     assert pruned.grouped.groups == 4 and pruned.grouped.out_channels % 4 == 0
@@ -301,7 +301,7 @@ def test_a_group_torch_pruning_gets_wrong_is_one_line_and_the_rest_prunes(net_cl
     with pytest.raises(ConfigError, match=rf"`ignored_layers={bad}`") as err:
         Structure(net, x[:1])
     assert "\n" not in str(err.value)
-    cfg = ep.SearchConfig(flops_target=0.7, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, ignored_layers=[bad])
+    cfg = ep.SearchConfig(macs_target=0.7, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, ignored_layers=[bad])
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     pruned, _ = ep.prune_module(net, x[:1], res)
     assert pruned(x[:2]).shape == (2, 10)

@@ -258,7 +258,8 @@ def _parse_band(band: str) -> float | None:
 @handle_errors
 def search(
     checkpoint: Annotated[Path, typer.Argument(help="The unpruned model.pt to search a policy for.")],
-    flops_target: Annotated[float, typer.Option(help="Fraction of MACs to keep (0.2 = 5x fewer).")] = 0.2,
+    macs_target: Annotated[float, typer.Option(help="Fraction of MACs to keep (0.2 = 5x fewer).")] = 0.2,
+    flops_target: Annotated[float | None, typer.Option(hidden=True, help="Old name of --macs-target.")] = None,
     reward: Annotated[str, typer.Option(help="entropy, accuracy, combined or kl (agreement with the unpruned net).")] = "entropy",
     agent: Annotated[str, typer.Option(help="ddpg, uniform, global (torch-pruning global magnitude), random, sb3:td3, sb3:sac or sb3:ppo.")] = "ddpg",
     episodes: Annotated[int, typer.Option(help="Policies to try.")] = 300,
@@ -313,7 +314,7 @@ def search(
     band_value = _parse_band(band)
     cfg = SearchConfig(
         ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=band_value, rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, recovery_steps=recovery_steps,
-        recovery_images=recovery_images, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
+        recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
         reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize,
@@ -322,7 +323,7 @@ def search(
     res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
                             resume=resume, force=force, quiet=quiet, importance=importance,
                             trust_pickle=trust_pickle, workers=workers, ray_address=ray_address)
-    out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {flops_target:.1%}), "
+    out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%}), "
               f"{res.episodes} episodes")
     if res.summary.get("rerank"):
         out.print(f"re-ranked {len(res.summary['rerank'])} policies by {cfg.rerank_reward} after "
@@ -451,8 +452,10 @@ def main() -> None:
     import warnings
 
     # one line per warning, as errors are, instead of Python's file:line and source echo
+    from .errors import as_flags
+
     warnings.showwarning = lambda message, category, *args, **kwargs: err.print(
-        f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        f"[yellow]warning:[/] {as_flags(str(message), FLAG_NAMES)}", highlight=False, soft_wrap=True)
     app()
 
 

@@ -126,7 +126,7 @@ def quick_config() -> RunConfig:
     """A smoke run of the whole pipeline in well under a minute (used by the tests)."""
     cfg = RunConfig(dataset="digits")
     cfg.baseline = BaselineConfig(epochs=2, width_mult=0.5)
-    cfg.search = SearchConfig(flops_target=0.3, episodes=12, warmup=4, calib_size=64, val_size=128,
+    cfg.search = SearchConfig(macs_target=0.3, episodes=12, warmup=4, calib_size=64, val_size=128,
                               checkpoint_every=4)
     cfg.finetune = FinetuneConfig(epochs=1)
     cfg.latency_repeats = 3

@@ -39,6 +39,18 @@ class RunError(EntropruneError):
     """Not the input but the run: a training that diverged, a worker that died (exit code 1)."""
 
 
+class EntropruneDeprecationWarning(FutureWarning):
+    """A renamed setting: shown to CLI, YAML and API users alike (FutureWarning is not hidden by default)."""
+
+
+def deprecated(old: str, new: str) -> None:
+    """Warn once per call site that setting ``old`` is now ``new``; the CLI renders the names as flags."""
+    import warnings
+
+    warnings.warn(f"`{old}` is deprecated, use `{new}` (same meaning); the old name will be removed",
+                  EntropruneDeprecationWarning, stacklevel=4)
+
+
 def _render(message: str, name: Callable[[str, str | None], str]) -> str:
     return SETTING.sub(lambda m: name(m.group(1), m.group(2)), message)
 

@@ -80,7 +80,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
 
     t0 = time.perf_counter()
     say(f"search: {cfg.search.agent} with the {cfg.search.reward.kind} reward, {cfg.search.episodes} episodes, "
-        f"target {cfg.search.flops_target:.0%} of the MACs")
+        f"target {cfg.search.macs_target:.0%} of the MACs")
     result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, device=device, quiet=quiet,
                                workers=cfg.workers, ray_address=cfg.ray_address)
     timings["search"] = time.perf_counter() - t0
@@ -111,7 +111,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
         timings["uniform_reference"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     write_json(run_dir / "evaluation.json", {
-        "model": cfg.model, "dataset": dataset, "flops_target": cfg.search.flops_target, "rows": rows,
+        "model": cfg.model, "dataset": dataset, "macs_target": cfg.search.macs_target, "rows": rows,
         "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
         "timings_s": timings, "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
         "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})

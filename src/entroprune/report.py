@@ -162,7 +162,7 @@ def write_report(run_dir: str | Path) -> Path:
     md = [f"# entroprune report: {run_dir.name}", ""]
     if evaluation:
         md += [f"Model `{evaluation.get('model')}` on `{evaluation.get('dataset')}`; "
-               f"MACs target {evaluation.get('flops_target')}; machine: {evaluation.get('machine', '?')}.", "",
+               f"MACs target {evaluation.get('macs_target', evaluation.get('flops_target'))}; machine: {evaluation.get('machine', '?')}.", "",
                markdown_table(evaluation["rows"]), ""]
         pr = evaluation["rows"][-1]
         if "speedup_vs_macs_b64" in pr:
@@ -180,17 +180,19 @@ def write_report(run_dir: str | Path) -> Path:
                    f"{ref['test_accuracy']:.2f}% at {ref['macs'] / evaluation['rows'][0]['macs']:.1%} of the MACs; "
                    f"the searched policy {pr['test_accuracy']:.2f}% ({gain:+.2f} points){same}.", ""]
     if summary:
+        target = summary.get("macs_target", summary.get("flops_target"))  # the key's name before the rename
+        target = f"{target:.0%}" if isinstance(target, (int, float)) else "?"
         md += ["## Search", "",
                f"- agent `{summary['agent']}`, reward `{summary['reward_kind']}` (variant `{summary['variant']}`, "
                f"layers `{summary['layers']}`), {summary['episodes']} episodes, seed {summary['seed']}",
                f"- best reward {summary['reward']:.5f} at episode {summary['best_episode']}, "
-               f"{summary['achieved']:.2%} of the MACs (target {summary['flops_target']:.0%})"
+               f"{summary['achieved']:.2%} of the MACs (target {target})"
                if not summary.get("rerank") else
                f"- re-ranked the search's {sum(c['source'] == 'search' for c in summary['rerank'])} best distinct "
                f"policies with the uniform and global ones by `{summary['config']['rerank_reward']}` after "
                f"{summary['config']['recovery_steps']} recovery steps; the **{summary['chosen']}** policy won "
                f"(score {summary['reward']:.5f}, {summary['achieved']:.2%} of the MACs, target "
-               f"{summary['flops_target']:.0%})",
+               f"{target})",
                "- mean time per episode (s): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_time_split_s"].items())]
         if summary.get("rerank"):
             md += ["", "| candidate | search reward | re-rank score | MACs kept |", "|---|---|---|---|"]

@@ -16,7 +16,7 @@ from tests.conftest import assert_budget
 
 
 def cfg(**kw):
-    base = dict(flops_target=0.3, episodes=24, warmup=8, calib_size=64, val_size=128, checkpoint_every=4,
+    base = dict(macs_target=0.3, episodes=24, warmup=8, calib_size=64, val_size=128, checkpoint_every=4,
                 rerank_top_k=0, band=None)  # the AMC loop itself; re-ranking and band: test_rerank.py
     base.update(kw)
     return SearchConfig(**base)
@@ -186,7 +186,7 @@ def test_sigkill_then_resume(digits_ckpt, tmp_path):
     """Kill a search mid-run, resume it, and get the uninterrupted run's policy."""
     full = search_checkpoint(digits_ckpt, tmp_path / "full", cfg(episodes=40), quiet=True)
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target", "0.3",
+    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--macs-target", "0.3",
             "--episodes", "40", "--warmup", "8", "--calib-size", "64", "--val-size", "128",
             "--checkpoint-every", "4", "--out", str(out), "--quiet", "--device", "cpu", "--rerank-top-k", "0",
             "--band", "none"]
@@ -211,7 +211,7 @@ def test_sigkill_then_resume(digits_ckpt, tmp_path):
 @pytest.mark.parametrize("agent", ["ddpg", "sb3:td3"])
 def test_sigint_saves_state_and_says_how_to_resume(digits_ckpt, tmp_path, agent):
     out = tmp_path / "int"
-    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target", "0.3",
+    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--macs-target", "0.3",
             "--episodes", "400", "--warmup", "8", "--calib-size", "64", "--out", str(out), "--quiet",
             "--device", "cpu", "--agent", agent]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -234,7 +234,7 @@ def test_second_sigint_stops_at_once_and_the_search_still_resumes(digits_ckpt, t
     """Two Ctrl-Cs: no waiting for the episode, exit 130 with one line, and the last saved state still
     resumes to a log with every episode exactly once."""
     out = tmp_path / "int2"
-    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target", "0.3",
+    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--macs-target", "0.3",
             "--episodes", "60", "--warmup", "8", "--calib-size", "64", "--checkpoint-every", "2",
             "--rerank-top-k", "0", "--out", str(out), "--quiet", "--device", "cpu"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -261,7 +261,7 @@ def test_ctrl_c_during_shutdown_adds_nothing_to_the_one_line(digits_ckpt, tmp_pa
     """A second Ctrl-C pressed after the stop message (while torch's finalizers run) must not print a
     KeyboardInterrupt traceback under it."""
     out = tmp_path / "late"
-    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--flops-target", "0.3",
+    args = [sys.executable, "-m", "entroprune.cli", "search", str(digits_ckpt), "--macs-target", "0.3",
             "--episodes", "400", "--warmup", "8", "--calib-size", "64", "--rerank-top-k", "0",
             "--out", str(out), "--quiet", "--device", "cpu"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -341,10 +341,10 @@ def test_search_warns_about_groups_the_entropy_reward_cannot_see(tmp_path):
                               torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
     x = torch.randn(32, 1, 8, 8)
     with pytest.warns(UserWarning, match=r"groups 4 output 1x1 maps, which the entropy reward cannot see"):
-        search_module(net, x[:1], x, tmp_path / "ddpg", cfg(episodes=2, warmup=1, flops_target=0.6, min_keep=0.2))
+        search_module(net, x[:1], x, tmp_path / "ddpg", cfg(episodes=2, warmup=1, macs_target=0.6, min_keep=0.2))
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the uniform policy does not search: nothing to warn about
-        search_module(net, x[:1], x, tmp_path / "uniform", cfg(agent="uniform", flops_target=0.6, min_keep=0.2))
+        search_module(net, x[:1], x, tmp_path / "uniform", cfg(agent="uniform", macs_target=0.6, min_keep=0.2))
 

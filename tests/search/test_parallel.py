@@ -12,7 +12,7 @@ from tests.conftest import assert_budget
 
 
 def cfg(**kw):
-    base = dict(flops_target=0.3, episodes=12, warmup=6, calib_size=64, val_size=64, checkpoint_every=4,
+    base = dict(macs_target=0.3, episodes=12, warmup=6, calib_size=64, val_size=64, checkpoint_every=4,
                 round_to=2,
                 rerank_top_k=0, band=None)  # the AMC loop itself; re-ranking and band: test_rerank.py
     base.update(kw)
@@ -40,7 +40,7 @@ def test_batch_of_one_is_the_sequential_loop(digits_ckpt, tmp_path):
     calib = data.normalize(data.calib.x[: c.calib_size])
     val = (data.normalize(data.val.x[: c.val_size]), data.val.y[: c.val_size])
     structure = build_structure(model, ckpt.spec)
-    env = PruningEnv(structure, None, c.flops_target, c.min_keep, c.round_to)
+    env = PruningEnv(structure, None, c.macs_target, c.min_keep, c.round_to)
     agent = DDPGAgent(env.observation_space.shape[0], c.seed, warmup=c.warmup)
     scorer = RewardEvaluator(model.eval(), structure, c.reward, calib, val)
     reference = []

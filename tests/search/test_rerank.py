@@ -63,7 +63,7 @@ def test_recovery_needs_physical_scoring():
 
 
 def cfg(**kw):
-    base = dict(flops_target=0.3, episodes=16, warmup=6, calib_size=64, val_size=128, recovery_steps=10,
+    base = dict(macs_target=0.3, episodes=16, warmup=6, calib_size=64, val_size=128, recovery_steps=10,
                 recovery_images=256, rerank_top_k=3)
     base.update(kw)
     return SearchConfig(**base)
@@ -140,7 +140,7 @@ def test_entropy_search_keeps_1x1_groups_at_the_uniform_ratio():
     structure = Structure(model, torch.randn(1, 1, 28, 28))
     flat = set(structure.flat_groups)
     assert flat
-    c = SearchConfig(flops_target=0.3, round_to=1)
+    c = SearchConfig(macs_target=0.3, round_to=1)
     r = uniform_ratio(structure, c)
     lo, hi = band_bounds(structure, c)
     for i, g in enumerate(structure.groups):
@@ -148,14 +148,14 @@ def test_entropy_search_keeps_1x1_groups_at_the_uniform_ratio():
             assert lo[i] == hi[i] == pytest.approx(r)
         else:
             assert lo[i] < r < hi[i]
-    lo_acc, hi_acc = band_bounds(structure, SearchConfig(flops_target=0.3, reward=RewardConfig(kind="accuracy")))
+    lo_acc, hi_acc = band_bounds(structure, SearchConfig(macs_target=0.3, reward=RewardConfig(kind="accuracy")))
     assert (lo_acc < hi_acc).all()  # the accuracy reward sees them: searched like the rest
 
 
 def test_global_policy_meets_the_target_and_differs_from_uniform(digits_ckpt, tmp_path):
-    res = search_checkpoint(digits_ckpt, tmp_path / "g", SearchConfig(agent="global", flops_target=0.3, calib_size=64,
+    res = search_checkpoint(digits_ckpt, tmp_path / "g", SearchConfig(agent="global", macs_target=0.3, calib_size=64,
                                                                       val_size=64), quiet=True)
-    uni = search_checkpoint(digits_ckpt, tmp_path / "u", SearchConfig(agent="uniform", flops_target=0.3, calib_size=64,
+    uni = search_checkpoint(digits_ckpt, tmp_path / "u", SearchConfig(agent="uniform", macs_target=0.3, calib_size=64,
                                                                       val_size=64), quiet=True)
     assert 0.27 <= res.achieved <= 0.3 + 1e-9 and res.episodes == 1
     assert res.policy != uni.policy

@@ -57,7 +57,7 @@ def test_cli_search_reward_defaults_are_reward_config_defaults():
     from entroprune.search import SearchConfig
 
     search = SearchConfig()
-    names = ("flops_target", "agent", "episodes", "min_keep", "round_to", "warmup", "calib_size", "val_size",
+    names = ("macs_target", "agent", "episodes", "min_keep", "round_to", "warmup", "calib_size", "val_size",
              "diagnose_every", "checkpoint_every", "rerank_top_k", "rerank_reward", "recovery_steps",
              "recovery_images")
     assert {n: params[n].default for n in names} == {n: getattr(search, n) for n in names}

@@ -32,7 +32,7 @@ class PruningEnv(gym.Env):
 
     :param structure: the model's groups and its analytic MACs.
     :param scorer: keep counts -> (reward, info dict); None gives reward 0 (wall tests).
-    :param flops_target: fraction of the original MACs to keep, in (0, 1].
+    :param macs_target: fraction of the original MACs to keep, in (0, 1].
     :param min_keep: smallest keep ratio of a group (AMC: 0.2).
     :param round_to: round channel counts to multiples of this (1 = no rounding).
     :param tolerance: relative distance to the target the episode must end within.
@@ -43,18 +43,18 @@ class PruningEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, structure: Structure, scorer: Callable[[np.ndarray], tuple[float, dict]] | None = None,
-                 flops_target: float = 0.2, min_keep: float = 0.2, round_to: int = 1,
+                 macs_target: float = 0.2, min_keep: float = 0.2, round_to: int = 1,
                  tolerance: float = DEFAULT_TOLERANCE,
                  ratio_bounds: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
-        if not (isinstance(flops_target, (int, float)) and 0 < flops_target <= 1):
-            raise ConfigError(f"`flops_target` must lie in (0, 1] (fraction of MACs kept), got {flops_target}")
+        if not (isinstance(macs_target, (int, float)) and 0 < macs_target <= 1):
+            raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {macs_target}")
         if not 0 < min_keep <= 1:
             raise ConfigError(f"`min_keep` must lie in (0, 1], got {min_keep}")
         if round_to < 1:
             raise ConfigError(f"`round_to` must be >= 1, got {round_to}")
         self.structure, self.scorer = structure, scorer
-        self.target, self.min_keep, self.round_to, self.tolerance = flops_target, min_keep, round_to, tolerance
+        self.target, self.min_keep, self.round_to, self.tolerance = macs_target, min_keep, round_to, tolerance
         self.groups = structure.groups
         self.n = len(self.groups)
         self.total = structure.total_macs
@@ -68,11 +68,11 @@ class PruningEnv(gym.Env):
         self.hi_counts = np.maximum(self.min_counts, [structure.round_group(g, r, round_to)
                                                       for g, r in zip(self.groups, self.hi_ratio, strict=True)])
         floor = structure.macs(self.min_counts) / self.total
-        if floor > flops_target * (1 + tolerance):
+        if floor > macs_target * (1 + tolerance):
             rounding = (f" (and at least {round_to} channels, counts being rounded to multiples of {round_to})"
                         if round_to > 1 else "")
             raise ConfigError(
-                f"`flops_target` {flops_target} is unreachable: even keeping {min_keep:.0%} of every group"
+                f"`macs_target` {macs_target} is unreachable: even keeping {min_keep:.0%} of every group"
                 f"{rounding} leaves {floor:.1%} of the MACs (unprunable layers included); raise the target or lower "
                 f"`min_keep`{' or `round_to`' if round_to > 1 else ''}")
         self._static = self._static_features()

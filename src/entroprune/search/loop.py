@@ -15,7 +15,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import InitVar, asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError, SearchInterrupted
+from ..errors import ConfigError, SearchInterrupted, deprecated
 from ..prune import counts_to_dict, policy_to_ratios
 from ..structure import Structure
 from ..utils import atomic_write, folder_lock, progress_bar, write_json
@@ -44,7 +44,7 @@ POLICY_FILE = "policy.json"
 class SearchConfig:
     """A search's settings (all exposed on the CLI and in YAML configs).
 
-    :param flops_target: fraction of the original MACs to keep (0.2 = 5x fewer).
+    :param macs_target: fraction of the original MACs to keep (0.2 = 5x fewer).
     :param agent: ``ddpg``, ``uniform``, ``global`` (torch-pruning's global magnitude ranking),
         ``random`` or ``sb3:td3|sac|ppo``.
     :param episodes: policies to try (uniform always uses one).
@@ -74,9 +74,10 @@ class SearchConfig:
     :param recovery_images: unlabelled training images the recovery distils on.
     :param ignored_layers: module names whose output channels are never pruned (besides every layer
         that feeds a model output, which is always protected).
+    :param flops_target: the old name of ``macs_target`` (deprecated: it always meant MACs).
     """
 
-    flops_target: float = 0.2
+    macs_target: float = 0.2
     agent: str = "ddpg"
     episodes: int = 300
     min_keep: float = 0.2
@@ -96,10 +97,16 @@ class SearchConfig:
     recovery_steps: int = 40
     recovery_images: int = 2048
     ignored_layers: list[str] = field(default_factory=list)
+    flops_target: InitVar[float | None] = None
+
+    def __post_init__(self, flops_target: float | None) -> None:
+        if flops_target is not None:
+            deprecated("flops_target", "macs_target")
+            self.macs_target = flops_target
 
     def validate(self) -> None:
-        if not (isinstance(self.flops_target, (int, float)) and 0 < self.flops_target <= 1):
-            raise ConfigError(f"`flops_target` must lie in (0, 1] (fraction of MACs kept), got {self.flops_target}")
+        if not (isinstance(self.macs_target, (int, float)) and 0 < self.macs_target <= 1):
+            raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {self.macs_target}")
         check_agent(self.agent)
         if self.episodes < 1:
             raise ConfigError(f"`episodes` must be >= 1, got {self.episodes}")
@@ -202,7 +209,7 @@ def _scored(res: RewardResult, diagnosed: bool) -> dict[str, Any]:
 
 def uniform_ratio(structure: Structure, config: SearchConfig) -> float:
     """The uniform policy's keep ratio under the search's target, floor and rounding."""
-    u = UniformAgent.solve(structure, config.flops_target, config.min_keep, config.round_to)
+    u = UniformAgent.solve(structure, config.macs_target, config.min_keep, config.round_to)
     return config.min_keep + u * (1 - config.min_keep)
 
 
@@ -223,7 +230,7 @@ def band_bounds(structure: Structure, config: SearchConfig) -> tuple[np.ndarray,
 
 def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list[float]) -> tuple[np.ndarray, float]:
     """Channel counts of a fixed policy after the action wall (as its agent's one episode gets them)."""
-    env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to)
+    env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.round_to)
     env.reset()
     info: dict[str, Any] = {}
     for r in ratios:
@@ -255,7 +262,7 @@ def rerank(model: nn.Module, structure: Structure, config: SearchConfig, calib: 
             break
     n = len(structure.groups)
     fixed = {"uniform": [uniform_ratio(structure, config)] * n,
-             "global": GlobalAgent.solve(model, structure, config.flops_target, config.min_keep, config.round_to)}
+             "global": GlobalAgent.solve(model, structure, config.macs_target, config.min_keep, config.round_to)}
     for name, ratios in fixed.items():
         counts, achieved = fixed_policy_counts(structure, config, ratios)
         if tuple(counts) in seen:  # the search found it too: keep one candidate, say both
@@ -339,7 +346,7 @@ class Search:
             warnings.warn(f"{workers} workers but episode_batch={config.episode_batch}: only {config.episode_batch} "
                           "can be busy at a time; set episode_batch >= workers", stacklevel=3)
         self.episodes = 1 if config.agent in FIXED_AGENTS else config.episodes
-        self.env = PruningEnv(structure, None, config.flops_target, config.min_keep, config.round_to,
+        self.env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.round_to,
                               ratio_bounds=band_bounds(structure, config))
         blind = structure.flat_groups
         if blind and config.reward.kind == "entropy" and learns(config.agent) and config.band is None:
@@ -377,6 +384,8 @@ class Search:
         try:
             state = torch.load(self.state_path, weights_only=True)
             saved_cfg = {"episode_batch": 1, **json.loads(state["config"])}
+            if "flops_target" in saved_cfg:  # a state saved before the rename
+                saved_cfg["macs_target"] = saved_cfg.pop("flops_target")
         except Exception as exc:  # torch.load raises many types on a truncated or foreign file
             raise ConfigError(f"{self.state_path} is unreadable ({type(exc).__name__}); the save was interrupted or "
                               "the file was edited: start a fresh `out_dir` (or `force=True`)") from None
@@ -536,7 +545,7 @@ class Search:
         spearman = _spearman([d[0] for d in self.diag], [d[1] for d in self.diag])
         time_keys = sorted({k for e in entries for k in e["times"]})
         summary = {
-            "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
+            "macs_target": config.macs_target, "achieved": best["achieved"], "reward": best["reward"],
             "best_search_reward": best.get("search_reward", best["reward"]), "best_episode": best["episode"],
             "episodes": len(entries), "seed": config.seed, "agent": config.agent,
             "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,
@@ -557,7 +566,7 @@ class Search:
         count_map = counts_to_dict(structure, counts)
         write_json(self.out_dir / POLICY_FILE, {
             "policy": policy, "counts": count_map,
-            "flops_target": config.flops_target, "achieved": best["achieved"], "reward": best["reward"],
+            "macs_target": config.macs_target, "achieved": best["achieved"], "reward": best["reward"],
             "seed": config.seed, "agent": config.agent, "reward_kind": config.reward.kind,
             "variant": config.reward.variant, "round_to": config.round_to, "chosen": chosen,
             "ignored_layers": config.ignored_layers, **self.meta})

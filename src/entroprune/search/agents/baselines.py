@@ -38,7 +38,7 @@ class UniformAgent(Agent):
         return (lo - min_keep) / (1 - min_keep) if min_keep < 1 else 1.0
 
     def setup(self, model: nn.Module, structure, config) -> None:
-        self.action = self.solve(structure, config.flops_target, config.min_keep, config.round_to)
+        self.action = self.solve(structure, config.macs_target, config.min_keep, config.round_to)
 
     def act(self, obs: np.ndarray, episode: int) -> float:
         return self.action
@@ -76,7 +76,7 @@ class GlobalAgent(FixedPolicyAgent):
     name = "global"
 
     def setup(self, model: nn.Module, structure, config) -> None:
-        self.ratios = self.solve(model, structure, config.flops_target, config.min_keep, config.round_to)
+        self.ratios = self.solve(model, structure, config.macs_target, config.min_keep, config.round_to)
         self.min_keep = config.min_keep
 
     @staticmethod
