@@ -134,7 +134,7 @@ def main() -> None:
         f"Config: {config['model']} on {config['dataset']}, seed {config['seed']}; {s['agent']} with the "
         f"{r['kind']} reward (variant `{r['variant']}`, layers `{r['layers']}`, "
         f"{'pruned copies' if r.get('physical') else 'zero-masks'}), {s['episodes']} episodes ({s['warmup']} "
-        f"warm-up), {s['macs_target']:.0%} of the MACs, channels rounded to {s['round_to']}; "
+        f"warm-up), {s.get('macs_target', s.get('flops_target')):.0%} of the MACs, channels rounded to {s['round_to']}; "
         f"{config['finetune']['epochs']} fine-tuning epochs{' with distillation' if config['finetune']['distill'] else ''}."
         " The machine-readable report is `main_job.json` (`benchmarks/make_results.py` reads the fine-tune drop"
         " from it).",
