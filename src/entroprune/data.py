@@ -12,7 +12,7 @@ import math
 import os
 import pickle
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,19 @@ import torch.nn.functional as F
 from .errors import DataError
 
 DEBIAN_ROOT = Path("/usr/share/datasets")
-DATASETS = ("fashion-mnist", "mnist", "digits", "cifar10", "imagefolder", "npz")
+# (x, y, test or None) from a data folder, an image size and channel count (image folders use those two)
+Arrays = tuple[np.ndarray, np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
+#: Dataset readers by name; :func:`register_dataset` adds one (``--dataset`` and configs read it).
+DATASETS: dict[str, Callable[[str | Path | None, int | None, int | None], Arrays]] = {}
+
+
+def register_dataset(name: str) -> Callable[[Callable], Callable]:
+    def add(reader: Callable[[str | Path | None, int | None, int | None], Arrays]) -> Callable:
+        DATASETS[name] = reader
+        return reader
+    return add
+
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 # Which datasets may be flipped left-right without changing the class.
 _FLIP_OK = {"fashion-mnist", "cifar10"}
@@ -442,6 +454,22 @@ def _digits():
     return x, d.target.astype(np.int64), None
 
 
+def _idx(name: str) -> Callable[[str | Path | None, int | None, int | None], Arrays]:
+    def read(data_dir: str | Path | None, image_size: int | None, in_channels: int | None) -> Arrays:
+        folder = _idx_folder(name, data_dir)
+        test = _idx_pair(folder, "t10k") if _find_file(folder, "t10k-images-idx3-ubyte") else None
+        return (*_idx_pair(folder, "train"), test)
+    return read
+
+
+register_dataset("fashion-mnist")(_idx("fashion-mnist"))
+register_dataset("mnist")(_idx("mnist"))
+register_dataset("digits")(lambda data_dir, image_size, in_channels: _digits())
+register_dataset("cifar10")(lambda data_dir, image_size, in_channels: _cifar10(data_dir))
+register_dataset("imagefolder")(_imagefolder)
+register_dataset("npz")(lambda data_dir, image_size, in_channels: _npz(data_dir))
+
+
 # --------------------------------------------------------------------------- public entry
 
 
@@ -460,18 +488,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
         raise DataError(f"`train_limit` must be >= 1 (or unset for every image), got {train_limit}")
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    if name in ("fashion-mnist", "mnist"):
-        folder = _idx_folder(name, data_dir)
-        x, y = _idx_pair(folder, "train")
-        test = _idx_pair(folder, "t10k") if _find_file(folder, "t10k-images-idx3-ubyte") else None
-    elif name == "digits":
-        x, y, test = _digits()
-    elif name == "cifar10":
-        x, y, test = _cifar10(data_dir)
-    elif name == "npz":
-        x, y, test = _npz(data_dir)
-    else:
-        x, y, test = _imagefolder(data_dir, image_size, in_channels)
+    x, y, test = DATASETS[name](data_dir, image_size, in_channels)
 
     labelled = bool((y >= 0).all())
     if labelled and len(np.unique(y)) < 2:
@@ -531,5 +548,5 @@ def fashion_mnist_available(data_dir: str | Path | None = None) -> bool:
         return False
 
 
-__all__ = ["BatchLoader", "DataBundle", "ImageSet", "DATASETS", "load_dataset", "read_idx",
+__all__ = ["BatchLoader", "DataBundle", "ImageSet", "DATASETS", "register_dataset", "load_dataset", "read_idx",
            "fashion_mnist_available"]

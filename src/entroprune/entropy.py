@@ -17,15 +17,33 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
 from .utils import forward_with_hooks
 
-VARIANTS = ("distribution", "cooccurrence", "distribution-avg", "cooccurrence-avg")
 DEFAULT_LEVELS = 16
+#: Map entropies by name: (maps, levels, rectified) -> entropy per map. Each also gives a ``-avg`` variant
+#: (entropy of the channel-averaged map); :func:`register_entropy` adds one.
+MAP_ENTROPIES: dict[str, Callable[[torch.Tensor, int, bool], torch.Tensor]] = {}
+#: Every variant name, bases first: the values of ``RewardConfig.variant`` and ``--variant``.
+VARIANTS: list[str] = []
+
+
+def register_entropy(name: str) -> Callable[[Callable], Callable]:
+    def add(fn: Callable[[torch.Tensor, int, bool], torch.Tensor]) -> Callable:
+        MAP_ENTROPIES[name] = fn
+        VARIANTS[:] = [*MAP_ENTROPIES, *(f"{b}-avg" for b in MAP_ENTROPIES)]
+        return fn
+    return add
+
+
+def check_variant(variant: str) -> None:
+    """The one check of a variant name (configs, probes and direct calls all come through here)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown entropy variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
 
 def distribution_entropy(maps: torch.Tensor, rectified: bool = False) -> torch.Tensor:
@@ -74,14 +92,14 @@ def cooccurrence_entropy(maps: torch.Tensor, levels: int = DEFAULT_LEVELS) -> to
     return ent.clamp_min_(0.0).reshape(lead)
 
 
+register_entropy("distribution")(lambda maps, levels, rectified: distribution_entropy(maps, rectified))
+register_entropy("cooccurrence")(lambda maps, levels, rectified: cooccurrence_entropy(maps, levels))
+
+
 def map_entropy(maps: torch.Tensor, variant: str, levels: int = DEFAULT_LEVELS,
                 rectified: bool = False) -> torch.Tensor:
-    base = variant.removesuffix("-avg")
-    if base == "distribution":
-        return distribution_entropy(maps, rectified)
-    if base == "cooccurrence":
-        return cooccurrence_entropy(maps, levels)
-    raise ValueError(f"unknown entropy variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    check_variant(variant)
+    return MAP_ENTROPIES[variant.removesuffix("-avg")](maps, levels, rectified)
 
 
 def layer_entropy(act: torch.Tensor, variant: str = "distribution",
@@ -91,8 +109,7 @@ def layer_entropy(act: torch.Tensor, variant: str = "distribution",
 
     ``rectified=True`` promises ``act >= 0`` and skips the ReLU copy.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown entropy variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    check_variant(variant)
     act = act.float()
     if kept is not None:
         kept = kept.to(act.device)
@@ -145,8 +162,7 @@ class EntropyProbe:
     def __init__(self, model: nn.Module, layers: Sequence[str], points: Mapping[str, str],
                  variants: Sequence[str] = ("distribution",), levels: int = DEFAULT_LEVELS):
         for v in variants:
-            if v not in VARIANTS:
-                raise ValueError(f"unknown entropy variant {v!r}; choose one of {', '.join(VARIANTS)}")
+            check_variant(v)
         self.model, self.layers, self.variants, self.levels = model, list(layers), list(variants), levels
         self._avg_only = all(v.endswith("-avg") for v in self.variants)
         self.kept: dict[str, torch.Tensor] = {}
@@ -243,5 +259,5 @@ def select_layers(layers: Sequence[str], spec: str | Sequence[str] = "all",
     return [layer for layer in layers if layer in spec]
 
 
-__all__ = ["VARIANTS", "distribution_entropy", "cooccurrence_entropy", "map_entropy",
+__all__ = ["VARIANTS", "MAP_ENTROPIES", "register_entropy", "check_variant", "distribution_entropy", "cooccurrence_entropy", "map_entropy",
            "layer_entropy", "activation_points", "EntropyProbe", "select_layers"]

@@ -220,7 +220,7 @@ def band_bounds(structure: Structure, config: SearchConfig) -> tuple[np.ndarray,
     r = uniform_ratio(structure, config)
     n = len(structure.groups)
     lo, hi = np.full(n, max(config.min_keep, r * (1 - config.band))), np.full(n, min(1.0, r * (1 + config.band)))
-    if config.reward.kind == "entropy":  # groups no entropy reward can see stay at the uniform ratio
+    if REWARDS[config.reward.kind].needs == {"entropy"}:  # groups no entropy reward can see stay at the uniform ratio
         blind = set(structure.flat_groups)
         for i, g in enumerate(structure.groups):
             if g.name in blind:
@@ -349,7 +349,7 @@ class Search:
         self.env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.round_to,
                               ratio_bounds=band_bounds(structure, config))
         blind = structure.flat_groups
-        if blind and config.reward.kind == "entropy" and learns(config.agent) and config.band is None:
+        if blind and REWARDS[config.reward.kind].needs == {"entropy"} and learns(config.agent) and config.band is None:
             # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
             warnings.warn(f"groups {', '.join(blind)} output 1x1 maps, which the entropy reward cannot see: the "
                           "search sets their keep ratios blind (on VGG-16 at 28x28 crushing them cost about 20 "

@@ -21,20 +21,18 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..entropy import DEFAULT_LEVELS, VARIANTS, EntropyProbe, activation_points, select_layers
+from ..entropy import DEFAULT_LEVELS, EntropyProbe, activation_points, check_variant, select_layers
 from ..errors import ConfigError
 from ..prune import Masker, apply_physical, bn_calibration, counts_to_dict, recalibrate_bn
 from ..structure import Structure
 from .recovery import kl_to_teacher, main_output
-
-REWARDS = ("entropy", "accuracy", "combined", "kl")
 
 
 @dataclass
@@ -79,14 +77,60 @@ class RewardConfig:
     def validate(self) -> None:
         if self.kind not in REWARDS:
             raise ConfigError(f"unknown reward {self.kind!r}; choose one of {', '.join(REWARDS)}")
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"unknown entropy variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        try:
+            check_variant(self.variant)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.levels < 2:
             raise ConfigError(f"co-occurrence levels must be >= 2, got {self.levels}")
         if not isinstance(self.recovery_steps, int) or self.recovery_steps < 0:
             raise ConfigError(f"recovery steps must be an integer >= 0, got {self.recovery_steps!r}")
         if self.recovery_steps and not self.physical:
             raise ConfigError("recovery trains a pruned copy; it needs physical scoring (physical: true)")
+
+
+@dataclass(frozen=True)
+class RewardKind:
+    """A reward: the readings it takes off a pruned net (``entropy``, ``accuracy``, ``kl``) and how it
+    turns them into one number, higher = better."""
+
+    needs: frozenset[str]
+    formula: Callable[[RewardConfig, dict[str, float | None]], float]
+
+
+#: The reward kinds by name; :func:`register_reward` adds one (the CLI, configs and the re-ranking read it).
+REWARDS: dict[str, RewardKind] = {}
+
+
+def register_reward(name: str, needs: set[str]) -> Callable[[Callable], Callable]:
+    def add(formula: Callable[[RewardConfig, dict[str, float | None]], float]) -> Callable:
+        REWARDS[name] = RewardKind(frozenset(needs), formula)
+        return formula
+    return add
+
+
+def _sign(config: RewardConfig) -> float:
+    return 1.0 if config.maximize else -1.0  # the paper minimises entropy; ``maximize`` is for research
+
+
+@register_reward("entropy", {"entropy"})
+def _entropy_reward(config: RewardConfig, m: dict[str, float | None]) -> float:
+    return _sign(config) * m["entropy"]
+
+
+@register_reward("accuracy", {"accuracy"})
+def _accuracy_reward(config: RewardConfig, m: dict[str, float | None]) -> float:
+    return m["accuracy"]  # AMC's reward
+
+
+@register_reward("combined", {"entropy", "accuracy"})
+def _combined_reward(config: RewardConfig, m: dict[str, float | None]) -> float:
+    return _sign(config) * m["entropy"] + config.accuracy_weight * m["accuracy"]
+
+
+@register_reward("kl", {"kl"})
+def _kl_reward(config: RewardConfig, m: dict[str, float | None]) -> float:
+    return -m["kl"]  # label-free: agreement with the unpruned net's outputs
 
 
 @dataclass
@@ -114,7 +158,7 @@ class RewardEvaluator:
                  batch_size: int | None = None, extra_variants: Sequence[str] = (),
                  recovery_images: torch.Tensor | None = None, seed: int = 0):
         config.validate()
-        if config.kind in ("accuracy", "combined") and (val is None or len(val[0]) == 0 or (val[1] < 0).any()):
+        if "accuracy" in REWARDS[config.kind].needs and (val is None or len(val[0]) == 0 or (val[1] < 0).any()):
             raise ConfigError(f"the {config.kind} reward needs labelled validation images; "
                               "use `reward.kind=entropy` for unlabelled data")
         if len(calib) == 0:
@@ -143,7 +187,7 @@ class RewardEvaluator:
         self.reference = self._entropies(None)[0]  # the unpruned net: every channel kept
         self.reference_accuracy = self._accuracy() if val is not None and (val[1] >= 0).all() else None
         self.teacher_log_probs = None
-        if config.kind == "kl" or val is not None:  # the unpruned net's answers: kl reward and diagnostics only
+        if "kl" in REWARDS[config.kind].needs or val is not None:  # the unpruned net's answers: kl reward and diagnostics only
             with torch.no_grad():
                 self.teacher_log_probs = torch.cat([torch.log_softmax(main_output(model(calib[s:s + self.batch_size])), 1)
                                                     for s in range(0, len(calib), self.batch_size)])
@@ -213,7 +257,8 @@ class RewardEvaluator:
             self.masker.apply(counts)
             net, kept = self.model, self.masker.kept_channels(counts)
             times["masking"] = time.perf_counter() - t0
-        wants_entropy = self.config.kind in ("entropy", "combined")
+        kind = REWARDS[self.config.kind]
+        wants_entropy = "entropy" in kind.needs
         # One pass does both when the calibration set is one batch: BN layers in batch-stat
         # mode normalise exactly as the recalibrated statistics will, so the entropy probe
         # can read the activations of the recalibration forward itself.
@@ -240,27 +285,19 @@ class RewardEvaluator:
                 times["reward_forward"] = elapsed - self.probe.elapsed
             entropy = self.aggregate(values[self.config.variant], self.config.variant)
             extra = {v: self.aggregate(values[v], v) for v in self.variants[1:]}
-        if self.config.kind in ("accuracy", "combined") or with_accuracy:
+        if "accuracy" in kind.needs or with_accuracy:
             t0 = time.perf_counter()
             accuracy = self._accuracy(net)
-            key = "reward_forward" if self.config.kind == "accuracy" else "diagnostic_accuracy"
+            key = "reward_forward" if kind.needs == {"accuracy"} else "diagnostic_accuracy"
             times[key] = times.get(key, 0.0) + time.perf_counter() - t0
         kl = None
-        if self.teacher_log_probs is not None and (self.config.kind == "kl" or with_accuracy):  # diagnostics too
+        if self.teacher_log_probs is not None and ("kl" in kind.needs or with_accuracy):  # diagnostics too
             t0 = time.perf_counter()
             kl = self._teacher_kl(net)
-            key = "reward_forward" if self.config.kind == "kl" else "diagnostic_accuracy"
+            key = "reward_forward" if "kl" in kind.needs else "diagnostic_accuracy"
             times[key] = times.get(key, 0.0) + time.perf_counter() - t0
             extra["kl"] = kl
-        sign = 1.0 if self.config.maximize else -1.0
-        if self.config.kind == "kl":
-            reward = -kl
-        elif self.config.kind == "entropy":
-            reward = sign * entropy
-        elif self.config.kind == "accuracy":
-            reward = accuracy
-        else:
-            reward = sign * entropy + self.config.accuracy_weight * accuracy
+        reward = kind.formula(self.config, {"entropy": entropy, "accuracy": accuracy, "kl": kl})
         finite = math.isfinite(reward) and all(math.isfinite(v) for k, v in extra.items() if k != "kl")
         return RewardResult(reward=reward if finite else float("-inf"), entropy=entropy,
                             accuracy=accuracy, finite=finite, times=times, extra=extra)
@@ -272,4 +309,4 @@ class RewardEvaluator:
             self.masker.restore()
 
 
-__all__ = ["REWARDS", "RewardConfig", "RewardResult", "RewardEvaluator"]
+__all__ = ["REWARDS", "RewardConfig", "RewardKind", "RewardResult", "RewardEvaluator", "register_reward"]
