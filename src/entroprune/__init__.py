@@ -1,5 +1,10 @@
 """entroprune: structured filter pruning of CNNs by an RL agent rewarded for low spatial
-entropy of activations (Musat & Andonie, arXiv 2312.04918), on torch-pruning's graph."""
+entropy of activations (Musat & Andonie, arXiv 2312.04918), on torch-pruning's graph.
+
+The top level holds the stage functions, their configs and results, and the errors; the parts they
+are built from live in their modules (``entroprune.structure``, ``entroprune.prune``,
+``entroprune.search``, ``entroprune.entropy``, ``entroprune.data``, ``entroprune.models``).
+"""
 
 from .api import (
     evaluate_checkpoint,
@@ -14,34 +19,22 @@ from .api import (
     search_module,
     train_baseline,
 )
-from .checkpoint import ModelSpec, load_checkpoint, save_checkpoint
-from .config import RunConfig, load_config
-from .data import load_dataset
-from .entropy import VARIANTS, layer_entropy
-from .errors import EntropruneError
-from .models import build_model
+from .config import FinetuneConfig, RunConfig, load_config
+from .errors import CheckpointError, ConfigError, DataError, EntropruneError, RunError, SearchInterrupted
 from .pipeline import run_pipeline
-from .prune import Masker, prune_model, recalibrate_bn
-from .search import (
-    PruningEnv,
-    Recovery,
-    RewardConfig,
-    RewardEvaluator,
-    SearchConfig,
-    SearchResult,
-    rerank,
-    run_search,
-)
-from .structure import Structure, count_macs_params
-from .train import TrainConfig, evaluate, train_model
+from .search import RewardConfig, SearchConfig, SearchResult
+from .structure import count_macs_params
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EntropruneError", "Masker", "ModelSpec", "PruningEnv", "Recovery", "RewardConfig", "RewardEvaluator", "RunConfig",
-    "SearchConfig", "SearchResult", "Structure", "TrainConfig", "VARIANTS", "build_model", "count_macs_params",
-    "evaluate", "evaluate_checkpoint", "export_checkpoint", "finetune_checkpoint", "finetune_module",
-    "inspect_checkpoint", "layer_entropy", "load_checkpoint", "load_config", "load_dataset", "load_model",
-    "prune_checkpoint", "prune_model", "prune_module", "recalibrate_bn", "rerank", "run_pipeline", "run_search",
-    "save_checkpoint", "search_checkpoint", "search_module", "train_baseline", "train_model",
+    # stage functions: checkpoints in, run folders out
+    "train_baseline", "search_checkpoint", "prune_checkpoint", "finetune_checkpoint", "evaluate_checkpoint",
+    "export_checkpoint", "inspect_checkpoint", "run_pipeline", "load_model",
+    # the same stages on any nn.Module
+    "search_module", "prune_module", "finetune_module", "count_macs_params",
+    # configs and results
+    "SearchConfig", "RewardConfig", "RunConfig", "FinetuneConfig", "SearchResult", "load_config",
+    # errors
+    "EntropruneError", "ConfigError", "DataError", "CheckpointError", "RunError", "SearchInterrupted",
 ]
