@@ -61,3 +61,11 @@ def test_no_import_cycle():
         if m not in state:
             visit(m)
     assert not cycles, "\n".join(cycles)
+
+
+def test_no_function_over_80_lines():
+    """A function longer than a screen hides its steps; split it (issue 19)."""
+    long = [f"{p.relative_to(SRC)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for p in sorted(SRC.rglob("*.py")) for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
+    assert not long, "\n".join(long)

@@ -276,15 +276,7 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
         history = train_model(model, data, config, seed=seed, device=device, teacher=teacher_model, quiet=quiet,
                               description="finetune")
     else:
-        from torch.nn.parallel import DistributedDataParallel
-
-        shard = data.loader("train", batch_size, shuffle=True, augment=config.augment, seed=seed, device=device,
-                            shard=(ctx.rank, ctx.world))
-        parallel_model = DistributedDataParallel(model.to(device), device_ids=[device.index] if torch.device(device).type == "cuda" else None)
-        history = train_model(parallel_model, None, config, seed=seed, device=device, teacher=teacher_model,
-                              quiet=quiet or not main_rank, description=f"finetune x{ctx.world}", train_loader=shard,
-                              val_loader=data.loader("val", 512, device=device) if main_rank else None,
-                              eval_model=model)
+        history = _train_data_parallel(model, data, config, ctx, seed, teacher_model, quiet)
         if not main_rank:
             ddp.leave()
             return {}
@@ -303,6 +295,20 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     if ctx is not None:
         ddp.leave()
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}
+
+
+def _train_data_parallel(model: nn.Module, data: DataBundle, config: TrainConfig, ctx: Any, seed: int,
+                         teacher: nn.Module | None, quiet: bool) -> list[dict[str, Any]]:
+    """This process's part of a data-parallel fine-tune: its shard of every batch, gradients averaged."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device, main_rank = ctx.device, ctx.is_main
+    shard = data.loader("train", config.batch_size, shuffle=True, augment=config.augment, seed=seed, device=device,
+                        shard=(ctx.rank, ctx.world))
+    parallel = DistributedDataParallel(model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
+    return train_model(parallel, None, config, seed=seed, device=device, teacher=teacher, quiet=quiet or not main_rank,
+                       description=f"finetune x{ctx.world}", train_loader=shard,
+                       val_loader=data.loader("val", 512, device=device) if main_rank else None, eval_model=model)
 
 
 def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = "onnx",
