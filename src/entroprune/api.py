@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -21,6 +22,7 @@ from .train import TrainConfig, evaluate, train_model
 from .utils import check_writable_dir, forward_with_hooks, refuse_output_inside, seed_everything, write_json
 
 if TYPE_CHECKING:
+    from .latency import LatencyConfig
     from .search import SearchConfig, SearchResult
     from .structure import Structure
 
@@ -320,6 +322,36 @@ def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = "onnx",
         raise ConfigError(f"unknown export format {fmt!r}; choose onnx or torchscript")
     model, ckpt = load_model(path, trust_pickle)
     return export_model(model, ckpt.spec.example_input(), out_file, fmt)
+
+
+def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: LatencyConfig | None = None,
+                           min_keep: float = 0.2, round_to: int = 8, seed: int = 0, force: bool = False,
+                           trust_pickle: bool = False) -> dict[str, Any]:
+    """Fit a checkpoint's latency model on this machine (layer tables and whole pruned nets timed on
+    ``config.backend`` at ``config.batch``) over the search space ``min_keep`` / ``round_to``; writes
+    latency_model.json into ``out_dir`` and returns the fit's report (cost, error on held-out policies)."""
+    from .latency import LatencyConfig, fit_latency_model, wall_timer
+    from .utils import machine_description
+
+    config = config or LatencyConfig()
+    config.validate()
+    if not 0 < min_keep <= 1 or round_to < 1:
+        raise ConfigError(f"`min_keep` must lie in (0, 1] and `round_to` be >= 1, got {min_keep} and {round_to}")
+    out_file = Path(out_dir) / "latency_model.json"
+    if out_file.exists() and not force:
+        raise ConfigError(f"{out_file} already exists; pass `force=True` or choose another `out_dir`")
+    model, ckpt = load_model(path, trust_pickle)
+    structure = build_structure(model, ckpt.spec)
+    check_writable_dir(out_dir)
+    lo = np.array([structure.round_group(g, min_keep, round_to) for g in structure.groups])
+    meta = {"checkpoint": str(path), "backend": config.backend, "batch": config.batch,
+            "threads": torch.get_num_threads(), "machine": machine_description(), "min_keep": min_keep,
+            "round_to": round_to}
+    lm, report = fit_latency_model(model.cpu().eval(), structure, lo,
+                                   wall_timer(config.batch, config.backend, config.repeats), config.points,
+                                   config.calibration, config.held_out, round_to, seed, meta)
+    write_json(out_file, lm.to_dict())
+    return {**report, **meta, "model_file": str(out_file)}
 
 
 def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1",

@@ -211,6 +211,37 @@ def evaluate(
 
 @app.command()
 @handle_errors
+def latency(
+    checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by entroprune.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for latency_model.json.")] = Path("runs/latency"),
+    backend: Annotated[str, typer.Option(help="torch or onnxruntime: the runtime you deploy on.")] = "torch",
+    batch: Annotated[int, typer.Option(help="Inputs per forward, as deployed.")] = 64,
+    min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of the search space.")] = 0.2,
+    round_to: Annotated[int, typer.Option(help="Channel rounding of the search space.")] = 8,
+    held_out: Annotated[int, typer.Option(help="Random pruned nets timed to measure the model's error.")] = 8,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing latency_model.json.")] = False,
+    trust_pickle: TrustPickle = False,
+    seed: Seed = 0,
+    threads: Threads = 0,
+) -> None:
+    """Fit a latency model of a checkpoint on this machine and report its error on random pruned nets."""
+    from .api import fit_latency_checkpoint
+    from .latency import LatencyConfig
+
+    _setup(seed, "cpu", threads)
+    rep = fit_latency_checkpoint(checkpoint, out_dir, LatencyConfig(backend=backend, batch=batch, held_out=held_out),
+                                 min_keep=min_keep, round_to=round_to, seed=seed, force=force,
+                                 trust_pickle=trust_pickle)
+    err_txt = (f"median error {rep['median_error']:.1%}, worst {rep['max_error']:.1%} on {rep['held_out_policies']} "
+               "random pruned nets it was not fitted on" if rep["held_out_policies"] else "no held-out check")
+    out.print(f"{backend}, batch {batch}, {rep['threads']} threads: unpruned net {rep['full_latency_s'] * 1000:.2f} ms; "
+              f"{err_txt}; fitted in {rep['fit_time_s']:.0f} s ({rep['layer_timings']} layer timings, "
+              f"{rep['calibration_policies']} whole nets)")
+    out.print(f"latency model: {rep['model_file']}")
+
+
+@app.command()
+@handle_errors
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by entroprune.")],
     dataset: CheckpointDataset = None,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -72,4 +77,293 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["paired_latency", "latency_rows", "add_ratios"]
+
+
+# ----------------------------------------------------------------------------- latency model
+# MACs are a proxy: two policies of equal MACs can differ 2x in time (channel counts that suit the
+# kernels, memory-bound layers). The model below predicts a pruned net's measured latency from its
+# channel counts, NetAdapt/HALP style: each conv or linear layer timed alone over a grid of input and
+# output channel counts and interpolated, the rest of the net (norms, activations, pooling, overhead)
+# fitted on whole pruned nets. Queries are vectorised, so the search's action wall can ask it per step.
+
+
+@dataclass
+class LayerShape:
+    """A conv or linear layer's channel counts as affine functions of the groups' kept counts."""
+
+    name: str
+    kind: str  # conv, convT or linear
+    in_full: int
+    out_full: int
+    in_coef: np.ndarray  # channels of the layer's input removed per channel removed from each group
+    out_coef: np.ndarray
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1  # grouped convs keep their group count; depthwise ones follow their channels
+    depthwise: bool = False
+    in_hw: tuple[int, int] = (1, 1)
+    out_hw: tuple[int, int] = (1, 1)
+
+    def channels(self, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(in, out) channel counts for rows of channels removed per group."""
+        cin = np.maximum(1, np.rint(self.in_full - removed @ self.in_coef)).astype(int)
+        cout = np.maximum(1, np.rint(self.out_full - removed @ self.out_coef)).astype(int)
+        return cin, cout
+
+    def out_elements(self, cout: np.ndarray) -> np.ndarray:
+        """Output values per image: what the norms and activations after the layer touch."""
+        return cout * float(self.out_hw[0] * self.out_hw[1])
+
+
+def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
+    """Every conv and linear layer with the groups that set its channels, found by pruning each group
+    alone by half on a copy and reading the layers' new channel counts."""
+    from .prune import apply_physical
+    from .utils import forward_with_hooks
+
+    model = copy.deepcopy(model).cpu().eval()
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))}
+    hw: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+
+    def record(name: str, inp: tuple, out: torch.Tensor) -> None:
+        def size(t: torch.Tensor) -> tuple[int, int]:
+            return (int(t.shape[2]), int(t.shape[3])) if t.dim() == 4 else (1, 1)
+
+        hw.setdefault(name, (size(inp[0]), size(out)))
+
+    forward_with_hooks(model, structure.example_input,
+                       [(m, lambda mod, inp, out, n=n: record(n, inp, out)) for n, m in layers.items()])
+    n_groups = len(structure.groups)
+    coef = {n: (np.zeros(n_groups), np.zeros(n_groups)) for n in layers}
+    for j, g in enumerate(structure.groups):
+        keep = max(g.step, (g.channels // 2) // g.step * g.step)
+        if keep >= g.channels:
+            continue
+        pruned = copy.deepcopy(model)
+        apply_physical(pruned, structure, {g.name: keep})
+        mods = dict(pruned.named_modules())
+        for n, m in layers.items():
+            cin, cout = _io(mods[n])
+            coef[n][0][j] = (_io(m)[0] - cin) / (g.channels - keep)
+            coef[n][1][j] = (_io(m)[1] - cout) / (g.channels - keep)
+    shapes = []
+    for n, m in layers.items():
+        cin, cout = _io(m)
+        conv = isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+        shapes.append(LayerShape(
+            n, "linear" if not conv else ("convT" if isinstance(m, nn.ConvTranspose2d) else "conv"), cin, cout,
+            coef[n][0], coef[n][1], **({} if not conv else {
+                "kernel": tuple(m.kernel_size), "stride": tuple(m.stride), "padding": tuple(m.padding),
+                "groups": m.groups, "depthwise": m.groups > 1 and m.groups == cin}),
+            in_hw=hw.get(n, ((1, 1), (1, 1)))[0], out_hw=hw.get(n, ((1, 1), (1, 1)))[1]))
+    return shapes
+
+
+def _io(m: nn.Module) -> tuple[int, int]:
+    return (m.in_features, m.out_features) if isinstance(m, nn.Linear) else (m.in_channels, m.out_channels)
+
+
+def build_layer(shape: LayerShape, cin: int, cout: int) -> tuple[nn.Module, tuple[int, ...]]:
+    """The layer alone at these channel counts, and the shape of one input (without the batch)."""
+    if shape.kind == "linear":
+        return nn.Linear(cin, cout), (cin,)
+    groups = cin if shape.depthwise else shape.groups
+    if shape.depthwise:
+        cout = cin
+    cls = nn.ConvTranspose2d if shape.kind == "convT" else nn.Conv2d
+    return cls(cin, cout, shape.kernel, shape.stride, shape.padding, groups=groups), (cin, *shape.in_hw)
+
+
+@dataclass
+class LatencyConfig:
+    """How a latency model is measured.
+
+    :param backend: ``torch`` or ``onnxruntime``: the runtime the pruned net will be deployed on.
+    :param batch: inputs per forward, as deployed.
+    :param points: channel counts per dimension of each layer's table.
+    :param calibration: random pruned nets timed whole to fit the rest of the net (norms, activations).
+    :param held_out: random pruned nets timed whole, never fitted on, to measure the model's error.
+    :param repeats: timed forwards per measurement (their median is kept).
+    """
+
+    backend: str = "torch"
+    batch: int = 64
+    points: int = 5
+    calibration: int = 8
+    held_out: int = 8
+    repeats: int = 7
+
+    def validate(self) -> None:
+        from .errors import ConfigError
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"`backend` {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if min(self.batch, self.points - 1, self.calibration, self.repeats) < 1 or self.held_out < 0:
+            raise ConfigError("`batch`, `calibration` and `repeats` must be >= 1, `points` >= 2, `held_out` >= 0")
+
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+# A timer: (module, input shape without the batch) -> seconds per forward of the configured batch.
+Timer = Callable[[nn.Module, tuple[int, ...]], float]
+
+
+def wall_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int = 2) -> Timer:
+    """Median wall time of one forward of ``batch`` inputs on ``backend`` (torch or onnxruntime)."""
+    runtime = "torch" if backend == "torch" else "ort"
+
+    def timer(module: nn.Module, shape: tuple[int, ...]) -> float:
+        return paired_latency([module], shape, batch, runtime, repeats, warmup)[0] / 1000
+    return timer
+
+
+def _grid(lo: int, hi: int, points: int, step: int) -> np.ndarray:
+    """Up to ``points`` channel counts from lo to hi (multiples of ``step``), ends included."""
+    vals = np.rint(np.linspace(lo, hi, points) / step).astype(int) * step
+    return np.unique(np.clip(vals, max(step, lo // step * step), hi))
+
+
+def _interp2(x: np.ndarray, y: np.ndarray, gx: np.ndarray, gy: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of ``table`` (gx by gy) at the points (x, y); linear beyond the grid's ends."""
+    def weights(v, g):
+        if len(g) == 1:
+            return np.zeros(len(v), int), np.zeros(len(v))
+        i = np.clip(np.searchsorted(g, v) - 1, 0, len(g) - 2)
+        return i, (v - g[i]) / (g[i + 1] - g[i])
+    ix, tx = weights(x.astype(float), gx)
+    iy, ty = weights(y.astype(float), gy)
+    jx, jy = np.minimum(ix + 1, len(gx) - 1), np.minimum(iy + 1, len(gy) - 1)
+    return ((1 - tx) * (1 - ty) * table[ix, iy] + tx * (1 - ty) * table[jx, iy]
+            + (1 - tx) * ty * table[ix, jy] + tx * ty * table[jx, jy])
+
+
+@dataclass
+class LatencyModel:
+    """Predicted latency (seconds per batch) of a pruned net from its groups' kept counts.
+
+    ``coef`` weighs the summed layer tables, the output values the norms and activations touch
+    (a fraction of the unpruned net's), and a constant: fitted on whole pruned nets.
+    """
+
+    layers: list[LayerShape]
+    grids: list[tuple[np.ndarray, np.ndarray]]
+    tables: list[np.ndarray]
+    full_counts: np.ndarray
+    coef: np.ndarray
+    meta: dict[str, Any]
+
+    def features(self, counts: np.ndarray) -> np.ndarray:
+        """Rows of (summed layer time, output-values fraction, 1) for rows of counts."""
+        counts = np.atleast_2d(np.asarray(counts, dtype=float))
+        removed = self.full_counts - counts
+        total, elems, full_elems = np.zeros(len(counts)), np.zeros(len(counts)), 0.0
+        for shape, (gx, gy), table in zip(self.layers, self.grids, self.tables, strict=True):
+            cin, cout = shape.channels(removed)
+            total += _interp2(cin, cin if shape.depthwise else cout, gx, gy, table)
+            elems += shape.out_elements(cout)
+            full_elems += float(shape.out_elements(np.array([shape.out_full]))[0])
+        return np.stack([total, elems / max(full_elems, 1.0), np.ones(len(counts))], 1)
+
+    def predict(self, counts: np.ndarray) -> np.ndarray:
+        """Seconds per batch for each row of counts."""
+        return self.features(counts) @ self.coef
+
+    def fraction(self, counts: np.ndarray) -> np.ndarray:
+        """Predicted latency relative to the unpruned net's."""
+        return self.predict(counts) / float(self.predict(self.full_counts)[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": [{**{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(s).items()}}
+                           for s in self.layers],
+                "grids": [[gx.tolist(), gy.tolist()] for gx, gy in self.grids],
+                "tables": [t.tolist() for t in self.tables], "full_counts": self.full_counts.tolist(),
+                "coef": self.coef.tolist(), "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LatencyModel:
+        layers = [LayerShape(**{k: np.array(v, dtype=float) if k.endswith("_coef") else
+                                (tuple(v) if isinstance(v, list) else v) for k, v in layer.items()})
+                  for layer in d["layers"]]
+        return cls(layers, [(np.array(gx), np.array(gy)) for gx, gy in d["grids"]],
+                   [np.array(t) for t in d["tables"]], np.array(d["full_counts"]), np.array(d["coef"]), d["meta"])
+
+
+def _tables(shapes: list[LayerShape], lo: np.ndarray, full: np.ndarray, timer: Timer, points: int,
+            round_to: int = 1) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray], int]:
+    """Each layer timed alone over a grid of its channel counts, from the search's floor to full, at
+    multiples of the search's rounding (kernels often work in blocks of channels: between two rounded
+    counts the time is then close to linear); layers of one configuration are timed once. Returns the
+    grids, the tables and the timings made."""
+    grids, tables, seen = [], [], {}
+    removed = np.stack([full - lo, np.zeros_like(full)]).astype(float)
+    for shape in shapes:
+        cins, couts = shape.channels(removed)
+        cin_lo, cout_lo = cins[0], couts[0]
+        step = math.lcm(round_to, 1 if shape.depthwise else shape.groups)
+        gx = _grid(int(cin_lo), shape.in_full, points, step)
+        gy = np.array([shape.out_full]) if shape.depthwise else _grid(int(cout_lo), shape.out_full, points, step)
+        table = np.zeros((len(gx), len(gy)))
+        for i, cin in enumerate(gx):
+            for j, cout in enumerate(gy):
+                layer, inp = build_layer(shape, int(cin), int(cout))
+                key = (type(layer).__name__, inp, int(cout), shape.kernel, shape.stride, shape.padding,
+                       layer.groups if hasattr(layer, "groups") else 1)
+                if key not in seen:
+                    seen[key] = timer(layer.eval(), inp)
+                table[i, j] = seen[key]
+        grids.append((gx.astype(float), gy.astype(float)))
+        tables.append(table)
+    return grids, tables, len(seen)
+
+
+def _random_counts(structure: Any, lo: np.ndarray, rng: np.random.Generator, round_to: int) -> np.ndarray:
+    counts = np.array([structure.round_group(g, rng.uniform(0.05, 1.0), round_to) for g in structure.groups])
+    return np.maximum(counts, lo)
+
+
+def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, timer: Timer, points: int = 5,
+                      calibration: int = 8, held_out: int = 8, round_to: int = 1, seed: int = 0,
+                      meta: dict[str, Any] | None = None) -> tuple[LatencyModel, dict[str, Any]]:
+    """Fit the latency model and measure its own error on ``held_out`` random policies it never saw.
+
+    ``lo_counts``: the smallest counts the search may choose (its floor). Returns the model and a
+    report (cost, timings made, median and worst relative error on the held-out policies).
+    """
+    from .prune import prune_model
+
+    t0 = time.perf_counter()
+    full = structure.full_counts()
+    lo = np.minimum(np.asarray(lo_counts, dtype=int), full)
+    shapes = layer_shapes(model, structure)
+    grids, tables, timings = _tables(shapes, lo, full, timer, points, round_to)
+    lm = LatencyModel(shapes, grids, tables, full, np.array([1.0, 0.0, 0.0]), dict(meta or {}))
+    rng = np.random.default_rng(seed)
+    shape = tuple(structure.example_input.shape[1:])
+
+    def measure(counts: np.ndarray) -> float:
+        return timer(prune_model(model, structure, counts)[0].eval(), shape)
+
+    fit_rows = [full, lo, *(_random_counts(structure, lo, rng, round_to) for _ in range(calibration))]
+    fit_y = np.array([measure(c) for c in fit_rows])
+    feats = lm.features(np.array(fit_rows))
+    # Least squares, the constant free to go negative: each layer timed alone carries the fixed cost of
+    # a forward call, which the whole net pays once.
+    lm.coef = np.linalg.lstsq(feats, fit_y, rcond=None)[0]
+    if lm.coef[0] <= 0:  # too few or too noisy timings to separate the parts: scale the layer sum alone
+        lm.coef = np.array([float(np.mean(fit_y / feats[:, 0])), 0.0, 0.0])
+    test_rows = [_random_counts(structure, lo, rng, round_to) for _ in range(held_out)]
+    test_y = np.array([measure(c) for c in test_rows])
+    errors = np.abs(lm.predict(np.array(test_rows)) - test_y) / test_y if held_out else np.zeros(0)
+    report = {"fit_time_s": time.perf_counter() - t0, "layers": len(shapes), "layer_timings": timings,
+              "calibration_policies": len(fit_rows), "held_out_policies": held_out,
+              "median_error": float(np.median(errors)) if held_out else None,
+              "max_error": float(errors.max()) if held_out else None,
+              "full_latency_s": float(fit_y[0]), "coef": lm.coef.tolist()}
+    lm.meta["report"] = report
+    return lm, report
+
+
+__all__ = ["paired_latency", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS",
+           "layer_shapes", "build_layer", "wall_timer", "fit_latency_model"]

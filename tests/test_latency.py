@@ -1,0 +1,119 @@
+"""The latency model: layer tables, their interpolation and the fit, with deterministic fake timers
+(no wall-clock measurement in tests)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from entroprune.latency import _interp2, build_layer, fit_latency_model, layer_shapes
+from entroprune.models import build_model
+from entroprune.prune import prune_model
+from entroprune.structure import Structure, count_macs_params
+
+
+def macs_timer(module: nn.Module, shape: tuple[int, ...]) -> float:
+    """A 'latency' that is exactly the MACs: bilinear in a layer's channel counts."""
+    return count_macs_params(module, torch.zeros(1, *shape))[0] * 1e-9
+
+
+def stepped_timer(module: nn.Module, shape: tuple[int, ...]) -> float:
+    """Kernels that work in blocks of 8 channels: time grows by steps, not smoothly, plus a fixed cost."""
+    total = 0.0
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            cin = m.in_features if isinstance(m, nn.Linear) else m.in_channels
+            cout = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+            total += np.ceil(cin / 8) * np.ceil(cout / 8) * 1e-4
+    return total + 2e-3
+
+
+def _net(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, in_channels=1, width_mult=0.5).eval()
+    structure = Structure(model, torch.zeros(1, 1, 28, 28))
+    return model, structure, np.array([structure.round_group(g, 0.2) for g in structure.groups])
+
+
+@pytest.mark.parametrize("name", ["vgg", "resnet20", "mobilenetv2"])
+def test_layer_shapes_follow_the_pruned_net(name):
+    """Each layer's channels as the groups' affine functions match the physically pruned net (residual
+    streams and depthwise convs included)."""
+    model, structure, _ = _net(name)
+    shapes = layer_shapes(model, structure)
+    rng = np.random.default_rng(0)
+    counts = np.array([structure.round_group(g, rng.uniform(0.2, 1)) for g in structure.groups])
+    pruned = dict(prune_model(model, structure, counts)[0].named_modules())
+    for s in shapes:
+        cin, cout = s.channels((structure.full_counts() - counts)[None].astype(float))
+        m = pruned[s.name]
+        real = (m.in_features, m.out_features) if isinstance(m, nn.Linear) else (m.in_channels, m.out_channels)
+        assert (int(cin[0]), int(cout[0])) == real, s.name
+
+
+def test_interpolation_is_exact_on_a_bilinear_table_and_at_the_grid():
+    gx, gy = np.array([8.0, 16.0, 32.0]), np.array([4.0, 12.0])
+    table = np.outer(gx, gy) * 0.5
+    x, y = np.array([8, 10, 31, 32]), np.array([4, 12, 7, 5])
+    assert np.allclose(_interp2(x, y, gx, gy, table), 0.5 * x * y)
+    assert np.allclose(_interp2(np.array([1.0]), np.array([1.0]), np.array([5.0]), np.array([3.0]), np.ones((1, 1))), 1)
+
+
+@pytest.mark.parametrize("name", ["vgg", "resnet20"])
+def test_a_latency_that_is_bilinear_per_layer_is_predicted_exactly(name):
+    model, structure, lo = _net(name)
+    lm, report = fit_latency_model(model, structure, lo, macs_timer, calibration=4, held_out=4)
+    assert report["median_error"] < 0.01 and report["max_error"] < 0.02, report
+    assert abs(lm.fraction(structure.full_counts())[0] - 1.0) < 1e-9
+
+
+def test_stepped_kernels_and_fixed_costs_are_predicted_within_ten_percent():
+    """With counts rounded to the kernels' block, as the search rounds them, the grid sees every step."""
+    model, structure, lo = _net("vgg")
+    lm, report = fit_latency_model(model, structure, lo, stepped_timer, calibration=8, held_out=8, round_to=8)
+    assert report["median_error"] < 0.10, report
+    # each layer timed alone paid the fixed cost of a forward that the whole net pays once: the constant
+    # takes back the extra ones, and the layer tables keep their weight
+    assert 0.8 < lm.coef[0] < 1.3 and lm.coef[2] < 0, lm.coef
+
+
+def test_build_layer_keeps_depthwise_and_grouped_convs_valid():
+    model, structure, _ = _net("mobilenetv2")
+    for s in layer_shapes(model, structure):
+        layer, shape = build_layer(s, max(1, s.in_full // 2), max(1, s.out_full // 2))
+        out = layer(torch.zeros(2, *shape))
+        assert out.shape[0] == 2
+
+
+def test_the_model_round_trips_through_json():
+    import json
+
+    from entroprune.latency import LatencyModel
+
+    model, structure, lo = _net("mobilenetv2")
+    lm, _ = fit_latency_model(model, structure, lo, macs_timer, calibration=3, held_out=0)
+    back = LatencyModel.from_dict(json.loads(json.dumps(lm.to_dict())))
+    rows = np.stack([structure.full_counts(), lo])
+    assert np.allclose(back.predict(rows), lm.predict(rows))
+    assert back.layers[3].name == lm.layers[3].name and back.layers[3].kernel == lm.layers[3].kernel
+
+
+def test_latency_cli_writes_a_model_and_says_its_error(digits_ckpt, tmp_path):
+    """The real timer on a tiny net (only the report's form is checked, never a time)."""
+    import json
+    import subprocess
+    import sys
+
+    from entroprune.latency import LatencyModel
+
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "latency", str(digits_ckpt), "--batch", "8",
+                           "--held-out", "2", "--out", str(tmp_path / "lat")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "median error" in proc.stdout and "2 random pruned nets" in proc.stdout
+    lm = LatencyModel.from_dict(json.loads((tmp_path / "lat" / "latency_model.json").read_text()))
+    assert lm.meta["backend"] == "torch" and lm.meta["batch"] == 8 and lm.predict(lm.full_counts)[0] > 0
+    bad = subprocess.run([sys.executable, "-m", "entroprune.cli", "latency", str(digits_ckpt), "--backend", "tflite",
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--backend 'tflite' is not one of torch, onnxruntime" in bad.stderr, bad.stderr
+    assert not (tmp_path / "bad").exists()
