@@ -117,3 +117,65 @@ def test_latency_cli_writes_a_model_and_says_its_error(digits_ckpt, tmp_path):
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--backend 'tflite' is not one of torch, onnxruntime" in bad.stderr, bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("name", ["vgg", "mobilenetv2"])
+def test_the_wall_holds_a_latency_target_and_both_together(name):
+    """Random actions under a latency budget (with a stepped, MACs-unlike fake latency) end within it and
+    close to it; with both budgets, both hold."""
+    from entroprune.search.env import PruningEnv
+
+    model, structure, _ = _net(name)
+    lo = np.array([structure.round_group(g, 0.2, 8) for g in structure.groups])
+    lm, _ = fit_latency_model(model, structure, lo, stepped_timer, calibration=4, held_out=0, round_to=8)
+    rng = np.random.default_rng(0)
+    for macs_target, lat_target in ((1.0, 0.5), (0.3, 0.6)):
+        env = PruningEnv(structure, None, macs_target, 0.2, 8, latency=lm, latency_target=lat_target)
+        for _ in range(10):
+            env.reset()
+            done, info = False, {}
+            while not done:
+                _, _, done, _, info = env.step([rng.uniform(0.2, 1.0)])
+            assert info["latency_fraction"] <= lat_target * (1 + 1e-9) and info["achieved"] <= macs_target * (1 + 1e-9)
+            assert env.within_tolerance(info["counts"]), info
+
+
+def test_an_unreachable_latency_target_is_one_line():
+    from entroprune.errors import ConfigError
+    from entroprune.search.env import PruningEnv
+
+    model, structure, lo = _net("vgg")
+    lm, _ = fit_latency_model(model, structure, lo, stepped_timer, calibration=3, held_out=0)
+    with pytest.raises(ConfigError, match="`latency_target` 0.01 is unreachable"):
+        PruningEnv(structure, None, 1.0, 0.2, 1, latency=lm, latency_target=0.01)
+
+
+def test_a_search_under_a_latency_target_fits_its_model_once_and_keeps_every_candidate_within(
+        digits_ckpt, tmp_path, monkeypatch):
+    """The search fits its latency model (with the stepped fake timer in place of the clock), saves it in the
+    run folder, keeps the searched, uniform and global candidates within the predicted budget, and a second
+    search reads the saved model instead of timing again."""
+    import json
+
+    import entroprune.latency
+
+    monkeypatch.setattr(entroprune.latency, "wall_timer", lambda batch, backend, repeats=7: stepped_timer)
+
+    from entroprune.api import search_checkpoint
+    from entroprune.latency import LatencyModel
+    from entroprune.search import SearchConfig
+
+    cfg = SearchConfig(macs_target=1.0, latency_target=0.7, latency_batch=8, episodes=6, warmup=3, calib_size=64,
+                       rerank_top_k=2, recovery_steps=2, recovery_images=64, checkpoint_every=2)
+    res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg, quiet=True)
+    model_file = tmp_path / "s" / "latency_model.json"
+    lm = LatencyModel.from_dict(json.loads(model_file.read_text()))
+    assert res.summary["latency_fraction"] <= 0.7 + 1e-9 and res.summary["latency_target"] == 0.7
+    for c in res.summary["rerank"]:  # uniform and global were solved under the same budget
+        counts = np.array([round(c["policy"][g] * lm.full_counts[i]) for i, g in enumerate(c["policy"])])
+        assert lm.fraction(counts)[0] <= 0.7 + 1e-6, c["candidate"]
+    stamp = model_file.stat().st_mtime_ns
+    uniform = search_checkpoint(digits_ckpt, tmp_path / "s", SearchConfig(
+        macs_target=1.0, latency_target=0.7, latency_batch=8, agent="uniform", latency_model=str(model_file)),
+        quiet=True, force=True)
+    assert uniform.summary["latency_fraction"] <= 0.7 + 1e-9 and model_file.stat().st_mtime_ns == stamp

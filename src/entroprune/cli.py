@@ -327,6 +327,13 @@ def search(
         help="Label-free distillation steps before each re-scored policy.")] = 40,
     recovery_images: Annotated[int, typer.Option(
         help="Unlabelled training images the recovery distils on.")] = 2048,
+    latency_target: Annotated[float | None, typer.Option(
+        help="Also keep at most this fraction of the measured latency (a latency model is fitted on this "
+             "machine, or read from --latency-model); both targets hold, --macs-target 1 for latency only.")] = None,
+    latency_model: Annotated[str | None, typer.Option(
+        help="latency_model.json from `entroprune latency` (default: fit one in --out).")] = None,
+    latency_backend: Annotated[str, typer.Option(help="Runtime the latency model times: torch or onnxruntime.")] = "torch",
+    latency_batch: Annotated[int, typer.Option(help="Inputs per forward the latency model times.")] = 64,
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted search in --out.")] = False,
@@ -348,12 +355,17 @@ def search(
         recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
+        latency_target=latency_target, latency_model=latency_model, latency_backend=latency_backend,
+        latency_batch=latency_batch,
         reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize,
                             bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight,
                             maximize=maximize, physical=physical_scoring))
     res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
                             resume=resume, force=force, quiet=quiet, importance=importance,
                             trust_pickle=trust_pickle, workers=workers, ray_address=ray_address)
+    if "latency_fraction" in res.summary:
+        out.print(f"predicted latency {res.summary['latency_fraction']:.1%} of the unpruned net's "
+                  f"(target {latency_target:.1%})")
     out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%}), "
               f"{res.episodes} episodes")
     if res.summary.get("rerank"):

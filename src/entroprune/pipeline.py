@@ -103,7 +103,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     timings["evaluate"] = time.perf_counter() - t0
     export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
                       cfg.export_format)
-    uniform = _uniform_policy(ckpt_path, cfg.search)
+    uniform = _uniform_policy(ckpt_path, cfg.search, run_dir / "search")
     reference = None
     if cfg.reference_uniform:
         t0 = time.perf_counter()
@@ -133,14 +133,20 @@ def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
     return check_writable_dir(run_dir)
 
 
-def _uniform_policy(ckpt_path: Path, search: SearchConfig) -> dict[str, float]:
-    """The uniform policy of the search's target, floor and rounding (the report's reference line)."""
+def _uniform_policy(ckpt_path: Path, search: SearchConfig, search_dir: Path) -> dict[str, float]:
+    """The uniform policy of the search's targets, floor and rounding (the report's reference line); under a
+    latency target, with the latency model the search used."""
     from .prune import policy_to_ratios
     from .search import fixed_policy_counts, uniform_ratio
+    from .search.budget import Budget
+    from .search.loop import latency_model
 
     model, ckpt = load_model(ckpt_path)
     structure = build_structure(model, ckpt.spec, ignored=search.ignored_layers)
-    counts, _ = fixed_policy_counts(structure, search, [uniform_ratio(structure, search)] * len(structure.groups))
+    latency = latency_model(model, structure, search, search_dir)
+    budget = Budget(structure, search.macs_target, latency, search.latency_target) if latency else None
+    counts, _ = fixed_policy_counts(structure, search, [uniform_ratio(structure, search, budget)] * len(structure.groups),
+                                    budget)
     return policy_to_ratios(structure, counts)
 
 

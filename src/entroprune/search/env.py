@@ -17,7 +17,9 @@ import gymnasium as gym
 import numpy as np
 
 from ..errors import ConfigError
+from ..latency import LatencyModel
 from ..structure import Structure
+from .budget import Budget
 
 OBS_FEATURES = ("index", "layer_type", "in_channels", "out_channels", "kernel", "stride",
                 "out_size", "group_macs", "macs_removed", "macs_rest", "prev_action")
@@ -38,6 +40,8 @@ class PruningEnv(gym.Env):
     :param tolerance: relative distance to the target the episode must end within.
     :param ratio_bounds: per-group (lowest, highest) keep ratios, inside [min_keep, 1]: the search
         space's band around the uniform policy; None = [min_keep, 1] for every group.
+    :param latency: a fitted latency model; with ``latency_target`` (fraction of the predicted latency kept)
+        the wall holds both budgets.
     """
 
     metadata = {"render_modes": []}
@@ -45,7 +49,8 @@ class PruningEnv(gym.Env):
     def __init__(self, structure: Structure, scorer: Callable[[np.ndarray], tuple[float, dict]] | None = None,
                  macs_target: float = 0.2, min_keep: float = 0.2, round_to: int = 1,
                  tolerance: float = DEFAULT_TOLERANCE,
-                 ratio_bounds: tuple[np.ndarray, np.ndarray] | None = None):
+                 ratio_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+                 latency: LatencyModel | None = None, latency_target: float | None = None):
         super().__init__()
         if not (isinstance(macs_target, (int, float)) and 0 < macs_target <= 1):
             raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {macs_target}")
@@ -75,6 +80,12 @@ class PruningEnv(gym.Env):
                 f"`macs_target` {macs_target} is unreachable: even keeping {min_keep:.0%} of every group"
                 f"{rounding} leaves {floor:.1%} of the MACs (unprunable layers included); raise the target or lower "
                 f"`min_keep`{' or `round_to`' if round_to > 1 else ''}")
+        self.budget = Budget(structure, macs_target, latency, latency_target)
+        lat_floor = self.budget.latency_fraction(self.min_counts)
+        if lat_floor is not None and lat_floor[0] > latency_target * (1 + tolerance):
+            raise ConfigError(f"`latency_target` {latency_target} is unreachable: the smallest policy the search "
+                              f"space allows keeps {lat_floor[0]:.1%} of the predicted latency (fixed costs "
+                              "included); raise the target or lower `min_keep`")
         self._static = self._static_features()
         self.observation_space = gym.spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), dtype=np.float32)
         self.action_space = gym.spaces.Box(np.float32(min_keep), np.float32(1.0), (1,), dtype=np.float32)
@@ -126,15 +137,12 @@ class PruningEnv(gym.Env):
         lo_case[t + 1:] = self.min_counts[t + 1:]
         hi_case = self.counts.astype(float).copy()
         hi_case[t + 1:] = self.hi_counts[t + 1:]
-        full = self.max_counts.astype(float)
         rows_lo = np.repeat(lo_case[None], len(cands), 0)
         rows_lo[:, t] = cands
         rows_hi = np.repeat(hi_case[None], len(cands), 0)
         rows_hi[:, t] = cands
-        macs_if_rest_min = self.structure.macs_batch(rows_lo / full) / self.total
-        macs_if_rest_max = self.structure.macs_batch(rows_hi / full) / self.total
-        upper_ok = macs_if_rest_min <= self.target
-        lower_ok = macs_if_rest_max >= self.target
+        upper_ok = self.budget.fits(rows_lo)  # the rest at its smallest still fits
+        lower_ok = self.budget.reaches(rows_hi)  # the rest at its largest still spends a budget
         hi_c = cands[upper_ok].max() if upper_ok.any() else cands.min()
         lo_c = cands[lower_ok].min() if lower_ok.any() else cands.max()
         if lo_c > hi_c:  # the window is narrower than one channel step: stay under budget
@@ -162,10 +170,32 @@ class PruningEnv(gym.Env):
             reward = info["reward"]
         return self._obs(), float(reward), done, False, info
 
+    def fill(self) -> None:
+        """Under a latency budget, give the budget the wall's greedy pass left unused back, one channel step
+        at a time in network order: latency moves in coarse steps (kernels work in blocks of channels), so
+        a policy can end well under its target with room in earlier groups. MACs-only budgets are left as
+        the wall made them (their gap is small; tests/search/test_env.py)."""
+        if self.budget.latency is None:
+            return
+        grown = True
+        while grown:
+            grown = False
+            for i, g in enumerate(self.groups):
+                if self.counts[i] >= self.hi_counts[i]:
+                    continue
+                more = self.counts.copy()
+                more[i] = min(self.hi_counts[i], self.counts[i] + self.structure.count_step(g, self.round_to))
+                if self.budget.fits(more)[0]:
+                    self.counts, grown = more, True
+
     def finish(self) -> dict:
         """Score the completed policy; called at the last step."""
+        self.fill()
         achieved = self.structure.macs(self.counts) / self.total
         info: dict[str, Any] = {"counts": self.counts.copy(), "achieved": achieved, "reward": 0.0}
+        lat = self.budget.latency_fraction(self.counts)
+        if lat is not None:
+            info["latency_fraction"] = float(lat[0])
         if self.scorer is not None:
             reward, extra = self.scorer(self.counts.copy())
             info.update(extra)
@@ -178,17 +208,16 @@ class PruningEnv(gym.Env):
         """True when the policy keeps at most the target and either lies within ``UNDER_TOLERANCE`` under
         it or is as full as the rounding allows: no group can keep one more channel step without passing it."""
         counts = np.asarray(counts, dtype=int)
-        achieved = self.structure.macs(counts) / self.total
-        if achieved > self.target * (1 + 1e-9):
+        if not self.budget.fits(counts, slack=1e-9)[0]:
             return False
-        if achieved >= self.target * (1 - UNDER_TOLERANCE):
+        if self.budget.reaches(counts, under=UNDER_TOLERANCE)[0]:
             return True
         for i, g in enumerate(self.groups):
             if counts[i] >= self.hi_counts[i]:
                 continue
             more = counts.copy()
             more[i] = min(self.hi_counts[i], counts[i] + self.structure.count_step(g, self.round_to))
-            if self.structure.macs(more) / self.total <= self.target * (1 + 1e-9):
+            if self.budget.fits(more, slack=1e-9)[0]:
                 return False
         return True
 

@@ -25,12 +25,14 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, SearchInterrupted, deprecated
+from ..latency import LatencyConfig, LatencyModel
 from ..prune import counts_to_dict, policy_to_ratios
 from ..structure import Structure
 from ..utils import atomic_write, folder_lock, progress_bar, write_json
 from .agents import FIXED_AGENTS, SB3_AGENTS, check_agent, learns, make_agent
 from .agents.base import Agent
 from .agents.baselines import GlobalAgent, UniformAgent
+from .budget import Budget
 from .env import OBS_FEATURES, PruningEnv
 from .rewards import REWARDS, RewardConfig, RewardEvaluator, RewardResult
 from .scoring import Scorer, make_scorer
@@ -74,6 +76,12 @@ class SearchConfig:
     :param recovery_images: unlabelled training images the recovery distils on.
     :param ignored_layers: module names whose output channels are never pruned (besides every layer
         that feeds a model output, which is always protected).
+    :param latency_target: also keep at most this fraction of the unpruned net's latency, as a latency
+        model fitted on this machine predicts it (None = MACs only); both targets hold.
+    :param latency_model: a ``latency_model.json`` written by ``entroprune latency`` (None = fit one in
+        the run folder, reused by ``resume``).
+    :param latency_backend: ``torch`` or ``onnxruntime``: the runtime a fitted latency model times.
+    :param latency_batch: inputs per forward a fitted latency model times.
     :param flops_target: the old name of ``macs_target`` (deprecated: it always meant MACs).
     """
 
@@ -97,6 +105,10 @@ class SearchConfig:
     recovery_steps: int = 40
     recovery_images: int = 2048
     ignored_layers: list[str] = field(default_factory=list)
+    latency_target: float | None = None
+    latency_model: str | None = None
+    latency_backend: str = "torch"
+    latency_batch: int = 64
     flops_target: InitVar[float | None] = None
 
     def __post_init__(self, flops_target: float | None) -> None:
@@ -122,6 +134,11 @@ class SearchConfig:
             raise ConfigError("rerank_top_k, recovery_steps and recovery_images must be >= 0")
         if not (isinstance(self.ignored_layers, list) and all(isinstance(n, str) for n in self.ignored_layers)):
             raise ConfigError(f"ignored layers must be a list of module names, got {self.ignored_layers!r}")
+        if self.latency_target is not None and not (isinstance(self.latency_target, (int, float))
+                                                    and 0 < self.latency_target <= 1):
+            raise ConfigError(f"`latency_target` must lie in (0, 1] (fraction of the latency kept), "
+                              f"got {self.latency_target}")
+        LatencyConfig(backend=self.latency_backend, batch=self.latency_batch).validate()
         if self.rerank_reward not in REWARDS:
             raise ConfigError(f"unknown re-ranking reward {self.rerank_reward!r}; choose one of {', '.join(REWARDS)}")
         self.reward.validate()
@@ -207,17 +224,18 @@ def _scored(res: RewardResult, diagnosed: bool) -> dict[str, Any]:
             "times": res.times, "diagnosed": diagnosed}
 
 
-def uniform_ratio(structure: Structure, config: SearchConfig) -> float:
-    """The uniform policy's keep ratio under the search's target, floor and rounding."""
-    u = UniformAgent.solve(structure, config.macs_target, config.min_keep, config.round_to)
+def uniform_ratio(structure: Structure, config: SearchConfig, budget: Budget | None = None) -> float:
+    """The uniform policy's keep ratio under the search's target (or ``budget``), floor and rounding."""
+    u = UniformAgent.solve(structure, config.macs_target, config.min_keep, config.round_to, budget)
     return config.min_keep + u * (1 - config.min_keep)
 
 
-def band_bounds(structure: Structure, config: SearchConfig) -> tuple[np.ndarray, np.ndarray] | None:
+def band_bounds(structure: Structure, config: SearchConfig,
+                budget: Budget | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-group keep-ratio bounds of the search space (None: AMC's [min_keep, 1] everywhere)."""
     if config.band is None or config.agent in FIXED_AGENTS:
         return None
-    r = uniform_ratio(structure, config)
+    r = uniform_ratio(structure, config, budget if budget is not None and budget.latency else None)
     n = len(structure.groups)
     lo, hi = np.full(n, max(config.min_keep, r * (1 - config.band))), np.full(n, min(1.0, r * (1 + config.band)))
     if REWARDS[config.reward.kind].needs == {"entropy"}:  # groups no entropy reward can see stay at the uniform ratio
@@ -228,9 +246,12 @@ def band_bounds(structure: Structure, config: SearchConfig) -> tuple[np.ndarray,
     return lo, hi
 
 
-def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list[float]) -> tuple[np.ndarray, float]:
+def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list[float],
+                        budget: Budget | None = None) -> tuple[np.ndarray, float]:
     """Channel counts of a fixed policy after the action wall (as its agent's one episode gets them)."""
-    env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.round_to)
+    latency = budget.latency if budget is not None else None
+    env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.round_to, latency=latency,
+                     latency_target=config.latency_target if latency else None)
     env.reset()
     info: dict[str, Any] = {}
     for r in ratios:
@@ -240,7 +261,7 @@ def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list
 
 def rerank(model: nn.Module, structure: Structure, config: SearchConfig, calib: torch.Tensor,
            val: tuple[torch.Tensor, torch.Tensor] | None, recovery_images: torch.Tensor | None,
-           entries: list[dict], quiet: bool = False) -> tuple[list[dict[str, Any]], int]:
+           entries: list[dict], quiet: bool = False, budget: Budget | None = None) -> tuple[list[dict[str, Any]], int]:
     """Re-score the search's best distinct policies and the uniform and global ones after recovery.
 
     The search's own reward is read off freshly pruned, nearly broken nets; this second stage reads
@@ -261,10 +282,10 @@ def rerank(model: nn.Module, structure: Structure, config: SearchConfig, calib: 
         if len(pool) >= config.rerank_top_k:
             break
     n = len(structure.groups)
-    fixed = {"uniform": [uniform_ratio(structure, config)] * n,
-             "global": GlobalAgent.solve(model, structure, config.macs_target, config.min_keep, config.round_to)}
+    fixed = {"uniform": [uniform_ratio(structure, config, budget)] * n,
+             "global": GlobalAgent.solve(model, structure, config.macs_target, config.min_keep, config.round_to, budget)}
     for name, ratios in fixed.items():
-        counts, achieved = fixed_policy_counts(structure, config, ratios)
+        counts, achieved = fixed_policy_counts(structure, config, ratios, budget)
         if tuple(counts) in seen:  # the search found it too: keep one candidate, say both
             next(c for c in pool if tuple(c["counts"]) == tuple(counts))["candidate"] += f" = {name}"
             continue
@@ -324,6 +345,52 @@ def _run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     return search.finish(recovery_images, quiet)
 
 
+LATENCY_FILE = "latency_model.json"
+
+
+def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, out_dir: Path) -> LatencyModel | None:
+    """The search's latency model when it has a latency target: the file ``config.latency_model`` names, the
+    one an earlier run of this search fitted (``out_dir``), or one fitted now on this machine and saved."""
+    if config.latency_target is None:
+        return None
+    from ..latency import fit_latency_model, wall_timer
+    from ..utils import machine_description
+
+    path = Path(config.latency_model) if config.latency_model else out_dir / LATENCY_FILE
+    if path.exists() and not config.latency_model:  # this folder's earlier fit: only for the same runtime
+        try:
+            meta = json.loads(path.read_text()).get("meta", {})
+        except (ValueError, AttributeError):  # unreadable: fit again
+            meta = {}
+        if (meta.get("backend"), meta.get("batch")) != (config.latency_backend, config.latency_batch):
+            path.unlink()
+    if path.exists():
+        try:
+            lm = LatencyModel.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is not a latency model ({type(exc).__name__}); fit one with "
+                              "`entroprune latency`") from None
+        if [s.name for s in lm.layers] != [n for n, _ in _conv_layers(model)] or \
+                list(lm.full_counts) != list(structure.full_counts()):
+            raise ConfigError(f"{path} was fitted for another model; fit one for this checkpoint")
+        return lm
+    if config.latency_model:
+        raise ConfigError(f"latency model {path} does not exist; fit one with `entroprune latency` or leave "
+                          "`latency_model` unset to fit one in the run folder")
+    lo = np.array([structure.round_group(g, config.min_keep, config.round_to) for g in structure.groups])
+    lm, _ = fit_latency_model(model, structure, lo, wall_timer(config.latency_batch, config.latency_backend),
+                              round_to=config.round_to, seed=config.seed,
+                              meta={"backend": config.latency_backend, "batch": config.latency_batch,
+                                    "threads": torch.get_num_threads(), "machine": machine_description()})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, lm.to_dict())
+    return lm
+
+
+def _conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+
+
 class Search:
     """One search in one folder: the environment, the agent, the log and the resumable state.
 
@@ -346,8 +413,11 @@ class Search:
             warnings.warn(f"{workers} workers but episode_batch={config.episode_batch}: only {config.episode_batch} "
                           "can be busy at a time; set episode_batch >= workers", stacklevel=3)
         self.episodes = 1 if config.agent in FIXED_AGENTS else config.episodes
+        latency = latency_model(model, structure, config, self.out_dir)
+        self.budget = Budget(structure, config.macs_target, latency, config.latency_target if latency else None)
         self.env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.round_to,
-                              ratio_bounds=band_bounds(structure, config))
+                              ratio_bounds=band_bounds(structure, config, self.budget), latency=latency,
+                              latency_target=config.latency_target if latency else None)
         blind = structure.flat_groups
         if blind and REWARDS[config.reward.kind].needs == {"entropy"} and learns(config.agent) and config.band is None:
             # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
@@ -357,7 +427,7 @@ class Search:
                           stacklevel=3)
         self.agent: Agent | None = None if self.sb3 else make_agent(config.agent, len(OBS_FEATURES), config)
         if self.agent is not None:
-            self.agent.setup(model, structure, config)
+            self.agent.setup(model, structure, config, self.budget if latency else None)
         self.episode = self.saved_at = 0
         self.log_lines: list[str] = []
         self.diag: list[list[float]] = []
@@ -383,7 +453,8 @@ class Search:
             raise ConfigError(f"nothing to resume in {self.out_dir} (no {STATE_FILE}); run without `resume=True`")
         try:
             state = torch.load(self.state_path, weights_only=True)
-            saved_cfg = {"episode_batch": 1, **json.loads(state["config"])}
+            saved_cfg = {"episode_batch": 1, "latency_target": None, "latency_model": None, "latency_backend": "torch",
+                         "latency_batch": 64, **json.loads(state["config"])}  # keys added since, at their defaults
             if "flops_target" in saved_cfg:  # a state saved before the rename
                 saved_cfg["macs_target"] = saved_cfg.pop("flops_target")
         except Exception as exc:  # torch.load raises many types on a truncated or foreign file
@@ -525,6 +596,13 @@ class Search:
         return stop.requested and self.episode < self.episodes
 
     # ---------------------------------------------------------------- result
+    def _latency_summary(self, counts: np.ndarray) -> dict[str, Any]:
+        lat = self.budget.latency_fraction(counts)
+        if lat is None or self.budget.latency is None:
+            return {}
+        return {"latency_target": self.config.latency_target, "latency_fraction": float(lat[0]),
+                "latency_model": self.budget.latency.meta.get("report", {})}
+
     def finish(self, recovery_images: torch.Tensor | None, quiet: bool) -> SearchResult:
         """Re-rank (when configured), write policy.json and search.json, return the result."""
         config, structure, best = self.config, self.structure, self.best
@@ -536,7 +614,7 @@ class Search:
         if config.reranks:
             t0 = time.perf_counter()
             candidates, pick = rerank(self.model, structure, config, self.calib, self.val, recovery_images, entries,
-                                      quiet)
+                                      quiet, self.budget if self.budget.latency else None)
             rerank_time = time.perf_counter() - t0
             counts, chosen = np.asarray(candidates[pick]["counts"]), candidates[pick]["source"]
             best = {**best, "achieved": candidates[pick]["achieved"], "reward": candidates[pick]["reward"],
@@ -546,6 +624,7 @@ class Search:
         time_keys = sorted({k for e in entries for k in e["times"]})
         summary = {
             "macs_target": config.macs_target, "achieved": best["achieved"], "reward": best["reward"],
+            **self._latency_summary(counts),
             "best_search_reward": best.get("search_reward", best["reward"]), "best_episode": best["episode"],
             "episodes": len(entries), "seed": config.seed, "agent": config.agent,
             "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,

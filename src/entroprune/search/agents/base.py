@@ -35,8 +35,9 @@ class Agent(ABC):
         """Build the agent for a search (``config``: its :class:`~entroprune.search.SearchConfig`)."""
         return cls(obs_dim, config.seed)
 
-    def setup(self, model: Any, structure: Any, config: Any) -> None:
-        """Solve what the agent needs from the model before the first episode (default: nothing)."""
+    def setup(self, model: Any, structure: Any, config: Any, budget: Any = None) -> None:
+        """Solve what the agent needs from the model before the first episode (default: nothing);
+        ``budget`` (a :class:`~entroprune.search.budget.Budget`) when the search has a latency target."""
 
     @abstractmethod
     def act(self, obs: np.ndarray, episode: int) -> float:

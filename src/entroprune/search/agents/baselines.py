@@ -22,7 +22,7 @@ class UniformAgent(Agent):
         self.action = action
 
     @classmethod
-    def solve(cls, structure, target: float, min_keep: float, round_to: int = 1) -> float:
+    def solve(cls, structure, target: float, min_keep: float, round_to: int = 1, budget=None) -> float:
         """Normalised action of the largest uniform ratio whose rounded channel counts stay within the target.
 
         Within, not merely closest: a ratio a rounding step over the budget lets the action wall
@@ -33,12 +33,13 @@ class UniformAgent(Agent):
         lo, hi = min_keep, 1.0
         for _ in range(50):
             mid = (lo + hi) / 2
-            frac = structure.macs(structure.keep_counts([mid] * len(structure.groups), round_to)) / structure.total_macs
-            lo, hi = (mid, hi) if frac <= target else (lo, mid)
+            counts = structure.keep_counts([mid] * len(structure.groups), round_to)
+            fits = budget.fits(counts)[0] if budget is not None else structure.macs(counts) / structure.total_macs <= target
+            lo, hi = (mid, hi) if fits else (lo, mid)
         return (lo - min_keep) / (1 - min_keep) if min_keep < 1 else 1.0
 
-    def setup(self, model: nn.Module, structure, config) -> None:
-        self.action = self.solve(structure, config.macs_target, config.min_keep, config.round_to)
+    def setup(self, model: nn.Module, structure, config, budget=None) -> None:
+        self.action = self.solve(structure, config.macs_target, config.min_keep, config.round_to, budget)
 
     def act(self, obs: np.ndarray, episode: int) -> float:
         return self.action
@@ -75,12 +76,13 @@ class GlobalAgent(FixedPolicyAgent):
 
     name = "global"
 
-    def setup(self, model: nn.Module, structure, config) -> None:
-        self.ratios = self.solve(model, structure, config.macs_target, config.min_keep, config.round_to)
+    def setup(self, model: nn.Module, structure, config, budget=None) -> None:
+        self.ratios = self.solve(model, structure, config.macs_target, config.min_keep, config.round_to, budget)
         self.min_keep = config.min_keep
 
     @staticmethod
-    def solve(model: nn.Module, structure, target: float, min_keep: float, round_to: int = 1) -> list[float]:
+    def solve(model: nn.Module, structure, target: float, min_keep: float, round_to: int = 1,
+              budget=None) -> list[float]:
         """Keep ratio per group of the smallest global pruning ratio whose channels fit the target.
 
         The per-group cap ``1 - min_keep`` is the search's own floor, so both pick from one space.
@@ -111,7 +113,8 @@ class GlobalAgent(FixedPolicyAgent):
         for _ in range(14):
             mid = (lo + hi) / 2
             counts = counts_at(mid)
-            if structure.macs(counts) / structure.total_macs <= target:
+            fits = budget.fits(counts)[0] if budget is not None else structure.macs(counts) / structure.total_macs <= target
+            if fits:
                 best, hi = counts, mid
             else:
                 lo = mid
