@@ -179,3 +179,15 @@ def test_a_search_under_a_latency_target_fits_its_model_once_and_keeps_every_can
         macs_target=1.0, latency_target=0.7, latency_batch=8, agent="uniform", latency_model=str(model_file)),
         quiet=True, force=True)
     assert uniform.summary["latency_fraction"] <= 0.7 + 1e-9 and model_file.stat().st_mtime_ns == stamp
+
+
+def test_the_report_puts_predicted_beside_measured_latency():
+    from entroprune.report import _latency_lines
+
+    evaluation = {"rows": [{"torch_b64_ms": 20.0}, {"torch_b64_ms": 6.0}]}
+    summary = {"latency_target": 0.3, "latency_fraction": 0.29, "latency_model": {"median_error": 0.04},
+               "config": {"latency_backend": "torch"}}
+    line = _latency_lines(evaluation, summary)[0]
+    assert line == ("Latency target 30% of the original: 29.0% predicted, 30.0% measured (torch, batch 64); "
+                    "the model's median error on random pruned nets: 4.0%.")
+    assert _latency_lines(evaluation, {"reward": 1}) == []

@@ -120,6 +120,21 @@ def _read_episodes(path: Path) -> list[dict]:
     return entries
 
 
+def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
+    """A latency-targeted search: the latency its model predicted for the result beside the one measured."""
+    if not summary or "latency_fraction" not in summary:
+        return []
+    base, pr = evaluation["rows"][0], evaluation["rows"][-1]
+    model = summary.get("latency_model") or {}
+    key = "ort_b64_ms" if (summary.get("config") or {}).get("latency_backend") == "onnxruntime" else "torch_b64_ms"
+    measured = f"{pr[key] / base[key]:.1%} measured ({key.split('_')[0]}, batch 64)" if key in pr and key in base else \
+        "not measured"
+    err = f"; the model's median error on random pruned nets: {model['median_error']:.1%}" \
+        if model.get("median_error") is not None else ""
+    return [f"Latency target {summary['latency_target']:.0%} of the original: {summary['latency_fraction']:.1%} "
+            f"predicted, {measured}{err}.", ""]
+
+
 def _check_shapes(run_dir: Path, search_dir: Path | None, evaluation: Any, policy: Any, summary: Any) -> None:
     """The fields the report reads, checked before it writes anything."""
     from .errors import ConfigError
@@ -170,6 +185,7 @@ def write_report(run_dir: str | Path) -> Path:
                       f"{pr['speedup_torch_b64']:.2f}x (ratio {pr['speedup_vs_macs_b64']:.2f}), onnxruntime "
                       f"{pr['speedup_ort_b64']:.2f}x (ratio {pr['ort_speedup_vs_macs_b64']:.2f}); goal: ratio >= 0.6. "
                       "Latencies are medians of runs alternating between the two models.")
+        md += _latency_lines(evaluation, summary)
         drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
         md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
         ref = evaluation.get("uniform_reference")
