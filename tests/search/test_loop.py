@@ -15,6 +15,16 @@ from entroprune.search.rewards import RewardConfig
 from tests.conftest import assert_budget
 
 
+def _wait_for_episodes(out, n: int, state: bool = False, timeout: float = 120) -> None:
+    """Until a search subprocess has logged ``n`` episodes (and saved its state, with ``state``)."""
+    deadline = time.time() + timeout
+    log = out / "episodes.jsonl"
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= n and (not state or (out / "search_state.pt").exists()):
+            return
+        time.sleep(0.05)
+
+
 def cfg(**kw):
     base = dict(macs_target=0.3, episodes=24, warmup=8, calib_size=64, val_size=128, checkpoint_every=4,
                 rerank_top_k=0, band=None)  # the AMC loop itself; re-ranking and band: test_rerank.py
@@ -191,12 +201,7 @@ def test_sigkill_then_resume(digits_ckpt, tmp_path):
             "--checkpoint-every", "4", "--out", str(out), "--quiet", "--device", "cpu", "--rerank-top-k", "0",
             "--band", "none"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        log = out / "episodes.jsonl"
-        if log.exists() and len(log.read_text().splitlines()) >= 14 and (out / "search_state.pt").exists():
-            break
-        time.sleep(0.05)
+    _wait_for_episodes(out, 14, state=True)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "policy.json").exists()
@@ -215,12 +220,7 @@ def test_sigint_saves_state_and_says_how_to_resume(digits_ckpt, tmp_path, agent)
             "--episodes", "400", "--warmup", "8", "--calib-size", "64", "--out", str(out), "--quiet",
             "--device", "cpu", "--agent", agent]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        log = out / "episodes.jsonl"
-        if log.exists() and len(log.read_text().splitlines()) >= 5:
-            break
-        time.sleep(0.05)
+    _wait_for_episodes(out, 5)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -238,10 +238,7 @@ def test_second_sigint_stops_at_once_and_the_search_still_resumes(digits_ckpt, t
             "--episodes", "60", "--warmup", "8", "--calib-size", "64", "--checkpoint-every", "2",
             "--rerank-top-k", "0", "--out", str(out), "--quiet", "--device", "cpu"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-            (out / "episodes.jsonl").exists() and len((out / "episodes.jsonl").read_text().splitlines()) >= 5):
-        time.sleep(0.05)
+    _wait_for_episodes(out, 5)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.02)  # two signals before Python runs its handler count as one
     proc.send_signal(signal.SIGINT)
@@ -265,10 +262,7 @@ def test_ctrl_c_during_shutdown_adds_nothing_to_the_one_line(digits_ckpt, tmp_pa
             "--episodes", "400", "--warmup", "8", "--calib-size", "64", "--rerank-top-k", "0",
             "--out", str(out), "--quiet", "--device", "cpu"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-            (out / "episodes.jsonl").exists() and len((out / "episodes.jsonl").read_text().splitlines()) >= 3):
-        time.sleep(0.05)
+    _wait_for_episodes(out, 3)
     proc.send_signal(signal.SIGINT)
     first = proc.stderr.readline()  # the stop message: the command is now on its way out
     for _ in range(20):  # keep pressing while the interpreter shuts down
