@@ -289,3 +289,17 @@ def test_search_defaults_are_declared_once():
             checked.append(name)
     assert cli._parse_band(params["band"].default) == search.band
     assert len(checked) >= 20, checked  # the check sees the options, not an empty set
+
+
+def test_train_defaults_are_declared_once():
+    """`entroprune train` and train_baseline default to BaselineConfig, the main job's baseline recipe."""
+    import inspect
+
+    from entroprune import cli
+    from entroprune.api import train_baseline
+    from entroprune.config import BaselineConfig
+
+    keys = ("epochs", "lr", "batch_size", "width_mult", "augment", "train_limit")
+    for fn in (cli.train, train_baseline):
+        params = inspect.signature(fn).parameters
+        assert {k: params[k].default for k in keys} == {k: getattr(BaselineConfig(), k) for k in keys}, fn

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
-from .config import FinetuneConfig
+from .config import BaselineConfig, FinetuneConfig
 from .data import DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, min_input_size
@@ -61,11 +61,12 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     return data
 
 
-def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 3,
-                   lr: float = 0.1, batch_size: int = 128, width_mult: float = 1.0,
+def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = BaselineConfig.epochs,
+                   lr: float = BaselineConfig.lr, batch_size: int = BaselineConfig.batch_size,
+                   width_mult: float = BaselineConfig.width_mult,
                    data_dir: str | Path | None = None, seed: int = 0,
                    device: torch.device | str = "cpu", train_limit: int | None = None,
-                   force: bool = False, quiet: bool = False, augment: str = "flip") -> dict[str, Any]:
+                   force: bool = False, quiet: bool = False, augment: str = BaselineConfig.augment) -> dict[str, Any]:
     """Train a zoo model on a dataset; writes ``model.pt`` and ``metrics.json`` into out_dir."""
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "model.pt"
