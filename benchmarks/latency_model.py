@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_description  # noqa: E402
 
-from entroprune.latency import fit_latency_model, wall_timer  # noqa: E402
+from entroprune.latency import fit_latency_model, wall_pair_timer, wall_timer  # noqa: E402
 from entroprune.models import build_model  # noqa: E402
 from entroprune.structure import Structure  # noqa: E402
 
@@ -48,7 +48,7 @@ def main() -> None:
         lo = np.array([structure.round_group(g, args.min_keep, args.round_to) for g in structure.groups])
         for backend in args.backends:
             _, rep = fit_latency_model(model, structure, lo, wall_timer(args.batch, backend), held_out=args.held_out,
-                                       round_to=args.round_to, seed=0)
+                                       round_to=args.round_to, seed=0, pair=wall_pair_timer(args.batch, backend))
             rows.append({"model": name, "width": width, "backend": backend, **rep})
             print(f"{name} w{width} {backend}: median error {rep['median_error']:.1%}, worst {rep['max_error']:.1%}, "
                   f"fit {rep['fit_time_s']:.0f} s", flush=True)

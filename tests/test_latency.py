@@ -160,6 +160,8 @@ def test_a_search_under_a_latency_target_fits_its_model_once_and_keeps_every_can
     import entroprune.latency
 
     monkeypatch.setattr(entroprune.latency, "wall_timer", lambda batch, backend, repeats=7: stepped_timer)
+    monkeypatch.setattr(entroprune.latency, "wall_pair_timer",
+                        lambda batch, backend, repeats=7: lambda mods, shape: [stepped_timer(m, shape) for m in mods])
 
     from entroprune.api import search_checkpoint
     from entroprune.latency import LatencyModel

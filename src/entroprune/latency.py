@@ -219,6 +219,20 @@ def wall_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int
     return timer
 
 
+# A paired timer: (modules, input shape) -> seconds per forward of each, timed in alternation.
+PairTimer = Callable[[list[nn.Module], tuple[int, ...]], list[float]]
+
+
+def wall_pair_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int = 2) -> PairTimer:
+    """Like :func:`wall_timer` for several modules, timed round by round in alternation, so that machine
+    load drifts alike for all of them (on a shared 2-core VM one net's median moved 30% between calls)."""
+    runtime = "torch" if backend == "torch" else "ort"
+
+    def timer(modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
+        return [ms / 1000 for ms in paired_latency(modules, shape, batch, runtime, repeats, warmup)]
+    return timer
+
+
 def _grid(lo: int, hi: int, points: int, step: int) -> np.ndarray:
     """Up to ``points`` channel counts from lo to hi (multiples of ``step``), ends included."""
     vals = np.rint(np.linspace(lo, hi, points) / step).astype(int) * step
@@ -325,11 +339,14 @@ def _random_counts(structure: Any, lo: np.ndarray, rng: np.random.Generator, rou
 
 def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, timer: Timer, points: int = 5,
                       calibration: int = 8, held_out: int = 8, round_to: int = 1, seed: int = 0,
-                      meta: dict[str, Any] | None = None) -> tuple[LatencyModel, dict[str, Any]]:
+                      meta: dict[str, Any] | None = None,
+                      pair: PairTimer | None = None) -> tuple[LatencyModel, dict[str, Any]]:
     """Fit the latency model and measure its own error on ``held_out`` random policies it never saw.
 
-    ``lo_counts``: the smallest counts the search may choose (its floor). Returns the model and a
-    report (cost, timings made, median and worst relative error on the held-out policies).
+    ``lo_counts``: the smallest counts the search may choose (its floor). With ``pair``, each whole pruned
+    net is timed in alternation with the unpruned one and taken as that ratio times the unpruned net's
+    latency (drift cancels). Returns the model and a report (cost, timings made, median and worst
+    relative error on the held-out policies).
     """
     from .prune import prune_model
 
@@ -342,11 +359,18 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
     rng = np.random.default_rng(seed)
     shape = tuple(structure.example_input.shape[1:])
 
+    base = model.eval()
+    full_s = timer(base, shape)
+
     def measure(counts: np.ndarray) -> float:
-        return timer(prune_model(model, structure, counts)[0].eval(), shape)
+        net = prune_model(model, structure, counts)[0].eval()
+        if pair is None:
+            return timer(net, shape)
+        t_full, t_net = pair([base, net], shape)
+        return full_s * t_net / t_full
 
     fit_rows = [full, lo, *(_random_counts(structure, lo, rng, round_to) for _ in range(calibration))]
-    fit_y = np.array([measure(c) for c in fit_rows])
+    fit_y = np.array([full_s if i == 0 else measure(c) for i, c in enumerate(fit_rows)])
     feats = lm.features(np.array(fit_rows))
     # Least squares, the constant free to go negative: each layer timed alone carries the fixed cost of
     # a forward call, which the whole net pays once.
@@ -366,4 +390,4 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
 
 
 __all__ = ["paired_latency", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS",
-           "layer_shapes", "build_layer", "wall_timer", "fit_latency_model"]
+           "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model"]
