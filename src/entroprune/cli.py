@@ -349,9 +349,8 @@ def search(
     from .search import RewardConfig, SearchConfig
 
     dev = _setup(seed, device, threads)
-    band_value = _parse_band(band)
     cfg = SearchConfig(
-        ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=band_value, rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, recovery_steps=recovery_steps,
+        ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=_parse_band(band), rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, recovery_steps=recovery_steps,
         recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
@@ -363,9 +362,13 @@ def search(
     res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
                             resume=resume, force=force, quiet=quiet, importance=importance,
                             trust_pickle=trust_pickle, workers=workers, ray_address=ray_address)
+    _say_search_result(res, cfg, out_dir)
+
+
+def _say_search_result(res, cfg, out_dir: Path) -> None:
     if "latency_fraction" in res.summary:
         out.print(f"predicted latency {res.summary['latency_fraction']:.1%} of the unpruned net's "
-                  f"(target {latency_target:.1%})")
+                  f"(target {cfg.latency_target:.1%})")
     out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%}), "
               f"{res.episodes} episodes")
     if res.summary.get("rerank"):
