@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .structure import ROOTS
+
 
 def _runner(model: nn.Module, shape: tuple[int, ...], batch: int, runtime: str):
     """A zero-argument callable running one forward of ``batch`` images on ``runtime``."""
@@ -123,7 +125,7 @@ def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
     from .utils import forward_with_hooks
 
     model = copy.deepcopy(model).cpu().eval()
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))}
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, ROOTS)}
     hw: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
 
     def record(name: str, inp: tuple, out: torch.Tensor) -> None:
@@ -210,17 +212,14 @@ BACKENDS = ("torch", "onnxruntime")
 Timer = Callable[[nn.Module, tuple[int, ...]], float]
 
 
-def wall_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int = 2) -> Timer:
-    """Median wall time of one forward of ``batch`` inputs on ``backend`` (torch or onnxruntime)."""
-    runtime = "torch" if backend == "torch" else "ort"
-
-    def timer(module: nn.Module, shape: tuple[int, ...]) -> float:
-        return paired_latency([module], shape, batch, runtime, repeats, warmup)[0] / 1000
-    return timer
-
-
 # A paired timer: (modules, input shape) -> seconds per forward of each, timed in alternation.
 PairTimer = Callable[[list[nn.Module], tuple[int, ...]], list[float]]
+
+
+def wall_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int = 2) -> Timer:
+    """Median wall time of one forward of ``batch`` inputs on ``backend`` (torch or onnxruntime)."""
+    pair = wall_pair_timer(batch, backend, repeats, warmup)
+    return lambda module, shape: pair([module], shape)[0]
 
 
 def wall_pair_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int = 2) -> PairTimer:
@@ -268,17 +267,19 @@ class LatencyModel:
     coef: np.ndarray
     meta: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        self._full_elems = max(1.0, sum(float(s.out_elements(np.array([s.out_full]))[0]) for s in self.layers))
+
     def features(self, counts: np.ndarray) -> np.ndarray:
         """Rows of (summed layer time, output-values fraction, 1) for rows of counts."""
         counts = np.atleast_2d(np.asarray(counts, dtype=float))
         removed = self.full_counts - counts
-        total, elems, full_elems = np.zeros(len(counts)), np.zeros(len(counts)), 0.0
+        total, elems = np.zeros(len(counts)), np.zeros(len(counts))
         for shape, (gx, gy), table in zip(self.layers, self.grids, self.tables, strict=True):
             cin, cout = shape.channels(removed)
             total += _interp2(cin, cin if shape.depthwise else cout, gx, gy, table)
             elems += shape.out_elements(cout)
-            full_elems += float(shape.out_elements(np.array([shape.out_full]))[0])
-        return np.stack([total, elems / max(full_elems, 1.0), np.ones(len(counts))], 1)
+        return np.stack([total, elems / self._full_elems, np.ones(len(counts))], 1)
 
     def predict(self, counts: np.ndarray) -> np.ndarray:
         """Seconds per batch for each row of counts."""
@@ -286,10 +287,11 @@ class LatencyModel:
 
     def fraction(self, counts: np.ndarray) -> np.ndarray:
         """Predicted latency relative to the unpruned net's."""
-        return self.predict(counts) / float(self.predict(self.full_counts)[0])
+        pred = self.predict(np.vstack([self.full_counts, np.atleast_2d(counts)]))  # one pass, the wall's hot path
+        return pred[1:] / pred[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": [{**{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(s).items()}}
+        return {"layers": [{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(s).items()}
                            for s in self.layers],
                 "grids": [[gx.tolist(), gy.tolist()] for gx, gy in self.grids],
                 "tables": [t.tolist() for t in self.tables], "full_counts": self.full_counts.tolist(),

@@ -39,13 +39,13 @@ class Budget:
 
     def fits(self, rows: np.ndarray, slack: float = 0.0) -> np.ndarray:
         """Rows of counts within every target (times ``1 + slack``)."""
-        ok = self.macs(rows) <= self.macs_target * (1 + slack) if slack else self.macs(rows) <= self.macs_target
+        ok = self.macs(rows) <= self.macs_target * (1 + slack)  # slack 0: exactly the target
         lat = self.latency_fraction(rows)
         return ok if lat is None else ok & (lat <= self.latency_target * (1 + slack))
 
     def reaches(self, rows: np.ndarray, under: float = 0.0) -> np.ndarray:
         """Rows that spend at least one budget to within ``under`` of its target: nothing left unused."""
-        ok = self.macs(rows) >= self.macs_target * (1 - under) if under else self.macs(rows) >= self.macs_target
+        ok = self.macs(rows) >= self.macs_target * (1 - under)
         lat = self.latency_fraction(rows)
         return ok if lat is None else ok | (lat >= self.latency_target * (1 - under))
 

@@ -180,13 +180,18 @@ class PruningEnv(gym.Env):
         grown = True
         while grown:
             grown = False
-            for i, g in enumerate(self.groups):
-                if self.counts[i] >= self.hi_counts[i]:
-                    continue
-                more = self.counts.copy()
-                more[i] = min(self.hi_counts[i], self.counts[i] + self.structure.count_step(g, self.round_to))
-                if self.budget.fits(more)[0]:
+            for i in range(self.n):
+                more = self._one_step_more(self.counts, i)
+                if more is not None and self.budget.fits(more)[0]:
                     self.counts, grown = more, True
+
+    def _one_step_more(self, counts: np.ndarray, i: int) -> np.ndarray | None:
+        """``counts`` with group ``i`` one channel step larger (None when it is at its ceiling)."""
+        if counts[i] >= self.hi_counts[i]:
+            return None
+        more = counts.copy()
+        more[i] = min(self.hi_counts[i], counts[i] + self.structure.count_step(self.groups[i], self.round_to))
+        return more
 
     def finish(self) -> dict:
         """Score the completed policy; called at the last step."""
@@ -212,12 +217,9 @@ class PruningEnv(gym.Env):
             return False
         if self.budget.reaches(counts, under=UNDER_TOLERANCE)[0]:
             return True
-        for i, g in enumerate(self.groups):
-            if counts[i] >= self.hi_counts[i]:
-                continue
-            more = counts.copy()
-            more[i] = min(self.hi_counts[i], counts[i] + self.structure.count_step(g, self.round_to))
-            if self.budget.fits(more, slack=1e-9)[0]:
+        for i in range(self.n):
+            more = self._one_step_more(counts, i)
+            if more is not None and self.budget.fits(more, slack=1e-9)[0]:
                 return False
         return True
 

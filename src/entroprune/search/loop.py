@@ -27,7 +27,7 @@ import torch.nn as nn
 from ..errors import ConfigError, SearchInterrupted, deprecated
 from ..latency import LatencyConfig, LatencyModel
 from ..prune import counts_to_dict, policy_to_ratios
-from ..structure import Structure
+from ..structure import ROOTS, Structure
 from ..utils import atomic_write, folder_lock, progress_bar, write_json
 from .agents import FIXED_AGENTS, SB3_AGENTS, check_agent, learns, make_agent
 from .agents.base import Agent
@@ -357,20 +357,21 @@ def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, 
     from ..utils import machine_description
 
     path = Path(config.latency_model) if config.latency_model else out_dir / LATENCY_FILE
-    if path.exists() and not config.latency_model:  # this folder's earlier fit: only for the same runtime
-        try:
-            meta = json.loads(path.read_text()).get("meta", {})
-        except (ValueError, AttributeError):  # unreadable: fit again
-            meta = {}
-        if (meta.get("backend"), meta.get("batch")) != (config.latency_backend, config.latency_batch):
-            path.unlink()
+    saved = None
     if path.exists():
         try:
-            lm = LatencyModel.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path} is not a latency model ({type(exc).__name__}); fit one with "
-                              "`entroprune latency`") from None
-        if [s.name for s in lm.layers] != [n for n, _ in _conv_layers(model)] or \
+            saved = json.loads(path.read_text())
+            lm = LatencyModel.from_dict(saved)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if config.latency_model:
+                raise ConfigError(f"{path} is not a latency model ({type(exc).__name__}); fit one with "
+                                  "`entroprune latency`") from None
+            saved = None  # this folder's own earlier fit, unreadable: fit again
+        if saved is not None and not config.latency_model and (lm.meta.get("backend"), lm.meta.get("batch")) != (
+                config.latency_backend, config.latency_batch):
+            saved = None  # this folder's earlier fit, for another runtime: fit again
+    if saved is not None:
+        if [s.name for s in lm.layers] != [n for n, m in model.named_modules() if isinstance(m, ROOTS)] or \
                 list(lm.full_counts) != list(structure.full_counts()):
             raise ConfigError(f"{path} was fitted for another model; fit one for this checkpoint")
         return lm
@@ -386,10 +387,6 @@ def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, lm.to_dict())
     return lm
-
-
-def _conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
 
 
 class Search:
