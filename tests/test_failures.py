@@ -223,6 +223,13 @@ CASES = {
                                                         "--force"],
     "accuracy reward on unlabelled images": ["search", f"{T}/good.pt", "--dataset", "imagefolder", "--data-dir",
                                              f"{T}/flat_imgs", "--reward", "accuracy", "--out", f"{T}/out"],
+    "accuracy weight NaN": ["search", f"{T}/good.pt", "--reward", "combined", "--accuracy-weight", "nan",
+                            "--out", f"{T}/out"],
+    "threads beyond any machine": ["evaluate", f"{T}/good.pt", "--threads", "100000"],
+    "report of a checkpoint file": ["report", f"{T}/good.pt"],
+    "search --out an existing file": ["search", f"{T}/good.pt", "--out", f"{T}/a_file"],
+    "search --out the checkpoint itself": ["search", f"{T}/good.pt", "--out", f"{T}/good.pt"],
+    "export --out a folder, --force": ["export", f"{T}/good.pt", "--out", f"{T}/base", "--force"],
     "cuda without a GPU": ["evaluate", f"{T}/good.pt", "--device", "cuda"] if not torch.cuda.is_available()
     else ["evaluate", f"{T}/missing.pt"],
 }
@@ -303,6 +310,12 @@ EXPECT = {
     "train --out inside its data folder": "bad_idx/model lies inside the input folder T/bad_idx",
     "finetune --out its checkpoint's folder, --force": "would overwrite the input checkpoint",
     "accuracy reward on unlabelled images": "the accuracy reward needs labelled validation images",
+    "accuracy weight NaN": "--accuracy-weight must be a finite number, got nan",
+    "threads beyond any machine": "threads must be at most",
+    "report of a checkpoint file": "good.pt is a file, not a run folder",
+    "search --out an existing file": "a_file is a file; choose another --out",
+    "search --out the checkpoint itself": "good.pt is a file; choose another --out",
+    "export --out a folder, --force": "--out T/base is a folder; give a file name",
     "cuda without a GPU": "no CUDA GPU is available" if not torch.cuda.is_available() else "does not exist",
 }
 

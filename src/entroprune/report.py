@@ -161,7 +161,8 @@ def write_report(run_dir: str | Path) -> Path:
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ConfigError(f"run folder {run_dir} does not exist; pass the folder `entroprune run` printed")
+        what = "is a file, not a run folder" if run_dir.exists() else "does not exist"
+        raise ConfigError(f"run folder {run_dir} {what}; pass the folder `entroprune run` printed")
     search_dir = run_dir / "search" if (run_dir / "search").is_dir() else (
         run_dir if (run_dir / "episodes.jsonl").exists() else None)
     evaluation = _read_json(run_dir / "evaluation.json")

@@ -37,6 +37,10 @@ def set_threads(n: int | None) -> int:
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         raise ConfigError(f"threads must be an integer >= 0 (0 = torch's default), got {n!r}")
+    # torch's thread pool crashes the process (a segfault, no message) on absurd counts
+    limit = max(64, 4 * (os.cpu_count() or 1))
+    if n is not None and n > limit:
+        raise ConfigError(f"threads must be at most {limit} (this machine has {os.cpu_count()} cores), got {n}")
     if n:
         torch.set_num_threads(int(n))
     return torch.get_num_threads()
@@ -130,6 +134,8 @@ def refuse_output_inside(out: str | Path, inputs: list[str | Path | None], optio
 def check_writable_dir(path: str | Path) -> Path:
     """Create ``path`` (and parents) or fail with one line naming it."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output directory {path} is a file; choose another `out_dir`")
     try:
         missing = [p for p in (path, *path.parents) if not p.exists()]
         path.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,9 @@ def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
     other.write_bytes(digits_ckpt.read_bytes())
     with pytest.raises(ConfigError, match="another checkpoint"):
         search_checkpoint(other, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True)
+    # the same checkpoint with another channel ranking would mix two searches in one log
+    with pytest.raises(ConfigError, match="another importance"):
+        search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True, importance="l2")
     # the same path holding another file (retrained in place): refused by its content
     moved = tmp_path / "same_path.pt"
     moved.write_bytes(digits_ckpt.read_bytes())

@@ -83,6 +83,9 @@ class RewardConfig:
             raise ConfigError(str(exc)) from None
         if self.levels < 2:
             raise ConfigError(f"co-occurrence levels must be >= 2, got {self.levels}")
+        if isinstance(self.accuracy_weight, bool) or not isinstance(self.accuracy_weight, (int, float)) \
+                or not math.isfinite(self.accuracy_weight):
+            raise ConfigError(f"`accuracy_weight` must be a finite number, got {self.accuracy_weight!r}")
         if not isinstance(self.recovery_steps, int) or self.recovery_steps < 0:
             raise ConfigError(f"recovery steps must be an integer >= 0, got {self.recovery_steps!r}")
         if self.recovery_steps and not self.physical:
