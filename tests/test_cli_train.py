@@ -30,6 +30,11 @@ def test_train_and_evaluate_cli(tmp_path):
     ["train", "--model", "vgg", "--dataset", "nosuch", "--out", "{tmp}/x"],
     ["train", "--model", "nosuch", "--dataset", "digits", "--out", "{tmp}/x"],
     ["evaluate", "{tmp}/missing.pt"],
+    # click's own usage errors (a five-line panel before): a mistyped flag, a missing argument, a wrong type
+    ["evaluate", "{tmp}/missing.pt", "--jsn", "{tmp}/x"],
+    ["prune", "--out", "{tmp}/x"],
+    ["search", "{tmp}/missing.pt", "--episodes", "many", "--out", "{tmp}/x"],
+    ["serach", "{tmp}/missing.pt"],
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]

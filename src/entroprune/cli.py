@@ -502,7 +502,28 @@ def main() -> None:
 
     warnings.showwarning = lambda message, category, *args, **kwargs: err.print(
         f"[yellow]warning:[/] {as_flags(str(message), FLAG_NAMES)}", highlight=False, soft_wrap=True)
-    app()
+    sys.exit(run_cli())
+
+
+def run_cli(args: list[str] | None = None) -> int:
+    """Run the CLI; a mistyped flag, a missing argument or a value of the wrong type is one line and exit 2,
+    as every other bad input is (click's own rendering is a five-line panel)."""
+    # typer (pinned) vendors click; its usage errors are click's, under typer's name
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    try:
+        code = app(args=args, standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+        return 2
+    except UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "entroprune"
+        err.print(f"error: {exc.format_message().rstrip('.')}; see `{command} --help`", markup=False, highlight=False,
+                  soft_wrap=True)
+        return 2
+    except typer.Abort:  # Ctrl-C outside a command's own handling
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
