@@ -8,8 +8,11 @@ Every cell searches (or solves) a policy for one (model, target) pair, prunes it
 main job's fine-tune (3 epochs with distillation) with the cell's seed and records its test
 accuracy in ``docs/measurements/arena/results.csv``. ``uniform`` and ``global`` policies are
 deterministic, so only their fine-tunes differ between seeds. The ``default`` source records the
-search settings it ran with: cells run before a change of the tool's defaults are reported as
-stale, never mixed with newer ones. The runner is reproduce.py's (same skipping, parts, baselines).
+search settings it ran with: cells run before a change of the tool's defaults are stale, never
+mixed with newer ones, and run again. A policy an earlier cell already fine-tuned with the same
+seed takes that cell's results (the fine-tune is deterministic; the row names it in
+``finetune_from``), so a change to the search costs searches wherever it picks policies the arena
+has fine-tuned before. The runner is reproduce.py's (same skipping, parts, baselines).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from entroprune.search import SearchConfig  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
 
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered")
-FIELDS = reproduce.FIELDS + ["chosen", "search_settings"]
+FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from"]
 
 
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
@@ -37,11 +40,12 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
         if source == "entropy-recovered":
             return replace(cfg, rerank_reward="entropy")
         return replace(cfg, agent="random") if source == "default-random" else cfg
+    # no re-ranking, nothing to confirm: confirm_seeds=0 keeps these cells' settings what they ran with
     if source in ("uniform", "global"):
-        return SearchConfig(agent=source, episodes=1, **space, rerank_top_k=0)
+        return SearchConfig(agent=source, episodes=1, **space, rerank_top_k=0, confirm_seeds=0)
     kind = "accuracy" if source == "accuracy" else "entropy"
     return SearchConfig(agent="ddpg", episodes=grid["search_episodes"], warmup=grid["warmup"],
-                        val_size=grid["accuracy_val_size"], **space, band=None, rerank_top_k=0,
+                        val_size=grid["accuracy_val_size"], **space, band=None, rerank_top_k=0, confirm_seeds=0,
                         reward=RewardConfig(kind=kind, variant="cooccurrence", layers="last"))
 
 
@@ -51,6 +55,39 @@ def settings(cfg: SearchConfig) -> str:
     for k in ("macs_target", "seed"):
         d.pop(k)
     return json.dumps(d, sort_keys=True)
+
+
+#: Options that changed what a search does when they came in: a cell recorded before one existed searched
+#: as if it had this value (any other new option counts at its default, which kept the old behaviour).
+PREDATES = {"confirm_seeds": 0}
+
+
+def same_settings(recorded: str, today: str) -> bool:
+    """Equal settings, where an option added since the cell ran counts as equal at the value the cell
+    searched with: :data:`PREDATES`'s, else its default."""
+    from dataclasses import asdict
+
+    from entroprune.search import SearchConfig
+
+    def fill(rec: dict, now: dict, default: dict) -> dict:
+        out = dict(rec)
+        for k, v in now.items():
+            if k not in out and k in PREDATES:
+                out[k] = PREDATES[k]
+            elif k not in out and k in default and default[k] == v:
+                out[k] = v
+            elif isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = fill(out[k], v, default.get(k, {}) if isinstance(default.get(k), dict) else {})
+        return out
+
+    rec, now = json.loads(recorded), json.loads(today)
+    return fill(rec, now, json.loads(json.dumps(asdict(SearchConfig())))) == now
+
+
+def is_current(grid: dict, row: dict) -> bool:
+    """A recorded cell stands for its source while today's code would search it with the same settings."""
+    today = settings(search_config(grid, row["model"], float(row["target"]), row["source"], int(row["seed"])))
+    return same_settings(row.get("search_settings") or "{}", today)
 
 
 def configure(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
@@ -76,4 +113,4 @@ def arena_grid(grid: dict) -> dict:
 if __name__ == "__main__":
     reproduce.main(doc=__doc__, default_grid="arena.yaml", sources=dict.fromkeys(SOURCES),
                    cells_of=cells_of, configure=configure, fields=FIELDS, prepare=arena_grid,
-                   extra=lambda cfg: {"search_settings": settings(cfg)})
+                   extra=lambda cfg: {"search_settings": settings(cfg)}, is_current=is_current, reuse_finetunes=True)

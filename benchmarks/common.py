@@ -35,8 +35,16 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def append_row(path: Path, fields: list[str], row: dict) -> None:
-    """Append one row, writing the header first when the file is new."""
+    """Append one row, writing the header first when the file is new; a column added since the file was
+    started widens the file once (earlier rows get it empty)."""
     new_file = not path.exists()
+    if not new_file:
+        with open(path) as fh:
+            header = next(csv.reader(fh), [])
+        missing = [f for f in fields if f not in header]
+        if missing:
+            write_rows(path, header + missing, read_rows(path))
+        fields = header + missing
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)

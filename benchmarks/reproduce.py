@@ -107,8 +107,12 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
 
 
 def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int,
-             configure=search_config) -> dict:
-    """Search -> prune -> fine-tune -> evaluate one cell; ``configure`` gives its SearchConfig."""
+             configure=search_config, earlier=lambda model, policy, seed: None) -> dict:
+    """Search -> prune -> fine-tune -> evaluate one cell; ``configure`` gives its SearchConfig.
+
+    ``earlier(model, policy, seed)`` may return a row that already fine-tuned this policy with this seed
+    (the fine-tune is deterministic): its results are taken instead of fine-tuning again.
+    """
     base = ensure_baseline(grid, model)
     t_cell = time.perf_counter()  # a cell's time leaves out its model's baseline (counted on its own)
     baseline_acc = json.loads((base / "metrics.json").read_text())["test_accuracy"]
@@ -118,6 +122,18 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     t0 = time.perf_counter()
     res = search_checkpoint(base / "model.pt", cell / "search", cfg, quiet=True, force=True)
     search_time = time.perf_counter() - t0
+    chosen = res.summary.get("chosen", "search")
+    same = earlier(model, res.policy, seed)
+    if same is not None:
+        reused = ("accuracy_before_finetune", "test_accuracy", "macs_fraction", "params_fraction",
+                  "speedup_torch_b64", "finetune_time_s")
+        return {**{k: float(same[k]) if same.get(k) not in (None, "") else None for k in reused}, "model": model, "target": target, "source": source, "seed": seed,
+                "baseline_accuracy": baseline_acc, "finetune_epochs": grid["finetune_epochs"],
+                "search_time_s": round(search_time, 1),
+                "search_episodes": res.episodes, "cell_time_s": round(time.perf_counter() - t_cell, 1),
+                "search_reward": res.reward, "policy": json.dumps(res.policy), "machine": machine_description(),
+                "date": time.strftime("%Y-%m-%d"), "chosen": chosen,
+                "finetune_from": f"{same['source']} seed {same['seed']} ({same['date']})"}
     prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True)
     ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned", epochs=grid["finetune_epochs"],
                              lr=float(grid.get("finetune_lr", 0.01)), distill=grid["finetune_distill"], seed=seed,
@@ -131,7 +147,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
             "search_episodes": res.episodes, "finetune_time_s": round(ft["finetune_time_s"], 1),
             "finetune_epochs": grid["finetune_epochs"], "cell_time_s": round(time.perf_counter() - t_cell, 1),
             "search_reward": res.reward, "policy": json.dumps(res.policy), "machine": machine_description(),
-            "date": time.strftime("%Y-%m-%d"), "chosen": res.summary.get("chosen", "search")}
+            "date": time.strftime("%Y-%m-%d"), "chosen": chosen}
 
 
 def grid_cells(grid: dict) -> list[tuple[str, float, str, int]]:
@@ -145,8 +161,14 @@ def grid_cells(grid: dict) -> list[tuple[str, float, str, int]]:
 
 def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = "reproduce.yaml",
          sources: dict = SOURCES, cells_of=grid_cells, configure=search_config, fields: list[str] = FIELDS,
-         prepare=lambda grid: grid, extra=lambda cfg: {}) -> None:
-    """Run the cells not yet in the results CSV (the arena reuses this with its own sources)."""
+         prepare=lambda grid: grid, extra=lambda cfg: {}, is_current=lambda grid, row: True,
+         reuse_finetunes: bool = False) -> None:
+    """Run the cells not yet in the results CSV (the arena reuses this with its own sources).
+
+    ``is_current(grid, row)``: whether a recorded cell still stands for its source (a changed default makes
+    it stale, and the cell runs again). ``reuse_finetunes``: a policy some earlier cell already fine-tuned
+    with the same seed takes that cell's results instead of a second identical fine-tune.
+    """
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--grid", default=str(Path(__file__).with_name(default_grid)))
     ap.add_argument("--only", nargs="*", default=None, help="restrict to these models")
@@ -163,7 +185,15 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
             if not args.only or model in args.only:
                 print(f"{model}: {ensure_baseline(grid, model, strict=False) / 'model.pt'}", flush=True)
         return
-    done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in read_rows(results)}
+    recorded = read_rows(results)
+    done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in recorded if is_current(grid, r)}
+
+    def earlier(model: str, policy: dict, seed: int) -> dict | None:
+        if not reuse_finetunes:
+            return None
+        return next((r for r in recorded if r["model"] == model and int(r["seed"]) == seed and r.get("policy")
+                     and json.loads(r["policy"]) == policy and r.get("finetune_epochs") == str(grid["finetune_epochs"])
+                     and not r.get("finetune_from")), None)
     # cells the grid's settings make impossible (e.g. a target below what min_keep allows): recorded once
     skipped_path = results.with_name("skipped.csv")
     skipped = {(r["model"], float(r["target"])) for r in read_rows(skipped_path)}
@@ -187,7 +217,7 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
             if (model, target) in skipped:
                 continue
             try:
-                row = run_cell(grid, out, model, target, source, seed, configure)
+                row = run_cell(grid, out, model, target, source, seed, configure, earlier)
                 row.update(extra(configure(grid, model, target, source, seed)))
             except ConfigError as exc:  # the settings rule this (model, target) out; say why, go on
                 append_row(skipped_path, ["model", "target", "reason"], {"model": model, "target": target,
@@ -196,6 +226,7 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
                 print(f"{model} {target}: not run: {exc}", flush=True)
                 continue
             append_row(results, fields, {k: row.get(k) for k in fields})
+            recorded.append({k: "" if row.get(k) is None else str(row.get(k)) for k in fields})
             new += 1
             print(f"[{time.perf_counter() - start:6.0f} s] {model} {target} {source} seed {seed}: "
                   f"{row['test_accuracy']:.2f}% (baseline {row['baseline_accuracy']:.2f}%), "

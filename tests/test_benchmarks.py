@@ -177,3 +177,13 @@ def test_tiny_arena_runs_and_reports(tmp_path):
     (tmp_path / "m" / "results.csv").write_text(rows_text)
     made = run("make_arena.py", "--grid", str(path), "--out", str(page), "--readme", "")
     assert "Cells: 3 current, 1 stale cells left out" in page.read_text()
+    # the stale cell runs again; its policy was fine-tuned with that seed already, so that result is taken
+    again = run("arena.py", "--grid", str(path))
+    assert again.returncode == 0 and "4 cells, 3 done, 1 to run" in again.stdout, again.stderr[-2000:]
+    rerun = rows(tmp_path / "m" / "results.csv")[-1]
+    assert rerun["source"] == "default" and rerun["policy"] == default["policy"]
+    assert rerun["finetune_from"] == f"default seed 0 ({default['date']})"
+    assert rerun["test_accuracy"] == default["test_accuracy"] and rerun["search_settings"] != rows_text
+    made = run("make_arena.py", "--grid", str(path), "--out", str(page), "--readme", "")
+    assert "Cells: 4 current, 1 stale cells left out" in page.read_text()
+    assert "1 took the fine-tune of an earlier cell" in page.read_text()

@@ -323,6 +323,9 @@ def search(
     rerank_top_k: Annotated[int, typer.Option(
         help="Re-score this many best policies plus uniform and global after recovery (0 = off).")] = 8,
     rerank_reward: Annotated[str, typer.Option(help="Reward of the re-ranking (kl, entropy, accuracy).")] = "kl",
+    confirm_seeds: Annotated[int, typer.Option(
+        help="A searched winner of the re-ranking must beat uniform and global again under this many other "
+             "recovery seeds (0 = off).")] = 2,
     recovery_steps: Annotated[int, typer.Option(
         help="Label-free distillation steps before each re-scored policy.")] = 40,
     recovery_images: Annotated[int, typer.Option(
@@ -350,7 +353,7 @@ def search(
 
     dev = _setup(seed, device, threads)
     cfg = SearchConfig(
-        ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=_parse_band(band), rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, recovery_steps=recovery_steps,
+        ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=_parse_band(band), rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, confirm_seeds=confirm_seeds, recovery_steps=recovery_steps,
         recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,

@@ -70,7 +70,7 @@ def cfg(**kw):
 
 
 def test_rerank_pool_holds_uniform_and_global_and_returns_its_best(digits_ckpt, tmp_path):
-    res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(), quiet=True)
+    res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(confirm_seeds=0), quiet=True)
     pool = res.summary["rerank"]
     names = " ".join(c["candidate"] for c in pool)
     assert "uniform" in names and "global" in names
@@ -109,6 +109,44 @@ def test_rerank_returns_uniform_when_it_scores_best(digits_ckpt, tmp_path, monke
     uniform_counts["u"] = tuple(fixed_policy_counts(structure, c, [uniform_ratio(structure, c)] * len(structure.groups))[0])
     res = search_checkpoint(digits_ckpt, tmp_path / "s", c, quiet=True)
     assert res.summary["chosen"] == "uniform" or "= uniform" in max(res.summary["rerank"], key=lambda x: x["reward"])["candidate"]
+
+
+@pytest.mark.parametrize("lasting", [False, True])
+def test_a_searched_win_must_hold_under_other_recovery_seeds(digits_ckpt, tmp_path, monkeypatch, lasting):
+    """A searched policy that wins under the search's recovery seed only (a lucky draw) hands the choice
+    to the better fixed policy; one that wins under every seed keeps it."""
+    import entroprune.search.rewards as rewards
+    from entroprune.search.loop import CONFIRM_SEED_STEP
+
+    init, evaluate, lucky = rewards.RewardEvaluator.__init__, rewards.RewardEvaluator.evaluate, {}
+
+    def remember_seed(self, *args, seed=0, **kw):
+        init(self, *args, seed=seed, **kw)
+        self.seed_used = seed
+
+    def rigged(self, counts, with_accuracy=False):
+        res = evaluate(self, counts, with_accuracy)
+        if self.recovery is not None:  # the re-ranking: the first searched candidate is the lucky one
+            lucky.setdefault("counts", tuple(counts))
+            if tuple(counts) == lucky["counts"]:  # kl rewards are <= 0: 0 beats every other policy
+                res.reward = 0.0 if lasting or self.seed_used == 0 else -10.0
+        return res
+
+    monkeypatch.setattr(rewards.RewardEvaluator, "__init__", remember_seed)
+    monkeypatch.setattr(rewards.RewardEvaluator, "evaluate", rigged)
+    res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(confirm_seeds=2), quiet=True)
+    pool = res.summary["rerank"]
+    winner = next(c for c in pool if c["reward"] == 0.0)
+    fixed = [c for c in pool if c["source"] != "search"]
+    assert len(winner["confirm_rewards"]) == 3 and all(len(c["confirm_rewards"]) == 3 for c in fixed)
+    assert [c for c in pool if "confirm_rewards" in c] == [winner, *fixed]  # only those are scored again
+    if lasting:
+        assert res.summary["chosen"] == "search" and res.policy == winner["policy"]
+    else:
+        best = max(fixed, key=lambda c: sum(c["confirm_rewards"]))
+        assert res.summary["chosen"] == best["source"] and res.policy == best["policy"]
+        assert winner["confirm_rewards"] == [0.0, -10.0, -10.0]
+    assert CONFIRM_SEED_STEP > 0
 
 
 def test_band_bounds_every_episode(digits_ckpt, tmp_path):
