@@ -329,9 +329,10 @@ def zoo(name: str):
 
 
 # name -> (factory, the layer torch-pruning gets wrong and the user must leave whole, or None).
-# The budget must end within 2 points of the target; GroupNorm's counts move in steps of 4 channels
-# and a net with a layer left whole has fewer groups to fill it with, so those get 3 and 7 points.
-SLACK = {"groupnorm": 0.03}
+# The budget must end within 2 points of the target (the search's final policy is topped up when the
+# episode's wall left room); a net with a layer left whole has fewer groups and coarser steps to fill it
+# with (sknet at 50%: 44%, no step fits), so those get 7 points.
+SLACK: dict[str, float] = {}
 SLACK_AFTER_IGNORE = 0.07
 ARCHITECTURES = {
     "plain (vgg)": (zoo("vgg"), None),

@@ -125,3 +125,19 @@ def test_within_tolerance_is_honest(structures):
     # a budget no channel step can fill further is within tolerance however far under it ends
     env.hi_counts = low.copy()  # every group at its ceiling (a narrow band)
     assert env.within_tolerance(low)
+
+
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_grow_gives_the_unused_budget_back(structures, round_to):
+    """What the search's final policy gets when it ends far under its target: more channels, never past
+    the target or a group's ceiling, until no step fits (within tolerance)."""
+    s = structures["vgg"]
+    env = PruningEnv(s, None, 0.3, min_keep=0.05, round_to=round_to)
+    low = np.asarray(env.min_counts)
+    grown = env.grow(low)
+    assert not env.within_tolerance(low) and env.within_tolerance(grown)
+    assert (grown >= low).all() and (grown <= env.hi_counts).all() and s.macs(grown) / s.total_macs <= 0.3
+    assert s.macs(grown) / s.total_macs >= 0.95 * 0.3 or all(
+        s.macs(np.where(np.arange(len(grown)) == i, grown + s.count_step(s.groups[i], round_to), grown))
+        / s.total_macs > 0.3 for i in range(len(grown)) if grown[i] < env.hi_counts[i])
+    assert np.array_equal(env.grow(grown), grown)  # nothing more to give

@@ -177,13 +177,20 @@ class PruningEnv(gym.Env):
         the wall made them (their gap is small; tests/search/test_env.py)."""
         if self.budget.latency is None:
             return
-        grown = True
+        self.counts = self.grow(self.counts)
+
+    def grow(self, counts: np.ndarray) -> np.ndarray:
+        """``counts`` with the budget's unused room given back, one channel step at a time in network order,
+        within each group's ceiling (the band); the search's final policy gets this when it ends beyond
+        ``UNDER_TOLERANCE`` under its target with room left (coarse channel steps on a small net)."""
+        counts, grown = np.asarray(counts, dtype=int).copy(), True
         while grown:
             grown = False
             for i in range(self.n):
-                more = self._one_step_more(self.counts, i)
+                more = self._one_step_more(counts, i)
                 if more is not None and self.budget.fits(more)[0]:
-                    self.counts, grown = more, True
+                    counts, grown = more, True
+        return counts
 
     def _one_step_more(self, counts: np.ndarray, i: int) -> np.ndarray | None:
         """``counts`` with group ``i`` one channel step larger (None when it is at its ceiling)."""
