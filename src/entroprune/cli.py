@@ -14,13 +14,20 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from .config import BaselineConfig, FinetuneConfig
 from .errors import ConfigError, EntropruneError
+from .latency import LatencyConfig
+from .search import RewardConfig, SearchConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
 # Piped output (CI, logs) gets wide tables instead of rich's 80-column default.
 out = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=400)
+
+# Every option that sets a config field defaults to that field: the defaults are declared once, there.
+_SEARCH, _REWARD, _BASELINE, _FINETUNE, _LATENCY = (SearchConfig(), RewardConfig(), BaselineConfig(),
+                                                     FinetuneConfig(), LatencyConfig())
 
 Seed = Annotated[int, typer.Option(help="Random seed; same seed, same result.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
@@ -125,12 +132,12 @@ def train(
     model: Annotated[str, typer.Option(help="Zoo model name.")] = "vgg",
     dataset: Annotated[str, typer.Option(help="Dataset name.")] = "fashion-mnist",
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/base"),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 0.1,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    width_mult: Annotated[float, typer.Option(help="Channel width multiplier.")] = 1.0,
-    train_limit: Annotated[int | None, typer.Option(help="Use only this many training images.")] = None,
-    augment: Annotated[str, typer.Option(help="none, flip or shift (+flip).")] = "flip",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = _BASELINE.epochs,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = _BASELINE.lr,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = _BASELINE.batch_size,
+    width_mult: Annotated[float, typer.Option(help="Channel width multiplier.")] = _BASELINE.width_mult,
+    train_limit: Annotated[int | None, typer.Option(help="Use only this many training images.")] = _BASELINE.train_limit,
+    augment: Annotated[str, typer.Option(help="none, flip or shift (+flip).")] = _BASELINE.augment,
     data_dir: DataDir = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -214,11 +221,11 @@ def evaluate(
 def latency(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by entroprune.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for latency_model.json.")] = Path("runs/latency"),
-    backend: Annotated[str, typer.Option(help="torch or onnxruntime: the runtime you deploy on.")] = "torch",
-    batch: Annotated[int, typer.Option(help="Inputs per forward, as deployed.")] = 64,
-    min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of the search space.")] = 0.2,
+    backend: Annotated[str, typer.Option(help="torch or onnxruntime: the runtime you deploy on.")] = _LATENCY.backend,
+    batch: Annotated[int, typer.Option(help="Inputs per forward, as deployed.")] = _LATENCY.batch,
+    min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of the search space.")] = _SEARCH.min_keep,
     round_to: Annotated[int, typer.Option(help="Channel rounding of the search space.")] = 8,
-    held_out: Annotated[int, typer.Option(help="Random pruned nets timed to measure the model's error.")] = 8,
+    held_out: Annotated[int, typer.Option(help="Random pruned nets timed to measure the model's error.")] = _LATENCY.held_out,
     force: Annotated[bool, typer.Option(help="Overwrite an existing latency_model.json.")] = False,
     trust_pickle: TrustPickle = False,
     seed: Seed = 0,
@@ -291,25 +298,25 @@ def search(
     checkpoint: Annotated[Path, typer.Argument(help="The unpruned model.pt to search a policy for.")],
     macs_target: Annotated[float, typer.Option(help="Fraction of MACs to keep (0.2 = 5x fewer).")] = 0.2,
     flops_target: Annotated[float | None, typer.Option(hidden=True, help="Old name of --macs-target.")] = None,
-    reward: Annotated[str, typer.Option(help="entropy, accuracy, combined or kl (agreement with the unpruned net).")] = "entropy",
-    agent: Annotated[str, typer.Option(help="ddpg, uniform, global (torch-pruning global magnitude), random, sb3:td3, sb3:sac or sb3:ppo.")] = "ddpg",
-    episodes: Annotated[int, typer.Option(help="Policies to try.")] = 300,
+    reward: Annotated[str, typer.Option(help="entropy, accuracy, combined or kl (agreement with the unpruned net).")] = _REWARD.kind,
+    agent: Annotated[str, typer.Option(help="ddpg, uniform, global (torch-pruning global magnitude), random, sb3:td3, sb3:sac or sb3:ppo.")] = _SEARCH.agent,
+    episodes: Annotated[int, typer.Option(help="Policies to try.")] = _SEARCH.episodes,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder for the log and policy.json.")] = Path("runs/search"),
-    variant: Annotated[str, typer.Option(help="Entropy variant (distribution, cooccurrence, *-avg).")] = "cooccurrence",
-    maximize: Annotated[bool, typer.Option(help="Reward high entropy instead (research; not the paper's method).")] = False,
-    entropy_layers: Annotated[str, typer.Option(help="all, last, last:K or comma-separated conv names.")] = "last",
-    normalize: Annotated[bool, typer.Option(help="Entropy relative to the unpruned net, per layer.")] = True,
-    bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics before scoring.")] = True,
-    accuracy_weight: Annotated[float, typer.Option(help="Accuracy weight of the combined reward.")] = 1.0,
+    variant: Annotated[str, typer.Option(help="Entropy variant (distribution, cooccurrence, *-avg).")] = _REWARD.variant,
+    maximize: Annotated[bool, typer.Option(help="Reward high entropy instead (research; not the paper's method).")] = _REWARD.maximize,
+    entropy_layers: Annotated[str, typer.Option(help="all, last, last:K or comma-separated conv names.")] = _REWARD.layers,
+    normalize: Annotated[bool, typer.Option(help="Entropy relative to the unpruned net, per layer.")] = _REWARD.normalize,
+    bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics before scoring.")] = _REWARD.bn_recalibration,
+    accuracy_weight: Annotated[float, typer.Option(help="Accuracy weight of the combined reward.")] = _REWARD.accuracy_weight,
     physical_scoring: Annotated[bool, typer.Option(
-        help="Score each policy on a physically pruned copy (faster) instead of zero-masks on the full net.")] = True,
-    min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of a group.")] = 0.2,
-    round_to: Annotated[int, typer.Option(help="Round channel counts to multiples of this.")] = 1,
-    warmup: Annotated[int, typer.Option(help="Random warm-up episodes (DDPG, TD3, SAC).")] = 100,
-    calib_size: Annotated[int, typer.Option(help="Calibration images (BN and entropy).")] = 256,
-    val_size: Annotated[int, typer.Option(help="Validation images (accuracy reward, diagnostics).")] = 5000,
-    diagnose_every: Annotated[int, typer.Option(help="Also measure accuracy every K episodes (0 = off).")] = 0,
-    checkpoint_every: Annotated[int, typer.Option(help="Save resumable state every K episodes.")] = 10,
+        help="Score each policy on a physically pruned copy (faster) instead of zero-masks on the full net.")] = _REWARD.physical,
+    min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of a group.")] = _SEARCH.min_keep,
+    round_to: Annotated[int, typer.Option(help="Round channel counts to multiples of this.")] = _SEARCH.round_to,
+    warmup: Annotated[int, typer.Option(help="Random warm-up episodes (DDPG, TD3, SAC).")] = _SEARCH.warmup,
+    calib_size: Annotated[int, typer.Option(help="Calibration images (BN and entropy).")] = _SEARCH.calib_size,
+    val_size: Annotated[int, typer.Option(help="Validation images (accuracy reward, diagnostics).")] = _SEARCH.val_size,
+    diagnose_every: Annotated[int, typer.Option(help="Also measure accuracy every K episodes (0 = off).")] = _SEARCH.diagnose_every,
+    checkpoint_every: Annotated[int, typer.Option(help="Save resumable state every K episodes.")] = _SEARCH.checkpoint_every,
     workers: Annotated[int, typer.Option(help="Score episode batches on N Ray actors (needs entroprune\\[ray]).")] = 1,
     episode_batch: Annotated[int | None, typer.Option(
         help="Episodes per agent state, scored together (default: --workers).")] = None,
@@ -321,22 +328,22 @@ def search(
     band: Annotated[str, typer.Option(
         help="Keep ratios within (1 -/+ band) x the uniform ratio; 'none' = AMC's whole \\[min-keep, 1].")] = "0.5",
     rerank_top_k: Annotated[int, typer.Option(
-        help="Re-score this many best policies plus uniform and global after recovery (0 = off).")] = 8,
-    rerank_reward: Annotated[str, typer.Option(help="Reward of the re-ranking (kl, entropy, accuracy).")] = "kl",
+        help="Re-score this many best policies plus uniform and global after recovery (0 = off).")] = _SEARCH.rerank_top_k,
+    rerank_reward: Annotated[str, typer.Option(help="Reward of the re-ranking (kl, entropy, accuracy).")] = _SEARCH.rerank_reward,
     confirm_seeds: Annotated[int, typer.Option(
         help="A searched winner of the re-ranking must beat uniform and global again under this many other "
-             "recovery seeds (0 = off).")] = 2,
+             "recovery seeds (0 = off).")] = _SEARCH.confirm_seeds,
     recovery_steps: Annotated[int, typer.Option(
-        help="Label-free distillation steps before each re-scored policy.")] = 40,
+        help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
     recovery_images: Annotated[int, typer.Option(
-        help="Unlabelled training images the recovery distils on.")] = 2048,
+        help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
     latency_target: Annotated[float | None, typer.Option(
         help="Also keep at most this fraction of the measured latency (a latency model is fitted on this "
-             "machine, or read from --latency-model); both targets hold, --macs-target 1 for latency only.")] = None,
+             "machine, or read from --latency-model); both targets hold, --macs-target 1 for latency only.")] = _SEARCH.latency_target,
     latency_model: Annotated[str | None, typer.Option(
-        help="latency_model.json from `entroprune latency` (default: fit one in --out).")] = None,
-    latency_backend: Annotated[str, typer.Option(help="Runtime the latency model times: torch or onnxruntime.")] = "torch",
-    latency_batch: Annotated[int, typer.Option(help="Inputs per forward the latency model times.")] = 64,
+        help="latency_model.json from `entroprune latency` (default: fit one in --out).")] = _SEARCH.latency_model,
+    latency_backend: Annotated[str, typer.Option(help="Runtime the latency model times: torch or onnxruntime.")] = _SEARCH.latency_backend,
+    latency_batch: Annotated[int, typer.Option(help="Inputs per forward the latency model times.")] = _SEARCH.latency_batch,
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted search in --out.")] = False,
@@ -410,14 +417,14 @@ def prune(
 @handle_errors
 def finetune(
     checkpoint: Annotated[Path, typer.Argument(help="A pruned model.pt.")],
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 3,
-    lr: Annotated[float, typer.Option(help="Initial learning rate (cosine schedule).")] = 0.02,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
-    distill: Annotated[bool, typer.Option(help="Distil from the unpruned teacher (the main job's recipe).")] = True,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = _FINETUNE.epochs,
+    lr: Annotated[float, typer.Option(help="Initial learning rate (cosine schedule).")] = _FINETUNE.lr,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = _FINETUNE.batch_size,
+    distill: Annotated[bool, typer.Option(help="Distil from the unpruned teacher (the main job's recipe).")] = _FINETUNE.distill,
     teacher: Annotated[Path | None, typer.Option(help="Teacher checkpoint (default: the original).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <checkpoint dir>/../finetuned).")] = None,
     data_dir: DataDir = None,
-    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torch.distributed).")] = 1,
+    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torch.distributed).")] = _FINETUNE.nproc,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
     trust_pickle: TrustPickle = False,
     seed: Seed = 0,
