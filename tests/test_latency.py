@@ -107,12 +107,16 @@ def test_latency_cli_writes_a_model_and_says_its_error(digits_ckpt, tmp_path):
     from entroprune.latency import LatencyModel
 
     proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "latency", str(digits_ckpt), "--batch", "8",
-                           "--held-out", "2", "--out", str(tmp_path / "lat")], capture_output=True, text=True,
-                          timeout=600)
+                           "--held-out", "2", "--choose-rounding", "--out", str(tmp_path / "lat")],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "median error" in proc.stdout and "2 random pruned nets" in proc.stdout
     lm = LatencyModel.from_dict(json.loads((tmp_path / "lat" / "latency_model.json").read_text()))
     assert lm.meta["backend"] == "torch" and lm.meta["batch"] == 8 and lm.predict(lm.full_counts)[0] > 0
+    # the rounding the fit used is the one measured (which one wins depends on the machine)
+    rounding = json.loads((tmp_path / "lat" / "rounding.json").read_text())
+    assert [r["round_to"] for r in rounding["rows"]][:3] == [1, 2, 4] and lm.meta["round_to"] == rounding["round_to"]
+    assert f"rounding: {rounding['round_to']} channels" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "entroprune.cli", "latency", str(digits_ckpt), "--backend", "tflite",
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--backend 'tflite' is not one of torch, onnxruntime" in bad.stderr, bad.stderr
@@ -193,3 +197,45 @@ def test_the_report_puts_predicted_beside_measured_latency():
     assert line == ("Latency target 30% of the original: 29.0% predicted, 30.0% measured (torch, batch 64); "
                     "the model's median error on random pruned nets: 4.0%.")
     assert _latency_lines(evaluation, {"reward": 1}) == []
+
+
+def blocked_macs_timer(module: nn.Module, shape: tuple[int, ...]) -> float:
+    """MACs as kernels that work on whole blocks of 8 input and output channels pay them."""
+    blocks = lambda c: np.ceil(c / 8) * 8  # noqa: E731
+    total, hooks = [0.0], []
+
+    def conv(m, inp, out):
+        total[0] += blocks(m.in_channels // m.groups) * blocks(m.out_channels) * m.kernel_size[0] * \
+            m.kernel_size[1] * out.shape[-1] * out.shape[-2] * 1e-9
+
+    def linear(m, inp, out):
+        total[0] += blocks(m.in_features) * blocks(m.out_features) * 1e-9
+
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear))
+    with torch.no_grad():
+        module(torch.zeros(1, *shape))
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
+@pytest.mark.parametrize("name", ["vgg", "mobilenetv2"])
+def test_rounding_choice_follows_the_backend(name):
+    """The step with the most speed-up per MACs reduction wins (the smallest within 5% of the best): on VGG
+    with kernels in blocks of 8 channels that is 8 (finer steps pay for whole blocks they do not use,
+    coarser ones cannot round its 16-channel groups); where time follows the MACs, the finest step."""
+    from entroprune.latency import choose_rounding
+
+    model, structure, _ = _net(name)
+    blocked = choose_rounding(model, structure, 0.3, 0.2, lambda ms, shape: [blocked_macs_timer(m, shape) for m in ms])
+    eff = {r["round_to"]: r["efficiency"] for r in blocked["rows"]}
+    assert blocked["round_to"] == min(k for k, v in eff.items() if v >= 0.95 * max(eff.values())), eff
+    assert all(r["macs_fraction"] <= 0.3 + 1e-9 for r in blocked["rows"])
+    if name == "vgg":
+        assert blocked["round_to"] == 8 and eff[8] > 1.05 * max(eff[1], eff[2], eff[16]), eff
+    smooth = choose_rounding(model, structure, 0.3, 0.2, lambda ms, shape: [macs_timer(m, shape) for m in ms])
+    assert smooth["round_to"] == 1, {r["round_to"]: r["efficiency"] for r in smooth["rows"]}

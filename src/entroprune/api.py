@@ -356,6 +356,32 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
     return {**report, **meta, "model_file": str(out_file)}
 
 
+def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: LatencyConfig | None = None,
+                               macs_target: float = 0.2, min_keep: float = 0.2, force: bool = False,
+                               trust_pickle: bool = False) -> dict[str, Any]:
+    """Measure which channel step makes pruning pay most on ``config.backend`` at ``config.batch`` on this
+    machine (:func:`entroprune.latency.choose_rounding`); writes rounding.json into ``out_dir``."""
+    from .latency import LatencyConfig, choose_rounding, wall_pair_timer
+    from .utils import machine_description
+
+    config = config or LatencyConfig()
+    config.validate()
+    if not 0 < macs_target <= 1 or not 0 < min_keep <= 1:
+        raise ConfigError(f"`macs_target` and `min_keep` must lie in (0, 1], got {macs_target} and {min_keep}")
+    out_file = Path(out_dir) / "rounding.json"
+    if out_file.exists() and not force:
+        raise ConfigError(f"{out_file} already exists; pass `force=True` or choose another `out_dir`")
+    model, ckpt = load_model(path, trust_pickle)
+    structure = build_structure(model, ckpt.spec)
+    check_writable_dir(out_dir)
+    res = choose_rounding(model, structure, macs_target, min_keep,
+                          wall_pair_timer(config.batch, config.backend, config.repeats))
+    res.update(checkpoint=str(path), backend=config.backend, batch=config.batch, threads=torch.get_num_threads(),
+               machine=machine_description(), file=str(out_file))
+    write_json(out_file, res)
+    return res
+
+
 def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1",
                     ignored: list[str] | tuple[str, ...] = ()) -> Structure:
     from .structure import Structure

@@ -226,16 +226,36 @@ def latency(
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of the search space.")] = _SEARCH.min_keep,
     round_to: Annotated[int, typer.Option(help="Channel rounding of the search space.")] = 8,
     held_out: Annotated[int, typer.Option(help="Random pruned nets timed to measure the model's error.")] = _LATENCY.held_out,
+    choose_rounding: Annotated[bool, typer.Option(
+        help="First time the uniform policy at --macs-target rounded to 1, 2, ..., 32 channels, keep the step "
+             "with the most speed-up per MACs reduction (rounding.json) and fit at that step.")] = False,
+    macs_target: Annotated[float, typer.Option(help="MACs target the rounding choice prunes to.")] = _SEARCH.macs_target,
     force: Annotated[bool, typer.Option(help="Overwrite an existing latency_model.json.")] = False,
     trust_pickle: TrustPickle = False,
     seed: Seed = 0,
     threads: Threads = 0,
 ) -> None:
     """Fit a latency model of a checkpoint on this machine and report its error on random pruned nets."""
-    from .api import fit_latency_checkpoint
+    from rich.table import Table
+
+    from .api import choose_rounding_checkpoint, fit_latency_checkpoint
     from .latency import LatencyConfig
 
     _setup(seed, "cpu", threads)
+    if (out_dir / "latency_model.json").exists() and not force:  # before the rounding's timings, not after
+        raise ConfigError(f"{out_dir / 'latency_model.json'} already exists; pass --force or choose another --out")
+    if choose_rounding:
+        ch = choose_rounding_checkpoint(checkpoint, out_dir, LatencyConfig(backend=backend, batch=batch),
+                                        macs_target=macs_target, min_keep=min_keep, force=force,
+                                        trust_pickle=trust_pickle)
+        table = Table("round to", "MACs kept", "speed-up", "speed-up x MACs kept")
+        for r in ch["rows"]:
+            table.add_row(str(r["round_to"]), f"{r['macs_fraction']:.1%}", f"{r['speedup']:.2f}x",
+                          f"{r['efficiency']:.2f}" + (" (chosen)" if r["round_to"] == ch["round_to"] else ""))
+        out.print(table)
+        out.print(f"rounding: {ch['round_to']} channels (the smallest step within {ch['tie']:.0%} of the best "
+                  f"speed-up per MACs reduction); {ch['file']}")
+        round_to = ch["round_to"]
     rep = fit_latency_checkpoint(checkpoint, out_dir, LatencyConfig(backend=backend, batch=batch, held_out=held_out),
                                  min_keep=min_keep, round_to=round_to, seed=seed, force=force,
                                  trust_pickle=trust_pickle)
