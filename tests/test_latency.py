@@ -229,13 +229,15 @@ def test_rounding_choice_follows_the_backend(name):
     with kernels in blocks of 8 channels that is 8 (finer steps pay for whole blocks they do not use,
     coarser ones cannot round its 16-channel groups); where time follows the MACs, the finest step."""
     from entroprune.latency import choose_rounding
+    from entroprune.search.loop import uniform_policies
 
     model, structure, _ = _net(name)
-    blocked = choose_rounding(model, structure, 0.3, 0.2, lambda ms, shape: [blocked_macs_timer(m, shape) for m in ms])
+    policies = uniform_policies(structure, 0.3, 0.2)
+    blocked = choose_rounding(model, structure, policies, lambda ms, shape: [blocked_macs_timer(m, shape) for m in ms])
     eff = {r["round_to"]: r["efficiency"] for r in blocked["rows"]}
     assert blocked["round_to"] == min(k for k, v in eff.items() if v >= 0.95 * max(eff.values())), eff
     assert all(r["macs_fraction"] <= 0.3 + 1e-9 for r in blocked["rows"])
     if name == "vgg":
         assert blocked["round_to"] == 8 and eff[8] > 1.05 * max(eff[1], eff[2], eff[16]), eff
-    smooth = choose_rounding(model, structure, 0.3, 0.2, lambda ms, shape: [macs_timer(m, shape) for m in ms])
+    smooth = choose_rounding(model, structure, policies, lambda ms, shape: [macs_timer(m, shape) for m in ms])
     assert smooth["round_to"] == 1, {r["round_to"]: r["efficiency"] for r in smooth["rows"]}

@@ -362,6 +362,7 @@ def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: La
     """Measure which channel step makes pruning pay most on ``config.backend`` at ``config.batch`` on this
     machine (:func:`entroprune.latency.choose_rounding`); writes rounding.json into ``out_dir``."""
     from .latency import LatencyConfig, choose_rounding, wall_pair_timer
+    from .search.loop import uniform_policies
     from .utils import machine_description
 
     config = config or LatencyConfig()
@@ -374,9 +375,9 @@ def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: La
     model, ckpt = load_model(path, trust_pickle)
     structure = build_structure(model, ckpt.spec)
     check_writable_dir(out_dir)
-    res = choose_rounding(model, structure, macs_target, min_keep,
+    res = choose_rounding(model, structure, uniform_policies(structure, macs_target, min_keep),
                           wall_pair_timer(config.batch, config.backend, config.repeats))
-    res.update(checkpoint=str(path), backend=config.backend, batch=config.batch, threads=torch.get_num_threads(),
+    res.update(checkpoint=str(path), macs_target=macs_target, min_keep=min_keep, backend=config.backend, batch=config.batch, threads=torch.get_num_threads(),
                machine=machine_description(), file=str(out_file))
     write_json(out_file, res)
     return res

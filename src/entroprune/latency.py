@@ -395,35 +395,31 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
 ROUNDING_STEPS = (1, 2, 4, 8, 16, 32)
 
 
-def choose_rounding(model: nn.Module, structure: Any, macs_target: float, min_keep: float, pair: PairTimer,
-                    steps: tuple[int, ...] = ROUNDING_STEPS, tie: float = 0.05) -> dict[str, Any]:
-    """The channel step that makes pruning pay most on this backend: the uniform policy at ``macs_target``
-    rounded to each step, timed in alternation with the unpruned net. The measured speed-up per MACs
-    reduction (1.0: time falls as fast as the MACs) decides; the smallest step within ``tie`` of the best
-    wins, since a finer step leaves the search more policies. Steps no group can take are skipped."""
+def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.ndarray], pair: PairTimer,
+                    tie: float = 0.05) -> dict[str, Any]:
+    """The channel step that makes pruning pay most on this backend: each step's policy (the search's
+    :func:`~entroprune.search.loop.uniform_policies`: the uniform policy at one MACs target, rounded to that
+    step) timed in alternation with the unpruned net. The measured speed-up per MACs reduction (1.0: time
+    falls as fast as the MACs) decides; the smallest step within ``tie`` of the best wins, since a finer step
+    leaves the search more policies."""
     from .errors import ConfigError
     from .prune import prune_model
-    from .search.loop import SearchConfig, fixed_policy_counts, uniform_ratio
 
+    if not policies:
+        raise ConfigError("no channel step to try: every group is narrower than the smallest step")
     shape = tuple(structure.example_input.shape[1:])
     base = model.cpu().eval()
-    widest = max(int(c) for c in structure.full_counts())
     rows = []
-    for step in steps:
-        if step >= widest:
-            continue
-        cfg = SearchConfig(macs_target=macs_target, min_keep=min_keep, round_to=step)
-        counts, macs = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))
+    for step, counts in sorted(policies.items()):
+        macs = structure.macs(counts) / structure.total_macs
         net = prune_model(base, structure, counts)[0].eval()
         t_full, t_net = pair([base, net], shape)
         speedup = t_full / t_net
-        rows.append({"round_to": step, "macs_fraction": float(macs), "speedup": float(speedup),
+        rows.append({"round_to": int(step), "macs_fraction": float(macs), "speedup": float(speedup),
                      "efficiency": float(speedup * macs), "counts": [int(c) for c in counts]})
-    if not rows:
-        raise ConfigError("no channel step to try: every group is narrower than the smallest step")
     best = max(r["efficiency"] for r in rows)
     chosen = min(r["round_to"] for r in rows if r["efficiency"] >= (1 - tie) * best)
-    return {"round_to": chosen, "rows": rows, "macs_target": macs_target, "min_keep": min_keep, "tie": tie}
+    return {"round_to": chosen, "rows": rows, "tie": tie}
 
 
 __all__ = ["paired_latency", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS",

@@ -14,7 +14,7 @@ import math
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import InitVar, asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, SearchInterrupted, deprecated
-from ..latency import LatencyConfig, LatencyModel
+from ..latency import ROUNDING_STEPS, LatencyConfig, LatencyModel
 from ..prune import counts_to_dict, policy_to_ratios
 from ..structure import ROOTS, Structure
 from ..utils import atomic_write, folder_lock, progress_bar, write_json
@@ -251,6 +251,19 @@ def band_bounds(structure: Structure, config: SearchConfig,
             if g.name in blind:
                 lo[i] = hi[i] = r
     return lo, hi
+
+
+def uniform_policies(structure: Structure, macs_target: float, min_keep: float,
+                     steps: Sequence[int] = ROUNDING_STEPS) -> dict[int, np.ndarray]:
+    """The uniform policy at ``macs_target`` rounded to each channel step a group can take (the rounding
+    choice times these: :func:`entroprune.latency.choose_rounding`)."""
+    widest = max(int(c) for c in structure.full_counts())
+    policies = {}
+    for step in steps:
+        if step < widest:
+            cfg = SearchConfig(macs_target=macs_target, min_keep=min_keep, round_to=step)
+            policies[step] = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
+    return policies
 
 
 def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list[float],
