@@ -122,32 +122,29 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     t0 = time.perf_counter()
     res = search_checkpoint(base / "model.pt", cell / "search", cfg, quiet=True, force=True)
     search_time = time.perf_counter() - t0
-    chosen = res.summary.get("chosen", "search")
     same = earlier(model, res.policy, seed)
     if same is not None:
-        reused = ("accuracy_before_finetune", "test_accuracy", "macs_fraction", "params_fraction",
-                  "speedup_torch_b64", "finetune_time_s")
-        return {**{k: float(same[k]) if same.get(k) not in (None, "") else None for k in reused}, "model": model, "target": target, "source": source, "seed": seed,
-                "baseline_accuracy": baseline_acc, "finetune_epochs": grid["finetune_epochs"],
-                "search_time_s": round(search_time, 1),
-                "search_episodes": res.episodes, "cell_time_s": round(time.perf_counter() - t_cell, 1),
-                "search_reward": res.reward, "policy": json.dumps(res.policy), "machine": machine_description(),
-                "date": time.strftime("%Y-%m-%d"), "chosen": chosen,
-                "finetune_from": f"{same['source']} seed {same['seed']} ({same['date']})"}
-    prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True)
-    ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned", epochs=grid["finetune_epochs"],
-                             lr=float(grid.get("finetune_lr", 0.01)), distill=grid["finetune_distill"], seed=seed,
-                             quiet=True, force=True)
-    rows = evaluate_checkpoint(cell / "finetuned" / "model.pt", latency=grid["latency_repeats"] > 0,
-                               repeats=max(1, grid["latency_repeats"]))
+        finetuned = {k: float(same[k]) if same.get(k) not in (None, "") else None
+                     for k in ("accuracy_before_finetune", "test_accuracy", "macs_fraction", "params_fraction",
+                               "speedup_torch_b64", "finetune_time_s")}
+        finetuned["finetune_from"] = f"{same['source']} seed {same['seed']} ({same['date']})"
+    else:
+        prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True)
+        ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned", epochs=grid["finetune_epochs"],
+                                 lr=float(grid.get("finetune_lr", 0.01)), distill=grid["finetune_distill"],
+                                 seed=seed, quiet=True, force=True)
+        rows = evaluate_checkpoint(cell / "finetuned" / "model.pt", latency=grid["latency_repeats"] > 0,
+                                   repeats=max(1, grid["latency_repeats"]))
+        finetuned = {"accuracy_before_finetune": ft["test_accuracy_before"], "test_accuracy": rows[1]["test_accuracy"],
+                     "macs_fraction": rows[1]["macs"] / rows[0]["macs"],
+                     "params_fraction": rows[1]["params"] / rows[0]["params"],
+                     "speedup_torch_b64": rows[1].get("speedup_torch_b64"),
+                     "finetune_time_s": round(ft["finetune_time_s"], 1)}
     return {"model": model, "target": target, "source": source, "seed": seed, "baseline_accuracy": baseline_acc,
-            "accuracy_before_finetune": ft["test_accuracy_before"], "test_accuracy": rows[1]["test_accuracy"],
-            "macs_fraction": rows[1]["macs"] / rows[0]["macs"], "params_fraction": rows[1]["params"] / rows[0]["params"],
-            "speedup_torch_b64": rows[1].get("speedup_torch_b64"), "search_time_s": round(search_time, 1),
-            "search_episodes": res.episodes, "finetune_time_s": round(ft["finetune_time_s"], 1),
+            **finetuned, "search_time_s": round(search_time, 1), "search_episodes": res.episodes,
             "finetune_epochs": grid["finetune_epochs"], "cell_time_s": round(time.perf_counter() - t_cell, 1),
             "search_reward": res.reward, "policy": json.dumps(res.policy), "machine": machine_description(),
-            "date": time.strftime("%Y-%m-%d"), "chosen": chosen}
+            "date": time.strftime("%Y-%m-%d"), "chosen": res.summary.get("chosen", "search")}
 
 
 def grid_cells(grid: dict) -> list[tuple[str, float, str, int]]:

@@ -29,10 +29,8 @@ from common import read_rows  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
 from entroprune.search.agents import GlobalAgent  # noqa: E402
-from entroprune.search.loop import fixed_policy_counts, uniform_ratio  # noqa: E402
+from entroprune.search.loop import CONFIRM_SEED_STEP, fixed_policy_counts, uniform_ratio  # noqa: E402
 from entroprune.search.rewards import RewardEvaluator  # noqa: E402
-
-SEED_STEP = 1000  # other recovery seeds: seed + 1000, seed + 2000, ...
 
 
 def score_cell(grid: dict, model: str, target: float, seed: int, search_json: dict, extra: int) -> dict:
@@ -52,7 +50,7 @@ def score_cell(grid: dict, model: str, target: float, seed: int, search_json: di
     logged = {c["source"]: c["reward"] for c in search_json["rerank"] if c["source"] != "search"}
     logged["search"] = winner["reward"]
     scores: dict[str, list[float]] = {k: [] for k in counts}
-    for s in [seed] + [seed + SEED_STEP * i for i in range(1, extra + 1)]:
+    for s in [seed] + [seed + CONFIRM_SEED_STEP * i for i in range(1, extra + 1)]:
         ev = RewardEvaluator(net, structure, cfg.rerank_reward_config(), calib, None, recovery_images=recovery, seed=s)
         try:
             for k, c in counts.items():

@@ -325,6 +325,19 @@ def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = "onnx",
     return export_model(model, ckpt.spec.example_input(), out_file, fmt)
 
 
+def _latency_inputs(path: str | Path, out_dir: str | Path, name: str, force: bool,
+                    trust_pickle: bool) -> tuple[Path, nn.Module, Structure]:
+    """The output file (refused when it exists without ``force``), the model and its structure, the output
+    folder made: what every timing command needs before it times anything."""
+    out_file = Path(out_dir) / name
+    if out_file.exists() and not force:
+        raise ConfigError(f"{out_file} already exists; pass `force=True` or choose another `out_dir`")
+    model, ckpt = load_model(path, trust_pickle)
+    structure = build_structure(model, ckpt.spec)
+    check_writable_dir(out_dir)
+    return out_file, model, structure
+
+
 def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: LatencyConfig | None = None,
                            min_keep: float = 0.2, round_to: int = 8, seed: int = 0, force: bool = False,
                            trust_pickle: bool = False) -> dict[str, Any]:
@@ -338,12 +351,7 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
     config.validate()
     if not 0 < min_keep <= 1 or round_to < 1:
         raise ConfigError(f"`min_keep` must lie in (0, 1] and `round_to` be >= 1, got {min_keep} and {round_to}")
-    out_file = Path(out_dir) / "latency_model.json"
-    if out_file.exists() and not force:
-        raise ConfigError(f"{out_file} already exists; pass `force=True` or choose another `out_dir`")
-    model, ckpt = load_model(path, trust_pickle)
-    structure = build_structure(model, ckpt.spec)
-    check_writable_dir(out_dir)
+    out_file, model, structure = _latency_inputs(path, out_dir, "latency_model.json", force, trust_pickle)
     lo = np.array([structure.round_group(g, min_keep, round_to) for g in structure.groups])
     meta = {"checkpoint": str(path), "backend": config.backend, "batch": config.batch,
             "threads": torch.get_num_threads(), "machine": machine_description(), "min_keep": min_keep,
@@ -369,12 +377,7 @@ def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: La
     config.validate()
     if not 0 < macs_target <= 1 or not 0 < min_keep <= 1:
         raise ConfigError(f"`macs_target` and `min_keep` must lie in (0, 1], got {macs_target} and {min_keep}")
-    out_file = Path(out_dir) / "rounding.json"
-    if out_file.exists() and not force:
-        raise ConfigError(f"{out_file} already exists; pass `force=True` or choose another `out_dir`")
-    model, ckpt = load_model(path, trust_pickle)
-    structure = build_structure(model, ckpt.spec)
-    check_writable_dir(out_dir)
+    out_file, model, structure = _latency_inputs(path, out_dir, "rounding.json", force, trust_pickle)
     res = choose_rounding(model, structure, uniform_policies(structure, macs_target, min_keep),
                           wall_pair_timer(config.batch, config.backend, config.repeats))
     res.update(checkpoint=str(path), macs_target=macs_target, min_keep=min_keep, backend=config.backend, batch=config.batch, threads=torch.get_num_threads(),

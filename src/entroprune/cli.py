@@ -244,8 +244,9 @@ def latency(
     _setup(seed, "cpu", threads)
     if (out_dir / "latency_model.json").exists() and not force:  # before the rounding's timings, not after
         raise ConfigError(f"{out_dir / 'latency_model.json'} already exists; pass --force or choose another --out")
+    config = LatencyConfig(backend=backend, batch=batch, held_out=held_out)
     if choose_rounding:
-        ch = choose_rounding_checkpoint(checkpoint, out_dir, LatencyConfig(backend=backend, batch=batch),
+        ch = choose_rounding_checkpoint(checkpoint, out_dir, config,
                                         macs_target=macs_target, min_keep=min_keep, force=force,
                                         trust_pickle=trust_pickle)
         table = Table("round to", "MACs kept", "speed-up", "speed-up x MACs kept")
@@ -256,7 +257,7 @@ def latency(
         out.print(f"rounding: {ch['round_to']} channels (the smallest step within {ch['tie']:.0%} of the best "
                   f"speed-up per MACs reduction); {ch['file']}")
         round_to = ch["round_to"]
-    rep = fit_latency_checkpoint(checkpoint, out_dir, LatencyConfig(backend=backend, batch=batch, held_out=held_out),
+    rep = fit_latency_checkpoint(checkpoint, out_dir, config,
                                  min_keep=min_keep, round_to=round_to, seed=seed, force=force,
                                  trust_pickle=trust_pickle)
     err_txt = (f"median error {rep['median_error']:.1%}, worst {rep['max_error']:.1%} on {rep['held_out_policies']} "
@@ -316,7 +317,7 @@ def _parse_band(band: str) -> float | None:
 @handle_errors
 def search(
     checkpoint: Annotated[Path, typer.Argument(help="The unpruned model.pt to search a policy for.")],
-    macs_target: Annotated[float, typer.Option(help="Fraction of MACs to keep (0.2 = 5x fewer).")] = 0.2,
+    macs_target: Annotated[float, typer.Option(help="Fraction of MACs to keep (0.2 = 5x fewer).")] = _SEARCH.macs_target,
     flops_target: Annotated[float | None, typer.Option(hidden=True, help="Old name of --macs-target.")] = None,
     reward: Annotated[str, typer.Option(help="entropy, accuracy, combined or kl (agreement with the unpruned net).")] = _REWARD.kind,
     agent: Annotated[str, typer.Option(help="ddpg, uniform, global (torch-pruning global magnitude), random, sb3:td3, sb3:sac or sb3:ppo.")] = _SEARCH.agent,
