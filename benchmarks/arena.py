@@ -40,12 +40,13 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
         if source == "entropy-recovered":
             return replace(cfg, rerank_reward="entropy")
         return replace(cfg, agent="random") if source == "default-random" else cfg
-    # no re-ranking, nothing to confirm: confirm_seeds=0 keeps these cells' settings what they ran with
+    # no re-ranking, nothing to confirm or prefer: the zeros keep these cells' settings what they ran with
+    fixed = {"rerank_top_k": 0, "confirm_seeds": 0, "uniform_margin": 0.0}
     if source in ("uniform", "global"):
-        return SearchConfig(agent=source, episodes=1, **space, rerank_top_k=0, confirm_seeds=0)
+        return SearchConfig(agent=source, episodes=1, **space, **fixed)
     kind = "accuracy" if source == "accuracy" else "entropy"
     return SearchConfig(agent="ddpg", episodes=grid["search_episodes"], warmup=grid["warmup"],
-                        val_size=grid["accuracy_val_size"], **space, band=None, rerank_top_k=0, confirm_seeds=0,
+                        val_size=grid["accuracy_val_size"], **space, band=None, **fixed,
                         reward=RewardConfig(kind=kind, variant="cooccurrence", layers="last"))
 
 
@@ -59,7 +60,7 @@ def settings(cfg: SearchConfig) -> str:
 
 #: Options that changed what a search does when they came in: a cell recorded before one existed searched
 #: as if it had this value (any other new option counts at its default, which kept the old behaviour).
-PREDATES = {"confirm_seeds": 0}
+PREDATES = {"confirm_seeds": 0, "uniform_margin": 0.0}
 
 
 def same_settings(recorded: str, today: str) -> bool:

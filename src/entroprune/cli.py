@@ -347,13 +347,16 @@ def search(
     ignore: Annotated[str, typer.Option(
         help="Comma-separated module names to leave whole (layers feeding an output always are).")] = "",
     band: Annotated[str, typer.Option(
-        help="Keep ratios within (1 -/+ band) x the uniform ratio; 'none' = AMC's whole \\[min-keep, 1].")] = "0.5",
+        help="Keep ratios within (1 -/+ band) x the uniform ratio; 'none' = AMC's whole \\[min-keep, 1].")] = str(_SEARCH.band),
     rerank_top_k: Annotated[int, typer.Option(
         help="Re-score this many best policies plus uniform and global after recovery (0 = off).")] = _SEARCH.rerank_top_k,
     rerank_reward: Annotated[str, typer.Option(help="Reward of the re-ranking (kl, entropy, accuracy).")] = _SEARCH.rerank_reward,
     confirm_seeds: Annotated[int, typer.Option(
         help="A searched winner of the re-ranking must beat uniform and global again under this many other "
              "recovery seeds (0 = off).")] = _SEARCH.confirm_seeds,
+    uniform_margin: Annotated[float, typer.Option(
+        help="Leave the uniform policy only for a candidate scoring this fraction of uniform's |score| better "
+             "(0 = the best score wins).")] = _SEARCH.uniform_margin,
     recovery_steps: Annotated[int, typer.Option(
         help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
     recovery_images: Annotated[int, typer.Option(
@@ -381,7 +384,7 @@ def search(
 
     dev = _setup(seed, device, threads)
     cfg = SearchConfig(
-        ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=_parse_band(band), rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, confirm_seeds=confirm_seeds, recovery_steps=recovery_steps,
+        ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=_parse_band(band), rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, confirm_seeds=confirm_seeds, uniform_margin=uniform_margin, recovery_steps=recovery_steps,
         recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,

@@ -70,7 +70,7 @@ def cfg(**kw):
 
 
 def test_rerank_pool_holds_uniform_and_global_and_returns_its_best(digits_ckpt, tmp_path):
-    res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(confirm_seeds=0), quiet=True)
+    res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(confirm_seeds=0, uniform_margin=0.0), quiet=True)
     pool = res.summary["rerank"]
     names = " ".join(c["candidate"] for c in pool)
     assert "uniform" in names and "global" in names
@@ -111,6 +111,41 @@ def test_rerank_returns_uniform_when_it_scores_best(digits_ckpt, tmp_path, monke
     assert res.summary["chosen"] == "uniform" or "= uniform" in max(res.summary["rerank"], key=lambda x: x["reward"])["candidate"]
 
 
+def test_uniform_is_left_only_for_a_margin():
+    from entroprune.search.loop import prefer_uniform
+
+    def pool(search, uniform, glob, confirmed=None):
+        p = [{"candidate": "search (episode 3)", "source": "search", "reward": search},
+             {"candidate": "uniform", "source": "uniform", "reward": uniform},
+             {"candidate": "global", "source": "global", "reward": glob}]
+        for c, rs in zip(p, confirmed or [], strict=False):
+            c["confirm_rewards"] = rs
+        return p
+
+    assert prefer_uniform(pool(-0.15, -0.20, -0.30), 0, 0.1) == 0  # 25% closer to the unpruned net: leave uniform
+    near = pool(-0.19, -0.20, -0.30)
+    assert prefer_uniform(near, 0, 0.1) == 1 and near[0]["beaten_by_margin"]  # 5%: within the noise, stay
+    assert prefer_uniform(pool(-0.19, -0.20, -0.30), 0, 0.0) == 0  # margin 0: the best score wins
+    assert prefer_uniform(pool(-0.3, -0.20, -0.17), 2, 0.1) == 2 and prefer_uniform(pool(-0.3, -0.2, -0.19), 2, 0.1) == 1
+    assert prefer_uniform(pool(0.9, 0.8, 0.1), 0, 0.1) == 0 and prefer_uniform(pool(0.85, 0.8, 0.1), 0, 0.1) == 1
+    # the confirmation's mean decides where it ran: a lucky first reading does not carry the margin
+    lucky = pool(-0.10, -0.20, -0.30, confirmed=[[-0.10, -0.25, -0.25], [-0.20, -0.20, -0.20], [-0.3] * 3])
+    assert prefer_uniform(lucky, 0, 0.1) == 1
+    # uniform found by the search itself is the uniform candidate
+    same = [{"candidate": "search (episode 1) = uniform", "source": "search", "reward": -0.2},
+            {"candidate": "global", "source": "global", "reward": -0.19}]
+    assert prefer_uniform(same, 1, 0.1) == 0 and prefer_uniform(same, 1, 0.0) == 1
+
+
+def test_search_with_a_wide_margin_returns_uniform(digits_ckpt, tmp_path):
+    res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(confirm_seeds=0, uniform_margin=5.0), quiet=True)
+    pool = res.summary["rerank"]
+    uniform = next(c for c in pool if c["source"] == "uniform" or c["candidate"].endswith("= uniform"))
+    assert res.policy == uniform["policy"]
+    best = max(pool, key=lambda c: c["reward"])
+    assert best is uniform or best.get("beaten_by_margin")
+
+
 @pytest.mark.parametrize("lasting", [False, True])
 def test_a_searched_win_must_hold_under_other_recovery_seeds(digits_ckpt, tmp_path, monkeypatch, lasting):
     """A searched policy that wins under the search's recovery seed only (a lucky draw) hands the choice
@@ -134,7 +169,7 @@ def test_a_searched_win_must_hold_under_other_recovery_seeds(digits_ckpt, tmp_pa
 
     monkeypatch.setattr(rewards.RewardEvaluator, "__init__", remember_seed)
     monkeypatch.setattr(rewards.RewardEvaluator, "evaluate", rigged)
-    res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(confirm_seeds=2), quiet=True)
+    res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(confirm_seeds=2, uniform_margin=0.0), quiet=True)
     pool = res.summary["rerank"]
     winner = next(c for c in pool if c["reward"] == 0.0)
     fixed = [c for c in pool if c["source"] != "search"]

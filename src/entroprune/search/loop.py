@@ -78,6 +78,12 @@ class SearchConfig:
         The best of ``k`` noisy scores is biased upward: a searched winner's score moves by up to
         0.04 between recovery seeds where the uniform policy's moves by 0.002
         (docs/measurements/rerank_noise.md). 0 = take the first reading.
+    :param uniform_margin: the re-ranking leaves the uniform policy only for a candidate whose score
+        beats uniform's by at least this fraction of uniform's ``|score|`` (on the mean over the
+        confirmation's seeds where it ran). Uniform is the safe choice (docs/arena.md) and the score
+        is noisy: uniform's own reading moves by up to 20% between recovery seeds on resnet20, and
+        the arena's only loss beyond 0.2 points came from a searched policy 1% ahead of uniform on
+        that mean (mobilenetv2). 0 = the best score wins.
     :param recovery_steps: distillation steps before each re-scored candidate.
     :param recovery_images: unlabelled training images the recovery distils on.
     :param ignored_layers: module names whose output channels are never pruned (besides every layer
@@ -109,6 +115,7 @@ class SearchConfig:
     rerank_top_k: int = 8
     rerank_reward: str = "kl"
     confirm_seeds: int = 2
+    uniform_margin: float = 0.1
     recovery_steps: int = 40
     recovery_images: int = 2048
     ignored_layers: list[str] = field(default_factory=list)
@@ -139,6 +146,9 @@ class SearchConfig:
             raise ConfigError(f"band must lie in [0, 1] (or be null for none), got {self.band!r}")
         if min(self.rerank_top_k, self.recovery_steps, self.recovery_images, self.confirm_seeds) < 0:
             raise ConfigError("rerank_top_k, confirm_seeds, recovery_steps and recovery_images must be >= 0")
+        if not (isinstance(self.uniform_margin, (int, float)) and 0 <= self.uniform_margin < 10):
+            raise ConfigError(f"uniform_margin must lie in [0, 10) (a fraction of uniform's score), "
+                              f"got {self.uniform_margin!r}")
         if not (isinstance(self.ignored_layers, list) and all(isinstance(n, str) for n in self.ignored_layers)):
             raise ConfigError(f"ignored layers must be a list of module names, got {self.ignored_layers!r}")
         if self.latency_target is not None and not (isinstance(self.latency_target, (int, float))
@@ -334,7 +344,7 @@ def rerank(model: nn.Module, structure: Structure, config: SearchConfig, calib: 
     if not scored:
         raise ConfigError("every re-ranked policy gave a non-finite score; the model or data contain NaN/Inf values")
     pick = max(scored, key=lambda i: (pool[i]["reward"], -i))
-    return pool, confirm(pool, pick, scored, config, score)
+    return pool, prefer_uniform(pool, confirm(pool, pick, scored, config, score), config.uniform_margin)
 
 
 #: Other recovery seeds of the confirmation: the search's seed + CONFIRM_SEED_STEP * (1, 2, ...).
@@ -363,6 +373,25 @@ def confirm(pool: list[dict[str, Any]], pick: int, scored: list[int], config: Se
 
     best_fixed = max(fixed, key=lambda i: (mean(i), -i))
     return pick if mean(pick) > mean(best_fixed) else best_fixed
+
+
+def prefer_uniform(pool: list[dict[str, Any]], pick: int, margin: float) -> int:
+    """``pick`` if it beats the uniform policy by ``margin`` of uniform's ``|score|``, else uniform: a
+    policy that differs from uniform only within the score's noise is no reason to leave it."""
+    uniform = next((i for i, c in enumerate(pool) if c["source"] == "uniform" or c["candidate"].endswith("= uniform")),
+                   None)
+    if uniform is None or uniform == pick or pool[uniform]["reward"] is None:
+        return pick
+
+    def score(c: dict[str, Any]) -> float:
+        rs = c.get("confirm_rewards") or [c["reward"]]
+        return -math.inf if any(r is None for r in rs) else sum(rs) / len(rs)
+
+    u = score(pool[uniform])
+    if score(pool[pick]) >= u + margin * abs(u):
+        return pick
+    pool[pick]["beaten_by_margin"] = True  # the search.json says why the best score did not win
+    return uniform
 
 
 def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
