@@ -241,3 +241,53 @@ def test_rounding_choice_follows_the_backend(name):
         assert blocked["round_to"] == 8 and eff[8] > 1.05 * max(eff[1], eff[2], eff[16]), eff
     smooth = choose_rounding(model, structure, policies, lambda ms, shape: [macs_timer(m, shape) for m in ms])
     assert smooth["round_to"] == 1, {r["round_to"]: r["efficiency"] for r in smooth["rows"]}
+
+
+def test_round_to_auto_measures_the_step_once_and_resume_reuses_it(digits_ckpt, tmp_path, monkeypatch):
+    """`round_to: auto` takes the step choose_rounding measures (a fake timer here: kernels in blocks of 8
+    channels, or time that follows the MACs) and searches with it; resume reads it back, never re-measures."""
+    import json
+
+    import entroprune.latency as latency
+    from entroprune.api import load_model, search_checkpoint
+    from entroprune.search import SearchConfig
+    from entroprune.search.loop import uniform_policies
+
+    def fake(timer):
+        return lambda batch, backend="torch", *a, **k: (lambda ms, shape: [timer(m, shape) for m in ms])
+
+    cfg = SearchConfig(macs_target=0.3, round_to="auto", episodes=4, warmup=2, rerank_top_k=0, calib_size=32,
+                       val_size=0)
+    model, ckpt = load_model(digits_ckpt)
+    structure = Structure(model, ckpt.spec.example_input())
+    policies = uniform_policies(structure, cfg.macs_target, cfg.min_keep)
+    chosen = {}
+    for name, timer in (("blocked", blocked_macs_timer), ("smooth", macs_timer)):
+        monkeypatch.setattr(latency, "wall_pair_timer", fake(timer))
+        res = search_checkpoint(digits_ckpt, tmp_path / name, cfg, quiet=True)
+        expected = latency.choose_rounding(model, structure, policies, fake(timer)(64))["round_to"]
+        rounding = json.loads((tmp_path / name / "rounding.json").read_text())
+        step = chosen[name] = rounding["round_to"]
+        assert step == expected and res.summary["config"]["round_to"] == step
+        assert json.loads((tmp_path / name / "policy.json").read_text())["round_to"] == step
+        assert all(c % step == 0 or c == g.channels for g, c in zip(structure.groups, res.counts.values(), strict=True))
+    assert chosen["blocked"] != chosen["smooth"], chosen  # the measurement decides, not a fixed default
+
+    def no_timing(*a, **k):
+        raise AssertionError("resume measured the rounding again")
+
+    monkeypatch.setattr(latency, "wall_pair_timer", no_timing)
+    again = search_checkpoint(digits_ckpt, tmp_path / "blocked", cfg, resume=True, quiet=True)
+    assert again.summary["config"]["round_to"] == chosen["blocked"]
+
+
+def test_round_to_must_be_a_step_or_auto():
+    from entroprune.errors import ConfigError
+    from entroprune.search import SearchConfig
+
+    for bad in ("eight", 0, True, 2.5):
+        with pytest.raises(ConfigError, match="round_to"):
+            SearchConfig(round_to=bad).validate()
+    SearchConfig(round_to="auto").validate()
+    with pytest.raises(ConfigError, match="auto"):
+        SearchConfig(round_to="auto").step  # noqa: B018

@@ -423,7 +423,8 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfi
     structure = build_structure(model, ckpt.spec, importance, config.ignored_layers)
     from .search import STATE_FILE, PruningEnv
 
-    PruningEnv(structure, None, config.macs_target, config.min_keep, config.round_to)  # reachable target?
+    # reachable target? (at the finest step for `auto`, whose measurement skips steps that cannot reach it)
+    PruningEnv(structure, None, config.macs_target, config.min_keep, 1 if config.round_to == "auto" else config.step)
     if resume and not (out_dir / STATE_FILE).exists():
         raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without `resume=True`")
     check_writable_dir(out_dir)

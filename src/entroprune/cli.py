@@ -313,6 +313,15 @@ def _parse_band(band: str) -> float | None:
         raise ConfigError(f"--band must be a number in [0, 1] or 'none', got {band!r}") from None
 
 
+def _parse_round_to(value: str) -> int | str:
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--round-to must be an integer (channels) or 'auto' (measured), got {value!r}") from None
+
+
 @app.command()
 @handle_errors
 def search(
@@ -332,7 +341,9 @@ def search(
     physical_scoring: Annotated[bool, typer.Option(
         help="Score each policy on a physically pruned copy (faster) instead of zero-masks on the full net.")] = _REWARD.physical,
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of a group.")] = _SEARCH.min_keep,
-    round_to: Annotated[int, typer.Option(help="Round channel counts to multiples of this.")] = _SEARCH.round_to,
+    round_to: Annotated[str, typer.Option(
+        help="Round channel counts to multiples of this; 'auto': the step with the best measured speed-up per "
+             "MACs reduction on --latency-backend at --latency-batch on this machine.")] = str(_SEARCH.round_to),
     warmup: Annotated[int, typer.Option(help="Random warm-up episodes (DDPG, TD3, SAC).")] = _SEARCH.warmup,
     calib_size: Annotated[int, typer.Option(help="Calibration images (BN and entropy).")] = _SEARCH.calib_size,
     val_size: Annotated[int, typer.Option(help="Validation images (accuracy reward, diagnostics).")] = _SEARCH.val_size,
@@ -385,7 +396,7 @@ def search(
     dev = _setup(seed, device, threads)
     cfg = SearchConfig(
         ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=_parse_band(band), rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, confirm_seeds=confirm_seeds, uniform_margin=uniform_margin, recovery_steps=recovery_steps,
-        recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=round_to,
+        recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=_parse_round_to(round_to),
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
         latency_target=latency_target, latency_model=latency_model, latency_backend=latency_backend,
@@ -405,6 +416,9 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
                   f"(target {cfg.latency_target:.1%})")
     out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%}), "
               f"{res.episodes} episodes")
+    if cfg.round_to == "auto":
+        out.print(f"rounding: {res.summary['config']['round_to']} channels, measured on {cfg.latency_backend} at "
+                  f"batch {cfg.latency_batch} ({out_dir / 'rounding.json'})")
     if res.summary.get("rerank"):
         out.print(f"re-ranked {len(res.summary['rerank'])} policies by {cfg.rerank_reward} after "
                   f"{cfg.recovery_steps} recovery steps: the {res.summary['chosen']} policy won")

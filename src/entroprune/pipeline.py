@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,7 +104,9 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     timings["evaluate"] = time.perf_counter() - t0
     export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
                       cfg.export_format)
-    uniform = _uniform_policy(ckpt_path, cfg.search, run_dir / "search")
+    # the search's own rounding (`round_to: auto` is measured into a step there)
+    searched = replace(cfg.search, round_to=result.summary["config"]["round_to"])
+    uniform = _uniform_policy(ckpt_path, searched, run_dir / "search")
     reference = None
     if cfg.reference_uniform:
         t0 = time.perf_counter()

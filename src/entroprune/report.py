@@ -211,9 +211,14 @@ def write_report(run_dir: str | Path) -> Path:
                f"(score {summary['reward']:.5f}, {summary['achieved']:.2%} of the MACs, target "
                f"{target})",
                "- mean time per episode (s): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_time_split_s"].items())]
+        step = summary.get("config", {}).get("round_to")
+        if step and (search_dir / "rounding.json").exists():  # `round_to: auto`: say it was measured, and where
+            md.append(f"- channels rounded to multiples of {step}, the step measured to pay most on this machine "
+                      "(`search/rounding.json`)")
         if summary.get("rerank"):
             md += ["", "| candidate | search reward | re-rank score | MACs kept |", "|---|---|---|---|"]
-            md += [f"| {c['candidate']} | {format_value(c['search_reward'])} | {format_value(c['reward'])} | {c['achieved']:.2%} |"
+            md += [f"| {c['candidate']}{' (within the uniform margin)' if c.get('beaten_by_margin') else ''} | "
+                   f"{format_value(c['search_reward'])} | {format_value(c['reward'])} | {c['achieved']:.2%} |"
                    for c in summary["rerank"]]
             md.append("")
         if summary.get("spearman_reward_accuracy") is not None:

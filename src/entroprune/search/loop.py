@@ -51,7 +51,10 @@ class SearchConfig:
         ``random`` or ``sb3:td3|sac|ppo``.
     :param episodes: policies to try (uniform always uses one).
     :param min_keep: smallest keep ratio of any group.
-    :param round_to: round channel counts to multiples of this.
+    :param round_to: round channel counts to multiples of this; ``"auto"``: the step whose uniform
+        policy at ``macs_target`` gives the best measured speed-up per MACs reduction on
+        ``latency_backend`` at ``latency_batch`` on this machine (:func:`entroprune.latency.choose_rounding`),
+        measured once per run folder into ``rounding.json`` and reused by ``resume``.
     :param seed: seeds the agent and everything random in the search.
     :param calib_size: calibration images for BN recalibration and the entropy reward.
     :param val_size: validation images for the accuracy reward and diagnostics.
@@ -101,7 +104,7 @@ class SearchConfig:
     agent: str = "ddpg"
     episodes: int = 300
     min_keep: float = 0.2
-    round_to: int = 1
+    round_to: int | str = 1
     seed: int = 0
     calib_size: int = 256
     val_size: int = 5000
@@ -134,6 +137,9 @@ class SearchConfig:
         if not (isinstance(self.macs_target, (int, float)) and 0 < self.macs_target <= 1):
             raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {self.macs_target}")
         check_agent(self.agent)
+        if self.round_to != "auto" and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
+                                        or not 1 <= self.round_to <= 4096):
+            raise ConfigError(f"`round_to` must be an integer from 1 to 4096 or 'auto' (measured), got {self.round_to!r}")
         if self.episodes < 1:
             raise ConfigError(f"`episodes` must be >= 1, got {self.episodes}")
         if self.calib_size < 1 or self.val_size < 0:
@@ -159,6 +165,13 @@ class SearchConfig:
         if self.rerank_reward not in REWARDS:
             raise ConfigError(f"unknown re-ranking reward {self.rerank_reward!r}; choose one of {', '.join(REWARDS)}")
         self.reward.validate()
+
+    @property
+    def step(self) -> int:
+        """The channel step; ``round_to: auto`` is measured into one before a search starts (:func:`resolve_rounding`)."""
+        if self.round_to == "auto":
+            raise ConfigError("`round_to: auto` is resolved by the search (resolve_rounding) before it is used")
+        return int(self.round_to)
 
     @property
     def reranks(self) -> bool:
@@ -243,7 +256,7 @@ def _scored(res: RewardResult, diagnosed: bool) -> dict[str, Any]:
 
 def uniform_ratio(structure: Structure, config: SearchConfig, budget: Budget | None = None) -> float:
     """The uniform policy's keep ratio under the search's target (or ``budget``), floor and rounding."""
-    u = UniformAgent.solve(structure, config.macs_target, config.min_keep, config.round_to, budget)
+    u = UniformAgent.solve(structure, config.macs_target, config.min_keep, config.step, budget)
     return config.min_keep + u * (1 - config.min_keep)
 
 
@@ -280,7 +293,7 @@ def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list
                         budget: Budget | None = None) -> tuple[np.ndarray, float]:
     """Channel counts of a fixed policy after the action wall (as its agent's one episode gets them)."""
     latency = budget.latency if budget is not None else None
-    env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.round_to, latency=latency,
+    env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.step, latency=latency,
                      latency_target=config.latency_target if latency else None)
     env.reset()
     info: dict[str, Any] = {}
@@ -313,7 +326,7 @@ def rerank(model: nn.Module, structure: Structure, config: SearchConfig, calib: 
             break
     n = len(structure.groups)
     fixed = {"uniform": [uniform_ratio(structure, config, budget)] * n,
-             "global": GlobalAgent.solve(model, structure, config.macs_target, config.min_keep, config.round_to, budget)}
+             "global": GlobalAgent.solve(model, structure, config.macs_target, config.min_keep, config.step, budget)}
     for name, ratios in fixed.items():
         counts, achieved = fixed_policy_counts(structure, config, ratios, budget)
         if tuple(counts) in seen:  # the search found it too: keep one candidate, say both
@@ -411,8 +424,9 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     config.validate()
     with folder_lock(out_dir, "a search"):
         if not resume:
-            for name in (STATE_FILE, POLICY_FILE, "search.json"):
+            for name in (STATE_FILE, POLICY_FILE, "search.json", ROUNDING_FILE):
                 (Path(out_dir) / name).unlink(missing_ok=True)
+        config = resolve_rounding(model, structure, config, Path(out_dir), resume)
         return _run_search(model, structure, calib, val, config, out_dir, resume, quiet, meta, workers,
                            ray_address, recovery_images)
 
@@ -430,6 +444,43 @@ def _run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
 
 
 LATENCY_FILE = "latency_model.json"
+ROUNDING_FILE = "rounding.json"
+
+
+def resolve_rounding(model: nn.Module, structure: Structure, config: SearchConfig, out_dir: Path,
+                     resume: bool) -> SearchConfig:
+    """``config`` with ``round_to: auto`` replaced by the measured channel step: the one this run folder
+    measured before when resuming, else measured now (a few seconds per step) and saved as ``rounding.json``."""
+    if config.round_to != "auto":
+        return config
+    path = out_dir / ROUNDING_FILE
+    if resume and path.exists():
+        try:
+            step = int(json.loads(path.read_text())["round_to"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path} is unreadable ({type(exc).__name__}); start a fresh `out_dir` "
+                              "(or `force=True`)") from None
+        return replace(config, round_to=step)
+    from ..latency import choose_rounding, wall_pair_timer
+    from ..utils import machine_description
+
+    policies = {}
+    for step, counts in uniform_policies(structure, config.macs_target, config.min_keep).items():
+        try:  # a step so coarse that the target is out of reach is no candidate
+            PruningEnv(structure, None, config.macs_target, config.min_keep, step)
+        except ConfigError:
+            continue
+        policies[step] = counts
+    device = next(model.parameters(), torch.empty(0)).device
+    try:  # timed on the CPU, where the pruned net is deployed; the search goes on where it was
+        res = choose_rounding(model, structure, policies, wall_pair_timer(config.latency_batch, config.latency_backend))
+    finally:
+        model.to(device)
+    res.update(macs_target=config.macs_target, min_keep=config.min_keep, backend=config.latency_backend,
+               batch=config.latency_batch, threads=torch.get_num_threads(), machine=machine_description())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, res)
+    return replace(config, round_to=int(res["round_to"]))
 
 
 def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, out_dir: Path) -> LatencyModel | None:
@@ -462,9 +513,9 @@ def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, 
     if config.latency_model:
         raise ConfigError(f"latency model {path} does not exist; fit one with `entroprune latency` or leave "
                           "`latency_model` unset to fit one in the run folder")
-    lo = np.array([structure.round_group(g, config.min_keep, config.round_to) for g in structure.groups])
+    lo = np.array([structure.round_group(g, config.min_keep, config.step) for g in structure.groups])
     lm, _ = fit_latency_model(model, structure, lo, wall_timer(config.latency_batch, config.latency_backend),
-                              round_to=config.round_to, seed=config.seed,
+                              round_to=config.step, seed=config.seed,
                               pair=wall_pair_timer(config.latency_batch, config.latency_backend),
                               meta={"backend": config.latency_backend, "batch": config.latency_batch,
                                     "threads": torch.get_num_threads(), "machine": machine_description()})
@@ -497,7 +548,7 @@ class Search:
         self.episodes = 1 if config.agent in FIXED_AGENTS else config.episodes
         latency = latency_model(model, structure, config, self.out_dir)
         self.budget = Budget(structure, config.macs_target, latency, config.latency_target if latency else None)
-        self.env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.round_to,
+        self.env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.step,
                               ratio_bounds=band_bounds(structure, config, self.budget), latency=latency,
                               latency_target=config.latency_target if latency else None)
         blind = structure.flat_groups
@@ -735,7 +786,7 @@ class Search:
             "policy": policy, "counts": count_map,
             "macs_target": config.macs_target, "achieved": best["achieved"], "reward": best["reward"],
             "seed": config.seed, "agent": config.agent, "reward_kind": config.reward.kind,
-            "variant": config.reward.variant, "round_to": config.round_to, "chosen": chosen,
+            "variant": config.reward.variant, "round_to": config.step, "chosen": chosen,
             "ignored_layers": config.ignored_layers, **self.meta})
         write_json(self.out_dir / "search.json", summary)
         return SearchResult(policy=policy, counts=count_map, ignored_layers=list(config.ignored_layers),

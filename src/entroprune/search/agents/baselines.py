@@ -39,7 +39,7 @@ class UniformAgent(Agent):
         return (lo - min_keep) / (1 - min_keep) if min_keep < 1 else 1.0
 
     def setup(self, model: nn.Module, structure, config, budget=None) -> None:
-        self.action = self.solve(structure, config.macs_target, config.min_keep, config.round_to, budget)
+        self.action = self.solve(structure, config.macs_target, config.min_keep, config.step, budget)
 
     def act(self, obs: np.ndarray, episode: int) -> float:
         return self.action
@@ -77,7 +77,7 @@ class GlobalAgent(FixedPolicyAgent):
     name = "global"
 
     def setup(self, model: nn.Module, structure, config, budget=None) -> None:
-        self.ratios = self.solve(model, structure, config.macs_target, config.min_keep, config.round_to, budget)
+        self.ratios = self.solve(model, structure, config.macs_target, config.min_keep, config.step, budget)
         self.min_keep = config.min_keep
 
     @staticmethod
