@@ -187,3 +187,27 @@ def test_tiny_arena_runs_and_reports(tmp_path):
     made = run("make_arena.py", "--grid", str(path), "--out", str(page), "--readme", "")
     assert "Cells: 4 current, 1 stale cells left out" in page.read_text()
     assert "1 took the fine-tune of an earlier cell" in page.read_text()
+
+
+def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path):
+    """Both searches, the pair timing and both fine-tunes on a tiny digits net (no timing asserted); a second
+    run takes every step from the cache (a search folder removed in between is not searched again)."""
+    import shutil
+
+    (tmp_path / "b" / "vgg").mkdir(parents=True)
+    shutil.copy(digits_ckpt, tmp_path / "b" / "vgg" / "model.pt")
+    args = ["--models", "vgg", "--target", "0.5", "--episodes", "3", "--finetune-epochs", "1", "--repeats", "1",
+            "--round-to", "1", "--threads", "1", "--quiet", "--baselines", str(tmp_path / "b"),
+            "--work", str(tmp_path / "w"), "--out", str(tmp_path / "lt.md")]
+    first = run("latency_target.py", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = json.loads((tmp_path / "lt.json").read_text())
+    r = rows[0]
+    assert r["latency"]["predicted_latency"] <= 0.5 + 1e-6 and 0 < r["macs"]["macs_target"] < 1
+    assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {"latency", "macs"}
+    assert "| vgg | 50% |" in (tmp_path / "lt.md").read_text()
+    shutil.rmtree(tmp_path / "w" / "vgg" / "latency" / "search")
+    again = run("latency_target.py", *args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not (tmp_path / "w" / "vgg" / "latency" / "search").exists()
+    assert json.loads((tmp_path / "lt.json").read_text()) == rows

@@ -1,0 +1,155 @@
+"""Prune for measured latency: does a latency-targeted search hit its target, and is its model at least as
+good as a MACs-targeted one of the same measured latency?
+
+    python benchmarks/latency_target.py [--models vgg mobilenetv2] [--target 0.25] [--backend torch]
+        [--batch 64] [--episodes 300] [--finetune-epochs 3] [--seed 0] [--work runs/latency_target]
+        [--out docs/measurements/latency_target.md]
+
+Per model (the arena's baselines, Fashion-MNIST): (1) ``search --latency-target T --macs-target 1`` fits a
+latency model on this machine and searches under it; (2) the MACs target whose uniform policy the same
+latency model predicts at the same latency is found by bisection, and the tool's default MACs search runs at
+it; (3) the unpruned net and both pruned nets are timed in alternation (one run, same load for all); (4) both
+get the main job's fine-tune (3 epochs, distillation, the seed). Every step is skipped when its output exists,
+so an interrupted run continues. Run it on an idle machine: it measures wall-clock latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from entroprune.api import (
+    build_structure,
+    finetune_checkpoint,
+    load_model,
+    prune_checkpoint,
+    search_checkpoint,
+)
+from entroprune.latency import LatencyModel, wall_pair_timer
+from entroprune.search import SearchConfig, fixed_policy_counts, uniform_ratio
+from entroprune.utils import machine_description
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINES = ROOT / "docs" / "measurements" / "arena" / "baselines"
+
+
+def matching_macs_target(structure, lm: LatencyModel, latency: float, min_keep: float, round_to: int) -> float:
+    """The MACs target whose uniform policy the latency model predicts at ``latency`` (bisection)."""
+    def predicted(m: float) -> float:
+        cfg = SearchConfig(macs_target=m, min_keep=min_keep, round_to=round_to)
+        counts = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
+        return float(lm.fraction(np.asarray(counts)[None])[0])
+
+    floor = structure.macs([structure.round_group(g, min_keep, round_to) for g in structure.groups])
+    lo, hi = floor / structure.total_macs + 1e-6, 1.0  # below the floor no target is reachable
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if predicted(mid) < latency else (lo, mid)
+    return round(lo, 4)
+
+
+def step(path: Path, make) -> dict:
+    """``make()``'s result, cached in ``path`` (a JSON file) so a rerun continues where it stopped."""
+    if path.exists():
+        return json.loads(path.read_text())
+    res = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def run_model(name: str, args: argparse.Namespace) -> dict:
+    baselines = Path(args.baselines)
+    ckpt = baselines / name / "model.pt"
+    work = Path(args.work) / name
+    base = dict(min_keep=args.min_keep, round_to=args.round_to, seed=args.seed, episodes=args.episodes,
+                warmup=min(SearchConfig.warmup, args.episodes // 3), latency_backend=args.backend,
+                latency_batch=args.batch)
+
+    def search(kind: str, cfg: SearchConfig) -> dict:
+        t0 = time.perf_counter()
+        res = search_checkpoint(ckpt, work / kind / "search", cfg, force=True, quiet=args.quiet)
+        prune_checkpoint(ckpt, work / kind / "search" / "policy.json", work / kind / "pruned", force=True)
+        return {"achieved": res.achieved, "chosen": res.summary.get("chosen"),
+                "predicted_latency": res.summary.get("latency_fraction"),
+                "search_time_s": time.perf_counter() - t0}
+
+    def latency_search() -> dict:
+        res = search("latency", SearchConfig(macs_target=1.0, latency_target=args.target, **base))
+        return {**res, "latency_model": json.loads((work / "latency" / "search" / "latency_model.json").read_text())}
+
+    lat = step(work / "latency" / "step.json", latency_search)
+    lm = LatencyModel.from_dict(lat["latency_model"])
+    model, loaded = load_model(ckpt)
+    structure = build_structure(model, loaded.spec)
+    macs_target = matching_macs_target(structure, lm, lat["predicted_latency"], args.min_keep, args.round_to)
+    mac = step(work / "macs" / "step.json", lambda: {**search("macs", SearchConfig(macs_target=macs_target, **base)),
+                                                      "macs_target": macs_target})
+
+    def timing() -> dict:
+        nets = [model.eval()] + [load_model(work / k / "pruned" / "model.pt")[0].eval() for k in ("latency", "macs")]
+        times = wall_pair_timer(args.batch, args.backend, repeats=args.repeats)(nets, tuple(loaded.spec.input_size))
+        return {"latency_fraction": times[1] / times[0], "macs_latency_fraction": times[2] / times[0],
+                "unpruned_ms": times[0] * 1e3, "repeats": args.repeats, "threads": torch.get_num_threads()}
+
+    measured = step(work / "timing.json", timing)
+    accuracy = {}
+    for kind in ("latency", "macs"):
+        accuracy[kind] = step(work / kind / "finetune.json", lambda kind=kind: finetune_checkpoint(
+            work / kind / "pruned" / "model.pt", work / kind / "finetuned", epochs=args.finetune_epochs,
+            distill=True, seed=args.seed, force=True, quiet=args.quiet)["test_accuracy"])
+    lat = {k: v for k, v in lat.items() if k != "latency_model"}
+    return {"model": name, "target": args.target, "latency": lat, "macs": mac, "measured": measured,
+            "accuracy": accuracy}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["vgg", "mobilenetv2"])
+    ap.add_argument("--target", type=float, default=0.25)
+    ap.add_argument("--backend", default="torch")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--episodes", type=int, default=SearchConfig.episodes)
+    ap.add_argument("--min-keep", type=float, default=0.2)
+    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--finetune-epochs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--baselines", default=str(BASELINES), help="a folder of MODEL/model.pt checkpoints")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "latency_target"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "latency_target.md"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = [run_model(m, args) for m in args.models]
+    lines = ["# Prune for measured latency", "",
+             "Generated by `python benchmarks/latency_target.py" + "".join(f" {a}" for a in sys.argv[1:]) + "` on "
+             f"{machine_description()}, {args.threads} threads. Latency: {args.backend}, batch {args.batch}, the "
+             "unpruned and both pruned nets timed in alternation in one run (median of "
+             f"{args.repeats} rounds). Fine-tune: {args.finetune_epochs} epochs with distillation, seed {args.seed}; "
+             "test accuracy on Fashion-MNIST's test images.", "",
+             "| model | latency target | latency-targeted: predicted / measured latency, MACs, test acc | MACs-"
+             "targeted at the same predicted latency: MACs target, measured latency, test acc | Δ acc |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lat, mac, ms, acc = r["latency"], r["macs"], r["measured"], r["accuracy"]
+        lines.append(f"| {r['model']} | {r['target']:.0%} | {lat['predicted_latency']:.1%} / "
+                     f"{ms['latency_fraction']:.1%}, {lat['achieved']:.1%}, {acc['latency']:.2f}% | "
+                     f"{mac['macs_target']:.1%}, {ms['macs_latency_fraction']:.1%}, {acc['macs']:.2f}% | "
+                     f"{acc['latency'] - acc['macs']:+.2f} |")
+    lines += ["", "Goal (issue 20): measured latency within 10% of the target, and test accuracy at least the "
+              "MACs-targeted policy's of the same measured latency."]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    (Path(args.out).with_suffix(".json")).write_text(json.dumps(rows, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
