@@ -96,7 +96,9 @@ def main() -> None:
              "the policy chosen with its test accuracy minus uniform's (same fine-tune seed). In-sample: chosen and "
              "judged on the same cells.", "",
              f"| cell | pick | lead over uniform | {head} |", "|---|---|---|" + "---|" * len(args.margins), *table,
-             "", "Mean test accuracy minus uniform's per pair:", "",
+             "", "`?`: that policy was never fine-tuned with this seed in the arena (the margin kept it from "
+             "being picked); the means below leave such cells out.", "",
+             "Mean test accuracy minus uniform's per pair:", "",
              f"| pair | {head} |", "|---|" + "---|" * len(args.margins)]
     for pair in delta[args.margins[0]]:
         lines.append(f"| {pair} | " + " | ".join(f"{statistics.mean(delta[m][pair]):+.2f}" for m in args.margins) + " |")
