@@ -205,7 +205,10 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path):
     r = rows[0]
     assert r["latency"]["predicted_latency"] <= 0.5 + 1e-6 and 0 < r["macs"]["macs_target"] < 1
     assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {"latency", "macs"}
-    assert "| vgg | 50% |" in (tmp_path / "lt.md").read_text()
+    assert set(r["rounding"]) == {"8", "auto"} and r["rounding"]["8"]["round_to"] == 8
+    assert all(x["speedup"] > 0 and 0 < x["achieved"] <= 0.2 + 1e-6 for x in r["rounding"].values())
+    page = (tmp_path / "lt.md").read_text()
+    assert "| vgg | 50% |" in page and "| vgg | auto |" in page
     shutil.rmtree(tmp_path / "w" / "vgg" / "latency" / "search")
     again = run("latency_target.py", *args)
     assert again.returncode == 0, again.stderr[-2000:]
