@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .config import BaselineConfig, FinetuneConfig
+from .config import BaselineConfig, FinetuneConfig, RunConfig
 from .errors import ConfigError, EntropruneError
 from .latency import LatencyConfig
 from .search import RewardConfig, SearchConfig
@@ -28,6 +28,7 @@ err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, widt
 # Every option that sets a config field defaults to that field: the defaults are declared once, there.
 _SEARCH, _REWARD, _BASELINE, _FINETUNE, _LATENCY = (SearchConfig(), RewardConfig(), BaselineConfig(),
                                                      FinetuneConfig(), LatencyConfig())
+_MAIN_ROUND_TO = RunConfig().search.step  # the main job's channel step, what a latency model is fitted at
 
 Seed = Annotated[int, typer.Option(help="Random seed; same seed, same result.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
@@ -224,7 +225,7 @@ def latency(
     backend: Annotated[str, typer.Option(help="torch or onnxruntime: the runtime you deploy on.")] = _LATENCY.backend,
     batch: Annotated[int, typer.Option(help="Inputs per forward, as deployed.")] = _LATENCY.batch,
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of the search space.")] = _SEARCH.min_keep,
-    round_to: Annotated[int, typer.Option(help="Channel rounding of the search space.")] = 8,
+    round_to: Annotated[int, typer.Option(help="Channel rounding of the search space.")] = _MAIN_ROUND_TO,
     held_out: Annotated[int, typer.Option(help="Random pruned nets timed to measure the model's error.")] = _LATENCY.held_out,
     choose_rounding: Annotated[bool, typer.Option(
         help="First time the uniform policy at --macs-target rounded to 1, 2, ..., 32 channels, keep the step "
