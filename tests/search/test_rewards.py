@@ -57,11 +57,13 @@ def test_cli_search_reward_defaults_are_reward_config_defaults():
     from entroprune.search import SearchConfig
 
     search = SearchConfig()
-    names = ("macs_target", "agent", "episodes", "min_keep", "round_to", "warmup", "calib_size", "val_size",
-             "diagnose_every", "checkpoint_every", "rerank_top_k", "rerank_reward", "recovery_steps",
-             "recovery_images")
+    names = ("macs_target", "agent", "episodes", "min_keep", "warmup", "calib_size", "val_size",
+             "diagnose_every", "checkpoint_every", "rerank_top_k", "rerank_reward", "confirm_seeds",
+             "uniform_margin", "recovery_steps", "recovery_images")
     assert {n: params[n].default for n in names} == {n: getattr(search, n) for n in names}
+    # options that also take a word ('none', 'auto') are strings on the command line
     assert params["band"].default == str(search.band)
+    assert cli._parse_round_to(params["round_to"].default) == search.round_to
 
 
 def test_entropy_layers_skip_1x1_maps():
