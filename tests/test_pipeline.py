@@ -279,7 +279,7 @@ def test_search_defaults_are_declared_once():
     checked = []
     for name, p in params.items():
         field = renamed.get(name, name)
-        if name in ("episode_batch", "band", "macs_target", "seed"):  # follows --workers / a string / deprecated
+        if name in ("episode_batch", "band", "round_to", "macs_target", "seed"):  # --workers / strings / deprecated
             continue
         if name in {f.name for f in dataclasses.fields(SearchConfig)} - {"reward"}:
             assert p.default == getattr(search, name), name
@@ -288,6 +288,7 @@ def test_search_defaults_are_declared_once():
             assert p.default == getattr(reward, field), name
             checked.append(name)
     assert cli._parse_band(params["band"].default) == search.band
+    assert cli._parse_round_to(params["round_to"].default) == search.round_to
     assert len(checked) >= 20, checked  # the check sees the options, not an empty set
 
 

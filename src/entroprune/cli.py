@@ -342,9 +342,8 @@ def search(
     physical_scoring: Annotated[bool, typer.Option(
         help="Score each policy on a physically pruned copy (faster) instead of zero-masks on the full net.")] = _REWARD.physical,
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of a group.")] = _SEARCH.min_keep,
-    round_to: Annotated[str, typer.Option(
-        help="Round channel counts to multiples of this; 'auto': the step with the best measured speed-up per "
-             "MACs reduction on --latency-backend at --latency-batch on this machine.")] = str(_SEARCH.round_to),
+    round_to: Annotated[str, typer.Option(help="Round channel counts to multiples of this; 'auto': the step measured "
+                                               "to pay most on --latency-backend.")] = str(_SEARCH.round_to),
     warmup: Annotated[int, typer.Option(help="Random warm-up episodes (DDPG, TD3, SAC).")] = _SEARCH.warmup,
     calib_size: Annotated[int, typer.Option(help="Calibration images (BN and entropy).")] = _SEARCH.calib_size,
     val_size: Annotated[int, typer.Option(help="Validation images (accuracy reward, diagnostics).")] = _SEARCH.val_size,
@@ -366,9 +365,8 @@ def search(
     confirm_seeds: Annotated[int, typer.Option(
         help="A searched winner of the re-ranking must beat uniform and global again under this many other "
              "recovery seeds (0 = off).")] = _SEARCH.confirm_seeds,
-    uniform_margin: Annotated[float, typer.Option(
-        help="Leave the uniform policy only for a candidate scoring this fraction of uniform's |score| better "
-             "(0 = the best score wins).")] = _SEARCH.uniform_margin,
+    uniform_margin: Annotated[float, typer.Option(help="Leave uniform only for a score this fraction of its |score| "
+                                                       "better (0 = best wins).")] = _SEARCH.uniform_margin,
     recovery_steps: Annotated[int, typer.Option(
         help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
     recovery_images: Annotated[int, typer.Option(
@@ -400,14 +398,12 @@ def search(
         recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=_parse_round_to(round_to),
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
-        latency_target=latency_target, latency_model=latency_model, latency_backend=latency_backend,
-        latency_batch=latency_batch,
-        reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize,
-                            bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight,
-                            maximize=maximize, physical=physical_scoring))
-    res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev,
-                            resume=resume, force=force, quiet=quiet, importance=importance,
-                            trust_pickle=trust_pickle, workers=workers, ray_address=ray_address)
+        latency_target=latency_target, latency_model=latency_model, latency_backend=latency_backend, latency_batch=latency_batch,
+        reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize, maximize=maximize,
+                            bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight, physical=physical_scoring))
+    res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev, resume=resume,
+                            force=force, quiet=quiet, importance=importance, trust_pickle=trust_pickle, workers=workers,
+                            ray_address=ray_address)
     _say_search_result(res, cfg, out_dir)
 
 
