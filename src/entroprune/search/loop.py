@@ -283,9 +283,14 @@ def uniform_policies(structure: Structure, macs_target: float, min_keep: float,
     widest = max(int(c) for c in structure.full_counts())
     policies = {}
     for step in steps:
-        if step < widest:
-            cfg = SearchConfig(macs_target=macs_target, min_keep=min_keep, round_to=step)
-            policies[step] = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
+        if step >= widest:
+            continue
+        try:  # a step so coarse that the target is out of reach is no candidate
+            PruningEnv(structure, None, macs_target, min_keep, step)
+        except ConfigError:
+            continue
+        cfg = SearchConfig(macs_target=macs_target, min_keep=min_keep, round_to=step)
+        policies[step] = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
     return policies
 
 
@@ -464,13 +469,7 @@ def resolve_rounding(model: nn.Module, structure: Structure, config: SearchConfi
     from ..latency import choose_rounding, wall_pair_timer
     from ..utils import machine_description
 
-    policies = {}
-    for step, counts in uniform_policies(structure, config.macs_target, config.min_keep).items():
-        try:  # a step so coarse that the target is out of reach is no candidate
-            PruningEnv(structure, None, config.macs_target, config.min_keep, step)
-        except ConfigError:
-            continue
-        policies[step] = counts
+    policies = uniform_policies(structure, config.macs_target, config.min_keep)
     device = next(model.parameters(), torch.empty(0)).device
     try:  # timed on the CPU, where the pruned net is deployed; the search goes on where it was
         res = choose_rounding(model, structure, policies, wall_pair_timer(config.latency_batch, config.latency_backend))
