@@ -92,11 +92,16 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     mac = step(work / "macs" / "step.json", lambda: {**search("macs", SearchConfig(macs_target=macs_target, **base)),
                                                       "macs_target": macs_target})
 
-    def timing() -> dict:
-        nets = [model.eval()] + [load_model(work / k / "pruned" / "model.pt")[0].eval() for k in ("latency", "macs")]
+    def fractions(kinds: list[str]) -> tuple[list[float], float]:
+        """Each pruned net's latency as a fraction of the unpruned one's, timed in one run in alternation."""
+        nets = [model.eval()] + [load_model(work / k / "pruned" / "model.pt")[0].eval() for k in kinds]
         times = wall_pair_timer(args.batch, args.backend, repeats=args.repeats)(nets, tuple(loaded.spec.input_size))
-        return {"latency_fraction": times[1] / times[0], "macs_latency_fraction": times[2] / times[0],
-                "unpruned_ms": times[0] * 1e3, "repeats": args.repeats, "threads": torch.get_num_threads()}
+        return [t / times[0] for t in times[1:]], times[0]
+
+    def timing() -> dict:
+        (lat_f, macs_f), unpruned = fractions(["latency", "macs"])
+        return {"latency_fraction": lat_f, "macs_latency_fraction": macs_f,
+                "unpruned_ms": unpruned * 1e3, "repeats": args.repeats, "threads": torch.get_num_threads()}
 
     measured = step(work / "timing.json", timing)
 
@@ -112,9 +117,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         for label, rt in (("8", 8), ("auto", "auto"))}
 
     def rounding_timing() -> dict:
-        nets = [model.eval()] + [load_model(work / f"rounding-{k}" / "pruned" / "model.pt")[0].eval() for k in rounding]
-        times = wall_pair_timer(args.batch, args.backend, repeats=args.repeats)(nets, tuple(loaded.spec.input_size))
-        return {k: times[0] / t for k, t in zip(rounding, times[1:], strict=True)}
+        frac, _ = fractions([f"rounding-{k}" for k in rounding])
+        return {k: 1 / f for k, f in zip(rounding, frac, strict=True)}
 
     speedup = step(work / "timing_rounding.json", rounding_timing)
     rounding = {k: {**r, "speedup": speedup[k], "accuracy": finetuned(f"rounding-{k}")} for k, r in rounding.items()}

@@ -25,7 +25,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from common import read_rows  # noqa: E402
 
-from entroprune.search.loop import prefer_uniform  # noqa: E402
+from entroprune.search.loop import confirmed, mean_reading, prefer_uniform, uniform_candidate  # noqa: E402
 
 
 def pre_margin_pick(pool: list[dict]) -> int:
@@ -34,13 +34,7 @@ def pre_margin_pick(pool: list[dict]) -> int:
     pick = max(scored, key=lambda i: (pool[i]["reward"], -i))
     if pool[pick]["source"] != "search" or "confirm_rewards" not in pool[pick]:
         return pick
-    fixed = [i for i in scored if pool[i]["source"] != "search" and "confirm_rewards" in pool[i]]
-
-    def mean(i: int) -> float:
-        return statistics.mean(pool[i]["confirm_rewards"])
-
-    best_fixed = max(fixed, key=lambda i: (mean(i), -i))
-    return pick if mean(pick) > mean(best_fixed) else best_fixed
+    return confirmed(pool, pick, [i for i in scored if pool[i]["source"] != "search" and "confirm_rewards" in pool[i]])
 
 
 def accuracy_of(rows: list[dict], model: str, target: float, seed: int, policy: dict) -> float | None:
@@ -71,7 +65,10 @@ def main() -> None:
         model, target, _, seed = cell.rsplit("-", 3)
         target_f, seed_i = float(target), int(seed[1:])
         pool = json.loads(f.read_text())["rerank"]
-        uniform = next(c for c in pool if c["source"] == "uniform" or c["candidate"].endswith("= uniform"))
+        u_index = uniform_candidate(pool)
+        if u_index is None:  # every default cell's pool holds uniform; a hand-made folder may not
+            continue
+        uniform = pool[u_index]
         u_acc = accuracy_of(rows, model, target_f, seed_i, uniform["policy"])
         start = pre_margin_pick(pool)
         picks = []
@@ -82,9 +79,8 @@ def main() -> None:
                          else f"{chosen['source']} ?")
             if acc is not None and u_acc is not None:
                 delta[m].setdefault(f"{model} {target_f:.0%}", []).append(acc - u_acc)
-        lead = pool[start].get("confirm_rewards") or [pool[start]["reward"]]
-        u = uniform.get("confirm_rewards") or [uniform["reward"]]
-        ahead = (statistics.mean(lead) - statistics.mean(u)) / abs(statistics.mean(u))
+        u = mean_reading(uniform)
+        ahead = (mean_reading(pool[start]) - u) / abs(u)
         table.append(f"| {model} {target_f:.0%} s{seed_i} | {pool[start]['source']} | {ahead:+.0%} | "
                      + " | ".join(picks) + " |")
     head = " | ".join(f"margin {m:g}" for m in args.margins)

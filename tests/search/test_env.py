@@ -99,6 +99,17 @@ def test_unreachable_and_invalid_targets(structures):
         PruningEnv(s, None, 0.01, min_keep=0.5)
 
 
+
+def test_a_target_just_under_the_floor_is_refused_not_overshot(structures):
+    """The smallest policy 1% above the target was once accepted and handed back above it: the target is
+    a ceiling, so a floor over it by any margin is unreachable; at the floor itself the wall lands on it."""
+    s = structures["vgg"]
+    floor = s.macs([Structure.round_channels(g.channels, 0.2, 8) for g in s.groups]) / s.total_macs
+    with pytest.raises(ConfigError, match="unreachable"):
+        PruningEnv(s, None, floor * 0.99, min_keep=0.2, round_to=8)
+    info = run_episode(PruningEnv(s, None, floor * (1 + 1e-12), min_keep=0.2, round_to=8), lambda i: 1.0)
+    assert info["achieved"] <= floor * (1 + 1e-9)
+
 def test_env_checker_and_observations(structures):
     env = PruningEnv(structures["resnet20"], lambda c: (float(-c.sum()), {}), 0.3)
     check_env(env, skip_render_check=True)

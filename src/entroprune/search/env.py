@@ -23,7 +23,6 @@ from .budget import Budget
 
 OBS_FEATURES = ("index", "layer_type", "in_channels", "out_channels", "kernel", "stride",
                 "out_size", "group_macs", "macs_removed", "macs_rest", "prev_action")
-DEFAULT_TOLERANCE = 0.02
 # How far under the target a finished policy may end: the wall fills the budget group by group in
 # network order, so the last groups' channel steps leave a gap (3.8% at worst in tests/search/test_env.py).
 UNDER_TOLERANCE = 0.05
@@ -37,7 +36,6 @@ class PruningEnv(gym.Env):
     :param macs_target: fraction of the original MACs to keep, in (0, 1].
     :param min_keep: smallest keep ratio of a group (AMC: 0.2).
     :param round_to: round channel counts to multiples of this (1 = no rounding).
-    :param tolerance: relative distance to the target the episode must end within.
     :param ratio_bounds: per-group (lowest, highest) keep ratios, inside [min_keep, 1]: the search
         space's band around the uniform policy; None = [min_keep, 1] for every group.
     :param latency: a fitted latency model; with ``latency_target`` (fraction of the predicted latency kept)
@@ -48,7 +46,6 @@ class PruningEnv(gym.Env):
 
     def __init__(self, structure: Structure, scorer: Callable[[np.ndarray], tuple[float, dict]] | None = None,
                  macs_target: float = 0.2, min_keep: float = 0.2, round_to: int = 1,
-                 tolerance: float = DEFAULT_TOLERANCE,
                  ratio_bounds: tuple[np.ndarray, np.ndarray] | None = None,
                  latency: LatencyModel | None = None, latency_target: float | None = None):
         super().__init__()
@@ -59,7 +56,7 @@ class PruningEnv(gym.Env):
         if round_to < 1:
             raise ConfigError(f"`round_to` must be >= 1, got {round_to}")
         self.structure, self.scorer = structure, scorer
-        self.target, self.min_keep, self.round_to, self.tolerance = macs_target, min_keep, round_to, tolerance
+        self.target, self.min_keep, self.round_to = macs_target, min_keep, round_to
         self.groups = structure.groups
         self.n = len(self.groups)
         self.total = structure.total_macs
@@ -73,7 +70,8 @@ class PruningEnv(gym.Env):
         self.hi_counts = np.maximum(self.min_counts, [structure.round_group(g, r, round_to)
                                                       for g, r in zip(self.groups, self.hi_ratio, strict=True)])
         floor = structure.macs(self.min_counts) / self.total
-        if floor > macs_target * (1 + tolerance):
+        # strictly: a floor a hair above the target would hand back a policy above it (never above, not 2%)
+        if floor > macs_target * (1 + 1e-9):
             rounding = (f" (and at least {round_to} channels, counts being rounded to multiples of {round_to})"
                         if round_to > 1 else "")
             raise ConfigError(
@@ -82,7 +80,7 @@ class PruningEnv(gym.Env):
                 f"`min_keep`{' or `round_to`' if round_to > 1 else ''}")
         self.budget = Budget(structure, macs_target, latency, latency_target)
         lat_floor = self.budget.latency_fraction(self.min_counts)
-        if lat_floor is not None and lat_floor[0] > latency_target * (1 + tolerance):
+        if lat_floor is not None and lat_floor[0] > latency_target * (1 + 1e-9):
             raise ConfigError(f"`latency_target` {latency_target} is unreachable: the smallest policy the search "
                               f"space allows keeps {lat_floor[0]:.1%} of the predicted latency (fixed costs "
                               "included); raise the target or lower `min_keep`")

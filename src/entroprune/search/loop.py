@@ -85,8 +85,10 @@ class SearchConfig:
         beats uniform's by at least this fraction of uniform's ``|score|`` (on the mean over the
         confirmation's seeds where it ran). Uniform is the safe choice (docs/arena.md) and the score
         is noisy: uniform's own reading moves by up to 20% between recovery seeds on resnet20, and
-        the arena's only loss beyond 0.2 points came from a searched policy 1% ahead of uniform on
-        that mean (mobilenetv2). 0 = the best score wins.
+        the arena's losses beyond 0.2 points came from searched policies 1% and 4% ahead of uniform
+        on that mean (mobilenetv2 seeds 0 and 1: -0.34 and -1.13 points; margins 0-0.3 replayed on
+        the arena's cells in docs/measurements/margin_replay.md).
+        0 = the best score wins.
     :param recovery_steps: distillation steps before each re-scored candidate.
     :param recovery_images: unlabelled training images the recovery distils on.
     :param ignored_layers: module names whose output channels are never pruned (besides every layer
@@ -384,29 +386,37 @@ def confirm(pool: list[dict[str, Any]], pick: int, scored: list[int], config: Se
                         f"confirm the winner (recovery seed {k + 1} of {config.confirm_seeds + 1})")
         for i, r in zip(trial, rewards, strict=True):
             pool[i]["confirm_rewards"].append(r)
+    return confirmed(pool, pick, fixed)
 
-    def mean(i: int) -> float:
-        rs = pool[i]["confirm_rewards"]
-        return -math.inf if any(r is None for r in rs) else sum(rs) / len(rs)
 
-    best_fixed = max(fixed, key=lambda i: (mean(i), -i))
-    return pick if mean(pick) > mean(best_fixed) else best_fixed
+def mean_reading(candidate: dict[str, Any]) -> float:
+    """A candidate's score: the mean over its confirmation readings where they ran, else its one reading;
+    -inf where any reading failed."""
+    rs = candidate.get("confirm_rewards") or [candidate["reward"]]
+    return -math.inf if any(r is None for r in rs) else sum(rs) / len(rs)
+
+
+def confirmed(pool: list[dict[str, Any]], pick: int, fixed: list[int]) -> int:
+    """The confirmation's verdict: the searched ``pick`` if its mean beats every fixed policy's, else the
+    best fixed one (the lower index on a tie)."""
+    best_fixed = max(fixed, key=lambda i: (mean_reading(pool[i]), -i))
+    return pick if mean_reading(pool[pick]) > mean_reading(pool[best_fixed]) else best_fixed
+
+
+def uniform_candidate(pool: list[dict[str, Any]]) -> int | None:
+    """The uniform policy's index in the pool (a searched candidate equal to it counts), or None."""
+    return next((i for i, c in enumerate(pool) if c["source"] == "uniform" or c["candidate"].endswith("= uniform")),
+                None)
 
 
 def prefer_uniform(pool: list[dict[str, Any]], pick: int, margin: float) -> int:
     """``pick`` if it beats the uniform policy by ``margin`` of uniform's ``|score|``, else uniform: a
     policy that differs from uniform only within the score's noise is no reason to leave it."""
-    uniform = next((i for i, c in enumerate(pool) if c["source"] == "uniform" or c["candidate"].endswith("= uniform")),
-                   None)
+    uniform = uniform_candidate(pool)
     if uniform is None or uniform == pick or pool[uniform]["reward"] is None:
         return pick
-
-    def score(c: dict[str, Any]) -> float:
-        rs = c.get("confirm_rewards") or [c["reward"]]
-        return -math.inf if any(r is None for r in rs) else sum(rs) / len(rs)
-
-    u = score(pool[uniform])
-    if score(pool[pick]) >= u + margin * abs(u):
+    u = mean_reading(pool[uniform])
+    if mean_reading(pool[pick]) >= u + margin * abs(u):
         return pick
     pool[pick]["beaten_by_margin"] = True  # the search.json says why the best score did not win
     return uniform
