@@ -240,3 +240,38 @@ def test_margin_replay_recomputes_the_pick_and_applies_each_margin(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     row = next(line for line in out.read_text().splitlines() if line.startswith("| vgg 20% s0"))
     assert row == "| vgg 20% s0 | search | +6% | search +0.40 | search +0.40 | uniform +0.00 |"
+
+
+def test_arena_scores_ranks_the_arenas_policies_and_caches_their_scores(digits_ckpt, tmp_path):
+    """Three fine-tuned policies of one pair, each scored fresh and after recovery; the page holds the pair's
+    Spearman row and the per-policy table; a rerun scores nothing again."""
+    import shutil
+
+    from entroprune.api import build_structure, load_model
+
+    (tmp_path / "b" / "vgg").mkdir(parents=True)
+    shutil.copy(digits_ckpt, tmp_path / "b" / "vgg" / "model.pt")
+    net, ckpt = load_model(digits_ckpt)
+    names = [g.name for g in build_structure(net, ckpt.spec).groups]
+    policies = [dict.fromkeys(names, 0.5), {**dict.fromkeys(names, 0.75), names[0]: 0.25},
+                {**dict.fromkeys(names, 0.25), names[-1]: 1.0}]
+    results = tmp_path / "results.csv"
+    results.write_text("model,target,seed,source,policy,test_accuracy\n" + "".join(
+        f'vgg,0.5,{seed},{src},"{json.dumps(p).replace(chr(34), chr(34) * 2)}",{acc + seed / 10}\n'
+        for src, p, acc in zip(("uniform", "global", "entropy"), policies, (90.0, 89.0, 85.0), strict=True)
+        for seed in (0, 1)))
+    g_path = tmp_path / "grid.yaml"
+    g_path.write_text(yaml.safe_dump({"pairs": [["vgg", 0.5]], "results": str(results), "round_to": 1,
+                                      "baselines": str(tmp_path / "b")}))
+    args = ["--grid", str(g_path), "--recovery-seeds", "2", "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "scores.md")]
+    first = run("arena_scores.py", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.count("scored") == 3
+    page = (tmp_path / "scores.md").read_text()
+    assert "| vgg 50% | 3 |" in page and "| uniform | 2 | 90.05 |" in page
+    rho = json.loads((tmp_path / "scores.json").read_text())[0]["spearman"]
+    assert set(rho) == {f"{k}_{t}" for k in ("entropy", "accuracy", "kl") for t in ("fresh", "recovered")}
+    assert all(-1 <= v <= 1 for v in rho.values())
+    again = run("arena_scores.py", *args)
+    assert again.returncode == 0 and "scored" not in again.stdout.replace("of scoring", "")

@@ -1,0 +1,158 @@
+"""Do the re-ranking's scores predict the arena's truth? Spearman over the policies the arena fine-tuned.
+
+    python benchmarks/arena_scores.py [--grid benchmarks/arena.yaml] [--only vgg resnet20]
+        [--recovery-seeds 3] [--threads 1] [--out docs/measurements/arena_scores.md]
+
+Issue 16 asks for Spearman(score, test accuracy after the main job's fine-tune: 3 epochs with
+distillation) for the entropy, accuracy and teacher-agreement scores, before and after recovery. The
+arena holds that truth for every policy it fine-tuned: each distinct policy of a pair (any source,
+stale rows included) with its mean test accuracy over the seeds it was fine-tuned with. Those are not
+random policies but the contenders a search returns (uniform, global, DDPG's with either reward, the
+re-ranking's picks), where a score must rank right for the search to beat uniform.
+
+Every policy is scored as the re-ranking scores a candidate (:func:`entroprune.search.loop.rerank`): a
+physically pruned copy of the arena's baseline, BN recalibrated on the search's calibration images,
+then the tool's entropy reward (co-occurrence, last spatial layer), the accuracy reward (the search's
+validation images: labels) and -KL to the unpruned net's outputs (label-free; the default re-ranking
+score), fresh and after the default number of recovery steps on unlabelled training images, averaged
+over ``--recovery-seeds`` recovery seeds (the re-ranking's and its confirmation's). Scores are cached
+per pair in ``--cache`` (a rerun only scores policies the arena added since).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import read_rows  # noqa: E402
+
+from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
+from entroprune.search import SearchConfig  # noqa: E402
+from entroprune.search.loop import CONFIRM_SEED_STEP  # noqa: E402
+from entroprune.search.rewards import RewardConfig, RewardEvaluator  # noqa: E402
+from entroprune.utils import machine_description  # noqa: E402
+
+SCORES = {"entropy": "-entropy (the paper's reward)", "accuracy": "accuracy (labels: AMC's reward)",
+          "kl": "-KL to the unpruned net (label-free; the default re-ranking score)"}
+
+
+def policies_of(rows: list[dict], model: str, target: float) -> list[dict]:
+    """The pair's distinct fine-tuned policies: sources that found each, per-seed test accuracies."""
+    found: dict[str, dict] = {}
+    for r in rows:
+        if (r["model"], float(r["target"])) != (model, target) or not r.get("policy"):
+            continue
+        key = json.dumps(json.loads(r["policy"]), sort_keys=True)
+        p = found.setdefault(key, {"policy": json.loads(key), "sources": set(), "acc": {}})
+        p["sources"].add(r["source"])
+        p["acc"][int(r["seed"])] = float(r["test_accuracy"])  # one fine-tune per (policy, seed): reused rows agree
+    return [{**p, "sources": sorted(p["sources"])} for p in found.values()]
+
+
+def score_pair(grid: dict, model: str, target: float, policies: list[dict], seeds: int, cache: Path) -> dict:
+    """Each policy's scores, fresh (one reading: no recovery, nothing random) and recovered (mean over seeds)."""
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    todo = [p for p in policies if json.dumps(p["policy"], sort_keys=True) not in done]
+    if not todo:
+        return done
+    base = Path((grid.get("baseline_from") or {}).get(model, grid["baselines"])) / model / "model.pt"
+    net, ckpt = load_model(base)
+    cfg = SearchConfig()
+    data = load_data_for_spec(ckpt.spec, calib_size=None)
+    calib = data.normalize(data.calib.x[: cfg.calib_size])
+    val = (data.normalize(data.val.x[: cfg.val_size]), data.val.y[: cfg.val_size])
+    pool = data.normalize(data.train.x[: cfg.recovery_images])
+    structure = build_structure(net, ckpt.spec)
+    readings = [("fresh", 0, 0)] + [("recovered", cfg.recovery_steps, k * CONFIRM_SEED_STEP) for k in range(seeds)]
+    for p in todo:
+        counts = structure.policy_counts(p["policy"], grid["round_to"])
+        out: dict[str, list[float]] = {}
+        for tag, steps, seed in readings:
+            ev = RewardEvaluator(net, structure, RewardConfig(kind="combined", recovery_steps=steps), calib, val,
+                                 recovery_images=pool, seed=seed)
+            try:
+                res = ev.evaluate(counts, with_accuracy=True)
+            finally:
+                ev.close()
+            for k, v in (("entropy", -res.entropy), ("accuracy", res.accuracy), ("kl", -res.extra["kl"])):
+                out.setdefault(f"{k}_{tag}", []).append(float(v))
+        done[json.dumps(p["policy"], sort_keys=True)] = {k: statistics.mean(v) for k, v in out.items()}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(done, indent=1))
+        print(f"{model} {target:.0%}: scored {'/'.join(p['sources'])}", flush=True)
+    return done
+
+
+def main() -> None:
+    root = Path(__file__).parent.parent
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grid", default=str(Path(__file__).parent / "arena.yaml"))
+    ap.add_argument("--only", nargs="*", help="restrict to these models")
+    ap.add_argument("--recovery-seeds", type=int, default=3)
+    ap.add_argument("--min-seeds", type=int, default=1, help="leave out policies fine-tuned with fewer seeds")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", default="runs/arena_scores")
+    ap.add_argument("--out", default=str(root / "docs" / "measurements" / "arena_scores.md"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    grid = yaml.safe_load(Path(args.grid).read_text())
+    rows = read_rows(Path(grid["results"]))
+    t0 = time.perf_counter()
+    table, detail, summary = [], [], []
+    for model, target in grid["pairs"]:
+        if args.only and model not in args.only:
+            continue
+        target = float(target)
+        pols = [p for p in policies_of(rows, model, target) if len(p["acc"]) >= args.min_seeds]
+        if len(pols) < 3:
+            continue
+        scores = score_pair(grid, model, target, pols, args.recovery_seeds,
+                            Path(args.cache) / f"{model}-{target}.json")
+        truth = [statistics.mean(p["acc"].values()) for p in pols]
+        rho = {}
+        for k in SCORES:
+            for tag in ("fresh", "recovered"):
+                rho[f"{k}_{tag}"] = float(spearmanr([scores[json.dumps(p["policy"], sort_keys=True)][f"{k}_{tag}"]
+                                                     for p in pols], truth).statistic)
+        summary.append({"model": model, "target": target, "policies": len(pols), "spearman": rho})
+        table.append(f"| {model} {target:.0%} | {len(pols)} | " + " | ".join(
+            f"{rho[f'{k}_fresh']:+.2f} / {rho[f'{k}_recovered']:+.2f}" for k in SCORES) + " |")
+        detail += [f"### {model} at {target:.0%}", "",
+                   "| policy found by | seeds | test acc (%) | -entropy fresh / recovered | accuracy (%) fresh / recovered "
+                   "| -KL fresh / recovered |", "|---|---|---|---|---|---|"]
+        for p, acc in sorted(zip(pols, truth, strict=True), key=lambda x: -x[1]):
+            s = scores[json.dumps(p["policy"], sort_keys=True)]
+            detail.append(f"| {', '.join(p['sources'])} | {len(p['acc'])} | {acc:.2f} | "
+                          f"{s['entropy_fresh']:.3f} / {s['entropy_recovered']:.3f} | "
+                          f"{100 * s['accuracy_fresh']:.1f} / {100 * s['accuracy_recovered']:.1f} | "
+                          f"{s['kl_fresh']:.3f} / {s['kl_recovered']:.3f} |")
+        detail.append("")
+    cfg = SearchConfig()
+    lines = ["# Do the re-ranking's scores predict the fine-tuned model?", "",
+             f"Generated by `python benchmarks/arena_scores.py --recovery-seeds {args.recovery_seeds} --min-seeds "
+             f"{args.min_seeds}` ({time.perf_counter() - t0:.0f} s of scoring, {args.threads} thread(s), "
+             f"{machine_description()}) from `docs/measurements/arena/results.csv`. Per arena pair, every distinct "
+             f"policy the arena fine-tuned with at least {args.min_seeds} seeds; the truth is its mean test accuracy "
+             "after the main job's fine-tune (3 epochs, distillation). Each score as the re-ranking reads it: a "
+             "physically pruned copy, BN recalibrated, fresh or after "
+             f"{cfg.recovery_steps} steps of label-free recovery (mean over {args.recovery_seeds} recovery seeds). "
+             "Spearman(score, truth), fresh / recovered; few policies per pair, so one swap moves it a lot.", "",
+             "| pair | policies | " + " | ".join(SCORES.values()) + " |", "|---|---|" + "---|" * len(SCORES),
+             *table, "", *detail]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).with_suffix(".json").write_text(json.dumps(summary, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
