@@ -59,7 +59,9 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "sized to the target; `entropy` DDPG with the paper's reward as the tool has it (no recovery); "
             "`accuracy` DDPG with AMC's reward; `default` the tool's default search (`entroprune search` with only "
             "the target set); `default-random` the same with random search instead of DDPG; `entropy-recovered` "
-            "the default with the entropy reward read after recovery in the re-ranking.", ""]
+            "the default with the entropy reward read after recovery in the re-ranking. How well each score "
+            "(entropy, accuracy, -KL; fresh and after recovery) ranks the policies below by their fine-tuned "
+            "accuracy: `docs/measurements/arena_scores.md` (`python benchmarks/arena_scores.py`).", ""]
     readme = ["| model | MACs kept | baseline | " + " | ".join(sources) + " | default - uniform |",
               "|---|---|---|" + "---|" * len(sources) + "---|"]
     goals: dict[str, list] = {"pairs": [], "met_margin": [], "below_floor": [], "incomplete": [], "room": []}
