@@ -301,11 +301,12 @@ def test_a_group_torch_pruning_gets_wrong_is_one_line_and_the_rest_prunes(net_cl
     with pytest.raises(ConfigError, match=rf"`ignored_layers={bad}`") as err:
         Structure(net, x[:1])
     assert "\n" not in str(err.value)
-    cfg = ep.SearchConfig(macs_target=0.7, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, ignored_layers=[bad])
+    # 0.75: with lin left whole the generator's floor is 70.6% of the MACs (a target under it is unreachable)
+    cfg = ep.SearchConfig(macs_target=0.75, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, ignored_layers=[bad])
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     pruned, _ = ep.prune_module(net, x[:1], res)
     assert pruned(x[:2]).shape == (2, 10)
-    assert count_macs_params(pruned, x[:1])[0] < count_macs_params(net, x[:1])[0]
+    assert count_macs_params(pruned, x[:1])[0] <= 0.75 * count_macs_params(net, x[:1])[0] * (1 + 1e-9)
 
 
 def test_one_example_input_tensor_of_the_right_shape():
