@@ -51,8 +51,8 @@ def policies_of(rows: list[dict], model: str, target: float) -> list[dict]:
     for r in rows:
         if (r["model"], float(r["target"])) != (model, target) or not r.get("policy"):
             continue
-        key = json.dumps(json.loads(r["policy"]), sort_keys=True)
-        p = found.setdefault(key, {"policy": json.loads(key), "sources": set(), "acc": {}})
+        key = json.dumps(json.loads(r["policy"]), sort_keys=True)  # the cache's key too
+        p = found.setdefault(key, {"key": key, "policy": json.loads(key), "sources": set(), "acc": {}})
         p["sources"].add(r["source"])
         p["acc"][int(r["seed"])] = float(r["test_accuracy"])  # one fine-tune per (policy, seed): reused rows agree
     return [{**p, "sources": sorted(p["sources"])} for p in found.values()]
@@ -61,7 +61,7 @@ def policies_of(rows: list[dict], model: str, target: float) -> list[dict]:
 def score_pair(grid: dict, model: str, target: float, policies: list[dict], seeds: int, cache: Path) -> dict:
     """Each policy's scores, fresh (one reading: no recovery, nothing random) and recovered (mean over seeds)."""
     done = json.loads(cache.read_text()) if cache.exists() else {}
-    todo = [p for p in policies if json.dumps(p["policy"], sort_keys=True) not in done]
+    todo = [p for p in policies if p["key"] not in done]
     if not todo:
         return done
     base = Path((grid.get("baseline_from") or {}).get(model, grid["baselines"])) / model / "model.pt"
@@ -72,23 +72,27 @@ def score_pair(grid: dict, model: str, target: float, policies: list[dict], seed
     val = (data.normalize(data.val.x[: cfg.val_size]), data.val.y[: cfg.val_size])
     pool = data.normalize(data.train.x[: cfg.recovery_images])
     structure = build_structure(net, ckpt.spec)
-    readings = [("fresh", 0, 0)] + [("recovered", cfg.recovery_steps, k * CONFIRM_SEED_STEP) for k in range(seeds)]
-    for p in todo:
-        counts = structure.policy_counts(p["policy"], grid["round_to"])
-        out: dict[str, list[float]] = {}
-        for tag, steps, seed in readings:
-            ev = RewardEvaluator(net, structure, RewardConfig(kind="combined", recovery_steps=steps), calib, val,
-                                 recovery_images=pool, seed=seed)
-            try:
+    # one evaluator per reading for the whole pair, as the re-ranking has: its recovery batches are drawn
+    # once from the seed, so every policy recovers on the same ones
+    readings = [("fresh", RewardEvaluator(net, structure, RewardConfig(kind="combined"), calib, val))]
+    readings += [("recovered", RewardEvaluator(net, structure, RewardConfig(kind="combined", recovery_steps=cfg.recovery_steps),
+                                               calib, val, recovery_images=pool, seed=k * CONFIRM_SEED_STEP))
+                 for k in range(seeds)]
+    try:
+        for p in todo:
+            counts = structure.policy_counts(p["policy"], grid["round_to"])
+            out: dict[str, list[float]] = {}
+            for tag, ev in readings:
                 res = ev.evaluate(counts, with_accuracy=True)
-            finally:
-                ev.close()
-            for k, v in (("entropy", -res.entropy), ("accuracy", res.accuracy), ("kl", -res.extra["kl"])):
-                out.setdefault(f"{k}_{tag}", []).append(float(v))
-        done[json.dumps(p["policy"], sort_keys=True)] = {k: statistics.mean(v) for k, v in out.items()}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(done, indent=1))
-        print(f"{model} {target:.0%}: scored {'/'.join(p['sources'])}", flush=True)
+                for k, v in (("entropy", -res.entropy), ("accuracy", res.accuracy), ("kl", -res.extra["kl"])):
+                    out.setdefault(f"{k}_{tag}", []).append(float(v))
+            done[p["key"]] = {k: statistics.mean(v) for k, v in out.items()}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(done, indent=1))
+            print(f"{model} {target:.0%}: scored {'/'.join(p['sources'])}", flush=True)
+    finally:
+        for _, ev in readings:
+            ev.close()
     return done
 
 
@@ -121,8 +125,7 @@ def main() -> None:
         rho = {}
         for k in SCORES:
             for tag in ("fresh", "recovered"):
-                rho[f"{k}_{tag}"] = float(spearmanr([scores[json.dumps(p["policy"], sort_keys=True)][f"{k}_{tag}"]
-                                                     for p in pols], truth).statistic)
+                rho[f"{k}_{tag}"] = float(spearmanr([scores[p["key"]][f"{k}_{tag}"] for p in pols], truth).statistic)
         summary.append({"model": model, "target": target, "policies": len(pols), "spearman": rho})
         table.append(f"| {model} {target:.0%} | {len(pols)} | " + " | ".join(
             f"{rho[f'{k}_fresh']:+.2f} / {rho[f'{k}_recovered']:+.2f}" for k in SCORES) + " |")
@@ -130,7 +133,7 @@ def main() -> None:
                    "| policy found by | seeds | test acc (%) | -entropy fresh / recovered | accuracy (%) fresh / recovered "
                    "| -KL fresh / recovered |", "|---|---|---|---|---|---|"]
         for p, acc in sorted(zip(pols, truth, strict=True), key=lambda x: -x[1]):
-            s = scores[json.dumps(p["policy"], sort_keys=True)]
+            s = scores[p["key"]]
             detail.append(f"| {', '.join(p['sources'])} | {len(p['acc'])} | {acc:.2f} | "
                           f"{s['entropy_fresh']:.3f} / {s['entropy_recovered']:.3f} | "
                           f"{100 * s['accuracy_fresh']:.1f} / {100 * s['accuracy_recovered']:.1f} | "
