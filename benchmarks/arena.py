@@ -28,7 +28,8 @@ import reproduce  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
 
-SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered")
+SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
+           "default-wide")
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from"]
 
 
@@ -39,6 +40,8 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
         cfg = SearchConfig(**space)
         if source == "entropy-recovered":
             return replace(cfg, rerank_reward="entropy")
+        if source == "default-wide":  # the whole [min_keep, 1] range, as the one-stage sources search it
+            return replace(cfg, band=None)
         return replace(cfg, agent="random") if source == "default-random" else cfg
     # no re-ranking, nothing to confirm or prefer: the zeros keep these cells' settings what they ran with
     fixed = {"rerank_top_k": 0, "confirm_seeds": 0, "uniform_margin": 0.0}
