@@ -270,8 +270,10 @@ def test_arena_scores_ranks_the_arenas_policies_and_caches_their_scores(digits_c
     assert first.stdout.count("scored") == 3
     page = (tmp_path / "scores.md").read_text()
     assert "| vgg 50% | 3 |" in page and "| uniform | 2 | 90.05 |" in page
+    assert "for the 3 policies whose time the cache kept" in page  # a cached rerun still reports the cost
     rho = json.loads((tmp_path / "scores.json").read_text())[0]["spearman"]
     assert set(rho) == {f"{k}_{t}" for k in ("entropy", "accuracy", "kl") for t in ("fresh", "recovered")}
     assert all(-1 <= v <= 1 for v in rho.values())
     again = run("arena_scores.py", *args)
     assert again.returncode == 0 and "scored" not in again.stdout.replace("of scoring", "")
+    assert "for the 3 policies whose time the cache kept" in (tmp_path / "scores.md").read_text()
