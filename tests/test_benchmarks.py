@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).parent.parent
@@ -277,3 +278,20 @@ def test_arena_scores_ranks_the_arenas_policies_and_caches_their_scores(digits_c
     again = run("arena_scores.py", *args)
     assert again.returncode == 0 and "scored" not in again.stdout.replace("of scoring", "")
     assert "for the 3 policies whose time the cache kept" in (tmp_path / "scores.md").read_text()
+
+
+def test_arena_ceiling_is_the_mean_over_seeds_of_the_best_policy_against_uniform():
+    """Per seed the best fine-tuned policy of any source minus uniform's, averaged; undefined without uniform."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import make_arena
+
+    def row(source, seed, acc, policy):
+        return {"model": "vgg", "target": "0.2", "source": source, "seed": str(seed), "test_accuracy": str(acc),
+                "policy": json.dumps(policy)}
+
+    rows = [row("uniform", 0, 90.0, {"a": 0.5}), row("uniform", 1, 91.0, {"a": 0.5}),
+            row("default", 0, 90.5, {"a": 0.4}), row("entropy", 1, 91.1, {"a": 0.3}),
+            row("entropy", 0, 89.0, {"a": 0.3}), row("default", 0, 99.0, {"a": 0.4}) | {"model": "resnet20"}]
+    top = make_arena.ceiling(rows, "vgg", 0.2, [0, 1])
+    assert top == {"delta": pytest.approx(0.3), "policies": 3}
+    assert make_arena.ceiling(rows, "vgg", 0.2, [0, 1, 2]) is None  # no uniform cell for seed 2
