@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_description  # noqa: E402
 
-from entroprune.latency import LatencyConfig, fit_latency_model, wall_pair_timer, wall_timer  # noqa: E402
+from entroprune.latency import fit_latency_model, wall_pair_timer, wall_timer  # noqa: E402
 from entroprune.models import build_model  # noqa: E402
 from entroprune.structure import Structure  # noqa: E402
 
@@ -34,7 +34,6 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--held-out", type=int, default=10)
-    ap.add_argument("--points", type=int, default=LatencyConfig().points, help="channel counts per table axis")
     ap.add_argument("--min-keep", type=float, default=0.2)
     ap.add_argument("--round-to", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -49,7 +48,7 @@ def main() -> None:
         lo = np.array([structure.round_group(g, args.min_keep, args.round_to) for g in structure.groups])
         for backend in args.backends:
             _, rep = fit_latency_model(model, structure, lo, wall_timer(args.batch, backend), held_out=args.held_out,
-                                       points=args.points, round_to=args.round_to, seed=0, pair=wall_pair_timer(args.batch, backend))
+                                       round_to=args.round_to, seed=0, pair=wall_pair_timer(args.batch, backend))
             rows.append({"model": name, "width": width, "backend": backend, **rep})
             print(f"{name} w{width} {backend}: median error {rep['median_error']:.1%}, worst {rep['max_error']:.1%}, "
                   f"fit {rep['fit_time_s']:.0f} s", flush=True)
@@ -58,9 +57,8 @@ def main() -> None:
              f"Machine: {machine}; batch {args.batch}; 28x28 single-channel inputs (Fashion-MNIST's); search space: "
              f"keep ratio >= {args.min_keep}, channels rounded to {args.round_to}. Made by "
              f"`python benchmarks/latency_model.py` in {time.perf_counter() - t_start:.0f} s.", "",
-             f"Each (model, backend): every conv and linear layer timed alone over a grid of its channel counts "
-             f"({args.points} per axis), every batch norm, activation and pooling op on the pruned maps over its "
-             "input channels, the rest of the net fitted on 10 whole pruned nets (unpruned, smallest, 8 random), then "
+             "Each (model, backend): every conv and linear layer timed alone over a grid of its channel counts, "
+             "the rest of the net fitted on 10 whole pruned nets (unpruned, smallest, 8 random), then "
              f"{args.held_out} other random pruned nets timed and predicted. Goal (issue 20): median error within "
              "10%.", "",
              "| model | backend | unpruned (ms) | median error | worst error | layer timings | fit time (s) |",

@@ -13,9 +13,7 @@ from entroprune.structure import Structure, count_macs_params
 
 
 def macs_timer(module: nn.Module, shape: tuple[int, ...]) -> float:
-    """A 'latency' that is exactly the MACs: bilinear in a layer's channel counts (parameter-free ops: none)."""
-    if not list(module.parameters()):
-        return 0.0
+    """A 'latency' that is exactly the MACs: bilinear in a layer's channel counts."""
     return count_macs_params(module, torch.zeros(1, *shape))[0] * 1e-9
 
 
@@ -45,22 +43,10 @@ def test_layer_shapes_follow_the_pruned_net(name):
     shapes = layer_shapes(model, structure)
     rng = np.random.default_rng(0)
     counts = np.array([structure.round_group(g, rng.uniform(0.2, 1)) for g in structure.groups])
-    net = prune_model(model, structure, counts)[0]
-    pruned = dict(net.named_modules())
-    seen = {}  # the channels every op's input has in the pruned net
-    handles = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.setdefault(n, inp[0].shape[1]) and None)
-               for n, m in pruned.items()]
-    with torch.no_grad():
-        net.eval()(structure.example_input)
-    for h in handles:
-        h.remove()
-    assert {s.kind for s in shapes} >= {"conv", "linear", "bn", "op"}  # norms and activations are timed too
+    pruned = dict(prune_model(model, structure, counts)[0].named_modules())
     for s in shapes:
         cin, cout = s.channels((structure.full_counts() - counts)[None].astype(float))
         m = pruned[s.name]
-        if s.kind in ("bn", "op"):
-            assert int(cin[0]) == int(cout[0]) == seen[s.name], s.name
-            continue
         real = (m.in_features, m.out_features) if isinstance(m, nn.Linear) else (m.in_channels, m.out_channels)
         assert (int(cin[0]), int(cout[0])) == real, s.name
 

@@ -7,7 +7,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,17 +85,16 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # MACs are a proxy: two policies of equal MACs can differ 2x in time (channel counts that suit the
 # kernels, memory-bound layers). The model below predicts a pruned net's measured latency from its
 # channel counts, NetAdapt/HALP style: each conv or linear layer timed alone over a grid of input and
-# output channel counts and interpolated, each norm, activation and pooling op after one over its input
-# channels, the rest of the net (functional ops, overhead) fitted on whole pruned nets. Queries are vectorised, so the search's action wall can ask it per step.
+# output channel counts and interpolated, the rest of the net (norms, activations, pooling, overhead)
+# fitted on whole pruned nets. Queries are vectorised, so the search's action wall can ask it per step.
 
 
 @dataclass
 class LayerShape:
-    """A layer's channel counts as affine functions of the groups' kept counts: a conv or linear layer, or an
-    op after one whose time follows its channels (a batch norm, or a parameter-free activation or pooling)."""
+    """A conv or linear layer's channel counts as affine functions of the groups' kept counts."""
 
     name: str
-    kind: str  # conv, convT, linear; bn or op (one input channel count, timed over it alone)
+    kind: str  # conv, convT or linear
     in_full: int
     out_full: int
     in_coef: np.ndarray  # channels of the layer's input removed per channel removed from each group
@@ -107,7 +106,6 @@ class LayerShape:
     depthwise: bool = False
     in_hw: tuple[int, int] = (1, 1)
     out_hw: tuple[int, int] = (1, 1)
-    module: nn.Module | None = field(default=None, repr=False, compare=False)  # an op to time; not saved
 
     def channels(self, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(in, out) channel counts for rows of channels removed per group."""
@@ -122,7 +120,7 @@ class LayerShape:
 
 def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
     """Every conv and linear layer with the groups that set its channels, found by pruning each group
-    alone by half on a copy and reading the layers' new channel counts; then the ops timed beside them."""
+    alone by half on a copy and reading the layers' new channel counts."""
     from .prune import apply_physical
     from .utils import forward_with_hooks
 
@@ -152,7 +150,6 @@ def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
             coef[n][0][j] = (_io(m)[0] - cin) / (g.channels - keep)
             coef[n][1][j] = (_io(m)[1] - cout) / (g.channels - keep)
     shapes = []
-    shapes_ops = _op_shapes(model, structure)
     for n, m in layers.items():
         cin, cout = _io(m)
         conv = isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
@@ -162,51 +159,7 @@ def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
                 "kernel": tuple(m.kernel_size), "stride": tuple(m.stride), "padding": tuple(m.padding),
                 "groups": m.groups, "depthwise": m.groups > 1 and m.groups == cin}),
             in_hw=hw.get(n, ((1, 1), (1, 1)))[0], out_hw=hw.get(n, ((1, 1), (1, 1)))[1]))
-    return shapes + shapes_ops
-
-
-def _timed_alone(m: nn.Module) -> bool:
-    """Ops whose time a table can hold: batch norms (rebuilt at any width) and parameter-free leaves
-    (activations, pooling), copied as they are. Others are left to the fitted rest of the net."""
-    if list(m.children()) or isinstance(m, ROOTS):
-        return False
-    return isinstance(m, nn.BatchNorm2d) or not (list(m.parameters(recurse=False)) or list(m.buffers(recurse=False)))
-
-
-def _op_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
-    """The norms, activations and pools on 4-d maps, each with its input channels as the groups' affine
-    function, read off forwards of copies with each group pruned alone by half. Max pooling alone took a
-    quarter of the main job's VGG's time (torch profiler), which a sum of conv tables cannot see."""
-    from .prune import apply_physical
-    from .utils import forward_with_hooks
-
-    def inputs(net: nn.Module) -> dict[str, tuple[int, ...]]:
-        seen: dict[str, tuple[int, ...]] = {}
-
-        def record(name: str, inp: tuple) -> None:  # must return None, or it would replace the output
-            if inp and isinstance(inp[0], torch.Tensor) and inp[0].dim() == 4:
-                seen.setdefault(name, tuple(inp[0].shape[1:]))
-
-        forward_with_hooks(net, structure.example_input, [
-            (m, lambda mod, inp, out, n=n: record(n, inp)) for n, m in net.named_modules() if _timed_alone(m)])
-        return seen
-
-    model = copy.deepcopy(model).cpu().eval()
-    full = inputs(model)
-    coef = {n: np.zeros(len(structure.groups)) for n in full}
-    for j, g in enumerate(structure.groups):
-        keep = max(g.step, (g.channels // 2) // g.step * g.step)
-        if keep >= g.channels:
-            continue
-        pruned = copy.deepcopy(model)
-        apply_physical(pruned, structure, {g.name: keep})
-        for n, shape in inputs(pruned).items():
-            if n in coef:
-                coef[n][j] = (full[n][0] - shape[0]) / (g.channels - keep)
-    mods = dict(model.named_modules())
-    return [LayerShape(n, "bn" if isinstance(mods[n], nn.BatchNorm2d) else "op", c, c, coef[n], coef[n].copy(),
-                       depthwise=True, in_hw=(h, w), out_hw=(h, w), module=mods[n])
-            for n, (c, h, w) in full.items() if coef[n].any()]
+    return shapes
 
 
 def _io(m: nn.Module) -> tuple[int, int]:
@@ -215,9 +168,6 @@ def _io(m: nn.Module) -> tuple[int, int]:
 
 def build_layer(shape: LayerShape, cin: int, cout: int) -> tuple[nn.Module, tuple[int, ...]]:
     """The layer alone at these channel counts, and the shape of one input (without the batch)."""
-    if shape.kind in ("bn", "op"):
-        layer = nn.BatchNorm2d(cin) if shape.kind == "bn" or shape.module is None else copy.deepcopy(shape.module)
-        return layer.eval(), (cin, *shape.in_hw)
     if shape.kind == "linear":
         return nn.Linear(cin, cout), (cin,)
     groups = cin if shape.depthwise else shape.groups
@@ -318,8 +268,7 @@ class LatencyModel:
     meta: dict[str, Any]
 
     def __post_init__(self) -> None:
-        self._full_elems = max(1.0, sum(float(s.out_elements(np.array([s.out_full]))[0]) for s in self.layers
-                                        if s.kind not in ("bn", "op")))
+        self._full_elems = max(1.0, sum(float(s.out_elements(np.array([s.out_full]))[0]) for s in self.layers))
 
     def features(self, counts: np.ndarray) -> np.ndarray:
         """Rows of (summed layer time, output-values fraction, 1) for rows of counts."""
@@ -329,8 +278,7 @@ class LatencyModel:
         for shape, (gx, gy), table in zip(self.layers, self.grids, self.tables, strict=True):
             cin, cout = shape.channels(removed)
             total += _interp2(cin, cin if shape.depthwise else cout, gx, gy, table)
-            if shape.kind not in ("bn", "op"):  # the values the untimed rest of the net touches
-                elems += shape.out_elements(cout)
+            elems += shape.out_elements(cout)
         return np.stack([total, elems / self._full_elems, np.ones(len(counts))], 1)
 
     def predict(self, counts: np.ndarray) -> np.ndarray:
@@ -343,8 +291,8 @@ class LatencyModel:
         return pred[1:] / pred[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": [{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(s).items()
-                            if k != "module"} for s in self.layers],
+        return {"layers": [{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(s).items()}
+                           for s in self.layers],
                 "grids": [[gx.tolist(), gy.tolist()] for gx, gy in self.grids],
                 "tables": [t.tolist() for t in self.tables], "full_counts": self.full_counts.tolist(),
                 "coef": self.coef.tolist(), "meta": self.meta}
@@ -376,7 +324,8 @@ def _tables(shapes: list[LayerShape], lo: np.ndarray, full: np.ndarray, timer: T
         for i, cin in enumerate(gx):
             for j, cout in enumerate(gy):
                 layer, inp = build_layer(shape, int(cin), int(cout))
-                key = (repr(layer), inp)  # the repr holds the channels, kernel, stride, padding and groups
+                key = (type(layer).__name__, inp, int(cout), shape.kernel, shape.stride, shape.padding,
+                       layer.groups if hasattr(layer, "groups") else 1)
                 if key not in seen:
                     seen[key] = timer(layer.eval(), inp)
                 table[i, j] = seen[key]

@@ -515,8 +515,7 @@ def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, 
                 config.latency_backend, config.latency_batch):
             saved = None  # this folder's earlier fit, for another runtime: fit again
     if saved is not None:
-        if [s.name for s in lm.layers if s.kind not in ("bn", "op")] != \
-                [n for n, m in model.named_modules() if isinstance(m, ROOTS)] or \
+        if [s.name for s in lm.layers] != [n for n, m in model.named_modules() if isinstance(m, ROOTS)] or \
                 list(lm.full_counts) != list(structure.full_counts()):
             raise ConfigError(f"{path} was fitted for another model; fit one for this checkpoint")
         return lm
