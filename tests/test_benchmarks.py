@@ -295,3 +295,16 @@ def test_arena_ceiling_is_the_mean_over_seeds_of_the_best_policy_against_uniform
     top = make_arena.ceiling(rows, "vgg", 0.2, [0, 1])
     assert top == {"delta": pytest.approx(0.3), "policies": 3}
     assert make_arena.ceiling(rows, "vgg", 0.2, [0, 1, 2]) is None  # no uniform cell for seed 2
+
+
+def test_latency_model_benchmark_reports_random_and_uniform_policy_errors(tmp_path):
+    """A tiny net, torch only: the page holds the random policies' error and the uniform policies' signed errors
+    (no time is asserted)."""
+    res = run("latency_model.py", "--models", "vgg", "--widths", "0.25", "--backends", "torch", "--held-out", "2",
+              "--batch", "2", "--threads", "1", "--out", str(tmp_path / "lm"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = next(line for line in (tmp_path / "lm.md").read_text().splitlines() if line.startswith("| vgg (width 0.25)"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "torch" and cells[3].endswith("%") and len(cells[5].split(" / ")) == 3, row
+    rep = json.loads((tmp_path / "lm.json").read_text())["rows"][0]
+    assert len(rep["uniform_errors"]) == 3 and all(e > -1 for e in rep["uniform_errors"])
