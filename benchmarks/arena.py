@@ -109,6 +109,19 @@ def cells_of(grid: dict) -> list[tuple[str, float, str, int]]:
     return cells
 
 
+def policies_of(rows: list[dict], model: str, target: float) -> list[dict]:
+    """The pair's distinct fine-tuned policies: sources that found each, per-seed test accuracies."""
+    found: dict[str, dict] = {}
+    for r in rows:
+        if (r["model"], float(r["target"])) != (model, target) or not r.get("policy"):
+            continue
+        key = json.dumps(json.loads(r["policy"]), sort_keys=True)  # arena_scores.py's cache key too
+        p = found.setdefault(key, {"key": key, "policy": json.loads(key), "sources": set(), "acc": {}})
+        p["sources"].add(r["source"])
+        p["acc"][int(r["seed"])] = float(r["test_accuracy"])  # one fine-tune per (policy, seed): reused rows agree
+    return [{**p, "sources": sorted(p["sources"])} for p in found.values()]
+
+
 def arena_grid(grid: dict) -> dict:
     """reproduce.py's runner reads ``models`` (baselines) from the pairs."""
     return {**grid, "models": list(dict.fromkeys(m for m, _ in grid["pairs"]))}

@@ -33,6 +33,7 @@ import yaml
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
+from arena import policies_of  # noqa: E402
 from common import read_rows  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
@@ -43,19 +44,6 @@ from entroprune.utils import machine_description  # noqa: E402
 
 SCORES = {"entropy": "-entropy (the paper's reward)", "accuracy": "accuracy (labels: AMC's reward)",
           "kl": "-KL to the unpruned net (label-free; the default re-ranking score)"}
-
-
-def policies_of(rows: list[dict], model: str, target: float) -> list[dict]:
-    """The pair's distinct fine-tuned policies: sources that found each, per-seed test accuracies."""
-    found: dict[str, dict] = {}
-    for r in rows:
-        if (r["model"], float(r["target"])) != (model, target) or not r.get("policy"):
-            continue
-        key = json.dumps(json.loads(r["policy"]), sort_keys=True)  # the cache's key too
-        p = found.setdefault(key, {"key": key, "policy": json.loads(key), "sources": set(), "acc": {}})
-        p["sources"].add(r["source"])
-        p["acc"][int(r["seed"])] = float(r["test_accuracy"])  # one fine-tune per (policy, seed): reused rows agree
-    return [{**p, "sources": sorted(p["sources"])} for p in found.values()]
 
 
 def score_pair(grid: dict, model: str, target: float, policies: list[dict], seeds: int, steps: int,

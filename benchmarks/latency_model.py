@@ -22,7 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_description  # noqa: E402
 
-from entroprune.latency import LatencyModel, fit_latency_model, wall_pair_timer, wall_timer  # noqa: E402
+from entroprune.latency import (  # noqa: E402
+    LatencyModel,
+    fit_latency_model,
+    measured_fraction,
+    wall_pair_timer,
+    wall_timer,
+)
 from entroprune.models import build_model  # noqa: E402
 from entroprune.structure import Structure  # noqa: E402
 
@@ -35,13 +41,10 @@ def uniform_errors(model: torch.nn.Module, structure: Structure, lm: LatencyMode
                    backend: str) -> list[float]:
     """Signed relative error (predicted / measured - 1) of the uniform policies at :data:`UNIFORM_KEEPS`, each
     timed in alternation with the unpruned net as the fit times its policies."""
-    from entroprune.prune import prune_model
-
-    pair, shape, out = wall_pair_timer(args.batch, backend), tuple(structure.example_input.shape[1:]), []
+    pair, out = wall_pair_timer(args.batch, backend), []
     for keep in UNIFORM_KEEPS:
         counts = np.array([structure.round_group(g, keep, args.round_to) for g in structure.groups])
-        t_full, t_net = pair([model, prune_model(model, structure, counts)[0].eval()], shape)
-        out.append(float(lm.fraction(counts)[0] / (t_net / t_full) - 1))
+        out.append(float(lm.fraction(counts)[0] / measured_fraction(model, structure, counts, pair) - 1))
     return out
 
 

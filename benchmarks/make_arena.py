@@ -42,18 +42,11 @@ def ceiling(rows: list[dict], model: str, target: float, seeds: list[int]) -> di
     stale cells included: a policy's fine-tune does not depend on how it was found) minus uniform's; mean
     over the seeds. What a perfect pick among everything the arena tried would have won; optimistic, since
     the best of many fine-tunes is partly their noise."""
-    best: dict[int, float] = {}
-    uni: dict[int, float] = {}
-    policies = set()
-    for r in rows:
-        if r["model"] == model and float(r["target"]) == target and r.get("policy"):
-            seed, acc = int(r["seed"]), float(r["test_accuracy"])
-            best[seed] = max(best.get(seed, acc), acc)
-            policies.add(json.dumps(json.loads(r["policy"]), sort_keys=True))
-            if r["source"] == "uniform":
-                uni[seed] = acc
+    policies = arena.policies_of(rows, model, target)
+    uni = next((p["acc"] for p in policies if "uniform" in p["sources"]), {})
     if not all(s in uni for s in seeds):
         return None
+    best = {s: max(p["acc"][s] for p in policies if s in p["acc"]) for s in seeds}
     return {"delta": statistics.mean(best[s] - uni[s] for s in seeds), "policies": len(policies)}
 
 
@@ -81,9 +74,9 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "the target set); `default-random` the same with random search instead of DDPG; `entropy-recovered` "
             "the default with the entropy reward read after recovery in the re-ranking; `default-wide` the "
             "default without its band (keep ratios anywhere in [min_keep, 1], as the one-stage sources search). "
-            "How well each score "
-            "(entropy, accuracy, -KL; fresh and after recovery) ranks the policies below by their fine-tuned "
-            "accuracy: `docs/measurements/arena_scores.md` (`python benchmarks/arena_scores.py`).", ""]
+            "How well each score (entropy, accuracy, -KL; fresh and after recovery) ranks the policies below by "
+            "their fine-tuned accuracy: `docs/measurements/arena_scores.md` (`python benchmarks/arena_scores.py`).",
+            ""]
     readme = ["| model | MACs kept | baseline | " + " | ".join(sources) + " | default - uniform |",
               "|---|---|---|" + "---|" * len(sources) + "---|"]
     goals: dict[str, list] = {"pairs": [], "met_margin": [], "below_floor": [], "incomplete": [], "room": [],

@@ -339,6 +339,15 @@ def _random_counts(structure: Any, lo: np.ndarray, rng: np.random.Generator, rou
     return np.maximum(counts, lo)
 
 
+def measured_fraction(model: nn.Module, structure: Any, counts: np.ndarray, pair: PairTimer) -> float:
+    """The pruned net's latency relative to the unpruned one's, both timed in alternation (drift cancels)."""
+    from .prune import prune_model
+
+    t_full, t_net = pair([model.eval(), prune_model(model, structure, counts)[0].eval()],
+                         tuple(structure.example_input.shape[1:]))
+    return t_net / t_full
+
+
 def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, timer: Timer, points: int = 5,
                       calibration: int = 8, held_out: int = 8, round_to: int = 1, seed: int = 0,
                       meta: dict[str, Any] | None = None,
@@ -365,11 +374,9 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
     full_s = timer(base, shape)
 
     def measure(counts: np.ndarray) -> float:
-        net = prune_model(model, structure, counts)[0].eval()
         if pair is None:
-            return timer(net, shape)
-        t_full, t_net = pair([base, net], shape)
-        return full_s * t_net / t_full
+            return timer(prune_model(model, structure, counts)[0].eval(), shape)
+        return full_s * measured_fraction(base, structure, counts, pair)
 
     fit_rows = [full, lo, *(_random_counts(structure, lo, rng, round_to) for _ in range(calibration))]
     fit_y = np.array([full_s if i == 0 else measure(c) for i, c in enumerate(fit_rows)])
@@ -403,18 +410,14 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
     falls as fast as the MACs) decides; the smallest step within ``tie`` of the best wins, since a finer step
     leaves the search more policies."""
     from .errors import ConfigError
-    from .prune import prune_model
 
     if not policies:
         raise ConfigError("no channel step to try: every group is narrower than the smallest step")
-    shape = tuple(structure.example_input.shape[1:])
     base = model.cpu().eval()
     rows = []
     for step, counts in sorted(policies.items()):
         macs = structure.macs(counts) / structure.total_macs
-        net = prune_model(base, structure, counts)[0].eval()
-        t_full, t_net = pair([base, net], shape)
-        speedup = t_full / t_net
+        speedup = 1 / measured_fraction(base, structure, counts, pair)
         rows.append({"round_to": int(step), "macs_fraction": float(macs), "speedup": float(speedup),
                      "efficiency": float(speedup * macs), "counts": [int(c) for c in counts]})
     best = max(r["efficiency"] for r in rows)
@@ -423,5 +426,5 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
 
 
 __all__ = ["paired_latency", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS",
-           "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "choose_rounding",
-           "ROUNDING_STEPS"]
+           "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
+           "choose_rounding", "ROUNDING_STEPS"]
