@@ -28,8 +28,11 @@ import reproduce  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
 
+#: ``random-K``: the K-th random policy inside the default's band (one draw of the random agent, seeded by
+#: K, the same policy for every fine-tune seed): what lies near uniform in the default's own search space.
+RANDOM_DRAWS = 20
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
-           "default-wide")
+           "default-wide") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from"]
 
 
@@ -47,6 +50,8 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
     fixed = {"rerank_top_k": 0, "confirm_seeds": 0, "uniform_margin": 0.0}
     if source in ("uniform", "global"):
         return SearchConfig(agent=source, episodes=1, **space, **fixed)
+    if source.startswith("random-"):  # the draw's seed, not the cell's: one policy, fine-tuned per seed
+        return SearchConfig(agent="random", episodes=1, **{**space, "seed": int(source.split("-")[1])}, **fixed)
     kind = "accuracy" if source == "accuracy" else "entropy"
     return SearchConfig(agent="ddpg", episodes=grid["search_episodes"], warmup=grid["warmup"],
                         val_size=grid["accuracy_val_size"], **space, band=None, **fixed,
@@ -100,12 +105,13 @@ def configure(grid: dict, model: str, target: float, source: str, seed: int) -> 
 
 def cells_of(grid: dict) -> list[tuple[str, float, str, int]]:
     """Pair by pair, seed by seed, so a part that stops early still covers whole comparisons; each pair's
-    follow-up cells (the agent comparison, the paper's reward after recovery) right after it."""
+    follow-up cells (the agent comparison, the paper's reward after recovery) right after it. A follow-up
+    entry may name its own seeds as a fourth element (the random draws run with fine-tune seed 0 only)."""
     cells = []
     for m, t in grid["pairs"]:
         cells += [(m, float(t), s, int(seed)) for seed in grid["seeds"] for s in grid["sources"]]
-        cells += [(m, float(t), s, int(seed)) for fm, ft, s in grid.get("followup") or []
-                  if (fm, float(ft)) == (m, float(t)) for seed in grid["seeds"]]
+        cells += [(m, float(t), s, int(seed)) for fm, ft, s, *own in grid.get("followup") or []
+                  if (fm, float(ft)) == (m, float(t)) for seed in (own[0] if own else grid["seeds"])]
     return cells
 
 
