@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from entroprune.search import SearchConfig
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -295,6 +297,30 @@ def test_arena_ceiling_is_the_mean_over_seeds_of_the_best_policy_against_uniform
     top = make_arena.ceiling(rows, "vgg", 0.2, [0, 1])
     assert top == {"delta": pytest.approx(0.3), "policies": 3}
     assert make_arena.ceiling(rows, "vgg", 0.2, [0, 1, 2]) is None  # no uniform cell for seed 2
+
+
+def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds():
+    """random-K searches with K's seed whatever the cell's fine-tune seed; a follow-up's fourth element
+    names its seeds; make_arena pairs each draw with uniform's fine-tune of the same seed."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import arena
+    import make_arena
+
+    grid = {"min_keep": 0.2, "round_to": 8, "pairs": [["vgg", 0.2]], "sources": ["uniform"], "seeds": [0, 1],
+            "followup": [["vgg", 0.2, "random-1", [0]], ["vgg", 0.2, "random-2"]]}
+    one = arena.search_config(grid, "vgg", 0.2, "random-1", 0)
+    assert one.agent == "random" and one.episodes == 1 and one.seed == 1 and one.band == SearchConfig().band
+    assert arena.search_config(grid, "vgg", 0.2, "random-1", 1) == one  # the same policy for every seed
+    assert arena.search_config(grid, "vgg", 0.2, "random-2", 0).seed == 2
+    assert arena.cells_of(grid) == [("vgg", 0.2, "uniform", 0), ("vgg", 0.2, "uniform", 1),
+                                    ("vgg", 0.2, "random-1", 0), ("vgg", 0.2, "random-2", 0),
+                                    ("vgg", 0.2, "random-2", 1)]
+    cell = [{"source": "uniform", "seed": "0", "test_accuracy": "90.0"},
+            {"source": "random-1", "seed": "0", "test_accuracy": "90.4"},
+            {"source": "random-2", "seed": "1", "test_accuracy": "89.0"},
+            {"source": "random-3", "seed": "2", "test_accuracy": "95.0"}]  # no uniform with seed 2: left out
+    assert make_arena.draw_deltas(cell, {0: 90.0, 1: 89.5}) == pytest.approx([0.4, -0.5])
+    assert make_arena.is_draw("random-3") and not make_arena.is_draw("default-random")
 
 
 def test_latency_model_benchmark_reports_random_and_uniform_policy_errors(tmp_path):
