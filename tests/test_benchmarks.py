@@ -294,14 +294,16 @@ def test_arena_ceiling_is_the_mean_over_seeds_of_the_best_policy_against_uniform
     rows = [row("uniform", 0, 90.0, {"a": 0.5}), row("uniform", 1, 91.0, {"a": 0.5}),
             row("default", 0, 90.5, {"a": 0.4}), row("entropy", 1, 91.1, {"a": 0.3}),
             row("entropy", 0, 89.0, {"a": 0.3}), row("default", 0, 99.0, {"a": 0.4}) | {"model": "resnet20"}]
+    rows.append(row("default", 1, 91.2, {"a": 0.4}))  # default's policy now has both seeds: +0.5, +0.2
     top = make_arena.ceiling(rows, "vgg", 0.2, [0, 1])
-    assert top == {"delta": pytest.approx(0.3), "policies": 3}
+    assert top == {"delta": pytest.approx(0.35), "policies": 3, "best_policy": pytest.approx(0.35),
+                   "full_policies": 2}  # entropy's policy: -1.0 and +0.1
     assert make_arena.ceiling(rows, "vgg", 0.2, [0, 1, 2]) is None  # no uniform cell for seed 2
 
 
 def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds():
     """random-K searches with K's seed whatever the cell's fine-tune seed; a follow-up's fourth element
-    names its seeds; make_arena pairs each draw with uniform's fine-tune of the same seed."""
+    names its seeds; make_arena pairs each draw's seed-0 fine-tune with uniform's."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import arena
     import make_arena
@@ -317,9 +319,10 @@ def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds
                                     ("vgg", 0.2, "random-2", 1)]
     cell = [{"source": "uniform", "seed": "0", "test_accuracy": "90.0"},
             {"source": "random-1", "seed": "0", "test_accuracy": "90.4"},
-            {"source": "random-2", "seed": "1", "test_accuracy": "89.0"},
-            {"source": "random-3", "seed": "2", "test_accuracy": "95.0"}]  # no uniform with seed 2: left out
+            {"source": "random-1", "seed": "1", "test_accuracy": "89.0"},  # a confirmation: not a draw
+            {"source": "random-2", "seed": "0", "test_accuracy": "89.5"}]
     assert make_arena.draw_deltas(cell, {0: 90.0, 1: 89.5}) == pytest.approx([0.4, -0.5])
+    assert make_arena.draw_deltas(cell, {1: 89.5}) == []  # no uniform with the draws' seed
     assert make_arena.is_draw("random-3") and not make_arena.is_draw("default-random")
 
 
