@@ -5,7 +5,9 @@
 Per (model, target) pair: each source's mean ± std test accuracy over its seeds and its paired
 difference to ``uniform`` (same fine-tune seed). Cells whose search settings are not what the
 source gives with today's code (a changed default) are left out and counted as stale: the page always
-judges the current default.
+judges the current default. What any search could win is bounded beside it: the room uniform leaves to
+the unpruned net, the best policy the arena ever fine-tuned (per seed, and as one policy over every seed)
+and the random draws inside the default's band (``random-K`` sources, one line per pair, not table rows).
 """
 
 from __future__ import annotations
