@@ -36,6 +36,11 @@ SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-rando
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from"]
 
 
+def is_draw(source: str) -> bool:
+    """Sources ``random-K``: single random policies (make_arena summarises them per pair, not a row each)."""
+    return source.startswith("random-")
+
+
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
     """One source's search settings; the pair's target and the arena's search space for all."""
     space = {"macs_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}
@@ -50,7 +55,7 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
     fixed = {"rerank_top_k": 0, "confirm_seeds": 0, "uniform_margin": 0.0}
     if source in ("uniform", "global"):
         return SearchConfig(agent=source, episodes=1, **space, **fixed)
-    if source.startswith("random-"):  # the draw's seed, not the cell's: one policy, fine-tuned per seed
+    if is_draw(source):  # the draw's seed, not the cell's: one policy, fine-tuned per seed
         return SearchConfig(agent="random", episodes=1, **{**space, "seed": int(source.split("-")[1])}, **fixed)
     kind = "accuracy" if source == "accuracy" else "entropy"
     return SearchConfig(agent="ddpg", episodes=grid["search_episodes"], warmup=grid["warmup"],

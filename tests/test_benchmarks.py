@@ -323,7 +323,7 @@ def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds
             {"source": "random-2", "seed": "0", "test_accuracy": "89.5"}]
     assert make_arena.draw_deltas(cell, {0: 90.0, 1: 89.5}) == pytest.approx([0.4, -0.5])
     assert make_arena.draw_deltas(cell, {1: 89.5}) == []  # no uniform with the draws' seed
-    assert make_arena.is_draw("random-3") and not make_arena.is_draw("default-random")
+    assert arena.is_draw("random-3") and not arena.is_draw("default-random")
 
 
 def test_latency_model_benchmark_reports_random_and_uniform_policy_errors(tmp_path):
