@@ -63,6 +63,18 @@ def draw_deltas(cell: list[dict], uniform: dict[int, float], seed: int = 0) -> l
             if arena.is_draw(r["source"]) and int(r["seed"]) == seed and seed in uniform]
 
 
+def confirmed_draws(cell: list[dict], uniform: dict[int, float], seeds: int) -> str:
+    """The draws fine-tuned with every seed (the confirmations): mean accuracy and paired difference."""
+    accs: dict[str, dict[int, float]] = {}
+    for r in cell:
+        if arena.is_draw(r["source"]):
+            accs.setdefault(r["source"], {})[int(r["seed"])] = float(r["test_accuracy"])
+    full = {s: a for s, a in sorted(accs.items()) if len(a) == seeds and set(a) <= set(uniform)}
+    return (" With every seed: " + ", ".join(f"{s} {statistics.mean(a.values()):.2f}% "
+                                             f"({statistics.mean(paired(a, uniform)):+.2f})" for s, a in full.items())
+            + "." if full else "")
+
+
 def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
     """The page's lines, the README table's lines and the goal summary."""
     latest: dict[tuple, dict] = {}
@@ -152,7 +164,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             page += ["", f"Random policies in the default's band ({len(draws)} draws, fine-tune seed 0, against "
                      f"uniform's seed 0): Δ uniform best {max(draws):+.2f}, median {statistics.median(draws):+.2f}, "
                      f"worst {min(draws):+.2f}; {sum(d >= GOAL_MARGIN for d in draws)} of {len(draws)} at "
-                     f"+{GOAL_MARGIN} or more."]
+                     f"+{GOAL_MARGIN} or more." + confirmed_draws(cell, uni, len(grid["seeds"]))]
         top = ceiling(rows, model, float(target), [int(x) for x in grid["seeds"]])
         if top:
             goals["ceiling"].append((model, target, round(top["delta"], 2)))

@@ -323,6 +323,8 @@ def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds
             {"source": "random-2", "seed": "0", "test_accuracy": "89.5"}]
     assert make_arena.draw_deltas(cell, {0: 90.0, 1: 89.5}) == pytest.approx([0.4, -0.5])
     assert make_arena.draw_deltas(cell, {1: 89.5}) == []  # no uniform with the draws' seed
+    assert make_arena.confirmed_draws(cell, {0: 90.0, 1: 89.5}, 2) == " With every seed: random-1 89.70% (-0.05)."
+    assert make_arena.confirmed_draws(cell, {0: 90.0, 1: 89.5}, 3) == ""
     assert arena.is_draw("random-3") and not arena.is_draw("default-random")
 
 
