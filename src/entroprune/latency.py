@@ -36,7 +36,8 @@ def _runner(model: nn.Module, shape: tuple[int, ...], batch: int, runtime: str):
 
 def paired_latency(models: list[nn.Module], shape: tuple[int, ...], batch: int, runtime: str = "torch",
                    repeats: int = 20, warmup: int = 3) -> list[float]:
-    """Median wall time (ms) of one forward per model, timed in alternation.
+    """Wall time (ms) of one forward per model, timed in alternation: the first model's median, the
+    others as the first's median times their median per-round ratio to it (:func:`relative_medians`).
 
     Alternating the models round by round exposes them to the same machine load, so the
     ratio between them (the speed-up) stays stable even when absolute timings drift.
@@ -51,7 +52,18 @@ def paired_latency(models: list[nn.Module], shape: tuple[int, ...], batch: int, 
             t0 = time.perf_counter()
             run()
             times[i].append(time.perf_counter() - t0)
-    return [1000 * statistics.median(t) for t in times]
+    return [1000 * t for t in relative_medians(times)]
+
+
+def relative_medians(times: list[list[float]]) -> list[float]:
+    """The first list's median, and each other list's median ratio to it round by round, times that median.
+
+    On a shared VM the machine's speed moves in phases longer than a round: a ratio of two medians can
+    pair one model's fast phase with the other's slow one, the median of per-round ratios cannot.
+    """
+    first = statistics.median(times[0])
+    return [first] + [first * statistics.median(t / f for t, f in zip(ts, times[0], strict=True))
+                      for ts in times[1:]]
 
 
 def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int = 20) -> list[dict[str, float]]:
@@ -359,6 +371,8 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
     latency (drift cancels). Returns the model and a report (cost, timings made, median and worst
     relative error on the held-out policies).
     """
+    from scipy.optimize import lsq_linear
+
     from .prune import prune_model
 
     t0 = time.perf_counter()
@@ -374,26 +388,33 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
     full_s = timer(base, shape)
 
     def measure(counts: np.ndarray) -> float:
+        """The pruned net's latency as a fraction of the unpruned net's."""
         if pair is None:
-            return timer(prune_model(model, structure, counts)[0].eval(), shape)
-        return full_s * measured_fraction(base, structure, counts, pair)
+            return timer(prune_model(model, structure, counts)[0].eval(), shape) / full_s
+        return measured_fraction(base, structure, counts, pair)
 
     fit_rows = [full, lo, *(_random_counts(structure, lo, rng, round_to) for _ in range(calibration))]
-    fit_y = np.array([full_s if i == 0 else measure(c) for i, c in enumerate(fit_rows)])
+    fit_y = full_s * np.array([1.0 if i == 0 else measure(c) for i, c in enumerate(fit_rows)])
     feats = lm.features(np.array(fit_rows))
-    # Least squares, the constant free to go negative: each layer timed alone carries the fixed cost of
-    # a forward call, which the whole net pays once.
-    lm.coef = np.linalg.lstsq(feats, fit_y, rcond=None)[0]
-    if lm.coef[0] <= 0:  # too few or too noisy timings to separate the parts: scale the layer sum alone
+    # Least squares with the layer tables' and the output values' weights kept >= 0 (time does not fall as
+    # a net grows; the two features move together, so free weights fit noise with opposite signs), the
+    # constant free to go negative: each layer timed alone carries the fixed cost of a forward call,
+    # which the whole net pays once.
+    lm.coef = lsq_linear(feats, fit_y, bounds=([0, 0, -np.inf], [np.inf, np.inf, np.inf])).x
+    if lm.coef[0] <= 0 and lm.coef[1] <= 0:  # nothing left to scale with the net: the layer sum alone
         lm.coef = np.array([float(np.mean(fit_y / feats[:, 0])), 0.0, 0.0])
+    # The error is on latency fractions, the quantity a latency target bounds, each measured in
+    # alternation with the unpruned net (an absolute time would carry the drift since ``full_s``).
     test_rows = [_random_counts(structure, lo, rng, round_to) for _ in range(held_out)]
     test_y = np.array([measure(c) for c in test_rows])
-    errors = np.abs(lm.predict(np.array(test_rows)) - test_y) / test_y if held_out else np.zeros(0)
+    errors = np.abs(lm.fraction(np.array(test_rows)) / test_y - 1) if held_out else np.zeros(0)
     report = {"fit_time_s": time.perf_counter() - t0, "layers": len(shapes), "layer_timings": timings,
               "calibration_policies": len(fit_rows), "held_out_policies": held_out,
               "median_error": float(np.median(errors)) if held_out else None,
               "max_error": float(errors.max()) if held_out else None,
-              "full_latency_s": float(fit_y[0]), "coef": lm.coef.tolist()}
+              "full_latency_s": float(fit_y[0]), "coef": lm.coef.tolist(),
+              "held_out": [{"counts": [int(c) for c in row], "measured_fraction": float(y)}
+                           for row, y in zip(test_rows, test_y, strict=True)]}
     lm.meta["report"] = report
     return lm, report
 
@@ -425,6 +446,6 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
     return {"round_to": chosen, "rows": rows, "tie": tie}
 
 
-__all__ = ["paired_latency", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS",
+__all__ = ["paired_latency", "relative_medians", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS",
            "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
            "choose_rounding", "ROUNDING_STEPS"]
