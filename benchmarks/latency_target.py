@@ -46,7 +46,7 @@ def matching_macs_target(structure, lm: LatencyModel, latency: float, min_keep: 
         counts = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
         return float(lm.fraction(np.asarray(counts)[None])[0])
 
-    floor = structure.macs([structure.round_group(g, min_keep, round_to) for g in structure.groups])
+    floor = structure.macs(structure.keep_counts(min_keep, round_to))
     lo, hi = floor / structure.total_macs + 1e-6, 1.0  # below the floor no target is reachable
     for _ in range(30):
         mid = (lo + hi) / 2

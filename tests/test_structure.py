@@ -146,6 +146,9 @@ def test_rounding_and_policy_validation(structures):
     assert Structure.round_channels(64, 0.3, 8) == 16
     assert Structure.round_channels(64, 0.01, 8) == 8
     assert Structure.round_channels(6, 0.01, 8) == 1
+    # one ratio for every group is the uniform policy, as a list of the same ratio
+    assert s.keep_counts(0.3, 8).tolist() == s.keep_counts([0.3] * len(s.groups), 8).tolist()
+    assert s.keep_counts(0.3, 8).tolist() != s.keep_counts(0.6, 8).tolist()
     with pytest.raises(ConfigError, match="unknown groups"):
         s.policy_counts({"nosuch": 0.5})
     with pytest.raises(ConfigError, match="lacks groups"):

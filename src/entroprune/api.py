@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -352,7 +351,7 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
     if not 0 < min_keep <= 1 or round_to < 1:
         raise ConfigError(f"`min_keep` must lie in (0, 1] and `round_to` be >= 1, got {min_keep} and {round_to}")
     out_file, model, structure = _latency_inputs(path, out_dir, "latency_model.json", force, trust_pickle)
-    lo = np.array([structure.round_group(g, min_keep, round_to) for g in structure.groups])
+    lo = structure.keep_counts(min_keep, round_to)
     meta = {"checkpoint": str(path), "backend": config.backend, "batch": config.batch,
             "threads": torch.get_num_threads(), "machine": machine_description(), "min_keep": min_keep,
             "round_to": round_to}

@@ -435,7 +435,7 @@ class Structure:
     def _check_costs(self, model: nn.Module) -> None:
         rng = np.random.default_rng(0)
         for _ in range(2):
-            counts = np.array([self.round_group(g, rng.uniform(0.1, 1.0)) for g in self.groups])
+            counts = self.keep_counts(rng.uniform(0.1, 1.0, len(self.groups)))
             pruned = self._physical(model, {g.name: int(c) for g, c in zip(self.groups, counts, strict=True)})
             macs, params = count_macs_params(pruned, self.example_input)
             if abs(self.macs(counts) - macs) > 1e-6 * macs + 1 or abs(self.params(counts) - params) > 1e-6 * params + 1:
@@ -450,12 +450,12 @@ class Structure:
 
     # ----------------------------------------------------------------- policies
 
-    def keep_counts(self, ratios: Mapping[str, float] | Sequence[float] | np.ndarray,
+    def keep_counts(self, ratios: float | Mapping[str, float] | Sequence[float] | np.ndarray,
                     round_to: int = 1) -> np.ndarray:
-        """Channels kept per group for keep ratios (by name or in group order)."""
+        """Channels kept per group for keep ratios (one for every group, by name or in group order)."""
         if isinstance(ratios, Mapping):
             ratios = [ratios.get(g.name, 1.0) for g in self.groups]
-        r = np.asarray(ratios, dtype=float)
+        r = np.broadcast_to(np.asarray(ratios, dtype=float), (len(self.groups),))
         counts = np.array([self.round_group(g, x, round_to) for g, x in zip(self.groups, r, strict=True)])
         return counts
 

@@ -60,15 +60,13 @@ class PruningEnv(gym.Env):
         self.groups = structure.groups
         self.n = len(self.groups)
         self.total = structure.total_macs
-        self.min_counts = np.array([structure.round_group(g, min_keep, round_to) for g in self.groups])
+        self.min_counts = structure.keep_counts(min_keep, round_to)
         self.max_counts = structure.full_counts()
         lo_r, hi_r = ratio_bounds if ratio_bounds is not None else (np.full(self.n, min_keep), np.ones(self.n))
         self.lo_ratio = np.clip(np.asarray(lo_r, dtype=float), min_keep, 1.0)
         self.hi_ratio = np.maximum(np.clip(np.asarray(hi_r, dtype=float), min_keep, 1.0), self.lo_ratio)
-        self.min_counts = np.maximum(self.min_counts, [structure.round_group(g, r, round_to)
-                                                       for g, r in zip(self.groups, self.lo_ratio, strict=True)])
-        self.hi_counts = np.maximum(self.min_counts, [structure.round_group(g, r, round_to)
-                                                      for g, r in zip(self.groups, self.hi_ratio, strict=True)])
+        self.min_counts = np.maximum(self.min_counts, structure.keep_counts(self.lo_ratio, round_to))
+        self.hi_counts = np.maximum(self.min_counts, structure.keep_counts(self.hi_ratio, round_to))
         floor = structure.macs(self.min_counts) / self.total
         # strictly: a floor a hair above the target would hand back a policy above it (never above, not 2%)
         if floor > macs_target * (1 + 1e-9):

@@ -522,7 +522,7 @@ def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, 
     if config.latency_model:
         raise ConfigError(f"latency model {path} does not exist; fit one with `entroprune latency` or leave "
                           "`latency_model` unset to fit one in the run folder")
-    lo = np.array([structure.round_group(g, config.min_keep, config.step) for g in structure.groups])
+    lo = structure.keep_counts(config.min_keep, config.step)
     lm, _ = fit_latency_model(model, structure, lo, wall_timer(config.latency_batch, config.latency_backend),
                               round_to=config.step, seed=config.seed,
                               pair=wall_pair_timer(config.latency_batch, config.latency_backend),
