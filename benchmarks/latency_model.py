@@ -44,7 +44,7 @@ def uniform_errors(model: torch.nn.Module, structure: Structure, lm: LatencyMode
     timed in alternation with the unpruned net as the fit times its policies."""
     pair, out = wall_pair_timer(args.batch, backend, args.repeats), []
     for keep in UNIFORM_KEEPS:
-        counts = np.array([structure.round_group(g, keep, args.round_to) for g in structure.groups])
+        counts = structure.keep_counts(keep, args.round_to)
         out.append(float(lm.fraction(counts)[0] / measured_fraction(model, structure, counts, pair) - 1))
     return out
 
@@ -77,7 +77,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(name, num_classes=10, in_channels=1, width_mult=width).eval()
         structure = Structure(model, torch.zeros(1, 1, 28, 28))
-        lo = np.array([structure.round_group(g, args.min_keep, args.round_to) for g in structure.groups])
+        lo = structure.keep_counts(args.min_keep, args.round_to)
         for backend in args.backends:
             lm, rep = fit_latency_model(model, structure, lo, wall_timer(args.batch, backend, args.repeats),
                                         held_out=args.held_out, round_to=args.round_to, seed=0,

@@ -336,3 +336,21 @@ def test_round_to_must_be_a_step_or_auto():
     SearchConfig(round_to="auto").validate()
     with pytest.raises(ConfigError, match="auto"):
         SearchConfig(round_to="auto").step  # noqa: B018
+
+
+def test_timings_keep_the_heap_unless_told_not_to(monkeypatch):
+    """Every timing first pins glibc's heap (the same net's latency otherwise swings with the process's
+    allocation history); the switch that benchmarks/latency_noise.py uses turns it off."""
+    import platform
+
+    from entroprune import latency
+
+    calls = []
+    monkeypatch.setattr(latency, "keep_heap", lambda: calls.append(1) or True)
+    latency.paired_latency([nn.Linear(4, 2)], (4,), batch=2, repeats=1, warmup=0)
+    assert calls == [1]
+    monkeypatch.undo()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert latency.keep_heap() is True
+    monkeypatch.setattr(latency, "KEEP_HEAP", False)
+    assert latency.keep_heap() is False

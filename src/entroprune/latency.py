@@ -34,14 +34,40 @@ def _runner(model: nn.Module, shape: tuple[int, ...], batch: int, runtime: str):
     return lambda: sess.run(None, feed)
 
 
+#: Keep glibc's heap before timing (:func:`keep_heap`). Off only to measure what it changes
+#: (benchmarks/latency_noise.py).
+KEEP_HEAP = True
+
+
+def keep_heap() -> bool:
+    """Make glibc keep freed memory in its heap for the rest of the process (no trimming, no fresh mmap for
+    large blocks). Under its default, adaptive settings a batch-64 forward's large activations may be
+    mmapped and page-faulted anew on every call, depending on the process's history: the same unpruned
+    net's torch latency then differs up to 2.5x between processes, and speed-ups with it
+    (docs/measurements/latency_noise.md). The cost is memory the process does not give back. Returns
+    whether the settings took (False off glibc, or with :data:`KEEP_HEAP` off)."""
+    if not KEEP_HEAP:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        # M_TRIM_THRESHOLD (-1) and M_MMAP_THRESHOLD (-3); setting them also stops glibc adapting them
+        return bool(libc.mallopt(-1, ctypes.c_int(2_000_000_000)) and libc.mallopt(-3, ctypes.c_int(1_000_000_000)))
+    except (OSError, AttributeError):
+        return False
+
+
 def paired_latency(models: list[nn.Module], shape: tuple[int, ...], batch: int, runtime: str = "torch",
                    repeats: int = 20, warmup: int = 3) -> list[float]:
-    """Wall time (ms) of one forward per model, timed in alternation: the first model's median, the
-    others as the first's median times their median per-round ratio to it (:func:`relative_medians`).
+    """Wall time (ms) of one forward per model, timed in alternation with glibc's heap kept
+    (:func:`keep_heap`): the first model's median, the others as the first's median times their median
+    per-round ratio to it (:func:`relative_medians`).
 
     Alternating the models round by round exposes them to the same machine load, so the
     ratio between them (the speed-up) stays stable even when absolute timings drift.
     """
+    keep_heap()
     runs = [_runner(m, shape, batch, runtime) for m in models]
     for run in runs:
         for _ in range(warmup):
@@ -347,7 +373,7 @@ def _tables(shapes: list[LayerShape], lo: np.ndarray, full: np.ndarray, timer: T
 
 
 def _random_counts(structure: Any, lo: np.ndarray, rng: np.random.Generator, round_to: int) -> np.ndarray:
-    counts = np.array([structure.round_group(g, rng.uniform(0.05, 1.0), round_to) for g in structure.groups])
+    counts = structure.keep_counts(rng.uniform(0.05, 1.0, len(structure.groups)), round_to)
     return np.maximum(counts, lo)
 
 
@@ -446,6 +472,6 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
     return {"round_to": chosen, "rows": rows, "tie": tie}
 
 
-__all__ = ["paired_latency", "relative_medians", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS",
+__all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS",
            "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
            "choose_rounding", "ROUNDING_STEPS"]
