@@ -78,7 +78,7 @@ def main() -> None:
                 print(f"{name} {label}: unpruned {r['unpruned_ms']:.1f} ms, pruned {r['pruned_ms']:.1f} ms, "
                       f"fraction {r['pruned_ms'] / r['unpruned_ms']:.3f}", flush=True)
     lines = ["# Latency noise: the same nets timed in fresh processes", "",
-             f"Made by `python benchmarks/latency_noise.py` on {machine_description(threads=False)}, {args.threads} "
+             f"Made by `python benchmarks/latency_noise.py{''.join(' ' + a for a in sys.argv[1:])}` on {machine_description(threads=False)}, {args.threads} "
              f"threads, in {time.perf_counter() - t0:.0f} s. Each process: the arena's baseline and its uniform "
              f"policy at keep {args.keep} (channels rounded to 8), timed in alternation (torch, batch {args.batch}, "
              f"{args.repeats} rounds, median per-round ratio); {args.processes} processes per model and setting, "
