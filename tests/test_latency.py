@@ -146,6 +146,7 @@ def test_the_model_round_trips_through_json():
 def test_latency_cli_writes_a_model_and_says_its_error(digits_ckpt, tmp_path):
     """The real timer on a tiny net (only the report's form is checked, never a time)."""
     import json
+    import platform
     import subprocess
     import sys
 
@@ -158,6 +159,9 @@ def test_latency_cli_writes_a_model_and_says_its_error(digits_ckpt, tmp_path):
     assert "median error" in proc.stdout and "2 random pruned nets" in proc.stdout
     lm = LatencyModel.from_dict(json.loads((tmp_path / "lat" / "latency_model.json").read_text()))
     assert lm.meta["backend"] == "torch" and lm.meta["batch"] == 8 and lm.predict(lm.full_counts)[0] > 0
+    # the model says under which allocator regime it was timed, and so does the CLI
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert lm.meta["heap_kept"] is glibc and ("glibc heap kept" in proc.stdout) is glibc
     # the rounding the fit used is the one measured (which one wins depends on the machine)
     rounding = json.loads((tmp_path / "lat" / "rounding.json").read_text())
     assert [r["round_to"] for r in rounding["rows"]][:3] == [1, 2, 4] and lm.meta["round_to"] == rounding["round_to"]

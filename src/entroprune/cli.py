@@ -263,7 +263,8 @@ def latency(
                                  trust_pickle=trust_pickle)
     err_txt = (f"median error {rep['median_error']:.1%}, worst {rep['max_error']:.1%} on {rep['held_out_policies']} "
                "random pruned nets it was not fitted on" if rep["held_out_policies"] else "no held-out check")
-    out.print(f"{backend}, batch {batch}, {rep['threads']} threads: unpruned net {rep['full_latency_s'] * 1000:.2f} ms; "
+    heap = ", glibc heap kept" if rep.get("heap_kept") else ""
+    out.print(f"{backend}, batch {batch}, {rep['threads']} threads{heap}: unpruned net {rep['full_latency_s'] * 1000:.2f} ms; "
               f"{err_txt}; fitted in {rep['fit_time_s']:.0f} s ({rep['layer_timings']} layer timings, "
               f"{rep['calibration_policies']} whole nets)")
     out.print(f"latency model: {rep['model_file']}")
