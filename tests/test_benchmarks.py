@@ -329,13 +329,16 @@ def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds
 
 
 def test_latency_model_benchmark_reports_random_and_uniform_policy_errors(tmp_path):
-    """A tiny net, torch only: the page holds the random policies' error and the uniform policies' signed errors
-    (no time is asserted)."""
+    """A tiny net, torch only: the page holds the random policies' error, its noise floor and the uniform
+    policies' signed errors (no time is asserted)."""
     res = run("latency_model.py", "--models", "vgg", "--widths", "0.25", "--backends", "torch", "--held-out", "2",
               "--batch", "2", "--threads", "1", "--out", str(tmp_path / "lm"))
     assert res.returncode == 0, res.stderr[-2000:]
     row = next(line for line in (tmp_path / "lm.md").read_text().splitlines() if line.startswith("| vgg (width 0.25)"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "torch" and cells[3].endswith("%") and len(cells[5].split(" / ")) == 3, row
+    # median error, then the noise floor (each held-out net measured twice), then the uniform policies
+    assert cells[1] == "torch" and cells[3].endswith("%") and cells[5].endswith("%"), row
+    assert len(cells[6].split(" / ")) == 3, row
     rep = json.loads((tmp_path / "lm.json").read_text())["rows"][0]
     assert len(rep["uniform_errors"]) == 3 and all(e > -1 for e in rep["uniform_errors"])
+    assert rep["repeatability"] >= 0 and len(rep["held_out"]) == 2
