@@ -76,8 +76,9 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
                        ("uniform_reference", "uniform reference")) if k in tm)
     text = (f"Accuracy change {pruned['test_accuracy'] - base['test_accuracy']:+.2f} points; batch-64 speed-up / "
             f"MACs reduction {pruned['speedup_vs_macs_b64']:.2f} (torch), {pruned['ort_speedup_vs_macs_b64']:.2f} "
-            f"(onnxruntime). {took} ({parts}; search of {t['episodes']} episodes). Latencies are medians of runs "
-            f"that alternate between the two models. Search trace: {trace_sentence(t)}")
+            f"(onnxruntime). {took} ({parts}; search of {t['episodes']} episodes). Latencies: the two models "
+            f"timed in alternation with glibc's heap kept (the original's median, the pruned net's median ratio to "
+            f"it round by round). Search trace: {trace_sentence(t)}")
     search = report.get("search") or {}
     if search.get("rerank"):
         n = sum(c["source"] == "search" for c in search["rerank"])

@@ -185,7 +185,8 @@ def write_report(run_dir: str | Path) -> Path:
             md.append(f"Batch-64 CPU speed-up for a {pr['macs_reduction']:.2f}x MACs reduction: torch "
                       f"{pr['speedup_torch_b64']:.2f}x (ratio {pr['speedup_vs_macs_b64']:.2f}), onnxruntime "
                       f"{pr['speedup_ort_b64']:.2f}x (ratio {pr['ort_speedup_vs_macs_b64']:.2f}); goal: ratio >= 0.6. "
-                      "Latencies are medians of runs alternating between the two models.")
+                      "Latencies: the two models timed in alternation with glibc's heap kept (the original's median, the "
+                      "pruned net's median ratio to it round by round).")
         md += _latency_lines(evaluation, summary)
         drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
         md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
