@@ -25,6 +25,7 @@ from common import machine_description  # noqa: E402
 from entroprune.latency import (  # noqa: E402
     LatencyConfig,
     LatencyModel,
+    PairTimer,
     fit_latency_model,
     measured_fraction,
     wall_pair_timer,
@@ -38,22 +39,20 @@ from entroprune.structure import Structure  # noqa: E402
 UNIFORM_KEEPS = (0.3, 0.4, 0.5)
 
 
-def uniform_errors(model: torch.nn.Module, structure: Structure, lm: LatencyModel, args: argparse.Namespace,
-                   backend: str) -> list[float]:
+def uniform_errors(model: torch.nn.Module, structure: Structure, lm: LatencyModel, round_to: int,
+                   pair: PairTimer) -> list[float]:
     """Signed relative error (predicted / measured - 1) of the uniform policies at :data:`UNIFORM_KEEPS`, each
     timed in alternation with the unpruned net as the fit times its policies."""
-    pair, out = wall_pair_timer(args.batch, backend, args.repeats), []
+    out = []
     for keep in UNIFORM_KEEPS:
-        counts = structure.keep_counts(keep, args.round_to)
+        counts = structure.keep_counts(keep, round_to)
         out.append(float(lm.fraction(counts)[0] / measured_fraction(model, structure, counts, pair) - 1))
     return out
 
 
-def repeatability(model: torch.nn.Module, structure: Structure, rep: dict, args: argparse.Namespace,
-                  backend: str) -> float:
+def repeatability(model: torch.nn.Module, structure: Structure, rep: dict, pair: PairTimer) -> float:
     """Median disagreement (|second / first - 1|) between two measurements of each held-out policy's latency
     fraction, the second made after the whole fit: the noise floor the model's error is read against."""
-    pair = wall_pair_timer(args.batch, backend, repeats=args.repeats)
     return float(np.median([abs(measured_fraction(model, structure, np.array(h["counts"]), pair)
                                 / h["measured_fraction"] - 1) for h in rep["held_out"]]))
 
@@ -79,11 +78,11 @@ def main() -> None:
         structure = Structure(model, torch.zeros(1, 1, 28, 28))
         lo = structure.keep_counts(args.min_keep, args.round_to)
         for backend in args.backends:
+            pair = wall_pair_timer(args.batch, backend, args.repeats)
             lm, rep = fit_latency_model(model, structure, lo, wall_timer(args.batch, backend, args.repeats),
-                                        held_out=args.held_out, round_to=args.round_to, seed=0,
-                                        pair=wall_pair_timer(args.batch, backend, args.repeats))
-            rep["uniform_errors"] = uniform_errors(model, structure, lm, args, backend)
-            rep["repeatability"] = repeatability(model, structure, rep, args, backend)
+                                        held_out=args.held_out, round_to=args.round_to, seed=0, pair=pair)
+            rep["uniform_errors"] = uniform_errors(model, structure, lm, args.round_to, pair)
+            rep["repeatability"] = repeatability(model, structure, rep, pair)
             rows.append({"model": name, "width": width, "backend": backend, **rep})
             print(f"{name} w{width} {backend}: median error {rep['median_error']:.1%}, worst {rep['max_error']:.1%}, "
                   f"fit {rep['fit_time_s']:.0f} s", flush=True)

@@ -40,10 +40,11 @@ torch.set_num_threads({threads})
 entroprune.latency.KEEP_HEAP = {keep_heap}
 model, loaded = load_model({ckpt!r})
 structure = build_structure(model, loaded.spec)
-net = prune_model(model, structure, structure.keep_counts({keep}, 8))[0].eval()
+counts = structure.keep_counts({keep}, 8)
+net = prune_model(model, structure, counts)[0].eval()
 t = wall_pair_timer({batch}, "torch", {repeats})([model.eval(), net], tuple(loaded.spec.input_size))
 print(json.dumps({{"unpruned_ms": t[0] * 1e3, "pruned_ms": t[1] * 1e3,
-                   "macs": structure.macs(structure.keep_counts({keep}, 8)) / structure.total_macs}}))
+                   "macs": structure.macs(counts) / structure.total_macs}}))
 """
 
 

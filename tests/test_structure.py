@@ -149,6 +149,8 @@ def test_rounding_and_policy_validation(structures):
     # one ratio for every group is the uniform policy, as a list of the same ratio
     assert s.keep_counts(0.3, 8).tolist() == s.keep_counts([0.3] * len(s.groups), 8).tolist()
     assert s.keep_counts(0.3, 8).tolist() != s.keep_counts(0.6, 8).tolist()
+    with pytest.raises(ValueError):  # a list must still name every group: only a single ratio is spread
+        s.keep_counts([0.3], 8)
     with pytest.raises(ConfigError, match="unknown groups"):
         s.policy_counts({"nosuch": 0.5})
     with pytest.raises(ConfigError, match="lacks groups"):

@@ -343,7 +343,7 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
     """Fit a checkpoint's latency model on this machine (layer tables and whole pruned nets timed on
     ``config.backend`` at ``config.batch``) over the search space ``min_keep`` / ``round_to``; writes
     latency_model.json into ``out_dir`` and returns the fit's report (cost, error on held-out policies)."""
-    from .latency import LatencyConfig, fit_latency_model, keep_heap, wall_pair_timer, wall_timer
+    from .latency import LatencyConfig, fit_latency_model, wall_pair_timer, wall_timer
     from .utils import machine_description
 
     config = config or LatencyConfig()
@@ -354,7 +354,7 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
     lo = structure.keep_counts(min_keep, round_to)
     meta = {"checkpoint": str(path), "backend": config.backend, "batch": config.batch,
             "threads": torch.get_num_threads(), "machine": machine_description(), "min_keep": min_keep,
-            "round_to": round_to, "heap_kept": keep_heap()}
+            "round_to": round_to}
     lm, report = fit_latency_model(model.cpu().eval(), structure, lo,
                                    wall_timer(config.batch, config.backend, config.repeats), config.points,
                                    config.calibration, config.held_out, round_to, seed, meta,

@@ -405,8 +405,9 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
     full = structure.full_counts()
     lo = np.minimum(np.asarray(lo_counts, dtype=int), full)
     shapes = layer_shapes(model, structure)
+    heap_kept = keep_heap()  # the allocator regime every timing below runs under, recorded with the model
     grids, tables, timings = _tables(shapes, lo, full, timer, points, round_to)
-    lm = LatencyModel(shapes, grids, tables, full, np.array([1.0, 0.0, 0.0]), dict(meta or {}))
+    lm = LatencyModel(shapes, grids, tables, full, np.array([1.0, 0.0, 0.0]), {**(meta or {}), "heap_kept": heap_kept})
     rng = np.random.default_rng(seed)
     shape = tuple(structure.example_input.shape[1:])
 
@@ -438,7 +439,7 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
               "calibration_policies": len(fit_rows), "held_out_policies": held_out,
               "median_error": float(np.median(errors)) if held_out else None,
               "max_error": float(errors.max()) if held_out else None,
-              "full_latency_s": float(fit_y[0]), "coef": lm.coef.tolist(),
+              "full_latency_s": float(fit_y[0]), "coef": lm.coef.tolist(), "heap_kept": heap_kept,
               "held_out": [{"counts": [int(c) for c in row], "measured_fraction": float(y)}
                            for row, y in zip(test_rows, test_y, strict=True)]}
     lm.meta["report"] = report

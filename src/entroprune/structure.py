@@ -455,7 +455,7 @@ class Structure:
         """Channels kept per group for keep ratios (one for every group, by name or in group order)."""
         if isinstance(ratios, Mapping):
             ratios = [ratios.get(g.name, 1.0) for g in self.groups]
-        r = np.broadcast_to(np.asarray(ratios, dtype=float), (len(self.groups),))
+        r = np.full(len(self.groups), float(ratios)) if np.ndim(ratios) == 0 else np.asarray(ratios, dtype=float)
         counts = np.array([self.round_group(g, x, round_to) for g, x in zip(self.groups, r, strict=True)])
         return counts
 

@@ -497,7 +497,7 @@ def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, 
     one an earlier run of this search fitted (``out_dir``), or one fitted now on this machine and saved."""
     if config.latency_target is None:
         return None
-    from ..latency import fit_latency_model, keep_heap, wall_pair_timer, wall_timer
+    from ..latency import fit_latency_model, wall_pair_timer, wall_timer
     from ..utils import machine_description
 
     path = Path(config.latency_model) if config.latency_model else out_dir / LATENCY_FILE
@@ -527,8 +527,7 @@ def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, 
                               round_to=config.step, seed=config.seed,
                               pair=wall_pair_timer(config.latency_batch, config.latency_backend),
                               meta={"backend": config.latency_backend, "batch": config.latency_batch,
-                                    "threads": torch.get_num_threads(), "machine": machine_description(),
-                                    "heap_kept": keep_heap()})
+                                    "threads": torch.get_num_threads(), "machine": machine_description()})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, lm.to_dict())
     return lm
