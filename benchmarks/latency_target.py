@@ -125,7 +125,8 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
 
     speedup = step(work / "timing_rounding.json", rounding_timing)
     rounding = {k: {**r, "speedup": speedup[k], "accuracy": finetuned(f"rounding-{k}")} for k, r in rounding.items()}
-    lat = {k: v for k, v in lat.items() if k != "latency_model"}
+    # the fit's own check (error on random pruned nets, their measured fractions) without its tables
+    lat = {**{k: v for k, v in lat.items() if k != "latency_model"}, "fit_report": lat["latency_model"]["meta"]["report"]}
     return {"model": name, "target": target, "latency": lat, "macs": mac, "measured": measured,
             "accuracy": accuracy, "rounding": rounding}
 
