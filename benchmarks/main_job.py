@@ -47,6 +47,10 @@ def trace_sentence(t: dict) -> str:
     return text
 
 
+#: Runtimes in the block, by the column prefix evaluation rows use.
+RUNTIMES = {"torch": "torch eager", "ts": "TorchScript", "ort": "ORT"}
+
+
 def fmt_s(s: float) -> str:
     return f"{int(s // 60)} min {int(round(s % 60))} s" if s >= 60 else f"{s:.0f} s"
 
@@ -55,30 +59,33 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
     ev = report["evaluation"]
     base, pruned = ev["rows"]
     tm = ev.get("timings_s", {})
+    rts = [rt for rt in RUNTIMES if f"{rt}_b64_ms" in base]  # runs from before TorchScript was timed lack it
     rows = [
-        "| model | test acc (%) | params | MACs | MACs reduction | torch b64 (ms) | ORT b64 (ms) | torch speed-up b64 "
-        "| ORT speed-up b64 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | test acc (%) | params | MACs | MACs reduction | " + " | ".join(f"{RUNTIMES[rt]} b64 (ms)" for rt in rts)
+        + " | " + " | ".join(f"{RUNTIMES[rt]} speed-up b64" for rt in rts) + " |",
+        "|---|---|---|---|---|" + "---|" * 2 * len(rts),
         f"| original {ev['model']} | {base['test_accuracy']:.2f} | {base['params']:,} | {base['macs']:,} | - | "
-        f"{base['torch_b64_ms']:.2f} | {base['ort_b64_ms']:.2f} | - | - |",
+        + " | ".join(f"{base[f'{rt}_b64_ms']:.2f}" for rt in rts) + " |" + " - |" * len(rts),
         f"| pruned + fine-tuned | {pruned['test_accuracy']:.2f} | {pruned['params']:,} | {pruned['macs']:,} | "
-        f"{pruned['macs_reduction']:.2f}x | {pruned['torch_b64_ms']:.2f} | {pruned['ort_b64_ms']:.2f} | "
-        f"{pruned['speedup_torch_b64']:.2f}x | {pruned['speedup_ort_b64']:.2f}x |",
+        f"{pruned['macs_reduction']:.2f}x | " + " | ".join(f"{pruned[f'{rt}_b64_ms']:.2f}" for rt in rts) + " | "
+        + " | ".join(f"{pruned[f'speedup_{rt}_b64']:.2f}x" for rt in rts) + " |",
     ]
     ref = ev.get("uniform_reference")
     if ref:
         rows.append(f"| uniform policy, same fine-tune (reference) | {ref['test_accuracy']:.2f} | {ref['params']:,} | "
-                    f"{ref['macs']:,} | {base['macs'] / ref['macs']:.2f}x | - | - | - | - |")
+                    f"{ref['macs']:,} | {base['macs'] / ref['macs']:.2f}x |" + " - |" * 2 * len(rts))
+    ratios = ", ".join(f"{pruned['speedup_vs_macs_b64' if rt == 'torch' else f'{rt}_speedup_vs_macs_b64']:.2f} "
+                       f"({RUNTIMES[rt]})" for rt in rts)
     took = (f"The whole `make run`, set-up and baseline training included, took {fmt_s(wall)}" if wall
             else f"The run took {fmt_s(tm.get('total', 0))} after set-up")
     parts = ", ".join(f"{name} {tm[k]:.0f} s" for k, name in
                       (("baseline", "baseline"), ("search", "search"), ("finetune", "fine-tuning"),
                        ("uniform_reference", "uniform reference")) if k in tm)
     text = (f"Accuracy change {pruned['test_accuracy'] - base['test_accuracy']:+.2f} points; batch-64 speed-up / "
-            f"MACs reduction {pruned['speedup_vs_macs_b64']:.2f} (torch), {pruned['ort_speedup_vs_macs_b64']:.2f} "
-            f"(onnxruntime). {took} ({parts}; search of {t['episodes']} episodes). Latencies: the two models "
-            f"timed in alternation with glibc's heap kept (the original's median, the pruned net's median ratio to "
-            f"it round by round). Search trace: {trace_sentence(t)}")
+            f"MACs reduction {ratios}. {took} ({parts}; search of {t['episodes']} episodes). Latencies: the two "
+            f"models timed in alternation with glibc's heap kept (the original's median, the pruned net's median "
+            f"ratio to it round by round); TorchScript: the exported net loaded with "
+            f"`torch.jit.optimize_for_inference`. Search trace: {trace_sentence(t)}")
     search = report.get("search") or {}
     if search.get("rerank"):
         n = sum(c["source"] == "search" for c in search["rerank"])

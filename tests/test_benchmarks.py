@@ -138,6 +138,10 @@ def test_main_job_record_comes_from_the_run(tmp_path):
     assert f"Against the uniform policy with the same fine-tune: {pruned['test_accuracy'] - ref['test_accuracy']:+.2f}" \
         in text
     assert f"| {base['test_accuracy']:.2f} |" in (tmp_path / "m" / "main_job.md").read_text()
+    # one latency and one speed-up column per runtime, each the evaluation's own number
+    assert f"{pruned['ts_b64_ms']:.2f} | {pruned['ort_b64_ms']:.2f} | {pruned['speedup_torch_b64']:.2f}x | " \
+        f"{pruned['speedup_ts_b64']:.2f}x | {pruned['speedup_ort_b64']:.2f}x |" in text
+    assert f"{pruned['ts_speedup_vs_macs_b64']:.2f} (TorchScript)" in text
     readme.write_text("no markers\n")
     missing = run("main_job.py", str(run_dir), "--out-dir", str(tmp_path / "n"), "--readme", str(readme))
     assert missing.returncode != 0 and "markers" in missing.stderr and readme.read_text() == "no markers\n"
@@ -342,3 +346,19 @@ def test_latency_model_benchmark_reports_random_and_uniform_policy_errors(tmp_pa
     rep = json.loads((tmp_path / "lm.json").read_text())["rows"][0]
     assert len(rep["uniform_errors"]) == 3 and all(e > -1 for e in rep["uniform_errors"])
     assert rep["repeatability"] >= 0 and len(rep["held_out"]) == 2
+
+
+def test_latency_deploy_benchmark_rows_are_its_timings(tmp_path):
+    """One process, one model: a row per runtime, each speed-up the ratio of the timings it keeps (no time is
+    asserted)."""
+    res = run("latency_deploy.py", "--models", "vgg", "--processes", "1", "--repeats", "2", "--batch", "2",
+              "--threads", "1", "--out", str(tmp_path / "ld"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = json.loads((tmp_path / "ld.json").read_text())["rows"][0]
+    lines = [line for line in (tmp_path / "ld.md").read_text().splitlines() if line.startswith("| vgg |")]
+    assert [line.split("|")[3].strip() for line in lines] == ["torch eager", "TorchScript", "onnxruntime"]
+    red = 1 / rep["macs"]
+    for line, rt in zip(lines, ("torch", "ts", "ort"), strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        speedup = rep[rt]["unpruned_ms"] / rep[rt]["pruned_ms"]
+        assert cells[1] == f"{red:.2f}x" and cells[5] == f"{speedup:.2f}" and cells[6] == f"{speedup / red:.2f}"

@@ -168,7 +168,7 @@ def test_latency_cli_writes_a_model_and_says_its_error(digits_ckpt, tmp_path):
     assert f"rounding: {rounding['round_to']} channels" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "entroprune.cli", "latency", str(digits_ckpt), "--backend", "tflite",
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "--backend 'tflite' is not one of torch, onnxruntime" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and "--backend 'tflite' is not one of torch, torchscript, onnxruntime" in bad.stderr, bad.stderr
     assert not (tmp_path / "bad").exists()
 
 
@@ -246,6 +246,10 @@ def test_the_report_puts_predicted_beside_measured_latency():
     assert line == ("Latency target 30% of the original: 29.0% predicted, 30.0% measured (torch, batch 64); "
                     "the model's median error on random pruned nets: 4.0%.")
     assert _latency_lines(evaluation, {"reward": 1}) == []
+    # a TorchScript-targeted run is measured on TorchScript, not on eager torch
+    evaluation["rows"][0]["ts_b64_ms"], evaluation["rows"][1]["ts_b64_ms"] = 10.0, 2.5
+    summary["config"]["latency_backend"] = "torchscript"
+    assert "25.0% measured (TorchScript, batch 64)" in _latency_lines(evaluation, summary)[0]
 
 
 def blocked_macs_timer(module: nn.Module, shape: tuple[int, ...]) -> float:

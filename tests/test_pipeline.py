@@ -60,7 +60,8 @@ def test_side_by_side_evaluation(pruned):
     assert [r["name"] for r in rows] == ["original", "pruned"]
     assert rows[1]["macs_reduction"] > 2.0
     assert rows[1]["macs"] / rows[0]["macs"] == pytest.approx(0.4, rel=0.03)
-    for key in ("torch_b1_ms", "torch_b64_ms", "ort_b1_ms", "ort_b64_ms", "speedup_vs_macs_b64"):
+    for key in ("torch_b1_ms", "torch_b64_ms", "ts_b1_ms", "ts_b64_ms", "ort_b1_ms", "ort_b64_ms",
+                "speedup_vs_macs_b64", "ts_speedup_vs_macs_b64", "ort_speedup_vs_macs_b64"):
         assert rows[1][key] > 0
     # each column is what it says: counted MACs, the ratio of the latencies, speed-up over MACs reduction
     orig, pr = rows
@@ -69,6 +70,9 @@ def test_side_by_side_evaluation(pruned):
     assert pr["macs_reduction"] == pytest.approx(orig["macs"] / pr["macs"])
     assert pr["speedup_torch_b64"] == pytest.approx(orig["torch_b64_ms"] / pr["torch_b64_ms"], rel=1e-3)
     assert pr["speedup_vs_macs_b64"] == pytest.approx(pr["speedup_torch_b64"] / pr["macs_reduction"], rel=1e-3)
+    for rt in ("ts", "ort"):
+        assert pr[f"speedup_{rt}_b64"] == pytest.approx(orig[f"{rt}_b64_ms"] / pr[f"{rt}_b64_ms"], rel=1e-3)
+        assert pr[f"{rt}_speedup_vs_macs_b64"] == pytest.approx(pr[f"speedup_{rt}_b64"] / pr["macs_reduction"])
     from entroprune.api import load_data_for_spec
 
     data = load_data_for_spec(ckpt.spec, calib_size=None)
@@ -99,7 +103,14 @@ def test_export_matches_torch(pruned, tmp_path, fmt):
     else:
         model, ckpt = load_model(pruned / "pruned" / "model.pt")
         x = torch.randn(2, *ckpt.spec.input_size)
-        assert torch.allclose(torch.jit.load(str(tmp_path / "m.torchscript"))(x), model(x), atol=1e-5)
+        loaded = torch.jit.load(str(tmp_path / "m.torchscript"))
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+        # frozen: the weights are constants, batch norms folded into the convs, nothing left to train
+        assert not list(loaded.parameters())
+        assert "batch_norm" not in str(loaded.inlined_graph)
+        # and loadable the way the docs say a CPU deployment should, with the same outputs
+        with torch.no_grad():
+            assert torch.allclose(torch.jit.optimize_for_inference(loaded)(x), model(x), atol=1e-5)
 
 
 def test_finetune_recovers_accuracy(pruned, tmp_path):
@@ -170,7 +181,9 @@ def test_run_quick_cli(quick_run):
 
     assert markdown_table(ev["rows"]) in report
     pr = ev["rows"][1]
-    assert f"torch {pr['speedup_torch_b64']:.2f}x (ratio {pr['speedup_vs_macs_b64']:.2f})" in report
+    assert f"torch eager {pr['speedup_torch_b64']:.2f}x (ratio {pr['speedup_vs_macs_b64']:.2f})" in report
+    assert f"TorchScript {pr['speedup_ts_b64']:.2f}x (ratio {pr['ts_speedup_vs_macs_b64']:.2f})" in report
+    assert f"onnxruntime {pr['speedup_ort_b64']:.2f}x (ratio {pr['ort_speedup_vs_macs_b64']:.2f})" in report
     assert f"{pr['test_accuracy'] - ev['rows'][0]['test_accuracy']:+.2f} points" in report
     assert json.loads((run / "report.json").read_text())["evaluation"] == ev
     if not ref["same_as_searched"]:

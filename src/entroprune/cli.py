@@ -183,7 +183,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 512,
     original: Annotated[Path | None, typer.Option(help="Unpruned checkpoint to compare with "
                                                       "(default: the one a pruned checkpoint names).")] = None,
-    latency: Annotated[bool, typer.Option(help="Measure CPU latency (torch and onnxruntime).")] = False,
+    latency: Annotated[bool, typer.Option(help="Measure CPU latency (torch eager, TorchScript, onnxruntime).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --json file.")] = False,
     trust_pickle: TrustPickle = False,
@@ -222,7 +222,7 @@ def evaluate(
 def latency(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by entroprune.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for latency_model.json.")] = Path("runs/latency"),
-    backend: Annotated[str, typer.Option(help="torch or onnxruntime: the runtime you deploy on.")] = _LATENCY.backend,
+    backend: Annotated[str, typer.Option(help="torch, torchscript or onnxruntime: the runtime you deploy on.")] = _LATENCY.backend,
     batch: Annotated[int, typer.Option(help="Inputs per forward, as deployed.")] = _LATENCY.batch,
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of the search space.")] = _SEARCH.min_keep,
     round_to: Annotated[int, typer.Option(help="Channel rounding of the search space.")] = _MAIN_ROUND_TO,
@@ -377,7 +377,7 @@ def search(
              "machine, or read from --latency-model); both targets hold, --macs-target 1 for latency only.")] = _SEARCH.latency_target,
     latency_model: Annotated[str | None, typer.Option(
         help="latency_model.json from `entroprune latency` (default: fit one in --out).")] = _SEARCH.latency_model,
-    latency_backend: Annotated[str, typer.Option(help="Runtime the latency model times: torch or onnxruntime.")] = _SEARCH.latency_backend,
+    latency_backend: Annotated[str, typer.Option(help="Runtime the latency model times: torch, torchscript or onnxruntime.")] = _SEARCH.latency_backend,
     latency_batch: Annotated[int, typer.Option(help="Inputs per forward the latency model times.")] = _SEARCH.latency_batch,
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
@@ -536,7 +536,8 @@ def run(
     base, pruned = ev["rows"][0], ev["rows"][-1]
     out.print(f"baseline test accuracy {base['test_accuracy']:.2f}%, pruned + fine-tuned "
               f"{pruned['test_accuracy']:.2f}% at {pruned['macs_reduction']:.2f}x fewer MACs, "
-              f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x")
+              f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x (torch eager), "
+              f"{pruned['speedup_ts_b64']:.2f}x (TorchScript), {pruned['speedup_ort_b64']:.2f}x (onnxruntime)")
     out.print(f"run folder: {run_dir} (report.md, model.onnx, finetuned/model.pt)")
 
 

@@ -31,6 +31,25 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
+def frozen_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """The net traced and frozen: weights inlined as constants, batch norms folded into the convs. What
+    `export --format torchscript` writes; portable, unlike the optimized form below."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        return torch.jit.freeze(torch.jit.trace(model.cpu().eval(), example.cpu()))
+
+
+def deployed_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """The frozen net as a CPU deployment loads it: ``torch.jit.optimize_for_inference`` keeps activations in
+    oneDNN's blocked layout from layer to layer. Tied to this machine's build (it cannot be saved), so it is
+    made after loading: ``torch.jit.optimize_for_inference(torch.jit.load(path))``."""
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch marks TorchScript deprecated in favour of torch.compile, which needs a C++ compiler at the
+        # deployment; TorchScript is still what runs a saved net with nothing but libtorch
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*optimize_for_inference")
+        return torch.jit.optimize_for_inference(frozen_torchscript(model, example))
+
+
 def onnx_session(data: bytes, threads: int | None = None):
     import onnxruntime as ort
 
@@ -62,7 +81,7 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
         got = onnx_session(data).run(None, {"input": probe.numpy()})[0]
         atomic_write(path, lambda p: p.write_bytes(data))
     else:
-        traced = torch.jit.trace(model, example[:1])
+        traced = frozen_torchscript(model, example[:1])
         fd, tmp = tempfile.mkstemp(suffix=".pt")
         os.close(fd)
         try:
@@ -80,4 +99,4 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
     return {"max_abs_diff": diff, "bytes": Path(path).stat().st_size}
 
 
-__all__ = ["FORMATS", "export_model", "onnx_bytes", "onnx_session"]
+__all__ = ["FORMATS", "deployed_torchscript", "export_model", "frozen_torchscript", "onnx_bytes", "onnx_session"]

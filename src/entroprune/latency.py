@@ -16,12 +16,24 @@ import torch.nn as nn
 
 from .structure import ROOTS
 
+#: Deployment runtimes a latency is measured on, and the short names of their columns. ``torchscript`` is the
+#: net as `entroprune export --format torchscript` writes it (traced, frozen), loaded the way torch recommends
+#: for CPU inference (``torch.jit.optimize_for_inference``: batch norms folded, oneDNN layouts kept between
+#: layers); eager ``torch`` pays a layout conversion and a separate batch norm per layer, costs that do not
+#: shrink with the MACs (docs/measurements/latency_deploy.md).
+RUNTIMES = {"torch": "torch", "torchscript": "ts", "onnxruntime": "ort"}
+BACKENDS = tuple(RUNTIMES)
+
 
 def _runner(model: nn.Module, shape: tuple[int, ...], batch: int, runtime: str):
     """A zero-argument callable running one forward of ``batch`` images on ``runtime``."""
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
-    if runtime == "torch":
+    if runtime in ("torch", "ts"):
         model = model.cpu().eval()
+        if runtime == "ts":
+            from .export import deployed_torchscript
+
+            model = deployed_torchscript(model, x)
 
         def run():
             with torch.no_grad():
@@ -93,9 +105,10 @@ def relative_medians(times: list[list[float]]) -> list[float]:
 
 
 def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int = 20) -> list[dict[str, float]]:
-    """Batch-1 and batch-64 CPU latency with torch and onnxruntime, models timed in alternation."""
+    """Batch-1 and batch-64 CPU latency with torch (eager and TorchScript) and onnxruntime, models timed in
+    alternation."""
     rows: list[dict[str, float]] = [{} for _ in models]
-    for runtime in ("torch", "ort"):
+    for runtime in RUNTIMES.values():
         for batch, reps in ((1, repeats * 3), (64, repeats)):
             for row, ms in zip(rows, paired_latency(models, shape, batch, runtime, reps), strict=True):
                 row[f"{runtime}_b{batch}_ms"] = ms
@@ -108,12 +121,15 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows[1:]:
         row["macs_reduction"] = base["macs"] / row["macs"]
         row["params_reduction"] = base["params"] / row["params"]
-        for key in ("torch_b1_ms", "torch_b64_ms", "ort_b1_ms", "ort_b64_ms"):
-            if key in row and key in base:
-                row[f"speedup_{key.removesuffix('_ms')}"] = base[key] / row[key]
-        if "speedup_torch_b64" in row:
-            row["speedup_vs_macs_b64"] = row["speedup_torch_b64"] / row["macs_reduction"]
-            row["ort_speedup_vs_macs_b64"] = row["speedup_ort_b64"] / row["macs_reduction"]
+        for runtime in RUNTIMES.values():
+            for batch in (1, 64):
+                key = f"{runtime}_b{batch}_ms"
+                if key in row and key in base:
+                    row[f"speedup_{runtime}_b{batch}"] = base[key] / row[key]
+            if f"speedup_{runtime}_b64" in row:
+                # torch's keeps its historic unprefixed name (reports and results CSVs read it)
+                prefix = "" if runtime == "torch" else f"{runtime}_"
+                row[f"{prefix}speedup_vs_macs_b64"] = row[f"speedup_{runtime}_b64"] / row["macs_reduction"]
     return rows
 
 
@@ -219,7 +235,7 @@ def build_layer(shape: LayerShape, cin: int, cout: int) -> tuple[nn.Module, tupl
 class LatencyConfig:
     """How a latency model is measured.
 
-    :param backend: ``torch`` or ``onnxruntime``: the runtime the pruned net will be deployed on.
+    :param backend: ``torch``, ``torchscript`` or ``onnxruntime``: the runtime the pruned net will be deployed on.
     :param batch: inputs per forward, as deployed.
     :param points: channel counts per dimension of each layer's table.
     :param calibration: random pruned nets timed whole to fit the rest of the net (norms, activations).
@@ -243,7 +259,6 @@ class LatencyConfig:
             raise ConfigError("`batch`, `calibration` and `repeats` must be >= 1, `points` >= 2, `held_out` >= 0")
 
 
-BACKENDS = ("torch", "onnxruntime")
 
 
 # A timer: (module, input shape without the batch) -> seconds per forward of the configured batch.
@@ -255,7 +270,7 @@ PairTimer = Callable[[list[nn.Module], tuple[int, ...]], list[float]]
 
 
 def wall_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int = 2) -> Timer:
-    """Median wall time of one forward of ``batch`` inputs on ``backend`` (torch or onnxruntime)."""
+    """Median wall time of one forward of ``batch`` inputs on ``backend`` (one of :data:`BACKENDS`)."""
     pair = wall_pair_timer(batch, backend, repeats, warmup)
     return lambda module, shape: pair([module], shape)[0]
 
@@ -263,7 +278,7 @@ def wall_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int
 def wall_pair_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int = 2) -> PairTimer:
     """Like :func:`wall_timer` for several modules, timed round by round in alternation, so that machine
     load drifts alike for all of them (on a shared 2-core VM one net's median moved 30% between calls)."""
-    runtime = "torch" if backend == "torch" else "ort"
+    runtime = RUNTIMES[backend]
 
     def timer(modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
         return [ms / 1000 for ms in paired_latency(modules, shape, batch, runtime, repeats, warmup)]
@@ -473,6 +488,6 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
     return {"round_to": chosen, "rows": rows, "tie": tie}
 
 
-__all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS",
+__all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS", "RUNTIMES",
            "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
            "choose_rounding", "ROUNDING_STEPS"]

@@ -98,7 +98,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     timings["finetune"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    say("evaluate: accuracy, MACs and CPU latency (torch, onnxruntime)")
+    say("evaluate: accuracy, MACs and CPU latency (torch eager, TorchScript, onnxruntime)")
     rows = evaluate_checkpoint(run_dir / "finetuned" / "model.pt", device=device, latency=True,
                                repeats=cfg.latency_repeats)
     timings["evaluate"] = time.perf_counter() - t0

@@ -75,8 +75,9 @@ def format_value(v: Any) -> str:
 
 TABLE_COLUMNS = [("name", "model"), ("test_accuracy", "test acc (%)"), ("params", "params"), ("macs", "MACs"),
                  ("macs_reduction", "MACs reduction (x)"), ("torch_b1_ms", "torch b1 (ms)"),
-                 ("torch_b64_ms", "torch b64 (ms)"), ("ort_b1_ms", "ORT b1 (ms)"), ("ort_b64_ms", "ORT b64 (ms)"),
-                 ("speedup_torch_b64", "torch speed-up b64 (x)"), ("speedup_ort_b64", "ORT speed-up b64 (x)"),
+                 ("torch_b64_ms", "torch b64 (ms)"), ("ts_b64_ms", "TorchScript b64 (ms)"), ("ort_b1_ms", "ORT b1 (ms)"),
+                 ("ort_b64_ms", "ORT b64 (ms)"), ("speedup_torch_b64", "torch speed-up b64 (x)"),
+                 ("speedup_ts_b64", "TorchScript speed-up b64 (x)"), ("speedup_ort_b64", "ORT speed-up b64 (x)"),
                  ("speedup_vs_macs_b64", "torch speed-up / MACs red.")]
 
 
@@ -120,14 +121,28 @@ def _read_episodes(path: Path) -> list[dict]:
     return entries
 
 
+def speedup_sentence(pr: dict[str, Any]) -> str:
+    """The pruned net's batch-64 speed-ups on each runtime, and each as a fraction of its MACs reduction."""
+    from .latency import RUNTIMES
+
+    parts = [f"{name} {pr[f'speedup_{rt}_b64']:.2f}x (ratio "
+             f"{pr['speedup_vs_macs_b64' if rt == 'torch' else f'{rt}_speedup_vs_macs_b64']:.2f})"
+             for name, rt in (("torch eager", "torch"), ("TorchScript", "ts"), ("onnxruntime", "ort"))
+             if f"speedup_{rt}_b64" in pr and rt in RUNTIMES.values()]
+    return (f"Batch-64 CPU speed-up for a {pr['macs_reduction']:.2f}x MACs reduction: " + ", ".join(parts)
+            + "; goal: ratio >= 0.6.")
+
+
 def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
     """A latency-targeted search: the latency its model predicted for the result beside the one measured."""
     if not summary or "latency_fraction" not in summary:
         return []
     base, pr = evaluation["rows"][0], evaluation["rows"][-1]
     model = summary.get("latency_model") or {}
-    key = "ort_b64_ms" if (summary.get("config") or {}).get("latency_backend") == "onnxruntime" else "torch_b64_ms"
-    measured = f"{pr[key] / base[key]:.1%} measured ({key.split('_')[0]}, batch 64)" if key in pr and key in base else \
+    from .latency import RUNTIMES
+
+    key = f"{RUNTIMES.get((summary.get('config') or {}).get('latency_backend', 'torch'), 'torch')}_b64_ms"
+    measured = f"{pr[key] / base[key]:.1%} measured ({key.split('_')[0].replace('ts', 'TorchScript')}, batch 64)" if key in pr and key in base else \
         "not measured"
     err = f"; the model's median error on random pruned nets: {model['median_error']:.1%}" \
         if model.get("median_error") is not None else ""
@@ -182,11 +197,9 @@ def write_report(run_dir: str | Path) -> Path:
                markdown_table(evaluation["rows"]), ""]
         pr = evaluation["rows"][-1]
         if "speedup_vs_macs_b64" in pr:
-            md.append(f"Batch-64 CPU speed-up for a {pr['macs_reduction']:.2f}x MACs reduction: torch "
-                      f"{pr['speedup_torch_b64']:.2f}x (ratio {pr['speedup_vs_macs_b64']:.2f}), onnxruntime "
-                      f"{pr['speedup_ort_b64']:.2f}x (ratio {pr['ort_speedup_vs_macs_b64']:.2f}); goal: ratio >= 0.6. "
-                      "Latencies: the two models timed in alternation with glibc's heap kept (the original's median, the "
-                      "pruned net's median ratio to it round by round).")
+            md.append(speedup_sentence(pr) + " Latencies: the two models timed in alternation with glibc's heap kept "
+                      "(the original's median, the pruned net's median ratio to it round by round); TorchScript: "
+                      "the exported net loaded with `torch.jit.optimize_for_inference`.")
         md += _latency_lines(evaluation, summary)
         drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
         md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]

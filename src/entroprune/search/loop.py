@@ -97,7 +97,7 @@ class SearchConfig:
         model fitted on this machine predicts it (None = MACs only); both targets hold.
     :param latency_model: a ``latency_model.json`` written by ``entroprune latency`` (None = fit one in
         the run folder, reused by ``resume``).
-    :param latency_backend: ``torch`` or ``onnxruntime``: the runtime a fitted latency model times.
+    :param latency_backend: ``torch``, ``torchscript`` or ``onnxruntime``: the runtime a fitted latency model times.
     :param latency_batch: inputs per forward a fitted latency model times.
     :param flops_target: the old name of ``macs_target`` (deprecated: it always meant MACs).
     """
