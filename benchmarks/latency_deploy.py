@@ -41,13 +41,31 @@ out = {{"macs": structure.macs(counts) / structure.total_macs}}
 for rt in {runtimes!r}:
     t = paired_latency([model.eval(), net], tuple(loaded.spec.input_size), {batch}, rt, {repeats})
     out[rt] = {{"unpruned_ms": t[0], "pruned_ms": t[1]}}
+from torch.profiler import profile
+x = torch.randn({batch}, *loaded.spec.input_size)
+for key, m in (("unpruned", model.eval()), ("pruned", net)):
+    with torch.no_grad():
+        m(x)
+        with profile() as prof:
+            for _ in range({repeats}):
+                m(x)
+    shares = {{}}
+    for e in prof.key_averages():
+        kind = next((k for k, ops in OPS.items() if any(o in e.key for o in ops)), "other")
+        shares[kind] = shares.get(kind, 0.0) + e.self_cpu_time_total
+    out.setdefault("eager_profile", {{}})[key] = {{k: v / sum(shares.values()) for k, v in shares.items()}}
 print(json.dumps(out))
 """
+
+#: Eager torch's time by kind of op (self CPU time under torch.profiler, first matching name).
+OPS = {"conv": ["convolution"], "pooling": ["pool"], "batch norm": ["batch_norm"], "activation": ["relu", "clamp",
+       "hardtanh"]}
 
 
 def run_child(name: str, args: argparse.Namespace) -> dict:
     code = CHILD.format(threads=args.threads, ckpt=str(Path(args.baselines) / name / "model.pt"), macs=args.macs,
                         batch=args.batch, repeats=args.repeats, runtimes=list(RUNTIMES.values()))
+    code = f"OPS = {OPS!r}\n" + code
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -96,6 +114,15 @@ def main() -> None:
             s = [a / b for a, b in zip(u, p, strict=True)]
             lines.append(f"| {name} | {red:.2f}x | {label} | {span(u, '.1f')} | {span(p, '.1f')} | {span(s, '.2f')} "
                          f"| {span([v / red for v in s], '.2f')} |")
+    kinds = [*OPS, "other"]
+    lines += ["", "Where eager torch spends its time (share of self CPU time under `torch.profiler`, batch "
+              f"{args.batch}, first process): per-channel passes (pooling, batch norm, activations) shrink only "
+              "linearly with the channels, the convs with their product.", "",
+              "| model | net | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+    for name in args.models:
+        prof = next(r for r in rows if r["model"] == name)["eager_profile"]
+        for key in ("unpruned", "pruned"):
+            lines.append(f"| {name} | {key} | " + " | ".join(f"{prof[key].get(k, 0):.0%}" for k in kinds) + " |")
     out = Path(args.out)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")

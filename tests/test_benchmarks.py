@@ -356,7 +356,13 @@ def test_latency_deploy_benchmark_rows_are_its_timings(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     rep = json.loads((tmp_path / "ld.json").read_text())["rows"][0]
     lines = [line for line in (tmp_path / "ld.md").read_text().splitlines() if line.startswith("| vgg |")]
+    lines, profile = lines[:3], lines[3:]
     assert [line.split("|")[3].strip() for line in lines] == ["torch eager", "TorchScript", "onnxruntime"]
+    # the eager profile: one row per net, shares of its time that add up to the whole
+    for line, key in zip(profile, ("unpruned", "pruned"), strict=True):
+        shares = rep["eager_profile"][key]
+        assert line.split("|")[2].strip() == key and sum(shares.values()) == pytest.approx(1.0)
+        assert shares["conv"] > 0 and f"| {shares['conv']:.0%} |" in line
     red = 1 / rep["macs"]
     for line, rt in zip(lines, ("torch", "ts", "ort"), strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
