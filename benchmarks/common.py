@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +27,29 @@ def timing_checkpoint(model: str, dataset: str = "fashion-mnist", given: str | N
     path = Path(tempfile.mkdtemp(prefix="entroprune-bench-")) / "model.pt"
     save_checkpoint(path, spec, net)
     return path
+
+
+FRESH_TIMING = """
+import json, sys, torch
+from entroprune.api import load_model
+from entroprune.latency import RUNTIMES, paired_latency
+torch.set_num_threads({threads})
+nets = [load_model(p)[0].eval() for p in {paths!r}]
+_, loaded = load_model({paths!r}[0])
+print(json.dumps(paired_latency(nets, tuple(loaded.spec.input_size), {batch}, RUNTIMES[{backend!r}], {repeats})))
+"""
+
+
+def fresh_latencies(paths: list[Path], backend: str, batch: int, repeats: int, threads: int,
+                    processes: int) -> list[list[float]]:
+    """Latency (ms) of each checkpoint, timed in alternation (first net's median, the others by their
+    per-round ratio to it), once in each of ``processes`` fresh processes: a deployment starts fresh, and the
+    same nets' latency fraction moves more between processes than within one
+    (docs/measurements/latency_noise.md), so one process's timing can land in a slow mode."""
+    code = FRESH_TIMING.format(threads=threads, paths=[str(p) for p in paths], batch=batch, backend=backend,
+                               repeats=repeats)
+    return [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1]) for _ in range(processes)]
 
 
 def read_rows(path: Path) -> list[dict]:

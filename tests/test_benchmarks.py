@@ -205,7 +205,7 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path):
     shutil.copy(digits_ckpt, tmp_path / "b" / "vgg" / "model.pt")
     # 0.8: the tiny net's fixed costs, timed once, put its smallest policy anywhere from 40% to 60% of the latency
     args = ["--models", "vgg", "--target", "0.8", "--episodes", "3", "--finetune-epochs", "1", "--repeats", "1",
-            "--round-to", "1", "--threads", "1", "--quiet", "--baselines", str(tmp_path / "b"),
+            "--processes", "2", "--round-to", "1", "--threads", "1", "--quiet", "--baselines", str(tmp_path / "b"),
             "--work", str(tmp_path / "w"), "--out", str(tmp_path / "lt.md")]
     first = run("latency_target.py", *args)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -213,6 +213,9 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path):
     r = rows[0]
     assert r["latency"]["predicted_latency"] <= 0.8 + 1e-6 and 0 < r["macs"]["macs_target"] < 1
     assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {"latency", "macs"}
+    # each net's fraction is the median over the fresh processes, every process's kept
+    per = r["measured"]["per_process"]
+    assert len(per) == 2 and r["measured"]["latency_fraction"] == pytest.approx((per[0][0] + per[1][0]) / 2)
     assert set(r["rounding"]) == {"8", "auto"} and r["rounding"]["8"]["round_to"] == 8
     assert all(x["speedup"] > 0 and 0 < x["achieved"] <= 0.2 + 1e-6 for x in r["rounding"].values())
     page = (tmp_path / "lt.md").read_text()
