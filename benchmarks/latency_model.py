@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,6 +58,20 @@ def repeatability(model: torch.nn.Module, structure: Structure, rep: dict, pair:
                                 / h["measured_fraction"] - 1) for h in rep["held_out"]]))
 
 
+def fit_and_check(name: str, width: float, backend: str, args: argparse.Namespace) -> dict:
+    """Fit one latency model and measure its errors and noise floor (one row of the page)."""
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, in_channels=1, width_mult=width).eval()
+    structure = Structure(model, torch.zeros(1, 1, 28, 28))
+    lo = structure.keep_counts(args.min_keep, args.round_to)
+    pair = wall_pair_timer(args.batch, backend, args.repeats)
+    lm, rep = fit_latency_model(model, structure, lo, wall_timer(args.batch, backend, args.repeats),
+                                held_out=args.held_out, round_to=args.round_to, seed=0, pair=pair)
+    rep["uniform_errors"] = uniform_errors(model, structure, lm, args.round_to, pair)
+    rep["repeatability"] = repeatability(model, structure, rep, pair)
+    return rep
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["vgg", "mobilenetv2"])
@@ -69,20 +84,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=LatencyConfig.repeats, help="alternation rounds per timing")
     ap.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "latency_model"))
+    ap.add_argument("--one", nargs=3, metavar=("MODEL", "WIDTH", "BACKEND"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.one:
+        name, width, backend = args.one
+        print(json.dumps(fit_and_check(name, float(width), backend, args)))
+        return
     rows, t_start = [], time.perf_counter()
     for name, width in zip(args.models, args.widths, strict=True):
-        torch.manual_seed(0)
-        model = build_model(name, num_classes=10, in_channels=1, width_mult=width).eval()
-        structure = Structure(model, torch.zeros(1, 1, 28, 28))
-        lo = structure.keep_counts(args.min_keep, args.round_to)
         for backend in args.backends:
-            pair = wall_pair_timer(args.batch, backend, args.repeats)
-            lm, rep = fit_latency_model(model, structure, lo, wall_timer(args.batch, backend, args.repeats),
-                                        held_out=args.held_out, round_to=args.round_to, seed=0, pair=pair)
-            rep["uniform_errors"] = uniform_errors(model, structure, lm, args.round_to, pair)
-            rep["repeatability"] = repeatability(model, structure, rep, pair)
+            # each (model, backend) in a fresh process, as `entroprune latency` fits one: a long process's
+            # history can move MobileNetV2's eager latency between modes (docs/method.md)
+            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", name, str(width), backend],
+                                 capture_output=True, text=True, check=True)
+            rep = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append({"model": name, "width": width, "backend": backend, **rep})
             print(f"{name} w{width} {backend}: median error {rep['median_error']:.1%}, worst {rep['max_error']:.1%}, "
                   f"fit {rep['fit_time_s']:.0f} s", flush=True)
@@ -90,7 +106,8 @@ def main() -> None:
     lines = ["# Latency model: predicted against measured latency of random pruned nets", "",
              f"Machine: {machine}; batch {args.batch}; 28x28 single-channel inputs (Fashion-MNIST's); search space: "
              f"keep ratio >= {args.min_keep}, channels rounded to {args.round_to}. Made by "
-             f"`python benchmarks/latency_model.py` in {time.perf_counter() - t_start:.0f} s.", "",
+             f"`python benchmarks/latency_model.py{''.join(' ' + a for a in sys.argv[1:])}` in "
+             f"{time.perf_counter() - t_start:.0f} s.", "",
              "Each (model, backend): every conv and linear layer timed alone over a grid of its channel counts, "
              "the rest of the net fitted on 10 whole pruned nets (unpruned, smallest, 8 random), then "
              f"{args.held_out} other random pruned nets timed and predicted. Every whole net is timed in "

@@ -362,3 +362,28 @@ def test_timings_keep_the_heap_unless_told_not_to(monkeypatch):
         assert latency.keep_heap() is True
     monkeypatch.setattr(latency, "KEEP_HEAP", False)
     assert latency.keep_heap() is False
+
+
+def test_latency_rows_are_timed_in_a_fresh_process_unless_the_model_cannot_travel(monkeypatch):
+    """An importable model is timed in a spawned process (its rows say so, and hold every runtime's
+    timings); a class defined here, which the spawned process cannot import, is timed in this process."""
+    import os
+
+    from entroprune import latency
+
+    class Local(nn.Module):  # not importable by another process
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    pids = []
+    real = latency.paired_latency
+    monkeypatch.setattr(latency, "paired_latency", lambda *a, **k: pids.append(os.getpid()) or real(*a, **k))
+    rows = latency.latency_rows([nn.Linear(4, 2), nn.Linear(4, 3)], (4,), repeats=1)
+    assert [r["latency_process"] for r in rows] == ["fresh", "fresh"] and pids == []  # none timed here
+    assert all(r[f"{rt}_b{b}_ms"] > 0 for r in rows for rt in latency.RUNTIMES.values() for b in (1, 64))
+    rows = latency.latency_rows([Local()], (4,), repeats=1)
+    assert rows[0]["latency_process"] == "this" and set(pids) == {os.getpid()} and rows[0]["ts_b64_ms"] > 0

@@ -104,10 +104,30 @@ def relative_medians(times: list[list[float]]) -> list[float]:
                       for ts in times[1:]]
 
 
-def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int = 20) -> list[dict[str, float]]:
+def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int = 20,
+                 fresh: bool = True) -> list[dict[str, Any]]:
     """Batch-1 and batch-64 CPU latency with torch (eager and TorchScript) and onnxruntime, models timed in
-    alternation."""
-    rows: list[dict[str, float]] = [{} for _ in models]
+    alternation.
+
+    With ``fresh``, in a newly spawned process with this one's thread count, as a deployment starts: what
+    ran before in a process (training, large evaluation batches) can move a net's latency between modes
+    (docs/method.md). Models that cannot be sent to another process (classes defined in an interactive
+    session) are timed here instead; ``latency_process`` in each row says which.
+    """
+    if fresh:
+        import pickle
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+        from multiprocessing import get_context
+
+        try:
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                                     initargs=(torch.get_num_threads(),)) as pool:
+                rows = pool.submit(latency_rows, [m.cpu() for m in models], shape, repeats, False).result()
+            return [{**row, "latency_process": "fresh"} for row in rows]
+        except (pickle.PicklingError, AttributeError, TypeError, BrokenProcessPool):
+            pass  # not picklable here, or not importable there
+    rows: list[dict[str, Any]] = [{"latency_process": "this"} for _ in models]
     for runtime in RUNTIMES.values():
         for batch, reps in ((1, repeats * 3), (64, repeats)):
             for row, ms in zip(rows, paired_latency(models, shape, batch, runtime, reps), strict=True):

@@ -197,9 +197,10 @@ def write_report(run_dir: str | Path) -> Path:
                markdown_table(evaluation["rows"]), ""]
         pr = evaluation["rows"][-1]
         if "speedup_vs_macs_b64" in pr:
-            md.append(speedup_sentence(pr) + " Latencies: the two models timed in alternation with glibc's heap kept "
-                      "(the original's median, the pruned net's median ratio to it round by round); TorchScript: "
-                      "the exported net loaded with `torch.jit.optimize_for_inference`.")
+            where = " in a fresh process" if pr.get("latency_process") == "fresh" else ""
+            md.append(speedup_sentence(pr) + f" Latencies: the two models timed in alternation{where} with glibc's "
+                      "heap kept (the original's median, the pruned net's median ratio to it round by round); "
+                      "TorchScript: the exported net loaded with `torch.jit.optimize_for_inference`.")
         md += _latency_lines(evaluation, summary)
         drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
         md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
