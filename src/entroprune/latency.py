@@ -279,8 +279,6 @@ class LatencyConfig:
             raise ConfigError("`batch`, `calibration` and `repeats` must be >= 1, `points` >= 2, `held_out` >= 0")
 
 
-
-
 # A timer: (module, input shape without the batch) -> seconds per forward of the configured batch.
 Timer = Callable[[nn.Module, tuple[int, ...]], float]
 
