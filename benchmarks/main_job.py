@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from entroprune.report import timing_note
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- main-job:begin -->", "<!-- main-job:end -->"
 
@@ -82,10 +84,8 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
                       (("baseline", "baseline"), ("search", "search"), ("finetune", "fine-tuning"),
                        ("uniform_reference", "uniform reference")) if k in tm)
     text = (f"Accuracy change {pruned['test_accuracy'] - base['test_accuracy']:+.2f} points; batch-64 speed-up / "
-            f"MACs reduction {ratios}. {took} ({parts}; search of {t['episodes']} episodes). Latencies: the two "
-            f"models timed in alternation{' in a fresh process' if pruned.get('latency_process') == 'fresh' else ''} "
-            f"with glibc's heap kept (the original's median, the pruned net's median "
-            f"ratio to it round by round); TorchScript: the exported net loaded with "
+            f"MACs reduction {ratios}. {took} ({parts}; search of {t['episodes']} episodes). Latencies: "
+            f"{timing_note(pruned)}; TorchScript: the exported net loaded with "
             f"`torch.jit.optimize_for_inference`. Search trace: {trace_sentence(t)}")
     search = report.get("search") or {}
     if search.get("rerank"):

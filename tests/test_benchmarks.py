@@ -142,6 +142,7 @@ def test_main_job_record_comes_from_the_run(tmp_path):
     assert f"{pruned['ts_b64_ms']:.2f} | {pruned['ort_b64_ms']:.2f} | {pruned['speedup_torch_b64']:.2f}x | " \
         f"{pruned['speedup_ts_b64']:.2f}x | {pruned['speedup_ort_b64']:.2f}x |" in text
     assert f"{pruned['ts_speedup_vs_macs_b64']:.2f} (TorchScript)" in text
+    assert "timed in alternation in each of 3 fresh processes" in text
     readme.write_text("no markers\n")
     missing = run("main_job.py", str(run_dir), "--out-dir", str(tmp_path / "n"), "--readme", str(readme))
     assert missing.returncode != 0 and "markers" in missing.stderr and readme.read_text() == "no markers\n"
@@ -371,3 +372,20 @@ def test_latency_deploy_benchmark_rows_are_its_timings(tmp_path):
         cells = [c.strip() for c in line.strip("|").split("|")]
         speedup = rep[rt]["unpruned_ms"] / rep[rt]["pruned_ms"]
         assert cells[1] == f"{red:.2f}x" and cells[5] == f"{speedup:.2f}" and cells[6] == f"{speedup / red:.2f}"
+
+
+def test_latency_processes_benchmark_rows_are_its_timings(tmp_path):
+    """Two fresh processes: one row each, then their median and its ratio to the MACs reduction, every cell
+    read from the JSON it keeps (no time is asserted)."""
+    import statistics
+
+    res = run("latency_processes.py", "--processes", "2", "--repeats", "1", "--threads", "1",
+              "--out", str(tmp_path / "lp"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = json.loads((tmp_path / "lp.json").read_text())
+    page = (tmp_path / "lp.md").read_text()
+    assert len(rep["speedups"]) == 2 and 5.0 < rep["macs_reduction"] < 5.2  # the main job's 5.05x
+    for i, s in enumerate(rep["speedups"], 1):
+        assert f"| {i} | {s['torch']:.2f} | {s['ts']:.2f} | {s['ort']:.2f} |" in page
+    med = {rt: statistics.median(s[rt] for s in rep["speedups"]) for rt in ("torch", "ts", "ort")}
+    assert f"| median / MACs reduction | {med['torch'] / rep['macs_reduction']:.2f} |" in page

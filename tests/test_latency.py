@@ -364,10 +364,12 @@ def test_timings_keep_the_heap_unless_told_not_to(monkeypatch):
     assert latency.keep_heap() is False
 
 
-def test_latency_rows_are_timed_in_a_fresh_process_unless_the_model_cannot_travel(monkeypatch):
-    """An importable model is timed in a spawned process (its rows say so, and hold every runtime's
-    timings); a class defined here, which the spawned process cannot import, is timed in this process."""
+def test_latency_rows_are_timed_in_fresh_processes_unless_the_model_cannot_travel(monkeypatch):
+    """Importable models are timed in new processes, none in this one, and each figure is the median over them
+    (the first model's latency; the others' ratio to it); a class defined here, which another process cannot
+    import, is timed in this process. Every row says which."""
     import os
+    import statistics
 
     from entroprune import latency
 
@@ -379,11 +381,16 @@ def test_latency_rows_are_timed_in_a_fresh_process_unless_the_model_cannot_trave
         def forward(self, x):
             return self.fc(x)
 
-    pids = []
-    real = latency.paired_latency
-    monkeypatch.setattr(latency, "paired_latency", lambda *a, **k: pids.append(os.getpid()) or real(*a, **k))
-    rows = latency.latency_rows([nn.Linear(4, 2), nn.Linear(4, 3)], (4,), repeats=1)
-    assert [r["latency_process"] for r in rows] == ["fresh", "fresh"] and pids == []  # none timed here
-    assert all(r[f"{rt}_b{b}_ms"] > 0 for r in rows for rt in latency.RUNTIMES.values() for b in (1, 64))
+    pids, runs = [], []
+    real_paired, real_fresh = latency.paired_latency, latency._rows_in_fresh_process
+    monkeypatch.setattr(latency, "paired_latency", lambda *a, **k: pids.append(os.getpid()) or real_paired(*a, **k))
+    monkeypatch.setattr(latency, "_rows_in_fresh_process", lambda *a: runs.append(real_fresh(*a)) or runs[-1])
+    rows = latency.latency_rows([nn.Linear(4, 2), nn.Linear(4, 3)], (4,), repeats=1, processes=3)
+    assert [r["latency_processes"] for r in rows] == [3, 3] and pids == [] and len(runs) == 3  # none timed here
+    for key in [f"{rt}_b{b}_ms" for rt in latency.RUNTIMES.values() for b in (1, 64)]:
+        first = [r[0][key] for r in runs]
+        assert rows[0][key] == pytest.approx(statistics.median(first))
+        assert rows[1][key] == pytest.approx(statistics.median(first) * statistics.median(
+            r[1][key] / r[0][key] for r in runs))
     rows = latency.latency_rows([Local()], (4,), repeats=1)
-    assert rows[0]["latency_process"] == "this" and set(pids) == {os.getpid()} and rows[0]["ts_b64_ms"] > 0
+    assert rows[0]["latency_processes"] == 0 and set(pids) == {os.getpid()} and rows[0]["ts_b64_ms"] > 0

@@ -60,6 +60,8 @@ def test_side_by_side_evaluation(pruned):
     assert [r["name"] for r in rows] == ["original", "pruned"]
     assert rows[1]["macs_reduction"] > 2.0
     assert rows[1]["macs"] / rows[0]["macs"] == pytest.approx(0.4, rel=0.03)
+    # timed in fresh processes (the checkpoint's classes are importable there), as a deployment starts
+    assert [r["latency_processes"] for r in rows] == [3, 3]
     for key in ("torch_b1_ms", "torch_b64_ms", "ts_b1_ms", "ts_b64_ms", "ort_b1_ms", "ort_b64_ms",
                 "speedup_vs_macs_b64", "ts_speedup_vs_macs_b64", "ort_speedup_vs_macs_b64"):
         assert rows[1][key] > 0

@@ -104,35 +104,67 @@ def relative_medians(times: list[list[float]]) -> list[float]:
                       for ts in times[1:]]
 
 
+#: Fresh processes :func:`latency_rows` times in by default. One process's timings can sit in a slow mode
+#: (docs/method.md); the median over three is not moved by one.
+FRESH_PROCESSES = 3
+
+
 def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int = 20,
-                 fresh: bool = True) -> list[dict[str, Any]]:
+                 processes: int = FRESH_PROCESSES) -> list[dict[str, Any]]:
     """Batch-1 and batch-64 CPU latency with torch (eager and TorchScript) and onnxruntime, models timed in
     alternation.
 
-    With ``fresh``, in a newly spawned process with this one's thread count, as a deployment starts: what
-    ran before in a process (training, large evaluation batches) can move a net's latency between modes
-    (docs/method.md). Models that cannot be sent to another process (classes defined in an interactive
-    session) are timed here instead; ``latency_process`` in each row says which.
+    In ``processes`` new Python processes with this one's thread count, as a deployment starts (what ran
+    before in a process, training or large evaluation batches, can move a net's latency between modes):
+    the first model's median over them, the others by their median ratio to it (:func:`relative_medians`).
+    ``processes=0``, or models whose classes another process cannot import (defined in a script or an
+    interactive session), are timed in this process; ``latency_processes`` in each row says how many fresh
+    ones timed it (0: this one).
     """
-    if fresh:
-        import pickle
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
-        from multiprocessing import get_context
-
-        try:
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
-                                     initargs=(torch.get_num_threads(),)) as pool:
-                rows = pool.submit(latency_rows, [m.cpu() for m in models], shape, repeats, False).result()
-            return [{**row, "latency_process": "fresh"} for row in rows]
-        except (pickle.PicklingError, AttributeError, TypeError, BrokenProcessPool):
-            pass  # not picklable here, or not importable there
-    rows: list[dict[str, Any]] = [{"latency_process": "this"} for _ in models]
+    runs = [_rows_in_fresh_process(models, shape, repeats) for _ in range(processes)]
+    if runs and all(r is not None for r in runs):
+        keys = [k for k in runs[0][0] if k.endswith("_ms")]
+        cols = {k: relative_medians([[r[i][k] for r in runs] for i in range(len(models))])  # type: ignore[index]
+                for k in keys}
+        return [{**{k: cols[k][i] for k in keys}, "latency_processes": processes} for i in range(len(models))]
+    rows: list[dict[str, Any]] = [{"latency_processes": 0} for _ in models]
     for runtime in RUNTIMES.values():
         for batch, reps in ((1, repeats * 3), (64, repeats)):
             for row, ms in zip(rows, paired_latency(models, shape, batch, runtime, reps), strict=True):
                 row[f"{runtime}_b{batch}_ms"] = ms
     return rows
+
+
+_FRESH_CHILD = """
+import json, sys, torch
+from entroprune.latency import latency_rows
+torch.set_num_threads(int(sys.argv[2]))
+job = torch.load(sys.argv[1], weights_only=False)  # written by the parent a moment ago, in its own temp folder
+print(json.dumps(latency_rows(job["models"], tuple(job["shape"]), job["repeats"], processes=0)))
+"""
+
+
+def _rows_in_fresh_process(models: list[nn.Module], shape: tuple[int, ...], repeats: int) -> list[dict] | None:
+    """:func:`latency_rows` run by a new interpreter (``python -c``, not multiprocessing's spawn, which would
+    re-run the caller's script); None when the models cannot be pickled here or imported there."""
+    import json
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="entroprune-latency-") as tmp:
+        job = Path(tmp) / "job.pt"
+        try:
+            torch.save({"models": [m.cpu() for m in models], "shape": list(shape), "repeats": repeats}, job)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return None
+        proc = subprocess.run([sys.executable, "-c", _FRESH_CHILD, str(job), str(torch.get_num_threads())],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -506,6 +538,6 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
     return {"round_to": chosen, "rows": rows, "tie": tie}
 
 
-__all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS", "RUNTIMES",
+__all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS", "RUNTIMES", "FRESH_PROCESSES",
            "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
            "choose_rounding", "ROUNDING_STEPS"]

@@ -133,6 +133,15 @@ def speedup_sentence(pr: dict[str, Any]) -> str:
             + "; goal: ratio >= 0.6.")
 
 
+def timing_note(row: dict[str, Any]) -> str:
+    """How a row's latencies were taken, in words (runs from before fresh processes lack the key)."""
+    n = row.get("latency_processes") or 0
+    where = f" in each of {n} fresh processes" if n > 1 else " in a fresh process" if n == 1 else ""
+    over = ", then the median over the processes" if n > 1 else ""
+    return (f"the two models timed in alternation{where} with glibc's heap kept (the original's median, the pruned "
+            f"net's median ratio to it round by round{over})")
+
+
 def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
     """A latency-targeted search: the latency its model predicted for the result beside the one measured."""
     if not summary or "latency_fraction" not in summary:
@@ -197,10 +206,8 @@ def write_report(run_dir: str | Path) -> Path:
                markdown_table(evaluation["rows"]), ""]
         pr = evaluation["rows"][-1]
         if "speedup_vs_macs_b64" in pr:
-            where = " in a fresh process" if pr.get("latency_process") == "fresh" else ""
-            md.append(speedup_sentence(pr) + f" Latencies: the two models timed in alternation{where} with glibc's "
-                      "heap kept (the original's median, the pruned net's median ratio to it round by round); "
-                      "TorchScript: the exported net loaded with `torch.jit.optimize_for_inference`.")
+            md.append(speedup_sentence(pr) + " Latencies: " + timing_note(pr) + "; TorchScript: the exported net "
+                      "loaded with `torch.jit.optimize_for_inference`.")
         md += _latency_lines(evaluation, summary)
         drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
         md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
