@@ -19,8 +19,8 @@ from .structure import ROOTS
 #: Deployment runtimes a latency is measured on, and the short names of their columns. ``torchscript`` is the
 #: net as `entroprune export --format torchscript` writes it (traced, frozen), loaded the way torch recommends
 #: for CPU inference (``torch.jit.optimize_for_inference``: batch norms folded, oneDNN layouts kept between
-#: layers); eager ``torch`` pays a layout conversion and a separate batch norm per layer, costs that do not
-#: shrink with the MACs (docs/measurements/latency_deploy.md).
+#: layers); eager ``torch`` runs every batch norm and pooling as its own pass over the activations, costs that
+#: shrink more slowly than the MACs (docs/measurements/latency_deploy.md).
 RUNTIMES = {"torch": "torch", "torchscript": "ts", "onnxruntime": "ort"}
 BACKENDS = tuple(RUNTIMES)
 
