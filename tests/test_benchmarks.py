@@ -213,7 +213,10 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path):
     rows = json.loads((tmp_path / "lt.json").read_text())
     r = rows[0]
     assert r["latency"]["predicted_latency"] <= 0.8 + 1e-6 and 0 < r["macs"]["macs_target"] < 1
-    assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {"latency", "macs"}
+    assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {"latency", "macs", "macs-matched"}
+    # the MACs search again, aimed at the latency-targeted net's measured latency, timed beside that net
+    mt = r["matched"]
+    assert 0 < mt["macs_target"] < 1 and mt["measured"]["matched_fraction"] > 0 and len(mt["measured"]["per_process"]) == 2
     # each net's fraction is the median over the fresh processes, every process's kept
     per = r["measured"]["per_process"]
     assert len(per) == 2 and r["measured"]["latency_fraction"] == pytest.approx((per[0][0] + per[1][0]) / 2)
