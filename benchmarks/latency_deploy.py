@@ -19,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from entroprune.latency import RUNTIME_NAMES
+
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ROOT / "docs" / "measurements" / "arena" / "baselines"
-RUNTIMES = {"torch eager": "torch", "TorchScript": "ts", "onnxruntime": "ort"}
 
 CHILD = """
 import json, torch
@@ -64,7 +65,7 @@ OPS = {"conv": ["convolution"], "pooling": ["pool"], "batch norm": ["batch_norm"
 
 def run_child(name: str, args: argparse.Namespace) -> dict:
     code = CHILD.format(threads=args.threads, ckpt=str(Path(args.baselines) / name / "model.pt"), macs=args.macs,
-                        batch=args.batch, repeats=args.repeats, runtimes=list(RUNTIMES.values()))
+                        batch=args.batch, repeats=args.repeats, runtimes=list(RUNTIME_NAMES))
     code = f"OPS = {OPS!r}\n" + code
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -94,7 +95,7 @@ def main() -> None:
             r = run_child(name, args)
             rows.append({"model": name, **r})
             print(name, " ".join(f"{label} {r[rt]['unpruned_ms'] / r[rt]['pruned_ms']:.2f}x"
-                                 for label, rt in RUNTIMES.items()), flush=True)
+                                 for rt, label in RUNTIME_NAMES.items()), flush=True)
     lines = ["# Speed-up of pruned nets by deployment runtime", "",
              f"Made by `python benchmarks/latency_deploy.py{''.join(' ' + a for a in sys.argv[1:])}` on "
              f"{machine_description(threads=False)}, {args.threads} threads, in {time.perf_counter() - t0:.0f} s. "
@@ -109,7 +110,7 @@ def main() -> None:
     for name in args.models:
         rs = [r for r in rows if r["model"] == name]
         red = 1 / rs[0]["macs"]
-        for label, rt in RUNTIMES.items():
+        for rt, label in RUNTIME_NAMES.items():
             u, p = [r[rt]["unpruned_ms"] for r in rs], [r[rt]["pruned_ms"] for r in rs]
             s = [a / b for a, b in zip(u, p, strict=True)]
             lines.append(f"| {name} | {red:.2f}x | {label} | {span(u, '.1f')} | {span(p, '.1f')} | {span(s, '.2f')} "

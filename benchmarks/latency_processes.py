@@ -27,13 +27,13 @@ from common import machine_description  # noqa: E402
 
 from entroprune.api import build_structure, load_model  # noqa: E402
 from entroprune.config import RunConfig  # noqa: E402
+from entroprune.latency import RUNTIME_NAMES as NAMES  # noqa: E402
 from entroprune.latency import RUNTIMES, latency_rows  # noqa: E402
 from entroprune.prune import prune_model  # noqa: E402
 from entroprune.search import fixed_policy_counts  # noqa: E402
 from entroprune.search.agents import GlobalAgent  # noqa: E402
 
 BASELINES = ROOT / "docs" / "measurements" / "arena" / "baselines"
-NAMES = {"torch": "torch eager", "ts": "TorchScript", "ort": "onnxruntime"}
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from entroprune.latency import ratio_key
 from entroprune.report import timing_note
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +77,7 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
     if ref:
         rows.append(f"| uniform policy, same fine-tune (reference) | {ref['test_accuracy']:.2f} | {ref['params']:,} | "
                     f"{ref['macs']:,} | {base['macs'] / ref['macs']:.2f}x |" + " - |" * 2 * len(rts))
-    ratios = ", ".join(f"{pruned['speedup_vs_macs_b64' if rt == 'torch' else f'{rt}_speedup_vs_macs_b64']:.2f} "
-                       f"({RUNTIMES[rt]})" for rt in rts)
+    ratios = ", ".join(f"{pruned[ratio_key(rt)]:.2f} ({RUNTIMES[rt]})" for rt in rts)
     took = (f"The whole `make run`, set-up and baseline training included, took {fmt_s(wall)}" if wall
             else f"The run took {fmt_s(tm.get('total', 0))} after set-up")
     parts = ", ".join(f"{name} {tm[k]:.0f} s" for k, name in

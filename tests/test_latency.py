@@ -382,9 +382,14 @@ def test_latency_rows_are_timed_in_fresh_processes_unless_the_model_cannot_trave
             return self.fc(x)
 
     pids, runs = [], []
-    real_paired, real_fresh = latency.paired_latency, latency._rows_in_fresh_process
+    real_paired, real_fresh = latency.paired_latency, latency._rows_in_fresh_processes
     monkeypatch.setattr(latency, "paired_latency", lambda *a, **k: pids.append(os.getpid()) or real_paired(*a, **k))
-    monkeypatch.setattr(latency, "_rows_in_fresh_process", lambda *a: runs.append(real_fresh(*a)) or runs[-1])
+
+    def fresh(*a):
+        got = real_fresh(*a)
+        runs.extend(got or [])
+        return got
+    monkeypatch.setattr(latency, "_rows_in_fresh_processes", fresh)
     rows = latency.latency_rows([nn.Linear(4, 2), nn.Linear(4, 3)], (4,), repeats=1, processes=3)
     assert [r["latency_processes"] for r in rows] == [3, 3] and pids == [] and len(runs) == 3  # none timed here
     for key in [f"{rt}_b{b}_ms" for rt in latency.RUNTIMES.values() for b in (1, 64)]:

@@ -23,6 +23,14 @@ from .structure import ROOTS
 #: shrink more slowly than the MACs (docs/measurements/latency_deploy.md).
 RUNTIMES = {"torch": "torch", "torchscript": "ts", "onnxruntime": "ort"}
 BACKENDS = tuple(RUNTIMES)
+#: How reports and benchmark pages name each runtime (by column prefix).
+RUNTIME_NAMES = {"torch": "torch eager", "ts": "TorchScript", "ort": "onnxruntime"}
+
+
+def ratio_key(runtime: str) -> str:
+    """The row key of a runtime's batch-64 speed-up over MACs reduction; torch's keeps its historic unprefixed
+    name (reports and results CSVs read it)."""
+    return "speedup_vs_macs_b64" if runtime == "torch" else f"{runtime}_speedup_vs_macs_b64"
 
 
 def _runner(model: nn.Module, shape: tuple[int, ...], batch: int, runtime: str):
@@ -121,11 +129,10 @@ def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int =
     interactive session), are timed in this process; ``latency_processes`` in each row says how many fresh
     ones timed it (0: this one).
     """
-    runs = [_rows_in_fresh_process(models, shape, repeats) for _ in range(processes)]
-    if runs and all(r is not None for r in runs):
+    runs = _rows_in_fresh_processes(models, shape, repeats, processes) if processes else None
+    if runs:
         keys = [k for k in runs[0][0] if k.endswith("_ms")]
-        cols = {k: relative_medians([[r[i][k] for r in runs] for i in range(len(models))])  # type: ignore[index]
-                for k in keys}
+        cols = {k: relative_medians([[r[i][k] for r in runs] for i in range(len(models))]) for k in keys}
         return [{**{k: cols[k][i] for k in keys}, "latency_processes": processes} for i in range(len(models))]
     rows: list[dict[str, Any]] = [{"latency_processes": 0} for _ in models]
     for runtime in RUNTIMES.values():
@@ -144,9 +151,11 @@ print(json.dumps(latency_rows(job["models"], tuple(job["shape"]), job["repeats"]
 """
 
 
-def _rows_in_fresh_process(models: list[nn.Module], shape: tuple[int, ...], repeats: int) -> list[dict] | None:
-    """:func:`latency_rows` run by a new interpreter (``python -c``, not multiprocessing's spawn, which would
-    re-run the caller's script); None when the models cannot be pickled here or imported there."""
+def _rows_in_fresh_processes(models: list[nn.Module], shape: tuple[int, ...], repeats: int,
+                             processes: int) -> list[list[dict]] | None:
+    """:func:`latency_rows` run by ``processes`` new interpreters in turn (``python -c``, not multiprocessing's
+    spawn, which would re-run the caller's script), from one saved copy of the models; None when the models
+    cannot be pickled here or a process fails (classes it cannot import)."""
     import json
     import pickle
     import subprocess
@@ -154,17 +163,20 @@ def _rows_in_fresh_process(models: list[nn.Module], shape: tuple[int, ...], repe
     import tempfile
     from pathlib import Path
 
+    runs = []
     with tempfile.TemporaryDirectory(prefix="entroprune-latency-") as tmp:
         job = Path(tmp) / "job.pt"
         try:
             torch.save({"models": [m.cpu() for m in models], "shape": list(shape), "repeats": repeats}, job)
         except (pickle.PicklingError, AttributeError, TypeError):
             return None
-        proc = subprocess.run([sys.executable, "-c", _FRESH_CHILD, str(job), str(torch.get_num_threads())],
-                              capture_output=True, text=True)
-    if proc.returncode != 0:
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        for _ in range(processes):
+            proc = subprocess.run([sys.executable, "-c", _FRESH_CHILD, str(job), str(torch.get_num_threads())],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                return None
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return runs
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -179,9 +191,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if key in row and key in base:
                     row[f"speedup_{runtime}_b{batch}"] = base[key] / row[key]
             if f"speedup_{runtime}_b64" in row:
-                # torch's keeps its historic unprefixed name (reports and results CSVs read it)
-                prefix = "" if runtime == "torch" else f"{runtime}_"
-                row[f"{prefix}speedup_vs_macs_b64"] = row[f"speedup_{runtime}_b64"] / row["macs_reduction"]
+                row[ratio_key(runtime)] = row[f"speedup_{runtime}_b64"] / row["macs_reduction"]
     return rows
 
 
@@ -538,6 +548,6 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
     return {"round_to": chosen, "rows": rows, "tie": tie}
 
 
-__all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS", "RUNTIMES", "FRESH_PROCESSES",
+__all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS", "RUNTIMES", "RUNTIME_NAMES", "ratio_key", "FRESH_PROCESSES",
            "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
            "choose_rounding", "ROUNDING_STEPS"]

@@ -123,10 +123,10 @@ def _read_episodes(path: Path) -> list[dict]:
 
 def speedup_sentence(pr: dict[str, Any]) -> str:
     """The pruned net's batch-64 speed-ups on each runtime, and each as a fraction of its MACs reduction."""
-    parts = [f"{name} {pr[f'speedup_{rt}_b64']:.2f}x (ratio "
-             f"{pr['speedup_vs_macs_b64' if rt == 'torch' else f'{rt}_speedup_vs_macs_b64']:.2f})"
-             for name, rt in (("torch eager", "torch"), ("TorchScript", "ts"), ("onnxruntime", "ort"))
-             if f"speedup_{rt}_b64" in pr]
+    from .latency import RUNTIME_NAMES, ratio_key
+
+    parts = [f"{name} {pr[f'speedup_{rt}_b64']:.2f}x (ratio {pr[ratio_key(rt)]:.2f})"
+             for rt, name in RUNTIME_NAMES.items() if f"speedup_{rt}_b64" in pr]
     return (f"Batch-64 CPU speed-up for a {pr['macs_reduction']:.2f}x MACs reduction: " + ", ".join(parts)
             + " (ratio: speed-up / MACs reduction, 1 when time falls as fast as the MACs).")
 
@@ -148,9 +148,10 @@ def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
     model = summary.get("latency_model") or {}
     from .latency import RUNTIMES
 
-    key = f"{RUNTIMES.get((summary.get('config') or {}).get('latency_backend', 'torch'), 'torch')}_b64_ms"
-    measured = f"{pr[key] / base[key]:.1%} measured ({key.split('_')[0].replace('ts', 'TorchScript')}, batch 64)" if key in pr and key in base else \
-        "not measured"
+    rt = RUNTIMES.get((summary.get("config") or {}).get("latency_backend", "torch"), "torch")
+    key = f"{rt}_b64_ms"
+    measured = f"{pr[key] / base[key]:.1%} measured ({'TorchScript' if rt == 'ts' else rt}, batch 64)" \
+        if key in pr and key in base else "not measured"
     err = f"; the model's median error on random pruned nets: {model['median_error']:.1%}" \
         if model.get("median_error") is not None else ""
     return [f"Latency target {summary['latency_target']:.0%} of the original: {summary['latency_fraction']:.1%} "
