@@ -319,3 +319,49 @@ def test_train_defaults_are_declared_once():
     for fn in (cli.train, train_baseline):
         params = inspect.signature(fn).parameters
         assert {k: params[k].default for k in keys} == {k: getattr(BaselineConfig(), k) for k in keys}, fn
+
+
+def test_deployed_eager_folds_norms_and_switches_layout(pruned):
+    from entroprune.export import deployed_eager
+
+    model, ckpt = load_model(pruned / "pruned" / "model.pt")
+    x = torch.randn(3, *ckpt.spec.input_size, generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    deployed = deployed_eager(model, x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in deployed.modules())
+    seen = []
+    for m in deployed.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda _m, _i, out: seen.append(
+                out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()))
+    with torch.no_grad():
+        assert torch.allclose(deployed(x), model.eval()(x), atol=1e-4)
+    assert seen and all(seen)
+    # a copy: the caller's net keeps its norms and weights
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_deployed_eager_keeps_what_a_net_cannot_take():
+    from entroprune.export import deployed_eager
+
+    class Flat(torch.nn.Module):
+        """Data-dependent control flow (torch.fx cannot trace it) and a view of the conv's output as flat
+        (which a channels-last tensor refuses): neither step may be applied."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.fc = torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(64, 2)
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            if y.sum() > 0:
+                y = y + 1
+            return self.fc(y.view(y.size(0), -1))
+
+    net = Flat().eval()
+    x = torch.randn(2, 2, 6, 6)
+    deployed = deployed_eager(net, x)
+    assert isinstance(deployed.bn, torch.nn.BatchNorm2d) and deployed.conv.weight.is_contiguous()
+    with torch.no_grad():
+        assert torch.equal(deployed(x), net(x))

@@ -19,8 +19,9 @@ from .structure import ROOTS
 #: Deployment runtimes a latency is measured on, and the short names of their columns. ``torchscript`` is the
 #: net as `entroprune export --format torchscript` writes it (traced, frozen), loaded the way torch recommends
 #: for CPU inference (``torch.jit.optimize_for_inference``: batch norms folded, oneDNN layouts kept between
-#: layers); eager ``torch`` runs every batch norm and pooling as its own pass over the activations, costs that
-#: shrink more slowly than the MACs (docs/measurements/latency_deploy.md).
+#: layers); eager ``torch`` is the net as :func:`entroprune.export.deployed_eager` prepares it (batch norms
+#: folded, channels-last), not as loaded, whose per-channel passes shrink more slowly than the MACs
+#: (docs/measurements/latency_deploy.md).
 RUNTIMES = {"torch": "torch", "torchscript": "ts", "onnxruntime": "ort"}
 BACKENDS = tuple(RUNTIMES)
 #: How reports and benchmark pages name each runtime (by column prefix).
@@ -37,11 +38,10 @@ def _runner(model: nn.Module, shape: tuple[int, ...], batch: int, runtime: str):
     """A zero-argument callable running one forward of ``batch`` images on ``runtime``."""
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
     if runtime in ("torch", "ts"):
-        model = model.cpu().eval()
-        if runtime == "ts":
-            from .export import deployed_torchscript
+        from .export import deployed_eager, deployed_torchscript
 
-            model = deployed_torchscript(model, x)
+        # traced at the timed batch (a trace can fix it); the eager check needs only a few inputs
+        model = deployed_torchscript(model, x) if runtime == "ts" else deployed_eager(model, x[:2])
 
         def run():
             with torch.no_grad():
