@@ -39,12 +39,16 @@ cfg.macs_target = {macs}
 counts = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
 net = prune_model(model, structure, counts)[0].eval()
 out = {{"macs": structure.macs(counts) / structure.total_macs}}
+import entroprune.latency as latency
 for rt in {runtimes!r}:
-    t = paired_latency([model.eval(), net], tuple(loaded.spec.input_size), {batch}, rt, {repeats})
+    latency.DEPLOY_EAGER = rt != "torch-loaded"
+    t = paired_latency([model.eval(), net], tuple(loaded.spec.input_size), {batch}, rt.split("-")[0], {repeats})
     out[rt] = {{"unpruned_ms": t[0], "pruned_ms": t[1]}}
 from torch.profiler import profile
+from entroprune.export import deployed_eager
 x = torch.randn({batch}, *loaded.spec.input_size)
-for key, m in (("unpruned", model.eval()), ("pruned", net)):
+for key, m in (("unpruned, as loaded", model.eval()), ("pruned, as loaded", net),
+               ("unpruned, deployed", deployed_eager(model, x[:2])), ("pruned, deployed", deployed_eager(net, x[:2]))):
     with torch.no_grad():
         m(x)
         with profile() as prof:
@@ -63,9 +67,15 @@ OPS = {"conv": ["convolution"], "pooling": ["pool"], "batch norm": ["batch_norm"
        "hardtanh"]}
 
 
+#: The runtimes timed: the tool's, and eager torch as loaded (no folding, default layout) after eager torch
+#: as the tool deploys it (:func:`entroprune.export.deployed_eager`).
+LABELS = {"torch": RUNTIME_NAMES["torch"] + ", deployed", "torch-loaded": RUNTIME_NAMES["torch"] + ", as loaded",
+          **{k: v for k, v in RUNTIME_NAMES.items() if k != "torch"}}
+
+
 def run_child(name: str, args: argparse.Namespace) -> dict:
     code = CHILD.format(threads=args.threads, ckpt=str(Path(args.baselines) / name / "model.pt"), macs=args.macs,
-                        batch=args.batch, repeats=args.repeats, runtimes=list(RUNTIME_NAMES))
+                        batch=args.batch, repeats=args.repeats, runtimes=list(LABELS))
     code = f"OPS = {OPS!r}\n" + code
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -95,7 +105,7 @@ def main() -> None:
             r = run_child(name, args)
             rows.append({"model": name, **r})
             print(name, " ".join(f"{label} {r[rt]['unpruned_ms'] / r[rt]['pruned_ms']:.2f}x"
-                                 for rt, label in RUNTIME_NAMES.items()), flush=True)
+                                 for rt, label in LABELS.items()), flush=True)
     lines = ["# Speed-up of pruned nets by deployment runtime", "",
              f"Made by `python benchmarks/latency_deploy.py{''.join(' ' + a for a in sys.argv[1:])}` on "
              f"{machine_description(threads=False)}, {args.threads} threads, in {time.perf_counter() - t0:.0f} s. "
@@ -104,13 +114,16 @@ def main() -> None:
              f"in alternation on each runtime (batch {args.batch}, {args.repeats} rounds, median per-round ratio, "
              "glibc's heap kept). Ranges are min-max over the processes. *TorchScript*: the net traced and frozen "
              "(what `entroprune export --format torchscript` writes), loaded with "
-             "`torch.jit.optimize_for_inference` (batch norms folded, activations kept in oneDNN's layout).", "",
+             "`torch.jit.optimize_for_inference` (batch norms folded, activations kept in oneDNN's layout). "
+             "*torch eager, deployed*: the net as `entroprune.export.deployed_eager` prepares it (batch norms "
+             "folded, weights and so activations channels-last), what every eager latency of the tool times; "
+             "*as loaded*: the checkpoint's module as it is.", "",
              "| model | MACs reduction | runtime | unpruned (ms) | pruned (ms) | speed-up (x) | speed-up / MACs reduction |",
              "|---|---|---|---|---|---|---|"]
     for name in args.models:
         rs = [r for r in rows if r["model"] == name]
         red = 1 / rs[0]["macs"]
-        for rt, label in RUNTIME_NAMES.items():
+        for rt, label in LABELS.items():
             u, p = [r[rt]["unpruned_ms"] for r in rs], [r[rt]["pruned_ms"] for r in rs]
             s = [a / b for a, b in zip(u, p, strict=True)]
             lines.append(f"| {name} | {red:.2f}x | {label} | {span(u, '.1f')} | {span(p, '.1f')} | {span(s, '.2f')} "
@@ -118,11 +131,12 @@ def main() -> None:
     kinds = [*OPS, "other"]
     lines += ["", "Where eager torch spends its time (share of self CPU time under `torch.profiler`, batch "
               f"{args.batch}, first process): per-channel passes (pooling, batch norm, activations) shrink only "
-              "linearly with the channels, the convs with their product.", "",
+              "linearly with the channels, the convs with their product; as loaded they run in the default "
+              "(NCHW) layout, deployed in channels-last, with the norms folded away.", "",
               "| model | net | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
     for name in args.models:
         prof = next(r for r in rows if r["model"] == name)["eager_profile"]
-        for key in ("unpruned", "pruned"):
+        for key in prof:
             lines.append(f"| {name} | {key} | " + " | ".join(f"{prof[key].get(k, 0):.0%}" for k in kinds) + " |")
     out = Path(args.out)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -41,7 +41,10 @@ def _runner(model: nn.Module, shape: tuple[int, ...], batch: int, runtime: str):
         from .export import deployed_eager, deployed_torchscript
 
         # traced at the timed batch (a trace can fix it); the eager check needs only a few inputs
-        model = deployed_torchscript(model, x) if runtime == "ts" else deployed_eager(model, x[:2])
+        if runtime == "ts":
+            model = deployed_torchscript(model, x)
+        else:
+            model = deployed_eager(model, x[:2]) if DEPLOY_EAGER else model.cpu().eval()
 
         def run():
             with torch.no_grad():
@@ -52,6 +55,11 @@ def _runner(model: nn.Module, shape: tuple[int, ...], batch: int, runtime: str):
     sess = onnx_session(onnx_bytes(model.cpu().eval(), torch.zeros(1, *shape)), torch.get_num_threads())
     feed = {"input": x.numpy()}
     return lambda: sess.run(None, feed)
+
+
+#: Time eager torch as :func:`entroprune.export.deployed_eager` prepares a net. Off only to measure what that
+#: changes (benchmarks/latency_deploy.py).
+DEPLOY_EAGER = True
 
 
 #: Keep glibc's heap before timing (:func:`keep_heap`). Off only to measure what it changes
