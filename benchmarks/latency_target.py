@@ -2,7 +2,8 @@
 good as a MACs-targeted one of the same measured latency?
 
     python benchmarks/latency_target.py [--models vgg mobilenetv2] [--target 0.25] [--backend torch]
-        [--batch 64] [--episodes 300] [--finetune-epochs 3] [--seed 0] [--work runs/latency_target]
+        [--batch 64] [--episodes 300] [--finetune-epochs 3] [--seed 0] [--finetune-seeds 0 1 2]
+        [--match-tolerance 0.03] [--match-rounds 4] [--work runs/latency_target]
         [--out docs/measurements/latency_target.md]
 
 ``--target`` takes one value per model where one target does not suit all (MobileNetV2's smallest policy
@@ -13,9 +14,10 @@ latency model on this machine and searches under it; (2) the MACs target whose u
 latency model predicts at the same latency is found by bisection, and the tool's default MACs search runs at
 it; (3) the unpruned net and both pruned nets are timed in alternation, in ``--processes`` fresh processes
 (the median kept: the same nets' latency fraction moves more between processes than within one,
-docs/measurements/latency_noise.md); (4) the MACs search runs again with the bisection's goal shifted by its
-measured-minus-predicted gap, so that its net matches the latency-targeted net's *measured* latency, and is
-timed beside it the same way; (5) all get the main job's fine-tune (3 epochs, distillation, the seed). Every
+docs/measurements/latency_noise.md); (4) MACs searches aimed at the latency-targeted net's *measured* latency,
+each timed beside it in the same fresh processes and re-aimed by the gap still measured, until the two time within
+``--match-tolerance`` (at most ``--match-rounds``); (5) the latency-targeted net and both MACs-targeted ones get the
+main job's fine-tune (3 epochs, distillation) with every ``--finetune-seeds``. Every
 step is skipped when its output exists, so an interrupted run continues. Run it on an idle machine: it measures wall-clock latency.
 """
 
@@ -116,25 +118,42 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
 
     measured = step(work / "timing.json", timing)
 
-    def finetuned(kind: str) -> float:
-        return step(work / kind / "finetune.json", lambda: finetune_checkpoint(
-            work / kind / "pruned" / "model.pt", work / kind / "finetuned", epochs=args.finetune_epochs,
-            distill=True, seed=args.seed, force=True, quiet=args.quiet)["test_accuracy"])
+    def finetuned(kind: str, seed: int) -> float:
+        return step(work / kind / f"finetune-s{seed}.json", lambda: finetune_checkpoint(
+            work / kind / "pruned" / "model.pt", work / kind / f"finetuned-s{seed}", epochs=args.finetune_epochs,
+            distill=True, seed=seed, force=True, quiet=args.quiet)["test_accuracy"])
 
-    # The MACs-targeted policy of the latency-targeted net's *measured* latency: the bisection's goal shifted by
-    # the first MACs-targeted net's measured-minus-predicted gap, searched again and timed beside the
-    # latency-targeted net in the same fresh processes.
+    def matched_round(k: int, goal: float) -> dict:
+        """One MACs-targeted search aimed at ``goal`` (in the latency model's predicted units), timed beside the
+        latency-targeted net in the same fresh processes."""
+        kind, macs_target = f"macs-matched-{k}", matching_macs_target(structure, lm, goal, args.min_keep, args.round_to)
+        res = step(work / kind / "step.json", lambda: {
+            **search(kind, SearchConfig(macs_target=macs_target, **base)), "macs_target": macs_target, "goal": goal})
+
+        def timed() -> dict:
+            (lat_f, matched_f), _, per = fractions(["latency", kind])
+            return {"latency_fraction": lat_f, "matched_fraction": matched_f, "per_process": per}
+        return {**res, "kind": kind, "measured": step(work / kind / "timing.json", timed)}
+
+    def gap(r: dict) -> float:
+        """The latency-targeted net's measured latency minus the round's net's, relative to the former."""
+        m = r["measured"]
+        return (m["latency_fraction"] - m["matched_fraction"]) / m["latency_fraction"]
+
+    # The MACs-targeted policy of the latency-targeted net's *measured* latency: the first goal shifts the
+    # bisection's by the first MACs-targeted net's measured-minus-predicted gap; each further round shifts it by
+    # the gap still measured, until the two nets time within --match-tolerance of each other (a search's policy
+    # moves with its target in steps, so a round can overshoot); the closest round is kept.
     goal = measured["latency_fraction"] - (measured["macs_latency_fraction"] - lat["predicted_latency"])
-    matched_target = matching_macs_target(structure, lm, goal, args.min_keep, args.round_to)
-    matched = step(work / "macs-matched" / "step.json", lambda: {
-        **search("macs-matched", SearchConfig(macs_target=matched_target, **base)), "macs_target": matched_target})
-
-    def matched_timing() -> dict:
-        (lat_f, matched_f), _, per = fractions(["latency", "macs-matched"])
-        return {"latency_fraction": lat_f, "matched_fraction": matched_f, "per_process": per}
-
-    matched["measured"] = step(work / "timing_matched.json", matched_timing)
-    accuracy = {kind: finetuned(kind) for kind in ("latency", "macs", "macs-matched")}
+    rounds = []
+    for k in range(args.match_rounds):
+        rounds.append(matched_round(k, goal))
+        if abs(gap(rounds[-1])) <= args.match_tolerance:
+            break
+        goal += gap(rounds[-1]) * rounds[-1]["measured"]["latency_fraction"]
+    matched = {**min(rounds, key=lambda r: abs(gap(r))), "rounds": len(rounds), "gaps": [gap(r) for r in rounds]}
+    kinds = {"latency": "latency", "macs": "macs", "macs-matched": matched["kind"]}
+    accuracy = {label: [finetuned(kind, seed) for seed in args.finetune_seeds] for label, kind in kinds.items()}
     # MACs-targeted runs: the main job's rounding (8 channels) against the measured one (round_to: auto)
     rounding = {label: step(work / f"rounding-{label}" / "step.json", lambda label=label, rt=rt: search(
         f"rounding-{label}", SearchConfig(macs_target=args.macs_target, **{**base, "round_to": rt})))
@@ -145,7 +164,7 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
         return {k: 1 / f for k, f in zip(rounding, frac, strict=True)}
 
     speedup = step(work / "timing_rounding.json", rounding_timing)
-    rounding = {k: {**r, "speedup": speedup[k], "accuracy": finetuned(f"rounding-{k}")} for k, r in rounding.items()}
+    rounding = {k: {**r, "speedup": speedup[k], "accuracy": finetuned(f"rounding-{k}", args.finetune_seeds[0])} for k, r in rounding.items()}
     # the fit's own check (error on random pruned nets, their measured fractions) without its tables
     lat = {**{k: v for k, v in lat.items() if k != "latency_model"}, "fit_report": lat["latency_model"]["meta"]["report"]}
     return {"model": name, "target": target, "latency": lat, "macs": mac, "matched": matched, "measured": measured,
@@ -157,6 +176,15 @@ def spread(measured: dict, i: int) -> str:
     timings cached before they were taken in several)."""
     vals = [p[i] for p in measured.get("per_process", [])]
     return f" [{min(vals):.1%}-{max(vals):.1%}]" if len(vals) > 1 else ""
+
+
+def mean_std(vals: list[float], sign: bool = False) -> str:
+    mean = f"{np.mean(vals):{'+' if sign else ''}.2f}"
+    return f"{mean} ± {np.std(vals):.2f}" if len(vals) > 1 else mean
+
+
+def paired(a: list[float], b: list[float]) -> str:
+    return mean_std([x - y for x, y in zip(a, b, strict=True)], sign=True)
 
 
 def main() -> None:
@@ -174,7 +202,13 @@ def main() -> None:
     ap.add_argument("--min-keep", type=float, default=0.2)
     ap.add_argument("--round-to", type=int, default=8)
     ap.add_argument("--finetune-epochs", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the searches' seed")
+    ap.add_argument("--finetune-seeds", type=int, nargs="+", default=[0],
+                    help="fine-tune seeds of the latency-targeted net and the MACs-targeted ones (the rounding runs take "
+                         "the first)")
+    ap.add_argument("--match-tolerance", type=float, default=0.03,
+                    help="how close (relative) the matched MACs-targeted net must time to the latency-targeted one")
+    ap.add_argument("--match-rounds", type=int, default=4, help="MACs searches at most to reach that match")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--baselines", default=str(BASELINES), help="a folder of MODEL/model.pt checkpoints")
@@ -191,22 +225,34 @@ def main() -> None:
              f"{machine_description()}. Latency: {args.backend}, batch {args.batch}, the "
              f"unpruned and both pruned nets timed in alternation ({args.repeats} rounds, median per-round ratio) "
              f"in each of {args.processes} fresh processes, the median over the processes kept (their range in "
-             f"brackets). Fine-tune: {args.finetune_epochs} epochs with distillation, seed {args.seed}; "
-             "test accuracy on Fashion-MNIST's test images.", "",
+             f"brackets). Fine-tune: {args.finetune_epochs} epochs with distillation, seeds "
+             f"{', '.join(map(str, args.finetune_seeds))} (mean ± std; Δ acc: the latency-targeted net's minus the "
+             "other's, paired by seed); test accuracy on Fashion-MNIST's test images. The MACs-targeted net of the "
+             f"same measured latency: up to {args.match_rounds} MACs searches, each aimed by the latency still "
+             f"measured between the two nets, until they time within {args.match_tolerance:.0%} of each other "
+             "(rounds: how many ran; the closest kept).", "",
              "| model | latency target | latency-targeted: predicted / measured latency, MACs, test acc | MACs-"
              "targeted at the same predicted latency: MACs target, measured latency, test acc | Δ acc | MACs-targeted "
              "at the same measured latency: MACs target, measured latency (the latency-targeted net's beside it), "
-             "test acc | Δ acc |",
+             "rounds, test acc | Δ acc |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lat, mac, ms, acc, mt = r["latency"], r["macs"], r["measured"], r["accuracy"], r["matched"]
         lines.append(f"| {r['model']} | {r['target']:.0%} | {lat['predicted_latency']:.1%} / "
-                     f"{ms['latency_fraction']:.1%}{spread(ms, 0)}, {lat['achieved']:.1%}, {acc['latency']:.2f}% | "
-                     f"{mac['macs_target']:.1%}, {ms['macs_latency_fraction']:.1%}{spread(ms, 1)}, {acc['macs']:.2f}% | "
-                     f"{acc['latency'] - acc['macs']:+.2f} | {mt['macs_target']:.1%}, "
+                     f"{ms['latency_fraction']:.1%}{spread(ms, 0)}, {lat['achieved']:.1%}, {mean_std(acc['latency'])}% | "
+                     f"{mac['macs_target']:.1%}, {ms['macs_latency_fraction']:.1%}{spread(ms, 1)}, "
+                     f"{mean_std(acc['macs'])}% | {paired(acc['latency'], acc['macs'])} | {mt['macs_target']:.1%}, "
                      f"{mt['measured']['matched_fraction']:.1%}{spread(mt['measured'], 1)} "
-                     f"({mt['measured']['latency_fraction']:.1%}), {acc['macs-matched']:.2f}% | "
-                     f"{acc['latency'] - acc['macs-matched']:+.2f} |")
+                     f"({mt['measured']['latency_fraction']:.1%}), {mt['rounds']}, {mean_std(acc['macs-matched'])}% | "
+                     f"{paired(acc['latency'], acc['macs-matched'])} |")
+    lines += ["", "Per fine-tune seed (test acc, %): latency-targeted / same predicted latency / same measured latency.",
+              "", "| model | " + " | ".join(f"seed {s}" for s in args.finetune_seeds) + " |",
+              "|---|" + "---|" * len(args.finetune_seeds)]
+    for r in rows:
+        acc = r["accuracy"]
+        lines.append(f"| {r['model']} | " + " | ".join(
+            f"{a:.2f} / {b:.2f} / {c:.2f}" for a, b, c in zip(acc["latency"], acc["macs"], acc["macs-matched"],
+                                                              strict=True)) + " |")
     lines += ["", "Goal (issue 20): measured latency within 10% of the target, and test accuracy at least the "
               "MACs-targeted policy's of the same measured latency.", "",
               f"MACs-targeted runs (the default search at {args.macs_target:.0%} of the MACs) with the main job's "

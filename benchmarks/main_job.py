@@ -85,8 +85,7 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
                        ("uniform_reference", "uniform reference")) if k in tm)
     text = (f"Accuracy change {pruned['test_accuracy'] - base['test_accuracy']:+.2f} points; batch-64 speed-up / "
             f"MACs reduction {ratios}. {took} ({parts}; search of {t['episodes']} episodes). Latencies: "
-            f"{timing_note(pruned)}; TorchScript: the exported net loaded with "
-            f"`torch.jit.optimize_for_inference`. Search trace: {trace_sentence(t)}")
+            f"{timing_note(pruned)}. Search trace: {trace_sentence(t)}")
     search = report.get("search") or {}
     if search.get("rerank"):
         n = sum(c["source"] == "search" for c in search["rerank"])

@@ -207,6 +207,7 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path):
     # 0.8: the tiny net's fixed costs, timed once, put its smallest policy anywhere from 40% to 60% of the latency
     args = ["--models", "vgg", "--target", "0.8", "--episodes", "3", "--finetune-epochs", "1", "--repeats", "1",
             "--processes", "2", "--round-to", "1", "--threads", "1", "--quiet", "--baselines", str(tmp_path / "b"),
+            "--finetune-seeds", "0", "1", "--match-rounds", "2",
             "--work", str(tmp_path / "w"), "--out", str(tmp_path / "lt.md")]
     first = run("latency_target.py", *args)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -214,9 +215,14 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path):
     r = rows[0]
     assert r["latency"]["predicted_latency"] <= 0.8 + 1e-6 and 0 < r["macs"]["macs_target"] < 1
     assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {"latency", "macs", "macs-matched"}
-    # the MACs search again, aimed at the latency-targeted net's measured latency, timed beside that net
+    assert all(len(a) == 2 for a in r["accuracy"].values())  # one accuracy per fine-tune seed
+    # MACs searches aimed at the latency-targeted net's measured latency, each timed beside that net, until one
+    # is within the tolerance or the rounds run out; the closest is kept
     mt = r["matched"]
     assert 0 < mt["macs_target"] < 1 and mt["measured"]["matched_fraction"] > 0 and len(mt["measured"]["per_process"]) == 2
+    assert 1 <= mt["rounds"] <= 2 and len(mt["gaps"]) == mt["rounds"]
+    assert abs(mt["gaps"][-1]) <= 0.03 or mt["rounds"] == 2
+    assert all(abs(g) >= abs(mt["gaps"][int(mt["kind"].rsplit("-", 1)[1])]) for g in mt["gaps"])
     # each net's fraction is the median over the fresh processes, every process's kept
     per = r["measured"]["per_process"]
     assert len(per) == 2 and r["measured"]["latency_fraction"] == pytest.approx((per[0][0] + per[1][0]) / 2)
@@ -363,15 +369,21 @@ def test_latency_deploy_benchmark_rows_are_its_timings(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     rep = json.loads((tmp_path / "ld.json").read_text())["rows"][0]
     lines = [line for line in (tmp_path / "ld.md").read_text().splitlines() if line.startswith("| vgg |")]
-    lines, profile = lines[:3], lines[3:]
-    assert [line.split("|")[3].strip() for line in lines] == ["torch eager", "TorchScript", "onnxruntime"]
-    # the eager profile: one row per net, shares of its time that add up to the whole
-    for line, key in zip(profile, ("unpruned", "pruned"), strict=True):
+    lines, profile = lines[:4], lines[4:]
+    assert [line.split("|")[3].strip() for line in lines] == ["torch eager, deployed", "torch eager, as loaded",
+                                                               "TorchScript", "onnxruntime"]
+    # the eager profile: one row per net and form, shares of its time that add up to the whole; folded, the
+    # deployed nets spend nothing on batch norm
+    keys = ("unpruned, as loaded", "pruned, as loaded", "unpruned, deployed", "pruned, deployed")
+    assert len(profile) == len(keys)
+    assert all(rep["eager_profile"][k].get("batch norm", 0) == 0 for k in keys[2:])
+    assert all(rep["eager_profile"][k]["batch norm"] > 0 for k in keys[:2])
+    for line, key in zip(profile, keys, strict=True):
         shares = rep["eager_profile"][key]
         assert line.split("|")[2].strip() == key and sum(shares.values()) == pytest.approx(1.0)
         assert shares["conv"] > 0 and f"| {shares['conv']:.0%} |" in line
     red = 1 / rep["macs"]
-    for line, rt in zip(lines, ("torch", "ts", "ort"), strict=True):
+    for line, rt in zip(lines, ("torch", "torch-loaded", "ts", "ort"), strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         speedup = rep[rt]["unpruned_ms"] / rep[rt]["pruned_ms"]
         assert cells[1] == f"{red:.2f}x" and cells[5] == f"{speedup:.2f}" and cells[6] == f"{speedup / red:.2f}"

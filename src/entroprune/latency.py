@@ -141,8 +141,9 @@ def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int =
     if runs:
         keys = [k for k in runs[0][0] if k.endswith("_ms")]
         cols = {k: relative_medians([[r[i][k] for r in runs] for i in range(len(models))]) for k in keys}
-        return [{**{k: cols[k][i] for k in keys}, "latency_processes": processes} for i in range(len(models))]
-    rows: list[dict[str, Any]] = [{"latency_processes": 0} for _ in models]
+        return [{**{k: cols[k][i] for k in keys}, "latency_processes": processes, "eager_deployed": DEPLOY_EAGER}
+                for i in range(len(models))]
+    rows: list[dict[str, Any]] = [{"latency_processes": 0, "eager_deployed": DEPLOY_EAGER} for _ in models]
     for runtime in RUNTIMES.values():
         for batch, reps in ((1, repeats * 3), (64, repeats)):
             for row, ms in zip(rows, paired_latency(models, shape, batch, runtime, reps), strict=True):

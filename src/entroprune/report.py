@@ -136,8 +136,11 @@ def timing_note(row: dict[str, Any]) -> str:
     n = row.get("latency_processes") or 0
     where = f" in each of {n} fresh processes" if n > 1 else " in a fresh process" if n == 1 else ""
     over = ", then the median over the processes" if n > 1 else ""
+    eager = ("the net as `entroprune.export.deployed_eager` prepares it (batch norms folded, channels-last)"
+             if row.get("eager_deployed") else "the net as loaded")
     return (f"the two models timed in alternation{where} with glibc's heap kept (the original's median, the pruned "
-            f"net's median ratio to it round by round{over})")
+            f"net's median ratio to it round by round{over}); torch eager: {eager}; TorchScript: the exported net "
+            "loaded with `torch.jit.optimize_for_inference`")
 
 
 def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
@@ -205,8 +208,7 @@ def write_report(run_dir: str | Path) -> Path:
                markdown_table(evaluation["rows"]), ""]
         pr = evaluation["rows"][-1]
         if "speedup_vs_macs_b64" in pr:
-            md.append(speedup_sentence(pr) + " Latencies: " + timing_note(pr) + "; TorchScript: the exported net "
-                      "loaded with `torch.jit.optimize_for_inference`.")
+            md.append(speedup_sentence(pr) + " Latencies: " + timing_note(pr) + ".")
         md += _latency_lines(evaluation, summary)
         drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
         md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
