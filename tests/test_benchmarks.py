@@ -214,15 +214,22 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path):
     rows = json.loads((tmp_path / "lt.json").read_text())
     r = rows[0]
     assert r["latency"]["predicted_latency"] <= 0.8 + 1e-6 and 0 < r["macs"]["macs_target"] < 1
-    assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {"latency", "macs", "macs-matched"}
+    interpolated = {"macs-interpolated"} if "bracket" in r["matched"] else set()
+    assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {"latency", "macs", "macs-matched"} | interpolated
     assert all(len(a) == 2 for a in r["accuracy"].values())  # one accuracy per fine-tune seed
     # MACs searches aimed at the latency-targeted net's measured latency, each timed beside that net, until one
     # is within the tolerance or the rounds run out; the closest is kept
     mt = r["matched"]
     assert 0 < mt["macs_target"] < 1 and mt["measured"]["matched_fraction"] > 0 and len(mt["measured"]["per_process"]) == 2
-    assert 1 <= mt["rounds"] <= 2 and len(mt["gaps"]) == mt["rounds"]
+    assert 1 <= mt["rounds"] <= 2 and len(mt["gaps"]) == len(mt["targets"]) == mt["rounds"]
     assert abs(mt["gaps"][-1]) <= 0.03 or mt["rounds"] == 2
-    assert all(abs(g) >= abs(mt["gaps"][int(mt["kind"].rsplit("-", 1)[1])]) for g in mt["gaps"])
+    assert mt["kind"] == f"macs-matched-{mt['macs_target']:.4f}" and mt["macs_target"] in mt["targets"]
+    assert all(abs(g) >= abs(mt["gaps"][mt["targets"].index(mt["macs_target"])]) for g in mt["gaps"])
+    if "bracket" in mt:  # rounds on both sides: the accuracy at equal latency lies between theirs, seed by seed
+        f, sl = mt["bracket"]
+        assert f["gap"] > 0 >= sl["gap"]
+        for a, b, x in zip(f["accuracy"], sl["accuracy"], r["accuracy"]["macs-interpolated"], strict=True):
+            assert min(a, b) - 1e-9 <= x <= max(a, b) + 1e-9
     # each net's fraction is the median over the fresh processes, every process's kept
     per = r["measured"]["per_process"]
     assert len(per) == 2 and r["measured"]["latency_fraction"] == pytest.approx((per[0][0] + per[1][0]) / 2)

@@ -246,6 +246,14 @@ def test_the_report_puts_predicted_beside_measured_latency():
     assert line == ("Latency target 30% of the original: 29.0% predicted, 30.0% measured (torch, batch 64); "
                     "the model's median error on random pruned nets: 4.0%.")
     assert _latency_lines(evaluation, {"reward": 1}) == []
+    # a latency-targeted run's MACs-targeted reference, beside the result
+    evaluation["rows"][1]["test_accuracy"] = 91.5
+    evaluation["macs_reference"] = {"macs_target": 0.105, "latency_fraction": 0.241, "test_accuracy": 91.62}
+    assert _latency_lines(evaluation, summary)[0].endswith(
+        "MACs-targeted reference (the default search at 10.5% of the MACs, the MACs target whose uniform policy the "
+        "latency model predicts at the same latency; same fine-tune): 24.1% of the original's latency measured, test "
+        "accuracy 91.62% (this run: 30.0%, 91.50%, -0.12 points).")
+    del evaluation["macs_reference"]
     # a TorchScript-targeted run is measured on TorchScript, not on eager torch
     evaluation["rows"][0]["ts_b64_ms"], evaluation["rows"][1]["ts_b64_ms"] = 10.0, 2.5
     summary["config"]["latency_backend"] = "torchscript"
@@ -399,3 +407,49 @@ def test_latency_rows_are_timed_in_fresh_processes_unless_the_model_cannot_trave
             r[1][key] / r[0][key] for r in runs))
     rows = latency.latency_rows([Local()], (4,), repeats=1)
     assert rows[0]["latency_processes"] == 0 and set(pids) == {os.getpid()} and rows[0]["ts_b64_ms"] > 0
+
+
+def test_a_latency_targeted_run_fine_tunes_the_macs_targeted_reference_of_the_same_latency(tmp_path, monkeypatch):
+    """The main job under a latency target also searches at the MACs target whose uniform policy the run's
+    latency model predicts at the result's latency, fine-tunes and times that net like the result, and the
+    report sets the two side by side (fake timers for the fit; the final timing is real, nothing asserted on it)."""
+    import json
+
+    import entroprune.latency
+    from entroprune.api import build_structure, load_model
+    from entroprune.config import quick_config
+    from entroprune.latency import LatencyModel
+    from entroprune.pipeline import run_pipeline
+    from entroprune.search import SearchConfig, fixed_policy_counts, uniform_ratio
+
+    monkeypatch.setattr(entroprune.latency, "wall_timer", lambda batch, backend, repeats=7: stepped_timer)
+    monkeypatch.setattr(entroprune.latency, "wall_pair_timer",
+                        lambda batch, backend, repeats=7: lambda mods, shape: [stepped_timer(m, shape) for m in mods])
+    cfg = quick_config()
+    cfg.out_root, cfg.reference_uniform, cfg.latency_repeats = str(tmp_path), False, 2
+    cfg.search.macs_target, cfg.search.latency_target, cfg.search.latency_batch = 1.0, 0.7, 8
+    run = run_pipeline(cfg, quiet=True, say=lambda _: None)
+    ev = json.loads((run / "evaluation.json").read_text())
+    ref, pr = ev["macs_reference"], ev["rows"][-1]
+    fraction = json.loads((run / "search" / "search.json").read_text())["latency_fraction"]
+    # aimed at the result's predicted latency: the uniform policy there is just under it, a little more is over
+    lm = LatencyModel.from_dict(json.loads((run / "search" / "latency_model.json").read_text()))
+    model, ckpt = load_model(next((tmp_path / "cache").iterdir()) / "model.pt")
+    structure = build_structure(model, ckpt.spec)
+
+    def predicted(m):
+        c = SearchConfig(macs_target=m, min_keep=cfg.search.min_keep, round_to=cfg.search.round_to)
+        return lm.fraction(fixed_policy_counts(structure, c, [uniform_ratio(structure, c)] * len(structure.groups))[0][None])[0]
+
+    assert 0 < ref["macs_target"] < 1 and predicted(ref["macs_target"]) < fraction <= predicted(ref["macs_target"] + 1e-3)
+    # a MACs-only search at that target, pruned and fine-tuned like the result
+    summary = json.loads((run / "macs-reference" / "search" / "search.json").read_text())
+    assert summary["config"]["latency_target"] is None and summary["config"]["macs_target"] == ref["macs_target"]
+    assert ref["achieved"] <= ref["macs_target"] + 1e-6
+    assert json.loads((run / "macs-reference" / "finetuned" / "metrics.json").read_text())["test_accuracy"] == \
+        ref["test_accuracy"]
+    assert ref["latency_fraction"] > 0 and ref["backend"] == "torch"
+    report = (run / "report.md").read_text()
+    assert (f"MACs-targeted reference (the default search at {ref['macs_target']:.1%} of the MACs" in report
+            and f"test accuracy {ref['test_accuracy']:.2f}% (this run: {pr['torch_b64_ms'] / ev['rows'][0]['torch_b64_ms']:.1%}, "
+            f"{pr['test_accuracy']:.2f}%, {pr['test_accuracy'] - ref['test_accuracy']:+.2f} points)" in report)

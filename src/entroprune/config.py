@@ -76,6 +76,10 @@ class RunConfig:
     # Also prune the uniform policy (one keep ratio for every group) and give it the same fine-tune:
     # the report's reference line, which shows what the search bought.
     reference_uniform: bool = True
+    # For a latency-targeted run (search.latency_target), also run the default MACs-targeted search aimed at
+    # the same predicted latency and give its net the same fine-tune and timing: the report's second reference,
+    # which shows what targeting measured time bought over targeting MACs.
+    reference_macs: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

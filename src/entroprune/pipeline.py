@@ -104,22 +104,36 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     timings["evaluate"] = time.perf_counter() - t0
     export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
                       cfg.export_format)
-    # the search's own rounding (`round_to: auto` is measured into a step there)
-    searched = replace(cfg.search, round_to=result.summary["config"]["round_to"])
-    uniform = _uniform_policy(ckpt_path, searched, run_dir / "search")
-    reference = None
-    if cfg.reference_uniform:
-        t0 = time.perf_counter()
-        reference = _uniform_reference(ckpt_path, run_dir / "uniform", uniform, cfg, result, device, quiet, say)
-        timings["uniform_reference"] = time.perf_counter() - t0
+    uniform, reference, macs_reference = _references(ckpt_path, run_dir, cfg, result, device, quiet, say, timings)
     timings["total"] = time.perf_counter() - t_all
     write_json(run_dir / "evaluation.json", {
         "model": cfg.model, "dataset": dataset, "macs_target": cfg.search.macs_target, "rows": rows,
         "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
+        "macs_reference": macs_reference,
         "timings_s": timings, "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
         "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
     write_report(run_dir)
     return run_dir
+
+
+def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchResult, device: torch.device | str,
+                quiet: bool, say: Say, timings: dict[str, float]) -> tuple[dict[str, float], Any, Any]:
+    """The uniform policy, and the reference lines the config asks for: that policy fine-tuned alike, and for a
+    latency-targeted run the MACs-targeted search of the same latency (each one's time into ``timings``)."""
+    # the search's own rounding (`round_to: auto` is measured into a step there)
+    searched = replace(cfg.search, round_to=result.summary["config"]["round_to"])
+    uniform = _uniform_policy(ckpt_path, searched, run_dir / "search")
+    reference = macs_reference = None
+    if cfg.reference_uniform:
+        t0 = time.perf_counter()
+        reference = _uniform_reference(ckpt_path, run_dir / "uniform", uniform, cfg, result, device, quiet, say)
+        timings["uniform_reference"] = time.perf_counter() - t0
+    if cfg.reference_macs and result.summary.get("latency_fraction") is not None:
+        t0 = time.perf_counter()
+        macs_reference = _macs_reference(ckpt_path, run_dir / "macs-reference", searched, result, cfg, device, quiet,
+                                         say)
+        timings["macs_reference"] = time.perf_counter() - t0
+    return uniform, reference, macs_reference
 
 
 def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
@@ -169,6 +183,35 @@ def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cf
                             batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet,
                             nproc=f.nproc)
     return {"test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"], "same_as_searched": False}
+
+
+def _macs_reference(ckpt_path: Path, out: Path, searched: SearchConfig, result: SearchResult, cfg: RunConfig,
+                    device: torch.device | str, quiet: bool, say: Say) -> dict[str, Any]:
+    """For a latency-targeted run, the tool's MACs-targeted search aimed at the same latency (the MACs target
+    whose uniform policy the search's latency model predicts at the result's latency), pruned, fine-tuned and
+    timed like the result: what targeting measured time bought over targeting MACs."""
+    from .latency import RUNTIMES
+    from .search import matching_macs_target
+    from .search.loop import latency_model
+
+    model, ckpt = load_model(ckpt_path)
+    structure = build_structure(model, ckpt.spec, ignored=searched.ignored_layers)
+    lm = latency_model(model, structure, searched, out.parent / "search")
+    assert lm is not None  # a latency-targeted search fitted or read one
+    target = matching_macs_target(structure, lm, result.summary["latency_fraction"], searched.min_keep, searched.step)
+    say(f"MACs reference: the default search at {target:.1%} of the MACs (the same predicted latency), fine-tuned alike")
+    res = search_checkpoint(ckpt_path, out / "search", replace(searched, macs_target=target, latency_target=None),
+                            device=device, quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address)
+    prune_checkpoint(ckpt_path, out / "search" / "policy.json", out / "pruned", device=device)
+    f = cfg.finetune
+    m = finetune_checkpoint(out / "pruned" / "model.pt", out / "finetuned", epochs=f.epochs, lr=f.lr,
+                            batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet,
+                            nproc=f.nproc)
+    rows = evaluate_checkpoint(out / "finetuned" / "model.pt", device=device, latency=True, repeats=cfg.latency_repeats)
+    key = f"{RUNTIMES[searched.latency_backend]}_b64_ms"
+    return {"macs_target": target, "achieved": res.achieved, "chosen": res.summary.get("chosen", "search"),
+            "test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"],
+            "latency_fraction": rows[-1][key] / rows[0][key], "backend": searched.latency_backend}
 
 
 # ----------------------------------------------------------------------------- any nn.Module

@@ -157,8 +157,17 @@ def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
         if key in pr and key in base else "not measured"
     err = f"; the model's median error on random pruned nets: {model['median_error']:.1%}" \
         if model.get("median_error") is not None else ""
-    return [f"Latency target {summary['latency_target']:.0%} of the original: {summary['latency_fraction']:.1%} "
-            f"predicted, {measured}{err}.", ""]
+    lines = [f"Latency target {summary['latency_target']:.0%} of the original: {summary['latency_fraction']:.1%} "
+             f"predicted, {measured}{err}."]
+    ref = evaluation.get("macs_reference")
+    if ref:
+        this = f"{pr[key] / base[key]:.1%}, " if key in pr and key in base else ""
+        lines.append(f"MACs-targeted reference (the default search at {ref['macs_target']:.1%} of the MACs, the MACs "
+                     "target whose uniform policy the latency model predicts at the same latency; same fine-tune): "
+                     f"{ref['latency_fraction']:.1%} of the original's latency measured, test accuracy "
+                     f"{ref['test_accuracy']:.2f}% (this run: {this}{pr['test_accuracy']:.2f}%, "
+                     f"{pr['test_accuracy'] - ref['test_accuracy']:+.2f} points).")
+    return [" ".join(lines), ""]
 
 
 def _check_shapes(run_dir: Path, search_dir: Path | None, evaluation: Any, policy: Any, summary: Any) -> None:

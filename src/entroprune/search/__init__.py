@@ -20,6 +20,7 @@ from .loop import (
     SearchResult,
     band_bounds,
     fixed_policy_counts,
+    matching_macs_target,
     rerank,
     run_search,
     uniform_ratio,
@@ -29,4 +30,4 @@ from .rewards import REWARDS, RewardConfig, RewardEvaluator, RewardResult
 
 __all__ = ["AGENTS", "FIXED_AGENTS", "LOG_FILE", "POLICY_FILE", "REWARDS", "STATE_FILE", "PruningEnv", "Recovery",
            "RewardConfig", "RewardEvaluator", "RewardResult", "SearchConfig", "SearchInterrupted", "SearchResult",
-           "band_bounds", "fixed_policy_counts", "rerank", "run_search", "uniform_ratio"]
+           "band_bounds", "fixed_policy_counts", "matching_macs_target", "rerank", "run_search", "uniform_ratio"]

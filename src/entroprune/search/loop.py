@@ -296,6 +296,24 @@ def uniform_policies(structure: Structure, macs_target: float, min_keep: float,
     return policies
 
 
+def matching_macs_target(structure: Structure, latency: LatencyModel, fraction: float, min_keep: float,
+                         round_to: int) -> float:
+    """The MACs target whose uniform policy ``latency`` predicts at ``fraction`` of the unpruned net's latency
+    (bisection: the prediction grows with the target): where a MACs-targeted search of the same latency as a
+    latency-targeted one is aimed (the main job's MACs-targeted reference, benchmarks/latency_target.py)."""
+    def predicted(m: float) -> float:
+        cfg = SearchConfig(macs_target=m, min_keep=min_keep, round_to=round_to)
+        counts = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
+        return float(latency.fraction(np.asarray(counts)[None])[0])
+
+    floor = structure.macs(structure.keep_counts(min_keep, round_to))
+    lo, hi = floor / structure.total_macs + 1e-6, 1.0  # below the floor no target is reachable
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if predicted(mid) < fraction else (lo, mid)
+    return math.floor(lo * 1e4) / 1e4  # rounded down: the uniform policy stays under ``fraction``
+
+
 def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list[float],
                         budget: Budget | None = None) -> tuple[np.ndarray, float]:
     """Channel counts of a fixed policy after the action wall (as its agent's one episode gets them)."""
