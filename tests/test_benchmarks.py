@@ -411,3 +411,21 @@ def test_latency_processes_benchmark_rows_are_its_timings(tmp_path):
         assert f"| {i} | {s['torch']:.2f} | {s['ts']:.2f} | {s['ort']:.2f} |" in page
     med = {rt: statistics.median(s[rt] for s in rep["speedups"]) for rt in ("torch", "ts", "ort")}
     assert f"| median / MACs reduction | {med['torch'] / rep['macs_reduction']:.2f} |" in page
+
+
+def test_latency_drift_benchmark_rows_are_its_timings(tmp_path):
+    """A few seconds of rounds: every round holds the copy's bandwidth and both nets' times, and the page's
+    quantiles and correlations are those rounds' (no time is asserted)."""
+    import numpy as np
+
+    res = run("latency_drift.py", "--minutes", "0.05", "--threads", "1", "--copy-mb", "8", "--out", str(tmp_path / "ld"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads((tmp_path / "ld.json").read_text())["rows"]
+    page = (tmp_path / "ld.md").read_text()
+    assert len(rows) >= 2 and all(r["copy_gb_s"] > 0 and r["mobilenetv2_ms"] > 0 and r["vgg_ms"] > 0 for r in rows)
+    assert f"{len(rows)} rounds over 0.05 minutes" in page
+    for c in ("copy_gb_s", "mobilenetv2_ms", "vgg_ms"):
+        v = np.array([r[c] for r in rows])
+        assert f"| {c} | {v.min():.2f} | {np.percentile(v, 10):.2f} | {np.median(v):.2f} |" in page
+    corr = np.corrcoef([[r["copy_gb_s"] for r in rows], [r["mobilenetv2_ms"] for r in rows]])[0, 1]
+    assert f"copy_gb_s ~ mobilenetv2_ms {corr:+.2f}" in page
