@@ -166,7 +166,15 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
         accuracy["macs-interpolated"] = [a + w * (b - a) for a, b in zip(acc_f, acc_s, strict=True)]
         matched["bracket"] = [{"kind": r["kind"], "macs_target": r["macs_target"], "achieved": r["achieved"],
                                "gap": gap(r), "accuracy": acc} for r, acc in ((f, acc_f), (sl, acc_s))]
-    # MACs-targeted runs: the main job's rounding (8 channels) against the measured one (round_to: auto)
+    lat = {**{k: v for k, v in lat.items() if k != "latency_model"}, "fit_report": lat["latency_model"]["meta"]["report"]}
+    row = {"model": name, "target": target, "latency": lat, "macs": mac, "matched": matched, "measured": measured,
+           "accuracy": accuracy}
+    return {**row, "rounding": rounding_runs(work, search, fractions, finetuned, base, args)} if args.rounding else row
+
+
+def rounding_runs(work: Path, search, fractions, finetuned, base: dict, args: argparse.Namespace) -> dict:
+    """MACs-targeted runs at ``--macs-target``: the main job's rounding (8 channels) against the measured one
+    (``round_to: auto``), timed in alternation with the unpruned net and fine-tuned with the first seed."""
     rounding = {label: step(work / f"rounding-{label}" / "step.json", lambda label=label, rt=rt: search(
         f"rounding-{label}", SearchConfig(macs_target=args.macs_target, **{**base, "round_to": rt})))
         for label, rt in (("8", 8), ("auto", "auto"))}
@@ -176,11 +184,8 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
         return {k: 1 / f for k, f in zip(rounding, frac, strict=True)}
 
     speedup = step(work / "timing_rounding.json", rounding_timing)
-    rounding = {k: {**r, "speedup": speedup[k], "accuracy": finetuned(f"rounding-{k}", args.finetune_seeds[0])} for k, r in rounding.items()}
-    # the fit's own check (error on random pruned nets, their measured fractions) without its tables
-    lat = {**{k: v for k, v in lat.items() if k != "latency_model"}, "fit_report": lat["latency_model"]["meta"]["report"]}
-    return {"model": name, "target": target, "latency": lat, "macs": mac, "matched": matched, "measured": measured,
-            "accuracy": accuracy, "rounding": rounding}
+    return {k: {**r, "speedup": speedup[k], "accuracy": finetuned(f"rounding-{k}", args.finetune_seeds[0])}
+            for k, r in rounding.items()}
 
 
 def spread(measured: dict, i: int) -> str:
@@ -221,6 +226,8 @@ def main() -> None:
     ap.add_argument("--match-tolerance", type=float, default=0.03,
                     help="how close (relative) the matched MACs-targeted net must time to the latency-targeted one")
     ap.add_argument("--match-rounds", type=int, default=4, help="MACs searches at most to reach that match")
+    ap.add_argument("--no-rounding", dest="rounding", action="store_false",
+                    help="skip the MACs-targeted runs comparing the 8-channel rounding with round_to: auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--baselines", default=str(BASELINES), help="a folder of MODEL/model.pt checkpoints")
@@ -283,8 +290,16 @@ def main() -> None:
             lines.append(f"| {r['model']} | {cell(f)} | {cell(sl)} | {mean_std(acc['macs-interpolated'])}% | "
                          f"{mean_std(acc['latency'])}% | {paired(acc['latency'], acc['macs-interpolated'])} |")
     lines += ["", "Goal (issue 20): measured latency within 10% of the target, and test accuracy at least the "
-              "MACs-targeted policy's of the same measured latency.", "",
-              f"MACs-targeted runs (the default search at {args.macs_target:.0%} of the MACs) with the main job's "
+              "MACs-targeted policy's of the same measured latency."]
+    if args.rounding:
+        lines += rounding_lines(rows, args)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    (Path(args.out).with_suffix(".json")).write_text(json.dumps(rows, indent=1))
+    print("\n".join(lines))
+
+
+def rounding_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    lines = ["", f"MACs-targeted runs (the default search at {args.macs_target:.0%} of the MACs) with the main job's "
               "rounding and with `round_to: auto` (the step measured to pay most, `search/rounding.json`); speed-up "
               f"measured as above, in alternation with the unpruned net ({args.backend}, batch {args.batch}). Goal (issue "
               "20): speed-up at least 0.6 of the MACs reduction, i.e. speed-up x MACs kept >= 0.6.", "",
@@ -293,9 +308,7 @@ def main() -> None:
         for label, x in r["rounding"].items():
             lines.append(f"| {r['model']} | {label} | {x['round_to']} | {x['achieved']:.1%} | {x['speedup']:.2f}x | "
                          f"{x['speedup'] * x['achieved']:.2f} | {x['accuracy']:.2f}% |")
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    (Path(args.out).with_suffix(".json")).write_text(json.dumps(rows, indent=1))
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -242,6 +242,10 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert not (tmp_path / "w" / "vgg" / "latency" / "search").exists()
     assert json.loads((tmp_path / "lt.json").read_text()) == rows
+    # without the rounding runs: the same row less its rounding, and no rounding table
+    assert run("latency_target.py", *args, "--no-rounding").returncode == 0
+    assert json.loads((tmp_path / "lt.json").read_text()) == [{k: v for k, v in rows[0].items() if k != "rounding"}]
+    assert "| vgg | auto |" not in (tmp_path / "lt.md").read_text()
 
 
 def test_margin_replay_recomputes_the_pick_and_applies_each_margin(tmp_path):

@@ -453,3 +453,21 @@ def test_a_latency_targeted_run_fine_tunes_the_macs_targeted_reference_of_the_sa
     assert (f"MACs-targeted reference (the default search at {ref['macs_target']:.1%} of the MACs" in report
             and f"test accuracy {ref['test_accuracy']:.2f}% (this run: {pr['torch_b64_ms'] / ev['rows'][0]['torch_b64_ms']:.1%}, "
             f"{pr['test_accuracy']:.2f}%, {pr['test_accuracy'] - ref['test_accuracy']:+.2f} points)" in report)
+
+
+def test_matching_macs_target_aims_the_uniform_policy_at_a_latency_and_never_below_the_floor():
+    from entroprune.search import PruningEnv, SearchConfig, fixed_policy_counts, matching_macs_target, uniform_ratio
+
+    model, structure, lo = _net("vgg")
+    lm, _ = fit_latency_model(model, structure, lo, stepped_timer, calibration=3, held_out=0)
+
+    def predicted(m):
+        c = SearchConfig(macs_target=m, min_keep=0.2, round_to=8)
+        return lm.fraction(fixed_policy_counts(structure, c, [uniform_ratio(structure, c)] * len(structure.groups))[0][None])[0]
+
+    target = matching_macs_target(structure, lm, 0.5, 0.2, 8)
+    assert predicted(target) < 0.5 <= predicted(target + 1e-3)
+    # below what the smallest policy takes: the floor's target, which a search accepts
+    floor = matching_macs_target(structure, lm, 1e-3, 0.2, 8)
+    assert floor * structure.total_macs >= structure.macs(structure.keep_counts(0.2, 8))
+    PruningEnv(structure, None, floor, 0.2, 8)

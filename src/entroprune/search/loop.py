@@ -311,7 +311,9 @@ def matching_macs_target(structure: Structure, latency: LatencyModel, fraction: 
     for _ in range(30):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if predicted(mid) < fraction else (lo, mid)
-    return math.floor(lo * 1e4) / 1e4  # rounded down: the uniform policy stays under ``fraction``
+    # rounded down, so that the uniform policy stays under ``fraction``, but never below the reachable floor
+    # (a fraction the smallest policy already exceeds aims at the floor)
+    return max(math.floor(lo * 1e4) / 1e4, math.ceil(floor / structure.total_macs * 1e4) / 1e4)
 
 
 def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list[float],
