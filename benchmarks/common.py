@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from entroprune.checkpoint import ModelSpec, save_checkpoint
@@ -50,6 +52,25 @@ def fresh_latencies(paths: list[Path], backend: str, batch: int, repeats: int, t
                                repeats=repeats)
     return [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                       check=True).stdout.strip().splitlines()[-1]) for _ in range(processes)]
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def write_page(out: Path, lines: list[str], payload: dict) -> None:
+    """A benchmark's page (``out``.md, also printed) and its data (``out``.json)."""
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    print("\n".join(lines))
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -6,28 +6,16 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_description, timing_checkpoint  # noqa: E402
+from common import machine_description, median_time, timing_checkpoint  # noqa: E402
 
 from entroprune.api import load_data_for_spec, load_model  # noqa: E402
 from entroprune.entropy import VARIANTS, activation_points, layer_entropy  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -53,7 +41,7 @@ def main() -> None:
     for h in hooks:
         h.remove()
     with torch.no_grad():
-        forward = timed(lambda: model(x), args.repeats)
+        forward = median_time(lambda: model(x), args.repeats)
     print(f"# entropy cost, {ckpt.spec.model}, batch {args.batch} {ckpt.spec.dataset} images, "
           f"{len(acts)} conv layers; {machine_description()}")
     print(f"forward pass: {1000 * forward:.1f} ms")
@@ -61,8 +49,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     last = list(acts.values())[-1]  # `--entropy-layers last`, the default selection
     for v in VARIANTS:
-        t = timed(lambda v=v: [layer_entropy(a, v, rectified=True) for a in acts.values()], args.repeats)
-        t_last = timed(lambda v=v: layer_entropy(last, v, rectified=True), args.repeats)
+        t = median_time(lambda v=v: [layer_entropy(a, v, rectified=True) for a in acts.values()], args.repeats)
+        t_last = median_time(lambda v=v: layer_entropy(last, v, rectified=True), args.repeats)
         print(f"| {v} | {1000 * t:.1f} | {t / forward:.2f} | {1000 * t_last:.1f} | {t_last / forward:.3f} |")
 
 

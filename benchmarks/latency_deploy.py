@@ -87,7 +87,7 @@ def span(values: list[float], fmt: str) -> str:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from common import machine_description
+    from common import machine_description, write_page
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["vgg", "resnet20", "mobilenetv2"])
@@ -138,10 +138,7 @@ def main() -> None:
         prof = next(r for r in rows if r["model"] == name)["eager_profile"]
         for key in prof:
             lines.append(f"| {name} | {key} | " + " | ".join(f"{prof[key].get(k, 0):.0%}" for k in kinds) + " |")
-    out = Path(args.out)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
-    print("\n".join(lines))
+    write_page(Path(args.out), lines, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

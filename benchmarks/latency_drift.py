@@ -12,8 +12,6 @@ Writes docs/measurements/latency_drift.md and .json. Run it on an idle machine: 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,19 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ROOT / "docs" / "measurements" / "arena" / "baselines"
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls."""
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
-
-
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from common import machine_description
+    from common import machine_description, median_time, write_page
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=5.0)
@@ -64,10 +52,10 @@ def main() -> None:
         for net, x in nets.values():
             net(x)
         while time.perf_counter() < t_end:
-            copy_s = timed(lambda: dst.copy_(src), 3)
+            copy_s = median_time(lambda: dst.copy_(src), 3, warmup=0)
             row = {"t": time.time(), "copy_gb_s": 2 * src.numel() * 4 / copy_s / 1e9}  # read + write
             for name, (net, x) in nets.items():
-                row[f"{name}_ms"] = 1000 * timed(lambda net=net, x=x: net(x), 3)
+                row[f"{name}_ms"] = 1000 * median_time(lambda net=net, x=x: net(x), 3, warmup=0)
             rows.append(row)
     cols = ["copy_gb_s", "mobilenetv2_ms", "vgg_ms"]
     data = {c: np.array([r[c] for r in rows]) for c in cols}
@@ -91,10 +79,7 @@ def main() -> None:
            f"{np.median(data['copy_gb_s'][~slow]):.2f} GB/s in the others, VGG at "
            f"{np.median(data['vgg_ms'][slow]):.2f} ms against {np.median(data['vgg_ms'][~slow]):.2f} ms."
            if slow.any() and (~slow).any() else ".")]
-    out = Path(args.out)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
-    print("\n".join(lines))
+    write_page(Path(args.out), lines, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":
