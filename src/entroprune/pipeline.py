@@ -92,9 +92,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     f = cfg.finetune
     t0 = time.perf_counter()
     say(f"finetune: {f.epochs} epochs{' with distillation' if f.distill else ''}")
-    finetune_checkpoint(run_dir / "pruned" / "model.pt", run_dir / "finetuned", epochs=f.epochs, lr=f.lr,
-                        batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet,
-                        nproc=f.nproc)
+    _finetune_like_run(run_dir, cfg, device, quiet)
     timings["finetune"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -134,6 +132,15 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
                                          say)
         timings["macs_reference"] = time.perf_counter() - t0
     return uniform, reference, macs_reference
+
+
+def _finetune_like_run(folder: Path, cfg: RunConfig, device: torch.device | str, quiet: bool) -> dict[str, Any]:
+    """``folder``/pruned fine-tuned into ``folder``/finetuned with the run's fine-tune settings and seed: the
+    searched net and every reference line get the same one."""
+    f = cfg.finetune
+    return finetune_checkpoint(folder / "pruned" / "model.pt", folder / "finetuned", epochs=f.epochs, lr=f.lr,
+                               batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device,
+                               quiet=quiet, nproc=f.nproc)
 
 
 def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
@@ -178,10 +185,7 @@ def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cf
     say("uniform reference: the uniform policy with the same fine-tune")
     write_json(out / "policy.json", {"policy": uniform, "agent": "uniform"})
     prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", device=device)
-    f = cfg.finetune
-    m = finetune_checkpoint(out / "pruned" / "model.pt", out / "finetuned", epochs=f.epochs, lr=f.lr,
-                            batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet,
-                            nproc=f.nproc)
+    m = _finetune_like_run(out, cfg, device, quiet)
     return {"test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"], "same_as_searched": False}
 
 
@@ -203,10 +207,7 @@ def _macs_reference(ckpt_path: Path, out: Path, searched: SearchConfig, result: 
     res = search_checkpoint(ckpt_path, out / "search", replace(searched, macs_target=target, latency_target=None),
                             device=device, quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address)
     prune_checkpoint(ckpt_path, out / "search" / "policy.json", out / "pruned", device=device)
-    f = cfg.finetune
-    m = finetune_checkpoint(out / "pruned" / "model.pt", out / "finetuned", epochs=f.epochs, lr=f.lr,
-                            batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device, quiet=quiet,
-                            nproc=f.nproc)
+    m = _finetune_like_run(out, cfg, device, quiet)
     rows = evaluate_checkpoint(out / "finetuned" / "model.pt", device=device, latency=True, repeats=cfg.latency_repeats)
     key = f"{RUNTIMES[searched.latency_backend]}_b64_ms"
     return {"macs_target": target, "achieved": res.achieved, "chosen": res.summary.get("chosen", "search"),
