@@ -32,7 +32,7 @@ from entroprune.search.rewards import RewardConfig  # noqa: E402
 #: K, the same policy for every fine-tune seed): what lies near uniform in the default's own search space.
 RANDOM_DRAWS = 20
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
-           "default-wide") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1))
+           "default-wide", "default-kl", "default-kl-random") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from"]
 
 
@@ -50,7 +50,10 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
             return replace(cfg, rerank_reward="entropy")
         if source == "default-wide":  # the whole [min_keep, 1] range, as the one-stage sources search it
             return replace(cfg, band=None)
-        return replace(cfg, agent="random") if source == "default-random" else cfg
+        if source.startswith("default-kl"):  # the search itself reads the recovered KL (a reward worth optimising)
+            cfg = replace(cfg, episodes=grid["kl_episodes"], warmup=grid["kl_warmup"],
+                          reward=RewardConfig(kind="kl", recovery_steps=grid["kl_recovery_steps"]))
+        return replace(cfg, agent="random") if source.endswith("-random") else cfg
     # no re-ranking, nothing to confirm or prefer: the zeros keep these cells' settings what they ran with
     fixed = {"rerank_top_k": 0, "confirm_seeds": 0, "uniform_margin": 0.0}
     if source in ("uniform", "global"):
