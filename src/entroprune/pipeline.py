@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     import torch
 
     from .config import RunConfig
+    from .latency import LatencyModel
     from .search import SearchConfig, SearchResult
+    from .structure import Structure
 
 Say = Callable[[str], Any]
 
@@ -120,7 +122,13 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
     latency-targeted run the MACs-targeted search of the same latency (each one's time into ``timings``)."""
     # the search's own rounding (`round_to: auto` is measured into a step there)
     searched = replace(cfg.search, round_to=result.summary["config"]["round_to"])
-    uniform = _uniform_policy(ckpt_path, searched, run_dir / "search")
+    from .search import matching_macs_target
+    from .search.loop import latency_model
+
+    model, ckpt = load_model(ckpt_path)
+    structure = build_structure(model, ckpt.spec, ignored=searched.ignored_layers)
+    latency = latency_model(model, structure, searched, run_dir / "search")  # the search's own (None: MACs only)
+    uniform = _uniform_policy(structure, searched, latency)
     reference = macs_reference = None
     if cfg.reference_uniform:
         t0 = time.perf_counter()
@@ -128,8 +136,11 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
         timings["uniform_reference"] = time.perf_counter() - t0
     if cfg.reference_macs and result.summary.get("latency_fraction") is not None:
         t0 = time.perf_counter()
-        macs_reference = _macs_reference(ckpt_path, run_dir / "macs-reference", searched, result, cfg, device, quiet,
-                                         say)
+        assert latency is not None  # a latency-targeted search fitted or read one
+        target = matching_macs_target(structure, latency, result.summary["latency_fraction"], searched.min_keep,
+                                      searched.step)
+        macs_reference = _macs_reference(ckpt_path, run_dir / "macs-reference", target, searched, result, cfg, device,
+                                         quiet, say)
         timings["macs_reference"] = time.perf_counter() - t0
     return uniform, reference, macs_reference
 
@@ -157,17 +168,13 @@ def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
     return check_writable_dir(run_dir)
 
 
-def _uniform_policy(ckpt_path: Path, search: SearchConfig, search_dir: Path) -> dict[str, float]:
+def _uniform_policy(structure: Structure, search: SearchConfig, latency: LatencyModel | None) -> dict[str, float]:
     """The uniform policy of the search's targets, floor and rounding (the report's reference line); under a
     latency target, with the latency model the search used."""
     from .prune import policy_to_ratios
     from .search import fixed_policy_counts, uniform_ratio
     from .search.budget import Budget
-    from .search.loop import latency_model
 
-    model, ckpt = load_model(ckpt_path)
-    structure = build_structure(model, ckpt.spec, ignored=search.ignored_layers)
-    latency = latency_model(model, structure, search, search_dir)
     budget = Budget(structure, search.macs_target, latency, search.latency_target) if latency else None
     counts, _ = fixed_policy_counts(structure, search, [uniform_ratio(structure, search, budget)] * len(structure.groups),
                                     budget)
@@ -189,20 +196,13 @@ def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cf
     return {"test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"], "same_as_searched": False}
 
 
-def _macs_reference(ckpt_path: Path, out: Path, searched: SearchConfig, result: SearchResult, cfg: RunConfig,
-                    device: torch.device | str, quiet: bool, say: Say) -> dict[str, Any]:
+def _macs_reference(ckpt_path: Path, out: Path, target: float, searched: SearchConfig, result: SearchResult,
+                    cfg: RunConfig, device: torch.device | str, quiet: bool, say: Say) -> dict[str, Any]:
     """For a latency-targeted run, the tool's MACs-targeted search aimed at the same latency (the MACs target
     whose uniform policy the search's latency model predicts at the result's latency), pruned, fine-tuned and
     timed like the result: what targeting measured time bought over targeting MACs."""
     from .latency import RUNTIMES
-    from .search import matching_macs_target
-    from .search.loop import latency_model
 
-    model, ckpt = load_model(ckpt_path)
-    structure = build_structure(model, ckpt.spec, ignored=searched.ignored_layers)
-    lm = latency_model(model, structure, searched, out.parent / "search")
-    assert lm is not None  # a latency-targeted search fitted or read one
-    target = matching_macs_target(structure, lm, result.summary["latency_fraction"], searched.min_keep, searched.step)
     say(f"MACs reference: the default search at {target:.1%} of the MACs (the same predicted latency), fine-tuned alike")
     res = search_checkpoint(ckpt_path, out / "search", replace(searched, macs_target=target, latency_target=None),
                             device=device, quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address)
