@@ -6,7 +6,9 @@
 
 Without --checkpoint it trains the small digits VGG the tests use (width 0.5, 3 epochs, seed 0)
 and searches at 30% of the MACs. The second form is the main job's search (`configs/default.yaml`)
-on its baseline. Each --sigma-decay value is a DDPG row per seed; --random adds random search
+on its baseline, as it was before the band and the re-ranking (the search alone: no re-ranking here).
+--reward kl --recovery-steps 20 --band 0.5 is the arena's default-kl search; each --ddpg spec adds DDPG
+rows with those hyperparameters (e.g. sigma_min=0.1,warmup_sigma=0.25). Each --sigma-decay value is a DDPG row per seed; --random adds random search
 (the `random` agent: the best of as many uniformly random policies). Printed per run: best reward
 in the warm-up and after it, the episode of the best, the mean of the warm-up and of the last 20
 episodes, and how many distinct policies the last 100 episodes tried (rounded channel counts:
@@ -25,6 +27,7 @@ import torch
 
 from entroprune.api import search_checkpoint, train_baseline
 from entroprune.search import SearchConfig
+from entroprune.search.rewards import RewardConfig
 from entroprune.utils import machine_description
 
 
@@ -49,7 +52,13 @@ def main() -> None:
     ap.add_argument("--calib-size", type=int, default=64)
     ap.add_argument("--lr-actor", type=float, default=1e-3)
     ap.add_argument("--sigma-decay", type=float, nargs="+", default=[0.95], help="DDPG rows, one per value")
+    ap.add_argument("--ddpg", nargs="+", default=[], metavar="K=V[,K=V]",
+                    help="more DDPG rows, each with these hyperparameters (e.g. sigma_min=0.1,warmup_sigma=0.25)")
     ap.add_argument("--random", action="store_true", help="add random search with the same episodes")
+    ap.add_argument("--reward", default="entropy", help="the search's reward kind (kl: agreement with the unpruned net)")
+    ap.add_argument("--recovery-steps", type=int, default=0, help="label-free recovery before each episode's score")
+    ap.add_argument("--band", type=float, default=None, help="keep ratios within (1 +- band) x uniform's (default: "
+                    "none, the whole [min_keep, 1] range the first runs searched)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -64,12 +73,16 @@ def main() -> None:
           "| distinct policies in last 100 | beat warm-up best |")
     print("|---|---|---|---|---|---|---|---|---|")
     runs = [(f"ddpg sigma_decay {d}", "ddpg", {"lr_actor": args.lr_actor, "sigma_decay": d}) for d in args.sigma_decay]
+    for spec in args.ddpg:
+        extra = {k: float(v) for k, v in (kv.split("=") for kv in spec.split(","))}
+        runs.append((f"ddpg {spec}", "ddpg", {"lr_actor": args.lr_actor, "sigma_decay": args.sigma_decay[0], **extra}))
     runs += [("random search", "random", {})] if args.random else []
     for i, (name, agent, ddpg) in enumerate(runs):
         for seed in args.seeds:
             cfg = SearchConfig(macs_target=args.target, episodes=args.episodes, warmup=args.warmup, agent=agent,
                                calib_size=args.calib_size, val_size=128, seed=seed, round_to=args.round_to,
-                               min_keep=args.min_keep, ddpg=ddpg)
+                               min_keep=args.min_keep, ddpg=ddpg, band=args.band, rerank_top_k=0,
+                               reward=RewardConfig(kind=args.reward, recovery_steps=args.recovery_steps))
             out = root / f"{i}-{agent}-{seed}"
             search_checkpoint(ckpt, out, cfg, quiet=True)
             print(row(name, seed, out / "episodes.jsonl", args.warmup), flush=True)
