@@ -8,7 +8,7 @@ Without --checkpoint it trains the small digits VGG the tests use (width 0.5, 3 
 and searches at 30% of the MACs. The second form is the main job's search (`configs/default.yaml`)
 on its baseline, as it was before the band and the re-ranking (the search alone: no re-ranking here).
 --reward kl --recovery-steps 20 --band 0.5 is the arena's default-kl search; each --ddpg spec adds DDPG
-rows with those hyperparameters (e.g. sigma_min=0.1,warmup_sigma=0.25). Each --sigma-decay value is a DDPG row per seed; --random adds random search
+rows with those hyperparameters (e.g. sigma=0.3,lr_critic=0.0001). Each --sigma-decay value is a DDPG row per seed; --random adds random search
 (the `random` agent: the best of as many uniformly random policies). Printed per run: best reward
 in the warm-up and after it, the episode of the best, the mean of the warm-up and of the last 20
 episodes, and how many distinct policies the last 100 episodes tried (rounded channel counts:
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--lr-actor", type=float, default=1e-3)
     ap.add_argument("--sigma-decay", type=float, nargs="+", default=[0.95], help="DDPG rows, one per value")
     ap.add_argument("--ddpg", nargs="+", default=[], metavar="K=V[,K=V]",
-                    help="more DDPG rows, each with these hyperparameters (e.g. sigma_min=0.1,warmup_sigma=0.25)")
+                    help="more DDPG rows, each with these hyperparameters (e.g. sigma=0.3,lr_critic=0.0001)")
     ap.add_argument("--random", action="store_true", help="add random search with the same episodes")
     ap.add_argument("--reward", default="entropy", help="the search's reward kind (kl: agreement with the unpruned net)")
     ap.add_argument("--recovery-steps", type=int, default=0, help="label-free recovery before each episode's score")

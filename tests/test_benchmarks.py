@@ -433,3 +433,24 @@ def test_latency_drift_benchmark_rows_are_its_timings(tmp_path):
         assert f"| {c} | {v.min():.2f} | {np.percentile(v, 10):.2f} | {np.median(v):.2f} |" in page
     corr = np.corrcoef([[r["copy_gb_s"] for r in rows], [r["mobilenetv2_ms"] for r in rows]])[0, 1]
     assert f"copy_gb_s ~ mobilenetv2_ms {corr:+.2f}" in page
+
+
+def test_policy_space_counts_every_policy_the_wall_lets_through(digits_ckpt):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import policy_space
+
+    from entroprune.api import build_structure, load_model
+    from entroprune.search.env import PruningEnv
+    from entroprune.search.loop import band_bounds
+
+    net, ckpt = load_model(digits_ckpt)
+    structure = build_structure(net, ckpt.spec)
+    cfg = SearchConfig(macs_target=0.3, min_keep=0.2, round_to=8)
+    env = PruningEnv(structure, None, cfg.macs_target, cfg.min_keep, cfg.step, ratio_bounds=band_bounds(structure, cfg))
+    every = policy_space.enumerate_policies(env, cap=100_000)
+    drawn = policy_space.random_draws(env, 3000, seed=0)
+    assert every is not None and 1 < len(every) < 500
+    # whatever random search reaches is inside the counted set, and on a space this small it reaches nearly all
+    # of it (the one it missed here needs four unlikely choices at once: about 1 draw in 3,000)
+    assert drawn <= every and len(drawn) >= 0.9 * len(every)
+    assert policy_space.enumerate_policies(env, cap=len(every) - 1) is None  # the cap says "more than", not a count

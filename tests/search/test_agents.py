@@ -41,18 +41,6 @@ def test_warmup_is_uniform_and_seeded_then_exploration_narrows():
     assert late < 0.05 * early and late < 0.01
 
 
-def test_exploration_floor_and_a_warmup_centred_on_the_uniform_policy():
-    agent = DDPGAgent(4, seed=3, warmup=50, sigma_min=0.1, warmup_sigma=0.2)
-    warm = np.array([agent.act(OBS, e) for e in range(50)])
-    # around 0.5 (the band's middle: the uniform policy's ratio), narrower than uniformly random (std 0.29)
-    assert abs(warm.mean() - 0.5) < 0.08 and 0.12 < warm.std() < 0.24
-    assert agent.sigma(60) == pytest.approx(0.5 * 0.95 ** 10) and agent.sigma(150) == 0.1  # floored, not 0.003
-    late = np.std([agent.act(OBS, 150) for _ in range(300)])
-    assert late > 0.07  # still exploring a hundred episodes after the warm-up
-    amc = DDPGAgent(4, seed=3, warmup=50)  # the defaults are AMC's: no floor, uniformly random warm-up
-    assert amc.sigma(150) < 0.01 and amc.sigma_min == 0.0 and amc.warmup_sigma is None
-
-
 def test_reward_baseline_is_amcs_moving_average_and_rewards_are_scaled(monkeypatch):
     agent = DDPGAgent(4, seed=0, warmup=0, batch_size=8, baseline_alpha=0.25)
     captured = []

@@ -54,12 +54,6 @@ class DDPGAgent(Agent):
     :param warmup: episodes of uniformly random actions before learning (AMC: 100).
     :param sigma: initial std of the truncated-normal exploration noise (AMC: 0.5).
     :param sigma_decay: per-episode decay of sigma after warm-up (AMC: 0.95).
-    :param sigma_min: floor of the decayed sigma (AMC: none, 0). With AMC's decay the actor settles on one
-        policy within about ten episodes after the warm-up, often worse than the warm-up's best
-        (docs/measurements/agent_kl.md); a floor keeps it searching around what it learned.
-    :param warmup_sigma: warm-up actions from a truncated normal around 0.5, the middle of each group's
-        range, instead of uniformly random (AMC: None). Inside the search's band that middle is the
-        uniform policy's ratio, so the warm-up explores around uniform.
     :param tau: soft target update rate (AMC: 0.01).
     :param gamma: discount (AMC: 1.0).
     :param batch_size: transitions per gradient step (AMC: 64).
@@ -80,11 +74,10 @@ class DDPGAgent(Agent):
 
     def __init__(self, obs_dim: int, seed: int = 0, hidden: int = 300, lr_actor: float = 1e-3,
                  lr_critic: float = 1e-3, warmup: int = 100, sigma: float = 0.5, sigma_decay: float = 0.95,
-                 sigma_min: float = 0.0, warmup_sigma: float | None = None, tau: float = 0.01, gamma: float = 1.0, batch_size: int = 64, buffer_size: int = 6000,
+                 tau: float = 0.01, gamma: float = 1.0, batch_size: int = 64, buffer_size: int = 6000,
                  baseline_alpha: float = 0.5, scale_rewards: bool = True):
         super().__init__(obs_dim, seed)
         self.warmup, self.sigma0, self.sigma_decay = warmup, sigma, sigma_decay
-        self.sigma_min, self.warmup_sigma = sigma_min, warmup_sigma
         self.tau, self.gamma, self.batch_size, self.baseline_alpha = tau, gamma, batch_size, baseline_alpha
         self.scale_rewards = scale_rewards
         with torch.random.fork_rng(devices=[]):
@@ -101,17 +94,15 @@ class DDPGAgent(Agent):
         self.moving_average: float | None = None
 
     def sigma(self, episode: int) -> float:
-        return max(self.sigma_min, self.sigma0 * self.sigma_decay ** max(0, episode - self.warmup))
+        return self.sigma0 * self.sigma_decay ** max(0, episode - self.warmup)
 
     # ---------------------------------------------------------------- acting
     @torch.no_grad()
     def act(self, obs: np.ndarray, episode: int) -> float:
-        if episode < self.warmup and self.warmup_sigma is None:
-            return float(self.rng.uniform(0.0, 1.0))
         if episode < self.warmup:
-            mu, sigma = 0.5, float(self.warmup_sigma)
-        else:
-            mu, sigma = float(self.actor(torch.as_tensor(obs, dtype=torch.float32)[None]).item()), self.sigma(episode)
+            return float(self.rng.uniform(0.0, 1.0))
+        mu = float(self.actor(torch.as_tensor(obs, dtype=torch.float32)[None]).item())
+        sigma = self.sigma(episode)
         a, b = (0.0 - mu) / sigma, (1.0 - mu) / sigma
         return float(np.clip(truncnorm.rvs(a, b, loc=mu, scale=sigma, random_state=self.rng), 0.0, 1.0))
 
