@@ -454,3 +454,24 @@ def test_policy_space_counts_every_policy_the_wall_lets_through(digits_ckpt):
     # of it (the one it missed here needs four unlikely choices at once: about 1 draw in 3,000)
     assert drawn <= every and len(drawn) >= 0.9 * len(every)
     assert policy_space.enumerate_policies(env, cap=len(every) - 1) is None  # the cap says "more than", not a count
+
+
+def test_agent_logs_reads_the_arenas_search_logs(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results.csv"
+    g = {"pairs": [["vgg", 0.2]], "seeds": [0], "out": str(runs), "results": str(results)}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(g))
+    rewards = {"default-kl": [-0.3, -0.1, -0.2, -0.2], "default-kl-random": [-0.3, -0.2, -0.25, -0.05]}
+    for source, rs in rewards.items():
+        d = runs / "cells" / f"vgg-0.2-{source}-s0" / "search"
+        d.mkdir(parents=True)
+        (d / "episodes.jsonl").write_text("".join(json.dumps({"reward": r, "policy": {"a": i % 3}}) + "\n"
+                                                  for i, r in enumerate(rs)))
+        (d / "search.json").write_text(json.dumps({"config": {"warmup": 2}, "chosen": "search", "reward": rs[-1]}))
+    results.write_text("model,target,source,seed,test_accuracy\nvgg,0.2,default-kl,0,91.5\n"
+                       "vgg,0.2,default-kl-random,0,92.25\n")
+    out = run("agent_logs.py", "--grid", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "page"))
+    assert out.returncode == 0, out.stderr
+    page = (tmp_path / "page.md").read_text()
+    # DDPG's best came in its warm-up (-0.1, not beaten after it); random search beat its warm-up with -0.05
+    assert "| vgg 20% | default-kl | 0 | -0.1000 | -0.2000 | 1 |" in page and "| no | search | -0.2000 | 91.5 |" in page
+    assert "| vgg 20% | default-kl-random | 0 | -0.2000 | -0.0500 | 3 |" in page and "| yes | search |" in page
