@@ -66,7 +66,7 @@ def enumerate_policies(env: PruningEnv, cap: int) -> set[tuple[int, ...]] | None
 
 def random_draws(env: PruningEnv, episodes: int, seed: int) -> set[tuple[int, ...]]:
     """The distinct policies the random agent's ``episodes`` episodes reach (rollouts only, as a search draws them)."""
-    agent = RandomAgent(len(env._obs()), seed)
+    agent = RandomAgent(env.observation_space.shape[0], seed)
     return {tuple(int(c) for c in _rollout(env, agent, e)["counts"]) for e in range(episodes)}
 
 
