@@ -22,12 +22,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_page  # noqa: E402
 from ddpg_warmup import row  # noqa: E402
+from reproduce import cell_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cell_dir(runs: Path, model: str, target: float, source: str, seed: int) -> Path:
-    return runs / "cells" / f"{model}-{target:g}-{source}-s{seed}" / "search"
 
 
 def main() -> None:
@@ -54,7 +51,7 @@ def main() -> None:
     for model, target in grid["pairs"]:
         for source in args.sources:
             for seed in grid["seeds"]:
-                d = cell_dir(runs, model, float(target), source, seed)
+                d = cell_folder(runs, model, float(target), source, seed) / "search"
                 if not (d / "search.json").exists():
                     continue
                 summary = json.loads((d / "search.json").read_text())

@@ -106,6 +106,11 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
                                             physical=bool(grid.get("physical_scoring", False))))
 
 
+def cell_folder(out: Path, model: str, target: float, source: str, seed: int) -> Path:
+    """Where a cell's artefacts live under the grid's ``out`` (benchmarks/agent_logs.py reads its search logs)."""
+    return out / "cells" / f"{model}-{target}-{source}-s{seed}"
+
+
 def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int,
              configure=search_config, earlier=lambda model, policy, seed: None) -> dict:
     """Search -> prune -> fine-tune -> evaluate one cell; ``configure`` gives its SearchConfig.
@@ -116,7 +121,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     base = ensure_baseline(grid, model)
     t_cell = time.perf_counter()  # a cell's time leaves out its model's baseline (counted on its own)
     baseline_acc = json.loads((base / "metrics.json").read_text())["test_accuracy"]
-    cell = out / "cells" / f"{model}-{target}-{source}-s{seed}"
+    cell = cell_folder(out, model, target, source, seed)
     cfg = configure(grid, model, target, source, seed)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
