@@ -37,11 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def choices(env: PruningEnv, t: int) -> list[int]:
     """The channel counts group ``t`` can take after the earlier groups' choices (env.step's wall)."""
-    lo, hi = env.bounds(t)
-    g = env.groups[t]
-    lo_r, hi_r = env.lo_ratio[t], env.hi_ratio[t]  # a requested ratio is clipped to the band before rounding
-    ratios = np.clip(np.r_[np.arange(g.channels + 1) / g.channels, lo_r, hi_r], lo_r, hi_r)
-    return sorted({int(np.clip(env.structure.round_group(g, float(r), env.round_to), lo, hi)) for r in ratios})
+    bounds, g = env.bounds(t), env.groups[t]
+    # every channel fraction and the band's ends: the rounding's steps all lie on channel boundaries
+    ratios = np.r_[np.arange(g.channels + 1) / g.channels, env.lo_ratio[t], env.hi_ratio[t]]
+    return sorted({env.count_for(t, float(r), bounds) for r in ratios})
 
 
 def enumerate_policies(env: PruningEnv, cap: int) -> set[tuple[int, ...]] | None:

@@ -145,6 +145,12 @@ class PruningEnv(gym.Env):
             lo_c = hi_c
         return int(lo_c), int(hi_c)
 
+    def count_for(self, t: int, ratio: float, bounds: tuple[int, int]) -> int:
+        """The channel count group ``t`` gets for a requested keep ratio: clipped to the band, rounded to the
+        channel step, then held inside the wall's ``bounds`` (:meth:`bounds`, passed in: it is the costly part)."""
+        ratio = float(np.clip(ratio, self.lo_ratio[t], self.hi_ratio[t]))
+        return int(np.clip(self.structure.round_group(self.groups[t], ratio, self.round_to), *bounds))
+
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         ratio = float(np.asarray(action, dtype=float).reshape(-1)[0])
         if not np.isfinite(ratio):
@@ -152,9 +158,7 @@ class PruningEnv(gym.Env):
         t = self.t
         ratio = float(np.clip(ratio, self.lo_ratio[t], self.hi_ratio[t]))
         g = self.groups[t]
-        lo, hi = self.bounds(t)
-        want = self.structure.round_group(g, ratio, self.round_to)
-        count = int(np.clip(want, lo, hi))
+        count = self.count_for(t, ratio, self.bounds(t))
         self.counts[t] = count
         applied = count / g.channels
         self.prev_action = applied
