@@ -25,20 +25,60 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import reproduce  # noqa: E402
 
-from entroprune.search import SearchConfig  # noqa: E402
+from entroprune.search import SearchConfig, SearchResult  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
 
 #: ``random-K``: the K-th random policy inside the default's band (one draw of the random agent, seeded by
 #: K, the same policy for every fine-tune seed): what lies near uniform in the default's own search space.
 RANDOM_DRAWS = 20
+#: ``space-K``: the K-th policy of the default's whole search space (every policy its band, rounding and MACs
+#: wall let through, as benchmarks/policy_space.py counts them, in sorted order of channel counts): where the
+#: space is small, fine-tuning all of it says what the best pick in it is worth, whatever the score.
+SPACE_MAX = 400
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
-           "default-wide", "default-kl", "default-kl-random") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1))
+           "default-wide", "default-kl", "default-kl-random") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
+    + tuple(f"space-{k}" for k in range(1, SPACE_MAX + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from"]
+SINGLE = ("random-", "space-")
 
 
 def is_draw(source: str) -> bool:
-    """Sources ``random-K``: single random policies (make_arena summarises them per pair, not a row each)."""
-    return source.startswith("random-")
+    """Sources ``random-K`` and ``space-K``: single policies (make_arena summarises them per pair, not a row each)."""
+    return source.startswith(SINGLE)
+
+
+def space_policy(path: Path, folder: Path, cfg: SearchConfig, k: int) -> SearchResult:
+    """Write the K-th policy of the default's search space (``cfg``'s band, rounding and wall) as the cell's
+    policy.json, in the search's own format, so that prune and the fine-tune reuse treat it as any other."""
+    from policy_space import enumerate_policies
+
+    from entroprune.api import build_structure, load_model
+    from entroprune.prune import policy_to_ratios
+    from entroprune.search.env import PruningEnv
+    from entroprune.search.loop import band_bounds
+    from entroprune.utils import write_json
+
+    net, ckpt = load_model(path)
+    structure = build_structure(net, ckpt.spec)
+    env = PruningEnv(structure, None, cfg.macs_target, cfg.min_keep, cfg.step, ratio_bounds=band_bounds(structure, cfg))
+    found = enumerate_policies(env, SPACE_MAX)
+    if found is None or k > len(found):
+        raise SystemExit(f"space-{k}: the search space of {path} at {cfg.macs_target:.0%} holds "
+                         f"{'more than ' + str(SPACE_MAX) if found is None else len(found)} policies; list only "
+                         "space-K up to its size, on pairs whose space is at most SPACE_MAX")
+    counts = sorted(found)[k - 1]
+    policy = policy_to_ratios(structure, counts)
+    named = {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)}
+    chosen = f"space {k} of {len(found)}"  # make_arena reads the space's size from it
+    write_json(folder / "policy.json", {"policy": policy, "counts": named, "macs_target": cfg.macs_target,
+                                        "round_to": 1, "chosen": chosen, "model": ckpt.spec.model})
+    return SearchResult(policy=policy, counts=named, reward=float("nan"), achieved=float("nan"), episodes=0,
+                        spearman=None, summary={"chosen": chosen})
+
+
+def search(path: Path, folder: Path, cfg: SearchConfig, source: str) -> SearchResult:
+    return space_policy(path, folder, cfg, int(source.split("-")[1])) if source.startswith("space-") \
+        else reproduce.search_cell(path, folder, cfg, source)
 
 
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
@@ -58,6 +98,8 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
     fixed = {"rerank_top_k": 0, "confirm_seeds": 0, "uniform_margin": 0.0}
     if source in ("uniform", "global"):
         return SearchConfig(agent=source, episodes=1, **space, **fixed)
+    if source.startswith("space-"):  # the default's search space, enumerated (its settings: the default's band)
+        return SearchConfig(**space)
     if is_draw(source):  # the draw's seed, not the cell's: one policy, fine-tuned per seed
         return SearchConfig(agent="random", episodes=1, **{**space, "seed": int(source.split("-")[1])}, **fixed)
     kind = "accuracy" if source == "accuracy" else "entropy"
@@ -118,9 +160,19 @@ def cells_of(grid: dict) -> list[tuple[str, float, str, int]]:
     cells = []
     for m, t in grid["pairs"]:
         cells += [(m, float(t), s, int(seed)) for seed in grid["seeds"] for s in grid["sources"]]
-        cells += [(m, float(t), s, int(seed)) for fm, ft, s, *own in grid.get("followup") or []
-                  if (fm, float(ft)) == (m, float(t)) for seed in (own[0] if own else grid["seeds"])]
+        cells += [(m, float(t), s, int(seed)) for fm, ft, entry, *own in grid.get("followup") or []
+                  if (fm, float(ft)) == (m, float(t)) for s in expand(entry)
+                  for seed in (own[0] if own else grid["seeds"])]
     return cells
+
+
+def expand(entry: str) -> list[str]:
+    """A follow-up source, or a run of numbered ones: ``space-1:40`` is space-1 ... space-40."""
+    name, _, last = entry.partition(":")
+    if not last:
+        return [entry]
+    prefix, _, first = name.rpartition("-")
+    return [f"{prefix}-{k}" for k in range(int(first), int(last) + 1)]
 
 
 def policies_of(rows: list[dict], model: str, target: float) -> list[dict]:
@@ -144,4 +196,5 @@ def arena_grid(grid: dict) -> dict:
 if __name__ == "__main__":
     reproduce.main(doc=__doc__, default_grid="arena.yaml", sources=dict.fromkeys(SOURCES),
                    cells_of=cells_of, configure=configure, fields=FIELDS, prepare=arena_grid,
-                   extra=lambda cfg: {"search_settings": settings(cfg)}, is_current=is_current, reuse_finetunes=True)
+                   extra=lambda cfg: {"search_settings": settings(cfg)}, is_current=is_current, reuse_finetunes=True,
+                   search=search)

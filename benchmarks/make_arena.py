@@ -56,23 +56,30 @@ def ceiling(rows: list[dict], model: str, target: float, seeds: list[int]) -> di
             "best_policy": max(full) if full else None, "full_policies": len(full)}
 
 
-def draw_deltas(cell: list[dict], uniform: dict[int, float], seed: int = 0) -> list[float]:
-    """Each random draw's test accuracy with fine-tune ``seed`` (the one every draw runs with; the best
-    draws' other seeds only confirm) minus uniform's with the same seed."""
+def draw_deltas(cell: list[dict], uniform: dict[int, float], seed: int = 0, kind: str = "random-") -> list[float]:
+    """Each single policy's (``kind``: random draws or the enumerated space) test accuracy with fine-tune
+    ``seed`` (the one every such cell runs with; the best ones' other seeds only confirm) minus uniform's
+    with the same seed."""
     return [float(r["test_accuracy"]) - uniform[seed] for r in cell
-            if arena.is_draw(r["source"]) and int(r["seed"]) == seed and seed in uniform]
+            if r["source"].startswith(kind) and int(r["seed"]) == seed and seed in uniform]
 
 
-def confirmed_draws(cell: list[dict], uniform: dict[int, float], seeds: int) -> str:
-    """The draws fine-tuned with every seed (the confirmations): mean accuracy and paired difference."""
+def confirmed_draws(cell: list[dict], uniform: dict[int, float], seeds: int, kind: str = "random-") -> str:
+    """The single policies fine-tuned with every seed (the confirmations): mean accuracy and paired difference."""
     accs: dict[str, dict[int, float]] = {}
     for r in cell:
-        if arena.is_draw(r["source"]):
+        if r["source"].startswith(kind):
             accs.setdefault(r["source"], {})[int(r["seed"])] = float(r["test_accuracy"])
     full = {s: a for s, a in sorted(accs.items()) if len(a) == seeds and set(a) <= set(uniform)}
     return (" With every seed: " + ", ".join(f"{s} {statistics.mean(a.values()):.2f}% "
                                              f"({statistics.mean(paired(a, uniform)):+.2f})" for s, a in full.items())
             + "." if full else "")
+
+
+def space_size(cell: list[dict]) -> str:
+    """How many policies the enumerated space holds (its cells record it as ``chosen``: "space K of N")."""
+    sizes = {r["chosen"].rpartition(" of ")[2] for r in cell if r["source"].startswith("space-")}
+    return f"it holds {', '.join(sorted(sizes))}"
 
 
 def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
@@ -105,14 +112,18 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "and `default-kl-random` the same with random search: does DDPG add anything given a reward that "
             "ranks fine-tuned policies? "
             "`random-K` (summarised below each table, not a row of it) the K-th random policy inside the default's "
-            "band, fine-tuned with seed 0 only: what lies near uniform for any search to find. "
+            "band, fine-tuned with seed 0 only: what lies near uniform for any search to find; `space-K` (summarised "
+            "the same way) the K-th policy of the default's whole search space, enumerated as "
+            "`benchmarks/policy_space.py` counts it, where it is small enough to fine-tune every policy: what the "
+            "best pick in the space is worth, whatever the score. "
             "How well each score (entropy, accuracy, -KL; fresh and after recovery) ranks the policies below by "
             "their fine-tuned accuracy: `docs/measurements/arena_scores.md` (`python benchmarks/arena_scores.py`).",
             ""]
     readme = ["| model | MACs kept | baseline | " + " | ".join(sources) + " | default - uniform |",
               "|---|---|---|" + "---|" * len(sources) + "---|"]
     goals: dict[str, list] = {"pairs": [], "met_margin": [], "below_floor": [], "incomplete": [], "room": [],
-                              "ceiling": [], "draws": [], "best_policy": []}
+                              "ceiling": [], "draws": [], "best_policy": [],
+                              "space": []}
     machines = sorted({r["machine"] for r in current})
     for model, target in grid["pairs"]:
         cell = [r for r in current if r["model"] == model and float(r["target"]) == float(target)]
@@ -169,6 +180,14 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                      f"uniform's seed 0): Δ uniform best {max(draws):+.2f}, median {statistics.median(draws):+.2f}, "
                      f"worst {min(draws):+.2f}; {sum(d >= GOAL_MARGIN for d in draws)} of {len(draws)} at "
                      f"+{GOAL_MARGIN} or more." + confirmed_draws(cell, uni, len(grid["seeds"]))]
+        space = draw_deltas(cell, uni, kind="space-")
+        if space:
+            goals["space"].append((model, target, max(space), len(space)))
+            page += ["", f"The default's whole search space ({len(space)} of its policies fine-tuned with seed 0, "
+                     f"`space-K`; {space_size(cell)}), against uniform's seed 0: Δ uniform best {max(space):+.2f}, "
+                     f"median {statistics.median(space):+.2f}, worst {min(space):+.2f}; "
+                     f"{sum(d >= GOAL_MARGIN for d in space)} at +{GOAL_MARGIN} or more."
+                     + confirmed_draws(cell, uni, len(grid["seeds"]), kind="space-")]
         top = ceiling(rows, model, float(target), [int(x) for x in grid["seeds"]])
         if top:
             goals["ceiling"].append((model, target, round(top["delta"], 2)))
@@ -212,7 +231,10 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                   f"{n_pairs} pairs." if goals["best_policy"] else "")
                + (" Best of the random draws in the default's band (seed 0, against uniform's seed 0): "
                   + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals["draws"]) + "."
-                  if goals["draws"] else ""))
+                  if goals["draws"] else "")
+               + (" Best policy of the default's enumerated search space (seed 0, against uniform's seed 0): "
+                  + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals["space"]) + "."
+                  if goals["space"] else ""))
     page[2:2] = [verdict, ""]
     page += ["## How the cells were run", "",
              f"Cells: {len(current)} current" + (f", {stale} stale cells left out (searched with earlier "

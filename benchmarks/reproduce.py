@@ -111,12 +111,18 @@ def cell_folder(out: Path, model: str, target: float, source: str, seed: int) ->
     return out / "cells" / f"{model}-{target}-{source}-s{seed}"
 
 
+def search_cell(path: Path, folder: Path, cfg: SearchConfig, source: str):
+    """A cell's search: the tool's, with the source's settings (the arena's fixed policies replace it)."""
+    return search_checkpoint(path, folder, cfg, quiet=True, force=True)
+
+
 def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int,
-             configure=search_config, earlier=lambda model, policy, seed: None) -> dict:
+             configure=search_config, earlier=lambda model, policy, seed: None, search=search_cell) -> dict:
     """Search -> prune -> fine-tune -> evaluate one cell; ``configure`` gives its SearchConfig.
 
     ``earlier(model, policy, seed)`` may return a row that already fine-tuned this policy with this seed
-    (the fine-tune is deterministic): its results are taken instead of fine-tuning again.
+    (the fine-tune is deterministic): its results are taken instead of fine-tuning again. ``search`` writes
+    the cell's policy.json and returns its SearchResult.
     """
     base = ensure_baseline(grid, model)
     t_cell = time.perf_counter()  # a cell's time leaves out its model's baseline (counted on its own)
@@ -125,7 +131,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     cfg = configure(grid, model, target, source, seed)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    res = search_checkpoint(base / "model.pt", cell / "search", cfg, quiet=True, force=True)
+    res = search(base / "model.pt", cell / "search", cfg, source)
     search_time = time.perf_counter() - t0
     same = earlier(model, res.policy, seed)
     if same is not None:
@@ -164,7 +170,7 @@ def grid_cells(grid: dict) -> list[tuple[str, float, str, int]]:
 def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = "reproduce.yaml",
          sources: dict = SOURCES, cells_of=grid_cells, configure=search_config, fields: list[str] = FIELDS,
          prepare=lambda grid: grid, extra=lambda cfg: {}, is_current=lambda grid, row: True,
-         reuse_finetunes: bool = False) -> None:
+         reuse_finetunes: bool = False, search=search_cell) -> None:
     """Run the cells not yet in the results CSV (the arena reuses this with its own sources).
 
     ``is_current(grid, row)``: whether a recorded cell still stands for its source (a changed default makes
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
             if (model, target) in skipped:
                 continue
             try:
-                row = run_cell(grid, out, model, target, source, seed, configure, earlier)
+                row = run_cell(grid, out, model, target, source, seed, configure, earlier, search)
                 row.update(extra(configure(grid, model, target, source, seed)))
             except ConfigError as exc:  # the settings rule this (model, target) out; say why, go on
                 append_row(skipped_path, ["model", "target", "reason"], {"model": model, "target": target,

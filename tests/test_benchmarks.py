@@ -356,6 +356,45 @@ def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds
     assert arena.is_draw("random-3") and not arena.is_draw("default-random")
 
 
+def test_arena_space_sources_enumerate_the_defaults_search_space_and_prune_as_written(digits_ckpt, tmp_path):
+    """space-K is the K-th of the default's policies in sorted order: every one distinct, the uniform policy
+    among them, the policy.json prunes to exactly its counts; a K past the space's size stops the part."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import arena
+    import make_arena
+
+    from entroprune.api import build_structure, load_model, prune_checkpoint
+    from entroprune.search.agents.baselines import UniformAgent
+    from entroprune.search.loop import fixed_policy_counts
+
+    grid = {"min_keep": 0.2, "round_to": 8, "pairs": [["vgg", 0.5]], "sources": ["uniform"], "seeds": [0, 1],
+            "followup": [["vgg", 0.5, "space-2:4", [0]]]}
+    assert arena.expand("space-2:4") == ["space-2", "space-3", "space-4"] and arena.expand("random-1") == ["random-1"]
+    assert [c[2] for c in arena.cells_of(grid)] == ["uniform", "uniform", "space-2", "space-3", "space-4"]
+    cfg = arena.search_config(grid, "vgg", 0.5, "space-1", 0)
+    assert cfg.band == SearchConfig().band and cfg.rerank_top_k == SearchConfig().rerank_top_k  # the default's space
+    n = int(arena.space_policy(digits_ckpt, tmp_path / "s1", cfg, 1).summary["chosen"].rpartition(" of ")[2])
+    assert 1 < n <= arena.SPACE_MAX
+    net, ckpt = load_model(digits_ckpt)
+    structure = build_structure(net, ckpt.spec)
+    policies = [arena.space_policy(digits_ckpt, tmp_path / f"s{k}", cfg, k) for k in range(1, n + 1)]
+    counts = [tuple(p.counts.values()) for p in policies]
+    assert counts == sorted(set(counts))  # distinct, in sorted order
+    u = UniformAgent.solve(structure, cfg.macs_target, cfg.min_keep, cfg.step)
+    assert tuple(int(c) for c in fixed_policy_counts(structure, cfg, [u] * len(structure.groups))[0]) in counts
+    prune_checkpoint(digits_ckpt, tmp_path / "s2" / "policy.json", tmp_path / "pruned")
+    assert load_model(tmp_path / "pruned" / "model.pt")[1].pruning["counts"] == policies[1].counts
+    with pytest.raises(SystemExit, match=f"holds {n} policies"):
+        arena.space_policy(digits_ckpt, tmp_path / "past", cfg, n + 1)
+    cell = [{"source": "uniform", "seed": "0", "test_accuracy": "90.0"},
+            {"source": "random-1", "seed": "0", "test_accuracy": "91.0"},
+            {"source": "space-1", "seed": "0", "test_accuracy": "90.2", "chosen": f"space 1 of {n}"},
+            {"source": "space-2", "seed": "0", "test_accuracy": "89.9", "chosen": f"space 2 of {n}"}]
+    assert make_arena.draw_deltas(cell, {0: 90.0}, kind="space-") == pytest.approx([0.2, -0.1])
+    assert make_arena.draw_deltas(cell, {0: 90.0}) == pytest.approx([1.0])  # random draws apart
+    assert make_arena.space_size(cell) == f"it holds {n}"
+
+
 def test_latency_model_benchmark_reports_random_and_uniform_policy_errors(tmp_path):
     """A tiny net, torch only: the page holds the random policies' error, its noise floor and the uniform
     policies' signed errors (no time is asserted)."""
