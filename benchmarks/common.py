@@ -66,7 +66,7 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def write_page(out: Path, lines: list[str], payload: dict) -> None:
+def write_page(out: Path, lines: list[str], payload: dict | list) -> None:
     """A benchmark's page (``out``.md, also printed) and its data (``out``.json)."""
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")

@@ -45,7 +45,7 @@ from entroprune.utils import machine_description
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
-from common import fresh_latencies  # noqa: E402
+from common import fresh_latencies, write_page  # noqa: E402
 
 BASELINES = ROOT / "docs" / "measurements" / "arena" / "baselines"
 
@@ -293,9 +293,7 @@ def main() -> None:
               "MACs-targeted policy's of the same measured latency."]
     if args.rounding:
         lines += rounding_lines(rows, args)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    (Path(args.out).with_suffix(".json")).write_text(json.dumps(rows, indent=1))
-    print("\n".join(lines))
+    write_page(Path(args.out), lines, rows)
 
 
 def rounding_lines(rows: list[dict], args: argparse.Namespace) -> list[str]:
