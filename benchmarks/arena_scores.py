@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
 from arena import policies_of  # noqa: E402
-from common import read_rows  # noqa: E402
+from common import read_rows, write_page  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
@@ -87,6 +87,18 @@ def score_pair(grid: dict, model: str, target: float, policies: list[dict], seed
     return done
 
 
+def pick(scores: list[float], truth: list[float], uniform: float | None) -> dict:
+    """The policy a score ranks first, as a re-ranking over exactly these policies would return it: its
+    truth, its rank by the truth (1: the best) and its difference to uniform's truth."""
+    i = max(range(len(scores)), key=lambda j: scores[j])
+    return {"truth": truth[i], "rank": 1 + sum(t > truth[i] for t in truth),
+            "vs_uniform": None if uniform is None else truth[i] - uniform}
+
+
+def pick_cell(p: dict) -> str:
+    return f"{p['truth']:.2f}" + ("" if p["vs_uniform"] is None else f" ({p['vs_uniform']:+.2f})") + f", #{p['rank']}"
+
+
 def main() -> None:
     root = Path(__file__).parent.parent
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,7 +117,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     grid = yaml.safe_load(Path(args.grid).read_text())
     rows = read_rows(Path(grid["results"]))
-    table, detail, summary = [], [], []
+    table, picks, detail, summary = [], [], [], []
     timed: list[float] = []  # each policy's scoring time, kept in the cache (caches from before lack it)
     for model, target in grid["pairs"]:
         if args.only and model not in args.only:
@@ -124,7 +136,12 @@ def main() -> None:
         for k in SCORES:
             for tag in ("fresh", "recovered"):
                 rho[f"{k}_{tag}"] = float(spearmanr([scores[p["key"]][f"{k}_{tag}"] for p in pols], truth).statistic)
-        summary.append({"model": model, "target": target, "policies": len(pols), "spearman": rho})
+        uniform = next((t for p, t in zip(pols, truth, strict=True) if "uniform" in p["sources"]), None)
+        chosen = {k: pick([scores[p["key"]][f"{k}_recovered"] for p in pols], truth, uniform) for k in SCORES}
+        summary.append({"model": model, "target": target, "policies": len(pols), "spearman": rho, "picks": chosen})
+        picks.append(f"| {model} {target:.0%} | {len(pols)} | {max(truth):.2f} | "
+                     + ("-" if uniform is None else f"{uniform:.2f}") + " | "
+                     + " | ".join(pick_cell(chosen[k]) for k in SCORES) + " |")
         table.append(f"| {model} {target:.0%} | {len(pols)} | " + " | ".join(
             f"{rho[f'{k}_fresh']:+.2f} / {rho[f'{k}_recovered']:+.2f}" for k in SCORES) + " |")
         detail += [f"### {model} at {target:.0%}", "",
@@ -152,11 +169,14 @@ def main() -> None:
              f"{args.recovery_steps} steps of label-free recovery (mean over {args.recovery_seeds} recovery seeds). "
              "Spearman(score, truth), fresh / recovered; few policies per pair, so one swap moves it a lot.", "",
              "| pair | policies | " + " | ".join(SCORES.values()) + " |", "|---|---|" + "---|" * len(SCORES),
-             *table, "", *detail]
+             *table, "",
+             "What each score picks after recovery: the policy it ranks first among the pair's, as a re-ranking "
+             "over exactly these policies would return it; its truth (difference to uniform's) and its rank by the "
+             "truth (#1: the best policy here).", "",
+             "| pair | policies | best truth | uniform | " + " | ".join(SCORES.values()) + " |",
+             "|---|---|---|---|" + "---|" * len(SCORES), *picks, "", *detail]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    Path(args.out).with_suffix(".json").write_text(json.dumps(summary, indent=1))
-    print("\n".join(lines))
+    write_page(Path(args.out), lines, summary)
 
 
 if __name__ == "__main__":

@@ -305,6 +305,9 @@ def test_arena_scores_ranks_the_arenas_policies_and_caches_their_scores(digits_c
     rho = json.loads((tmp_path / "scores.json").read_text())[0]["spearman"]
     assert set(rho) == {f"{k}_{t}" for k in ("entropy", "accuracy", "kl") for t in ("fresh", "recovered")}
     assert all(-1 <= v <= 1 for v in rho.values())
+    picks = json.loads((tmp_path / "scores.json").read_text())[0]["picks"]
+    assert all(p["truth"] in (90.05, 89.05, 85.05) and 1 <= p["rank"] <= 3 for p in picks.values())
+    assert all(p["vs_uniform"] == pytest.approx(p["truth"] - 90.05) for p in picks.values())
     again = run("arena_scores.py", *args)
     assert again.returncode == 0 and "scored" not in again.stdout.replace("of scoring", "")
     assert "for the 3 policies whose time the cache kept" in (tmp_path / "scores.md").read_text()
