@@ -24,9 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reproduce  # noqa: E402
+from policy_space import enumerate_policies  # noqa: E402
 
+from entroprune.api import build_structure, load_model  # noqa: E402
+from entroprune.prune import policy_to_ratios  # noqa: E402
 from entroprune.search import SearchConfig, SearchResult  # noqa: E402
+from entroprune.search.env import PruningEnv  # noqa: E402
+from entroprune.search.loop import band_bounds  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
+from entroprune.utils import write_json  # noqa: E402
 
 #: ``random-K``: the K-th random policy inside the default's band (one draw of the random agent, seeded by
 #: K, the same policy for every fine-tune seed): what lies near uniform in the default's own search space.
@@ -50,14 +56,6 @@ def is_draw(source: str) -> bool:
 def space_policy(path: Path, folder: Path, cfg: SearchConfig, k: int) -> SearchResult:
     """Write the K-th policy of the default's search space (``cfg``'s band, rounding and wall) as the cell's
     policy.json, in the search's own format, so that prune and the fine-tune reuse treat it as any other."""
-    from policy_space import enumerate_policies
-
-    from entroprune.api import build_structure, load_model
-    from entroprune.prune import policy_to_ratios
-    from entroprune.search.env import PruningEnv
-    from entroprune.search.loop import band_bounds
-    from entroprune.utils import write_json
-
     net, ckpt = load_model(path)
     structure = build_structure(net, ckpt.spec)
     env = PruningEnv(structure, None, cfg.macs_target, cfg.min_keep, cfg.step, ratio_bounds=band_bounds(structure, cfg))
