@@ -24,13 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reproduce  # noqa: E402
-from policy_space import enumerate_policies  # noqa: E402
+from policy_space import enumerate_policies, search_env  # noqa: E402
 
 from entroprune.api import build_structure, load_model  # noqa: E402
 from entroprune.prune import policy_to_ratios  # noqa: E402
 from entroprune.search import SearchConfig, SearchResult  # noqa: E402
-from entroprune.search.env import PruningEnv  # noqa: E402
-from entroprune.search.loop import band_bounds  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
 from entroprune.utils import write_json  # noqa: E402
 
@@ -58,8 +56,7 @@ def space_policy(path: Path, folder: Path, cfg: SearchConfig, k: int) -> SearchR
     policy.json, in the search's own format, so that prune and the fine-tune reuse treat it as any other."""
     net, ckpt = load_model(path)
     structure = build_structure(net, ckpt.spec)
-    env = PruningEnv(structure, None, cfg.macs_target, cfg.min_keep, cfg.step, ratio_bounds=band_bounds(structure, cfg))
-    found = enumerate_policies(env, SPACE_MAX)
+    found = enumerate_policies(search_env(structure, cfg), SPACE_MAX)
     if found is None or k > len(found):
         raise SystemExit(f"space-{k}: the search space of {path} at {cfg.macs_target:.0%} holds "
                          f"{'more than ' + str(SPACE_MAX) if found is None else len(found)} policies; list only "

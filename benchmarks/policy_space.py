@@ -30,9 +30,15 @@ from entroprune.search.agents.baselines import RandomAgent  # noqa: E402
 from entroprune.search.env import PruningEnv  # noqa: E402
 from entroprune.search.loop import _rollout, band_bounds  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
+from entroprune.structure import Structure  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def search_env(structure: Structure, cfg: SearchConfig) -> PruningEnv:
+    """The default search's environment under a MACs target (its band, rounding and wall), scoring nothing."""
+    return PruningEnv(structure, None, cfg.macs_target, cfg.min_keep, cfg.step, ratio_bounds=band_bounds(structure, cfg))
 
 
 def choices(env: PruningEnv, t: int) -> list[int]:
@@ -99,8 +105,7 @@ def main() -> None:
         for kind in ("entropy", "kl"):
             cfg = SearchConfig(macs_target=float(target), min_keep=grid["min_keep"], round_to=grid["round_to"],
                                reward=RewardConfig(kind=kind))
-            env = PruningEnv(structure, None, cfg.macs_target, cfg.min_keep, cfg.step,
-                             ratio_bounds=band_bounds(structure, cfg))
+            env = search_env(structure, cfg)
             per_group = [len(range(int(lo), int(hi) + 1, structure.count_step(g, cfg.step)))
                          for g, lo, hi in zip(env.groups, env.min_counts, env.hi_counts, strict=True)]
             found = enumerate_policies(env, args.cap)
