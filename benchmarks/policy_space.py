@@ -28,7 +28,7 @@ from entroprune.api import build_structure, load_model  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
 from entroprune.search.agents.baselines import RandomAgent  # noqa: E402
 from entroprune.search.env import PruningEnv  # noqa: E402
-from entroprune.search.loop import _rollout, band_bounds  # noqa: E402
+from entroprune.search.loop import band_bounds, rollout  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
 from entroprune.structure import Structure  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
@@ -72,7 +72,7 @@ def enumerate_policies(env: PruningEnv, cap: int) -> set[tuple[int, ...]] | None
 def random_draws(env: PruningEnv, episodes: int, seed: int) -> set[tuple[int, ...]]:
     """The distinct policies the random agent's ``episodes`` episodes reach (rollouts only, as a search draws them)."""
     agent = RandomAgent(env.observation_space.shape[0], seed)
-    return {tuple(int(c) for c in _rollout(env, agent, e)["counts"]) for e in range(episodes)}
+    return {tuple(int(c) for c in rollout(env, agent, e)["counts"]) for e in range(episodes)}
 
 
 def main() -> None:

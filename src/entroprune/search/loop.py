@@ -231,8 +231,9 @@ def _spearman(xs: list[float], ys: list[float]) -> float | None:
     return None if rho is None or not math.isfinite(rho) else float(rho)
 
 
-def _rollout(env: PruningEnv, agent: Agent, episode: int) -> dict[str, Any]:
-    """One episode of the agent in the environment, unscored: its transitions and policy."""
+def rollout(env: PruningEnv, agent: Agent, episode: int) -> dict[str, Any]:
+    """One episode of the agent in the environment, unscored: its transitions and policy (public: the
+    policy-space census draws episodes the way the search does)."""
     obs, _ = env.reset()
     transitions: list[tuple[np.ndarray, float, np.ndarray, bool]] = []
     done, agent_time = False, 0.0
@@ -708,7 +709,7 @@ class Search:
         together, then learnt from in order (batch 1 = the sequential loop). True if interrupted."""
         c = self.config
         while self.episode < self.episodes:
-            batch = [_rollout(self.env, self._agent, e)
+            batch = [rollout(self.env, self._agent, e)
                      for e in range(self.episode, min(self.episode + c.episode_batch, self.episodes))]
             flags = [self.diagnosed(self.episode + k) for k in range(len(batch))]
             results = self._scorer.score([r["counts"] for r in batch], flags)
