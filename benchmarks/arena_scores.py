@@ -16,7 +16,9 @@ then the tool's entropy reward (co-occurrence, last spatial layer), the accuracy
 validation images: labels) and -KL to the unpruned net's outputs (label-free; the default re-ranking
 score), fresh and after ``--recovery-steps`` (the re-ranking's default) on unlabelled training images, averaged
 over ``--recovery-seeds`` recovery seeds (the re-ranking's and its confirmation's). Scores are cached
-per pair in ``--cache`` (a rerun only scores policies the arena added since).
+per pair in ``--cache`` (by default ``scores/`` beside the grid's results CSV, tracked in git like the
+results: a rerun, on this machine or a clean clone, only scores policies the arena added since; the
+cache is of today's recovery and rewards, so a change to either means deleting it).
 """
 
 from __future__ import annotations
@@ -111,12 +113,13 @@ def main() -> None:
                     "default: each policy's mean over its seeds")
     ap.add_argument("--recovery-steps", type=int, default=SearchConfig().recovery_steps)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cache", default="runs/arena_scores")
+    ap.add_argument("--cache", default=None, help="default: scores/ beside the grid's results CSV")
     ap.add_argument("--out", default=str(root / "docs" / "measurements" / "arena_scores.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     grid = yaml.safe_load(Path(args.grid).read_text())
     rows = read_rows(Path(grid["results"]))
+    cache = Path(args.cache) if args.cache else Path(grid["results"]).with_name("scores")
     table, picks, detail, summary = [], [], [], []
     timed: list[float] = []  # each policy's scoring time, kept in the cache (caches from before lack it)
     for model, target in grid["pairs"]:
@@ -129,7 +132,7 @@ def main() -> None:
             continue
         steps = "" if args.recovery_steps == SearchConfig().recovery_steps else f"-r{args.recovery_steps}"
         scores = score_pair(grid, model, target, pols, args.recovery_seeds, args.recovery_steps,
-                            Path(args.cache) / f"{model}-{target}{steps}.json")
+                            cache / f"{model}-{target}{steps}.json")
         timed += [scores[p["key"]]["seconds"] for p in pols if "seconds" in scores[p["key"]]]
         truth = [p["acc"][args.seed] if args.seed is not None else statistics.mean(p["acc"].values()) for p in pols]
         rho = {}
