@@ -28,17 +28,11 @@ from entroprune.api import build_structure, load_model  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
 from entroprune.search.agents.baselines import RandomAgent  # noqa: E402
 from entroprune.search.env import PruningEnv  # noqa: E402
-from entroprune.search.loop import band_bounds, rollout  # noqa: E402
+from entroprune.search.loop import rollout, search_env  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
-from entroprune.structure import Structure  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def search_env(structure: Structure, cfg: SearchConfig) -> PruningEnv:
-    """The default search's environment under a MACs target (its band, rounding and wall), scoring nothing."""
-    return PruningEnv(structure, None, cfg.macs_target, cfg.min_keep, cfg.step, ratio_bounds=band_bounds(structure, cfg))
 
 
 def choices(env: PruningEnv, t: int) -> list[int]:

@@ -482,11 +482,12 @@ def test_policy_space_counts_every_policy_the_wall_lets_through(digits_ckpt):
     import policy_space
 
     from entroprune.api import build_structure, load_model
+    from entroprune.search.loop import search_env
 
     net, ckpt = load_model(digits_ckpt)
     structure = build_structure(net, ckpt.spec)
     cfg = SearchConfig(macs_target=0.3, min_keep=0.2, round_to=8)
-    env = policy_space.search_env(structure, cfg)
+    env = search_env(structure, cfg)
     every = policy_space.enumerate_policies(env, cap=100_000)
     drawn = policy_space.random_draws(env, 3000, seed=0)
     assert every is not None and 1 < len(every) < 500

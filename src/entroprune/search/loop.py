@@ -279,6 +279,15 @@ def band_bounds(structure: Structure, config: SearchConfig,
     return lo, hi
 
 
+def search_env(structure: Structure, config: SearchConfig, budget: Budget | None = None,
+               latency: LatencyModel | None = None) -> PruningEnv:
+    """The search's environment (its band, rounding and wall), scoring nothing: the search steps it, and
+    benchmarks/policy_space.py enumerates the same space from it."""
+    return PruningEnv(structure, None, config.macs_target, config.min_keep, config.step,
+                      ratio_bounds=band_bounds(structure, config, budget), latency=latency,
+                      latency_target=config.latency_target if latency else None)
+
+
 def uniform_policies(structure: Structure, macs_target: float, min_keep: float,
                      steps: Sequence[int] = ROUNDING_STEPS) -> dict[int, np.ndarray]:
     """The uniform policy at ``macs_target`` rounded to each channel step a group can take (the rounding
@@ -578,9 +587,7 @@ class Search:
         self.episodes = 1 if config.agent in FIXED_AGENTS else config.episodes
         latency = latency_model(model, structure, config, self.out_dir)
         self.budget = Budget(structure, config.macs_target, latency, config.latency_target if latency else None)
-        self.env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.step,
-                              ratio_bounds=band_bounds(structure, config, self.budget), latency=latency,
-                              latency_target=config.latency_target if latency else None)
+        self.env = search_env(structure, config, self.budget, latency)
         blind = structure.flat_groups
         if blind and REWARDS[config.reward.kind].needs == {"entropy"} and learns(config.agent) and config.band is None:
             # a 1x1 map has constant spatial entropy: no variant tells these groups' keep ratios apart
