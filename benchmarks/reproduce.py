@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -167,6 +168,14 @@ def grid_cells(grid: dict) -> list[tuple[str, float, str, int]]:
                     for t in grid["targets"] for seed in grid["seeds"]]
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM end the run like Ctrl-C, through ``finally``: a part stopped to free the machine
+    still writes its row to the parts CSV (its finished cells are already in the results)."""
+    def _stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, _stop)
+
+
 def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = "reproduce.yaml",
          sources: dict = SOURCES, cells_of=grid_cells, configure=search_config, fields: list[str] = FIELDS,
          prepare=lambda grid: grid, extra=lambda cfg: {}, is_current=lambda grid, row: True,
@@ -216,6 +225,7 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
     start, started_at, new = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M"), 0
     n_baselines = len(list(Path(grid["baselines"]).glob("*/model.pt")))
     torch.set_num_threads(grid["threads"])
+    stop_on_sigterm()
     try:
         for model, target, source, seed in todo:
             if args.max_cells is not None and new >= args.max_cells:

@@ -64,6 +64,28 @@ def test_grid_runs_resumes_and_reports(tmp_path):
     assert (tmp_path / "results_accuracy_vs_macs.png").exists()
 
 
+def test_sigterm_ends_a_part_through_its_finally():
+    """A part stopped with SIGTERM (to free the machine) must still reach the code that records it."""
+    import os
+    import signal
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import reproduce
+
+    before = signal.getsignal(signal.SIGTERM)
+    recorded = []
+    try:
+        reproduce.stop_on_sigterm()
+        with pytest.raises(SystemExit) as stopped:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode
+            finally:
+                recorded.append("part")
+        assert stopped.value.code == 128 + signal.SIGTERM and recorded == ["part"]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_unknown_followup_source_is_refused(tmp_path):
     res = run("reproduce.py", "--grid", str(grid(tmp_path, followup={"entropy-first": ["vgg"]})))
     assert res.returncode != 0 and "unknown source(s) entropy-first" in res.stderr
