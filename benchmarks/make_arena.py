@@ -239,8 +239,8 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
     page += ["## How the cells were run", "",
              f"Cells: {len(current)} current" + (f", {stale} stale cells left out (searched with earlier "
                                                  "defaults; rerun them)" if stale else "")
-             + (f"; {reused} took the fine-tune of an earlier cell with the same policy and seed (deterministic; "
-                "the CSV's `finetune_from`)" if reused else "") + ".", ""]
+             + (f"; {reused} took the fine-tune of an earlier cell with the same policy and seed (deterministic on "
+                "one machine, not across machines: arena.yaml's part-27 note; the CSV's `finetune_from`)" if reused else "") + ".", ""]
     if machines:
         page += ["Machines: " + "; ".join(machines) + ".", ""]
     parts = read_rows(Path(grid["parts"]))
