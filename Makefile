@@ -31,7 +31,7 @@ run: setup
 	$(VENV)/bin/entroprune run $(RUN_ARGS)
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto  # one worker per core (pytest-xdist), one torch thread each (tests/conftest.py)
 
 lint:
 	$(VENV)/bin/ruff check src tests benchmarks
