@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import random
 import struct
 from pathlib import Path
 
@@ -12,6 +13,15 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same RNG state, whichever tests ran before it in its process
+    (`make test` spreads them over pytest-xdist workers in an order that varies run to run)."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 def write_idx(path: Path, arr: np.ndarray, gz: bool = True) -> Path:
