@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from collections import Counter
@@ -35,45 +36,109 @@ def fmt(xs: list[float], sign: bool = False) -> str:
     return f"{m} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else m
 
 
-def paired(rows: dict[int, float], uniform: dict[int, float]) -> list[float]:
-    return [rows[s] - uniform[s] for s in sorted(rows) if s in uniform]
+def fine_tuned_on(rows: list[dict]) -> list[dict]:
+    """Each row with ``machine`` set to where its fine-tune ran: a cell that took an earlier cell's fine-tune
+    (``finetune_from``: "SOURCE seed S (DATE)") holds that cell's reading, from that cell's machine."""
+    origin = {(r["model"], r["target"], r["source"], r["seed"], r.get("date")): r.get("machine", "")
+              for r in rows if not r.get("finetune_from")}
+    out = []
+    for r in rows:
+        m = re.fullmatch(r"(\S+) seed (\d+) \((.+)\)", r.get("finetune_from") or "")
+        key = (r["model"], r["target"], m[1], m[2], m[3]) if m else None
+        out.append({**r, "machine": origin[key]} if key in origin else r)
+    return out
 
 
-def ceiling(rows: list[dict], model: str, target: float, seeds: list[int]) -> dict | None:
+def short(machine: str) -> str:
+    """A machine's CPU, without the cores, torch build and threads every arena machine shares."""
+    return machine.split(",")[0]
+
+
+class Reference:
+    """Uniform's test accuracy per machine and fine-tune seed. A cell is paired with uniform's fine-tune with
+    its seed on its own machine (another CPU moves a fine-tune about as much as another seed: arena.yaml's
+    part-27 note), else on the pair's home machine, the one most of the pair's cells ran on."""
+
+    def __init__(self, cell: list[dict], source: str = "uniform") -> None:
+        self.by: dict[str, dict[int, float]] = {}
+        for r in cell:
+            if r["source"] == source:
+                self.by.setdefault(r.get("machine", ""), {})[int(r["seed"])] = float(r["test_accuracy"])
+        ran = Counter(r.get("machine", "") for r in cell)
+        self.home = max(self.by, key=lambda m: (ran[m], len(self.by[m]))) if self.by else ""
+        self.home_acc = self.by.get(self.home, {})
+
+    def of(self, machine: str, seed: int) -> float | None:
+        return self.by.get(machine, {}).get(seed, self.home_acc.get(seed))
+
+    def delta(self, row: dict) -> float | None:
+        u = self.of(row.get("machine", ""), int(row["seed"]))
+        return None if u is None else float(row["test_accuracy"]) - u
+
+    def own(self, row: dict) -> bool:
+        """Whether the row is paired with a uniform fine-tuned on another machine than the home one."""
+        m = row.get("machine", "")
+        return m != self.home and int(row["seed"]) in self.by.get(m, {})
+
+
+def ceiling(rows: list[dict], model: str, target: float, seeds: list[int], ref: Reference) -> dict | None:
     """Per fine-tune seed, the best accuracy of any policy of the pair fine-tuned with that seed (any source,
     stale cells included: a policy's fine-tune does not depend on how it was found) minus uniform's; mean
     over the seeds. What a perfect pick among everything the arena tried would have won; optimistic, since
     the best of many fine-tunes is partly their noise."""
     policies = arena.policies_of(rows, model, target)
-    uni = next((p["acc"] for p in policies if "uniform" in p["sources"]), {})
-    if not all(s in uni for s in seeds):
+    if not all(s in ref.home_acc for s in seeds):
         return None
-    best = {s: max(p["acc"][s] for p in policies if s in p["acc"]) for s in seeds}
+
+    def delta(p: dict, seed: int) -> float | None:  # a policy fine-tuned on several machines: their mean
+        ds = [a - u for (s, m), a in p["runs"].items() if s == seed and (u := ref.of(m, s)) is not None]
+        return statistics.mean(ds) if ds else None
+
+    best = {s: max(d for p in policies if (d := delta(p, s)) is not None) for s in seeds}
     # the honest version: one policy, its mean paired difference over every seed (no max over seeds' noise)
-    full = [statistics.mean(p["acc"][s] - uni[s] for s in seeds) for p in policies
-            if "uniform" not in p["sources"] and all(s in p["acc"] for s in seeds)]
-    return {"delta": statistics.mean(best[s] - uni[s] for s in seeds), "policies": len(policies),
+    full = [statistics.mean(delta(p, s) for s in seeds) for p in policies  # type: ignore[misc]
+            if "uniform" not in p["sources"] and all(delta(p, s) is not None for s in seeds)]
+    return {"delta": statistics.mean(best.values()), "policies": len(policies),
             "best_policy": max(full) if full else None, "full_policies": len(full)}
 
 
-def draw_deltas(cell: list[dict], uniform: dict[int, float], seed: int = 0, kind: str = "random-") -> list[float]:
+def deltas(rows: list[dict], ref: Reference) -> list[float]:
+    return [d for r in rows if (d := ref.delta(r)) is not None]
+
+
+def draw_deltas(cell: list[dict], ref: Reference, seed: int = 0, kind: str = "random-") -> list[float]:
     """Each single policy's (``kind``: random draws or the enumerated space) test accuracy with fine-tune
     ``seed`` (the one every such cell runs with; the best ones' other seeds only confirm) minus uniform's
     with the same seed."""
-    return [float(r["test_accuracy"]) - uniform[seed] for r in cell
-            if r["source"].startswith(kind) and int(r["seed"]) == seed and seed in uniform]
+    return deltas([r for r in cell if r["source"].startswith(kind) and int(r["seed"]) == seed], ref)
 
 
-def confirmed_draws(cell: list[dict], uniform: dict[int, float], seeds: int, kind: str = "random-") -> str:
+def confirmed_draws(cell: list[dict], ref: Reference, seeds: int, kind: str = "random-") -> str:
     """The single policies fine-tuned with every seed (the confirmations): mean accuracy and paired difference."""
-    accs: dict[str, dict[int, float]] = {}
+    runs: dict[str, list[dict]] = {}
     for r in cell:
         if r["source"].startswith(kind):
-            accs.setdefault(r["source"], {})[int(r["seed"])] = float(r["test_accuracy"])
-    full = {s: a for s, a in sorted(accs.items()) if len(a) == seeds and set(a) <= set(uniform)}
-    return (" With every seed: " + ", ".join(f"{s} {statistics.mean(a.values()):.2f}% "
-                                             f"({statistics.mean(paired(a, uniform)):+.2f})" for s, a in full.items())
+            runs.setdefault(r["source"], []).append(r)
+    full = {s: rs for s, rs in sorted(runs.items()) if len(rs) == seeds and len(deltas(rs, ref)) == seeds}
+    return (" With every seed: " + ", ".join(f"{s} {statistics.mean(float(r['test_accuracy']) for r in rs):.2f}% "
+                                             f"({statistics.mean(deltas(rs, ref)):+.2f})" for s, rs in full.items())
             + "." if full else "")
+
+
+def machine_line(cell: list[dict], ref: Reference) -> list[str]:
+    """Where uniform was fine-tuned on more than one machine: each one's, and which cells pair with which."""
+    if len(ref.by) < 2:
+        return []
+    others = [m for m in sorted(ref.by) if m != ref.home]
+    paired_own = Counter(r.get("machine", "") for r in cell if r["source"] != "uniform" and ref.own(r))
+    per = "; ".join(f"{short(m)} {fmt(list(ref.by[m].values()))}% ({len(ref.by[m])} seeds"
+                    + (", the table's" if m == ref.home else
+                       ", minus the home machine's per seed " + fmt([a - ref.home_acc[s] for s, a in ref.by[m].items()
+                                                                   if s in ref.home_acc], sign=True)) + ")"
+                    for m in [ref.home, *others])
+    return ["", "Uniform fine-tuned on each machine that ran cells of this pair (`per_machine` in arena.yaml): "
+            + per + ". " + ", ".join(f"{n} cells of {short(m)} are paired with its own uniform"
+                                     for m, n in sorted(paired_own.items())) + "; the rest with the home machine's."]
 
 
 def space_size(cell: list[dict]) -> str:
@@ -84,13 +149,17 @@ def space_size(cell: list[dict]) -> str:
 
 def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
     """The page's lines, the README table's lines and the goal summary."""
+    machines = sorted({r["machine"] for r in rows if arena.is_current(grid, r)})
+    rows = fine_tuned_on(rows)  # paired by the machine each reading came from
     latest: dict[tuple, dict] = {}
     stale = 0
+    per_machine = set(grid.get("per_machine") or [])
     for r in rows:  # a cell searched with other settings than today's code gives is not today's source
         if not arena.is_current(grid, r):
             stale += 1
             continue
-        latest[(r["model"], float(r["target"]), r["source"], int(r["seed"]))] = r  # a rerun replaces
+        mine = r.get("machine") if r["source"] in per_machine else None  # a reference is kept per machine
+        latest[(r["model"], float(r["target"]), r["source"], int(r["seed"]), mine)] = r  # a rerun replaces
     current = list(latest.values())
     reused = sum(bool(r.get("finetune_from")) for r in current)
     sources = [s for s in grid["sources"]] + sorted({r["source"] for r in current if not arena.is_draw(r["source"])}
@@ -100,7 +169,8 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "`python benchmarks/arena.py` fills cell by cell (settings: `benchmarks/arena.yaml`). Every policy gets "
             f"the main job's fine-tune ({grid['finetune_epochs']} epochs, distillation, lr {grid['finetune_lr']}) with "
             "seeds " + ", ".join(map(str, grid["seeds"])) + "; test accuracy on Fashion-MNIST's 10,000 test images. "
-            "Δ uniform: the paired difference to the uniform policy with the same fine-tune seed (mean ± std).",
+            "Δ uniform: the paired difference to the uniform policy with the same fine-tune seed, fine-tuned on the "
+            "same machine where that machine has one, else on the pair's home machine (mean ± std).",
             "", "Sources: `uniform` one keep ratio for every group; `global` torch-pruning's global magnitude ranking "
             "sized to the target; `entropy` DDPG with the paper's reward as the tool has it (no recovery); "
             "`accuracy` DDPG with AMC's reward; `default` the tool's default search (`entroprune search` with only "
@@ -124,7 +194,6 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
     goals: dict[str, list] = {"pairs": [], "met_margin": [], "below_floor": [], "incomplete": [], "room": [],
                               "ceiling": [], "draws": [], "best_policy": [],
                               "space": []}
-    machines = sorted({r["machine"] for r in current})
     for model, target in grid["pairs"]:
         cell = [r for r in current if r["model"] == model and float(r["target"]) == float(target)]
         page += [f"## {model} at {float(target):.0%} of the MACs", ""]
@@ -134,7 +203,10 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             goals["incomplete"].append(f"{model} {float(target):.0%}")
             continue
         base = float(cell[0]["baseline_accuracy"])
-        by = {s: {int(r["seed"]): float(r["test_accuracy"]) for r in cell if r["source"] == s} for s in sources}
+        ref = Reference(cell)
+        rows_of = {s: [r for r in cell if r["source"] == s and (s != "uniform" or r.get("machine", "") == ref.home)]
+                   for s in sources}
+        by = {s: {int(r["seed"]): float(r["test_accuracy"]) for r in rs} for s, rs in rows_of.items()}
         uni = by.get("uniform", {})
         # the margin a search can win over uniform is bounded by what uniform lost to the unpruned net
         room = base - statistics.mean(uni.values()) if uni else None
@@ -146,10 +218,10 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                  "| source | seeds | test acc (%) | Δ uniform (points) | MACs kept | params kept | search (s) | "
                  "fine-tune (s) | re-ranking chose |", "|---|---|---|---|---|---|---|---|---|"]
         for s in sources:
-            rs = [r for r in cell if r["source"] == s]
+            rs = rows_of[s]
             if not rs:
                 continue
-            d = paired(by[s], uni) if s != "uniform" else []
+            d = deltas(rs, ref) if s != "uniform" else []
             reranked = all(json.loads(r.get("search_settings") or "{}").get("rerank_top_k", 0) > 0 for r in rs)
             chosen = ", ".join(f"{c} {n}x" for c, n in sorted(Counter(r.get("chosen") or "search" for r in rs).items())) \
                 if reranked else "-"
@@ -158,7 +230,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                         f"{statistics.mean(float(r['params_fraction']) for r in rs):.1%} | "
                         f"{statistics.mean(float(r['search_time_s']) for r in rs):.0f} | "
                         f"{statistics.mean(float(r['finetune_time_s']) for r in rs):.0f} | {chosen} |")
-        d_default = paired(by.get("default", {}), uni)
+        d_default = deltas(rows_of.get("default", []), ref)
         cells = [f"{statistics.mean(by[s].values()):.2f}" if by.get(s) else "-" for s in sources]
         readme.append(f"| {model} | {float(target):.0%} | {base:.2f} | " + " | ".join(cells) +
                       f" | {statistics.mean(d_default):+.2f} |" if d_default else
@@ -173,22 +245,23 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                 goals["met_margin"].append(f"{model} {float(target):.0%}")
             if m < GOAL_FLOOR:
                 goals["below_floor"].append(f"{model} {float(target):.0%}")
-        draws = draw_deltas(cell, uni)
+        draws = draw_deltas(cell, ref)
         if draws:
             goals["draws"].append((model, target, max(draws), len(draws)))
             page += ["", f"Random policies in the default's band ({len(draws)} draws, fine-tune seed 0, against "
                      f"uniform's seed 0): Δ uniform best {max(draws):+.2f}, median {statistics.median(draws):+.2f}, "
                      f"worst {min(draws):+.2f}; {sum(d >= GOAL_MARGIN for d in draws)} of {len(draws)} at "
-                     f"+{GOAL_MARGIN} or more." + confirmed_draws(cell, uni, len(grid["seeds"]))]
-        space = draw_deltas(cell, uni, kind="space-")
+                     f"+{GOAL_MARGIN} or more." + confirmed_draws(cell, ref, len(grid["seeds"]))]
+        space = draw_deltas(cell, ref, kind="space-")
         if space:
             goals["space"].append((model, target, max(space), len(space)))
             page += ["", f"The default's whole search space ({len(space)} of its policies fine-tuned with seed 0, "
                      f"`space-K`; {space_size(cell)}), against uniform's seed 0: Δ uniform best {max(space):+.2f}, "
                      f"median {statistics.median(space):+.2f}, worst {min(space):+.2f}; "
                      f"{sum(d >= GOAL_MARGIN for d in space)} at +{GOAL_MARGIN} or more."
-                     + confirmed_draws(cell, uni, len(grid["seeds"]), kind="space-")]
-        top = ceiling(rows, model, float(target), [int(x) for x in grid["seeds"]])
+                     + confirmed_draws(cell, ref, len(grid["seeds"]), kind="space-")]
+        page += machine_line(cell, ref)
+        top = ceiling(rows, model, float(target), [int(x) for x in grid["seeds"]], ref)
         if top:
             goals["ceiling"].append((model, target, round(top["delta"], 2)))
             if top["best_policy"] is not None:

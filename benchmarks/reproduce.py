@@ -168,6 +168,14 @@ def grid_cells(grid: dict) -> list[tuple[str, float, str, int]]:
                     for t in grid["targets"] for seed in grid["seeds"]]
 
 
+def machine_references(todo: list[tuple], per_machine: set[str], pairs_here: set[tuple]) -> list[tuple]:
+    """Keep a ``per_machine`` source's cells (the reference every other cell is paired with, e.g. uniform)
+    only for pairs this machine has cells of, recorded or to run: each machine that fine-tunes a pair's
+    cells gets the pair's reference fine-tuned on it too, and no other machine reruns it."""
+    active = pairs_here | {(m, t) for m, t, s, _ in todo if s not in per_machine}
+    return [c for c in todo if c[2] not in per_machine or (c[0], c[1]) in active]
+
+
 def stop_on_sigterm() -> None:
     """Make SIGTERM end the run like Ctrl-C, through ``finally``: a part stopped to free the machine
     still writes its row to the parts CSV (its finished cells are already in the results)."""
@@ -184,7 +192,9 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
 
     ``is_current(grid, row)``: whether a recorded cell still stands for its source (a changed default makes
     it stale, and the cell runs again). ``reuse_finetunes``: a policy some earlier cell already fine-tuned
-    with the same seed takes that cell's results instead of a second identical fine-tune.
+    with the same seed on this machine takes that cell's results instead of a second identical fine-tune.
+    The grid's ``per_machine`` sources (the reference the others are paired with) run once on every machine
+    that has cells of the pair (:func:`machine_references`).
     """
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--grid", default=str(Path(__file__).with_name(default_grid)))
@@ -203,14 +213,18 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
                 print(f"{model}: {ensure_baseline(grid, model, strict=False) / 'model.pt'}", flush=True)
         return
     recorded = read_rows(results)
-    done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in recorded if is_current(grid, r)}
+    here = machine_description()
+    per_machine = set(grid.get("per_machine") or [])
+    done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in recorded
+            if is_current(grid, r) and (r["source"] not in per_machine or r.get("machine") == here)}
 
     def earlier(model: str, policy: dict, seed: int) -> dict | None:
+        # the fine-tune is deterministic on one machine only (another CPU moves it about as much as a seed)
         if not reuse_finetunes:
             return None
         return next((r for r in recorded if r["model"] == model and int(r["seed"]) == seed and r.get("policy")
                      and json.loads(r["policy"]) == policy and r.get("finetune_epochs") == str(grid["finetune_epochs"])
-                     and not r.get("finetune_from")), None)
+                     and not r.get("finetune_from") and r.get("machine") == here), None)
     # cells the grid's settings make impossible (e.g. a target below what min_keep allows): recorded once
     skipped_path = results.with_name("skipped.csv")
     skipped = {(r["model"], float(r["target"])) for r in read_rows(skipped_path)}
@@ -221,6 +235,8 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
     if args.only:
         cells = [c for c in cells if c[0] in args.only]
     todo = [c for c in cells if c not in done and (c[0], c[1]) not in skipped]
+    todo = machine_references(todo, per_machine, {(r["model"], float(r["target"])) for r in recorded
+                                                  if r.get("machine") == here})
     print(f"{len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run", flush=True)
     start, started_at, new = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M"), 0
     n_baselines = len(list(Path(grid["baselines"]).glob("*/model.pt")))

@@ -174,7 +174,8 @@ def test_main_job_record_comes_from_the_run(tmp_path):
 def test_tiny_arena_runs_and_reports(tmp_path):
     """The arena on digits: every source runs, the page pairs each with uniform, the README table is written."""
     g = {"dataset": "digits", "pairs": [["vgg", 0.5]], "widths": {"vgg": 0.5}, "seeds": [0],
-         "sources": ["uniform", "global", "default", "entropy"], "baseline_epochs": 1, "search_episodes": 3,
+         "sources": ["uniform", "global", "default", "entropy"], "per_machine": ["uniform"], "baseline_epochs": 1,
+         "search_episodes": 3,
          "warmup": 1, "min_keep": 0.2, "round_to": 1, "accuracy_val_size": 64, "finetune_epochs": 1,
          "finetune_lr": 0.02, "finetune_distill": True, "latency_repeats": 0, "threads": 1,
          "out": str(tmp_path / "runs"), "results": str(tmp_path / "m" / "results.csv"),
@@ -217,6 +218,16 @@ def test_tiny_arena_runs_and_reports(tmp_path):
     made = run("make_arena.py", "--grid", str(path), "--out", str(page), "--readme", "")
     assert "Cells: 4 current, 1 stale cells left out" in page.read_text()
     assert "1 took the fine-tune of an earlier cell" in page.read_text()
+    # recorded on another machine: its fine-tunes are not reused here, and uniform (a per-machine reference)
+    # is fine-tuned again here, since this machine now has a cell of the pair
+    text = (tmp_path / "m" / "results.csv").read_text()
+    here = rows(tmp_path / "m" / "results.csv")[0]["machine"]
+    (tmp_path / "m" / "results.csv").write_text(text.replace(here, "Another CPU").replace(
+        '""rerank_top_k"": 8', '""rerank_top_k"": 5'))
+    moved = run("arena.py", "--grid", str(path))
+    assert moved.returncode == 0 and "4 cells, 2 done, 2 to run" in moved.stdout, moved.stderr[-2000:]
+    new = rows(tmp_path / "m" / "results.csv")[-2:]
+    assert [r["source"] for r in new] == ["uniform", "default"] and not any(r["finetune_from"] for r in new)
 
 
 def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monkeypatch):
@@ -369,10 +380,59 @@ def test_arena_ceiling_is_the_mean_over_seeds_of_the_best_policy_against_uniform
             row("default", 0, 90.5, {"a": 0.4}), row("entropy", 1, 91.1, {"a": 0.3}),
             row("entropy", 0, 89.0, {"a": 0.3}), row("default", 0, 99.0, {"a": 0.4}) | {"model": "resnet20"}]
     rows.append(row("default", 1, 91.2, {"a": 0.4}))  # default's policy now has both seeds: +0.5, +0.2
-    top = make_arena.ceiling(rows, "vgg", 0.2, [0, 1])
+    ref = make_arena.Reference([r for r in rows if r["model"] == "vgg"])
+    top = make_arena.ceiling(rows, "vgg", 0.2, [0, 1], ref)
     assert top == {"delta": pytest.approx(0.35), "policies": 3, "best_policy": pytest.approx(0.35),
                    "full_policies": 2}  # entropy's policy: -1.0 and +0.1
-    assert make_arena.ceiling(rows, "vgg", 0.2, [0, 1, 2]) is None  # no uniform cell for seed 2
+    assert make_arena.ceiling(rows, "vgg", 0.2, [0, 1, 2], ref) is None  # no uniform cell for seed 2
+
+
+def test_arena_cells_pair_with_uniform_fine_tuned_on_their_own_machine():
+    """A fine-tune moves between CPUs about as much as between seeds: a cell is paired with uniform's run on
+    its machine where there is one, else the home machine's (where most cells ran); the ceiling the same."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import make_arena
+
+    def row(source, seed, acc, machine, policy):
+        return {"model": "vgg", "target": "0.2", "source": source, "seed": str(seed), "test_accuracy": str(acc),
+                "machine": machine, "policy": json.dumps(policy)}
+
+    amd, intel = "AMD EPYC, 2 cores", "Intel Xeon, 2 cores"
+    rows = [row("uniform", 0, 90.0, amd, {"a": 0.5}), row("uniform", 1, 91.0, amd, {"a": 0.5}),
+            row("default", 0, 90.3, amd, {"a": 0.4}), row("default", 1, 91.3, amd, {"a": 0.4}),
+            row("uniform", 0, 89.8, intel, {"a": 0.5}),  # Intel ran uniform with seed 0 only
+            row("space-1", 0, 90.1, intel, {"a": 0.3}), row("space-1", 1, 91.1, intel, {"a": 0.3})]
+    ref = make_arena.Reference(rows)
+    assert ref.home == amd and ref.by[intel] == {0: 89.8}
+    # space-1 seed 0 against Intel's uniform (+0.3, not +0.1 against AMD's); seed 1 falls back to AMD's (+0.1)
+    assert make_arena.draw_deltas(rows, ref, kind="space-") == pytest.approx([0.3])
+    assert make_arena.deltas(rows[5:], ref) == pytest.approx([0.3, 0.1])
+    assert ref.own(rows[5]) and not ref.own(rows[6]) and not ref.own(rows[2])
+    top = make_arena.ceiling(rows, "vgg", 0.2, [0, 1], ref)
+    assert top["best_policy"] == pytest.approx(0.3) and top["delta"] == pytest.approx(0.3)  # default +0.3 both
+    assert top["policies"] == 3  # uniform is one policy, run on two machines
+    line = " ".join(make_arena.machine_line(rows, ref))
+    assert "AMD EPYC 90.50 ± 0.71% (2 seeds, the table's)" in line
+    assert "Intel Xeon 89.80% (1 seeds, minus the home machine's per seed -0.20)" in line
+    assert "1 cells of Intel Xeon are paired with its own uniform" in line
+    assert make_arena.machine_line(rows[:4], make_arena.Reference(rows[:4])) == []
+    # a cell that took an earlier cell's fine-tune holds that cell's machine's reading
+    taken = row("space-2", 0, 90.3, intel, {"a": 0.4}) | {"finetune_from": "default seed 0 (2026-12-01)"}
+    dated = [r | {"date": "2026-12-01"} for r in rows] + [taken]
+    assert make_arena.fine_tuned_on(dated)[-1]["machine"] == amd
+    assert make_arena.fine_tuned_on(dated)[:-1] == dated[:-1]
+    assert make_arena.Reference(dated).delta(make_arena.fine_tuned_on(dated)[-1]) == pytest.approx(0.3)  # not +0.5
+
+
+def test_a_per_machine_reference_runs_only_where_the_pair_has_cells():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import reproduce
+
+    todo = [("vgg", 0.2, "uniform", 0), ("resnet20", 0.2, "uniform", 0), ("resnet20", 0.2, "space-3", 0),
+            ("vgg16", 0.2, "uniform", 0)]
+    # resnet20 has a cell to run here, vgg16 cells recorded here, vgg none: its uniform is not rerun
+    assert reproduce.machine_references(todo, {"uniform"}, {("vgg16", 0.2)}) == todo[1:]
+    assert reproduce.machine_references(todo, set(), set()) == todo
 
 
 def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds():
@@ -395,10 +455,12 @@ def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds
             {"source": "random-1", "seed": "0", "test_accuracy": "90.4"},
             {"source": "random-1", "seed": "1", "test_accuracy": "89.0"},  # a confirmation: not a draw
             {"source": "random-2", "seed": "0", "test_accuracy": "89.5"}]
-    assert make_arena.draw_deltas(cell, {0: 90.0, 1: 89.5}) == pytest.approx([0.4, -0.5])
-    assert make_arena.draw_deltas(cell, {1: 89.5}) == []  # no uniform with the draws' seed
-    assert make_arena.confirmed_draws(cell, {0: 90.0, 1: 89.5}, 2) == " With every seed: random-1 89.70% (-0.05)."
-    assert make_arena.confirmed_draws(cell, {0: 90.0, 1: 89.5}, 3) == ""
+    ref = make_arena.Reference(cell + [{"source": "uniform", "seed": "1", "test_accuracy": "89.5"}])
+    assert make_arena.draw_deltas(cell, ref) == pytest.approx([0.4, -0.5])
+    only_seed_1 = make_arena.Reference([{"source": "uniform", "seed": "1", "test_accuracy": "89.5"}])
+    assert make_arena.draw_deltas(cell, only_seed_1) == []  # no uniform with the draws' seed
+    assert make_arena.confirmed_draws(cell, ref, 2) == " With every seed: random-1 89.70% (-0.05)."
+    assert make_arena.confirmed_draws(cell, ref, 3) == ""
     assert arena.is_draw("random-3") and not arena.is_draw("default-random")
 
 
@@ -436,8 +498,9 @@ def test_arena_space_sources_enumerate_the_defaults_search_space_and_prune_as_wr
             {"source": "random-1", "seed": "0", "test_accuracy": "91.0"},
             {"source": "space-1", "seed": "0", "test_accuracy": "90.2", "chosen": f"space 1 of {n}"},
             {"source": "space-2", "seed": "0", "test_accuracy": "89.9", "chosen": f"space 2 of {n}"}]
-    assert make_arena.draw_deltas(cell, {0: 90.0}, kind="space-") == pytest.approx([0.2, -0.1])
-    assert make_arena.draw_deltas(cell, {0: 90.0}) == pytest.approx([1.0])  # random draws apart
+    ref = make_arena.Reference(cell)
+    assert make_arena.draw_deltas(cell, ref, kind="space-") == pytest.approx([0.2, -0.1])
+    assert make_arena.draw_deltas(cell, ref) == pytest.approx([1.0])  # random draws apart
     assert make_arena.space_size(cell) == f"it holds {n}"
 
 
