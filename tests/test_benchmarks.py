@@ -622,3 +622,23 @@ def test_agent_logs_reads_the_arenas_search_logs(tmp_path):
     # DDPG's best came in its warm-up (-0.1, not beaten after it); random search beat its warm-up with -0.05
     assert "| vgg 20% | default-kl | 0 | -0.1000 | -0.2000 | 1 |" in page and "| no | search | -0.2000 | 91.5 |" in page
     assert "| vgg 20% | default-kl-random | 0 | -0.2000 | -0.0500 | 3 |" in page and "| yes | search |" in page
+
+
+def test_machine_check_sets_each_rerun_beside_the_same_cell_of_another_machine():
+    """Same policy and seed on two CPUs: their difference; a rerun search against its own machine's uniform."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import machine_check
+
+    def row(source, seed, acc, machine, policy):
+        return {"model": "vgg", "target": "0.2", "source": source, "seed": str(seed), "test_accuracy": str(acc),
+                "machine": machine, "policy": json.dumps(policy)}
+
+    arena = [row("uniform", 0, 90.0, "AMD", {"a": 0.5}), row("default", 0, 90.4, "AMD", {"a": 0.4}),
+             row("uniform", 1, 91.0, "AMD", {"a": 0.5})]
+    check = [row("uniform", 0, 89.8, "Intel", {"a": 0.5}), row("default", 0, 90.1, "Intel", {"a": 0.3}),
+             row("uniform", 2, 89.0, "Intel", {"a": 0.5})]  # no arena cell with seed 2: left out
+    found = machine_check.pairs(arena, check)
+    assert [(p["check"]["source"], round(p["diff"], 2)) for p in found] == [("uniform", -0.2)]
+    (line,) = machine_check.replication(arena, check)
+    assert line == "| vgg 20% | default | 0 | another | +0.40 (AMD) | +0.30 (Intel) |"
+    assert machine_check.seed_spread(arena) == []  # no policy with three seeds
