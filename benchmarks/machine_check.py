@@ -60,6 +60,34 @@ def seed_spread(arena: list[dict]) -> list[float]:
     return [statistics.stdev(v) for v in by.values() if len(v) >= 3]
 
 
+def covariance(arena: list[dict]) -> list[dict]:
+    """Does pairing by seed remove noise? Per pair, over the policies fine-tuned with every one of uniform's
+    seeds on uniform's machine: mean variance over the seeds of the policy, of uniform, of their paired
+    difference, and the policy's covariance with uniform (pairing helps only if that is well above 0)."""
+    out = []
+    for model, target in sorted({(r["model"], r["target"]) for r in arena}):
+        cell = [r for r in arena if (r["model"], r["target"]) == (model, target)]
+        for machine in sorted({r["machine"] for r in cell if r["source"] == "uniform"}):
+            uni = {int(r["seed"]): float(r["test_accuracy"]) for r in cell
+                   if r["source"] == "uniform" and r["machine"] == machine}
+            u_key = key(next(r for r in cell if r["source"] == "uniform"))[2]
+            by: dict[str, dict[int, float]] = {}
+            for r in cell:
+                if r["machine"] == machine and key(r)[2] != u_key:
+                    by.setdefault(key(r)[2], {})[int(r["seed"])] = float(r["test_accuracy"])
+            full = [[a[s] for s in sorted(uni)] for a in by.values() if set(a) >= set(uni)]
+            if len(uni) < 3 or not full:
+                continue
+            u = [uni[s] for s in sorted(uni)]
+            out.append({"pair": f"{model} {float(target):.0%}", "machine": machine, "policies": len(full),
+                        "seeds": len(u), "var_policy": statistics.mean(statistics.variance(x) for x in full),
+                        "var_uniform": statistics.variance(u),
+                        "var_delta": statistics.mean(statistics.variance([a - b for a, b in zip(x, u, strict=True)])
+                                                     for x in full),
+                        "cov": statistics.mean(statistics.covariance(x, u) for x in full)})
+    return out
+
+
 def against_uniform(rows: list[dict], row: dict) -> float | None:
     """``row``'s test accuracy minus uniform's with the same seed on the same machine (None: no such uniform)."""
     u = next((float(r["test_accuracy"]) for r in rows if r["source"] == "uniform" and
@@ -114,6 +142,18 @@ def main() -> None:
                      if spread else "")]
         summary.update(mean=statistics.mean(diffs), abs_mean=statistics.mean(abs(d) for d in diffs),
                        seed_std_median=statistics.median(spread) if spread else None)
+    cov = covariance(arena)
+    if cov:
+        lines += ["", "Does pairing by seed remove noise? Over the policies the arena fine-tuned with each of uniform's "
+                  "seeds on uniform's machine: the mean variance over the seeds of a policy's test accuracy, of "
+                  "uniform's, of their paired difference, and their covariance (pairing removes noise only where it "
+                  "is well above 0; where it is near 0, var(difference) is about var(policy) + var(uniform) and a "
+                  "cell is best compared with uniform's mean over all its fine-tunes, as docs/arena.md also does).", "",
+                  "| pair | machine | policies | seeds | var(policy) | var(uniform) | var(difference) | cov |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {c['pair']} | {short(c['machine'])} | {c['policies']} | {c['seeds']} | {c['var_policy']:.4f} | "
+                  f"{c['var_uniform']:.4f} | {c['var_delta']:.4f} | {c['cov']:+.4f} |" for c in cov]
+        summary["covariance"] = cov
     rep = replication(arena, check)
     if rep:
         lines += ["", "The default's search rerun on the second machine (its policy may differ: the search's own "

@@ -75,6 +75,11 @@ class Reference:
         u = self.of(row.get("machine", ""), int(row["seed"]))
         return None if u is None else float(row["test_accuracy"]) - u
 
+    def mean_all(self) -> tuple[float, int] | None:
+        """Uniform's mean over every fine-tune of it (all seeds, all machines) and how many."""
+        accs = [a for by in self.by.values() for a in by.values()]
+        return (statistics.mean(accs), len(accs)) if accs else None
+
     def own(self, row: dict) -> bool:
         """Whether the row is paired with a uniform fine-tuned on another machine than the home one."""
         m = row.get("machine", "")
@@ -123,6 +128,18 @@ def confirmed_draws(cell: list[dict], ref: Reference, seeds: int, kind: str = "r
     return (" With every seed: " + ", ".join(f"{s} {statistics.mean(float(r['test_accuracy']) for r in rs):.2f}% "
                                              f"({statistics.mean(deltas(rs, ref)):+.2f})" for s, rs in full.items())
             + "." if full else "")
+
+
+def against_mean(cell: list[dict], ref: Reference, kind: str, seed: int = 0) -> str:
+    """The single policies' ``seed`` cells against uniform's mean over all its fine-tunes: a policy's and
+    uniform's accuracies do not covary over the seeds (docs/measurements/arena_machines.md), so pairing a cell
+    with uniform's one cell of its seed adds that cell's noise to every difference alike; the mean halves it."""
+    mean = ref.mean_all()
+    ds = [float(r["test_accuracy"]) - mean[0] for r in cell if r["source"].startswith(kind) and int(r["seed"]) == seed] \
+        if mean else []
+    return (f" Against uniform's mean over all its {mean[1]} fine-tunes ({mean[0]:.2f}%; the better reference for "
+            f"one cell, docs/measurements/arena_machines.md): best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
+            f"{sum(d >= GOAL_MARGIN for d in ds)} at +{GOAL_MARGIN} or more." if mean and ds else "")
 
 
 def machine_line(cell: list[dict], ref: Reference) -> list[str]:
@@ -251,14 +268,15 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             page += ["", f"Random policies in the default's band ({len(draws)} draws, fine-tune seed 0, against "
                      f"uniform's seed 0): Δ uniform best {max(draws):+.2f}, median {statistics.median(draws):+.2f}, "
                      f"worst {min(draws):+.2f}; {sum(d >= GOAL_MARGIN for d in draws)} of {len(draws)} at "
-                     f"+{GOAL_MARGIN} or more." + confirmed_draws(cell, ref, len(grid["seeds"]))]
+                     f"+{GOAL_MARGIN} or more." + against_mean(cell, ref, "random-")
+                     + confirmed_draws(cell, ref, len(grid["seeds"]))]
         space = draw_deltas(cell, ref, kind="space-")
         if space:
             goals["space"].append((model, target, max(space), len(space)))
             page += ["", f"The default's whole search space ({len(space)} of its policies fine-tuned with seed 0, "
                      f"`space-K`; {space_size(cell)}), against uniform's seed 0: Δ uniform best {max(space):+.2f}, "
                      f"median {statistics.median(space):+.2f}, worst {min(space):+.2f}; "
-                     f"{sum(d >= GOAL_MARGIN for d in space)} at +{GOAL_MARGIN} or more."
+                     f"{sum(d >= GOAL_MARGIN for d in space)} at +{GOAL_MARGIN} or more." + against_mean(cell, ref, "space-")
                      + confirmed_draws(cell, ref, len(grid["seeds"]), kind="space-")]
         page += machine_line(cell, ref)
         top = ceiling(rows, model, float(target), [int(x) for x in grid["seeds"]], ref)
