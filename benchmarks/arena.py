@@ -39,33 +39,40 @@ RANDOM_DRAWS = 20
 #: ``space-K``: the K-th policy of the default's whole search space (every policy its band, rounding and MACs
 #: wall let through, as benchmarks/policy_space.py counts them, in sorted order of channel counts): where the
 #: space is small, fine-tuning all of it says what the best pick in it is worth, whatever the score.
+#: ``wide-K``: the K-th policy outside the default's band but inside the whole space (min_keep, rounding and the
+#: MACs wall, no band), same order: with ``space-K`` it covers every policy the tool's settings allow.
 SPACE_MAX = 400
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
            "default-wide", "default-kl", "default-kl-random") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
-    + tuple(f"space-{k}" for k in range(1, SPACE_MAX + 1))
+    + tuple(f"{kind}-{k}" for kind in ("space", "wide") for k in range(1, SPACE_MAX + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from"]
-SINGLE = ("random-", "space-")
+SINGLE = ("random-", "space-", "wide-")
 
 
 def is_draw(source: str) -> bool:
-    """Sources ``random-K`` and ``space-K``: single policies (make_arena summarises them per pair, not a row each)."""
+    """Sources ``random-K``, ``space-K`` and ``wide-K``: single policies (make_arena summarises them per pair,
+    not a row each)."""
     return source.startswith(SINGLE)
 
 
-def space_policy(path: Path, folder: Path, cfg: SearchConfig, k: int) -> SearchResult:
-    """Write the K-th policy of the default's search space (``cfg``'s band, rounding and wall) as the cell's
-    policy.json, in the search's own format, so that prune and the fine-tune reuse treat it as any other."""
+def space_policy(path: Path, folder: Path, cfg: SearchConfig, k: int, kind: str = "space") -> SearchResult:
+    """Write the K-th policy of the default's search space (``cfg``'s band, rounding and wall; ``kind`` wide:
+    of the policies the band leaves out) as the cell's policy.json, in the search's own format, so that prune
+    and the fine-tune reuse treat it as any other."""
     net, ckpt = load_model(path)
     structure = build_structure(net, ckpt.spec)
     found = enumerate_policies(search_env(structure, cfg), SPACE_MAX)
+    if kind == "wide" and found is not None:
+        whole = enumerate_policies(search_env(structure, replace(cfg, band=None)), SPACE_MAX)
+        found = None if whole is None else whole - found
     if found is None or k > len(found):
-        raise SystemExit(f"space-{k}: the search space of {path} at {cfg.macs_target:.0%} holds "
+        raise SystemExit(f"{kind}-{k}: the {kind} space of {path} at {cfg.macs_target:.0%} holds "
                          f"{'more than ' + str(SPACE_MAX) if found is None else len(found)} policies; list only "
-                         "space-K up to its size, on pairs whose space is at most SPACE_MAX")
+                         f"{kind}-K up to its size, on pairs whose space is at most SPACE_MAX")
     counts = sorted(found)[k - 1]
     policy = policy_to_ratios(structure, counts)
     named = {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)}
-    chosen = f"space {k} of {len(found)}"  # make_arena reads the space's size from it
+    chosen = f"{kind} {k} of {len(found)}"  # make_arena reads the space's size from it
     write_json(folder / "policy.json", {"policy": policy, "counts": named, "macs_target": cfg.macs_target,
                                         "round_to": 1, "chosen": chosen, "model": ckpt.spec.model})
     return SearchResult(policy=policy, counts=named, reward=float("nan"), achieved=float("nan"), episodes=0,
@@ -73,7 +80,8 @@ def space_policy(path: Path, folder: Path, cfg: SearchConfig, k: int) -> SearchR
 
 
 def search(path: Path, folder: Path, cfg: SearchConfig, source: str) -> SearchResult:
-    return space_policy(path, folder, cfg, int(source.split("-")[1])) if source.startswith("space-") \
+    kind, _, k = source.partition("-")
+    return space_policy(path, folder, cfg, int(k), kind) if kind in ("space", "wide") \
         else reproduce.search_cell(path, folder, cfg, source)
 
 
@@ -94,7 +102,7 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
     fixed = {"rerank_top_k": 0, "confirm_seeds": 0, "uniform_margin": 0.0}
     if source in ("uniform", "global"):
         return SearchConfig(agent=source, episodes=1, **space, **fixed)
-    if source.startswith("space-"):  # the default's search space, enumerated (its settings: the default's band)
+    if source.startswith(("space-", "wide-")):  # the default's search space enumerated (its settings: its band)
         return SearchConfig(**space)
     if is_draw(source):  # the draw's seed, not the cell's: one policy, fine-tuned per seed
         return SearchConfig(agent="random", episodes=1, **{**space, "seed": int(source.split("-")[1])}, **fixed)

@@ -158,9 +158,9 @@ def machine_line(cell: list[dict], ref: Reference) -> list[str]:
                                      for m, n in sorted(paired_own.items())) + "; the rest with the home machine's."]
 
 
-def space_size(cell: list[dict]) -> str:
+def space_size(cell: list[dict], kind: str = "space-") -> str:
     """How many policies the enumerated space holds (its cells record it as ``chosen``: "space K of N")."""
-    sizes = {r["chosen"].rpartition(" of ")[2] for r in cell if r["source"].startswith("space-")}
+    sizes = {r["chosen"].rpartition(" of ")[2] for r in cell if r["source"].startswith(kind)}
     return f"it holds {', '.join(sorted(sizes))}"
 
 
@@ -199,7 +199,8 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "and `default-kl-random` the same with random search: does DDPG add anything given a reward that "
             "ranks fine-tuned policies? "
             "`random-K` (summarised below each table, not a row of it) the K-th random policy inside the default's "
-            "band, fine-tuned with seed 0 only: what lies near uniform for any search to find; `space-K` (summarised "
+            "band, fine-tuned with seed 0 only: what lies near uniform for any search to find; `wide-K` the K-th policy "
+            "outside the band (with `space-K`, every policy the pair's settings allow); `space-K` (summarised "
             "the same way) the K-th policy of the default's whole search space, enumerated as "
             "`benchmarks/policy_space.py` counts it, where it is small enough to fine-tune every policy: what the "
             "best pick in the space is worth, whatever the score. "
@@ -210,7 +211,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
               "|---|---|---|" + "---|" * len(sources) + "---|"]
     goals: dict[str, list] = {"pairs": [], "met_margin": [], "below_floor": [], "incomplete": [], "room": [],
                               "ceiling": [], "draws": [], "best_policy": [],
-                              "space": []}
+                              "space": [], "wide": []}
     for model, target in grid["pairs"]:
         cell = [r for r in current if r["model"] == model and float(r["target"]) == float(target)]
         page += [f"## {model} at {float(target):.0%} of the MACs", ""]
@@ -278,6 +279,14 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                      f"median {statistics.median(space):+.2f}, worst {min(space):+.2f}; "
                      f"{sum(d >= GOAL_MARGIN for d in space)} at +{GOAL_MARGIN} or more." + against_mean(cell, ref, "space-")
                      + confirmed_draws(cell, ref, len(grid["seeds"]), kind="space-")]
+        wide = draw_deltas(cell, ref, kind="wide-")
+        if wide:
+            goals["wide"].append((model, target, max(wide), len(wide)))
+            page += ["", f"Outside the default's band (`wide-K`: the rest of every policy min_keep, the rounding and the "
+                     f"MACs wall allow; {len(wide)} fine-tuned with seed 0, {space_size(cell, 'wide-')}), against "
+                     f"uniform's seed 0: Δ uniform best {max(wide):+.2f}, median {statistics.median(wide):+.2f}, worst "
+                     f"{min(wide):+.2f}; {sum(d >= GOAL_MARGIN for d in wide)} at +{GOAL_MARGIN} or more."
+                     + against_mean(cell, ref, "wide-") + confirmed_draws(cell, ref, len(grid["seeds"]), kind="wide-")]
         page += machine_line(cell, ref)
         top = ceiling(rows, model, float(target), [int(x) for x in grid["seeds"]], ref)
         if top:
@@ -325,7 +334,10 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                   if goals["draws"] else "")
                + (" Best policy of the default's enumerated search space (seed 0, against uniform's seed 0): "
                   + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals["space"]) + "."
-                  if goals["space"] else ""))
+                  if goals["space"] else "")
+               + (" Best policy outside the band (seed 0, against uniform's seed 0): "
+                  + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals["wide"]) + "."
+                  if goals["wide"] else ""))
     page[2:2] = [verdict, ""]
     page += ["## How the cells were run", "",
              f"Cells: {len(current)} current" + (f", {stale} stale cells left out (searched with earlier "

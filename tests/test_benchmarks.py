@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -494,6 +495,15 @@ def test_arena_space_sources_enumerate_the_defaults_search_space_and_prune_as_wr
     assert load_model(tmp_path / "pruned" / "model.pt")[1].pruning["counts"] == policies[1].counts
     with pytest.raises(SystemExit, match=f"holds {n} policies"):
         arena.space_policy(digits_ckpt, tmp_path / "past", cfg, n + 1)
+    # wide-K: the policies the band leaves out; with space-K, every policy the settings allow
+    assert arena.search_config(grid, "vgg", 0.5, "wide-1", 0) == cfg
+    first = arena.space_policy(digits_ckpt, tmp_path / "w1", cfg, 1, "wide")
+    w = int(first.summary["chosen"].rpartition(" of ")[2])
+    wide = [tuple(arena.space_policy(digits_ckpt, tmp_path / f"w{k}", cfg, k, "wide").counts.values())
+            for k in range(1, w + 1)]
+    whole = arena.enumerate_policies(arena.search_env(structure, replace(cfg, band=None)), arena.SPACE_MAX)
+    assert wide == sorted(set(wide)) and set(wide).isdisjoint(counts) and set(wide) | set(counts) == whole
+    assert first.summary["chosen"].startswith("wide 1 of ") and arena.is_draw("wide-3")
     cell = [{"source": "uniform", "seed": "0", "test_accuracy": "90.0"},
             {"source": "random-1", "seed": "0", "test_accuracy": "91.0"},
             {"source": "space-1", "seed": "0", "test_accuracy": "90.2", "chosen": f"space 1 of {n}"},
