@@ -135,8 +135,11 @@ def main() -> None:
                      f"({short(a['machine'])}) | {float(c['test_accuracy']):.2f} ({short(c['machine'])}) | {p['diff']:+.2f} |")
     summary = {"cells": len(found), "diffs": diffs}
     if diffs:
-        lines += ["", f"Over {len(diffs)} cells, rerun minus arena: {fmt(diffs, sign=True)} points (mean ± std), mean "
-                  f"absolute {statistics.mean(abs(d) for d in diffs):.2f}."
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        lines += ["", f"Over {len(diffs)} cells, rerun minus arena: {fmt(diffs, sign=True)} points (mean ± std; standard "
+                  f"error of the mean {se:.2f}; {sum(d < 0 for d in diffs)} of {len(diffs)} below 0), mean absolute "
+                  f"{statistics.mean(abs(d) for d in diffs):.2f}. A shift shared by every fine-tune of a machine cancels "
+                  "when a cell is compared with uniform fine-tuned on the same machine (`per_machine` in arena.yaml)."
                   + (f" What a seed moves a cell on one machine (std over the seeds of each of the arena's "
                      f"{len(spread)} policies fine-tuned with three or more): median {statistics.median(spread):.2f}."
                      if spread else "")]
@@ -147,8 +150,9 @@ def main() -> None:
         lines += ["", "Does pairing by seed remove noise? Over the policies the arena fine-tuned with each of uniform's "
                   "seeds on uniform's machine: the mean variance over the seeds of a policy's test accuracy, of "
                   "uniform's, of their paired difference, and their covariance (pairing removes noise only where it "
-                  "is well above 0; where it is near 0, var(difference) is about var(policy) + var(uniform) and a "
-                  "cell is best compared with uniform's mean over all its fine-tunes, as docs/arena.md also does).", "",
+                  "is well above 0; where it is near 0, var(difference) is about var(policy) + var(uniform), and one "
+                  "cell is better compared with uniform's mean over its seeds on the same machine, as docs/arena.md "
+                  "also does).", "",
                   "| pair | machine | policies | seeds | var(policy) | var(uniform) | var(difference) | cov |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {c['pair']} | {short(c['machine'])} | {c['policies']} | {c['seeds']} | {c['var_policy']:.4f} | "

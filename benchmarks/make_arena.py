@@ -75,10 +75,10 @@ class Reference:
         u = self.of(row.get("machine", ""), int(row["seed"]))
         return None if u is None else float(row["test_accuracy"]) - u
 
-    def mean_all(self) -> tuple[float, int] | None:
-        """Uniform's mean over every fine-tune of it (all seeds, all machines) and how many."""
-        accs = [a for by in self.by.values() for a in by.values()]
-        return (statistics.mean(accs), len(accs)) if accs else None
+    def mean_of(self, machine: str) -> float | None:
+        """Uniform's mean over all its seeds on ``machine`` (else on the home machine)."""
+        accs = self.by.get(machine) or self.home_acc
+        return statistics.mean(accs.values()) if accs else None
 
     def own(self, row: dict) -> bool:
         """Whether the row is paired with a uniform fine-tuned on another machine than the home one."""
@@ -131,15 +131,15 @@ def confirmed_draws(cell: list[dict], ref: Reference, seeds: int, kind: str = "r
 
 
 def against_mean(cell: list[dict], ref: Reference, kind: str, seed: int = 0) -> str:
-    """The single policies' ``seed`` cells against uniform's mean over all its fine-tunes: a policy's and
-    uniform's accuracies do not covary over the seeds (docs/measurements/arena_machines.md), so pairing a cell
-    with uniform's one cell of its seed adds that cell's noise to every difference alike; the mean halves it."""
-    mean = ref.mean_all()
-    ds = [float(r["test_accuracy"]) - mean[0] for r in cell if r["source"].startswith(kind) and int(r["seed"]) == seed] \
-        if mean else []
-    return (f" Against uniform's mean over all its {mean[1]} fine-tunes ({mean[0]:.2f}%; the better reference for "
-            f"one cell, docs/measurements/arena_machines.md): best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
-            f"{sum(d >= GOAL_MARGIN for d in ds)} at +{GOAL_MARGIN} or more." if mean and ds else "")
+    """The single policies' ``seed`` cells against uniform's mean over its seeds on the cell's machine: a
+    policy's and uniform's accuracies do not covary over the seeds (docs/measurements/arena_machines.md), so
+    pairing a cell with uniform's one cell of its seed adds that cell's noise to every difference alike; the
+    mean over the seeds shrinks it. The machine still counts: another CPU can shift every fine-tune alike."""
+    ds = [float(r["test_accuracy"]) - u for r in cell if r["source"].startswith(kind) and int(r["seed"]) == seed
+          and (u := ref.mean_of(r.get("machine", ""))) is not None]
+    return (f" Against uniform's mean over its seeds on the cell's machine (the better reference for one cell, "
+            f"docs/measurements/arena_machines.md): best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
+            f"{sum(d >= GOAL_MARGIN for d in ds)} at +{GOAL_MARGIN} or more." if ds else "")
 
 
 def machine_line(cell: list[dict], ref: Reference) -> list[str]:

@@ -417,6 +417,11 @@ def test_arena_cells_pair_with_uniform_fine_tuned_on_their_own_machine():
     assert "Intel Xeon 89.80% (1 seeds, minus the home machine's per seed -0.20)" in line
     assert "1 cells of Intel Xeon are paired with its own uniform" in line
     assert make_arena.machine_line(rows[:4], make_arena.Reference(rows[:4])) == []
+    # one cell against uniform's mean over its seeds on the cell's machine (Intel: 89.8), not its one seed's
+    assert "best +0.30, median +0.30," in make_arena.against_mean(rows, ref, "space-")
+    assert make_arena.against_mean(rows, ref, "random-") == ""
+    amd_only = make_arena.Reference(rows[:4])  # the Intel cell falls back to AMD's mean, 90.5
+    assert "best -0.40" in make_arena.against_mean(rows, amd_only, "space-")
     # a cell that took an earlier cell's fine-tune holds that cell's machine's reading
     taken = row("space-2", 0, 90.3, intel, {"a": 0.4}) | {"finetune_from": "default seed 0 (2026-12-01)"}
     dated = [r | {"date": "2026-12-01"} for r in rows] + [taken]
@@ -652,3 +657,9 @@ def test_machine_check_sets_each_rerun_beside_the_same_cell_of_another_machine()
     (line,) = machine_check.replication(arena, check)
     assert line == "| vgg 20% | default | 0 | another | +0.40 (AMD) | +0.30 (Intel) |"
     assert machine_check.seed_spread(arena) == []  # no policy with three seeds
+    # a policy that moves with uniform seed by seed: pairing removes all its noise (covariance = both variances)
+    three = [row("uniform", s, a, "AMD", {"a": 0.5}) for s, a in enumerate((90.0, 90.2, 89.8))] + \
+        [row("default", s, a + 0.3, "AMD", {"a": 0.4}) for s, a in enumerate((90.0, 90.2, 89.8))]
+    (c,) = machine_check.covariance(three)
+    assert c["policies"] == 1 and c["var_delta"] == pytest.approx(0) and c["cov"] == pytest.approx(c["var_uniform"])
+    assert c["var_policy"] == pytest.approx(0.04)
