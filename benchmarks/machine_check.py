@@ -40,15 +40,25 @@ def key(r: dict) -> tuple:
 
 
 def pairs(arena: list[dict], check: list[dict]) -> list[dict]:
-    """Each check cell beside the arena's cell of the same policy and seed fine-tuned on another machine."""
-    first = {}
-    for r in arena:
-        first.setdefault((key(r), r["machine"]), r)
-    out = []
-    for c in check:
-        other = next((r for (k, m), r in first.items() if k == key(c) and m != c["machine"]), None)
-        if other is not None:
+    """Every cell fine-tuned on a second machine (the check's, and the arena's own per-machine reruns of
+    uniform) beside the first machine's cell of the same policy and seed."""
+    first: dict[tuple, dict] = {}
+    for r in arena:  # the arena's first reading of each (policy, seed)
+        first.setdefault(key(r), r)
+    rerun = [r for r in arena if r["machine"] != first[key(r)]["machine"]] + check
+    seen, out = set(), []
+    for c in rerun:
+        other = first.get(key(c))
+        if other is not None and other["machine"] != c["machine"] and (key(c), c["machine"]) not in seen:
+            seen.add((key(c), c["machine"]))
             out.append({"check": c, "arena": other, "diff": float(c["test_accuracy"]) - float(other["test_accuracy"])})
+    return out
+
+
+def by_pair(found: list[dict]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for p in found:
+        out.setdefault(f"{p['check']['model']} {float(p['check']['target']):.0%}", []).append(p["diff"])
     return out
 
 
@@ -138,7 +148,9 @@ def main() -> None:
         se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
         lines += ["", f"Over {len(diffs)} cells, rerun minus arena: {fmt(diffs, sign=True)} points (mean ± std; standard "
                   f"error of the mean {se:.2f}; {sum(d < 0 for d in diffs)} of {len(diffs)} below 0), mean absolute "
-                  f"{statistics.mean(abs(d) for d in diffs):.2f}. A shift shared by every fine-tune of a machine cancels "
+                  f"{statistics.mean(abs(d) for d in diffs):.2f}. Per pair: " + ", ".join(
+                      f"{pair} {fmt(ds, sign=True)} ({len(ds)} cells)" for pair, ds in by_pair(found).items())
+                  + ". A shift shared by every fine-tune of a machine cancels "
                   "when a cell is compared with uniform fine-tuned on the same machine (`per_machine` in arena.yaml)."
                   + (f" What a seed moves a cell on one machine (std over the seeds of each of the arena's "
                      f"{len(spread)} policies fine-tuned with three or more): median {statistics.median(spread):.2f}."

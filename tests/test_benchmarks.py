@@ -654,6 +654,11 @@ def test_machine_check_sets_each_rerun_beside_the_same_cell_of_another_machine()
              row("uniform", 2, 89.0, "Intel", {"a": 0.5})]  # no arena cell with seed 2: left out
     found = machine_check.pairs(arena, check)
     assert [(p["check"]["source"], round(p["diff"], 2)) for p in found] == [("uniform", -0.2)]
+    # the arena's own per-machine reruns count too, each once
+    again = arena + [row("uniform", 1, 91.1, "Intel", {"a": 0.5})]
+    found = machine_check.pairs(again, check + [row("uniform", 1, 91.1, "Intel", {"a": 0.5})])
+    assert [(p["check"]["seed"], round(p["diff"], 2)) for p in found] == [("1", 0.1), ("0", -0.2)]
+    assert machine_check.by_pair(found) == {"vgg 20%": pytest.approx([0.1, -0.2])}
     (line,) = machine_check.replication(arena, check)
     assert line == "| vgg 20% | default | 0 | another | +0.40 (AMD) | +0.30 (Intel) |"
     assert machine_check.seed_spread(arena) == []  # no policy with three seeds
