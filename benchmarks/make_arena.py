@@ -134,7 +134,7 @@ def against_mean(cell: list[dict], ref: Reference, kind: str, seed: int = 0) -> 
     """The single policies' ``seed`` cells against uniform's mean over its seeds on the cell's machine: a
     policy's and uniform's accuracies do not covary over the seeds (docs/measurements/arena_machines.md), so
     pairing a cell with uniform's one cell of its seed adds that cell's noise to every difference alike; the
-    mean over the seeds shrinks it. The machine still counts: another CPU can shift every fine-tune alike."""
+    mean over the seeds shrinks it. Its own machine's: a fine-tune is reproduced only on the machine that made it."""
     ds = [float(r["test_accuracy"]) - u for r in cell if r["source"].startswith(kind) and int(r["seed"]) == seed
           and (u := ref.mean_of(r.get("machine", ""))) is not None]
     return (f" Against uniform's mean over its seeds on the cell's machine (the better reference for one cell, "
