@@ -1,7 +1,7 @@
 """How much does the machine move an arena cell? The same policy and seed, fine-tuned on two CPUs.
 
-    python benchmarks/arena.py --grid G        # G: the arena's grid with its own results (below), run on
-                                               # a second machine; it reruns cells the arena has on the first
+    python benchmarks/arena.py --grid benchmarks/machine_check.yaml   # on a second machine: arena cells
+                                                                      # rerun into results of their own
     python benchmarks/machine_check.py [--grid benchmarks/arena.yaml] [--check docs/measurements/arena/machine_check.csv]
         [--out docs/measurements/arena_machines.md]
 
