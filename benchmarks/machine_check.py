@@ -25,7 +25,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import read_rows, write_page  # noqa: E402
-from make_arena import fine_tuned_on, fmt, short  # noqa: E402
+from make_arena import Reference, fine_tuned_on, fmt, short  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,9 +77,9 @@ def covariance(arena: list[dict]) -> list[dict]:
     out = []
     for model, target in sorted({(r["model"], r["target"]) for r in arena}):
         cell = [r for r in arena if (r["model"], r["target"]) == (model, target)]
-        for machine in sorted({r["machine"] for r in cell if r["source"] == "uniform"}):
-            uni = {int(r["seed"]): float(r["test_accuracy"]) for r in cell
-                   if r["source"] == "uniform" and r["machine"] == machine}
+        ref = Reference(cell)
+        for machine in sorted(ref.by):
+            uni = ref.by[machine]
             u_key = key(next(r for r in cell if r["source"] == "uniform"))[2]
             by: dict[str, dict[int, float]] = {}
             for r in cell:

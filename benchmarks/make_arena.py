@@ -263,30 +263,22 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                 goals["met_margin"].append(f"{model} {float(target):.0%}")
             if m < GOAL_FLOOR:
                 goals["below_floor"].append(f"{model} {float(target):.0%}")
-        draws = draw_deltas(cell, ref)
-        if draws:
-            goals["draws"].append((model, target, max(draws), len(draws)))
-            page += ["", f"Random policies in the default's band ({len(draws)} draws, fine-tune seed 0, against "
-                     f"uniform's seed 0): Δ uniform best {max(draws):+.2f}, median {statistics.median(draws):+.2f}, "
-                     f"worst {min(draws):+.2f}; {sum(d >= GOAL_MARGIN for d in draws)} of {len(draws)} at "
-                     f"+{GOAL_MARGIN} or more." + against_mean(cell, ref, "random-")
-                     + confirmed_draws(cell, ref, len(grid["seeds"]))]
-        space = draw_deltas(cell, ref, kind="space-")
-        if space:
-            goals["space"].append((model, target, max(space), len(space)))
-            page += ["", f"The default's whole search space ({len(space)} of its policies fine-tuned with seed 0, "
-                     f"`space-K`; {space_size(cell)}), against uniform's seed 0: Δ uniform best {max(space):+.2f}, "
-                     f"median {statistics.median(space):+.2f}, worst {min(space):+.2f}; "
-                     f"{sum(d >= GOAL_MARGIN for d in space)} at +{GOAL_MARGIN} or more." + against_mean(cell, ref, "space-")
-                     + confirmed_draws(cell, ref, len(grid["seeds"]), kind="space-")]
-        wide = draw_deltas(cell, ref, kind="wide-")
-        if wide:
-            goals["wide"].append((model, target, max(wide), len(wide)))
-            page += ["", f"Outside the default's band (`wide-K`: the rest of every policy min_keep, the rounding and the "
-                     f"MACs wall allow; {len(wide)} fine-tuned with seed 0, {space_size(cell, 'wide-')}), against "
-                     f"uniform's seed 0: Δ uniform best {max(wide):+.2f}, median {statistics.median(wide):+.2f}, worst "
-                     f"{min(wide):+.2f}; {sum(d >= GOAL_MARGIN for d in wide)} at +{GOAL_MARGIN} or more."
-                     + against_mean(cell, ref, "wide-") + confirmed_draws(cell, ref, len(grid["seeds"]), kind="wide-")]
+        seeds = len(grid["seeds"])
+        for kind, goal, intro in (  # {n}: how many single policies of that kind were fine-tuned with seed 0
+                ("random-", "draws", "Random policies in the default's band ({n} draws, fine-tune seed 0, against "
+                                     "uniform's seed 0)"),
+                ("space-", "space", "The default's whole search space ({n} of its policies fine-tuned with seed 0, "
+                                    f"`space-K`; {space_size(cell)}), against uniform's seed 0"),
+                ("wide-", "wide", "Outside the default's band (`wide-K`: the rest of every policy min_keep, the "
+                                  "rounding and the MACs wall allow; {n} fine-tuned with seed 0, "
+                                  f"{space_size(cell, 'wide-')}), against uniform's seed 0")):
+            ds = draw_deltas(cell, ref, kind=kind)
+            if ds:
+                goals[goal].append((model, target, max(ds), len(ds)))
+                page += ["", intro.format(n=len(ds)) + f": Δ uniform best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
+                         f"worst {min(ds):+.2f}; {sum(d >= GOAL_MARGIN for d in ds)}"
+                         + (f" of {len(ds)}" if kind == "random-" else "") + f" at +{GOAL_MARGIN} or more."
+                         + against_mean(cell, ref, kind) + confirmed_draws(cell, ref, seeds, kind=kind)]
         page += machine_line(cell, ref)
         top = ceiling(rows, model, float(target), [int(x) for x in grid["seeds"]], ref)
         if top:
