@@ -27,6 +27,18 @@ import arena  # noqa: E402
 from common import read_rows, replace_block  # noqa: E402
 
 GOAL_MARGIN, GOAL_FLOOR, GOAL_PAIRS = 0.3, -0.2, 3  # issue 16: >= +0.3 in 3 pairs, never below -0.2
+# The single-seed sources (arena.SINGLE) summarised below each pair's table and in the verdict: the verdict's
+# title, and the summary's opening ({n}: policies fine-tuned with seed 0; {size}: how many the space holds).
+SINGLE_SUMMARIES = (
+    ("random-", "draws", "Best of the random draws in the default's band",
+     "Random policies in the default's band ({n} draws, fine-tune seed 0, against uniform's seed 0)"),
+    ("space-", "space", "Best policy of the default's enumerated search space",
+     "The default's whole search space ({n} of its policies fine-tuned with seed 0, `space-K`; {size}), against "
+     "uniform's seed 0"),
+    ("wide-", "wide", "Best policy outside the band",
+     "Outside the default's band (`wide-K`: the rest of every policy min_keep, the rounding and the MACs wall "
+     "allow; {n} fine-tuned with seed 0, {size}), against uniform's seed 0"),
+)
 
 
 def fmt(xs: list[float], sign: bool = False) -> str:
@@ -264,18 +276,11 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             if m < GOAL_FLOOR:
                 goals["below_floor"].append(f"{model} {float(target):.0%}")
         seeds = len(grid["seeds"])
-        for kind, goal, intro in (  # {n}: how many single policies of that kind were fine-tuned with seed 0
-                ("random-", "draws", "Random policies in the default's band ({n} draws, fine-tune seed 0, against "
-                                     "uniform's seed 0)"),
-                ("space-", "space", "The default's whole search space ({n} of its policies fine-tuned with seed 0, "
-                                    f"`space-K`; {space_size(cell)}), against uniform's seed 0"),
-                ("wide-", "wide", "Outside the default's band (`wide-K`: the rest of every policy min_keep, the "
-                                  "rounding and the MACs wall allow; {n} fine-tuned with seed 0, "
-                                  f"{space_size(cell, 'wide-')}), against uniform's seed 0")):
+        for kind, goal, _, intro in SINGLE_SUMMARIES:
             ds = draw_deltas(cell, ref, kind=kind)
             if ds:
                 goals[goal].append((model, target, max(ds), len(ds)))
-                page += ["", intro.format(n=len(ds)) + f": Δ uniform best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
+                page += ["", intro.format(n=len(ds), size=space_size(cell, kind) if "{size}" in intro else "") + f": Δ uniform best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
                          f"worst {min(ds):+.2f}; {sum(d >= GOAL_MARGIN for d in ds)}"
                          + (f" of {len(ds)}" if kind == "random-" else "") + f" at +{GOAL_MARGIN} or more."
                          + against_mean(cell, ref, kind) + confirmed_draws(cell, ref, seeds, kind=kind)]
@@ -321,15 +326,9 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                   + ", ".join(f"{m} {float(t):.0%} {d:+.2f} (of {n})" for m, t, d, n in goals["best_policy"])
                   + f"; +{GOAL_MARGIN} or more in {sum(d >= GOAL_MARGIN for _, _, d, _ in goals['best_policy'])} of "
                   f"{n_pairs} pairs." if goals["best_policy"] else "")
-               + (" Best of the random draws in the default's band (seed 0, against uniform's seed 0): "
-                  + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals["draws"]) + "."
-                  if goals["draws"] else "")
-               + (" Best policy of the default's enumerated search space (seed 0, against uniform's seed 0): "
-                  + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals["space"]) + "."
-                  if goals["space"] else "")
-               + (" Best policy outside the band (seed 0, against uniform's seed 0): "
-                  + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals["wide"]) + "."
-                  if goals["wide"] else ""))
+               + "".join(f" {title} (seed 0, against uniform's seed 0): "
+                         + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals[goal]) + "."
+                         for _, goal, title, _ in SINGLE_SUMMARIES if goals[goal]))
     page[2:2] = [verdict, ""]
     page += ["## How the cells were run", "",
              f"Cells: {len(current)} current" + (f", {stale} stale cells left out (searched with earlier "
