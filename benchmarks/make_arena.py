@@ -280,7 +280,8 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             ds = draw_deltas(cell, ref, kind=kind)
             if ds:
                 goals[goal].append((model, target, max(ds), len(ds)))
-                page += ["", intro.format(n=len(ds), size=space_size(cell, kind) if "{size}" in intro else "") + f": Δ uniform best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
+                opening = intro.format(n=len(ds), size=space_size(cell, kind) if "{size}" in intro else "")
+                page += ["", opening + f": Δ uniform best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
                          f"worst {min(ds):+.2f}; {sum(d >= GOAL_MARGIN for d in ds)}"
                          + (f" of {len(ds)}" if kind == "random-" else "") + f" at +{GOAL_MARGIN} or more."
                          + against_mean(cell, ref, kind) + confirmed_draws(cell, ref, seeds, kind=kind)]
