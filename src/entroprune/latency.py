@@ -338,13 +338,15 @@ Timer = Callable[[nn.Module, tuple[int, ...]], float]
 PairTimer = Callable[[list[nn.Module], tuple[int, ...]], list[float]]
 
 
-def wall_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int = 2) -> Timer:
+def wall_timer(batch: int, backend: str = LatencyConfig.backend, repeats: int = LatencyConfig.repeats,
+               warmup: int = 2) -> Timer:
     """Median wall time of one forward of ``batch`` inputs on ``backend`` (one of :data:`BACKENDS`)."""
     pair = wall_pair_timer(batch, backend, repeats, warmup)
     return lambda module, shape: pair([module], shape)[0]
 
 
-def wall_pair_timer(batch: int, backend: str = "torch", repeats: int = 7, warmup: int = 2) -> PairTimer:
+def wall_pair_timer(batch: int, backend: str = LatencyConfig.backend, repeats: int = LatencyConfig.repeats,
+                    warmup: int = 2) -> PairTimer:
     """Like :func:`wall_timer` for several modules, timed round by round in alternation, so that machine
     load drifts alike for all of them (on a shared 2-core VM one net's median moved 30% between calls)."""
     runtime = RUNTIMES[backend]
@@ -470,8 +472,9 @@ def measured_fraction(model: nn.Module, structure: Any, counts: np.ndarray, pair
     return t_net / t_full
 
 
-def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, timer: Timer, points: int = 5,
-                      calibration: int = 8, held_out: int = 8, round_to: int = 1, seed: int = 0,
+def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, timer: Timer,
+                      points: int = LatencyConfig.points, calibration: int = LatencyConfig.calibration,
+                      held_out: int = LatencyConfig.held_out, round_to: int = 1, seed: int = 0,
                       meta: dict[str, Any] | None = None,
                       pair: PairTimer | None = None) -> tuple[LatencyModel, dict[str, Any]]:
     """Fit the latency model and measure its own error on ``held_out`` random policies it never saw.

@@ -126,8 +126,8 @@ class SearchConfig:
     ignored_layers: list[str] = field(default_factory=list)
     latency_target: float | None = None
     latency_model: str | None = None
-    latency_backend: str = "torch"
-    latency_batch: int = 64
+    latency_backend: str = LatencyConfig.backend
+    latency_batch: int = LatencyConfig.batch
     flops_target: InitVar[float | None] = None
 
     def __post_init__(self, flops_target: float | None) -> None:
@@ -623,8 +623,9 @@ class Search:
             raise ConfigError(f"nothing to resume in {self.out_dir} (no {STATE_FILE}); run without `resume=True`")
         try:
             state = torch.load(self.state_path, weights_only=True)
-            saved_cfg = {"episode_batch": 1, "latency_target": None, "latency_model": None, "latency_backend": "torch",
-                         "latency_batch": 64, **json.loads(state["config"])}  # keys added since, at their defaults
+            saved_cfg = {"episode_batch": 1, "latency_target": None, "latency_model": None,
+                         "latency_backend": LatencyConfig.backend, "latency_batch": LatencyConfig.batch,
+                         **json.loads(state["config"])}  # keys added since, at their defaults
             if "flops_target" in saved_cfg:  # a state saved before the rename
                 saved_cfg["macs_target"] = saved_cfg.pop("flops_target")
         except Exception as exc:  # torch.load raises many types on a truncated or foreign file
