@@ -17,10 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_page  # noqa: E402
+from common import load_grid, write_page  # noqa: E402
 from ddpg_warmup import row  # noqa: E402
 from reproduce import cell_folder  # noqa: E402
 
@@ -34,7 +32,7 @@ def main() -> None:
     ap.add_argument("--sources", nargs=2, default=["default-kl", "default-kl-random"])
     ap.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "agent_kl.md"))
     args = ap.parse_args()
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid = load_grid(args.grid)
     runs = Path(args.runs or ROOT / grid["out"])
     results = ROOT / grid["results"]  # an absolute path stays itself
     acc = {(r["model"], float(r["target"]), r["source"], int(r["seed"])): r["test_accuracy"]

@@ -32,12 +32,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
 from arena import policies_of  # noqa: E402
-from common import read_rows, write_page  # noqa: E402
+from common import load_grid, read_rows, write_page  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
@@ -117,7 +116,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(root / "docs" / "measurements" / "arena_scores.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid = load_grid(args.grid)
     rows = read_rows(Path(grid["results"]))
     cache = Path(args.cache) if args.cache else Path(grid["results"]).with_name("scores")
     table, picks, detail, summary = [], [], [], []

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import read_rows  # noqa: E402
+from common import load_grid, read_rows  # noqa: E402
 
 from entroprune.models import build_model, min_input_size  # noqa: E402
 from entroprune.structure import Structure  # noqa: E402
@@ -42,7 +41,7 @@ def main() -> None:
     ap.add_argument("--out", default="docs/measurements/blind_layers.md")
     ap.add_argument("--crushed", type=float, default=0.1, help="a keep ratio at or below this counts as crushed")
     args = ap.parse_args()
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid = load_grid(args.grid)
     rows = read_rows(Path(grid["results"]))
     widths = grid.get("widths") or {}
     md = ["# Layers the entropy reward cannot see", "",

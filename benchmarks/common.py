@@ -11,10 +11,31 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from entroprune.checkpoint import ModelSpec, save_checkpoint
 from entroprune.data import load_dataset
 from entroprune.models import build_model, min_input_size
 from entroprune.utils import machine_description
+
+
+def load_grid(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A grid's settings. A grid with ``base: OTHER.yaml`` (relative to its own folder) takes every setting of
+    that grid and overrides the keys it gives itself, so a grid that reruns part of another (the machine
+    check, a sweep) keeps its settings by reference instead of by copy, and cannot drift from them."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise SystemExit(f"{path}: `base` chain loops back to itself ({' -> '.join(p.name for p in _seen)})")
+    try:
+        grid = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"{path}: not a readable grid ({exc})") from None
+    if not isinstance(grid, dict):
+        raise SystemExit(f"{path}: a grid is a mapping of settings")
+    base = grid.pop("base", None)
+    if base is None:
+        return grid
+    return {**load_grid(path.parent / base, (*_seen, path)), **grid}
 
 
 def timing_checkpoint(model: str, dataset: str = "fashion-mnist", given: str | None = None) -> Path:

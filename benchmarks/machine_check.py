@@ -21,10 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).parent))
-from common import read_rows, write_page  # noqa: E402
+from common import load_grid, read_rows, write_page  # noqa: E402
 from make_arena import Reference, fine_tuned_on, fmt, short  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +123,7 @@ def main() -> None:
     ap.add_argument("--check", default=str(ROOT / "docs" / "measurements" / "arena" / "machine_check.csv"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "arena_machines.md"))
     args = ap.parse_args()
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid = load_grid(args.grid)
     arena = fine_tuned_on(read_rows(Path(grid["results"])))
     check = fine_tuned_on(read_rows(Path(args.check)))
     if not check:

@@ -20,11 +20,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).parent))
 import arena  # noqa: E402
-from common import read_rows, replace_block  # noqa: E402
+from common import load_grid, read_rows, replace_block  # noqa: E402
 
 GOAL_MARGIN, GOAL_FLOOR, GOAL_PAIRS = 0.3, -0.2, 3  # issue 16: >= +0.3 in 3 pairs, never below -0.2
 # The single-seed sources (arena.SINGLE) summarised below each pair's table and in the verdict: the verdict's
@@ -359,7 +357,7 @@ def main() -> None:
     ap.add_argument("--out", default="docs/arena.md")
     ap.add_argument("--readme", default="README.md", help="README with arena markers ('' = leave it)")
     args = ap.parse_args()
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid = load_grid(args.grid)
     page, table, summary = build(grid, read_rows(Path(grid["results"])))
     Path(args.out).write_text("\n".join(page) + "\n")
     Path(args.out).with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")

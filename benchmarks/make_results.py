@@ -18,10 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import read_rows, replace_block  # noqa: E402
+from common import load_grid, read_rows, replace_block  # noqa: E402
 
 GOALS = {0.2: 0.5, 0.1: 1.0}  # largest accuracy drop (points) allowed at each MACs target
 NOT_RUN = "not run"
@@ -93,7 +92,7 @@ def main() -> None:
     ap.add_argument("--readme", default="docs/paper.md", help="page whose results markers get the summary "
                     "('' to leave it alone)")
     args = ap.parse_args()
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid = load_grid(args.grid)
     grid_name = Path(args.grid).resolve().relative_to(Path.cwd()) if Path(args.grid).resolve().is_relative_to(
         Path.cwd()) else Path(args.grid)
     results_path = Path(grid["results"])

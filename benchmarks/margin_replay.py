@@ -20,10 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).parent))
-from common import read_rows  # noqa: E402
+from common import load_grid, read_rows  # noqa: E402
 
 from entroprune.search.loop import confirmed, mean_reading, prefer_uniform, uniform_candidate  # noqa: E402
 
@@ -55,7 +53,7 @@ def main() -> None:
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.15, 0.2, 0.3])
     ap.add_argument("--out", default=str(root / "docs" / "measurements" / "margin_replay.md"))
     args = ap.parse_args()
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid = load_grid(args.grid)
     rows = read_rows(Path(grid["results"]))
     files = (sorted(Path(args.searches).glob("*-default-s*.json")) if args.searches else
              sorted(Path(grid["out"]).glob("cells/*-default-s*/search/search.json")))

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_page  # noqa: E402
+from common import load_grid, write_page  # noqa: E402
 
 from entroprune.api import build_structure, load_model  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
@@ -77,7 +76,7 @@ def main() -> None:
     ap.add_argument("--cap", type=int, default=20_000)
     ap.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "policy_space"))
     args = ap.parse_args()
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid = load_grid(args.grid)
     baselines = {m: ROOT / grid["baselines"] / m / "model.pt" for m, _ in grid["pairs"]}
     baselines.update({m: ROOT / d / m / "model.pt" for m, d in (grid.get("baseline_from") or {}).items()})
     t0 = time.perf_counter()

@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import append_row, read_rows, write_rows  # noqa: E402
+from common import append_row, load_grid, read_rows, write_rows  # noqa: E402
 
 from entroprune.api import (  # noqa: E402
     evaluate_checkpoint,
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
     ap.add_argument("--baselines-only", action="store_true",
                     help="only train the missing baselines (e.g. for benchmarks/reward_study.py)")
     args = ap.parse_args(argv)
-    grid = prepare(yaml.safe_load(Path(args.grid).read_text()))
+    grid = prepare(load_grid(args.grid))
     torch.set_num_threads(grid["threads"])
     out, results = Path(grid["out"]), Path(grid["results"])
     if args.baselines_only:

@@ -21,11 +21,10 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 import arena  # noqa: E402
-from common import read_rows  # noqa: E402
+from common import load_grid, read_rows  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
 from entroprune.search.agents import GlobalAgent  # noqa: E402
@@ -71,7 +70,7 @@ def main() -> None:
                          "save them before the arena reruns those cells)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    grid = load_grid(args.grid)
     rows = read_rows(Path(grid["results"]))
     # the default cells as they ran before the confirmation existed (their reruns record confirm_seeds)
     acc = {(r["model"], float(r["target"]), r["source"], int(r["seed"])): float(r["test_accuracy"]) for r in rows

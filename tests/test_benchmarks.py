@@ -93,6 +93,30 @@ def test_unknown_followup_source_is_refused(tmp_path):
     assert not (tmp_path / "m" / "results.csv").exists()
 
 
+def test_a_grid_with_a_base_takes_its_settings_and_overrides_its_own_keys(tmp_path):
+    """The machine check reruns arena cells with the arena's settings by reference, not by a copy that drifts."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import load_grid
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text("epochs: 3\nseeds: [0, 1]\nout: a\n")
+    (tmp_path / "sub" / "child.yaml").write_text("base: ../base.yaml\nout: b\nseeds: [2]\n")
+    (tmp_path / "grand.yaml").write_text("base: sub/child.yaml\nepochs: 5\n")
+    assert load_grid(tmp_path / "sub" / "child.yaml") == {"epochs": 3, "seeds": [2], "out": "b"}
+    assert load_grid(tmp_path / "grand.yaml") == {"epochs": 5, "seeds": [2], "out": "b"}
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(SystemExit, match="loops back"):
+        load_grid(tmp_path / "loop.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(SystemExit, match="a mapping"):
+        load_grid(tmp_path / "list.yaml")
+
+    arena, check = load_grid(ROOT / "benchmarks" / "arena.yaml"), load_grid(ROOT / "benchmarks" / "machine_check.yaml")
+    own = set(yaml.safe_load((ROOT / "benchmarks" / "machine_check.yaml").read_text())) - {"base"}
+    assert own == {"pairs", "sources", "followup", "per_machine", "out", "results", "parts", "notes"}
+    assert {k: v for k, v in check.items() if k not in own} == {k: v for k, v in arena.items() if k not in own}
+
+
 def test_lost_baseline_is_not_silently_retrained(tmp_path):
     g = grid(tmp_path, sources=["uniform", "random"])
     assert run("reproduce.py", "--grid", str(g), "--max-cells", "1").returncode == 0
