@@ -28,10 +28,11 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def world(tmp_path, digits_ckpt, idx_dir):
+def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     """A folder of good and bad inputs; returns a dict of named paths."""
     w = {"tmp": tmp_path, "good": tmp_path / "good.pt"}
     w["good"].write_bytes(digits_ckpt.read_bytes())
+    (tmp_path / "pruned.pt").write_bytes(pruned_ckpt.read_bytes())
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "trunc.pt").write_bytes(digits_ckpt.read_bytes()[:2000])
     (tmp_path / "text.pt").write_text("hello, I am not a checkpoint\n")
@@ -114,6 +115,8 @@ def world(tmp_path, digits_ckpt, idx_dir):
                          "mean_empty": {"mean": [], "std": []}}.items():
         torch.save({**raw, "spec": {**spec, **change}}, tmp_path / f"{name}.pt")
     torch.save({**raw, "pruning": {"counts": {}}}, tmp_path / "no_history.pt")
+    torch.save({**raw, "spec": {**spec, "dataset": "mnist", "data_dir": str(tmp_path / "nope")}},
+               tmp_path / "mnist_elsewhere.pt")
     torch.save({**raw, "pruning": "pruned by hand"}, tmp_path / "pruning_str.pt")
     # a search folder whose saved state was cut short, run folders with broken records
     (tmp_path / "cut_state").mkdir()
@@ -210,6 +213,11 @@ CASES = {
     "spec input_size too small": ["evaluate", f"{T}/input_tiny.pt"],
     "spec mean and std empty": ["inspect", f"{T}/mean_empty.pt"],
     "pruned checkpoint without history": ["evaluate", f"{T}/no_history.pt"],
+    "run from a missing checkpoint": ["run", "--checkpoint", f"{T}/missing.pt", "--out-root", f"{T}/out"],
+    "run from a pickled module": ["run", "--checkpoint", f"{T}/module.pt", "--out-root", f"{T}/out"],
+    "run from a pruned checkpoint": ["run", "--checkpoint", f"{T}/pruned.pt", "--out-root", f"{T}/out"],
+    "run from a checkpoint whose dataset is gone": ["run", "--checkpoint", f"{T}/mnist_elsewhere.pt",
+                                                     "--out-root", f"{T}/out"],
     "pruning record a string": ["finetune", f"{T}/pruning_str.pt", "--out", f"{T}/out"],
     "truncated search state on resume": ["search", f"{T}/good.pt", "--resume", "--out", f"{T}/cut_state"],
     "report of a truncated episode log": ["report", f"{T}/cut_log"],
@@ -306,6 +314,10 @@ EXPECT = {
     "spec input_size too small": "cannot run on the spec's input_size [1, 2, 2]",
     "spec mean and std empty": "mean must hold 1 finite numbers",
     "pruned checkpoint without history": "pruning record needs a 'history' list",
+    "run from a missing checkpoint": "missing.pt does not exist",
+    "run from a pickled module": "the main job reads checkpoints only with weights_only=True",
+    "run from a pruned checkpoint": "pruned.pt is already pruned; run on the original",
+    "run from a checkpoint whose dataset is gone": "mnist IDX files not found",
     "pruning record a string": "its pruning record needs",
     "truncated search state on resume": "cut_state/search_state.pt is unreadable",
     "report of a truncated episode log": "episodes.jsonl line 2 is not an episode record",

@@ -194,6 +194,40 @@ def test_run_quick_cli(quick_run):
         assert json.loads((run / "uniform" / "policy.json").read_text())["policy"] == ev["uniform_policy"]
 
 
+def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
+    """An engineer's one command: their checkpoint in, pruned, fine-tuned, exported model and report out; no
+    baseline trained, the checkpoint untouched, and the run's config reruns it from anywhere."""
+    import entroprune as ep
+    from entroprune.config import load_config
+    from entroprune.models import build_model
+
+    raw = torch.load(digits_ckpt, weights_only=True)  # weights trained elsewhere, as a plain state_dict
+    spec = raw["spec"]
+    net = build_model("vgg", 10, 1, spec["width_mult"])
+    net.load_state_dict(raw["state_dict"])
+    mine = tmp_path / "mine.pt"
+    ep.save_checkpoint(mine, ep.ModelSpec("vgg", 10, 1, spec["width_mult"], "digits", spec["mean"], spec["std"],
+                                          spec["input_size"]), net)
+    before = mine.read_bytes()
+    (tmp_path / "c.yaml").write_text("model: resnet20\n")  # a baseline's setting, which a checkpoint replaces
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--config",
+                           str(tmp_path / "c.yaml"), "--checkpoint", str(mine), "--out-root",
+                           str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"baseline: {mine}, vgg on digits, not trained (the config's model 'resnet20'" in proc.stderr
+    assert mine.read_bytes() == before
+    (run,) = [p for p in (tmp_path / "runs").iterdir()]  # a run folder and no baseline cache beside it
+    assert run.name.startswith("run-")
+    for rel in ("finetuned/model.pt", "model.onnx", "report.md", "search/policy.json"):
+        assert (run / rel).exists(), rel
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert (ev["checkpoint"], ev["model"], ev["dataset"]) == (str(mine.resolve()), "vgg", "digits")
+    assert ev["rows"][0]["test_accuracy"] == ep.evaluate_checkpoint(digits_ckpt)[0]["test_accuracy"]
+    assert f"(your checkpoint `{mine.resolve()}`)" in (run / "report.md").read_text()
+    again = load_config(run / "config.yaml")
+    assert (again.checkpoint, again.model, again.dataset) == (str(mine.resolve()), "vgg", "digits")
+
+
 def test_run_config_scales_out(tmp_path):
     """workers and finetune.nproc in the main job's config reach the search and the fine-tune."""
     pytest.importorskip("ray")

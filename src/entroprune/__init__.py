@@ -19,6 +19,7 @@ from .api import (
     search_module,
     train_baseline,
 )
+from .checkpoint import ModelSpec, save_checkpoint
 from .config import FinetuneConfig, RunConfig, load_config
 from .errors import CheckpointError, ConfigError, DataError, EntropruneError, RunError, SearchInterrupted
 from .pipeline import run_pipeline
@@ -31,6 +32,8 @@ __all__ = [
     # stage functions: checkpoints in, run folders out
     "train_baseline", "search_checkpoint", "prune_checkpoint", "finetune_checkpoint", "evaluate_checkpoint",
     "export_checkpoint", "inspect_checkpoint", "run_pipeline", "load_model",
+    # a model trained elsewhere, as a checkpoint the stages read
+    "save_checkpoint", "ModelSpec",
     # the same stages on any nn.Module
     "search_module", "prune_module", "finetune_module", "count_macs_params",
     # configs and results

@@ -126,6 +126,8 @@ def check_finite(model: nn.Module) -> None:
 def save_checkpoint(path: str | Path, spec: ModelSpec, model: nn.Module,
                     pruning: dict[str, Any] | None = None,
                     metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (a zoo model built as ``spec`` says) as a checkpoint every command and ``run --checkpoint``
+    read with ``weights_only=True``: how a model trained outside entroprune enters it."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "spec": asdict(spec), "state_dict": state,
                "pruning": pruning, "metrics": _plain(metrics or {})}

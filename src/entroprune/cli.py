@@ -512,17 +512,22 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (or a sear
 @handle_errors(render=_config_keys)
 def run(
     config: Annotated[Path | None, typer.Option(help="YAML config (see configs/default.yaml).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Your trained checkpoint to prune, instead of training the zoo baseline (overrides the config).")] = None,
     quick: Annotated[bool, typer.Option(help="A small smoke run of the whole pipeline (< 1 minute).")] = False,
     out_root: Annotated[Path | None, typer.Option("--out-root", help="Where run folders go (default: runs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """The main job: train (cached) -> search -> prune -> fine-tune -> evaluate -> export -> report."""
+    """The main job: train (cached) or take --checkpoint -> search -> prune -> fine-tune -> evaluate -> export ->
+    report."""
     from .config import load_config
     from .pipeline import run_pipeline
 
     cfg = load_config(config, quick=quick)
+    if checkpoint is not None:
+        cfg.checkpoint = str(checkpoint)
     if out_root is not None:
         cfg.out_root = str(out_root)
     if seed is not None:

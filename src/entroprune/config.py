@@ -55,6 +55,10 @@ class RunConfig:
     """Everything ``entroprune run`` does, end to end."""
 
     __pydantic_config__ = _STRICT
+    # A trained entroprune checkpoint (`entroprune train`, or entroprune.save_checkpoint) to prune instead of
+    # training the zoo baseline: the run takes the checkpoint's model and dataset (model, dataset and baseline
+    # describe a baseline to train and are then unused), and data_dir, if set, says where that dataset lives.
+    checkpoint: str | None = None
     model: str = "vgg"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None

@@ -16,6 +16,7 @@ from .api import (
     evaluate_checkpoint,
     export_checkpoint,
     finetune_checkpoint,
+    load_data_for_spec,
     load_model,
     prune_checkpoint,
     search_checkpoint,
@@ -58,7 +59,9 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     _check_workers(cfg.workers, cfg.ray_address)
-    dataset = resolve_dataset(cfg.dataset, cfg.data_dir, say)
+    t0 = time.perf_counter()
+    given = _given_checkpoint(cfg, say) if cfg.checkpoint is not None else None  # checked before any output
+    dataset = cfg.dataset if given else resolve_dataset(cfg.dataset, cfg.data_dir, say)
     cfg.dataset = dataset
     cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})
     cfg.search.validate()
@@ -70,11 +73,10 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
 
-    ckpt_path = cache / "model.pt"
-    t0 = time.perf_counter()
-    if ckpt_path.exists():
+    ckpt_path = given or cache / "model.pt"
+    if given is None and ckpt_path.exists():
         say(f"baseline: reusing {ckpt_path}")
-    else:
+    elif given is None:
         say(f"baseline: training {cfg.model} on {dataset} for {b.epochs} epochs")
         train_baseline(cfg.model, dataset, cache, epochs=b.epochs, lr=b.lr, batch_size=b.batch_size,
                        width_mult=b.width_mult, data_dir=cfg.data_dir, seed=cfg.seed, device=device,
@@ -84,12 +86,13 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     t0 = time.perf_counter()
     say(f"search: {cfg.search.agent} with the {cfg.search.reward.kind} reward, {cfg.search.episodes} episodes, "
         f"target {cfg.search.macs_target:.0%} of the MACs")
-    result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, device=device, quiet=quiet,
-                               workers=cfg.workers, ray_address=cfg.ray_address)
+    result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, data_dir=cfg.data_dir, device=device,
+                               quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address)
     timings["search"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    prune_checkpoint(ckpt_path, run_dir / "search" / "policy.json", run_dir / "pruned", device=device)
+    prune_checkpoint(ckpt_path, run_dir / "search" / "policy.json", run_dir / "pruned", data_dir=cfg.data_dir,
+                     device=device)
     timings["prune"] = time.perf_counter() - t0
     f = cfg.finetune
     t0 = time.perf_counter()
@@ -99,15 +102,16 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
 
     t0 = time.perf_counter()
     say("evaluate: accuracy, MACs and CPU latency (torch eager, TorchScript, onnxruntime)")
-    rows = evaluate_checkpoint(run_dir / "finetuned" / "model.pt", device=device, latency=True,
-                               repeats=cfg.latency_repeats)
+    rows = evaluate_checkpoint(run_dir / "finetuned" / "model.pt", data_dir=cfg.data_dir, device=device,
+                               latency=True, repeats=cfg.latency_repeats)
     timings["evaluate"] = time.perf_counter() - t0
     export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
                       cfg.export_format)
     uniform, reference, macs_reference = _references(ckpt_path, run_dir, cfg, result, device, quiet, say, timings)
     timings["total"] = time.perf_counter() - t_all
     write_json(run_dir / "evaluation.json", {
-        "model": cfg.model, "dataset": dataset, "macs_target": cfg.search.macs_target, "rows": rows,
+        "model": cfg.model, "dataset": dataset, "checkpoint": cfg.checkpoint, "macs_target": cfg.search.macs_target,
+        "rows": rows,
         "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
         "macs_reference": macs_reference,
         "timings_s": timings, "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
@@ -145,13 +149,39 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
     return uniform, reference, macs_reference
 
 
+def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
+    """The user's checkpoint, checked before the run folder exists (a bad one leaves nothing behind): readable
+    without unpickling, unpruned, and its dataset at hand. The run takes its model and dataset."""
+    from .errors import CheckpointError
+
+    path = Path(cfg.checkpoint or "")
+    try:
+        _, ckpt = load_model(path)
+    except CheckpointError as exc:
+        if "pickled" not in str(exc):
+            raise
+        raise CheckpointError(f"{path} contains pickled Python objects; the main job reads checkpoints only with "
+                              "weights_only=True: save the model with entroprune.save_checkpoint() and run on "
+                              "that file") from None
+    if ckpt.pruning:
+        raise ConfigError(f"{path} is already pruned; run on the original (unpruned) checkpoint")
+    spec = ckpt.spec
+    load_data_for_spec(spec, None, cfg.data_dir)  # a missing dataset is one line here, not after a search
+    unused = (f" (the config's model {cfg.model!r} and dataset {cfg.dataset!r} describe a baseline to train: "
+              "not used)") if (cfg.model, cfg.dataset) != (spec.model, spec.dataset) else ""
+    say(f"baseline: {path}, {spec.model} on {spec.dataset}, not trained{unused}")
+    # the run's config.yaml reruns it from any folder
+    cfg.checkpoint, cfg.model, cfg.dataset = str(path.resolve()), spec.model, spec.dataset
+    return path
+
+
 def _finetune_like_run(folder: Path, cfg: RunConfig, device: torch.device | str, quiet: bool) -> dict[str, Any]:
     """``folder``/pruned fine-tuned into ``folder``/finetuned with the run's fine-tune settings and seed: the
     searched net and every reference line get the same one."""
     f = cfg.finetune
     return finetune_checkpoint(folder / "pruned" / "model.pt", folder / "finetuned", epochs=f.epochs, lr=f.lr,
                                batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device,
-                               quiet=quiet, nproc=f.nproc)
+                               quiet=quiet, data_dir=cfg.data_dir, nproc=f.nproc)
 
 
 def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
@@ -191,7 +221,7 @@ def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cf
                 "same_as_searched": True}
     say("uniform reference: the uniform policy with the same fine-tune")
     write_json(out / "policy.json", {"policy": uniform, "agent": "uniform"})
-    prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", device=device)
+    prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", data_dir=cfg.data_dir, device=device)
     m = _finetune_like_run(out, cfg, device, quiet)
     return {"test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"], "same_as_searched": False}
 
@@ -205,10 +235,12 @@ def _macs_reference(ckpt_path: Path, out: Path, target: float, searched: SearchC
 
     say(f"MACs reference: the default search at {target:.1%} of the MACs (the same predicted latency), fine-tuned alike")
     res = search_checkpoint(ckpt_path, out / "search", replace(searched, macs_target=target, latency_target=None),
-                            device=device, quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address)
-    prune_checkpoint(ckpt_path, out / "search" / "policy.json", out / "pruned", device=device)
+                            data_dir=cfg.data_dir, device=device, quiet=quiet, workers=cfg.workers,
+                            ray_address=cfg.ray_address)
+    prune_checkpoint(ckpt_path, out / "search" / "policy.json", out / "pruned", data_dir=cfg.data_dir, device=device)
     m = _finetune_like_run(out, cfg, device, quiet)
-    rows = evaluate_checkpoint(out / "finetuned" / "model.pt", device=device, latency=True, repeats=cfg.latency_repeats)
+    rows = evaluate_checkpoint(out / "finetuned" / "model.pt", data_dir=cfg.data_dir, device=device, latency=True,
+                               repeats=cfg.latency_repeats)
     key = f"{RUNTIMES[searched.latency_backend]}_b64_ms"
     return {"macs_target": target, "achieved": res.achieved, "chosen": res.summary.get("chosen", "search"),
             "test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"],

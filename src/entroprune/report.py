@@ -212,7 +212,8 @@ def write_report(run_dir: str | Path) -> Path:
     plots = _plots(run_dir, entries, policy, uniform)
     md = [f"# entroprune report: {run_dir.name}", ""]
     if evaluation:
-        md += [f"Model `{evaluation.get('model')}` on `{evaluation.get('dataset')}`; "
+        given = f" (your checkpoint `{evaluation['checkpoint']}`)" if evaluation.get("checkpoint") else ""
+        md += [f"Model `{evaluation.get('model')}` on `{evaluation.get('dataset')}`{given}; "
                f"MACs target {evaluation.get('macs_target', evaluation.get('flops_target'))}; machine: {evaluation.get('machine', '?')}.", "",
                markdown_table(evaluation["rows"]), ""]
         pr = evaluation["rows"][-1]
