@@ -356,6 +356,25 @@ def test_bad_input(world, case):
 def test_pickle_message_names_opt_in_flag(world):
     res = runner.invoke(app, ["evaluate", str(world["tmp"] / "module.pt")])
     assert "--trust-pickle" in res.stderr and "arbitrary code" in res.stderr
+    # trusted, a whole module still has no spec to rebuild it from: the message names the API that takes it
+    import entroprune
+
+    res = runner.invoke(app, ["evaluate", str(world["tmp"] / "module.pt"), "--trust-pickle"])
+    assert res.exit_code == 2 and "entroprune.search_module" in res.stderr
+    assert all(hasattr(entroprune, fn) for fn in ("search_module", "prune_module", "finetune_module"))
+
+
+def test_every_api_a_message_names_exists():
+    """An error message that sends the user to entroprune.X names a function the package exports."""
+    import re
+
+    import entroprune
+
+    src = Path(entroprune.__file__).parent
+    named = {m for f in src.rglob("*.py") for m in re.findall(r"(?<![.\w])entroprune\.([a-z_]+)", f.read_text())}
+    modules = {p.stem for p in src.rglob("*.py")} | {p.name for p in src.iterdir() if p.is_dir()}
+    missing = sorted(n for n in named - modules if not hasattr(entroprune, n))
+    assert not missing, missing
 
 
 def test_malicious_pickle_is_not_executed(tmp_path):

@@ -306,7 +306,7 @@ def test_finetune_defaults_are_declared_once():
     import inspect
 
     from entroprune import cli
-    from entroprune.api import finetune_checkpoint
+    from entroprune.api import finetune_checkpoint, finetune_module
     from entroprune.config import FinetuneConfig
 
     default = FinetuneConfig()
@@ -314,6 +314,8 @@ def test_finetune_defaults_are_declared_once():
         params = inspect.signature(fn).parameters
         assert {k: params[k].default for k in ("epochs", "lr", "batch_size", "distill")} == \
             {k: getattr(default, k) for k in ("epochs", "lr", "batch_size", "distill")}, fn
+    params = inspect.signature(finetune_module).parameters  # any nn.Module: its loader sets the batch
+    assert (params["epochs"].default, params["lr"].default) == (default.epochs, default.lr)
 
 
 def test_search_defaults_are_declared_once():

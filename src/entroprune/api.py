@@ -564,7 +564,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     return pruned, history
 
 
-def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int = 3, lr: float = 0.02,
+def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int = FinetuneConfig.epochs,
+                    lr: float = FinetuneConfig.lr,
                     teacher: nn.Module | None = None, val_loader: Iterable[Any] | None = None, seed: int = 0,
                     device: torch.device | str = "cpu", quiet: bool = True) -> list[dict]:
     """Fine-tune any (pruned) CNN in place on (x, y) batches; SGD with a cosine schedule."""

@@ -171,8 +171,9 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
         raise CheckpointError(f"{path} is not a readable checkpoint ({msg}); the file is "
                               "truncated or not a PyTorch file, retrain or restore it") from None
     if trust_pickle and isinstance(obj, nn.Module):
-        raise CheckpointError(f"{path} holds a whole pickled module; entroprune needs a spec "
-                              "to rebuild it: wrap it with entroprune.from_module() in Python")
+        raise CheckpointError(f"{path} holds a whole pickled module, which the commands cannot rebuild (they "
+                              "need a zoo model's spec); prune it in Python with entroprune.search_module, "
+                              "prune_module and finetune_module, which take any nn.Module")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an entroprune checkpoint (no spec); create one "
                               "with `entroprune train` or entroprune.save_checkpoint()")
