@@ -211,7 +211,7 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
     before = mine.read_bytes()
     (tmp_path / "c.yaml").write_text("model: resnet20\n")  # a baseline's setting, which a checkpoint replaces
     proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--config",
-                           str(tmp_path / "c.yaml"), "--checkpoint", str(mine), "--out-root",
+                           str(tmp_path / "c.yaml"), "--checkpoint", str(mine), "--macs-target", "0.5", "--out-root",
                            str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert f"baseline: {mine}, vgg on digits, not trained (the config's model 'resnet20'" in proc.stderr
@@ -221,7 +221,8 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
     for rel in ("finetuned/model.pt", "model.onnx", "report.md", "search/policy.json"):
         assert (run / rel).exists(), rel
     ev = json.loads((run / "evaluation.json").read_text())
-    assert (ev["checkpoint"], ev["model"], ev["dataset"]) == (str(mine.resolve()), "vgg", "digits")
+    assert (ev["checkpoint"], ev["model"], ev["dataset"], ev["macs_target"]) == (str(mine.resolve()), "vgg", "digits",
+                                                                                0.5)
     assert ev["rows"][0]["test_accuracy"] == ep.evaluate_checkpoint(digits_ckpt)[0]["test_accuracy"]
     assert f"(your checkpoint `{mine.resolve()}`)" in (run / "report.md").read_text()
     again = load_config(run / "config.yaml")

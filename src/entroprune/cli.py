@@ -514,6 +514,11 @@ def run(
     config: Annotated[Path | None, typer.Option(help="YAML config (see configs/default.yaml).")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
         help="Your trained checkpoint to prune, instead of training the zoo baseline (overrides the config).")] = None,
+    macs_target: Annotated[float | None, typer.Option(
+        help="Fraction of the MACs to keep (overrides the config's search.macs_target).")] = None,
+    latency_target: Annotated[float | None, typer.Option(
+        help="Fraction of the measured latency to keep (overrides the config's search.latency_target; the MACs "
+             "target holds too: --macs-target 1 leaves time alone).")] = None,
     quick: Annotated[bool, typer.Option(help="A small smoke run of the whole pipeline (< 1 minute).")] = False,
     out_root: Annotated[Path | None, typer.Option("--out-root", help="Where run folders go (default: runs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
@@ -525,9 +530,16 @@ def run(
     from .config import load_config
     from .pipeline import run_pipeline
 
+    for flag, value in (("--macs-target", macs_target), ("--latency-target", latency_target)):
+        if value is not None and not 0 < value <= 1:  # checked here: the config's checks name config keys
+            raise ConfigError(f"{flag} must lie in (0, 1] (the fraction kept), got {value}")
     cfg = load_config(config, quick=quick)
     if checkpoint is not None:
         cfg.checkpoint = str(checkpoint)
+    if macs_target is not None:
+        cfg.search.macs_target = macs_target
+    if latency_target is not None:
+        cfg.search.latency_target = latency_target
     if out_root is not None:
         cfg.out_root = str(out_root)
     if seed is not None:
