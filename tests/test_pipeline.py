@@ -214,7 +214,7 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
                            str(tmp_path / "c.yaml"), "--checkpoint", str(mine), "--macs-target", "0.5", "--out-root",
                            str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert f"baseline: {mine}, vgg on digits, not trained (the config's model 'resnet20'" in proc.stderr
+    assert f"baseline: {mine}, the checkpoint's vgg on digits (no baseline trained)" in proc.stderr
     assert mine.read_bytes() == before
     (run,) = [p for p in (tmp_path / "runs").iterdir()]  # a run folder and no baseline cache beside it
     assert run.name.startswith("run-")

@@ -167,9 +167,8 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
         raise ConfigError(f"{path} is already pruned; run on the original (unpruned) checkpoint")
     spec = ckpt.spec
     load_data_for_spec(spec, None, cfg.data_dir)  # a missing dataset is one line here, not after a search
-    unused = (f" (the config's model {cfg.model!r} and dataset {cfg.dataset!r} describe a baseline to train: "
-              "not used)") if (cfg.model, cfg.dataset) != (spec.model, spec.dataset) else ""
-    say(f"baseline: {path}, {spec.model} on {spec.dataset}, not trained{unused}")
+    # the config's model, dataset and baseline keys describe a baseline to train: unused here, whatever they say
+    say(f"baseline: {path}, the checkpoint's {spec.model} on {spec.dataset} (no baseline trained)")
     # the run's config.yaml reruns it from any folder
     cfg.checkpoint, cfg.model, cfg.dataset = str(path.resolve()), spec.model, spec.dataset
     return path
