@@ -181,16 +181,19 @@ def expand(entry: str) -> list[str]:
 
 def policies_of(rows: list[dict], model: str, target: float) -> list[dict]:
     """The pair's distinct fine-tuned policies: sources that found each, per-seed test accuracies (``acc``:
-    the first machine's that ran the seed; ``runs``: every machine's, keyed by (seed, machine))."""
+    the first machine's that ran the seed, ``acc_machine`` that machine; ``runs``: every machine's, keyed by
+    (seed, machine))."""
     found: dict[str, dict] = {}
     for r in rows:
         if (r["model"], float(r["target"])) != (model, target) or not r.get("policy"):
             continue
         key = json.dumps(json.loads(r["policy"]), sort_keys=True)  # arena_scores.py's cache key too
-        p = found.setdefault(key, {"key": key, "policy": json.loads(key), "sources": set(), "acc": {}, "runs": {}})
+        p = found.setdefault(key, {"key": key, "policy": json.loads(key), "sources": set(), "acc": {}, "runs": {},
+                                   "acc_machine": {}})
         p["sources"].add(r["source"])
         # one fine-tune per (policy, seed, machine): reused rows agree; another machine's is another reading
         p["acc"].setdefault(int(r["seed"]), float(r["test_accuracy"]))
+        p["acc_machine"].setdefault(int(r["seed"]), r.get("machine", ""))
         p["runs"][(int(r["seed"]), r.get("machine", ""))] = float(r["test_accuracy"])
     return [{**p, "sources": sorted(p["sources"])} for p in found.values()]
 

@@ -88,12 +88,25 @@ def score_pair(grid: dict, model: str, target: float, policies: list[dict], seed
     return done
 
 
-def pick(scores: list[float], truth: list[float], uniform: float | None) -> dict:
+def uniform_reading(uniform: dict | None, policy: dict, seed: int | None) -> float | None:
+    """Uniform's accuracy to set ``policy``'s truth against: with one seed, uniform fine-tuned with it on the
+    machine that gave the policy's reading (another CPU moves a fine-tune about as much as another seed, so
+    the arena pairs each cell with its own machine's uniform), else uniform's first reading; over all seeds,
+    uniform's mean."""
+    if uniform is None:
+        return None
+    if seed is None:
+        return statistics.mean(uniform["acc"].values())
+    return uniform["runs"].get((seed, policy["acc_machine"][seed]), uniform["acc"][seed])
+
+
+def pick(scores: list[float], truth: list[float], uniform: list[float | None]) -> dict:
     """The policy a score ranks first, as a re-ranking over exactly these policies would return it: its
-    truth, its rank by the truth (1: the best) and its difference to uniform's truth."""
+    truth, its rank by the truth (1: the best) and its difference to uniform's (``uniform``: the reading each
+    policy is set against, :func:`uniform_reading`)."""
     i = max(range(len(scores)), key=lambda j: scores[j])
     return {"truth": truth[i], "rank": 1 + sum(t > truth[i] for t in truth),
-            "vs_uniform": None if uniform is None else truth[i] - uniform}
+            "vs_uniform": None if uniform[i] is None else truth[i] - uniform[i]}
 
 
 def pick_cell(p: dict) -> str:
@@ -139,7 +152,9 @@ def main() -> None:
             for tag in ("fresh", "recovered"):
                 rho[f"{k}_{tag}"] = float(spearmanr([scores[p["key"]][f"{k}_{tag}"] for p in pols], truth).statistic)
         uniform = next((t for p, t in zip(pols, truth, strict=True) if "uniform" in p["sources"]), None)
-        chosen = {k: pick([scores[p["key"]][f"{k}_recovered"] for p in pols], truth, uniform) for k in SCORES}
+        uni = next((p for p in pols if "uniform" in p["sources"]), None)
+        refs = [uniform_reading(uni, p, args.seed) for p in pols]
+        chosen = {k: pick([scores[p["key"]][f"{k}_recovered"] for p in pols], truth, refs) for k in SCORES}
         summary.append({"model": model, "target": target, "policies": len(pols), "spearman": rho, "picks": chosen})
         picks.append(f"| {model} {target:.0%} | {len(pols)} | {max(truth):.2f} | "
                      + ("-" if uniform is None else f"{uniform:.2f}") + " | "
@@ -173,8 +188,9 @@ def main() -> None:
              "| pair | policies | " + " | ".join(SCORES.values()) + " |", "|---|---|" + "---|" * len(SCORES),
              *table, "",
              "What each score picks after recovery: the policy it ranks first among the pair's, as a re-ranking "
-             "over exactly these policies would return it; its truth (difference to uniform's) and its rank by the "
-             "truth (#1: the best policy here).", "",
+             "over exactly these policies would return it; its truth (difference to uniform's"
+             + (", fine-tuned with the same seed on the machine that fine-tuned the pick" if args.seed is not None
+                else "") + ") and its rank by the truth (#1: the best policy here).", "",
              "| pair | policies | best truth | uniform | " + " | ".join(SCORES.values()) + " |",
              "|---|---|---|---|" + "---|" * len(SCORES), *picks, "", *detail]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

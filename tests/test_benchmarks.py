@@ -454,6 +454,33 @@ def test_arena_cells_pair_with_uniform_fine_tuned_on_their_own_machine():
     assert make_arena.Reference(dated).delta(make_arena.fine_tuned_on(dated)[-1]) == pytest.approx(0.3)  # not +0.5
 
 
+def test_score_picks_are_set_against_uniform_fine_tuned_on_their_own_machine():
+    """arena_scores.py: a pick read on the Intel VM is compared with uniform's Intel fine-tune of that seed,
+    not with the first machine's; without such a reading, with uniform's first; over all seeds, its mean."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from arena import policies_of
+    from arena_scores import pick, uniform_reading
+
+    def row(source, seed, acc, policy, machine):
+        return {"model": "vgg", "target": "0.2", "source": source, "seed": str(seed), "test_accuracy": str(acc),
+                "policy": json.dumps(policy), "machine": machine}
+
+    rows = [row("uniform", 0, 90.0, {"a": 0.5}, "amd"), row("uniform", 0, 90.4, {"a": 0.5}, "intel"),
+            row("uniform", 1, 91.0, {"a": 0.5}, "amd"), row("space-1", 0, 90.5, {"a": 0.4}, "intel"),
+            row("space-2", 0, 90.2, {"a": 0.3}, "amd"), row("space-3", 0, 90.3, {"a": 0.6}, "arm")]
+    pols = {p["sources"][0]: p for p in policies_of(rows, "vgg", 0.2)}
+    uni = pols["uniform"]
+    assert uniform_reading(uni, pols["space-1"], 0) == 90.4  # Intel's uniform, not AMD's first reading
+    assert uniform_reading(uni, pols["space-2"], 0) == 90.0
+    assert uniform_reading(uni, pols["space-3"], 0) == 90.0  # no uniform on that machine: the first reading
+    assert uniform_reading(uni, pols["space-1"], None) == pytest.approx(90.5)
+    assert uniform_reading(None, pols["space-1"], 0) is None
+    order = [pols[k] for k in ("uniform", "space-1", "space-2")]
+    refs = [uniform_reading(uni, p, 0) for p in order]
+    assert pick([0.0, 1.0, 0.5], [p["acc"][0] for p in order], refs) == \
+        {"truth": 90.5, "rank": 1, "vs_uniform": pytest.approx(0.1)}
+
+
 def test_a_per_machine_reference_runs_only_where_the_pair_has_cells():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import reproduce
