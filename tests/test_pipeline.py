@@ -140,6 +140,48 @@ def _quick_run(root: Path) -> tuple[subprocess.CompletedProcess, Path]:
     return proc, runs[0]
 
 
+def test_label_free_prune_and_finetune_on_unlabelled_images(digits_ckpt, tmp_path):
+    """Without labels the whole chain still runs: BN recalibrated on the images, the fine-tune distils from
+    the unpruned net (its outputs the only target), and the net it makes is better on the labelled test set."""
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from entroprune.cli import app
+    from entroprune.data import load_dataset
+
+    flat = tmp_path / "flat"  # the digits' training images as a flat folder: no class sub-folders, no labels
+    flat.mkdir()
+    for i, img in enumerate(load_dataset("digits").train.x[:900]):
+        Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8)).save(flat / f"{i}.png")
+    model, ckpt = load_model(digits_ckpt)
+    policy = {"policy": {g: 0.3 for g in search_groups(model, ckpt)}}
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    runner, images = CliRunner(), ["--dataset", "imagefolder", "--data-dir", str(flat)]
+    res = runner.invoke(app, ["prune", str(digits_ckpt), "--policy", str(tmp_path / "policy.json"), "--out",
+                              str(tmp_path / "pruned"), *images])
+    assert res.exit_code == 0, res.stderr
+    res = runner.invoke(app, ["finetune", str(tmp_path / "pruned" / "model.pt"), "--no-distill", "--out",
+                              str(tmp_path / "nd"), *images])
+    assert res.exit_code == 2 and "has no labels: fine-tune it by distillation" in res.stderr
+    res = runner.invoke(app, ["finetune", str(tmp_path / "pruned" / "model.pt"), "--epochs", "2", "--out",
+                              str(tmp_path / "ft"), "--quiet", *images])
+    assert res.exit_code == 0, res.stderr
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert "test_accuracy" not in metrics and metrics["dataset"] == "imagefolder"
+    assert metrics["test_agreement"] >= metrics["test_agreement_before"] + 5, metrics
+    assert "agreement with the teacher" in res.stdout
+    # labels were never read, yet the labelled test set (the checkpoint's own dataset) says it learned
+    before, after = (evaluate_checkpoint(tmp_path / d / "model.pt")[-1]["test_accuracy"] for d in ("pruned", "ft"))
+    assert after >= before + 5, (before, after)
+
+
+def search_groups(model, ckpt) -> list[str]:
+    from entroprune.api import build_structure
+
+    return [g.name for g in build_structure(model, ckpt.spec).groups]
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     return _quick_run(tmp_path_factory.mktemp("quick"))

@@ -17,7 +17,7 @@ from .data import DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, min_input_size
 from .structure import count_macs_params
-from .train import TrainConfig, evaluate, train_model
+from .train import TrainConfig, agreement, evaluate, train_model
 from .utils import check_writable_dir, forward_with_hooks, refuse_output_inside, seed_everything, write_json
 
 if TYPE_CHECKING:
@@ -150,11 +150,12 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
 
 def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str | Path, force: bool = False,
                      trust_pickle: bool = False, bn_recalibration: bool = True,
-                     data_dir: str | Path | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
+                     data_dir: str | Path | None = None, device: torch.device | str = "cpu",
+                     dataset: str | None = None) -> dict[str, Any]:
     """Physically remove channels by a policy; writes a pruned model.pt that reloads safely.
 
-    BN statistics are re-estimated on the calibration split, so the pruned network is
-    usable (and fine-tuning starts from sensible statistics).
+    BN statistics are re-estimated on the calibration split of ``dataset`` (default: the checkpoint's; no
+    labels needed), so the pruned network is usable (and fine-tuning starts from sensible statistics).
     """
     from .prune import counts_to_dict, prune_model, recalibrate_bn
 
@@ -172,7 +173,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     check_writable_dir(out_dir)
     pruned, history = prune_model(model, structure, counts)
     if bn_recalibration:
-        data = load_data_for_spec(ckpt.spec, None, data_dir)
+        data = load_data_for_spec(ckpt.spec, dataset, data_dir)
         recalibrate_bn(pruned.to(device), data.normalize(data.calib.x).to(device))
         pruned.cpu()
     macs, params = count_macs_params(pruned, ckpt.spec.example_input())
@@ -229,9 +230,14 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
                         distill: bool = FinetuneConfig.distill, teacher: str | Path | None = None,
                         seed: int = 0, device: torch.device | str = "cpu", force: bool = False,
                         quiet: bool = False, trust_pickle: bool = False,
-                        data_dir: str | Path | None = None, nproc: int = 1) -> dict[str, Any]:
+                        data_dir: str | Path | None = None, nproc: int = FinetuneConfig.nproc,
+                        dataset: str | None = None) -> dict[str, Any]:
     """Fine-tune a (pruned) checkpoint with SGD + cosine schedule, optionally distilling
     from the unpruned teacher; writes model.pt and metrics.json into ``out_dir``.
+
+    ``dataset`` (default: the checkpoint's) may be unlabelled images (``imagefolder``, a flat folder): then
+    the teacher's outputs are the only target, so ``distill`` is required, and the metrics are top-1
+    agreement with the teacher on held-out images (``test_agreement``) instead of test accuracy.
 
     ``nproc`` > 1 trains data-parallel in that many local processes (:mod:`entroprune.ddp`);
     ``batch_size`` stays the global batch, split across them. Inside a torchrun group it trains
@@ -245,12 +251,15 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     model, ckpt = load_model(path, trust_pickle)
     if Path(out_dir).resolve() == Path(path).resolve().parent:  # even with force: inputs are never replaced
         raise ConfigError(f"`out_dir` {out_dir} would overwrite the input checkpoint; choose another `out_dir`")
-    refuse_output_inside(out_dir, [_data_folder(ckpt.spec, None, data_dir)])
+    refuse_output_inside(out_dir, [_data_folder(ckpt.spec, dataset, data_dir)])
     if (out_dir / "model.pt").exists() and not force:
         raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass `force=True` or choose another `out_dir`")
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, schedule="cosine")
     config.validate()
-    data = load_data_for_spec(ckpt.spec, None, data_dir)
+    data = load_data_for_spec(ckpt.spec, dataset, data_dir)
+    if not data.labelled and not distill:
+        raise ConfigError(f"dataset {data.name} has no labels: fine-tune it by distillation from the unpruned "
+                          "net (`distill=True`), whose outputs stand in for them")
     teacher_model = None
     if distill:
         tpath = teacher or (ckpt.pruning or {}).get("original")
@@ -265,14 +274,22 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
         kwargs = {"path": str(path), "out_dir": str(out_dir), "epochs": epochs, "lr": lr, "batch_size": batch_size,
                   "distill": distill, "teacher": None if teacher is None else str(teacher), "seed": seed,
                   "device": str(device), "force": True, "quiet": quiet, "trust_pickle": trust_pickle,
-                  "data_dir": None if data_dir is None else str(data_dir)}
+                  "data_dir": None if data_dir is None else str(data_dir), "dataset": dataset}
         return {**ddp.launch_finetune(kwargs, nproc), "checkpoint": str(out_dir / "model.pt")}
 
     ctx = ddp.join(device) if ddp.in_process_group() else None
     if ctx is not None:
         device = ctx.device
     main_rank = ctx is None or ctx.is_main
-    before = evaluate(model.to(device), data.loader("test", 512, device=device)) if main_rank else {}
+    def score() -> dict[str, float]:  # labels' accuracy, or without labels the agreement with the teacher
+        test = data.loader("test", 512, device=device)
+        if data.labelled:
+            return evaluate(model, test)
+        assert teacher_model is not None  # unlabelled data needs distill, checked above
+        return agreement(model, teacher_model, test, device)
+
+    model.to(device)
+    before = score() if main_rank else {}
     t0 = time.perf_counter()
     if ctx is None:
         history = train_model(model, data, config, seed=seed, device=device, teacher=teacher_model, quiet=quiet,
@@ -287,9 +304,10 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     from .prune import recalibrate_bn
 
     recalibrate_bn(model, data.normalize(data.train.x[:2048]).to(device))
-    test = evaluate(model, data.loader("test", 512, device=device))
+    test = score()
     macs, params = count_macs_params(model, data.example_input().to(device))
-    metrics = {"test_accuracy": test["accuracy"], "test_accuracy_before": before["accuracy"], "epochs": epochs,
+    key = "accuracy" if data.labelled else "agreement"
+    metrics = {f"test_{key}": test[key], f"test_{key}_before": before[key], "dataset": data.name, "epochs": epochs,
                "distill": distill, "macs": macs, "params": params, "finetune_time_s": time.perf_counter() - t0,
                "history": history, "seed": seed, "processes": 1 if ctx is None else ctx.world}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, model.cpu(), pruning=ckpt.pruning, metrics=metrics)

@@ -434,6 +434,7 @@ def prune(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the pruned model.pt.")] = Path("runs/pruned"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing pruned checkpoint.")] = False,
     bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics on calibration images.")] = True,
+    dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     trust_pickle: TrustPickle = False,
     seed: Seed = 0,
@@ -444,7 +445,7 @@ def prune(
 
     dev = _setup(seed, device, 0)
     res = prune_checkpoint(checkpoint, policy, out_dir, force=force, trust_pickle=trust_pickle,
-                           bn_recalibration=bn_recalibration, data_dir=data_dir, device=dev)
+                           bn_recalibration=bn_recalibration, data_dir=data_dir, device=dev, dataset=dataset)
     out.print(f"pruned: {res['macs']:,} MACs ({res['macs_fraction']:.1%} of {res['original_macs']:,}), "
               f"{res['params']:,} params -> {res['checkpoint']}")
 
@@ -459,6 +460,8 @@ def finetune(
     distill: Annotated[bool, typer.Option(help="Distil from the unpruned teacher (the main job's recipe).")] = _FINETUNE.distill,
     teacher: Annotated[Path | None, typer.Option(help="Teacher checkpoint (default: the original).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <checkpoint dir>/../finetuned).")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="Dataset (default: the checkpoint's); unlabelled images (imagefolder, a flat folder) need --distill.")] = None,
     data_dir: DataDir = None,
     nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torch.distributed).")] = _FINETUNE.nproc,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
@@ -475,10 +478,11 @@ def finetune(
     out_dir = out_dir or checkpoint.parent.parent / "finetuned"
     res = finetune_checkpoint(checkpoint, out_dir, epochs=epochs, lr=lr, batch_size=batch_size, distill=distill,
                               teacher=teacher, seed=seed, device=dev, force=force, quiet=quiet,
-                              trust_pickle=trust_pickle, data_dir=data_dir, nproc=nproc)
+                              trust_pickle=trust_pickle, data_dir=data_dir, nproc=nproc, dataset=dataset)
     if not res:  # a non-zero rank of a torchrun group: rank 0 reports
         return
-    out.print(f"test accuracy {res['test_accuracy_before']:.2f}% -> {res['test_accuracy']:.2f}% "
+    key, what = ("accuracy", "test accuracy") if "test_accuracy" in res else ("agreement", "agreement with the teacher")
+    out.print(f"{what} {res[f'test_{key}_before']:.2f}% -> {res[f'test_{key}']:.2f}% "
               f"after {epochs} epochs; checkpoint: {res['checkpoint']}")
 
 

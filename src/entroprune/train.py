@@ -73,6 +73,21 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
     return {"accuracy": 100.0 * correct / total, "loss": loss / total}
 
 
+def agreement(model: nn.Module, teacher: nn.Module, loader: Iterable,
+              device: torch.device | str | None = None) -> dict[str, float]:
+    """Top-1 agreement (%) with ``teacher`` over (x, _) batches: what a fine-tune on unlabelled images can
+    measure of itself (the labels' accuracy needs labels)."""
+    model.eval()
+    same, total = 0, 0
+    with torch.no_grad():
+        for x, _ in loader:
+            if device is not None:
+                x = x.to(device)
+            same += (model(x).argmax(1) == teacher(x).argmax(1)).sum().item()
+            total += len(x)
+    return {"agreement": 100.0 * same / total if total else float("nan")}
+
+
 def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, seed: int = 0,
                 device: torch.device | str = "cpu", teacher: nn.Module | None = None,
                 quiet: bool = False, description: str = "train",
@@ -86,8 +101,10 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
     would wait for the other ranks).
     """
     config.validate()
-    if data is not None and not data.labelled:
-        raise ConfigError(f"dataset {data.name} has no labels; training needs a labelled dataset")
+    labelled = data is None or data.labelled
+    if not labelled and teacher is None:
+        raise ConfigError(f"dataset {data.name} has no labels; train on a labelled dataset, or fine-tune a "
+                          "pruned net by distillation from the unpruned one (`distill`), which needs none")
     if data is None and train_loader is None:
         raise ConfigError("train_model needs a DataBundle or a train_loader")
     device = torch.device(device)
@@ -120,14 +137,15 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
             for x, y in train_loader:
                 x, y = x.to(device), y.to(device)
                 out = model(x)
-                loss = F.cross_entropy(out, y, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(out, y, label_smoothing=config.label_smoothing) if labelled else 0.0
                 if teacher is not None:
                     with torch.no_grad():
                         t_out = teacher(x)
                     temp = config.distill_temperature
                     kd = F.kl_div(F.log_softmax(out / temp, 1), F.softmax(t_out / temp, 1),
                                   reduction="batchmean") * temp * temp
-                    loss = (1 - config.distill_alpha) * loss + config.distill_alpha * kd
+                    # without labels the teacher's outputs are the whole target
+                    loss = (1 - config.distill_alpha) * loss + config.distill_alpha * kd if labelled else kd
                 if not torch.isfinite(loss):
                     raise RunError(f"training diverged (loss {loss.item()}) at epoch {epoch}; lower `lr`")
                 opt.zero_grad(set_to_none=True)
@@ -142,13 +160,17 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
             metrics = {"epoch": epoch, "train_loss": running / max(seen, 1),
                        "time_s": time.perf_counter() - t0}
             if val_loader is not None:
-                metrics.update({f"val_{k}": v for k, v in evaluate(eval_model or model, val_loader, device).items()})
-                bar.update(task, info=f"epoch {epoch} val acc {metrics['val_accuracy']:.2f}%")
+                scored = (evaluate(eval_model or model, val_loader, device) if labelled
+                          else agreement(eval_model or model, teacher, val_loader, device))
+                metrics.update({f"val_{k}": v for k, v in scored.items()})
+            val = (f"val acc {metrics['val_accuracy']:.2f}%" if "val_accuracy" in metrics else
+                   f"val agreement {metrics['val_agreement']:.2f}%" if "val_agreement" in metrics else "")
+            if val:
+                bar.update(task, info=f"epoch {epoch} {val}")
             history.append(metrics)
             if not quiet:
                 bar.console.print(f"{description} epoch {epoch}/{config.epochs}: loss {metrics['train_loss']:.4f}"
-                                  + (f", val acc {metrics['val_accuracy']:.2f}%" if "val_accuracy" in metrics else "")
-                                  + f", {metrics['time_s']:.1f} s", highlight=False)
+                                  + (f", {val}" if val else "") + f", {metrics['time_s']:.1f} s", highlight=False)
     return history
 
 
@@ -161,4 +183,4 @@ def _sum_over_ranks(running: float, seen: int, device: torch.device) -> tuple[fl
     return float(t[0]), int(t[1])
 
 
-__all__ = ["TrainConfig", "train_model", "evaluate"]
+__all__ = ["TrainConfig", "train_model", "evaluate", "agreement"]
