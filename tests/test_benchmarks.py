@@ -719,3 +719,25 @@ def test_machine_check_sets_each_rerun_beside_the_same_cell_of_another_machine()
     (c,) = machine_check.covariance(three)
     assert c["policies"] == 1 and c["var_delta"] == pytest.approx(0) and c["cov"] == pytest.approx(c["var_uniform"])
     assert c["var_policy"] == pytest.approx(0.04)
+
+
+def test_label_free_benchmark_fine_tunes_both_arms_and_resumes(digits_ckpt, tmp_path):
+    """Both arms fine-tune the same pruned net; the page's numbers are the cached results; a rerun reuses them."""
+    args = ["--baseline", str(digits_ckpt), "--seeds", "0", "--epochs", "1", "--threads", "1", "--macs", "0.3",
+            "--work", str(tmp_path / "w"), "--out", str(tmp_path / "lf"), "--quiet"]
+    res = run("label_free.py", *args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = json.loads((tmp_path / "lf.json").read_text())
+    cached = {arm: json.loads((tmp_path / "w" / f"{arm}-s0" / "result.json").read_text())["test_accuracy"]
+              for arm in ("labelled", "label-free")}
+    assert rep["accuracy"] == {arm: [acc] for arm, acc in cached.items()}
+    assert rep["delta"] == [pytest.approx(cached["label-free"] - cached["labelled"])]
+    # distillation alone trains: the labels' test accuracy rises without a label read
+    assert cached["label-free"] >= rep["pruned_accuracy"] + 5, rep
+    metrics = json.loads((tmp_path / "w" / "label-free-s0" / "metrics.json").read_text())
+    assert "test_agreement" in metrics and metrics["dataset"] == "npz"
+    page = (tmp_path / "lf.md").read_text()
+    assert f"| label-free: distillation alone, labels removed | {cached['label-free']:.2f} |" in page
+    stamp = (tmp_path / "w" / "labelled-s0" / "result.json").stat().st_mtime_ns
+    assert run("label_free.py", *args).returncode == 0
+    assert (tmp_path / "w" / "labelled-s0" / "result.json").stat().st_mtime_ns == stamp

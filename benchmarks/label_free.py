@@ -1,0 +1,139 @@
+"""What does pruning without labels cost? The main job's net pruned to the uniform policy, fine-tuned the main
+job's way (3 epochs, distillation: cross-entropy on the labels plus the unpruned net's soft outputs) and
+label-free (the same training images with their labels removed, the unpruned net's outputs the only target),
+both scored on the labelled test set.
+
+    python benchmarks/label_free.py [--seeds 0 1 2] [--macs 0.2]
+
+The unlabelled copy is an .npz of the dataset's own arrays without ``y`` (test images, where the dataset has a
+split of its own, keep theirs; only the final evaluation, on the labelled dataset, reads labels), so both
+fine-tunes train on the same images, carved into the same splits;
+BN is recalibrated on the same calibration images. Resumable: a finished fine-tune (its metrics.json in
+``--work``) is not run again. Writes docs/measurements/label_free.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_page  # noqa: E402
+
+from entroprune.api import (  # noqa: E402
+    evaluate_checkpoint,
+    finetune_checkpoint,
+    load_model,
+    prune_checkpoint,
+)
+from entroprune.config import FinetuneConfig, RunConfig  # noqa: E402
+from entroprune.data import DATASETS  # noqa: E402
+from entroprune.search import fixed_policy_counts, uniform_ratio  # noqa: E402
+from entroprune.utils import machine_description  # noqa: E402
+
+BASELINE = ROOT / "docs" / "measurements" / "arena" / "baselines" / "vgg" / "model.pt"
+ARMS = {"labelled": "labels + distillation (the main job's fine-tune)",
+        "label-free": "distillation alone, labels removed"}
+
+
+def unlabelled_copy(spec, work: Path) -> Path:
+    """The checkpoint's dataset as an .npz without training labels (same images, same order)."""
+    path = work / f"{spec.dataset}-unlabelled.npz"
+    if not path.exists():
+        x, _, test = DATASETS[spec.dataset](spec.data_dir, None, None)
+        # without a test split of its own, both copies carve the same one (same images, same seed)
+        np.savez(path, x=x, **({} if test is None else {"x_test": test[0], "y_test": test[1]}))
+    return path
+
+
+def uniform_policy(ckpt: Path, macs: float, work: Path) -> Path:
+    """The uniform policy at ``macs`` of the MACs with the main job's search settings, as a policy.json."""
+    from entroprune.api import build_structure
+    from entroprune.prune import policy_to_ratios
+
+    model, loaded = load_model(ckpt)
+    structure = build_structure(model, loaded.spec)
+    cfg = RunConfig().search
+    cfg.macs_target = macs
+    counts = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
+    path = work / "policy.json"
+    path.write_text(json.dumps({"policy": policy_to_ratios(structure, counts), "agent": "uniform"}))
+    return path
+
+
+def fine_tuned(pruned: Path, arm: str, seed: int, npz: Path, args: argparse.Namespace) -> float:
+    """Test accuracy (labelled test set) after one arm's fine-tune with ``seed`` (cached in ``--work``)."""
+    out = Path(args.work) / f"{arm}-s{seed}"
+    result = out / "result.json"
+    if not result.exists():
+        unlabelled = {"dataset": "npz", "data_dir": npz} if arm == "label-free" else {}
+        finetune_checkpoint(pruned, out, epochs=args.epochs, distill=True, seed=seed, force=True, quiet=args.quiet,
+                            **unlabelled)
+        acc = evaluate_checkpoint(out / "model.pt")[-1]["test_accuracy"]  # the checkpoint's own, labelled
+        result.write_text(json.dumps({"test_accuracy": acc}))
+    return float(json.loads(result.read_text())["test_accuracy"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", default=str(BASELINE), help="an unpruned checkpoint (default: the arena's VGG)")
+    ap.add_argument("--macs", type=float, default=0.2, help="MACs kept by the uniform policy")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tune seeds")
+    ap.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default=str(ROOT / "runs" / "label_free"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "label_free"))
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    _, loaded = load_model(args.baseline)
+    npz = unlabelled_copy(loaded.spec, work)
+    pruned = work / "pruned" / "model.pt"
+    if not pruned.exists():
+        prune_checkpoint(args.baseline, uniform_policy(Path(args.baseline), args.macs, work), pruned.parent,
+                         force=True)
+    rows = evaluate_checkpoint(pruned)
+    acc = {arm: [fine_tuned(pruned, arm, s, npz, args) for s in args.seeds] for arm in ARMS}
+    delta = [f - a for f, a in zip(acc["label-free"], acc["labelled"], strict=True)]
+
+    def fmt(xs: list[float], sign: str = "") -> str:
+        return f"{statistics.mean(xs):{sign}.2f}" + (f" ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else "")
+
+    # every setting that moves a number, when not its default (--work and --quiet move none)
+    flags = "".join(f" --{name} {value}" for name, value, default in (
+        ("baseline", os.path.relpath(args.baseline, ROOT), os.path.relpath(BASELINE, ROOT)),
+        ("macs", args.macs, 0.2), ("seeds", " ".join(map(str, args.seeds)), "0 1 2"),
+        ("epochs", args.epochs, FinetuneConfig.epochs), ("threads", args.threads, 2),
+        ("out", os.path.relpath(args.out, ROOT), os.path.relpath(ap.get_default("out"), ROOT))) if value != default)
+    lines = ["# Pruning without labels", "",
+             f"Generated by `python benchmarks/label_free.py{flags}` on {machine_description()}. The checkpoint ({os.path.relpath(args.baseline, ROOT)}: {loaded.spec.model} on "
+             f"{loaded.spec.dataset}, {rows[0]['test_accuracy']:.2f}%) pruned to the uniform policy at "
+             f"{args.macs:.0%} of the MACs with the main job's search settings (channels rounded to 8, min keep "
+             f"0.2): {rows[-1]['macs'] / rows[0]['macs']:.1%} of the MACs, {rows[-1]['test_accuracy']:.2f}% before "
+             f"fine-tuning. Each arm fine-tunes it {args.epochs} epoch(s) on the same training images (the same splits "
+             "and BN calibration images), seeds " + ", ".join(map(str, args.seeds)) + "; test accuracy on the "
+             "labelled test set (mean ± std over the seeds; Δ: label-free minus labelled, paired by seed).", "",
+             "| fine-tune | test acc (%) | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
+             "|---|---|" + "---|" * len(args.seeds)]
+    for arm, what in ARMS.items():
+        lines.append(f"| {arm}: {what} | {fmt(acc[arm])} | " + " | ".join(f"{a:.2f}" for a in acc[arm]) + " |")
+    lines += [f"| Δ | {fmt(delta, '+')} | " + " | ".join(f"{d:+.2f}" for d in delta) + " |"]
+    write_page(Path(args.out), lines, {"baseline": str(args.baseline), "macs": args.macs, "seeds": args.seeds,
+                                       "baseline_accuracy": rows[0]["test_accuracy"],
+                                       "pruned_accuracy": rows[-1]["test_accuracy"],
+                                       "macs_fraction": rows[-1]["macs"] / rows[0]["macs"],
+                                       "accuracy": acc, "delta": delta, "machine": machine_description()})
+
+
+if __name__ == "__main__":
+    main()
