@@ -235,9 +235,10 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     """Fine-tune a (pruned) checkpoint with SGD + cosine schedule, optionally distilling
     from the unpruned teacher; writes model.pt and metrics.json into ``out_dir``.
 
-    ``dataset`` (default: the checkpoint's) may be unlabelled images (``imagefolder``, a flat folder): then
-    the teacher's outputs are the only target, so ``distill`` is required, and the metrics are top-1
-    agreement with the teacher on held-out images (``test_agreement``) instead of test accuracy.
+    ``dataset`` (default: the checkpoint's) may be unlabelled images (a flat ``imagefolder``, an ``npz``
+    without ``y``): then the teacher's outputs are the only target, so ``distill`` is required, and the
+    metrics are top-1 agreement with the teacher on held-out images (``test_agreement``) instead of test
+    accuracy.
 
     ``nproc`` > 1 trains data-parallel in that many local processes (:mod:`entroprune.ddp`);
     ``batch_size`` stays the global batch, split across them. Inside a torchrun group it trains
@@ -281,6 +282,7 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     if ctx is not None:
         device = ctx.device
     main_rank = ctx is None or ctx.is_main
+
     def score() -> dict[str, float]:  # labels' accuracy, or without labels the agreement with the teacher
         test = data.loader("test", 512, device=device)
         if data.labelled:
