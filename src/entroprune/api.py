@@ -258,16 +258,7 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, schedule="cosine")
     config.validate()
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
-    if not data.labelled and not distill:
-        raise ConfigError(f"dataset {data.name} has no labels: fine-tune it by distillation from the unpruned "
-                          "net (`distill=True`), whose outputs stand in for them")
-    teacher_model = None
-    if distill:
-        tpath = teacher or (ckpt.pruning or {}).get("original")
-        if not tpath:
-            raise ConfigError("`distill` needs a teacher: the checkpoint names no original, pass `teacher` (a path) "
-                              "or `distill=False`")
-        teacher_model = load_model(tpath, trust_pickle)[0]
+    teacher_model = _finetune_teacher(ckpt, data, distill, teacher, trust_pickle)
     if nproc > 1 and batch_size < nproc:
         raise ConfigError(f"`batch_size` {batch_size} cannot be split over `nproc` {nproc}; raise it")
     check_writable_dir(out_dir)
@@ -282,16 +273,8 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     if ctx is not None:
         device = ctx.device
     main_rank = ctx is None or ctx.is_main
-
-    def score() -> dict[str, float]:  # labels' accuracy, or without labels the agreement with the teacher
-        test = data.loader("test", 512, device=device)
-        if data.labelled:
-            return evaluate(model, test)
-        assert teacher_model is not None  # unlabelled data needs distill, checked above
-        return agreement(model, teacher_model, test, device)
-
     model.to(device)
-    before = score() if main_rank else {}
+    before = _test_score(model, data, teacher_model, device) if main_rank else {}
     t0 = time.perf_counter()
     if ctx is None:
         history = train_model(model, data, config, seed=seed, device=device, teacher=teacher_model, quiet=quiet,
@@ -306,7 +289,7 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     from .prune import recalibrate_bn
 
     recalibrate_bn(model, data.normalize(data.train.x[:2048]).to(device))
-    test = score()
+    test = _test_score(model, data, teacher_model, device)
     macs, params = count_macs_params(model, data.example_input().to(device))
     key = "accuracy" if data.labelled else "agreement"
     metrics = {f"test_{key}": test[key], f"test_{key}_before": before[key], "dataset": data.name, "epochs": epochs,
@@ -317,6 +300,31 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     if ctx is not None:
         ddp.leave()
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}
+
+
+def _finetune_teacher(ckpt: Any, data: DataBundle, distill: bool, teacher: str | Path | None,
+                      trust_pickle: bool) -> nn.Module | None:
+    """The net to distil from (None without ``distill``); unlabelled data has nothing else to learn from."""
+    if not data.labelled and not distill:
+        raise ConfigError(f"dataset {data.name} has no labels: fine-tune it by distillation from the unpruned "
+                          "net (`distill=True`), whose outputs stand in for them")
+    if not distill:
+        return None
+    tpath = teacher or (ckpt.pruning or {}).get("original")
+    if not tpath:
+        raise ConfigError("`distill` needs a teacher: the checkpoint names no original, pass `teacher` (a path) "
+                          "or `distill=False`")
+    return load_model(tpath, trust_pickle)[0]
+
+
+def _test_score(model: nn.Module, data: DataBundle, teacher: nn.Module | None,
+                device: torch.device | str) -> dict[str, float]:
+    """Test accuracy, or on unlabelled data top-1 agreement with the teacher (accuracy needs labels)."""
+    test = data.loader("test", 512, device=device)
+    if data.labelled:
+        return evaluate(model, test)
+    assert teacher is not None  # unlabelled data needs distill (_finetune_teacher)
+    return agreement(model, teacher, test, device)
 
 
 def _train_data_parallel(model: nn.Module, data: DataBundle, config: TrainConfig, ctx: Any, seed: int,

@@ -88,6 +88,21 @@ def agreement(model: nn.Module, teacher: nn.Module, loader: Iterable,
     return {"agreement": 100.0 * same / total if total else float("nan")}
 
 
+def _batch_loss(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None,
+                config: TrainConfig, labelled: bool) -> torch.Tensor:
+    """Cross-entropy on the labels, mixed with distillation from ``teacher`` when there is one; without
+    labels the teacher's outputs are the whole target."""
+    ce = F.cross_entropy(out, y, label_smoothing=config.label_smoothing) if labelled else None
+    if teacher is None:
+        assert ce is not None  # train_model refuses unlabelled data without a teacher
+        return ce
+    with torch.no_grad():
+        t_out = teacher(x)
+    temp = config.distill_temperature
+    kd = F.kl_div(F.log_softmax(out / temp, 1), F.softmax(t_out / temp, 1), reduction="batchmean") * temp * temp
+    return kd if ce is None else (1 - config.distill_alpha) * ce + config.distill_alpha * kd
+
+
 def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, seed: int = 0,
                 device: torch.device | str = "cpu", teacher: nn.Module | None = None,
                 quiet: bool = False, description: str = "train",
@@ -136,16 +151,7 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
             t0, running, seen = time.perf_counter(), 0.0, 0
             for x, y in train_loader:
                 x, y = x.to(device), y.to(device)
-                out = model(x)
-                loss = F.cross_entropy(out, y, label_smoothing=config.label_smoothing) if labelled else 0.0
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_out = teacher(x)
-                    temp = config.distill_temperature
-                    kd = F.kl_div(F.log_softmax(out / temp, 1), F.softmax(t_out / temp, 1),
-                                  reduction="batchmean") * temp * temp
-                    # without labels the teacher's outputs are the whole target
-                    loss = (1 - config.distill_alpha) * loss + config.distill_alpha * kd if labelled else kd
+                loss = _batch_loss(model(x), x, y, teacher, config, labelled)
                 if not torch.isfinite(loss):
                     raise RunError(f"training diverged (loss {loss.item()}) at epoch {epoch}; lower `lr`")
                 opt.zero_grad(set_to_none=True)
