@@ -128,6 +128,10 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
 
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
+    if not data.labelled:
+        raise DataError(f"dataset {data.name} has no labels, and test accuracy needs them: evaluate on a labelled "
+                        "dataset (the checkpoint's, by default); on unlabelled images `finetune` reports top-1 "
+                        "agreement with the unpruned net")
     entries = []
     orig_path = original or (ckpt.pruning or {}).get("original")
     if orig_path:
