@@ -117,6 +117,8 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     torch.save({**raw, "pruning": {"counts": {}}}, tmp_path / "no_history.pt")
     torch.save({**raw, "spec": {**spec, "dataset": "mnist", "data_dir": str(tmp_path / "nope")}},
                tmp_path / "mnist_elsewhere.pt")
+    torch.save({**raw, "spec": {**spec, "dataset": "imagefolder", "data_dir": str(tmp_path / "flat_imgs")}},
+               tmp_path / "unlabelled_spec.pt")
     torch.save({**raw, "pruning": "pruned by hand"}, tmp_path / "pruning_str.pt")
     # a search folder whose saved state was cut short, run folders with broken records
     (tmp_path / "cut_state").mkdir()
@@ -220,6 +222,8 @@ CASES = {
     "run from a pruned checkpoint": ["run", "--checkpoint", f"{T}/pruned.pt", "--out-root", f"{T}/out"],
     "run from a checkpoint whose dataset is gone": ["run", "--checkpoint", f"{T}/mnist_elsewhere.pt",
                                                      "--out-root", f"{T}/out"],
+    "run from a checkpoint of unlabelled images": ["run", "--checkpoint", f"{T}/unlabelled_spec.pt",
+                                                    "--out-root", f"{T}/out"],
     "pruning record a string": ["finetune", f"{T}/pruning_str.pt", "--out", f"{T}/out"],
     "truncated search state on resume": ["search", f"{T}/good.pt", "--resume", "--out", f"{T}/cut_state"],
     "report of a truncated episode log": ["report", f"{T}/cut_log"],
@@ -324,6 +328,7 @@ EXPECT = {
     "run from a pickled module": "the main job reads checkpoints only with weights_only=True",
     "run from a pruned checkpoint": "pruned.pt is already pruned; run on the original",
     "run from a checkpoint whose dataset is gone": "mnist IDX files not found",
+    "run from a checkpoint of unlabelled images": "has no labels, and the main job reports test accuracy",
     "pruning record a string": "its pruning record needs",
     "truncated search state on resume": "cut_state/search_state.pt is unreadable",
     "report of a truncated episode log": "episodes.jsonl line 2 is not an episode record",

@@ -152,7 +152,7 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
 def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     """The user's checkpoint, checked before the run folder exists (a bad one leaves nothing behind): readable
     without unpickling, unpruned, and its dataset at hand. The run takes its model and dataset."""
-    from .errors import CheckpointError
+    from .errors import CheckpointError, DataError
 
     path = Path(cfg.checkpoint or "")
     try:
@@ -166,7 +166,10 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     if ckpt.pruning:
         raise ConfigError(f"{path} is already pruned; run on the original (unpruned) checkpoint")
     spec = ckpt.spec
-    load_data_for_spec(spec, None, cfg.data_dir)  # a missing dataset is one line here, not after a search
+    data = load_data_for_spec(spec, None, cfg.data_dir)  # a missing dataset is one line here, not after a search
+    if not data.labelled:  # the report's accuracy needs labels; search, prune and finetune run without them
+        raise DataError(f"the checkpoint's dataset ({data.name} at {spec.data_dir}) has no labels, and the main "
+                        "job reports test accuracy; run search, prune and finetune --distill on it instead")
     # the config's model, dataset and baseline keys describe a baseline to train: unused here, whatever they say
     say(f"baseline: {path}, the checkpoint's {spec.model} on {spec.dataset} (no baseline trained)")
     # the run's config.yaml reruns it from any folder
