@@ -169,7 +169,7 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     data = load_data_for_spec(spec, None, cfg.data_dir)  # a missing dataset is one line here, not after a search
     if not data.labelled:  # the report's accuracy needs labels; search, prune and finetune run without them
         raise DataError(f"the checkpoint's dataset ({data.name} at {spec.data_dir}) has no labels, and the main "
-                        "job reports test accuracy; run search, prune and finetune --distill on it instead")
+                        "job reports test accuracy; run search, prune and a distilling fine-tune on it instead")
     # the config's model, dataset and baseline keys describe a baseline to train: unused here, whatever they say
     say(f"baseline: {path}, the checkpoint's {spec.model} on {spec.dataset} (no baseline trained)")
     # the run's config.yaml reruns it from any folder
