@@ -36,7 +36,6 @@ from entroprune.api import (  # noqa: E402
 )
 from entroprune.config import FinetuneConfig, RunConfig  # noqa: E402
 from entroprune.data import DATASETS  # noqa: E402
-from entroprune.search import fixed_policy_counts, uniform_ratio  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 
 BASELINE = ROOT / "docs" / "measurements" / "arena" / "baselines" / "vgg" / "model.pt"
@@ -55,17 +54,17 @@ def unlabelled_copy(spec, work: Path) -> Path:
 
 
 def uniform_policy(ckpt: Path, macs: float, work: Path) -> Path:
-    """The uniform policy at ``macs`` of the MACs with the main job's search settings, as a policy.json."""
+    """The uniform policy at ``macs`` of the MACs with the main job's search settings, as a policy.json: the
+    main job's own uniform reference line (the pipeline computes it)."""
     from entroprune.api import build_structure
-    from entroprune.prune import policy_to_ratios
+    from entroprune.pipeline import _uniform_policy
 
     model, loaded = load_model(ckpt)
-    structure = build_structure(model, loaded.spec)
     cfg = RunConfig().search
     cfg.macs_target = macs
-    counts = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
     path = work / "policy.json"
-    path.write_text(json.dumps({"policy": policy_to_ratios(structure, counts), "agent": "uniform"}))
+    path.write_text(json.dumps({"policy": _uniform_policy(build_structure(model, loaded.spec), cfg, None),
+                                "agent": "uniform"}))
     return path
 
 
