@@ -151,8 +151,8 @@ def main() -> None:
         for k in SCORES:
             for tag in ("fresh", "recovered"):
                 rho[f"{k}_{tag}"] = float(spearmanr([scores[p["key"]][f"{k}_{tag}"] for p in pols], truth).statistic)
-        uniform = next((t for p, t in zip(pols, truth, strict=True) if "uniform" in p["sources"]), None)
         uni = next((p for p in pols if "uniform" in p["sources"]), None)
+        uniform = None if uni is None else truth[pols.index(uni)]
         refs = [uniform_reading(uni, p, args.seed) for p in pols]
         chosen = {k: pick([scores[p["key"]][f"{k}_recovered"] for p in pols], truth, refs) for k in SCORES}
         summary.append({"model": model, "target": target, "policies": len(pols), "spearman": rho, "picks": chosen})
