@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UntrustedPickleError
 from .models import build_model
 from .utils import atomic_write
 
@@ -161,7 +161,7 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
-            raise CheckpointError(
+            raise UntrustedPickleError(
                 f"{path} contains pickled Python objects, which can run arbitrary code when "
                 "loaded; if you trust its author, pass `trust_pickle=True`") from None
         raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); "

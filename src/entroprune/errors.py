@@ -27,6 +27,11 @@ class CheckpointError(EntropruneError):
     """A checkpoint cannot be read or does not match its spec."""
 
 
+class UntrustedPickleError(CheckpointError):
+    """A checkpoint holds pickled objects and loading them was not allowed (``trust_pickle``): callers that
+    offer no such opt-in (the main job) say what to do instead."""
+
+
 class ConfigError(EntropruneError):
     """An option, policy or config value is invalid."""
 

@@ -152,14 +152,12 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
 def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     """The user's checkpoint, checked before the run folder exists (a bad one leaves nothing behind): readable
     without unpickling, unpruned, and its dataset at hand. The run takes its model and dataset."""
-    from .errors import CheckpointError, DataError
+    from .errors import CheckpointError, DataError, UntrustedPickleError
 
     path = Path(cfg.checkpoint or "")
     try:
         _, ckpt = load_model(path)
-    except CheckpointError as exc:
-        if "pickled" not in str(exc):
-            raise
+    except UntrustedPickleError:
         raise CheckpointError(f"{path} contains pickled Python objects; the main job reads checkpoints only with "
                               "weights_only=True: save the model with entroprune.save_checkpoint() and run on "
                               "that file") from None
