@@ -99,6 +99,8 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     (tmp_path / "zero_workers.yaml").write_text("workers: 0\n")
     (tmp_path / "two_seeds.yaml").write_text("seed: 1\nsearch:\n  seed: 2\n")
     (tmp_path / "ray_address_alone.yaml").write_text("ray_address: auto\n")
+    (tmp_path / "accuracy_reward.yaml").write_text("search:\n  reward:\n    kind: accuracy\n")
+    (tmp_path / "no_distill.yaml").write_text("finetune:\n  distill: false\n")
     (tmp_path / "a_file").write_text("x")
     # policies with bad fields, checked where the policy is read
     half = {g: 0.5 for g in good_groups}
@@ -222,8 +224,11 @@ CASES = {
     "run from a pruned checkpoint": ["run", "--checkpoint", f"{T}/pruned.pt", "--out-root", f"{T}/out"],
     "run from a checkpoint whose dataset is gone": ["run", "--checkpoint", f"{T}/mnist_elsewhere.pt",
                                                      "--out-root", f"{T}/out"],
-    "run from a checkpoint of unlabelled images": ["run", "--checkpoint", f"{T}/unlabelled_spec.pt",
-                                                    "--out-root", f"{T}/out"],
+    "run on unlabelled images with the accuracy reward": ["run", "--checkpoint", f"{T}/unlabelled_spec.pt",
+                                                           "--config", f"{T}/accuracy_reward.yaml",
+                                                           "--out-root", f"{T}/out"],
+    "run on unlabelled images without distillation": ["run", "--checkpoint", f"{T}/unlabelled_spec.pt",
+                                                       "--config", f"{T}/no_distill.yaml", "--out-root", f"{T}/out"],
     "pruning record a string": ["finetune", f"{T}/pruning_str.pt", "--out", f"{T}/out"],
     "truncated search state on resume": ["search", f"{T}/good.pt", "--resume", "--out", f"{T}/cut_state"],
     "report of a truncated episode log": ["report", f"{T}/cut_log"],
@@ -328,7 +333,8 @@ EXPECT = {
     "run from a pickled module": "the main job reads checkpoints only with weights_only=True",
     "run from a pruned checkpoint": "pruned.pt is already pruned; run on the original",
     "run from a checkpoint whose dataset is gone": "mnist IDX files not found",
-    "run from a checkpoint of unlabelled images": "has no labels, and the main job reports test accuracy",
+    "run on unlabelled images with the accuracy reward": "has no labels, and the accuracy reward needs them",
+    "run on unlabelled images without distillation": "has no labels: the fine-tune must distil from the original",
     "pruning record a string": "its pruning record needs",
     "truncated search state on resume": "cut_state/search_state.pt is unreadable",
     "report of a truncated episode log": "episodes.jsonl line 2 is not an episode record",

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,9 @@ def test_label_free_prune_and_finetune_on_unlabelled_images(digits_ckpt, tmp_pat
     assert "test_accuracy" not in metrics and metrics["dataset"] == "imagefolder"
     assert metrics["test_agreement"] >= metrics["test_agreement_before"] + 5, metrics
     assert "agreement with the teacher" in res.stdout
+    # evaluate without labels: the pruned net's agreement with its original, the fine-tune's own figure
+    rows = evaluate_checkpoint(tmp_path / "ft" / "model.pt", dataset="imagefolder", data_dir=flat)
+    assert [r["test_agreement"] for r in rows] == [100.0, pytest.approx(metrics["test_agreement"])]
     # labels were never read, yet the labelled test set (the checkpoint's own dataset) says it learned
     before, after = (evaluate_checkpoint(tmp_path / d / "model.pt")[-1]["test_accuracy"] for d in ("pruned", "ft"))
     assert after >= before + 5, (before, after)
@@ -269,6 +273,46 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
     assert f"(your checkpoint `{mine.resolve()}`)" in (run / "report.md").read_text()
     again = load_config(run / "config.yaml")
     assert (again.checkpoint, again.model, again.dataset) == (str(mine.resolve()), "vgg", "digits")
+
+
+def test_run_without_labels(digits_ckpt, tmp_path):
+    """The reward needs no labels, and neither does the main job: a checkpoint whose dataset is a flat folder of
+    images runs end to end, fine-tunes by distillation, and reports top-1 agreement with the original (the
+    searched net's and the uniform reference's) where it would report test accuracy."""
+    import numpy as np
+    from PIL import Image
+
+    import entroprune as ep
+    from entroprune.data import load_dataset
+
+    flat = tmp_path / "flat"  # the digits' training images with no class sub-folders: no labels anywhere
+    flat.mkdir()
+    for i, img in enumerate(load_dataset("digits").train.x[:900]):
+        Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8)).save(flat / f"{i}.png")
+    model, ckpt = load_model(digits_ckpt)
+    mine = tmp_path / "mine.pt"
+    ep.save_checkpoint(mine, replace(ckpt.spec, dataset="imagefolder", data_dir=str(flat)), model)
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--checkpoint",
+                           str(mine), "--macs-target", "0.3", "--out-root", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "no labels in imagefolder: the fine-tune distils from the original" in proc.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    ev = json.loads((run / "evaluation.json").read_text())
+    original, pruned = ev["rows"]
+    assert "test_accuracy" not in original and "test_accuracy" not in pruned
+    assert original["test_agreement"] == 100.0  # the original against itself
+    finetuned = json.loads((run / "finetuned" / "metrics.json").read_text())
+    assert finetuned["distill"] and pruned["test_agreement"] == pytest.approx(finetuned["test_agreement"])
+    # a net that learned from the original's outputs alone: far above chance (10%), and above where it started
+    assert pruned["test_agreement"] >= max(50.0, finetuned["test_agreement_before"] + 5), finetuned
+    ref = ev["uniform_reference"]
+    assert "test_accuracy" not in ref and 0 <= ref["test_agreement"] <= 100
+    report = (run / "report.md").read_text()
+    assert "| agreement (%) |" in report and "test acc (%)" not in report
+    assert f"agrees with the original's on {pruned['test_agreement']:.2f}% of the held-out images" in report
+    assert f"{ref['test_agreement']:.2f}% top-1 agreement with the original" in report
+    assert f"top-1 agreement with the original {pruned['test_agreement']:.2f}%" in proc.stdout
 
 
 def test_run_config_scales_out(tmp_path):

@@ -119,7 +119,8 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     """Test accuracy, parameters, MACs (and CPU latency) of a checkpoint, as table rows.
 
     A pruned checkpoint is compared side by side with its original (the unpruned checkpoint
-    it names, or ``original``), with reductions and speed-ups against it.
+    it names, or ``original``), with reductions and speed-ups against it. On unlabelled images the rows
+    hold ``test_agreement`` (top-1 agreement with the original, %) instead of ``test_accuracy``.
     """
     from .latency import add_ratios, latency_rows
 
@@ -128,12 +129,12 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
 
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
-    if not data.labelled:
-        raise DataError(f"dataset {data.name} has no labels, and test accuracy needs them: evaluate on a labelled "
-                        "dataset (the checkpoint's, by default); on unlabelled images `finetune` reports top-1 "
-                        "agreement with the unpruned net")
     entries = []
     orig_path = original or (ckpt.pruning or {}).get("original")
+    if not data.labelled and not orig_path:
+        raise DataError(f"dataset {data.name} has no labels, and test accuracy needs them: evaluate on a labelled "
+                        "dataset (the checkpoint's, by default), or evaluate a pruned checkpoint, whose top-1 "
+                        "agreement with its original needs none")
     if orig_path:
         if not Path(orig_path).exists():
             raise CheckpointError(f"the original checkpoint {orig_path} is gone; pass `original` (a path)")
@@ -142,9 +143,12 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     rows = []
     for name, net in entries:
         net.to(device)
-        acc = evaluate(net, data.loader("test", batch_size, device=device))
+        test = data.loader("test", batch_size, device=device)
+        # without labels the original is the reference: how often the pruned net's top-1 agrees with it
+        score = {"test_accuracy": evaluate(net, test)["accuracy"]} if data.labelled else {
+            "test_agreement": agreement(net, entries[0][1], test, device)["agreement"]}
         macs, params = count_macs_params(net, data.example_input().to(device))
-        rows.append({"name": name, "test_accuracy": acc["accuracy"], "params": params, "macs": macs})
+        rows.append({"name": name, **score, "params": params, "macs": macs})
     if latency:
         for row, lat in zip(rows, latency_rows([net for _, net in entries], tuple(ckpt.spec.input_size), repeats),
                             strict=True):

@@ -555,8 +555,12 @@ def run(
 
     ev = _json.loads((run_dir / "evaluation.json").read_text())
     base, pruned = ev["rows"][0], ev["rows"][-1]
-    out.print(f"baseline test accuracy {base['test_accuracy']:.2f}%, pruned + fine-tuned "
-              f"{pruned['test_accuracy']:.2f}% at {pruned['macs_reduction']:.2f}x fewer MACs, "
+    from .report import score_key
+
+    key = score_key(pruned)
+    scores = (f"baseline test accuracy {base[key]:.2f}%, pruned + fine-tuned {pruned[key]:.2f}%"
+              if key == "test_accuracy" else f"pruned + fine-tuned: top-1 agreement with the original {pruned[key]:.2f}%")
+    out.print(f"{scores} at {pruned['macs_reduction']:.2f}x fewer MACs, "
               f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x (torch eager), "
               f"{pruned['speedup_ts_b64']:.2f}x (TorchScript), {pruned['speedup_ort_b64']:.2f}x (onnxruntime)")
     out.print(f"run folder: {run_dir} (report.md, model.onnx, finetuned/model.pt)")

@@ -22,7 +22,7 @@ from .api import (
     search_checkpoint,
     train_baseline,
 )
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .utils import check_writable_dir, machine_description, seed_everything, write_json
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ def resolve_dataset(name: str, data_dir: str | None, say: Say = print) -> str:
 
 def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir: str | Path | None = None) -> Path:
     """The main job: baseline (cached) -> entropy search -> prune -> fine-tune -> evaluate
-    -> export -> report, in a fresh run folder. Returns the folder."""
+    -> export -> report, in a fresh run folder. Returns the folder. A checkpoint whose dataset has no labels
+    runs label-free: distilling fine-tunes, and top-1 agreement with the original in place of test accuracy."""
     from .config import dump_config
     from .report import write_report
     from .search import SearchConfig
@@ -152,7 +153,7 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
 def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     """The user's checkpoint, checked before the run folder exists (a bad one leaves nothing behind): readable
     without unpickling, unpruned, and its dataset at hand. The run takes its model and dataset."""
-    from .errors import CheckpointError, DataError, UntrustedPickleError
+    from .errors import CheckpointError, UntrustedPickleError
 
     path = Path(cfg.checkpoint or "")
     try:
@@ -165,14 +166,32 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
         raise ConfigError(f"{path} is already pruned; run on the original (unpruned) checkpoint")
     spec = ckpt.spec
     data = load_data_for_spec(spec, None, cfg.data_dir)  # a missing dataset is one line here, not after a search
-    if not data.labelled:  # the report's accuracy needs labels; search, prune and finetune run without them
-        raise DataError(f"the checkpoint's dataset ({data.name} at {spec.data_dir}) has no labels, and the main "
-                        "job reports test accuracy; run search, prune and a distilling fine-tune on it instead")
+    if not data.labelled:
+        _check_label_free(cfg, data.name)
     # the config's model, dataset and baseline keys describe a baseline to train: unused here, whatever they say
     say(f"baseline: {path}, the checkpoint's {spec.model} on {spec.dataset} (no baseline trained)")
+    if not data.labelled:
+        say(f"no labels in {data.name}: the fine-tune distils from the original, and the report gives top-1 "
+            "agreement with it on held-out images instead of test accuracy")
     # the run's config.yaml reruns it from any folder
     cfg.checkpoint, cfg.model, cfg.dataset = str(path.resolve()), spec.model, spec.dataset
     return path
+
+
+def _check_label_free(cfg: RunConfig, name: str) -> None:
+    """A run on unlabelled images: every step must do without labels (the fine-tune's only target is then the
+    original's outputs), refused here rather than after a search."""
+    from .search.rewards import REWARDS
+
+    s = cfg.search
+    kinds = [("search.reward.kind", s.reward.kind)] + ([("search.rerank_reward", s.rerank_reward)] if s.reranks else [])
+    for key, kind in kinds:
+        if "accuracy" in REWARDS[kind].needs:
+            raise DataError(f"dataset {name} has no labels, and the {kind} reward needs them; set config key "
+                            f"{key!r} to a label-free reward (entropy, kl)")
+    if not cfg.finetune.distill:
+        raise DataError(f"dataset {name} has no labels: the fine-tune must distil from the original (config key "
+                        "'finetune.distill': true), whose outputs stand in for them")
 
 
 def _finetune_like_run(folder: Path, cfg: RunConfig, device: torch.device | str, quiet: bool) -> dict[str, Any]:
@@ -217,13 +236,19 @@ def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cf
     if result.policy == uniform:  # the search returned the uniform policy itself: nothing else to train
         say("uniform reference: the search chose the uniform policy; no second fine-tune")
         finetuned = json.loads((out.parent / "finetuned" / "metrics.json").read_text())
-        return {"test_accuracy": finetuned["test_accuracy"], "macs": finetuned["macs"], "params": finetuned["params"],
-                "same_as_searched": True}
+        return {**_scored(finetuned), "same_as_searched": True}
     say("uniform reference: the uniform policy with the same fine-tune")
     write_json(out / "policy.json", {"policy": uniform, "agent": "uniform"})
     prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", data_dir=cfg.data_dir, device=device)
-    m = _finetune_like_run(out, cfg, device, quiet)
-    return {"test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"], "same_as_searched": False}
+    return {**_scored(_finetune_like_run(out, cfg, device, quiet)), "same_as_searched": False}
+
+
+def _scored(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A fine-tune's score (test accuracy, or agreement with the original without labels), MACs and params."""
+    from .report import score_key
+
+    key = score_key(metrics)
+    return {key: metrics[key], "macs": metrics["macs"], "params": metrics["params"]}
 
 
 def _macs_reference(ckpt_path: Path, out: Path, target: float, searched: SearchConfig, result: SearchResult,
@@ -243,8 +268,7 @@ def _macs_reference(ckpt_path: Path, out: Path, target: float, searched: SearchC
                                repeats=cfg.latency_repeats)
     key = f"{RUNTIMES[searched.latency_backend]}_b64_ms"
     return {"macs_target": target, "achieved": res.achieved, "chosen": res.summary.get("chosen", "search"),
-            "test_accuracy": m["test_accuracy"], "macs": m["macs"], "params": m["params"],
-            "latency_fraction": rows[-1][key] / rows[0][key], "backend": searched.latency_backend}
+            **_scored(m), "latency_fraction": rows[-1][key] / rows[0][key], "backend": searched.latency_backend}
 
 
 # ----------------------------------------------------------------------------- any nn.Module

@@ -73,7 +73,17 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
-TABLE_COLUMNS = [("name", "model"), ("test_accuracy", "test acc (%)"), ("params", "params"), ("macs", "MACs"),
+# without labels (an unlabelled dataset) a run's quality is top-1 agreement with its original
+SCORES = {"test_accuracy": "test accuracy", "test_agreement": "top-1 agreement with the original"}
+
+
+def score_key(row: dict[str, Any]) -> str:
+    """Which of :data:`SCORES` a row or metrics record holds."""
+    return "test_accuracy" if "test_accuracy" in row else "test_agreement"
+
+
+TABLE_COLUMNS = [("name", "model"), ("test_accuracy", "test acc (%)"), ("test_agreement", "agreement (%)"),
+                 ("params", "params"), ("macs", "MACs"),
                  ("macs_reduction", "MACs reduction (x)"), ("torch_b1_ms", "torch b1 (ms)"),
                  ("torch_b64_ms", "torch b64 (ms)"), ("ts_b64_ms", "TorchScript b64 (ms)"), ("ort_b1_ms", "ORT b1 (ms)"),
                  ("ort_b64_ms", "ORT b64 (ms)"), ("speedup_torch_b64", "torch speed-up b64 (x)"),
@@ -162,11 +172,11 @@ def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
     ref = evaluation.get("macs_reference")
     if ref:
         this = f"{pr[key] / base[key]:.1%}, " if key in pr and key in base else ""
+        score = score_key(pr)
         lines.append(f"MACs-targeted reference (the default search at {ref['macs_target']:.1%} of the MACs, the MACs "
                      "target whose uniform policy the latency model predicts at the same latency; same fine-tune): "
-                     f"{ref['latency_fraction']:.1%} of the original's latency measured, test accuracy "
-                     f"{ref['test_accuracy']:.2f}% (this run: {this}{pr['test_accuracy']:.2f}%, "
-                     f"{pr['test_accuracy'] - ref['test_accuracy']:+.2f} points).")
+                     f"{ref['latency_fraction']:.1%} of the original's latency measured, {SCORES[score]} "
+                     f"{ref[score]:.2f}% (this run: {this}{pr[score]:.2f}%, {pr[score] - ref[score]:+.2f} points).")
     return [" ".join(lines), ""]
 
 
@@ -181,7 +191,7 @@ def _check_shapes(run_dir: Path, search_dir: Path | None, evaluation: Any, polic
     if evaluation is not None:
         rows = evaluation.get("rows") if isinstance(evaluation, dict) else None
         if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and isinstance(
-                r.get("test_accuracy"), (int, float)) for r in rows)):
+                r.get(score_key(r)), (int, float)) for r in rows)):
             raise bad(run_dir / "evaluation.json", "lacks its 'rows' of evaluated models")
     if policy is not None and not (isinstance(policy, dict) and isinstance(policy.get("policy"), dict)
                                    and isinstance(policy.get("achieved"), (int, float))):
@@ -220,15 +230,21 @@ def write_report(run_dir: str | Path) -> Path:
         if "speedup_vs_macs_b64" in pr:
             md.append(speedup_sentence(pr) + " Latencies: " + timing_note(pr) + ".")
         md += _latency_lines(evaluation, summary)
-        drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
-        md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
+        score = score_key(pr)
+        if score == "test_accuracy":
+            drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
+            md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
+        else:
+            md += [f"No labels: the pruned, fine-tuned net's top-1 prediction agrees with the original's on "
+                   f"{pr[score]:.2f}% of the held-out images (test accuracy needs labels).", ""]
         ref = evaluation.get("uniform_reference")
         if ref:
-            gain = pr["test_accuracy"] - ref["test_accuracy"]
+            gain = pr[score] - ref[score]
             same = " (the search chose the uniform policy itself)" if ref.get("same_as_searched") else ""
+            what = "" if score == "test_accuracy" else f" {SCORES[score]}"
             md += [f"Reference: the uniform policy (one keep ratio for every group) with the same fine-tune reached "
-                   f"{ref['test_accuracy']:.2f}% at {ref['macs'] / evaluation['rows'][0]['macs']:.1%} of the MACs; "
-                   f"the searched policy {pr['test_accuracy']:.2f}% ({gain:+.2f} points){same}.", ""]
+                   f"{ref[score]:.2f}%{what} at {ref['macs'] / evaluation['rows'][0]['macs']:.1%} of the MACs; "
+                   f"the searched policy {pr[score]:.2f}% ({gain:+.2f} points){same}.", ""]
     if summary:
         target = summary.get("macs_target", summary.get("flops_target"))  # the key's name before the rename
         target = f"{target:.0%}" if isinstance(target, (int, float)) else "?"
@@ -266,4 +282,4 @@ def write_report(run_dir: str | Path) -> Path:
     return write_text(run_dir / "report.md", "\n".join(md))
 
 
-__all__ = ["write_report", "markdown_table", "format_value", "TABLE_COLUMNS"]
+__all__ = ["write_report", "markdown_table", "format_value", "score_key", "SCORES", "TABLE_COLUMNS"]
