@@ -722,9 +722,14 @@ def test_machine_check_sets_each_rerun_beside_the_same_cell_of_another_machine()
 
 
 def test_label_free_benchmark_fine_tunes_both_arms_and_resumes(digits_ckpt, tmp_path):
-    """Both arms fine-tune the same pruned net; the page's numbers are the cached results; a rerun reuses them."""
+    """Both arms fine-tune the same pruned net; the page's numbers are the cached results; a rerun reuses them.
+    With --main-job, the whole main job runs with labels and on the unlabelled copy, the latter reporting
+    agreement, and both runs' nets are scored on the labelled test set."""
+    (tmp_path / "run.yaml").write_text("search:\n  macs_target: 0.3\n  episodes: 8\n  warmup: 4\n  calib_size: 64\n"
+                                       "  val_size: 128\nfinetune:\n  epochs: 1\nlatency_repeats: 2\n")
     args = ["--baseline", str(digits_ckpt), "--seeds", "0", "--epochs", "1", "--threads", "1", "--macs", "0.3",
-            "--work", str(tmp_path / "w"), "--out", str(tmp_path / "lf"), "--quiet"]
+            "--work", str(tmp_path / "w"), "--out", str(tmp_path / "lf"), "--quiet", "--main-job", "--run-config",
+            str(tmp_path / "run.yaml")]
     res = run("label_free.py", *args)
     assert res.returncode == 0, res.stderr[-2000:]
     rep = json.loads((tmp_path / "lf.json").read_text())
@@ -738,6 +743,17 @@ def test_label_free_benchmark_fine_tunes_both_arms_and_resumes(digits_ckpt, tmp_
     assert "test_agreement" in metrics and metrics["dataset"] == "npz"
     page = (tmp_path / "lf.md").read_text()
     assert f"| label-free: distillation alone, labels removed | {cached['label-free']:.2f} |" in page
-    stamp = (tmp_path / "w" / "labelled-s0" / "result.json").stat().st_mtime_ns
+    # the main job: the label-free run reports agreement, the labelled one accuracy, on the same test images
+    lab, free = (rep["main_job"][arm][0] for arm in ("labelled", "label-free"))
+    assert (lab["score"], free["score"]) == ("test_accuracy", "test_agreement")
+    ev = {arm: json.loads((tmp_path / "w" / f"run-{arm}-s0" / "run" / "evaluation.json").read_text())
+          for arm in ("labelled", "label-free")}
+    assert lab["searched"] == lab["searched_score"] == ev["labelled"]["rows"][-1]["test_accuracy"]
+    assert free["searched_score"] == ev["label-free"]["rows"][-1]["test_agreement"] >= 50
+    assert ev["label-free"]["dataset"] == "npz" and free["searched"] >= 50  # labels never read, far above chance
+    assert f"| 0 | {lab['searched']:.2f} / {lab['uniform']:.2f}, {lab['searched'] - lab['uniform']:+.2f} | " \
+           f"{free['searched_score']:.2f} / {free['uniform_score']:.2f}," in page
+    stamps = [(tmp_path / "w" / d / "result.json").stat().st_mtime_ns for d in ("labelled-s0", "run-label-free-s0")]
     assert run("label_free.py", *args).returncode == 0
-    assert (tmp_path / "w" / "labelled-s0" / "result.json").stat().st_mtime_ns == stamp
+    assert [(tmp_path / "w" / d / "result.json").stat().st_mtime_ns
+            for d in ("labelled-s0", "run-label-free-s0")] == stamps

@@ -252,6 +252,7 @@ CASES = {
     "threads beyond any machine": ["evaluate", f"{T}/good.pt", "--threads", "100000"],
     "report of a checkpoint file": ["report", f"{T}/good.pt"],
     "search --out an existing file": ["search", f"{T}/good.pt", "--out", f"{T}/a_file"],
+    "export --out where no folder can be made": ["export", f"{T}/good.pt", "--out", "/proc/entroprune/m.onnx"],
     "search --out the checkpoint itself": ["search", f"{T}/good.pt", "--out", f"{T}/good.pt"],
     "export --out a folder, --force": ["export", f"{T}/good.pt", "--out", f"{T}/base", "--force"],
     "cuda without a GPU": ["evaluate", f"{T}/good.pt", "--device", "cuda"] if not torch.cuda.is_available()
@@ -334,6 +335,8 @@ EXPECT = {
     "run from a pruned checkpoint": "pruned.pt is already pruned; run on the original",
     "run from a checkpoint whose dataset is gone": "mnist IDX files not found",
     "run on unlabelled images with the accuracy reward": "has no labels, and the accuracy reward needs them",
+    "export --out where no folder can be made": "--out /proc/entroprune/m.onnx: output directory /proc/entroprune "
+                                                 "is not writable",
     "run on unlabelled images without distillation": "has no labels: the fine-tune must distil from the original",
     "pruning record a string": "its pruning record needs",
     "truncated search state on resume": "cut_state/search_state.pt is unreadable",

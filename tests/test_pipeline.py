@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -276,28 +275,27 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
 
 
 def test_run_without_labels(digits_ckpt, tmp_path):
-    """The reward needs no labels, and neither does the main job: a checkpoint whose dataset is a flat folder of
-    images runs end to end, fine-tunes by distillation, and reports top-1 agreement with the original (the
-    searched net's and the uniform reference's) where it would report test accuracy."""
+    """The reward needs no labels, and neither does the main job: a checkpoint run on a flat folder of images
+    runs end to end, fine-tunes by distillation, and reports top-1 agreement with the original (the searched
+    net's and the uniform reference's) where it would report test accuracy."""
     import numpy as np
     from PIL import Image
 
-    import entroprune as ep
+    from entroprune.config import load_config
     from entroprune.data import load_dataset
 
     flat = tmp_path / "flat"  # the digits' training images with no class sub-folders: no labels anywhere
     flat.mkdir()
     for i, img in enumerate(load_dataset("digits").train.x[:900]):
         Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8)).save(flat / f"{i}.png")
-    model, ckpt = load_model(digits_ckpt)
-    mine = tmp_path / "mine.pt"
-    ep.save_checkpoint(mine, replace(ckpt.spec, dataset="imagefolder", data_dir=str(flat)), model)
     proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--checkpoint",
-                           str(mine), "--macs-target", "0.3", "--out-root", str(tmp_path / "runs")],
-                          capture_output=True, text=True, timeout=300)
+                           str(digits_ckpt), "--dataset", "imagefolder", "--data-dir", str(flat), "--macs-target",
+                           "0.3", "--out-root", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "no labels in imagefolder: the fine-tune distils from the original" in proc.stderr
     (run,) = (tmp_path / "runs").iterdir()
+    again = load_config(run / "config.yaml")  # reruns on the same images
+    assert (again.dataset, again.data_dir) == ("imagefolder", str(flat))
     ev = json.loads((run / "evaluation.json").read_text())
     original, pruned = ev["rows"]
     assert "test_accuracy" not in original and "test_accuracy" not in pruned
@@ -336,6 +334,22 @@ def test_workers_set_the_episode_batch_unless_given():
     assert parse_config({"workers": 3, "search": {"episode_batch": 1}}).search.episode_batch == 1
     assert parse_config({}).search.episode_batch == 1
     assert parse_config({"seed": 4}).search.seed == 4  # one seed for every stage
+
+
+def test_config_file_flags_and_quick_preset(tmp_path):
+    """Flags (as overrides) win over the file; the quick preset's digits are its baseline's, so a quick run of a
+    checkpoint keeps the checkpoint's images unless the file or a flag names others."""
+    from entroprune.config import ZOO_DATASET, load_config
+
+    (tmp_path / "c.yaml").write_text("seed: 3\ndataset: mnist\nsearch:\n  macs_target: 0.4\n")
+    cfg = load_config(tmp_path / "c.yaml", overrides={"seed": 5, "search": {"latency_target": 0.5}})
+    assert (cfg.seed, cfg.search.seed, cfg.dataset) == (5, 5, "mnist")
+    assert (cfg.search.macs_target, cfg.search.latency_target) == (0.4, 0.5)
+    assert load_config(None).dataset is None and ZOO_DATASET == "fashion-mnist"  # the zoo baseline's default
+    assert load_config(None, quick=True).dataset == "digits"
+    assert load_config(None, quick=True, overrides={"checkpoint": "m.pt"}).dataset is None  # the checkpoint's own
+    assert load_config(tmp_path / "c.yaml", quick=True, overrides={"checkpoint": "m.pt"}).dataset == "mnist"
+    assert load_config(None, quick=True, overrides={"checkpoint": "m.pt", "dataset": "npz"}).dataset == "npz"
 
 
 def test_python_api_on_any_module(tmp_path):

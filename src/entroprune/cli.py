@@ -172,6 +172,12 @@ def _check_output_file(path: Path, inputs: list[Path], force: bool, option: str 
         parent = parent.parent
     if not parent.is_dir():
         raise ConfigError(f"{option} {path}: {parent} is a file, not a folder; choose another path")
+    from .utils import check_writable_dir
+
+    try:  # a folder that cannot be made or written is the path's fault, found before the work, not after it
+        check_writable_dir(target.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{option} {path}: {str(exc).split('; ')[0]}; choose another path") from None
 
 
 @app.command()
@@ -523,6 +529,10 @@ def run(
     latency_target: Annotated[float | None, typer.Option(
         help="Fraction of the measured latency to keep (overrides the config's search.latency_target; the MACs "
              "target holds too: --macs-target 1 leaves time alone).")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="The images (overrides the config): the baseline's, or with --checkpoint those to prune on (default: the "
+             "checkpoint's own; unlabelled images run label-free).")] = None,
+    data_dir: DataDir = None,
     quick: Annotated[bool, typer.Option(help="A small smoke run of the whole pipeline (< 1 minute).")] = False,
     out_root: Annotated[Path | None, typer.Option("--out-root", help="Where run folders go (default: runs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
@@ -537,19 +547,13 @@ def run(
     for flag, value in (("--macs-target", macs_target), ("--latency-target", latency_target)):
         if value is not None and not 0 < value <= 1:  # checked here: the config's checks name config keys
             raise ConfigError(f"{flag} must lie in (0, 1] (the fraction kept), got {value}")
-    cfg = load_config(config, quick=quick)
-    if checkpoint is not None:
-        cfg.checkpoint = str(checkpoint)
-    if macs_target is not None:
-        cfg.search.macs_target = macs_target
-    if latency_target is not None:
-        cfg.search.latency_target = latency_target
-    if out_root is not None:
-        cfg.out_root = str(out_root)
-    if seed is not None:
-        cfg.seed = seed
-    if device is not None:
-        cfg.device = device
+    flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
+             "out_root": out_root and str(out_root), "seed": seed, "device": device}
+    search = {"macs_target": macs_target, "latency_target": latency_target}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if any(v is not None for v in search.values()):
+        overrides["search"] = {k: v for k, v in search.items() if v is not None}
+    cfg = load_config(config, quick=quick, overrides=overrides)
     run_dir = run_pipeline(cfg, quiet=quiet, say=lambda m: err.print(m, highlight=False))
     import json as _json
 

@@ -50,17 +50,24 @@ class FinetuneConfig:
     nproc: Annotated[int, Field(ge=1)] = 1
 
 
+# The images of the main job's zoo baseline when the config names none
+ZOO_DATASET = "fashion-mnist"
+
+
 @dataclass
 class RunConfig:
     """Everything ``entroprune run`` does, end to end."""
 
     __pydantic_config__ = _STRICT
     # A trained entroprune checkpoint (`entroprune train`, or entroprune.save_checkpoint) to prune instead of
-    # training the zoo baseline: the run takes the checkpoint's model and dataset (model, dataset and baseline
-    # describe a baseline to train and are then unused), and data_dir, if set, says where that dataset lives.
+    # training the zoo baseline: the run takes the checkpoint's model (model and baseline describe a baseline
+    # to train and are then unused).
     checkpoint: str | None = None
     model: str = "vgg"
-    dataset: str = "fashion-mnist"
+    # The images: the zoo baseline's (null: ZOO_DATASET, fashion-mnist), or with a checkpoint those the
+    # search, prune and fine-tunes run on and the report scores on (null: the checkpoint's own dataset;
+    # unlabelled images make the run label-free). data_dir, if set, says where they live.
+    dataset: str | None = None
     data_dir: str | None = None
     seed: int = 0
     device: str = "auto"
@@ -193,12 +200,20 @@ def _strict_loader() -> type:
     return StrictLoader
 
 
-def load_config(path: str | Path | None, quick: bool = False) -> RunConfig:
+def load_config(path: str | Path | None, quick: bool = False, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The config file's settings (or none) over the defaults, or over the quick preset's with ``quick``;
+    ``overrides`` (a command line's flags, as config keys) win over the file. The quick preset's dataset is
+    its baseline's: a run with a checkpoint keeps the checkpoint's unless the file or an override names one."""
+    data = _merge(_read_config(path) if path is not None else {}, overrides or {})
+    base = quick_config() if quick else RunConfig()
+    if quick and data.get("checkpoint") is not None and "dataset" not in data:
+        base.dataset = None
+    return parse_config(data, base) if data else base
+
+
+def _read_config(path: str | Path) -> dict[str, Any]:
     import yaml
 
-    base = quick_config() if quick else RunConfig()
-    if path is None:
-        return base
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist; pass an existing YAML file")
@@ -210,7 +225,7 @@ def load_config(path: str | Path | None, quick: bool = False) -> RunConfig:
         raise ConfigError(f"{p} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p} must hold a YAML mapping of settings, not {type(data).__name__}")
-    return parse_config(data, base)
+    return data
 
 
 def dump_config(cfg: RunConfig) -> str:
@@ -219,5 +234,5 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-__all__ = ["RunConfig", "BaselineConfig", "FinetuneConfig", "load_config", "parse_config", "dump_config",
+__all__ = ["ZOO_DATASET", "RunConfig", "BaselineConfig", "FinetuneConfig", "load_config", "parse_config", "dump_config",
            "quick_config"]

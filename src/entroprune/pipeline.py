@@ -50,7 +50,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     """The main job: baseline (cached) -> entropy search -> prune -> fine-tune -> evaluate
     -> export -> report, in a fresh run folder. Returns the folder. A checkpoint whose dataset has no labels
     runs label-free: distilling fine-tunes, and top-1 agreement with the original in place of test accuracy."""
-    from .config import dump_config
+    from .config import ZOO_DATASET, dump_config
     from .report import write_report
     from .search import SearchConfig
     from .utils import resolve_device, set_threads, write_text
@@ -62,8 +62,10 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     _check_workers(cfg.workers, cfg.ray_address)
     t0 = time.perf_counter()
     given = _given_checkpoint(cfg, say) if cfg.checkpoint is not None else None  # checked before any output
-    dataset = cfg.dataset if given else resolve_dataset(cfg.dataset, cfg.data_dir, say)
-    cfg.dataset = dataset
+    if given is None:
+        cfg.dataset = resolve_dataset(cfg.dataset or ZOO_DATASET, cfg.data_dir, say)
+    dataset = cfg.dataset
+    assert dataset is not None  # _given_checkpoint names the checkpoint's
     cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})
     cfg.search.validate()
     root = Path(cfg.out_root)
@@ -87,13 +89,13 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     t0 = time.perf_counter()
     say(f"search: {cfg.search.agent} with the {cfg.search.reward.kind} reward, {cfg.search.episodes} episodes, "
         f"target {cfg.search.macs_target:.0%} of the MACs")
-    result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, data_dir=cfg.data_dir, device=device,
-                               quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address)
+    result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, dataset=cfg.dataset, data_dir=cfg.data_dir,
+                               device=device, quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address)
     timings["search"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    prune_checkpoint(ckpt_path, run_dir / "search" / "policy.json", run_dir / "pruned", data_dir=cfg.data_dir,
-                     device=device)
+    prune_checkpoint(ckpt_path, run_dir / "search" / "policy.json", run_dir / "pruned", dataset=cfg.dataset,
+                     data_dir=cfg.data_dir, device=device)
     timings["prune"] = time.perf_counter() - t0
     f = cfg.finetune
     t0 = time.perf_counter()
@@ -103,8 +105,8 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
 
     t0 = time.perf_counter()
     say("evaluate: accuracy, MACs and CPU latency (torch eager, TorchScript, onnxruntime)")
-    rows = evaluate_checkpoint(run_dir / "finetuned" / "model.pt", data_dir=cfg.data_dir, device=device,
-                               latency=True, repeats=cfg.latency_repeats)
+    rows = evaluate_checkpoint(run_dir / "finetuned" / "model.pt", dataset=cfg.dataset, data_dir=cfg.data_dir,
+                               device=device, latency=True, repeats=cfg.latency_repeats)
     timings["evaluate"] = time.perf_counter() - t0
     export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
                       cfg.export_format)
@@ -165,16 +167,17 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     if ckpt.pruning:
         raise ConfigError(f"{path} is already pruned; run on the original (unpruned) checkpoint")
     spec = ckpt.spec
-    data = load_data_for_spec(spec, None, cfg.data_dir)  # a missing dataset is one line here, not after a search
+    dataset = cfg.dataset or spec.dataset
+    data = load_data_for_spec(spec, dataset, cfg.data_dir)  # a missing dataset is one line here, not after a search
     if not data.labelled:
         _check_label_free(cfg, data.name)
-    # the config's model, dataset and baseline keys describe a baseline to train: unused here, whatever they say
-    say(f"baseline: {path}, the checkpoint's {spec.model} on {spec.dataset} (no baseline trained)")
+    # the config's model and baseline keys describe a baseline to train: unused here, whatever they say
+    say(f"baseline: {path}, the checkpoint's {spec.model} on {dataset} (no baseline trained)")
     if not data.labelled:
         say(f"no labels in {data.name}: the fine-tune distils from the original, and the report gives top-1 "
             "agreement with it on held-out images instead of test accuracy")
     # the run's config.yaml reruns it from any folder
-    cfg.checkpoint, cfg.model, cfg.dataset = str(path.resolve()), spec.model, spec.dataset
+    cfg.checkpoint, cfg.model, cfg.dataset = str(path.resolve()), spec.model, dataset
     return path
 
 
@@ -200,7 +203,7 @@ def _finetune_like_run(folder: Path, cfg: RunConfig, device: torch.device | str,
     f = cfg.finetune
     return finetune_checkpoint(folder / "pruned" / "model.pt", folder / "finetuned", epochs=f.epochs, lr=f.lr,
                                batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device,
-                               quiet=quiet, data_dir=cfg.data_dir, nproc=f.nproc)
+                               quiet=quiet, dataset=cfg.dataset, data_dir=cfg.data_dir, nproc=f.nproc)
 
 
 def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
@@ -239,7 +242,8 @@ def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cf
         return {**_scored(finetuned), "same_as_searched": True}
     say("uniform reference: the uniform policy with the same fine-tune")
     write_json(out / "policy.json", {"policy": uniform, "agent": "uniform"})
-    prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", data_dir=cfg.data_dir, device=device)
+    prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", dataset=cfg.dataset, data_dir=cfg.data_dir,
+                     device=device)
     return {**_scored(_finetune_like_run(out, cfg, device, quiet)), "same_as_searched": False}
 
 
@@ -260,12 +264,13 @@ def _macs_reference(ckpt_path: Path, out: Path, target: float, searched: SearchC
 
     say(f"MACs reference: the default search at {target:.1%} of the MACs (the same predicted latency), fine-tuned alike")
     res = search_checkpoint(ckpt_path, out / "search", replace(searched, macs_target=target, latency_target=None),
-                            data_dir=cfg.data_dir, device=device, quiet=quiet, workers=cfg.workers,
-                            ray_address=cfg.ray_address)
-    prune_checkpoint(ckpt_path, out / "search" / "policy.json", out / "pruned", data_dir=cfg.data_dir, device=device)
+                            dataset=cfg.dataset, data_dir=cfg.data_dir, device=device, quiet=quiet,
+                            workers=cfg.workers, ray_address=cfg.ray_address)
+    prune_checkpoint(ckpt_path, out / "search" / "policy.json", out / "pruned", dataset=cfg.dataset,
+                     data_dir=cfg.data_dir, device=device)
     m = _finetune_like_run(out, cfg, device, quiet)
-    rows = evaluate_checkpoint(out / "finetuned" / "model.pt", data_dir=cfg.data_dir, device=device, latency=True,
-                               repeats=cfg.latency_repeats)
+    rows = evaluate_checkpoint(out / "finetuned" / "model.pt", dataset=cfg.dataset, data_dir=cfg.data_dir,
+                               device=device, latency=True, repeats=cfg.latency_repeats)
     key = f"{RUNTIMES[searched.latency_backend]}_b64_ms"
     return {"macs_target": target, "achieved": res.achieved, "chosen": res.summary.get("chosen", "search"),
             **_scored(m), "latency_fraction": rows[-1][key] / rows[0][key], "backend": searched.latency_backend}
