@@ -101,6 +101,7 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     (tmp_path / "ray_address_alone.yaml").write_text("ray_address: auto\n")
     (tmp_path / "accuracy_reward.yaml").write_text("search:\n  reward:\n    kind: accuracy\n")
     (tmp_path / "no_distill.yaml").write_text("finetune:\n  distill: false\n")
+    (tmp_path / "zero_epochs.yaml").write_text("baseline:\n  epochs: 0\n")
     (tmp_path / "a_file").write_text("x")
     # policies with bad fields, checked where the policy is read
     half = {g: 0.5 for g in good_groups}
@@ -252,6 +253,8 @@ CASES = {
     "threads beyond any machine": ["evaluate", f"{T}/good.pt", "--threads", "100000"],
     "report of a checkpoint file": ["report", f"{T}/good.pt"],
     "search --out an existing file": ["search", f"{T}/good.pt", "--out", f"{T}/a_file"],
+    "train --epochs 0": ["train", "--epochs", "0", "--out", f"{T}/out"],
+    "run with baseline.epochs 0": ["run", "--config", f"{T}/zero_epochs.yaml", "--out-root", f"{T}/out"],
     "export --out where no folder can be made": ["export", f"{T}/good.pt", "--out", "/proc/entroprune/m.onnx"],
     "search --out the checkpoint itself": ["search", f"{T}/good.pt", "--out", f"{T}/good.pt"],
     "export --out a folder, --force": ["export", f"{T}/good.pt", "--out", f"{T}/base", "--force"],
@@ -335,6 +338,8 @@ EXPECT = {
     "run from a pruned checkpoint": "pruned.pt is already pruned; run on the original",
     "run from a checkpoint whose dataset is gone": "mnist IDX files not found",
     "run on unlabelled images with the accuracy reward": "has no labels, and the accuracy reward needs them",
+    "train --epochs 0": "--epochs must be >= 1 to train a baseline, got 0",
+    "run with baseline.epochs 0": "config key 'baseline.epochs' must be >= 1 to train a baseline",
     "export --out where no folder can be made": "--out /proc/entroprune/m.onnx: output directory /proc/entroprune "
                                                  "is not writable",
     "run on unlabelled images without distillation": "has no labels: the fine-tune must distil from the original",

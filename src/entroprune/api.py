@@ -72,6 +72,8 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
     build_model(model, 2, 1, width_mult)  # fail on a bad name before touching data or disk
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment)
     config.validate()
+    if epochs < 1:  # a fine-tune of 0 epochs recalibrates BN; a baseline of 0 epochs is an untrained net
+        raise ConfigError(f"`epochs` must be >= 1 to train a baseline, got {epochs}")
     refuse_output_inside(out_dir, [data_dir])
     data = load_dataset(dataset, data_dir, seed=seed, min_size=min_input_size(model),
                         train_limit=train_limit)

@@ -116,6 +116,8 @@ class RunConfig:
         at("finetune", lambda: TrainConfig(epochs=f.epochs, lr=f.lr, batch_size=f.batch_size).validate())
         if self.baseline.width_mult <= 0 or (b.train_limit is not None and b.train_limit < 1):
             raise ConfigError("config key 'baseline': width_mult must be > 0 and train_limit >= 1 (or null)")
+        if self.checkpoint is None and b.epochs < 1:  # checked here, not when the run folder already exists
+            raise ConfigError(f"config key 'baseline.epochs' must be >= 1 to train a baseline, got {b.epochs}")
         at("search", self.search.validate)
         known = set(inspect.signature(DDPGAgent.__init__).parameters) - {"self", "obs_dim", "seed", "warmup"}
         unknown = sorted(set(self.search.ddpg) - known)
