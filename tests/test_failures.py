@@ -253,6 +253,8 @@ CASES = {
     "threads beyond any machine": ["evaluate", f"{T}/good.pt", "--threads", "100000"],
     "report of a checkpoint file": ["report", f"{T}/good.pt"],
     "search --out an existing file": ["search", f"{T}/good.pt", "--out", f"{T}/a_file"],
+    "run training a baseline on unlabelled images": ["run", "--quick", "--dataset", "imagefolder", "--data-dir",
+                                                     f"{T}/flat_imgs", "--out-root", f"{T}/out"],
     "train --epochs 0": ["train", "--epochs", "0", "--out", f"{T}/out"],
     "run with baseline.epochs 0": ["run", "--config", f"{T}/zero_epochs.yaml", "--out-root", f"{T}/out"],
     "export --out where no folder can be made": ["export", f"{T}/good.pt", "--out", "/proc/entroprune/m.onnx"],
@@ -338,6 +340,7 @@ EXPECT = {
     "run from a pruned checkpoint": "pruned.pt is already pruned; run on the original",
     "run from a checkpoint whose dataset is gone": "mnist IDX files not found",
     "run on unlabelled images with the accuracy reward": "has no labels, and the accuracy reward needs them",
+    "run training a baseline on unlabelled images": "has no labels, and the zoo baseline trains on them",
     "train --epochs 0": "--epochs must be >= 1 to train a baseline, got 0",
     "run with baseline.epochs 0": "config key 'baseline.epochs' must be >= 1 to train a baseline",
     "export --out where no folder can be made": "--out /proc/entroprune/m.onnx: output directory /proc/entroprune "

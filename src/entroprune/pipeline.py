@@ -71,6 +71,8 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     root = Path(cfg.out_root)
     b = cfg.baseline
     cache = root / "cache" / f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
+    if given is None and not (cache / "model.pt").exists():
+        _check_baseline_data(cfg, dataset)  # found here, not after the run folder is made
     run_dir = _fresh_run_dir(root, run_dir)
     write_text(run_dir / "config.yaml", dump_config(cfg))
     t_all = time.perf_counter()
@@ -179,6 +181,18 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     # the run's config.yaml reruns it from any folder
     cfg.checkpoint, cfg.model, cfg.dataset = str(path.resolve()), spec.model, dataset
     return path
+
+
+def _check_baseline_data(cfg: RunConfig, dataset: str) -> None:
+    """The images a zoo baseline would train on: present and labelled."""
+    from .data import load_dataset
+    from .models import min_input_size
+
+    data = load_dataset(dataset, cfg.data_dir, seed=cfg.seed, min_size=min_input_size(cfg.model),
+                        train_limit=cfg.baseline.train_limit)
+    if not data.labelled:
+        raise DataError(f"dataset {dataset} has no labels, and the zoo baseline trains on them: put the images in "
+                        "one sub-folder per class, or prune a model trained elsewhere on them (`checkpoint`)")
 
 
 def _check_label_free(cfg: RunConfig, name: str) -> None:
