@@ -316,7 +316,8 @@ def test_run_without_labels(digits_ckpt, tmp_path):
 def test_run_config_scales_out(tmp_path):
     """workers and finetune.nproc in the main job's config reach the search and the fine-tune."""
     pytest.importorskip("ray")
-    (tmp_path / "c.yaml").write_text("workers: 2\nfinetune:\n  nproc: 2\n")
+    # no uniform reference line: a second data-parallel fine-tune would show nothing the first does not
+    (tmp_path / "c.yaml").write_text("workers: 2\nfinetune:\n  nproc: 2\nreference_uniform: false\n")
     proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--config",
                            str(tmp_path / "c.yaml"), "--out-root", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
