@@ -203,7 +203,7 @@ def _check_label_free(cfg: RunConfig, name: str) -> None:
     s = cfg.search
     kinds = [("search.reward.kind", s.reward.kind)] + ([("search.rerank_reward", s.rerank_reward)] if s.reranks else [])
     for key, kind in kinds:
-        if "accuracy" in REWARDS[kind].needs:
+        if REWARDS[kind].needs_labels:
             raise DataError(f"dataset {name} has no labels, and the {kind} reward needs them; set config key "
                             f"{key!r} to a label-free reward (entropy, kl)")
     if not cfg.finetune.distill:

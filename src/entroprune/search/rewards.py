@@ -100,6 +100,11 @@ class RewardKind:
     needs: frozenset[str]
     formula: Callable[[RewardConfig, dict[str, float | None]], float]
 
+    @property
+    def needs_labels(self) -> bool:
+        """Validation accuracy is the only reading that needs labelled images."""
+        return "accuracy" in self.needs
+
 
 #: The reward kinds by name; :func:`register_reward` adds one (the CLI, configs and the re-ranking read it).
 REWARDS: dict[str, RewardKind] = {}
@@ -161,7 +166,7 @@ class RewardEvaluator:
                  batch_size: int | None = None, extra_variants: Sequence[str] = (),
                  recovery_images: torch.Tensor | None = None, seed: int = 0):
         config.validate()
-        if "accuracy" in REWARDS[config.kind].needs and (val is None or len(val[0]) == 0 or (val[1] < 0).any()):
+        if REWARDS[config.kind].needs_labels and (val is None or len(val[0]) == 0 or (val[1] < 0).any()):
             raise ConfigError(f"the {config.kind} reward needs labelled validation images; "
                               "use `reward.kind=entropy` for unlabelled data")
         if len(calib) == 0:
