@@ -108,9 +108,13 @@ def main_job(arm: str, seed: int, ckpt: Path, spec, args: argparse.Namespace) ->
         run = run_pipeline(cfg, quiet=args.quiet, say=(lambda _: None) if args.quiet else print, run_dir=out / "run")
         ev = json.loads((run / "evaluation.json").read_text())
         ref, key = ev["uniform_reference"], score_key(ev["rows"][-1])
-        searched = labelled_accuracy(run / "finetuned" / "model.pt", spec)
-        uniform = searched if ref["same_as_searched"] else labelled_accuracy(run / "uniform" / "finetuned" / "model.pt",
-                                                                             spec)
+        # a labelled run's report already holds both nets' test accuracy; a label-free one's must be read
+        if key == "test_accuracy":
+            searched, uniform = ev["rows"][-1][key], ref[key]
+        else:
+            searched = labelled_accuracy(run / "finetuned" / "model.pt", spec)
+            uniform = searched if ref["same_as_searched"] else labelled_accuracy(
+                run / "uniform" / "finetuned" / "model.pt", spec)
         policy = json.loads((run / "search" / "policy.json").read_text())["policy"]
         result.write_text(json.dumps({"score": key, "searched_score": ev["rows"][-1][key], "uniform_score": ref[key],
                                       "searched": searched, "uniform": uniform, "chosen": ev["chosen"],
