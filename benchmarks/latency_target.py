@@ -60,6 +60,22 @@ def step(path: Path, make) -> dict:
     return res
 
 
+def same_net_finetuned(pruned: Path, seed: int, dirs: list[Path]) -> Path | None:
+    """The fine-tune result (``finetune-s{seed}.json``) of a pruned net identical to ``pruned`` (same spec, same
+    tensors) in another kind's folder under ``dirs``: two searches that return the same policy share it."""
+    mine = torch.load(pruned, weights_only=True)
+    for d in dirs:
+        for other in sorted(d.glob("*/pruned/model.pt")):
+            res = other.parent.parent / f"finetune-s{seed}.json"
+            if other.resolve() == pruned.resolve() or not res.exists():
+                continue
+            theirs = torch.load(other, weights_only=True)
+            if theirs["spec"] == mine["spec"] and theirs["state_dict"].keys() == mine["state_dict"].keys() and all(
+                    torch.equal(theirs["state_dict"][k], v) for k, v in mine["state_dict"].items()):
+                return res
+    return None
+
+
 def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
     baselines = Path(args.baselines)
     ckpt = baselines / name / "model.pt"
@@ -74,6 +90,8 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
         prune_checkpoint(ckpt, work / kind / "search" / "policy.json", work / kind / "pruned", force=True)
         return {"achieved": res.achieved, "chosen": res.summary.get("chosen"), "round_to": res.summary["config"]["round_to"],
                 "predicted_latency": res.summary.get("latency_fraction"),
+                "free_channels": res.summary.get("free_channels"),
+                "table_latency_with_free_channels": res.summary.get("table_latency_with_free_channels"),
                 "search_time_s": time.perf_counter() - t0}
 
     def latency_search() -> dict:
@@ -104,9 +122,17 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
     measured = step(work / "timing.json", timing)
 
     def finetuned(kind: str, seed: int) -> float:
-        return step(work / kind / f"finetune-s{seed}.json", lambda: finetune_checkpoint(
-            work / kind / "pruned" / "model.pt", work / kind / f"finetuned-s{seed}", epochs=args.finetune_epochs,
-            distill=True, seed=seed, force=True, quiet=args.quiet)["test_accuracy"])
+        def make() -> float:
+            pruned = work / kind / "pruned" / "model.pt"
+            src = same_net_finetuned(pruned, seed, [work, *(Path(d) / name for d in args.reuse_finetunes)])
+            if src is not None:  # deterministic on one machine: the same net and seed give the same result
+                taken = step(work / kind / "finetune_from.json", dict)
+                taken[str(seed)] = str(src)
+                (work / kind / "finetune_from.json").write_text(json.dumps(taken, indent=1))
+                return json.loads(src.read_text())
+            return finetune_checkpoint(pruned, work / kind / f"finetuned-s{seed}", epochs=args.finetune_epochs,
+                                       distill=True, seed=seed, force=True, quiet=args.quiet)["test_accuracy"]
+        return step(work / kind / f"finetune-s{seed}.json", make)
 
     def matched_round(macs_target: float) -> dict:
         """One MACs-targeted search at ``macs_target``, timed beside the latency-targeted net in the same fresh
@@ -228,6 +254,9 @@ def main() -> None:
     ap.add_argument("--match-rounds", type=int, default=4, help="MACs searches at most to reach that match")
     ap.add_argument("--no-rounding", dest="rounding", action="store_false",
                     help="skip the MACs-targeted runs comparing the 8-channel rounding with round_to: auto")
+    ap.add_argument("--reuse-finetunes", nargs="*", default=[], metavar="WORK",
+                    help="--work folders of earlier runs on this machine: a pruned net identical to one fine-tuned "
+                         "there takes that result (a fine-tune is deterministic on one machine, not across machines)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--baselines", default=str(BASELINES), help="a folder of MODEL/model.pt checkpoints")
@@ -265,6 +294,20 @@ def main() -> None:
                      f"{mt['measured']['matched_fraction']:.1%}{spread(mt['measured'], 1)} "
                      f"({mt['measured']['latency_fraction']:.1%}), {mt['rounds']}, {mean_std(acc['macs-matched'])}% | "
                      f"{paired(acc['latency'], acc['macs-matched'])} |")
+    for r in rows:
+        freed = r["latency"].get("free_channels")
+        if freed is not None:
+            kept = [t for t in freed if t["kept"]]
+            priced = (f"; the latency table prices the net with them at {r['latency']['table_latency_with_free_channels']:.1%}"
+                      if kept else "")
+            lines += ["", f"{r['model']}: free channels (`free_channels`, each one-step-wider net timed in alternation "
+                      f"with the chosen policy, kept where no slower): {len(kept)} of {len(freed)} steps kept"
+                      + "".join(f", {t['group']} {t['from']}->{t['to']} ({t['time_ratio']:.3f}x)" for t in kept)
+                      + f"{priced}; the predicted latency above is the chosen policy's."]
+        reused = sum(len(json.loads(f.read_text())) for f in (Path(args.work) / r["model"]).glob("*/finetune_from.json"))
+        if reused:
+            lines += ["", f"{r['model']}: {reused} fine-tunes taken from an identical pruned net's fine-tune with the "
+                      "same seed on this machine (`finetune_from.json` in the work folder)."]
     lines += ["", "Per fine-tune seed (test acc, %): latency-targeted / same predicted latency / same measured latency.",
               "", "| model | " + " | ".join(f"seed {s}" for s in args.finetune_seeds) + " |",
               "|---|" + "---|" * len(args.finetune_seeds)]

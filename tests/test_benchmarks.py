@@ -325,6 +325,13 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monk
     run_benchmark("--no-rounding")
     assert json.loads((tmp_path / "lt.json").read_text()) == [{k: v for k, v in rows[0].items() if k != "rounding"}]
     assert "| vgg | auto |" not in (tmp_path / "lt.md").read_text()
+    # a fresh work folder whose searches return the nets fine-tuned above takes their fine-tunes, net by net
+    run_benchmark("--no-rounding", "--work", str(tmp_path / "w2"), "--reuse-finetunes", str(tmp_path / "w"))
+    again = json.loads((tmp_path / "lt.json").read_text())[0]
+    assert again["accuracy"] == rows[0]["accuracy"] and not list((tmp_path / "w2").glob("*/*/finetuned-s*"))
+    taken = [json.loads(f.read_text()) for f in (tmp_path / "w2" / "vgg").glob("*/finetune_from.json")]
+    assert taken and all(str(tmp_path / "w" / "vgg") in src for t in taken for src in t.values())
+    assert "fine-tunes taken from an identical pruned net's fine-tune" in (tmp_path / "lt.md").read_text()
 
 
 def test_margin_replay_recomputes_the_pick_and_applies_each_margin(tmp_path):

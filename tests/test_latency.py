@@ -229,6 +229,22 @@ def test_a_search_under_a_latency_target_fits_its_model_once_and_keeps_every_can
     for c in res.summary["rerank"]:  # uniform and global were solved under the same budget
         counts = np.array([round(c["policy"][g] * lm.full_counts[i]) for i, g in enumerate(c["policy"])])
         assert lm.fraction(counts)[0] <= 0.7 + 1e-6, c["candidate"]
+    # free channels: round_to 1 under kernels that work in blocks of 8 leaves steps that cost no time; the
+    # result keeps them, times exactly as the chosen policy, and the table prices it dearer than the target
+    from entroprune.api import build_structure, load_model
+    from entroprune.prune import prune_model
+
+    chosen = next(c for c in res.summary["rerank"] if c["source"] == res.summary["chosen"])
+    kept = [t for t in res.summary["free_channels"] if t["kept"]]
+    assert kept and all(t["time_ratio"] <= 1.0 for t in kept)
+    assert all(t["time_ratio"] > 1.0 for t in res.summary["free_channels"] if not t["kept"])
+    model, ckpt = load_model(digits_ckpt)
+    structure = build_structure(model, ckpt.spec)
+    full = structure.full_counts()
+    nets = [prune_model(model, structure, [round(p[g.name] * full[i]) for i, g in enumerate(structure.groups)])[0]
+            for p in (chosen["policy"], res.policy)]
+    assert stepped_timer(nets[1], (1, 8, 8)) == stepped_timer(nets[0], (1, 8, 8))
+    assert res.summary["table_latency_with_free_channels"] > res.summary["latency_fraction"]
     stamp = model_file.stat().st_mtime_ns
     uniform = search_checkpoint(digits_ckpt, tmp_path / "s", SearchConfig(
         macs_target=1.0, latency_target=0.7, latency_batch=8, agent="uniform", latency_model=str(model_file)),
@@ -245,6 +261,13 @@ def test_the_report_puts_predicted_beside_measured_latency():
     line = _latency_lines(evaluation, summary)[0]
     assert line == ("Latency target 30% of the original: 29.0% predicted, 30.0% measured (torch, batch 64); "
                     "the model's median error on random pruned nets: 4.0%.")
+    summary["free_channels"] = [{"group": "conv2", "from": 48, "to": 64, "time_ratio": 0.98, "kept": True},
+                                {"group": "conv1", "from": 8, "to": 16, "time_ratio": 1.2, "kept": False}]
+    summary["table_latency_with_free_channels"] = 0.31
+    assert _latency_lines(evaluation, summary)[0].endswith(
+        "Free channels (each one-step-wider net timed in alternation with the chosen policy, the prediction above; "
+        "kept where no slower): 1 of 2 steps (conv2 48->64); the latency model prices the net with them at 31.0%.")
+    del summary["free_channels"]
     assert _latency_lines(evaluation, {"reward": 1}) == []
     # a latency-targeted run's MACs-targeted reference, beside the result
     evaluation["rows"][1]["test_accuracy"] = 91.5

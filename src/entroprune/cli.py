@@ -374,10 +374,8 @@ def search(
              "recovery seeds (0 = off).")] = _SEARCH.confirm_seeds,
     uniform_margin: Annotated[float, typer.Option(help="Leave uniform only for a score this fraction of its |score| "
                                                        "better (0 = best wins).")] = _SEARCH.uniform_margin,
-    recovery_steps: Annotated[int, typer.Option(
-        help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
-    recovery_images: Annotated[int, typer.Option(
-        help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
+    recovery_steps: Annotated[int, typer.Option(help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
+    recovery_images: Annotated[int, typer.Option(help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
     latency_target: Annotated[float | None, typer.Option(
         help="Also keep at most this fraction of the measured latency (a latency model is fitted on this "
              "machine, or read from --latency-model); both targets hold, --macs-target 1 for latency only.")] = _SEARCH.latency_target,
@@ -385,6 +383,7 @@ def search(
         help="latency_model.json from `entroprune latency` (default: fit one in --out).")] = _SEARCH.latency_model,
     latency_backend: Annotated[str, typer.Option(help="Runtime the latency model times: torch, torchscript or onnxruntime.")] = _SEARCH.latency_backend,
     latency_batch: Annotated[int, typer.Option(help="Inputs per forward the latency model times.")] = _SEARCH.latency_batch,
+    free_channels: Annotated[bool, typer.Option(help="Under --latency-target, widen the result by every channel step timed no slower here.")] = _SEARCH.free_channels,
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted search in --out.")] = False,
@@ -406,7 +405,7 @@ def search(
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
         latency_target=latency_target, latency_model=latency_model, latency_backend=latency_backend, latency_batch=latency_batch,
-        reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize, maximize=maximize,
+        free_channels=free_channels, reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize, maximize=maximize,
                             bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight, physical=physical_scoring))
     res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev, resume=resume,
                             force=force, quiet=quiet, importance=importance, trust_pickle=trust_pickle, workers=workers,
@@ -418,6 +417,10 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
     if "latency_fraction" in res.summary:
         out.print(f"predicted latency {res.summary['latency_fraction']:.1%} of the unpruned net's "
                   f"(target {cfg.latency_target:.1%})")
+    kept = [t for t in res.summary.get("free_channels") or [] if t["kept"]]
+    if res.summary.get("free_channels") is not None:
+        out.print(f"free channels: {len(kept)} of {len(res.summary['free_channels'])} timed channel steps ran no "
+                  "slower and were kept" + "".join(f", {t['group']} {t['from']}->{t['to']}" for t in kept))
     out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%}), "
               f"{res.episodes} episodes")
     if cfg.round_to == "auto":

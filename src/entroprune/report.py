@@ -169,6 +169,14 @@ def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
         if model.get("median_error") is not None else ""
     lines = [f"Latency target {summary['latency_target']:.0%} of the original: {summary['latency_fraction']:.1%} "
              f"predicted, {measured}{err}."]
+    freed = summary.get("free_channels")
+    if freed:
+        kept = [t for t in freed if t["kept"]]
+        steps = ", ".join(f"{t['group']} {t['from']}->{t['to']}" for t in kept) if kept else "none kept"
+        table = summary.get("table_latency_with_free_channels")
+        priced = f"; the latency model prices the net with them at {table:.1%}" if kept and table is not None else ""
+        lines.append(f"Free channels (each one-step-wider net timed in alternation with the chosen policy, the "
+                     f"prediction above; kept where no slower): {len(kept)} of {len(freed)} steps ({steps}){priced}.")
     ref = evaluation.get("macs_reference")
     if ref:
         this = f"{pr[key] / base[key]:.1%}, " if key in pr and key in base else ""

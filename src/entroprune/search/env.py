@@ -187,12 +187,12 @@ class PruningEnv(gym.Env):
         while grown:
             grown = False
             for i in range(self.n):
-                more = self._one_step_more(counts, i)
+                more = self.one_step_more(counts, i)
                 if more is not None and self.budget.fits(more)[0]:
                     counts, grown = more, True
         return counts
 
-    def _one_step_more(self, counts: np.ndarray, i: int) -> np.ndarray | None:
+    def one_step_more(self, counts: np.ndarray, i: int) -> np.ndarray | None:
         """``counts`` with group ``i`` one channel step larger (None when it is at its ceiling)."""
         if counts[i] >= self.hi_counts[i]:
             return None
@@ -225,7 +225,7 @@ class PruningEnv(gym.Env):
         if self.budget.reaches(counts, under=UNDER_TOLERANCE)[0]:
             return True
         for i in range(self.n):
-            more = self._one_step_more(counts, i)
+            more = self.one_step_more(counts, i)
             if more is not None and self.budget.fits(more, slack=1e-9)[0]:
                 return False
         return True

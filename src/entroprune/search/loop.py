@@ -99,6 +99,11 @@ class SearchConfig:
         the run folder, reused by ``resume``).
     :param latency_backend: ``torch``, ``torchscript`` or ``onnxruntime``: the runtime a fitted latency model times.
     :param latency_batch: inputs per forward a fitted latency model times.
+    :param free_channels: under a latency target, widen the chosen policy by every channel step whose
+        whole pruned net, timed on ``latency_backend`` in alternation with the chosen one on the machine
+        the search runs on, is not slower (kernels run some wider layers as fast as narrower ones, which a
+        latency table's interpolation cannot see; :mod:`entroprune.search.free_channels`). The MACs target
+        still holds. No effect without a latency target.
     :param flops_target: the old name of ``macs_target`` (deprecated: it always meant MACs).
     """
 
@@ -128,6 +133,7 @@ class SearchConfig:
     latency_model: str | None = None
     latency_backend: str = LatencyConfig.backend
     latency_batch: int = LatencyConfig.batch
+    free_channels: bool = True
     flops_target: InitVar[float | None] = None
 
     def __post_init__(self, flops_target: float | None) -> None:
@@ -625,7 +631,7 @@ class Search:
             state = torch.load(self.state_path, weights_only=True)
             saved_cfg = {"episode_batch": 1, "latency_target": None, "latency_model": None,
                          "latency_backend": LatencyConfig.backend, "latency_batch": LatencyConfig.batch,
-                         **json.loads(state["config"])}  # keys added since, at their defaults
+                         "free_channels": SearchConfig.free_channels, **json.loads(state["config"])}  # keys added since, at their defaults
             if "flops_target" in saved_cfg:  # a state saved before the rename
                 saved_cfg["macs_target"] = saved_cfg.pop("flops_target")
         except Exception as exc:  # torch.load raises many types on a truncated or foreign file
@@ -774,6 +780,24 @@ class Search:
         return {"latency_target": self.config.latency_target, "latency_fraction": float(lat[0]),
                 "latency_model": self.budget.latency.meta.get("report", {})}
 
+    def _free_channels(self, counts: np.ndarray, quiet: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The chosen policy widened where the runtime runs the wider net no slower, the MACs target kept."""
+        from ..latency import wall_pair_timer
+        from .free_channels import FREE_CHANNEL_REPEATS, free_channels
+
+        macs_only = Budget(self.structure, self.config.macs_target)
+        pair = wall_pair_timer(self.config.latency_batch, self.config.latency_backend, FREE_CHANNEL_REPEATS)
+        with progress_bar(disable=quiet) as bar:
+            task = bar.add_task("free channels (timed)", total=None, info="")
+
+            def on_trial(t: dict[str, Any]) -> None:
+                bar.update(task, advance=1, info=f"{t['group']} {t['from']}->{t['to']}: {t['time_ratio']:.3f}x"
+                                                 f"{' kept' if t['kept'] else ''}")
+            out = free_channels(self.model, self.structure, counts, self.env.one_step_more,
+                                lambda c: bool(macs_only.fits(c)[0]), pair, on_trial=on_trial)
+            bar.update(task, total=len(out[1]), completed=len(out[1]))
+        return out
+
     def finish(self, recovery_images: torch.Tensor | None, quiet: bool) -> SearchResult:
         """Re-rank (when configured), write policy.json and search.json, return the result."""
         config, structure, best = self.config, self.structure, self.best
@@ -796,16 +820,25 @@ class Search:
             if not np.array_equal(grown, counts):
                 counts, topped_up = grown, True
                 best = {**best, "achieved": structure.macs(counts) / structure.total_macs}
+        # the latency the chosen policy is predicted at: free channels were timed no slower than it, so it stays
+        # the result's best estimate (the table prices their steps dearer: that is why they were missed)
+        latency_summary, freed = self._latency_summary(counts), None
+        if config.free_channels and self.budget.latency is not None:
+            counts, freed = self._free_channels(counts, quiet)
+            if any(t["kept"] for t in freed):
+                best = {**best, "achieved": structure.macs(counts) / structure.total_macs}
+                latency_summary["table_latency_with_free_channels"] = float(self.budget.latency.fraction(counts[None])[0])
         rewards = [e["reward"] for e in entries if e["finite"]]
         spearman = _spearman([d[0] for d in self.diag], [d[1] for d in self.diag])
         time_keys = sorted({k for e in entries for k in e["times"]})
         summary = {
             "macs_target": config.macs_target, "achieved": best["achieved"], "reward": best["reward"],
-            **self._latency_summary(counts),
+            **latency_summary,
             "best_search_reward": best.get("search_reward", best["reward"]), "best_episode": best["episode"],
             "episodes": len(entries), "seed": config.seed, "agent": config.agent,
             "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,
             "within_tolerance": bool(self.env.within_tolerance(counts)), "topped_up": topped_up,
+            "free_channels": freed,
             "spearman_reward_accuracy": spearman, "diagnosed_episodes": len(self.diag),
             "reference_accuracy": self._scorer.reference_accuracy,
             "mean_time_split_s": {k: float(np.mean([e["times"].get(k, 0.0) for e in entries])) for k in time_keys},

@@ -1,0 +1,82 @@
+"""Free channels: steps kept only where the runtime (a deterministic fake here) runs the wider net no slower."""
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from entroprune.models import build_model
+from entroprune.prune import prune_model
+from entroprune.search.free_channels import free_channels
+from entroprune.structure import Structure
+from tests.test_latency import stepped_timer
+
+
+def _vgg():
+    torch.manual_seed(0)
+    model = build_model("vgg", num_classes=10, in_channels=1, width_mult=0.5).eval()
+    return model, Structure(model, torch.zeros(1, 1, 28, 28))
+
+
+def _stepper(structure, ceiling):
+    def one_step_more(counts, i):
+        if counts[i] >= ceiling[i]:
+            return None
+        more = counts.copy()
+        more[i] += 1
+        return more
+    return one_step_more
+
+
+def _stepped_pair(mods, shape):
+    return [stepped_timer(m, shape) for m in mods]
+
+
+def _channels(module: nn.Module) -> int:
+    return sum(m.out_channels for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_every_step_inside_a_kernel_block_is_kept_and_none_past_it():
+    """Kernels in blocks of 8 channels: each group widens to its block's end (its ceiling permitting), no further,
+    and the result times exactly as the chosen policy."""
+    model, structure = _vgg()
+    full = structure.full_counts()
+    counts = np.array([9, 10, 17, 20, 33, 41])[: len(full)]
+    ceiling = full.copy()
+    ceiling[0] = 12  # a ceiling inside the block stops the group there
+    got, trials = free_channels(model, structure, counts, _stepper(structure, ceiling), lambda c: True, _stepped_pair)
+    want = np.minimum(np.ceil(counts / 8) * 8, ceiling).astype(int)
+    assert list(got) == list(want)
+    assert all(t["kept"] == (t["time_ratio"] <= 1.0) for t in trials)
+    refused = [t for t in trials if not t["kept"]]
+    assert refused and all(t["from"] % 8 == 0 for t in refused)  # only steps into a new block cost time
+    shape = (1, 28, 28)
+    assert stepped_timer(prune_model(model, structure, got)[0], shape) == \
+        stepped_timer(prune_model(model, structure, counts)[0], shape)
+
+
+def test_other_targets_bound_the_steps_and_nothing_is_timed_at_a_ceiling():
+    model, structure = _vgg()
+    counts = np.array([9, 10, 17, 20, 33, 41])
+    got, trials = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
+                                lambda c: c.sum() <= counts.sum() + 3, _stepped_pair)
+    assert got.sum() == counts.sum() + 3 and all(t["kept"] for t in trials)
+    got, trials = free_channels(model, structure, counts, _stepper(structure, counts), lambda c: True, _stepped_pair)
+    assert list(got) == list(counts) and trials == []
+
+
+def test_each_step_is_timed_against_the_chosen_policy_so_errors_cannot_add_up():
+    """A runtime where every channel costs 0.4%, timed with a 0.5% bias in the wider net's favour: one step looks
+    free against the chosen net, two do not. Compared step by step with the last one kept, every step would
+    pass and the net would grow without bound."""
+    model, structure = _vgg()
+    counts = np.array([9, 10, 17, 20, 33, 41])
+    base = _channels(prune_model(model, structure, counts)[0])
+
+    def biased(mods, shape):
+        t = [1 + 0.004 * (_channels(m) - base) for m in mods]
+        return [t[0], t[1] * 0.995]
+
+    got, trials = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
+                                lambda c: True, biased)
+    assert got.sum() == counts.sum() + 1 and list(got[1:]) == list(counts[1:])
+    assert [t["kept"] for t in trials] == [True] + [False] * (len(trials) - 1)
