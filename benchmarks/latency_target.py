@@ -76,6 +76,16 @@ def same_net_finetuned(pruned: Path, seed: int, dirs: list[Path]) -> Path | None
     return None
 
 
+def chosen_policy(policy_file: Path, free_channels: list[dict]) -> dict:
+    """The search's policy as the re-ranking chose it, before its free channels (each widened group back at
+    the width its first kept step started from)."""
+    pol = json.loads(policy_file.read_text())
+    full = {g: round(c / pol["policy"][g]) for g, c in pol["counts"].items()}
+    for t in reversed([t for t in free_channels if t["kept"]]):  # the earliest kept step of a group wins
+        pol["counts"][t["group"]] = t["from"]
+    return {**pol, "policy": {g: c / full[g] for g, c in pol["counts"].items()}, "round_to": 1}
+
+
 def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
     baselines = Path(args.baselines)
     ckpt = baselines / name / "model.pt"
@@ -192,6 +202,14 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
         accuracy["macs-interpolated"] = [a + w * (b - a) for a, b in zip(acc_f, acc_s, strict=True)]
         matched["bracket"] = [{"kind": r["kind"], "macs_target": r["macs_target"], "achieved": r["achieved"],
                                "gap": gap(r), "accuracy": acc} for r, acc in ((f, acc_f), (sl, acc_s))]
+    if any(t["kept"] for t in lat.get("free_channels") or []):
+        # what the free channels bought: the chosen policy without them, fine-tuned alike
+        def prune_chosen() -> dict:
+            pol = chosen_policy(work / "latency" / "search" / "policy.json", lat["free_channels"])
+            prune_checkpoint(ckpt, pol, work / "latency-chosen" / "pruned", force=True)
+            return {"counts": pol["counts"]}
+        step(work / "latency-chosen" / "step.json", prune_chosen)
+        accuracy["latency-chosen"] = [finetuned("latency-chosen", seed) for seed in args.finetune_seeds]
     lat = {**{k: v for k, v in lat.items() if k != "latency_model"}, "fit_report": lat["latency_model"]["meta"]["report"]}
     row = {"model": name, "target": target, "latency": lat, "macs": mac, "matched": matched, "measured": measured,
            "accuracy": accuracy}
@@ -300,10 +318,15 @@ def main() -> None:
             kept = [t for t in freed if t["kept"]]
             priced = (f"; the latency table prices the net with them at {r['latency']['table_latency_with_free_channels']:.1%}"
                       if kept else "")
+            without = ""
+            if "latency-chosen" in r["accuracy"]:
+                a = r["accuracy"]
+                without = (f" Without them (the chosen policy, pruned and fine-tuned alike): {mean_std(a['latency-chosen'])}%"
+                           f"; the free channels bought {paired(a['latency'], a['latency-chosen'])} points.")
             lines += ["", f"{r['model']}: free channels (`free_channels`, each one-step-wider net timed in alternation "
                       f"with the chosen policy, kept where no slower): {len(kept)} of {len(freed)} steps kept"
                       + "".join(f", {t['group']} {t['from']}->{t['to']} ({t['time_ratio']:.3f}x)" for t in kept)
-                      + f"{priced}; the predicted latency above is the chosen policy's."]
+                      + f"{priced}; the predicted latency above is the chosen policy's.{without}"]
         reused = sum(len(json.loads(f.read_text())) for f in (Path(args.work) / r["model"]).glob("*/finetune_from.json"))
         if reused:
             lines += ["", f"{r['model']}: {reused} fine-tunes taken from an identical pruned net's fine-tune with the "

@@ -295,7 +295,15 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monk
     r = rows[0]
     assert r["latency"]["predicted_latency"] <= 0.8 + 1e-6 and 0 < r["macs"]["macs_target"] < 1
     interpolated = {"macs-interpolated"} if "bracket" in r["matched"] else set()
-    assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {"latency", "macs", "macs-matched"} | interpolated
+    # free channels kept (the stepped timer's blocks of 8 leave steps that cost nothing at round_to 1): the chosen
+    # policy without them is fine-tuned alike, its counts the result's less every kept step
+    kept = [t for t in r["latency"]["free_channels"] if t["kept"]]
+    assert kept and "Without them (the chosen policy" in (tmp_path / "lt.md").read_text()
+    chosen = json.loads((tmp_path / "w" / "vgg" / "latency-chosen" / "step.json").read_text())["counts"]
+    final = json.loads((tmp_path / "w" / "vgg" / "latency" / "search" / "policy.json").read_text())["counts"]
+    assert sum(final.values()) - sum(chosen.values()) == sum(t["to"] - t["from"] for t in kept)
+    assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {
+        "latency", "macs", "macs-matched", "latency-chosen"} | interpolated
     assert all(len(a) == 2 for a in r["accuracy"].values())  # one accuracy per fine-tune seed
     # MACs searches aimed at the latency-targeted net's measured latency, each timed beside that net, until one
     # is within the tolerance or the rounds run out; the closest is kept
