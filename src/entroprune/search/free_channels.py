@@ -1,13 +1,12 @@
 """Free channels: after a latency-targeted search, the channel steps the runtime runs at no measured cost.
 
-A latency table interpolates between the channel counts it timed; kernels do not. On the main job's VGG
-(torch, batch 64) a last conv of 64 channels ran about 1.6% faster than one of 48 (kernels vectorise over
-blocks of channels), a step the table priced dearer, so the search's wall refused it and the
-latency-targeted net kept fewer MACs than a MACs-targeted net of the same measured latency
-(docs/measurements/latency_target.md). This pass asks the runtime itself: each one-step-wider neighbour of
-the chosen policy is timed in alternation with the chosen policy, and a step whose whole net is not slower
-is kept. Every candidate is timed against the chosen policy, not against the last step taken, so small
-timing errors cannot add up: the policy returned was itself timed not slower than the one chosen.
+Kernels work in blocks of channels, so a wider layer can run as fast as a narrower one (two policies of
+equal MACs differed almost 2x in time: docs/measurements/latency_rounding.md); a latency table that
+interpolates between the counts it timed cannot see such steps and prices them dearer, so the search's wall
+refuses them. This pass asks the runtime itself: each one-step-wider neighbour of the chosen policy is timed
+in alternation with the chosen policy (in both orders), and a step whose whole net is not slower is kept.
+Every candidate is timed against the chosen policy, not against the last step taken, so small timing errors
+cannot add up: the policy returned was itself timed no slower than the one chosen.
 """
 
 from __future__ import annotations
@@ -31,6 +30,15 @@ FREE_CHANNEL_REPEATS = 21
 FREE_CHANNEL_PASSES = 3
 
 
+def _ratio(pair: PairTimer, chosen: nn.Module, wider: nn.Module, shape: tuple[int, ...]) -> float:
+    """The wider net's time over the chosen one's, timed in both orders (geometric mean): in alternation the
+    second net timed ran 0.6-2.9% faster than an identical first one in each of five processes
+    (docs/method.md, "Free channels"), a bias as large as the steps this pass decides on."""
+    t_chosen, t_wider = pair([chosen, wider], shape)
+    u_wider, u_chosen = pair([wider, chosen], shape)
+    return float(np.sqrt(t_wider / t_chosen * u_wider / u_chosen))
+
+
 def free_channels(model: nn.Module, structure: Structure, counts: np.ndarray,
                   one_step_more: Callable[[np.ndarray, int], np.ndarray | None],
                   allowed: Callable[[np.ndarray], bool], pair: PairTimer,
@@ -50,8 +58,7 @@ def free_channels(model: nn.Module, structure: Structure, counts: np.ndarray,
         grown = False
         for i, g in enumerate(structure.groups):
             while (more := one_step_more(current, i)) is not None and allowed(more):
-                t_chosen, t_more = pair([chosen, prune_model(model, structure, more)[0].eval()], shape)
-                ratio = t_more / t_chosen
+                ratio = _ratio(pair, chosen, prune_model(model, structure, more)[0].eval(), shape)
                 trials.append({"group": g.name, "from": int(current[i]), "to": int(more[i]),
                                "time_ratio": float(ratio), "kept": bool(ratio <= 1.0)})
                 if on_trial is not None:
