@@ -55,22 +55,28 @@ def timing_checkpoint(model: str, dataset: str = "fashion-mnist", given: str | N
 FRESH_TIMING = """
 import json, sys, torch
 from entroprune.api import load_model
-from entroprune.latency import RUNTIMES, paired_latency
+from entroprune.latency import RUNTIMES, both_orders, paired_latency
 torch.set_num_threads({threads})
 nets = [load_model(p)[0].eval() for p in {paths!r}]
 _, loaded = load_model({paths!r}[0])
-print(json.dumps(paired_latency(nets, tuple(loaded.spec.input_size), {batch}, RUNTIMES[{backend!r}], {repeats})))
+pair = lambda mods, shape: paired_latency(mods, shape, {batch}, RUNTIMES[{backend!r}], {repeats})
+shape = tuple(loaded.spec.input_size)
+print(json.dumps(both_orders(pair, nets, shape) if {both_orders!r} else pair(nets, shape)))
 """
 
 
 def fresh_latencies(paths: list[Path], backend: str, batch: int, repeats: int, threads: int,
-                    processes: int) -> list[list[float]]:
+                    processes: int, both_orders: bool = False) -> list[list[float]]:
     """Latency (ms) of each checkpoint, timed in alternation (first net's median, the others by their
     per-round ratio to it), once in each of ``processes`` fresh processes: a deployment starts fresh, and the
     same nets' latency fraction moves more between processes than within one
-    (docs/measurements/latency_noise.md), so one process's timing can land in a slow mode."""
+    (docs/measurements/latency_noise.md), so one process's timing can land in a slow mode.
+
+    ``both_orders``: the nets are timed once more in reverse order and each net's latency is the geometric
+    mean of its two (:func:`entroprune.latency.both_orders`): in alternation the second of two identical nets
+    timed up to 2.9% faster, as much as the differences a comparison of pruned nets decides on."""
     code = FRESH_TIMING.format(threads=threads, paths=[str(p) for p in paths], batch=batch, backend=backend,
-                               repeats=repeats)
+                               repeats=repeats, both_orders=both_orders)
     return [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                       check=True).stdout.strip().splitlines()[-1]) for _ in range(processes)]
 

@@ -3,7 +3,7 @@ good as a MACs-targeted one of the same measured latency?
 
     python benchmarks/latency_target.py [--models vgg mobilenetv2] [--target 0.25] [--backend torch]
         [--batch 64] [--episodes 300] [--finetune-epochs 3] [--seed 0] [--finetune-seeds 0 1 2]
-        [--match-tolerance 0.03] [--match-rounds 4] [--work runs/latency_target]
+        [--match-tolerance 0.03] [--match-rounds 4] [--one-order] [--work runs/latency_target]
         [--out docs/measurements/latency_target.md]
 
 ``--target`` takes one value per model where one target does not suit all (MobileNetV2's smallest policy
@@ -12,7 +12,8 @@ keeps 26.5% of its latency at batch 64 with torch: a 25% target is refused as un
 Per model (the arena's baselines, Fashion-MNIST): (1) ``search --latency-target T --macs-target 1`` fits a
 latency model on this machine and searches under it; (2) the MACs target whose uniform policy the same
 latency model predicts at the same latency is found by bisection, and the tool's default MACs search runs at
-it; (3) the unpruned net and both pruned nets are timed in alternation, in ``--processes`` fresh processes
+it; (3) the unpruned net and both pruned nets are timed in alternation, in both orders (the second of two
+identical nets timed up to 3% faster), in ``--processes`` fresh processes
 (the median kept: the same nets' latency fraction moves more between processes than within one,
 docs/measurements/latency_noise.md); (4) MACs searches aimed at the latency-targeted net's *measured* latency,
 each timed beside it in the same fresh processes and re-aimed by the gap still measured, until the two time within
@@ -120,7 +121,7 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
         """Each pruned net's latency as a fraction of the unpruned one's, timed in alternation in each of
         ``--processes`` fresh processes: the median per net, and every process's fractions."""
         runs = fresh_latencies([ckpt] + [work / k / "pruned" / "model.pt" for k in kinds], args.backend, args.batch,
-                               args.repeats, args.threads, args.processes)
+                               args.repeats, args.threads, args.processes, both_orders=args.both_orders)
         per = [[t / ms[0] for t in ms[1:]] for ms in runs]
         return [float(np.median(col)) for col in zip(*per, strict=True)], float(np.median([ms[0] for ms in runs])), per
 
@@ -187,6 +188,8 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
             aim = matching_macs_target(structure, lm, goal, args.min_keep, args.round_to)
     matched = {**min(rounds, key=lambda r: abs(gap(r))), "rounds": len(rounds), "gaps": [gap(r) for r in rounds],
                "targets": [r["macs_target"] for r in rounds]}
+    # every timing before the first fine-tune, so that a run's timing phases come first and can be kept idle
+    rounding = rounding_runs(work, search, fractions, base, args) if args.rounding else None
     kinds = {"latency": "latency", "macs": "macs", "macs-matched": matched["kind"]}
     accuracy = {label: [finetuned(kind, seed) for seed in args.finetune_seeds] for label, kind in kinds.items()}
     # The MACs search's policies move in coarse steps (it often returns the uniform policy, whose 8-channel steps
@@ -213,12 +216,16 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
     lat = {**{k: v for k, v in lat.items() if k != "latency_model"}, "fit_report": lat["latency_model"]["meta"]["report"]}
     row = {"model": name, "target": target, "latency": lat, "macs": mac, "matched": matched, "measured": measured,
            "accuracy": accuracy}
-    return {**row, "rounding": rounding_runs(work, search, fractions, finetuned, base, args)} if args.rounding else row
+    if rounding is None:
+        return row
+    return {**row, "rounding": {k: {**r, "accuracy": finetuned(f"rounding-{k}", args.finetune_seeds[0])}
+                                for k, r in rounding.items()}}
 
 
-def rounding_runs(work: Path, search, fractions, finetuned, base: dict, args: argparse.Namespace) -> dict:
+def rounding_runs(work: Path, search, fractions, base: dict, args: argparse.Namespace) -> dict:
     """MACs-targeted runs at ``--macs-target``: the main job's rounding (8 channels) against the measured one
-    (``round_to: auto``), timed in alternation with the unpruned net and fine-tuned with the first seed."""
+    (``round_to: auto``), timed in alternation with the unpruned net (the caller fine-tunes them with the first
+    seed)."""
     rounding = {label: step(work / f"rounding-{label}" / "step.json", lambda label=label, rt=rt: search(
         f"rounding-{label}", SearchConfig(macs_target=args.macs_target, **{**base, "round_to": rt})))
         for label, rt in (("8", 8), ("auto", "auto"))}
@@ -228,8 +235,7 @@ def rounding_runs(work: Path, search, fractions, finetuned, base: dict, args: ar
         return {k: 1 / f for k, f in zip(rounding, frac, strict=True)}
 
     speedup = step(work / "timing_rounding.json", rounding_timing)
-    return {k: {**r, "speedup": speedup[k], "accuracy": finetuned(f"rounding-{k}", args.finetune_seeds[0])}
-            for k, r in rounding.items()}
+    return {k: {**r, "speedup": speedup[k]} for k, r in rounding.items()}
 
 
 def spread(measured: dict, i: int) -> str:
@@ -275,6 +281,9 @@ def main() -> None:
     ap.add_argument("--reuse-finetunes", nargs="*", default=[], metavar="WORK",
                     help="--work folders of earlier runs on this machine: a pruned net identical to one fine-tuned "
                          "there takes that result (a fine-tune is deterministic on one machine, not across machines)")
+    ap.add_argument("--one-order", dest="both_orders", action="store_false",
+                    help="time the pruned nets in one order only, as runs before both orders did (in alternation the "
+                         "second of two identical nets timed up to 3%% faster)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--baselines", default=str(BASELINES), help="a folder of MODEL/model.pt checkpoints")
@@ -289,7 +298,8 @@ def main() -> None:
     lines = ["# Prune for measured latency", "",
              "Generated by `python benchmarks/latency_target.py" + "".join(f" {a}" for a in sys.argv[1:]) + "` on "
              f"{machine_description()}. Latency: {args.backend}, batch {args.batch}, the "
-             f"unpruned and both pruned nets timed in alternation ({args.repeats} rounds, median per-round ratio) "
+             f"unpruned and both pruned nets timed in alternation ({args.repeats} rounds, median per-round ratio"
+             f"{'; in both orders, geometric mean' if args.both_orders else ''}) "
              f"in each of {args.processes} fresh processes, the median over the processes kept (their range in "
              f"brackets). Fine-tune: {args.finetune_epochs} epochs with distillation, seeds "
              f"{', '.join(map(str, args.finetune_seeds))} (mean ± std; Δ acc: the latency-targeted net's minus the "

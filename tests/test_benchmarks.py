@@ -270,7 +270,7 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monk
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import latency_target
 
-    def fresh(paths, backend, batch, repeats, threads, processes):
+    def fresh(paths, backend, batch, repeats, threads, processes, both_orders=False):
         nets = [load_model(p) for p in paths]
         ms = [1000 * stepped_timer(net.eval(), tuple(ckpt.spec.input_size)) for net, ckpt in nets]
         return [ms for _ in range(processes)]

@@ -356,6 +356,15 @@ def wall_pair_timer(batch: int, backend: str = LatencyConfig.backend, repeats: i
     return timer
 
 
+def both_orders(pair: PairTimer, modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
+    """Each module's time from ``pair`` in the given order and in reverse (geometric mean of the two): in
+    alternation the second of two identical VGG nets timed 0.6-2.9% faster in each of five processes
+    (docs/method.md, "Latency targets"), as much as the differences between pruned nets being compared."""
+    fwd = pair(modules, shape)
+    back = pair(modules[::-1], shape)[::-1]
+    return [float(np.sqrt(a * b)) for a, b in zip(fwd, back, strict=True)]
+
+
 def _grid(lo: int, hi: int, points: int, step: int) -> np.ndarray:
     """Up to ``points`` channel counts from lo to hi (multiples of ``step``), ends included."""
     vals = np.rint(np.linspace(lo, hi, points) / step).astype(int) * step

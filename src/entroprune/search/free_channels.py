@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch.nn as nn
 
-from ..latency import PairTimer
+from ..latency import PairTimer, both_orders
 from ..prune import prune_model
 from ..structure import Structure
 
@@ -31,12 +31,10 @@ FREE_CHANNEL_PASSES = 3
 
 
 def _ratio(pair: PairTimer, chosen: nn.Module, wider: nn.Module, shape: tuple[int, ...]) -> float:
-    """The wider net's time over the chosen one's, timed in both orders (geometric mean): in alternation the
-    second net timed ran 0.6-2.9% faster than an identical first one in each of five processes
-    (docs/method.md, "Free channels"), a bias as large as the steps this pass decides on."""
-    t_chosen, t_wider = pair([chosen, wider], shape)
-    u_wider, u_chosen = pair([wider, chosen], shape)
-    return float(np.sqrt(t_wider / t_chosen * u_wider / u_chosen))
+    """The wider net's time over the chosen one's, timed in both orders (:func:`both_orders`): the order bias
+    of alternation is as large as the steps this pass decides on."""
+    t_chosen, t_wider = both_orders(pair, [chosen, wider], shape)
+    return t_wider / t_chosen
 
 
 def free_channels(model: nn.Module, structure: Structure, counts: np.ndarray,
