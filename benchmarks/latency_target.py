@@ -25,6 +25,7 @@ step is skipped when its output exists, so an interrupted run continues. Run it 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -61,16 +62,26 @@ def step(path: Path, make) -> dict:
     return res
 
 
+@functools.cache
+def _pruned_net(path: Path, mtime_ns: int) -> dict:
+    """A pruned checkpoint's contents, loaded once per file version (every seed compares the same candidates)."""
+    return torch.load(path, weights_only=True)
+
+
+def _load(path: Path) -> dict:
+    return _pruned_net(path.resolve(), path.stat().st_mtime_ns)
+
+
 def same_net_finetuned(pruned: Path, seed: int, dirs: list[Path]) -> Path | None:
     """The fine-tune result (``finetune-s{seed}.json``) of a pruned net identical to ``pruned`` (same spec, same
     tensors) in another kind's folder under ``dirs``: two searches that return the same policy share it."""
-    mine = torch.load(pruned, weights_only=True)
+    mine = _load(pruned)
     for d in dirs:
         for other in sorted(d.glob("*/pruned/model.pt")):
             res = other.parent.parent / f"finetune-s{seed}.json"
             if other.resolve() == pruned.resolve() or not res.exists():
                 continue
-            theirs = torch.load(other, weights_only=True)
+            theirs = _load(other)
             if theirs["spec"] == mine["spec"] and theirs["state_dict"].keys() == mine["state_dict"].keys() and all(
                     torch.equal(theirs["state_dict"][k], v) for k, v in mine["state_dict"].items()):
                 return res

@@ -32,6 +32,25 @@ def test_env_var_locates_idx(idx_dir, monkeypatch):
     assert len(load_dataset("fashion-mnist", None, val_size=5, calib_size=5).test) == 15
 
 
+def test_a_named_folder_is_searched_alone_and_a_recorded_one_only_where_it_exists(idx_dir, monkeypatch, tmp_path):
+    """The data also lies in a default place: a folder the user names that lacks it is an error naming that
+    folder (not a quiet load of the other copy); a checkpoint's recorded folder that does not exist here (the
+    checkpoint moved machines) falls through to the default places; the main job does not swap in digits."""
+    from entroprune.api import load_data_for_spec
+    from entroprune.checkpoint import ModelSpec
+    from entroprune.pipeline import resolve_dataset
+
+    monkeypatch.setenv("ENTROPRUNE_DATA", str(idx_dir))
+    assert len(load_dataset("mnist", None, val_size=5, calib_size=5).test) == 15
+    with pytest.raises(DataError, match=f"not found in {tmp_path / 'nope'}"):
+        load_dataset("mnist", tmp_path / "nope")
+    spec = ModelSpec("vgg", 3, 1, 1.0, "mnist", [0.5], [0.5], [1, 12, 12], data_dir=str(tmp_path / "nope"))
+    assert len(load_data_for_spec(spec, val_size=5, calib_size=5).test) == 15
+    with pytest.raises(DataError, match="not found in"):
+        load_data_for_spec(spec, data_dir=tmp_path / "nope")
+    assert resolve_dataset("fashion-mnist", str(tmp_path / "nope"), say=lambda m: None) == "fashion-mnist"
+
+
 def test_truncated_idx_is_clear_error(idx_dir):
     raw = gzip.decompress((idx_dir / "train-images-idx3-ubyte.gz").read_bytes())
     (idx_dir / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[:-100]))

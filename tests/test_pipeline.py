@@ -351,6 +351,13 @@ def test_config_file_flags_and_quick_preset(tmp_path):
     assert load_config(None, quick=True, overrides={"checkpoint": "m.pt"}).dataset is None  # the checkpoint's own
     assert load_config(tmp_path / "c.yaml", quick=True, overrides={"checkpoint": "m.pt"}).dataset == "mnist"
     assert load_config(None, quick=True, overrides={"checkpoint": "m.pt", "dataset": "npz"}).dataset == "npz"
+    # a file's relative input paths are read from its folder, a flag's from where the command runs
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.yaml").write_text("checkpoint: m.pt\ndata_dir: imgs\nout_root: runs\nsearch:\n"
+                                             "  latency_model: lm.json\n")
+    cfg = load_config(tmp_path / "sub" / "d.yaml", overrides={"data_dir": "flag_imgs"})
+    assert (cfg.checkpoint, cfg.data_dir, cfg.search.latency_model, cfg.out_root) == (
+        str(tmp_path / "sub" / "m.pt"), "flag_imgs", str(tmp_path / "sub" / "lm.json"), "runs")
 
 
 def test_python_api_on_any_module(tmp_path):

@@ -30,9 +30,13 @@ Images = torch.Tensor | Iterable[Any]
 
 
 def _data_folder(spec: ModelSpec, dataset: str | None, data_dir: str | Path | None) -> str | Path | None:
-    """The folder load_data_for_spec reads (None for built-in data)."""
-    name = dataset or spec.dataset
-    return data_dir if data_dir is not None else (spec.data_dir if name == spec.dataset else None)
+    """The folder load_data_for_spec reads (None for built-in data or the default places). A folder the
+    checkpoint recorded is kept only where it exists: a checkpoint moved to another machine finds its data in
+    the default places there, while a folder the caller names is searched alone."""
+    if data_dir is not None:
+        return data_dir
+    recorded = spec.data_dir if (dataset or spec.dataset) == spec.dataset else None
+    return recorded if recorded and Path(recorded).exists() else None
 
 
 def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,

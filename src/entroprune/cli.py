@@ -18,6 +18,7 @@ from .config import BaselineConfig, FinetuneConfig, RunConfig
 from .errors import ConfigError, EntropruneError
 from .latency import LatencyConfig
 from .search import RewardConfig, SearchConfig
+from .search.free_channels import kept_steps
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
@@ -417,10 +418,11 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
     if "latency_fraction" in res.summary:
         out.print(f"predicted latency {res.summary['latency_fraction']:.1%} of the unpruned net's "
                   f"(target {cfg.latency_target:.1%})")
-    kept = [t for t in res.summary.get("free_channels") or [] if t["kept"]]
-    if res.summary.get("free_channels") is not None:
-        out.print(f"free channels: {len(kept)} of {len(res.summary['free_channels'])} timed channel steps ran no "
-                  "slower and were kept" + "".join(f", {t['group']} {t['from']}->{t['to']}" for t in kept))
+    freed = res.summary.get("free_channels")
+    if freed is not None:
+        steps = kept_steps(freed)
+        out.print(f"free channels: {sum(t['kept'] for t in freed)} of {len(freed)} timed channel steps ran no "
+                  "slower and were kept" + (f" ({steps})" if steps else ""))
     out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%}), "
               f"{res.episodes} episodes")
     if cfg.round_to == "auto":

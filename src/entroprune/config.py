@@ -206,11 +206,27 @@ def load_config(path: str | Path | None, quick: bool = False, overrides: dict[st
     """The config file's settings (or none) over the defaults, or over the quick preset's with ``quick``;
     ``overrides`` (a command line's flags, as config keys) win over the file. The quick preset's dataset is
     its baseline's: a run with a checkpoint keeps the checkpoint's unless the file or an override names one."""
-    data = _merge(_read_config(path) if path is not None else {}, overrides or {})
+    data = _merge(_anchor_paths(_read_config(path), Path(path).parent) if path is not None else {}, overrides or {})
     base = quick_config() if quick else RunConfig()
     if quick and data.get("checkpoint") is not None and "dataset" not in data:
         base.dataset = None
     return parse_config(data, base) if data else base
+
+
+#: A config file's keys that name input files or folders, (section or None, key): relative ones are read from
+#: the file's folder, so a YAML file kept beside its checkpoint means the same wherever the command runs
+#: (out_root, an output, stays the command's).
+PATH_KEYS = ((None, "checkpoint"), (None, "data_dir"), ("search", "latency_model"))
+
+
+def _anchor_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, key in PATH_KEYS:
+        holder = data if section is None else data.get(section)
+        value = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            holder[key] = str(folder / value)
+    return data
 
 
 def _read_config(path: str | Path) -> dict[str, Any]:

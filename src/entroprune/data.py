@@ -204,14 +204,17 @@ def _find_file(folder: Path, stem: str) -> Path | None:
 
 
 def _idx_folder(name: str, data_dir: str | Path | None) -> Path:
-    candidates: list[Path] = []
-    for base in (data_dir, os.environ.get("ENTROPRUNE_DATA"), DEBIAN_ROOT):
-        if base:
-            candidates += [Path(base), Path(base) / name]
+    # a folder the caller names is the only one searched: a copy found elsewhere is not the data asked for
+    bases = [data_dir] if data_dir else [os.environ.get("ENTROPRUNE_DATA"), DEBIAN_ROOT]
+    candidates = [c for base in bases if base for c in (Path(base), Path(base) / name)]
     for folder in candidates:
         if _find_file(folder, "train-images-idx3-ubyte"):
             return folder
     searched = ", ".join(str(c) for c in candidates)
+    if data_dir:
+        raise DataError(f"{name} IDX files not found in {data_dir} (searched {searched}); pass `data_dir` to the "
+                        "folder holding train-images-idx3-ubyte[.gz], or leave it out to search $ENTROPRUNE_DATA "
+                        f"and {DEBIAN_ROOT}")
     hint = ("install it with `apt-get install dataset-fashion-mnist`, or "
             if name == "fashion-mnist" else "")
     raise DataError(f"{name} IDX files not found (searched {searched}); {hint}"

@@ -37,10 +37,11 @@ Say = Callable[[str], Any]
 
 
 def resolve_dataset(name: str, data_dir: str | None, say: Say = print) -> str:
-    """Fashion-MNIST when present, else scikit-learn digits with a one-line notice."""
+    """Fashion-MNIST when present, else scikit-learn digits with a one-line notice; a folder the user named
+    that lacks it is an error when loaded, not a reason to run on other data."""
     from .data import fashion_mnist_available
 
-    if name == "fashion-mnist" and not fashion_mnist_available(data_dir):
+    if name == "fashion-mnist" and not data_dir and not fashion_mnist_available():
         say("notice: Fashion-MNIST not found (apt-get install dataset-fashion-mnist); using scikit-learn digits")
         return "digits"
     return name

@@ -69,4 +69,9 @@ def free_channels(model: nn.Module, structure: Structure, counts: np.ndarray,
     return current, trials
 
 
-__all__ = ["free_channels", "FREE_CHANNEL_REPEATS", "FREE_CHANNEL_PASSES"]
+def kept_steps(trials: list[dict[str, Any]]) -> str:
+    """The kept steps of a ``free_channels`` trial log as ``group from->to``, comma-separated (empty if none)."""
+    return ", ".join(f"{t['group']} {t['from']}->{t['to']}" for t in trials if t["kept"])
+
+
+__all__ = ["free_channels", "kept_steps", "FREE_CHANNEL_REPEATS", "FREE_CHANNEL_PASSES"]

@@ -823,6 +823,7 @@ class Search:
         # the latency the chosen policy is predicted at: free channels were timed no slower than it, so it stays
         # the result's best estimate (the table prices their steps dearer: that is why they were missed)
         latency_summary, freed = self._latency_summary(counts), None
+        within = bool(self.env.within_tolerance(counts))  # the pick's, like its latency: free channels may pass the table
         if config.free_channels and self.budget.latency is not None:
             counts, freed = self._free_channels(counts, quiet)
             if any(t["kept"] for t in freed):
@@ -837,7 +838,7 @@ class Search:
             "best_search_reward": best.get("search_reward", best["reward"]), "best_episode": best["episode"],
             "episodes": len(entries), "seed": config.seed, "agent": config.agent,
             "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,
-            "within_tolerance": bool(self.env.within_tolerance(counts)), "topped_up": topped_up,
+            "within_tolerance": within, "topped_up": topped_up,
             "free_channels": freed,
             "spearman_reward_accuracy": spearman, "diagnosed_episodes": len(self.diag),
             "reference_accuracy": self._scorer.reference_accuracy,
