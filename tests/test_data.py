@@ -93,6 +93,13 @@ def test_cifar_pickle(cifar_dir):
     assert len(d.train) == 32 and d.flip
 
 
+def test_cifar_from_a_named_folder_only(cifar_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ENTROPRUNE_DATA", str(cifar_dir))
+    assert len(load_dataset("cifar10", None, val_size=4, calib_size=4).test) == 10
+    with pytest.raises(DataError, match=f"not found in {tmp_path / 'nope'}"):
+        load_dataset("cifar10", tmp_path / "nope")
+
+
 def test_cifar_corrupt_and_malicious(cifar_dir, tmp_path):
     folder = cifar_dir / "cifar-10-batches-py"
     (folder / "data_batch_2").write_bytes(b"\x80\x04garbage")

@@ -273,7 +273,7 @@ def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cifar10(data_dir: str | Path | None):
-    roots = [Path(p) for p in (data_dir, os.environ.get("ENTROPRUNE_DATA")) if p]
+    roots = [Path(p) for p in ([data_dir] if data_dir else [os.environ.get("ENTROPRUNE_DATA")]) if p]  # as _idx_folder
     for root in roots:
         for folder in (root, root / "cifar-10-batches-py"):
             if (folder / "data_batch_1").is_file():
@@ -284,7 +284,8 @@ def _cifar10(data_dir: str | Path | None):
                 test = (_load_cifar_batch(folder / "test_batch")
                         if (folder / "test_batch").is_file() else None)
                 return x, y, test
-    raise DataError("CIFAR-10 python batches not found; pass `data_dir` to the folder "
+    where = f" in {data_dir}" if data_dir else ""
+    raise DataError(f"CIFAR-10 python batches not found{where}; pass `data_dir` to the folder "
                     "holding cifar-10-batches-py/data_batch_1 (CIFAR-10 cannot be downloaded here)")
 
 
