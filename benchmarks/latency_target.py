@@ -142,6 +142,19 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
                 "unpruned_ms": unpruned, "repeats": args.repeats, "threads": args.threads}
 
     measured = step(work / "timing.json", timing)
+    freed_timing = None
+    if any(t["kept"] for t in lat.get("free_channels") or []):
+        # what the free channels bought: the chosen policy without them, timed and fine-tuned alike
+        def prune_chosen() -> dict:
+            pol = chosen_policy(work / "latency" / "search" / "policy.json", lat["free_channels"])
+            prune_checkpoint(ckpt, pol, work / "latency-chosen" / "pruned", force=True)
+            return {"counts": pol["counts"]}
+
+        def chosen_timing() -> dict:
+            (widened, chosen), _, per = fractions(["latency", "latency-chosen"])
+            return {"latency_fraction": widened, "chosen_fraction": chosen, "per_process": per}
+        step(work / "latency-chosen" / "step.json", prune_chosen)
+        freed_timing = step(work / "latency-chosen" / "timing.json", chosen_timing)
 
     def finetuned(kind: str, seed: int) -> float:
         def make() -> float:
@@ -216,17 +229,11 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
         accuracy["macs-interpolated"] = [a + w * (b - a) for a, b in zip(acc_f, acc_s, strict=True)]
         matched["bracket"] = [{"kind": r["kind"], "macs_target": r["macs_target"], "achieved": r["achieved"],
                                "gap": gap(r), "accuracy": acc} for r, acc in ((f, acc_f), (sl, acc_s))]
-    if any(t["kept"] for t in lat.get("free_channels") or []):
-        # what the free channels bought: the chosen policy without them, fine-tuned alike
-        def prune_chosen() -> dict:
-            pol = chosen_policy(work / "latency" / "search" / "policy.json", lat["free_channels"])
-            prune_checkpoint(ckpt, pol, work / "latency-chosen" / "pruned", force=True)
-            return {"counts": pol["counts"]}
-        step(work / "latency-chosen" / "step.json", prune_chosen)
+    if freed_timing is not None:
         accuracy["latency-chosen"] = [finetuned("latency-chosen", seed) for seed in args.finetune_seeds]
     lat = {**{k: v for k, v in lat.items() if k != "latency_model"}, "fit_report": lat["latency_model"]["meta"]["report"]}
     row = {"model": name, "target": target, "latency": lat, "macs": mac, "matched": matched, "measured": measured,
-           "accuracy": accuracy}
+           "accuracy": accuracy, "free_channel_timing": freed_timing}
     if rounding is None:
         return row
     return {**row, "rounding": {k: {**r, "accuracy": finetuned(f"rounding-{k}", args.finetune_seeds[0])}
@@ -341,9 +348,12 @@ def main() -> None:
                       if kept else "")
             without = ""
             if "latency-chosen" in r["accuracy"]:
-                a = r["accuracy"]
-                without = (f" Without them (the chosen policy, pruned and fine-tuned alike): {mean_std(a['latency-chosen'])}%"
-                           f"; the free channels bought {paired(a['latency'], a['latency-chosen'])} points.")
+                a, ft = r["accuracy"], r.get("free_channel_timing")
+                timed = (f", measured {ft['chosen_fraction']:.1%}{spread(ft, 1)} beside the net with them at "
+                         f"{ft['latency_fraction']:.1%}{spread(ft, 0)} in the same processes" if ft else "")
+                without = (f" Without them (the chosen policy, pruned, timed and fine-tuned alike{timed}): "
+                           f"{mean_std(a['latency-chosen'])}%; the free channels bought "
+                           f"{paired(a['latency'], a['latency-chosen'])} points.")
             lines += ["", f"{r['model']}: free channels (`free_channels`, each one-step-wider net timed in alternation "
                       f"with the chosen policy, kept where no slower): {len(kept)} of {len(freed)} steps kept"
                       + "".join(f", {t['group']} {t['from']}->{t['to']} ({t['time_ratio']:.3f}x)" for t in kept)

@@ -302,6 +302,11 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monk
     chosen = json.loads((tmp_path / "w" / "vgg" / "latency-chosen" / "step.json").read_text())["counts"]
     final = json.loads((tmp_path / "w" / "vgg" / "latency" / "search" / "policy.json").read_text())["counts"]
     assert sum(final.values()) - sum(chosen.values()) == sum(t["to"] - t["from"] for t in kept)
+    # ... and timed beside the widened net in the same processes, before the fine-tunes: under the timer the
+    # pass kept the steps by, the widened net is no slower
+    ft = r["free_channel_timing"]
+    assert len(ft["per_process"]) == 2 and 0 < ft["latency_fraction"] <= ft["chosen_fraction"] + 1e-9
+    assert "timed and fine-tuned alike, measured" in (tmp_path / "lt.md").read_text()
     assert r["measured"]["latency_fraction"] > 0 and set(r["accuracy"]) == {
         "latency", "macs", "macs-matched", "latency-chosen"} | interpolated
     assert all(len(a) == 2 for a in r["accuracy"].values())  # one accuracy per fine-tune seed

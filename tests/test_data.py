@@ -200,3 +200,15 @@ def test_digits_and_augmentation_deterministic():
     assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
     x, _ = next(iter(d.loader("train", 512)))
     assert abs(x.mean().item()) < 0.1 and abs(x.std().item() - 1) < 0.1  # normalised
+
+
+def test_digits_refuses_a_named_folder_but_ignores_one_a_checkpoint_recorded(tmp_path):
+    """digits is built in: a folder the user names is refused (reading digits anyway would let them believe
+    their folder was used), while one recorded by a checkpoint trained before that refusal is ignored."""
+    from entroprune.api import load_data_for_spec
+    from entroprune.checkpoint import ModelSpec
+
+    with pytest.raises(DataError, match=f"digits is built in .* names {tmp_path}"):
+        load_dataset("digits", tmp_path)
+    spec = ModelSpec("vgg", 10, 1, 1.0, "digits", [0.5], [0.5], [1, 8, 8], data_dir=str(tmp_path))
+    assert load_data_for_spec(spec, val_size=5, calib_size=5).num_classes == 10

@@ -35,7 +35,9 @@ def _data_folder(spec: ModelSpec, dataset: str | None, data_dir: str | Path | No
     the default places there, while a folder the caller names is searched alone."""
     if data_dir is not None:
         return data_dir
-    recorded = spec.data_dir if (dataset or spec.dataset) == spec.dataset else None
+    same_data = (dataset or spec.dataset) == spec.dataset
+    # digits reads no folder: one recorded by a checkpoint trained before that was refused is ignored
+    recorded = spec.data_dir if same_data and spec.dataset != "digits" else None
     return recorded if recorded and Path(recorded).exists() else None
 
 

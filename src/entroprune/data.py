@@ -203,10 +203,15 @@ def _find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _data_roots(data_dir: str | Path | None, *defaults: str | Path | None) -> list[Path]:
+    """Where a folder-based dataset is looked for: a folder the caller names is the only one searched (a copy
+    found elsewhere is not the data asked for), else the default places that are set."""
+    return [Path(p) for p in ([data_dir] if data_dir else defaults) if p]
+
+
 def _idx_folder(name: str, data_dir: str | Path | None) -> Path:
-    # a folder the caller names is the only one searched: a copy found elsewhere is not the data asked for
-    bases = [data_dir] if data_dir else [os.environ.get("ENTROPRUNE_DATA"), DEBIAN_ROOT]
-    candidates = [c for base in bases if base for c in (Path(base), Path(base) / name)]
+    bases = _data_roots(data_dir, os.environ.get("ENTROPRUNE_DATA"), DEBIAN_ROOT)
+    candidates = [c for base in bases for c in (base, base / name)]
     for folder in candidates:
         if _find_file(folder, "train-images-idx3-ubyte"):
             return folder
@@ -273,8 +278,7 @@ def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cifar10(data_dir: str | Path | None):
-    roots = [Path(p) for p in ([data_dir] if data_dir else [os.environ.get("ENTROPRUNE_DATA")]) if p]  # as _idx_folder
-    for root in roots:
+    for root in _data_roots(data_dir, os.environ.get("ENTROPRUNE_DATA")):
         for folder in (root, root / "cifar-10-batches-py"):
             if (folder / "data_batch_1").is_file():
                 train = [_load_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)
@@ -450,7 +454,10 @@ def _imagefolder(data_dir: str | Path | None, image_size: int | None, in_channel
     return x, y, None
 
 
-def _digits():
+def _digits(data_dir: str | Path | None = None):
+    if data_dir:  # silently reading digits would leave the user believing their folder was used
+        raise DataError(f"digits is built in (scikit-learn) and reads no folder, but `data_dir` names {data_dir}; "
+                        "leave `data_dir` out, or set `dataset` to the one stored there")
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -468,7 +475,7 @@ def _idx(name: str) -> Callable[[str | Path | None, int | None, int | None], Arr
 
 register_dataset("fashion-mnist")(_idx("fashion-mnist"))
 register_dataset("mnist")(_idx("mnist"))
-register_dataset("digits")(lambda data_dir, image_size, in_channels: _digits())
+register_dataset("digits")(lambda data_dir, image_size, in_channels: _digits(data_dir))
 register_dataset("cifar10")(lambda data_dir, image_size, in_channels: _cifar10(data_dir))
 register_dataset("imagefolder")(_imagefolder)
 register_dataset("npz")(lambda data_dir, image_size, in_channels: _npz(data_dir))
