@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .search.free_channels import kept_steps
+from .search.free_channels import dropped_note, kept_steps
 from .utils import atomic_write, write_json, write_text
 
 
@@ -177,7 +177,8 @@ def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
         priced = f"; the latency model prices the net with them at {table:.1%}" if steps and table is not None else ""
         lines.append(f"Free channels (each one-step-wider net timed in alternation with the chosen policy, the "
                      f"prediction above; kept where no slower): {sum(t['kept'] for t in freed)} of {len(freed)} steps "
-                     f"({steps or 'none kept'}){priced}.")
+                     f"({steps or 'none kept'}){priced}"
+                     f"{dropped_note(freed, summary.get('free_channels_confirmation'))}.")
     ref = evaluation.get("macs_reference")
     if ref:
         this = f"{pr[key] / base[key]:.1%}, " if key in pr and key in base else ""

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from entroprune.models import build_model
 from entroprune.prune import prune_model
-from entroprune.search.free_channels import free_channels
+from entroprune.search.free_channels import dropped_note, free_channels
 from entroprune.structure import Structure
 from tests.test_latency import stepped_timer
 
@@ -43,7 +43,7 @@ def test_every_step_inside_a_kernel_block_is_kept_and_none_past_it():
     counts = np.array([9, 10, 17, 20, 33, 41])[: len(full)]
     ceiling = full.copy()
     ceiling[0] = 12  # a ceiling inside the block stops the group there
-    got, trials = free_channels(model, structure, counts, _stepper(structure, ceiling), lambda c: True, _stepped_pair)
+    got, trials, _ = free_channels(model, structure, counts, _stepper(structure, ceiling), lambda c: True, _stepped_pair)
     want = np.minimum(np.ceil(counts / 8) * 8, ceiling).astype(int)
     assert list(got) == list(want)
     assert all(t["kept"] == (t["time_ratio"] <= 1.0) for t in trials)
@@ -57,10 +57,10 @@ def test_every_step_inside_a_kernel_block_is_kept_and_none_past_it():
 def test_other_targets_bound_the_steps_and_nothing_is_timed_at_a_ceiling():
     model, structure = _vgg()
     counts = np.array([9, 10, 17, 20, 33, 41])
-    got, trials = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
+    got, trials, _ = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
                                 lambda c: c.sum() <= counts.sum() + 3, _stepped_pair)
     assert got.sum() == counts.sum() + 3 and all(t["kept"] for t in trials)
-    got, trials = free_channels(model, structure, counts, _stepper(structure, counts), lambda c: True, _stepped_pair)
+    got, trials, _ = free_channels(model, structure, counts, _stepper(structure, counts), lambda c: True, _stepped_pair)
     assert list(got) == list(counts) and trials == []
 
 
@@ -75,7 +75,7 @@ def test_each_step_is_timed_against_the_chosen_policy_so_errors_cannot_add_up():
     def biased(mods, shape):  # the wider net, whichever place it is timed in, reads 0.5% fast
         return [(1 + 0.004 * (_channels(m) - base)) * (0.995 if _channels(m) > base else 1.0) for m in mods]
 
-    got, trials = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
+    got, trials, _ = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
                                 lambda c: True, biased)
     assert got.sum() == counts.sum() + 1 and list(got[1:]) == list(counts[1:])
     assert [t["kept"] for t in trials] == [True] + [False] * (len(trials) - 1)
@@ -92,7 +92,38 @@ def test_the_timing_order_cannot_buy_a_step():
         t = [1 + 0.005 * (_channels(m) - base) for m in mods]
         return [t[0], t[1] * 0.99]
 
-    got, trials = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
+    got, trials, _ = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
                                 lambda c: True, second_faster)
     assert list(got) == list(counts) and trials and not any(t["kept"] for t in trials)
     assert all(abs(t["time_ratio"] - 1.005) < 1e-9 for t in trials)
+
+
+def test_steps_kept_on_lucky_timings_are_dropped_when_the_widened_net_times_slower():
+    """The winner's curse: a runtime where every channel costs 0.4% and each net reads 2% fast the first time it
+    is timed. Each step, new when timed, can look free; the widened net, timed once more against the chosen
+    one, reads its true cost, so the chosen policy comes back and the steps are marked dropped. With exact
+    timings (the stepped timer) the confirmation keeps what the pass kept."""
+    model, structure = _vgg()
+    counts = np.array([9, 10, 17, 20, 33, 41])
+    base = _channels(prune_model(model, structure, counts)[0])
+    seen = {base}  # only the new, wider nets get a lucky first reading
+
+    def lucky_first(mods, shape):
+        out = []
+        for m in mods:
+            c = _channels(m)
+            out.append((1 + 0.004 * (c - base)) * (1.0 if c in seen else 0.98))
+            seen.add(c)
+        return out
+
+    got, trials, confirmation = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
+                                              lambda c: True, lucky_first)
+    assert any(t.get("dropped") for t in trials) and not any(t["kept"] for t in trials)
+    assert list(got) == list(counts) and confirmation is not None and confirmation > 1.0
+    dropped = sum(bool(t.get("dropped")) for t in trials)
+    assert f"timed {confirmation:.3f}x the chosen one on a confirming timing, so its {dropped} steps were dropped" \
+        in dropped_note(trials, confirmation)
+    got, trials, confirmation = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
+                                              lambda c: True, _stepped_pair)
+    assert got.sum() > counts.sum() and confirmation == 1.0 and not any(t.get("dropped") for t in trials)
+    assert dropped_note(trials, confirmation) == ""

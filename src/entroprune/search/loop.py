@@ -102,8 +102,9 @@ class SearchConfig:
     :param free_channels: under a latency target, widen the chosen policy by every channel step whose
         whole pruned net, timed on ``latency_backend`` in alternation with the chosen one on the machine
         the search runs on, is not slower (kernels run some wider layers as fast as narrower ones, which a
-        latency table's interpolation cannot see; :mod:`entroprune.search.free_channels`). The MACs target
-        still holds. No effect without a latency target.
+        latency table's interpolation cannot see; :mod:`entroprune.search.free_channels`), then drop them
+        all if a confirming timing reads the widened net slower. The MACs target still holds. No effect
+        without a latency target.
     :param flops_target: the old name of ``macs_target`` (deprecated: it always meant MACs).
     """
 
@@ -780,7 +781,8 @@ class Search:
         return {"latency_target": self.config.latency_target, "latency_fraction": float(lat[0]),
                 "latency_model": self.budget.latency.meta.get("report", {})}
 
-    def _free_channels(self, counts: np.ndarray, quiet: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def _free_channels(self, counts: np.ndarray, quiet: bool
+                       ) -> tuple[np.ndarray, list[dict[str, Any]], float | None]:
         """The chosen policy widened where the runtime runs the wider net no slower, the MACs target kept."""
         from ..latency import wall_pair_timer
         from .free_channels import FREE_CHANNEL_REPEATS, free_channels
@@ -825,7 +827,8 @@ class Search:
         latency_summary, freed = self._latency_summary(counts), None
         within = bool(self.env.within_tolerance(counts))  # the pick's, like its latency: free channels may pass the table
         if config.free_channels and self.budget.latency is not None:
-            counts, freed = self._free_channels(counts, quiet)
+            counts, freed, confirmation = self._free_channels(counts, quiet)
+            latency_summary["free_channels_confirmation"] = confirmation
             if any(t["kept"] for t in freed):
                 best = {**best, "achieved": structure.macs(counts) / structure.total_macs}
                 latency_summary["table_latency_with_free_channels"] = float(self.budget.latency.fraction(counts[None])[0])
