@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
 from .config import BaselineConfig, FinetuneConfig
-from .data import DataBundle, load_dataset
+from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, min_input_size
 from .structure import count_macs_params
@@ -36,8 +36,8 @@ def _data_folder(spec: ModelSpec, dataset: str | None, data_dir: str | Path | No
     if data_dir is not None:
         return data_dir
     same_data = (dataset or spec.dataset) == spec.dataset
-    # digits reads no folder: one recorded by a checkpoint trained before that was refused is ignored
-    recorded = spec.data_dir if same_data and spec.dataset != "digits" else None
+    # a built-in dataset reads no folder: one recorded by a checkpoint trained before that was refused is ignored
+    recorded = spec.data_dir if same_data and spec.dataset not in BUILT_IN else None
     return recorded if recorded and Path(recorded).exists() else None
 
 

@@ -39,6 +39,9 @@ def register_dataset(name: str) -> Callable[[Callable], Callable]:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 # Which datasets may be flipped left-right without changing the class.
 _FLIP_OK = {"fashion-mnist", "cifar10"}
+#: Datasets built into the tool: they read no folder, so a `data_dir` given with one is refused (reading them
+#: anyway would leave the user believing their folder was used) and one a checkpoint recorded is ignored.
+BUILT_IN = frozenset({"digits"})
 
 
 @dataclass
@@ -454,10 +457,7 @@ def _imagefolder(data_dir: str | Path | None, image_size: int | None, in_channel
     return x, y, None
 
 
-def _digits(data_dir: str | Path | None = None):
-    if data_dir:  # silently reading digits would leave the user believing their folder was used
-        raise DataError(f"digits is built in (scikit-learn) and reads no folder, but `data_dir` names {data_dir}; "
-                        "leave `data_dir` out, or set `dataset` to the one stored there")
+def _digits():
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -475,7 +475,7 @@ def _idx(name: str) -> Callable[[str | Path | None, int | None, int | None], Arr
 
 register_dataset("fashion-mnist")(_idx("fashion-mnist"))
 register_dataset("mnist")(_idx("mnist"))
-register_dataset("digits")(lambda data_dir, image_size, in_channels: _digits(data_dir))
+register_dataset("digits")(lambda data_dir, image_size, in_channels: _digits())
 register_dataset("cifar10")(lambda data_dir, image_size, in_channels: _cifar10(data_dir))
 register_dataset("imagefolder")(_imagefolder)
 register_dataset("npz")(lambda data_dir, image_size, in_channels: _npz(data_dir))
@@ -499,6 +499,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
         raise DataError(f"`train_limit` must be >= 1 (or unset for every image), got {train_limit}")
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if data_dir and name in BUILT_IN:
+        raise DataError(f"{name} is built in (scikit-learn) and reads no folder, but `data_dir` names {data_dir}; "
+                        "leave `data_dir` out, or set `dataset` to the one stored there")
     x, y, test = DATASETS[name](data_dir, image_size, in_channels)
 
     labelled = bool((y >= 0).all())

@@ -57,24 +57,25 @@ def free_channels(model: nn.Module, structure: Structure, counts: np.ndarray,
     """
     shape = tuple(structure.example_input.shape[1:])
     chosen = prune_model(model, structure, counts)[0].eval()
-    current, trials = np.asarray(counts, dtype=int).copy(), []
+    current, widened, trials = np.asarray(counts, dtype=int).copy(), chosen, []
     for _ in range(passes):
         grown = False
         for i, g in enumerate(structure.groups):
             while (more := one_step_more(current, i)) is not None and allowed(more):
-                ratio = _ratio(pair, chosen, prune_model(model, structure, more)[0].eval(), shape)
+                wider = prune_model(model, structure, more)[0].eval()
+                ratio = _ratio(pair, chosen, wider, shape)
                 trials.append({"group": g.name, "from": int(current[i]), "to": int(more[i]),
                                "time_ratio": float(ratio), "kept": bool(ratio <= 1.0)})
                 if on_trial is not None:
                     on_trial(trials[-1])
                 if ratio > 1.0:
                     break
-                current, grown = more, True
+                current, widened, grown = more, wider, True
         if not grown:  # a pass that kept nothing: the next would time the same steps again
             break
-    if np.array_equal(current, counts):
+    if widened is chosen:
         return current, trials, None
-    confirmation = _ratio(pair, chosen, prune_model(model, structure, current)[0].eval(), shape)
+    confirmation = _ratio(pair, chosen, widened, shape)
     if confirmation <= 1.0:
         return current, trials, confirmation
     for t in trials:
