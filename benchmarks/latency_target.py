@@ -43,6 +43,7 @@ from entroprune.api import (
 )
 from entroprune.latency import LatencyModel
 from entroprune.search import SearchConfig, matching_macs_target
+from entroprune.search.free_channels import steps_summary
 from entroprune.utils import machine_description
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +114,7 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
         return {"achieved": res.achieved, "chosen": res.summary.get("chosen"), "round_to": res.summary["config"]["round_to"],
                 "predicted_latency": res.summary.get("latency_fraction"),
                 "free_channels": res.summary.get("free_channels"),
+                **{k: res.summary.get(k) for k in ("free_channels_confirmation", "free_channels_confirming_processes")},
                 "table_latency_with_free_channels": res.summary.get("table_latency_with_free_channels"),
                 "search_time_s": time.perf_counter() - t0}
 
@@ -354,10 +356,12 @@ def main() -> None:
                 without = (f" Without them (the chosen policy, pruned, timed and fine-tuned alike{timed}): "
                            f"{mean_std(a['latency-chosen'])}%; the free channels bought "
                            f"{paired(a['latency'], a['latency-chosen'])} points.")
+            steps = ", ".join(f"{t['group']} {t['from']}->{t['to']} {t['time_ratio']:.3f}x" for t in freed
+                              if t["kept"] or t.get("dropped"))
             lines += ["", f"{r['model']}: free channels (`free_channels`, each one-step-wider net timed in alternation "
-                      f"with the chosen policy, kept where no slower): {len(kept)} of {len(freed)} steps kept"
-                      + "".join(f", {t['group']} {t['from']}->{t['to']} ({t['time_ratio']:.3f}x)" for t in kept)
-                      + f"{priced}; the predicted latency above is the chosen policy's.{without}"]
+                      f"with the chosen policy, kept where no slower, the widened net then timed against it once "
+                      f"more): {steps_summary(r['latency'])}{priced}; the predicted latency above is the chosen "
+                      f"policy's." + (f" Each step's own timing: {steps}." if steps else "") + without]
         reused = sum(len(json.loads(f.read_text())) for f in (Path(args.work) / r["model"]).glob("*/finetune_from.json"))
         if reused:
             lines += ["", f"{r['model']}: {reused} fine-tunes taken from an identical pruned net's fine-tune with the "

@@ -263,9 +263,8 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monk
     smallest policy kept 100% of the latency and the 0.8 target was refused as unreachable."""
     import shutil
 
-    import entroprune.latency
     from entroprune.api import load_model
-    from tests.test_latency import stepped_timer
+    from tests.test_latency import stepped_clock, stepped_timer
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import latency_target
@@ -275,9 +274,7 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monk
         ms = [1000 * stepped_timer(net.eval(), tuple(ckpt.spec.input_size)) for net, ckpt in nets]
         return [ms for _ in range(processes)]
 
-    monkeypatch.setattr(entroprune.latency, "wall_timer", lambda batch, backend, repeats=7: stepped_timer)
-    monkeypatch.setattr(entroprune.latency, "wall_pair_timer",
-                        lambda batch, backend, repeats=7: lambda mods, shape: [stepped_timer(m, shape) for m in mods])
+    stepped_clock(monkeypatch)
     monkeypatch.setattr(latency_target, "fresh_latencies", fresh)
 
     def run_benchmark(*extra: str) -> None:

@@ -28,6 +28,27 @@ def stepped_timer(module: nn.Module, shape: tuple[int, ...]) -> float:
     return total + 2e-3
 
 
+def stepped_clock(monkeypatch) -> list[int]:
+    """The stepped fake timer in place of every clock the search reads: the latency fit's, the pair timings',
+    and the fresh processes' that confirm free channels (those would time real nets on a loaded machine).
+    Returns a list that records how many fresh processes each confirmation asked for."""
+    import entroprune.latency
+
+    asked: list[int] = []
+
+    def pair(mods, shape):
+        return [stepped_timer(m, shape) for m in mods]
+
+    def fresh(models, shape, batch, backend, repeats, processes=3):
+        asked.append(processes)
+        return [pair(models, shape) for _ in range(processes)]
+
+    monkeypatch.setattr(entroprune.latency, "wall_timer", lambda batch, backend, repeats=7: stepped_timer)
+    monkeypatch.setattr(entroprune.latency, "wall_pair_timer", lambda batch, backend, repeats=7: pair)
+    monkeypatch.setattr(entroprune.latency, "fresh_pair_times", fresh)
+    return asked
+
+
 def _net(name):
     torch.manual_seed(0)
     model = build_model(name, num_classes=10, in_channels=1, width_mult=0.5).eval()
@@ -222,11 +243,7 @@ def test_a_search_under_a_latency_target_fits_its_model_once_and_keeps_every_can
     search reads the saved model instead of timing again."""
     import json
 
-    import entroprune.latency
-
-    monkeypatch.setattr(entroprune.latency, "wall_timer", lambda batch, backend, repeats=7: stepped_timer)
-    monkeypatch.setattr(entroprune.latency, "wall_pair_timer",
-                        lambda batch, backend, repeats=7: lambda mods, shape: [stepped_timer(m, shape) for m in mods])
+    asked = stepped_clock(monkeypatch)
 
     from entroprune.api import search_checkpoint
     from entroprune.latency import LatencyModel
@@ -249,6 +266,9 @@ def test_a_search_under_a_latency_target_fits_its_model_once_and_keeps_every_can
     chosen = next(c for c in res.summary["rerank"] if c["source"] == res.summary["chosen"])
     kept = [t for t in res.summary["free_channels"] if t["kept"]]
     assert kept and all(t["time_ratio"] <= 1.0 for t in kept)
+    # confirmed in fresh processes, as a deployment starts (here the fake clock's), before they were kept
+    assert asked == [3] and res.summary["free_channels_confirming_processes"] == 3
+    assert res.summary["free_channels_confirmation"] == pytest.approx(1.0)
     assert all(t["time_ratio"] > 1.0 for t in res.summary["free_channels"] if not t["kept"])
     model, ckpt = load_model(digits_ckpt)
     structure = build_structure(model, ckpt.spec)
@@ -280,7 +300,8 @@ def test_the_report_puts_predicted_beside_measured_latency():
     summary["table_latency_with_free_channels"] = 0.31
     assert _latency_lines(evaluation, summary)[0].endswith(
         "Free channels (each one-step-wider net timed in alternation with the chosen policy, the prediction above; "
-        "kept where no slower): 1 of 2 steps (conv2 48->64); the latency model prices the net with them at 31.0%.")
+        "kept where no slower): 1 of 2 timed steps ran no slower and were kept (conv2 48->64); the latency model "
+        "prices the net with them at 31.0%.")
     del summary["free_channels"]
     assert _latency_lines(evaluation, {"reward": 1}) == []
     # a latency-targeted run's MACs-targeted reference, beside the result
@@ -427,14 +448,14 @@ def test_latency_rows_are_timed_in_fresh_processes_unless_the_model_cannot_trave
             return self.fc(x)
 
     pids, runs = [], []
-    real_paired, real_fresh = latency.paired_latency, latency._rows_in_fresh_processes
+    real_paired, real_fresh = latency.paired_latency, latency._in_fresh_processes
     monkeypatch.setattr(latency, "paired_latency", lambda *a, **k: pids.append(os.getpid()) or real_paired(*a, **k))
 
     def fresh(*a):
         got = real_fresh(*a)
         runs.extend(got or [])
         return got
-    monkeypatch.setattr(latency, "_rows_in_fresh_processes", fresh)
+    monkeypatch.setattr(latency, "_in_fresh_processes", fresh)
     rows = latency.latency_rows([nn.Linear(4, 2), nn.Linear(4, 3)], (4,), repeats=1, processes=3)
     assert [r["latency_processes"] for r in rows] == [3, 3] and pids == [] and len(runs) == 3  # none timed here
     for key in [f"{rt}_b{b}_ms" for rt in latency.RUNTIMES.values() for b in (1, 64)]:
@@ -446,22 +467,33 @@ def test_latency_rows_are_timed_in_fresh_processes_unless_the_model_cannot_trave
     assert rows[0]["latency_processes"] == 0 and set(pids) == {os.getpid()} and rows[0]["ts_b64_ms"] > 0
 
 
+def test_a_pair_is_timed_in_fresh_processes_unless_the_models_cannot_travel():
+    """``fresh_pair_times``: one both-orders timing of the pair per new process (the free-channel confirmation's
+    verdict); None for a class another process cannot import, so the caller times it itself."""
+    from entroprune.latency import fresh_pair_times
+
+    class Local(nn.Module):  # not importable by another process
+        def forward(self, x):
+            return x
+
+    runs = fresh_pair_times([nn.Linear(4, 2), nn.Linear(4, 3)], (4,), 8, "torch", repeats=2, processes=2)
+    assert runs is not None and len(runs) == 2 and all(len(r) == 2 and min(r) > 0 for r in runs)
+    assert fresh_pair_times([Local(), Local()], (4,), 8, "torch", repeats=2, processes=1) is None
+
+
 def test_a_latency_targeted_run_fine_tunes_the_macs_targeted_reference_of_the_same_latency(tmp_path, monkeypatch):
     """The main job under a latency target also searches at the MACs target whose uniform policy the run's
     latency model predicts at the result's latency, fine-tunes and times that net like the result, and the
     report sets the two side by side (fake timers for the fit; the final timing is real, nothing asserted on it)."""
     import json
 
-    import entroprune.latency
     from entroprune.api import build_structure, load_model
     from entroprune.config import quick_config
     from entroprune.latency import LatencyModel
     from entroprune.pipeline import run_pipeline
     from entroprune.search import SearchConfig, fixed_policy_counts, uniform_ratio
 
-    monkeypatch.setattr(entroprune.latency, "wall_timer", lambda batch, backend, repeats=7: stepped_timer)
-    monkeypatch.setattr(entroprune.latency, "wall_pair_timer",
-                        lambda batch, backend, repeats=7: lambda mods, shape: [stepped_timer(m, shape) for m in mods])
+    stepped_clock(monkeypatch)
     cfg = quick_config()
     cfg.out_root, cfg.reference_uniform, cfg.latency_repeats = str(tmp_path), False, 2
     cfg.search.macs_target, cfg.search.latency_target, cfg.search.latency_batch = 1.0, 0.7, 8

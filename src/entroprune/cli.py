@@ -18,7 +18,7 @@ from .config import BaselineConfig, FinetuneConfig, RunConfig
 from .errors import ConfigError, EntropruneError
 from .latency import LatencyConfig
 from .search import RewardConfig, SearchConfig
-from .search.free_channels import dropped_note, kept_steps
+from .search.free_channels import steps_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
@@ -420,10 +420,7 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
                   f"(target {cfg.latency_target:.1%})")
     freed = res.summary.get("free_channels")
     if freed is not None:
-        steps = kept_steps(freed)
-        out.print(f"free channels: {sum(t['kept'] for t in freed)} of {len(freed)} timed channel steps ran no "
-                  "slower and were kept" + (f" ({steps})" if steps else "")
-                  + dropped_note(freed, res.summary.get("free_channels_confirmation")))
+        out.print(f"free channels: {steps_summary(res.summary)}")
     out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%}), "
               f"{res.episodes} episodes")
     if cfg.round_to == "auto":

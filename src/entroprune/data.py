@@ -562,5 +562,5 @@ def fashion_mnist_available(data_dir: str | Path | None = None) -> bool:
         return False
 
 
-__all__ = ["BatchLoader", "DataBundle", "ImageSet", "DATASETS", "register_dataset", "load_dataset", "read_idx",
+__all__ = ["BatchLoader", "DataBundle", "ImageSet", "DATASETS", "BUILT_IN", "register_dataset", "load_dataset", "read_idx",
            "fashion_mnist_available"]

@@ -137,7 +137,8 @@ def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int =
     interactive session), are timed in this process; ``latency_processes`` in each row says how many fresh
     ones timed it (0: this one).
     """
-    runs = _rows_in_fresh_processes(models, shape, repeats, processes) if processes else None
+    runs = _in_fresh_processes({"job": "rows", "models": models, "shape": list(shape), "repeats": repeats},
+                               processes) if processes else None
     if runs:
         keys = [k for k in runs[0][0] if k.endswith("_ms")]
         cols = {k: relative_medians([[r[i][k] for r in runs] for i in range(len(models))]) for k in keys}
@@ -151,20 +152,38 @@ def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int =
     return rows
 
 
+def fresh_pair_times(models: list[nn.Module], shape: tuple[int, ...], batch: int, backend: str, repeats: int,
+                     processes: int = FRESH_PROCESSES) -> list[list[float]] | None:
+    """Each of ``processes`` new processes' :func:`both_orders` timing (s) of ``models`` on ``backend``: a
+    comparison timed as a deployment starts, not in a long-running search process (there, a MobileNetV2 net
+    widened by free channels read 1.2% faster than the pick on a confirming timing, and 0.5-3.8% slower in
+    each of five fresh processes: docs/measurements/latency_target_mobilenetv2.md). None when the models cannot
+    travel to another process (see :func:`latency_rows`)."""
+    return _in_fresh_processes({"job": "pair", "models": models, "shape": list(shape), "repeats": repeats,
+                                "batch": batch, "backend": backend}, processes)
+
+
+def _fresh_job(job: dict[str, Any]) -> Any:
+    """What a fresh process computes for :func:`_in_fresh_processes`."""
+    shape = tuple(job["shape"])
+    if job["job"] == "rows":
+        return latency_rows(job["models"], shape, job["repeats"], processes=0)
+    return both_orders(wall_pair_timer(job["batch"], job["backend"], job["repeats"]), job["models"], shape)
+
+
 _FRESH_CHILD = """
 import json, sys, torch
-from entroprune.latency import latency_rows
+from entroprune.latency import _fresh_job
 torch.set_num_threads(int(sys.argv[2]))
 job = torch.load(sys.argv[1], weights_only=False)  # written by the parent a moment ago, in its own temp folder
-print(json.dumps(latency_rows(job["models"], tuple(job["shape"]), job["repeats"], processes=0)))
+print(json.dumps(_fresh_job(job)))
 """
 
 
-def _rows_in_fresh_processes(models: list[nn.Module], shape: tuple[int, ...], repeats: int,
-                             processes: int) -> list[list[dict]] | None:
-    """:func:`latency_rows` run by ``processes`` new interpreters in turn (``python -c``, not multiprocessing's
-    spawn, which would re-run the caller's script), from one saved copy of the models; None when the models
-    cannot be pickled here or a process fails (classes it cannot import)."""
+def _in_fresh_processes(job: dict[str, Any], processes: int) -> list[Any] | None:
+    """:func:`_fresh_job` run by ``processes`` new interpreters in turn (``python -c``, not multiprocessing's
+    spawn, which would re-run the caller's script), from one saved copy of the job's models; None when the
+    models cannot be pickled here or a process fails (classes it cannot import)."""
     import json
     import pickle
     import subprocess
@@ -174,13 +193,13 @@ def _rows_in_fresh_processes(models: list[nn.Module], shape: tuple[int, ...], re
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="entroprune-latency-") as tmp:
-        job = Path(tmp) / "job.pt"
+        path = Path(tmp) / "job.pt"
         try:
-            torch.save({"models": [m.cpu() for m in models], "shape": list(shape), "repeats": repeats}, job)
+            torch.save({**job, "models": [m.cpu() for m in job["models"]]}, path)
         except (pickle.PicklingError, AttributeError, TypeError):
             return None
         for _ in range(processes):
-            proc = subprocess.run([sys.executable, "-c", _FRESH_CHILD, str(job), str(torch.get_num_threads())],
+            proc = subprocess.run([sys.executable, "-c", _FRESH_CHILD, str(path), str(torch.get_num_threads())],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 return None
@@ -570,5 +589,6 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
 
 
 __all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS", "RUNTIMES", "RUNTIME_NAMES", "ratio_key", "FRESH_PROCESSES",
+           "fresh_pair_times",
            "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
            "choose_rounding", "ROUNDING_STEPS"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .search.free_channels import dropped_note, kept_steps
+from .search.free_channels import steps_summary
 from .utils import atomic_write, write_json, write_text
 
 
@@ -172,13 +172,12 @@ def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
              f"predicted, {measured}{err}."]
     freed = summary.get("free_channels")
     if freed:
-        steps = kept_steps(freed)
         table = summary.get("table_latency_with_free_channels")
-        priced = f"; the latency model prices the net with them at {table:.1%}" if steps and table is not None else ""
+        priced = f"; the latency model prices the net with them at {table:.1%}" \
+            if any(t["kept"] for t in freed) and table is not None else ""
         lines.append(f"Free channels (each one-step-wider net timed in alternation with the chosen policy, the "
-                     f"prediction above; kept where no slower): {sum(t['kept'] for t in freed)} of {len(freed)} steps "
-                     f"({steps or 'none kept'}){priced}"
-                     f"{dropped_note(freed, summary.get('free_channels_confirmation'))}.")
+                     f"prediction above; kept where no slower): "
+                     f"{steps_summary(summary)}{priced}.")
     ref = evaluation.get("macs_reference")
     if ref:
         this = f"{pr[key] / base[key]:.1%}, " if key in pr and key in base else ""

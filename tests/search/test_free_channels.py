@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from entroprune.models import build_model
 from entroprune.prune import prune_model
-from entroprune.search.free_channels import dropped_note, free_channels
+from entroprune.search.free_channels import free_channels, steps_summary
 from entroprune.structure import Structure
 from tests.test_latency import stepped_timer
 
@@ -121,9 +121,39 @@ def test_steps_kept_on_lucky_timings_are_dropped_when_the_widened_net_times_slow
     assert any(t.get("dropped") for t in trials) and not any(t["kept"] for t in trials)
     assert list(got) == list(counts) and confirmation is not None and confirmation > 1.0
     dropped = sum(bool(t.get("dropped")) for t in trials)
-    assert f"timed {confirmation:.3f}x the chosen one on a confirming timing, so its {dropped} steps were dropped" \
-        in dropped_note(trials, confirmation)
+    summary = {"free_channels": trials, "free_channels_confirmation": confirmation}
+    assert steps_summary(summary).startswith(f"{dropped} of {len(trials)} timed steps ran no slower (")
+    assert steps_summary({**summary, "free_channels_confirming_processes": 3}).endswith(
+        f"), but the widened net then timed {confirmation:.3f}x the chosen one on a confirming timing in 3 fresh "
+        "processes, so they were dropped")
     got, trials, confirmation = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
                                               lambda c: True, _stepped_pair)
     assert got.sum() > counts.sum() and confirmation == 1.0 and not any(t.get("dropped") for t in trials)
-    assert dropped_note(trials, confirmation) == ""
+    kept, summary = sum(t["kept"] for t in trials), {"free_channels": trials, "free_channels_confirmation": 1.0}
+    assert steps_summary(summary).startswith(f"{kept} of {len(trials)} timed steps ran no slower and were kept (")
+    assert steps_summary(summary).endswith("); the widened net then timed 1.000x the chosen one on a confirming timing")
+    assert steps_summary({"free_channels": [{**t, "kept": False} for t in trials]}) == \
+        f"0 of {len(trials)} timed steps ran no slower; none kept"
+
+
+def test_the_confirming_timing_is_the_one_given_and_the_pass_times_it_itself_without_one():
+    """The loop confirms in fresh processes (``confirm``): its reading decides even where the pass's own timer
+    read every kept step free, and a ``confirm`` that cannot time (None: nets that cannot travel) falls back to
+    one more timing on the pass's timer."""
+    model, structure = _vgg()
+    counts = np.array([9, 10, 17, 20, 33, 41])
+    seen = []
+
+    def slower(chosen, widened, shape):
+        seen.append((_channels(chosen), _channels(widened)))
+        return 1.01
+
+    got, trials, ratio = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
+                                       lambda c: True, _stepped_pair, confirm=slower)
+    assert ratio == 1.01 and list(got) == list(counts) and any(t.get("dropped") for t in trials)
+    kept_before = sum(t["to"] - t["from"] for t in trials if t.get("dropped"))
+    base = _channels(prune_model(model, structure, counts)[0])
+    assert seen == [(base, base + kept_before)]  # the pick against the whole widened net
+    got, trials, ratio = free_channels(model, structure, counts, _stepper(structure, structure.full_counts()),
+                                       lambda c: True, _stepped_pair, confirm=lambda *a: None)
+    assert ratio == 1.0 and got.sum() > counts.sum() and not any(t.get("dropped") for t in trials)
