@@ -157,8 +157,8 @@ def fresh_pair_times(models: list[nn.Module], shape: tuple[int, ...], batch: int
     """Each of ``processes`` new processes' :func:`both_orders` timing (s) of ``models`` on ``backend``: a
     comparison timed as a deployment starts, not in a long-running search process (there, a MobileNetV2 net
     widened by free channels read 1.2% faster than the pick on a confirming timing, and 0.5-3.8% slower in
-    each of five fresh processes: docs/measurements/latency_target_mobilenetv2.md). None when the models cannot
-    travel to another process (see :func:`latency_rows`)."""
+    each of five fresh processes: docs/measurements/latency_target_mobilenetv2_fit2.md). None when the models
+    cannot travel to another process (see :func:`latency_rows`)."""
     return _in_fresh_processes({"job": "pair", "models": models, "shape": list(shape), "repeats": repeats,
                                 "batch": batch, "backend": backend}, processes)
 

@@ -11,7 +11,8 @@ fast (on MobileNetV2, 11 steps kept this way made a net 2.8% slower than the cho
 docs/measurements/latency_target_mobilenetv2.md), so the widened net is timed against the chosen one once more
 and returned only if that timing, which selected nothing, reads it no slower too. The search's loop takes that
 timing in fresh processes, as a deployment starts: in the search's own process a widened MobileNetV2 read 1.2%
-faster than the pick where each of five fresh processes read it 0.5-3.8% slower.
+faster than the pick where each of five fresh processes read it 0.5-3.8% slower
+(docs/measurements/latency_target_mobilenetv2_fit2.md).
 """
 
 from __future__ import annotations
