@@ -24,10 +24,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_description  # noqa: E402
 
 from entroprune.latency import (  # noqa: E402
+    FreshTimer,
     LatencyConfig,
     LatencyModel,
     PairTimer,
     fit_latency_model,
+    fresh_fractions,
+    fresh_timer,
     measured_fraction,
     wall_pair_timer,
     wall_timer,
@@ -40,22 +43,27 @@ from entroprune.structure import Structure  # noqa: E402
 UNIFORM_KEEPS = (0.3, 0.4, 0.5)
 
 
+def fractions(model: torch.nn.Module, structure: Structure, rows: list[np.ndarray], pair: PairTimer,
+              fresh: FreshTimer | None) -> np.ndarray:
+    """Whole pruned nets' latency fractions, timed as the fit times its own (in fresh processes if it did)."""
+    timed = fresh_fractions(model, structure, rows, fresh) if fresh is not None else None
+    return timed[0] if timed else np.array([measured_fraction(model, structure, c, pair) for c in rows])
+
+
 def uniform_errors(model: torch.nn.Module, structure: Structure, lm: LatencyModel, round_to: int,
-                   pair: PairTimer) -> list[float]:
+                   pair: PairTimer, fresh: FreshTimer | None) -> list[float]:
     """Signed relative error (predicted / measured - 1) of the uniform policies at :data:`UNIFORM_KEEPS`, each
     timed in alternation with the unpruned net as the fit times its policies."""
-    out = []
-    for keep in UNIFORM_KEEPS:
-        counts = structure.keep_counts(keep, round_to)
-        out.append(float(lm.fraction(counts)[0] / measured_fraction(model, structure, counts, pair) - 1))
-    return out
+    rows = [structure.keep_counts(keep, round_to) for keep in UNIFORM_KEEPS]
+    return (lm.fraction(np.array(rows)) / fractions(model, structure, rows, pair, fresh) - 1).tolist()
 
 
-def repeatability(model: torch.nn.Module, structure: Structure, rep: dict, pair: PairTimer) -> float:
+def repeatability(model: torch.nn.Module, structure: Structure, rep: dict, pair: PairTimer,
+                  fresh: FreshTimer | None) -> float:
     """Median disagreement (|second / first - 1|) between two measurements of each held-out policy's latency
     fraction, the second made after the whole fit: the noise floor the model's error is read against."""
-    return float(np.median([abs(measured_fraction(model, structure, np.array(h["counts"]), pair)
-                                / h["measured_fraction"] - 1) for h in rep["held_out"]]))
+    again = fractions(model, structure, [np.array(h["counts"]) for h in rep["held_out"]], pair, fresh)
+    return float(np.median([abs(a / h["measured_fraction"] - 1) for a, h in zip(again, rep["held_out"], strict=True)]))
 
 
 def fit_and_check(name: str, width: float, backend: str, args: argparse.Namespace) -> dict:
@@ -65,10 +73,11 @@ def fit_and_check(name: str, width: float, backend: str, args: argparse.Namespac
     structure = Structure(model, torch.zeros(1, 1, 28, 28))
     lo = structure.keep_counts(args.min_keep, args.round_to)
     pair = wall_pair_timer(args.batch, backend, args.repeats)
+    fresh = fresh_timer(args.batch, backend, args.repeats, args.processes)
     lm, rep = fit_latency_model(model, structure, lo, wall_timer(args.batch, backend, args.repeats),
-                                held_out=args.held_out, round_to=args.round_to, seed=0, pair=pair)
-    rep["uniform_errors"] = uniform_errors(model, structure, lm, args.round_to, pair)
-    rep["repeatability"] = repeatability(model, structure, rep, pair)
+                                held_out=args.held_out, round_to=args.round_to, seed=0, pair=pair, fresh=fresh)
+    rep["uniform_errors"] = uniform_errors(model, structure, lm, args.round_to, pair, fresh)
+    rep["repeatability"] = repeatability(model, structure, rep, pair, fresh)
     return rep
 
 
@@ -83,6 +92,9 @@ def main() -> None:
     ap.add_argument("--round-to", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=LatencyConfig.repeats, help="alternation rounds per timing")
+    ap.add_argument("--processes", type=int, default=LatencyConfig.processes,
+                    help="fresh processes the whole nets are timed in, as the tool fits (0: the fitting process, as "
+                         "before; docs/measurements/latency_model.md was made so)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "latency_model"))
     ap.add_argument("--one", nargs=3, metavar=("MODEL", "WIDTH", "BACKEND"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -111,7 +123,9 @@ def main() -> None:
              "Each (model, backend): every conv and linear layer timed alone over a grid of its channel counts, "
              "the rest of the net fitted on 10 whole pruned nets (unpruned, smallest, 8 random), then "
              f"{args.held_out} other random pruned nets timed and predicted. Every whole net is timed in "
-             f"alternation with the unpruned one ({args.repeats} rounds, the median of the per-round ratios), and "
+             f"alternation with the unpruned one ({args.repeats} rounds, the median of the per-round ratios"
+             + (f"; in both orders, in each of {args.processes} fresh processes, the median over them"
+                if args.processes else "; in the fitting process") + "), and "
              "the error is on that latency fraction, the quantity a latency target bounds. Goal (issue 20): median "
              "error within 10%.", "",
              "Repeatability: each held-out net's fraction measured again after the fit; the median disagreement "

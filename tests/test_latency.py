@@ -98,6 +98,44 @@ def test_stepped_kernels_and_fixed_costs_are_predicted_within_ten_percent():
     assert 0.8 < lm.coef[0] < 1.3 and lm.coef[2] < 0, lm.coef
 
 
+def test_whole_nets_are_timed_in_fresh_processes_when_they_can_travel():
+    """The calibration and held-out nets go to the fresh-process timer together, beside the unpruned net, and
+    each net's fraction is the median over the processes; where they cannot travel (None) the fit times them
+    in its own process, one beside the unpruned net at a time."""
+    model, structure, lo = _net("vgg")
+    calls = []
+
+    def fresh(models, shape):  # process k reads every pruned net (1 + 0.1 k) times as slow as the clock does
+        calls.append(len(models))
+        return [[stepped_timer(m, shape) * (1 if i == 0 else 1 + 0.1 * k) for i, m in enumerate(models)]
+                for k in range(3)]
+
+    def pair(models, shape):
+        return [stepped_timer(m, shape) for m in models]
+
+    _, in_process = fit_latency_model(model, structure, lo, stepped_timer, calibration=4, held_out=3, round_to=8,
+                                      pair=pair)
+    _, report = fit_latency_model(model, structure, lo, stepped_timer, calibration=4, held_out=3, round_to=8,
+                                  pair=pair, fresh=fresh)
+    assert calls == [1 + 5 + 3]  # the unpruned net, the smallest and 4 random ones, 3 held out: one timing
+    assert report["fit_processes"] == 3 and in_process["fit_processes"] == 0
+    for a, b in zip(report["held_out"], in_process["held_out"], strict=True):
+        assert a["counts"] == b["counts"] and a["measured_fraction"] == pytest.approx(1.1 * b["measured_fraction"])
+    _, fallback = fit_latency_model(model, structure, lo, stepped_timer, calibration=4, held_out=3, round_to=8,
+                                    pair=pair, fresh=lambda models, shape: None)
+    assert fallback["fit_processes"] == 0 and fallback["held_out"] == in_process["held_out"]
+
+
+def test_fresh_timer_and_its_config():
+    from entroprune.errors import ConfigError
+    from entroprune.latency import LatencyConfig, fresh_timer
+
+    assert fresh_timer(8, processes=0) is None and callable(fresh_timer(8))
+    assert LatencyConfig().processes == 3
+    with pytest.raises(ConfigError, match="`processes` >= 0"):
+        LatencyConfig(processes=-1).validate()
+
+
 def noisy_elements_timer(seed: int):
     """A memory-bound runtime (VGG with torch at batch 64 on the 2-core VM): a whole net's time follows the
     values its layers write, within +-15% of noise (fixed per net and seed), while each layer timed alone
@@ -186,10 +224,11 @@ def test_latency_cli_writes_a_model_and_says_its_error(digits_ckpt, tmp_path):
     from entroprune.latency import LatencyModel
 
     proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "latency", str(digits_ckpt), "--batch", "8",
-                           "--held-out", "2", "--choose-rounding", "--out", str(tmp_path / "lat")],
+                           "--held-out", "2", "--choose-rounding", "--processes", "1", "--out", str(tmp_path / "lat")],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "median error" in proc.stdout and "2 random pruned nets" in proc.stdout
+    assert "whole nets, timed in 1 fresh process)" in " ".join(proc.stdout.split())  # rich wraps lines
     lm = LatencyModel.from_dict(json.loads((tmp_path / "lat" / "latency_model.json").read_text()))
     assert lm.meta["backend"] == "torch" and lm.meta["batch"] == 8 and lm.predict(lm.full_counts)[0] > 0
     # the model says under which allocator regime it was timed, and so does the CLI
@@ -267,7 +306,8 @@ def test_a_search_under_a_latency_target_fits_its_model_once_and_keeps_every_can
     kept = [t for t in res.summary["free_channels"] if t["kept"]]
     assert kept and all(t["time_ratio"] <= 1.0 for t in kept)
     # confirmed in fresh processes, as a deployment starts (here the fake clock's), before they were kept
-    assert asked == [3] and res.summary["free_channels_confirming_processes"] == 3
+    assert asked == [3, 3] and res.summary["free_channels_confirming_processes"] == 3
+    assert lm.meta["report"]["fit_processes"] == 3  # the fit's whole nets, timed so too (the first ask)
     assert res.summary["free_channels_confirmation"] == pytest.approx(1.0)
     assert all(t["time_ratio"] > 1.0 for t in res.summary["free_channels"] if not t["kept"])
     model, ckpt = load_model(digits_ckpt)

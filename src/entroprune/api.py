@@ -387,7 +387,7 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
     """Fit a checkpoint's latency model on this machine (layer tables and whole pruned nets timed on
     ``config.backend`` at ``config.batch``) over the search space ``min_keep`` / ``round_to``; writes
     latency_model.json into ``out_dir`` and returns the fit's report (cost, error on held-out policies)."""
-    from .latency import LatencyConfig, fit_latency_model, wall_pair_timer, wall_timer
+    from .latency import LatencyConfig, fit_latency_model, fresh_timer, wall_pair_timer, wall_timer
     from .utils import machine_description
 
     config = config or LatencyConfig()
@@ -402,7 +402,8 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
     lm, report = fit_latency_model(model.cpu().eval(), structure, lo,
                                    wall_timer(config.batch, config.backend, config.repeats), config.points,
                                    config.calibration, config.held_out, round_to, seed, meta,
-                                   pair=wall_pair_timer(config.batch, config.backend, config.repeats))
+                                   pair=wall_pair_timer(config.batch, config.backend, config.repeats),
+                                   fresh=fresh_timer(config.batch, config.backend, config.repeats, config.processes))
     write_json(out_file, lm.to_dict())
     return {**report, **meta, "model_file": str(out_file)}
 

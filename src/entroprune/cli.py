@@ -234,6 +234,8 @@ def latency(
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of the search space.")] = _SEARCH.min_keep,
     round_to: Annotated[int, typer.Option(help="Channel rounding of the search space.")] = _MAIN_ROUND_TO,
     held_out: Annotated[int, typer.Option(help="Random pruned nets timed to measure the model's error.")] = _LATENCY.held_out,
+    processes: Annotated[int, typer.Option(
+        help="Fresh processes the whole pruned nets are timed in, as a deployment starts (0: this one).")] = _LATENCY.processes,
     choose_rounding: Annotated[bool, typer.Option(
         help="First time the uniform policy at --macs-target rounded to 1, 2, ..., 32 channels, keep the step "
              "with the most speed-up per MACs reduction (rounding.json) and fit at that step.")] = False,
@@ -252,7 +254,7 @@ def latency(
     _setup(seed, "cpu", threads)
     if (out_dir / "latency_model.json").exists() and not force:  # before the rounding's timings, not after
         raise ConfigError(f"{out_dir / 'latency_model.json'} already exists; pass --force or choose another --out")
-    config = LatencyConfig(backend=backend, batch=batch, held_out=held_out)
+    config = LatencyConfig(backend=backend, batch=batch, held_out=held_out, processes=processes)
     if choose_rounding:
         ch = choose_rounding_checkpoint(checkpoint, out_dir, config,
                                         macs_target=macs_target, min_keep=min_keep, force=force,
@@ -273,8 +275,12 @@ def latency(
     heap = ", glibc heap kept" if rep.get("heap_kept") else ""
     out.print(f"{backend}, batch {batch}, {rep['threads']} threads{heap}: unpruned net {rep['full_latency_s'] * 1000:.2f} ms; "
               f"{err_txt}; fitted in {rep['fit_time_s']:.0f} s ({rep['layer_timings']} layer timings, "
-              f"{rep['calibration_policies']} whole nets)")
+              f"{rep['calibration_policies']} whole nets" + _fresh_note(rep.get("fit_processes") or 0) + ")")
     out.print(f"latency model: {rep['model_file']}")
+
+
+def _fresh_note(processes: int) -> str:
+    return f", timed in {processes} fresh process{'es' if processes > 1 else ''}" if processes else ""
 
 
 @app.command()

@@ -331,6 +331,9 @@ class LatencyConfig:
     :param calibration: random pruned nets timed whole to fit the rest of the net (norms, activations).
     :param held_out: random pruned nets timed whole, never fitted on, to measure the model's error.
     :param repeats: timed forwards per measurement (their median is kept).
+    :param processes: fresh processes the whole pruned nets are timed in (the median kept), as a deployment
+        starts and as the result is measured; 0 times them in the fitting process (fitted so, five VGG
+        searches' picks timed 1-7% slower in fresh processes than predicted: latency_summary.md).
     """
 
     backend: str = "torch"
@@ -339,14 +342,17 @@ class LatencyConfig:
     calibration: int = 8
     held_out: int = 8
     repeats: int = 7
+    processes: int = FRESH_PROCESSES
 
     def validate(self) -> None:
         from .errors import ConfigError
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"`backend` {self.backend!r} is not one of {', '.join(BACKENDS)}")
-        if min(self.batch, self.points - 1, self.calibration, self.repeats) < 1 or self.held_out < 0:
-            raise ConfigError("`batch`, `calibration` and `repeats` must be >= 1, `points` >= 2, `held_out` >= 0")
+        if min(self.batch, self.points - 1, self.calibration, self.repeats) < 1 or min(self.held_out,
+                                                                                     self.processes) < 0:
+            raise ConfigError("`batch`, `calibration` and `repeats` must be >= 1, `points` >= 2, `held_out` and "
+                              "`processes` >= 0")
 
 
 # A timer: (module, input shape without the batch) -> seconds per forward of the configured batch.
@@ -355,6 +361,11 @@ Timer = Callable[[nn.Module, tuple[int, ...]], float]
 
 # A paired timer: (modules, input shape) -> seconds per forward of each, timed in alternation.
 PairTimer = Callable[[list[nn.Module], tuple[int, ...]], list[float]]
+
+
+# A fresh-process timer: (modules, input shape) -> one paired timing per new process, or None where the modules
+# cannot travel to another process.
+FreshTimer = Callable[[list[nn.Module], tuple[int, ...]], list[list[float]] | None]
 
 
 def wall_timer(batch: int, backend: str = LatencyConfig.backend, repeats: int = LatencyConfig.repeats,
@@ -373,6 +384,14 @@ def wall_pair_timer(batch: int, backend: str = LatencyConfig.backend, repeats: i
     def timer(modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
         return [ms / 1000 for ms in paired_latency(modules, shape, batch, runtime, repeats, warmup)]
     return timer
+
+
+def fresh_timer(batch: int, backend: str = LatencyConfig.backend, repeats: int = LatencyConfig.repeats,
+                processes: int = LatencyConfig.processes) -> FreshTimer | None:
+    """:func:`fresh_pair_times` with these settings (None for ``processes=0``: time in this process)."""
+    if processes == 0:
+        return None
+    return lambda modules, shape: fresh_pair_times(modules, shape, batch, backend, repeats, processes)
 
 
 def both_orders(pair: PairTimer, modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
@@ -500,17 +519,34 @@ def measured_fraction(model: nn.Module, structure: Any, counts: np.ndarray, pair
     return t_net / t_full
 
 
+def fresh_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray],
+                    fresh: FreshTimer) -> tuple[np.ndarray, int] | None:
+    """Each row's pruned net's latency relative to the unpruned one's, all of them timed in alternation with it
+    in each of ``fresh``'s new processes, the median over the processes kept, and how many processes timed
+    them; None where the nets cannot travel."""
+    from .prune import prune_model
+
+    nets = [prune_model(model, structure, c)[0].eval() for c in rows]
+    runs = fresh([model.eval(), *nets], tuple(structure.example_input.shape[1:]))
+    if not runs:
+        return None
+    return np.median([[t / run[0] for t in run[1:]] for run in runs], axis=0), len(runs)
+
+
 def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, timer: Timer,
                       points: int = LatencyConfig.points, calibration: int = LatencyConfig.calibration,
                       held_out: int = LatencyConfig.held_out, round_to: int = 1, seed: int = 0,
-                      meta: dict[str, Any] | None = None,
-                      pair: PairTimer | None = None) -> tuple[LatencyModel, dict[str, Any]]:
+                      meta: dict[str, Any] | None = None, pair: PairTimer | None = None,
+                      fresh: FreshTimer | None = None) -> tuple[LatencyModel, dict[str, Any]]:
     """Fit the latency model and measure its own error on ``held_out`` random policies it never saw.
 
     ``lo_counts``: the smallest counts the search may choose (its floor). With ``pair``, each whole pruned
     net is timed in alternation with the unpruned one and taken as that ratio times the unpruned net's
-    latency (drift cancels). Returns the model and a report (cost, timings made, median and worst
-    relative error on the held-out policies).
+    latency (drift cancels). With ``fresh`` (:func:`fresh_timer`), the whole nets, calibration and held-out
+    alike, are timed so in new processes instead, as the result will be measured; where they cannot travel
+    there, in this one. Returns the model and a report (cost, timings made, median and worst relative error
+    on the held-out policies, ``fit_processes``: how many fresh processes timed the whole nets, 0 for this
+    one).
     """
     from scipy.optimize import lsq_linear
 
@@ -536,7 +572,12 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
         return measured_fraction(base, structure, counts, pair)
 
     fit_rows = [full, lo, *(_random_counts(structure, lo, rng, round_to) for _ in range(calibration))]
-    fit_y = full_s * np.array([1.0 if i == 0 else measure(c) for i, c in enumerate(fit_rows)])
+    test_rows = [_random_counts(structure, lo, rng, round_to) for _ in range(held_out)]
+    timed = fresh_fractions(base, structure, fit_rows[1:] + test_rows, fresh) if fresh is not None else None
+    # else in this process, one net at a time beside the unpruned one
+    whole, processes = timed or (np.array([measure(c) for c in fit_rows[1:] + test_rows]), 0)
+    fit_y = full_s * np.concatenate([[1.0], whole[:len(fit_rows) - 1]])
+    test_y = whole[len(fit_rows) - 1:]
     feats = lm.features(np.array(fit_rows))
     # Least squares with the layer tables' and the output values' weights kept >= 0 (time does not fall as
     # a net grows; the two features move together, so free weights fit noise with opposite signs), the
@@ -547,14 +588,13 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
         lm.coef = np.array([float(np.mean(fit_y / feats[:, 0])), 0.0, 0.0])
     # The error is on latency fractions, the quantity a latency target bounds, each measured in
     # alternation with the unpruned net (an absolute time would carry the drift since ``full_s``).
-    test_rows = [_random_counts(structure, lo, rng, round_to) for _ in range(held_out)]
-    test_y = np.array([measure(c) for c in test_rows])
     errors = np.abs(lm.fraction(np.array(test_rows)) / test_y - 1) if held_out else np.zeros(0)
     report = {"fit_time_s": time.perf_counter() - t0, "layers": len(shapes), "layer_timings": timings,
               "calibration_policies": len(fit_rows), "held_out_policies": held_out,
               "median_error": float(np.median(errors)) if held_out else None,
               "max_error": float(errors.max()) if held_out else None,
               "full_latency_s": float(fit_y[0]), "coef": lm.coef.tolist(), "heap_kept": heap_kept,
+              "fit_processes": processes,
               "held_out": [{"counts": [int(c) for c in row], "measured_fraction": float(y)}
                            for row, y in zip(test_rows, test_y, strict=True)]}
     lm.meta["report"] = report
@@ -589,6 +629,6 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
 
 
 __all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS", "RUNTIMES", "RUNTIME_NAMES", "ratio_key", "FRESH_PROCESSES",
-           "fresh_pair_times",
+           "fresh_pair_times", "fresh_timer", "fresh_fractions",
            "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
            "choose_rounding", "ROUNDING_STEPS"]

@@ -534,7 +534,7 @@ def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, 
     one an earlier run of this search fitted (``out_dir``), or one fitted now on this machine and saved."""
     if config.latency_target is None:
         return None
-    from ..latency import fit_latency_model, wall_pair_timer, wall_timer
+    from ..latency import fit_latency_model, fresh_timer, wall_pair_timer, wall_timer
     from ..utils import machine_description
 
     path = Path(config.latency_model) if config.latency_model else out_dir / LATENCY_FILE
@@ -563,6 +563,7 @@ def latency_model(model: nn.Module, structure: Structure, config: SearchConfig, 
     lm, _ = fit_latency_model(model, structure, lo, wall_timer(config.latency_batch, config.latency_backend),
                               round_to=config.step, seed=config.seed,
                               pair=wall_pair_timer(config.latency_batch, config.latency_backend),
+                              fresh=fresh_timer(config.latency_batch, config.latency_backend),
                               meta={"backend": config.latency_backend, "batch": config.latency_batch,
                                     "threads": torch.get_num_threads(), "machine": machine_description()})
     out_dir.mkdir(parents=True, exist_ok=True)
