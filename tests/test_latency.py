@@ -39,7 +39,7 @@ def stepped_clock(monkeypatch) -> list[int]:
     def pair(mods, shape):
         return [stepped_timer(m, shape) for m in mods]
 
-    def fresh(models, shape, batch, backend, repeats, processes=3):
+    def fresh(models, shape, batch, backend, repeats, processes=3, beside_first=False):
         asked.append(processes)
         return [pair(models, shape) for _ in range(processes)]
 
@@ -519,6 +519,29 @@ def test_a_pair_is_timed_in_fresh_processes_unless_the_models_cannot_travel():
     runs = fresh_pair_times([nn.Linear(4, 2), nn.Linear(4, 3)], (4,), 8, "torch", repeats=2, processes=2)
     assert runs is not None and len(runs) == 2 and all(len(r) == 2 and min(r) > 0 for r in runs)
     assert fresh_pair_times([Local(), Local()], (4,), 8, "torch", repeats=2, processes=1) is None
+
+
+def test_beside_first_times_each_model_in_a_pair_with_the_first(monkeypatch):
+    """A fresh process asked for ``beside_first`` alternates only two nets at a time (the first and one other,
+    in both orders), and reports each other net at its ratio to the first times the first's median time."""
+    import entroprune.latency as latency
+
+    seen = []
+
+    def pair(mods, shape):
+        seen.append(len(mods))
+        return [stepped_timer(m, shape) for m in mods]
+
+    monkeypatch.setattr(latency, "wall_pair_timer", lambda batch, backend, repeats=7: pair)
+    models = [nn.Linear(64, 64), nn.Linear(64, 8), nn.Linear(64, 32), nn.Linear(16, 8)]
+    times = latency._fresh_job({"job": "pair", "models": models, "shape": [64], "repeats": 2, "batch": 8,
+                                "backend": "torch", "beside_first": True})
+    assert seen == [2] * 6  # three pairs, each in both orders
+    for m, t in zip(models[1:], times[1:], strict=True):
+        assert t / times[0] == pytest.approx(stepped_timer(m, (64,)) / stepped_timer(models[0], (64,)))
+    together = latency._fresh_job({"job": "pair", "models": models, "shape": [64], "repeats": 2, "batch": 8,
+                                   "backend": "torch"})
+    assert seen[6:] == [4, 4] and len(together) == 4
 
 
 def test_a_latency_targeted_run_fine_tunes_the_macs_targeted_reference_of_the_same_latency(tmp_path, monkeypatch):

@@ -153,22 +153,31 @@ def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int =
 
 
 def fresh_pair_times(models: list[nn.Module], shape: tuple[int, ...], batch: int, backend: str, repeats: int,
-                     processes: int = FRESH_PROCESSES) -> list[list[float]] | None:
+                     processes: int = FRESH_PROCESSES, beside_first: bool = False) -> list[list[float]] | None:
     """Each of ``processes`` new processes' :func:`both_orders` timing (s) of ``models`` on ``backend``: a
     comparison timed as a deployment starts, not in a long-running search process (there, a MobileNetV2 net
     widened by free channels read 1.2% faster than the pick on a confirming timing, and 0.5-3.8% slower in
     each of five fresh processes: docs/measurements/latency_target_mobilenetv2_fit2.md). None when the models
-    cannot travel to another process (see :func:`latency_rows`)."""
+    cannot travel to another process (see :func:`latency_rows`).
+
+    ``beside_first``: each later model timed in alternation with the first alone, one pair after another (its
+    time: its ratio to the first times the first's median over the pairs), as two nets are compared; many
+    MobileNetV2 nets alternated together read their latency fractions up to a third off the pairs'."""
     return _in_fresh_processes({"job": "pair", "models": models, "shape": list(shape), "repeats": repeats,
-                                "batch": batch, "backend": backend}, processes)
+                                "batch": batch, "backend": backend, "beside_first": beside_first}, processes)
 
 
 def _fresh_job(job: dict[str, Any]) -> Any:
     """What a fresh process computes for :func:`_in_fresh_processes`."""
-    shape = tuple(job["shape"])
+    shape, models = tuple(job["shape"]), job["models"]
     if job["job"] == "rows":
-        return latency_rows(job["models"], shape, job["repeats"], processes=0)
-    return both_orders(wall_pair_timer(job["batch"], job["backend"], job["repeats"]), job["models"], shape)
+        return latency_rows(models, shape, job["repeats"], processes=0)
+    pair = wall_pair_timer(job["batch"], job["backend"], job["repeats"])
+    if not job.get("beside_first"):
+        return both_orders(pair, models, shape)
+    pairs = [both_orders(pair, [models[0], m], shape) for m in models[1:]]
+    first = float(np.median([p[0] for p in pairs]))
+    return [first, *(first * p[1] / p[0] for p in pairs)]
 
 
 _FRESH_CHILD = """
@@ -388,10 +397,12 @@ def wall_pair_timer(batch: int, backend: str = LatencyConfig.backend, repeats: i
 
 def fresh_timer(batch: int, backend: str = LatencyConfig.backend, repeats: int = LatencyConfig.repeats,
                 processes: int = LatencyConfig.processes) -> FreshTimer | None:
-    """:func:`fresh_pair_times` with these settings (None for ``processes=0``: time in this process)."""
+    """:func:`fresh_pair_times` with these settings, each net beside the first alone (None for ``processes=0``:
+    time in this process)."""
     if processes == 0:
         return None
-    return lambda modules, shape: fresh_pair_times(modules, shape, batch, backend, repeats, processes)
+    return lambda modules, shape: fresh_pair_times(modules, shape, batch, backend, repeats, processes,
+                                                   beside_first=True)
 
 
 def both_orders(pair: PairTimer, modules: list[nn.Module], shape: tuple[int, ...]) -> list[float]:
@@ -521,9 +532,9 @@ def measured_fraction(model: nn.Module, structure: Any, counts: np.ndarray, pair
 
 def fresh_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray],
                     fresh: FreshTimer) -> tuple[np.ndarray, int] | None:
-    """Each row's pruned net's latency relative to the unpruned one's, all of them timed in alternation with it
-    in each of ``fresh``'s new processes, the median over the processes kept, and how many processes timed
-    them; None where the nets cannot travel."""
+    """Each row's pruned net's latency relative to the unpruned one's, timed beside it in each of ``fresh``'s
+    new processes, the median over the processes kept, and how many processes timed them; None where the
+    nets cannot travel."""
     from .prune import prune_model
 
     nets = [prune_model(model, structure, c)[0].eval() for c in rows]
