@@ -48,6 +48,7 @@ def runs(pages: list[Path]) -> list[dict]:
             kept = sum(t["kept"] for t in lat.get("free_channels") or [])
             out.append({"page": page.name, "machine": machine(page), "model": r["model"], "target": r["target"],
                         "chosen": lat["chosen"], "free_channels_kept": kept,
+                        "fit_processes": (lat.get("fit_report") or {}).get("fit_processes", 0),
                         "predicted": lat["predicted_latency"], "measured": r["measured"]["latency_fraction"],
                         "spread": spread(r["measured"], 0), "macs": lat["achieved"],
                         "within": abs(r["measured"]["latency_fraction"] / r["target"] - 1) <= TOLERANCE,
@@ -96,16 +97,19 @@ def main() -> None:
              "at least that of the MACs-targeted net of the same measured latency (the closest matching round; "
              "time: its measured latency relative to the latency-targeted net's, in the same processes, where the "
              "latency-targeted net was timed a second time: re-timed); Δ acc paired by fine-tune seed, mean ± std.",
-             "", "| page | machine | model | target | chosen | predicted / measured latency | goal 1 | re-timed | "
-             "MACs kept | matched net's time | seeds | Δ acc |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| page | machine | model | target | whole nets fitted in | chosen | predicted / measured latency | goal 1 | "
+             "re-timed | MACs kept | matched net's time | seeds | Δ acc |", "|---" * 13 + "|"]
     for r in rows:
         chosen = r["chosen"] + (f" + {r['free_channels_kept']} free" if r["free_channels_kept"] else "")
+        fitted = f"{r['fit_processes']} fresh processes" if r["fit_processes"] else "the search's process"
         lines.append(f"| {r['page'].removesuffix('.json')} | {r['machine']} | {r['model']} | {r['target']:.0%} | "
-                     f"{chosen} | {r['predicted']:.1%} / {r['measured']:.1%}{r['spread']} | "
+                     f"{fitted} | {chosen} | {r['predicted']:.1%} / {r['measured']:.1%}{r['spread']} | "
                      f"{'held' if r['within'] else 'missed'} | {r['retimed']:.1%} | {r['macs']:.1%} | {r['matched_time']:.3f}x | "
                      f"{len(r['diffs'])} | {paired(r['latency_acc'], r['matched_acc'])} |")
     lines += ["", "Pooled per model (95% interval: Student's t on the mean; runs ≥ 0: runs whose mean Δ acc, "
-              "to two decimals, is not below zero):", "",
+              "to two decimals, is not below zero). Runs that led to the same net share its fine-tunes (a "
+              "fine-tune is deterministic on one machine: `--reuse-finetunes`), so their seed pairs are not "
+              "independent; the interval over runs' means is the more cautious one.", "",
               "| model | runs | goal 1 held | seed pairs | Δ acc over pairs: mean ± 95% | Δ acc over runs' means: "
               "mean ± 95% | runs ≥ 0 |", "|---|---|---|---|---|---|---|"]
     summary = {}

@@ -804,7 +804,7 @@ def test_latency_summary_pools_every_runs_seed_pairs(tmp_path):
     assert vgg["pair_mean"][0] == pytest.approx((0.1 + 0.0 + 0.1 - 0.1) / 4)
     assert vgg["run_mean"][0] == pytest.approx((0.2 / 3 - 0.1) / 2)
     text = out.read_text()
-    assert "| a | AMD EPYC | vgg | 25% | uniform + 1 free |" in text and "| b | Intel |" in text and "missed" in text
+    assert "| a | AMD EPYC | vgg | 25% | the search's process | uniform + 1 free |" in text and "| b | Intel |" in text and "missed" in text
     # nothing to pool: one line naming the fix
     done = run("latency_summary.py", "--pages", str(tmp_path / "ts.json"), "--out", str(out))
     assert done.returncode != 0 and "run benchmarks/latency_target.py first" in done.stderr

@@ -341,8 +341,9 @@ class LatencyConfig:
     :param held_out: random pruned nets timed whole, never fitted on, to measure the model's error.
     :param repeats: timed forwards per measurement (their median is kept).
     :param processes: fresh processes the whole pruned nets are timed in (the median kept), as a deployment
-        starts and as the result is measured; 0 times them in the fitting process (fitted so, five VGG
-        searches' picks timed 1-7% slower in fresh processes than predicted: latency_summary.md).
+        starts and as the result is measured; 0 times them in the fitting process, after its layer timings
+        (there two timings of the same held-out nets disagreed by 0.7-12%, in fresh processes by 0.2-2.9%:
+        docs/method.md, "Whole nets timed in fresh processes").
     """
 
     backend: str = "torch"
