@@ -267,9 +267,12 @@ def latency(
         out.print(f"rounding: {ch['round_to']} channels (the smallest step within {ch['tie']:.0%} of the best "
                   f"speed-up per MACs reduction); {ch['file']}")
         round_to = ch["round_to"]
-    rep = fit_latency_checkpoint(checkpoint, out_dir, config,
-                                 min_keep=min_keep, round_to=round_to, seed=seed, force=force,
-                                 trust_pickle=trust_pickle)
+    whole = f"whole pruned nets in {processes} fresh processes" if processes else "whole pruned nets"
+    with out.status(f"fitting: timing every layer over its channel counts, then {whole} (minutes on a "
+                    "large net)"):
+        rep = fit_latency_checkpoint(checkpoint, out_dir, config,
+                                     min_keep=min_keep, round_to=round_to, seed=seed, force=force,
+                                     trust_pickle=trust_pickle)
     err_txt = (f"median error {rep['median_error']:.1%}, worst {rep['max_error']:.1%} on {rep['held_out_policies']} "
                "random pruned nets it was not fitted on" if rep["held_out_policies"] else "no held-out check")
     heap = ", glibc heap kept" if rep.get("heap_kept") else ""

@@ -488,7 +488,10 @@ def _run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
                 resume: bool, quiet: bool, meta: dict[str, Any] | None, workers: int, ray_address: str | None,
                 recovery_images: torch.Tensor | None) -> SearchResult:
     """:func:`run_search`'s body, run under the folder's lock."""
-    search = Search(model, structure, calib, val, config, out_dir, meta, workers)
+    fits = config.latency_target is not None and not (config.latency_model or resume)
+    with progress_bar(disable=quiet or not fits) as bar:  # a latency fit times for a minute or more, silently
+        bar.add_task("latency model: timing layers, then whole nets in fresh processes", total=None, info="")
+        search = Search(model, structure, calib, val, config, out_dir, meta, workers)
     if resume:
         search.load_state()
     search.learn(quiet, ray_address)
