@@ -521,6 +521,24 @@ def test_a_pair_is_timed_in_fresh_processes_unless_the_models_cannot_travel():
     assert fresh_pair_times([Local(), Local()], (4,), 8, "torch", repeats=2, processes=1) is None
 
 
+def test_fresh_processes_leave_the_callers_models_where_they_are():
+    """The job's models travel as CPU copies: the fit hands over the search's own model, which may live on a
+    GPU and must stay there (``.cpu()`` moves a module in place)."""
+    import entroprune.latency as latency
+
+    moved = []
+
+    class Tracked(nn.Linear):  # local: cannot travel, so no process starts
+        def cpu(self):
+            moved.append(self)
+            return super().cpu()
+
+    net = Tracked(4, 2)
+    assert latency._in_fresh_processes({"job": "pair", "models": [net], "shape": [4], "repeats": 1, "batch": 2,
+                                        "backend": "torch"}, 1) is None
+    assert moved and all(m is not net for m in moved)
+
+
 def test_beside_first_times_each_model_in_a_pair_with_the_first(monkeypatch):
     """A fresh process asked for ``beside_first`` alternates only two nets at a time (the first and one other,
     in both orders), and reports each other net at its ratio to the first times the first's median time."""

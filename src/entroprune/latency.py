@@ -204,7 +204,8 @@ def _in_fresh_processes(job: dict[str, Any], processes: int) -> list[Any] | None
     with tempfile.TemporaryDirectory(prefix="entroprune-latency-") as tmp:
         path = Path(tmp) / "job.pt"
         try:
-            torch.save({**job, "models": [m.cpu() for m in job["models"]]}, path)
+            # copies: .cpu() moves a module in place, and the caller's (a search's, maybe on a GPU) stays put
+            torch.save({**job, "models": [copy.deepcopy(m).cpu() for m in job["models"]]}, path)
         except (pickle.PicklingError, AttributeError, TypeError):
             return None
         for _ in range(processes):
