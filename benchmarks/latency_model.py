@@ -29,11 +29,11 @@ from entroprune.latency import (  # noqa: E402
     LatencyModel,
     PairTimer,
     fit_latency_model,
-    fresh_fractions,
     fresh_timer,
     measured_fraction,
     wall_pair_timer,
     wall_timer,
+    whole_fractions,
 )
 from entroprune.models import build_model  # noqa: E402
 from entroprune.structure import Structure  # noqa: E402
@@ -46,8 +46,7 @@ UNIFORM_KEEPS = (0.3, 0.4, 0.5)
 def fractions(model: torch.nn.Module, structure: Structure, rows: list[np.ndarray], pair: PairTimer,
               fresh: FreshTimer | None) -> np.ndarray:
     """Whole pruned nets' latency fractions, timed as the fit times its own (in fresh processes if it did)."""
-    timed = fresh_fractions(model, structure, rows, fresh) if fresh is not None else None
-    return timed[0] if timed else np.array([measured_fraction(model, structure, c, pair) for c in rows])
+    return whole_fractions(model, structure, rows, lambda c: measured_fraction(model, structure, c, pair), fresh)[0]
 
 
 def uniform_errors(model: torch.nn.Module, structure: Structure, lm: LatencyModel, round_to: int,

@@ -56,7 +56,6 @@ def runs(pages: list[Path]) -> list[dict]:
                         "matched_time": r["matched"]["measured"]["matched_fraction"]
                         / r["matched"]["measured"]["latency_fraction"],
                         "latency_acc": acc["latency"], "matched_acc": acc["macs-matched"],
-                        "interpolated_acc": acc.get("macs-interpolated"),
                         "diffs": [a - b for a, b in zip(acc["latency"], acc["macs-matched"], strict=True)]})
     return out
 

@@ -546,6 +546,15 @@ def fresh_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray],
     return np.median([[t / run[0] for t in run[1:]] for run in runs], axis=0), len(runs)
 
 
+def whole_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray], measure: Callable[[np.ndarray], float],
+                    fresh: FreshTimer | None = None) -> tuple[np.ndarray, int]:
+    """Each row's pruned net's latency fraction: by :func:`fresh_fractions` where ``fresh`` is given and the
+    nets can travel, else one at a time by ``measure`` in this process; and how many fresh processes timed
+    them (0: this one)."""
+    timed = fresh_fractions(model, structure, rows, fresh) if fresh is not None else None
+    return timed or (np.array([measure(c) for c in rows]), 0)
+
+
 def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, timer: Timer,
                       points: int = LatencyConfig.points, calibration: int = LatencyConfig.calibration,
                       held_out: int = LatencyConfig.held_out, round_to: int = 1, seed: int = 0,
@@ -586,9 +595,7 @@ def fit_latency_model(model: nn.Module, structure: Any, lo_counts: np.ndarray, t
 
     fit_rows = [full, lo, *(_random_counts(structure, lo, rng, round_to) for _ in range(calibration))]
     test_rows = [_random_counts(structure, lo, rng, round_to) for _ in range(held_out)]
-    timed = fresh_fractions(base, structure, fit_rows[1:] + test_rows, fresh) if fresh is not None else None
-    # else in this process, one net at a time beside the unpruned one
-    whole, processes = timed or (np.array([measure(c) for c in fit_rows[1:] + test_rows]), 0)
+    whole, processes = whole_fractions(base, structure, fit_rows[1:] + test_rows, measure, fresh)
     fit_y = full_s * np.concatenate([[1.0], whole[:len(fit_rows) - 1]])
     test_y = whole[len(fit_rows) - 1:]
     feats = lm.features(np.array(fit_rows))
@@ -642,6 +649,6 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
 
 
 __all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS", "RUNTIMES", "RUNTIME_NAMES", "ratio_key", "FRESH_PROCESSES",
-           "fresh_pair_times", "fresh_timer", "fresh_fractions",
+           "fresh_pair_times", "fresh_timer", "fresh_fractions", "whole_fractions",
            "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
            "choose_rounding", "ROUNDING_STEPS"]
