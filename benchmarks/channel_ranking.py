@@ -1,0 +1,181 @@
+"""Which channels a layer keeps: does the ranking matter after the main job's fine-tune? (issue 16)
+
+The arena compares allocations (how many channels each group keeps) and finds little room above the uniform
+allocation: the best allocation of any pair is worth about +0.2-0.3 points after the main job's 3-epoch
+distilled fine-tune (docs/arena.md). The other half of a pruning policy is *which* channels each group keeps;
+the tool ranks them by the L1 norm of their weights, as torch-pruning does by default. This study holds the
+allocation fixed (the arena's uniform policy of a pair) and changes only the ranking:
+
+- ``l1``: the tool's ranking (the arena's uniform cell, re-run here as a check that it reproduces);
+- ``random``: a seeded random ranking, the floor any ranking should beat;
+- ``bn``: the magnitude of the group's BatchNorm scales (Network Slimming's criterion);
+- ``activation``: the mean post-ReLU activation of the group's channels on the calibration images
+  (label-free, data-driven).
+
+Every pruned net gets the arena's fine-tune (3 epochs, distillation, lr 0.02) with the given seeds, and the
+page gives each ranking's test accuracy and its paired difference to ``l1`` (same seed). Resumable: each
+(pair, ranking, seed) cell is one row of the results CSV and is skipped when there.
+
+    python benchmarks/channel_ranking.py --pairs vgg:0.1 vgg:0.2 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import append_row, load_grid, read_rows, write_page  # noqa: E402
+
+import entroprune.api as api  # noqa: E402
+from entroprune.api import evaluate_checkpoint, finetune_checkpoint, load_data_for_spec, load_model  # noqa: E402
+from entroprune.utils import machine_description  # noqa: E402
+
+RANKINGS = ("l1", "random", "bn", "activation")
+FIELDS = ["model", "target", "ranking", "seed", "accuracy_before_finetune", "test_accuracy", "macs_fraction",
+          "finetune_time_s", "machine", "date"]
+
+
+def bn_members(structure, group, mods: dict) -> list[tuple[nn.BatchNorm2d, list[int]]]:
+    return [(mods[n], idxs) for n, idxs in group.member_idxs.items() if isinstance(mods.get(n), nn.BatchNorm2d)]
+
+
+def rank_orders(model: nn.Module, structure, ranking: str, calib: torch.Tensor, seed: int) -> dict[str, list[int]]:
+    """Each group's channel positions, best first, under ``ranking`` (``l1``: the structure's own)."""
+    mods = dict(model.named_modules())
+    orders: dict[str, list[int]] = {}
+    if ranking == "activation":
+        sums: dict[nn.Module, torch.Tensor] = {}
+        hooks = [m.register_forward_hook(lambda mod, i, o: sums.__setitem__(
+            mod, sums.get(mod, 0) + torch.relu(o).mean(dim=(0, 2, 3)) * o.shape[0]))
+            for g in structure.groups for m, _ in bn_members(structure, g, mods)]
+        model.eval()
+        with torch.no_grad():
+            for x in calib.split(256):
+                model(x)
+        for h in hooks:
+            h.remove()
+    gen = torch.Generator().manual_seed(1000 + seed)
+    for g in structure.groups:
+        if ranking == "l1" or g.step != 1:
+            orders[g.name] = list(g.order)
+            continue
+        if ranking == "random":
+            orders[g.name] = torch.randperm(g.channels, generator=gen).tolist()
+            continue
+        score = torch.zeros(g.channels, dtype=torch.float64)
+        for bn, idxs in bn_members(structure, g, mods):
+            per = bn.weight.detach().abs() if ranking == "bn" else sums[bn]
+            score += per.double()[idxs]
+        if not bn_members(structure, g, mods):  # no BN in the group: the tool's ranking
+            orders[g.name] = list(g.order)
+            continue
+        orders[g.name] = torch.argsort(score, descending=True).tolist()
+    return orders
+
+
+def prune_ranked(base: Path, policy: dict, out: Path, ranking: str, seed: int) -> None:
+    """prune_checkpoint with the groups' channel order replaced by ``ranking``'s."""
+    model, ckpt = load_model(base)
+    data = load_data_for_spec(ckpt.spec)
+    calib = data.normalize(data.calib.x)
+    build = api.build_structure
+
+    def ranked_structure(m, spec, importance="l1", ignored=()):
+        structure = build(m, spec, importance, ignored)
+        for g in structure.groups:
+            g.order = orders[g.name]
+        return structure
+
+    orders = rank_orders(model, build(model, ckpt.spec), ranking, calib, seed)
+    api.build_structure = ranked_structure
+    try:
+        api.prune_checkpoint(base, policy, out, force=True)
+    finally:
+        api.build_structure = build
+
+
+def run(args: argparse.Namespace) -> None:
+    grid = load_grid(ROOT / "benchmarks" / "arena.yaml")
+    torch.set_num_threads(grid["threads"])
+    results = Path(args.results)
+    rows = read_rows(results)
+    arena = read_rows(ROOT / grid["results"])
+    for pair in args.pairs:
+        model, target = pair.split(":")[0], float(pair.split(":")[1])
+        uniform = next(r for r in arena if r["model"] == model and float(r["target"]) == target
+                       and r["source"] == "uniform")
+        policy = {"policy": json.loads(uniform["policy"]), "round_to": grid["round_to"]}
+        base = ROOT / grid["baselines"] / model / "model.pt"
+        for seed in args.seeds:  # seed-major: every ranking's first reading comes early
+            for ranking in args.rankings:
+                if any(r["model"] == model and float(r["target"]) == target and r["ranking"] == ranking
+                       and int(r["seed"]) == seed for r in rows):
+                    continue
+                cell = Path(args.work) / f"{model}-{target}-{ranking}-s{seed}"
+                torch.manual_seed(seed)
+                prune_ranked(base, policy, cell / "pruned", ranking, seed)
+                ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned",
+                                         epochs=grid["finetune_epochs"], lr=float(grid["finetune_lr"]),
+                                         distill=grid["finetune_distill"], seed=seed, quiet=True, force=True)
+                ev = evaluate_checkpoint(cell / "finetuned" / "model.pt")
+                row = {"model": model, "target": target, "ranking": ranking, "seed": seed,
+                       "accuracy_before_finetune": ft["test_accuracy_before"],
+                       "test_accuracy": ev[1]["test_accuracy"], "macs_fraction": ev[1]["macs"] / ev[0]["macs"],
+                       "finetune_time_s": round(ft["finetune_time_s"], 1), "machine": machine_description(),
+                       "date": time.strftime("%Y-%m-%d")}
+                append_row(results, FIELDS, row)
+                rows.append({k: str(v) for k, v in row.items()})
+                print(f"{model} {target} {ranking} seed {seed}: {row['accuracy_before_finetune']:.2f} -> "
+                      f"{row['test_accuracy']:.2f}", flush=True)
+    write_page(Path(args.out), page(rows, " ".join(sys.argv[1:])), rows)
+
+
+def page(rows: list[dict], argv: str) -> list[str]:
+    lines = ["# Which channels a group keeps: the ranking under the main job's fine-tune", "",
+             f"Made by `python benchmarks/channel_ranking.py {argv}` (module docstring: what and why). The "
+             "allocation is the arena's uniform policy of each pair; only the channels each group keeps change. "
+             "Δ l1: paired difference to the tool's L1 ranking with the same fine-tune seed (mean ± std over "
+             "the seeds).", ""]
+    machines = sorted({r["machine"] for r in rows})
+    lines += [f"Machine: {'; '.join(machines)}.", ""]
+    for model, target in dict.fromkeys((r["model"], r["target"]) for r in rows):
+        cells = [r for r in rows if r["model"] == model and r["target"] == target]
+        ref = {r["seed"]: float(r["test_accuracy"]) for r in cells if r["ranking"] == "l1"}
+        lines += [f"## {model} at {float(target):.0%} of the MACs", "",
+                  "| ranking | seeds | before fine-tune (%) | test acc (%) | Δ l1 (points) |", "|---|---|---|---|---|"]
+        for ranking in dict.fromkeys(r["ranking"] for r in cells):
+            rs = [r for r in cells if r["ranking"] == ranking]
+            acc = [float(r["test_accuracy"]) for r in rs]
+            before = statistics.mean(float(r["accuracy_before_finetune"]) for r in rs)
+            diffs = [float(r["test_accuracy"]) - ref[r["seed"]] for r in rs if r["seed"] in ref]
+            d = ("-" if ranking == "l1" or not diffs else
+                 f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs) if len(diffs) > 1 else 0:.2f}")
+            sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+            lines.append(f"| {ranking} | {len(rs)} | {before:.1f} | {statistics.mean(acc):.2f} ± {sd:.2f} | {d} |")
+        lines.append("")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", nargs="+", default=["vgg:0.1", "vgg:0.2"], help="model:target, the arena's pairs")
+    p.add_argument("--rankings", nargs="+", default=list(RANKINGS), choices=RANKINGS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--work", default=str(ROOT / "runs" / "channel_ranking"), help="per-cell folders (not tracked)")
+    p.add_argument("--results", default=str(ROOT / "docs" / "measurements" / "channel_ranking.csv"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "channel_ranking.md"))
+    run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
