@@ -10,7 +10,11 @@ allocation fixed (the arena's uniform policy of a pair) and changes only the ran
 - ``random``: a seeded random ranking, the floor any ranking should beat;
 - ``bn``: the magnitude of the group's BatchNorm scales (Network Slimming's criterion);
 - ``activation``: the mean post-ReLU activation of the group's channels on the calibration images
-  (label-free, data-driven).
+  (label-free, data-driven);
+- ``l2``: the L2 norm of the weights (the tool's other ranking, ``--importance l2``);
+- ``taylor``: first-order Taylor (Molchanov et al., ICLR 2017): the loss change when a channel's activation
+  is zeroed, |activation x gradient| summed over the calibration images, with the net's own top-1 as the
+  target, so no label is read.
 
 Every pruned net gets the arena's fine-tune (3 epochs, distillation, lr 0.02) with the given seeds, and the
 page gives each ranking's test accuracy and its paired difference to ``l1`` (same seed). Resumable: each
@@ -40,7 +44,7 @@ import entroprune.api as api  # noqa: E402
 from entroprune.api import evaluate_checkpoint, finetune_checkpoint, load_data_for_spec, load_model  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 
-RANKINGS = ("l1", "random", "bn", "activation")
+RANKINGS = ("l1", "random", "bn", "activation", "l2", "taylor")
 FIELDS = ["model", "target", "ranking", "seed", "accuracy_before_finetune", "test_accuracy", "macs_fraction",
           "finetune_time_s", "machine", "date"]
 
@@ -64,9 +68,11 @@ def rank_orders(model: nn.Module, structure, ranking: str, calib: torch.Tensor, 
                 model(x)
         for h in hooks:
             h.remove()
+    elif ranking == "taylor":
+        sums = taylor_scores(model, [m for g in structure.groups for m, _ in bn_members(structure, g, mods)], calib)
     gen = torch.Generator().manual_seed(1000 + seed)
     for g in structure.groups:
-        if ranking == "l1" or g.step != 1:
+        if ranking in ("l1", "l2") or g.step != 1:  # l2: the structure is built with it
             orders[g.name] = list(g.order)
             continue
         if ranking == "random":
@@ -74,13 +80,36 @@ def rank_orders(model: nn.Module, structure, ranking: str, calib: torch.Tensor, 
             continue
         score = torch.zeros(g.channels, dtype=torch.float64)
         for bn, idxs in bn_members(structure, g, mods):
-            per = bn.weight.detach().abs() if ranking == "bn" else sums[bn]
+            per = bn.weight.detach().abs() if ranking == "bn" else sums[bn]  # activation or taylor
             score += per.double()[idxs]
         if not bn_members(structure, g, mods):  # no BN in the group: the tool's ranking
             orders[g.name] = list(g.order)
             continue
         orders[g.name] = torch.argsort(score, descending=True).tolist()
     return orders
+
+
+def taylor_scores(model: nn.Module, layers: list[nn.Module], calib: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
+    """|sum of activation x gradient| per channel of each layer's output, the loss the cross-entropy against
+    the net's own top-1 (label-free), summed over batches of the calibration images."""
+    outs: dict[nn.Module, torch.Tensor] = {}
+    sums: dict[nn.Module, torch.Tensor] = {}
+    def keep(mod: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+        out.retain_grad()
+        outs[mod] = out
+        return out.clone()  # the net goes on with a copy, which an in-place ReLU may overwrite
+
+    hooks = [m.register_forward_hook(keep) for m in layers]
+    model.eval()
+    for x in calib.split(256):
+        logits = model(x)
+        nn.functional.cross_entropy(logits, logits.argmax(1).detach()).backward()
+        for m, o in outs.items():
+            sums[m] = sums.get(m, 0) + (o * o.grad).sum(dim=(2, 3)).abs().sum(0).detach()
+        model.zero_grad()
+    for h in hooks:
+        h.remove()
+    return sums
 
 
 def prune_ranked(base: Path, policy: dict, out: Path, ranking: str, seed: int) -> None:
@@ -91,12 +120,13 @@ def prune_ranked(base: Path, policy: dict, out: Path, ranking: str, seed: int) -
     build = api.build_structure
 
     def ranked_structure(m, spec, importance="l1", ignored=()):
-        structure = build(m, spec, importance, ignored)
+        structure = build(m, spec, importance, ignored)  # the caller's importance; orders replaced below
         for g in structure.groups:
             g.order = orders[g.name]
         return structure
 
-    orders = rank_orders(model, build(model, ckpt.spec), ranking, calib, seed)
+    importance = "l2" if ranking == "l2" else "l1"
+    orders = rank_orders(model, build(model, ckpt.spec, importance), ranking, calib, seed)
     api.build_structure = ranked_structure
     try:
         api.prune_checkpoint(base, policy, out, force=True)
