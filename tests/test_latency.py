@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from entroprune.latency import _interp2, build_layer, fit_latency_model, layer_shapes
+from entroprune.latency import _interp2, build_layer, fit_latency_model, in_fresh, layer_shapes
 from entroprune.models import build_model
 from entroprune.prune import prune_model
 from entroprune.structure import Structure, count_macs_params
@@ -228,7 +228,7 @@ def test_latency_cli_writes_a_model_and_says_its_error(digits_ckpt, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "median error" in proc.stdout and "2 random pruned nets" in proc.stdout
-    assert "whole nets, timed in 1 fresh process)" in " ".join(proc.stdout.split())  # rich wraps lines
+    assert "whole nets timed in a fresh process)" in " ".join(proc.stdout.split())  # rich wraps lines
     lm = LatencyModel.from_dict(json.loads((tmp_path / "lat" / "latency_model.json").read_text()))
     assert lm.meta["backend"] == "torch" and lm.meta["batch"] == 8 and lm.predict(lm.full_counts)[0] > 0
     # the model says under which allocator regime it was timed, and so does the CLI
@@ -621,3 +621,8 @@ def test_matching_macs_target_aims_the_uniform_policy_at_a_latency_and_never_bel
     floor = matching_macs_target(structure, lm, 1e-3, 0.2, 8)
     assert floor * structure.total_macs >= structure.macs(structure.keep_counts(0.2, 8))
     PruningEnv(structure, None, floor, 0.2, 8)
+
+
+@pytest.mark.parametrize(("processes", "words"), [(0, ""), (1, " in a fresh process"), (3, " in 3 fresh processes")])
+def test_in_fresh_says_where_whole_nets_were_timed(processes, words):
+    assert in_fresh(processes) == words

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from .config import BaselineConfig, FinetuneConfig, RunConfig
 from .errors import ConfigError, EntropruneError
-from .latency import LatencyConfig
+from .latency import LatencyConfig, in_fresh
 from .search import RewardConfig, SearchConfig
 from .search.free_channels import steps_summary
 
@@ -267,7 +267,7 @@ def latency(
         out.print(f"rounding: {ch['round_to']} channels (the smallest step within {ch['tie']:.0%} of the best "
                   f"speed-up per MACs reduction); {ch['file']}")
         round_to = ch["round_to"]
-    whole = f"whole pruned nets in {processes} fresh processes" if processes else "whole pruned nets"
+    whole = f"whole pruned nets{in_fresh(processes)}"
     with out.status(f"fitting: timing every layer over its channel counts, then {whole} (minutes on a "
                     "large net)"):
         rep = fit_latency_checkpoint(checkpoint, out_dir, config,
@@ -278,12 +278,8 @@ def latency(
     heap = ", glibc heap kept" if rep.get("heap_kept") else ""
     out.print(f"{backend}, batch {batch}, {rep['threads']} threads{heap}: unpruned net {rep['full_latency_s'] * 1000:.2f} ms; "
               f"{err_txt}; fitted in {rep['fit_time_s']:.0f} s ({rep['layer_timings']} layer timings, "
-              f"{rep['calibration_policies']} whole nets" + _fresh_note(rep.get("fit_processes") or 0) + ")")
+              f"{rep['calibration_policies']} whole nets timed{in_fresh(rep.get('fit_processes') or 0) or ' here'})")
     out.print(f"latency model: {rep['model_file']}")
-
-
-def _fresh_note(processes: int) -> str:
-    return f", timed in {processes} fresh process{'es' if processes > 1 else ''}" if processes else ""
 
 
 @app.command()

@@ -546,6 +546,12 @@ def fresh_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray],
     return np.median([[t / run[0] for t in run[1:]] for run in runs], axis=0), len(runs)
 
 
+def in_fresh(processes: int) -> str:
+    """Where whole nets were timed, for a sentence: " in N fresh processes", " in a fresh process", or ""
+    (timed in the process that asked)."""
+    return f" in {processes} fresh processes" if processes > 1 else " in a fresh process" if processes == 1 else ""
+
+
 def whole_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray], measure: Callable[[np.ndarray], float],
                     fresh: FreshTimer | None = None) -> tuple[np.ndarray, int]:
     """Each row's pruned net's latency fraction: by :func:`fresh_fractions` where ``fresh`` is given and the

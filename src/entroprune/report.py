@@ -160,13 +160,13 @@ def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
         return []
     base, pr = evaluation["rows"][0], evaluation["rows"][-1]
     model = summary.get("latency_model") or {}
-    from .latency import RUNTIMES
+    from .latency import RUNTIMES, in_fresh
 
     rt = RUNTIMES.get((summary.get("config") or {}).get("latency_backend", "torch"), "torch")
     key = f"{rt}_b64_ms"
     measured = f"{pr[key] / base[key]:.1%} measured ({'TorchScript' if rt == 'ts' else rt}, batch 64)" \
         if key in pr and key in base else "not measured"
-    fresh = f", each timed in {model['fit_processes']} fresh processes" if model.get("fit_processes") else ""
+    fresh = f", each timed{in_fresh(model['fit_processes'])}" if model.get("fit_processes") else ""
     err = f"; the model's median error on random pruned nets{fresh}: {model['median_error']:.1%}" \
         if model.get("median_error") is not None else ""
     lines = [f"Latency target {summary['latency_target']:.0%} of the original: {summary['latency_fraction']:.1%} "

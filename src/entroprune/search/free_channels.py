@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch.nn as nn
 
-from ..latency import PairTimer, both_orders
+from ..latency import PairTimer, both_orders, in_fresh
 from ..prune import prune_model
 from ..structure import Structure
 
@@ -102,7 +102,7 @@ def steps_summary(summary: dict[str, Any]) -> str:
     kept, dropped = _steps(trials, "kept"), _steps(trials, "dropped")
     processes = summary.get("free_channels_confirming_processes") or 0
     confirmed = "" if ratio is None else (f"the widened net then timed {ratio:.3f}x the chosen one on a confirming "
-                                          f"timing{f' in {processes} fresh processes' if processes else ''}")
+                                          f"timing{in_fresh(processes)}")
     if dropped:
         n = sum(bool(t.get("dropped")) for t in trials)
         return f"{n} of {len(trials)} timed steps ran no slower ({dropped}), but {confirmed}, so they were dropped"
