@@ -20,7 +20,8 @@ Every pruned net gets the arena's fine-tune (3 epochs, distillation, lr 0.02) wi
 page gives each ranking's test accuracy and its paired difference to ``l1`` (same seed). Resumable: each
 (pair, ranking, seed) cell is one row of the results CSV and is skipped when there.
 
-    python benchmarks/channel_ranking.py --pairs vgg:0.1 vgg:0.2 --seeds 0 1 2
+    python benchmarks/channel_ranking.py --pairs vgg:0.1 vgg:0.2 --rankings l1 l2 --seeds 0 1 2
+    python benchmarks/channel_ranking.py --page-only
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import append_row, load_grid, read_rows, write_page  # noqa: E402
+from reproduce import ensure_baseline  # noqa: E402
 
 import entroprune.api as api  # noqa: E402
 from entroprune.api import evaluate_checkpoint, finetune_checkpoint, load_data_for_spec, load_model  # noqa: E402
@@ -135,17 +137,20 @@ def prune_ranked(base: Path, policy: dict, out: Path, ranking: str, seed: int) -
 
 
 def run(args: argparse.Namespace) -> None:
-    grid = load_grid(ROOT / "benchmarks" / "arena.yaml")
+    grid = load_grid(args.grid)
     torch.set_num_threads(grid["threads"])
     results = Path(args.results)
     rows = read_rows(results)
+    if args.page_only:
+        write_page(Path(args.out), page(rows), rows)
+        return
     arena = read_rows(ROOT / grid["results"])
     for pair in args.pairs:
         model, target = pair.split(":")[0], float(pair.split(":")[1])
         uniform = next(r for r in arena if r["model"] == model and float(r["target"]) == target
                        and r["source"] == "uniform")
         policy = {"policy": json.loads(uniform["policy"]), "round_to": grid["round_to"]}
-        base = ROOT / grid["baselines"] / model / "model.pt"
+        base = ensure_baseline(grid, model) / "model.pt"  # the arena's, tracked in git
         for seed in args.seeds:  # seed-major: every ranking's first reading comes early
             for ranking in args.rankings:
                 if any(r["model"] == model and float(r["target"]) == target and r["ranking"] == ranking
@@ -167,13 +172,15 @@ def run(args: argparse.Namespace) -> None:
                 rows.append({k: str(v) for k, v in row.items()})
                 print(f"{model} {target} {ranking} seed {seed}: {row['accuracy_before_finetune']:.2f} -> "
                       f"{row['test_accuracy']:.2f}", flush=True)
-    write_page(Path(args.out), page(rows, " ".join(sys.argv[1:])), rows)
+    write_page(Path(args.out), page(rows), rows)
 
 
-def page(rows: list[dict], argv: str) -> list[str]:
+def page(rows: list[dict]) -> list[str]:
     lines = ["# Which channels a group keeps: the ranking under the main job's fine-tune", "",
-             f"Made by `python benchmarks/channel_ranking.py {argv}` (module docstring: what and why). The "
-             "allocation is the arena's uniform policy of each pair; only the channels each group keeps change. "
+             "Cells filled by `python benchmarks/channel_ranking.py --pairs P... --rankings R...` (resumable: each "
+             "cell is a row of `docs/measurements/channel_ranking.csv`, skipped when there); this page written from "
+             "those rows by `python benchmarks/channel_ranking.py --page-only`. What and why: the script's "
+             "docstring. The allocation is the arena's uniform policy of each pair; only the channels each group keeps change. "
              "Δ l1: paired difference to the tool's L1 ranking with the same fine-tune seed (mean ± std over "
              "the seeds).", ""]
     machines = sorted({r["machine"] for r in rows})
@@ -198,11 +205,14 @@ def page(rows: list[dict], argv: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--grid", default=str(ROOT / "benchmarks" / "arena.yaml"),
+                   help="the arena's settings: fine-tune, rounding, baselines and the results holding its uniform policies")
     p.add_argument("--pairs", nargs="+", default=["vgg:0.1", "vgg:0.2"], help="model:target, the arena's pairs")
     p.add_argument("--rankings", nargs="+", default=list(RANKINGS), choices=RANKINGS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--work", default=str(ROOT / "runs" / "channel_ranking"), help="per-cell folders (not tracked)")
     p.add_argument("--results", default=str(ROOT / "docs" / "measurements" / "channel_ranking.csv"))
+    p.add_argument("--page-only", action="store_true", help="rewrite the page from the results CSV, run nothing")
     p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "channel_ranking.md"))
     run(p.parse_args(argv))
 

@@ -808,3 +808,39 @@ def test_latency_summary_pools_every_runs_seed_pairs(tmp_path):
     # nothing to pool: one line naming the fix
     done = run("latency_summary.py", "--pages", str(tmp_path / "ts.json"), "--out", str(out))
     assert done.returncode != 0 and "run benchmarks/latency_target.py first" in done.stderr
+
+
+def test_channel_ranking_changes_only_which_channels_and_pages_the_difference(tmp_path):
+    """Every ranking prunes the arena's uniform allocation and fine-tunes it; the rankings keep other
+    channels (random differs from l1), the same counts, and the page pairs each with l1 by seed."""
+    g = grid(tmp_path, finetune_lr=0.02)
+    arena = tmp_path / "m" / "results.csv"
+    policy = {n: 0.5 for n in ("features.0", "features.3", "features.7", "features.10", "features.14",
+                               "features.17")}
+    from entroprune.api import train_baseline
+
+    train_baseline("vgg", "digits", tmp_path / "m" / "baselines" / "vgg", epochs=1, width_mult=0.5, quiet=True)
+    with open(arena, "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["model", "target", "source", "seed", "policy"])
+        w.writeheader()
+        w.writerow({"model": "vgg", "target": 0.5, "source": "uniform", "seed": 0, "policy": json.dumps(policy)})
+    out, results, work = tmp_path / "cr.md", tmp_path / "cr.csv", tmp_path / "work"
+    res = run("channel_ranking.py", "--grid", str(g), "--pairs", "vgg:0.5", "--seeds", "0", "--work", str(work),
+              "--results", str(results), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = rows(results)
+    assert [r["ranking"] for r in got] == ["l1", "random", "bn", "activation", "l2", "taylor"]
+    assert len({r["macs_fraction"] for r in got}) == 1  # one allocation
+    import torch
+
+    first = {r: torch.load(work / f"vgg-0.5-{r}-s0" / "pruned" / "model.pt", weights_only=True)
+             for r in ("l1", "random")}
+    w = [next(v for k, v in ck["state_dict"].items() if k.endswith("features.0.weight")) for ck in first.values()]
+    assert w[0].shape == w[1].shape and not torch.equal(w[0], w[1])  # same count, other channels
+    text = out.read_text()
+    l1 = float(got[0]["test_accuracy"])
+    rand = float(got[1]["test_accuracy"])
+    assert "| random | 1 |" in text and f"{rand - l1:+.2f} ± 0.00" in text
+    res = run("channel_ranking.py", "--grid", str(g), "--pairs", "vgg:0.5", "--seeds", "0", "--work", str(work),
+              "--results", str(results), "--out", str(out))  # every cell there: nothing runs again
+    assert res.returncode == 0 and res.stdout.count("seed 0:") == 0 and len(rows(results)) == 6
