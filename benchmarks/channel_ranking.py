@@ -48,7 +48,7 @@ from entroprune.utils import machine_description  # noqa: E402
 
 RANKINGS = ("l1", "random", "bn", "activation", "l2", "taylor")
 FIELDS = ["model", "target", "ranking", "seed", "accuracy_before_finetune", "test_accuracy", "macs_fraction",
-          "finetune_time_s", "machine", "date"]
+          "finetune_time_s", "machine", "date", "from_arena"]
 
 
 def bn_members(structure, group, mods: dict) -> list[tuple[nn.BatchNorm2d, list[int]]]:
@@ -141,10 +141,10 @@ def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(grid["threads"])
     results = Path(args.results)
     rows = read_rows(results)
-    if args.page_only:
-        write_page(Path(args.out), page(rows), rows)
-        return
     arena = read_rows(ROOT / grid["results"])
+    if args.page_only:
+        write_page(Path(args.out), page(rows, arena), rows)
+        return
     for pair in args.pairs:
         model, target = pair.split(":")[0], float(pair.split(":")[1])
         uniform = next(r for r in arena if r["model"] == model and float(r["target"]) == target
@@ -155,6 +155,14 @@ def run(args: argparse.Namespace) -> None:
             for ranking in args.rankings:
                 if any(r["model"] == model and float(r["target"]) == target and r["ranking"] == ranking
                        and int(r["seed"]) == seed for r in rows):
+                    continue
+                same = [r for r in arena if r["model"] == model and float(r["target"]) == target
+                        and r["source"] == "uniform" and int(r["seed"]) == seed
+                        and r.get("machine") == machine_description()]
+                if ranking == "l1" and args.l1_from_arena and same:  # the same cell, already fine-tuned
+                    row = {k: same[0][k] for k in FIELDS if k in same[0]} | {"ranking": "l1", "from_arena": "yes"}
+                    append_row(results, FIELDS, row)
+                    rows.append(row)
                     continue
                 cell = Path(args.work) / f"{model}-{target}-{ranking}-s{seed}"
                 torch.manual_seed(seed)
@@ -172,15 +180,26 @@ def run(args: argparse.Namespace) -> None:
                 rows.append({k: str(v) for k, v in row.items()})
                 print(f"{model} {target} {ranking} seed {seed}: {row['accuracy_before_finetune']:.2f} -> "
                       f"{row['test_accuracy']:.2f}", flush=True)
-    write_page(Path(args.out), page(rows), rows)
+    write_page(Path(args.out), page(rows, arena), rows)
 
 
-def page(rows: list[dict]) -> list[str]:
+def reruns(rows: list[dict], arena: list[dict]) -> str:
+    """How many l1 cells run here have an arena uniform cell of the same seed and machine, and how many of
+    those came out at the same accuracy: the check that taking the arena's cell is taking this one."""
+    pairs = [(float(r["test_accuracy"]), float(a["test_accuracy"])) for r in rows if r["ranking"] == "l1"
+             and not r.get("from_arena") for a in arena if a["source"] == "uniform" and a["model"] == r["model"]
+             and float(a["target"]) == float(r["target"]) and a["seed"] == r["seed"] and a.get("machine") == r["machine"]]
+    same = sum(abs(x - y) < 1e-9 for x, y in pairs)
+    return f"of the {len(pairs)} l1 cells this script ran that the arena has too, {same} came out the same"
+
+
+def page(rows: list[dict], arena: list[dict]) -> list[str]:
     lines = ["# Which channels a group keeps: the ranking under the main job's fine-tune", "",
              "Cells filled by `python benchmarks/channel_ranking.py --pairs P... --rankings R...` (resumable: each "
              "cell is a row of `docs/measurements/channel_ranking.csv`, skipped when there); this page written from "
              "those rows by `python benchmarks/channel_ranking.py --page-only`. What and why: the script's "
-             "docstring. The allocation is the arena's uniform policy of each pair; only the channels each group keeps change. "
+             "docstring. l1 cells marked * are the arena's uniform cells of that seed (`--l1-from-arena`: the "
+             f"same pruned net and fine-tune on the same machine; {reruns(rows, arena)}). The allocation is the arena's uniform policy of each pair; only the channels each group keeps change. "
              "Δ l1: paired difference to the tool's L1 ranking with the same fine-tune seed (mean ± std over "
              "the seeds).", ""]
     machines = sorted({r["machine"] for r in rows})
@@ -198,7 +217,8 @@ def page(rows: list[dict]) -> list[str]:
             d = ("-" if ranking == "l1" or not diffs else
                  f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs) if len(diffs) > 1 else 0:.2f}")
             sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-            lines.append(f"| {ranking} | {len(rs)} | {before:.1f} | {statistics.mean(acc):.2f} ± {sd:.2f} | {d} |")
+            star = "*" if any(r.get("from_arena") for r in rs) else ""
+            lines.append(f"| {ranking}{star} | {len(rs)} | {before:.1f} | {statistics.mean(acc):.2f} ± {sd:.2f} | {d} |")
         lines.append("")
     return lines
 
@@ -212,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--work", default=str(ROOT / "runs" / "channel_ranking"), help="per-cell folders (not tracked)")
     p.add_argument("--results", default=str(ROOT / "docs" / "measurements" / "channel_ranking.csv"))
+    p.add_argument("--l1-from-arena", action="store_true",
+                   help="take l1 from the arena's uniform cell of the same seed fine-tuned on this machine (the same "
+                        "pruned net and fine-tune: deterministic on one machine) instead of fine-tuning it again")
     p.add_argument("--page-only", action="store_true", help="rewrite the page from the results CSV, run nothing")
     p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "channel_ranking.md"))
     run(p.parse_args(argv))

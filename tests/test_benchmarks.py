@@ -844,3 +844,14 @@ def test_channel_ranking_changes_only_which_channels_and_pages_the_difference(tm
     res = run("channel_ranking.py", "--grid", str(g), "--pairs", "vgg:0.5", "--seeds", "0", "--work", str(work),
               "--results", str(results), "--out", str(out))  # every cell there: nothing runs again
     assert res.returncode == 0 and res.stdout.count("seed 0:") == 0 and len(rows(results)) == 6
+    # --l1-from-arena: the arena's uniform cell of this machine and seed stands for l1, nothing fine-tuned
+    with open(arena, "a", newline="") as fh:
+        csv.writer(fh).writerow(["vgg", 0.5, "uniform", 1, json.dumps(policy), 10.0, 12.34, got[0]["machine"]])
+    lines = arena.read_text().splitlines()
+    arena.write_text("\n".join([lines[0] + ",accuracy_before_finetune,test_accuracy,machine", *lines[1:]]) + "\n")
+    res = run("channel_ranking.py", "--grid", str(g), "--pairs", "vgg:0.5", "--seeds", "1", "--rankings", "l1",
+              "--l1-from-arena", "--work", str(work), "--results", str(results), "--out", str(out))
+    assert res.returncode == 0 and "seed 1:" not in res.stdout, res.stderr[-2000:]
+    taken = rows(results)[-1]
+    assert taken["seed"] == "1" and taken["from_arena"] == "yes" and float(taken["test_accuracy"]) == 12.34
+    assert "| l1* | 2 |" in out.read_text()
