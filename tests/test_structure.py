@@ -141,6 +141,20 @@ def test_channel_choice_by_magnitude():
         Structure(model, torch.randn(1, 1, 16, 16), importance="nosuch")
 
 
+def test_l1_and_l2_rank_spread_and_peaked_filters_apart():
+    """A filter of many small weights outranks one with a single large weight under L1, not under L2."""
+    model = build_model("vgg", 10, 1, 0.25).eval()
+    conv = model.features[0]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e-3)  # everything else in the group (BN, the next conv's inputs) negligible
+        conv.weight[1] = 1.0  # spread: L1 9, L2 3
+        conv.weight[2, 0, 1, 1] = 5.0  # peaked: L1 5, L2 5
+    x = torch.randn(1, 1, 16, 16)
+    assert Structure(model, x, importance="l1").groups[0].kept(1) == [1]
+    assert Structure(model, x, importance="l2").groups[0].kept(1) == [2]
+
+
 def test_rounding_and_policy_validation(structures):
     _, s = structures["vgg"]
     assert Structure.round_channels(64, 0.3, 8) == 16

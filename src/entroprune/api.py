@@ -16,7 +16,7 @@ from .config import BaselineConfig, FinetuneConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, min_input_size
-from .structure import count_macs_params
+from .structure import DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
 from .train import TrainConfig, agreement, evaluate, train_model
 from .utils import check_writable_dir, forward_with_hooks, refuse_output_inside, seed_everything, write_json
 
@@ -180,7 +180,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     model, ckpt = load_model(path, trust_pickle)
     if ckpt.pruning:
         raise ConfigError(f"{path} is already pruned; prune the original checkpoint")
-    structure = build_structure(model, ckpt.spec, pol.get("importance", "l1"), _ignored(pol))
+    structure = build_structure(model, ckpt.spec, pol.get("importance", DEFAULT_IMPORTANCE), _ignored(pol))
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
     if (out_dir / "model.pt").resolve() == Path(path).resolve():
         raise ConfigError(f"`out_dir` {out_dir} would overwrite the checkpoint being pruned; choose another `out_dir`")
@@ -196,7 +196,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     pruning = {"policy": {g.name: float(pol["policy"][g.name]) for g in structure.groups},
                "counts": counts_to_dict(structure, counts),
                "history": history, "original": str(Path(path).resolve()),
-               "importance": pol.get("importance", "l1"), "ignored_layers": _ignored(pol)}
+               "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol)}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
@@ -236,8 +236,9 @@ def _read_policy(policy: str | Path | dict) -> dict[str, Any]:
     round_to = pol.get("round_to", 1)
     if isinstance(round_to, bool) or not isinstance(round_to, int) or not 1 <= round_to <= 4096:
         raise ConfigError(f"the policy's 'round_to' must be an integer from 1 to 4096, got {round_to!r}")
-    if pol.get("importance", "l1") not in ("l1", "l2"):
-        raise ConfigError(f"the policy's 'importance' must be 'l1' or 'l2', got {pol.get('importance')!r}")
+    if pol.get("importance", DEFAULT_IMPORTANCE) not in IMPORTANCES:
+        raise ConfigError(f"the policy's 'importance' must be one of {', '.join(IMPORTANCES)}, got "
+                          f"{pol.get('importance')!r}")
     return pol
 
 
@@ -430,7 +431,7 @@ def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: La
     return res
 
 
-def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1",
+def build_structure(model: nn.Module, spec: ModelSpec, importance: str = DEFAULT_IMPORTANCE,
                     ignored: list[str] | tuple[str, ...] = ()) -> Structure:
     from .structure import Structure
 
@@ -440,7 +441,7 @@ def build_structure(model: nn.Module, spec: ModelSpec, importance: str = "l1",
 def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfig | None = None, dataset: str | None = None,
                       data_dir: str | Path | None = None, device: torch.device | str = "cpu",
                       resume: bool = False, force: bool = False, quiet: bool = False,
-                      importance: str = "l1", trust_pickle: bool = False, workers: int = 1,
+                      importance: str = DEFAULT_IMPORTANCE, trust_pickle: bool = False, workers: int = 1,
                       ray_address: str | None = None) -> SearchResult:
     """Search a pruning policy for a checkpoint; writes policy.json and the search log.
 
@@ -499,7 +500,7 @@ def _check_workers(workers: int, ray_address: str | None) -> None:
 
 
 def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None,
-                       calib_size: int = 256, device: torch.device | str = "cpu", importance: str = "l1",
+                       calib_size: int = 256, device: torch.device | str = "cpu", importance: str = DEFAULT_IMPORTANCE,
                        trust_pickle: bool = False) -> dict[str, Any]:
     """Groups and per-layer entropies of a checkpoint, as plain data (the CLI renders it)."""
     from .entropy import VARIANTS, EntropyProbe, activation_points
@@ -565,7 +566,7 @@ def _take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], li
 
 def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, out_dir: str | Path,
                   config: SearchConfig | None = None,
-                  val: tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | None = None, importance: str = "l1",
+                  val: tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | None = None, importance: str = DEFAULT_IMPORTANCE,
                   quiet: bool = True, resume: bool = False, workers: int = 1,
                   ray_address: str | None = None) -> SearchResult:
     """Search a policy for any CNN: ``calib`` (normalised images: a tensor or a loader) feeds
@@ -590,7 +591,7 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
 
 
 def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchResult | str | Path | dict[str, Any],
-                 importance: str = "l1", calib: Images | None = None) -> tuple[nn.Module, list[Any]]:
+                 importance: str = DEFAULT_IMPORTANCE, calib: Images | None = None) -> tuple[nn.Module, list[Any]]:
     """A physically pruned copy of any CNN by a policy (a SearchResult, a policy.json path or
     a {group: keep ratio} dict), with BN statistics re-estimated on ``calib`` when given."""
     from .prune import prune_model, recalibrate_bn

@@ -19,6 +19,7 @@ from .errors import ConfigError, EntropruneError
 from .latency import LatencyConfig, in_fresh
 from .search import RewardConfig, SearchConfig
 from .search.free_channels import steps_summary
+from .structure import DEFAULT_IMPORTANCE, IMPORTANCES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
@@ -38,6 +39,7 @@ DataDir = Annotated[str | None, typer.Option(help="Dataset folder or file (else 
                                                   "then /usr/share/datasets).")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 TrustPickle = Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")]
+Importance = Annotated[str, typer.Option(help=f"Channel ranking within a group: {' or '.join(IMPORTANCES)}.")]
 CheckpointDataset = Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")]
 
 
@@ -289,7 +291,7 @@ def inspect(
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     calib_size: Annotated[int, typer.Option(help="Calibration images for the entropy columns.")] = 256,
-    importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
+    importance: Importance = DEFAULT_IMPORTANCE,
     trust_pickle: TrustPickle = False,
     seed: Seed = 0,
     device: Device = "auto",
@@ -367,7 +369,7 @@ def search(
         help="Episodes per agent state, scored together (default: --workers).")] = None,
     ray_address: Annotated[str | None, typer.Option(
         help="Join this Ray cluster (auto or HOST:PORT) instead of starting a local Ray.")] = None,
-    importance: Annotated[str, typer.Option(help="Channel ranking: l1 or l2.")] = "l1",
+    importance: Importance = DEFAULT_IMPORTANCE,
     ignore: Annotated[str, typer.Option(
         help="Comma-separated module names to leave whole (layers feeding an output always are).")] = "",
     band: Annotated[str, typer.Option(

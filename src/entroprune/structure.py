@@ -31,6 +31,10 @@ from .prune import Masker, apply_physical
 from .utils import forward_with_hooks
 
 IMPORTANCES = ("l1", "l2")
+# How channels are ranked within a group unless a policy or caller says otherwise: the L1 norm of their
+# weights (Li et al., 2017); of six rankings tried on the arena's uniform policies only L2 came near it
+# (docs/measurements/channel_ranking.md).
+DEFAULT_IMPORTANCE = "l1"
 # Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders).
 ROOTS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
@@ -289,10 +293,10 @@ def _make_group(g, dg, names: dict, mods: dict, rank: dict, out_hw: dict, imp) -
 class Structure:
     """The prunable groups of a model and a closed form of MACs / params per policy."""
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor, importance: str = "l1",
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, importance: str = DEFAULT_IMPORTANCE,
                  ignored: Sequence[str] = ()):
         if importance not in IMPORTANCES:
-            raise ConfigError(f"unknown importance {importance!r}; choose l1 or l2")
+            raise ConfigError(f"unknown importance {importance!r}; choose {' or '.join(IMPORTANCES)}")
         if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
             raise ConfigError("the example input must be one tensor of shape (batch, channels, ...); models that "
                               f"take several inputs are not supported (got {type(example_input).__name__})")
@@ -329,7 +333,7 @@ class Structure:
         # module -> output height * width at the example size (1x1 maps have no spatial entropy)
         self.out_sizes = out_hw = self._output_sizes(model)
         rank = {n: i for i, n in enumerate(conv_order)}
-        imp = tp.importance.GroupMagnitudeImportance(p=1 if importance == "l1" else 2)
+        imp = tp.importance.GroupMagnitudeImportance(p=IMPORTANCES.index(importance) + 1)  # l1: p=1, l2: p=2
         mods = dict(model.named_modules())
         groups = [grp for g in raw if (grp := _make_group(g, dg, names, mods, rank, out_hw, imp)) is not None]
         groups.sort(key=lambda gr: rank[gr.name])
