@@ -32,8 +32,9 @@ from .utils import forward_with_hooks
 
 IMPORTANCES = ("l1", "l2")
 # How channels are ranked within a group unless a policy or caller says otherwise: the L1 norm of their
-# weights (Li et al., 2017); of six rankings tried on the arena's uniform policies only L2 came near it
-# (docs/measurements/channel_ranking.md).
+# weights (Li et al., 2017), with which every arena cell was pruned. L2 (torch-pruning's own default) did
+# better on the arena's VGG uniform policies (docs/measurements/channel_ranking.md); a switch waits for the
+# arena to be run with it.
 DEFAULT_IMPORTANCE = "l1"
 # Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders).
 ROOTS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
