@@ -136,14 +136,60 @@ def prune_ranked(base: Path, policy: dict, out: Path, ranking: str, seed: int) -
         api.build_structure = build
 
 
+def teacher_kl(net: nn.Module, images: torch.Tensor, teacher_log_probs: torch.Tensor) -> float:
+    from entroprune.search.recovery import kl_to_teacher, main_output
+
+    with torch.no_grad():
+        return float(kl_to_teacher(main_output(net.eval()(images)), teacher_log_probs))
+
+
+def score_rankings(grid: dict, arena: list[dict], pairs: list[str], rankings: list[str], out: Path) -> None:
+    """The default re-ranking's score of each ranking's pruned net (the pair's uniform allocation, seed 0's
+    net): minus the KL to the unpruned net on the search's calibration images, fresh and after the search's
+    label-free recovery, as `entroprune search` reads its candidates. Can the search tell the rankings apart?"""
+    from entroprune.search import SearchConfig
+    from entroprune.search.recovery import Recovery, main_output
+
+    cfg = SearchConfig()
+    scores = json.loads(out.read_text()) if out.exists() else {}
+    for pair in pairs:
+        model_name, target = pair.split(":")[0], float(pair.split(":")[1])
+        uniform = next(r for r in arena if r["model"] == model_name and float(r["target"]) == target
+                       and r["source"] == "uniform")
+        policy = {"policy": json.loads(uniform["policy"]), "round_to": grid["round_to"]}
+        base = ensure_baseline(grid, model_name) / "model.pt"
+        teacher, ckpt = load_model(base)
+        data = load_data_for_spec(ckpt.spec)
+        calib = data.normalize(data.calib.x[: cfg.calib_size])
+        recovery = Recovery(teacher, data.normalize(data.train.x[: cfg.recovery_images]), steps=cfg.recovery_steps)
+        with torch.no_grad():
+            target_lp = torch.log_softmax(main_output(teacher.eval()(calib)), 1)
+        for ranking in rankings:
+            key = f"{model_name}:{target}:{ranking}"
+            if key in scores:
+                continue
+            folder = Path(grid["out"]) / "channel_ranking_scores" / key.replace(":", "-")
+            prune_ranked(base, policy, folder, ranking, 0)
+            net, _ = load_model(folder / "model.pt")
+            fresh = teacher_kl(net, calib, target_lp)
+            scores[key] = {"fresh_kl": fresh, "recovered_kl": teacher_kl(recovery(net), calib, target_lp)}
+            out.write_text(json.dumps(scores, indent=1) + "\n")
+            print(f"{key}: KL fresh {fresh:.3f}, recovered {scores[key]['recovered_kl']:.3f}", flush=True)
+
+
 def run(args: argparse.Namespace) -> None:
     grid = load_grid(args.grid)
     torch.set_num_threads(grid["threads"])
     results = Path(args.results)
     rows = read_rows(results)
     arena = read_rows(ROOT / grid["results"])
+    if args.scores:
+        score_rankings(grid, arena, args.pairs, args.rankings, results.with_name("channel_ranking_scores.json"))
+        return
+    score_file = results.with_name("channel_ranking_scores.json")
+    scores = json.loads(score_file.read_text()) if score_file.exists() else None
     if args.page_only:
-        write_page(Path(args.out), page(rows, arena), rows)
+        write_page(Path(args.out), page(rows, arena, scores), rows)
         return
     for pair in args.pairs:
         model, target = pair.split(":")[0], float(pair.split(":")[1])
@@ -180,7 +226,7 @@ def run(args: argparse.Namespace) -> None:
                 rows.append({k: str(v) for k, v in row.items()})
                 print(f"{model} {target} {ranking} seed {seed}: {row['accuracy_before_finetune']:.2f} -> "
                       f"{row['test_accuracy']:.2f}", flush=True)
-    write_page(Path(args.out), page(rows, arena), rows)
+    write_page(Path(args.out), page(rows, arena, scores), rows)
 
 
 def reruns(rows: list[dict], arena: list[dict]) -> str:
@@ -193,7 +239,7 @@ def reruns(rows: list[dict], arena: list[dict]) -> str:
     return f"of the {len(pairs)} l1 cells this script ran that the arena has too, {same} came out the same"
 
 
-def page(rows: list[dict], arena: list[dict]) -> list[str]:
+def page(rows: list[dict], arena: list[dict], scores: dict | None = None) -> list[str]:
     lines = ["# Which channels a group keeps: the ranking under the main job's fine-tune", "",
              "Cells filled by `python benchmarks/channel_ranking.py --pairs P... --rankings R...` (resumable: each "
              "cell is a row of `docs/measurements/channel_ranking.csv`, skipped when there); this page written from "
@@ -201,14 +247,20 @@ def page(rows: list[dict], arena: list[dict]) -> list[str]:
              "docstring. l1 cells marked * are the arena's uniform cells of that seed (`--l1-from-arena`: the "
              f"same pruned net and fine-tune on the same machine; {reruns(rows, arena)}). The allocation is the arena's uniform policy of each pair; only the channels each group keeps change. "
              "Δ l1: paired difference to the tool's L1 ranking with the same fine-tune seed (mean ± std over "
-             "the seeds).", ""]
+             "the seeds). KL fresh / recovered: the default re-ranking's score of seed 0's pruned net (KL to the "
+             "unpruned net on the search's 256 calibration images, right after pruning and after its 40 label-free "
+             "recovery steps; lower reads better; `--scores`).", ""]
     machines = sorted({r["machine"] for r in rows})
     lines += [f"Machine: {'; '.join(machines)}.", ""]
     for model, target in dict.fromkeys((r["model"], r["target"]) for r in rows):
         cells = [r for r in rows if r["model"] == model and r["target"] == target]
         ref = {r["seed"]: float(r["test_accuracy"]) for r in cells if r["ranking"] == "l1"}
+        base = next((a["baseline_accuracy"] for a in arena if a["model"] == model
+                     and float(a["target"]) == float(target) and a.get("baseline_accuracy")), None)
         lines += [f"## {model} at {float(target):.0%} of the MACs", "",
-                  "| ranking | seeds | before fine-tune (%) | test acc (%) | Δ l1 (points) |", "|---|---|---|---|---|"]
+                  *([f"Unpruned: {float(base):.2f}%.", ""] if base else []),
+                  "| ranking | seeds | before fine-tune (%) | test acc (%) | Δ l1 (points) | KL fresh | KL recovered |",
+                  "|---|---|---|---|---|---|---|"]
         for ranking in dict.fromkeys(r["ranking"] for r in cells):
             rs = [r for r in cells if r["ranking"] == ranking]
             acc = [float(r["test_accuracy"]) for r in rs]
@@ -218,7 +270,10 @@ def page(rows: list[dict], arena: list[dict]) -> list[str]:
                  f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs) if len(diffs) > 1 else 0:.2f}")
             sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
             star = "*" if any(r.get("from_arena") for r in rs) else ""
-            lines.append(f"| {ranking}{star} | {len(rs)} | {before:.1f} | {statistics.mean(acc):.2f} ± {sd:.2f} | {d} |")
+            sc = (scores or {}).get(f"{model}:{float(target)}:{ranking}")
+            kl = f"{sc['fresh_kl']:.3f} | {sc['recovered_kl']:.3f}" if sc else "- | -"
+            lines.append(f"| {ranking}{star} | {len(rs)} | {before:.1f} | {statistics.mean(acc):.2f} ± {sd:.2f} | {d} "
+                         f"| {kl} |")
         lines.append("")
     return lines
 
@@ -235,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--l1-from-arena", action="store_true",
                    help="take l1 from the arena's uniform cell of the same seed fine-tuned on this machine (the same "
                         "pruned net and fine-tune: deterministic on one machine) instead of fine-tuning it again")
+    p.add_argument("--scores", action="store_true",
+                   help="score each ranking's pruned net as the default re-ranking would (KL to the unpruned net, "
+                        "fresh and after recovery) into channel_ranking_scores.json beside the results; no fine-tune")
     p.add_argument("--page-only", action="store_true", help="rewrite the page from the results CSV, run nothing")
     p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "channel_ranking.md"))
     run(p.parse_args(argv))

@@ -855,3 +855,13 @@ def test_channel_ranking_changes_only_which_channels_and_pages_the_difference(tm
     taken = rows(results)[-1]
     assert taken["seed"] == "1" and taken["from_arena"] == "yes" and float(taken["test_accuracy"]) == 12.34
     assert "| l1* | 2 |" in out.read_text()
+    # --scores: the re-ranking's KL of each ranking's net, which the page then shows
+    res = run("channel_ranking.py", "--grid", str(g), "--pairs", "vgg:0.5", "--rankings", "l1", "random", "--scores",
+              "--results", str(results))
+    assert res.returncode == 0, res.stderr[-2000:]
+    scores = json.loads((tmp_path / "channel_ranking_scores.json").read_text())
+    assert set(scores) == {"vgg:0.5:l1", "vgg:0.5:random"}
+    assert all(0 <= s["recovered_kl"] < s["fresh_kl"] for s in scores.values())  # recovery brings the net back
+    run("channel_ranking.py", "--grid", str(g), "--page-only", "--results", str(results), "--out", str(out))
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| random |"))
+    assert row.rstrip(" |").endswith(f"{scores['vgg:0.5:random']['recovered_kl']:.3f}")
