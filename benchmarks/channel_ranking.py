@@ -3,7 +3,7 @@
 The arena compares allocations (how many channels each group keeps) and finds little room above the uniform
 allocation: the best allocation of any pair is worth about +0.2-0.3 points after the main job's 3-epoch
 distilled fine-tune (docs/arena.md). The other half of a pruning policy is *which* channels each group keeps;
-the tool ranks them by the L1 norm of their weights, as torch-pruning does by default. This study holds the
+the tool ranks them by the L1 norm of their weights (torch-pruning's own default is L2). This study holds the
 allocation fixed (the arena's uniform policy of a pair) and changes only the ranking:
 
 - ``l1``: the tool's ranking (the arena's uniform cell, re-run here as a check that it reproduces);
@@ -92,10 +92,11 @@ def rank_orders(model: nn.Module, structure, ranking: str, calib: torch.Tensor, 
 
 
 def taylor_scores(model: nn.Module, layers: list[nn.Module], calib: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
-    """|sum of activation x gradient| per channel of each layer's output, the loss the cross-entropy against
-    the net's own top-1 (label-free), summed over batches of the calibration images."""
+    """|activation x gradient| per image and channel of each layer's output, summed over the calibration
+    images; the loss is the cross-entropy against the net's own top-1, so no label is read."""
     outs: dict[nn.Module, torch.Tensor] = {}
     sums: dict[nn.Module, torch.Tensor] = {}
+
     def keep(mod: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
         out.retain_grad()
         outs[mod] = out
