@@ -655,6 +655,6 @@ def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.nda
 
 
 __all__ = ["paired_latency", "relative_medians", "keep_heap", "latency_rows", "add_ratios", "LayerShape", "LatencyModel", "LatencyConfig", "BACKENDS", "RUNTIMES", "RUNTIME_NAMES", "ratio_key", "FRESH_PROCESSES",
-           "fresh_pair_times", "fresh_timer", "fresh_fractions", "whole_fractions",
+           "fresh_pair_times", "fresh_timer", "fresh_fractions", "whole_fractions", "in_fresh",
            "layer_shapes", "build_layer", "wall_timer", "wall_pair_timer", "fit_latency_model", "measured_fraction",
            "choose_rounding", "ROUNDING_STEPS"]

@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .prune import Masker, apply_physical
 from .utils import forward_with_hooks
 
-IMPORTANCES = ("l1", "l2")
+IMPORTANCES = {"l1": 1, "l2": 2}  # channel ranking -> the norm torch-pruning takes of the weights
 # How channels are ranked within a group unless a policy or caller says otherwise: the L1 norm of their
 # weights (Li et al., 2017), with which every arena cell was pruned. L2 (torch-pruning's own default) did
 # better on the arena's VGG uniform policies (docs/measurements/channel_ranking.md); a switch waits for the
@@ -334,7 +334,7 @@ class Structure:
         # module -> output height * width at the example size (1x1 maps have no spatial entropy)
         self.out_sizes = out_hw = self._output_sizes(model)
         rank = {n: i for i, n in enumerate(conv_order)}
-        imp = tp.importance.GroupMagnitudeImportance(p=IMPORTANCES.index(importance) + 1)  # l1: p=1, l2: p=2
+        imp = tp.importance.GroupMagnitudeImportance(p=IMPORTANCES[importance])
         mods = dict(model.named_modules())
         groups = [grp for g in raw if (grp := _make_group(g, dg, names, mods, rank, out_hw, imp)) is not None]
         groups.sort(key=lambda gr: rank[gr.name])
