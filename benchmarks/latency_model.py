@@ -30,6 +30,7 @@ from entroprune.latency import (  # noqa: E402
     PairTimer,
     fit_latency_model,
     fresh_timer,
+    in_fresh,
     measured_fraction,
     wall_pair_timer,
     wall_timer,
@@ -123,7 +124,7 @@ def main() -> None:
              "the rest of the net fitted on 10 whole pruned nets (unpruned, smallest, 8 random), then "
              f"{args.held_out} other random pruned nets timed and predicted. Every whole net is timed in "
              f"alternation with the unpruned one ({args.repeats} rounds, the median of the per-round ratios"
-             + (f"; in both orders, in each of {args.processes} fresh processes, the median over them"
+             + (f"; in both orders,{in_fresh(args.processes)}" + (", the median over them" if args.processes > 1 else "")
                 if args.processes else "; in the fitting process") + "), and "
              "the error is on that latency fraction, the quantity a latency target bounds. Goal (issue 20): median "
              "error within 10%.", "",

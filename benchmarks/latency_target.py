@@ -41,7 +41,7 @@ from entroprune.api import (
     prune_checkpoint,
     search_checkpoint,
 )
-from entroprune.latency import LatencyModel
+from entroprune.latency import LatencyModel, in_fresh
 from entroprune.search import SearchConfig, matching_macs_target
 from entroprune.search.free_channels import steps_summary
 from entroprune.utils import machine_description
@@ -320,8 +320,9 @@ def main() -> None:
              f"{machine_description()}. Latency: {args.backend}, batch {args.batch}, the "
              f"unpruned and both pruned nets timed in alternation ({args.repeats} rounds, median per-round ratio"
              f"{'; in both orders, geometric mean' if args.both_orders else ''}) "
-             f"in each of {args.processes} fresh processes, the median over the processes kept (their range in "
-             f"brackets). Fine-tune: {args.finetune_epochs} epochs with distillation, seeds "
+             f"{in_fresh(args.processes).strip()}"
+             + (", the median over the processes kept (their range in brackets)" if args.processes > 1 else "")
+             + f". Fine-tune: {args.finetune_epochs} epochs with distillation, seeds "
              f"{', '.join(map(str, args.finetune_seeds))} (mean ± std; Δ acc: the latency-targeted net's minus the "
              "other's, paired by seed); test accuracy on Fashion-MNIST's test images. The MACs-targeted net of the "
              f"same measured latency: up to {args.match_rounds} MACs searches, each aimed by the latency measured "
