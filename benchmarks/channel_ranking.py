@@ -31,6 +31,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -115,67 +116,73 @@ def taylor_scores(model: nn.Module, layers: list[nn.Module], calib: torch.Tensor
     return sums
 
 
+def ranked_structure(model: nn.Module, spec, ranking: str, calib: torch.Tensor, seed: int, ignored=()):
+    """The structure `prune` builds, with every group's channel order replaced by ``ranking``'s."""
+    structure = api.build_structure(model, spec, "l2" if ranking == "l2" else "l1", ignored)
+    orders = rank_orders(model, structure, ranking, calib, seed)
+    for g in structure.groups:
+        g.order = orders[g.name]
+    return structure
+
+
 def prune_ranked(base: Path, policy: dict, out: Path, ranking: str, seed: int) -> None:
     """prune_checkpoint with the groups' channel order replaced by ``ranking``'s."""
     model, ckpt = load_model(base)
     data = load_data_for_spec(ckpt.spec)
-    calib = data.normalize(data.calib.x)
+    orders = {g.name: g.order for g in ranked_structure(model, ckpt.spec, ranking, data.normalize(data.calib.x),
+                                                         seed).groups}
     build = api.build_structure
 
-    def ranked_structure(m, spec, importance="l1", ignored=()):
-        structure = build(m, spec, importance, ignored)  # the caller's importance; orders replaced below
+    def build_ranked(m, spec, importance="l1", ignored=()):
+        structure = build(m, spec, importance, ignored)  # on prune_checkpoint's own load of the same net
         for g in structure.groups:
             g.order = orders[g.name]
         return structure
 
-    importance = "l2" if ranking == "l2" else "l1"
-    orders = rank_orders(model, build(model, ckpt.spec, importance), ranking, calib, seed)
-    api.build_structure = ranked_structure
+    api.build_structure = build_ranked
     try:
         api.prune_checkpoint(base, policy, out, force=True)
     finally:
         api.build_structure = build
 
 
-def teacher_kl(net: nn.Module, images: torch.Tensor, teacher_log_probs: torch.Tensor) -> float:
-    from entroprune.search.recovery import kl_to_teacher, main_output
+def score_rankings(grid: dict, arena_rows: list[dict], pairs: list[str], rankings: list[str], out: Path) -> None:
+    """The default re-ranking's score of each ranking's pruned net (the pair's uniform allocation): minus the
+    KL to the unpruned net on the search's calibration images, fresh and after the search's label-free
+    recovery, read by the search's own RewardEvaluator with the re-ranking's settings (seed 0, as the main
+    job's search reads its candidates). Can the search tell the rankings apart?"""
+    from arena import search_config
 
-    with torch.no_grad():
-        return float(kl_to_teacher(main_output(net.eval()(images)), teacher_log_probs))
+    from entroprune.search.rewards import RewardEvaluator
 
-
-def score_rankings(grid: dict, arena: list[dict], pairs: list[str], rankings: list[str], out: Path) -> None:
-    """The default re-ranking's score of each ranking's pruned net (the pair's uniform allocation, seed 0's
-    net): minus the KL to the unpruned net on the search's calibration images, fresh and after the search's
-    label-free recovery, as `entroprune search` reads its candidates. Can the search tell the rankings apart?"""
-    from entroprune.search import SearchConfig
-    from entroprune.search.recovery import Recovery, main_output
-
-    cfg = SearchConfig()
     scores = json.loads(out.read_text()) if out.exists() else {}
     for pair in pairs:
         model_name, target = pair.split(":")[0], float(pair.split(":")[1])
-        uniform = next(r for r in arena if r["model"] == model_name and float(r["target"]) == target
+        cfg = search_config(grid, model_name, target, "default", 0)
+        uniform = next(r for r in arena_rows if r["model"] == model_name and float(r["target"]) == target
                        and r["source"] == "uniform")
-        policy = {"policy": json.loads(uniform["policy"]), "round_to": grid["round_to"]}
-        base = ensure_baseline(grid, model_name) / "model.pt"
-        teacher, ckpt = load_model(base)
+        net, ckpt = load_model(ensure_baseline(grid, model_name) / "model.pt")
         data = load_data_for_spec(ckpt.spec)
         calib = data.normalize(data.calib.x[: cfg.calib_size])
-        recovery = Recovery(teacher, data.normalize(data.train.x[: cfg.recovery_images]), steps=cfg.recovery_steps)
-        with torch.no_grad():
-            target_lp = torch.log_softmax(main_output(teacher.eval()(calib)), 1)
+        pool = data.normalize(data.train.x[: cfg.recovery_images])
         for ranking in rankings:
             key = f"{model_name}:{target}:{ranking}"
             if key in scores:
                 continue
-            folder = Path(grid["out"]) / "channel_ranking_scores" / key.replace(":", "-")
-            prune_ranked(base, policy, folder, ranking, 0)
-            net, _ = load_model(folder / "model.pt")
-            fresh = teacher_kl(net, calib, target_lp)
-            scores[key] = {"fresh_kl": fresh, "recovered_kl": teacher_kl(recovery(net), calib, target_lp)}
+            # ranked on the whole calibration split, as prune_ranked ranks the fine-tuned cells' nets
+            structure = ranked_structure(net, ckpt.spec, ranking, data.normalize(data.calib.x), 0, cfg.ignored_layers)
+            counts = structure.keep_counts(json.loads(uniform["policy"]), grid["round_to"])
+            read = {}
+            for name, steps in (("fresh_kl", 0), ("recovered_kl", cfg.recovery_steps)):
+                ev = RewardEvaluator(net, structure, replace(cfg.rerank_reward_config(), recovery_steps=steps),
+                                     calib, None, recovery_images=pool, seed=0)
+                try:
+                    read[name] = -ev.evaluate(counts).reward  # the kl reward is minus the KL
+                finally:
+                    ev.close()
+            scores[key] = read
             out.write_text(json.dumps(scores, indent=1) + "\n")
-            print(f"{key}: KL fresh {fresh:.3f}, recovered {scores[key]['recovered_kl']:.3f}", flush=True)
+            print(f"{key}: KL fresh {read['fresh_kl']:.3f}, recovered {read['recovered_kl']:.3f}", flush=True)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -248,9 +255,10 @@ def page(rows: list[dict], arena: list[dict], scores: dict | None = None) -> lis
              "docstring. l1 cells marked * are the arena's uniform cells of that seed (`--l1-from-arena`: the "
              f"same pruned net and fine-tune on the same machine; {reruns(rows, arena)}). The allocation is the arena's uniform policy of each pair; only the channels each group keeps change. "
              "Δ l1: paired difference to the tool's L1 ranking with the same fine-tune seed (mean ± std over "
-             "the seeds). KL fresh / recovered: the default re-ranking's score of seed 0's pruned net (KL to the "
-             "unpruned net on the search's 256 calibration images, right after pruning and after its 40 label-free "
-             "recovery steps; lower reads better; `--scores`).", ""]
+             "the seeds). KL fresh / recovered: the default re-ranking's score of each ranking's net, read as "
+             "`entroprune search` reads a candidate (its RewardEvaluator: the net pruned, BatchNorm statistics "
+             "recalibrated, KL to the unpruned net on the search's 256 calibration images), right after pruning "
+             "and after the re-ranking's 40 label-free recovery steps (seed 0); lower reads better; `--scores`.", ""]
     machines = sorted({r["machine"] for r in rows})
     lines += [f"Machine: {'; '.join(machines)}.", ""]
     for model, target in dict.fromkeys((r["model"], r["target"]) for r in rows):
