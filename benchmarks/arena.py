@@ -122,7 +122,7 @@ def settings(cfg: SearchConfig) -> str:
 
 #: Options that changed what a search does when they came in: a cell recorded before one existed searched
 #: as if it had this value (any other new option counts at its default, which kept the old behaviour).
-PREDATES = {"confirm_seeds": 0, "uniform_margin": 0.0}
+PREDATES = {"confirm_seeds": 0, "uniform_margin": 0.0, "importance": "l1"}
 
 
 def same_settings(recorded: str, today: str) -> bool:

@@ -97,6 +97,7 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     (tmp_path / "wrong_type.yaml").write_text("seed: twelve\n")
     (tmp_path / "bad_syntax.yaml").write_text("search: [unclosed\n")
     (tmp_path / "zero_workers.yaml").write_text("workers: 0\n")
+    (tmp_path / "bad_importance.yaml").write_text("search:\n  importance: l3\n")
     (tmp_path / "two_seeds.yaml").write_text("seed: 1\nsearch:\n  seed: 2\n")
     (tmp_path / "ray_address_alone.yaml").write_text("ray_address: auto\n")
     (tmp_path / "accuracy_reward.yaml").write_text("search:\n  reward:\n    kind: accuracy\n")
@@ -187,6 +188,7 @@ CASES = {
     "config with bad YAML": ["run", "--config", f"{T}/bad_syntax.yaml", "--out-root", f"{T}/out"],
     "config with two seeds": ["run", "--config", f"{T}/two_seeds.yaml", "--out-root", f"{T}/out"],
     "config with 0 workers": ["run", "--config", f"{T}/zero_workers.yaml", "--out-root", f"{T}/out"],
+    "config with unknown channel ranking": ["run", "--config", f"{T}/bad_importance.yaml", "--out-root", f"{T}/out"],
     "config with ray_address, 1 worker": ["run", "--config", f"{T}/ray_address_alone.yaml", "--out-root",
                                           f"{T}/out"],
     "unknown export format": ["export", f"{T}/good.pt", "--format", "tflite", "--out", f"{T}/out/m.x"],
@@ -210,6 +212,7 @@ CASES = {
     "search round-to zero": ["search", f"{T}/good.pt", "--round-to", "0", "--out", f"{T}/out"],
     "search uniform margin NaN": ["search", f"{T}/good.pt", "--uniform-margin", "nan", "--out", f"{T}/out"],
     "search unknown re-ranking reward": ["search", f"{T}/good.pt", "--rerank-reward", "vibes", "--out", f"{T}/out"],
+    "search unknown channel ranking": ["search", f"{T}/good.pt", "--importance", "l3", "--out", f"{T}/out"],
     "policy round_to a string": ["prune", f"{T}/good.pt", "--policy", f"{T}/round_str.json", "--out", f"{T}/out"],
     "policy round_to NaN": ["prune", f"{T}/good.pt", "--policy", f"{T}/round_nan.json", "--out", f"{T}/out"],
     "policy ratio true": ["prune", f"{T}/good.pt", "--policy", f"{T}/ratio_true.json", "--out", f"{T}/out"],
@@ -306,6 +309,7 @@ EXPECT = {
     'config with bad YAML': 'is not valid YAML',
     'config with two seeds': "config key 'search.seed' (2) differs",
     'config with 0 workers': "config key 'workers'",
+    'config with unknown channel ranking': "'search.importance' must be one of l1, l2 (the channel ranking), got 'l3'",
     'config with ray_address, 1 worker': "'ray_address' needs 'workers' >= 2",
     'unknown export format': "unknown export format 'tflite'",
     'missing run folder': 'no_run does not exist',
@@ -328,6 +332,7 @@ EXPECT = {
     'search round-to zero': 'round-to must be an integer from 1 to 4096',
     'search uniform margin NaN': 'uniform_margin must lie in [0, 10)',
     'search unknown re-ranking reward': "unknown re-ranking reward 'vibes'",
+    'search unknown channel ranking': "--importance must be one of l1, l2 (the channel ranking), got 'l3'",
     "policy round_to a string": "'round_to' must be an integer from 1 to 4096, got 'eight'",
     "policy round_to NaN": "'round_to' must be an integer from 1 to 4096, got nan",
     "policy ratio true": "keep ratio of features.0 is True",

@@ -254,7 +254,8 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
     ep.save_checkpoint(mine, ep.ModelSpec("vgg", 10, 1, spec["width_mult"], "digits", spec["mean"], spec["std"],
                                           spec["input_size"]), net)
     before = mine.read_bytes()
-    (tmp_path / "c.yaml").write_text("model: resnet20\n")  # a baseline's setting, which a checkpoint replaces
+    # a baseline's setting, which a checkpoint replaces; and the channel ranking, which the run prunes by
+    (tmp_path / "c.yaml").write_text("model: resnet20\nsearch:\n  importance: l2\n")
     proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--config",
                            str(tmp_path / "c.yaml"), "--checkpoint", str(mine), "--macs-target", "0.5", "--out-root",
                            str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
@@ -272,6 +273,27 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
     assert f"(your checkpoint `{mine.resolve()}`)" in (run / "report.md").read_text()
     again = load_config(run / "config.yaml")
     assert (again.checkpoint, again.model, again.dataset) == (str(mine.resolve()), "vgg", "digits")
+    # the searched net is cut by the configured channel ranking, not the default
+    assert json.loads((run / "search" / "policy.json").read_text())["importance"] == "l2"
+    assert torch.load(run / "pruned" / "model.pt", weights_only=True)["pruning"]["importance"] == "l2"
+
+
+def test_uniform_reference_is_cut_by_the_searchs_channel_ranking(digits_ckpt, tmp_path):
+    """The report's reference line must differ from the searched net in its allocation alone: pruned by the
+    ranking the search was configured with, not the default."""
+    from types import SimpleNamespace
+
+    from entroprune import pipeline
+    from entroprune.api import build_structure, load_model
+    from entroprune.config import load_config
+
+    cfg = load_config(None, quick=True, overrides={"checkpoint": str(digits_ckpt), "search": {"importance": "l2"}})
+    model, ckpt = load_model(digits_ckpt)
+    uniform = pipeline._uniform_policy(build_structure(model, ckpt.spec, "l2"), cfg.search, None)
+    searched = SimpleNamespace(policy={})  # a search that returned another policy than uniform
+    pipeline._uniform_reference(digits_ckpt, tmp_path / "uniform", uniform, cfg, searched, "cpu", True, lambda m: None)
+    record = torch.load(tmp_path / "uniform" / "pruned" / "model.pt", weights_only=True)["pruning"]
+    assert record["importance"] == "l2" and record["policy"] == uniform
 
 
 def test_run_without_labels(digits_ckpt, tmp_path):

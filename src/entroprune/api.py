@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -441,15 +442,18 @@ def build_structure(model: nn.Module, spec: ModelSpec, importance: str = DEFAULT
 def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfig | None = None, dataset: str | None = None,
                       data_dir: str | Path | None = None, device: torch.device | str = "cpu",
                       resume: bool = False, force: bool = False, quiet: bool = False,
-                      importance: str = DEFAULT_IMPORTANCE, trust_pickle: bool = False, workers: int = 1,
+                      importance: str | None = None, trust_pickle: bool = False, workers: int = 1,
                       ray_address: str | None = None) -> SearchResult:
     """Search a pruning policy for a checkpoint; writes policy.json and the search log.
 
-    ``workers`` > 1 scores each episode batch on that many Ray actors (``entroprune[ray]``).
+    ``importance``, when given, replaces ``config.importance`` (the channel ranking). ``workers`` > 1 scores
+    each episode batch on that many Ray actors (``entroprune[ray]``).
     """
     from .search import LOG_FILE, SearchConfig, run_search
 
     config = config or SearchConfig()
+    if importance is not None:
+        config = replace(config, importance=importance)
     config.validate()
     _check_workers(workers, ray_address)
     out_dir = Path(out_dir)
@@ -465,7 +469,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfi
     val = None
     if data.labelled and config.val_size > 0:
         val = (data.normalize(data.val.x[: config.val_size]).to(device), data.val.y[: config.val_size].to(device))
-    structure = build_structure(model, ckpt.spec, importance, config.ignored_layers)
+    structure = build_structure(model, ckpt.spec, config.importance, config.ignored_layers)
     from .search import STATE_FILE, PruningEnv
 
     # reachable target? (at the finest step for `auto`, whose measurement skips steps that cannot reach it)
@@ -478,7 +482,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfi
 
     # the file's content too: a checkpoint retrained in place must not resume another's search
     meta = {"checkpoint": str(Path(path).resolve()), "checkpoint_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
-            "model": ckpt.spec.model, "dataset": data.name, "importance": importance}
+            "model": ckpt.spec.model, "dataset": data.name, "importance": config.importance}
     recovery = None
     if config.reranks and config.recovery_steps:  # unlabelled training images, never the scored ones
         recovery = data.normalize(data.train.x[: config.recovery_images]).to(device)
@@ -566,21 +570,24 @@ def _take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], li
 
 def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, out_dir: str | Path,
                   config: SearchConfig | None = None,
-                  val: tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | None = None, importance: str = DEFAULT_IMPORTANCE,
+                  val: tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | None = None, importance: str | None = None,
                   quiet: bool = True, resume: bool = False, workers: int = 1,
                   ray_address: str | None = None) -> SearchResult:
     """Search a policy for any CNN: ``calib`` (normalised images: a tensor or a loader) feeds
     BN recalibration and the entropy reward, and images beyond the first ``calib_size`` the
     re-ranking's recovery (all of them when there are no more); ``val`` ((x, y) or a loader) the
-    accuracy reward. ``workers`` > 1 scores episode batches on Ray actors (the model must pickle)."""
+    accuracy reward. ``importance``, when given, replaces ``config.importance``. ``workers`` > 1 scores
+    episode batches on Ray actors (the model must pickle)."""
     from .search import SearchConfig, run_search
     from .structure import Structure
 
     config = config or SearchConfig()
+    if importance is not None:
+        config = replace(config, importance=importance)
     config.validate()
     _check_workers(workers, ray_address)
     model = model.eval()
-    structure = Structure(model, example_input, importance=importance, ignored=config.ignored_layers)
+    structure = Structure(model, example_input, importance=config.importance, ignored=config.ignored_layers)
     extra = config.recovery_images if config.reranks and config.recovery_steps else 0
     images = _take_images(calib, config.calib_size + extra)
     calib_x = images[: config.calib_size]
@@ -600,7 +607,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     if isinstance(policy, (str, Path, dict)):
         pol = _read_policy(policy)
     else:  # a SearchResult
-        pol = _read_policy({"policy": policy.policy, "ignored_layers": list(policy.ignored_layers)})
+        pol = _read_policy({"policy": policy.policy, "ignored_layers": list(policy.ignored_layers),
+                            "importance": policy.importance})
     structure = Structure(model.eval(), example_input, importance=pol.get("importance", importance),
                           ignored=_ignored(pol))
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))

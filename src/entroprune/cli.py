@@ -369,7 +369,7 @@ def search(
         help="Episodes per agent state, scored together (default: --workers).")] = None,
     ray_address: Annotated[str | None, typer.Option(
         help="Join this Ray cluster (auto or HOST:PORT) instead of starting a local Ray.")] = None,
-    importance: Importance = DEFAULT_IMPORTANCE,
+    importance: Importance = _SEARCH.importance,
     ignore: Annotated[str, typer.Option(
         help="Comma-separated module names to leave whole (layers feeding an output always are).")] = "",
     band: Annotated[str, typer.Option(
@@ -408,7 +408,7 @@ def search(
 
     dev = _setup(seed, device, threads)
     cfg = SearchConfig(
-        ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], band=_parse_band(band), rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, confirm_seeds=confirm_seeds, uniform_margin=uniform_margin, recovery_steps=recovery_steps,
+        ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], importance=importance, band=_parse_band(band), rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, confirm_seeds=confirm_seeds, uniform_margin=uniform_margin, recovery_steps=recovery_steps,
         recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=_parse_round_to(round_to),
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
@@ -416,7 +416,7 @@ def search(
         free_channels=free_channels, reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize, maximize=maximize,
                             bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight, physical=physical_scoring))
     res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev, resume=resume,
-                            force=force, quiet=quiet, importance=importance, trust_pickle=trust_pickle, workers=workers,
+                            force=force, quiet=quiet, trust_pickle=trust_pickle, workers=workers,
                             ray_address=ray_address)
     _say_search_result(res, cfg, out_dir)
 

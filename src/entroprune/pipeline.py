@@ -256,7 +256,8 @@ def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cf
         finetuned = json.loads((out.parent / "finetuned" / "metrics.json").read_text())
         return {**_scored(finetuned), "same_as_searched": True}
     say("uniform reference: the uniform policy with the same fine-tune")
-    write_json(out / "policy.json", {"policy": uniform, "agent": "uniform"})
+    write_json(out / "policy.json", {"policy": uniform, "agent": "uniform", "importance": cfg.search.importance,
+                                     "ignored_layers": cfg.search.ignored_layers})  # pruned as the search's result is
     prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", dataset=cfg.dataset, data_dir=cfg.data_dir,
                      device=device)
     return {**_scored(_finetune_like_run(out, cfg, device, quiet)), "same_as_searched": False}

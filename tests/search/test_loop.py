@@ -84,7 +84,7 @@ def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
     with pytest.raises(ConfigError, match="another checkpoint"):
         search_checkpoint(other, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True)
     # the same checkpoint with another channel ranking would mix two searches in one log
-    with pytest.raises(ConfigError, match="another importance"):
+    with pytest.raises(ConfigError, match=r"other settings \(importance\)"):
         search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True, importance="l2")
     # the same path holding another file (retrained in place): refused by its content
     moved = tmp_path / "same_path.pt"
@@ -345,3 +345,37 @@ def test_search_warns_about_groups_the_entropy_reward_cannot_see(tmp_path):
         warnings.simplefilter("error")  # the uniform policy does not search: nothing to warn about
         search_module(net, x[:1], x, tmp_path / "uniform", cfg(agent="uniform", macs_target=0.6, min_keep=0.2))
 
+
+
+def test_the_channel_ranking_travels_from_the_search_to_the_cut(tmp_path):
+    """`importance` in the search's config decides which channels the pruned net keeps: the result and
+    policy.json carry it, prune_module cuts by it, and a structure ranked otherwise is refused."""
+    from entroprune.api import prune_module, search_module
+    from entroprune.errors import ConfigError
+    from entroprune.search import run_search
+    from entroprune.structure import Structure
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 6 * 6, 3)).eval()
+    with torch.no_grad():  # of four kept: L1 keeps filters 1-4, L2 keeps 0 and 2-4
+        net[0].weight.fill_(0.001)
+        net[0].weight[0, 0, 0, 0] = 3.0  # one large weight: L1 3, L2^2 9
+        net[0].weight[1].fill_(0.5)  # spread weights: L1 4.5, L2^2 2.25
+        net[0].weight[2:5].fill_(0.6)  # L1 5.4, L2^2 3.24: kept by both
+        net[3].weight.fill_(0.1)  # the next conv's input channels weigh the same under both
+    x = torch.randn(16, 1, 6, 6)
+    kept = {}
+    for rank in ("l1", "l2"):
+        res = search_module(net, x[:1], x, tmp_path / rank, cfg(agent="uniform", macs_target=0.35, min_keep=0.1,
+                                                                 rerank_top_k=0, importance=rank))
+        assert res.importance == rank and res.counts["0"] == 4, res.counts
+        assert json.loads((tmp_path / rank / "policy.json").read_text())["importance"] == rank
+        pruned, _ = prune_module(net, x[:1], res)
+        w = pruned[0].weight.detach()
+        kept[rank] = (any(torch.equal(f, net[0].weight[0]) for f in w), any(torch.equal(f, net[0].weight[1]) for f in w))
+    assert kept == {"l1": (False, True), "l2": (True, False)}, kept
+    with pytest.raises(ConfigError, match="ranks channels by l2 but the search's `importance` is l1"):
+        run_search(net, Structure(net, x[:1], importance="l2"), x, None, cfg(agent="uniform"), tmp_path / "mixed",
+                   quiet=True)
