@@ -15,6 +15,9 @@ allocation fixed (the arena's uniform policy of a pair) and changes only the ran
 - ``taylor``: first-order Taylor (Molchanov et al., ICLR 2017): the loss change when a channel's activation
   is zeroed, |activation x gradient| summed over the calibration images, with the net's own top-1 as the
   target, so no label is read.
+- ``l2-plain``: L2 in groups one conv produces (a plain chain's), L1 in groups several convs share (a
+  residual stream) or a depthwise conv is in: L2 won on the three VGG pairs, whose groups are all plain, and
+  lost on ResNet-20 and MobileNetV2, whose streams and depthwise groups are not.
 
 Every pruned net gets the arena's fine-tune (3 epochs, distillation, lr 0.02) with the given seeds, and the
 page gives each ranking's test accuracy and its paired difference to ``l1`` (same seed). Resumable: each
@@ -45,9 +48,10 @@ from reproduce import ensure_baseline  # noqa: E402
 
 import entroprune.api as api  # noqa: E402
 from entroprune.api import evaluate_checkpoint, finetune_checkpoint, load_data_for_spec, load_model  # noqa: E402
+from entroprune.structure import ROOTS  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 
-RANKINGS = ("l1", "random", "bn", "activation", "l2", "taylor")
+RANKINGS = ("l1", "random", "bn", "activation", "l2", "taylor", "l2-plain")
 FIELDS = ["model", "target", "ranking", "seed", "accuracy_before_finetune", "test_accuracy", "macs_fraction",
           "finetune_time_s", "machine", "date", "from_arena"]
 
@@ -116,10 +120,20 @@ def taylor_scores(model: nn.Module, layers: list[nn.Module], calib: torch.Tensor
     return sums
 
 
+def plain(mods: dict[str, nn.Module], group) -> bool:
+    """A group whose channels one conv (or linear) produces: no residual stream, no depthwise conv in it."""
+    return sum(isinstance(mods.get(n), ROOTS) for n in group.members) == 1
+
+
 def ranked_structure(model: nn.Module, spec, ranking: str, calib: torch.Tensor, seed: int, ignored=()):
     """The structure `prune` builds, with every group's channel order replaced by ``ranking``'s."""
     structure = api.build_structure(model, spec, "l2" if ranking == "l2" else "l1", ignored)
-    orders = rank_orders(model, structure, ranking, calib, seed)
+    if ranking == "l2-plain":  # L2 where one conv produces the group's channels, L1 where several are coupled
+        l2 = {g.name: g.order for g in api.build_structure(model, spec, "l2", ignored).groups}
+        mods = dict(model.named_modules())
+        orders = {g.name: l2[g.name] if plain(mods, g) else g.order for g in structure.groups}
+    else:
+        orders = rank_orders(model, structure, ranking, calib, seed)
     for g in structure.groups:
         g.order = orders[g.name]
     return structure

@@ -114,6 +114,9 @@ def main() -> None:
     ap.add_argument("--wall", type=float, help="seconds the whole `make run` took, set-up included")
     ap.add_argument("--out-dir", default=str(ROOT / "docs" / "measurements"))
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
+    ap.add_argument("--variant", default="",
+                    help="how the run differs from `make run` (e.g. `--config configs/main_job_l2.yaml`): named in "
+                         "the page's title, and the README's block is left alone")
     args = ap.parse_args()
     if args.run_dir:
         run_dir = Path(args.run_dir)
@@ -127,22 +130,26 @@ def main() -> None:
     report = json.loads((run_dir / "report.json").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     t = trace(run_dir, int(config["search"]["warmup"]))
-    readme = with_block(Path(args.readme), readme_block(report, t, args.wall))
+    readme = None if args.variant else with_block(Path(args.readme), readme_block(report, t, args.wall))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "report.json", out / "main_job.json")
     s, r = config["search"], config["search"]["reward"]
+    variant = f' RUN_ARGS="{args.variant}"' if args.variant else ""
     report_md = (run_dir / "report.md").read_text().split("\n## Plots")[0].replace("\n## ", "\n### ")
     md = [
-        f"# Main job: `make run` (= `entroprune run`), {report['evaluation'].get('date', '')}",
+        f"# Main job: `make run{variant}` (= `entroprune run`), "
+        f"{report['evaluation'].get('date', '')}",
         "",
         f"Written by `python benchmarks/main_job.py {args.run_dir or run_dir}"
+        + (f" --variant '{args.variant}'" if args.variant else "")
         + (f" --wall {args.wall:.0f}`" if args.wall else "`")
         + (f" after `make run` on a clean clone ({fmt_s(args.wall)}, set-up included)." if args.wall else "."),
         f"Config: {config['model']} on {config['dataset']}, seed {config['seed']}; {s['agent']} with the "
         f"{r['kind']} reward (variant `{r['variant']}`, layers `{r['layers']}`, "
         f"{'pruned copies' if r.get('physical') else 'zero-masks'}), {s['episodes']} episodes ({s['warmup']} "
         f"warm-up), {s.get('macs_target', s.get('flops_target')):.0%} of the MACs, channels rounded to {s['round_to']}; "
+        f"channels ranked by their {s.get('importance', 'l1').upper()} norm; "
         f"{config['finetune']['epochs']} fine-tuning epochs{' with distillation' if config['finetune']['distill'] else ''}."
         " The machine-readable report is `main_job.json` (`benchmarks/make_results.py` reads the fine-tune drop"
         " from it).",
@@ -155,8 +162,10 @@ def main() -> None:
         "",
     ]
     (out / "main_job.md").write_text("\n".join(md))
-    Path(args.readme).write_text(readme)
-    print(f"wrote {out / 'main_job.md'}, {out / 'main_job.json'} and the main-job block of {args.readme}")
+    if readme is not None:
+        Path(args.readme).write_text(readme)
+    print(f"wrote {out / 'main_job.md'}, {out / 'main_job.json'}"
+          + ("" if readme is None else f" and the main-job block of {args.readme}"))
 
 
 if __name__ == "__main__":

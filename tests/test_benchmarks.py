@@ -190,6 +190,13 @@ def test_main_job_record_comes_from_the_run(tmp_path):
         f"{pruned['speedup_ts_b64']:.2f}x | {pruned['speedup_ort_b64']:.2f}x |" in text
     assert f"{pruned['ts_speedup_vs_macs_b64']:.2f} (TorchScript)" in text
     assert "timed in alternation in each of 3 fresh processes" in text
+    # a variant of the main job is recorded beside it, named, and leaves the README's block alone
+    before = readme.read_text()
+    done = run("main_job.py", str(run_dir), "--variant", "--config my.yaml", "--out-dir", str(tmp_path / "v"),
+               "--readme", str(readme))
+    assert done.returncode == 0 and readme.read_text() == before, done.stderr
+    page = (tmp_path / "v" / "main_job.md").read_text()
+    assert page.startswith('# Main job: `make run RUN_ARGS="--config my.yaml"`') and "ranked by their L1 norm" in page
     readme.write_text("no markers\n")
     missing = run("main_job.py", str(run_dir), "--out-dir", str(tmp_path / "n"), "--readme", str(readme))
     assert missing.returncode != 0 and "markers" in missing.stderr and readme.read_text() == "no markers\n"
@@ -829,7 +836,7 @@ def test_channel_ranking_changes_only_which_channels_and_pages_the_difference(tm
               "--results", str(results), "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     got = rows(results)
-    assert [r["ranking"] for r in got] == ["l1", "random", "bn", "activation", "l2", "taylor"]
+    assert [r["ranking"] for r in got] == ["l1", "random", "bn", "activation", "l2", "taylor", "l2-plain"]
     assert len({r["macs_fraction"] for r in got}) == 1  # one allocation
     import torch
 
@@ -837,13 +844,17 @@ def test_channel_ranking_changes_only_which_channels_and_pages_the_difference(tm
              for r in ("l1", "random")}
     w = [next(v for k, v in ck["state_dict"].items() if k.endswith("features.0.weight")) for ck in first.values()]
     assert w[0].shape == w[1].shape and not torch.equal(w[0], w[1])  # same count, other channels
+    # a VGG's groups are all plain (one conv each): l2-plain is l2 there
+    plain = [torch.load(work / f"vgg-0.5-{r}-s0" / "pruned" / "model.pt", weights_only=True)["state_dict"]
+             for r in ("l2", "l2-plain")]
+    assert all(torch.equal(plain[0][k], plain[1][k]) for k in plain[0])
     text = out.read_text()
     l1 = float(got[0]["test_accuracy"])
     rand = float(got[1]["test_accuracy"])
     assert "| random | 1 |" in text and f"{rand - l1:+.2f} ± 0.00" in text
     res = run("channel_ranking.py", "--grid", str(g), "--pairs", "vgg:0.5", "--seeds", "0", "--work", str(work),
               "--results", str(results), "--out", str(out))  # every cell there: nothing runs again
-    assert res.returncode == 0 and res.stdout.count("seed 0:") == 0 and len(rows(results)) == 6
+    assert res.returncode == 0 and res.stdout.count("seed 0:") == 0 and len(rows(results)) == 7
     # --l1-from-arena: the arena's uniform cell of this machine and seed stands for l1, nothing fine-tuned
     with open(arena, "a", newline="") as fh:
         csv.writer(fh).writerow(["vgg", 0.5, "uniform", 1, json.dumps(policy), 10.0, 12.34, got[0]["machine"]])
