@@ -151,8 +151,8 @@ def main() -> None:
         f"warm-up), {s.get('macs_target', s.get('flops_target')):.0%} of the MACs, channels rounded to {s['round_to']}; "
         f"channels ranked by their {s.get('importance', 'l1').upper()} norm; "
         f"{config['finetune']['epochs']} fine-tuning epochs{' with distillation' if config['finetune']['distill'] else ''}."
-        " The machine-readable report is `main_job.json` (`benchmarks/make_results.py` reads the fine-tune drop"
-        " from it).",
+        " The machine-readable report is `main_job.json`"
+        + ("." if args.variant else " (`benchmarks/make_results.py` reads the fine-tune drop from it)."),
         "",
         f"Search trace (`{run_dir.name}/search/episodes.jsonl`): {trace_sentence(t)}",
         "",

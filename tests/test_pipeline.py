@@ -430,6 +430,9 @@ def test_default_config_file_matches_defaults():
     assert load_config(path).to_dict() == RunConfig().to_dict()
     # every key is listed, not just the ones that differ from a default
     assert yaml.safe_load(path.read_text()) == yaml.safe_load(dump_config(RunConfig()))
+    # the variants the docs point to load, and each differs from the defaults where it says
+    variants = {p.name: load_config(p) for p in path.parent.glob("*.yaml") if p != path}
+    assert variants["main_job_l2.yaml"].search.importance == "l2" != RunConfig().search.importance
 
 
 def test_finetune_defaults_are_declared_once():
