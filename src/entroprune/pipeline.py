@@ -136,7 +136,7 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
     from .search.loop import latency_model
 
     model, ckpt = load_model(ckpt_path)
-    structure = build_structure(model, ckpt.spec, ignored=searched.ignored_layers)
+    structure = build_structure(model, ckpt.spec, searched.importance, searched.ignored_layers)
     latency = latency_model(model, structure, searched, run_dir / "search")  # the search's own (None: MACs only)
     uniform = _uniform_policy(structure, searched, latency)
     reference = macs_reference = None
