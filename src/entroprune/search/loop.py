@@ -646,10 +646,11 @@ class Search:
             raise ConfigError(f"nothing to resume in {self.out_dir} (no {STATE_FILE}); run without `resume=True`")
         try:
             state = torch.load(self.state_path, weights_only=True)
+            saved_meta = json.loads(state.get("meta", "{}"))
             saved_cfg = {"episode_batch": 1, "latency_target": None, "latency_model": None,
                          "latency_backend": LatencyConfig.backend, "latency_batch": LatencyConfig.batch,
                          "free_channels": SearchConfig.free_channels,
-                         "importance": json.loads(state.get("meta", "{}")).get("importance", DEFAULT_IMPORTANCE),
+                         "importance": saved_meta.get("importance", DEFAULT_IMPORTANCE),
                          **json.loads(state["config"])}  # keys added since, at their defaults
             if "flops_target" in saved_cfg:  # a state saved before the rename
                 saved_cfg["macs_target"] = saved_cfg.pop("flops_target")
@@ -661,8 +662,8 @@ class Search:
             keys = ", ".join(sorted(k for k in now.keys() | saved_cfg.keys() if saved_cfg.get(k) != now.get(k)))
             raise ConfigError(f"{self.state_path} was written with other settings ({keys}); resume with the same "
                               "options or start a fresh `out_dir`")
-        saved_meta = json.loads(state.get("meta", "{}"))
-        differ = sorted(k for k in saved_meta if saved_meta[k] != json.loads(json.dumps(self.meta)).get(k))
+        meta = json.loads(json.dumps(self.meta))
+        differ = sorted(k for k in saved_meta if saved_meta[k] != meta.get(k))
         if differ:  # another checkpoint, dataset or channel ranking: two runs would mix in one log
             raise ConfigError(f"{self.state_path} was written for another {', '.join(differ)} "
                               f"({', '.join(str(saved_meta[k]) for k in differ)}); resume with the same inputs "
