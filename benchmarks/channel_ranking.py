@@ -56,6 +56,13 @@ FIELDS = ["model", "target", "ranking", "seed", "accuracy_before_finetune", "tes
           "finetune_time_s", "machine", "date", "from_arena"]
 
 
+def uniform_policy(arena: list[dict], pair: str) -> tuple[str, float, dict[str, float]]:
+    """A ``model:target`` pair's model, target and the arena's uniform keep ratios for it (every seed's)."""
+    model, target = pair.split(":")[0], float(pair.split(":")[1])
+    row = next(r for r in arena if r["model"] == model and float(r["target"]) == target and r["source"] == "uniform")
+    return model, target, json.loads(row["policy"])
+
+
 def bn_members(structure, group, mods: dict) -> list[tuple[nn.BatchNorm2d, list[int]]]:
     return [(mods[n], idxs) for n, idxs in group.member_idxs.items() if isinstance(mods.get(n), nn.BatchNorm2d)]
 
@@ -171,10 +178,8 @@ def score_rankings(grid: dict, arena_rows: list[dict], pairs: list[str], ranking
 
     scores = json.loads(out.read_text()) if out.exists() else {}
     for pair in pairs:
-        model_name, target = pair.split(":")[0], float(pair.split(":")[1])
+        model_name, target, uniform = uniform_policy(arena_rows, pair)
         cfg = search_config(grid, model_name, target, "default", 0)
-        uniform = next(r for r in arena_rows if r["model"] == model_name and float(r["target"]) == target
-                       and r["source"] == "uniform")
         net, ckpt = load_model(ensure_baseline(grid, model_name) / "model.pt")
         data = load_data_for_spec(ckpt.spec)
         calib = data.normalize(data.calib.x[: cfg.calib_size])
@@ -185,7 +190,7 @@ def score_rankings(grid: dict, arena_rows: list[dict], pairs: list[str], ranking
                 continue
             # ranked on the whole calibration split, as prune_ranked ranks the fine-tuned cells' nets
             structure = ranked_structure(net, ckpt.spec, ranking, data.normalize(data.calib.x), 0, cfg.ignored_layers)
-            counts = structure.keep_counts(json.loads(uniform["policy"]), grid["round_to"])
+            counts = structure.keep_counts(uniform, grid["round_to"])
             read = {}
             for name, steps in (("fresh_kl", 0), ("recovered_kl", cfg.recovery_steps)):
                 ev = RewardEvaluator(net, structure, replace(cfg.rerank_reward_config(), recovery_steps=steps),
@@ -214,10 +219,8 @@ def run(args: argparse.Namespace) -> None:
         write_page(Path(args.out), page(rows, arena, scores), rows)
         return
     for pair in args.pairs:
-        model, target = pair.split(":")[0], float(pair.split(":")[1])
-        uniform = next(r for r in arena if r["model"] == model and float(r["target"]) == target
-                       and r["source"] == "uniform")
-        policy = {"policy": json.loads(uniform["policy"]), "round_to": grid["round_to"]}
+        model, target, uniform = uniform_policy(arena, pair)
+        policy = {"policy": uniform, "round_to": grid["round_to"]}
         base = ensure_baseline(grid, model) / "model.pt"  # the arena's, tracked in git
         for seed in args.seeds:  # seed-major: every ranking's first reading comes early
             for ranking in args.rankings:
