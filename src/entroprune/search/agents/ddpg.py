@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy.stats import truncnorm
 
 from .base import Agent
 
@@ -101,6 +100,8 @@ class DDPGAgent(Agent):
     def act(self, obs: np.ndarray, episode: int) -> float:
         if episode < self.warmup:
             return float(self.rng.uniform(0.0, 1.0))
+        from scipy.stats import truncnorm  # here, not at the top: scipy.stats costs every CLI command ~2 s to import
+
         mu = float(self.actor(torch.as_tensor(obs, dtype=torch.float32)[None]).item())
         sigma = self.sigma(episode)
         a, b = (0.0 - mu) / sigma, (1.0 - mu) / sigma
