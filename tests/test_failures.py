@@ -97,6 +97,7 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     (tmp_path / "wrong_type.yaml").write_text("seed: twelve\n")
     (tmp_path / "bad_syntax.yaml").write_text("search: [unclosed\n")
     (tmp_path / "zero_workers.yaml").write_text("workers: 0\n")
+    (tmp_path / "negative_processes.yaml").write_text("latency_processes: -1\n")
     (tmp_path / "bad_importance.yaml").write_text("search:\n  importance: l3\n")
     (tmp_path / "two_seeds.yaml").write_text("seed: 1\nsearch:\n  seed: 2\n")
     (tmp_path / "ray_address_alone.yaml").write_text("ray_address: auto\n")
@@ -188,6 +189,8 @@ CASES = {
     "config with bad YAML": ["run", "--config", f"{T}/bad_syntax.yaml", "--out-root", f"{T}/out"],
     "config with two seeds": ["run", "--config", f"{T}/two_seeds.yaml", "--out-root", f"{T}/out"],
     "config with 0 workers": ["run", "--config", f"{T}/zero_workers.yaml", "--out-root", f"{T}/out"],
+    "config with latency_processes -1": ["run", "--config", f"{T}/negative_processes.yaml", "--out-root", f"{T}/out"],
+    "evaluate --processes -1": ["evaluate", f"{T}/good.pt", "--latency", "--processes", "-1"],
     "config with unknown channel ranking": ["run", "--config", f"{T}/bad_importance.yaml", "--out-root", f"{T}/out"],
     "config with ray_address, 1 worker": ["run", "--config", f"{T}/ray_address_alone.yaml", "--out-root",
                                           f"{T}/out"],
@@ -309,6 +312,8 @@ EXPECT = {
     'config with bad YAML': 'is not valid YAML',
     'config with two seeds': "config key 'search.seed' (2) differs",
     'config with 0 workers': "config key 'workers'",
+    "config with latency_processes -1": "config key 'latency_processes': Input should be greater than or equal to 0",
+    "evaluate --processes -1": "--processes must be >= 0 (0: time in this process), got -1",
     'config with unknown channel ranking': "'search.importance' must be one of l1, l2 (the channel ranking), got 'l3'",
     'config with ray_address, 1 worker': "'ray_address' needs 'workers' >= 2",
     'unknown export format': "unknown export format 'tflite'",

@@ -124,17 +124,19 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
                         data_dir: str | Path | None = None, batch_size: int = 512,
                         device: torch.device | str = "cpu", original: str | Path | None = None,
                         latency: bool = False, trust_pickle: bool = False,
-                        repeats: int = 20) -> list[dict[str, Any]]:
+                        repeats: int = 20, processes: int | None = None) -> list[dict[str, Any]]:
     """Test accuracy, parameters, MACs (and CPU latency) of a checkpoint, as table rows.
 
     A pruned checkpoint is compared side by side with its original (the unpruned checkpoint
     it names, or ``original``), with reductions and speed-ups against it. On unlabelled images the rows
     hold ``test_agreement`` (top-1 agreement with the original, %) instead of ``test_accuracy``.
     """
-    from .latency import add_ratios, latency_rows
+    from .latency import FRESH_PROCESSES, add_ratios, latency_rows
 
     if batch_size < 1:
         raise ConfigError(f"`batch_size` must be >= 1, got {batch_size}")
+    if processes is not None and processes < 0:
+        raise ConfigError(f"`processes` must be >= 0 (0: time in this process), got {processes}")
 
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
@@ -159,8 +161,9 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
         macs, params = count_macs_params(net, data.example_input().to(device))
         rows.append({"name": name, **score, "params": params, "macs": macs})
     if latency:
-        for row, lat in zip(rows, latency_rows([net for _, net in entries], tuple(ckpt.spec.input_size), repeats),
-                            strict=True):
+        timed = latency_rows([net for _, net in entries], tuple(ckpt.spec.input_size), repeats,
+                             FRESH_PROCESSES if processes is None else processes)
+        for row, lat in zip(rows, timed, strict=True):
             row.update(lat)
     return add_ratios(rows) if len(rows) > 1 else rows
 

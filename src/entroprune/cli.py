@@ -193,6 +193,9 @@ def evaluate(
     original: Annotated[Path | None, typer.Option(help="Unpruned checkpoint to compare with "
                                                       "(default: the one a pruned checkpoint names).")] = None,
     latency: Annotated[bool, typer.Option(help="Measure CPU latency (torch eager, TorchScript, onnxruntime).")] = False,
+    processes: Annotated[int, typer.Option(
+        help="With --latency: fresh processes the nets are timed in, as a deployment starts (0: this one).")]
+    = _LATENCY.processes,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --json file.")] = False,
     trust_pickle: TrustPickle = False,
@@ -208,7 +211,7 @@ def evaluate(
     dev = _setup(seed, device, threads)
     rows = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir,
                                batch_size=batch_size, device=dev, original=original, latency=latency,
-                               trust_pickle=trust_pickle)
+                               trust_pickle=trust_pickle, processes=processes)
     from rich.table import Table
 
     from .report import TABLE_COLUMNS, format_value

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import SETTING, ConfigError, as_keys
+from .latency import FRESH_PROCESSES
 from .search import RewardConfig, SearchConfig
 
 _STRICT = ConfigDict(extra="forbid")
@@ -84,6 +85,9 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     export_format: str = "onnx"
     latency_repeats: int = 20
+    # Fresh Python processes the evaluation's latencies are timed in (the median over them), as a deployment
+    # starts; 0 times them in the run's own process, after training (less like a deployment, no start-up cost).
+    latency_processes: Annotated[int, Field(ge=0)] = FRESH_PROCESSES
     # Also prune the uniform policy (one keep ratio for every group) and give it the same fine-tune:
     # the report's reference line, which shows what the search bought.
     reference_uniform: bool = True
@@ -147,6 +151,7 @@ def quick_config() -> RunConfig:
                               checkpoint_every=4)
     cfg.finetune = FinetuneConfig(epochs=1)
     cfg.latency_repeats = 3
+    cfg.latency_processes = 1  # the fresh-process path, once: each process costs an interpreter's start-up
     return cfg
 
 

@@ -109,7 +109,8 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     t0 = time.perf_counter()
     say("evaluate: accuracy, MACs and CPU latency (torch eager, TorchScript, onnxruntime)")
     rows = evaluate_checkpoint(run_dir / "finetuned" / "model.pt", dataset=cfg.dataset, data_dir=cfg.data_dir,
-                               device=device, latency=True, repeats=cfg.latency_repeats)
+                               device=device, latency=True, repeats=cfg.latency_repeats,
+                               processes=cfg.latency_processes)
     timings["evaluate"] = time.perf_counter() - t0
     export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
                       cfg.export_format)
@@ -286,7 +287,8 @@ def _macs_reference(ckpt_path: Path, out: Path, target: float, searched: SearchC
                      data_dir=cfg.data_dir, device=device)
     m = _finetune_like_run(out, cfg, device, quiet)
     rows = evaluate_checkpoint(out / "finetuned" / "model.pt", dataset=cfg.dataset, data_dir=cfg.data_dir,
-                               device=device, latency=True, repeats=cfg.latency_repeats)
+                               device=device, latency=True, repeats=cfg.latency_repeats,
+                               processes=cfg.latency_processes)
     key = f"{RUNTIMES[searched.latency_backend]}_b64_ms"
     return {"macs_target": target, "achieved": res.achieved, "chosen": res.summary.get("chosen", "search"),
             **_scored(m), "latency_fraction": rows[-1][key] / rows[0][key], "backend": searched.latency_backend}
