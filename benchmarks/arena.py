@@ -31,6 +31,7 @@ from entroprune.prune import policy_to_ratios  # noqa: E402
 from entroprune.search import SearchConfig, SearchResult  # noqa: E402
 from entroprune.search.loop import search_env  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
+from entroprune.structure import Structure  # noqa: E402
 from entroprune.utils import write_json  # noqa: E402
 
 #: ``random-K``: the K-th random policy inside the default's band (one draw of the random agent, seeded by
@@ -55,26 +56,41 @@ def is_draw(source: str) -> bool:
     return source.startswith(SINGLE)
 
 
+Space = tuple[Structure, str, "list[tuple[int, ...]] | None"]
+_SPACES: dict[tuple[str, int, str, str], Space] = {}
+
+
+def _space(path: Path, cfg: SearchConfig, kind: str) -> Space:
+    """The structure, model name and sorted policies of one space (None: more than SPACE_MAX), enumerated once
+    per process: a part's space-K cells share it (each enumeration costs about a second on a small net)."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "seed"}  # the seed does not move the space
+    key = (str(Path(path).resolve()), Path(path).stat().st_mtime_ns, json.dumps(settings, sort_keys=True), kind)
+    if key not in _SPACES:
+        net, ckpt = load_model(path)
+        structure = build_structure(net, ckpt.spec)
+        found = enumerate_policies(search_env(structure, cfg), SPACE_MAX)
+        if kind == "wide" and found is not None:
+            whole = enumerate_policies(search_env(structure, replace(cfg, band=None)), SPACE_MAX)
+            found = None if whole is None else whole - found
+        _SPACES[key] = (structure, ckpt.spec.model, None if found is None else sorted(found))
+    return _SPACES[key]
+
+
 def space_policy(path: Path, folder: Path, cfg: SearchConfig, k: int, kind: str = "space") -> SearchResult:
     """Write the K-th policy of the default's search space (``cfg``'s band, rounding and wall; ``kind`` wide:
     of the policies the band leaves out) as the cell's policy.json, in the search's own format, so that prune
     and the fine-tune reuse treat it as any other."""
-    net, ckpt = load_model(path)
-    structure = build_structure(net, ckpt.spec)
-    found = enumerate_policies(search_env(structure, cfg), SPACE_MAX)
-    if kind == "wide" and found is not None:
-        whole = enumerate_policies(search_env(structure, replace(cfg, band=None)), SPACE_MAX)
-        found = None if whole is None else whole - found
+    structure, model, found = _space(path, cfg, kind)
     if found is None or k > len(found):
         raise SystemExit(f"{kind}-{k}: the {kind} space of {path} at {cfg.macs_target:.0%} holds "
                          f"{'more than ' + str(SPACE_MAX) if found is None else len(found)} policies; list only "
                          f"{kind}-K up to its size, on pairs whose space is at most SPACE_MAX")
-    counts = sorted(found)[k - 1]
+    counts = found[k - 1]
     policy = policy_to_ratios(structure, counts)
     named = {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)}
     chosen = f"{kind} {k} of {len(found)}"  # make_arena reads the space's size from it
     write_json(folder / "policy.json", {"policy": policy, "counts": named, "macs_target": cfg.macs_target,
-                                        "round_to": 1, "chosen": chosen, "model": ckpt.spec.model})
+                                        "round_to": 1, "chosen": chosen, "model": model})
     return SearchResult(policy=policy, counts=named, reward=float("nan"), achieved=float("nan"), episodes=0,
                         spearman=None, summary={"chosen": chosen})
 
@@ -89,7 +105,9 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
     """One source's search settings; the pair's target and the arena's search space for all."""
     space = {"macs_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}
     if source.startswith("default") or source == "entropy-recovered":
-        cfg = SearchConfig(**space)
+        # default_settings: a smoke arena's shorter default search (the tests'); the arena itself leaves it out,
+        # so these sources run the tool's defaults. Recorded with the cell's settings like any other option.
+        cfg = SearchConfig(**{**grid.get("default_settings", {}), **space})
         if source == "entropy-recovered":
             return replace(cfg, rerank_reward="entropy")
         if source == "default-wide":  # the whole [min_keep, 1] range, as the one-stage sources search it

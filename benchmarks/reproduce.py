@@ -145,7 +145,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
                                  lr=float(grid.get("finetune_lr", 0.01)), distill=grid["finetune_distill"],
                                  seed=seed, quiet=True, force=True)
         rows = evaluate_checkpoint(cell / "finetuned" / "model.pt", latency=grid["latency_repeats"] > 0,
-                                   repeats=max(1, grid["latency_repeats"]))
+                                   repeats=max(1, grid["latency_repeats"]), processes=grid.get("latency_processes"))
         finetuned = {"accuracy_before_finetune": ft["test_accuracy_before"], "test_accuracy": rows[1]["test_accuracy"],
                      "macs_fraction": rows[1]["macs"] / rows[0]["macs"],
                      "params_fraction": rows[1]["params"] / rows[0]["params"],
