@@ -36,6 +36,7 @@ from entroprune.api import (  # noqa: E402
     train_baseline,
 )
 from entroprune.errors import ConfigError  # noqa: E402
+from entroprune.latency import FRESH_PROCESSES  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
@@ -145,7 +146,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
                                  lr=float(grid.get("finetune_lr", 0.01)), distill=grid["finetune_distill"],
                                  seed=seed, quiet=True, force=True)
         rows = evaluate_checkpoint(cell / "finetuned" / "model.pt", latency=grid["latency_repeats"] > 0,
-                                   repeats=max(1, grid["latency_repeats"]), processes=grid.get("latency_processes"))
+                                   repeats=max(1, grid["latency_repeats"]), processes=grid.get("latency_processes", FRESH_PROCESSES))
         finetuned = {"accuracy_before_finetune": ft["test_accuracy_before"], "test_accuracy": rows[1]["test_accuracy"],
                      "macs_fraction": rows[1]["macs"] / rows[0]["macs"],
                      "params_fraction": rows[1]["params"] / rows[0]["params"],

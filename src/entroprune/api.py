@@ -16,6 +16,7 @@ from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
 from .config import BaselineConfig, FinetuneConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
+from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
 from .structure import DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
 from .train import TrainConfig, agreement, evaluate, train_model
@@ -124,18 +125,18 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
                         data_dir: str | Path | None = None, batch_size: int = 512,
                         device: torch.device | str = "cpu", original: str | Path | None = None,
                         latency: bool = False, trust_pickle: bool = False,
-                        repeats: int = 20, processes: int | None = None) -> list[dict[str, Any]]:
+                        repeats: int = 20, processes: int = FRESH_PROCESSES) -> list[dict[str, Any]]:
     """Test accuracy, parameters, MACs (and CPU latency) of a checkpoint, as table rows.
 
     A pruned checkpoint is compared side by side with its original (the unpruned checkpoint
     it names, or ``original``), with reductions and speed-ups against it. On unlabelled images the rows
     hold ``test_agreement`` (top-1 agreement with the original, %) instead of ``test_accuracy``.
     """
-    from .latency import FRESH_PROCESSES, add_ratios, latency_rows
+    from .latency import add_ratios, latency_rows
 
     if batch_size < 1:
         raise ConfigError(f"`batch_size` must be >= 1, got {batch_size}")
-    if processes is not None and processes < 0:
+    if processes < 0:
         raise ConfigError(f"`processes` must be >= 0 (0: time in this process), got {processes}")
 
     model, ckpt = load_model(path, trust_pickle)
@@ -161,8 +162,7 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
         macs, params = count_macs_params(net, data.example_input().to(device))
         rows.append({"name": name, **score, "params": params, "macs": macs})
     if latency:
-        timed = latency_rows([net for _, net in entries], tuple(ckpt.spec.input_size), repeats,
-                             FRESH_PROCESSES if processes is None else processes)
+        timed = latency_rows([net for _, net in entries], tuple(ckpt.spec.input_size), repeats, processes)
         for row, lat in zip(rows, timed, strict=True):
             row.update(lat)
     return add_ratios(rows) if len(rows) > 1 else rows
