@@ -162,3 +162,15 @@ def test_ctrl_c_leaves_no_folder_it_created(command, digits_ckpt, pruned_ckpt, s
     res = runner.invoke(app, [str(a) for a in [*args, "--out", out]])
     assert res.exit_code == 130 and res.stderr.strip() == "interrupted", (res.stderr, res.exception)
     assert list(tmp_path.iterdir()) == []  # neither out nor its new parent is left behind
+
+
+def test_version_names_the_tool_and_the_libraries_results_depend_on():
+    from importlib.metadata import version
+
+    import entroprune
+
+    res = ok("--version")
+    line = res.stdout.strip()
+    assert line.startswith(f"entroprune {entroprune.__version__} (torch {torch.__version__}, "), line
+    assert f"torch-pruning {version('torch-pruning')}" in line and len(res.stdout.strip().splitlines()) == 1
+    assert version("entroprune") == entroprune.__version__  # the package metadata reads the one declaration

@@ -43,6 +43,28 @@ Importance = Annotated[str, typer.Option(help=f"Channel ranking within a group: 
 CheckpointDataset = Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")]
 
 
+def _print_version(value: bool) -> None:
+    """What a bug report needs: this tool's version and the two libraries its results depend on."""
+    if not value:
+        return
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    from . import __version__
+
+    out.print(f"entroprune {__version__} (torch {torch.__version__}, torch-pruning {version('torch-pruning')}, "
+              f"Python {platform.python_version()})", highlight=False)
+    raise typer.Exit()
+
+
+@app.callback()
+def _app(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the version (and torch's) and exit.")] = False) -> None:
+    """Structured filter pruning of CNNs with an entropy-rewarded RL agent."""
+
+
 def _ignore_further_ctrl_c() -> None:
     """The command is stopping because of a Ctrl-C: a second press during shutdown (atexit, torch's
     finalizers) would otherwise print a KeyboardInterrupt traceback after the one-line message."""
