@@ -22,7 +22,9 @@ from .api import (
 from .checkpoint import ModelSpec, save_checkpoint
 from .config import FinetuneConfig, RunConfig, load_config
 from .errors import CheckpointError, ConfigError, DataError, EntropruneError, RunError, SearchInterrupted
+from .models import register_model
 from .pipeline import run_pipeline
+from .plugins import load_plugins
 from .search import RewardConfig, SearchConfig, SearchResult
 from .structure import count_macs_params
 
@@ -34,6 +36,8 @@ __all__ = [
     "export_checkpoint", "inspect_checkpoint", "run_pipeline", "load_model",
     # a model trained elsewhere, as a checkpoint the stages read
     "save_checkpoint", "ModelSpec",
+    # a model of your own by name (in a plugin the commands import: `entroprune --plugin FILE.py`)
+    "register_model", "load_plugins",
     # the same stages on any nn.Module
     "search_module", "prune_module", "finetune_module", "count_macs_params",
     # configs and results

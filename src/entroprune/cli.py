@@ -61,8 +61,19 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _app(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                               help="Print the version (and torch's) and exit.")] = False) -> None:
+                                               help="Print the version (and torch's) and exit.")] = False,
+         plugin: Annotated[list[str] | None, typer.Option(
+             "--plugin", help="A .py file or module that registers models, datasets or rewards of your own "
+                              "(entroprune.register_model, ...); imported, so name only code you trust. "
+                              "Repeatable; $ENTROPRUNE_PLUGINS names more.")] = None) -> None:
     """Structured filter pruning of CNNs with an entropy-rewarded RL agent."""
+    from .plugins import load_plugins, named_plugins
+
+    try:  # exported, so that the processes a command starts import the same code
+        load_plugins([*named_plugins(), *(plugin or [])], export=True)
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _ignore_further_ctrl_c() -> None:
@@ -629,8 +640,11 @@ def run_cli(args: list[str] | None = None) -> int:
         return 2
     except UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "entroprune"
-        err.print(f"error: {exc.format_message().rstrip('.')}; see `{command} --help`", markup=False, highlight=False,
-                  soft_wrap=True)
+        message = exc.format_message().rstrip(".")
+        if message.startswith("No such option: --plugin") and exc.ctx and exc.ctx.parent:
+            # an option of the whole tool, typed after the command's name
+            message += f"; it goes before the command: `entroprune --plugin FILE.py {exc.ctx.info_name} ...`"
+        err.print(f"error: {message}; see `{command} --help`", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Abort:  # Ctrl-C outside a command's own handling
         return 130

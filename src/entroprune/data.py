@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError
+from .plugins import load_for, unknown_hint
 
 DEBIAN_ROOT = Path("/usr/share/datasets")
 # (x, y, test or None) from a data folder, an image size and channel count (image folders use those two)
@@ -497,8 +498,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     """
     if train_limit is not None and train_limit < 1:
         raise DataError(f"`train_limit` must be >= 1 (or unset for every image), got {train_limit}")
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name not in DATASETS and not load_for(name, DATASETS):
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or {unknown_hint('dataset')}")
     if data_dir and name in BUILT_IN:
         raise DataError(f"{name} is built in (scikit-learn) and reads no folder, but `data_dir` names {data_dir}; "
                         "leave `data_dir` out, or set `dataset` to the one stored there")

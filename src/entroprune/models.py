@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
+from .plugins import load_for, unknown_hint
 
 
 def _c(ch: float, width_mult: float, divisor: int = 1) -> int:
@@ -161,21 +162,35 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 DEFAULT_MODEL = "vgg"
 
 
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Make a model of your own buildable by name, as the zoo's are: ``builder(num_classes, in_channels,
+    width_mult)`` returns the network. Its checkpoints (``save_checkpoint`` with ``ModelSpec(model=name)``)
+    then stay weights-only, and every command takes them once its plugin is named (``entroprune.plugins``)."""
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS[name] = builder
+        return builder
+    return add
+
+
 def build_model(name: str, num_classes: int, in_channels: int, width_mult: float = 1.0) -> nn.Module:
-    """Build a zoo model by name; unknown names and impossible sizes are clear errors."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    """Build a registered model by name; unknown names and impossible sizes are clear errors."""
+    if name not in MODELS and not load_for(name, MODELS):
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or {unknown_hint('model')}")
     if num_classes < 1 or in_channels < 1:
         raise ConfigError(f"model needs num_classes >= 1 and in_channels >= 1, got "
                           f"{num_classes} and {in_channels}")
     if not 0 < width_mult <= 16:
         raise ConfigError(f"width_mult must be in (0, 16], got {width_mult}")
-    return MODELS[name](num_classes, in_channels, width_mult)
+    net = MODELS[name](num_classes, in_channels, width_mult)
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"model {name!r}'s builder returned {type(net).__name__}, not an nn.Module; it must "
+                          "return the network built for (num_classes, in_channels, width_mult)")
+    return net
 
 
 def min_input_size(name: str) -> int:
     return int(getattr(build_model(name, 2, 1, 0.25), "min_input_size", 1))
 
 
-__all__ = ["MODELS", "DEFAULT_MODEL", "build_model", "min_input_size", "VGG", "CifarResNet",
+__all__ = ["MODELS", "DEFAULT_MODEL", "register_model", "build_model", "min_input_size", "VGG", "CifarResNet",
            "MobileNetV2"]

@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from ..entropy import DEFAULT_LEVELS, EntropyProbe, activation_points, check_variant, select_layers
 from ..errors import ConfigError
+from ..plugins import load_for, unknown_hint
 from ..prune import Masker, apply_physical, bn_calibration, counts_to_dict, recalibrate_bn
 from ..structure import Structure
 from .recovery import kl_to_teacher, main_output
@@ -75,8 +76,9 @@ class RewardConfig:
     recovery_steps: int = 0
 
     def validate(self) -> None:
-        if self.kind not in REWARDS:
-            raise ConfigError(f"unknown reward {self.kind!r}; choose one of {', '.join(REWARDS)}")
+        if self.kind not in REWARDS and not load_for(self.kind, REWARDS):
+            raise ConfigError(f"unknown reward {self.kind!r}; choose one of {', '.join(REWARDS)}, "
+                              f"or {unknown_hint('reward')}")
         try:
             check_variant(self.variant)
         except ValueError as exc:
