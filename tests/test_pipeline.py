@@ -234,6 +234,12 @@ def test_run_quick_cli(quick_run):
     assert f"onnxruntime {pr['speedup_ort_b64']:.2f}x (ratio {pr['ort_speedup_vs_macs_b64']:.2f})" in report
     assert f"{pr['test_accuracy'] - ev['rows'][0]['test_accuracy']:+.2f} points" in report
     assert json.loads((run / "report.json").read_text())["evaluation"] == ev
+    # the re-ranking's table marks what the search returned, with scores to four significant digits
+    summary = json.loads((run / "report.json").read_text())["search"]
+    winners = [c for c in summary["rerank"] if c["policy"] == json.loads((run / "search" / "policy.json").read_text())["policy"]]
+    assert winners and all(f"| {c['candidate']} **(returned)** | " in report for c in winners), report
+    assert report.count("**(returned)**") == len(winners)
+    assert f"| {winners[0]['reward']:.4g} |" in report
     if not ref["same_as_searched"]:
         assert json.loads((run / "uniform" / "finetuned" / "metrics.json").read_text())["test_accuracy"] == \
             ref["test_accuracy"]

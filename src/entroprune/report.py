@@ -74,6 +74,12 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
+def _score(v: float | None) -> str:
+    """A re-ranking score: close candidates differ in the third significant digit (KL near 0.002), which
+    fixed decimals would print as a tie."""
+    return "-" if v is None else f"{v:.4g}"
+
+
 # without labels (an unlabelled dataset) a run's quality is top-1 agreement with its original
 SCORES = {"test_accuracy": "test accuracy", "test_agreement": "top-1 agreement with the original"}
 
@@ -210,6 +216,42 @@ def _check_shapes(run_dir: Path, search_dir: Path | None, evaluation: Any, polic
         raise bad(search_dir / "search.json", "lacks the search's summary fields")
 
 
+def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search_dir: Path | None) -> list[str]:
+    """The report's search section: the agent, the re-ranking and its candidates."""
+    md: list[str] = []
+    target = summary.get("macs_target", summary.get("flops_target"))  # the key's name before the rename
+    target = f"{target:.0%}" if isinstance(target, (int, float)) else "?"
+    md += ["## Search", "",
+           f"- agent `{summary['agent']}`, reward `{summary['reward_kind']}` (variant `{summary['variant']}`, "
+           f"layers `{summary['layers']}`), {summary['episodes']} episodes, seed {summary['seed']}",
+           f"- best reward {summary['reward']:.5f} at episode {summary['best_episode']}, "
+           f"{summary['achieved']:.2%} of the MACs (target {target})"
+           if not summary.get("rerank") else
+           f"- re-ranked the search's {sum(c['source'] == 'search' for c in summary['rerank'])} best distinct "
+           f"policies with the uniform and global ones by `{summary['config']['rerank_reward']}` after "
+           f"{summary['config']['recovery_steps']} recovery steps; the **{summary['chosen']}** policy won "
+           f"(score {summary['reward']:.5f}, {summary['achieved']:.2%} of the MACs, target "
+           f"{target})",
+           "- mean time per episode (s): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_time_split_s"].items())]
+    step = summary.get("config", {}).get("round_to")
+    if step and search_dir and (search_dir / "rounding.json").exists():  # `round_to: auto`: say it was measured, and where
+        md.append(f"- channels rounded to multiples of {step}, the step measured to pay most on this machine "
+                  "(`search/rounding.json`)")
+    if summary.get("rerank"):
+        md += ["", "| candidate | search reward | re-rank score | MACs kept |", "|---|---|---|---|"]
+        returned = (policy or {}).get("policy")
+        md += [f"| {c['candidate']}{' (within the uniform margin)' if c.get('beaten_by_margin') else ''}"
+               f"{' **(returned)**' if returned and c.get('policy') == returned else ''} | "
+               f"{format_value(c['search_reward'])} | {_score(c['reward'])} | {c['achieved']:.2%} |"
+               for c in summary["rerank"]]
+        md.append("")
+    if summary.get("spearman_reward_accuracy") is not None:
+        md.append(f"- Spearman(reward, validation accuracy without fine-tuning) over "
+                  f"{summary['diagnosed_episodes']} diagnosed episodes: {summary['spearman_reward_accuracy']:+.3f}")
+    md.append("")
+    return md
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md, report.json and plots/ for a run folder (or a search folder)."""
     from .errors import ConfigError
@@ -256,34 +298,7 @@ def write_report(run_dir: str | Path) -> Path:
                    f"{ref[score]:.2f}%{what} at {ref['macs'] / evaluation['rows'][0]['macs']:.1%} of the MACs; "
                    f"the searched policy {pr[score]:.2f}% ({gain:+.2f} points){same}.", ""]
     if summary:
-        target = summary.get("macs_target", summary.get("flops_target"))  # the key's name before the rename
-        target = f"{target:.0%}" if isinstance(target, (int, float)) else "?"
-        md += ["## Search", "",
-               f"- agent `{summary['agent']}`, reward `{summary['reward_kind']}` (variant `{summary['variant']}`, "
-               f"layers `{summary['layers']}`), {summary['episodes']} episodes, seed {summary['seed']}",
-               f"- best reward {summary['reward']:.5f} at episode {summary['best_episode']}, "
-               f"{summary['achieved']:.2%} of the MACs (target {target})"
-               if not summary.get("rerank") else
-               f"- re-ranked the search's {sum(c['source'] == 'search' for c in summary['rerank'])} best distinct "
-               f"policies with the uniform and global ones by `{summary['config']['rerank_reward']}` after "
-               f"{summary['config']['recovery_steps']} recovery steps; the **{summary['chosen']}** policy won "
-               f"(score {summary['reward']:.5f}, {summary['achieved']:.2%} of the MACs, target "
-               f"{target})",
-               "- mean time per episode (s): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_time_split_s"].items())]
-        step = summary.get("config", {}).get("round_to")
-        if step and (search_dir / "rounding.json").exists():  # `round_to: auto`: say it was measured, and where
-            md.append(f"- channels rounded to multiples of {step}, the step measured to pay most on this machine "
-                      "(`search/rounding.json`)")
-        if summary.get("rerank"):
-            md += ["", "| candidate | search reward | re-rank score | MACs kept |", "|---|---|---|---|"]
-            md += [f"| {c['candidate']}{' (within the uniform margin)' if c.get('beaten_by_margin') else ''} | "
-                   f"{format_value(c['search_reward'])} | {format_value(c['reward'])} | {c['achieved']:.2%} |"
-                   for c in summary["rerank"]]
-            md.append("")
-        if summary.get("spearman_reward_accuracy") is not None:
-            md.append(f"- Spearman(reward, validation accuracy without fine-tuning) over "
-                      f"{summary['diagnosed_episodes']} diagnosed episodes: {summary['spearman_reward_accuracy']:+.3f}")
-        md.append("")
+        md += _search_lines(summary, policy, search_dir)
     if plots:
         md += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     report = {"run_dir": str(run_dir), "evaluation": evaluation, "search": summary, "policy": policy,
