@@ -14,9 +14,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .config import BaselineConfig, FinetuneConfig, RunConfig
+from .config import ZOO_DATASET, BaselineConfig, FinetuneConfig, RunConfig
 from .errors import ConfigError, EntropruneError
 from .latency import LatencyConfig, in_fresh
+from .models import DEFAULT_MODEL
 from .search import RewardConfig, SearchConfig
 from .search.free_channels import steps_summary
 from .structure import DEFAULT_IMPORTANCE, IMPORTANCES
@@ -166,8 +167,8 @@ def _prepare_out(path: Path, marker: str, force: bool) -> Path:
 @app.command()
 @handle_errors
 def train(
-    model: Annotated[str, typer.Option(help="Zoo model name.")] = "vgg",
-    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "fashion-mnist",
+    model: Annotated[str, typer.Option(help="Model name: the zoo's, or one a --plugin registers.")] = DEFAULT_MODEL,
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = ZOO_DATASET,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/base"),
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = _BASELINE.epochs,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = _BASELINE.lr,
@@ -182,7 +183,7 @@ def train(
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train a zoo model from scratch and save model.pt + metrics.json."""
+    """Train a model from scratch and save model.pt + metrics.json."""
     from .api import train_baseline
 
     dev = _setup(seed, device, threads)

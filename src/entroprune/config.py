@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import SETTING, ConfigError, as_keys
 from .latency import FRESH_PROCESSES
+from .models import DEFAULT_MODEL
 from .search import RewardConfig, SearchConfig
 
 _STRICT = ConfigDict(extra="forbid")
@@ -64,7 +65,7 @@ class RunConfig:
     # training the zoo baseline: the run takes the checkpoint's model (model and baseline describe a baseline
     # to train and are then unused).
     checkpoint: str | None = None
-    model: str = "vgg"
+    model: str = DEFAULT_MODEL
     # The images: the zoo baseline's (null: ZOO_DATASET, fashion-mnist), or with a checkpoint those the
     # search, prune and fine-tunes run on and the report scores on (null: the checkpoint's own dataset;
     # unlabelled images make the run label-free). data_dir, if set, says where they live.
