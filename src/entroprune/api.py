@@ -13,9 +13,10 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
-from .config import BaselineConfig, FinetuneConfig
+from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
+from .export import DEFAULT_FORMAT
 from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
 from .structure import DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
@@ -122,7 +123,7 @@ def load_model(path: str | Path, trust_pickle: bool = False) -> tuple[nn.Module,
 
 
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
-                        data_dir: str | Path | None = None, batch_size: int = 512,
+                        data_dir: str | Path | None = None, batch_size: int = EVAL_BATCH_SIZE,
                         device: torch.device | str = "cpu", original: str | Path | None = None,
                         latency: bool = False, trust_pickle: bool = False,
                         repeats: int = 20, processes: int = FRESH_PROCESSES) -> list[dict[str, Any]]:
@@ -362,7 +363,7 @@ def _train_data_parallel(model: nn.Module, data: DataBundle, config: TrainConfig
                        val_loader=data.loader("val", 512, device=device) if main_rank else None, eval_model=model)
 
 
-def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = "onnx",
+def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = DEFAULT_FORMAT,
                       trust_pickle: bool = False) -> dict[str, Any]:
     """Export a checkpoint to ONNX or TorchScript, verified against torch."""
     from .export import FORMATS, export_model
@@ -507,7 +508,7 @@ def _check_workers(workers: int, ray_address: str | None) -> None:
 
 
 def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None,
-                       calib_size: int = 256, device: torch.device | str = "cpu", importance: str = DEFAULT_IMPORTANCE,
+                       calib_size: int = INSPECT_CALIB_SIZE, device: torch.device | str = "cpu", importance: str = DEFAULT_IMPORTANCE,
                        trust_pickle: bool = False) -> dict[str, Any]:
     """Groups and per-layer entropies of a checkpoint, as plain data (the CLI renders it)."""
     from .entropy import VARIANTS, EntropyProbe, activation_points

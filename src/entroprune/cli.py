@@ -14,8 +14,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .config import ZOO_DATASET, BaselineConfig, FinetuneConfig, RunConfig
+from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, ZOO_DATASET, BaselineConfig, FinetuneConfig, RunConfig
 from .errors import ConfigError, EntropruneError
+from .export import DEFAULT_FORMAT
 from .latency import LatencyConfig, in_fresh
 from .models import DEFAULT_MODEL
 from .search import RewardConfig, SearchConfig
@@ -223,7 +224,7 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by entroprune.")],
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = EVAL_BATCH_SIZE,
     original: Annotated[Path | None, typer.Option(help="Unpruned checkpoint to compare with "
                                                       "(default: the one a pruned checkpoint names).")] = None,
     latency: Annotated[bool, typer.Option(help="Measure CPU latency (torch eager, TorchScript, onnxruntime).")] = False,
@@ -327,7 +328,7 @@ def inspect(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by entroprune.")],
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
-    calib_size: Annotated[int, typer.Option(help="Calibration images for the entropy columns.")] = 256,
+    calib_size: Annotated[int, typer.Option(help="Calibration images for the entropy columns.")] = INSPECT_CALIB_SIZE,
     importance: Importance = DEFAULT_IMPORTANCE,
     trust_pickle: TrustPickle = False,
     seed: Seed = 0,
@@ -544,7 +545,7 @@ def finetune(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt (pruned or not).")],
     out_file: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("model.onnx"),
-    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = DEFAULT_FORMAT,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
     trust_pickle: TrustPickle = False,
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import SETTING, ConfigError, as_keys
+from .export import DEFAULT_FORMAT
 from .latency import FRESH_PROCESSES
 from .models import DEFAULT_MODEL
 from .search import RewardConfig, SearchConfig
@@ -54,6 +55,10 @@ class FinetuneConfig:
 
 # The images of the main job's zoo baseline when the config names none
 ZOO_DATASET = "fashion-mnist"
+#: Images per batch when a checkpoint is scored (memory, not results: evaluation is deterministic).
+EVAL_BATCH_SIZE = 512
+#: Calibration images behind `inspect`'s per-layer entropy.
+INSPECT_CALIB_SIZE = 256
 
 
 @dataclass
@@ -84,7 +89,7 @@ class RunConfig:
     # run far faster on them (benchmarks/latency_rounding.py; AMC rounds the same way).
     search: SearchConfig = field(default_factory=lambda: SearchConfig(round_to=8))
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    export_format: str = "onnx"
+    export_format: str = DEFAULT_FORMAT
     latency_repeats: int = 20
     # Fresh Python processes the evaluation's latencies are timed in (the median over them), as a deployment
     # starts; 0 times them in the run's own process, after training (less like a deployment, no start-up cost).
@@ -258,5 +263,5 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-__all__ = ["ZOO_DATASET", "RunConfig", "BaselineConfig", "FinetuneConfig", "load_config", "parse_config", "dump_config",
+__all__ = ["ZOO_DATASET", "EVAL_BATCH_SIZE", "INSPECT_CALIB_SIZE", "RunConfig", "BaselineConfig", "FinetuneConfig", "load_config", "parse_config", "dump_config",
            "quick_config"]

@@ -17,6 +17,7 @@ from .errors import ConfigError
 from .utils import atomic_write
 
 FORMATS = ("onnx", "torchscript")
+DEFAULT_FORMAT = "onnx"  # what every runtime reads; TorchScript for torch-only deployments
 
 
 def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
@@ -100,7 +101,7 @@ def onnx_session(data: bytes, threads: int | None = None):
 
 
 @torch.no_grad()
-def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt: str = "onnx",
+def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt: str = DEFAULT_FORMAT,
                  atol: float = 1e-4) -> dict[str, float]:
     """Write ``model`` to ``path`` and check the exported file reproduces its outputs."""
     if fmt not in FORMATS:
@@ -135,4 +136,4 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
     return {"max_abs_diff": diff, "bytes": Path(path).stat().st_size}
 
 
-__all__ = ["FORMATS", "deployed_eager", "deployed_torchscript", "export_model", "frozen_torchscript", "onnx_bytes", "onnx_session"]
+__all__ = ["FORMATS", "DEFAULT_FORMAT", "deployed_eager", "deployed_torchscript", "export_model", "frozen_torchscript", "onnx_bytes", "onnx_session"]
