@@ -123,10 +123,15 @@ def test_a_process_started_with_the_plugin_named_finds_its_model(fresh, monkeypa
     ("{tmp}/missing.py", "plugin {tmp}/missing.py does not exist; pass a .py file or an importable module name"),
     ("{tmp}/broken.py", "plugin {tmp}/broken.py failed to import (RuntimeError: boom); fix it or leave it out"),
     ("no_such_module_xyz", "plugin no_such_module_xyz failed to import (ModuleNotFoundError: No module named"),
+    ("{tmp}/takes_vgg.py", "plugin {tmp}/takes_vgg.py: model name 'vgg' is the zoo's; register yours under another name"),
 ])
 def test_a_bad_plugin_is_one_line_before_any_command(fresh, tmp_path, plugin, words):
     (tmp_path / "broken.py").write_text(textwrap.dedent("""
         raise RuntimeError("boom")
+    """))
+    (tmp_path / "takes_vgg.py").write_text(textwrap.dedent("""
+        import entroprune as ep
+        ep.register_model("vgg")(lambda num_classes, in_channels, width_mult: None)
     """))
     before = sorted(p.name for p in tmp_path.iterdir())
     res = invoke("--plugin", plugin.format(tmp=tmp_path), "train", "--dataset", "digits", "--out", tmp_path / "out")
@@ -143,3 +148,11 @@ def test_plugin_after_the_command_says_where_it_goes(fresh):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "it goes before the command: `entroprune --plugin FILE.py run ...`" in proc.stderr
+
+
+def test_a_plugin_cannot_take_a_zoo_name(fresh):
+    from entroprune import register_model
+
+    with pytest.raises(ConfigError, match="model name 'vgg' is the zoo's; register yours under another name"):
+        register_model("vgg")(lambda num_classes, in_channels, width_mult: torch.nn.Identity())
+    assert build_model("vgg", 10, 1, 0.25).__class__.__name__ == "VGG"

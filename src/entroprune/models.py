@@ -160,12 +160,16 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mobilenetv2": lambda nc, ic, w: MobileNetV2(nc, ic, w),
 }
 DEFAULT_MODEL = "vgg"
+ZOO = frozenset(MODELS)  # the built-in names, which no plugin may take
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Make a model of your own buildable by name, as the zoo's are: ``builder(num_classes, in_channels,
     width_mult)`` returns the network. Its checkpoints (``save_checkpoint`` with ``ModelSpec(model=name)``)
     then stay weights-only, and every command takes them once its plugin is named (``entroprune.plugins``)."""
+    if name in ZOO:  # a zoo name rebuilt by other code would load the zoo's checkpoints into another network
+        raise ConfigError(f"model name {name!r} is the zoo's; register yours under another name")
+
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         MODELS[name] = builder
         return builder

@@ -92,8 +92,8 @@ def _import(item: str) -> str:
     dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside the user's file
     try:
         importlib.import_module(name)
-    except ConfigError:
-        raise
+    except ConfigError as exc:  # e.g. a zoo name taken: entroprune's own message, said of this plugin
+        raise ConfigError(f"plugin {item}: {exc}") from None
     except Exception as exc:  # the plugin's own code: any error it raises is its author's to fix
         first = str(exc).strip().splitlines()
         raise ConfigError(f"plugin {item} failed to import ({type(exc).__name__}: {first[0] if first else ''}); "
