@@ -240,6 +240,8 @@ def test_run_quick_cli(quick_run):
     assert winners and all(f"| {c['candidate']} **(returned)** | " in report for c in winners), report
     assert report.count("**(returned)**") == len(winners)
     assert f"| {winners[0]['reward']:.4g} |" in report
+    for c in (c for c in summary["rerank"] if c.get("confirm_rewards")):  # the means the decision was made on
+        assert f"| {sum(c['confirm_rewards']) / len(c['confirm_rewards']):.4g} | {c['achieved']:.2%} |" in report
     if not ref["same_as_searched"]:
         assert json.loads((run / "uniform" / "finetuned" / "metrics.json").read_text())["test_accuracy"] == \
             ref["test_accuracy"]

@@ -80,6 +80,12 @@ def _score(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
+def _confirmed(candidate: dict[str, Any]) -> float | None:
+    """A candidate's mean over the confirmation's readings, where it was confirmed."""
+    rs = candidate.get("confirm_rewards")
+    return None if not rs or any(r is None for r in rs) else sum(rs) / len(rs)
+
+
 # without labels (an unlabelled dataset) a run's quality is top-1 agreement with its original
 SCORES = {"test_accuracy": "test accuracy", "test_agreement": "top-1 agreement with the original"}
 
@@ -238,12 +244,19 @@ def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search
         md.append(f"- channels rounded to multiples of {step}, the step measured to pay most on this machine "
                   "(`search/rounding.json`)")
     if summary.get("rerank"):
-        md += ["", "| candidate | search reward | re-rank score | MACs kept |", "|---|---|---|---|"]
+        md += ["", "| candidate | search reward | re-rank score | confirmed | MACs kept |", "|---|---|---|---|---|"]
         returned = (policy or {}).get("policy")
         md += [f"| {c['candidate']}{' (within the uniform margin)' if c.get('beaten_by_margin') else ''}"
                f"{' **(returned)**' if returned and c.get('policy') == returned else ''} | "
-               f"{format_value(c['search_reward'])} | {_score(c['reward'])} | {c['achieved']:.2%} |"
-               for c in summary["rerank"]]
+               f"{format_value(c['search_reward'])} | {_score(c['reward'])} | {_score(_confirmed(c))} | "
+               f"{c['achieved']:.2%} |" for c in summary["rerank"]]
+        readings = max((len(c.get("confirm_rewards") or []) for c in summary["rerank"]), default=0)
+        if readings:  # the decision is made on these means, not on the first reading
+            margin = summary["config"].get("uniform_margin", 0)
+            md += ["", f"Re-rank scores: higher is better. The best searched policy and the fixed ones were read "
+                       f"under {readings} recovery seeds (confirmed: the mean); the searched one stands only if its "
+                       f"mean beats theirs" + (f"; the winner replaces uniform only if it beats uniform's by {margin:.0%} "
+                                               "of uniform's |score|" if margin else "") + "."]
         md.append("")
     if summary.get("spearman_reward_accuracy") is not None:
         md.append(f"- Spearman(reward, validation accuracy without fine-tuning) over "
