@@ -66,13 +66,9 @@ def fresh(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
     saved = dict(MODELS), dict(DATASETS)
     yield path
-
-    def forget():
-        MODELS.clear(), MODELS.update(saved[0])
-        DATASETS.clear(), DATASETS.update(saved[1])
-        sys.modules.pop(name, None)
-
-    forget()
+    MODELS.clear(), MODELS.update(saved[0])
+    DATASETS.clear(), DATASETS.update(saved[1])
+    sys.modules.pop(name, None)
 
 
 def forget_plugin(path, monkeypatch):

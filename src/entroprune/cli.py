@@ -45,39 +45,6 @@ Importance = Annotated[str, typer.Option(help=f"Channel ranking within a group: 
 CheckpointDataset = Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")]
 
 
-def _print_version(value: bool) -> None:
-    """What a bug report needs: this tool's version and the two libraries its results depend on."""
-    if not value:
-        return
-    import platform
-    from importlib.metadata import version
-
-    import torch
-
-    from . import __version__
-
-    out.print(f"entroprune {__version__} (torch {torch.__version__}, torch-pruning {version('torch-pruning')}, "
-              f"Python {platform.python_version()})", highlight=False)
-    raise typer.Exit()
-
-
-@app.callback()
-def _app(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                               help="Print the version (and torch's) and exit.")] = False,
-         plugin: Annotated[list[str] | None, typer.Option(
-             "--plugin", help="A .py file or module that registers models, datasets or rewards of your own "
-                              "(entroprune.register_model, ...); imported, so name only code you trust. "
-                              "Repeatable; $ENTROPRUNE_PLUGINS names more.")] = None) -> None:
-    """Structured filter pruning of CNNs with an entropy-rewarded RL agent."""
-    from .plugins import load_plugins, named_plugins
-
-    try:  # exported, so that the processes a command starts import the same code
-        load_plugins([*named_plugins(), *(plugin or [])], export=True)
-    except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
 def _ignore_further_ctrl_c() -> None:
     """The command is stopping because of a Ctrl-C: a second press during shutdown (atexit, torch's
     finalizers) would otherwise print a KeyboardInterrupt traceback after the one-line message."""
@@ -133,6 +100,37 @@ def handle_errors(fn=None, *, render=None):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _print_version(value: bool) -> None:
+    """What a bug report needs: this tool's version and the two libraries its results depend on."""
+    if not value:
+        return
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    from . import __version__
+
+    out.print(f"entroprune {__version__} (torch {torch.__version__}, torch-pruning {version('torch-pruning')}, "
+              f"Python {platform.python_version()})", highlight=False)
+    raise typer.Exit()
+
+
+@app.callback()
+@handle_errors
+def _app(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the version (and torch's) and exit.")] = False,
+         plugin: Annotated[list[str] | None, typer.Option(
+             "--plugin", help="A .py file or module that registers models, datasets or rewards of your own "
+                              "(entroprune.register_model, ...); imported, so name only code you trust. "
+                              "Repeatable; $ENTROPRUNE_PLUGINS names more.")] = None) -> None:
+    """Structured filter pruning of CNNs with an entropy-rewarded RL agent."""
+    from .plugins import load_plugins, named_plugins
+
+    # exported, so that the processes a command starts import the same code
+    load_plugins([*named_plugins(), *(plugin or [])], export=True)
 
 
 def _config_keys(message: str) -> str:

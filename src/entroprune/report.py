@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .search.free_channels import steps_summary
+from .search.loop import mean_reading
 from .utils import atomic_write, write_json, write_text
 
 
@@ -81,9 +83,11 @@ def _score(v: float | None) -> str:
 
 
 def _confirmed(candidate: dict[str, Any]) -> float | None:
-    """A candidate's mean over the confirmation's readings, where it was confirmed."""
-    rs = candidate.get("confirm_rewards")
-    return None if not rs or any(r is None for r in rs) else sum(rs) / len(rs)
+    """The mean the re-ranking decided on, where the candidate was confirmed (None: not, or a reading failed)."""
+    if not candidate.get("confirm_rewards"):
+        return None
+    mean = mean_reading(candidate)
+    return mean if math.isfinite(mean) else None
 
 
 # without labels (an unlabelled dataset) a run's quality is top-1 agreement with its original
