@@ -17,6 +17,7 @@ from entroprune.data import DATASETS
 from entroprune.errors import ConfigError
 from entroprune.models import MODELS, build_model
 from entroprune.plugins import ENV
+from entroprune.search.rewards import REWARDS
 
 runner = CliRunner()
 
@@ -64,10 +65,11 @@ def fresh(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     monkeypatch.setattr(sys, "path", list(sys.path))
-    saved = dict(MODELS), dict(DATASETS)
+    saved = dict(MODELS), dict(DATASETS), dict(REWARDS)
     yield path
     MODELS.clear(), MODELS.update(saved[0])
     DATASETS.clear(), DATASETS.update(saved[1])
+    REWARDS.clear(), REWARDS.update(saved[2])
     sys.modules.pop(name, None)
 
 
@@ -152,3 +154,41 @@ def test_a_plugin_cannot_take_a_zoo_name(fresh):
     with pytest.raises(ConfigError, match="model name 'vgg' is the zoo's; register yours under another name"):
         register_model("vgg")(lambda num_classes, in_channels, width_mult: torch.nn.Identity())
     assert build_model("vgg", 10, 1, 0.25).__class__.__name__ == "VGG"
+
+
+def test_every_registry_loads_the_environments_plugins_for_a_name_it_lacks(fresh, tmp_path, monkeypatch):
+    """Datasets and rewards (the search's and the re-ranking's) are looked up as models are: an unknown name
+    imports $ENTROPRUNE_PLUGINS first, and without it the one line says how to register one."""
+    from entroprune import SearchConfig
+    from entroprune.data import load_dataset
+    from entroprune.search.rewards import RewardConfig
+
+    extras = tmp_path / f"extras_{os.getpid()}_{tmp_path.name.replace('-', '_')}.py"
+    extras.write_text(textwrap.dedent("""
+        import numpy as np
+        from entroprune.data import register_dataset
+        from entroprune.search.rewards import register_reward
+
+        @register_dataset("noise")
+        def noise(data_dir, image_size, in_channels):
+            rng = np.random.default_rng(0)
+            return rng.random((40, 1, 8, 8), dtype=np.float32), np.arange(40) % 4, None
+
+        @register_reward("sharp", {"entropy"})
+        def sharp(config, readings):
+            return -2 * readings["entropy"]
+    """))
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))  # the extras module forgotten afterwards
+    checks = {
+        "dataset": (lambda: load_dataset("noise", None), "unknown dataset 'noise'", "register_dataset"),
+        "reward": (lambda: RewardConfig(kind="sharp").validate(), "unknown reward 'sharp'", "register_reward"),
+        "re-ranking": (lambda: SearchConfig(rerank_reward="sharp").validate(), "unknown re-ranking reward 'sharp'",
+                       "register_reward"),
+    }
+    for check, words, register in checks.values():
+        with pytest.raises(Exception, match=f"{words}; choose one of .*entroprune.*{register}"):
+            check()
+    monkeypatch.setenv(ENV, str(extras))
+    for check, _, _ in checks.values():
+        check()
+    assert "noise" in DATASETS and REWARDS["sharp"].needs == {"entropy"}

@@ -191,11 +191,9 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
         raise CheckpointError(f"{path} has a malformed spec ({exc}); the file was edited or "
                               "comes from another version") from None
     from .models import MODELS
-    from .plugins import load_for, unknown_hint
 
-    if spec.model not in MODELS and not load_for(spec.model, MODELS):
-        raise CheckpointError(f"{path} names unknown model {spec.model!r}; known models: "
-                              f"{', '.join(MODELS)}; for {unknown_hint('model')}")
+    if not MODELS.knows(spec.model):
+        raise CheckpointError(f"{path} names {MODELS.unknown(spec.model)}")
     return Checkpoint(spec=spec, state_dict=state, pruning=obj.get("pruning"),
                       metrics=obj.get("metrics") or {})
 

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError
-from .plugins import load_for, unknown_hint
+from .plugins import Registry
 
 DEBIAN_ROOT = Path("/usr/share/datasets")
 # (x, y, test or None) from a data folder, an image size and channel count (image folders use those two)
 Arrays = tuple[np.ndarray, np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
 #: Dataset readers by name; :func:`register_dataset` adds one (``--dataset`` and configs read it).
-DATASETS: dict[str, Callable[[str | Path | None, int | None, int | None], Arrays]] = {}
+DATASETS: Registry[Callable[[str | Path | None, int | None, int | None], Arrays]] = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[Callable], Callable]:
@@ -498,12 +498,11 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     """
     if train_limit is not None and train_limit < 1:
         raise DataError(f"`train_limit` must be >= 1 (or unset for every image), got {train_limit}")
-    if name not in DATASETS and not load_for(name, DATASETS):
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or {unknown_hint('dataset')}")
+    reader = DATASETS.require(name, DataError)
     if data_dir and name in BUILT_IN:
         raise DataError(f"{name} is built in (scikit-learn) and reads no folder, but `data_dir` names {data_dir}; "
                         "leave `data_dir` out, or set `dataset` to the one stored there")
-    x, y, test = DATASETS[name](data_dir, image_size, in_channels)
+    x, y, test = reader(data_dir, image_size, in_channels)
 
     labelled = bool((y >= 0).all())
     if labelled and len(np.unique(y)) < 2:

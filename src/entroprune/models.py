@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
-from .plugins import load_for, unknown_hint
+from .plugins import Registry
 
 
 def _c(ch: float, width_mult: float, divisor: int = 1) -> int:
@@ -152,13 +152,13 @@ class MobileNetV2(nn.Module):
 VGG_SMALL = [32, 32, "M", 64, 64, "M", 128, 128, "M"]
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", {
     "vgg": lambda nc, ic, w: VGG(VGG_SMALL, nc, ic, w),
     "vgg16": lambda nc, ic, w: VGG(VGG16, nc, ic, w),
     "resnet20": lambda nc, ic, w: CifarResNet(20, nc, ic, w),
     "resnet56": lambda nc, ic, w: CifarResNet(56, nc, ic, w),
     "mobilenetv2": lambda nc, ic, w: MobileNetV2(nc, ic, w),
-}
+})
 DEFAULT_MODEL = "vgg"
 ZOO = frozenset(MODELS)  # the built-in names, which no plugin may take
 
@@ -178,14 +178,13 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 def build_model(name: str, num_classes: int, in_channels: int, width_mult: float = 1.0) -> nn.Module:
     """Build a registered model by name; unknown names and impossible sizes are clear errors."""
-    if name not in MODELS and not load_for(name, MODELS):
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or {unknown_hint('model')}")
+    builder = MODELS.require(name)
     if num_classes < 1 or in_channels < 1:
         raise ConfigError(f"model needs num_classes >= 1 and in_channels >= 1, got "
                           f"{num_classes} and {in_channels}")
     if not 0 < width_mult <= 16:
         raise ConfigError(f"width_mult must be in (0, 16], got {width_mult}")
-    net = MODELS[name](num_classes, in_channels, width_mult)
+    net = builder(num_classes, in_channels, width_mult)
     if not isinstance(net, nn.Module):
         raise ConfigError(f"model {name!r}'s builder returned {type(net).__name__}, not an nn.Module; it must "
                           "return the network built for (num_classes, in_channels, width_mult)")

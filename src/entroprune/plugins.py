@@ -17,12 +17,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import ConfigError
 
 ENV = "ENTROPRUNE_PLUGINS"
+V = TypeVar("V")
 
 
 def named_plugins() -> list[str]:
@@ -66,6 +68,33 @@ def unknown_hint(kind: str) -> str:
             f"(`entroprune --plugin FILE.py` on the command line, entroprune.load_plugins in Python, or ${ENV})")
 
 
+class Registry(dict[str, V]):
+    """Things the commands take by name (models, datasets, rewards).
+
+    A name not here is looked up once more after importing the plugins the environment names, so that a
+    process a command started, or a library user who set ``$ENTROPRUNE_PLUGINS``, knows the same names as
+    the command; the error for a name still unknown lists the known ones and says how to add one.
+    """
+
+    def __init__(self, kind: str, entries: Mapping[str, V] | None = None) -> None:
+        super().__init__(entries or {})
+        self.kind = kind  # "model", "dataset" or "reward": a key of REGISTERS
+
+    def knows(self, name: str) -> bool:
+        return name in self or load_for(name, self)
+
+    def unknown(self, name: str, label: str | None = None) -> str:
+        """The one line for a name neither registered nor registered by the environment's plugins."""
+        return (f"unknown {label or self.kind} {name!r}; choose one of {', '.join(self)}, "
+                f"or {unknown_hint(self.kind)}")
+
+    def require(self, name: str, error: type[Exception] = ConfigError, label: str | None = None) -> V:
+        """The entry for ``name``, or ``error`` saying it is unknown (``label``: what the name was given as)."""
+        if not self.knows(name):
+            raise error(self.unknown(name, label))
+        return self[name]
+
+
 def _absolute(item: str) -> str:
     """A file named as a child process in another folder finds it."""
     return str(Path(item).resolve()) if item.endswith(".py") else item
@@ -103,4 +132,4 @@ def _import(item: str) -> str:
     return name
 
 
-__all__ = ["ENV", "load_plugins", "named_plugins", "load_for", "unknown_hint"]
+__all__ = ["ENV", "Registry", "load_plugins", "named_plugins", "load_for", "unknown_hint"]

@@ -26,7 +26,6 @@ import torch.nn as nn
 
 from ..errors import ConfigError, SearchInterrupted, deprecated
 from ..latency import ROUNDING_STEPS, LatencyConfig, LatencyModel
-from ..plugins import load_for, unknown_hint
 from ..prune import counts_to_dict, policy_to_ratios
 from ..structure import DEFAULT_IMPORTANCE, IMPORTANCES, ROOTS, Structure
 from ..utils import atomic_write, folder_lock, progress_bar, write_json
@@ -180,9 +179,7 @@ class SearchConfig:
             raise ConfigError(f"`latency_target` must lie in (0, 1] (fraction of the latency kept), "
                               f"got {self.latency_target}")
         LatencyConfig(backend=self.latency_backend, batch=self.latency_batch).validate()
-        if self.rerank_reward not in REWARDS and not load_for(self.rerank_reward, REWARDS):
-            raise ConfigError(f"unknown re-ranking reward {self.rerank_reward!r}; choose one of {', '.join(REWARDS)}, "
-                              f"or {unknown_hint('reward')}")
+        REWARDS.require(self.rerank_reward, label="re-ranking reward")
         self.reward.validate()
 
     @property

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from ..entropy import DEFAULT_LEVELS, EntropyProbe, activation_points, check_variant, select_layers
 from ..errors import ConfigError
-from ..plugins import load_for, unknown_hint
+from ..plugins import Registry
 from ..prune import Masker, apply_physical, bn_calibration, counts_to_dict, recalibrate_bn
 from ..structure import Structure
 from .recovery import kl_to_teacher, main_output
@@ -76,9 +76,7 @@ class RewardConfig:
     recovery_steps: int = 0
 
     def validate(self) -> None:
-        if self.kind not in REWARDS and not load_for(self.kind, REWARDS):
-            raise ConfigError(f"unknown reward {self.kind!r}; choose one of {', '.join(REWARDS)}, "
-                              f"or {unknown_hint('reward')}")
+        REWARDS.require(self.kind)
         try:
             check_variant(self.variant)
         except ValueError as exc:
@@ -109,7 +107,7 @@ class RewardKind:
 
 
 #: The reward kinds by name; :func:`register_reward` adds one (the CLI, configs and the re-ranking read it).
-REWARDS: dict[str, RewardKind] = {}
+REWARDS: Registry[RewardKind] = Registry("reward")
 
 
 def register_reward(name: str, needs: set[str]) -> Callable[[Callable], Callable]:
