@@ -69,8 +69,20 @@ def cfg(**kw):
     return SearchConfig(**base)
 
 
-def test_rerank_pool_holds_uniform_and_global_and_returns_its_best(digits_ckpt, tmp_path):
+def test_rerank_pool_holds_uniform_and_global_and_returns_its_best(digits_ckpt, tmp_path, monkeypatch):
+    import entroprune.search.rewards as rewards
+
+    made = []  # every evaluator's reward config and recovery image count: the re-ranking's must recover
+    original = rewards.RewardEvaluator.__init__
+
+    def recording(self, model, structure, config, *args, recovery_images=None, **kw):
+        made.append((config, None if recovery_images is None else len(recovery_images)))
+        original(self, model, structure, config, *args, recovery_images=recovery_images, **kw)
+
+    monkeypatch.setattr(rewards.RewardEvaluator, "__init__", recording)
     res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(confirm_seeds=0, uniform_margin=0.0), quiet=True)
+    assert made[0][0].kind == "entropy" and made[0][0].recovery_steps == 0  # the search itself: fresh nets
+    assert [(c.kind, c.recovery_steps, n) for c, n in made[1:]] == [("kl", 10, 256)]  # one re-ranking, recovered
     pool = res.summary["rerank"]
     names = " ".join(c["candidate"] for c in pool)
     assert "uniform" in names and "global" in names
