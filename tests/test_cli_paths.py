@@ -77,6 +77,14 @@ def test_export_refuses_an_existing_output(pruned_ckpt, tmp_path):
     refused("is a folder", "export", pruned_ckpt, "--out", tmp_path / "folder", "--force")
 
 
+def test_export_names_its_file_by_format(pruned_ckpt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for fmt, name in [("pt2", "model.pt2"), ("torchscript", "model.ts")]:
+        ok("export", pruned_ckpt, "--format", fmt)
+        assert (tmp_path / name).stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2", "model.ts"]
+
+
 def test_search_refuses_a_folder_holding_a_search(digits_ckpt, searched):
     before = digest(searched / "s" / "policy.json")
     refused("pass --resume", "search", digits_ckpt, "--agent", "uniform", "--macs-target", "0.5",

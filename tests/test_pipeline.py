@@ -83,7 +83,7 @@ def test_side_by_side_evaluation(pruned):
     assert pr["test_accuracy"] == pytest.approx(100 * float(hits), abs=1e-3)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
 def test_export_matches_torch(pruned, tmp_path, fmt):
     res = export_checkpoint(pruned / "pruned" / "model.pt", tmp_path / f"m.{fmt}", fmt)
     assert res["max_abs_diff"] <= 1e-4 and (tmp_path / f"m.{fmt}").stat().st_size > 0
@@ -102,6 +102,17 @@ def test_export_matches_torch(pruned, tmp_path, fmt):
                 expected = model(x).numpy()
             got = session.run(None, {name: x.numpy()})[0]
             assert got.shape == expected.shape and abs(got - expected).max() <= 1e-4
+    elif fmt == "pt2":
+        model, ckpt = load_model(pruned / "pruned" / "model.pt")
+        program = torch.export.load(str(tmp_path / "m.pt2"))
+        # the pruned widths, not the unpruned net's, and any batch size (batch 1 included: not specialised to 2)
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        widths = {tuple(t.shape) for t in program.state_dict.values()}
+        assert all(tuple(c.weight.shape) in widths for c in convs)
+        for batch in (1, 5):
+            x = torch.randn(batch, *ckpt.spec.input_size, generator=torch.Generator().manual_seed(batch))
+            with torch.no_grad():
+                assert torch.allclose(program.module()(x), model(x), atol=1e-5)
     else:
         model, ckpt = load_model(pruned / "pruned" / "model.pt")
         x = torch.randn(2, *ckpt.spec.input_size)
@@ -113,6 +124,25 @@ def test_export_matches_torch(pruned, tmp_path, fmt):
         # and loadable the way the docs say a CPU deployment should, with the same outputs
         with torch.no_grad():
             assert torch.allclose(torch.jit.optimize_for_inference(loaded)(x), model(x), atol=1e-5)
+
+
+def test_a_model_torch_export_cannot_capture_is_one_line_and_no_file(tmp_path):
+    from entroprune.errors import ConfigError
+    from entroprune.export import export_model
+
+    class Branchy(torch.nn.Module):  # control flow on a value: traceable once, not capturable by torch.export
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y.mean((2, 3)) if y.sum() > 0 else -y.mean((2, 3))
+
+    with pytest.raises(ConfigError, match=r"^torch.export cannot capture this model \(.*\); export it as onnx or "
+                                          r"torchscript instead$"):
+        export_model(Branchy(), torch.zeros(1, 1, 8, 8), tmp_path / "m.pt2", "pt2")
+    assert not list(tmp_path.iterdir())
 
 
 def test_finetune_recovers_accuracy(pruned, tmp_path):

@@ -365,11 +365,10 @@ def _train_data_parallel(model: nn.Module, data: DataBundle, config: TrainConfig
 
 def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = DEFAULT_FORMAT,
                       trust_pickle: bool = False) -> dict[str, Any]:
-    """Export a checkpoint to ONNX or TorchScript, verified against torch."""
-    from .export import FORMATS, export_model
+    """Export a checkpoint to ONNX, TorchScript or pt2 (torch.export), verified against torch."""
+    from .export import check_format, export_model
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose onnx or torchscript")
+    check_format(fmt)
     model, ckpt = load_model(path, trust_pickle)
     return export_model(model, ckpt.spec.example_input(), out_file, fmt)
 

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, ZOO_DATASET, BaselineConfig, FinetuneConfig, RunConfig
 from .errors import ConfigError, EntropruneError
-from .export import DEFAULT_FORMAT
+from .export import DEFAULT_FORMAT, SUFFIXES
 from .latency import LatencyConfig, in_fresh
 from .models import DEFAULT_MODEL
 from .search import RewardConfig, SearchConfig
@@ -542,14 +542,19 @@ def finetune(
 @handle_errors
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt (pruned or not).")],
-    out_file: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("model.onnx"),
-    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = DEFAULT_FORMAT,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Output file.  [default: model.onnx, model.ts or model.pt2, by --format]")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="onnx, torchscript or pt2 (torch.export's ExportedProgram, "
+                                                      "which AOTInductor and ExecuTorch start from).")] = DEFAULT_FORMAT,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
     trust_pickle: TrustPickle = False,
 ) -> None:
-    """Export to ONNX (checked by onnx.checker and onnxruntime) or TorchScript."""
+    """Export to ONNX (checked by onnx.checker and onnxruntime), TorchScript or pt2, each loaded back and checked."""
     from .api import export_checkpoint
+    from .export import check_format
 
+    check_format(fmt)
+    out_file = out_file or Path(f"model{SUFFIXES[fmt]}")
     _check_output_file(out_file, [checkpoint], force, "--out")
     res = export_checkpoint(checkpoint, out_file, fmt, trust_pickle=trust_pickle)
     out.print(f"{fmt}: {out_file} ({res['bytes']:,} bytes), max |difference| to torch {res['max_abs_diff']:.1e}")
@@ -613,7 +618,7 @@ def run(
     out.print(f"{scores} at {pruned['macs_reduction']:.2f}x fewer MACs, "
               f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x (torch eager), "
               f"{pruned['speedup_ts_b64']:.2f}x (TorchScript), {pruned['speedup_ort_b64']:.2f}x (onnxruntime)")
-    out.print(f"run folder: {run_dir} (report.md, model.onnx, finetuned/model.pt)")
+    out.print(f"run folder: {run_dir} (report.md, model{SUFFIXES[cfg.export_format]}, finetuned/model.pt)")
 
 
 def main() -> None:

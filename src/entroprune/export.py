@@ -1,4 +1,4 @@
-"""Export to ONNX or TorchScript, checked against the torch model's own outputs."""
+"""Export to ONNX, TorchScript or torch.export's ExportedProgram, checked against the torch model's own outputs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import io
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,17 @@ import torch.nn as nn
 from .errors import ConfigError
 from .utils import atomic_write
 
-FORMATS = ("onnx", "torchscript")
-DEFAULT_FORMAT = "onnx"  # what every runtime reads; TorchScript for torch-only deployments
+#: Export formats and the suffix a run folder gives each file.
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
+FORMATS = tuple(SUFFIXES)
+# ONNX is what every runtime reads; TorchScript runs on libtorch alone; pt2 (torch.export) is where torch's own
+# deployment paths start (AOTInductor, ExecuTorch) now that torch marks TorchScript deprecated
+DEFAULT_FORMAT = "onnx"
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
 def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
@@ -50,6 +61,21 @@ def deployed_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.S
         # deployment; TorchScript is still what runs a saved net with nothing but libtorch
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*optimize_for_inference")
         return torch.jit.optimize_for_inference(frozen_torchscript(model, example))
+
+
+def exported_program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """torch.export's capture of the net, any batch size: what `export --format pt2` writes
+    (``torch.export.load(path).module()`` runs it)."""
+    example = example[:1].expand(2, *example.shape[1:])  # batch 2: torch.export specialises sizes 0 and 1
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.export")
+            return torch.export.export(model.cpu().eval(), (example.cpu(),),
+                                       dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    except Exception as exc:  # torch.export refuses control flow on values, and much else it cannot trace
+        first = str(exc).strip().splitlines()
+        raise ConfigError(f"torch.export cannot capture this model ({type(exc).__name__}: "
+                          f"{first[0] if first else ''}); export it as onnx or torchscript instead") from None
 
 
 def _fold_batch_norms(model: nn.Module) -> nn.Module:
@@ -104,8 +130,7 @@ def onnx_session(data: bytes, threads: int | None = None):
 def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt: str = DEFAULT_FORMAT,
                  atol: float = 1e-4) -> dict[str, float]:
     """Write ``model`` to ``path`` and check the exported file reproduces its outputs."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose onnx or torchscript")
+    check_format(fmt)
     model = model.cpu().eval()
     example = example.cpu()
     probe = torch.randn(4, *example.shape[1:], generator=torch.Generator().manual_seed(0))
@@ -116,18 +141,12 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
         data = onnx_bytes(model, example[:1])
         onnx.checker.check_model(onnx.load_from_string(data))
         got = onnx_session(data).run(None, {"input": probe.numpy()})[0]
-        atomic_write(path, lambda p: p.write_bytes(data))
+    elif fmt == "torchscript":
+        data, got = _saved_and_run(frozen_torchscript(model, example[:1]).save, torch.jit.load, probe, fmt)
     else:
-        traced = frozen_torchscript(model, example[:1])
-        fd, tmp = tempfile.mkstemp(suffix=".pt")
-        os.close(fd)
-        try:
-            traced.save(tmp)
-            got = torch.jit.load(tmp)(probe).numpy()
-            data = Path(tmp).read_bytes()
-        finally:
-            os.unlink(tmp)
-        atomic_write(path, lambda p: p.write_bytes(data))
+        data, got = _saved_and_run(partial(torch.export.save, exported_program(model, example)),
+                                   lambda f: torch.export.load(f).module(), probe, fmt)
+    atomic_write(path, lambda p: p.write_bytes(data))
     diff = float(np.abs(got - expected).max())
     if diff > atol:
         Path(path).unlink(missing_ok=True)
@@ -136,4 +155,16 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
     return {"max_abs_diff": diff, "bytes": Path(path).stat().st_size}
 
 
-__all__ = ["FORMATS", "DEFAULT_FORMAT", "deployed_eager", "deployed_torchscript", "export_model", "frozen_torchscript", "onnx_bytes", "onnx_session"]
+def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable], probe: torch.Tensor,
+                   fmt: str) -> tuple[bytes, np.ndarray]:
+    """The file's bytes and the outputs of the net loaded back from it: the file is checked, not the object."""
+    fd, tmp = tempfile.mkstemp(suffix=SUFFIXES[fmt])  # torch.export.load wants its suffix
+    os.close(fd)
+    try:
+        save(tmp)
+        return Path(tmp).read_bytes(), load(tmp)(probe).numpy()
+    finally:
+        os.unlink(tmp)
+
+
+__all__ = ["FORMATS", "SUFFIXES", "DEFAULT_FORMAT", "check_format", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "frozen_torchscript", "onnx_bytes", "onnx_session"]

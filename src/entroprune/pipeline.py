@@ -52,6 +52,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     -> export -> report, in a fresh run folder. Returns the folder. A checkpoint whose dataset has no labels
     runs label-free: distilling fine-tunes, and top-1 agreement with the original in place of test accuracy."""
     from .config import ZOO_DATASET, dump_config
+    from .export import SUFFIXES
     from .report import write_report
     from .search import SearchConfig
     from .utils import resolve_device, set_threads, write_text
@@ -112,7 +113,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
                                device=device, latency=True, repeats=cfg.latency_repeats,
                                processes=cfg.latency_processes)
     timings["evaluate"] = time.perf_counter() - t0
-    export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model.{'onnx' if cfg.export_format == 'onnx' else 'ts'}",
+    export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model{SUFFIXES[cfg.export_format]}",
                       cfg.export_format)
     uniform, reference, macs_reference = _references(ckpt_path, run_dir, cfg, result, device, quiet, say, timings)
     timings["total"] = time.perf_counter() - t_all
