@@ -29,7 +29,7 @@ from policy_space import enumerate_policies  # noqa: E402
 from entroprune.api import build_structure, load_model  # noqa: E402
 from entroprune.prune import policy_to_ratios  # noqa: E402
 from entroprune.search import SearchConfig, SearchResult  # noqa: E402
-from entroprune.search.loop import search_env  # noqa: E402
+from entroprune.search.policies import search_env  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
 from entroprune.structure import Structure  # noqa: E402
 from entroprune.utils import write_json  # noqa: E402

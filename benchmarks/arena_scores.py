@@ -10,7 +10,7 @@ stale rows included) with its mean test accuracy over the seeds it was fine-tune
 random policies but the contenders a search returns (uniform, global, DDPG's with either reward, the
 re-ranking's picks), where a score must rank right for the search to beat uniform.
 
-Every policy is scored as the re-ranking scores a candidate (:func:`entroprune.search.loop.rerank`): a
+Every policy is scored as the re-ranking scores a candidate (:func:`entroprune.search.rerank.rerank`): a
 physically pruned copy of the arena's baseline, BN recalibrated on the search's calibration images,
 then the tool's entropy reward (co-occurrence, last spatial layer), the accuracy reward (the search's
 validation images: labels) and -KL to the unpruned net's outputs (label-free; the default re-ranking
@@ -40,7 +40,7 @@ from common import load_grid, read_rows, write_page  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
-from entroprune.search.loop import CONFIRM_SEED_STEP  # noqa: E402
+from entroprune.search.rerank import CONFIRM_SEED_STEP  # noqa: E402
 from entroprune.search.rewards import RewardConfig, RewardEvaluator  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 

@@ -6,7 +6,7 @@
 Every ``default`` cell's ``search.json`` keeps its re-ranking pool: each candidate's score and, where the
 confirmation ran, its readings under the other recovery seeds. The pick before the margin is recomputed
 from them (the best score; a searched winner only if it also wins on the confirmation's mean), then
-:func:`entroprune.search.loop.prefer_uniform` applies each margin. Every policy a margin can pick (the
+:func:`entroprune.search.rerank.prefer_uniform` applies each margin. Every policy a margin can pick (the
 searched winner, uniform, global) was fine-tuned in the arena with the cell's seed, so the test accuracy
 each margin would have delivered is read off results.csv, stale rows included (matched by policy): no new
 search, no new fine-tune. In-sample: the margin is chosen on the very cells it is judged on.
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import load_grid, read_rows  # noqa: E402
 
-from entroprune.search.loop import confirmed, mean_reading, prefer_uniform, uniform_candidate  # noqa: E402
+from entroprune.search.rerank import confirmed, mean_reading, prefer_uniform, uniform_candidate  # noqa: E402
 
 
 def pre_margin_pick(pool: list[dict]) -> int:

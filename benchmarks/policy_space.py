@@ -27,7 +27,8 @@ from entroprune.api import build_structure, load_model  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
 from entroprune.search.agents.baselines import RandomAgent  # noqa: E402
 from entroprune.search.env import PruningEnv  # noqa: E402
-from entroprune.search.loop import rollout, search_env  # noqa: E402
+from entroprune.search.loop import rollout  # noqa: E402
+from entroprune.search.policies import search_env  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 

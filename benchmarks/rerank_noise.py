@@ -28,7 +28,8 @@ from common import load_grid, read_rows  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
 from entroprune.search.agents import GlobalAgent  # noqa: E402
-from entroprune.search.loop import CONFIRM_SEED_STEP, fixed_policy_counts, uniform_ratio  # noqa: E402
+from entroprune.search.policies import fixed_policy_counts, uniform_ratio  # noqa: E402
+from entroprune.search.rerank import CONFIRM_SEED_STEP  # noqa: E402
 from entroprune.search.rewards import RewardEvaluator  # noqa: E402
 
 

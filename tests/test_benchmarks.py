@@ -555,7 +555,7 @@ def test_arena_space_sources_enumerate_the_defaults_search_space_and_prune_as_wr
 
     from entroprune.api import build_structure, load_model, prune_checkpoint
     from entroprune.search.agents.baselines import UniformAgent
-    from entroprune.search.loop import fixed_policy_counts
+    from entroprune.search.policies import fixed_policy_counts
 
     grid = {"min_keep": 0.2, "round_to": 8, "pairs": [["vgg", 0.5]], "sources": ["uniform"], "seeds": [0, 1],
             "followup": [["vgg", 0.5, "space-2:4", [0]]]}
@@ -680,7 +680,7 @@ def test_policy_space_counts_every_policy_the_wall_lets_through(digits_ckpt):
     import policy_space
 
     from entroprune.api import build_structure, load_model
-    from entroprune.search.loop import search_env
+    from entroprune.search.policies import search_env
 
     net, ckpt = load_model(digits_ckpt)
     structure = build_structure(net, ckpt.spec)

@@ -388,7 +388,7 @@ def test_rounding_choice_follows_the_backend(name):
     with kernels in blocks of 8 channels that is 8 (finer steps pay for whole blocks they do not use,
     coarser ones cannot round its 16-channel groups); where time follows the MACs, the finest step."""
     from entroprune.latency import choose_rounding
-    from entroprune.search.loop import uniform_policies
+    from entroprune.search.policies import uniform_policies
 
     model, structure, _ = _net(name)
     policies = uniform_policies(structure, 0.3, 0.2)
@@ -410,7 +410,7 @@ def test_round_to_auto_measures_the_step_once_and_resume_reuses_it(digits_ckpt, 
     import entroprune.latency as latency
     from entroprune.api import load_model, search_checkpoint
     from entroprune.search import SearchConfig
-    from entroprune.search.loop import uniform_policies
+    from entroprune.search.policies import uniform_policies
 
     def fake(timer):
         return lambda batch, backend="torch", *a, **k: (lambda ms, shape: [timer(m, shape) for m in ms])

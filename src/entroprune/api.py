@@ -419,7 +419,7 @@ def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: La
     """Measure which channel step makes pruning pay most on ``config.backend`` at ``config.batch`` on this
     machine (:func:`entroprune.latency.choose_rounding`); writes rounding.json into ``out_dir``."""
     from .latency import LatencyConfig, choose_rounding, wall_pair_timer
-    from .search.loop import uniform_policies
+    from .search.policies import uniform_policies
     from .utils import machine_description
 
     config = config or LatencyConfig()

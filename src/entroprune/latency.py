@@ -634,7 +634,7 @@ ROUNDING_STEPS = (1, 2, 4, 8, 16, 32)
 def choose_rounding(model: nn.Module, structure: Any, policies: dict[int, np.ndarray], pair: PairTimer,
                     tie: float = 0.05) -> dict[str, Any]:
     """The channel step that makes pruning pay most on this backend: each step's policy (the search's
-    :func:`~entroprune.search.loop.uniform_policies`: the uniform policy at one MACs target, rounded to that
+    :func:`~entroprune.search.policies.uniform_policies`: the uniform policy at one MACs target, rounded to that
     step) timed in alternation with the unpruned net. The measured speed-up per MACs reduction (1.0: time
     falls as fast as the MACs) decides; the smallest step within ``tie`` of the best wins, since a finer step
     leaves the search more policies."""

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .search.free_channels import steps_summary
-from .search.loop import mean_reading
+from .search.rerank import mean_reading
 from .utils import atomic_write, write_json, write_text
 
 

@@ -124,7 +124,7 @@ def test_rerank_returns_uniform_when_it_scores_best(digits_ckpt, tmp_path, monke
 
 
 def test_uniform_is_left_only_for_a_margin():
-    from entroprune.search.loop import prefer_uniform
+    from entroprune.search.rerank import prefer_uniform
 
     def pool(search, uniform, glob, confirmed=None):
         p = [{"candidate": "search (episode 3)", "source": "search", "reward": search},
@@ -163,7 +163,7 @@ def test_a_searched_win_must_hold_under_other_recovery_seeds(digits_ckpt, tmp_pa
     """A searched policy that wins under the search's recovery seed only (a lucky draw) hands the choice
     to the better fixed policy; one that wins under every seed keeps it."""
     import entroprune.search.rewards as rewards
-    from entroprune.search.loop import CONFIRM_SEED_STEP
+    from entroprune.search.rerank import CONFIRM_SEED_STEP
 
     init, evaluate, lucky = rewards.RewardEvaluator.__init__, rewards.RewardEvaluator.evaluate, {}
 

@@ -1,7 +1,10 @@
 """The search: an agent proposes per-group keep ratios in a Gymnasium environment, rewards score them,
 and the best are re-ranked after label-free recovery.
 
-* :mod:`.loop` — the search loop, its config and result, the re-ranking;
+* :mod:`.config` — a search's settings (:class:`SearchConfig`) and result;
+* :mod:`.loop` — the search loop: episodes, logging, resume, the run folder;
+* :mod:`.policies` — the uniform and fixed policies, the band around uniform, the search's environment;
+* :mod:`.rerank` — the second stage: candidates re-scored after recovery, confirmation, the uniform margin;
 * :mod:`.env` — the environment and its action wall;
 * :mod:`.rewards` — entropy, accuracy, combined and kl rewards;
 * :mod:`.recovery` — label-free distillation before a candidate is scored;
@@ -10,22 +13,12 @@ and the best are re-ranked after label-free recovery.
 """
 
 from .agents import AGENTS, FIXED_AGENTS
+from .config import SearchConfig, SearchResult
 from .env import PruningEnv
-from .loop import (
-    LOG_FILE,
-    POLICY_FILE,
-    STATE_FILE,
-    SearchConfig,
-    SearchInterrupted,
-    SearchResult,
-    band_bounds,
-    fixed_policy_counts,
-    matching_macs_target,
-    rerank,
-    run_search,
-    uniform_ratio,
-)
+from .loop import LOG_FILE, POLICY_FILE, STATE_FILE, SearchInterrupted, run_search
+from .policies import band_bounds, fixed_policy_counts, matching_macs_target, uniform_ratio
 from .recovery import Recovery
+from .rerank import rerank
 from .rewards import REWARDS, RewardConfig, RewardEvaluator, RewardResult
 
 __all__ = ["AGENTS", "FIXED_AGENTS", "LOG_FILE", "POLICY_FILE", "REWARDS", "STATE_FILE", "PruningEnv", "Recovery",

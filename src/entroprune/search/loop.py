@@ -1,4 +1,4 @@
-"""The search loop: an agent proposes policies in a PruningEnv; rewards score them.
+"""The search loop: an agent proposes policies in a PruningEnv; rewards score them; the best are re-ranked.
 
 Outputs in the run folder: ``episodes.jsonl`` (one line per episode), ``policy.json`` (the
 best policy), ``search.json`` (summary, diagnostics) and ``search_state.pt`` (everything a
@@ -14,8 +14,8 @@ import math
 import signal
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import InitVar, asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,193 +24,24 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError, SearchInterrupted, deprecated
-from ..latency import ROUNDING_STEPS, LatencyConfig, LatencyModel
+from ..errors import ConfigError, SearchInterrupted
+from ..latency import LatencyConfig, LatencyModel
 from ..prune import counts_to_dict, policy_to_ratios
-from ..structure import DEFAULT_IMPORTANCE, IMPORTANCES, ROOTS, Structure
+from ..structure import DEFAULT_IMPORTANCE, ROOTS, Structure
 from ..utils import atomic_write, folder_lock, progress_bar, write_json
-from .agents import FIXED_AGENTS, SB3_AGENTS, check_agent, learns, make_agent
+from .agents import FIXED_AGENTS, SB3_AGENTS, learns, make_agent
 from .agents.base import Agent
-from .agents.baselines import GlobalAgent, UniformAgent
 from .budget import Budget
+from .config import SearchConfig, SearchResult
 from .env import OBS_FEATURES, PruningEnv
-from .rewards import REWARDS, RewardConfig, RewardEvaluator, RewardResult
+from .policies import search_env, uniform_policies
+from .rerank import rerank
+from .rewards import REWARDS, RewardResult
 from .scoring import Scorer, make_scorer
 
 STATE_FILE = "search_state.pt"
 LOG_FILE = "episodes.jsonl"
 POLICY_FILE = "policy.json"
-
-
-@dataclass
-class SearchConfig:
-    """A search's settings (all exposed on the CLI and in YAML configs).
-
-    :param macs_target: fraction of the original MACs to keep (0.2 = 5x fewer).
-    :param agent: ``ddpg``, ``uniform``, ``global`` (torch-pruning's global magnitude ranking),
-        ``random`` or ``sb3:td3|sac|ppo``.
-    :param episodes: policies to try (uniform always uses one).
-    :param min_keep: smallest keep ratio of any group.
-    :param round_to: round channel counts to multiples of this; ``"auto"``: the step whose uniform
-        policy at ``macs_target`` gives the best measured speed-up per MACs reduction on
-        ``latency_backend`` at ``latency_batch`` on this machine (:func:`entroprune.latency.choose_rounding`),
-        measured once per run folder into ``rounding.json`` and reused by ``resume``.
-    :param seed: seeds the agent and everything random in the search.
-    :param calib_size: calibration images for BN recalibration and the entropy reward.
-    :param val_size: validation images for the accuracy reward and diagnostics.
-    :param diagnose_every: also measure accuracy every K episodes (0 = never).
-    :param checkpoint_every: save the resumable state every K episodes.
-    :param warmup: DDPG / off-policy SB3 warm-up episodes of random actions.
-    :param episode_batch: episodes generated from one state of the agent and scored together
-        (in parallel with ``--workers``) before the agent learns from them, in order. The
-        result depends on this batch size, not on the number of workers: 1 is the sequential
-        AMC loop; larger batches give the same warm-up and fewer agent states afterwards.
-    :param reward: how policies are scored during the search.
-    :param ddpg: extra DDPG hyperparameters (see :class:`~entroprune.search.agents.ddpg.DDPGAgent`).
-    :param band: each group's keep ratio stays within ``(1 - band, 1 + band)`` times the uniform
-        policy's ratio (and [min_keep, 1]), so no policy can crush a layer; groups whose maps are
-        1x1 stay at the uniform ratio under an entropy reward, which cannot see them. None = the
-        whole [min_keep, 1] range, as in AMC.
-    :param rerank_top_k: after the search, re-score its ``k`` best distinct policies *and* the
-        uniform and global policies with ``rerank_reward`` after ``recovery_steps`` of label-free
-        recovery, and return the best of them (0 = return the search's best as it scored).
-    :param rerank_reward: the re-ranking's reward kind (``kl``: agreement with the unpruned net).
-    :param confirm_seeds: when a searched policy wins the re-ranking, score it and the uniform and
-        global policies again under this many other recovery seeds (other batches of the same
-        images); it stands only if it still wins on the mean, else the better of those two does.
-        The best of ``k`` noisy scores is biased upward: a searched winner's score moves by up to
-        0.04 between recovery seeds where the uniform policy's moves by 0.002
-        (docs/measurements/rerank_noise.md). 0 = take the first reading.
-    :param uniform_margin: the re-ranking leaves the uniform policy only for a candidate whose score
-        beats uniform's by at least this fraction of uniform's ``|score|`` (on the mean over the
-        confirmation's seeds where it ran). Uniform is the safe choice (docs/arena.md) and the score
-        is noisy: uniform's own reading moves by up to 20% between recovery seeds on resnet20, and
-        the arena's losses beyond 0.2 points came from searched policies 1% and 4% ahead of uniform
-        on that mean (mobilenetv2 seeds 0 and 1: -0.34 and -1.13 points; margins 0-0.3 replayed on
-        the arena's cells in docs/measurements/margin_replay.md).
-        0 = the best score wins.
-    :param recovery_steps: distillation steps before each re-scored candidate.
-    :param recovery_images: unlabelled training images the recovery distils on.
-    :param ignored_layers: module names whose output channels are never pruned (besides every layer
-        that feeds a model output, which is always protected).
-    :param importance: which channels a group keeps, by the ``l1`` or ``l2`` norm of its weights. Which
-        channels moves the fine-tuned net more than the allocation does, and neither norm wins on every net:
-        L2 gained 0.10-0.25 points on three VGG pairs and lost 0.31 on ResNet-20 and 0.16 on MobileNetV2
-        (docs/measurements/channel_ranking.md), so L1 stays the default.
-    :param latency_target: also keep at most this fraction of the unpruned net's latency, as a latency
-        model fitted on this machine predicts it (None = MACs only); both targets hold.
-    :param latency_model: a ``latency_model.json`` written by ``entroprune latency`` (None = fit one in
-        the run folder, reused by ``resume``).
-    :param latency_backend: ``torch``, ``torchscript`` or ``onnxruntime``: the runtime a fitted latency model times.
-    :param latency_batch: inputs per forward a fitted latency model times.
-    :param free_channels: under a latency target, widen the chosen policy by every channel step whose
-        whole pruned net, timed on ``latency_backend`` in alternation with the chosen one on the machine
-        the search runs on, is not slower (kernels run some wider layers as fast as narrower ones, which a
-        latency table's interpolation cannot see; :mod:`entroprune.search.free_channels`), then drop them
-        all if a confirming timing reads the widened net slower. The MACs target still holds. No effect
-        without a latency target.
-    :param flops_target: the old name of ``macs_target`` (deprecated: it always meant MACs).
-    """
-
-    macs_target: float = 0.2
-    agent: str = "ddpg"
-    episodes: int = 300
-    min_keep: float = 0.2
-    round_to: int | str = 1
-    seed: int = 0
-    calib_size: int = 256
-    val_size: int = 5000
-    diagnose_every: int = 0
-    checkpoint_every: int = 10
-    warmup: int = 100
-    episode_batch: int = 1
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    ddpg: dict[str, Any] = field(default_factory=dict)
-    band: float | None = 0.5
-    rerank_top_k: int = 8
-    rerank_reward: str = "kl"
-    confirm_seeds: int = 2
-    uniform_margin: float = 0.1
-    recovery_steps: int = 40
-    recovery_images: int = 2048
-    ignored_layers: list[str] = field(default_factory=list)
-    importance: str = DEFAULT_IMPORTANCE
-    latency_target: float | None = None
-    latency_model: str | None = None
-    latency_backend: str = LatencyConfig.backend
-    latency_batch: int = LatencyConfig.batch
-    free_channels: bool = True
-    flops_target: InitVar[float | None] = None
-
-    def __post_init__(self, flops_target: float | None) -> None:
-        if flops_target is not None:
-            deprecated("flops_target", "macs_target")
-            self.macs_target = flops_target
-
-    def validate(self) -> None:
-        if not (isinstance(self.macs_target, (int, float)) and 0 < self.macs_target <= 1):
-            raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {self.macs_target}")
-        check_agent(self.agent)
-        if self.round_to != "auto" and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
-                                        or not 1 <= self.round_to <= 4096):
-            raise ConfigError(f"`round_to` must be an integer from 1 to 4096 or 'auto' (measured), got {self.round_to!r}")
-        if self.episodes < 1:
-            raise ConfigError(f"`episodes` must be >= 1, got {self.episodes}")
-        if self.calib_size < 1 or self.val_size < 0:
-            raise ConfigError("`calib_size` must be >= 1 and `val_size` >= 0")
-        if self.episode_batch < 1:
-            raise ConfigError(f"`episode_batch` must be >= 1, got {self.episode_batch}")
-        if self.warmup < 0 or self.checkpoint_every < 1 or self.diagnose_every < 0:
-            raise ConfigError("`warmup` and `diagnose_every` must be >= 0, `checkpoint_every` >= 1")
-        if self.band is not None and not (isinstance(self.band, (int, float)) and 0 <= self.band <= 1):
-            raise ConfigError(f"band must lie in [0, 1] (or be null for none), got {self.band!r}")
-        if min(self.rerank_top_k, self.recovery_steps, self.recovery_images, self.confirm_seeds) < 0:
-            raise ConfigError("rerank_top_k, confirm_seeds, recovery_steps and recovery_images must be >= 0")
-        if not (isinstance(self.uniform_margin, (int, float)) and 0 <= self.uniform_margin < 10):
-            raise ConfigError(f"uniform_margin must lie in [0, 10) (a fraction of uniform's score), "
-                              f"got {self.uniform_margin!r}")
-        if not (isinstance(self.ignored_layers, list) and all(isinstance(n, str) for n in self.ignored_layers)):
-            raise ConfigError(f"ignored layers must be a list of module names, got {self.ignored_layers!r}")
-        if self.importance not in IMPORTANCES:
-            raise ConfigError(f"`importance` must be one of {', '.join(IMPORTANCES)} (the channel ranking), "
-                              f"got {self.importance!r}")
-        if self.latency_target is not None and not (isinstance(self.latency_target, (int, float))
-                                                    and 0 < self.latency_target <= 1):
-            raise ConfigError(f"`latency_target` must lie in (0, 1] (fraction of the latency kept), "
-                              f"got {self.latency_target}")
-        LatencyConfig(backend=self.latency_backend, batch=self.latency_batch).validate()
-        REWARDS.require(self.rerank_reward, label="re-ranking reward")
-        self.reward.validate()
-
-    @property
-    def step(self) -> int:
-        """The channel step; ``round_to: auto`` is measured into one before a search starts (:func:`resolve_rounding`)."""
-        if self.round_to == "auto":
-            raise ConfigError("`round_to: auto` is resolved by the search (resolve_rounding) before it is used")
-        return int(self.round_to)
-
-    @property
-    def reranks(self) -> bool:
-        return self.rerank_top_k > 0 and self.agent not in FIXED_AGENTS
-
-    def rerank_reward_config(self) -> RewardConfig:
-        return replace(self.reward, kind=self.rerank_reward, recovery_steps=self.recovery_steps, physical=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class SearchResult:
-    policy: dict[str, float]
-    counts: dict[str, int]
-    reward: float
-    achieved: float
-    episodes: int
-    spearman: float | None
-    summary: dict[str, Any]
-    ignored_layers: list[str] = field(default_factory=list)
-    importance: str = DEFAULT_IMPORTANCE
 
 
 class _Interrupt:
@@ -270,201 +101,6 @@ def _scored(res: RewardResult, diagnosed: bool) -> dict[str, Any]:
     """A reward result as the episode info the log and the environment expect."""
     return {"reward": res.reward, "entropy": res.entropy, "accuracy": res.accuracy, "finite": res.finite,
             "times": res.times, "diagnosed": diagnosed}
-
-
-def uniform_ratio(structure: Structure, config: SearchConfig, budget: Budget | None = None) -> float:
-    """The uniform policy's keep ratio under the search's target (or ``budget``), floor and rounding."""
-    u = UniformAgent.solve(structure, config.macs_target, config.min_keep, config.step, budget)
-    return config.min_keep + u * (1 - config.min_keep)
-
-
-def band_bounds(structure: Structure, config: SearchConfig,
-                budget: Budget | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-group keep-ratio bounds of the search space (None: AMC's [min_keep, 1] everywhere)."""
-    if config.band is None or config.agent in FIXED_AGENTS:
-        return None
-    r = uniform_ratio(structure, config, budget if budget is not None and budget.latency else None)
-    n = len(structure.groups)
-    lo, hi = np.full(n, max(config.min_keep, r * (1 - config.band))), np.full(n, min(1.0, r * (1 + config.band)))
-    if REWARDS[config.reward.kind].needs == {"entropy"}:  # groups no entropy reward can see stay at the uniform ratio
-        blind = set(structure.flat_groups)
-        for i, g in enumerate(structure.groups):
-            if g.name in blind:
-                lo[i] = hi[i] = r
-    return lo, hi
-
-
-def search_env(structure: Structure, config: SearchConfig, budget: Budget | None = None,
-               latency: LatencyModel | None = None) -> PruningEnv:
-    """The search's environment (its band, rounding and wall), scoring nothing: the search steps it, and
-    benchmarks/policy_space.py enumerates the same space from it."""
-    return PruningEnv(structure, None, config.macs_target, config.min_keep, config.step,
-                      ratio_bounds=band_bounds(structure, config, budget), latency=latency,
-                      latency_target=config.latency_target if latency else None)
-
-
-def uniform_policies(structure: Structure, macs_target: float, min_keep: float,
-                     steps: Sequence[int] = ROUNDING_STEPS) -> dict[int, np.ndarray]:
-    """The uniform policy at ``macs_target`` rounded to each channel step a group can take (the rounding
-    choice times these: :func:`entroprune.latency.choose_rounding`)."""
-    widest = max(int(c) for c in structure.full_counts())
-    policies = {}
-    for step in steps:
-        if step >= widest:
-            continue
-        try:  # a step so coarse that the target is out of reach is no candidate
-            PruningEnv(structure, None, macs_target, min_keep, step)
-        except ConfigError:
-            continue
-        cfg = SearchConfig(macs_target=macs_target, min_keep=min_keep, round_to=step)
-        policies[step] = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
-    return policies
-
-
-def matching_macs_target(structure: Structure, latency: LatencyModel, fraction: float, min_keep: float,
-                         round_to: int) -> float:
-    """The MACs target whose uniform policy ``latency`` predicts at ``fraction`` of the unpruned net's latency
-    (bisection: the prediction grows with the target): where a MACs-targeted search of the same latency as a
-    latency-targeted one is aimed (the main job's MACs-targeted reference, benchmarks/latency_target.py)."""
-    def predicted(m: float) -> float:
-        cfg = SearchConfig(macs_target=m, min_keep=min_keep, round_to=round_to)
-        counts = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
-        return float(latency.fraction(np.asarray(counts)[None])[0])
-
-    floor = structure.macs(structure.keep_counts(min_keep, round_to))
-    lo, hi = floor / structure.total_macs + 1e-6, 1.0  # below the floor no target is reachable
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if predicted(mid) < fraction else (lo, mid)
-    # rounded down, so that the uniform policy stays under ``fraction``, but never below the reachable floor
-    # (a fraction the smallest policy already exceeds aims at the floor)
-    return max(math.floor(lo * 1e4) / 1e4, math.ceil(floor / structure.total_macs * 1e4) / 1e4)
-
-
-def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list[float],
-                        budget: Budget | None = None) -> tuple[np.ndarray, float]:
-    """Channel counts of a fixed policy after the action wall (as its agent's one episode gets them)."""
-    latency = budget.latency if budget is not None else None
-    env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.step, latency=latency,
-                     latency_target=config.latency_target if latency else None)
-    env.reset()
-    info: dict[str, Any] = {}
-    for r in ratios:
-        info = env.step([r])[4]
-    return info["counts"], info["achieved"]
-
-
-def rerank(model: nn.Module, structure: Structure, config: SearchConfig, calib: torch.Tensor,
-           val: tuple[torch.Tensor, torch.Tensor] | None, recovery_images: torch.Tensor | None,
-           entries: list[dict], quiet: bool = False, budget: Budget | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Re-score the search's best distinct policies and the uniform and global ones after recovery.
-
-    The search's own reward is read off freshly pruned, nearly broken nets; this second stage reads
-    ``rerank_reward`` off nets that work again, and the uniform and global policies are always in
-    the pool, so the search never returns a policy its score ranks below theirs.
-    Returns the candidates (best first by the search's reward, then uniform, global) and the index
-    of the chosen one.
-    """
-    pool: list[dict[str, Any]] = []
-    seen: set[tuple[int, ...]] = set()
-    for e in sorted((e for e in entries if e["finite"]), key=lambda e: (-e["reward"], e["episode"])):
-        counts = structure.keep_counts(e["policy"])
-        if tuple(counts) in seen:
-            continue
-        seen.add(tuple(counts))
-        pool.append({"candidate": f"search (episode {e['episode']})", "source": "search", "counts": counts,
-                     "achieved": e["achieved"], "search_reward": e["reward"]})
-        if len(pool) >= config.rerank_top_k:
-            break
-    n = len(structure.groups)
-    fixed = {"uniform": [uniform_ratio(structure, config, budget)] * n,
-             "global": GlobalAgent.solve(model, structure, config.macs_target, config.min_keep, config.step, budget)}
-    for name, ratios in fixed.items():
-        counts, achieved = fixed_policy_counts(structure, config, ratios, budget)
-        if tuple(counts) in seen:  # the search found it too: keep one candidate, say both
-            next(c for c in pool if tuple(c["counts"]) == tuple(counts))["candidate"] += f" = {name}"
-            continue
-        seen.add(tuple(counts))
-        pool.append({"candidate": name, "source": name, "counts": counts, "achieved": achieved,
-                     "search_reward": None})
-    def score(seed: int, candidates: list[dict[str, Any]], label: str) -> list[float | None]:
-        evaluator = RewardEvaluator(model, structure, config.rerank_reward_config(), calib, val,
-                                    recovery_images=recovery_images, seed=seed)
-        try:
-            with progress_bar(disable=quiet) as bar:
-                task = bar.add_task(label, total=len(candidates), info="")
-                out = []
-                for c in candidates:
-                    res = evaluator.evaluate(c["counts"])
-                    out.append(res.reward if res.finite else None)
-                    bar.advance(task)
-                return out
-        finally:
-            evaluator.close()
-
-    for c, r in zip(pool, score(config.seed, pool, f"re-rank ({config.rerank_reward}, "
-                                                     f"{config.recovery_steps} recovery steps)"), strict=True):
-        c["reward"] = r
-    scored = [i for i, c in enumerate(pool) if c["reward"] is not None]
-    if not scored:
-        raise ConfigError("every re-ranked policy gave a non-finite score; the model or data contain NaN/Inf values")
-    pick = max(scored, key=lambda i: (pool[i]["reward"], -i))
-    return pool, prefer_uniform(pool, confirm(pool, pick, scored, config, score), config.uniform_margin)
-
-
-#: Other recovery seeds of the confirmation: the search's seed + CONFIRM_SEED_STEP * (1, 2, ...).
-CONFIRM_SEED_STEP = 1000
-
-
-def confirm(pool: list[dict[str, Any]], pick: int, scored: list[int], config: SearchConfig,
-            score: Callable[[int, list[dict[str, Any]], str], list[float | None]]) -> int:
-    """A searched winner must beat the fixed policies on the mean over more recovery seeds; the max of
-    several noisy scores is biased upward, the fixed policies were not selected for their score."""
-    fixed = [i for i in scored if pool[i]["source"] != "search"]
-    if pool[pick]["source"] != "search" or not fixed or config.confirm_seeds == 0:
-        return pick
-    trial = [pick, *fixed]
-    for c in (pool[i] for i in trial):
-        c["confirm_rewards"] = [c["reward"]]
-    for k in range(1, config.confirm_seeds + 1):
-        rewards = score(config.seed + CONFIRM_SEED_STEP * k, [pool[i] for i in trial],
-                        f"confirm the winner (recovery seed {k + 1} of {config.confirm_seeds + 1})")
-        for i, r in zip(trial, rewards, strict=True):
-            pool[i]["confirm_rewards"].append(r)
-    return confirmed(pool, pick, fixed)
-
-
-def mean_reading(candidate: dict[str, Any]) -> float:
-    """A candidate's score: the mean over its confirmation readings where they ran, else its one reading;
-    -inf where any reading failed."""
-    rs = candidate.get("confirm_rewards") or [candidate["reward"]]
-    return -math.inf if any(r is None for r in rs) else sum(rs) / len(rs)
-
-
-def confirmed(pool: list[dict[str, Any]], pick: int, fixed: list[int]) -> int:
-    """The confirmation's verdict: the searched ``pick`` if its mean beats every fixed policy's, else the
-    best fixed one (the lower index on a tie)."""
-    best_fixed = max(fixed, key=lambda i: (mean_reading(pool[i]), -i))
-    return pick if mean_reading(pool[pick]) > mean_reading(pool[best_fixed]) else best_fixed
-
-
-def uniform_candidate(pool: list[dict[str, Any]]) -> int | None:
-    """The uniform policy's index in the pool (a searched candidate equal to it counts), or None."""
-    return next((i for i, c in enumerate(pool) if c["source"] == "uniform" or c["candidate"].endswith("= uniform")),
-                None)
-
-
-def prefer_uniform(pool: list[dict[str, Any]], pick: int, margin: float) -> int:
-    """``pick`` if it beats the uniform policy by ``margin`` of uniform's ``|score|``, else uniform: a
-    policy that differs from uniform only within the score's noise is no reason to leave it."""
-    uniform = uniform_candidate(pool)
-    if uniform is None or uniform == pick or pool[uniform]["reward"] is None:
-        return pick
-    u = mean_reading(pool[uniform])
-    if mean_reading(pool[pick]) >= u + margin * abs(u):
-        return pick
-    pool[pick]["beaten_by_margin"] = True  # the search.json says why the best score did not win
-    return uniform
 
 
 def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
@@ -908,5 +544,4 @@ class Search:
                             spearman=spearman, summary=summary)
 
 
-__all__ = ["Search", "SearchConfig", "SearchResult", "SearchInterrupted", "run_search", "rerank", "uniform_ratio",
-           "band_bounds"]
+__all__ = ["Search", "SearchInterrupted", "run_search", "rollout", "resolve_rounding", "latency_model"]

@@ -1,0 +1,186 @@
+"""A search's settings and its result: what the CLI, YAML configs and the Python API fill in, declared once."""
+
+from __future__ import annotations
+
+from dataclasses import InitVar, asdict, dataclass, field, replace
+from typing import Any
+
+from ..errors import ConfigError, deprecated
+from ..latency import LatencyConfig
+from ..structure import DEFAULT_IMPORTANCE, IMPORTANCES
+from .agents import FIXED_AGENTS, check_agent
+from .rewards import REWARDS, RewardConfig
+
+
+@dataclass
+class SearchConfig:
+    """A search's settings (all exposed on the CLI and in YAML configs).
+
+    :param macs_target: fraction of the original MACs to keep (0.2 = 5x fewer).
+    :param agent: ``ddpg``, ``uniform``, ``global`` (torch-pruning's global magnitude ranking),
+        ``random`` or ``sb3:td3|sac|ppo``.
+    :param episodes: policies to try (uniform always uses one).
+    :param min_keep: smallest keep ratio of any group.
+    :param round_to: round channel counts to multiples of this; ``"auto"``: the step whose uniform
+        policy at ``macs_target`` gives the best measured speed-up per MACs reduction on
+        ``latency_backend`` at ``latency_batch`` on this machine (:func:`entroprune.latency.choose_rounding`),
+        measured once per run folder into ``rounding.json`` and reused by ``resume``.
+    :param seed: seeds the agent and everything random in the search.
+    :param calib_size: calibration images for BN recalibration and the entropy reward.
+    :param val_size: validation images for the accuracy reward and diagnostics.
+    :param diagnose_every: also measure accuracy every K episodes (0 = never).
+    :param checkpoint_every: save the resumable state every K episodes.
+    :param warmup: DDPG / off-policy SB3 warm-up episodes of random actions.
+    :param episode_batch: episodes generated from one state of the agent and scored together
+        (in parallel with ``--workers``) before the agent learns from them, in order. The
+        result depends on this batch size, not on the number of workers: 1 is the sequential
+        AMC loop; larger batches give the same warm-up and fewer agent states afterwards.
+    :param reward: how policies are scored during the search.
+    :param ddpg: extra DDPG hyperparameters (see :class:`~entroprune.search.agents.ddpg.DDPGAgent`).
+    :param band: each group's keep ratio stays within ``(1 - band, 1 + band)`` times the uniform
+        policy's ratio (and [min_keep, 1]), so no policy can crush a layer; groups whose maps are
+        1x1 stay at the uniform ratio under an entropy reward, which cannot see them. None = the
+        whole [min_keep, 1] range, as in AMC.
+    :param rerank_top_k: after the search, re-score its ``k`` best distinct policies *and* the
+        uniform and global policies with ``rerank_reward`` after ``recovery_steps`` of label-free
+        recovery, and return the best of them (0 = return the search's best as it scored).
+    :param rerank_reward: the re-ranking's reward kind (``kl``: agreement with the unpruned net).
+    :param confirm_seeds: when a searched policy wins the re-ranking, score it and the uniform and
+        global policies again under this many other recovery seeds (other batches of the same
+        images); it stands only if it still wins on the mean, else the better of those two does.
+        The best of ``k`` noisy scores is biased upward: a searched winner's score moves by up to
+        0.04 between recovery seeds where the uniform policy's moves by 0.002
+        (docs/measurements/rerank_noise.md). 0 = take the first reading.
+    :param uniform_margin: the re-ranking leaves the uniform policy only for a candidate whose score
+        beats uniform's by at least this fraction of uniform's ``|score|`` (on the mean over the
+        confirmation's seeds where it ran). Uniform is the safe choice (docs/arena.md) and the score
+        is noisy: uniform's own reading moves by up to 20% between recovery seeds on resnet20, and
+        the arena's losses beyond 0.2 points came from searched policies 1% and 4% ahead of uniform
+        on that mean (mobilenetv2 seeds 0 and 1: -0.34 and -1.13 points; margins 0-0.3 replayed on
+        the arena's cells in docs/measurements/margin_replay.md).
+        0 = the best score wins.
+    :param recovery_steps: distillation steps before each re-scored candidate.
+    :param recovery_images: unlabelled training images the recovery distils on.
+    :param ignored_layers: module names whose output channels are never pruned (besides every layer
+        that feeds a model output, which is always protected).
+    :param importance: which channels a group keeps, by the ``l1`` or ``l2`` norm of its weights. Which
+        channels moves the fine-tuned net more than the allocation does, and neither norm wins on every net:
+        L2 gained 0.10-0.25 points on three VGG pairs and lost 0.31 on ResNet-20 and 0.16 on MobileNetV2
+        (docs/measurements/channel_ranking.md), so L1 stays the default.
+    :param latency_target: also keep at most this fraction of the unpruned net's latency, as a latency
+        model fitted on this machine predicts it (None = MACs only); both targets hold.
+    :param latency_model: a ``latency_model.json`` written by ``entroprune latency`` (None = fit one in
+        the run folder, reused by ``resume``).
+    :param latency_backend: ``torch``, ``torchscript`` or ``onnxruntime``: the runtime a fitted latency model times.
+    :param latency_batch: inputs per forward a fitted latency model times.
+    :param free_channels: under a latency target, widen the chosen policy by every channel step whose
+        whole pruned net, timed on ``latency_backend`` in alternation with the chosen one on the machine
+        the search runs on, is not slower (kernels run some wider layers as fast as narrower ones, which a
+        latency table's interpolation cannot see; :mod:`entroprune.search.free_channels`), then drop them
+        all if a confirming timing reads the widened net slower. The MACs target still holds. No effect
+        without a latency target.
+    :param flops_target: the old name of ``macs_target`` (deprecated: it always meant MACs).
+    """
+
+    macs_target: float = 0.2
+    agent: str = "ddpg"
+    episodes: int = 300
+    min_keep: float = 0.2
+    round_to: int | str = 1
+    seed: int = 0
+    calib_size: int = 256
+    val_size: int = 5000
+    diagnose_every: int = 0
+    checkpoint_every: int = 10
+    warmup: int = 100
+    episode_batch: int = 1
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    ddpg: dict[str, Any] = field(default_factory=dict)
+    band: float | None = 0.5
+    rerank_top_k: int = 8
+    rerank_reward: str = "kl"
+    confirm_seeds: int = 2
+    uniform_margin: float = 0.1
+    recovery_steps: int = 40
+    recovery_images: int = 2048
+    ignored_layers: list[str] = field(default_factory=list)
+    importance: str = DEFAULT_IMPORTANCE
+    latency_target: float | None = None
+    latency_model: str | None = None
+    latency_backend: str = LatencyConfig.backend
+    latency_batch: int = LatencyConfig.batch
+    free_channels: bool = True
+    flops_target: InitVar[float | None] = None
+
+    def __post_init__(self, flops_target: float | None) -> None:
+        if flops_target is not None:
+            deprecated("flops_target", "macs_target")
+            self.macs_target = flops_target
+
+    def validate(self) -> None:
+        if not (isinstance(self.macs_target, (int, float)) and 0 < self.macs_target <= 1):
+            raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {self.macs_target}")
+        check_agent(self.agent)
+        if self.round_to != "auto" and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
+                                        or not 1 <= self.round_to <= 4096):
+            raise ConfigError(f"`round_to` must be an integer from 1 to 4096 or 'auto' (measured), got {self.round_to!r}")
+        if self.episodes < 1:
+            raise ConfigError(f"`episodes` must be >= 1, got {self.episodes}")
+        if self.calib_size < 1 or self.val_size < 0:
+            raise ConfigError("`calib_size` must be >= 1 and `val_size` >= 0")
+        if self.episode_batch < 1:
+            raise ConfigError(f"`episode_batch` must be >= 1, got {self.episode_batch}")
+        if self.warmup < 0 or self.checkpoint_every < 1 or self.diagnose_every < 0:
+            raise ConfigError("`warmup` and `diagnose_every` must be >= 0, `checkpoint_every` >= 1")
+        if self.band is not None and not (isinstance(self.band, (int, float)) and 0 <= self.band <= 1):
+            raise ConfigError(f"band must lie in [0, 1] (or be null for none), got {self.band!r}")
+        if min(self.rerank_top_k, self.recovery_steps, self.recovery_images, self.confirm_seeds) < 0:
+            raise ConfigError("rerank_top_k, confirm_seeds, recovery_steps and recovery_images must be >= 0")
+        if not (isinstance(self.uniform_margin, (int, float)) and 0 <= self.uniform_margin < 10):
+            raise ConfigError(f"uniform_margin must lie in [0, 10) (a fraction of uniform's score), "
+                              f"got {self.uniform_margin!r}")
+        if not (isinstance(self.ignored_layers, list) and all(isinstance(n, str) for n in self.ignored_layers)):
+            raise ConfigError(f"ignored layers must be a list of module names, got {self.ignored_layers!r}")
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(f"`importance` must be one of {', '.join(IMPORTANCES)} (the channel ranking), "
+                              f"got {self.importance!r}")
+        if self.latency_target is not None and not (isinstance(self.latency_target, (int, float))
+                                                    and 0 < self.latency_target <= 1):
+            raise ConfigError(f"`latency_target` must lie in (0, 1] (fraction of the latency kept), "
+                              f"got {self.latency_target}")
+        LatencyConfig(backend=self.latency_backend, batch=self.latency_batch).validate()
+        REWARDS.require(self.rerank_reward, label="re-ranking reward")
+        self.reward.validate()
+
+    @property
+    def step(self) -> int:
+        """The channel step; ``round_to: auto`` is measured into one before a search starts (:func:`resolve_rounding`)."""
+        if self.round_to == "auto":
+            raise ConfigError("`round_to: auto` is resolved by the search (resolve_rounding) before it is used")
+        return int(self.round_to)
+
+    @property
+    def reranks(self) -> bool:
+        return self.rerank_top_k > 0 and self.agent not in FIXED_AGENTS
+
+    def rerank_reward_config(self) -> RewardConfig:
+        return replace(self.reward, kind=self.rerank_reward, recovery_steps=self.recovery_steps, physical=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    policy: dict[str, float]
+    counts: dict[str, int]
+    reward: float
+    achieved: float
+    episodes: int
+    spearman: float | None
+    summary: dict[str, Any]
+    ignored_layers: list[str] = field(default_factory=list)
+    importance: str = DEFAULT_IMPORTANCE
+
+
+__all__ = ["SearchConfig", "SearchResult"]
