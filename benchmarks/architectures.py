@@ -28,25 +28,33 @@ def main() -> None:
     lines = ["# Architectures: what entroprune prunes, and what it refuses", "",
              "Written by `python benchmarks/architectures.py` from the runs `tests/test_architectures.py` asserts on",
              "(tiny nets with random weights, 1x16x16 inputs; a 3-episode search with `band: null`, `min_keep: 0.05`,",
-             "then pruning, a forward and an ONNX round trip). MACs are torch-pruning's count of the pruned net",
+             "then pruning, a forward and an ONNX round trip; here also torch.export's capture of the pruned net,",
+             "`export --format pt2`, run on the same inputs). MACs are torch-pruning's count of the pruned net",
              "against the original's. A refused pattern is one line naming the group; leaving that layer whole",
              "(`--ignore`, `SearchConfig.ignored_layers`) prunes the rest.", "",
-             "| architecture | refused, then left whole | target | MACs kept | outputs | ONNX max diff |",
-             "|---|---|---|---|---|---|"]
+             "| architecture | refused, then left whole | target | MACs kept | outputs | ONNX max diff | pt2 max diff |",
+             "|---|---|---|---|---|---|---|"]
+    pt2_refusals: dict[str, str] = {}
     for name in ARCHITECTURES:
         for target in (0.5, 0.25):
             with tempfile.TemporaryDirectory() as tmp:
-                row = run_architecture(name, target, Path(tmp))
+                row = run_architecture(name, target, Path(tmp), pt2=True)
             ignored = ", ".join(row["ignored"]) or "-"
             shown = f"{row['target']:.2f}" + (f" (asked {target:.2f}: unreachable)" if row["unreachable"] else "")
             lines.append(f"| {name} | {ignored} | {shown} | {row['macs']:.1%} | "
-                         f"{'same shapes' if row['shapes_kept'] else 'CHANGED'} | {row['onnx_max_diff']:.1e} |")
+                         f"{'same shapes' if row['shapes_kept'] else 'CHANGED'} | {row['onnx_max_diff']:.1e} | "
+                         f"{'refused' if row['pt2_max_diff'] is None else format(row['pt2_max_diff'], '.1e')} |")
+            if row["pt2_max_diff"] is None:
+                pt2_refusals.setdefault(name, row["pt2_refusal"])
             print(lines[-1], flush=True)
     lines += ["", "Refusal messages, one line each:", ""]
     for name, (_, bad) in ARCHITECTURES.items():
         if bad:
             with tempfile.TemporaryDirectory() as tmp:
                 lines.append(f"- {name}: `{as_flags(run_architecture(name, 0.5, Path(tmp))['refusal'], FLAG_NAMES)}`")
+    if pt2_refusals:
+        lines += ["", "What torch.export refused (`export --format pt2`; ONNX and TorchScript export these):", ""]
+        lines += [f"- {name}: `{message}`" for name, message in pt2_refusals.items()]
     (ROOT / "docs" / "architectures.md").write_text("\n".join(lines) + "\n")
 
 

@@ -359,9 +359,9 @@ ARCHITECTURES = {
 }
 
 
-def run_architecture(name: str, target: float, out_dir) -> dict:
+def run_architecture(name: str, target: float, out_dir, pt2: bool = False) -> dict:
     """Search (a few episodes), prune, run and export one architecture; what the suite checks and
-    benchmarks/architectures.py tabulates."""
+    benchmarks/architectures.py tabulates (``pt2``: also torch.export's capture, the benchmark's alone: it is slow)."""
     import numpy as np
 
     import entroprune as ep
@@ -404,4 +404,13 @@ def run_architecture(name: str, target: float, out_dir) -> dict:
         onnx_max_diff=max(float(np.abs(g - a.numpy()).max()) for g, a in zip(got, after, strict=True))
         if len(got) == len(after) else float("inf"),
         groups=len(res.policy))
+    if pt2:
+        from entroprune.export import exported_program
+
+        try:
+            with torch.no_grad():
+                got = flat(exported_program(pruned, x[:1]).module()(x[:4]))
+            row["pt2_max_diff"] = max(float((g - a).abs().max()) for g, a in zip(got, after, strict=True))
+        except ConfigError as exc:
+            row["pt2_max_diff"], row["pt2_refusal"] = None, str(exc)
     return row
