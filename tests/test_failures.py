@@ -132,6 +132,9 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     (tmp_path / "cut_log" / "episodes.jsonl").write_text('{"episode": 0, "finite": true, "reward": -1.0}\n{"epis')
     (tmp_path / "no_rows").mkdir()
     (tmp_path / "no_rows" / "evaluation.json").write_text('{"model": "vgg"}')
+    (tmp_path / "bad_export").mkdir()
+    (tmp_path / "bad_export" / "evaluation.json").write_text(
+        '{"rows": [{"test_accuracy": 90.0}], "export": {"file": "model.onnx", "format": "tflite"}}')
     # an IDX header whose dimensions overflow 64 bits, an image over the pixel limit
     huge = tmp_path / "huge_idx"
     huge.mkdir()
@@ -243,6 +246,7 @@ CASES = {
     "truncated search state on resume": ["search", f"{T}/good.pt", "--resume", "--out", f"{T}/cut_state"],
     "report of a truncated episode log": ["report", f"{T}/cut_log"],
     "report of evaluation.json without rows": ["report", f"{T}/no_rows"],
+    "report of evaluation.json with a malformed export record": ["report", f"{T}/bad_export"],
     "IDX dimensions overflowing 64 bits": ["train", "--dataset", "mnist", "--data-dir", f"{T}/huge_idx",
                                            "--out", f"{T}/out"],
     "image over the pixel limit": ["train", "--dataset", "imagefolder", "--data-dir", f"{T}/bomb_imgs",
@@ -365,6 +369,7 @@ EXPECT = {
     "truncated search state on resume": "cut_state/search_state.pt is unreadable",
     "report of a truncated episode log": "episodes.jsonl line 2 is not an episode record",
     "report of evaluation.json without rows": "lacks its 'rows'",
+    "report of evaluation.json with a malformed export record": "has a malformed 'export' record",
     "IDX dimensions overflowing 64 bits": "promises 79228162458924105385300197375",
     "image over the pixel limit": "10000x5000 pixels, over entroprune's limit",
     "search --out inside its image folder": "imgs/run lies inside the input folder T/imgs",

@@ -264,6 +264,14 @@ def test_run_quick_cli(quick_run):
     assert f"onnxruntime {pr['speedup_ort_b64']:.2f}x (ratio {pr['ort_speedup_vs_macs_b64']:.2f})" in report
     assert f"{pr['test_accuracy'] - ev['rows'][0]['test_accuracy']:+.2f} points" in report
     assert json.loads((run / "report.json").read_text())["evaluation"] == ev
+    # where the exported net is and how to feed it: the file's size, the spec's input size and normalisation
+    exported, spec = ev["export"], torch.load(run / "finetuned" / "model.pt", weights_only=True)["spec"]
+    assert exported["file"] == "model.onnx" and exported["bytes"] == (run / "model.onnx").stat().st_size
+    c, h, w = spec["input_size"]
+    assert (f"Exported `model.onnx` (onnx, {exported['bytes']:,} bytes; outputs within" in report
+            and 'load it with `onnxruntime.InferenceSession("model.onnx")`, input `input`, output `logits`' in report
+            and f"of {c}x{h}x{w} images normalised as in training" in report
+            and f"with mean [{spec['mean'][0]:.4g}] and std [{spec['std'][0]:.4g}]" in report), report
     # the re-ranking's table marks what the search returned, with scores to four significant digits
     summary = json.loads((run / "report.json").read_text())["search"]
     winners = [c for c in summary["rerank"] if c["policy"] == json.loads((run / "search" / "policy.json").read_text())["policy"]]

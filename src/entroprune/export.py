@@ -24,6 +24,10 @@ FORMATS = tuple(SUFFIXES)
 # ONNX is what every runtime reads; TorchScript runs on libtorch alone; pt2 (torch.export) is where torch's own
 # deployment paths start (AOTInductor, ExecuTorch) now that torch marks TorchScript deprecated
 DEFAULT_FORMAT = "onnx"
+#: How a deployment loads each format, for the run's report.
+LOADERS = {"onnx": 'onnxruntime.InferenceSession("{file}")',
+           "torchscript": 'torch.jit.optimize_for_inference(torch.jit.load("{file}"))',
+           "pt2": 'torch.export.load("{file}").module()'}
 
 
 def check_format(fmt: str) -> None:
@@ -167,4 +171,4 @@ def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable],
         os.unlink(tmp)
 
 
-__all__ = ["FORMATS", "SUFFIXES", "DEFAULT_FORMAT", "check_format", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "frozen_torchscript", "onnx_bytes", "onnx_session"]
+__all__ = ["FORMATS", "SUFFIXES", "LOADERS", "DEFAULT_FORMAT", "check_format", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "frozen_torchscript", "onnx_bytes", "onnx_session"]

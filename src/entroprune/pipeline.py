@@ -52,7 +52,6 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     -> export -> report, in a fresh run folder. Returns the folder. A checkpoint whose dataset has no labels
     runs label-free: distilling fine-tunes, and top-1 agreement with the original in place of test accuracy."""
     from .config import ZOO_DATASET, dump_config
-    from .export import SUFFIXES
     from .report import write_report
     from .search import SearchConfig
     from .utils import resolve_device, set_threads, write_text
@@ -113,19 +112,30 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
                                device=device, latency=True, repeats=cfg.latency_repeats,
                                processes=cfg.latency_processes)
     timings["evaluate"] = time.perf_counter() - t0
-    export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / f"model{SUFFIXES[cfg.export_format]}",
-                      cfg.export_format)
+    exported = _export(run_dir, cfg.export_format)
     uniform, reference, macs_reference = _references(ckpt_path, run_dir, cfg, result, device, quiet, say, timings)
     timings["total"] = time.perf_counter() - t_all
     write_json(run_dir / "evaluation.json", {
         "model": cfg.model, "dataset": dataset, "checkpoint": cfg.checkpoint, "macs_target": cfg.search.macs_target,
         "rows": rows,
         "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
-        "macs_reference": macs_reference,
+        "macs_reference": macs_reference, "export": exported,
         "timings_s": timings, "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
         "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
     write_report(run_dir)
     return run_dir
+
+
+def _export(run_dir: Path, fmt: str) -> dict[str, Any]:
+    """The fine-tuned net exported beside the report, with what a deployment must know to feed it."""
+    from .checkpoint import load_checkpoint
+    from .export import SUFFIXES
+
+    path = run_dir / "finetuned" / "model.pt"
+    spec = load_checkpoint(path).spec
+    res = export_checkpoint(path, run_dir / f"model{SUFFIXES[fmt]}", fmt)
+    return {"file": f"model{SUFFIXES[fmt]}", "format": fmt, "bytes": res["bytes"], "max_abs_diff": res["max_abs_diff"],
+            "input_size": list(spec.input_size), "mean": list(spec.mean), "std": list(spec.std)}
 
 
 def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchResult, device: torch.device | str,

@@ -219,11 +219,26 @@ def _check_shapes(run_dir: Path, search_dir: Path | None, evaluation: Any, polic
         if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and isinstance(
                 r.get(score_key(r)), (int, float)) for r in rows)):
             raise bad(run_dir / "evaluation.json", "lacks its 'rows' of evaluated models")
+        if not _export_ok(evaluation.get("export")):
+            raise bad(run_dir / "evaluation.json", "has a malformed 'export' record")
     if policy is not None and not (isinstance(policy, dict) and isinstance(policy.get("policy"), dict)
                                    and isinstance(policy.get("achieved"), (int, float))):
         raise bad(search_dir / "policy.json", "lacks its 'policy' mapping or 'achieved' fraction")
     if summary is not None and not (isinstance(summary, dict) and {"agent", "reward_kind", "episodes"} <= set(summary)):
         raise bad(search_dir / "search.json", "lacks the search's summary fields")
+
+
+def _export_ok(exported: Any) -> bool:
+    from .export import LOADERS
+
+    if exported is None:  # runs before the record
+        return True
+    numbers = lambda v: isinstance(v, list) and all(  # noqa: E731
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    return (isinstance(exported, dict) and isinstance(exported.get("file"), str)
+            and exported.get("format") in LOADERS and isinstance(exported.get("bytes"), int)
+            and isinstance(exported.get("max_abs_diff"), (int, float)) and numbers(exported.get("input_size"))
+            and len(exported["input_size"]) == 3 and numbers(exported.get("mean")) and numbers(exported.get("std")))
 
 
 def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search_dir: Path | None) -> list[str]:
@@ -269,6 +284,25 @@ def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search
     return md
 
 
+def _export_lines(exported: dict[str, Any] | None) -> list[str]:
+    """Where the exported net is and how a deployment feeds it (runs before this record say nothing)."""
+    if not exported:
+        return []
+    from .export import LOADERS
+
+    c, h, w = exported["input_size"]
+    names = ", input `input`, output `logits`" if exported["format"] == "onnx" else ""
+    return [f"Exported `{exported['file']}` ({exported['format']}, {exported['bytes']:,} bytes; outputs within "
+            f"{exported['max_abs_diff']:.1e} of torch's): load it with `{LOADERS[exported['format']].format(file=exported['file'])}`"
+            f"{names}; it takes a batch of any size of {c}x{h}x{w} images normalised as in training: (x - mean) / std "
+            f"per channel with mean {_short(exported['mean'])} and std {_short(exported['std'])}, x the pixels "
+            f"scaled to [0, 1] (as entroprune's dataset readers give them).", ""]
+
+
+def _short(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md, report.json and plots/ for a run folder (or a search folder)."""
     from .errors import ConfigError
@@ -298,7 +332,7 @@ def write_report(run_dir: str | Path) -> Path:
         pr = evaluation["rows"][-1]
         if "speedup_vs_macs_b64" in pr:
             md.append(speedup_sentence(pr) + " Latencies: " + timing_note(pr) + ".")
-        md += _latency_lines(evaluation, summary)
+        md += _latency_lines(evaluation, summary) + _export_lines(evaluation.get("export"))
         score = score_key(pr)
         if score == "test_accuracy":
             drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
