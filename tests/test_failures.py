@@ -349,7 +349,7 @@ EXPECT = {
     "prune --out over its own checkpoint": "would overwrite the checkpoint being pruned",
     "export --out over its own checkpoint": "--out T/good.pt is one of the inputs",
     "spec num_classes not an integer": "num_classes must be a positive integer, got 2.5",
-    "spec input_size too small": "cannot run on the spec's input_size [1, 2, 2]",
+    "spec input_size too small": "cannot run a batch of the spec's input_size [1, 2, 2]",
     "spec mean and std empty": "mean must hold 1 finite numbers",
     "pruned checkpoint without history": "pruning record needs a 'history' list",
     "run from a missing checkpoint": "missing.pt does not exist",

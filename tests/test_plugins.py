@@ -192,3 +192,28 @@ def test_every_registry_loads_the_environments_plugins_for_a_name_it_lacks(fresh
     for check, _, _ in checks.values():
         check()
     assert "noise" in DATASETS and REWARDS["sharp"].needs == {"entropy"}
+
+
+def test_a_model_whose_forward_fixes_the_batch_is_refused_at_load(fresh, tmp_path):
+    """Every stage feeds batches: a forward that reshapes to batch 1 is one line when its checkpoint loads,
+    not a traceback in the first stage that batches."""
+    from entroprune import ModelSpec, register_model, save_checkpoint
+    from entroprune.checkpoint import load_checkpoint
+    from entroprune.errors import CheckpointError
+
+    class BatchOne(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Linear(4 * 8 * 8, 10)
+
+        def forward(self, x):
+            return self.head(self.conv(x).view(1, -1))
+
+    register_model("batchone")(lambda num_classes, in_channels, width_mult: BatchOne())
+    spec = ModelSpec("batchone", 10, 1, input_size=[1, 8, 8], mean=[0.0], std=[1.0])
+    save_checkpoint(tmp_path / "b.pt", spec, BatchOne())
+    with pytest.raises(CheckpointError, match=r"cannot run a batch of the spec's input_size \[1, 8, 8\] .*"
+                                              r"the model's forward fixes the batch size"):
+        load_checkpoint(tmp_path / "b.pt").build()
+    res = invoke("evaluate", tmp_path / "b.pt")
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -89,13 +89,13 @@ class Checkpoint:
     def build(self) -> nn.Module:
         """Rebuild the network, replay its pruning, load its weights."""
         model = self.spec.build()
-        try:
+        try:  # a batch of two: every stage feeds batches, and a forward that fixes the batch size fails here
             with torch.no_grad():
-                model.eval()(self.spec.example_input())
+                model.eval()(self.spec.example_input(2))
         except RuntimeError as exc:  # e.g. an input_size too small for the model's downsampling
-            raise CheckpointError(f"model {self.spec.model!r} cannot run on the spec's input_size "
+            raise CheckpointError(f"model {self.spec.model!r} cannot run a batch of the spec's input_size "
                                   f"{self.spec.input_size} ({str(exc).splitlines()[0]}); the file was edited "
-                                  "or made by another tool") from None
+                                  "or made by another tool, or the model's forward fixes the batch size") from None
         if self.pruning:
             from .prune import replay_pruning_history
 
