@@ -6,6 +6,8 @@ and the best are re-ranked after label-free recovery.
 * :mod:`.policies` — the uniform and fixed policies, the band around uniform, the search's environment;
 * :mod:`.rerank` — the second stage: candidates re-scored after recovery, confirmation, the uniform margin;
 * :mod:`.env` — the environment and its action wall;
+* :mod:`.budget` — what a policy may spend: MACs and, when asked, predicted latency;
+* :mod:`.free_channels` — after a latency-targeted search, the channel steps the runtime runs at no cost;
 * :mod:`.rewards` — entropy, accuracy, combined and kl rewards;
 * :mod:`.recovery` — label-free distillation before a candidate is scored;
 * :mod:`.scoring` — scoring episode batches in this process or on Ray actors;
