@@ -14,7 +14,6 @@ from .api import (
     _check_workers,
     build_structure,
     evaluate_checkpoint,
-    export_checkpoint,
     finetune_checkpoint,
     load_data_for_spec,
     load_model,
@@ -128,12 +127,11 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
 
 def _export(run_dir: Path, fmt: str) -> dict[str, Any]:
     """The fine-tuned net exported beside the report, with what a deployment must know to feed it."""
-    from .checkpoint import load_checkpoint
-    from .export import SUFFIXES
+    from .export import SUFFIXES, export_model
 
-    path = run_dir / "finetuned" / "model.pt"
-    spec = load_checkpoint(path).spec
-    res = export_checkpoint(path, run_dir / f"model{SUFFIXES[fmt]}", fmt)
+    model, ckpt = load_model(run_dir / "finetuned" / "model.pt")  # once: the net to export and its spec
+    spec = ckpt.spec
+    res = export_model(model, spec.example_input(), run_dir / f"model{SUFFIXES[fmt]}", fmt)  # fmt: cfg.validate's
     return {"file": f"model{SUFFIXES[fmt]}", "format": fmt, "bytes": res["bytes"], "max_abs_diff": res["max_abs_diff"],
             "input_size": list(spec.input_size), "mean": list(spec.mean), "std": list(spec.std)}
 
