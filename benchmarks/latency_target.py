@@ -105,7 +105,7 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
     work = Path(args.work) / name
     base = dict(min_keep=args.min_keep, round_to=args.round_to, seed=args.seed, episodes=args.episodes,
                 warmup=min(SearchConfig.warmup, args.episodes // 3), latency_backend=args.backend,
-                latency_batch=args.batch)
+                latency_batch=args.batch, recovery_steps=args.recovery_steps)
 
     def search(kind: str, cfg: SearchConfig) -> dict:
         t0 = time.perf_counter()
@@ -287,6 +287,8 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=3, help="fresh processes the final nets are timed in (median)")
     ap.add_argument("--episodes", type=int, default=SearchConfig.episodes)
     ap.add_argument("--min-keep", type=float, default=0.2)
+    ap.add_argument("--recovery-steps", type=int, default=SearchConfig.recovery_steps,
+                    help="recovery steps before each re-ranked policy is scored (fewer: a quicker, noisier pick)")
     ap.add_argument("--round-to", type=int, default=8)
     ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="the searches' seed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import random
 import struct
@@ -13,6 +14,9 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# One thread per xdist worker holds for the processes the tests start too (the CLI, benchmarks, Ray and DDP
+# workers): at torch's default of one thread per core, each would oversubscribe the cores its siblings run on.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -202,6 +202,24 @@ def test_digits_and_augmentation_deterministic():
     assert abs(x.mean().item()) < 0.1 and abs(x.std().item() - 1) < 0.1  # normalised
 
 
+def test_digits_are_scikit_learns_without_importing_it(monkeypatch):
+    """Read from the CSV scikit-learn ships, pixel for pixel its load_digits; where that file is not found,
+    load_digits itself."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    from entroprune.data import _digits
+
+    want = load_digits()
+    x, y, test = _digits()
+    assert test is None and x.dtype == np.float32 and x.shape == (1797, 1, 8, 8)
+    assert np.array_equal(x[:, 0] * 16, want.images) and np.array_equal(y, want.target)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    x2, y2, _ = _digits()
+    assert np.array_equal(x2, x) and np.array_equal(y2, y)
+
+
 def test_digits_refuses_a_named_folder_but_ignores_one_a_checkpoint_recorded(tmp_path):
     """digits is built in: a folder the user names is refused (reading digits anyway would let them believe
     their folder was used), while one recorded by a checkpoint trained before that refusal is ignored."""
