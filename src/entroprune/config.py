@@ -153,8 +153,10 @@ def quick_config() -> RunConfig:
     """A smoke run of the whole pipeline in well under a minute (used by the tests)."""
     cfg = RunConfig(dataset="digits")
     cfg.baseline = BaselineConfig(epochs=2, width_mult=0.5)
+    # recovery_steps: the re-ranking runs as a stage (pool, recovery, confirmation), not for a good pick; at the
+    # default 40 it was a third of a quick run's time
     cfg.search = SearchConfig(macs_target=0.3, episodes=12, warmup=4, calib_size=64, val_size=128,
-                              checkpoint_every=4)
+                              checkpoint_every=4, recovery_steps=10)
     cfg.finetune = FinetuneConfig(epochs=1)
     cfg.latency_repeats = 3
     cfg.latency_processes = 1  # the fresh-process path, once: each process costs an interpreter's start-up
