@@ -31,7 +31,9 @@ run: setup
 	$(VENV)/bin/entroprune run $(RUN_ARGS)
 
 test: setup
-	$(PY) -m pytest -q -n auto  # one worker per core (pytest-xdist), one torch thread each (tests/conftest.py)
+	# one worker per core (pytest-xdist), one torch thread each (tests/conftest.py); worksteal: a worker that runs
+	# out takes queued tests from the other, so a few minute-long tests at the end do not leave a core idle
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 lint:
 	$(VENV)/bin/ruff check src tests benchmarks
