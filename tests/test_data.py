@@ -202,9 +202,9 @@ def test_digits_and_augmentation_deterministic():
     assert abs(x.mean().item()) < 0.1 and abs(x.std().item() - 1) < 0.1  # normalised
 
 
-def test_digits_are_scikit_learns_without_importing_it(monkeypatch):
+def test_digits_are_scikit_learns_without_importing_it(monkeypatch, tmp_path):
     """Read from the CSV scikit-learn ships, pixel for pixel its load_digits; where that file is not found,
-    load_digits itself."""
+    load_digits itself; a corrupt one is one line."""
     import importlib.util
 
     from sklearn.datasets import load_digits
@@ -218,6 +218,12 @@ def test_digits_are_scikit_learns_without_importing_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     x2, y2, _ = _digits()
     assert np.array_equal(x2, x) and np.array_equal(y2, y)
+    (tmp_path / "datasets" / "data").mkdir(parents=True)
+    (tmp_path / "datasets" / "data" / "digits.csv.gz").write_bytes(b"\x1f\x8btruncated")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: type("Spec", (), {
+        "submodule_search_locations": [str(tmp_path)]}))
+    with pytest.raises(DataError, match="digits.csv.gz: .* corrupt or truncated"):
+        _digits()
 
 
 def test_digits_refuses_a_named_folder_but_ignores_one_a_checkpoint_recorded(tmp_path):

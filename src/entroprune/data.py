@@ -466,8 +466,8 @@ def _digits():
     spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
     path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
     if path is not None and path.is_file():
-        with gzip.open(path, "rt") as fh:
-            data = np.loadtxt(fh, delimiter=",")  # as load_digits reads it: 64 pixels in 0-16, then the label
+        # as load_digits parses it: 64 pixels in 0-16, then the label
+        data = np.loadtxt(_read_bytes(path).decode().splitlines(), delimiter=",")
         images, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1]
     else:  # another scikit-learn layout
         from sklearn.datasets import load_digits
