@@ -30,9 +30,9 @@ data:
 run: setup
 	$(VENV)/bin/entroprune run $(RUN_ARGS)
 
+# One worker per core (pytest-xdist), one torch thread each (tests/conftest.py); worksteal: a worker that runs
+# out takes queued tests from the other, so a few minute-long tests at the end do not leave a core idle.
 test: setup
-	# one worker per core (pytest-xdist), one torch thread each (tests/conftest.py); worksteal: a worker that runs
-	# out takes queued tests from the other, so a few minute-long tests at the end do not leave a core idle
 	$(PY) -m pytest -q -n auto --dist worksteal
 
 lint:

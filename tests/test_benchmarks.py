@@ -292,8 +292,7 @@ def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monk
     (tmp_path / "b" / "vgg").mkdir(parents=True)
     shutil.copy(digits_ckpt, tmp_path / "b" / "vgg" / "model.pt")
     args = ["--models", "vgg", "--target", "0.8", "--episodes", "3", "--recovery-steps", "5", "--finetune-epochs", "1",
-            "--repeats", "1",
-            "--processes", "2", "--round-to", "1", "--threads", "1", "--quiet", "--baselines", str(tmp_path / "b"),
+            "--repeats", "1", "--processes", "2", "--round-to", "1", "--threads", "1", "--quiet", "--baselines", str(tmp_path / "b"),
             "--finetune-seeds", "0", "1", "--match-rounds", "2",
             "--work", str(tmp_path / "w"), "--out", str(tmp_path / "lt.md")]
     run_benchmark()

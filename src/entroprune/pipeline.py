@@ -130,9 +130,9 @@ def _export(run_dir: Path, fmt: str) -> dict[str, Any]:
     from .export import SUFFIXES, export_model
 
     model, ckpt = load_model(run_dir / "finetuned" / "model.pt")  # once: the net to export and its spec
-    spec = ckpt.spec
-    res = export_model(model, spec.example_input(), run_dir / f"model{SUFFIXES[fmt]}", fmt)  # fmt: cfg.validate's
-    return {"file": f"model{SUFFIXES[fmt]}", "format": fmt, "bytes": res["bytes"], "max_abs_diff": res["max_abs_diff"],
+    spec, file = ckpt.spec, f"model{SUFFIXES[fmt]}"
+    res = export_model(model, spec.example_input(), run_dir / file, fmt)  # fmt: cfg.validate's
+    return {"file": file, "format": fmt, "bytes": res["bytes"], "max_abs_diff": res["max_abs_diff"],
             "input_size": list(spec.input_size), "mean": list(spec.mean), "std": list(spec.std)}
 
 
