@@ -220,10 +220,36 @@ def quick_run(tmp_path_factory):
     return _quick_run(tmp_path_factory.mktemp("quick"))
 
 
-def test_run_is_deterministic(quick_run, tmp_path):
-    """Same seed, same result: the policy, the fine-tuned weights and every accuracy (latencies aside)."""
+def test_run_is_deterministic_through_an_interruption(quick_run, tmp_path):
+    """Same seed, same result (the policy, the fine-tuned weights and every accuracy; latencies aside), even for
+    a run stopped by Ctrl-C in the middle of its search and continued with `run --resume`."""
+    import signal
+    import time
+
     _, first = quick_run
-    _, second = _quick_run(tmp_path)
+    cmd = [sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--seed", "0", "--out-root",
+           str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("run-*/search/search_state.pt")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # the search saves its state after this episode
+    _, stderr = proc.communicate(timeout=300)
+    (second,) = tmp_path.glob("run-*")
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"run stopped during its search; the stages it finished are kept in {second}: continue with "
+        f"`entroprune run --resume {second}`")
+    assert not (second / "evaluation.json").exists()
+    again = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quiet", "--resume", str(second)],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "baseline: finished before the interruption, kept" in again.stderr
+    # the resumed search scored each remaining episode once, as the uninterrupted one did
+    episodes = [[json.loads(line)["episode"] for line in (r / "search" / "episodes.jsonl").read_text().splitlines()]
+                for r in (first, second)]
+    assert episodes[0] == episodes[1]
     for rel in ("search/policy.json", "uniform/policy.json"):
         if (first / rel).exists() or (second / rel).exists():
             # the base checkpoint's path and hash differ (its metrics hold training times), nothing else
@@ -237,6 +263,72 @@ def test_run_is_deterministic(quick_run, tmp_path):
     ev1, ev2 = (json.loads((r / "evaluation.json").read_text()) for r in (first, second))
     assert [r["test_accuracy"] for r in ev1["rows"]] == [r["test_accuracy"] for r in ev2["rows"]]
     assert ev1["uniform_reference"]["test_accuracy"] == ev2["uniform_reference"]["test_accuracy"]
+    assert (ev1["resumes"], ev2["resumes"]) == (0, 1)
+
+
+def test_resume_keeps_finished_stages_and_refuses_what_it_cannot_continue(quick_run, tmp_path, monkeypatch):
+    """A resume redoes nothing a run finished (the search and the pruning are not run again), starts an
+    interrupted fine-tune over to the same weights, and refuses in one line a folder that is no run, a run
+    that is complete, a baseline that changed since, and settings beside --resume."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from entroprune import pipeline
+    from entroprune.cli import app
+    from entroprune.errors import ConfigError
+
+    _, done = quick_run
+    with pytest.raises(ConfigError, match="is complete"):
+        pipeline.resume_run(done)
+    with pytest.raises(ConfigError, match="holds no run to resume"):
+        pipeline.resume_run(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        pipeline.resume_run(tmp_path / "nope")
+    res = CliRunner().invoke(app, ["run", "--resume", str(done), "--seed", "1", "--macs-target", "0.5"])
+    assert res.exit_code == 2 and "continues a run with the settings in its config.yaml; drop --seed, --macs-target" \
+        in res.output
+    # the run as a Ctrl-C in its fine-tune leaves it: every later output gone, the record without those stages
+    run = shutil.copytree(done, tmp_path / "run")
+    for rel in ("evaluation.json", "report.md", "finetuned/metrics.json", "finetuned/model.pt"):
+        (run / rel).unlink()
+    record = json.loads((run / pipeline.PROGRESS_FILE).read_text())
+    for stage in ("finetune", "evaluate", "export", "uniform_reference"):
+        record["timings_s"].pop(stage, None)
+    (run / pipeline.PROGRESS_FILE).write_text(json.dumps({**record, "baseline_sha256": "0" * 64}))
+    with pytest.raises(ConfigError, match="changed since run .* started"):
+        pipeline.resume_run(run, quiet=True)
+    (run / pipeline.PROGRESS_FILE).write_text(json.dumps(record))
+
+    def never(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(pipeline, "search_checkpoint", never)
+    monkeypatch.setattr(pipeline, "prune_checkpoint", never)
+    said: list[str] = []
+    assert pipeline.resume_run(run, quiet=True, say=said.append) == run
+    assert {"search: finished before the interruption, kept", "prune: finished before the interruption, kept"} <= \
+        set(said)
+    a = torch.load(done / "finetuned" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(run / "finetuned" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert ev["resumes"] == 1 and ev["timings_s"]["search"] == record["timings_s"]["search"]
+    assert (run / "report.md").exists()
+
+
+def test_run_config_records_absolute_input_paths(tmp_path, monkeypatch):
+    """config.yaml reads relative paths from its own folder (the run folder), so the run writes the paths the
+    user typed relative to the working directory as absolute ones: a rerun or a resume finds the same files."""
+    from entroprune import pipeline
+    from entroprune.config import RunConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig(data_dir="images")
+    cfg.search.latency_model = "lat/latency_model.json"
+    pipeline._absolute_paths(cfg)
+    assert (cfg.data_dir, cfg.search.latency_model) == (str(tmp_path / "images"),
+                                                        str(tmp_path / "lat" / "latency_model.json"))
 
 
 def test_run_quick_cli(quick_run):

@@ -21,9 +21,17 @@ from .api import (
 )
 from .checkpoint import ModelSpec, save_checkpoint
 from .config import FinetuneConfig, RunConfig, load_config
-from .errors import CheckpointError, ConfigError, DataError, EntropruneError, RunError, SearchInterrupted
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    EntropruneError,
+    RunError,
+    RunInterrupted,
+    SearchInterrupted,
+)
 from .models import register_model
-from .pipeline import run_pipeline
+from .pipeline import resume_run, run_pipeline
 from .plugins import load_plugins
 from .search import RewardConfig, SearchConfig, SearchResult
 from .structure import count_macs_params
@@ -33,7 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     # stage functions: checkpoints in, run folders out
     "train_baseline", "search_checkpoint", "prune_checkpoint", "finetune_checkpoint", "evaluate_checkpoint",
-    "export_checkpoint", "inspect_checkpoint", "run_pipeline", "load_model",
+    "export_checkpoint", "inspect_checkpoint", "run_pipeline", "resume_run", "load_model",
     # a model trained elsewhere, as a checkpoint the stages read
     "save_checkpoint", "ModelSpec",
     # a model of your own by name (in a plugin the commands import: `entroprune --plugin FILE.py`)
@@ -44,4 +52,5 @@ __all__ = [
     "SearchConfig", "RewardConfig", "RunConfig", "FinetuneConfig", "SearchResult", "load_config",
     # errors
     "EntropruneError", "ConfigError", "DataError", "CheckpointError", "RunError", "SearchInterrupted",
+    "RunInterrupted",
 ]

@@ -9,13 +9,13 @@ import functools
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, ZOO_DATASET, BaselineConfig, FinetuneConfig, RunConfig
-from .errors import ConfigError, EntropruneError
+from .errors import ConfigError, EntropruneError, SearchInterrupted
 from .export import DEFAULT_FORMAT, SUFFIXES
 from .latency import LatencyConfig, in_fresh
 from .models import DEFAULT_MODEL
@@ -589,11 +589,15 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")] = None,
     quiet: Quiet = False,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue a run that stopped part-way (Ctrl-C, a crash) in its folder, with its own settings; its "
+             "finished stages are kept.")] = None,
 ) -> None:
     """The main job: train (cached) or take --checkpoint -> search -> prune -> fine-tune -> evaluate -> export ->
     report."""
     from .config import load_config
-    from .pipeline import run_pipeline
+    from .errors import RunInterrupted
+    from .pipeline import resume_run, run_pipeline
 
     for flag, value in (("--macs-target", macs_target), ("--latency-target", latency_target)):
         if value is not None and not 0 < value <= 1:  # checked here: the config's checks name config keys
@@ -601,11 +605,20 @@ def run(
     flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
              "out_root": out_root and str(out_root), "seed": seed, "device": device}
     search = {"macs_target": macs_target, "latency_target": latency_target}
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    if resume is not None:
+        given = [k for k, v in {**flags, **search, "config": config, "quick": quick or None}.items() if v is not None]
+        if given:
+            raise ConfigError(f"--resume continues a run with the settings in its config.yaml; drop "
+                              f"{', '.join('--' + k.replace('_', '-') for k in given)}")
+    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     if any(v is not None for v in search.values()):
         overrides["search"] = {k: v for k, v in search.items() if v is not None}
-    cfg = load_config(config, quick=quick, overrides=overrides)
-    run_dir = run_pipeline(cfg, quiet=quiet, say=lambda m: err.print(m, highlight=False))
+    say = lambda m: err.print(m, highlight=False)  # noqa: E731
+    try:
+        run_dir = (resume_run(resume, quiet=quiet, say=say) if resume is not None else
+                   run_pipeline(load_config(config, quick=quick, overrides=overrides), quiet=quiet, say=say))
+    except RunInterrupted as exc:
+        raise SearchInterrupted(exc.command_line()) from None
     import json as _json
 
     ev = _json.loads((run_dir / "evaluation.json").read_text())
@@ -618,7 +631,7 @@ def run(
     out.print(f"{scores} at {pruned['macs_reduction']:.2f}x fewer MACs, "
               f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x (torch eager), "
               f"{pruned['speedup_ts_b64']:.2f}x (TorchScript), {pruned['speedup_ort_b64']:.2f}x (onnxruntime)")
-    out.print(f"run folder: {run_dir} (report.md, model{SUFFIXES[cfg.export_format]}, finetuned/model.pt)")
+    out.print(f"run folder: {run_dir} (report.md, {ev['export']['file']}, finetuned/model.pt)")
 
 
 def main() -> None:

@@ -40,6 +40,21 @@ class SearchInterrupted(Exception):
     """A search stopped by Ctrl-C once its state is saved; the message says how to resume (exit 130)."""
 
 
+class RunInterrupted(SearchInterrupted):
+    """The main job stopped by Ctrl-C: the stages it finished stay in its folder and a resume continues from
+    them (exit 130). ``stage`` is the one it stopped in."""
+
+    def __init__(self, run_dir: str, stage: str) -> None:
+        self.run_dir, self.stage = run_dir, stage
+        super().__init__(f"run stopped during its {stage}; the stages it finished are kept in {run_dir}: continue "
+                         f"with entroprune.resume_run({run_dir!r})")
+
+    def command_line(self) -> str:
+        """The message for a command-line user."""
+        return (f"run stopped during its {self.stage}; the stages it finished are kept in {self.run_dir}: continue "
+                f"with `entroprune run --resume {self.run_dir}`")
+
+
 class RunError(EntropruneError):
     """Not the input but the run: a training that diverged, a worker that died (exit code 1)."""
 

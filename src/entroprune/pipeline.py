@@ -21,7 +21,7 @@ from .api import (
     search_checkpoint,
     train_baseline,
 )
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, RunInterrupted, SearchInterrupted
 from .utils import check_writable_dir, machine_description, seed_everything, write_json
 
 if TYPE_CHECKING:
@@ -49,80 +49,214 @@ def resolve_dataset(name: str, data_dir: str | None, say: Say = print) -> str:
 def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir: str | Path | None = None) -> Path:
     """The main job: baseline (cached) -> entropy search -> prune -> fine-tune -> evaluate
     -> export -> report, in a fresh run folder. Returns the folder. A checkpoint whose dataset has no labels
-    runs label-free: distilling fine-tunes, and top-1 agreement with the original in place of test accuracy."""
+    runs label-free: distilling fine-tunes, and top-1 agreement with the original in place of test accuracy.
+    Stopped part-way (Ctrl-C, a crash), the folder keeps every finished stage: :func:`resume_run` continues it."""
     from .config import ZOO_DATASET, dump_config
-    from .report import write_report
     from .search import SearchConfig
-    from .utils import resolve_device, set_threads, write_text
+    from .utils import write_text
 
-    cfg.validate()
-    set_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    _check_workers(cfg.workers, cfg.ray_address)
-    t0 = time.perf_counter()
-    given = _given_checkpoint(cfg, say) if cfg.checkpoint is not None else None  # checked before any output
+    device, given = _prepare(cfg, say)
     if given is None:
         cfg.dataset = resolve_dataset(cfg.dataset or ZOO_DATASET, cfg.data_dir, say)
     dataset = cfg.dataset
     assert dataset is not None  # _given_checkpoint names the checkpoint's
     cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})
     cfg.search.validate()
-    root = Path(cfg.out_root)
     b = cfg.baseline
-    cache = root / "cache" / f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
+    cache = Path(cfg.out_root) / "cache" / f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
     if given is None and not (cache / "model.pt").exists():
         _check_baseline_data(cfg, dataset)  # found here, not after the run folder is made
-    run_dir = _fresh_run_dir(root, run_dir)
+    _absolute_paths(cfg)  # the run's config.yaml reruns and resumes it from any folder
+    run_dir = _fresh_run_dir(Path(cfg.out_root), run_dir)
     write_text(run_dir / "config.yaml", dump_config(cfg))
-    t_all = time.perf_counter()
-    timings: dict[str, float] = {}
+    progress = Progress(run_dir, {"baseline": str((given or cache / "model.pt").resolve())}, say=say)
+    progress.save()
+    return _run_stages(cfg, progress, given is not None, device, quiet, say)
 
-    ckpt_path = given or cache / "model.pt"
-    if given is None and ckpt_path.exists():
-        say(f"baseline: reusing {ckpt_path}")
-    elif given is None:
-        say(f"baseline: training {cfg.model} on {dataset} for {b.epochs} epochs")
-        train_baseline(cfg.model, dataset, cache, epochs=b.epochs, lr=b.lr, batch_size=b.batch_size,
-                       width_mult=b.width_mult, data_dir=cfg.data_dir, seed=cfg.seed, device=device,
-                       train_limit=b.train_limit, quiet=quiet, augment=b.augment)
-    timings["baseline"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    say(f"search: {cfg.search.agent} with the {cfg.search.reward.kind} reward, {cfg.search.episodes} episodes, "
-        f"target {cfg.search.macs_target:.0%} of the MACs")
-    result = search_checkpoint(ckpt_path, run_dir / "search", cfg.search, dataset=cfg.dataset, data_dir=cfg.data_dir,
-                               device=device, quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address)
-    timings["search"] = time.perf_counter() - t0
+def resume_run(run_dir: str | Path, quiet: bool = False, say: Say = print) -> Path:
+    """Continue a main job that stopped part-way (Ctrl-C, a crash, a lost machine) in its own folder, with the
+    settings of its config.yaml: finished stages are kept, an interrupted search resumes from its saved state,
+    and any other interrupted stage starts over; the result is the uninterrupted run's. Returns the folder."""
+    from .config import load_config
 
-    t0 = time.perf_counter()
-    prune_checkpoint(ckpt_path, run_dir / "search" / "policy.json", run_dir / "pruned", dataset=cfg.dataset,
-                     data_dir=cfg.data_dir, device=device)
-    timings["prune"] = time.perf_counter() - t0
-    f = cfg.finetune
-    t0 = time.perf_counter()
-    say(f"finetune: {f.epochs} epochs{' with distillation' if f.distill else ''}")
-    _finetune_like_run(run_dir, cfg, device, quiet)
-    timings["finetune"] = time.perf_counter() - t0
+    progress = Progress.load(Path(run_dir), say)
+    cfg = load_config(progress.run_dir / "config.yaml")
+    device, _ = _prepare(cfg, say)
+    kept = [name for name in STAGES if name in progress.timings]
+    say(f"resume: {progress.run_dir}, {'finished before: ' + ', '.join(kept) if kept else 'no stage finished before'}")
+    return _run_stages(cfg, progress, cfg.checkpoint is not None, device, quiet, say)
 
-    t0 = time.perf_counter()
-    say("evaluate: accuracy, MACs and CPU latency (torch eager, TorchScript, onnxruntime)")
-    rows = evaluate_checkpoint(run_dir / "finetuned" / "model.pt", dataset=cfg.dataset, data_dir=cfg.data_dir,
-                               device=device, latency=True, repeats=cfg.latency_repeats,
-                               processes=cfg.latency_processes)
-    timings["evaluate"] = time.perf_counter() - t0
-    exported = _export(run_dir, cfg.export_format)
-    uniform, reference, macs_reference = _references(ckpt_path, run_dir, cfg, result, device, quiet, say, timings)
-    timings["total"] = time.perf_counter() - t_all
-    write_json(run_dir / "evaluation.json", {
-        "model": cfg.model, "dataset": dataset, "checkpoint": cfg.checkpoint, "macs_target": cfg.search.macs_target,
-        "rows": rows,
-        "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
-        "macs_reference": macs_reference, "export": exported,
-        "timings_s": timings, "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
-        "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
-    write_report(run_dir)
+
+def _prepare(cfg: RunConfig, say: Say) -> tuple[torch.device, Path | None]:
+    """Settings checked, threads, seed and device set; the user's checkpoint checked before any output."""
+    from .utils import resolve_device, set_threads
+
+    cfg.validate()
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    _check_workers(cfg.workers, cfg.ray_address)
+    return device, _given_checkpoint(cfg, say) if cfg.checkpoint is not None else None
+
+
+def _absolute_paths(cfg: RunConfig) -> None:
+    """Input paths made absolute, as the checkpoint's already is: config.yaml reads relative ones from its own
+    folder, the run folder, where a path typed relative to the working directory would not be found."""
+    if cfg.data_dir:
+        cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
+    if cfg.search.latency_model:
+        cfg.search.latency_model = str(Path(cfg.search.latency_model).expanduser().resolve())
+
+
+#: The main job's stages in order, as the progress record and evaluation.json's ``timings_s`` name them, with
+#: the words messages use.
+STAGES = {"baseline": "baseline", "search": "search", "prune": "pruning", "finetune": "fine-tune",
+          "evaluate": "evaluation", "export": "export", "uniform_reference": "uniform reference",
+          "macs_reference": "MACs reference"}
+PROGRESS_FILE = "progress.json"
+
+
+class Progress:
+    """What a run has finished, kept in its folder (``progress.json``) for :func:`resume_run`: the baseline it
+    prunes, with its content's hash once it exists (a resume never prunes another), each finished stage's
+    seconds, and the time spent over every session."""
+
+    def __init__(self, run_dir: Path, record: dict[str, Any], resumed: bool = False, say: Say = print) -> None:
+        self.run_dir, self.record, self.resumed, self.say = run_dir, record, resumed, say
+        self.timings: dict[str, float] = record.setdefault("timings_s", {})
+        self.elapsed_before = float(record.get("elapsed_s", 0.0))
+        self.t0 = time.perf_counter()
+
+    @classmethod
+    def load(cls, run_dir: Path, say: Say = print) -> Progress:
+        from .utils import read_json
+
+        if not run_dir.is_dir():
+            raise ConfigError(f"run folder {run_dir} does not exist; pass the folder `entroprune run` printed")
+        record = read_json(run_dir / PROGRESS_FILE)
+        if not isinstance(record, dict) or not isinstance(record.get("baseline"), str) or not isinstance(
+                record.get("timings_s", {}), dict) or not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} holds no run to resume (no {PROGRESS_FILE} and config.yaml written by "
+                              "`entroprune run`); start a new run")
+        if (run_dir / "evaluation.json").exists() and (run_dir / "report.md").exists():
+            raise ConfigError(f"run {run_dir} is complete (report.md); start a new run to run it again")
+        record["resumes"] = int(record.get("resumes", 0)) + 1
+        return cls(run_dir, record, resumed=True, say=say)
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    def save(self) -> None:
+        write_json(self.run_dir / PROGRESS_FILE, {**self.record, "elapsed_s": self.elapsed})
+
+    def stage(self, name: str, work: Callable[[], Any], kept: Callable[[], Any] = lambda: None,
+              announce: str | None = None) -> Any:
+        """``work``'s result (``announce`` said first), its time recorded once it finishes; on a resume, ``kept``'s
+        when that finds the stage finished before (not None). A Ctrl-C inside is a :class:`RunInterrupted`."""
+        if self.resumed and name in self.timings:
+            value = kept()
+            if value is not None:
+                self.say(f"{name}: finished before the interruption, kept")
+                return value
+        if announce:
+            self.say(announce)
+        t0 = time.perf_counter()
+        try:
+            value = work()
+        except (KeyboardInterrupt, SearchInterrupted):
+            raise RunInterrupted(str(self.run_dir), STAGES[name]) from None
+        self.timings[name] = time.perf_counter() - t0
+        self.save()
+        return value
+
+    def check_baseline(self, path: Path) -> None:
+        """The baseline's hash, recorded the first time it exists and compared on every resume."""
+        import hashlib
+
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if self.record.setdefault("baseline_sha256", digest) != digest:
+            raise ConfigError(f"{path} changed since run {self.run_dir} started (retrained or replaced); a resume "
+                              "would prune another net than its search saw, start a new run")
+        self.save()
+
+
+def _run_stages(cfg: RunConfig, progress: Progress, given: bool, device: torch.device, quiet: bool,
+                say: Say) -> Path:
+    """Every stage of the main job in its folder, each kept once finished (see :class:`Progress`)."""
+    from .report import write_report
+    from .search.loop import load_result
+    from .utils import folder_lock, read_json
+
+    run_dir, resume, f = progress.run_dir, progress.resumed, cfg.finetune
+    with folder_lock(run_dir, "a run"):
+        ckpt_path = Path(progress.record["baseline"])
+        progress.stage("baseline", lambda: _baseline(cfg, ckpt_path, given, device, quiet, say),
+                       lambda: ckpt_path.exists() or None)
+        progress.check_baseline(ckpt_path)
+        result = progress.stage("search", lambda: _search(ckpt_path, run_dir / "search", cfg.search, cfg, device,
+                                                          quiet, resume), lambda: load_result(run_dir / "search"),
+                                f"search: {cfg.search.agent} with the {cfg.search.reward.kind} reward, "
+                                f"{cfg.search.episodes} episodes, target {cfg.search.macs_target:.0%} of the MACs")
+        progress.stage("prune", lambda: _prune(ckpt_path, run_dir, cfg, device, resume),
+                       lambda: read_json(run_dir / "pruned" / "prune.json"))
+        progress.stage("finetune", lambda: _finetune_like_run(run_dir, cfg, device, quiet, resume),
+                       lambda: read_json(run_dir / "finetuned" / "metrics.json"),
+                       f"finetune: {f.epochs} epochs{' with distillation' if f.distill else ''}")
+        rows = progress.stage("evaluate", lambda: evaluate_checkpoint(
+            run_dir / "finetuned" / "model.pt", dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
+            latency=True, repeats=cfg.latency_repeats, processes=cfg.latency_processes),
+            announce="evaluate: accuracy, MACs and CPU latency (torch eager, TorchScript, onnxruntime)")
+        exported = progress.stage("export", lambda: _export(run_dir, cfg.export_format))
+        uniform, reference, macs_reference = _references(ckpt_path, run_dir, cfg, result, device, quiet, say,
+                                                         progress)
+        write_json(run_dir / "evaluation.json", {
+            "model": cfg.model, "dataset": cfg.dataset, "checkpoint": cfg.checkpoint,
+            "macs_target": cfg.search.macs_target, "rows": rows,
+            "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
+            "macs_reference": macs_reference, "export": exported,
+            "timings_s": {**progress.timings, "total": progress.elapsed}, "resumes": progress.record.get("resumes", 0),
+            "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
+            "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
+        write_report(run_dir)
     return run_dir
+
+
+def _baseline(cfg: RunConfig, ckpt_path: Path, given: bool, device: torch.device, quiet: bool, say: Say) -> None:
+    """The zoo baseline, trained into its cache unless a run trained it before (a given checkpoint: nothing)."""
+    b = cfg.baseline
+    if given:
+        return
+    if ckpt_path.exists():
+        say(f"baseline: reusing {ckpt_path}")
+        return
+    say(f"baseline: training {cfg.model} on {cfg.dataset} for {b.epochs} epochs")
+    assert cfg.dataset is not None
+    train_baseline(cfg.model, cfg.dataset, ckpt_path.parent, epochs=b.epochs, lr=b.lr, batch_size=b.batch_size,
+                   width_mult=b.width_mult, data_dir=cfg.data_dir, seed=cfg.seed, device=device,
+                   train_limit=b.train_limit, quiet=quiet, augment=b.augment)
+
+
+def _search(ckpt_path: Path, out: Path, search: SearchConfig, cfg: RunConfig, device: torch.device | str, quiet: bool,
+            resume: bool) -> SearchResult:
+    """A search into ``out``; on a resume, continued from its saved state (started over without one)."""
+    from .search import STATE_FILE
+
+    saved = resume and (out / STATE_FILE).exists()
+    return search_checkpoint(ckpt_path, out, search, dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
+                             quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address, resume=saved,
+                             force=resume and not saved)
+
+
+def _prune(ckpt_path: Path, folder: Path, cfg: RunConfig, device: torch.device | str, resume: bool,
+           policy: Path | None = None) -> None:
+    """``folder``/pruned cut by ``policy`` (default: ``folder``/search/policy.json); kept on a resume if
+    finished (prune.json is written last)."""
+    if resume and (folder / "pruned" / "prune.json").exists():
+        return
+    prune_checkpoint(ckpt_path, policy or folder / "search" / "policy.json", folder / "pruned", dataset=cfg.dataset,
+                     data_dir=cfg.data_dir, device=device, force=resume)
 
 
 def _export(run_dir: Path, fmt: str) -> dict[str, Any]:
@@ -137,9 +271,9 @@ def _export(run_dir: Path, fmt: str) -> dict[str, Any]:
 
 
 def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchResult, device: torch.device | str,
-                quiet: bool, say: Say, timings: dict[str, float]) -> tuple[dict[str, float], Any, Any]:
+                quiet: bool, say: Say, progress: Progress) -> tuple[dict[str, float], Any, Any]:
     """The uniform policy, and the reference lines the config asks for: that policy fine-tuned alike, and for a
-    latency-targeted run the MACs-targeted search of the same latency (each one's time into ``timings``)."""
+    latency-targeted run the MACs-targeted search of the same latency (each one a stage of ``progress``)."""
     # the search's own rounding (`round_to: auto` is measured into a step there)
     searched = replace(cfg.search, round_to=result.summary["config"]["round_to"])
     from .search import matching_macs_target
@@ -150,18 +284,16 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
     latency = latency_model(model, structure, searched, run_dir / "search")  # the search's own (None: MACs only)
     uniform = _uniform_policy(structure, searched, latency)
     reference = macs_reference = None
+    resume = progress.resumed
     if cfg.reference_uniform:
-        t0 = time.perf_counter()
-        reference = _uniform_reference(ckpt_path, run_dir / "uniform", uniform, cfg, result, device, quiet, say)
-        timings["uniform_reference"] = time.perf_counter() - t0
+        reference = progress.stage("uniform_reference", lambda: _uniform_reference(
+            ckpt_path, run_dir / "uniform", uniform, cfg, result, device, quiet, say, resume))
     if cfg.reference_macs and result.summary.get("latency_fraction") is not None:
-        t0 = time.perf_counter()
         assert latency is not None  # a latency-targeted search fitted or read one
         target = matching_macs_target(structure, latency, result.summary["latency_fraction"], searched.min_keep,
                                       searched.step)
-        macs_reference = _macs_reference(ckpt_path, run_dir / "macs-reference", target, searched, result, cfg, device,
-                                         quiet, say)
-        timings["macs_reference"] = time.perf_counter() - t0
+        macs_reference = progress.stage("macs_reference", lambda: _macs_reference(
+            ckpt_path, run_dir / "macs-reference", target, searched, result, cfg, device, quiet, say, resume))
     return uniform, reference, macs_reference
 
 
@@ -222,13 +354,19 @@ def _check_label_free(cfg: RunConfig, name: str) -> None:
                         "'finetune.distill': true), whose outputs stand in for them")
 
 
-def _finetune_like_run(folder: Path, cfg: RunConfig, device: torch.device | str, quiet: bool) -> dict[str, Any]:
+def _finetune_like_run(folder: Path, cfg: RunConfig, device: torch.device | str, quiet: bool,
+                       resume: bool) -> dict[str, Any]:
     """``folder``/pruned fine-tuned into ``folder``/finetuned with the run's fine-tune settings and seed: the
-    searched net and every reference line get the same one."""
-    f = cfg.finetune
-    return finetune_checkpoint(folder / "pruned" / "model.pt", folder / "finetuned", epochs=f.epochs, lr=f.lr,
+    searched net and every reference line get the same one. On a resume, one finished before is kept
+    (metrics.json is written last); one that was not starts over (its seed makes it the same)."""
+    from .utils import read_json
+
+    f, out = cfg.finetune, folder / "finetuned"
+    if resume and (metrics := read_json(out / "metrics.json")) is not None:
+        return {**metrics, "checkpoint": str(out / "model.pt")}
+    return finetune_checkpoint(folder / "pruned" / "model.pt", out, epochs=f.epochs, lr=f.lr,
                                batch_size=f.batch_size, distill=f.distill, seed=cfg.seed, device=device,
-                               quiet=quiet, dataset=cfg.dataset, data_dir=cfg.data_dir, nproc=f.nproc)
+                               quiet=quiet, dataset=cfg.dataset, data_dir=cfg.data_dir, nproc=f.nproc, force=resume)
 
 
 def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
@@ -259,7 +397,7 @@ def _uniform_policy(structure: Structure, search: SearchConfig, latency: Latency
 
 
 def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cfg: RunConfig, result: SearchResult,
-                       device: torch.device | str, quiet: bool, say: Say) -> dict[str, Any]:
+                       device: torch.device | str, quiet: bool, say: Say, resume: bool = False) -> dict[str, Any]:
     """The uniform policy pruned and fine-tuned exactly like the searched one: the report's reference line."""
     if result.policy == uniform:  # the search returned the uniform policy itself: nothing else to train
         say("uniform reference: the search chose the uniform policy; no second fine-tune")
@@ -268,9 +406,8 @@ def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cf
     say("uniform reference: the uniform policy with the same fine-tune")
     write_json(out / "policy.json", {"policy": uniform, "agent": "uniform", "importance": cfg.search.importance,
                                      "ignored_layers": cfg.search.ignored_layers})  # pruned as the search's result is
-    prune_checkpoint(ckpt_path, out / "policy.json", out / "pruned", dataset=cfg.dataset, data_dir=cfg.data_dir,
-                     device=device)
-    return {**_scored(_finetune_like_run(out, cfg, device, quiet)), "same_as_searched": False}
+    _prune(ckpt_path, out, cfg, device, resume, out / "policy.json")
+    return {**_scored(_finetune_like_run(out, cfg, device, quiet, resume)), "same_as_searched": False}
 
 
 def _scored(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -282,19 +419,21 @@ def _scored(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _macs_reference(ckpt_path: Path, out: Path, target: float, searched: SearchConfig, result: SearchResult,
-                    cfg: RunConfig, device: torch.device | str, quiet: bool, say: Say) -> dict[str, Any]:
+                    cfg: RunConfig, device: torch.device | str, quiet: bool, say: Say,
+                    resume: bool = False) -> dict[str, Any]:
     """For a latency-targeted run, the tool's MACs-targeted search aimed at the same latency (the MACs target
     whose uniform policy the search's latency model predicts at the result's latency), pruned, fine-tuned and
     timed like the result: what targeting measured time bought over targeting MACs."""
     from .latency import RUNTIMES
 
     say(f"MACs reference: the default search at {target:.1%} of the MACs (the same predicted latency), fine-tuned alike")
-    res = search_checkpoint(ckpt_path, out / "search", replace(searched, macs_target=target, latency_target=None),
-                            dataset=cfg.dataset, data_dir=cfg.data_dir, device=device, quiet=quiet,
-                            workers=cfg.workers, ray_address=cfg.ray_address)
-    prune_checkpoint(ckpt_path, out / "search" / "policy.json", out / "pruned", dataset=cfg.dataset,
-                     data_dir=cfg.data_dir, device=device)
-    m = _finetune_like_run(out, cfg, device, quiet)
+    from .search.loop import load_result
+
+    res = (resume and load_result(out / "search")) or _search(
+        ckpt_path, out / "search", replace(searched, macs_target=target, latency_target=None), cfg, device, quiet,
+        resume)
+    _prune(ckpt_path, out, cfg, device, resume)
+    m = _finetune_like_run(out, cfg, device, quiet, resume)
     rows = evaluate_checkpoint(out / "finetuned" / "model.pt", dataset=cfg.dataset, data_dir=cfg.data_dir,
                                device=device, latency=True, repeats=cfg.latency_repeats,
                                processes=cfg.latency_processes)
@@ -306,4 +445,4 @@ def _macs_reference(ckpt_path: Path, out: Path, target: float, searched: SearchC
 # ----------------------------------------------------------------------------- any nn.Module
 
 
-__all__ = ["run_pipeline", "resolve_dataset"]
+__all__ = ["run_pipeline", "resume_run", "resolve_dataset", "Progress", "STAGES", "PROGRESS_FILE"]

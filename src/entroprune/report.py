@@ -11,7 +11,7 @@ import numpy as np
 
 from .search.free_channels import steps_summary
 from .search.rerank import mean_reading
-from .utils import atomic_write, write_json, write_text
+from .utils import atomic_write, read_json, write_json, write_text
 
 
 def _plots(run_dir: Path, entries: list[dict], policy: dict | None, uniform: dict | None) -> list[str]:
@@ -113,19 +113,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(format_value(r.get(k)) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def _read_json(path: Path) -> Any:
-    """A run folder's JSON file, or None when absent; unreadable is one clear error."""
-    from .errors import ConfigError
-
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path} is not valid JSON ({type(exc).__name__}); the run was interrupted while "
-                          "writing it or the file was edited, rerun the command that wrote it") from None
 
 
 def _read_episodes(path: Path) -> list[dict]:
@@ -313,12 +300,12 @@ def write_report(run_dir: str | Path) -> Path:
         raise ConfigError(f"run folder {run_dir} {what}; pass the folder `entroprune run` printed")
     search_dir = run_dir / "search" if (run_dir / "search").is_dir() else (
         run_dir if (run_dir / "episodes.jsonl").exists() else None)
-    evaluation = _read_json(run_dir / "evaluation.json")
+    evaluation = read_json(run_dir / "evaluation.json")
     if search_dir is None and evaluation is None:
         raise ConfigError(f"{run_dir} holds neither a search log nor evaluation.json; "
                           "pass a folder written by `entroprune run` or `entroprune search`")
-    policy = _read_json(search_dir / "policy.json") if search_dir else None
-    summary = _read_json(search_dir / "search.json") if search_dir else None
+    policy = read_json(search_dir / "policy.json") if search_dir else None
+    summary = read_json(search_dir / "search.json") if search_dir else None
     entries = _read_episodes(search_dir / "episodes.jsonl") if search_dir else []
     _check_shapes(run_dir, search_dir, evaluation, policy, summary)
     uniform = evaluation.get("uniform_policy") if evaluation else None

@@ -84,6 +84,20 @@ def write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, default=_jsonable)))
 
 
+def read_json(path: str | Path) -> Any:
+    """A run folder's JSON file, or None when absent; unreadable is one clear error."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({type(exc).__name__}); the run was interrupted while "
+                          "writing it or the file was edited, rerun the command that wrote it") from None
+
+
 def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 

@@ -28,7 +28,7 @@ from ..errors import ConfigError, SearchInterrupted
 from ..latency import LatencyConfig, LatencyModel
 from ..prune import counts_to_dict, policy_to_ratios
 from ..structure import DEFAULT_IMPORTANCE, ROOTS, Structure
-from ..utils import atomic_write, folder_lock, progress_bar, write_json
+from ..utils import atomic_write, folder_lock, progress_bar, read_json, write_json
 from .agents import FIXED_AGENTS, SB3_AGENTS, learns, make_agent
 from .agents.base import Agent
 from .budget import Budget
@@ -544,4 +544,21 @@ class Search:
                             spearman=spearman, summary=summary)
 
 
-__all__ = ["Search", "SearchInterrupted", "run_search", "rollout", "resolve_rounding", "latency_model"]
+def load_result(out_dir: str | Path) -> SearchResult | None:
+    """A finished search's result read back from its folder (None before :meth:`Search.finish` wrote it), so a
+    resumed run continues from it instead of searching again; a damaged file is one line."""
+    out_dir = Path(out_dir)
+    policy, summary = read_json(out_dir / POLICY_FILE), read_json(out_dir / "search.json")
+    if policy is None or summary is None:  # search.json is written last
+        return None
+    try:
+        return SearchResult(policy=policy["policy"], counts=policy["counts"], reward=policy["reward"],
+                            achieved=policy["achieved"], episodes=summary["episodes"],
+                            spearman=summary["spearman_reward_accuracy"], summary=summary,
+                            ignored_layers=policy["ignored_layers"], importance=policy["importance"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{out_dir} does not hold a finished search (no {exc} in its {POLICY_FILE} or search.json); "
+                          "the files were edited, start a new run") from None
+
+
+__all__ = ["Search", "SearchInterrupted", "run_search", "rollout", "resolve_rounding", "latency_model", "load_result"]
