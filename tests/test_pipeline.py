@@ -314,7 +314,8 @@ def test_resume_keeps_finished_stages_and_refuses_what_it_cannot_continue(quick_
     assert all(torch.equal(a[k], b[k]) for k in a)
     ev = json.loads((run / "evaluation.json").read_text())
     assert ev["resumes"] == 1 and ev["timings_s"]["search"] == record["timings_s"]["search"]
-    assert (run / "report.md").exists()
+    assert "Interrupted and resumed 1x (`entroprune run --resume`" in (run / "report.md").read_text()
+    assert "Interrupted and resumed" not in (done / "report.md").read_text()
 
 
 def test_run_config_records_absolute_input_paths(tmp_path, monkeypatch):

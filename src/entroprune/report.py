@@ -314,7 +314,9 @@ def write_report(run_dir: str | Path) -> Path:
     if evaluation:
         given = f" (your checkpoint `{evaluation['checkpoint']}`)" if evaluation.get("checkpoint") else ""
         md += [f"Model `{evaluation.get('model')}` on `{evaluation.get('dataset')}`{given}; "
-               f"MACs target {evaluation.get('macs_target', evaluation.get('flops_target'))}; machine: {evaluation.get('machine', '?')}.", "",
+               f"MACs target {evaluation.get('macs_target', evaluation.get('flops_target'))}; machine: {evaluation.get('machine', '?')}."
+               + (f" Interrupted and resumed {evaluation['resumes']}x (`entroprune run --resume`: finished stages "
+                  "kept, the rest run in the later session)." if evaluation.get("resumes") else ""), "",
                markdown_table(evaluation["rows"]), ""]
         pr = evaluation["rows"][-1]
         if "speedup_vs_macs_b64" in pr:
