@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from entroprune.api import load_model
+from entroprune.api import build_structure, load_model
 from entroprune.cli import app
 from entroprune.structure import count_macs_params
 
@@ -100,6 +100,11 @@ def test_inspect_prints_the_groups_and_the_counted_macs(digits_ckpt):
     convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(name in res.stdout for name in convs[:-1])  # every group's root is listed
     assert "per-layer spatial entropy on 16 calibration images" in res.stdout
+    # each group's share of the MACs it scales, said to overlap (a conv between two groups counts in both)
+    structure = build_structure(model, ckpt.spec)
+    shares = [g.macs / structure.total_macs for g in structure.groups]
+    assert all(f"{share:.1%}" in res.stdout for share in shares) and sum(shares) > 1
+    assert "so the shares add up to more than 100%" in " ".join(res.stdout.split())
 
 
 def test_report_of_a_search_folder_matches_its_log(digits_ckpt, tmp_path):

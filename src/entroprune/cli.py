@@ -341,10 +341,14 @@ def inspect(
     dev = _setup(seed, device, threads)
     info = inspect_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, calib_size=calib_size,
                               device=dev, importance=importance, trust_pickle=trust_pickle)
+    # a group's MACs are those its channels scale: a conv between two groups scales with both, so the column
+    # adds up to more than 100%, and a reader taking it for a partition would misjudge where the MACs are
     groups = Table(title=f"{info['model']}: {len(info['groups'])} prunable groups, "
-                         f"{info['macs']:,} MACs, {info['params']:,} params")
-    for col in ("#", "group (root)", "member layers", "channels", "MACs share"):
-        groups.add_column(col, justify="right" if col in ("#", "channels", "MACs share") else "left")
+                         f"{info['macs']:,} MACs, {info['params']:,} params",
+                   caption="MACs touched: the share of the MACs that shrinks with the group's channels; a conv "
+                           "between two groups counts in both, so the shares add up to more than 100%")
+    for col in ("#", "group (root)", "member layers", "channels", "MACs touched"):
+        groups.add_column(col, justify="right" if col in ("#", "channels", "MACs touched") else "left")
     for g in info["groups"]:
         groups.add_row(str(g["index"]), g["name"], ", ".join(g["convs"]), str(g["channels"]),
                        f"{g['macs_share']:.1%}")
