@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -557,6 +558,25 @@ def test_python_api_on_any_module(tmp_path):
     assert macs / full == pytest.approx(res.achieved, rel=1e-4) and macs / full <= 0.5 + 1e-6 and history
     hist = ep.finetune_module(pruned, loader, epochs=1, val_loader=loader)
     assert len(hist) == 1 and "val_accuracy" in hist[0]
+    # what no checkpoint load checked: a NaN weight (which the entropy would read as a constant 0 and the search
+    # rank as if it meant something), a float64 or half model, NaN or Inf images; one line each, nothing written
+    broken = Net().eval()
+    broken.body[0].weight.data[0, 0, 0, 0] = float("nan")
+    bad_x = x.clone()
+    bad_x[5, 0, 3, 3] = float("inf")
+    for call, message in (
+            (lambda: ep.search_module(broken, x[:1], loader, tmp_path / "b", cfg), "the model's tensor body.0.weight "
+             "contains NaN or Inf"),
+            (lambda: ep.prune_module(broken, x[:1], res), "body.0.weight contains NaN or Inf"),
+            (lambda: ep.finetune_module(broken, loader, epochs=1), "body.0.weight contains NaN or Inf"),
+            (lambda: ep.search_module(Net().double(), x[:1], loader, tmp_path / "b", cfg), "the model's weights are "
+             "torch.float64; entroprune prunes float32 models: pass model.float()"),
+            (lambda: ep.prune_module(Net().half(), x[:1], res), "torch.float16"),
+            (lambda: ep.search_module(Net().eval(), x[:1], bad_x, tmp_path / "b", cfg), "the calibration images "
+             "contain NaN or Inf")):
+        with pytest.raises(ep.EntropruneError, match=re.escape(message)):
+            call()
+    assert not (tmp_path / "b").exists()
 
 
 def test_default_config_file_matches_defaults():

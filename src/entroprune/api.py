@@ -544,17 +544,21 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
 def _take_images(source: Images, limit: int) -> torch.Tensor:
     """The first ``limit`` images of a tensor or of an iterable of batches (x or (x, y))."""
     if isinstance(source, torch.Tensor):
-        return source[:limit]
-    chunks, n = [], 0
-    for batch in source:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        chunks.append(x)
-        n += len(x)
-        if n >= limit:
-            break
-    if not chunks:
-        raise DataError("the calibration source yielded no images")
-    return torch.cat(chunks)[:limit]
+        images = source[:limit]
+    else:
+        chunks, n = [], 0
+        for batch in source:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            chunks.append(x)
+            n += len(x)
+            if n >= limit:
+                break
+        if not chunks:
+            raise DataError("the calibration source yielded no images")
+        images = torch.cat(chunks)[:limit]
+    if images.is_floating_point() and not torch.isfinite(images).all():  # as the dataset readers check theirs
+        raise DataError("the calibration images contain NaN or Inf; clean the data")
+    return images
 
 
 def _take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], limit: int
@@ -569,6 +573,19 @@ def _take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], li
         if n >= limit:
             break
     return torch.cat(xs)[:limit], torch.cat(ys)[:limit]
+
+
+def _check_module(model: nn.Module) -> None:
+    """A module handed to the API (no checkpoint load checked it): finite float32 weights, as the images the
+    stages feed it are float32 (a float64 or half model would fail deep inside with a dtype mismatch)."""
+    from .checkpoint import check_finite
+
+    dtypes = {t.dtype for t in model.parameters() if t.is_floating_point()}  # a buffer may be float64 on purpose
+    if dtypes - {torch.float32}:
+        raise ConfigError(f"the model's weights are {', '.join(sorted(str(d) for d in dtypes))}; entroprune prunes "
+                          "float32 models: pass model.float() (and convert the pruned copy back if needed)")
+    check_finite(model, "the model's tensor", "pass a model with finite weights (a diverged training or a bad load "
+                 "leaves NaN)", ConfigError)
 
 
 def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, out_dir: str | Path,
@@ -589,6 +606,7 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
         config = replace(config, importance=importance)
     config.validate()
     _check_workers(workers, ray_address)
+    _check_module(model)
     model = model.eval()
     structure = Structure(model, example_input, importance=config.importance, ignored=config.ignored_layers)
     extra = config.recovery_images if config.reranks and config.recovery_steps else 0
@@ -612,6 +630,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     else:  # a SearchResult
         pol = _read_policy({"policy": policy.policy, "ignored_layers": list(policy.ignored_layers),
                             "importance": policy.importance})
+    _check_module(model)
     structure = Structure(model.eval(), example_input, importance=pol.get("importance", importance),
                           ignored=_ignored(pol))
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
@@ -626,6 +645,7 @@ def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int =
                     teacher: nn.Module | None = None, val_loader: Iterable[Any] | None = None, seed: int = 0,
                     device: torch.device | str = "cpu", quiet: bool = True) -> list[dict]:
     """Fine-tune any (pruned) CNN in place on (x, y) batches; SGD with a cosine schedule."""
+    _check_module(model)
     config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine")
     return train_model(model, None, config, seed=seed, device=device, teacher=teacher, quiet=quiet,
                        description="finetune", train_loader=train_loader, val_loader=val_loader)

@@ -116,11 +116,13 @@ class Checkpoint:
         return model.eval()
 
 
-def check_finite(model: nn.Module) -> None:
+def check_finite(model: nn.Module, what: str = "checkpoint tensor",
+                 fix: str = "retrain or restore an earlier checkpoint", error: type[Exception] = CheckpointError) -> None:
+    """Every float parameter and buffer finite: a NaN weight makes every activation NaN, which the rewards would
+    score as a constant (the entropy of an all-NaN map reads 0) and the search would rank as if it meant something."""
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         if t.is_floating_point() and not torch.isfinite(t).all():
-            raise CheckpointError(f"checkpoint tensor {name} contains NaN or Inf; "
-                                  "retrain or restore an earlier checkpoint")
+            raise error(f"{what} {name} contains NaN or Inf; {fix}")
 
 
 def save_checkpoint(path: str | Path, spec: ModelSpec, model: nn.Module,
