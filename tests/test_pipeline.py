@@ -242,6 +242,7 @@ def test_run_is_deterministic_through_an_interruption(quick_run, tmp_path):
     assert stderr.strip().splitlines()[-1] == (
         f"run stopped during its search; the stages it finished are kept in {second}: continue with "
         f"`entroprune run --resume {second}`")
+    assert f"run folder: {second} (if the run stops part-way: `entroprune run --resume {second}` continues it)" in stderr
     assert not (second / "evaluation.json").exists()
     again = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quiet", "--resume", str(second)],
                            capture_output=True, text=True, timeout=600)
