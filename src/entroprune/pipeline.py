@@ -115,7 +115,7 @@ def _absolute_paths(cfg: RunConfig) -> None:
 #: the words messages use.
 STAGES = {"baseline": "baseline", "search": "search", "prune": "pruning", "finetune": "fine-tune",
           "evaluate": "evaluation", "export": "export", "uniform_reference": "uniform reference",
-          "macs_reference": "MACs reference"}
+          "macs_reference": "MACs reference", "report": "report"}
 PROGRESS_FILE = "progress.json"
 
 
@@ -213,15 +213,15 @@ def _run_stages(cfg: RunConfig, progress: Progress, given: bool, device: torch.d
         exported = progress.stage("export", lambda: _export(run_dir, cfg.export_format))
         uniform, reference, macs_reference = _references(ckpt_path, run_dir, cfg, result, device, quiet, say,
                                                          progress)
-        write_json(run_dir / "evaluation.json", {
+        evaluation = {
             "model": cfg.model, "dataset": cfg.dataset, "checkpoint": cfg.checkpoint,
             "macs_target": cfg.search.macs_target, "rows": rows,
             "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
             "macs_reference": macs_reference, "export": exported,
             "timings_s": {**progress.timings, "total": progress.elapsed}, "resumes": progress.record.get("resumes", 0),
             "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
-            "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")})
-        write_report(run_dir)
+            "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")}
+        progress.stage("report", lambda: (write_json(run_dir / "evaluation.json", evaluation), write_report(run_dir)))
     return run_dir
 
 
