@@ -46,13 +46,14 @@ class RunInterrupted(SearchInterrupted):
 
     def __init__(self, run_dir: str, stage: str) -> None:
         self.run_dir, self.stage = run_dir, stage
-        super().__init__(f"run stopped during its {stage}; the stages it finished are kept in {run_dir}: continue "
-                         f"with entroprune.resume_run({run_dir!r})")
+        super().__init__(self._saying(f"entroprune.resume_run({run_dir!r})"))
 
     def command_line(self) -> str:
         """The message for a command-line user."""
-        return (f"run stopped during its {self.stage}; the stages it finished are kept in {self.run_dir}: continue "
-                f"with `entroprune run --resume {self.run_dir}`")
+        return self._saying(f"`entroprune run --resume {self.run_dir}`")
+
+    def _saying(self, how: str) -> str:
+        return f"run stopped during its {self.stage}; the stages it finished are kept in {self.run_dir}: continue with {how}"
 
 
 class RunError(EntropruneError):
