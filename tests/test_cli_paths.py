@@ -108,8 +108,10 @@ def test_inspect_prints_the_groups_and_the_counted_macs(digits_ckpt):
 
 
 def test_report_of_a_search_folder_matches_its_log(digits_ckpt, tmp_path):
-    ok("search", digits_ckpt, "--macs-target", "0.5", "--episodes", "6", "--warmup", "3", "--calib-size", "32",
+    said = ok("search", digits_ckpt, "--macs-target", "0.5", "--episodes", "6", "--warmup", "3", "--calib-size", "32",
        "--rerank-top-k", "0", "--out", tmp_path / "s", "--quiet")
+    summary = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert f"best entropy reward {summary['reward']:.5f} at" in said.stdout
     ok("report", tmp_path / "s")
     log = [json.loads(line) for line in (tmp_path / "s" / "episodes.jsonl").read_text().splitlines()]
     report = json.loads((tmp_path / "s" / "report.json").read_text())
@@ -119,6 +121,21 @@ def test_report_of_a_search_folder_matches_its_log(digits_ckpt, tmp_path):
     md = (tmp_path / "s" / "report.md").read_text()
     assert f"{len(log)} episodes" in md
     assert (tmp_path / "s" / "plots" / "reward.png").stat().st_size > 1000
+
+
+def test_a_re_ranked_search_says_its_reward_and_the_re_ranking_score_apart(digits_ckpt, tmp_path):
+    """The search's reward (here accuracy, ~0.5) and the re-ranking's score (minus a KL, ~-0.01) are on
+    different scales: printed as one "best reward", the returned policy's score read as the search's."""
+    res = ok("search", digits_ckpt, "--macs-target", "0.5", "--episodes", "6", "--warmup", "3", "--calib-size", "32",
+             "--reward", "accuracy", "--rerank-top-k", "2", "--recovery-steps", "2", "--confirm-seeds", "0",
+             "--out", tmp_path / "s", "--quiet")
+    summary = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert summary["best_search_reward"] > 0 > summary["reward"]  # an accuracy, then minus a KL
+    said = " ".join(res.stdout.split())
+    assert (f"search: best accuracy reward {summary['best_search_reward']:.5f} "
+            f"(episode {summary['best_episode']} of 6)") in said
+    assert (f"the {summary['chosen']} policy won (score {summary['reward']:.5f}), "
+            f"{summary['achieved']:.1%} of the MACs (target 50.0%)") in said
 
 
 class _Note:

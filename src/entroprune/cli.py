@@ -468,14 +468,18 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
     freed = res.summary.get("free_channels")
     if freed is not None:
         out.print(f"free channels: {steps_summary(res.summary)}")
-    out.print(f"best reward {res.reward:.5f} at {res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%}), "
-              f"{res.episodes} episodes")
+    where = f"{res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%})"
+    if res.summary.get("rerank"):  # the search's reward and the re-ranking's score are on different scales
+        out.print(f"search: best {cfg.reward.kind} reward {res.summary['best_search_reward']:.5f} "
+                  f"(episode {res.summary['best_episode']} of {res.episodes})")
+        out.print(f"re-ranked {len(res.summary['rerank'])} policies by {cfg.rerank_reward} after "
+                  f"{cfg.recovery_steps} recovery steps: the {res.summary['chosen']} policy won "
+                  f"(score {res.reward:.5f}), {where}")
+    else:
+        out.print(f"best {cfg.reward.kind} reward {res.reward:.5f} at {where}, {res.episodes} episodes")
     if cfg.round_to == "auto":
         out.print(f"rounding: {res.summary['config']['round_to']} channels, measured on {cfg.latency_backend} at "
                   f"batch {cfg.latency_batch} ({out_dir / 'rounding.json'})")
-    if res.summary.get("rerank"):
-        out.print(f"re-ranked {len(res.summary['rerank'])} policies by {cfg.rerank_reward} after "
-                  f"{cfg.recovery_steps} recovery steps: the {res.summary['chosen']} policy won")
     if res.spearman is not None:
         out.print(f"Spearman(reward, accuracy) over {res.summary['diagnosed_episodes']} diagnosed episodes: "
                   f"{res.spearman:+.3f}")
