@@ -36,6 +36,8 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "trunc.pt").write_bytes(digits_ckpt.read_bytes()[:2000])
     (tmp_path / "text.pt").write_text("hello, I am not a checkpoint\n")
+    (tmp_path / "policy.json").write_text('{"policy": {"features.0": 0.5}}')  # the safe loader reads these as
+    (tmp_path / "noise.pt").write_bytes(bytes(range(7, 256)) * 4)  # pickles: "pass --trust-pickle" was its advice
     torch.save(build_model("vgg", 10, 1, 0.25), tmp_path / "module.pt")
     raw = torch.load(digits_ckpt, weights_only=True)
     torch.save({**raw, "spec": {**raw["spec"], "model": "alexnet"}}, tmp_path / "unknown_model.pt")
@@ -158,6 +160,8 @@ CASES = {
     "truncated checkpoint": ["evaluate", f"{T}/trunc.pt"],
     "non-checkpoint file": ["inspect", f"{T}/text.pt"],
     "pickled whole module": ["evaluate", f"{T}/module.pt"],
+    "a JSON file as the checkpoint": ["evaluate", f"{T}/policy.json"],
+    "random bytes as the checkpoint": ["prune", f"{T}/noise.pt", "--policy", f"{T}/policy.json", "--out", f"{T}/out"],
     "unknown model in spec": ["evaluate", f"{T}/unknown_model.pt"],
     "state_dict mismatching spec": ["evaluate", f"{T}/mismatch.pt"],
     "NaN weights": ["search", f"{T}/nan.pt", "--out", f"{T}/out"],
@@ -283,7 +287,9 @@ EXPECT = {
     'missing checkpoint': 'missing.pt does not exist',
     'empty checkpoint': 'empty.pt is empty',
     'truncated checkpoint': 'trunc.pt is not a readable checkpoint',
-    'non-checkpoint file': 'text.pt is not a readable checkpoint',
+    'non-checkpoint file': 'text.pt is not a PyTorch checkpoint (torch.save writes a zip archive)',
+    'a JSON file as the checkpoint': 'policy.json is not a PyTorch checkpoint',
+    'random bytes as the checkpoint': 'noise.pt is not a PyTorch checkpoint',
     'pickled whole module': 'contains pickled Python objects',
     'unknown model in spec': "names unknown model 'alexnet'",
     'state_dict mismatching spec': "checkpoint weights do not match model 'vgg'",

@@ -149,6 +149,10 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header
+PICKLE_PROTO = b"\x80"  # a pickle of protocol 2 or later opens with its PROTO opcode
+
+
 def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
     """Read a checkpoint safely; every failure is a :class:`CheckpointError` with a fix."""
     path = Path(path)
@@ -159,6 +163,15 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
         raise CheckpointError(f"{path} is a directory; pass the .pt checkpoint file inside it")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty; the write was interrupted, retrain")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive (a pickle, before torch 1.6). Anything else is no checkpoint: told
+    # apart here, since the safe loader reads a JSON, ONNX or random file as an unsafe pickle and would
+    # have the user pass --trust-pickle for it.
+    if not head.startswith(ZIP_MAGIC) and head[:1] != PICKLE_PROTO:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive); pass a "
+                              "model.pt that entroprune wrote (train, prune, finetune), or save your model with "
+                              "entroprune.save_checkpoint()")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
