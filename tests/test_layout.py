@@ -69,3 +69,46 @@ def test_no_function_over_80_lines():
             for p in sorted(SRC.rglob("*.py")) for n in ast.walk(ast.parse(p.read_text()))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
     assert not long, "\n".join(long)
+
+
+def test_the_command_line_answers_help_version_and_typos_without_importing_torch():
+    """Torch's import takes seconds; --help, --version and a mistyped command or flag need none of it."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from entroprune.cli import app
+for args in (["--help"], ["search", "--help"], ["run", "--help"], ["--version"], ["serach"],
+             ["search", "x.pt", "--episodes", "many"]):
+    try:
+        app(args)
+    except SystemExit:
+        pass
+print("torch modules:", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torch_pruning"))[:3])
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout and "--macs-target" in proc.stdout and "entroprune 0.1.0 (torch 2" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "torch modules: []", proc.stdout.strip().splitlines()[-1]
+
+
+def test_each_lazy_name_is_the_one_its_type_checking_import_names():
+    """`entroprune` and `entroprune.search` import their names on first use (``_HOMES``); their
+    ``TYPE_CHECKING`` imports say the same for type checkers. The two lists, ``__all__`` and what each
+    name resolves to must agree."""
+    import importlib
+
+    for package in ("entroprune", "entroprune.search"):
+        mod = importlib.import_module(package)
+        path = SRC / (package.replace("entroprune", "").strip(".").replace(".", "/")) / "__init__.py"
+        declared = {}
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+                for imp in (n for n in ast.walk(node) if isinstance(n, ast.ImportFrom)):
+                    declared.update({a.name: imp.module for a in imp.names})
+        assert declared == mod._HOMES, package
+        assert sorted(mod.__all__) == sorted(mod._HOMES), package
+        for name, home in mod._HOMES.items():
+            assert getattr(mod, name) is getattr(importlib.import_module(f"{package}.{home}"), name), name
+        assert set(mod.__all__) <= set(dir(mod))

@@ -6,35 +6,42 @@ are built from live in their modules (``entroprune.structure``, ``entroprune.pru
 ``entroprune.search``, ``entroprune.entropy``, ``entroprune.data``, ``entroprune.models``).
 """
 
-from .api import (
-    evaluate_checkpoint,
-    export_checkpoint,
-    finetune_checkpoint,
-    finetune_module,
-    inspect_checkpoint,
-    load_model,
-    prune_checkpoint,
-    prune_module,
-    search_checkpoint,
-    search_module,
-    train_baseline,
-)
-from .checkpoint import ModelSpec, save_checkpoint
-from .config import FinetuneConfig, RunConfig, load_config
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    EntropruneError,
-    RunError,
-    RunInterrupted,
-    SearchInterrupted,
-)
-from .models import register_model
-from .pipeline import resume_run, run_pipeline
-from .plugins import load_plugins
-from .search import RewardConfig, SearchConfig, SearchResult
-from .structure import count_macs_params
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_names
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name is imported on first use (__getattr__)
+    from .api import (
+        evaluate_checkpoint,
+        export_checkpoint,
+        finetune_checkpoint,
+        finetune_module,
+        inspect_checkpoint,
+        load_model,
+        prune_checkpoint,
+        prune_module,
+        search_checkpoint,
+        search_module,
+        train_baseline,
+    )
+    from .checkpoint import ModelSpec, save_checkpoint
+    from .config import FinetuneConfig, RunConfig, load_config
+    from .errors import (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        EntropruneError,
+        RunError,
+        RunInterrupted,
+        SearchInterrupted,
+    )
+    from .models import register_model
+    from .pipeline import resume_run, run_pipeline
+    from .plugins import load_plugins
+    from .search.config import RewardConfig, SearchConfig, SearchResult
+    from .structure import count_macs_params
 
 __version__ = "0.1.0"
 
@@ -54,3 +61,23 @@ __all__ = [
     "EntropruneError", "ConfigError", "DataError", "CheckpointError", "RunError", "SearchInterrupted",
     "RunInterrupted",
 ]
+
+# Where each public name lives. Importing `entroprune` (and its command line) does not import torch; the
+# first use of a name imports its module, so `entroprune --help` answers without torch's seconds of start-up.
+_HOMES = {
+    **dict.fromkeys(["evaluate_checkpoint", "export_checkpoint", "finetune_checkpoint", "finetune_module",
+                     "inspect_checkpoint", "load_model", "prune_checkpoint", "prune_module", "search_checkpoint",
+                     "search_module", "train_baseline"], "api"),
+    **dict.fromkeys(["ModelSpec", "save_checkpoint"], "checkpoint"),
+    **dict.fromkeys(["FinetuneConfig", "RunConfig", "load_config"], "config"),
+    **dict.fromkeys(["CheckpointError", "ConfigError", "DataError", "EntropruneError", "RunError", "RunInterrupted",
+                     "SearchInterrupted"], "errors"),
+    "register_model": "models",
+    **dict.fromkeys(["resume_run", "run_pipeline"], "pipeline"),
+    "load_plugins": "plugins",
+    **dict.fromkeys(["RewardConfig", "SearchConfig", "SearchResult"], "search.config"),
+    "count_macs_params": "structure",
+}
+
+
+__getattr__, __dir__ = lazy_names(__name__, _HOMES, __all__)

@@ -14,14 +14,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+# Only torch-free modules at the top (settings, configs, errors): --help, --version and a mistyped flag answer
+# at once; each command imports the rest (torch with it) when it runs.
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, ZOO_DATASET, BaselineConfig, FinetuneConfig, RunConfig
 from .errors import ConfigError, EntropruneError, SearchInterrupted
-from .export import DEFAULT_FORMAT, SUFFIXES
-from .latency import LatencyConfig, in_fresh
-from .models import DEFAULT_MODEL
-from .search import RewardConfig, SearchConfig
-from .search.free_channels import steps_summary
-from .structure import DEFAULT_IMPORTANCE, IMPORTANCES
+from .search.config import RewardConfig, SearchConfig
+from .settings import DEFAULT_FORMAT, DEFAULT_IMPORTANCE, DEFAULT_MODEL, IMPORTANCES, SUFFIXES, LatencyConfig, in_fresh
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
@@ -109,11 +107,10 @@ def _print_version(value: bool) -> None:
     import platform
     from importlib.metadata import version
 
-    import torch
-
     from . import __version__
 
-    out.print(f"entroprune {__version__} (torch {torch.__version__}, torch-pruning {version('torch-pruning')}, "
+    # torch's version from its metadata, not its import: --version answers at once
+    out.print(f"entroprune {__version__} (torch {version('torch')}, torch-pruning {version('torch-pruning')}, "
               f"Python {platform.python_version()})", highlight=False)
     raise typer.Exit()
 
@@ -287,7 +284,6 @@ def latency(
     from rich.table import Table
 
     from .api import choose_rounding_checkpoint, fit_latency_checkpoint
-    from .latency import LatencyConfig
 
     _setup(seed, "cpu", threads)
     if (out_dir / "latency_model.json").exists() and not force:  # before the rounding's timings, not after
@@ -467,6 +463,8 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
                   f"(target {cfg.latency_target:.1%})")
     freed = res.summary.get("free_channels")
     if freed is not None:
+        from .search.free_channels import steps_summary
+
         out.print(f"free channels: {steps_summary(res.summary)}")
     where = f"{res.achieved:.1%} of the MACs (target {cfg.macs_target:.1%})"
     if res.summary.get("rerank"):  # the search's reward and the re-ranking's score are on different scales

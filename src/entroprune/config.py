@@ -14,10 +14,8 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import SETTING, ConfigError, as_keys
-from .export import DEFAULT_FORMAT
-from .latency import FRESH_PROCESSES
-from .models import DEFAULT_MODEL
-from .search import RewardConfig, SearchConfig
+from .search.config import RewardConfig, SearchConfig
+from .settings import DEFAULT_FORMAT, DEFAULT_MODEL, FRESH_PROCESSES
 
 _STRICT = ConfigDict(extra="forbid")
 

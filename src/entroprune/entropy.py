@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from .settings import DEFAULT_LEVELS
 from .utils import forward_with_hooks
 
-DEFAULT_LEVELS = 16
 #: Map entropies by name: (maps, levels, rectified) -> entropy per map. Each also gives a ``-avg`` variant
 #: (entropy of the channel-averaged map); :func:`register_entropy` adds one.
 MAP_ENTROPIES: dict[str, Callable[[torch.Tensor, int, bool], torch.Tensor]] = {}

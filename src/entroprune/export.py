@@ -16,14 +16,9 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
+from .settings import DEFAULT_FORMAT, FORMATS, SUFFIXES
 from .utils import atomic_write
 
-#: Export formats and the suffix a run folder gives each file.
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
-FORMATS = tuple(SUFFIXES)
-# ONNX is what every runtime reads; TorchScript runs on libtorch alone; pt2 (torch.export) is where torch's own
-# deployment paths start (AOTInductor, ExecuTorch) now that torch marks TorchScript deprecated
-DEFAULT_FORMAT = "onnx"
 #: How a deployment loads each format, for the run's report.
 LOADERS = {"onnx": 'onnxruntime.InferenceSession("{file}")',
            "torchscript": 'torch.jit.optimize_for_inference(torch.jit.load("{file}"))',

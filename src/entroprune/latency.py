@@ -14,16 +14,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .settings import BACKENDS, FRESH_PROCESSES, RUNTIMES, LatencyConfig, in_fresh
 from .structure import ROOTS
 
-#: Deployment runtimes a latency is measured on, and the short names of their columns. ``torchscript`` is the
-#: net as `entroprune export --format torchscript` writes it (traced, frozen), loaded the way torch recommends
-#: for CPU inference (``torch.jit.optimize_for_inference``: batch norms folded, oneDNN layouts kept between
-#: layers); eager ``torch`` is the net as :func:`entroprune.export.deployed_eager` prepares it (batch norms
-#: folded, channels-last), not as loaded, whose per-channel passes shrink more slowly than the MACs
-#: (docs/measurements/latency_deploy.md).
-RUNTIMES = {"torch": "torch", "torchscript": "ts", "onnxruntime": "ort"}
-BACKENDS = tuple(RUNTIMES)
 #: How reports and benchmark pages name each runtime (by column prefix).
 RUNTIME_NAMES = {"torch": "torch eager", "ts": "TorchScript", "ort": "onnxruntime"}
 
@@ -120,9 +113,6 @@ def relative_medians(times: list[list[float]]) -> list[float]:
                       for ts in times[1:]]
 
 
-#: Fresh processes :func:`latency_rows` times in by default. One process's timings can sit in a slow mode
-#: (docs/method.md); the median over three is not moved by one.
-FRESH_PROCESSES = 3
 
 
 def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int = 20,
@@ -331,39 +321,6 @@ def build_layer(shape: LayerShape, cin: int, cout: int) -> tuple[nn.Module, tupl
     return cls(cin, cout, shape.kernel, shape.stride, shape.padding, groups=groups), (cin, *shape.in_hw)
 
 
-@dataclass
-class LatencyConfig:
-    """How a latency model is measured.
-
-    :param backend: ``torch``, ``torchscript`` or ``onnxruntime``: the runtime the pruned net will be deployed on.
-    :param batch: inputs per forward, as deployed.
-    :param points: channel counts per dimension of each layer's table.
-    :param calibration: random pruned nets timed whole to fit the rest of the net (norms, activations).
-    :param held_out: random pruned nets timed whole, never fitted on, to measure the model's error.
-    :param repeats: timed forwards per measurement (their median is kept).
-    :param processes: fresh processes the whole pruned nets are timed in (the median kept), as a deployment
-        starts and as the result is measured; 0 times them in the fitting process, after its layer timings
-        (there two timings of the same held-out nets disagreed by 0.7-12%, in fresh processes by 0.2-2.9%:
-        docs/method.md, "Whole nets timed in fresh processes").
-    """
-
-    backend: str = "torch"
-    batch: int = 64
-    points: int = 5
-    calibration: int = 8
-    held_out: int = 8
-    repeats: int = 7
-    processes: int = FRESH_PROCESSES
-
-    def validate(self) -> None:
-        from .errors import ConfigError
-
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"`backend` {self.backend!r} is not one of {', '.join(BACKENDS)}")
-        if min(self.batch, self.points - 1, self.calibration, self.repeats) < 1 or min(self.held_out,
-                                                                                     self.processes) < 0:
-            raise ConfigError("`batch`, `calibration` and `repeats` must be >= 1, `points` >= 2, `held_out` and "
-                              "`processes` >= 0")
 
 
 # A timer: (module, input shape without the batch) -> seconds per forward of the configured batch.
@@ -546,10 +503,6 @@ def fresh_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray],
     return np.median([[t / run[0] for t in run[1:]] for run in runs], axis=0), len(runs)
 
 
-def in_fresh(processes: int) -> str:
-    """Where whole nets were timed, for a sentence: " in N fresh processes", " in a fresh process", or ""
-    (timed in the process that asked)."""
-    return f" in {processes} fresh processes" if processes > 1 else " in a fresh process" if processes == 1 else ""
 
 
 def whole_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray], measure: Callable[[np.ndarray], float],

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from .errors import ConfigError
 from .plugins import Registry
+from .settings import DEFAULT_MODEL
 
 
 def _c(ch: float, width_mult: float, divisor: int = 1) -> int:
@@ -159,7 +160,6 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model", {
     "resnet56": lambda nc, ic, w: CifarResNet(56, nc, ic, w),
     "mobilenetv2": lambda nc, ic, w: MobileNetV2(nc, ic, w),
 })
-DEFAULT_MODEL = "vgg"
 ZOO = frozenset(MODELS)  # the built-in names, which no plugin may take
 
 

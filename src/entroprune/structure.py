@@ -28,14 +28,9 @@ from torch_pruning.utils.op_counter import MODULES_MAPPING
 
 from .errors import ConfigError
 from .prune import Masker, apply_physical
+from .settings import DEFAULT_IMPORTANCE, IMPORTANCES
 from .utils import forward_with_hooks
 
-IMPORTANCES = {"l1": 1, "l2": 2}  # channel ranking -> the norm torch-pruning takes of the weights
-# How channels are ranked within a group unless a policy or caller says otherwise: the L1 norm of their
-# weights (Li et al., 2017), with which every arena cell was pruned. L2 (torch-pruning's own default) did
-# better on the arena's VGG uniform policies (docs/measurements/channel_ranking.md); a switch waits for the
-# arena to be run with it.
-DEFAULT_IMPORTANCE = "l1"
 # Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders).
 ROOTS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)

@@ -1,4 +1,7 @@
-"""Small shared helpers: seeding, threads, devices and atomic file output."""
+"""Small shared helpers: seeding, threads, devices and atomic file output.
+
+Torch is imported by the helpers that use it, not here: the command line's error handling and file checks
+run before (or without) torch's import, so --help and a refused input answer at once."""
 
 from __future__ import annotations
 
@@ -6,20 +9,23 @@ import contextlib
 import json
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed every global RNG and return a torch generator for explicit use."""
-    from .errors import ConfigError
+    import torch
 
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
@@ -33,7 +39,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def set_threads(n: int | None) -> int:
     """Set torch's intra-op threads; ``None`` or 0 keeps torch's default."""
-    from .errors import ConfigError
+    import torch
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         raise ConfigError(f"threads must be an integer >= 0 (0 = torch's default), got {n!r}")
@@ -48,6 +54,8 @@ def set_threads(n: int | None) -> int:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+    import torch
+
     name = (name or "auto").lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,7 +113,8 @@ def write_text(path: str | Path, text: str) -> Path:
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # without torch imported, nothing is a tensor
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -186,6 +195,8 @@ def forward_with_hooks(model: torch.nn.Module, example: torch.Tensor,
 
     Hooks must return None (a returned value would replace the module's output).
     """
+    import torch
+
     handles = [module.register_forward_hook(hook) for module, hook in hooks]
     was_training = model.training
     model.eval()
@@ -234,6 +245,8 @@ def machine_description(threads: bool = True) -> str:
     """CPU, cores and torch build, plus the current torch thread count unless ``threads`` is off
     (for tables whose rows vary it)."""
     import platform
+
+    import torch
 
     cpu = platform.processor() or platform.machine()
     try:

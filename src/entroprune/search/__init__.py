@@ -14,15 +14,39 @@ and the best are re-ranked after label-free recovery.
 * :mod:`.agents` — DDPG, Stable-Baselines3, uniform, global and random agents.
 """
 
-from .agents import AGENTS, FIXED_AGENTS
-from .config import SearchConfig, SearchResult
-from .env import PruningEnv
-from .loop import LOG_FILE, POLICY_FILE, STATE_FILE, SearchInterrupted, run_search
-from .policies import band_bounds, fixed_policy_counts, matching_macs_target, uniform_ratio
-from .recovery import Recovery
-from .rerank import rerank
-from .rewards import REWARDS, RewardConfig, RewardEvaluator, RewardResult
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name is imported on first use (__getattr__)
+    from .agents import AGENTS, FIXED_AGENTS
+    from .config import RewardConfig, SearchConfig, SearchResult
+    from .env import PruningEnv
+    from .loop import LOG_FILE, POLICY_FILE, STATE_FILE, SearchInterrupted, run_search
+    from .policies import band_bounds, fixed_policy_counts, matching_macs_target, uniform_ratio
+    from .recovery import Recovery
+    from .reward_kinds import REWARDS
+    from .rewards import RewardEvaluator, RewardResult
 
 __all__ = ["AGENTS", "FIXED_AGENTS", "LOG_FILE", "POLICY_FILE", "REWARDS", "STATE_FILE", "PruningEnv", "Recovery",
            "RewardConfig", "RewardEvaluator", "RewardResult", "SearchConfig", "SearchInterrupted", "SearchResult",
-           "band_bounds", "fixed_policy_counts", "matching_macs_target", "rerank", "run_search", "uniform_ratio"]
+           "band_bounds", "fixed_policy_counts", "matching_macs_target", "run_search", "uniform_ratio"]
+
+# Where each name lives: `entroprune.search.config` (the settings the command line reads) imports no torch,
+# and neither does this package until a name below is used. (The re-ranking is `entroprune.search.rerank.rerank`:
+# a name of the package's own would be replaced by the submodule of the same name as soon as that is imported.)
+_HOMES = {
+    **dict.fromkeys(["AGENTS", "FIXED_AGENTS"], "agents"),
+    **dict.fromkeys(["RewardConfig", "SearchConfig", "SearchResult"], "config"),
+    "PruningEnv": "env",
+    **dict.fromkeys(["LOG_FILE", "POLICY_FILE", "STATE_FILE", "SearchInterrupted", "run_search"], "loop"),
+    **dict.fromkeys(["band_bounds", "fixed_policy_counts", "matching_macs_target", "uniform_ratio"], "policies"),
+    "Recovery": "recovery",
+    "REWARDS": "reward_kinds",
+    **dict.fromkeys(["RewardEvaluator", "RewardResult"], "rewards"),
+}
+
+
+__getattr__, __dir__ = lazy_names(__name__, _HOMES, __all__)

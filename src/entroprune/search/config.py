@@ -1,15 +1,73 @@
-"""A search's settings and its result: what the CLI, YAML configs and the Python API fill in, declared once."""
+"""A search's settings (its reward's among them) and its result: what the CLI, YAML configs and the Python API
+fill in, declared once. Free of torch, like :mod:`entroprune.settings`, so the command line starts without it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import InitVar, asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import ConfigError, deprecated
-from ..latency import LatencyConfig
-from ..structure import DEFAULT_IMPORTANCE, IMPORTANCES
-from .agents import FIXED_AGENTS, check_agent
-from .rewards import REWARDS, RewardConfig
+from ..settings import DEFAULT_IMPORTANCE, DEFAULT_LEVELS, IMPORTANCES, LatencyConfig
+
+
+@dataclass
+class RewardConfig:
+    """How a policy is scored.
+
+    :param kind: ``entropy``, ``accuracy``, ``combined`` or ``kl``.
+    :param variant: entropy variant (see :mod:`entroprune.entropy`).
+    :param layers: which conv outputs feed the entropy: ``all``, ``last``, ``last:K`` or names.
+    :param normalize: divide each layer's entropy by the unpruned network's value at that
+        layer, so that layers of different sizes weigh alike.
+    :param levels: quantisation levels of the co-occurrence variant.
+    :param bn_recalibration: re-estimate BN statistics on the calibration images first.
+    :param accuracy_weight: weight of accuracy in the ``combined`` reward.
+    :param physical: score on a physically pruned copy (one copy and one torch-pruning pass per
+        episode) instead of zero-masks on the full net: the same values to float rounding, and
+        forward passes that cost the pruned MACs, so faster wherever the forward passes dominate
+        (the accuracy reward, bigger nets; ``benchmarks/search_speed.py``).
+    :param maximize: reward *high* entropy instead (not the paper's method; our reward study
+        found entropy positively correlated with accuracy before fine-tuning, see
+        docs/method.md), for research.
+    :param recovery_steps: distillation steps from the unpruned net before each policy is scored
+        (0 = score the freshly pruned net, as AMC and the paper do); needs ``physical``.
+
+    The default, ``cooccurrence`` (neighbour-pair entropy per kept channel) of the last conv
+    layer, had the best mean rank correlation with accuracy after fine-tuning over the reward
+    studies on VGG, ResNet-20 and MobileNetV2, positive in every one (docs/results.md,
+    docs/method.md); ``cooccurrence-avg`` over all layers, the earlier default, was near zero.
+    """
+
+    kind: str = "entropy"
+    variant: str = "cooccurrence"
+    layers: str = "last"
+    normalize: bool = True
+    levels: int = DEFAULT_LEVELS
+    bn_recalibration: bool = True
+    accuracy_weight: float = 1.0
+    maximize: bool = False
+    physical: bool = True
+    recovery_steps: int = 0
+
+    def validate(self) -> None:
+        from ..entropy import check_variant
+        from .reward_kinds import REWARDS
+
+        REWARDS.require(self.kind)
+        try:
+            check_variant(self.variant)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.levels < 2:
+            raise ConfigError(f"co-occurrence levels must be >= 2, got {self.levels}")
+        if isinstance(self.accuracy_weight, bool) or not isinstance(self.accuracy_weight, (int, float)) \
+                or not math.isfinite(self.accuracy_weight):
+            raise ConfigError(f"`accuracy_weight` must be a finite number, got {self.accuracy_weight!r}")
+        if not isinstance(self.recovery_steps, int) or self.recovery_steps < 0:
+            raise ConfigError(f"recovery steps must be an integer >= 0, got {self.recovery_steps!r}")
+        if self.recovery_steps and not self.physical:
+            raise ConfigError("recovery trains a pruned copy; it needs physical scoring (physical: true)")
 
 
 @dataclass
@@ -120,6 +178,9 @@ class SearchConfig:
     def validate(self) -> None:
         if not (isinstance(self.macs_target, (int, float)) and 0 < self.macs_target <= 1):
             raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {self.macs_target}")
+        from .agents import check_agent
+        from .reward_kinds import REWARDS
+
         check_agent(self.agent)
         if self.round_to != "auto" and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
                                         or not 1 <= self.round_to <= 4096):
@@ -161,6 +222,8 @@ class SearchConfig:
 
     @property
     def reranks(self) -> bool:
+        from .agents import FIXED_AGENTS
+
         return self.rerank_top_k > 0 and self.agent not in FIXED_AGENTS
 
     def rerank_reward_config(self) -> RewardConfig:
@@ -183,4 +246,4 @@ class SearchResult:
     importance: str = DEFAULT_IMPORTANCE
 
 
-__all__ = ["SearchConfig", "SearchResult"]
+__all__ = ["RewardConfig", "SearchConfig", "SearchResult"]

@@ -21,124 +21,20 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..entropy import DEFAULT_LEVELS, EntropyProbe, activation_points, check_variant, select_layers
+from ..entropy import EntropyProbe, activation_points, select_layers
 from ..errors import ConfigError
-from ..plugins import Registry
 from ..prune import Masker, apply_physical, bn_calibration, counts_to_dict, recalibrate_bn
 from ..structure import Structure
+from .config import RewardConfig
 from .recovery import kl_to_teacher, main_output
-
-
-@dataclass
-class RewardConfig:
-    """How a policy is scored.
-
-    :param kind: ``entropy``, ``accuracy``, ``combined`` or ``kl``.
-    :param variant: entropy variant (see :mod:`entroprune.entropy`).
-    :param layers: which conv outputs feed the entropy: ``all``, ``last``, ``last:K`` or names.
-    :param normalize: divide each layer's entropy by the unpruned network's value at that
-        layer, so that layers of different sizes weigh alike.
-    :param levels: quantisation levels of the co-occurrence variant.
-    :param bn_recalibration: re-estimate BN statistics on the calibration images first.
-    :param accuracy_weight: weight of accuracy in the ``combined`` reward.
-    :param physical: score on a physically pruned copy (one copy and one torch-pruning pass per
-        episode) instead of zero-masks on the full net: the same values to float rounding, and
-        forward passes that cost the pruned MACs, so faster wherever the forward passes dominate
-        (the accuracy reward, bigger nets; ``benchmarks/search_speed.py``).
-    :param maximize: reward *high* entropy instead (not the paper's method; our reward study
-        found entropy positively correlated with accuracy before fine-tuning, see
-        docs/method.md), for research.
-    :param recovery_steps: distillation steps from the unpruned net before each policy is scored
-        (0 = score the freshly pruned net, as AMC and the paper do); needs ``physical``.
-
-    The default, ``cooccurrence`` (neighbour-pair entropy per kept channel) of the last conv
-    layer, had the best mean rank correlation with accuracy after fine-tuning over the reward
-    studies on VGG, ResNet-20 and MobileNetV2, positive in every one (docs/results.md,
-    docs/method.md); ``cooccurrence-avg`` over all layers, the earlier default, was near zero.
-    """
-
-    kind: str = "entropy"
-    variant: str = "cooccurrence"
-    layers: str = "last"
-    normalize: bool = True
-    levels: int = DEFAULT_LEVELS
-    bn_recalibration: bool = True
-    accuracy_weight: float = 1.0
-    maximize: bool = False
-    physical: bool = True
-    recovery_steps: int = 0
-
-    def validate(self) -> None:
-        REWARDS.require(self.kind)
-        try:
-            check_variant(self.variant)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        if self.levels < 2:
-            raise ConfigError(f"co-occurrence levels must be >= 2, got {self.levels}")
-        if isinstance(self.accuracy_weight, bool) or not isinstance(self.accuracy_weight, (int, float)) \
-                or not math.isfinite(self.accuracy_weight):
-            raise ConfigError(f"`accuracy_weight` must be a finite number, got {self.accuracy_weight!r}")
-        if not isinstance(self.recovery_steps, int) or self.recovery_steps < 0:
-            raise ConfigError(f"recovery steps must be an integer >= 0, got {self.recovery_steps!r}")
-        if self.recovery_steps and not self.physical:
-            raise ConfigError("recovery trains a pruned copy; it needs physical scoring (physical: true)")
-
-
-@dataclass(frozen=True)
-class RewardKind:
-    """A reward: the readings it takes off a pruned net (``entropy``, ``accuracy``, ``kl``) and how it
-    turns them into one number, higher = better."""
-
-    needs: frozenset[str]
-    formula: Callable[[RewardConfig, dict[str, float | None]], float]
-
-    @property
-    def needs_labels(self) -> bool:
-        """Validation accuracy is the only reading that needs labelled images."""
-        return "accuracy" in self.needs
-
-
-#: The reward kinds by name; :func:`register_reward` adds one (the CLI, configs and the re-ranking read it).
-REWARDS: Registry[RewardKind] = Registry("reward")
-
-
-def register_reward(name: str, needs: set[str]) -> Callable[[Callable], Callable]:
-    def add(formula: Callable[[RewardConfig, dict[str, float | None]], float]) -> Callable:
-        REWARDS[name] = RewardKind(frozenset(needs), formula)
-        return formula
-    return add
-
-
-def _sign(config: RewardConfig) -> float:
-    return 1.0 if config.maximize else -1.0  # the paper minimises entropy; ``maximize`` is for research
-
-
-@register_reward("entropy", {"entropy"})
-def _entropy_reward(config: RewardConfig, m: dict[str, float | None]) -> float:
-    return _sign(config) * m["entropy"]
-
-
-@register_reward("accuracy", {"accuracy"})
-def _accuracy_reward(config: RewardConfig, m: dict[str, float | None]) -> float:
-    return m["accuracy"]  # AMC's reward
-
-
-@register_reward("combined", {"entropy", "accuracy"})
-def _combined_reward(config: RewardConfig, m: dict[str, float | None]) -> float:
-    return _sign(config) * m["entropy"] + config.accuracy_weight * m["accuracy"]
-
-
-@register_reward("kl", {"kl"})
-def _kl_reward(config: RewardConfig, m: dict[str, float | None]) -> float:
-    return -m["kl"]  # label-free: agreement with the unpruned net's outputs
+from .reward_kinds import REWARDS, RewardKind, register_reward
 
 
 @dataclass

@@ -1,0 +1,85 @@
+"""The settings and names that the torch-heavy modules share with the configs and the command line.
+
+Nothing here imports torch, so that ``entroprune --help``, ``--version`` and a mistyped flag answer in a
+fraction of a second instead of after torch's import (seconds). Each owning module re-exports its names
+(``entroprune.latency.LatencyConfig``, ``entroprune.export.FORMATS``, ...); the values are declared here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+#: The zoo model the main job trains when a config names none.
+DEFAULT_MODEL = "vgg"
+
+#: Channel ranking -> the norm torch-pruning takes of the weights.
+IMPORTANCES = {"l1": 1, "l2": 2}
+# How channels are ranked within a group unless a policy or caller says otherwise: the L1 norm of their
+# weights (Li et al., 2017), with which every arena cell was pruned. L2 (torch-pruning's own default) did
+# better on the arena's VGG uniform policies (docs/measurements/channel_ranking.md); a switch waits for the
+# arena to be run with it.
+DEFAULT_IMPORTANCE = "l1"
+
+#: Quantisation levels of the co-occurrence entropy.
+DEFAULT_LEVELS = 16
+
+#: Export formats and the suffix a run folder gives each file.
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "pt2": ".pt2"}
+FORMATS = tuple(SUFFIXES)
+# ONNX is what every runtime reads; TorchScript runs on libtorch alone; pt2 (torch.export) is where torch's own
+# deployment paths start (AOTInductor, ExecuTorch) now that torch marks TorchScript deprecated
+DEFAULT_FORMAT = "onnx"
+
+#: Deployment runtimes a latency is measured on, and the short names of their columns. ``torchscript`` is the
+#: net as `entroprune export --format torchscript` writes it (traced, frozen), loaded the way torch recommends
+#: for CPU inference (``torch.jit.optimize_for_inference``: batch norms folded, oneDNN layouts kept between
+#: layers); eager ``torch`` is the net as :func:`entroprune.export.deployed_eager` prepares it (batch norms
+#: folded, channels-last), not as loaded, whose per-channel passes shrink more slowly than the MACs
+#: (docs/measurements/latency_deploy.md).
+RUNTIMES = {"torch": "torch", "torchscript": "ts", "onnxruntime": "ort"}
+BACKENDS = tuple(RUNTIMES)
+
+#: Fresh processes :func:`entroprune.latency.latency_rows` times in by default. One process's timings can sit
+#: in a slow mode (docs/method.md); the median over three is not moved by one.
+FRESH_PROCESSES = 3
+
+
+def in_fresh(processes: int) -> str:
+    """Where whole nets were timed, for a sentence: " in N fresh processes", " in a fresh process", or ""
+    (timed in the process that asked)."""
+    return f" in {processes} fresh processes" if processes > 1 else " in a fresh process" if processes == 1 else ""
+
+
+@dataclass
+class LatencyConfig:
+    """How a latency model is measured.
+
+    :param backend: ``torch``, ``torchscript`` or ``onnxruntime``: the runtime the pruned net will be deployed on.
+    :param batch: inputs per forward, as deployed.
+    :param points: channel counts per dimension of each layer's table.
+    :param calibration: random pruned nets timed whole to fit the rest of the net (norms, activations).
+    :param held_out: random pruned nets timed whole, never fitted on, to measure the model's error.
+    :param repeats: timed forwards per measurement (their median is kept).
+    :param processes: fresh processes the whole pruned nets are timed in (the median kept), as a deployment
+        starts and as the result is measured; 0 times them in the fitting process, after its layer timings
+        (there two timings of the same held-out nets disagreed by 0.7-12%, in fresh processes by 0.2-2.9%:
+        docs/method.md, "Whole nets timed in fresh processes").
+    """
+
+    backend: str = "torch"
+    batch: int = 64
+    points: int = 5
+    calibration: int = 8
+    held_out: int = 8
+    repeats: int = 7
+    processes: int = FRESH_PROCESSES
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"`backend` {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if min(self.batch, self.points - 1, self.calibration, self.repeats) < 1 or min(self.held_out,
+                                                                                     self.processes) < 0:
+            raise ConfigError("`batch`, `calibration` and `repeats` must be >= 1, `points` >= 2, `held_out` and "
+                              "`processes` >= 0")
