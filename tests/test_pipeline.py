@@ -559,6 +559,23 @@ def test_python_api_on_any_module(tmp_path):
     assert macs / full == pytest.approx(res.achieved, rel=1e-4) and macs / full <= 0.5 + 1e-6 and history
     hist = ep.finetune_module(pruned, loader, epochs=1, val_loader=loader)
     assert len(hist) == 1 and "val_accuracy" in hist[0]
+    # unlabelled images (batches of images alone): distillation from the unpruned net, as the CLI does; the
+    # student moves toward the teacher, and its agreement is what it can measure of itself
+    images = DataLoader(x, batch_size=32)
+    student, _ = ep.prune_module(net, x[:1], res, calib=loader)
+    with torch.no_grad():
+        before = torch.nn.functional.kl_div(student.eval()(x).log_softmax(1), net(x).softmax(1), reduction="batchmean")
+    hist = ep.finetune_module(student, images, epochs=10, lr=0.05, teacher=net, val_loader=images)
+    with torch.no_grad():
+        after = torch.nn.functional.kl_div(student.eval()(x).log_softmax(1), net(x).softmax(1), reduction="batchmean")
+    assert "val_agreement" in hist[-1] and "val_accuracy" not in hist[-1] and after < 0.2 * before
+    for call, message in (
+            (lambda: ep.finetune_module(student, images, epochs=1), "train_loader yields images without labels; "
+             "pass teacher="),
+            (lambda: ep.finetune_module(student, images, teacher=net, val_loader=loader), "both yield (images, labels)"),
+            (lambda: ep.finetune_module(student, [], epochs=1), "got no batch")):
+        with pytest.raises(ep.EntropruneError, match=re.escape(message)):
+            call()
     # what no checkpoint load checked: a NaN weight (which the entropy would read as a constant 0 and the search
     # rank as if it meant something), a float64 or half model, NaN or Inf images; one line each, nothing written
     broken = Net().eval()
@@ -574,7 +591,10 @@ def test_python_api_on_any_module(tmp_path):
              "torch.float64; entroprune prunes float32 models: pass model.float()"),
             (lambda: ep.prune_module(Net().half(), x[:1], res), "torch.float16"),
             (lambda: ep.search_module(Net().eval(), x[:1], bad_x, tmp_path / "b", cfg), "the calibration images "
-             "contain NaN or Inf")):
+             "contain NaN or Inf"),
+            # a string is not a fraction, and the message shows it as one (it printed "got 0.5")
+            (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", ep.SearchConfig(macs_target="0.5")),
+             "got '0.5'")):
         with pytest.raises(ep.EntropruneError, match=re.escape(message)):
             call()
     assert not (tmp_path / "b").exists()

@@ -334,3 +334,9 @@ def test_one_example_input_tensor_of_the_right_shape():
         Structure(net, (torch.randn(1, 1, 16, 16), torch.randn(1, 1, 16, 16)))
     with pytest.raises(ConfigError, match=r"cannot run on an example input of shape \(1, 3, 16, 16\)"):
         Structure(net, torch.randn(1, 3, 16, 16))
+    # the MACs count the API exports takes the same example, with the same one-line refusals
+    with pytest.raises(ConfigError, match="several inputs are not supported"):
+        count_macs_params(net, (torch.randn(1, 1, 16, 16),))
+    with pytest.raises(ConfigError, match=r"cannot run on an example input of shape \(1, 3, 16, 16\)"):
+        count_macs_params(net, torch.randn(1, 3, 16, 16))
+    assert net.training is False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -644,8 +644,43 @@ def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int =
                     lr: float = FinetuneConfig.lr,
                     teacher: nn.Module | None = None, val_loader: Iterable[Any] | None = None, seed: int = 0,
                     device: torch.device | str = "cpu", quiet: bool = True) -> list[dict]:
-    """Fine-tune any (pruned) CNN in place on (x, y) batches; SGD with a cosine schedule."""
+    """Fine-tune any (pruned) CNN in place; SGD with a cosine schedule. Batches are (x, y), or images alone
+    when ``teacher`` is given: label-free distillation from it, as the command line fine-tunes on unlabelled
+    images (the history then gives ``val_agreement`` with the teacher instead of an accuracy)."""
     _check_module(model)
+    train_loader, labelled = _batches(train_loader, teacher, "train_loader")
+    if val_loader is not None:
+        val_loader, val_labelled = _batches(val_loader, teacher, "val_loader")
+        if val_labelled != labelled:
+            raise ConfigError("train_loader and val_loader must both yield (images, labels) or both images alone")
     config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine")
     return train_model(model, None, config, seed=seed, device=device, teacher=teacher, quiet=quiet,
-                       description="finetune", train_loader=train_loader, val_loader=val_loader)
+                       description="finetune", train_loader=train_loader, val_loader=val_loader, labelled=labelled)
+
+
+class _Unlabelled:
+    """Batches of images alone as the (x, y) batches training reads; the labels are never read."""
+
+    def __init__(self, loader: Iterable[Any]):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return ((x, torch.full((len(x),), -1)) for x in self.loader)
+
+
+def _batches(loader: Iterable[Any], teacher: nn.Module | None, name: str) -> tuple[Iterable[Any], bool]:
+    """``loader`` as (x, y) batches, and whether it has labels: a batch of images alone has none, which only
+    distillation from a teacher can train on."""
+    first = next(iter(loader), None)
+    if isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor):
+        return loader, True
+    if not isinstance(first, torch.Tensor):
+        raise ConfigError(f"{name} must yield (images, labels) batches or batches of images alone, got "
+                          f"{'no batch' if first is None else type(first).__name__}")
+    if teacher is None:
+        raise ConfigError(f"{name} yields images without labels; pass teacher= (the unpruned model) to fine-tune "
+                          "by distillation, which needs none, or a loader of (images, labels) batches")
+    return _Unlabelled(loader), False

@@ -37,12 +37,30 @@ CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
 @torch.no_grad()
+def check_example(example_input: torch.Tensor) -> None:
+    if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
+        raise ConfigError("the example input must be one tensor of shape (batch, channels, ...); models that "
+                          f"take several inputs are not supported (got {type(example_input).__name__})")
+
+
+def cannot_run(example_input: torch.Tensor, exc: Exception) -> ConfigError:
+    """A forward that failed on the caller's example (a wrong shape or dtype): theirs to fix, in one line."""
+    return ConfigError(f"the model cannot run on an example input of shape {tuple(example_input.shape)} "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); pass one "
+                       "batch of the inputs it takes")
+
+
 def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
     """MACs of one forward pass at the example's size (batch 1) and the parameter count."""
+    check_example(example_input)
     was_training = model.training
     device = next(model.parameters()).device
-    macs, params = tp.utils.count_ops_and_params(model, example_input[:1].to(device))
-    model.train(was_training)
+    try:
+        macs, params = tp.utils.count_ops_and_params(model, example_input[:1].to(device))
+    except Exception as exc:  # noqa: BLE001 - a wrong shape or dtype is the caller's, one line
+        raise cannot_run(example_input, exc) from None
+    finally:
+        model.train(was_training)
     return int(macs), int(params)
 
 
@@ -293,9 +311,7 @@ class Structure:
                  ignored: Sequence[str] = ()):
         if importance not in IMPORTANCES:
             raise ConfigError(f"unknown importance {importance!r}; choose {' or '.join(IMPORTANCES)}")
-        if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
-            raise ConfigError("the example input must be one tensor of shape (batch, channels, ...); models that "
-                              f"take several inputs are not supported (got {type(example_input).__name__})")
+        check_example(example_input)
         self.importance = importance
         self.example_input = example_input[:1].detach().cpu()
         model = copy.deepcopy(model).cpu().eval()
@@ -303,9 +319,7 @@ class Structure:
         try:
             calls, conv_order = _leaf_calls(model, self.example_input)
         except Exception as exc:  # noqa: BLE001 - a wrong shape or dtype is the caller's, one line
-            raise ConfigError(f"the model cannot run on an example input of shape {tuple(example_input.shape)} "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); pass one "
-                              "batch of the inputs it takes") from None
+            raise cannot_run(example_input, exc) from None
         if not conv_order:
             raise ConfigError("the model has no Conv2d or Linear layer; nothing to prune")
         self.classifier = conv_order[-1]

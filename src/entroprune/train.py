@@ -107,19 +107,20 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
                 device: torch.device | str = "cpu", teacher: nn.Module | None = None,
                 quiet: bool = False, description: str = "train",
                 train_loader: Iterable | None = None, val_loader: Iterable | None = None,
-                eval_model: nn.Module | None = None) -> list[dict]:
+                eval_model: nn.Module | None = None, labelled: bool = True) -> list[dict]:
     """Train in place; returns one metrics dict per epoch (train loss, val accuracy, time).
 
     Either ``data`` (a DataBundle) or ``train_loader`` (any re-iterable of (x, y) batches,
-    e.g. a torch DataLoader) gives the images. ``eval_model`` is what validation runs on when
-    it differs from ``model`` (the module inside DistributedDataParallel, whose own forward
-    would wait for the other ranks).
+    e.g. a torch DataLoader; ``labelled=False`` where its y are placeholders) gives the images.
+    ``eval_model`` is what validation runs on when it differs from ``model`` (the module inside
+    DistributedDataParallel, whose own forward would wait for the other ranks).
     """
     config.validate()
-    labelled = data is None or data.labelled
+    labelled = data.labelled if data is not None else labelled
     if not labelled and teacher is None:
-        raise ConfigError(f"dataset {data.name} has no labels; train on a labelled dataset, or fine-tune a "
-                          "pruned net by distillation from the unpruned one (`distill`), which needs none")
+        raise ConfigError(f"dataset {data.name if data else 'train_loader'} has no labels; train on a labelled "
+                          "dataset, or fine-tune a pruned net by distillation from the unpruned one (`distill`), "
+                          "which needs none")
     if data is None and train_loader is None:
         raise ConfigError("train_model needs a DataBundle or a train_loader")
     device = torch.device(device)

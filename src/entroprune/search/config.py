@@ -177,7 +177,7 @@ class SearchConfig:
 
     def validate(self) -> None:
         if not (isinstance(self.macs_target, (int, float)) and 0 < self.macs_target <= 1):
-            raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {self.macs_target}")
+            raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {self.macs_target!r}")
         from .agents import check_agent
         from .reward_kinds import REWARDS
 
@@ -208,7 +208,7 @@ class SearchConfig:
         if self.latency_target is not None and not (isinstance(self.latency_target, (int, float))
                                                     and 0 < self.latency_target <= 1):
             raise ConfigError(f"`latency_target` must lie in (0, 1] (fraction of the latency kept), "
-                              f"got {self.latency_target}")
+                              f"got {self.latency_target!r}")
         LatencyConfig(backend=self.latency_backend, batch=self.latency_batch).validate()
         REWARDS.require(self.rerank_reward, label="re-ranking reward")
         self.reward.validate()
