@@ -127,6 +127,9 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     torch.save({**raw, "spec": {**spec, "dataset": "imagefolder", "data_dir": str(tmp_path / "flat_imgs")}},
                tmp_path / "unlabelled_spec.pt")
     torch.save({**raw, "pruning": "pruned by hand"}, tmp_path / "pruning_str.pt")
+    pruned_raw = torch.load(pruned_ckpt, weights_only=True)  # its original moved away since the pruning
+    torch.save({**pruned_raw, "pruning": {**pruned_raw["pruning"], "original": str(tmp_path / "moved.pt")}},
+               tmp_path / "orphan.pt")
     # a search folder whose saved state was cut short, run folders with broken records
     (tmp_path / "cut_state").mkdir()
     (tmp_path / "cut_state" / "search_state.pt").write_bytes(digits_ckpt.read_bytes()[:300])
@@ -234,6 +237,8 @@ CASES = {
     "spec input_size too small": ["evaluate", f"{T}/input_tiny.pt"],
     "spec mean and std empty": ["inspect", f"{T}/mean_empty.pt"],
     "pruned checkpoint without history": ["evaluate", f"{T}/no_history.pt"],
+    "finetune, the original moved away": ["finetune", f"{T}/orphan.pt", "--epochs", "1", "--out", f"{T}/out"],
+    "evaluate, the original moved away": ["evaluate", f"{T}/orphan.pt"],
     "run from a missing checkpoint": ["run", "--checkpoint", f"{T}/missing.pt", "--out-root", f"{T}/out"],
     "run MACs target > 1": ["run", "--checkpoint", f"{T}/good.pt", "--macs-target", "1.5", "--out-root", f"{T}/out"],
     "run latency target NaN": ["run", "--latency-target", "nan", "--out-root", f"{T}/out"],
@@ -358,6 +363,9 @@ EXPECT = {
     "spec input_size too small": "cannot run a batch of the spec's input_size [1, 2, 2]",
     "spec mean and std empty": "mean must hold 1 finite numbers",
     "pruned checkpoint without history": "pruning record needs a 'history' list",
+    "finetune, the original moved away": "the original checkpoint T/moved.pt (the teacher --distill fine-tunes "
+                                         "from) is gone; pass --teacher (a path) or --no-distill",
+    "evaluate, the original moved away": "the original checkpoint T/moved.pt is gone; pass --original (a path)",
     "run from a missing checkpoint": "missing.pt does not exist",
     "run MACs target > 1": "--macs-target must lie in (0, 1] (the fraction kept), got 1.5",
     "run latency target NaN": "--latency-target must lie in (0, 1] (the fraction kept), got nan",

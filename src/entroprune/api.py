@@ -336,6 +336,9 @@ def _finetune_teacher(ckpt: Any, data: DataBundle, distill: bool, teacher: str |
     if not tpath:
         raise ConfigError("`distill` needs a teacher: the checkpoint names no original, pass `teacher` (a path) "
                           "or `distill=False`")
+    if teacher is None and not Path(tpath).exists():  # moved or deleted since the pruning recorded it
+        raise CheckpointError(f"the original checkpoint {tpath} (the teacher `distill` fine-tunes from) is gone; "
+                              "pass `teacher` (a path) or `distill=False`")
     return load_model(tpath, trust_pickle)[0]
 
 
