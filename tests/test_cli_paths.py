@@ -82,7 +82,13 @@ def test_export_names_its_file_by_format(pruned_ckpt, tmp_path, monkeypatch):
     for fmt, name in [("pt2", "model.pt2"), ("torchscript", "model.ts")]:
         ok("export", pruned_ckpt, "--format", fmt)
         assert (tmp_path / name).stat().st_size > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2", "model.ts"]
+    # without --format the suffix names the format; a suffix naming another format than --format is refused
+    # (ONNX bytes in a .ts file fail only where it is deployed)
+    ok("export", pruned_ckpt, "--out", "named.ts")
+    assert isinstance(torch.jit.load(tmp_path / "named.ts"), torch.jit.ScriptModule)
+    refused("--out wrong.ts has the suffix of torchscript, but --format is onnx", "export", pruned_ckpt,
+            "--format", "onnx", "--out", "wrong.ts")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2", "model.ts", "named.ts"]
 
 
 def test_search_refuses_a_folder_holding_a_search(digits_ckpt, searched):

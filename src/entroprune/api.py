@@ -16,7 +16,6 @@ from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
-from .export import DEFAULT_FORMAT
 from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
 from .structure import DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
@@ -366,12 +365,13 @@ def _train_data_parallel(model: nn.Module, data: DataBundle, config: TrainConfig
                        val_loader=data.loader("val", 512, device=device) if main_rank else None, eval_model=model)
 
 
-def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str = DEFAULT_FORMAT,
+def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str | None = None,
                       trust_pickle: bool = False) -> dict[str, Any]:
-    """Export a checkpoint to ONNX, TorchScript or pt2 (torch.export), verified against torch."""
-    from .export import check_format, export_model
+    """Export a checkpoint to ONNX, TorchScript or pt2 (torch.export), verified against torch; ``fmt`` None:
+    the format ``out_file``'s suffix names (.onnx, .ts, .pt2), else ONNX."""
+    from .export import export_model, format_for
 
-    check_format(fmt)
+    fmt = format_for(out_file, fmt)
     model, ckpt = load_model(path, trust_pickle)
     return export_model(model, ckpt.spec.example_input(), out_file, fmt)
 

@@ -53,7 +53,7 @@ def _ignore_further_ctrl_c() -> None:
 
 
 # Config fields and API parameters whose flag has another name (errors.as_flags renders the rest).
-FLAG_NAMES = {"out_dir": "out", "ignored_layers": "ignore", "reward.kind": "reward", "reward.layers": "entropy-layers",
+FLAG_NAMES = {"out_dir": "out", "out_file": "out", "fmt": "format", "ignored_layers": "ignore", "reward.kind": "reward", "reward.layers": "entropy-layers",
               "reward.physical": "physical-scoring"}
 
 
@@ -549,17 +549,18 @@ def finetune(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt (pruned or not).")],
     out_file: Annotated[Path | None, typer.Option(
-        "--out", help="Output file.  [default: model.onnx, model.ts or model.pt2, by --format]")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="onnx, torchscript or pt2 (torch.export's ExportedProgram, "
-                                                      "which AOTInductor and ExecuTorch start from).")] = DEFAULT_FORMAT,
+        "--out", help="Output file (default: model.onnx, model.ts or model.pt2, by --format).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=(
+        "onnx, torchscript or pt2 (torch.export's ExportedProgram, which AOTInductor and ExecuTorch start from). "
+        f"Default: the one --out's suffix names (.onnx, .ts, .pt2), else {DEFAULT_FORMAT}."))] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Export to ONNX (checked by onnx.checker and onnxruntime), TorchScript or pt2, each loaded back and checked."""
     from .api import export_checkpoint
-    from .export import check_format
+    from .export import format_for
 
-    check_format(fmt)
+    fmt = format_for(out_file, fmt)
     out_file = out_file or Path(f"model{SUFFIXES[fmt]}")
     _check_output_file(out_file, [checkpoint], force, "--out")
     res = export_checkpoint(checkpoint, out_file, fmt, trust_pickle=trust_pickle)

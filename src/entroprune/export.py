@@ -30,6 +30,21 @@ def check_format(fmt: str) -> None:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def format_for(out_file: str | Path | None, fmt: str | None) -> str:
+    """The format to write: ``fmt`` when given, else the one ``out_file``'s suffix names (``.ts``: torchscript),
+    else the default. A suffix that names another format than ``fmt`` is refused: ONNX bytes in ``model.ts``
+    would fail only where the file is deployed."""
+    by_suffix = {suffix: name for name, suffix in SUFFIXES.items()}.get(Path(out_file).suffix.lower()) \
+        if out_file is not None else None
+    if fmt is None:
+        return by_suffix or DEFAULT_FORMAT
+    check_format(fmt)
+    if by_suffix is not None and by_suffix != fmt:
+        raise ConfigError(f"`out_file` {out_file} has the suffix of {by_suffix}, but `fmt` is {fmt}; name the file "
+                          f"*{SUFFIXES[fmt]} or leave `fmt` out to write {by_suffix}")
+    return fmt
+
+
 def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     # The TorchScript exporter on purpose: the torch.export one needs onnxscript and fails on models that
