@@ -20,7 +20,14 @@ from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
 from .structure import DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
 from .train import TrainConfig, agreement, evaluate, train_model
-from .utils import check_writable_dir, forward_with_hooks, refuse_output_inside, seed_everything, write_json
+from .utils import (
+    check_writable_dir,
+    file_sha256,
+    forward_with_hooks,
+    refuse_output_inside,
+    seed_everything,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from .latency import LatencyConfig
@@ -484,10 +491,8 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfi
         raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without `resume=True`")
     check_writable_dir(out_dir)
     model.to(device)
-    import hashlib
-
     # the file's content too: a checkpoint retrained in place must not resume another's search
-    meta = {"checkpoint": str(Path(path).resolve()), "checkpoint_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+    meta = {"checkpoint": str(Path(path).resolve()), "checkpoint_sha256": file_sha256(path),
             "model": ckpt.spec.model, "dataset": data.name, "importance": config.importance}
     recovery = None
     if config.reranks and config.recovery_steps:  # unlabelled training images, never the scored ones

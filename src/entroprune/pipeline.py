@@ -175,9 +175,9 @@ class Progress:
 
     def check_baseline(self, path: Path) -> None:
         """The baseline's hash, recorded the first time it exists and compared on every resume."""
-        import hashlib
+        from .utils import file_sha256
 
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         if self.record.setdefault("baseline_sha256", digest) != digest:
             raise ConfigError(f"{path} changed since run {self.run_dir} started (retrained or replaced); a resume "
                               "would prune another net than its search saw, start a new run")

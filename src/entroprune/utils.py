@@ -6,6 +6,7 @@ run before (or without) torch's import, so --help and a refused input answer at 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -104,6 +105,25 @@ def read_json(path: str | Path) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path} is not valid JSON ({type(exc).__name__}); the run was interrupted while "
                           "writing it or the file was edited, rerun the command that wrote it") from None
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """A file's sha256, read in chunks (a checkpoint may be hundreds of MB) and remembered while the file keeps
+    the same inode, size and modification time (a file rewritten atomically is a new inode): a run checks its
+    baseline's, and the search it starts the same file's."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def write_text(path: str | Path, text: str) -> Path:
