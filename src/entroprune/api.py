@@ -452,6 +452,14 @@ def build_structure(model: nn.Module, spec: ModelSpec, importance: str = DEFAULT
     return Structure(model, spec.example_input(), importance=importance, ignored=ignored)
 
 
+def check_reachable(structure: Structure, config: SearchConfig) -> None:
+    """The MACs target can be met within ``min_keep`` at the channel step (the finest for ``round_to: auto``,
+    whose measurement skips the steps that cannot reach it); one line naming the floor if not."""
+    from .search import PruningEnv
+
+    PruningEnv(structure, None, config.macs_target, config.min_keep, 1 if config.round_to == "auto" else config.step)
+
+
 def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfig | None = None, dataset: str | None = None,
                       data_dir: str | Path | None = None, device: torch.device | str = "cpu",
                       resume: bool = False, force: bool = False, quiet: bool = False,
@@ -483,10 +491,9 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfi
     if data.labelled and config.val_size > 0:
         val = (data.normalize(data.val.x[: config.val_size]).to(device), data.val.y[: config.val_size].to(device))
     structure = build_structure(model, ckpt.spec, config.importance, config.ignored_layers)
-    from .search import STATE_FILE, PruningEnv
+    from .search import STATE_FILE
 
-    # reachable target? (at the finest step for `auto`, whose measurement skips steps that cannot reach it)
-    PruningEnv(structure, None, config.macs_target, config.min_keep, 1 if config.round_to == "auto" else config.step)
+    check_reachable(structure, config)
     if resume and not (out_dir / STATE_FILE).exists():
         raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without `resume=True`")
     check_writable_dir(out_dir)

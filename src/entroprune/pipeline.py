@@ -64,8 +64,11 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     cfg.search.validate()
     b = cfg.baseline
     cache = Path(cfg.out_root) / "cache" / f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
+    data = None
     if given is None and not (cache / "model.pt").exists():
-        _check_baseline_data(cfg, dataset)  # found here, not after the run folder is made
+        data = _check_baseline_data(cfg, dataset)  # found here, not after the run folder is made
+    if given is None:  # a given checkpoint's target is checked with it, before anything is said
+        _check_target(cfg, cache / "model.pt", data)
     _absolute_paths(cfg)  # the run's config.yaml reruns and resumes it from any folder
     run_dir = _fresh_run_dir(Path(cfg.out_root), run_dir)
     write_text(run_dir / "config.yaml", dump_config(cfg))
@@ -318,6 +321,7 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     data = load_data_for_spec(spec, dataset, cfg.data_dir)  # a missing dataset is one line here, not after a search
     if not data.labelled:
         _check_label_free(cfg, data.name)
+    _check_target(cfg, path, None)
     # the config's model and baseline keys describe a baseline to train: unused here, whatever they say
     say(f"baseline: {path}, the checkpoint's {spec.model} on {dataset} (no baseline trained)")
     if not data.labelled:
@@ -328,7 +332,30 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     return path
 
 
-def _check_baseline_data(cfg: RunConfig, dataset: str) -> None:
+def _check_target(cfg: RunConfig, checkpoint: Path, data: Any) -> None:
+    """An unreachable MACs target refused before the run folder exists (the search would find it after
+    the baseline's training, and leave a folder behind): on the checkpoint, or on the zoo baseline's net as
+    it will be built (``data``: its images; a net's MACs do not depend on its weights)."""
+    import torch
+
+    from .api import check_reachable
+    from .checkpoint import ModelSpec
+    from .models import build_model
+
+    with torch.random.fork_rng(devices=[]):  # the run's random draws stay those of a run without this check
+        if data is None:
+            model, ckpt = load_model(checkpoint)
+            spec = ckpt.spec
+        else:
+            b = cfg.baseline
+            model = build_model(cfg.model, data.num_classes, data.in_channels, b.width_mult)
+            spec = ModelSpec(model=cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                             width_mult=b.width_mult, dataset=data.name, mean=data.mean, std=data.std,
+                             input_size=[data.in_channels, *data.image_size])
+        check_reachable(build_structure(model, spec, cfg.search.importance, cfg.search.ignored_layers), cfg.search)
+
+
+def _check_baseline_data(cfg: RunConfig, dataset: str) -> Any:
     """The images a zoo baseline would train on: present and labelled."""
     from .data import load_dataset
     from .models import min_input_size
@@ -338,6 +365,7 @@ def _check_baseline_data(cfg: RunConfig, dataset: str) -> None:
     if not data.labelled:
         raise DataError(f"dataset {dataset} has no labels, and the zoo baseline trains on them: put the images in "
                         "one sub-folder per class, or prune a model trained elsewhere on them (`checkpoint`)")
+    return data
 
 
 def _check_label_free(cfg: RunConfig, name: str) -> None:
