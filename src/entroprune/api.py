@@ -101,11 +101,7 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
     # The initial weights come from the global RNG: seed it here, not only in the CLI, or API
     # callers (the main job, benchmarks) get a different baseline on every run.
     seed_everything(seed)
-    net = build_model(model, data.num_classes, data.in_channels, width_mult)
-    spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
-                     width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
-                     input_size=[data.in_channels, *data.image_size],
-                     data_dir=str(data_dir) if data_dir else None, split_seed=seed)
+    net, spec = zoo_model(model, data, width_mult, dataset, data_dir, seed)
     t0 = time.perf_counter()
     history = train_model(net, data, config, seed=seed, device=device, quiet=quiet,
                           description=f"train {model}")
@@ -443,6 +439,18 @@ def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: La
                machine=machine_description(), file=str(out_file))
     write_json(out_file, res)
     return res
+
+
+def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, data_dir: str | Path | None = None,
+              seed: int = 0) -> tuple[nn.Module, ModelSpec]:
+    """A zoo model for ``data``'s images and classes (its weights from the global RNG), with the spec its
+    checkpoint will hold."""
+    net = build_model(model, data.num_classes, data.in_channels, width_mult)
+    spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
+                     width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
+                     input_size=[data.in_channels, *data.image_size],
+                     data_dir=str(data_dir) if data_dir else None, split_seed=seed)
+    return net, spec
 
 
 def build_structure(model: nn.Module, spec: ModelSpec, importance: str = DEFAULT_IMPORTANCE,

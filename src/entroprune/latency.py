@@ -113,8 +113,6 @@ def relative_medians(times: list[list[float]]) -> list[float]:
                       for ts in times[1:]]
 
 
-
-
 def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int = 20,
                  processes: int = FRESH_PROCESSES) -> list[dict[str, Any]]:
     """Batch-1 and batch-64 CPU latency with torch (eager and TorchScript) and onnxruntime, models timed in
@@ -223,8 +221,6 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-
-
 # ----------------------------------------------------------------------------- latency model
 # MACs are a proxy: two policies of equal MACs can differ 2x in time (channel counts that suit the
 # kernels, memory-bound layers). The model below predicts a pruned net's measured latency from its
@@ -319,8 +315,6 @@ def build_layer(shape: LayerShape, cin: int, cout: int) -> tuple[nn.Module, tupl
         cout = cin
     cls = nn.ConvTranspose2d if shape.kind == "convT" else nn.Conv2d
     return cls(cin, cout, shape.kernel, shape.stride, shape.padding, groups=groups), (cin, *shape.in_hw)
-
-
 
 
 # A timer: (module, input shape without the batch) -> seconds per forward of the configured batch.
@@ -501,8 +495,6 @@ def fresh_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray],
     if not runs:
         return None
     return np.median([[t / run[0] for t in run[1:]] for run in runs], axis=0), len(runs)
-
-
 
 
 def whole_fractions(model: nn.Module, structure: Any, rows: list[np.ndarray], measure: Callable[[np.ndarray], float],

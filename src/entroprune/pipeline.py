@@ -26,7 +26,9 @@ from .utils import check_writable_dir, machine_description, seed_everything, wri
 
 if TYPE_CHECKING:
     import torch
+    import torch.nn as nn
 
+    from .checkpoint import ModelSpec
     from .config import RunConfig
     from .latency import LatencyModel
     from .search import SearchConfig, SearchResult
@@ -64,11 +66,8 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     cfg.search.validate()
     b = cfg.baseline
     cache = Path(cfg.out_root) / "cache" / f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
-    data = None
-    if given is None and not (cache / "model.pt").exists():
-        data = _check_baseline_data(cfg, dataset)  # found here, not after the run folder is made
-    if given is None:  # a given checkpoint's target is checked with it, before anything is said
-        _check_target(cfg, cache / "model.pt", data)
+    if given is None:  # (a given checkpoint's target is checked with it, before anything is said)
+        _check_target(cfg, *_zoo_baseline(cfg, cache / "model.pt", dataset))
     _absolute_paths(cfg)  # the run's config.yaml reruns and resumes it from any folder
     run_dir = _fresh_run_dir(Path(cfg.out_root), run_dir)
     write_text(run_dir / "config.yaml", dump_config(cfg))
@@ -309,7 +308,7 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
 
     path = Path(cfg.checkpoint or "")
     try:
-        _, ckpt = load_model(path)
+        model, ckpt = load_model(path)
     except UntrustedPickleError:
         raise CheckpointError(f"{path} contains pickled Python objects; the main job reads checkpoints only with "
                               "weights_only=True: save the model with entroprune.save_checkpoint() and run on "
@@ -321,7 +320,7 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     data = load_data_for_spec(spec, dataset, cfg.data_dir)  # a missing dataset is one line here, not after a search
     if not data.labelled:
         _check_label_free(cfg, data.name)
-    _check_target(cfg, path, None)
+    _check_target(cfg, model, spec)
     # the config's model and baseline keys describe a baseline to train: unused here, whatever they say
     say(f"baseline: {path}, the checkpoint's {spec.model} on {dataset} (no baseline trained)")
     if not data.labelled:
@@ -332,27 +331,27 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     return path
 
 
-def _check_target(cfg: RunConfig, checkpoint: Path, data: Any) -> None:
-    """An unreachable MACs target refused before the run folder exists (the search would find it after
-    the baseline's training, and leave a folder behind): on the checkpoint, or on the zoo baseline's net as
-    it will be built (``data``: its images; a net's MACs do not depend on its weights)."""
+def _zoo_baseline(cfg: RunConfig, cached: Path, dataset: str) -> tuple[nn.Module, ModelSpec]:
+    """The zoo baseline's net and spec: the cached checkpoint's, or, before it is trained, the net as it will be
+    built, its images checked here, not after the run folder is made (a net's MACs do not depend on weights)."""
     import torch
 
-    from .api import check_reachable
-    from .checkpoint import ModelSpec
-    from .models import build_model
+    from .api import zoo_model
 
+    if cached.exists():
+        model, ckpt = load_model(cached)
+        return model, ckpt.spec
+    data = _check_baseline_data(cfg, dataset)
     with torch.random.fork_rng(devices=[]):  # the run's random draws stay those of a run without this check
-        if data is None:
-            model, ckpt = load_model(checkpoint)
-            spec = ckpt.spec
-        else:
-            b = cfg.baseline
-            model = build_model(cfg.model, data.num_classes, data.in_channels, b.width_mult)
-            spec = ModelSpec(model=cfg.model, num_classes=data.num_classes, in_channels=data.in_channels,
-                             width_mult=b.width_mult, dataset=data.name, mean=data.mean, std=data.std,
-                             input_size=[data.in_channels, *data.image_size])
-        check_reachable(build_structure(model, spec, cfg.search.importance, cfg.search.ignored_layers), cfg.search)
+        return zoo_model(cfg.model, data, cfg.baseline.width_mult, dataset)
+
+
+def _check_target(cfg: RunConfig, model: nn.Module, spec: ModelSpec) -> None:
+    """An unreachable MACs target refused before the run folder exists (the search would find it after the
+    baseline's training, and leave a folder behind)."""
+    from .api import check_reachable
+
+    check_reachable(build_structure(model, spec, cfg.search.importance, cfg.search.ignored_layers), cfg.search)
 
 
 def _check_baseline_data(cfg: RunConfig, dataset: str) -> Any:

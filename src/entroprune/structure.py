@@ -36,7 +36,6 @@ ROOTS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
-@torch.no_grad()
 def check_example(example_input: torch.Tensor) -> None:
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
         raise ConfigError("the example input must be one tensor of shape (batch, channels, ...); models that "
@@ -50,6 +49,7 @@ def cannot_run(example_input: torch.Tensor, exc: Exception) -> ConfigError:
                        "batch of the inputs it takes")
 
 
+@torch.no_grad()
 def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
     """MACs of one forward pass at the example's size (batch 1) and the parameter count."""
     check_example(example_input)
