@@ -600,6 +600,70 @@ def test_python_api_on_any_module(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def _small_cnn(conv=torch.nn.Conv2d, bn=torch.nn.BatchNorm2d, pool=torch.nn.AdaptiveAvgPool2d):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(conv(1, 16, 3, padding=1), bn(16), torch.nn.ReLU(), conv(16, 24, 3, padding=1), bn(24),
+                               torch.nn.ReLU(), pool(1), torch.nn.Flatten(), torch.nn.Linear(24, 3))
+
+
+def test_python_api_prunes_frozen_and_compiled_modules(tmp_path):
+    """A model frozen for inference (requires_grad False: torch-pruning's autograd trace saw no group in it)
+    is searched and pruned as the trainable one; torch.compile's wrapper is unwrapped; the user's module
+    keeps every submodule's mode."""
+    import entroprune as ep
+
+    x = torch.randn(96, 1, 10, 10, generator=torch.Generator().manual_seed(0))
+    cfg = ep.SearchConfig(macs_target=0.5, episodes=4, warmup=2, calib_size=64, rerank_top_k=2, recovery_steps=3,
+                          recovery_images=32)
+    plain = ep.search_module(_small_cnn().eval(), x[:1], x, tmp_path / "plain", cfg)
+    frozen_net = _small_cnn().train().requires_grad_(False)
+    frozen_net[4].eval()  # a BN the user keeps in eval mode inside a net in train mode
+    frozen = ep.search_module(frozen_net, x[:1], x, tmp_path / "frozen", cfg)
+    assert (frozen.policy, frozen.reward) == (plain.policy, plain.reward)
+    assert [m.training for m in frozen_net] == [True] * 4 + [False] + [True] * 4
+    pruned, _ = ep.prune_module(frozen_net, x[:1], frozen)
+    assert ep.count_macs_params(pruned, x[:1])[0] < ep.count_macs_params(frozen_net, x[:1])[0]
+    assert not any(p.requires_grad for p in pruned.parameters())  # as frozen as the model it came from
+    assert frozen_net[0].weight.shape[0] == 16 and pruned(x[:2]).shape == (2, 3)
+    with pytest.raises(ep.EntropruneError, match=re.escape("every parameter of the model is frozen")):
+        ep.finetune_module(pruned, [(x[:8], torch.zeros(8, dtype=torch.long))], epochs=1)
+    compiled = torch.compile(_small_cnn().eval())
+    res = ep.search_module(compiled, x[:1], x, tmp_path / "compiled", cfg)
+    assert res.policy == plain.policy
+    pruned, _ = ep.prune_module(compiled, x[:1], res)
+    assert isinstance(pruned, torch.nn.Sequential)
+
+
+def test_python_api_refuses_what_it_cannot_cut_in_one_line(tmp_path):
+    """TorchScript, weights computed by a reparametrisation (torch.nn.utils.prune's masks, weight norm old
+    and new: a deepcopy of a masked model raised deep inside) and 1-D convolutions (called a model with
+    nothing to prune): one line naming the layer and the fix, nothing written."""
+    import torch.nn.utils.prune as nn_prune
+
+    import entroprune as ep
+
+    x = torch.randn(4, 1, 10, 10)
+    masked = _small_cnn()
+    nn_prune.l1_unstructured(masked[3], "weight", 0.3)
+    normed = _small_cnn()
+    normed[0] = torch.nn.utils.parametrizations.weight_norm(normed[0])
+    old_style = _small_cnn()
+    torch.nn.utils.weight_norm(old_style[3])
+    conv1d = _small_cnn(torch.nn.Conv1d, torch.nn.BatchNorm1d, torch.nn.AdaptiveAvgPool1d)
+    cases = [(torch.jit.trace(_small_cnn().eval(), x[:1]), x, "the model is TorchScript"),
+             (masked, x, "layer '3' computes its 'weight' through torch.nn.utils.prune's mask, which structured pruning "
+              "cannot slice; bake it in first with torch.nn.utils.prune.remove(layer, 'weight')"),
+             (normed, x, "layer '0' computes its 'weight' through a parametrization"),
+             (old_style, x, "torch.nn.utils.remove_weight_norm(layer, 'weight')"),
+             (conv1d, torch.randn(4, 1, 10), "the model's convolutions are not 2-D ('0' (Conv1d), '3' (Conv1d))")]
+    for model, example, message in cases:
+        with pytest.raises(ep.EntropruneError, match=re.escape(message)):
+            ep.search_module(model, example[:1], example, tmp_path / "s", ep.SearchConfig(episodes=2))
+        with pytest.raises(ep.EntropruneError, match=re.escape(message)):
+            ep.prune_module(model, example[:1], {"0": 0.5})
+    assert not (tmp_path / "s").exists()
+
+
 def test_default_config_file_matches_defaults():
     from pathlib import Path
 

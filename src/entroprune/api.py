@@ -24,6 +24,7 @@ from .utils import (
     check_writable_dir,
     file_sha256,
     forward_with_hooks,
+    modes_kept,
     refuse_output_inside,
     seed_everything,
     write_json,
@@ -598,9 +599,19 @@ def _take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], li
     return torch.cat(xs)[:limit], torch.cat(ys)[:limit]
 
 
-def _check_module(model: nn.Module) -> None:
-    """A module handed to the API (no checkpoint load checked it): finite float32 weights, as the images the
-    stages feed it are float32 (a float64 or half model would fail deep inside with a dtype mismatch)."""
+def _check_module(model: nn.Module) -> nn.Module:
+    """A module handed to the API for pruning (no checkpoint load checked it): an eager module (torch.compile's
+    is unwrapped) whose weights are plain tensors, checked as ``_check_weights`` says."""
+    from .structure import plain_module
+
+    model = plain_module(model)
+    _check_weights(model)
+    return model
+
+
+def _check_weights(model: nn.Module) -> None:
+    """Finite float32 weights, as the images the stages feed a model are float32 (a float64 or half model
+    would fail deep inside with a dtype mismatch)."""
     from .checkpoint import check_finite
 
     dtypes = {t.dtype for t in model.parameters() if t.is_floating_point()}  # a buffer may be float64 on purpose
@@ -629,16 +640,16 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
         config = replace(config, importance=importance)
     config.validate()
     _check_workers(workers, ray_address)
-    _check_module(model)
-    model = model.eval()
+    model = _check_module(model)
     structure = Structure(model, example_input, importance=config.importance, ignored=config.ignored_layers)
     extra = config.recovery_images if config.reranks and config.recovery_steps else 0
     images = _take_images(calib, config.calib_size + extra)
     calib_x = images[: config.calib_size]
     recovery = (images[config.calib_size:] if len(images) > config.calib_size else images) if extra else None
     val_xy = _take_labelled(val, config.val_size) if val is not None else None
-    return run_search(model, structure, calib_x, val_xy, config, out_dir, resume=resume, quiet=quiet,
-                      workers=workers, ray_address=ray_address, recovery_images=recovery)
+    with modes_kept(model):
+        return run_search(model.eval(), structure, calib_x, val_xy, config, out_dir, resume=resume, quiet=quiet,
+                          workers=workers, ray_address=ray_address, recovery_images=recovery)
 
 
 def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchResult | str | Path | dict[str, Any],
@@ -653,8 +664,8 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     else:  # a SearchResult
         pol = _read_policy({"policy": policy.policy, "ignored_layers": list(policy.ignored_layers),
                             "importance": policy.importance})
-    _check_module(model)
-    structure = Structure(model.eval(), example_input, importance=pol.get("importance", importance),
+    model = _check_module(model)
+    structure = Structure(model, example_input, importance=pol.get("importance", importance),
                           ignored=_ignored(pol))
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
     pruned, history = prune_model(model, structure, counts)
@@ -670,7 +681,11 @@ def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int =
     """Fine-tune any (pruned) CNN in place; SGD with a cosine schedule. Batches are (x, y), or images alone
     when ``teacher`` is given: label-free distillation from it, as the command line fine-tunes on unlabelled
     images (the history then gives ``val_agreement`` with the teacher instead of an accuracy)."""
-    _check_module(model)
+    _check_weights(model)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("every parameter of the model is frozen (requires_grad False), so fine-tuning would "
+                          "change nothing; call model.requires_grad_(True) first, or leave frozen only what "
+                          "should stay fixed")
     train_loader, labelled = _batches(train_loader, teacher, "train_loader")
     if val_loader is not None:
         val_loader, val_labelled = _batches(val_loader, teacher, "val_loader")

@@ -24,6 +24,22 @@ if TYPE_CHECKING:  # structure probes its groups with this module's pruning: no 
     from .structure import Structure
 
 
+@contextmanager
+def traceable(model: nn.Module):
+    """torch-pruning traces the dependency graph through autograd, which records nothing through frozen
+    parameters (a model loaded for inference with ``requires_grad_(False)`` showed no prunable group):
+    inside, every parameter is trainable; on exit each gets its own flag back by name (pruning replaces
+    the parameters it cuts)."""
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    model.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield model
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags.get(name, True))
+
+
 def apply_physical(model: nn.Module, structure: Structure, keep: Mapping[str, int]) -> list:
     """Remove channels in place with torch-pruning; returns the pruning history.
 
@@ -32,19 +48,18 @@ def apply_physical(model: nn.Module, structure: Structure, keep: Mapping[str, in
     """
     model.eval()
     mods = dict(model.named_modules())
-    with torch.enable_grad():
+    with traceable(model):
         dg = tp.DependencyGraph().build_dependency(model, structure.example_input.to(
             next(model.parameters()).device))
-    for g in structure.groups:
-        count = int(keep.get(g.name, g.channels))
-        if count >= g.channels:
-            continue
-        root = mods[g.name]
-        fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else (
-            tp.prune_depthwise_conv_out_channels if g.layer_type == "depthwise"
-            else tp.prune_conv_out_channels)
-        idxs = [g.member_idxs[g.name][i] for i in g.removed(count)]
-        with torch.enable_grad():
+        for g in structure.groups:
+            count = int(keep.get(g.name, g.channels))
+            if count >= g.channels:
+                continue
+            root = mods[g.name]
+            fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else (
+                tp.prune_depthwise_conv_out_channels if g.layer_type == "depthwise"
+                else tp.prune_conv_out_channels)
+            idxs = [g.member_idxs[g.name][i] for i in g.removed(count)]
             dg.get_pruning_group(root, fn, idxs=idxs).prune()
     return dg.pruning_history()
 
@@ -118,8 +133,8 @@ def _plain_history(history: list) -> list:
 def replay_pruning_history(model: nn.Module, example: torch.Tensor, history: list) -> nn.Module:
     """Re-apply a saved pruning history to a fresh model so its shapes match the weights."""
     try:
-        with torch.enable_grad():  # the graph is traced through autograd
-            dg = tp.DependencyGraph().build_dependency(model.eval(), example)
+        with traceable(model.eval()):
+            dg = tp.DependencyGraph().build_dependency(model, example)
             dg.load_pruning_history([tuple(h) for h in history])
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise CheckpointError(f"cannot replay the checkpoint's pruning history ({exc}); "

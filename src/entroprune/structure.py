@@ -27,9 +27,9 @@ import torch_pruning as tp
 from torch_pruning.utils.op_counter import MODULES_MAPPING
 
 from .errors import ConfigError
-from .prune import Masker, apply_physical
+from .prune import Masker, apply_physical, traceable
 from .settings import DEFAULT_IMPORTANCE, IMPORTANCES
-from .utils import forward_with_hooks
+from .utils import forward_with_hooks, modes_kept
 
 # Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders).
 ROOTS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
@@ -40,6 +40,41 @@ def check_example(example_input: torch.Tensor) -> None:
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
         raise ConfigError("the example input must be one tensor of shape (batch, channels, ...); models that "
                           f"take several inputs are not supported (got {type(example_input).__name__})")
+
+
+def plain_module(model: nn.Module) -> nn.Module:
+    """The eager module to prune, or one line saying why there is none: torch.compile's wrapper is
+    unwrapped (every pruned copy would be compiled again); TorchScript has no Python modules to cut;
+    weights computed by a reparametrisation (torch.nn.utils.prune's masks, weight or spectral norm)
+    are not tensors torch-pruning can slice (a deepcopy of a masked model fails outright)."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.prune import BasePruningMethod
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
+    if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ConfigError("the model is TorchScript (torch.jit.script or torch.jit.trace), which has no layers to "
+                          "cut; pass the eager nn.Module it was made from")
+    fixes = {BasePruningMethod: ("torch.nn.utils.prune's mask", "torch.nn.utils.prune.remove(layer, {!r})"),
+             WeightNorm: ("weight norm", "torch.nn.utils.remove_weight_norm(layer, {!r})"),
+             SpectralNorm: ("spectral norm", "torch.nn.utils.remove_spectral_norm(layer, {!r})")}
+    for name, m in model.named_modules():
+        if parametrize.is_parametrized(m):
+            tensor = next(iter(m.parametrizations))
+            raise ConfigError(f"layer {name!r} computes its {tensor!r} through a parametrization (weight or spectral "
+                              "norm), which structured pruning cannot slice; bake it in first with "
+                              f"torch.nn.utils.parametrize.remove_parametrizations(layer, {tensor!r})")
+        for hook in m._forward_pre_hooks.values():
+            for kind, (what, fix) in fixes.items():
+                if isinstance(hook, kind):
+                    tensor = getattr(hook, "_tensor_name", getattr(hook, "name", "weight"))
+                    raise ConfigError(f"layer {name!r} computes its {tensor!r} through {what}, which structured "
+                                      f"pruning cannot slice; bake it in first with {fix.format(tensor)}")
+    return model
 
 
 def cannot_run(example_input: torch.Tensor, exc: Exception) -> ConfigError:
@@ -53,14 +88,13 @@ def cannot_run(example_input: torch.Tensor, exc: Exception) -> ConfigError:
 def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
     """MACs of one forward pass at the example's size (batch 1) and the parameter count."""
     check_example(example_input)
-    was_training = model.training
+    model = plain_module(model)
     device = next(model.parameters()).device
     try:
-        macs, params = tp.utils.count_ops_and_params(model, example_input[:1].to(device))
+        with modes_kept(model):
+            macs, params = tp.utils.count_ops_and_params(model, example_input[:1].to(device))
     except Exception as exc:  # noqa: BLE001 - a wrong shape or dtype is the caller's, one line
         raise cannot_run(example_input, exc) from None
-    finally:
-        model.train(was_training)
     return int(macs), int(params)
 
 
@@ -314,7 +348,7 @@ class Structure:
         check_example(example_input)
         self.importance = importance
         self.example_input = example_input[:1].detach().cpu()
-        model = copy.deepcopy(model).cpu().eval()
+        model = copy.deepcopy(plain_module(model)).cpu().eval()
         names = {m: n for n, m in model.named_modules()}
         try:
             calls, conv_order = _leaf_calls(model, self.example_input)
@@ -332,7 +366,7 @@ class Structure:
         self.protected = list(dict.fromkeys([self.classifier, *output_layers(model, self.example_input), *ignored]))
         ignored_mods = [all_mods[n] for n in self.protected]
         try:
-            with torch.enable_grad():  # torch-pruning traces the graph through autograd
+            with traceable(model):
                 dg = tp.DependencyGraph().build_dependency(model, self.example_input)
             raw = list(dg.get_all_groups(ignored_layers=ignored_mods,
                                          root_module_types=list(ROOTS)))
@@ -350,6 +384,12 @@ class Structure:
         for i, gr in enumerate(groups):
             gr.index = i
         if not groups:
+            other = [f"{n!r} ({type(m).__name__})" for n, m in model.named_modules()
+                     if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, CONVS)]
+            if other:
+                raise ConfigError(f"the model's convolutions are not 2-D ({', '.join(other[:3])}"
+                                  f"{', ...' if len(other) > 3 else ''}); entroprune prunes Conv2d and "
+                                  "ConvTranspose2d layers (its entropy reward reads 2-D activation maps)")
             raise ConfigError("the model has no prunable channel group (every conv feeds the "
                               "classifier directly or has a single channel); nothing to prune")
         self.groups = groups

@@ -209,6 +209,18 @@ def progress_bar(disable: bool = False):
                     console=Console(stderr=True), disable=disable, transient=False)
 
 
+@contextlib.contextmanager
+def modes_kept(model: torch.nn.Module):
+    """Inside: the caller may switch ``model`` to eval mode; on exit every submodule has its own training
+    flag back (``model.train(was)`` would also switch a BN the user froze in eval mode back to train)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def forward_with_hooks(model: torch.nn.Module, example: torch.Tensor,
                        hooks: list[tuple[torch.nn.Module, Callable]]) -> None:
     """One no-grad eval-mode forward with temporary forward hooks; restores the mode after.
@@ -218,15 +230,12 @@ def forward_with_hooks(model: torch.nn.Module, example: torch.Tensor,
     import torch
 
     handles = [module.register_forward_hook(hook) for module, hook in hooks]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(example)
+        with modes_kept(model), torch.no_grad():
+            model.eval()(example)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
 
 
 @contextlib.contextmanager

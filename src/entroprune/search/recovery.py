@@ -45,6 +45,7 @@ class Recovery:
         """Distil ``net`` in place for ``steps`` steps, then re-estimate its BN statistics."""
         if not self.batches:
             return net
+        net.requires_grad_(True)  # a pruned copy of a model frozen for inference keeps its flags
         opt = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9)
         net.train()
         with torch.enable_grad():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import torch
 import torch.nn as nn
 
 from .base import Agent
@@ -89,13 +88,15 @@ class GlobalAgent(FixedPolicyAgent):
         """
         import torch_pruning as tp
 
+        from ...prune import traceable
+
         base = copy.deepcopy(model).cpu().eval()
         example = structure.example_input
 
         def counts_at(ratio: float) -> np.ndarray:
             net = copy.deepcopy(base)
             named = dict(net.named_modules())
-            with torch.enable_grad():
+            with traceable(net):
                 pruner = tp.pruner.MagnitudePruner(
                     net, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
                     global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=1 - min_keep,
