@@ -316,6 +316,9 @@ def test_resume_keeps_finished_stages_and_refuses_what_it_cannot_continue(quick_
     assert all(torch.equal(a[k], b[k]) for k in a)
     ev = json.loads((run / "evaluation.json").read_text())
     assert ev["resumes"] == 1 and ev["timings_s"]["search"] == record["timings_s"]["search"]
+    summary = json.loads((run / "search" / "search.json").read_text())  # a search reward and a re-ranking score,
+    assert summary["rerank"] and (ev["search_reward"], ev["rerank_score"]) == (  # each under its own name
+        summary["best_search_reward"], summary["reward"]) and summary["reward"] != summary["best_search_reward"]
     assert "Interrupted and resumed 1x (`entroprune run --resume`" in (run / "report.md").read_text()
     assert "Interrupted and resumed" not in (done / "report.md").read_text()
 
@@ -524,6 +527,16 @@ def test_config_file_flags_and_quick_preset(tmp_path):
         str(tmp_path / "sub" / "m.pt"), "flag_imgs", str(tmp_path / "sub" / "lm.json"), "runs")
 
 
+class _NoLen:
+    """Re-iterable, without a length."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
 def test_python_api_on_any_module(tmp_path):
     """A user's own CNN (not from the zoo), a torch DataLoader, and the module-level API."""
     from torch.utils.data import DataLoader, TensorDataset
@@ -573,7 +586,12 @@ def test_python_api_on_any_module(tmp_path):
             (lambda: ep.finetune_module(student, images, epochs=1), "train_loader yields images without labels; "
              "pass teacher="),
             (lambda: ep.finetune_module(student, images, teacher=net, val_loader=loader), "both yield (images, labels)"),
-            (lambda: ep.finetune_module(student, [], epochs=1), "got no batch")):
+            (lambda: ep.finetune_module(student, [], epochs=1), "got no batch"),
+            # a one-shot iterator trained its first epoch short of the batch peeked, then on nothing (loss 0.0)
+            (lambda: ep.finetune_module(student, iter(loader), epochs=2), "train_loader is a one-shot iterator"),
+            (lambda: ep.finetune_module(student, (b for b in loader)), "train_loader is a one-shot iterator"),
+            (lambda: ep.finetune_module(student, loader, val_loader=iter(loader)), "val_loader is a one-shot"),
+            (lambda: ep.finetune_module(student, _NoLen(loader)), "train_loader has no len()")):
         with pytest.raises(ep.EntropruneError, match=re.escape(message)):
             call()
     # what no checkpoint load checked: a NaN weight (which the entropy would read as a constant 0 and the search
@@ -651,8 +669,8 @@ def test_python_api_refuses_what_it_cannot_cut_in_one_line(tmp_path):
     torch.nn.utils.weight_norm(old_style[3])
     conv1d = _small_cnn(torch.nn.Conv1d, torch.nn.BatchNorm1d, torch.nn.AdaptiveAvgPool1d)
     cases = [(torch.jit.trace(_small_cnn().eval(), x[:1]), x, "the model is TorchScript"),
-             (masked, x, "layer '3' computes its 'weight' through torch.nn.utils.prune's mask, which structured pruning "
-              "cannot slice; bake it in first with torch.nn.utils.prune.remove(layer, 'weight')"),
+             (masked, x, "layer '3' computes its 'weight' through torch.nn.utils.prune's mask, which entroprune can "
+              "neither prune nor count; bake it in first with torch.nn.utils.prune.remove(layer, 'weight')"),
              (normed, x, "layer '0' computes its 'weight' through a parametrization"),
              (old_style, x, "torch.nn.utils.remove_weight_norm(layer, 'weight')"),
              (conv1d, torch.randn(4, 1, 10), "the model's convolutions are not 2-D ('0' (Conv1d), '3' (Conv1d))")]
@@ -661,6 +679,8 @@ def test_python_api_refuses_what_it_cannot_cut_in_one_line(tmp_path):
             ep.search_module(model, example[:1], example, tmp_path / "s", ep.SearchConfig(episodes=2))
         with pytest.raises(ep.EntropruneError, match=re.escape(message)):
             ep.prune_module(model, example[:1], {"0": 0.5})
+    with pytest.raises(ep.EntropruneError, match="through a parametrization"):
+        ep.count_macs_params(normed, x[:1])  # torch-pruning's counter skipped the parametrised conv's MACs
     assert not (tmp_path / "s").exists()
 
 

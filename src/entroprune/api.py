@@ -711,7 +711,14 @@ class _Unlabelled:
 
 def _batches(loader: Iterable[Any], teacher: nn.Module | None, name: str) -> tuple[Iterable[Any], bool]:
     """``loader`` as (x, y) batches, and whether it has labels: a batch of images alone has none, which only
-    distillation from a teacher can train on."""
+    distillation from a teacher can train on. Every epoch walks it again, and the schedule needs the training
+    loader's length: a one-shot iterator trained on its first epoch alone, short of the batch peeked here."""
+    if iter(loader) is loader:
+        raise ConfigError(f"{name} is a one-shot iterator (a generator, or iter() of a loader), which only the "
+                          "first epoch could read; pass the loader itself or a list of batches")
+    if name == "train_loader" and not hasattr(loader, "__len__"):
+        raise ConfigError(f"{name} has no len(), which the learning-rate schedule needs; pass a DataLoader or a "
+                          "list of batches")
     first = next(iter(loader), None)
     if isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor):
         return loader, True

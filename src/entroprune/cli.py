@@ -470,11 +470,13 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
     if res.summary.get("rerank"):  # the search's reward and the re-ranking's score are on different scales
         out.print(f"search: best {cfg.reward.kind} reward {res.summary['best_search_reward']:.5f} "
                   f"(episode {res.summary['best_episode']} of {res.episodes})")
-        out.print(f"re-ranked {len(res.summary['rerank'])} policies by {cfg.rerank_reward} after "
+        n = len(res.summary["rerank"])
+        out.print(f"re-ranked {n} {'policy' if n == 1 else 'policies'} by {cfg.rerank_reward} after "
                   f"{cfg.recovery_steps} recovery steps: the {res.summary['chosen']} policy won "
                   f"(score {res.reward:.5f}), {where}")
     else:
-        out.print(f"best {cfg.reward.kind} reward {res.reward:.5f} at {where}, {res.episodes} episodes")
+        out.print(f"best {cfg.reward.kind} reward {res.reward:.5f} at {where}, {res.episodes} "
+                  f"episode{'s' if res.episodes != 1 else ''}")
     if cfg.round_to == "auto":
         out.print(f"rounding: {res.summary['config']['round_to']} channels, measured on {cfg.latency_backend} at "
                   f"batch {cfg.latency_batch} ({out_dir / 'rounding.json'})")

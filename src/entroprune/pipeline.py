@@ -221,7 +221,11 @@ def _run_stages(cfg: RunConfig, progress: Progress, given: bool, device: torch.d
             "machine": machine_description(), "uniform_policy": uniform, "uniform_reference": reference,
             "macs_reference": macs_reference, "export": exported,
             "timings_s": {**progress.timings, "total": progress.elapsed}, "resumes": progress.record.get("resumes", 0),
-            "search_reward": result.reward, "chosen": result.summary.get("chosen", "search"),
+            # the search's own best reward, and the re-ranking's score of the policy returned (what result.reward
+            # holds when the search re-ranks: the two are on different scales)
+            "search_reward": result.summary.get("best_search_reward", result.reward),
+            "rerank_score": result.reward if result.summary.get("rerank") else None,
+            "chosen": result.summary.get("chosen", "search"),
             "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")}
         progress.stage("report", lambda: (write_json(run_dir / "evaluation.json", evaluation), write_report(run_dir)))
     return run_dir

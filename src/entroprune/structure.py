@@ -43,10 +43,10 @@ def check_example(example_input: torch.Tensor) -> None:
 
 
 def plain_module(model: nn.Module) -> nn.Module:
-    """The eager module to prune, or one line saying why there is none: torch.compile's wrapper is
+    """The eager module to prune or count, or one line saying why there is none: torch.compile's wrapper is
     unwrapped (every pruned copy would be compiled again); TorchScript has no Python modules to cut;
-    weights computed by a reparametrisation (torch.nn.utils.prune's masks, weight or spectral norm)
-    are not tensors torch-pruning can slice (a deepcopy of a masked model fails outright)."""
+    weights computed by a reparametrisation (torch.nn.utils.prune's masks, weight or spectral norm) are
+    not tensors torch-pruning can slice (a deepcopy of a masked model fails outright) or count."""
     from torch.nn.utils import parametrize
     from torch.nn.utils.prune import BasePruningMethod
     from torch.nn.utils.spectral_norm import SpectralNorm
@@ -66,14 +66,14 @@ def plain_module(model: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(m):
             tensor = next(iter(m.parametrizations))
             raise ConfigError(f"layer {name!r} computes its {tensor!r} through a parametrization (weight or spectral "
-                              "norm), which structured pruning cannot slice; bake it in first with "
+                              "norm), which entroprune can neither prune nor count; bake it in first with "
                               f"torch.nn.utils.parametrize.remove_parametrizations(layer, {tensor!r})")
         for hook in m._forward_pre_hooks.values():
             for kind, (what, fix) in fixes.items():
                 if isinstance(hook, kind):
                     tensor = getattr(hook, "_tensor_name", getattr(hook, "name", "weight"))
-                    raise ConfigError(f"layer {name!r} computes its {tensor!r} through {what}, which structured "
-                                      f"pruning cannot slice; bake it in first with {fix.format(tensor)}")
+                    raise ConfigError(f"layer {name!r} computes its {tensor!r} through {what}, which entroprune "
+                                      f"can neither prune nor count; bake it in first with {fix.format(tensor)}")
     return model
 
 
@@ -88,7 +88,7 @@ def cannot_run(example_input: torch.Tensor, exc: Exception) -> ConfigError:
 def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
     """MACs of one forward pass at the example's size (batch 1) and the parameter count."""
     check_example(example_input)
-    model = plain_module(model)
+    model = plain_module(model)  # torch-pruning's counter skips a parametrised conv (its class is not Conv2d)
     device = next(model.parameters()).device
     try:
         with modes_kept(model):
