@@ -97,6 +97,9 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     (tmp_path / "notjson.json").write_text("{this is not json")
     (tmp_path / "unknown_key.yaml").write_text("search:\n  epsiodes: 3\n")
     (tmp_path / "wrong_type.yaml").write_text("seed: twelve\n")
+    (tmp_path / "bool_number.yaml").write_text("dataset: digits\nsearch:\n  episodes: yes\n")  # pydantic read it as 1 episode
+    (tmp_path / "empty_value.yaml").write_text("dataset: ''\nbaseline:\n  train_limit: 256\n")  # was read as no dataset: fashion-mnist
+    (tmp_path / "union_value.yaml").write_text("search:\n  round_to: 7.5\n")  # named 'search.round_to.int'
     (tmp_path / "bad_syntax.yaml").write_text("search: [unclosed\n")
     (tmp_path / "zero_workers.yaml").write_text("workers: 0\n")
     (tmp_path / "negative_processes.yaml").write_text("latency_processes: -1\n")
@@ -200,6 +203,9 @@ CASES = {
     "unwritable output directory": ["train", "--dataset", "digits", "--epochs", "1", "--out", f"{T}/a_file/sub"],
     "config with unknown key": ["run", "--config", f"{T}/unknown_key.yaml", "--out-root", f"{T}/out"],
     "config with wrong type": ["run", "--config", f"{T}/wrong_type.yaml", "--out-root", f"{T}/out"],
+    "config with a boolean for a number": ["run", "--config", f"{T}/bool_number.yaml", "--out-root", f"{T}/out"],
+    "config with an empty dataset": ["run", "--config", f"{T}/empty_value.yaml", "--out-root", f"{T}/out"],
+    "config with a fraction for round_to": ["run", "--config", f"{T}/union_value.yaml", "--out-root", f"{T}/out"],
     "config with bad YAML": ["run", "--config", f"{T}/bad_syntax.yaml", "--out-root", f"{T}/out"],
     "config with two seeds": ["run", "--config", f"{T}/two_seeds.yaml", "--out-root", f"{T}/out"],
     "config with 0 workers": ["run", "--config", f"{T}/zero_workers.yaml", "--out-root", f"{T}/out"],
@@ -331,6 +337,9 @@ EXPECT = {
     'unwritable output directory': 'is not writable',
     'config with unknown key': "config key 'search.epsiodes'",
     'config with wrong type': "config key 'seed'",
+    'config with a boolean for a number': "config key 'search.episodes' must be a number, got true",
+    'config with an empty dataset': "'dataset' is empty; give it a value, or leave it out for its default",
+    'config with a fraction for round_to': "config key 'search.round_to': Input should be a valid integer",
     'config with bad YAML': 'is not valid YAML',
     'config with two seeds': "config key 'search.seed' (2) differs",
     'config with 0 workers': "config key 'workers'",

@@ -6,6 +6,7 @@ back to a default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -163,6 +164,7 @@ def quick_config() -> RunConfig:
 
 def parse_config(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
     """Validate a (partial) config mapping on top of ``base``'s values."""
+    _refuse_bool_numbers(RunConfig, data)
     merged = _merge((base or RunConfig()).to_dict(), data)
     search = data.get("search")
     if "seed" in data and not (isinstance(search, dict) and "seed" in search):
@@ -173,13 +175,35 @@ def parse_config(data: dict[str, Any], base: RunConfig | None = None) -> RunConf
         cfg = TypeAdapter(RunConfig).validate_python(merged, strict=False)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        # pydantic names the member of a union it tried (`round_to: 7.5` gave 'search.round_to.int')
+        where = ".".join(str(p) for p in err["loc"] if not re.fullmatch(r"int|float|str|bool|none|.*\[.*", str(p)))
         raise ConfigError(f"config key {where!r}: {err['msg']}; fix or remove it "
                           "(see configs/default.yaml for every key)") from None
+    for key in ("checkpoint", "model", "dataset", "data_dir", "out_root", "ray_address"):
+        if isinstance(getattr(cfg, key), str) and not getattr(cfg, key).strip():  # '' read as '.' or as the default
+            raise ConfigError(f"`{key}` is empty; give it a value, or leave it out for its default")
     if cfg.search.seed != cfg.seed:  # one seed drives every stage of the run
         raise ConfigError(f"config key 'search.seed' ({cfg.search.seed}) differs from 'seed' ({cfg.seed}); "
                           "the top-level seed seeds every stage of the run, set that one and remove search.seed")
     return cfg
+
+
+def _refuse_bool_numbers(cls: type, data: dict[str, Any], prefix: str = "") -> None:
+    """pydantic's lax mode reads a boolean as the number 1 or 0 (`seed: true` ran with seed 1, `episodes: yes` one
+    episode); a number key given a boolean is an error naming it."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        hint = hints.get(key)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            _refuse_bool_numbers(hint, value, f"{prefix}{key}.")  # type: ignore[arg-type]
+        elif isinstance(value, bool) and hint is not None:
+            kinds = typing.get_args(hint) or (hint,)
+            if bool not in kinds and (int in kinds or float in kinds):
+                raise ConfigError(f"config key {prefix + key!r} must be a number, got {str(value).lower()} (YAML "
+                                  "reads true, false, yes, no, on and off as booleans); fix or remove it")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
