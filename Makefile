@@ -31,9 +31,10 @@ run: setup
 	$(VENV)/bin/entroprune run $(RUN_ARGS)
 
 # One worker per core (pytest-xdist), one torch thread each (tests/conftest.py); worksteal: a worker that runs
-# out takes queued tests from the other, so a few minute-long tests at the end do not leave a core idle.
+# out takes queued tests from the other, so a few minute-long tests at the end do not leave a core idle. The 20
+# slowest are listed at the end: the suite's time budget (~10 min on 2 cores) is spent there.
 test: setup
-	$(PY) -m pytest -q -n auto --dist worksteal
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=20
 
 lint:
 	$(VENV)/bin/ruff check src tests benchmarks
