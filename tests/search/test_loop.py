@@ -99,11 +99,12 @@ def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
 
 def test_ddpg_improves_over_warmup(digits_ckpt, tmp_path):
     """Over four seeds, not a chosen one: every seed raises the mean reward of its last episodes above
-    its random warm-up's, and at least half beat the warm-up's best (measured: 2 of 4 with today's reward;
+    its random warm-up's, and at least half beat the warm-up's best (measured: 2 of 4 with today's reward, the
+    same seeds and last-20 gains of 0.04-0.09 with 100 episodes as with 150, in 60% of the time;
     docs/method.md's 3 of 4 predates the one-pass reward)."""
     beat_best = 0
     for seed in range(4):
-        res = search_checkpoint(digits_ckpt, tmp_path / f"d{seed}", cfg(episodes=150, warmup=20, seed=seed),
+        res = search_checkpoint(digits_ckpt, tmp_path / f"d{seed}", cfg(episodes=100, warmup=20, seed=seed),
                                 quiet=True)
         rewards = [json.loads(line)["reward"]
                    for line in (tmp_path / f"d{seed}" / "episodes.jsonl").read_text().splitlines()]
