@@ -686,9 +686,9 @@ def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int =
         raise ConfigError("every parameter of the model is frozen (requires_grad False), so fine-tuning would "
                           "change nothing; call model.requires_grad_(True) first, or leave frozen only what "
                           "should stay fixed")
-    train_loader, labelled = _batches(train_loader, teacher, "train_loader")
+    train_loader, labelled = _batches(train_loader, teacher, "train_loader", sized=True)
     if val_loader is not None:
-        val_loader, val_labelled = _batches(val_loader, teacher, "val_loader")
+        val_loader, val_labelled = _batches(val_loader, teacher, "val_loader", sized=False)
         if val_labelled != labelled:
             raise ConfigError("train_loader and val_loader must both yield (images, labels) or both images alone")
     config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine")
@@ -709,14 +709,14 @@ class _Unlabelled:
         return ((x, torch.full((len(x),), -1)) for x in self.loader)
 
 
-def _batches(loader: Iterable[Any], teacher: nn.Module | None, name: str) -> tuple[Iterable[Any], bool]:
+def _batches(loader: Iterable[Any], teacher: nn.Module | None, name: str, sized: bool) -> tuple[Iterable[Any], bool]:
     """``loader`` as (x, y) batches, and whether it has labels: a batch of images alone has none, which only
-    distillation from a teacher can train on. Every epoch walks it again, and the schedule needs the training
-    loader's length: a one-shot iterator trained on its first epoch alone, short of the batch peeked here."""
+    distillation from a teacher can train on. Every epoch walks it again (a one-shot iterator trained on its first
+    epoch alone, short of the batch peeked here), and ``sized``: the learning-rate schedule needs its length."""
     if iter(loader) is loader:
         raise ConfigError(f"{name} is a one-shot iterator (a generator, or iter() of a loader), which only the "
                           "first epoch could read; pass the loader itself or a list of batches")
-    if name == "train_loader" and not hasattr(loader, "__len__"):
+    if sized and not hasattr(loader, "__len__"):
         raise ConfigError(f"{name} has no len(), which the learning-rate schedule needs; pass a DataLoader or a "
                           "list of batches")
     first = next(iter(loader), None)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from .checkpoint import ModelSpec
     from .config import RunConfig
+    from .data import DataBundle
     from .latency import LatencyModel
     from .search import SearchConfig, SearchResult
     from .structure import Structure
@@ -358,7 +359,7 @@ def _check_target(cfg: RunConfig, model: nn.Module, spec: ModelSpec) -> None:
     check_reachable(build_structure(model, spec, cfg.search.importance, cfg.search.ignored_layers), cfg.search)
 
 
-def _check_baseline_data(cfg: RunConfig, dataset: str) -> Any:
+def _check_baseline_data(cfg: RunConfig, dataset: str) -> DataBundle:
     """The images a zoo baseline would train on: present and labelled."""
     from .data import load_dataset
     from .models import min_input_size

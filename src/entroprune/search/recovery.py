@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..prune import recalibrate_bn
+from ..utils import modes_kept
 
 
 class Recovery:
@@ -31,12 +32,10 @@ class Recovery:
     def __init__(self, teacher: nn.Module, images: torch.Tensor, steps: int = 40, batch_size: int = 128,
                  lr: float = 0.02, seed: int = 0):
         self.images, self.steps, self.batch_size, self.lr = images, steps, batch_size, lr
-        with torch.no_grad():
-            was_training = teacher.training
+        with torch.no_grad(), modes_kept(teacher):
             teacher.eval()
             self.targets = torch.cat([F.log_softmax(main_output(teacher(images[s:s + 512])), 1)
                                       for s in range(0, len(images), 512)]) if len(images) else images
-            teacher.train(was_training)
         gen = torch.Generator().manual_seed(seed)
         n = len(images)
         self.batches = [torch.randint(0, n, (min(batch_size, n),), generator=gen) for _ in range(steps)] if n else []
