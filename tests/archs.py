@@ -1,5 +1,6 @@
 """Small architectures on the patterns real model families use, for the structure and the
-architecture suite (tests/test_architectures.py). Random weights, 1-channel 16x16 inputs."""
+architecture suite (tests/test_architectures.py). Random weights, 1-channel 16x16 inputs (1-D nets: 1-channel
+signals of 64 samples)."""
 
 from __future__ import annotations
 
@@ -97,14 +98,16 @@ class GroupNormNet(torch.nn.Module):
 
 
 class UNet(torch.nn.Module):
-    """A U-Net step: a strided conv, a transposed conv back up, a skip concatenation."""
+    """A U-Net step: a strided conv, a transposed conv back up, a skip concatenation (``dims=1``: the 1-D U-Net of
+    audio denoising and time-series segmentation)."""
 
-    def __init__(s):
+    def __init__(s, dims: int = 2):
         super().__init__()
-        nn, C = torch.nn, torch.nn.Conv2d
+        nn = torch.nn
+        C, T = {1: (nn.Conv1d, nn.ConvTranspose1d), 2: (nn.Conv2d, nn.ConvTranspose2d)}[dims]
         s.d1 = C(1, 16, 3, padding=1)
         s.d2 = C(16, 32, 3, stride=2, padding=1)
-        s.up = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        s.up = T(32, 16, 2, stride=2)
         s.u1 = C(32, 16, 3, padding=1)
         s.fc = nn.Linear(16, 10)
 
@@ -112,7 +115,7 @@ class UNet(torch.nn.Module):
         a = torch.relu(s.d1(x))
         b = torch.relu(s.d2(a))
         u = torch.relu(s.up(b))
-        return s.fc(torch.relu(s.u1(torch.cat([a, u], 1))).mean((2, 3)))
+        return s.fc(torch.relu(s.u1(torch.cat([a, u], 1))).flatten(2).mean(2))
 
 
 class SK(torch.nn.Module):
@@ -322,6 +325,25 @@ class ConvCalledTwice(torch.nn.Module):
         return self.fc(torch.relu(self.c2(h)).mean((2, 3)))
 
 
+class TCResNet(torch.nn.Module):
+    """A keyword-spotting net on 1-D signals (TC-ResNet, MatchboxNet): a strided Conv1d stem, a residual block of
+    depthwise-separable Conv1d with BatchNorm1d, a pooled Linear classifier."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem, self.b0 = nn.Conv1d(1, 24, 5, stride=2, padding=2, bias=False), nn.BatchNorm1d(24)
+        self.dw, self.b1 = nn.Conv1d(24, 24, 9, padding=4, groups=24, bias=False), nn.BatchNorm1d(24)
+        self.pw, self.b2 = nn.Conv1d(24, 24, 1, bias=False), nn.BatchNorm1d(24)
+        self.c3, self.b3 = nn.Conv1d(24, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm1d(32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.b0(self.stem(x)))
+        h = torch.relu(h + self.b2(self.pw(torch.relu(self.b1(self.dw(h))))))
+        return self.fc(torch.nn.functional.adaptive_avg_pool1d(torch.relu(self.b3(self.c3(h))), 1).flatten(1))
+
+
 def zoo(name: str):
     from entroprune.models import build_model
 
@@ -356,7 +378,11 @@ ARCHITECTURES = {
     "sknet stack attention": (SK, "b1"),
     "depthwise channel multiplier": (DWMult, "c0"),
     "inception concat + projection": (Incep, "b1"),
+    "1-d keyword spotting (residual, depthwise)": (TCResNet, None),
+    "1-d u-net (transposed conv + skip concat)": (lambda: UNet(dims=1), None),
 }
+#: One input's shape, where it is not 1x16x16.
+INPUT_SHAPES = {"1-d keyword spotting (residual, depthwise)": (1, 64), "1-d u-net (transposed conv + skip concat)": (1, 64)}
 
 
 def run_architecture(name: str, target: float, out_dir, pt2: bool = False) -> dict:
@@ -372,7 +398,7 @@ def run_architecture(name: str, target: float, out_dir, pt2: bool = False) -> di
     factory, bad = ARCHITECTURES[name]
     torch.manual_seed(0)
     net = factory().eval()
-    x = torch.randn(32, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(32, *INPUT_SHAPES.get(name, (1, 16, 16)), generator=torch.Generator().manual_seed(1))
     row: dict = {"name": name, "target": target, "refusal": None, "ignored": [], "unreachable": None}
     if bad is not None:
         try:

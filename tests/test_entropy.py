@@ -161,3 +161,32 @@ def test_probe_with_kept_channels_matches_layer_entropy(variants):
         for c in convs:
             want = layer_entropy(acts[c], v, kept.get(c)).sum().item() / len(x)
             assert res[v][c] == pytest.approx(want, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("variant", ["distribution", "cooccurrence", "cooccurrence-avg"])
+def test_one_dimensional_maps_are_read_as_one_row(variant):
+    """A Conv1d's (N, C, L) maps: entropy over the L positions, neighbours along the signal, as the slow
+    references compute them on a 1 x L map; a smooth, concentrated bump reads lower than noise."""
+    act = torch.rand(3, 4, 50) - 0.2
+    per_image = layer_entropy(act, variant)
+    assert torch.equal(per_image, layer_entropy(act.unsqueeze(2), variant))
+    slow = slow_distribution if variant == "distribution" else slow_cooccurrence
+    if not variant.endswith("-avg"):
+        ref = torch.tensor([sum(slow(act[i, j][None]) for j in range(4)) / 4 for i in range(3)])
+        assert torch.allclose(per_image, ref, atol=1e-5)
+    bump = torch.exp(-((torch.arange(50.0) - 25) / 4) ** 2).expand(3, 4, 50)
+    assert (layer_entropy(bump, variant) < layer_entropy(torch.rand(3, 4, 50), variant)).all()
+
+
+def test_probe_on_one_dimensional_net():
+    """Conv1d layers are measured at their BatchNorm1d, as Conv2d layers at theirs."""
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv1d(2, 8, 3, padding=1), nn.BatchNorm1d(8), nn.ReLU(),
+                          nn.Conv1d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                          nn.Linear(8, 3)).eval()
+    x = torch.randn(6, 2, 40)
+    points = activation_points(model, x[:1])
+    assert points == {"0": "1", "3": "3"}
+    with EntropyProbe(model, list(points), points, variants=VARIANTS) as probe:
+        res = probe.measure(x, batch_size=4)
+    assert all(math.isfinite(v) and v > 0 for r in res.values() for v in r.values())

@@ -72,6 +72,52 @@ def test_layer_shapes_follow_the_pruned_net(name):
         assert (int(cin[0]), int(cout[0])) == real, s.name
 
 
+@pytest.mark.parametrize("arch", ["1-d keyword spotting (residual, depthwise)", "1-d u-net (transposed conv + skip concat)"])
+def test_one_dimensional_nets_get_layers_of_their_own_kind(arch):
+    """1-D convs are timed as the 1-D layers they are, at their signal length (a Conv2d table would time
+    something else), follow the pruned net, and survive the JSON round trip."""
+    import json
+
+    from entroprune.latency import LatencyModel
+    from tests.archs import ARCHITECTURES, INPUT_SHAPES
+
+    torch.manual_seed(0)
+    model = ARCHITECTURES[arch][0]().eval()
+    example = torch.zeros(1, *INPUT_SHAPES[arch])
+    structure = Structure(model, example)
+    mods = dict(model.named_modules())
+    lengths = {}
+
+    def record(name, inp, out):
+        lengths[name] = (inp[0].shape[2:], out.shape[2:])
+
+    handles = [m.register_forward_hook(lambda m, i, o, n=n: record(n, i, o))
+               for n, m in mods.items() if isinstance(m, nn.modules.conv._ConvNd)]
+    model(example)
+    for h in handles:
+        h.remove()
+    shapes = layer_shapes(model, structure)
+    counts = np.array([structure.round_group(g, 0.5) for g in structure.groups])
+    pruned = dict(prune_model(model, structure, counts)[0].named_modules())
+    for s in shapes:
+        layer, shape = build_layer(s, s.in_full, s.out_full)
+        assert type(layer) is type(mods[s.name]), s.name
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            assert (shape[1:], layer(torch.zeros(1, *shape)).shape[2:]) == lengths[s.name], s.name
+        cin, cout = s.channels((structure.full_counts() - counts)[None].astype(float))
+        m = pruned[s.name]
+        assert (int(cin[0]), int(cout[0])) == ((m.in_features, m.out_features) if isinstance(m, nn.Linear)
+                                               else (m.in_channels, m.out_channels)), s.name
+    lo = structure.keep_counts(0.2, 1)
+    # these nets are 10x smaller than the 2-D ones above: their 'latencies' scaled to the same milliseconds
+    lm, report = fit_latency_model(model, structure, lo, lambda mod, shape: macs_timer(mod, shape) * 100,
+                                   calibration=4, held_out=4)
+    assert report["median_error"] < 0.01, report
+    back = LatencyModel.from_dict(json.loads(json.dumps(lm.to_dict())))
+    rows = np.stack([structure.full_counts(), lo])
+    assert np.allclose(back.predict(rows), lm.predict(rows))
+
+
 def test_interpolation_is_exact_on_a_bilinear_table_and_at_the_grid():
     gx, gy = np.array([8.0, 16.0, 32.0]), np.array([4.0, 12.0])
     table = np.outer(gx, gy) * 0.5

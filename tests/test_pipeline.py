@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import subprocess
 import sys
@@ -652,9 +653,35 @@ def test_python_api_prunes_frozen_and_compiled_modules(tmp_path):
     assert isinstance(pruned, torch.nn.Sequential)
 
 
+def test_python_api_prunes_a_one_dimensional_net(tmp_path):
+    """A keyword-spotting net on 1-D signals through the default two-stage search (the entropy reward reads its
+    Conv1d maps; the re-ranking recovers and scores the candidates), pruning, fine-tuning and export."""
+    import entroprune as ep
+    from entroprune.export import export_model
+    from tests.archs import TCResNet
+
+    torch.manual_seed(0)
+    net = TCResNet().eval()
+    x = torch.randn(96, 1, 64)
+    y = (x[:, 0, :32].mean(1) > 0).long() + 2 * (x[:, 0, 32:].mean(1) > 0).long()
+    cfg = ep.SearchConfig(macs_target=0.4, episodes=12, warmup=6, calib_size=32, recovery_steps=4,
+                          recovery_images=64, rerank_top_k=3)
+    res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
+    rewards = [json.loads(line)["reward"] for line in (tmp_path / "s" / "episodes.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r) for r in rewards) and len(set(rewards)) > 1  # the entropy reward sees 1-D maps
+    assert res.summary["chosen"] in ("search", "uniform", "global")
+    pruned, _ = ep.prune_module(net, x[:1], res, calib=x)
+    macs = ep.count_macs_params(pruned, x[:1])[0] / ep.count_macs_params(net, x[:1])[0]
+    assert 0.3 < macs <= 0.4 + 1e-9 and pruned(x[:2]).shape == (2, 10)
+    loader = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 96, 32)]
+    history = ep.finetune_module(pruned, loader, epochs=2, val_loader=loader)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert export_model(pruned, x[:1], tmp_path / "kws.onnx", "onnx")["max_abs_diff"] < 1e-4
+
+
 def test_python_api_refuses_what_it_cannot_cut_in_one_line(tmp_path):
     """TorchScript, weights computed by a reparametrisation (torch.nn.utils.prune's masks, weight norm old
-    and new: a deepcopy of a masked model raised deep inside) and 1-D convolutions (called a model with
+    and new: a deepcopy of a masked model raised deep inside) and 3-D convolutions (called a model with
     nothing to prune): one line naming the layer and the fix, nothing written."""
     import torch.nn.utils.prune as nn_prune
 
@@ -667,13 +694,13 @@ def test_python_api_refuses_what_it_cannot_cut_in_one_line(tmp_path):
     normed[0] = torch.nn.utils.parametrizations.weight_norm(normed[0])
     old_style = _small_cnn()
     torch.nn.utils.weight_norm(old_style[3])
-    conv1d = _small_cnn(torch.nn.Conv1d, torch.nn.BatchNorm1d, torch.nn.AdaptiveAvgPool1d)
+    conv3d = _small_cnn(torch.nn.Conv3d, torch.nn.BatchNorm3d, torch.nn.AdaptiveAvgPool3d)
     cases = [(torch.jit.trace(_small_cnn().eval(), x[:1]), x, "the model is TorchScript"),
              (masked, x, "layer '3' computes its 'weight' through torch.nn.utils.prune's mask, which entroprune can "
               "neither prune nor count; bake it in first with torch.nn.utils.prune.remove(layer, 'weight')"),
              (normed, x, "layer '0' computes its 'weight' through a parametrization"),
              (old_style, x, "torch.nn.utils.remove_weight_norm(layer, 'weight')"),
-             (conv1d, torch.randn(4, 1, 10), "the model's convolutions are not 2-D ('0' (Conv1d), '3' (Conv1d))")]
+             (conv3d, torch.randn(4, 1, 6, 6, 6), "the model's convolutions are 3-D ('0' (Conv3d), '3' (Conv3d))")]
     for model, example, message in cases:
         with pytest.raises(ep.EntropruneError, match=re.escape(message)):
             ep.search_module(model, example[:1], example, tmp_path / "s", ep.SearchConfig(episodes=2))

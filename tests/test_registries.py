@@ -1,12 +1,14 @@
 """Rewards, entropy variants and datasets are registries: a new entry is usable everywhere by its name."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from entroprune import entropy
 from entroprune.data import DATASETS, load_dataset, register_dataset
-from entroprune.errors import ConfigError
+from entroprune.errors import ConfigError, DataError
 from entroprune.search import RewardConfig, SearchConfig
 from entroprune.search.rewards import REWARDS, register_reward
 
@@ -61,3 +63,17 @@ def test_a_registered_dataset_loads_by_name(restore):
 
     data = load_dataset("noise", seed=0)
     assert data.name == "noise" and data.num_classes == 3
+
+
+def test_a_registered_dataset_of_signals_is_refused_with_the_route_that_prunes_them(restore):
+    """Datasets hold images; (N, C, L) signals crashed the split's mean with an IndexError. The Python API
+    prunes 1-D nets on loaders of the user's own (tests/test_pipeline.py)."""
+
+    @register_dataset("signals")
+    def signals(data_dir, image_size, in_channels):
+        return np.zeros((60, 2, 64), dtype=np.float32), np.arange(60) % 3, None
+
+    with pytest.raises(DataError, match=re.escape("dataset signals's images have shape (60, 2, 64), not (N, C, H, W); "
+                                                  "datasets hold images: prune a model of 1-D signals through the "
+                                                  "Python API")):
+        load_dataset("signals", seed=0)

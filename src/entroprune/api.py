@@ -553,7 +553,7 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
     layers = list(points)
     with EntropyProbe(model, layers, points, VARIANTS) as probe:
         values = probe.measure(calib)
-    conv_names = {n for n, m in mods.items() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    conv_names = {n for n, m in mods.items() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
     return {
         "model": ckpt.spec.model, "macs": int(structure.total_macs), "params": int(structure.total_params),
         "calib_images": len(calib), "variants": list(VARIANTS),

@@ -514,6 +514,11 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
         raise DataError(f"{name} is built in (scikit-learn) and reads no folder, but `data_dir` names {data_dir}; "
                         "leave `data_dir` out, or set `dataset` to the one stored there")
     x, y, test = reader(data_dir, image_size, in_channels)
+    for what, arr in (("images", x), ("test images", None if test is None else test[0])):
+        if arr is not None and np.ndim(arr) != 4:
+            raise DataError(f"dataset {name}'s {what} have shape {tuple(np.shape(arr))}, not (N, C, H, W); datasets "
+                            "hold images: prune a model of 1-D signals through the Python API (search_module, "
+                            "prune_module, finetune_module) with loaders of your own")
 
     labelled = bool((y >= 0).all())
     if labelled and len(np.unique(y)) < 2:

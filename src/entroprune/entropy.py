@@ -105,12 +105,15 @@ def map_entropy(maps: torch.Tensor, variant: str, levels: int = DEFAULT_LEVELS,
 def layer_entropy(act: torch.Tensor, variant: str = "distribution",
                   kept: torch.Tensor | None = None, levels: int = DEFAULT_LEVELS,
                   rectified: bool = False) -> torch.Tensor:
-    """Per-image entropy of one layer's (N, C, H, W) activations over its kept channels.
+    """Per-image entropy of one layer's (N, C, H, W) activations over its kept channels; a 1-D conv's
+    (N, C, L) maps are read as one row (entropy over their L positions, neighbours along it).
 
     ``rectified=True`` promises ``act >= 0`` and skips the ReLU copy.
     """
     check_variant(variant)
     act = act.float()
+    if act.dim() == 3:
+        act = act.unsqueeze(2)
     if kept is not None:
         kept = kept.to(act.device)
         if len(kept) == 0:
@@ -134,7 +137,7 @@ def activation_points(model: nn.Module, example: torch.Tensor) -> dict[str, str]
     points: dict[str, str] = {}
     hooks = []
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv2d):
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
             def conv_hook(m, i, o, name=name):
                 produced[id(o)] = name
                 points.setdefault(name, name)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .settings import BACKENDS, FRESH_PROCESSES, RUNTIMES, LatencyConfig, in_fresh
-from .structure import ROOTS
+from .structure import CONVS, ROOTS
 
 #: How reports and benchmark pages name each runtime (by column prefix).
 RUNTIME_NAMES = {"torch": "torch eager", "ts": "TorchScript", "ort": "onnxruntime"}
@@ -231,7 +231,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @dataclass
 class LayerShape:
-    """A conv or linear layer's channel counts as affine functions of the groups' kept counts."""
+    """A conv or linear layer's channel counts as affine functions of the groups' kept counts; a 1-D conv's
+    kernel, stride, padding and map sizes are 1-tuples."""
 
     name: str
     kind: str  # conv, convT or linear
@@ -239,13 +240,13 @@ class LayerShape:
     out_full: int
     in_coef: np.ndarray  # channels of the layer's input removed per channel removed from each group
     out_coef: np.ndarray
-    kernel: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
+    kernel: tuple[int, ...] = (1, 1)
+    stride: tuple[int, ...] = (1, 1)
+    padding: tuple[int, ...] = (0, 0)
     groups: int = 1  # grouped convs keep their group count; depthwise ones follow their channels
     depthwise: bool = False
-    in_hw: tuple[int, int] = (1, 1)
-    out_hw: tuple[int, int] = (1, 1)
+    in_hw: tuple[int, ...] = (1, 1)
+    out_hw: tuple[int, ...] = (1, 1)
 
     def channels(self, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(in, out) channel counts for rows of channels removed per group."""
@@ -255,7 +256,7 @@ class LayerShape:
 
     def out_elements(self, cout: np.ndarray) -> np.ndarray:
         """Output values per image: what the norms and activations after the layer touch."""
-        return cout * float(self.out_hw[0] * self.out_hw[1])
+        return cout * float(math.prod(self.out_hw))
 
 
 def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
@@ -266,11 +267,11 @@ def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
 
     model = copy.deepcopy(model).cpu().eval()
     layers = {n: m for n, m in model.named_modules() if isinstance(m, ROOTS)}
-    hw: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+    hw: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def record(name: str, inp: tuple, out: torch.Tensor) -> None:
-        def size(t: torch.Tensor) -> tuple[int, int]:
-            return (int(t.shape[2]), int(t.shape[3])) if t.dim() == 4 else (1, 1)
+        def size(t: torch.Tensor) -> tuple[int, ...]:
+            return tuple(int(d) for d in t.shape[2:]) if t.dim() in (3, 4) else (1, 1)
 
         hw.setdefault(name, (size(inp[0]), size(out)))
 
@@ -292,9 +293,10 @@ def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
     shapes = []
     for n, m in layers.items():
         cin, cout = _io(m)
-        conv = isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+        conv = isinstance(m, CONVS)
         shapes.append(LayerShape(
-            n, "linear" if not conv else ("convT" if isinstance(m, nn.ConvTranspose2d) else "conv"), cin, cout,
+            n, "linear" if not conv else ("convT" if isinstance(m, nn.modules.conv._ConvTransposeNd) else "conv"),
+            cin, cout,
             coef[n][0], coef[n][1], **({} if not conv else {
                 "kernel": tuple(m.kernel_size), "stride": tuple(m.stride), "padding": tuple(m.padding),
                 "groups": m.groups, "depthwise": m.groups > 1 and m.groups == cin}),
@@ -313,7 +315,8 @@ def build_layer(shape: LayerShape, cin: int, cout: int) -> tuple[nn.Module, tupl
     groups = cin if shape.depthwise else shape.groups
     if shape.depthwise:
         cout = cin
-    cls = nn.ConvTranspose2d if shape.kind == "convT" else nn.Conv2d
+    classes = {1: (nn.Conv1d, nn.ConvTranspose1d), 2: (nn.Conv2d, nn.ConvTranspose2d)}[len(shape.kernel)]
+    cls = classes[shape.kind == "convT"]
     return cls(cin, cout, shape.kernel, shape.stride, shape.padding, groups=groups), (cin, *shape.in_hw)
 
 

@@ -31,9 +31,10 @@ from .prune import Masker, apply_physical, traceable
 from .settings import DEFAULT_IMPORTANCE, IMPORTANCES
 from .utils import forward_with_hooks, modes_kept
 
-# Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders).
-ROOTS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+# Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders; 1-D convs: audio and
+# time series, whose maps the entropy reward reads as one row).
+CONVS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+ROOTS = (*CONVS, nn.Linear)
 
 
 def check_example(example_input: torch.Tensor) -> None:
@@ -144,7 +145,7 @@ def _by_root(item, channels: int) -> list[int]:
 
 def _depthwise(module: nn.Module) -> bool:
     """One filter per input channel (torch-pruning's test): in and out channels are pruned together."""
-    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.out_channels == \
+    return isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1 and module.groups == module.out_channels == \
         module.in_channels
 
 
@@ -302,7 +303,7 @@ def _make_group(g, dg, names: dict, mods: dict, rank: dict, out_hw: dict, imp) -
         if mod in names and dg.is_out_channel_pruning_fn(item.dep.handler):
             members.append(names[mod])
             member_idxs[names[mod]] = _by_root(item, channels)
-        if isinstance(mod, nn.Conv2d) and mod.groups > 1 and not _depthwise(mod):
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and mod.groups > 1 and not _depthwise(mod):
             step = math.lcm(step, mod.groups)
         elif isinstance(mod, nn.GroupNorm):
             step = math.lcm(step, mod.num_groups)
@@ -355,7 +356,7 @@ class Structure:
         except Exception as exc:  # noqa: BLE001 - a wrong shape or dtype is the caller's, one line
             raise cannot_run(example_input, exc) from None
         if not conv_order:
-            raise ConfigError("the model has no Conv2d or Linear layer; nothing to prune")
+            raise ConfigError("the model has no Conv1d, Conv2d or Linear layer; nothing to prune")
         self.classifier = conv_order[-1]
         all_mods = dict(model.named_modules())
         unknown = [n for n in ignored if n not in all_mods]
@@ -387,9 +388,9 @@ class Structure:
             other = [f"{n!r} ({type(m).__name__})" for n, m in model.named_modules()
                      if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, CONVS)]
             if other:
-                raise ConfigError(f"the model's convolutions are not 2-D ({', '.join(other[:3])}"
-                                  f"{', ...' if len(other) > 3 else ''}); entroprune prunes Conv2d and "
-                                  "ConvTranspose2d layers (its entropy reward reads 2-D activation maps)")
+                raise ConfigError(f"the model's convolutions are 3-D ({', '.join(other[:3])}"
+                                  f"{', ...' if len(other) > 3 else ''}); entroprune prunes 1-D and 2-D convolutions "
+                                  "(its entropy reward reads 1-D and 2-D activation maps)")
             raise ConfigError("the model has no prunable channel group (every conv feeds the "
                               "classifier directly or has a single channel); nothing to prune")
         self.groups = groups
