@@ -271,7 +271,9 @@ def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
 
     def record(name: str, inp: tuple, out: torch.Tensor) -> None:
         def size(t: torch.Tensor) -> tuple[int, ...]:
-            return tuple(int(d) for d in t.shape[2:]) if t.dim() in (3, 4) else (1, 1)
+            if isinstance(layers[name], CONVS) and t.dim() == 3:  # a 1-D conv's signal length
+                return (int(t.shape[2]),)
+            return (int(t.shape[2]), int(t.shape[3])) if t.dim() == 4 else (1, 1)
 
         hw.setdefault(name, (size(inp[0]), size(out)))
 
