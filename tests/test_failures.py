@@ -193,6 +193,7 @@ CASES = {
     "flops target 0": ["search", f"{T}/good.pt", "--macs-target", "0", "--out", f"{T}/out"],
     "flops target negative": ["search", f"{T}/good.pt", "--macs-target", "-0.5", "--out", f"{T}/out"],
     "flops target > 1": ["search", f"{T}/good.pt", "--macs-target", "1.5", "--out", f"{T}/out"],
+    "MACs target 1 without a latency target": ["search", f"{T}/good.pt", "--macs-target", "1", "--out", f"{T}/out"],
     "run from a checkpoint, unreachable MACs target": ["run", "--checkpoint", f"{T}/good.pt", "--macs-target", "0.01",
                                                        "--out-root", f"{T}/out"],
     "run of the zoo baseline, unreachable MACs target": ["run", "--quick", "--macs-target", "0.01", "--out-root",
@@ -329,6 +330,8 @@ EXPECT = {
     'flops target 0': 'must lie in (0, 1] (fraction of MACs kept), got 0.0',
     'flops target negative': 'got -0.5',
     'flops target > 1': 'got 1.5',
+    "MACs target 1 without a latency target": "--macs-target 1 keeps every MAC and no --latency-target below 1 bounds "
+                                              "the time, so there is nothing to prune",
     'unreachable flops target': '--macs-target 0.01 is unreachable',
     # refused before the run folder exists (the search found it after the baseline's training, leaving one)
     "run from a checkpoint, unreachable MACs target": "'search.macs_target' 0.01 is unreachable",

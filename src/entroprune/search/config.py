@@ -209,6 +209,11 @@ class SearchConfig:
                                                     and 0 < self.latency_target <= 1):
             raise ConfigError(f"`latency_target` must lie in (0, 1] (fraction of the latency kept), "
                               f"got {self.latency_target!r}")
+        if self.macs_target == 1 and (self.latency_target is None or self.latency_target == 1):
+            # every policy keeps everything: a whole search (and its re-ranking) would return the unpruned net
+            raise ConfigError("`macs_target` 1 keeps every MAC and no `latency_target` below 1 bounds the time, so "
+                              "there is nothing to prune; give a `macs_target` below 1 (0.2 keeps 20%), or a "
+                              "`latency_target` (0.5 keeps half the measured latency)")
         LatencyConfig(backend=self.latency_backend, batch=self.latency_batch).validate()
         REWARDS.require(self.rerank_reward, label="re-ranking reward")
         self.reward.validate()
