@@ -877,3 +877,28 @@ def test_channel_ranking_changes_only_which_channels_and_pages_the_difference(tm
     run("channel_ranking.py", "--grid", str(g), "--page-only", "--results", str(results), "--out", str(out))
     row = next(line for line in out.read_text().splitlines() if line.startswith("| random |"))
     assert row.rstrip(" |").endswith(f"{scores['vgg:0.5:random']['recovered_kl']:.3f}")
+
+
+def test_one_d_benchmark_prunes_a_conv1d_net_both_ways_and_resumes(tmp_path):
+    """The 1-D benchmark trains its Conv1d net, prunes it by the default search and by the uniform policy through
+    the Python API, fine-tunes both, and writes the page from the cached cells; a rerun trains nothing."""
+    args = ["--dataset", "digits", "--seeds", "0", "--episodes", "8", "--epochs", "1", "--ft-epochs", "1",
+            "--threads", "1", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "od"), "--quiet"]
+    res = run("one_d.py", *args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = json.loads((tmp_path / "od.json").read_text())
+    cells = {s: json.loads((tmp_path / "w" / f"{s}-s0" / "result.json").read_text()) for s in ("default", "uniform")}
+    assert rep["rows"] == [cells["default"], cells["uniform"]]
+    for c in cells.values():
+        assert 0.15 <= c["macs_fraction"] <= 0.2 + 1e-9 and c["test_accuracy"] > c["before_finetune"], c
+    assert cells["default"]["chosen"] in ("search", "uniform", "global")
+    assert rep["summary"]["default"]["delta_uniform"] == [
+        pytest.approx(cells["default"]["test_accuracy"] - cells["uniform"]["test_accuracy"])]
+    page = (tmp_path / "od.md").read_text()
+    assert "digits read as signals of 8 channels x 8 samples" in page
+    assert f"| uniform: the uniform policy (agent uniform) | 1 | {cells['uniform']['test_accuracy']:.2f} | - |" in page
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "w").rglob("*") if p.is_file()}
+    again = run("one_d.py", *args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "w").rglob("*") if p.is_file()} == stamps
+    assert json.loads((tmp_path / "od.json").read_text())["rows"] == rep["rows"]
