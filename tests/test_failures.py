@@ -163,6 +163,7 @@ T = "{tmp}"
 CASES = {
     "missing checkpoint": ["evaluate", f"{T}/missing.pt"],
     "empty checkpoint": ["evaluate", f"{T}/empty.pt"],
+    "empty checkpoint path": ["run", "--checkpoint", "", "--out-root", f"{T}/out"],
     "truncated checkpoint": ["evaluate", f"{T}/trunc.pt"],
     "non-checkpoint file": ["inspect", f"{T}/text.pt"],
     "pickled whole module": ["evaluate", f"{T}/module.pt"],
@@ -302,6 +303,7 @@ CASES = {
 EXPECT = {
     'missing checkpoint': 'missing.pt does not exist',
     'empty checkpoint': 'empty.pt is empty',
+    "empty checkpoint path": "the checkpoint path is empty (or '.', this folder); pass the .pt checkpoint file",
     'truncated checkpoint': 'trunc.pt is not a readable checkpoint',
     'non-checkpoint file': 'text.pt is not a PyTorch checkpoint (torch.save writes a zip archive)',
     'a JSON file as the checkpoint': 'policy.json is not a PyTorch checkpoint',

@@ -156,6 +156,8 @@ PICKLE_PROTO = b"\x80"  # a pickle of protocol 2 or later opens with its PROTO o
 def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
     """Read a checkpoint safely; every failure is a :class:`CheckpointError` with a fix."""
     path = Path(path)
+    if str(path) == ".":  # what an empty argument becomes on the command line, and "." is no file either
+        raise CheckpointError("the checkpoint path is empty (or '.', this folder); pass the .pt checkpoint file")
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path "
                               "(train one with `entroprune train`)")
