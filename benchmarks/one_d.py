@@ -6,7 +6,8 @@ default search and by the uniform policy to the same MACs, each fine-tuned the m
 
 Each image is read as a signal, the "sequential" form of the dataset that recurrent and temporal-convolution nets
 are tested on: its rows are time steps, its columns the features of a step (28 channels x 28 samples). The net
-(a Conv1d stem, two stages of inverted residual blocks of 1-D convs with BatchNorm1d, a pooled Linear head) is
+(the zoo's ``kws``: a Conv1d stem, two stages of inverted residual blocks of 1-D convs with BatchNorm1d, a
+pooled Linear head) is
 trained here, then goes through the Python API as a user's own 1-D model would: ``search_module`` with the
 default SearchConfig (only the MACs target set) and the uniform agent, ``prune_module`` (BN recalibrated),
 ``finetune_module`` with the unpruned net as teacher (the main job's 3 epochs, lr 0.02, labels and
@@ -24,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
@@ -33,44 +33,12 @@ from common import write_page  # noqa: E402
 import entroprune as ep  # noqa: E402
 from entroprune.config import FinetuneConfig  # noqa: E402
 from entroprune.data import fashion_mnist_available, load_dataset  # noqa: E402
+from entroprune.models import KWS  # noqa: E402
 from entroprune.train import evaluate  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 
 SOURCES = {"default": "the default search (search_module, only the MACs target set)",
            "uniform": "the uniform policy (agent uniform)"}
-
-
-class Block(nn.Module):
-    """An inverted residual of 1-D convs (MobileNetV2's block, as keyword-spotting nets use it): a 1x1 expansion,
-    a depthwise conv along time, a 1x1 projection back onto the residual stream. The expansion's channels are a
-    group of their own, so every block gives the search a width to choose."""
-
-    def __init__(self, c: int, expand: int = 2):
-        super().__init__()
-        h = expand * c
-        self.expand, self.b0 = nn.Conv1d(c, h, 1, bias=False), nn.BatchNorm1d(h)
-        self.dw, self.b1 = nn.Conv1d(h, h, 9, padding=4, groups=h, bias=False), nn.BatchNorm1d(h)
-        self.project, self.b2 = nn.Conv1d(h, c, 1, bias=False), nn.BatchNorm1d(c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.b1(self.dw(torch.relu(self.b0(self.expand(x))))))
-        return torch.relu(x + self.b2(self.project(h)))
-
-
-class KWSNet(nn.Module):
-    def __init__(self, channels: int, classes: int, width: int = 48):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv1d(channels, width, 3, padding=1, bias=False), nn.BatchNorm1d(width),
-                                  nn.ReLU())
-        self.stage1 = nn.Sequential(Block(width), Block(width))
-        self.down = nn.Sequential(nn.Conv1d(width, 2 * width, 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm1d(2 * width), nn.ReLU())
-        self.stage2 = nn.Sequential(Block(2 * width), Block(2 * width))
-        self.head = nn.Linear(2 * width, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stage2(self.down(self.stage1(self.stem(x))))
-        return self.head(h.mean(2))
 
 
 def signals(data, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,11 +52,11 @@ def loader(x: torch.Tensor, y: torch.Tensor, seed: int, shuffle: bool = True) ->
                                        generator=torch.Generator().manual_seed(seed))
 
 
-def baseline(data, args: argparse.Namespace) -> KWSNet:
+def baseline(data, args: argparse.Namespace) -> KWS:
     """The unpruned net, trained once with seed 0 (cached)."""
     x, y = signals(data, "train")
     torch.manual_seed(0)
-    net = KWSNet(x.shape[1], data.num_classes, args.width)
+    net = KWS(data.num_classes, x.shape[1], args.width / 48)
     path = Path(args.work) / "baseline.pt"
     if path.exists():
         net.load_state_dict(torch.load(path, weights_only=True))
@@ -101,7 +69,7 @@ def baseline(data, args: argparse.Namespace) -> KWSNet:
     return net.eval()
 
 
-def cell(net: KWSNet, data, source: str, seed: int, args: argparse.Namespace) -> dict:
+def cell(net: KWS, data, source: str, seed: int, args: argparse.Namespace) -> dict:
     """One source and seed: search, prune, fine-tune, test (cached)."""
     out = Path(args.work) / f"{source}-s{seed}"
     result = out / "result.json"
@@ -132,7 +100,7 @@ def cell(net: KWSNet, data, source: str, seed: int, args: argparse.Namespace) ->
     return row
 
 
-def page(rows: list[dict], base_acc: float, net: KWSNet, data, args: argparse.Namespace) -> None:
+def page(rows: list[dict], base_acc: float, net: KWS, data, args: argparse.Namespace) -> None:
     x, _ = signals(data, "train")
     full_macs, full_params = ep.count_macs_params(net, x[:1])
     uniform = {r["seed"]: r["test_accuracy"] for r in rows if r["source"] == "uniform"}

@@ -1,5 +1,6 @@
 import gzip
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -183,6 +184,30 @@ def test_npz_bad(tmp_path):
     p.write_bytes(b"PK\x03\x04broken")
     with pytest.raises(DataError, match="cannot read"):
         load_dataset("npz", p)
+
+
+def test_signals_npz_reads_one_dimensional_inputs(tmp_path):
+    """(N, C, L) signals (or (N, L), one channel), kept at their own scale and length, normalised per channel,
+    shifted along time by the augmentation; a test split of their own; every other shape one line."""
+    rng = np.random.default_rng(0)
+    p = tmp_path / "sig.npz"
+    np.savez(p, x=rng.normal(3, 2, (40, 2, 30)).astype(np.float32), y=np.arange(40) % 4,
+             x_test=rng.normal(3, 2, (8, 2, 30)), y_test=np.arange(8) % 4)
+    d = load_dataset("signals", p, val_size=4, calib_size=4, min_size=32)  # no resampling of signals
+    assert (d.num_classes, d.in_channels, d.image_size, len(d.test)) == (4, 2, (30,), 8)
+    assert d.mean == pytest.approx(d.train.x.mean((0, 2)).tolist()) and 2.5 < d.mean[0] < 3.5
+    x, _ = next(iter(d.loader("train", 8)))
+    assert x.shape == (8, 2, 30) and abs(float(x.mean())) < 0.5 and torch.equal(d.normalize(d.train.x[:8]), x)
+    shifted = [x for x, _ in d.loader("train", 32, augment="shift", seed=1)][0]
+    plain = [x for x, _ in d.loader("train", 32)][0]
+    lead = ((plain - shifted).abs().amax((1, 2)) == 0).float().mean()
+    assert shifted.shape == plain.shape and lead < 0.5  # most signals moved along time
+    np.savez(p, x=rng.normal(size=(40, 30)), y=np.arange(40) % 4)
+    assert load_dataset("signals", p, val_size=4, calib_size=4).image_size == (30,)
+    np.savez(p, x=rng.normal(size=(40, 1, 5, 5)), y=np.arange(40) % 4)
+    with pytest.raises(DataError, match=re.escape("signals must be numbers of shape (N, L) or (N, C, L), got "
+                                                  "float64 (40, 1, 5, 5); reshape x")):
+        load_dataset("signals", p)
 
 
 def test_single_class(tmp_path):

@@ -385,6 +385,35 @@ def test_run_quick_cli(quick_run):
         assert json.loads((run / "uniform" / "policy.json").read_text())["policy"] == ev["uniform_policy"]
 
 
+def test_the_main_job_on_one_dimensional_signals(tmp_path):
+    """The one command on 1-D signals: the zoo's kws trained on a signals .npz, searched, pruned, fine-tuned,
+    exported and reported (inputs described as signals); a model for images on signals is one line."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 1500)
+    x = rng.normal(0, 0.3, (1500, 2, 48)).astype(np.float32)
+    x[:, 0] += np.sin(np.arange(48) * (0.2 + 0.3 * y[:, None]))  # the class is the first channel's frequency
+    np.savez(tmp_path / "sig.npz", x=x, y=y)
+    (tmp_path / "c.yaml").write_text(f"model: kws\ndataset: signals\ndata_dir: {tmp_path / 'sig.npz'}\n"
+                                     "baseline: {epochs: 4}\n")
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--config",
+                           str(tmp_path / "c.yaml"), "--out-root", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("run-")]
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert (ev["model"], ev["dataset"]) == ("kws", "signals")
+    original, pruned = ev["rows"][:2]
+    assert pruned["macs"] <= 0.3 * original["macs"] + 1 and original["test_accuracy"] > 60, ev["rows"]
+    assert "of 2x48 signals (channels x samples) normalised as in training" in (run / "report.md").read_text()
+    res = subprocess.run([sys.executable, "-m", "entroprune.cli", "train", "--model", "vgg", "--dataset", "signals",
+                          "--data-dir", str(tmp_path / "sig.npz"), "--out", str(tmp_path / "vgg")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and res.stderr.startswith("error: model 'vgg' cannot run on dataset signals's 1-D "
+                                                         "signals of 2x48") and not (tmp_path / "vgg").exists()
+
+
 def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
     """An engineer's one command: their checkpoint in, pruned, fine-tuned, exported model and report out; no
     baseline trained, the checkpoint untouched, and the run's config reruns it from anywhere."""

@@ -65,15 +65,22 @@ def test_a_registered_dataset_loads_by_name(restore):
     assert data.name == "noise" and data.num_classes == 3
 
 
-def test_a_registered_dataset_of_signals_is_refused_with_the_route_that_prunes_them(restore):
-    """Datasets hold images; (N, C, L) signals crashed the split's mean with an IndexError. The Python API
-    prunes 1-D nets on loaders of the user's own (tests/test_pipeline.py)."""
+def test_a_registered_dataset_of_signals_loads_and_other_shapes_are_refused(restore):
+    """A reader may return images (N, C, H, W) or 1-D signals (N, C, L); anything else crashed the split's mean
+    with an IndexError."""
 
-    @register_dataset("signals")
+    @register_dataset("signals2")
     def signals(data_dir, image_size, in_channels):
-        return np.zeros((60, 2, 64), dtype=np.float32), np.arange(60) % 3, None
+        return np.random.default_rng(0).random((60, 2, 64), dtype=np.float32), np.arange(60) % 3, None
 
-    with pytest.raises(DataError, match=re.escape("dataset signals's images have shape (60, 2, 64), not (N, C, H, W); "
-                                                  "datasets hold images: prune a model of 1-D signals through the "
-                                                  "Python API")):
-        load_dataset("signals", seed=0)
+    @register_dataset("flat")
+    def flat(data_dir, image_size, in_channels):
+        return np.zeros((60, 64), dtype=np.float32), np.arange(60) % 3, None
+
+    data = load_dataset("signals2", seed=0)
+    assert (data.in_channels, data.image_size, len(data.mean)) == (2, (64,), 2)
+    x, _ = next(iter(data.loader("train", 8)))
+    assert x.shape == (8, 2, 64) and data.example_input().shape == (1, 2, 64)
+    with pytest.raises(DataError, match=re.escape("dataset flat's inputs have shape (60, 64); a reader returns "
+                                                  "images (N, C, H, W) or 1-D signals (N, C, L)")):
+        load_dataset("flat", seed=0)

@@ -57,18 +57,21 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     name = dataset or spec.dataset
     folder = _data_folder(spec, dataset, data_dir)
     kwargs.setdefault("seed", spec.split_seed)
+    images = len(spec.input_size) == 3
     if name == "imagefolder":  # a user's own images: converted and resized to what the model takes
         kwargs.setdefault("in_channels", spec.in_channels)
-        if spec.input_size[1] == spec.input_size[2]:
+        if images and spec.input_size[1] == spec.input_size[2]:
             kwargs.setdefault("image_size", spec.input_size[1])
-    data = load_dataset(name, folder, min_size=spec.input_size[1], **kwargs)
+    data = load_dataset(name, folder, min_size=spec.input_size[1] if images else None, **kwargs)
+    what = "images" if len(data.image_size) == 2 else "signals"
     if data.in_channels != spec.in_channels:
-        raise DataError(f"dataset {name} has {data.in_channels}-channel images but the model "
+        raise DataError(f"dataset {name} has {data.in_channels}-channel {what} but the model "
                         f"expects {spec.in_channels}; use the dataset it was trained on")
     if list(data.image_size) != list(spec.input_size[1:]):
-        raise DataError(f"dataset {name} has {data.image_size[0]}x{data.image_size[1]} images "
-                        f"but the model was built for {spec.input_size[1]}x{spec.input_size[2]}; "
-                        "use images of the training size")
+        size = lambda dims: "x".join(str(d) for d in dims)  # noqa: E731
+        built = f"{'images' if images else 'signals'} of {size(spec.input_size[1:])}"
+        raise DataError(f"dataset {name} has {what} of {size(data.image_size)} but the model was built for "
+                        f"{built}; use {'images' if images else 'signals'} of the training size")
     if data.labelled and spec.num_classes and data.num_classes > spec.num_classes:
         raise DataError(f"dataset {name} has {data.num_classes} classes but the model predicts "
                         f"{spec.num_classes}; use the dataset it was trained on")
@@ -447,6 +450,15 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
     """A zoo model for ``data``'s images and classes (its weights from the global RNG), with the spec its
     checkpoint will hold."""
     net = build_model(model, data.num_classes, data.in_channels, width_mult)
+    with modes_kept(net), torch.no_grad():  # in eval mode: a forward in train mode would move BN's statistics
+        try:
+            net.eval()(data.example_input(2))
+        except Exception as exc:  # noqa: BLE001 - a 2-D net on signals, a 1-D one on images: one line
+            kind = "images" if len(data.image_size) == 2 else "1-D signals"
+            shape = "x".join(str(d) for d in (data.in_channels, *data.image_size))
+            raise ConfigError(f"model {model!r} cannot run on dataset {dataset}'s {kind} of {shape} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the zoo's "
+                              "kws takes 1-D signals, its other models images") from None
     spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
                      width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
                      input_size=[data.in_channels, *data.image_size],

@@ -47,7 +47,7 @@ BUILT_IN = frozenset({"digits"})
 
 @dataclass
 class ImageSet:
-    x: torch.Tensor  # float32 (N, C, H, W) in [0, 1]
+    x: torch.Tensor  # float32 (N, C, H, W) in [0, 1], or 1-D signals (N, C, L)
     y: torch.Tensor  # int64 (N,), -1 when unlabelled
 
     def __len__(self) -> int:
@@ -59,12 +59,13 @@ class ImageSet:
 
 @dataclass
 class DataBundle:
-    """A dataset carved into splits, with the normalisation a checkpoint must remember."""
+    """A dataset carved into splits, with the normalisation a checkpoint must remember. ``image_size`` is an
+    image's (height, width), or a signal's (length,)."""
 
     name: str
     num_classes: int
     in_channels: int
-    image_size: tuple[int, int]
+    image_size: tuple[int, ...]
     mean: list[float]
     std: list[float]
     train: ImageSet
@@ -79,8 +80,9 @@ class DataBundle:
         return self.num_classes > 0
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        shape = (1, -1, *[1] * (x.dim() - 2))  # per channel, over every position of an image or a signal
+        mean = torch.tensor(self.mean, device=x.device).view(shape)
+        std = torch.tensor(self.std, device=x.device).view(shape)
         return (x - mean) / std
 
     def loader(self, split: str, batch_size: int = 256, shuffle: bool = False,
@@ -117,8 +119,9 @@ class BatchLoader:
             raise ValueError(f"unknown augmentation {augment!r}")
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
         self.shift, self.flip, self.device = mode == "shift", flip and mode != "none", device
-        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
-        self.std = torch.tensor(std).view(1, -1, 1, 1)
+        shape = (1, -1, *[1] * (data.x.dim() - 2))
+        self.mean = torch.tensor(mean).view(shape)
+        self.std = torch.tensor(std).view(shape)
         self.generator = torch.Generator().manual_seed(seed)
         self.rank, self.world = shard
         if not 0 <= self.rank < self.world:
@@ -154,7 +157,13 @@ class BatchLoader:
 
 
 def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``pad`` pixels (zero fill), vectorised over the batch."""
+    """Translate each image by up to ``pad`` pixels (a signal by up to ``pad`` samples; zero fill), vectorised
+    over the batch."""
+    if x.dim() == 3:
+        b, c, n = x.shape
+        offset = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        idx = (offset[:, None] + torch.arange(n)).view(b, 1, n).expand(b, c, n)
+        return F.pad(x, (pad, pad)).gather(2, idx)
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
@@ -297,9 +306,12 @@ def _cifar10(data_dir: str | Path | None):
                     "holding cifar-10-batches-py/data_batch_1 (CIFAR-10 cannot be downloaded here)")
 
 
-def _npz(data_dir: str | Path | None):
+def _npz(data_dir: str | Path | None, signals: bool = False):
+    """An .npz of images (``npz``) or of 1-D signals (``signals``: x of shape (N, C, L))."""
+    kind = "signals" if signals else "npz"
+    to_array = _to_ncl if signals else _to_nchw
     if not data_dir:
-        raise DataError("the npz dataset needs `data_dir` pointing to a .npz file with arrays x and y")
+        raise DataError(f"the {kind} dataset needs `data_dir` pointing to a .npz file with arrays x and y")
     path = Path(data_dir)
     if not path.is_file():
         raise DataError(f"npz file {path} does not exist; pass `data_dir` to an existing .npz file")
@@ -311,13 +323,13 @@ def _npz(data_dir: str | Path | None):
                         "write it with numpy.savez") from None
     if "x" not in content:
         raise DataError(f"{path} has no array 'x' (found {sorted(content)}); "
-                        "save images as x and labels as y")
-    x = _to_nchw(content["x"], path)
+                        f"save {'signals' if signals else 'images'} as x and labels as y")
+    x = to_array(content["x"], path)
     y = content.get("y")
     y = np.full(len(x), -1, np.int64) if y is None else _labels(y, len(x), path)
     test = None
     if "x_test" in content and "y_test" in content:
-        xt = _to_nchw(content["x_test"], path)
+        xt = to_array(content["x_test"], path)
         test = (xt, _labels(content["y_test"], len(xt), path))
     return x, y, test
 
@@ -330,6 +342,20 @@ def _labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: labels must be integers, got {y.dtype}; cast them to int64")
     return y.astype(np.int64)
+
+
+def _to_ncl(x: np.ndarray, path: Path) -> np.ndarray:
+    """1-D signals as float32 (N, C, L), as stored: a signal's scale is its own (no division to [0, 1])."""
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[:, None]
+    if x.ndim != 3 or len(x) == 0 or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{path}: signals must be numbers of shape (N, L) or (N, C, L), got {x.dtype} "
+                        f"{tuple(x.shape)}; reshape x")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: signals contain NaN or Inf; clean the data")
+    return x
 
 
 def _to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
@@ -491,6 +517,7 @@ register_dataset("digits")(lambda data_dir, image_size, in_channels: _digits())
 register_dataset("cifar10")(lambda data_dir, image_size, in_channels: _cifar10(data_dir))
 register_dataset("imagefolder")(_imagefolder)
 register_dataset("npz")(lambda data_dir, image_size, in_channels: _npz(data_dir))
+register_dataset("signals")(lambda data_dir, image_size, in_channels: _npz(data_dir, signals=True))
 
 
 # --------------------------------------------------------------------------- public entry
@@ -514,11 +541,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
         raise DataError(f"{name} is built in (scikit-learn) and reads no folder, but `data_dir` names {data_dir}; "
                         "leave `data_dir` out, or set `dataset` to the one stored there")
     x, y, test = reader(data_dir, image_size, in_channels)
-    for what, arr in (("images", x), ("test images", None if test is None else test[0])):
-        if arr is not None and np.ndim(arr) != 4:
-            raise DataError(f"dataset {name}'s {what} have shape {tuple(np.shape(arr))}, not (N, C, H, W); datasets "
-                            "hold images: prune a model of 1-D signals through the Python API (search_module, "
-                            "prune_module, finetune_module) with loaders of your own")
+    if np.ndim(x) not in (3, 4):
+        raise DataError(f"dataset {name}'s inputs have shape {tuple(np.shape(x))}; a reader returns images "
+                        "(N, C, H, W) or 1-D signals (N, C, L)")
 
     labelled = bool((y >= 0).all())
     if labelled and len(np.unique(y)) < 2:
@@ -553,16 +578,17 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     val = take(perm[:val_size])
     calib = take(perm[val_size:val_size + calib_size])
     train = take(perm[val_size + calib_size:]).subset(train_limit)
-    mean = train.x.mean(dim=(0, 2, 3)).tolist()
-    std = [max(s, 1e-3) for s in train.x.std(dim=(0, 2, 3)).tolist()]
+    per_channel = (0, *range(2, xt.dim()))
+    mean = train.x.mean(dim=per_channel).tolist()
+    std = [max(s, 1e-3) for s in train.x.std(dim=per_channel).tolist()]
     return DataBundle(name=name, num_classes=num_classes, in_channels=int(xt.shape[1]),
-                      image_size=(int(xt.shape[2]), int(xt.shape[3])), mean=mean, std=std,
+                      image_size=tuple(int(d) for d in xt.shape[2:]), mean=mean, std=std,
                       train=train, val=val, calib=calib,
                       test=ImageSet(test_x, torch.from_numpy(test[1])), flip=name in _FLIP_OK)
 
 
 def _resize(x: torch.Tensor, min_size: int | None) -> torch.Tensor:
-    if not min_size or min(x.shape[-2:]) >= min_size:
+    if not min_size or x.dim() != 4 or min(x.shape[-2:]) >= min_size:  # signals are never resampled
         return x
     h, w = x.shape[-2:]
     scale = min_size / min(h, w)

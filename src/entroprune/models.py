@@ -150,6 +150,43 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class SignalBlock(nn.Module):
+    """An inverted residual of 1-D convs: a 1x1 expansion, a depthwise conv along time, a 1x1 projection back onto
+    the residual stream (the expansion's channels are a prunable group of their own)."""
+
+    def __init__(self, c: int, expand: int = 2):
+        super().__init__()
+        h = expand * c
+        self.expand, self.b0 = nn.Conv1d(c, h, 1, bias=False), nn.BatchNorm1d(h)
+        self.dw, self.b1 = nn.Conv1d(h, h, 9, padding=4, groups=h, bias=False), nn.BatchNorm1d(h)
+        self.project, self.b2 = nn.Conv1d(h, c, 1, bias=False), nn.BatchNorm1d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.b1(self.dw(torch.relu(self.b0(self.expand(x))))))
+        return torch.relu(x + self.b2(self.project(h)))
+
+
+class KWS(nn.Module):
+    """A keyword-spotting-style net for 1-D signals (N, C, L): a Conv1d stem, two stages of inverted residual
+    blocks (the second after a stride-2 conv), a time-pooled linear head. Small enough for a microcontroller."""
+
+    input_dims = 1  # the zoo's other models take images
+
+    def __init__(self, num_classes: int, in_channels: int, width_mult: float = 1.0):
+        super().__init__()
+        width = _c(48, width_mult, 8)
+        self.stem = nn.Sequential(nn.Conv1d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm1d(width),
+                                  nn.ReLU())
+        self.stage1 = nn.Sequential(SignalBlock(width), SignalBlock(width))
+        self.down = nn.Sequential(nn.Conv1d(width, 2 * width, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm1d(2 * width), nn.ReLU())
+        self.stage2 = nn.Sequential(SignalBlock(2 * width), SignalBlock(2 * width))
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage2(self.down(self.stage1(self.stem(x)))).mean(2))
+
+
 VGG_SMALL = [32, 32, "M", 64, 64, "M", 128, 128, "M"]
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 
@@ -159,6 +196,7 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model", {
     "resnet20": lambda nc, ic, w: CifarResNet(20, nc, ic, w),
     "resnet56": lambda nc, ic, w: CifarResNet(56, nc, ic, w),
     "mobilenetv2": lambda nc, ic, w: MobileNetV2(nc, ic, w),
+    "kws": lambda nc, ic, w: KWS(nc, ic, w),  # 1-D signals
 })
 ZOO = frozenset(MODELS)  # the built-in names, which no plugin may take
 
@@ -196,4 +234,4 @@ def min_input_size(name: str) -> int:
 
 
 __all__ = ["MODELS", "DEFAULT_MODEL", "register_model", "build_model", "min_input_size", "VGG", "CifarResNet",
-           "MobileNetV2"]
+           "MobileNetV2", "KWS"]

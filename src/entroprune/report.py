@@ -225,7 +225,7 @@ def _export_ok(exported: Any) -> bool:
     return (isinstance(exported, dict) and isinstance(exported.get("file"), str)
             and exported.get("format") in LOADERS and isinstance(exported.get("bytes"), int)
             and isinstance(exported.get("max_abs_diff"), (int, float)) and numbers(exported.get("input_size"))
-            and len(exported["input_size"]) == 3 and numbers(exported.get("mean")) and numbers(exported.get("std")))
+            and len(exported["input_size"]) in (2, 3) and numbers(exported.get("mean")) and numbers(exported.get("std")))
 
 
 def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search_dir: Path | None) -> list[str]:
@@ -277,13 +277,15 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
         return []
     from .export import LOADERS
 
-    c, h, w = exported["input_size"]
+    shape = "x".join(str(d) for d in exported["input_size"])
     names = ", input `input`, output `logits`" if exported["format"] == "onnx" else ""
+    inputs, raw = (("images", "the pixels scaled to [0, 1]") if len(exported["input_size"]) == 3
+                   else ("signals (channels x samples)", "the samples as stored"))
     return [f"Exported `{exported['file']}` ({exported['format']}, {exported['bytes']:,} bytes; outputs within "
             f"{exported['max_abs_diff']:.1e} of torch's): load it with `{LOADERS[exported['format']].format(file=exported['file'])}`"
-            f"{names}; it takes a batch of any size of {c}x{h}x{w} images normalised as in training: (x - mean) / std "
-            f"per channel with mean {_short(exported['mean'])} and std {_short(exported['std'])}, x the pixels "
-            f"scaled to [0, 1] (as entroprune's dataset readers give them).", ""]
+            f"{names}; it takes a batch of any size of {shape} {inputs} normalised as in training: (x - mean) / std "
+            f"per channel with mean {_short(exported['mean'])} and std {_short(exported['std'])}, x {raw} "
+            f"(as entroprune's dataset readers give them).", ""]
 
 
 def _short(values: list[float]) -> str:
