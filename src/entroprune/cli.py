@@ -543,7 +543,7 @@ def finetune(
         return
     key, what = ("accuracy", "test accuracy") if "test_accuracy" in res else ("agreement", "agreement with the teacher")
     out.print(f"{what} {res[f'test_{key}_before']:.2f}% -> {res[f'test_{key}']:.2f}% "
-              f"after {epochs} epochs; checkpoint: {res['checkpoint']}")
+              f"after {epochs} epoch{'s' if epochs != 1 else ''}; checkpoint: {res['checkpoint']}")
 
 
 @app.command()
