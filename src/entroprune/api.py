@@ -18,7 +18,7 @@ from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
-from .structure import DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
+from .structure import DEFAULT_IMPORTANCE, IMPORTANCES, PLAIN_CONVS, count_macs_params
 from .train import TrainConfig, agreement, evaluate, train_model
 from .utils import (
     check_writable_dir,
@@ -27,6 +27,7 @@ from .utils import (
     modes_kept,
     refuse_output_inside,
     seed_everything,
+    shape_text,
     write_json,
 )
 
@@ -58,6 +59,7 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     folder = _data_folder(spec, dataset, data_dir)
     kwargs.setdefault("seed", spec.split_seed)
     images = len(spec.input_size) == 3
+    built = "images" if images else "signals"
     if name == "imagefolder":  # a user's own images: converted and resized to what the model takes
         kwargs.setdefault("in_channels", spec.in_channels)
         if images and spec.input_size[1] == spec.input_size[2]:
@@ -68,10 +70,8 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
         raise DataError(f"dataset {name} has {data.in_channels}-channel {what} but the model "
                         f"expects {spec.in_channels}; use the dataset it was trained on")
     if list(data.image_size) != list(spec.input_size[1:]):
-        size = lambda dims: "x".join(str(d) for d in dims)  # noqa: E731
-        built = f"{'images' if images else 'signals'} of {size(spec.input_size[1:])}"
-        raise DataError(f"dataset {name} has {what} of {size(data.image_size)} but the model was built for "
-                        f"{built}; use {'images' if images else 'signals'} of the training size")
+        raise DataError(f"dataset {name} has {what} of {shape_text(data.image_size)} but the model was built for "
+                        f"{built} of {shape_text(spec.input_size[1:])}; use {built} of the training size")
     if data.labelled and spec.num_classes and data.num_classes > spec.num_classes:
         raise DataError(f"dataset {name} has {data.num_classes} classes but the model predicts "
                         f"{spec.num_classes}; use the dataset it was trained on")
@@ -455,8 +455,8 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
             net.eval()(data.example_input(2))
         except Exception as exc:  # noqa: BLE001 - a 2-D net on signals, a 1-D one on images: one line
             kind = "images" if len(data.image_size) == 2 else "1-D signals"
-            shape = "x".join(str(d) for d in (data.in_channels, *data.image_size))
-            raise ConfigError(f"model {model!r} cannot run on dataset {dataset}'s {kind} of {shape} "
+            raise ConfigError(f"model {model!r} cannot run on dataset {dataset}'s {kind} of "
+                              f"{shape_text((data.in_channels, *data.image_size))} "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the zoo's "
                               "kws takes 1-D signals, its other models images") from None
     spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
@@ -561,11 +561,11 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
     sizes: dict[str, str] = {}
     mods = dict(model.named_modules())
     forward_with_hooks(model, calib[:1], [
-        (mods[c], lambda m, i, o, c=c: sizes.__setitem__(c, "x".join(str(d) for d in o.shape[1:]))) for c in points])
+        (mods[c], lambda m, i, o, c=c: sizes.__setitem__(c, shape_text(o.shape[1:]))) for c in points])
     layers = list(points)
     with EntropyProbe(model, layers, points, VARIANTS) as probe:
         values = probe.measure(calib)
-    conv_names = {n for n, m in mods.items() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+    conv_names = {n for n, m in mods.items() if isinstance(m, (*PLAIN_CONVS, nn.Linear))}
     return {
         "model": ckpt.spec.model, "macs": int(structure.total_macs), "params": int(structure.total_params),
         "calib_images": len(calib), "variants": list(VARIANTS),

@@ -80,10 +80,7 @@ class DataBundle:
         return self.num_classes > 0
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1, *[1] * (x.dim() - 2))  # per channel, over every position of an image or a signal
-        mean = torch.tensor(self.mean, device=x.device).view(shape)
-        std = torch.tensor(self.std, device=x.device).view(shape)
-        return (x - mean) / std
+        return (x - per_channel(self.mean, x.dim(), x.device)) / per_channel(self.std, x.dim(), x.device)
 
     def loader(self, split: str, batch_size: int = 256, shuffle: bool = False,
                augment: bool | str = False, seed: int = 0,
@@ -119,9 +116,7 @@ class BatchLoader:
             raise ValueError(f"unknown augmentation {augment!r}")
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
         self.shift, self.flip, self.device = mode == "shift", flip and mode != "none", device
-        shape = (1, -1, *[1] * (data.x.dim() - 2))
-        self.mean = torch.tensor(mean).view(shape)
-        self.std = torch.tensor(std).view(shape)
+        self.mean, self.std = per_channel(mean, data.x.dim()), per_channel(std, data.x.dim())
         self.generator = torch.Generator().manual_seed(seed)
         self.rank, self.world = shard
         if not 0 <= self.rank < self.world:
@@ -154,6 +149,12 @@ class BatchLoader:
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
             x = (x - self.mean) / self.std
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def per_channel(values: list[float], ndim: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """One value per channel, shaped to broadcast over a batch of ``ndim`` dimensions (an image's or a signal's
+    positions)."""
+    return torch.tensor(values, device=device).view(1, -1, *[1] * (ndim - 2))
 
 
 def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .settings import DEFAULT_LEVELS
+from .structure import PLAIN_CONVS
 from .utils import forward_with_hooks
 
 #: Map entropies by name: (maps, levels, rectified) -> entropy per map. Each also gives a ``-avg`` variant
@@ -137,7 +138,7 @@ def activation_points(model: nn.Module, example: torch.Tensor) -> dict[str, str]
     points: dict[str, str] = {}
     hooks = []
     for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+        if isinstance(mod, PLAIN_CONVS):
             def conv_hook(m, i, o, name=name):
                 produced[id(o)] = name
                 points.setdefault(name, name)

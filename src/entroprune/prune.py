@@ -80,7 +80,7 @@ class Masker:
                 for pname in ("weight", "bias"):
                     p = getattr(mod, pname, None)
                     if isinstance(p, torch.Tensor):  # a transposed conv's weight holds its outputs on dim 1
-                        dim = 1 if pname == "weight" and isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d)) else 0
+                        dim = 1 if pname == "weight" and isinstance(mod, nn.modules.conv._ConvTransposeNd) else 0
                         targets.append((p, idx.to(p.device), dim))
             self._targets.append(targets)
         self._layer_idx = {

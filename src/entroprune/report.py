@@ -11,7 +11,7 @@ import numpy as np
 
 from .search.free_channels import steps_summary
 from .search.rerank import mean_reading
-from .utils import atomic_write, read_json, write_json, write_text
+from .utils import atomic_write, read_json, shape_text, write_json, write_text
 
 
 def _plots(run_dir: Path, entries: list[dict], policy: dict | None, uniform: dict | None) -> list[str]:
@@ -277,7 +277,7 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
         return []
     from .export import LOADERS
 
-    shape = "x".join(str(d) for d in exported["input_size"])
+    shape = shape_text(exported["input_size"])
     names = ", input `input`, output `logits`" if exported["format"] == "onnx" else ""
     inputs, raw = (("images", "the pixels scaled to [0, 1]") if len(exported["input_size"]) == 3
                    else ("signals (channels x samples)", "the samples as stored"))

@@ -33,7 +33,8 @@ from .utils import forward_with_hooks, modes_kept
 
 # Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders; 1-D convs: audio and
 # time series, whose maps the entropy reward reads as one row).
-CONVS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+PLAIN_CONVS = (nn.Conv1d, nn.Conv2d)  # the convs whose maps the entropy reward reads, and that may be grouped
+CONVS = (*PLAIN_CONVS, nn.ConvTranspose1d, nn.ConvTranspose2d)
 ROOTS = (*CONVS, nn.Linear)
 
 
@@ -145,7 +146,7 @@ def _by_root(item, channels: int) -> list[int]:
 
 def _depthwise(module: nn.Module) -> bool:
     """One filter per input channel (torch-pruning's test): in and out channels are pruned together."""
-    return isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1 and module.groups == module.out_channels == \
+    return isinstance(module, PLAIN_CONVS) and module.groups > 1 and module.groups == module.out_channels == \
         module.in_channels
 
 
@@ -303,7 +304,7 @@ def _make_group(g, dg, names: dict, mods: dict, rank: dict, out_hw: dict, imp) -
         if mod in names and dg.is_out_channel_pruning_fn(item.dep.handler):
             members.append(names[mod])
             member_idxs[names[mod]] = _by_root(item, channels)
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and mod.groups > 1 and not _depthwise(mod):
+        if isinstance(mod, PLAIN_CONVS) and mod.groups > 1 and not _depthwise(mod):
             step = math.lcm(step, mod.groups)
         elif isinstance(mod, nn.GroupNorm):
             step = math.lcm(step, mod.num_groups)

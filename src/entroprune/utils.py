@@ -192,6 +192,11 @@ def check_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def shape_text(dims) -> str:
+    """A shape as messages and reports write it: (1, 28, 28) -> '1x28x28'."""
+    return "x".join(str(int(d)) for d in dims)
+
+
 def progress_bar(disable: bool = False):
     """A rich progress bar on stderr, so stdout stays clean for results."""
     from rich.console import Console
