@@ -210,6 +210,82 @@ def test_signals_npz_reads_one_dimensional_inputs(tmp_path):
         load_dataset("signals", p)
 
 
+
+def _wav(path, rate, samples):
+    from scipy.io import wavfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wavfile.write(path, rate, samples)
+
+
+def test_wav_folder_reads_raw_audio_as_signals(tmp_path):
+    """Class sub-folders of WAV files: integer PCM scaled by its type (8-bit unsigned, 16- and 32-bit signed),
+    float kept, stereo mixed down where the model takes one channel, clips cut or zero-padded at the end, the
+    rate recorded; a train/ and test/ layout; a file scipy cannot read skipped with one warning."""
+    root = tmp_path / "audio"
+    ramp = np.linspace(-0.5, 0.5, 20)
+    for i in range(4):
+        _wav(root / "yes" / f"{i}.wav", 8000, (ramp * 32768).astype(np.int16))
+        _wav(root / "no" / f"{i}.wav", 8000, (-ramp * 2**31).astype(np.int32)[:12 + i])
+    _wav(root / "no" / "u8.wav", 8000, (ramp * 128 + 128).astype(np.uint8))
+    _wav(root / "yes" / "stereo.wav", 8000, np.stack([ramp, -ramp + 0.2], 1).astype(np.float32))
+    (root / "no" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable WAV file\(s\)"):
+        d = load_dataset("wavfolder", root, val_size=1, calib_size=1, seed=0, in_channels=1)
+    assert (d.num_classes, d.in_channels, d.image_size, d.sample_rate) == (2, 1, (20,), 8000)
+    x = torch.cat([d.train.x, d.val.x, d.calib.x, d.test.x])[:, 0]
+    y = torch.cat([d.train.y, d.val.y, d.calib.y, d.test.y])
+    assert len(x) == 10 and (y == 0).sum() == 5  # "no" sorts first
+    yes = x[y == 1]
+    assert sum(torch.allclose(r, torch.tensor(ramp, dtype=torch.float32), atol=1e-4) for r in yes) == 4  # 16-bit
+    assert sum(torch.allclose(r, torch.full((20,), 0.1), atol=1e-6) for r in yes) == 1  # the stereo clip's mean
+    no = x[y == 0]
+    assert sum(torch.allclose(r, torch.tensor(ramp, dtype=torch.float32), atol=1e-2) for r in no) == 1  # 8-bit
+    padded = [r for r in no if r[0] > 0.49]  # the 32-bit clips, shorter than 20 samples: zero-padded
+    assert len(padded) == 4 and all(r[12:].abs().max() <= 0.5 and r[-1] == 0 for r in padded)
+    short = load_dataset("wavfolder", root / "yes", val_size=1, calib_size=1, image_size=8)
+    assert short.image_size == (8,) and not short.labelled
+    assert load_dataset("wavfolder", root / "yes", val_size=1, calib_size=1).in_channels == 1  # the first file's
+    split = tmp_path / "split"
+    for part in ("train", "test"):
+        for c in ("a", "b"):
+            for i in range(4):
+                _wav(split / part / c / f"{i}.wav", 16000, (ramp * (1 + i) * 1000).astype(np.int16))
+    d = load_dataset("wavfolder", split, val_size=1, calib_size=1)
+    assert (len(d.test), d.sample_rate) == (8, 16000)
+
+
+def test_wav_folder_refusals(tmp_path):
+    """Every way a WAV folder cannot be read is one line naming the file and the fix."""
+    root = tmp_path / "audio"
+    for i in range(3):
+        _wav(root / "a" / f"{i}.wav", 8000, np.zeros(10, np.int16))
+        _wav(root / "b" / f"{i}.wav", 8000, np.zeros((10, 2), np.int16))
+    assert load_dataset("wavfolder", root).in_channels == 1  # the first file's: the stereo ones mixed down
+    with pytest.raises(DataError, match=r"a/0.wav has 1 channel\(s\) but 2 are expected"):
+        load_dataset("wavfolder", root, in_channels=2)
+    _wav(root / "b" / "1.wav", 16000, np.zeros(10, np.int16))
+    with pytest.raises(DataError, match=r"b/1.wav is sampled at 16000 Hz but .*a/0.wav at 8000 Hz; resample"):
+        load_dataset("wavfolder", root, in_channels=1)
+    _wav(root / "a" / "0.wav", 8000, np.array([0.0, np.nan], np.float32))
+    with pytest.raises(DataError, match="a/0.wav contains NaN or Inf samples"):
+        load_dataset("wavfolder", root)
+    for bad, msg in ((tmp_path / "none", "audio folder .*none does not exist"), (tmp_path, "no WAV files found in")):
+        with pytest.raises(DataError, match=msg):
+            load_dataset("wavfolder", bad)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x.wav").write_bytes(b"nope")
+    with pytest.raises(DataError, match="no readable WAV file in"):
+        load_dataset("wavfolder", junk)
+    split = tmp_path / "split"
+    for part, rate in (("train", 8000), ("test", 16000)):
+        for c in ("a", "b"):
+            for i in range(3):
+                _wav(split / part / c / f"{i}.wav", rate, np.zeros(10, np.int16))
+    with pytest.raises(DataError, match=r"split/test is sampled at 16000 Hz but .*split/train at 8000 Hz"):
+        load_dataset("wavfolder", split)
+
 def test_single_class(tmp_path):
     p = tmp_path / "one.npz"
     np.savez(p, x=np.zeros((10, 5, 5), np.uint8), y=np.zeros(10, int))

@@ -414,6 +414,45 @@ def test_the_main_job_on_one_dimensional_signals(tmp_path):
                                                          "signals of 2x48") and not (tmp_path / "vgg").exists()
 
 
+
+def test_a_folder_of_wav_files_trains_evaluates_and_keeps_its_rate(tmp_path):
+    """Raw audio through the command line: class folders of WAV clips train the zoo's kws, the checkpoint
+    records the rate, the same clips at another rate are refused in one line, and the report tells a
+    deployment the rate and the scale the exported net expects."""
+    import numpy as np
+    from scipy.io import wavfile
+
+    from entroprune.report import _export_lines
+
+    rng = np.random.default_rng(0)
+    for rate in (8000, 16000):
+        for c, freq in enumerate((0.05, 0.2)):
+            folder = tmp_path / str(rate) / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(30):
+                t = np.arange(int(rng.integers(150, 200)))
+                clip = 0.5 * np.sin(freq * t + rng.uniform(0, 6)) + 0.05 * rng.standard_normal(len(t))
+                wavfile.write(folder / f"{i}.wav", rate, (clip * 32767).astype(np.int16))
+    out = tmp_path / "kws"
+    train = subprocess.run([sys.executable, "-m", "entroprune.cli", "train", "--model", "kws", "--dataset", "wavfolder",
+                            "--data-dir", str(tmp_path / "8000"), "--epochs", "2", "--width-mult", "0.25", "--out",
+                            str(out), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr
+    spec = torch.load(out / "model.pt", weights_only=True)["spec"]
+    assert (spec["sample_rate"], spec["input_size"]) == (8000, [1, 199])  # the longest clip
+    ok = subprocess.run([sys.executable, "-m", "entroprune.cli", "evaluate", str(out / "model.pt")],
+                        capture_output=True, text=True, timeout=600)
+    assert ok.returncode == 0 and "test acc (%)" in ok.stdout, ok.stderr
+    other = subprocess.run([sys.executable, "-m", "entroprune.cli", "evaluate", str(out / "model.pt"), "--data-dir",
+                            str(tmp_path / "16000")], capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2 and other.stderr.strip() == (
+        "error: dataset wavfolder is audio sampled at 16000 Hz but the model was trained at 8000 Hz; resample the "
+        "files to 8000 Hz")
+    exported = {"file": "model.onnx", "format": "onnx", "bytes": 1, "max_abs_diff": 0.0, "input_size": [1, 199],
+                "mean": [0.0], "std": [0.3], "sample_rate": 8000}
+    assert "1x199 audio clips at 8000 Hz (channels x samples) normalised as in training" in _export_lines(exported)[0]
+    assert "of 1x199 signals (channels x samples)" in _export_lines({**exported, "sample_rate": None})[0]
+
 def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
     """An engineer's one command: their checkpoint in, pruned, fine-tuned, exported model and report out; no
     baseline trained, the checkpoint untouched, and the run's config reruns it from anywhere."""

@@ -60,10 +60,12 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     kwargs.setdefault("seed", spec.split_seed)
     images = len(spec.input_size) == 3
     built = "images" if images else "signals"
-    if name == "imagefolder":  # a user's own images: converted and resized to what the model takes
+    if name in ("imagefolder", "wavfolder"):  # a user's own files: converted and sized to what the model takes
         kwargs.setdefault("in_channels", spec.in_channels)
-        if images and spec.input_size[1] == spec.input_size[2]:
+        if images and name == "imagefolder" and spec.input_size[1] == spec.input_size[2]:
             kwargs.setdefault("image_size", spec.input_size[1])
+        if not images and name == "wavfolder":
+            kwargs.setdefault("image_size", spec.input_size[1])  # the clip length in samples
     data = load_dataset(name, folder, min_size=spec.input_size[1] if images else None, **kwargs)
     what = "images" if len(data.image_size) == 2 else "signals"
     if data.in_channels != spec.in_channels:
@@ -72,6 +74,9 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     if list(data.image_size) != list(spec.input_size[1:]):
         raise DataError(f"dataset {name} has {what} of {shape_text(data.image_size)} but the model was built for "
                         f"{built} of {shape_text(spec.input_size[1:])}; use {built} of the training size")
+    if spec.sample_rate and data.sample_rate and data.sample_rate != spec.sample_rate:
+        raise DataError(f"dataset {name} is audio sampled at {data.sample_rate} Hz but the model was trained at "
+                        f"{spec.sample_rate} Hz; resample the files to {spec.sample_rate} Hz")
     if data.labelled and spec.num_classes and data.num_classes > spec.num_classes:
         raise DataError(f"dataset {name} has {data.num_classes} classes but the model predicts "
                         f"{spec.num_classes}; use the dataset it was trained on")
@@ -462,7 +467,7 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
     spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
                      width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
                      input_size=[data.in_channels, *data.image_size],
-                     data_dir=str(data_dir) if data_dir else None, split_seed=seed)
+                     data_dir=str(data_dir) if data_dir else None, split_seed=seed, sample_rate=data.sample_rate)
     return net, spec
 
 

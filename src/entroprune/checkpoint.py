@@ -39,6 +39,7 @@ class ModelSpec:
     input_size: list[int] = field(default_factory=lambda: [1, 28, 28])
     data_dir: str | None = None
     split_seed: int = 0  # the seed that carved train / val / calib, reused by later stages
+    sample_rate: int | None = None  # audio's (a WAV folder): data at another rate is refused, not misread
 
     def validate(self) -> None:
         """Types and ranges of every field, so nothing unchecked reaches torch (raises ValueError)."""
@@ -71,6 +72,8 @@ class ModelSpec:
                              f"signals) with {self.in_channels} channels, got {size!r}")
         if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool) or not 0 <= self.split_seed < 2**63:
             raise ValueError(f"split_seed must be an integer in [0, 2**63), got {self.split_seed!r}")
+        if self.sample_rate is not None:
+            positive_int("sample_rate", self.sample_rate)
 
     def build(self) -> nn.Module:
         return build_model(self.model, self.num_classes, self.in_channels, self.width_mult)

@@ -14,6 +14,7 @@ import pickle
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ from .errors import DataError
 from .plugins import Registry
 
 DEBIAN_ROOT = Path("/usr/share/datasets")
-# (x, y, test or None) from a data folder, an image size and channel count (image folders use those two)
+# (x, y, test or None) from a data folder, an image size (a signal length) and channel count (folders of images
+# or WAV files use those two); a reader may add a fourth item, a dict such as {"sample_rate": 16000}
 Arrays = tuple[np.ndarray, np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
 #: Dataset readers by name; :func:`register_dataset` adds one (``--dataset`` and configs read it).
 DATASETS: Registry[Callable[[str | Path | None, int | None, int | None], Arrays]] = Registry("dataset")
@@ -37,6 +39,7 @@ def register_dataset(name: str) -> Callable[[Callable], Callable]:
     return add
 
 
+AUDIO_SUFFIXES = {".wav"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 # Which datasets may be flipped left-right without changing the class.
 _FLIP_OK = {"fashion-mnist", "cifar10"}
@@ -74,6 +77,7 @@ class DataBundle:
     test: ImageSet
     flip: bool = False
     notes: list[str] = field(default_factory=list)
+    sample_rate: int | None = None  # audio's, where the files say (a WAV folder)
 
     @property
     def labelled(self) -> bool:
@@ -397,8 +401,8 @@ def _open_image(path: Path):
     return img
 
 
-class _UnreadableImage(DataError):
-    """A file with an image suffix that PIL cannot decode: skipped, with one warning per folder."""
+class _Unreadable(DataError):
+    """A file with an image (or WAV) suffix that PIL (or scipy) cannot decode: skipped, one warning per folder."""
 
 
 def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
@@ -411,7 +415,7 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(img, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise _UnreadableImage(f"cannot read image {path} ({exc}); remove or replace the file") from None
+        raise _Unreadable(f"cannot read image {path} ({exc}); remove or replace the file") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
@@ -427,18 +431,31 @@ def _image_mode(files: list[Path]) -> str:
     return "L"
 
 
-def _folder_images(root: Path, image_size: int | None, in_channels: int | None = None):
-    def images(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _class_files(root: Path, suffixes: set[str], what: str) -> tuple[list[tuple[Path, int]], list[str]]:
+    """A folder's files by class: one sub-folder per class, or the files directly in it (unlabelled, -1)."""
+    def listed(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes:
-        files = [(f, i) for i, c in enumerate(classes) for f in images(root / c)]
-    else:  # a flat folder of unlabelled images
-        files = [(f, -1) for f in images(root)]
+        files = [(f, i) for i, c in enumerate(classes) for f in listed(root / c)]
+    else:
+        files = [(f, -1) for f in listed(root)]
     if not files:
-        raise DataError(f"no images found in {root}; put images in one sub-folder per class "
+        raise DataError(f"no {what} found in {root}; put {what} in one sub-folder per class "
                         "(or directly in the folder for unlabelled data)")
+    return files, classes
+
+
+def _warn_skipped(skipped: list[Path], what: str, root: Path) -> None:
+    if skipped:
+        import warnings
+
+        warnings.warn(f"skipped {len(skipped)} unreadable {what} in {root} (e.g. {skipped[0].name})", stacklevel=3)
+
+
+def _folder_images(root: Path, image_size: int | None, in_channels: int | None = None):
+    files, classes = _class_files(root, IMAGE_SUFFIXES, "images")
     # the model's channels when known (greyscale and colour images mixed in one folder are converted),
     # else colour if any of the first images is
     mode = {1: "L", 3: "RGB"}.get(in_channels) or _image_mode([f for f, _ in files])
@@ -451,38 +468,104 @@ def _folder_images(root: Path, image_size: int | None, in_channels: int | None =
                     size = (img.size[1], img.size[0])
             arrays.append(_read_image(f, mode, size))
             labels.append(c)
-        except (_UnreadableImage, OSError):
+        except (_Unreadable, OSError):
             skipped.append(f)
     if not arrays:
         raise DataError(f"no readable image in {root} ({len(skipped)} files PIL cannot decode, e.g. {skipped[0]}); "
                         "replace them with PNG or JPEG images")
-    if skipped:
-        import warnings
-
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {root} (e.g. {skipped[0].name})", stacklevel=2)
+    _warn_skipped(skipped, "image(s)", root)
     x = np.stack(arrays)
     y = np.array(labels, dtype=np.int64)
-    return x, y, classes
+    return x, y, classes, {}
 
 
-def _imagefolder(data_dir: str | Path | None, image_size: int | None, in_channels: int | None = None):
+def _read_wav(path: Path) -> tuple[int, np.ndarray]:
+    """A WAV file's rate and its samples as float32 (C, L), integer PCM scaled to [-1, 1) by its type's range
+    (scipy returns 24-bit PCM as int32 with the samples in the high bytes, so that scale holds for it too)."""
+    import warnings
+
+    from scipy.io import wavfile
+
+    try:
+        with warnings.catch_warnings():  # chunks scipy does not parse (metadata, cue points) are skipped
+            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+            rate, data = wavfile.read(path)
+    except (ValueError, OSError, EOFError, struct.error) as exc:
+        raise _Unreadable(f"cannot read WAV file {path} ({exc}); remove or replace the file") from None
+    data = np.asarray(data)
+    if data.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128
+        x = (data.astype(np.float32) - 128.0) / 128.0
+    elif np.issubdtype(data.dtype, np.integer):
+        x = data.astype(np.float32) / float(-np.iinfo(data.dtype).min)
+    else:
+        x = data.astype(np.float32)
+    x = x[:, None] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise _Unreadable(f"WAV file {path} holds no samples; remove it")
+    if not np.isfinite(x).all():
+        raise DataError(f"WAV file {path} contains NaN or Inf samples; clean or remove it")
+    return int(rate), np.ascontiguousarray(x.T)
+
+
+def _folder_wavs(root: Path, length: int | None, in_channels: int | None = None):
+    """Every WAV file of a folder as (N, C, L) raw samples: cut or zero-padded at the end to ``length`` (the
+    model's, else the longest file's), mixed down to one channel where the model takes one; one rate for all."""
+    files, classes = _class_files(root, AUDIO_SUFFIXES, "WAV files")
+    signals: list[tuple[Path, np.ndarray]] = []
+    labels, skipped, rate, first = [], [], None, None
+    for f, c in files:
+        try:
+            r, s = _read_wav(f)
+        except _Unreadable:
+            skipped.append(f)
+            continue
+        if rate is None:
+            rate, first = r, f
+        elif r != rate:
+            raise DataError(f"{f} is sampled at {r} Hz but {first} at {rate} Hz; resample every file to one rate")
+        signals.append((f, s))
+        labels.append(c)
+    if not signals:
+        raise DataError(f"no readable WAV file in {root} ({len(skipped)} files scipy cannot read, e.g. {skipped[0]}); "
+                        "write them as PCM or float WAV")
+    _warn_skipped(skipped, "WAV file(s)", root)
+    channels = in_channels or signals[0][1].shape[0]
+    length = length or max(s.shape[1] for _, s in signals)
+    x = np.zeros((len(signals), channels, length), np.float32)
+    for i, (f, s) in enumerate(signals):
+        if s.shape[0] != channels:
+            if channels != 1:
+                raise DataError(f"{f} has {s.shape[0]} channel(s) but {channels} are expected (the model's, or the "
+                                "first file's); give every file the same channels")
+            s = s.mean(axis=0, keepdims=True)
+        n = min(length, s.shape[1])
+        x[i, :, :n] = s[:, :n]
+    return x, np.array(labels, dtype=np.int64), classes, {"sample_rate": rate}
+
+
+def _folder_dataset(kind: str, what: str, read: Callable, data_dir: str | Path | None, size: int | None,
+                    in_channels: int | None):
+    """A folder of class sub-folders (or of unlabelled files), or one holding train/ and test/ so laid out."""
     if not data_dir:
-        raise DataError("the imagefolder dataset needs `data_dir` pointing to a folder of images")
+        raise DataError(f"the {kind} dataset needs `data_dir` pointing to a folder of {what}s")
     root = Path(data_dir)
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass `data_dir` to an existing folder")
-    if (root / "train").is_dir():
-        x, y, classes = _folder_images(root / "train", image_size, in_channels)
-        test = None
-        if (root / "test").is_dir():
-            xt, yt, tclasses = _folder_images(root / "test", image_size or x.shape[-1], in_channels)
-            if tclasses != classes:
-                raise DataError(f"{root}/test has classes {tclasses} but train has {classes}; "
-                                "use the same class sub-folders")
-            test = (xt, yt)
-        return x, y, test
-    x, y, _ = _folder_images(root, image_size, in_channels)
-    return x, y, None
+        raise DataError(f"{what} folder {root} does not exist; pass `data_dir` to an existing folder")
+    if not (root / "train").is_dir():
+        x, y, _, info = read(root, size, in_channels)
+        return x, y, None, info
+    x, y, classes, info = read(root / "train", size, in_channels)
+    test = None
+    if (root / "test").is_dir():
+        xt, yt, tclasses, tinfo = read(root / "test", size or x.shape[-1], x.shape[1])
+        if tclasses != classes:
+            raise DataError(f"{root}/test has classes {tclasses} but train has {classes}; "
+                            "use the same class sub-folders")
+        if tinfo != info:  # only WAV folders report anything here: their rate
+            raise DataError(f"{root}/test is sampled at {tinfo.get('sample_rate')} Hz but {root}/train at "
+                            f"{info.get('sample_rate')} Hz; resample every file to one rate")
+        test = (xt, yt)
+    return x, y, test, info
 
 
 def _digits():
@@ -516,7 +599,8 @@ register_dataset("fashion-mnist")(_idx("fashion-mnist"))
 register_dataset("mnist")(_idx("mnist"))
 register_dataset("digits")(lambda data_dir, image_size, in_channels: _digits())
 register_dataset("cifar10")(lambda data_dir, image_size, in_channels: _cifar10(data_dir))
-register_dataset("imagefolder")(_imagefolder)
+register_dataset("imagefolder")(partial(_folder_dataset, "imagefolder", "image", _folder_images))
+register_dataset("wavfolder")(partial(_folder_dataset, "wavfolder", "audio", _folder_wavs))
 register_dataset("npz")(lambda data_dir, image_size, in_channels: _npz(data_dir))
 register_dataset("signals")(lambda data_dir, image_size, in_channels: _npz(data_dir, signals=True))
 
@@ -533,7 +617,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     The test split (the dataset's own, or a fixed 20% carved with seed 0 when it has none)
     is used only for final reports. Images smaller than ``min_size`` are upsampled so that
     every zoo model runs on every dataset. ``image_size`` and ``in_channels`` apply to image
-    folders, whose images are resized and converted (greyscale or colour) to them.
+    folders, whose images are resized and converted (greyscale or colour) to them, and to WAV folders,
+    whose clips are cut or zero-padded to that length and mixed down to one channel where asked.
     """
     if train_limit is not None and train_limit < 1:
         raise DataError(f"`train_limit` must be >= 1 (or unset for every image), got {train_limit}")
@@ -541,7 +626,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     if data_dir and name in BUILT_IN:
         raise DataError(f"{name} is built in (scikit-learn) and reads no folder, but `data_dir` names {data_dir}; "
                         "leave `data_dir` out, or set `dataset` to the one stored there")
-    x, y, test = reader(data_dir, image_size, in_channels)
+    x, y, test, *extra = reader(data_dir, image_size, in_channels)
+    info = extra[0] if extra else {}
     if np.ndim(x) not in (3, 4):
         raise DataError(f"dataset {name}'s inputs have shape {tuple(np.shape(x))}; a reader returns images "
                         "(N, C, H, W) or 1-D signals (N, C, L)")
@@ -585,7 +671,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     return DataBundle(name=name, num_classes=num_classes, in_channels=int(xt.shape[1]),
                       image_size=tuple(int(d) for d in xt.shape[2:]), mean=mean, std=std,
                       train=train, val=val, calib=calib,
-                      test=ImageSet(test_x, torch.from_numpy(test[1])), flip=name in _FLIP_OK)
+                      test=ImageSet(test_x, torch.from_numpy(test[1])), flip=name in _FLIP_OK,
+                      sample_rate=info.get("sample_rate"))
 
 
 def _resize(x: torch.Tensor, min_size: int | None) -> torch.Tensor:

@@ -279,7 +279,10 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
 
     shape = shape_text(exported["input_size"])
     names = ", input `input`, output `logits`" if exported["format"] == "onnx" else ""
+    rate = exported.get("sample_rate")
     inputs, raw = (("images", "the pixels scaled to [0, 1]") if len(exported["input_size"]) == 3
+                   else (f"audio clips at {rate} Hz (channels x samples)",
+                         "the samples scaled to [-1, 1] (16-bit PCM divided by 32768)") if isinstance(rate, int)
                    else ("signals (channels x samples)", "the samples as stored"))
     return [f"Exported `{exported['file']}` ({exported['format']}, {exported['bytes']:,} bytes; outputs within "
             f"{exported['max_abs_diff']:.1e} of torch's): load it with `{LOADERS[exported['format']].format(file=exported['file'])}`"
