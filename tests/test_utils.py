@@ -15,3 +15,19 @@ def test_file_sha256_is_the_files_and_follows_a_rewrite(tmp_path):
     atomic_write(path, lambda p: p.write_bytes(b"b" * 3_000_000))  # how entroprune rewrites a checkpoint
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and time: only the inode tells
     assert file_sha256(path) == hashlib.sha256(b"b" * 3_000_000).hexdigest() != first
+
+
+def test_cpu_name_tells_masked_x86_generations_apart():
+    """Two cloud VMs both named "AMD EPYC" (Zen 1 and Zen 4 here, 2.5x apart) are told apart by family, model and
+    vector unit, with no comma inside (pages shorten a machine at its first comma); non-x86 keeps its name."""
+    from entroprune.utils import cpu_name
+
+    def info(family: str, model: str, flags: str) -> str:
+        return (f"processor\t: 0\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: AMD EPYC\n"
+                f"flags\t\t: fpu {flags}\n\nprocessor\t: 1\nmodel name\t: another\n")
+
+    zen1, zen4 = cpu_name(info("23", "1", "sse4_2 avx2")), cpu_name(info("25", "17", "avx2 avx512f"))
+    assert (zen1, zen4) == ("AMD EPYC (family 23 model 1; AVX2)", "AMD EPYC (family 25 model 17; AVX-512)")
+    assert cpu_name(info("6", "62", "sse4_2")) == "AMD EPYC (family 6 model 62)"
+    assert "," not in zen4
+    assert cpu_name("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n") == cpu_name("")

@@ -275,20 +275,35 @@ def folder_lock(folder: str | Path, what: str):
                 folder.rmdir()
 
 
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name, with its x86 family, model and widest vector unit: cloud VMs often mask the name
+    ("AMD EPYC" on two generations 2.5x apart here), and timings are only comparable on the same chip."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip() and fields:  # the first processor's block is enough
+            break
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        flags = set(fields.get("flags", "").split())
+        simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+        # no comma inside: pages shorten a machine to the text before its first comma
+        name += f" (family {fields['cpu family']} model {fields['model']}{'; ' + simd if simd else ''})"
+    return name
+
+
 def machine_description(threads: bool = True) -> str:
     """CPU, cores and torch build, plus the current torch thread count unless ``threads`` is off
     (for tables whose rows vary it)."""
-    import platform
-
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    machine = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    machine = f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
     return f"{machine}, {torch.get_num_threads()} threads" if threads else machine
