@@ -211,6 +211,23 @@ def test_signals_npz_reads_one_dimensional_inputs(tmp_path):
 
 
 
+
+def test_signal_shift_scales_with_the_length():
+    """The shift augmentation moves a 1-D signal by up to a tenth of its length (100 ms of a 1 s clip, as keyword
+    spotting trains), an image by up to 2 pixels."""
+    from entroprune.data import BatchLoader, ImageSet
+
+    x = torch.zeros(64, 1, 1000)
+    x[:, 0, 500] = 1.0
+    loader = BatchLoader(ImageSet(x, torch.zeros(64, dtype=torch.long)), [0.0], [1.0], 64, False, "shift", False, 0,
+                         torch.device("cpu"))
+    (batch, _), = list(loader)
+    moved = batch[:, 0].argmax(1) - 500
+    assert moved.abs().max() <= 100 and moved.abs().max() > 50 and len(set(moved.tolist())) > 20
+    images = ImageSet(torch.zeros(64, 1, 40, 40).index_fill_(2, torch.tensor([20]), 1.0), torch.zeros(64, dtype=torch.long))
+    (batch, _), = list(BatchLoader(images, [0.0], [1.0], 64, False, "shift", False, 0, torch.device("cpu")))
+    assert set((batch[:, 0, :, 20].argmax(1) - 20).tolist()) <= {-2, -1, 0, 1, 2}
+
 def _wav(path, rate, samples):
     from scipy.io import wavfile
 
@@ -241,11 +258,14 @@ def test_wav_folder_reads_raw_audio_as_signals(tmp_path):
     assert sum(torch.allclose(r, torch.full((20,), 0.1), atol=1e-6) for r in yes) == 1  # the stereo clip's mean
     no = x[y == 0]
     assert sum(torch.allclose(r, torch.tensor(ramp, dtype=torch.float32), atol=1e-2) for r in no) == 1  # 8-bit
-    padded = [r for r in no if r[0] > 0.49]  # the 32-bit clips, shorter than 20 samples: zero-padded
+    padded = [r for r in no if r[0] > 0.49]  # the 32-bit clips, shorter than the median's 20 samples: zero-padded
     assert len(padded) == 4 and all(r[12:].abs().max() <= 0.5 and r[-1] == 0 for r in padded)
     short = load_dataset("wavfolder", root / "yes", val_size=1, calib_size=1, image_size=8)
     assert short.image_size == (8,) and not short.labelled
     assert load_dataset("wavfolder", root / "yes", val_size=1, calib_size=1).in_channels == 1  # the first file's
+    for i in range(4):  # one long recording among short clips: every clip at the median's length, not its
+        _wav(tmp_path / "flat" / f"{i}.wav", 8000, np.ones(100_000 if i == 2 else 10, np.int16))
+    assert load_dataset("wavfolder", tmp_path / "flat", val_size=1, calib_size=1).image_size == (10,)
     split = tmp_path / "split"
     for part in ("train", "test"):
         for c in ("a", "b"):
@@ -276,6 +296,7 @@ def test_wav_folder_refusals(tmp_path):
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "x.wav").write_bytes(b"nope")
+    _wav(junk / "none.wav", 8000, np.zeros((10, 0), np.int16))  # no channels: scipy divides by zero reading it
     with pytest.raises(DataError, match="no readable WAV file in"):
         load_dataset("wavfolder", junk)
     split = tmp_path / "split"

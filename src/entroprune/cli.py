@@ -171,7 +171,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = _BASELINE.batch_size,
     width_mult: Annotated[float, typer.Option(help="Channel width multiplier.")] = _BASELINE.width_mult,
     train_limit: Annotated[int | None, typer.Option(help="Use only this many training images.")] = _BASELINE.train_limit,
-    augment: Annotated[str, typer.Option(help="none, flip or shift (+flip).")] = _BASELINE.augment,
+    augment: Annotated[str, typer.Option(help="none, flip or shift (+flip): 2 pixels, or a tenth of a 1-D signal's length.")] = _BASELINE.augment,
     data_dir: DataDir = None,
     seed: Seed = 0,
     device: Device = "auto",

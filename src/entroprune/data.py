@@ -109,7 +109,8 @@ class BatchLoader:
                  shuffle: bool, augment: bool | str, flip: bool, seed: int, device: torch.device,
                  shard: tuple[int, int] = (0, 1)):
         """``augment``: False/"none", "flip" (left-right, where the dataset allows it), or
-        True/"shift" (random translation by up to 2 pixels, plus flips where allowed).
+        True/"shift" (random translation by up to 2 pixels, plus flips where allowed; a 1-D signal by up to a
+        tenth of its length, at least 2 samples: time-shift as keyword spotting trains, 100 ms of a 1 s clip).
 
         ``shard`` = (rank, world) for data-parallel training: every rank walks the same
         shuffled order in global batches of ``batch_size`` and takes every world-th image of
@@ -121,6 +122,7 @@ class BatchLoader:
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
         self.shift, self.flip, self.device = mode == "shift", flip and mode != "none", device
         self.mean, self.std = per_channel(mean, data.x.dim()), per_channel(std, data.x.dim())
+        self.shift_pad = max(2, int(data.x.shape[-1]) // 10) if data.x.dim() == 3 else 2
         self.generator = torch.Generator().manual_seed(seed)
         self.rank, self.world = shard
         if not 0 <= self.rank < self.world:
@@ -147,7 +149,7 @@ class BatchLoader:
                 idx = idx[self.rank::self.world]
             x, y = self.data.x[idx], self.data.y[idx]
             if self.shift:
-                x = random_shift(x, 2, self.generator)
+                x = random_shift(x, self.shift_pad, self.generator)
             if self.flip:
                 flip = torch.rand(len(x), generator=self.generator) < 0.5
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
@@ -490,8 +492,8 @@ def _read_wav(path: Path) -> tuple[int, np.ndarray]:
         with warnings.catch_warnings():  # chunks scipy does not parse (metadata, cue points) are skipped
             warnings.simplefilter("ignore", wavfile.WavFileWarning)
             rate, data = wavfile.read(path)
-    except (ValueError, OSError, EOFError, struct.error) as exc:
-        raise _Unreadable(f"cannot read WAV file {path} ({exc}); remove or replace the file") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt header trips scipy's parser anywhere (0 channels: ZeroDivisionError)
+        raise _Unreadable(f"cannot read WAV file {path} ({type(exc).__name__}: {exc}); remove or replace the file") from None
     data = np.asarray(data)
     if data.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128
         x = (data.astype(np.float32) - 128.0) / 128.0
@@ -509,7 +511,8 @@ def _read_wav(path: Path) -> tuple[int, np.ndarray]:
 
 def _folder_wavs(root: Path, length: int | None, in_channels: int | None = None):
     """Every WAV file of a folder as (N, C, L) raw samples: cut or zero-padded at the end to ``length`` (the
-    model's, else the longest file's), mixed down to one channel where the model takes one; one rate for all."""
+    model's, else the median clip's: the longest would let one long recording among short clips multiply the
+    memory by its length), mixed down to one channel where the model takes one; one rate for all."""
     files, classes = _class_files(root, AUDIO_SUFFIXES, "WAV files")
     signals: list[tuple[Path, np.ndarray]] = []
     labels, skipped, rate, first = [], [], None, None
@@ -530,7 +533,7 @@ def _folder_wavs(root: Path, length: int | None, in_channels: int | None = None)
                         "write them as PCM or float WAV")
     _warn_skipped(skipped, "WAV file(s)", root)
     channels = in_channels or signals[0][1].shape[0]
-    length = length or max(s.shape[1] for _, s in signals)
+    length = length or sorted(s.shape[1] for _, s in signals)[len(signals) // 2]
     x = np.zeros((len(signals), channels, length), np.float32)
     for i, (f, s) in enumerate(signals):
         if s.shape[0] != channels:
