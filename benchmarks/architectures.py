@@ -2,7 +2,7 @@
 
     python benchmarks/architectures.py
 
-Runs tests/archs.py's 23 small architectures at 50% and 25% of their MACs (the same runs as
+Runs tests/archs.py's 25 small architectures at 50% and 25% of their MACs (the same runs as
 tests/test_architectures.py, which asserts on them) and writes what each gave.
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
     warnings.simplefilter("ignore")  # the exporter's tracer warnings; the suite asserts the tool's own
     lines = ["# Architectures: what entroprune prunes, and what it refuses", "",
              "Written by `python benchmarks/architectures.py` from the runs `tests/test_architectures.py` asserts on",
-             "(tiny nets with random weights, 1x16x16 inputs, 64-sample signals for the 1-D nets; a 3-episode search",
+             "(tiny nets with random weights, 1x16x16 inputs, 64-sample signals for the 1-D nets, 6-slice volumes for the 3-D ones; a 3-episode search",
              "with `band: null`, `min_keep: 0.05`, then pruning, a forward and an ONNX round trip; here also",
              "torch.export's capture of the pruned net, `export --format pt2`, run on the same inputs). MACs are",
              "torch-pruning's count of the pruned net against the original's. A refused pattern is one line naming",

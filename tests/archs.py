@@ -99,12 +99,13 @@ class GroupNormNet(torch.nn.Module):
 
 class UNet(torch.nn.Module):
     """A U-Net step: a strided conv, a transposed conv back up, a skip concatenation (``dims=1``: the 1-D U-Net of
-    audio denoising and time-series segmentation)."""
+    audio denoising and time-series segmentation; ``dims=3``: the 3-D U-Net of volume segmentation)."""
 
     def __init__(s, dims: int = 2):
         super().__init__()
         nn = torch.nn
-        C, T = {1: (nn.Conv1d, nn.ConvTranspose1d), 2: (nn.Conv2d, nn.ConvTranspose2d)}[dims]
+        C, T = {1: (nn.Conv1d, nn.ConvTranspose1d), 2: (nn.Conv2d, nn.ConvTranspose2d),
+                3: (nn.Conv3d, nn.ConvTranspose3d)}[dims]
         s.d1 = C(1, 16, 3, padding=1)
         s.d2 = C(16, 32, 3, stride=2, padding=1)
         s.up = T(32, 16, 2, stride=2)
@@ -344,6 +345,25 @@ class TCResNet(torch.nn.Module):
         return self.fc(torch.nn.functional.adaptive_avg_pool1d(torch.relu(self.b3(self.c3(h))), 1).flatten(1))
 
 
+class Video3D(torch.nn.Module):
+    """A video / volume classifier of 3-D convs (C3D, R(2+1)D, X3D's kind): a stem strided in space only, a
+    residual block of a depthwise 3x3x3 and a pointwise Conv3d with BatchNorm3d, a strided conv, a pooled Linear."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem, self.b0 = nn.Conv3d(1, 16, 3, stride=(1, 2, 2), padding=1, bias=False), nn.BatchNorm3d(16)
+        self.dw, self.b1 = nn.Conv3d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm3d(16)
+        self.pw, self.b2 = nn.Conv3d(16, 16, 1, bias=False), nn.BatchNorm3d(16)
+        self.c3, self.b3 = nn.Conv3d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm3d(32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.b0(self.stem(x)))
+        h = torch.relu(h + self.b2(self.pw(torch.relu(self.b1(self.dw(h))))))
+        return self.fc(torch.nn.functional.adaptive_avg_pool3d(torch.relu(self.b3(self.c3(h))), 1).flatten(1))
+
+
 def zoo(name: str):
     from entroprune.models import build_model
 
@@ -380,9 +400,12 @@ ARCHITECTURES = {
     "inception concat + projection": (Incep, "b1"),
     "1-d keyword spotting (residual, depthwise)": (TCResNet, None),
     "1-d u-net (transposed conv + skip concat)": (lambda: UNet(dims=1), None),
+    "3-d video net (residual, depthwise)": (Video3D, None),
+    "3-d u-net (transposed conv + skip concat)": (lambda: UNet(dims=3), None),
 }
 #: One input's shape, where it is not 1x16x16.
-INPUT_SHAPES = {"1-d keyword spotting (residual, depthwise)": (1, 64), "1-d u-net (transposed conv + skip concat)": (1, 64)}
+INPUT_SHAPES = {"1-d keyword spotting (residual, depthwise)": (1, 64), "1-d u-net (transposed conv + skip concat)": (1, 64),
+                "3-d video net (residual, depthwise)": (1, 6, 12, 12), "3-d u-net (transposed conv + skip concat)": (1, 6, 8, 8)}
 
 
 def run_architecture(name: str, target: float, out_dir, pt2: bool = False) -> dict:

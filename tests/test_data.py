@@ -212,6 +212,32 @@ def test_signals_npz_reads_one_dimensional_inputs(tmp_path):
 
 
 
+
+def test_volumes_npz_reads_videos_and_scans(tmp_path):
+    """(N, C, D, H, W) volumes (or (N, D, H, W), one channel): uint8 divided by 255 as images are, other types as
+    stored; the shift augmentation moves every slice of a volume by the same pixels; other shapes one line."""
+    from entroprune.data import BatchLoader, ImageSet
+
+    rng = np.random.default_rng(0)
+    p = tmp_path / "vol.npz"
+    np.savez(p, x=rng.integers(0, 256, (30, 3, 5, 8, 8)).astype(np.uint8), y=np.arange(30) % 3)
+    d = load_dataset("volumes", p, val_size=3, calib_size=3, min_size=32)  # never resampled
+    assert (d.num_classes, d.in_channels, d.image_size) == (3, 3, (5, 8, 8)) and d.train.x.max() <= 1
+    hu = rng.normal(-500, 400, (30, 5, 8, 8))  # a scan's own units
+    np.savez(p, x=hu, y=np.arange(30) % 3)
+    d = load_dataset("volumes", p, val_size=3, calib_size=3)
+    assert d.in_channels == 1 and float(d.train.x.min()) < -1000
+    x = torch.zeros(16, 1, 4, 9, 9)
+    x[:, :, :, 4, 4] = 1.0
+    (batch, _), = list(BatchLoader(ImageSet(x, torch.zeros(16, dtype=torch.long)), [0.0], [1.0], 16, False, "shift",
+                                   False, 0, torch.device("cpu")))
+    where = [[tuple((v[0, t] == 1).nonzero()[0].tolist()) for t in range(4)] for v in batch]
+    assert all(len(set(w)) == 1 for w in where) and len({w[0] for w in where}) > 1  # moved, slices together
+    np.savez(p, x=np.zeros((30, 8, 8)), y=np.arange(30) % 3)
+    with pytest.raises(DataError, match=re.escape("volumes must be numbers of shape (N, D, H, W) or (N, C, D, H, W), "
+                                                  "got float64 (30, 8, 8); reshape x")):
+        load_dataset("volumes", p)
+
 def test_signal_shift_scales_with_the_length():
     """The shift augmentation moves a 1-D signal by up to a tenth of its length (100 ms of a 1 s clip, as keyword
     spotting trains), an image by up to 2 pixels."""

@@ -178,6 +178,36 @@ def test_one_dimensional_maps_are_read_as_one_row(variant):
     assert (layer_entropy(bump, variant) < layer_entropy(torch.rand(3, 4, 50), variant)).all()
 
 
+@pytest.mark.parametrize("variant", ["distribution", "cooccurrence", "cooccurrence-avg"])
+def test_three_dimensional_maps_are_read_slice_by_slice(variant):
+    """A Conv3d's (N, C, D, H, W) maps: each slice's spatial entropy (a video's frame, a volume's slice), the mean
+    over the D slices, with the kept channels as for 2-D maps; a slice of noise among smooth ones raises it."""
+    act = torch.rand(3, 4, 5, 6, 7) - 0.2
+    kept = torch.tensor([0, 2, 3])
+    per_image = layer_entropy(act, variant, kept)
+    slices = torch.stack([layer_entropy(act[:, :, d], variant, kept) for d in range(5)], 1)
+    assert per_image.shape == (3,) and torch.allclose(per_image, slices.mean(1), atol=1e-6)
+    yy, xx = torch.meshgrid(torch.arange(6.0), torch.arange(7.0), indexing="ij")
+    smooth = torch.exp(-((yy - 3) ** 2 + (xx - 3) ** 2) / 4).expand(3, 4, 5, 6, 7).clone()
+    noisy = smooth.clone()
+    noisy[:, :, 2] = torch.rand(3, 4, 6, 7)
+    assert (layer_entropy(smooth, variant) < layer_entropy(noisy, variant)).all()
+
+
+def test_probe_on_three_dimensional_net():
+    """Conv3d layers are measured at their BatchNorm3d, as Conv2d layers at theirs."""
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
+                          nn.Conv3d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                          nn.Linear(8, 3)).eval()
+    x = torch.randn(6, 1, 4, 8, 8)
+    points = activation_points(model, x[:1])
+    assert points == {"0": "1", "3": "3"}
+    with EntropyProbe(model, list(points), points, variants=VARIANTS) as probe:
+        res = probe.measure(x, batch_size=4)
+    assert all(math.isfinite(v) and v > 0 for r in res.values() for v in r.values())
+
+
 def test_probe_on_one_dimensional_net():
     """Conv1d layers are measured at their BatchNorm1d, as Conv2d layers at theirs."""
     nn = torch.nn

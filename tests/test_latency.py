@@ -72,10 +72,11 @@ def test_layer_shapes_follow_the_pruned_net(name):
         assert (int(cin[0]), int(cout[0])) == real, s.name
 
 
-@pytest.mark.parametrize("arch", ["1-d keyword spotting (residual, depthwise)", "1-d u-net (transposed conv + skip concat)"])
-def test_one_dimensional_nets_get_layers_of_their_own_kind(arch):
-    """1-D convs are timed as the 1-D layers they are, at their signal length (a Conv2d table would time
-    something else), follow the pruned net, and survive the JSON round trip."""
+@pytest.mark.parametrize("arch", ["1-d keyword spotting (residual, depthwise)", "1-d u-net (transposed conv + skip concat)",
+                                  "3-d video net (residual, depthwise)", "3-d u-net (transposed conv + skip concat)"])
+def test_one_and_three_dimensional_nets_get_layers_of_their_own_kind(arch):
+    """1-D and 3-D convs are timed as the layers they are, at their signal length or volume (a Conv2d table
+    would time something else), follow the pruned net, and survive the JSON round trip."""
     import json
 
     from entroprune.latency import LatencyModel

@@ -66,8 +66,8 @@ def test_a_registered_dataset_loads_by_name(restore):
 
 
 def test_a_registered_dataset_of_signals_loads_and_other_shapes_are_refused(restore):
-    """A reader may return images (N, C, H, W) or 1-D signals (N, C, L); anything else crashed the split's mean
-    with an IndexError."""
+    """A reader may return images (N, C, H, W), 1-D signals (N, C, L) or volumes (N, C, D, H, W); anything else
+    crashed the split's mean with an IndexError."""
 
     @register_dataset("signals2")
     def signals(data_dir, image_size, in_channels):
@@ -82,5 +82,12 @@ def test_a_registered_dataset_of_signals_loads_and_other_shapes_are_refused(rest
     x, _ = next(iter(data.loader("train", 8)))
     assert x.shape == (8, 2, 64) and data.example_input().shape == (1, 2, 64)
     with pytest.raises(DataError, match=re.escape("dataset flat's inputs have shape (60, 64); a reader returns "
-                                                  "images (N, C, H, W) or 1-D signals (N, C, L)")):
+                                                  "images (N, C, H, W), 1-D signals (N, C, L) or volumes (N, C, D, H, W)")):
         load_dataset("flat", seed=0)
+
+    @register_dataset("six")
+    def six(data_dir, image_size, in_channels):
+        return np.zeros((60, 1, 2, 2, 2, 2), dtype=np.float32), np.arange(60) % 3, None
+
+    with pytest.raises(DataError, match=re.escape("dataset six's inputs have shape (60, 1, 2, 2, 2, 2)")):
+        load_dataset("six", seed=0)

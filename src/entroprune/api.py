@@ -24,6 +24,7 @@ from .utils import (
     check_writable_dir,
     file_sha256,
     forward_with_hooks,
+    input_kind,
     modes_kept,
     refuse_output_inside,
     seed_everything,
@@ -59,15 +60,15 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     folder = _data_folder(spec, dataset, data_dir)
     kwargs.setdefault("seed", spec.split_seed)
     images = len(spec.input_size) == 3
-    built = "images" if images else "signals"
+    built = input_kind(len(spec.input_size) - 1)
     if name in ("imagefolder", "wavfolder"):  # a user's own files: converted and sized to what the model takes
         kwargs.setdefault("in_channels", spec.in_channels)
         if images and name == "imagefolder" and spec.input_size[1] == spec.input_size[2]:
             kwargs.setdefault("image_size", spec.input_size[1])
-        if not images and name == "wavfolder":
+        if len(spec.input_size) == 2 and name == "wavfolder":
             kwargs.setdefault("image_size", spec.input_size[1])  # the clip length in samples
     data = load_dataset(name, folder, min_size=spec.input_size[1] if images else None, **kwargs)
-    what = "images" if len(data.image_size) == 2 else "signals"
+    what = input_kind(len(data.image_size))
     if data.in_channels != spec.in_channels:
         raise DataError(f"dataset {name} has {data.in_channels}-channel {what} but the model "
                         f"expects {spec.in_channels}; use the dataset it was trained on")
@@ -459,11 +460,11 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
         try:
             net.eval()(data.example_input(2))
         except Exception as exc:  # noqa: BLE001 - a 2-D net on signals, a 1-D one on images: one line
-            kind = "images" if len(data.image_size) == 2 else "1-D signals"
+            kind = {1: "1-D signals"}.get(len(data.image_size), input_kind(len(data.image_size)))
             raise ConfigError(f"model {model!r} cannot run on dataset {dataset}'s {kind} of "
                               f"{shape_text((data.in_channels, *data.image_size))} "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the zoo's "
-                              "kws takes 1-D signals, its other models images") from None
+                              "kws takes 1-D signals, its other models images (volumes: a plugin model)") from None
     spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
                      width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
                      input_size=[data.in_channels, *data.image_size],

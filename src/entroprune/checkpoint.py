@@ -65,11 +65,12 @@ class ModelSpec:
         numbers("mean", self.mean)
         numbers("std", self.std, positive=True)
         size = self.input_size
-        if not (isinstance(size, (list, tuple)) and len(size) in (2, 3) and all(
+        if not (isinstance(size, (list, tuple)) and len(size) in (2, 3, 4) and all(
                 isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in size)
                 and size[0] == self.in_channels):
-            raise ValueError(f"input_size must be [channels, height, width] (images) or [channels, length] (1-D "
-                             f"signals) with {self.in_channels} channels, got {size!r}")
+            raise ValueError(f"input_size must be [channels, height, width] (images), [channels, length] (1-D "
+                             f"signals) or [channels, depth, height, width] (volumes) with {self.in_channels} "
+                             f"channels, got {size!r}")
         if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool) or not 0 <= self.split_seed < 2**63:
             raise ValueError(f"split_seed must be an integer in [0, 2**63), got {self.split_seed!r}")
         if self.sample_rate is not None:

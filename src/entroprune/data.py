@@ -50,7 +50,7 @@ BUILT_IN = frozenset({"digits"})
 
 @dataclass
 class ImageSet:
-    x: torch.Tensor  # float32 (N, C, H, W) in [0, 1], or 1-D signals (N, C, L)
+    x: torch.Tensor  # float32 (N, C, H, W) in [0, 1], 1-D signals (N, C, L) or volumes (N, C, D, H, W)
     y: torch.Tensor  # int64 (N,), -1 when unlabelled
 
     def __len__(self) -> int:
@@ -63,7 +63,7 @@ class ImageSet:
 @dataclass
 class DataBundle:
     """A dataset carved into splits, with the normalisation a checkpoint must remember. ``image_size`` is an
-    image's (height, width), or a signal's (length,)."""
+    image's (height, width), a signal's (length,), or a volume's (depth, height, width)."""
 
     name: str
     num_classes: int
@@ -152,7 +152,7 @@ class BatchLoader:
                 x = random_shift(x, self.shift_pad, self.generator)
             if self.flip:
                 flip = torch.rand(len(x), generator=self.generator) < 0.5
-                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+                x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
             x = (x - self.mean) / self.std
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -164,8 +164,10 @@ def per_channel(values: list[float], ndim: int, device: torch.device | str = "cp
 
 
 def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``pad`` pixels (a signal by up to ``pad`` samples; zero fill), vectorised
-    over the batch."""
+    """Translate each image by up to ``pad`` pixels (a signal by up to ``pad`` samples, a volume's slices all by
+    the same pixels; zero fill), vectorised over the batch."""
+    if x.dim() == 5:
+        return random_shift(x.flatten(1, 2), pad, generator).view(x.shape)
     if x.dim() == 3:
         b, c, n = x.shape
         offset = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
@@ -313,10 +315,10 @@ def _cifar10(data_dir: str | Path | None):
                     "holding cifar-10-batches-py/data_batch_1 (CIFAR-10 cannot be downloaded here)")
 
 
-def _npz(data_dir: str | Path | None, signals: bool = False):
-    """An .npz of images (``npz``) or of 1-D signals (``signals``: x of shape (N, C, L))."""
-    kind = "signals" if signals else "npz"
-    to_array = _to_ncl if signals else _to_nchw
+def _npz(data_dir: str | Path | None, kind: str = "npz"):
+    """An .npz of images (``npz``), 1-D signals (``signals``: x of shape (N, C, L)) or volumes (``volumes``: x of
+    shape (N, C, D, H, W): videos, scans)."""
+    to_array = {"npz": _to_nchw, "signals": _to_ncl, "volumes": _to_ncdhw}[kind]
     if not data_dir:
         raise DataError(f"the {kind} dataset needs `data_dir` pointing to a .npz file with arrays x and y")
     path = Path(data_dir)
@@ -330,7 +332,7 @@ def _npz(data_dir: str | Path | None, signals: bool = False):
                         "write it with numpy.savez") from None
     if "x" not in content:
         raise DataError(f"{path} has no array 'x' (found {sorted(content)}); "
-                        f"save {'signals' if signals else 'images'} as x and labels as y")
+                        f"save {'images' if kind == 'npz' else kind} as x and labels as y")
     x = to_array(content["x"], path)
     y = content.get("y")
     y = np.full(len(x), -1, np.int64) if y is None else _labels(y, len(x), path)
@@ -362,6 +364,23 @@ def _to_ncl(x: np.ndarray, path: Path) -> np.ndarray:
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise DataError(f"{path}: signals contain NaN or Inf; clean the data")
+    return x
+
+
+def _to_ncdhw(x: np.ndarray, path: Path) -> np.ndarray:
+    """Volumes (videos, scans) as float32 (N, C, D, H, W): uint8 divided by 255 as images are, anything else
+    as stored (a scan's units are its own)."""
+    x = np.asarray(x)
+    if x.ndim == 4:
+        x = x[:, None]
+    if x.ndim != 5 or len(x) == 0 or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{path}: volumes must be numbers of shape (N, D, H, W) or (N, C, D, H, W), got {x.dtype} "
+                        f"{tuple(x.shape)}; reshape x")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: volumes contain NaN or Inf; clean the data")
     return x
 
 
@@ -605,7 +624,8 @@ register_dataset("cifar10")(lambda data_dir, image_size, in_channels: _cifar10(d
 register_dataset("imagefolder")(partial(_folder_dataset, "imagefolder", "image", _folder_images))
 register_dataset("wavfolder")(partial(_folder_dataset, "wavfolder", "audio", _folder_wavs))
 register_dataset("npz")(lambda data_dir, image_size, in_channels: _npz(data_dir))
-register_dataset("signals")(lambda data_dir, image_size, in_channels: _npz(data_dir, signals=True))
+register_dataset("signals")(lambda data_dir, image_size, in_channels: _npz(data_dir, "signals"))
+register_dataset("volumes")(lambda data_dir, image_size, in_channels: _npz(data_dir, "volumes"))
 
 
 # --------------------------------------------------------------------------- public entry
@@ -631,9 +651,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
                         "leave `data_dir` out, or set `dataset` to the one stored there")
     x, y, test, *extra = reader(data_dir, image_size, in_channels)
     info = extra[0] if extra else {}
-    if np.ndim(x) not in (3, 4):
+    if np.ndim(x) not in (3, 4, 5):
         raise DataError(f"dataset {name}'s inputs have shape {tuple(np.shape(x))}; a reader returns images "
-                        "(N, C, H, W) or 1-D signals (N, C, L)")
+                        "(N, C, H, W), 1-D signals (N, C, L) or volumes (N, C, D, H, W)")
 
     labelled = bool((y >= 0).all())
     if labelled and len(np.unique(y)) < 2:

@@ -107,7 +107,9 @@ def layer_entropy(act: torch.Tensor, variant: str = "distribution",
                   kept: torch.Tensor | None = None, levels: int = DEFAULT_LEVELS,
                   rectified: bool = False) -> torch.Tensor:
     """Per-image entropy of one layer's (N, C, H, W) activations over its kept channels; a 1-D conv's
-    (N, C, L) maps are read as one row (entropy over their L positions, neighbours along it).
+    (N, C, L) maps are read as one row (entropy over their L positions, neighbours along it), a 3-D conv's
+    (N, C, D, H, W) maps slice by slice (each of the D maps' spatial entropy, the mean over them: a video's
+    frames, a volume's slices).
 
     ``rectified=True`` promises ``act >= 0`` and skips the ReLU copy.
     """
@@ -115,6 +117,10 @@ def layer_entropy(act: torch.Tensor, variant: str = "distribution",
     act = act.float()
     if act.dim() == 3:
         act = act.unsqueeze(2)
+    elif act.dim() == 5:  # (N, C, D, H, W): the slices as images, then each image's mean over its slices
+        n, depth = act.shape[0], act.shape[2]
+        per_slice = layer_entropy(act.transpose(1, 2).flatten(0, 1), variant, kept, levels, rectified)
+        return per_slice.view(n, depth).mean(1)
     if kept is not None:
         kept = kept.to(act.device)
         if len(kept) == 0:

@@ -232,7 +232,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @dataclass
 class LayerShape:
     """A conv or linear layer's channel counts as affine functions of the groups' kept counts; a 1-D conv's
-    kernel, stride, padding and map sizes are 1-tuples."""
+    kernel, stride, padding and map sizes are 1-tuples, a 3-D conv's 3-tuples."""
 
     name: str
     kind: str  # conv, convT or linear
@@ -271,8 +271,8 @@ def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
 
     def record(name: str, inp: tuple, out: torch.Tensor) -> None:
         def size(t: torch.Tensor) -> tuple[int, ...]:
-            if isinstance(layers[name], CONVS) and t.dim() == 3:  # a 1-D conv's signal length
-                return (int(t.shape[2]),)
+            if isinstance(layers[name], CONVS) and t.dim() in (3, 5):  # a 1-D conv's length, a 3-D conv's volume
+                return tuple(int(d) for d in t.shape[2:])
             return (int(t.shape[2]), int(t.shape[3])) if t.dim() == 4 else (1, 1)
 
         hw.setdefault(name, (size(inp[0]), size(out)))
@@ -317,7 +317,8 @@ def build_layer(shape: LayerShape, cin: int, cout: int) -> tuple[nn.Module, tupl
     groups = cin if shape.depthwise else shape.groups
     if shape.depthwise:
         cout = cin
-    classes = {1: (nn.Conv1d, nn.ConvTranspose1d), 2: (nn.Conv2d, nn.ConvTranspose2d)}[len(shape.kernel)]
+    classes = {1: (nn.Conv1d, nn.ConvTranspose1d), 2: (nn.Conv2d, nn.ConvTranspose2d),
+               3: (nn.Conv3d, nn.ConvTranspose3d)}[len(shape.kernel)]
     cls = classes[shape.kind == "convT"]
     return cls(cin, cout, shape.kernel, shape.stride, shape.padding, groups=groups), (cin, *shape.in_hw)
 

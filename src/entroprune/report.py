@@ -225,7 +225,7 @@ def _export_ok(exported: Any) -> bool:
     return (isinstance(exported, dict) and isinstance(exported.get("file"), str)
             and exported.get("format") in LOADERS and isinstance(exported.get("bytes"), int)
             and isinstance(exported.get("max_abs_diff"), (int, float)) and numbers(exported.get("input_size"))
-            and len(exported["input_size"]) in (2, 3) and numbers(exported.get("mean")) and numbers(exported.get("std")))
+            and len(exported["input_size"]) in (2, 3, 4) and numbers(exported.get("mean")) and numbers(exported.get("std")))
 
 
 def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search_dir: Path | None) -> list[str]:
@@ -279,8 +279,10 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
 
     shape = shape_text(exported["input_size"])
     names = ", input `input`, output `logits`" if exported["format"] == "onnx" else ""
-    rate = exported.get("sample_rate")
-    inputs, raw = (("images", "the pixels scaled to [0, 1]") if len(exported["input_size"]) == 3
+    rate, dims = exported.get("sample_rate"), len(exported["input_size"])
+    inputs, raw = (("images", "the pixels scaled to [0, 1]") if dims == 3
+                   else ("volumes (channels x depth x height x width)",
+                         "the values as stored (uint8 volumes divided by 255)") if dims == 4
                    else (f"audio clips at {rate} Hz (channels x samples)",
                          "the samples scaled to [-1, 1] (16-bit PCM divided by 32768)") if isinstance(rate, int)
                    else ("signals (channels x samples)", "the samples as stored"))

@@ -32,9 +32,9 @@ from .settings import DEFAULT_IMPORTANCE, IMPORTANCES
 from .utils import forward_with_hooks, modes_kept
 
 # Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders; 1-D convs: audio and
-# time series, whose maps the entropy reward reads as one row).
-PLAIN_CONVS = (nn.Conv1d, nn.Conv2d)  # the convs whose maps the entropy reward reads, and that may be grouped
-CONVS = (*PLAIN_CONVS, nn.ConvTranspose1d, nn.ConvTranspose2d)
+# time series, whose maps the entropy reward reads as one row; 3-D convs: video and volumes, read slice by slice).
+PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the convs whose maps the entropy reward reads, and that may be grouped
+CONVS = (*PLAIN_CONVS, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 ROOTS = (*CONVS, nn.Linear)
 
 
@@ -357,7 +357,7 @@ class Structure:
         except Exception as exc:  # noqa: BLE001 - a wrong shape or dtype is the caller's, one line
             raise cannot_run(example_input, exc) from None
         if not conv_order:
-            raise ConfigError("the model has no Conv1d, Conv2d or Linear layer; nothing to prune")
+            raise ConfigError("the model has no convolution or Linear layer; nothing to prune")
         self.classifier = conv_order[-1]
         all_mods = dict(model.named_modules())
         unknown = [n for n in ignored if n not in all_mods]
@@ -386,12 +386,6 @@ class Structure:
         for i, gr in enumerate(groups):
             gr.index = i
         if not groups:
-            other = [f"{n!r} ({type(m).__name__})" for n, m in model.named_modules()
-                     if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, CONVS)]
-            if other:
-                raise ConfigError(f"the model's convolutions are 3-D ({', '.join(other[:3])}"
-                                  f"{', ...' if len(other) > 3 else ''}); entroprune prunes 1-D and 2-D convolutions "
-                                  "(its entropy reward reads 1-D and 2-D activation maps)")
             raise ConfigError("the model has no prunable channel group (every conv feeds the "
                               "classifier directly or has a single channel); nothing to prune")
         self.groups = groups
@@ -414,8 +408,8 @@ class Structure:
     def _output_sizes(self, model: nn.Module) -> dict[str, int]:
         sizes: dict[str, int] = {}
 
-        def record(mod, inp, out, name):
-            sizes.setdefault(name, int(np.prod(out.shape[2:])) if out.dim() > 2 else 1)
+        def record(mod, inp, out, name):  # a 3-D conv's maps are read slice by slice: one slice's size
+            sizes.setdefault(name, int(np.prod(out.shape[-2:] if out.dim() == 5 else out.shape[2:])) if out.dim() > 2 else 1)
 
         forward_with_hooks(model, self.example_input,
                            [(m, lambda mod, i, o, n=n: record(mod, i, o, n))

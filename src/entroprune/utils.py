@@ -192,6 +192,11 @@ def check_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def input_kind(spatial_dims: int) -> str:
+    """What an input of that many dimensions after the channels is, as messages and reports name it."""
+    return {1: "signals", 2: "images", 3: "volumes"}.get(spatial_dims, f"{spatial_dims}-D inputs")
+
+
 def shape_text(dims) -> str:
     """A shape as messages and reports write it: (1, 28, 28) -> '1x28x28'."""
     return "x".join(str(int(d)) for d in dims)
