@@ -117,6 +117,9 @@ def main() -> None:
     ap.add_argument("--variant", default="",
                     help="how the run differs from `make run` (e.g. `--config configs/main_job_l2.yaml`): named in "
                          "the page's title, and the README's block is left alone")
+    ap.add_argument("--machine", default="",
+                    help="a `make run` on another machine than the README's block (e.g. `an Intel Xeon VM`): named in "
+                         "the page's title, and the README's block is left alone")
     args = ap.parse_args()
     if args.run_dir:
         run_dir = Path(args.run_dir)
@@ -130,7 +133,7 @@ def main() -> None:
     report = json.loads((run_dir / "report.json").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     t = trace(run_dir, int(config["search"]["warmup"]))
-    readme = None if args.variant else with_block(Path(args.readme), readme_block(report, t, args.wall))
+    readme = None if args.variant or args.machine else with_block(Path(args.readme), readme_block(report, t, args.wall))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "report.json", out / "main_job.json")
@@ -139,10 +142,11 @@ def main() -> None:
     report_md = (run_dir / "report.md").read_text().split("\n## Plots")[0].replace("\n## ", "\n### ")
     md = [
         f"# Main job: `make run{variant}` (= `entroprune run`), "
-        f"{report['evaluation'].get('date', '')}",
+        f"{report['evaluation'].get('date', '')}" + (f", on {args.machine}" if args.machine else ""),
         "",
         f"Written by `python benchmarks/main_job.py {args.run_dir or run_dir}"
         + (f" --variant '{args.variant}'" if args.variant else "")
+        + (f" --machine '{args.machine}'" if args.machine else "")
         + (f" --wall {args.wall:.0f}`" if args.wall else "`")
         + (f" after `make run` on a clean clone ({fmt_s(args.wall)}, set-up included)." if args.wall else "."),
         f"Config: {config['model']} on {config['dataset']}, seed {config['seed']}; {s['agent']} with the "
@@ -152,7 +156,7 @@ def main() -> None:
         f"channels ranked by their {s.get('importance', 'l1').upper()} norm; "
         f"{config['finetune']['epochs']} fine-tuning epochs{' with distillation' if config['finetune']['distill'] else ''}."
         " The machine-readable report is `main_job.json`"
-        + ("." if args.variant else " (`benchmarks/make_results.py` reads the fine-tune drop from it)."),
+        + ("." if args.variant or args.machine else " (`benchmarks/make_results.py` reads the fine-tune drop from it)."),
         "",
         f"Search trace (`{run_dir.name}/search/episodes.jsonl`): {trace_sentence(t)}",
         "",

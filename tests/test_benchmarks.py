@@ -197,6 +197,11 @@ def test_main_job_record_comes_from_the_run(tmp_path):
     assert done.returncode == 0 and readme.read_text() == before, done.stderr
     page = (tmp_path / "v" / "main_job.md").read_text()
     assert page.startswith('# Main job: `make run RUN_ARGS="--config my.yaml"`') and "ranked by their L1 norm" in page
+    # so is the main job on another machine
+    done = run("main_job.py", str(run_dir), "--machine", "an Intel VM", "--out-dir", str(tmp_path / "i"),
+               "--readme", str(readme))
+    assert done.returncode == 0 and readme.read_text() == before, done.stderr
+    assert (tmp_path / "i" / "main_job.md").read_text().splitlines()[0].endswith(", on an Intel VM")
     readme.write_text("no markers\n")
     missing = run("main_job.py", str(run_dir), "--out-dir", str(tmp_path / "n"), "--readme", str(readme))
     assert missing.returncode != 0 and "markers" in missing.stderr and readme.read_text() == "no markers\n"

@@ -154,6 +154,23 @@ def test_mixed_image_folder_takes_the_models_channels_and_size(tmp_path):
     assert any(np.allclose(x[0], expected, atol=1e-6) for x in all_x)
 
 
+
+def test_an_image_folders_test_split_takes_the_train_splits_channels_and_size(image_dir, tmp_path):
+    """train/ in colour, test/ in greyscale of another size: the test images are converted and resized to what
+    the train split (and so the model) takes, not refused as another shape."""
+    from PIL import Image
+
+    root = tmp_path / "split"
+    root.mkdir()
+    image_dir.rename(root / "train")
+    rng = np.random.default_rng(5)
+    for c in ("cat", "dog"):
+        (root / "test" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (14, 14), dtype=np.uint8)).save(root / "test" / c / f"{i}.png")
+    d = load_dataset("imagefolder", root, val_size=2, calib_size=2)
+    assert (d.in_channels, d.image_size, tuple(d.test.x.shape)) == (3, (10, 10), (6, 3, 10, 10))
+
 def test_unreadable_images_are_skipped_with_one_warning(image_dir):
     (image_dir / "cat" / "0.png").write_bytes(b"not a png")
     (image_dir / "dog" / "3.png").write_bytes(b"")
