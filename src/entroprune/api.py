@@ -456,6 +456,10 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
     """A zoo model for ``data``'s images and classes (its weights from the global RNG), with the spec its
     checkpoint will hold."""
     net = build_model(model, data.num_classes, data.in_channels, width_mult)
+    shortest = getattr(net, "min_input_size", 1)
+    if getattr(net, "input_dims", 2) == len(data.image_size) == 1 and data.image_size[0] < shortest:
+        raise ConfigError(f"model {model!r} takes signals of at least {shortest} samples (raw audio), but dataset "
+                          f"{dataset}'s are {data.image_size[0]}; use kws for short sequences")
     with modes_kept(net), torch.no_grad():  # in eval mode: a forward in train mode would move BN's statistics
         try:
             net.eval()(data.example_input(2))
@@ -464,7 +468,7 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
             raise ConfigError(f"model {model!r} cannot run on dataset {dataset}'s {kind} of "
                               f"{shape_text((data.in_channels, *data.image_size))} "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the zoo's "
-                              "kws takes 1-D signals, its other models images (volumes: a plugin model)") from None
+                              "kws and m5 take 1-D signals, its other models images (volumes: a plugin model)") from None
     spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
                      width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
                      input_size=[data.in_channels, *data.image_size],

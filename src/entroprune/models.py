@@ -1,7 +1,9 @@
 """The model zoo: small-input CNNs written out here (torchvision is deliberately not used).
 
 Each model carries ``min_input_size``, the smallest image side it accepts, so data loaders
-can upsample tiny images (scikit-learn digits are 8x8) instead of crashing deep in a forward.
+can upsample tiny images (scikit-learn digits are 8x8) instead of crashing deep in a forward; a model of
+1-D signals says so by ``input_dims = 1`` (its ``min_input_size`` is a length in samples, checked, never
+resampled to).
 """
 
 from __future__ import annotations
@@ -187,6 +189,32 @@ class KWS(nn.Module):
         return self.head(self.stage2(self.down(self.stage1(self.stem(x)))).mean(2))
 
 
+class M5(nn.Module):
+    """A raw-waveform classifier (Dai et al. 2017's M5, at the width torchaudio's speech-commands tutorial trains):
+    a wide strided Conv1d stem (80 samples, stride 16: 10 ms windows at 8 kHz), three Conv1d stages each after a 4x
+    max pool, a time-pooled linear head. For WAV clips at their own rate (4 M MACs on a 1 s clip at 16 kHz, where
+    kws, built for short sequences, takes 1 G); it needs at least ``min_input_size`` samples."""
+
+    input_dims = 1
+    min_input_size = 80 + 16 * 63  # the stem's 64 outputs, pooled 4x three times, leave one step
+
+    def __init__(self, num_classes: int, in_channels: int, width_mult: float = 1.0):
+        super().__init__()
+        w1, w2 = _c(32, width_mult, 8), _c(64, width_mult, 8)
+
+        def stage(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
+            conv = nn.Conv1d(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1 else 0, bias=False)
+            return [conv, nn.BatchNorm1d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *stage(in_channels, w1, 80, 16), nn.MaxPool1d(4), *stage(w1, w1), nn.MaxPool1d(4),
+            *stage(w1, w2), nn.MaxPool1d(4), *stage(w2, w2))
+        self.head = nn.Linear(w2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(2))
+
+
 VGG_SMALL = [32, 32, "M", 64, 64, "M", 128, 128, "M"]
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 
@@ -197,6 +225,7 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model", {
     "resnet56": lambda nc, ic, w: CifarResNet(56, nc, ic, w),
     "mobilenetv2": lambda nc, ic, w: MobileNetV2(nc, ic, w),
     "kws": lambda nc, ic, w: KWS(nc, ic, w),  # 1-D signals
+    "m5": lambda nc, ic, w: M5(nc, ic, w),  # raw audio
 })
 ZOO = frozenset(MODELS)  # the built-in names, which no plugin may take
 
@@ -230,8 +259,11 @@ def build_model(name: str, num_classes: int, in_channels: int, width_mult: float
 
 
 def min_input_size(name: str) -> int:
-    return int(getattr(build_model(name, 2, 1, 0.25), "min_input_size", 1))
+    """The image side loaders upsample to; 1 for a model of signals (signals are never resampled, and an image
+    upsampled to m5's 1088 samples a side would fill the memory before the model refused it)."""
+    model = build_model(name, 2, 1, 0.25)
+    return int(getattr(model, "min_input_size", 1)) if getattr(model, "input_dims", 2) == 2 else 1
 
 
 __all__ = ["MODELS", "DEFAULT_MODEL", "register_model", "build_model", "min_input_size", "VGG", "CifarResNet",
-           "MobileNetV2", "KWS"]
+           "MobileNetV2", "KWS", "M5"]
