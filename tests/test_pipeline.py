@@ -395,23 +395,32 @@ def test_the_main_job_on_one_dimensional_signals(tmp_path):
     x = rng.normal(0, 0.3, (1500, 2, 48)).astype(np.float32)
     x[:, 0] += np.sin(np.arange(48) * (0.2 + 0.3 * y[:, None]))  # the class is the first channel's frequency
     np.savez(tmp_path / "sig.npz", x=x, y=y)
-    (tmp_path / "c.yaml").write_text(f"model: kws\ndataset: signals\ndata_dir: {tmp_path / 'sig.npz'}\n"
-                                     "baseline: {epochs: 4}\n")
-    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--config",
+    run, ev = _quick_run_and_a_refused_image_model(tmp_path, "kws", "signals", "sig.npz", 4, "1-D signals of 2x48")
+    assert (ev["model"], ev["dataset"]) == ("kws", "signals")
+    assert "of 2x48 signals (channels x samples) normalised as in training" in (run / "report.md").read_text()
+
+
+def _quick_run_and_a_refused_image_model(tmp_path, model: str, dataset: str, data: str, epochs: int, inputs: str,
+                                         *options: str):
+    """`run --quick` from a config naming a model, a dataset of other inputs than images and ``tmp_path / data``:
+    the run folder and its evaluation (pruned to at most 30% of the MACs from a baseline that learnt); then the
+    zoo's vgg asked to train on the same data, refused in one line naming the ``inputs``, nothing written."""
+    (tmp_path / "c.yaml").write_text(f"model: {model}\ndataset: {dataset}\ndata_dir: {tmp_path / data}\n"
+                                     f"baseline: {{epochs: {epochs}}}\n")
+    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", *options, "run", "--quick", "--quiet", "--config",
                            str(tmp_path / "c.yaml"), "--out-root", str(tmp_path / "runs")],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     (run,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("run-")]
     ev = json.loads((run / "evaluation.json").read_text())
-    assert (ev["model"], ev["dataset"]) == ("kws", "signals")
     original, pruned = ev["rows"][:2]
     assert pruned["macs"] <= 0.3 * original["macs"] + 1 and original["test_accuracy"] > 60, ev["rows"]
-    assert "of 2x48 signals (channels x samples) normalised as in training" in (run / "report.md").read_text()
-    res = subprocess.run([sys.executable, "-m", "entroprune.cli", "train", "--model", "vgg", "--dataset", "signals",
-                          "--data-dir", str(tmp_path / "sig.npz"), "--out", str(tmp_path / "vgg")],
+    res = subprocess.run([sys.executable, "-m", "entroprune.cli", "train", "--model", "vgg", "--dataset", dataset,
+                          "--data-dir", str(tmp_path / data), "--out", str(tmp_path / "vgg")],
                          capture_output=True, text=True, timeout=600)
-    assert res.returncode == 2 and res.stderr.startswith("error: model 'vgg' cannot run on dataset signals's 1-D "
-                                                         "signals of 2x48") and not (tmp_path / "vgg").exists()
+    assert res.returncode == 2 and res.stderr.startswith(f"error: model 'vgg' cannot run on dataset {dataset}'s "
+                                                         f"{inputs}") and not (tmp_path / "vgg").exists()
+    return run, ev
 
 
 
@@ -446,24 +455,12 @@ def test_the_main_job_on_volumes(tmp_path):
             x[i, t, r:r + 4, col:col + 4] = 250
     np.savez(tmp_path / "clips.npz", x=x, y=y)
     (tmp_path / "clip3d.py").write_text(VIDEO_PLUGIN)
-    (tmp_path / "c.yaml").write_text(f"model: clip3d\ndataset: volumes\ndata_dir: {tmp_path / 'clips.npz'}\n"
-                                     "baseline: {epochs: 3}\n")
-    proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "--plugin", str(tmp_path / "clip3d.py"), "run",
-                           "--quick", "--quiet", "--config", str(tmp_path / "c.yaml"), "--out-root",
-                           str(tmp_path / "runs")], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("run-")]
-    ev = json.loads((run / "evaluation.json").read_text())
-    original, pruned = ev["rows"][:2]
-    assert pruned["macs"] <= 0.3 * original["macs"] + 1 and original["test_accuracy"] > 60, ev["rows"]
+    run, _ = _quick_run_and_a_refused_image_model(tmp_path, "clip3d", "volumes", "clips.npz", 3, "volumes of 1x4x12x12",
+                                                  "--plugin", str(tmp_path / "clip3d.py"))
     episodes = (run / "search" / "episodes.jsonl").read_text().splitlines()
     assert len({json.loads(e)["reward"] for e in episodes}) > 1  # the entropy reward sees the 3-D maps
     assert "of 1x4x12x12 volumes (channels x depth x height x width) normalised" in (run / "report.md").read_text()
-    res = subprocess.run([sys.executable, "-m", "entroprune.cli", "train", "--model", "vgg", "--dataset", "volumes",
-                          "--data-dir", str(tmp_path / "clips.npz"), "--out", str(tmp_path / "vgg")],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 2 and res.stderr.startswith("error: model 'vgg' cannot run on dataset volumes's volumes "
-                                                         "of 1x4x12x12") and not (tmp_path / "vgg").exists()
+
 
 def test_a_folder_of_wav_files_trains_evaluates_and_keeps_its_rate(tmp_path):
     """Raw audio through the command line: class folders of WAV clips train the zoo's kws, the checkpoint

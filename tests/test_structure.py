@@ -288,10 +288,13 @@ def test_search_and_prune_a_grouped_conv_net(tmp_path):
     assert 0.95 * 0.4 <= measured <= 0.4 + 1e-9, measured
 
 
-def test_transposed_conv_is_a_prunable_root():
+@pytest.mark.parametrize("dims, shape", [(2, (16, 16)), (3, (6, 8, 8))])
+def test_transposed_conv_is_a_prunable_root(dims, shape):
+    """A U-Net's transposed conv (2-D, and 3-D as volume segmentation nets have it) roots a group: the zero-masks
+    the search scores with compute what the physically pruned net computes, and the closed-form MACs count it."""
     torch.manual_seed(0)
-    net = _randomise_bn(UNet()).eval()
-    x = torch.randn(4, 1, 16, 16)
+    net = _randomise_bn(UNet(dims=dims)).eval()
+    x = torch.randn(4, 1, *shape)
     s = Structure(net, x[:1])
     assert "up" in s.by_name
     rng = np.random.default_rng(0)
@@ -306,6 +309,17 @@ def test_transposed_conv_is_a_prunable_root():
         assert (masked - pruned(x)).abs().max().item() <= 1e-5
         assert s.macs(counts) == pytest.approx(count_macs_params(pruned, x[:1])[0], rel=1e-9)
 
+
+
+def test_a_three_dimensional_group_with_one_pixel_slices_is_flat():
+    """A 3-D conv's maps are read slice by slice, so what no entropy can see is a group whose slices are 1x1,
+    whatever its depth (a 2x1x1 map has two positions, no spatial entropy in either slice)."""
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv3d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.Conv3d(8, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    s = Structure(net, torch.randn(1, 1, 4, 2, 2))
+    assert (s.out_sizes["0"], s.out_sizes["2"], s.out_sizes["4"]) == (4, 1, 1)
+    assert s.flat_groups == ["2", "4"] and s.flat(["0", "2"]) == ["2"]
 
 @pytest.mark.parametrize("net_class,bad", [(SK, "b1"), (Gen, "lin"), (Shuffle, "g"), (Incep, "b1"),
                                            (DWMult, "c0")])

@@ -353,35 +353,24 @@ def _labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _to_ncl(x: np.ndarray, path: Path) -> np.ndarray:
-    """1-D signals as float32 (N, C, L), as stored: a signal's scale is its own (no division to [0, 1])."""
+def _channels_first(x: np.ndarray, path: Path, ndim: int, what: str, shapes: str, uint8_scaled: bool) -> np.ndarray:
+    """Signals or volumes as float32 with a channel axis (added to data stored without one): uint8 volumes divided
+    by 255 as images are, anything else as stored (a signal's or a scan's units are its own, no division to [0, 1])."""
     x = np.asarray(x)
-    if x.ndim == 2:
+    if x.ndim == ndim - 1:
         x = x[:, None]
-    if x.ndim != 3 or len(x) == 0 or not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{path}: signals must be numbers of shape (N, L) or (N, C, L), got {x.dtype} "
-                        f"{tuple(x.shape)}; reshape x")
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise DataError(f"{path}: signals contain NaN or Inf; clean the data")
-    return x
-
-
-def _to_ncdhw(x: np.ndarray, path: Path) -> np.ndarray:
-    """Volumes (videos, scans) as float32 (N, C, D, H, W): uint8 divided by 255 as images are, anything else
-    as stored (a scan's units are its own)."""
-    x = np.asarray(x)
-    if x.ndim == 4:
-        x = x[:, None]
-    if x.ndim != 5 or len(x) == 0 or not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{path}: volumes must be numbers of shape (N, D, H, W) or (N, C, D, H, W), got {x.dtype} "
-                        f"{tuple(x.shape)}; reshape x")
-    if x.dtype == np.uint8:
+    if x.ndim != ndim or len(x) == 0 or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{path}: {what} must be numbers of shape {shapes}, got {x.dtype} {tuple(x.shape)}; reshape x")
+    if uint8_scaled and x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
-        raise DataError(f"{path}: volumes contain NaN or Inf; clean the data")
+        raise DataError(f"{path}: {what} contain NaN or Inf; clean the data")
     return x
+
+
+_to_ncl = partial(_channels_first, ndim=3, what="signals", shapes="(N, L) or (N, C, L)", uint8_scaled=False)
+_to_ncdhw = partial(_channels_first, ndim=5, what="volumes", shapes="(N, D, H, W) or (N, C, D, H, W)", uint8_scaled=True)
 
 
 def _to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
