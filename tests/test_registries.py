@@ -91,3 +91,14 @@ def test_a_registered_dataset_of_signals_loads_and_other_shapes_are_refused(rest
 
     with pytest.raises(DataError, match=re.escape("dataset six's inputs have shape (60, 1, 2, 2, 2, 2)")):
         load_dataset("six", seed=0)
+
+
+def test_the_help_names_every_built_in_model_and_dataset():
+    """The command line's help lists the zoo and the datasets from settings (it imports no torch): the same names,
+    in the registries' order, as the registries hold before any plugin."""
+    from entroprune.data import DATASETS
+    from entroprune.models import MODELS, ZOO
+    from entroprune.settings import BUILT_IN_DATASETS, ZOO_MODELS
+
+    assert ZOO_MODELS == tuple(m for m in MODELS if m in ZOO) and set(ZOO_MODELS) == ZOO
+    assert set(BUILT_IN_DATASETS) <= set(DATASETS) and list(BUILT_IN_DATASETS) == list(DATASETS)[:len(BUILT_IN_DATASETS)]

@@ -19,7 +19,17 @@ from rich.console import Console
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, ZOO_DATASET, BaselineConfig, FinetuneConfig, RunConfig
 from .errors import ConfigError, EntropruneError, SearchInterrupted
 from .search.config import RewardConfig, SearchConfig
-from .settings import DEFAULT_FORMAT, DEFAULT_IMPORTANCE, DEFAULT_MODEL, IMPORTANCES, SUFFIXES, LatencyConfig, in_fresh
+from .settings import (
+    BUILT_IN_DATASETS,
+    DEFAULT_FORMAT,
+    DEFAULT_IMPORTANCE,
+    DEFAULT_MODEL,
+    IMPORTANCES,
+    SUFFIXES,
+    ZOO_MODELS,
+    LatencyConfig,
+    in_fresh,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
@@ -163,8 +173,10 @@ def _prepare_out(path: Path, marker: str, force: bool) -> Path:
 @app.command()
 @handle_errors
 def train(
-    model: Annotated[str, typer.Option(help="Model name: the zoo's, or one a --plugin registers.")] = DEFAULT_MODEL,
-    dataset: Annotated[str, typer.Option(help="Dataset name.")] = ZOO_DATASET,
+    model: Annotated[str, typer.Option(help=f"Model name: {', '.join(ZOO_MODELS)} (kws and m5 for 1-D signals), "
+                                            "or one a --plugin registers.")] = DEFAULT_MODEL,
+    dataset: Annotated[str, typer.Option(help=f"Dataset name: {', '.join(BUILT_IN_DATASETS)}, or one a --plugin "
+                                              "registers.")] = ZOO_DATASET,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/base"),
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = _BASELINE.epochs,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = _BASELINE.lr,
