@@ -659,6 +659,7 @@ def test_python_api_on_any_module(tmp_path):
     from torch.utils.data import DataLoader, TensorDataset
 
     import entroprune as ep
+    from entroprune.train import evaluate
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -699,10 +700,17 @@ def test_python_api_on_any_module(tmp_path):
     with torch.no_grad():
         after = torch.nn.functional.kl_div(student.eval()(x).log_softmax(1), net(x).softmax(1), reduction="batchmean")
     assert "val_agreement" in hist[-1] and "val_accuracy" not in hist[-1] and after < 0.2 * before
+    # distilled on unlabelled images, judged by accuracy on labelled ones (it was refused): the accuracy is the
+    # labels', not the agreement's; labelled training batches with an unlabelled validation the other way round
+    hist = ep.finetune_module(student, images, epochs=1, teacher=net, val_loader=loader)
+    assert "val_agreement" not in hist[-1] and hist[-1]["val_accuracy"] == pytest.approx(evaluate(student, loader)["accuracy"])
+    hist = ep.finetune_module(student, loader, epochs=1, teacher=net, val_loader=images)
+    assert "val_agreement" in hist[-1] and "val_accuracy" not in hist[-1]
     for call, message in (
             (lambda: ep.finetune_module(student, images, epochs=1), "train_loader yields images without labels; "
              "pass teacher="),
-            (lambda: ep.finetune_module(student, images, teacher=net, val_loader=loader), "both yield (images, labels)"),
+            (lambda: ep.finetune_module(student, loader, val_loader=images), "val_loader yields images without "
+             "labels; pass teacher="),
             (lambda: ep.finetune_module(student, [], epochs=1), "got no batch"),
             # a one-shot iterator trained its first epoch short of the batch peeked, then on nothing (loss 0.0)
             (lambda: ep.finetune_module(student, iter(loader), epochs=2), "train_loader is a one-shot iterator"),

@@ -702,20 +702,21 @@ def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int =
                     device: torch.device | str = "cpu", quiet: bool = True) -> list[dict]:
     """Fine-tune any (pruned) CNN in place; SGD with a cosine schedule. Batches are (x, y), or images alone
     when ``teacher`` is given: label-free distillation from it, as the command line fine-tunes on unlabelled
-    images (the history then gives ``val_agreement`` with the teacher instead of an accuracy)."""
+    images. The history gives ``val_accuracy`` where the validation batches have labels (whether the training
+    batches do or not), else ``val_agreement`` with the teacher."""
     _check_weights(model)
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("every parameter of the model is frozen (requires_grad False), so fine-tuning would "
                           "change nothing; call model.requires_grad_(True) first, or leave frozen only what "
                           "should stay fixed")
     train_loader, labelled = _batches(train_loader, teacher, "train_loader", sized=True)
+    val_labelled = labelled
     if val_loader is not None:
         val_loader, val_labelled = _batches(val_loader, teacher, "val_loader", sized=False)
-        if val_labelled != labelled:
-            raise ConfigError("train_loader and val_loader must both yield (images, labels) or both images alone")
     config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine")
     return train_model(model, None, config, seed=seed, device=device, teacher=teacher, quiet=quiet,
-                       description="finetune", train_loader=train_loader, val_loader=val_loader, labelled=labelled)
+                       description="finetune", train_loader=train_loader, val_loader=val_loader, labelled=labelled,
+                       val_labelled=val_labelled)
 
 
 class _Unlabelled:

@@ -107,11 +107,14 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
                 device: torch.device | str = "cpu", teacher: nn.Module | None = None,
                 quiet: bool = False, description: str = "train",
                 train_loader: Iterable | None = None, val_loader: Iterable | None = None,
-                eval_model: nn.Module | None = None, labelled: bool = True) -> list[dict]:
+                eval_model: nn.Module | None = None, labelled: bool = True,
+                val_labelled: bool | None = None) -> list[dict]:
     """Train in place; returns one metrics dict per epoch (train loss, val accuracy, time).
 
     Either ``data`` (a DataBundle) or ``train_loader`` (any re-iterable of (x, y) batches,
-    e.g. a torch DataLoader; ``labelled=False`` where its y are placeholders) gives the images.
+    e.g. a torch DataLoader; ``labelled=False`` where its y are placeholders) gives the images;
+    ``val_labelled`` (default: as the training batches) whether ``val_loader``'s labels are real: a
+    label-free fine-tune may still be judged by accuracy on a few labelled images.
     ``eval_model`` is what validation runs on when it differs from ``model`` (the module inside
     DistributedDataParallel, whose own forward would wait for the other ranks).
     """
@@ -167,7 +170,8 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
             metrics = {"epoch": epoch, "train_loss": running / max(seen, 1),
                        "time_s": time.perf_counter() - t0}
             if val_loader is not None:
-                scored = (evaluate(eval_model or model, val_loader, device) if labelled
+                scored = (evaluate(eval_model or model, val_loader, device) if (labelled if val_labelled is None
+                                                                                else val_labelled)
                           else agreement(eval_model or model, teacher, val_loader, device))
                 metrics.update({f"val_{k}": v for k, v in scored.items()})
             val = (f"val acc {metrics['val_accuracy']:.2f}%" if "val_accuracy" in metrics else
