@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import arena  # noqa: E402
 from common import load_grid, read_rows, replace_block  # noqa: E402
 
+from entroprune.utils import count_text  # noqa: E402
+
 GOAL_MARGIN, GOAL_FLOOR, GOAL_PAIRS = 0.3, -0.2, 3  # issue 16: >= +0.3 in 3 pairs, never below -0.2
 # The single-seed sources (arena.SINGLE) summarised below each pair's table and in the verdict: the verdict's
 # title, and the summary's opening ({n}: policies fine-tuned with seed 0; {size}: how many the space holds).
@@ -311,7 +313,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                + f"; {len(goals['below_floor'])} below -{-GOAL_FLOOR}"
                + (f" ({', '.join(goals['below_floor'])})" if goals["below_floor"] else "")
                + ". Per pair, default - uniform: "
-               + ", ".join(f"{m} {float(t):.0%} {d:+.2f} ({n} seed{'s' if n != 1 else ''})" for m, t, d, n in goals["pairs"])
+               + ", ".join(f"{m} {float(t):.0%} {d:+.2f} ({count_text(n, 'seed')})" for m, t, d, n in goals["pairs"])
                + (f". Not complete yet: {', '.join(goals['incomplete'])}." if goals["incomplete"] else ".")
                + (" Room above uniform (baseline - uniform): "
                   + ", ".join(f"{m} {float(t):.0%} {r:.2f}" for m, t, r in goals["room"])

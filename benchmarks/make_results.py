@@ -22,6 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import load_grid, read_rows, replace_block  # noqa: E402
 
+from entroprune.utils import count_text  # noqa: E402
+
 GOALS = {0.2: 0.5, 0.1: 1.0}  # largest accuracy drop (points) allowed at each MACs target
 NOT_RUN = "not run"
 
@@ -419,7 +421,7 @@ def summary_table(cells: dict, models: list[str], targets: list[float], sources:
                     accs.append("-")
                     continue
                 rs = cells.get((m, t, s), [])
-                seeds = "" if len(rs) == n_seeds else f" ({len(rs)} seed{'s' if len(rs) != 1 else ''})"
+                seeds = "" if len(rs) == n_seeds else f" ({count_text(len(rs), 'seed')})"
                 accs.append(f"{np.mean([float(r['test_accuracy']) for r in rs]):.2f}{seeds}" if rs else NOT_RUN)
             e, a = cells.get((m, t, "entropy")), cells.get((m, t, "accuracy"))
             sp = search_speed(e, a, grid) if e and a else None

@@ -30,6 +30,7 @@ from .settings import (
     LatencyConfig,
     in_fresh,
 )
+from .utils import count_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
@@ -483,12 +484,11 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
         out.print(f"search: best {cfg.reward.kind} reward {res.summary['best_search_reward']:.5f} "
                   f"(episode {res.summary['best_episode']} of {res.episodes})")
         n = len(res.summary["rerank"])
-        out.print(f"re-ranked {n} {'policy' if n == 1 else 'policies'} by {cfg.rerank_reward} after "
+        out.print(f"re-ranked {count_text(n, 'policy', 'policies')} by {cfg.rerank_reward} after "
                   f"{cfg.recovery_steps} recovery steps: the {res.summary['chosen']} policy won "
                   f"(score {res.reward:.5f}), {where}")
     else:
-        out.print(f"best {cfg.reward.kind} reward {res.reward:.5f} at {where}, {res.episodes} "
-                  f"episode{'s' if res.episodes != 1 else ''}")
+        out.print(f"best {cfg.reward.kind} reward {res.reward:.5f} at {where}, {count_text(res.episodes, 'episode')}")
     if cfg.round_to == "auto":
         out.print(f"rounding: {res.summary['config']['round_to']} channels, measured on {cfg.latency_backend} at "
                   f"batch {cfg.latency_batch} ({out_dir / 'rounding.json'})")
@@ -555,7 +555,7 @@ def finetune(
         return
     key, what = ("accuracy", "test accuracy") if "test_accuracy" in res else ("agreement", "agreement with the teacher")
     out.print(f"{what} {res[f'test_{key}_before']:.2f}% -> {res[f'test_{key}']:.2f}% "
-              f"after {epochs} epoch{'s' if epochs != 1 else ''}; checkpoint: {res['checkpoint']}")
+              f"after {count_text(epochs, 'epoch')}; checkpoint: {res['checkpoint']}")
 
 
 @app.command()

@@ -271,9 +271,9 @@ def layer_shapes(model: nn.Module, structure: Any) -> list[LayerShape]:
 
     def record(name: str, inp: tuple, out: torch.Tensor) -> None:
         def size(t: torch.Tensor) -> tuple[int, ...]:
-            if isinstance(layers[name], CONVS) and t.dim() in (3, 5):  # a 1-D conv's length, a 3-D conv's volume
-                return tuple(int(d) for d in t.shape[2:])
-            return (int(t.shape[2]), int(t.shape[3])) if t.dim() == 4 else (1, 1)
+            # a conv's map (a 1-D conv's length, a 3-D conv's volume); a Linear's only on a 4-D input
+            conv_map = isinstance(layers[name], CONVS) and t.dim() > 2
+            return tuple(int(d) for d in t.shape[2:]) if conv_map or t.dim() == 4 else (1, 1)
 
         hw.setdefault(name, (size(inp[0]), size(out)))
 

@@ -22,7 +22,7 @@ from .api import (
     train_baseline,
 )
 from .errors import ConfigError, DataError, RunInterrupted, SearchInterrupted
-from .utils import check_writable_dir, machine_description, seed_everything, write_json
+from .utils import check_writable_dir, count_text, machine_description, seed_everything, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -208,7 +208,7 @@ def _run_stages(cfg: RunConfig, progress: Progress, given: bool, device: torch.d
                        lambda: read_json(run_dir / "pruned" / "prune.json"))
         progress.stage("finetune", lambda: _finetune_like_run(run_dir, cfg, device, quiet, resume),
                        lambda: read_json(run_dir / "finetuned" / "metrics.json"),
-                       f"finetune: {f.epochs} epoch{'s' if f.epochs != 1 else ''}{' with distillation' if f.distill else ''}")
+                       f"finetune: {count_text(f.epochs, 'epoch')}{' with distillation' if f.distill else ''}")
         rows = progress.stage("evaluate", lambda: evaluate_checkpoint(
             run_dir / "finetuned" / "model.pt", dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
             latency=True, repeats=cfg.latency_repeats, processes=cfg.latency_processes),
@@ -240,7 +240,7 @@ def _baseline(cfg: RunConfig, ckpt_path: Path, given: bool, device: torch.device
     if ckpt_path.exists():
         say(f"baseline: reusing {ckpt_path}")
         return
-    say(f"baseline: training {cfg.model} on {cfg.dataset} for {b.epochs} epoch{'s' if b.epochs != 1 else ''}")
+    say(f"baseline: training {cfg.model} on {cfg.dataset} for {count_text(b.epochs, 'epoch')}")
     assert cfg.dataset is not None
     train_baseline(cfg.model, cfg.dataset, ckpt_path.parent, epochs=b.epochs, lr=b.lr, batch_size=b.batch_size,
                    width_mult=b.width_mult, data_dir=cfg.data_dir, seed=cfg.seed, device=device,

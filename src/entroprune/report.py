@@ -280,12 +280,14 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
     shape = shape_text(exported["input_size"])
     names = ", input `input`, output `logits`" if exported["format"] == "onnx" else ""
     rate, dims = exported.get("sample_rate"), len(exported["input_size"])
-    inputs, raw = (("images", "the pixels scaled to [0, 1]") if dims == 3
-                   else ("volumes (channels x depth x height x width)",
-                         "the values as stored (uint8 volumes divided by 255)") if dims == 4
-                   else (f"audio clips at {rate} Hz (channels x samples)",
-                         "the samples scaled to [-1, 1] (16-bit PCM divided by 32768)") if isinstance(rate, int)
-                   else ("signals (channels x samples)", "the samples as stored"))
+    if dims == 3:
+        inputs, raw = "images", "the pixels scaled to [0, 1]"
+    elif dims == 4:
+        inputs, raw = "volumes (channels x depth x height x width)", "the values as stored (uint8 volumes divided by 255)"
+    elif isinstance(rate, int):
+        inputs, raw = f"audio clips at {rate} Hz (channels x samples)", "the samples scaled to [-1, 1] (16-bit PCM divided by 32768)"
+    else:
+        inputs, raw = "signals (channels x samples)", "the samples as stored"
     return [f"Exported `{exported['file']}` ({exported['format']}, {exported['bytes']:,} bytes; outputs within "
             f"{exported['max_abs_diff']:.1e} of torch's): load it with `{LOADERS[exported['format']].format(file=exported['file'])}`"
             f"{names}; it takes a batch of any size of {shape} {inputs} normalised as in training: (x - mean) / std "

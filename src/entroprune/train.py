@@ -120,6 +120,7 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
     """
     config.validate()
     labelled = data.labelled if data is not None else labelled
+    val_labelled = labelled if val_labelled is None else val_labelled
     if not labelled and teacher is None:
         raise ConfigError(f"dataset {data.name if data else 'train_loader'} has no labels; train on a labelled "
                           "dataset, or fine-tune a pruned net by distillation from the unpruned one (`distill`), "
@@ -170,8 +171,7 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
             metrics = {"epoch": epoch, "train_loss": running / max(seen, 1),
                        "time_s": time.perf_counter() - t0}
             if val_loader is not None:
-                scored = (evaluate(eval_model or model, val_loader, device) if (labelled if val_labelled is None
-                                                                                else val_labelled)
+                scored = (evaluate(eval_model or model, val_loader, device) if val_labelled
                           else agreement(eval_model or model, teacher, val_loader, device))
                 metrics.update({f"val_{k}": v for k, v in scored.items()})
             val = (f"val acc {metrics['val_accuracy']:.2f}%" if "val_accuracy" in metrics else

@@ -197,6 +197,11 @@ def input_kind(spatial_dims: int) -> str:
     return {1: "signals", 2: "images", 3: "volumes"}.get(spatial_dims, f"{spatial_dims}-D inputs")
 
 
+def count_text(n: int, word: str, many: str | None = None) -> str:
+    """A count with its noun as messages write it: 1 epoch, 3 epochs (``many`` where the plural is not +s)."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def shape_text(dims) -> str:
     """A shape as messages and reports write it: (1, 28, 28) -> '1x28x28'."""
     return "x".join(str(int(d)) for d in dims)
