@@ -294,6 +294,10 @@ CASES = {
     "export --out where no folder can be made": ["export", f"{T}/good.pt", "--out", "/proc/entroprune/m.onnx"],
     "search --out the checkpoint itself": ["search", f"{T}/good.pt", "--out", f"{T}/good.pt"],
     "export --out a folder, --force": ["export", f"{T}/good.pt", "--out", f"{T}/base", "--force"],
+    "export --out with a suffix of no format": ["export", f"{T}/good.pt", "--out", f"{T}/m.tflite"],
+    "train --out named as a checkpoint": ["train", "--dataset", "digits", "--out", f"{T}/d.pt"],
+    "prune --out named as a checkpoint": ["prune", f"{T}/base/model.pt", "--policy", f"{T}/half.json",
+                                          "--out", f"{T}/p.pt"],
     "cuda without a GPU": ["evaluate", f"{T}/good.pt", "--device", "cuda"] if not torch.cuda.is_available()
     else ["evaluate", f"{T}/missing.pt"],
 }
@@ -418,6 +422,11 @@ EXPECT = {
     "search --out an existing file": "a_file is a file; choose another --out",
     "search --out the checkpoint itself": "good.pt is a file; choose another --out",
     "export --out a folder, --force": "--out T/base is a folder; give a file name",
+    "export --out with a suffix of no format": "entroprune writes onnx (*.onnx), torchscript (*.ts), pt2 (*.pt2), "
+                                               "not .tflite; name the file by one of those suffixes, or pass --format",
+    "train --out named as a checkpoint": "output directory T/d.pt is named as a .pt file, but --out is the folder "
+                                         "its files are written into; pass --out T/d",
+    "prune --out named as a checkpoint": "output directory T/p.pt is named as a .pt file",
     "cuda without a GPU": "no CUDA GPU is available" if not torch.cuda.is_available() else "does not exist",
 }
 

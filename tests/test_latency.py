@@ -336,7 +336,7 @@ def test_a_search_under_a_latency_target_fits_its_model_once_and_keeps_every_can
     from entroprune.search import SearchConfig
 
     cfg = SearchConfig(macs_target=1.0, latency_target=0.7, latency_batch=8, episodes=6, warmup=3, calib_size=64,
-                       rerank_top_k=2, recovery_steps=2, recovery_images=64, checkpoint_every=2)
+                       rerank_top_k=2, recovery_steps=2, recovery_images=64, checkpoint_every=2, round_to=1)
     res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg, quiet=True)
     model_file = tmp_path / "s" / "latency_model.json"
     lm = LatencyModel.from_dict(json.loads(model_file.read_text()))

@@ -405,8 +405,9 @@ def _quick_run_and_a_refused_image_model(tmp_path, model: str, dataset: str, dat
     """`run --quick` from a config naming a model, a dataset of other inputs than images and ``tmp_path / data``:
     the run folder and its evaluation (pruned to at most 30% of the MACs from a baseline that learnt); then the
     zoo's vgg asked to train on the same data, refused in one line naming the ``inputs``, nothing written."""
+    # unrounded: the plugin nets are 16-24 channels wide
     (tmp_path / "c.yaml").write_text(f"model: {model}\ndataset: {dataset}\ndata_dir: {tmp_path / data}\n"
-                                     f"baseline: {{epochs: {epochs}}}\n")
+                                     f"baseline: {{epochs: {epochs}}}\nsearch: {{round_to: 1}}\n")
     proc = subprocess.run([sys.executable, "-m", "entroprune.cli", *options, "run", "--quick", "--quiet", "--config",
                            str(tmp_path / "c.yaml"), "--out-root", str(tmp_path / "runs")],
                           capture_output=True, text=True, timeout=600)
@@ -793,7 +794,7 @@ def test_python_api_prunes_one_and_three_dimensional_nets(tmp_path, arch, shape)
     flat = x.flatten(1)
     y = (flat[:, :flat.shape[1] // 2].mean(1) > 0).long() + 2 * (flat[:, flat.shape[1] // 2:].mean(1) > 0).long()
     cfg = ep.SearchConfig(macs_target=0.4, episodes=12, warmup=6, calib_size=32, recovery_steps=4,
-                          recovery_images=64, rerank_top_k=3)
+                          recovery_images=64, rerank_top_k=3, round_to=1)  # unrounded: the nets are a few channels wide
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     rewards = [json.loads(line)["reward"] for line in (tmp_path / "s" / "episodes.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r) for r in rewards) and len(set(rewards)) > 1  # the entropy reward sees 1-D maps
@@ -895,6 +896,12 @@ def test_search_defaults_are_declared_once():
     assert cli._parse_band(params["band"].default) == search.band
     assert cli._parse_round_to(params["round_to"].default) == search.round_to
     assert len(checked) >= 20, checked  # the check sees the options, not an empty set
+    # the main job, the step-by-step command and the API search alike: the rounding differed until 2026-12-06
+    # (8 in the main job, none elsewhere, whose nets ran 1.7x slower on onnxruntime at the same MACs)
+    from entroprune.config import RunConfig
+
+    assert RunConfig().search == search and search.round_to == 8
+    assert inspect.signature(cli.latency).parameters["round_to"].default == search.step  # what a table is fitted at
 
 
 def test_train_defaults_are_declared_once():

@@ -239,7 +239,7 @@ def test_concat_costs_are_exact_and_the_search_meets_its_target(net_class, tmp_p
         assert s.macs(counts) == pytest.approx(count_macs_params(pruned, x[:1])[0], rel=1e-9)
     # keeping 20% everywhere is reachable, so a 25% target must be (it was refused as "unreachable")
     cfg = ep.SearchConfig(macs_target=0.25, episodes=4, warmup=2, calib_size=32, rerank_top_k=0, band=None,
-                          min_keep=0.2)
+                          min_keep=0.2, round_to=1)  # the floor above is the unrounded one
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     pruned, _ = ep.prune_module(net, x[:1], res)
     measured = count_macs_params(pruned, x[:1])[0] / full
@@ -335,7 +335,8 @@ def test_a_group_torch_pruning_gets_wrong_is_one_line_and_the_rest_prunes(net_cl
         Structure(net, x[:1])
     assert "\n" not in str(err.value)
     # 0.75: with lin left whole the generator's floor is 70.6% of the MACs (a target under it is unreachable)
-    cfg = ep.SearchConfig(macs_target=0.75, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, ignored_layers=[bad])
+    cfg = ep.SearchConfig(macs_target=0.75, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, ignored_layers=[bad],
+                          round_to=1)  # the floor above is the unrounded one
     res = ep.search_module(net, x[:1], x, tmp_path / "s", cfg)
     pruned, _ = ep.prune_module(net, x[:1], res)
     assert pruned(x[:2]).shape == (2, 10)

@@ -41,7 +41,6 @@ err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, widt
 # Every option that sets a config field defaults to that field: the defaults are declared once, there.
 _SEARCH, _REWARD, _BASELINE, _FINETUNE, _LATENCY = (SearchConfig(), RewardConfig(), BaselineConfig(),
                                                      FinetuneConfig(), LatencyConfig())
-_MAIN_ROUND_TO = RunConfig().search.step  # the main job's channel step, what a latency model is fitted at
 
 Seed = Annotated[int, typer.Option(help="Random seed; same seed, same result.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
@@ -145,7 +144,6 @@ def _config_keys(message: str) -> str:
     """``run`` reads its settings from YAML: name them as config keys (search settings under search.)."""
     from dataclasses import fields
 
-    from .config import RunConfig
     from .errors import as_keys
     from .search import SearchConfig
 
@@ -280,7 +278,7 @@ def latency(
     backend: Annotated[str, typer.Option(help="torch, torchscript or onnxruntime: the runtime you deploy on.")] = _LATENCY.backend,
     batch: Annotated[int, typer.Option(help="Inputs per forward, as deployed.")] = _LATENCY.batch,
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of the search space.")] = _SEARCH.min_keep,
-    round_to: Annotated[int, typer.Option(help="Channel rounding of the search space.")] = _MAIN_ROUND_TO,
+    round_to: Annotated[int, typer.Option(help="Channel rounding of the search space.")] = _SEARCH.step,
     held_out: Annotated[int, typer.Option(help="Random pruned nets timed to measure the model's error.")] = _LATENCY.held_out,
     processes: Annotated[int, typer.Option(
         help="Fresh processes the whole pruned nets are timed in, as a deployment starts (0: this one).")] = _LATENCY.processes,
@@ -574,9 +572,12 @@ def export(
     from .api import export_checkpoint
     from .export import format_for
 
+    if out_file is not None:  # an input named as the output is that, whatever its suffix says of the format
+        _check_output_file(out_file, [checkpoint], force, "--out")
     fmt = format_for(out_file, fmt)
-    out_file = out_file or Path(f"model{SUFFIXES[fmt]}")
-    _check_output_file(out_file, [checkpoint], force, "--out")
+    if out_file is None:
+        out_file = Path(f"model{SUFFIXES[fmt]}")
+        _check_output_file(out_file, [checkpoint], force, "--out")
     res = export_checkpoint(checkpoint, out_file, fmt, trust_pickle=trust_pickle)
     out.print(f"{fmt}: {out_file} ({res['bytes']:,} bytes), max |difference| to torch {res['max_abs_diff']:.1e}")
 

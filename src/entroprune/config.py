@@ -84,9 +84,7 @@ class RunConfig:
     ray_address: str | None = None
     out_root: str = "runs"
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    # Channel counts rounded to multiples of 8: CPU kernels (oneDNN, onnxruntime's NCHWc)
-    # run far faster on them (benchmarks/latency_rounding.py; AMC rounds the same way).
-    search: SearchConfig = field(default_factory=lambda: SearchConfig(round_to=8))
+    search: SearchConfig = field(default_factory=SearchConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     export_format: str = DEFAULT_FORMAT
     latency_repeats: int = 20

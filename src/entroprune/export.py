@@ -32,11 +32,16 @@ def check_format(fmt: str) -> None:
 
 def format_for(out_file: str | Path | None, fmt: str | None) -> str:
     """The format to write: ``fmt`` when given, else the one ``out_file``'s suffix names (``.ts``: torchscript),
-    else the default. A suffix that names another format than ``fmt`` is refused: ONNX bytes in ``model.ts``
-    would fail only where the file is deployed."""
-    by_suffix = {suffix: name for name, suffix in SUFFIXES.items()}.get(Path(out_file).suffix.lower()) \
-        if out_file is not None else None
+    else (no suffix) the default. A suffix that names another format than ``fmt`` is refused: ONNX bytes in
+    ``model.ts`` would fail only where the file is deployed; so is, without ``fmt``, a suffix that names no
+    format entroprune writes (``model.tflite`` would have held ONNX)."""
+    suffix = Path(out_file).suffix.lower() if out_file is not None else ""
+    by_suffix = {s: name for name, s in SUFFIXES.items()}.get(suffix)
     if fmt is None:
+        if suffix and by_suffix is None:
+            known = ", ".join(f"{name} (*{s})" for name, s in SUFFIXES.items())
+            raise ConfigError(f"`out_file` {out_file}: entroprune writes {known}, not {suffix}; name the file by one "
+                              f"of those suffixes, or pass `fmt` to write one of them under this name")
         return by_suffix or DEFAULT_FORMAT
     check_format(fmt)
     if by_suffix is not None and by_suffix != fmt:

@@ -174,11 +174,20 @@ def refuse_output_inside(out: str | Path, inputs: list[str | Path | None], optio
                               "the input, choose a folder outside it")
 
 
+#: Suffixes of the files entroprune reads and writes: a new output folder named so was meant as a file
+#: (`train --out model.pt` made a folder model.pt holding model.pt, which `run --checkpoint model.pt` refused).
+FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".onnx", ".ts", ".json", ".jsonl", ".yaml", ".yml", ".npz", ".csv", ".md"}
+
+
 def check_writable_dir(path: str | Path) -> Path:
     """Create ``path`` (and parents) or fail with one line naming it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output directory {path} is a file; choose another `out_dir`")
+    if not path.exists() and path.suffix.lower() in FILE_SUFFIXES:
+        raise ConfigError(f"output directory {path} is named as a {path.suffix} file, but `out_dir` is the folder its "
+                          f"files are written into; pass `out_dir` {path.with_suffix('')} (or create the folder first "
+                          "to keep the name)")
     try:
         missing = [p for p in (path, *path.parents) if not p.exists()]
         path.mkdir(parents=True, exist_ok=True)

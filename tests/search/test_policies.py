@@ -58,8 +58,8 @@ def test_entropy_search_keeps_1x1_groups_at_the_uniform_ratio():
 
 def test_global_policy_meets_the_target_and_differs_from_uniform(digits_ckpt, tmp_path):
     res = search_checkpoint(digits_ckpt, tmp_path / "g", SearchConfig(agent="global", macs_target=0.3, calib_size=64,
-                                                                      val_size=64), quiet=True)
+                                                                      val_size=64, round_to=1), quiet=True)
     uni = search_checkpoint(digits_ckpt, tmp_path / "u", SearchConfig(agent="uniform", macs_target=0.3, calib_size=64,
-                                                                      val_size=64), quiet=True)
+                                                                      val_size=64, round_to=1), quiet=True)
     assert 0.27 <= res.achieved <= 0.3 + 1e-9 and res.episodes == 1
     assert res.policy != uni.policy

@@ -79,8 +79,10 @@ class SearchConfig:
         ``random`` or ``sb3:td3|sac|ppo``.
     :param episodes: policies to try (uniform always uses one).
     :param min_keep: smallest keep ratio of any group.
-    :param round_to: round channel counts to multiples of this; ``"auto"``: the step whose uniform
-        policy at ``macs_target`` gives the best measured speed-up per MACs reduction on
+    :param round_to: round channel counts to multiples of this (8: CPU kernels, oneDNN's and onnxruntime's
+        blocked layouts, run faster on them, 1.7x on onnxruntime at the same MACs in
+        docs/measurements/latency_rounding.md; AMC rounds the same way); a group no larger than the step is
+        not rounded; ``"auto"``: the step whose uniform policy at ``macs_target`` gives the best measured speed-up per MACs reduction on
         ``latency_backend`` at ``latency_batch`` on this machine (:func:`entroprune.latency.choose_rounding`),
         measured once per run folder into ``rounding.json`` and reused by ``resume``.
     :param seed: seeds the agent and everything random in the search.
@@ -144,7 +146,7 @@ class SearchConfig:
     agent: str = "ddpg"
     episodes: int = 300
     min_keep: float = 0.2
-    round_to: int | str = 1
+    round_to: int | str = 8
     seed: int = 0
     calib_size: int = 256
     val_size: int = 5000
