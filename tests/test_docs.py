@@ -20,3 +20,20 @@ def test_readme_names_the_two_commands_and_its_generated_blocks():
     assert "make run" in text and "make test" in text
     for block in ("main-job", "arena"):
         assert f"<!-- {block}:begin -->" in text and f"<!-- {block}:end -->" in text
+
+
+def test_every_api_name_the_readme_writes_resolves_from_a_plain_import():
+    """`ep.data.register_dataset`, `entroprune.export.deployed_eager`: each dotted name the README writes works
+    after `import entroprune as ep` alone (submodules were reachable only once something had imported them:
+    `ep.models.build_model` failed in a fresh interpreter). A fresh interpreter, since this one has them all."""
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    names = sorted({m for m in re.findall(r"(?<![\w./-])(?:ep|entroprune)\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", text)})
+    assert {"models.build_model", "data.register_dataset", "search.rewards.register_reward"} <= set(names), names
+    script = ("import functools, entroprune\n"
+              f"for name in {names!r}:\n"
+              "    functools.reduce(getattr, name.split('.'), entroprune)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.strip().splitlines()[-1]
