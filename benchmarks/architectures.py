@@ -28,7 +28,7 @@ def main() -> None:
     lines = ["# Architectures: what entroprune prunes, and what it refuses", "",
              "Written by `python benchmarks/architectures.py` from the runs `tests/test_architectures.py` asserts on",
              "(tiny nets with random weights, 1x16x16 inputs, 64-sample signals for the 1-D nets, 6-slice volumes for the 3-D ones; a 3-episode search",
-             "with `band: null`, `min_keep: 0.05`, then pruning, a forward and an ONNX round trip; here also",
+             "with `band: null`, `min_keep: 0.05`, `round_to: 1` (the nets are a few channels wide), then pruning, a forward and an ONNX round trip; here also",
              "torch.export's capture of the pruned net, `export --format pt2`, run on the same inputs). MACs are",
              "torch-pruning's count of the pruned net against the original's. A refused pattern is one line naming",
              "the group; leaving that layer whole (`--ignore`, `SearchConfig.ignored_layers`) prunes the rest.", "",

@@ -346,6 +346,9 @@ def test_run_quick_cli(quick_run):
     report = (run / "report.md").read_text()
     assert "| original |" in report and "| pruned |" in report and "speed-up" in report
     assert "run folder" in proc.stdout
+    assert "- channels rounded to multiples of 8 (`round_to`" in report  # the quick preset rounds as the main job
+    counts = json.loads((run / "search" / "policy.json").read_text())["counts"]
+    assert all(c % 8 == 0 for c in counts.values()), counts
     # the reference line: the uniform policy, pruned and fine-tuned like the searched one
     ev = json.loads((run / "evaluation.json").read_text())
     assert [r["latency_processes"] for r in ev["rows"]] == [1, 1]  # the quick preset's, not the default's 3

@@ -249,6 +249,9 @@ def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search
     if step and search_dir and (search_dir / "rounding.json").exists():  # `round_to: auto`: say it was measured, and where
         md.append(f"- channels rounded to multiples of {step}, the step measured to pay most on this machine "
                   "(`search/rounding.json`)")
+    elif isinstance(step, int):  # what a deployment's kernels see: blocked layouts run multiples of 8 faster
+        md.append(f"- channels rounded to multiples of {step} (`round_to`; a group of at most {step} channels is "
+                  "not rounded)" if step > 1 else "- channel counts not rounded (`round_to: 1`)")
     if summary.get("rerank"):
         md += ["", "| candidate | search reward | re-rank score | confirmed | MACs kept |", "|---|---|---|---|---|"]
         returned = (policy or {}).get("policy")
