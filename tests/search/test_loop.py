@@ -86,7 +86,7 @@ def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
     with pytest.raises(ConfigError, match="another checkpoint"):
         search_checkpoint(other, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True)
     # the same checkpoint with another channel ranking would mix two searches in one log
-    with pytest.raises(ConfigError, match=r"other settings \(importance\)"):
+    with pytest.raises(ConfigError, match=r'other settings \(`importance` "l1" there, "l2" now\)'):
         search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True, importance="l2")
     # the same path holding another file (retrained in place): refused by its content
     moved = tmp_path / "same_path.pt"

@@ -293,8 +293,13 @@ class Search:
             raise ConfigError(f"{self.state_path} is unreadable ({type(exc).__name__}); the save was interrupted or "
                               "the file was edited: start a fresh `out_dir` (or `force=True`)") from None
         now = json.loads(json.dumps(self.config.to_dict()))
-        if saved_cfg != now:
-            keys = ", ".join(sorted(k for k in now.keys() | saved_cfg.keys() if saved_cfg.get(k) != now.get(k)))
+        if saved_cfg != now:  # each with both values: a default changed since is then plain to see and to pass
+            def shown(v: Any) -> str:
+                text = json.dumps(v, sort_keys=True)
+                return text if len(text) <= 60 else text[:57] + "..."
+
+            keys = "; ".join(f"`{k}` {shown(saved_cfg.get(k))} there, {shown(now.get(k))} now"
+                             for k in sorted(now.keys() | saved_cfg.keys()) if saved_cfg.get(k) != now.get(k))
             raise ConfigError(f"{self.state_path} was written with other settings ({keys}); resume with the same "
                               "options or start a fresh `out_dir`")
         meta = json.loads(json.dumps(self.meta))
