@@ -905,6 +905,13 @@ def test_search_defaults_are_declared_once():
 
     assert RunConfig().search == search and search.round_to == 8
     assert inspect.signature(cli.latency).parameters["round_to"].default == search.step  # what a table is fitted at
+    # the latency fit's and the rounding choice's search space, through the API too
+    from entroprune.api import choose_rounding_checkpoint, evaluate_checkpoint, fit_latency_checkpoint
+
+    fit, choose = (inspect.signature(f).parameters for f in (fit_latency_checkpoint, choose_rounding_checkpoint))
+    assert (fit["min_keep"].default, fit["round_to"].default) == (search.min_keep, search.step)
+    assert (choose["macs_target"].default, choose["min_keep"].default) == (search.macs_target, search.min_keep)
+    assert inspect.signature(evaluate_checkpoint).parameters["repeats"].default == RunConfig().latency_repeats
 
 
 def test_train_defaults_are_declared_once():

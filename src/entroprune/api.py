@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
-from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig
+from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig, RunConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .latency import FRESH_PROCESSES
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from .latency import LatencyConfig
     from .search import SearchConfig, SearchResult
     from .structure import Structure
+
+_SEARCH = RunConfig().search  # the search's defaults, which the latency fit's search space takes too
 
 # Images for calibration: a tensor, or batches (a DataLoader) of images or (image, label) pairs.
 Images = torch.Tensor | Iterable[Any]
@@ -138,7 +140,8 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
                         data_dir: str | Path | None = None, batch_size: int = EVAL_BATCH_SIZE,
                         device: torch.device | str = "cpu", original: str | Path | None = None,
                         latency: bool = False, trust_pickle: bool = False,
-                        repeats: int = 20, processes: int = FRESH_PROCESSES) -> list[dict[str, Any]]:
+                        repeats: int = RunConfig.latency_repeats,
+                        processes: int = FRESH_PROCESSES) -> list[dict[str, Any]]:
     """Test accuracy, parameters, MACs (and CPU latency) of a checkpoint, as table rows.
 
     A pruned checkpoint is compared side by side with its original (the unpruned checkpoint
@@ -403,7 +406,8 @@ def _latency_inputs(path: str | Path, out_dir: str | Path, name: str, force: boo
 
 
 def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: LatencyConfig | None = None,
-                           min_keep: float = 0.2, round_to: int = 8, seed: int = 0, force: bool = False,
+                           min_keep: float = _SEARCH.min_keep, round_to: int = _SEARCH.step, seed: int = 0,
+                           force: bool = False,
                            trust_pickle: bool = False) -> dict[str, Any]:
     """Fit a checkpoint's latency model on this machine (layer tables and whole pruned nets timed on
     ``config.backend`` at ``config.batch``) over the search space ``min_keep`` / ``round_to``; writes
@@ -430,7 +434,8 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
 
 
 def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: LatencyConfig | None = None,
-                               macs_target: float = 0.2, min_keep: float = 0.2, force: bool = False,
+                               macs_target: float = _SEARCH.macs_target, min_keep: float = _SEARCH.min_keep,
+                               force: bool = False,
                                trust_pickle: bool = False) -> dict[str, Any]:
     """Measure which channel step makes pruning pay most on ``config.backend`` at ``config.batch`` on this
     machine (:func:`entroprune.latency.choose_rounding`); writes rounding.json into ``out_dir``."""
