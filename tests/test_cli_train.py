@@ -51,3 +51,18 @@ def test_trained_digits_model_learns(digits_ckpt):
 
     metrics = json.loads((digits_ckpt.parent / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 70
+
+
+@pytest.mark.parametrize("steps", range(1, 10))
+def test_training_of_a_few_steps_runs_on_either_schedule(steps):
+    """A small dataset makes few steps: at 4 steps in all (240 volumes, 2 epochs) torch's OneCycleLR divided by
+    zero, a traceback from `train`. Every short training runs and ends finite."""
+    from entroprune.train import TrainConfig, train_model
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    batches = [(torch.randn(8, 1, 2, 2), torch.randint(0, 2, (8,))) for _ in range(steps)]
+    for schedule in ("onecycle", "cosine"):
+        history = train_model(net, None, TrainConfig(epochs=1, lr=0.1, schedule=schedule, augment="none"),
+                              quiet=True, train_loader=batches, val_loader=batches[:1])
+        assert len(history) == 1 and all(torch.isfinite(p).all() for p in net.parameters())

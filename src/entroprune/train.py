@@ -15,6 +15,9 @@ from .data import DataBundle
 from .errors import ConfigError, RunError
 from .utils import progress_bar
 
+#: The one-cycle schedule's warm-up, a fraction of the training's steps.
+ONECYCLE_WARMUP = 0.25
+
 
 @dataclass
 class TrainConfig:
@@ -143,9 +146,11 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
     if val_loader is None and data is not None:
         val_loader = data.loader("val", 512, device=device)
     steps = max(1, config.epochs * len(train_loader))  # loaders must have a length
-    if config.schedule == "onecycle":
+    # one-cycle needs a warm-up of two steps or more: at 4 steps in all (240 volumes, 2 epochs) torch's
+    # OneCycleLR divided by zero; shorter trainings anneal from the peak rate instead
+    if config.schedule == "onecycle" and steps * ONECYCLE_WARMUP >= 2:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
-                                                    pct_start=0.25)
+                                                    pct_start=ONECYCLE_WARMUP)
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     history: list[dict] = []
