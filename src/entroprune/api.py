@@ -465,15 +465,19 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
     if getattr(net, "input_dims", 2) == len(data.image_size) == 1 and data.image_size[0] < shortest:
         raise ConfigError(f"model {model!r} takes signals of at least {shortest} samples (raw audio), but dataset "
                           f"{dataset}'s are {data.image_size[0]}; use kws for short sequences")
+    kind = {1: "1-D signals"}.get(len(data.image_size), input_kind(len(data.image_size)))
+    refusal = (f"model {model!r} cannot run on dataset {dataset}'s {kind} of "
+               f"{shape_text((data.in_channels, *data.image_size))}")
+    zoo = "the zoo's kws and m5 take 1-D signals, resnet3d volumes, its other models images"
+    dims = getattr(net, "input_dims", None)
+    if dims is not None and dims != len(data.image_size):  # Conv3d would read an image batch as one unbatched volume
+        raise ConfigError(f"{refusal} (it takes {input_kind(dims)}); {zoo}")
     with modes_kept(net), torch.no_grad():  # in eval mode: a forward in train mode would move BN's statistics
         try:
             net.eval()(data.example_input(2))
         except Exception as exc:  # noqa: BLE001 - a 2-D net on signals, a 1-D one on images: one line
-            kind = {1: "1-D signals"}.get(len(data.image_size), input_kind(len(data.image_size)))
-            raise ConfigError(f"model {model!r} cannot run on dataset {dataset}'s {kind} of "
-                              f"{shape_text((data.in_channels, *data.image_size))} "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the zoo's "
-                              "kws and m5 take 1-D signals, its other models images (volumes: a plugin model)") from None
+            raise ConfigError(f"{refusal} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                              f"{zoo}") from None
     spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
                      width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
                      input_size=[data.in_channels, *data.image_size],

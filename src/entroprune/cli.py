@@ -172,7 +172,7 @@ def _prepare_out(path: Path, marker: str, force: bool) -> Path:
 @app.command()
 @handle_errors
 def train(
-    model: Annotated[str, typer.Option(help=f"Model name: {', '.join(ZOO_MODELS)} (kws and m5 for 1-D signals), "
+    model: Annotated[str, typer.Option(help=f"Model name: {', '.join(ZOO_MODELS)} (kws and m5 for 1-D signals, resnet3d for volumes), "
                                             "or one a --plugin registers.")] = DEFAULT_MODEL,
     dataset: Annotated[str, typer.Option(help=f"Dataset name: {', '.join(BUILT_IN_DATASETS)}, or one a --plugin "
                                               "registers.")] = ZOO_DATASET,

@@ -3,7 +3,7 @@
 Each model carries ``min_input_size``, the smallest image side it accepts, so data loaders
 can upsample tiny images (scikit-learn digits are 8x8) instead of crashing deep in a forward; a model of
 1-D signals says so by ``input_dims = 1`` (its ``min_input_size`` is a length in samples, checked, never
-resampled to).
+resampled to), one of volumes by ``input_dims = 3``.
 """
 
 from __future__ import annotations
@@ -49,23 +49,29 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+#: Conv and BatchNorm classes by the number of dimensions after the channels.
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block; the shortcut is a 1x1 conv + BN when the shape changes.
 
     torch-pruning mis-models the zero-padding ("option A") shortcut, so it is not offered.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, dims: int = 2):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        conv, norm = _CONV[dims], _NORM[dims]
+        self.conv1 = conv(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = norm(cout)
+        self.conv2 = conv(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = norm(cout)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(conv(cin, cout, 1, stride, bias=False), norm(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -74,29 +80,31 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """CIFAR-style ResNet (He et al. 2016): three stages of 16/32/64 channels, 6n+2 layers."""
+    """CIFAR-style ResNet (He et al. 2016): three stages of 16/32/64 channels, 6n+2 layers; with ``dims=3`` the
+    same layout of Conv3d for short clips and small volumes (R3D's kind, Tran et al. 2018; Hara et al. 2018)."""
 
-    def __init__(self, depth: int, num_classes: int, in_channels: int, width_mult: float = 1.0):
+    def __init__(self, depth: int, num_classes: int, in_channels: int, width_mult: float = 1.0, dims: int = 2):
         super().__init__()
         if (depth - 2) % 6:
             raise ConfigError(f"ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
         widths = [_c(16, width_mult), _c(32, width_mult), _c(64, width_mult)]
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.conv1 = _CONV[dims](in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = _NORM[dims](widths[0])
         self.relu = nn.ReLU(inplace=True)
         stages = []
         cin = widths[0]
         for i, w in enumerate(widths):
             blocks = []
             for j in range(n):
-                blocks.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1))
+                blocks.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1, dims))
                 cin = w
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = _POOL[dims](1)
         self.fc = nn.Linear(cin, num_classes)
-        self.min_input_size = 8
+        self.input_dims = dims
+        self.min_input_size = 8 if dims == 2 else 1  # a volume's stride-2 stages take any size (padding 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -226,6 +234,7 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model", {
     "mobilenetv2": lambda nc, ic, w: MobileNetV2(nc, ic, w),
     "kws": lambda nc, ic, w: KWS(nc, ic, w),  # 1-D signals
     "m5": lambda nc, ic, w: M5(nc, ic, w),  # raw audio
+    "resnet3d": lambda nc, ic, w: CifarResNet(14, nc, ic, w, dims=3),  # volumes: short clips, scans
 })
 ZOO = frozenset(MODELS)  # the built-in names, which no plugin may take
 

@@ -15,7 +15,7 @@ from .errors import ConfigError
 DEFAULT_MODEL = "vgg"
 #: The zoo's models and the built-in datasets by name, for the command line's help, which imports no torch:
 #: the registries (models.MODELS, data.DATASETS) hold the same names, as tests/test_registries.py checks.
-ZOO_MODELS = ("vgg", "vgg16", "resnet20", "resnet56", "mobilenetv2", "kws", "m5")
+ZOO_MODELS = ("vgg", "vgg16", "resnet20", "resnet56", "mobilenetv2", "kws", "m5", "resnet3d")
 BUILT_IN_DATASETS = ("fashion-mnist", "mnist", "digits", "cifar10", "imagefolder", "wavfolder", "npz", "signals",
                      "volumes")
 
