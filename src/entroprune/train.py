@@ -19,6 +19,15 @@ from .utils import progress_bar
 ONECYCLE_WARMUP = 0.25
 
 
+def _schedule(opt: torch.optim.Optimizer, config: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule over ``steps``. One-cycle needs a warm-up of two steps or more: at 4 steps in
+    all (240 volumes, 2 epochs) torch's OneCycleLR divided by zero; shorter trainings anneal from the peak."""
+    if config.schedule == "onecycle" and steps * ONECYCLE_WARMUP >= 2:
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
+                                                   pct_start=ONECYCLE_WARMUP)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+
+
 @dataclass
 class TrainConfig:
     """Hyperparameters of SGD training and fine-tuning.
@@ -146,13 +155,7 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
     if val_loader is None and data is not None:
         val_loader = data.loader("val", 512, device=device)
     steps = max(1, config.epochs * len(train_loader))  # loaders must have a length
-    # one-cycle needs a warm-up of two steps or more: at 4 steps in all (240 volumes, 2 epochs) torch's
-    # OneCycleLR divided by zero; shorter trainings anneal from the peak rate instead
-    if config.schedule == "onecycle" and steps * ONECYCLE_WARMUP >= 2:
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps,
-                                                    pct_start=ONECYCLE_WARMUP)
-    else:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    sched = _schedule(opt, config, steps)
     history: list[dict] = []
     with progress_bar(disable=quiet) as bar:
         task = bar.add_task(description, total=steps, info="")
