@@ -66,3 +66,33 @@ def test_training_of_a_few_steps_runs_on_either_schedule(steps):
         history = train_model(net, None, TrainConfig(epochs=1, lr=0.1, schedule=schedule, augment="none"),
                               quiet=True, train_loader=batches, val_loader=batches[:1])
         assert len(history) == 1 and all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_wrap_makes_a_checkpoint_of_weights_saved_elsewhere(digits_ckpt, tmp_path):
+    """A model trained by another script (its state dict nested beside an optimizer, under DataParallel's
+    `module.` prefix) becomes a checkpoint every command takes: the same weights and normalisation give the
+    same test accuracy as the original; a normalisation of the user's is recorded as given."""
+    import json
+
+    from entroprune.checkpoint import load_checkpoint
+
+    raw = torch.load(digits_ckpt, weights_only=True)
+    torch.save({"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in raw["state_dict"].items()},
+                "optimizer": {"lr": 0.1}}, tmp_path / "weights.pt")
+    res = runner.invoke(app, ["wrap", str(tmp_path / "weights.pt"), "--model", "vgg", "--dataset", "digits",
+                              "--width-mult", "0.5", "--out", str(tmp_path / "w.pt")])
+    assert res.exit_code == 0, res.stderr
+    accuracy = raw["metrics"]["test_accuracy"]
+    assert f"test accuracy {accuracy:.2f}%" in res.stdout
+    wrapped = load_checkpoint(tmp_path / "w.pt")
+    assert wrapped.spec == load_checkpoint(digits_ckpt).spec
+    assert all(torch.equal(wrapped.state_dict[k], v) for k, v in raw["state_dict"].items())
+    assert wrapped.metrics["test_accuracy"] == pytest.approx(accuracy)
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "w.pt"), "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0 and json.loads((tmp_path / "e.json").read_text())[0]["test_accuracy"] == \
+        pytest.approx(accuracy)
+    res = runner.invoke(app, ["wrap", str(tmp_path / "weights.pt"), "--model", "vgg", "--dataset", "digits",
+                              "--width-mult", "0.5", "--mean", "0.5", "--std", "0.25", "--out", str(tmp_path / "n.pt")])
+    assert res.exit_code == 0, res.stderr
+    spec = load_checkpoint(tmp_path / "n.pt").spec
+    assert (spec.mean, spec.std) == ([0.5], [0.25])

@@ -44,6 +44,8 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     torch.save({**raw, "spec": {**raw["spec"], "width_mult": 1.0}}, tmp_path / "mismatch.pt")
     nan_state = {k: (v.clone().fill_(float("nan")) if v.is_floating_point() else v) for k, v in raw["state_dict"].items()}
     torch.save({**raw, "state_dict": nan_state}, tmp_path / "nan.pt")
+    torch.save(raw["state_dict"], tmp_path / "weights.pt")  # weights saved by another tool, for `wrap`
+    torch.save(nan_state, tmp_path / "nan_weights.pt")
     save_checkpoint(tmp_path / "tiny.pt", ModelSpec("vgg", 10, 1, 0.01, "digits", [0.3], [0.3], [1, 8, 8]),
                     build_model("vgg", 10, 1, 0.01))
     # datasets
@@ -295,6 +297,19 @@ CASES = {
     "search --out the checkpoint itself": ["search", f"{T}/good.pt", "--out", f"{T}/good.pt"],
     "export --out a folder, --force": ["export", f"{T}/good.pt", "--out", f"{T}/base", "--force"],
     "export --out with a suffix of no format": ["export", f"{T}/good.pt", "--out", f"{T}/m.tflite"],
+    "wrap weights of another model": ["wrap", f"{T}/weights.pt", "--model", "resnet20", "--dataset", "digits",
+                                      "--out", f"{T}/out.pt"],
+    "wrap weights at another width": ["wrap", f"{T}/weights.pt", "--model", "vgg", "--dataset", "digits",
+                                      "--out", f"{T}/out.pt"],
+    "wrap a pickled module": ["wrap", f"{T}/module.pt", "--model", "vgg", "--dataset", "digits", "--out",
+                              f"{T}/out.pt"],
+    "wrap an entroprune checkpoint": ["wrap", f"{T}/good.pt", "--model", "vgg", "--dataset", "digits", "--out",
+                                      f"{T}/out.pt"],
+    "wrap with a mean per channel too many": ["wrap", f"{T}/weights.pt", "--model", "vgg", "--dataset", "digits",
+                                              "--width-mult", "0.5", "--mean", "0.1,0.2", "--out", f"{T}/out.pt"],
+    "wrap NaN weights": ["wrap", f"{T}/nan_weights.pt", "--model", "vgg", "--dataset", "digits", "--width-mult",
+                         "0.5", "--out", f"{T}/out.pt"],
+    "wrap a JSON file": ["wrap", f"{T}/policy.json", "--model", "vgg", "--dataset", "digits", "--out", f"{T}/out.pt"],
     "train --out named as a checkpoint": ["train", "--dataset", "digits", "--out", f"{T}/d.pt"],
     "prune --out named as a checkpoint": ["prune", f"{T}/base/model.pt", "--policy", f"{T}/half.json",
                                           "--out", f"{T}/p.pt"],
@@ -424,6 +439,16 @@ EXPECT = {
     "export --out a folder, --force": "--out T/base is a folder; give a file name",
     "export --out with a suffix of no format": "entroprune writes onnx (*.onnx), torchscript (*.ts), pt2 (*.pt2), "
                                                "not .tflite; name the file by one of those suffixes, or pass --format",
+    "wrap weights of another model": "weights.pt does not fit model 'resnet20' built for 10 classes and 1 input "
+                                     "channel(s) at width 1.0 (missing conv1.weight",
+    "wrap weights at another width": "other shapes: features.0.weight [16, 1, 3, 3] (the model's [32, 1, 3, 3])",
+    "wrap a pickled module": "module.pt holds pickled Python objects (a whole module?), which can run code when "
+                             "loaded; save its weights instead",
+    "wrap an entroprune checkpoint": "good.pt is an entroprune checkpoint already",
+    "wrap with a mean per channel too many": "--mean needs 1 finite number(s) (one per input channel of digits), "
+                                             "got [0.1, 0.2]",
+    "wrap NaN weights": "contains NaN or Inf; retrain the model or restore its weights",
+    "wrap a JSON file": "policy.json is not a PyTorch checkpoint",
     "train --out named as a checkpoint": "output directory T/d.pt is named as a .pt file, but --out is the folder "
                                          "its files are written into; pass --out T/d",
     "prune --out named as a checkpoint": "output directory T/p.pt is named as a .pt file",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name is import
         search_checkpoint,
         search_module,
         train_baseline,
+        wrap_weights,
     )
     from .checkpoint import ModelSpec, save_checkpoint
     from .config import FinetuneConfig, RunConfig, load_config
@@ -50,7 +51,7 @@ __all__ = [
     "train_baseline", "search_checkpoint", "prune_checkpoint", "finetune_checkpoint", "evaluate_checkpoint",
     "export_checkpoint", "inspect_checkpoint", "run_pipeline", "resume_run", "load_model",
     # a model trained elsewhere, as a checkpoint the stages read
-    "save_checkpoint", "ModelSpec",
+    "save_checkpoint", "ModelSpec", "wrap_weights",
     # a model of your own by name (in a plugin the commands import: `entroprune --plugin FILE.py`)
     "register_model", "load_plugins",
     # the same stages on any nn.Module
@@ -67,7 +68,7 @@ __all__ = [
 _HOMES = {
     **dict.fromkeys(["evaluate_checkpoint", "export_checkpoint", "finetune_checkpoint", "finetune_module",
                      "inspect_checkpoint", "load_model", "prune_checkpoint", "prune_module", "search_checkpoint",
-                     "search_module", "train_baseline"], "api"),
+                     "search_module", "train_baseline", "wrap_weights"], "api"),
     **dict.fromkeys(["ModelSpec", "save_checkpoint"], "checkpoint"),
     **dict.fromkeys(["FinetuneConfig", "RunConfig", "load_config"], "config"),
     **dict.fromkeys(["CheckpointError", "ConfigError", "DataError", "EntropruneError", "RunError", "RunInterrupted",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, load_weights, save_checkpoint
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig, RunConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
@@ -128,6 +129,53 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
     write_json(out_dir / "metrics.json", metrics)
     metrics["checkpoint"] = str(ckpt_path)
     return metrics
+
+
+def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | Path,
+                 data_dir: str | Path | None = None, width_mult: float = BaselineConfig.width_mult,
+                 mean: list[float] | None = None, std: list[float] | None = None, seed: int = 0,
+                 force: bool = False) -> dict[str, Any]:
+    """A model trained elsewhere made an entroprune checkpoint: its weights (a state dict, read with
+    ``weights_only=True``) loaded into the registered ``model`` built for ``dataset``'s classes and inputs, with
+    the normalisation it was trained with (``mean`` / ``std`` per channel; default: the dataset's own, as
+    ``train`` uses). Returns the test accuracy on ``dataset`` (top-1 agreement is not defined without a
+    reference), the check that weights, model and normalisation belong together."""
+    out_file = Path(out_file)
+    build_model(model, 2, 1, width_mult)  # a bad name before any data is read
+    state = load_weights(weights)
+    if out_file.exists() and not force:
+        raise ConfigError(f"{out_file} already exists; pass `force=True` to overwrite it or choose another `out_file`")
+    data = load_dataset(dataset, data_dir, seed=seed, min_size=min_input_size(model))
+    net, spec = zoo_model(model, data, width_mult, dataset, data_dir, seed)
+    for name, given in (("mean", mean), ("std", std)):
+        if given is not None and (len(given) != data.in_channels or not all(math.isfinite(v) for v in given)
+                                  or (name == "std" and min(given) <= 0)):
+            raise ConfigError(f"`{name}` needs {data.in_channels} finite number(s){', all > 0' if name == 'std' else ''}"
+                              f" (one per input channel of {dataset}), got {given}")
+    spec.mean, spec.std = list(mean or spec.mean), list(std or spec.std)
+    own = net.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [f"{k} {list(state[k].shape)} (the model's {list(v.shape)})" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{what} {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes:", shapes))
+                 if keys]
+        raise CheckpointError(f"{weights} does not fit model {model!r} built for {data.num_classes} classes and "
+                              f"{data.in_channels} input channel(s) at width {width_mult} ({'; '.join(parts)}); name "
+                              "the model (and --width-mult) the weights were trained as, on a dataset of as many classes")
+    net.load_state_dict(state)
+    from .checkpoint import check_finite
+
+    check_finite(net, fix="retrain the model or restore its weights")
+    data.mean, data.std = list(spec.mean), list(spec.std)
+    test = evaluate(net, data.loader("test", EVAL_BATCH_SIZE)) if data.labelled else {}
+    macs, params = count_macs_params(net, data.example_input())
+    metrics = {"model": model, "dataset": dataset, "wrapped_from": str(weights),
+               "test_accuracy": test.get("accuracy"), "macs": macs, "params": params}
+    check_writable_dir(out_file.parent)
+    save_checkpoint(out_file, spec, net, metrics=metrics)
+    return {**metrics, "checkpoint": str(out_file), "mean": spec.mean, "std": spec.std}
 
 
 def load_model(path: str | Path, trust_pickle: bool = False) -> tuple[nn.Module, Checkpoint]:

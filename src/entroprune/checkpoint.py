@@ -157,9 +157,9 @@ ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header
 PICKLE_PROTO = b"\x80"  # a pickle of protocol 2 or later opens with its PROTO opcode
 
 
-def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
-    """Read a checkpoint safely; every failure is a :class:`CheckpointError` with a fix."""
-    path = Path(path)
+def _read_torch_file(path: Path, trust_pickle: bool = False) -> Any:
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only`` unless trusted; every failure is a
+    :class:`CheckpointError` with a fix."""
     if str(path) == ".":  # what an empty argument becomes on the command line, and "." is no file either
         raise CheckpointError("the checkpoint path is empty (or '.', this folder); pass the .pt checkpoint file")
     if not path.exists():
@@ -191,13 +191,20 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint ({msg}); the file is "
                               "truncated or not a PyTorch file, retrain or restore it") from None
+    return obj
+
+
+def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
+    """Read a checkpoint safely; every failure is a :class:`CheckpointError` with a fix."""
+    path = Path(path)
+    obj = _read_torch_file(path, trust_pickle)
     if trust_pickle and isinstance(obj, nn.Module):
         raise CheckpointError(f"{path} holds a whole pickled module, which the commands cannot rebuild (they "
                               "need a zoo model's spec); prune it in Python with entroprune.search_module, "
                               "prune_module and finetune_module, which take any nn.Module")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an entroprune checkpoint (no spec); create one "
-                              "with `entroprune train` or entroprune.save_checkpoint()")
+        raise CheckpointError(f"{path} is not an entroprune checkpoint (no spec); make one from its weights with "
+                              "`entroprune wrap`, or train one with `entroprune train`")
     try:
         spec = ModelSpec(**obj["spec"])
         spec.validate()
@@ -219,4 +226,35 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
                       metrics=obj.get("metrics") or {})
 
 
-__all__ = ["ModelSpec", "Checkpoint", "save_checkpoint", "load_checkpoint", "check_finite"]
+#: Keys under which training scripts commonly nest a model's state dict.
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A model's weights saved by another tool (``torch.save(model.state_dict())``, or nested under one of
+    :data:`STATE_DICT_KEYS` beside an optimizer's state), read with ``weights_only=True``; the
+    ``module.`` prefix of ``DataParallel`` / ``DistributedDataParallel`` is dropped."""
+    path = Path(path)
+    try:
+        obj = _read_torch_file(path)
+    except UntrustedPickleError:
+        raise CheckpointError(f"{path} holds pickled Python objects (a whole module?), which can run code when "
+                              "loaded; save its weights instead, torch.save(model.state_dict(), path)") from None
+
+    def tensors(d: Any) -> bool:
+        return isinstance(d, dict) and bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in d.items())
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        raise CheckpointError(f"{path} is an entroprune checkpoint already; pass it to the commands as it is")
+    state = obj if tensors(obj) else next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj, dict)
+                                           and tensors(obj.get(k))), None)
+    if state is None:
+        found = f"a dict of {', '.join(map(repr, list(obj)[:6]))}" if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path} holds {found}, not a state dict (names -> tensors, as "
+                              f"torch.save(model.state_dict()) writes; or one under {', '.join(STATE_DICT_KEYS)})")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+__all__ = ["ModelSpec", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_weights", "check_finite"]

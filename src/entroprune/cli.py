@@ -202,6 +202,49 @@ def train(
     out.print(f"checkpoint: {result['checkpoint']}")
 
 
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag} takes numbers separated by commas, one per input channel (0.49,0.48,0.45), "
+                          f"got {text!r}") from None
+
+
+@app.command()
+@handle_errors
+def wrap(
+    weights: Annotated[Path, typer.Argument(help="Weights saved by another tool: torch.save(model.state_dict()).")],
+    model: Annotated[str, typer.Option(help=f"The model they belong to: {', '.join(ZOO_MODELS)}, or one a --plugin "
+                                            "registers.")],
+    dataset: Annotated[str, typer.Option(help="The dataset it classifies (its classes and inputs build the model; "
+                                              "its test split checks the weights).")],
+    out_file: Annotated[Path, typer.Option("--out", help="The checkpoint to write.")],
+    mean: Annotated[str | None, typer.Option(
+        help="The normalisation the model was trained with, per channel (0.49,0.48,0.45); default: the "
+             "dataset's own, as `train` uses.")] = None,
+    std: Annotated[str | None, typer.Option(help="Its standard deviations, per channel (default: the dataset's).")] = None,
+    width_mult: Annotated[float, typer.Option(help="The model's channel width multiplier.")] = _BASELINE.width_mult,
+    data_dir: DataDir = None,
+    seed: Seed = 0,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+) -> None:
+    """Make a checkpoint of a model trained elsewhere: its weights, the model's name and the dataset's spec."""
+    from .api import wrap_weights
+
+    means, stds = _floats(mean, "--mean"), _floats(std, "--std")
+    _check_output_file(out_file, [weights], force, "--out")
+    _setup(seed, "cpu", 0)
+    res = wrap_weights(weights, model, dataset, out_file, data_dir=data_dir, width_mult=width_mult, mean=means,
+                       std=stds, seed=seed, force=force)
+    acc, norm = res["test_accuracy"], lambda v: ", ".join(f"{x:.4g}" for x in v)  # noqa: E731
+    out.print(f"{model} on {dataset}, normalised with mean [{norm(res['mean'])}] and std [{norm(res['std'])}]: "
+              + (f"test accuracy {acc:.2f}% (if far below what it scored in training: check --model, "
+                 "--width-mult, --mean and --std)" if acc is not None else "no labels to test the weights on"))
+    out.print(f"checkpoint: {res['checkpoint']}")
+
+
 def _check_output_file(path: Path, inputs: list[Path], force: bool, option: str = "--json") -> None:
     """Refuse, before any work, an output file that is an input, exists (without --force) or cannot be created."""
     target = path.resolve()

@@ -49,7 +49,7 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-#: Conv and BatchNorm classes by the number of dimensions after the channels.
+#: Conv, BatchNorm and global pooling classes by the number of dimensions after the channels.
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
