@@ -163,7 +163,7 @@ def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | 
                  if keys]
         raise CheckpointError(f"{weights} does not fit model {model!r} built for {data.num_classes} classes and "
                               f"{data.in_channels} input channel(s) at width {width_mult} ({'; '.join(parts)}); name "
-                              "the model (and --width-mult) the weights were trained as, on a dataset of as many classes")
+                              "the model (and `width_mult`) the weights were trained as, on a dataset of as many classes")
     net.load_state_dict(state)
     from .checkpoint import check_finite
 
