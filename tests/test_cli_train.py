@@ -96,3 +96,15 @@ def test_wrap_makes_a_checkpoint_of_weights_saved_elsewhere(digits_ckpt, tmp_pat
     assert res.exit_code == 0, res.stderr
     spec = load_checkpoint(tmp_path / "n.pt").spec
     assert (spec.mean, spec.std) == ([0.5], [0.25])
+    # a whole pickled module (torch.save(model)): its weights, only when the user trusts the file
+    from entroprune.models import build_model
+
+    net = build_model("vgg", 10, 1, 0.5)
+    net.load_state_dict(raw["state_dict"])
+    torch.save(net, tmp_path / "module.pt")
+    args = ["wrap", str(tmp_path / "module.pt"), "--model", "vgg", "--dataset", "digits", "--width-mult", "0.5",
+            "--out", str(tmp_path / "m.pt")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "--trust-pickle" in res.stderr and not (tmp_path / "m.pt").exists()
+    res = runner.invoke(app, [*args, "--trust-pickle"])
+    assert res.exit_code == 0 and f"test accuracy {accuracy:.2f}%" in res.stdout, res.stderr

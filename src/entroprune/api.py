@@ -134,15 +134,16 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
 def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | Path,
                  data_dir: str | Path | None = None, width_mult: float = BaselineConfig.width_mult,
                  mean: list[float] | None = None, std: list[float] | None = None, seed: int = 0,
-                 force: bool = False) -> dict[str, Any]:
+                 force: bool = False, trust_pickle: bool = False) -> dict[str, Any]:
     """A model trained elsewhere made an entroprune checkpoint: its weights (a state dict, read with
     ``weights_only=True``) loaded into the registered ``model`` built for ``dataset``'s classes and inputs, with
     the normalisation it was trained with (``mean`` / ``std`` per channel; default: the dataset's own, as
     ``train`` uses). Returns the test accuracy on ``dataset`` (top-1 agreement is not defined without a
-    reference), the check that weights, model and normalisation belong together."""
+    reference), the check that weights, model and normalisation belong together. ``trust_pickle``: a whole
+    pickled module (``torch.save(model)``) gives its weights; unpickling it runs code from the file."""
     out_file = Path(out_file)
     build_model(model, 2, 1, width_mult)  # a bad name before any data is read
-    state = load_weights(weights)
+    state = load_weights(weights, trust_pickle)
     if out_file.exists() and not force:
         raise ConfigError(f"{out_file} already exists; pass `force=True` to overwrite it or choose another `out_file`")
     data = load_dataset(dataset, data_dir, seed=seed, min_size=min_input_size(model))

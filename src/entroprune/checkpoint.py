@@ -230,16 +230,20 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+def load_weights(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """A model's weights saved by another tool (``torch.save(model.state_dict())``, or nested under one of
     :data:`STATE_DICT_KEYS` beside an optimizer's state), read with ``weights_only=True``; the
-    ``module.`` prefix of ``DataParallel`` / ``DistributedDataParallel`` is dropped."""
+    ``module.`` prefix of ``DataParallel`` / ``DistributedDataParallel`` is dropped. With ``trust_pickle``, a whole
+    pickled module (``torch.save(model)``) gives its state dict (unpickling it runs code from the file)."""
     path = Path(path)
     try:
-        obj = _read_torch_file(path)
+        obj = _read_torch_file(path, trust_pickle)
     except UntrustedPickleError:
         raise CheckpointError(f"{path} holds pickled Python objects (a whole module?), which can run code when "
-                              "loaded; save its weights instead, torch.save(model.state_dict(), path)") from None
+                              "loaded; save its weights instead, torch.save(model.state_dict(), path), or pass "
+                              "`trust_pickle=True` if you trust its author") from None
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
 
     def tensors(d: Any) -> bool:
         return isinstance(d, dict) and bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor)

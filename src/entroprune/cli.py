@@ -229,6 +229,7 @@ def wrap(
     data_dir: DataDir = None,
     seed: Seed = 0,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+    trust_pickle: TrustPickle = False,
 ) -> None:
     """Make a checkpoint of a model trained elsewhere: its weights, the model's name and the dataset's spec."""
     from .api import wrap_weights
@@ -237,7 +238,7 @@ def wrap(
     _check_output_file(out_file, [weights], force, "--out")
     _setup(seed, "cpu", 0)
     res = wrap_weights(weights, model, dataset, out_file, data_dir=data_dir, width_mult=width_mult, mean=means,
-                       std=stds, seed=seed, force=force)
+                       std=stds, seed=seed, force=force, trust_pickle=trust_pickle)
     acc, norm = res["test_accuracy"], lambda v: ", ".join(f"{x:.4g}" for x in v)  # noqa: E731
     out.print(f"{model} on {dataset}, normalised with mean [{norm(res['mean'])}] and std [{norm(res['std'])}]: "
               + (f"test accuracy {acc:.2f}% (if far below what it scored in training: check --model, "
