@@ -46,6 +46,7 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     torch.save({**raw, "state_dict": nan_state}, tmp_path / "nan.pt")
     torch.save(raw["state_dict"], tmp_path / "weights.pt")  # weights saved by another tool, for `wrap`
     torch.save(nan_state, tmp_path / "nan_weights.pt")
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_weights.pt")
     save_checkpoint(tmp_path / "tiny.pt", ModelSpec("vgg", 10, 1, 0.01, "digits", [0.3], [0.3], [1, 8, 8]),
                     build_model("vgg", 10, 1, 0.01))
     # datasets
@@ -310,6 +311,8 @@ CASES = {
     "wrap NaN weights": ["wrap", f"{T}/nan_weights.pt", "--model", "vgg", "--dataset", "digits", "--width-mult",
                          "0.5", "--out", f"{T}/out.pt"],
     "wrap a JSON file": ["wrap", f"{T}/policy.json", "--model", "vgg", "--dataset", "digits", "--out", f"{T}/out.pt"],
+    "wrap a file without weights": ["wrap", f"{T}/no_weights.pt", "--model", "vgg", "--dataset", "digits", "--out",
+                                    f"{T}/out.pt"],
     "train --out named as a checkpoint": ["train", "--dataset", "digits", "--out", f"{T}/d.pt"],
     "prune --out named as a checkpoint": ["prune", f"{T}/base/model.pt", "--policy", f"{T}/half.json",
                                           "--out", f"{T}/p.pt"],
@@ -449,6 +452,7 @@ EXPECT = {
                                              "got [0.1, 0.2]",
     "wrap NaN weights": "contains NaN or Inf; retrain the model or restore its weights",
     "wrap a JSON file": "policy.json is not a PyTorch checkpoint",
+    "wrap a file without weights": "no_weights.pt holds a dict of 'epoch', 'lr', not a state dict",
     "train --out named as a checkpoint": "output directory T/d.pt is named as a .pt file, but --out is the folder "
                                          "its files are written into; pass --out T/d",
     "prune --out named as a checkpoint": "output directory T/p.pt is named as a .pt file",

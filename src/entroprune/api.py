@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from .checkpoint import Checkpoint, ModelSpec, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import Checkpoint, ModelSpec, check_finite, load_checkpoint, load_weights, save_checkpoint
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig, RunConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
@@ -166,8 +166,6 @@ def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | 
                               f"{data.in_channels} input channel(s) at width {width_mult} ({'; '.join(parts)}); name "
                               "the model (and `width_mult`) the weights were trained as, on a dataset of as many classes")
     net.load_state_dict(state)
-    from .checkpoint import check_finite
-
     check_finite(net, fix="retrain the model or restore its weights")
     data.mean, data.std = list(spec.mean), list(spec.std)
     test = evaluate(net, data.loader("test", EVAL_BATCH_SIZE)) if data.labelled else {}
@@ -692,8 +690,6 @@ def _check_module(model: nn.Module) -> nn.Module:
 def _check_weights(model: nn.Module) -> None:
     """Finite float32 weights, as the images the stages feed a model are float32 (a float64 or half model
     would fail deep inside with a dtype mismatch)."""
-    from .checkpoint import check_finite
-
     dtypes = {t.dtype for t in model.parameters() if t.is_floating_point()}  # a buffer may be float64 on purpose
     if dtypes - {torch.float32}:
         raise ConfigError(f"the model's weights are {', '.join(sorted(str(d) for d in dtypes))}; entroprune prunes "
