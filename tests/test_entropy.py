@@ -220,3 +220,21 @@ def test_probe_on_one_dimensional_net():
     with EntropyProbe(model, list(points), points, variants=VARIANTS) as probe:
         res = probe.measure(x, batch_size=4)
     assert all(math.isfinite(v) and v > 0 for r in res.values() for v in r.values())
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_transposed_conv_maps_are_measured(dims):
+    """A U-Net's decoder map (a transposed conv's output) is read like any conv's: the probe hooks it, and its
+    entropy follows which of its channels are kept (it was left out: an entropy search set that group blind)."""
+    import tests.archs
+
+    torch.manual_seed(0)
+    net = tests.archs.UNet(dims=dims).eval()
+    x = torch.randn(4, 1, *(8,) * dims)
+    points = activation_points(net, x[:1])
+    assert list(points) == ["d1", "d2", "up", "u1"]  # in forward order, the transposed conv among them
+    with EntropyProbe(net, ["up"], points) as probe:
+        full = probe.measure(x)["distribution"]["up"]
+        probe.reset({"up": torch.arange(4)})  # a quarter of its 16 channels kept
+        quarter = probe.measure(x)["distribution"]["up"]
+    assert math.isfinite(full) and full > 0 and quarter != full

@@ -19,7 +19,7 @@ from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
-from .structure import DEFAULT_IMPORTANCE, IMPORTANCES, PLAIN_CONVS, count_macs_params
+from .structure import CONVS, DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
 from .train import TrainConfig, agreement, evaluate, train_model
 from .utils import (
     check_writable_dir,
@@ -631,7 +631,7 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
     layers = list(points)
     with EntropyProbe(model, layers, points, VARIANTS) as probe:
         values = probe.measure(calib)
-    conv_names = {n for n, m in mods.items() if isinstance(m, (*PLAIN_CONVS, nn.Linear))}
+    conv_names = {n for n, m in mods.items() if isinstance(m, (*CONVS, nn.Linear))}
     return {
         "model": ckpt.spec.model, "macs": int(structure.total_macs), "params": int(structure.total_params),
         "calib_images": len(calib), "variants": list(VARIANTS),

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from .settings import DEFAULT_LEVELS
-from .structure import PLAIN_CONVS
+from .structure import CONVS
 from .utils import forward_with_hooks
 
 #: Map entropies by name: (maps, levels, rectified) -> entropy per map. Each also gives a ``-avg`` variant
@@ -144,7 +144,7 @@ def activation_points(model: nn.Module, example: torch.Tensor) -> dict[str, str]
     points: dict[str, str] = {}
     hooks = []
     for name, mod in model.named_modules():
-        if isinstance(mod, PLAIN_CONVS):
+        if isinstance(mod, CONVS):  # transposed convs too: a U-Net's decoder maps are spatial maps
             def conv_hook(m, i, o, name=name):
                 produced[id(o)] = name
                 points.setdefault(name, name)

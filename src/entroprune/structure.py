@@ -33,7 +33,7 @@ from .utils import forward_with_hooks, modes_kept
 
 # Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders; 1-D convs: audio and
 # time series, whose maps the entropy reward reads as one row; 3-D convs: video and volumes, read slice by slice).
-PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the convs whose maps the entropy reward reads, and that may be grouped
+PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the convs that may be grouped (depthwise, grouped)
 CONVS = (*PLAIN_CONVS, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 ROOTS = (*CONVS, nn.Linear)
 
