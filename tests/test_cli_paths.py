@@ -98,7 +98,7 @@ def test_search_refuses_a_folder_holding_a_search(digits_ckpt, searched):
     assert digest(searched / "s" / "policy.json") == before
 
 
-def test_inspect_prints_the_groups_and_the_counted_macs(digits_ckpt):
+def test_inspect_prints_the_groups_and_the_counted_macs(digits_ckpt, tmp_path):
     res = ok("inspect", digits_ckpt, "--calib-size", "16")
     model, ckpt = load_model(digits_ckpt)
     macs, params = count_macs_params(model, ckpt.spec.example_input())
@@ -111,6 +111,14 @@ def test_inspect_prints_the_groups_and_the_counted_macs(digits_ckpt):
     shares = [g.macs / structure.total_macs for g in structure.groups]
     assert all(f"{share:.1%}" in res.stdout for share in shares) and sum(shares) > 1
     assert "so the shares add up to more than 100%" in " ".join(res.stdout.split())
+    # the lowest target a search reaches, as the search's own refusal computes it: a target under it is refused
+    floors = [structure.macs(structure.keep_counts(0.2, step)) / structure.total_macs for step in (8, 1)]
+    assert floors[0] > floors[1]  # the digits net's 16- and 32-channel groups keep more when rounded to 8
+    assert (f"lowest reachable --macs-target: {floors[0]:.1%} (every group at --min-keep 0.2, channels rounded to 8); "
+            f"{floors[1]:.1%} with --round-to 1") in res.stdout
+    below = f"{floors[0] * 0.9:.4f}"
+    refused(f"--macs-target {below} is unreachable", "search", digits_ckpt, "--macs-target", below, "--out",
+            tmp_path / "low")
 
 
 def test_report_of_a_search_folder_matches_its_log(digits_ckpt, tmp_path):

@@ -640,6 +640,11 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
                     "macs_share": g.macs / structure.total_macs} for g in structure.groups],
         "layers": [{"layer": c, "group": group_of.get(c, "-"), "output": sizes.get(c, "?"),
                     **{v: values[v][c] for v in VARIANTS}} for c in layers],
+        # the lowest MACs target a search can reach (every group at min_keep), at the default rounding and
+        # unrounded: a 16-channel layer rounded to 8 keeps half, so a small net's floor moves with the rounding
+        "floor": {"min_keep": _SEARCH.min_keep, "round_to": _SEARCH.step,
+                  **{key: float(structure.macs(structure.keep_counts(_SEARCH.min_keep, step)) / structure.total_macs)
+                     for key, step in (("rounded", _SEARCH.step), ("unrounded", 1))}},
     }
 
 

@@ -411,6 +411,9 @@ def inspect(
     for row in info["layers"]:
         layers.add_row(row["layer"], row["group"], row["output"], *[f"{row[v]:.4f}" for v in variants])
     out.print(layers)
+    floor = info["floor"]
+    out.print(f"lowest reachable --macs-target: {floor['rounded']:.1%} (every group at --min-keep {floor['min_keep']}, "
+              f"channels rounded to {floor['round_to']}); {floor['unrounded']:.1%} with --round-to 1")
 
 
 def _parse_band(band: str) -> float | None:
