@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConfigError
+from .settings import SUFFIXES
 
 if TYPE_CHECKING:
     import torch
@@ -174,9 +175,9 @@ def refuse_output_inside(out: str | Path, inputs: list[str | Path | None], optio
                               "the input, choose a folder outside it")
 
 
-#: Suffixes of the files entroprune reads and writes: a new output folder named so was meant as a file
-#: (`train --out model.pt` made a folder model.pt holding model.pt, which `run --checkpoint model.pt` refused).
-FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".onnx", ".ts", ".json", ".jsonl", ".yaml", ".yml", ".npz", ".csv", ".md"}
+#: Suffixes of the files entroprune reads and writes (the export formats' among them): a new output folder named
+#: so was meant as a file (`train --out model.pt` made a folder model.pt, which `run --checkpoint model.pt` refused).
+FILE_SUFFIXES = {*SUFFIXES.values(), ".pt", ".pth", ".json", ".jsonl", ".yaml", ".yml", ".npz", ".csv", ".md"}
 
 
 def check_writable_dir(path: str | Path) -> Path:
