@@ -741,7 +741,25 @@ def test_python_api_on_any_module(tmp_path):
              "contain NaN or Inf"),
             # a string is not a fraction, and the message shows it as one (it printed "got 0.5")
             (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", ep.SearchConfig(macs_target="0.5")),
-             "got '0.5'")):
+             "got '0.5'"),
+            # the API's settings of the wrong type (the YAML loader checks a file's): a TypeError or AttributeError
+            # deep in the search before
+            (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", ep.SearchConfig(episodes="300")),
+             "`episodes`: input should be a valid integer, got '300'"),
+            (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", ep.SearchConfig(reward="accuracy")),
+             "`reward` must be a RewardConfig (RewardConfig(kind='accuracy') names a kind)"),
+            (lambda: ep.finetune_module(student, loader, epochs="3"), "`epochs`: input should be a valid integer"),
+            # batches the readers cannot take, named instead of failing in torch.cat or a conv's forward
+            (lambda: ep.search_module(net, x[:1], [{"image": x, "label": y}], tmp_path / "b", cfg),
+             "`calib` batches must hold torch tensors (images, or (images, labels)), got a dict (keys image, label)"),
+            (lambda: ep.search_module(net, x[:1], [(x.numpy(), y)], tmp_path / "b", cfg), "torch.from_numpy"),
+            (lambda: ep.search_module(net, x[:1], x.expand(-1, 3, -1, -1), tmp_path / "b", cfg),
+             "the `calib` images are shaped (96, 3, 10, 10), the example input (1, 1, 10, 10)"),
+            (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", cfg, val=[(x,)]),
+             "`val` batches must be (images, labels) pairs, got a tuple of 1"),
+            (lambda: ep.prune_module(net, x[:1], res, calib=[(x[:, 0], y)]), "the `calib` images are shaped (96, 10, 10)"),
+            (lambda: ep.prune_module(net, x[:1], res, calib=(b for b in [])), "a one-shot iterator such as a "
+             "generator is empty once read")):
         with pytest.raises(ep.EntropruneError, match=re.escape(message)):
             call()
     assert not (tmp_path / "b").exists()

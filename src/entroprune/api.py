@@ -648,38 +648,76 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
     }
 
 
-def _take_images(source: Images, limit: int) -> torch.Tensor:
-    """The first ``limit`` images of a tensor or of an iterable of batches (x or (x, y))."""
+def _take_images(source: Images, limit: int, example: torch.Tensor | None = None) -> torch.Tensor:
+    """The first ``limit`` images of a tensor or of an iterable of batches (x or (x, y)), shaped as ``example``'s
+    batch where one is given."""
     if isinstance(source, torch.Tensor):
         images = source[:limit]
     else:
         chunks, n = [], 0
         for batch in source:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            x = _tensor(batch[0] if isinstance(batch, (tuple, list)) and batch else batch, "calib")
             chunks.append(x)
             n += len(x)
             if n >= limit:
                 break
         if not chunks:
-            raise DataError("the calibration source yielded no images")
+            once = " (a one-shot iterator such as a generator is empty once read: pass a list of batches or the " \
+                   "loader itself)" if iter(source) is source else ""
+            raise DataError(f"the calibration source yielded no images{once}")
         images = torch.cat(chunks)[:limit]
+    if example is not None:
+        _check_like(images, example, "calib")
     if images.is_floating_point() and not torch.isfinite(images).all():  # as the dataset readers check theirs
         raise DataError("the calibration images contain NaN or Inf; clean the data")
     return images
 
 
-def _take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], limit: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def _take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], limit: int,
+                   example: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(source, (tuple, list)) and len(source) == 2 and isinstance(source[0], torch.Tensor):
-        return source[0][:limit], source[1][:limit]
-    xs, ys, n = [], [], 0
-    for x, y in source:
-        xs.append(x)
-        ys.append(y)
-        n += len(x)
-        if n >= limit:
-            break
-    return torch.cat(xs)[:limit], torch.cat(ys)[:limit]
+        x, y = source[0][:limit], source[1][:limit]
+    else:
+        xs, ys, n = [], [], 0
+        for batch in source:
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise DataError(f"`val` batches must be (images, labels) pairs, got {_kind(batch)}")
+            xs.append(_tensor(batch[0], "val"))
+            ys.append(_tensor(batch[1], "val"))
+            n += len(xs[-1])
+            if n >= limit:
+                break
+        if not xs:
+            raise DataError("the validation source yielded no batches")
+        x, y = torch.cat(xs)[:limit], torch.cat(ys)[:limit]
+    if example is not None:
+        _check_like(x, example, "val")
+    return x, y
+
+
+def _kind(batch: Any) -> str:
+    if isinstance(batch, dict):
+        return f"a dict (keys {', '.join(map(str, list(batch)[:4]))}): pass (batch[image key], batch[label key]) pairs"
+    if isinstance(batch, (tuple, list)):
+        return f"a {type(batch).__name__} of {len(batch)}"
+    return type(batch).__name__
+
+
+def _tensor(x: Any, name: str) -> torch.Tensor:
+    """A batch's images as a tensor: a dict (a Hugging Face-style batch) or a numpy array is named, not read
+    wrongly or failed on in torch.cat."""
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"`{name}` batches must hold torch tensors (images, or (images, labels)), got {_kind(x)}"
+                        + (" (torch.from_numpy converts)" if type(x).__module__ == "numpy" else ""))
+    return x
+
+
+def _check_like(images: torch.Tensor, example: torch.Tensor, name: str) -> None:
+    """Images of the example input's layout: a batch of other channels fails deep in a forward, where the
+    message names the conv's weight and not the data."""
+    if images.dim() != example.dim() or images.shape[1] != example.shape[1]:
+        raise DataError(f"the `{name}` images are shaped {tuple(images.shape)}, the example input "
+                        f"{tuple(example.shape)}: pass images of the channels (and dimensions) the model takes")
 
 
 def _check_module(model: nn.Module) -> nn.Module:
@@ -724,10 +762,10 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
     model = _check_module(model)
     structure = Structure(model, example_input, importance=config.importance, ignored=config.ignored_layers)
     extra = config.recovery_images if config.reranks and config.recovery_steps else 0
-    images = _take_images(calib, config.calib_size + extra)
+    images = _take_images(calib, config.calib_size + extra, example_input)
     calib_x = images[: config.calib_size]
     recovery = (images[config.calib_size:] if len(images) > config.calib_size else images) if extra else None
-    val_xy = _take_labelled(val, config.val_size) if val is not None else None
+    val_xy = _take_labelled(val, config.val_size, example_input) if val is not None else None
     with modes_kept(model):
         return run_search(model.eval(), structure, calib_x, val_xy, config, out_dir, resume=resume, quiet=quiet,
                           workers=workers, ray_address=ray_address, recovery_images=recovery)
@@ -751,7 +789,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
     pruned, history = prune_model(model, structure, counts)
     if calib is not None:
-        recalibrate_bn(pruned, _take_images(calib, 1024))
+        recalibrate_bn(pruned, _take_images(calib, 1024, example_input))
     return pruned, history
 
 

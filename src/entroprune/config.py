@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import SETTING, ConfigError, as_keys
 from .search.config import RewardConfig, SearchConfig
-from .settings import DEFAULT_FORMAT, DEFAULT_MODEL, FRESH_PROCESSES
+from .settings import DEFAULT_FORMAT, DEFAULT_MODEL, FRESH_PROCESSES, check_types
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -118,6 +118,7 @@ class RunConfig:
                 text = str(exc)
                 raise ConfigError(as_keys(text, key) if SETTING.search(text) else f"config key {key!r}: {text}") from None
 
+        check_types(self)
         b, f = self.baseline, self.finetune
         at("baseline", lambda: TrainConfig(epochs=b.epochs, lr=b.lr, batch_size=b.batch_size, augment=b.augment).validate())
         at("finetune", lambda: TrainConfig(epochs=f.epochs, lr=f.lr, batch_size=f.batch_size).validate())

@@ -7,7 +7,11 @@ fraction of a second instead of after torch's import (seconds). Each owning modu
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ConfigError
 
@@ -51,6 +55,42 @@ BACKENDS = tuple(RUNTIMES)
 FRESH_PROCESSES = 3
 
 
+def check_types(config: Any, prefix: str = "") -> None:
+    """Every field of a config dataclass holds its declared type, nested configs included. The YAML loader's
+    pydantic pass checks a file's values; a Python caller's `SearchConfig(episodes="300")` or
+    `SearchConfig(reward="accuracy")` would otherwise fail later, as a TypeError deep in the search."""
+    import typing
+
+    from pydantic import ValidationError
+
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        hint, value, name = hints[f.name], getattr(config, f.name), prefix + f.name
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):  # type: ignore[arg-type]
+                kind = f" ({hint.__name__}(kind={value!r}) names a kind)" if isinstance(value, str) and "kind" in {
+                    g.name for g in dataclasses.fields(hint)} else ""  # type: ignore[arg-type]
+                raise ConfigError(f"`{name}` must be a {hint.__name__}{kind}, got {value!r}")  # type: ignore[union-attr]
+            check_types(value, name + ".")
+            continue
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a numpy or 0-d torch number
+            value = value.item()
+        elif isinstance(value, os.PathLike):  # a pathlib.Path where a file's name belongs
+            value = os.fspath(value)
+        try:
+            _adapter(hint).validate_python(value, strict=True)
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"]
+            raise ConfigError(f"`{name}`: {msg[0].lower()}{msg[1:]}, got {value!r}") from None
+
+
+@functools.cache
+def _adapter(hint: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(hint)
+
+
 def in_fresh(processes: int) -> str:
     """Where whole nets were timed, for a sentence: " in N fresh processes", " in a fresh process", or ""
     (timed in the process that asked)."""
@@ -82,6 +122,7 @@ class LatencyConfig:
     processes: int = FRESH_PROCESSES
 
     def validate(self) -> None:
+        check_types(self)
         if self.backend not in BACKENDS:
             raise ConfigError(f"`backend` {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if min(self.batch, self.points - 1, self.calibration, self.repeats) < 1 or min(self.held_out,

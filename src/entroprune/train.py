@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .data import DataBundle
 from .errors import ConfigError, RunError
+from .settings import check_types
 from .utils import progress_bar
 
 #: The one-cycle schedule's warm-up, a fraction of the training's steps.
@@ -56,6 +57,7 @@ class TrainConfig:
     distill_temperature: float = 4.0
 
     def validate(self) -> None:
+        check_types(self)
         if self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

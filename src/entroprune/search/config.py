@@ -8,7 +8,7 @@ from dataclasses import InitVar, asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import ConfigError, deprecated
-from ..settings import DEFAULT_IMPORTANCE, DEFAULT_LEVELS, IMPORTANCES, LatencyConfig
+from ..settings import DEFAULT_IMPORTANCE, DEFAULT_LEVELS, IMPORTANCES, LatencyConfig, check_types
 
 
 @dataclass
@@ -54,6 +54,7 @@ class RewardConfig:
         from ..entropy import check_variant
         from .reward_kinds import REWARDS
 
+        check_types(self)
         REWARDS.require(self.kind)
         try:
             check_variant(self.variant)
@@ -178,6 +179,7 @@ class SearchConfig:
             self.macs_target = flops_target
 
     def validate(self) -> None:
+        check_types(self)
         if not (isinstance(self.macs_target, (int, float)) and 0 < self.macs_target <= 1):
             raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {self.macs_target!r}")
         from .agents import check_agent
