@@ -749,6 +749,10 @@ def test_python_api_on_any_module(tmp_path):
             (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", ep.SearchConfig(reward="accuracy")),
              "`reward` must be a RewardConfig (RewardConfig(kind='accuracy') names a kind)"),
             (lambda: ep.finetune_module(student, loader, epochs="3"), "`epochs`: input should be a valid integer"),
+            (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", {"macs_target": 0.5}),
+             "`config` must be a SearchConfig (ep.SearchConfig(**settings) makes one of a dict), got dict"),
+            (lambda: ep.run_pipeline({"checkpoint": str(tmp_path / "b" / "model.pt")}),
+             "`cfg` must be a RunConfig (ep.load_config(None, overrides=settings) makes one of a dict)"),
             # batches the readers cannot take, named instead of failing in torch.cat or a conv's forward
             (lambda: ep.search_module(net, x[:1], [{"image": x, "label": y}], tmp_path / "b", cfg),
              "`calib` batches must hold torch tensors (images, or (images, labels)), got a dict (keys image, label)"),

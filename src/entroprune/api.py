@@ -19,6 +19,7 @@ from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
+from .settings import given_config
 from .structure import CONVS, DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
 from .train import TrainConfig, agreement, evaluate, train_model
 from .utils import (
@@ -462,7 +463,7 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
     from .latency import LatencyConfig, fit_latency_model, fresh_timer, wall_pair_timer, wall_timer
     from .utils import machine_description
 
-    config = config or LatencyConfig()
+    config = given_config(config, LatencyConfig)
     config.validate()
     if not 0 < min_keep <= 1 or round_to < 1:
         raise ConfigError(f"`min_keep` must lie in (0, 1] and `round_to` be >= 1, got {min_keep} and {round_to}")
@@ -490,7 +491,7 @@ def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: La
     from .search.policies import uniform_policies
     from .utils import machine_description
 
-    config = config or LatencyConfig()
+    config = given_config(config, LatencyConfig)
     config.validate()
     if not 0 < macs_target <= 1 or not 0 < min_keep <= 1:
         raise ConfigError(f"`macs_target` and `min_keep` must lie in (0, 1], got {macs_target} and {min_keep}")
@@ -559,7 +560,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfi
     """
     from .search import LOG_FILE, SearchConfig, run_search
 
-    config = config or SearchConfig()
+    config = given_config(config, SearchConfig)
     if importance is not None:
         config = replace(config, importance=importance)
     config.validate()
@@ -754,7 +755,7 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
     from .search import SearchConfig, run_search
     from .structure import Structure
 
-    config = config or SearchConfig()
+    config = given_config(config, SearchConfig)
     if importance is not None:
         config = replace(config, importance=importance)
     config.validate()

@@ -54,10 +54,12 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     -> export -> report, in a fresh run folder. Returns the folder. A checkpoint whose dataset has no labels
     runs label-free: distilling fine-tunes, and top-1 agreement with the original in place of test accuracy.
     Stopped part-way (Ctrl-C, a crash), the folder keeps every finished stage: :func:`resume_run` continues it."""
-    from .config import ZOO_DATASET, dump_config
+    from .config import ZOO_DATASET, RunConfig, dump_config
     from .search import SearchConfig
+    from .settings import given_config
     from .utils import write_text
 
+    cfg = given_config(cfg, RunConfig, "cfg", from_dict="ep.load_config(None, overrides=settings)")
     device, given = _prepare(cfg, say)
     if given is None:
         cfg.dataset = resolve_dataset(cfg.dataset or ZOO_DATASET, cfg.data_dir, say)

@@ -84,6 +84,17 @@ def check_types(config: Any, prefix: str = "") -> None:
             raise ConfigError(f"`{name}`: {msg[0].lower()}{msg[1:]}, got {value!r}") from None
 
 
+def given_config(value: Any, cls: type, name: str = "config", from_dict: str | None = None) -> Any:
+    """``value``, or the defaults for None: a dict of settings where a config object belongs failed later as an
+    AttributeError. ``from_dict`` says how a dict becomes one (``cls(**settings)`` unless given)."""
+    if value is None:
+        return cls()
+    if not isinstance(value, cls):
+        how = f" ({from_dict or f'ep.{cls.__name__}(**settings)'} makes one of a dict)" if isinstance(value, dict) else ""
+        raise ConfigError(f"`{name}` must be a {cls.__name__}{how}, got {type(value).__name__}")
+    return value
+
+
 @functools.cache
 def _adapter(hint: Any) -> Any:
     from pydantic import TypeAdapter
