@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -692,6 +693,9 @@ def test_python_api_on_any_module(tmp_path):
     # measured on the pruned module: what the search promised (within tolerance may mean as full as the
     # rounding allows, below 95% of the target on a net this small), never over the target
     assert macs / full == pytest.approx(res.achieved, rel=1e-4) and macs / full <= 0.5 + 1e-6 and history
+    # a policy computed with numpy prunes as its floats do (np.float32 ratios were refused as outside (0, 1])
+    as_numpy, _ = ep.prune_module(net, x[:1], {k: np.float32(v) for k, v in res.policy.items()})
+    assert ep.count_macs_params(as_numpy, x[:1])[0] == macs
     hist = ep.finetune_module(pruned, loader, epochs=1, val_loader=loader)
     assert len(hist) == 1 and "val_accuracy" in hist[0]
     # unlabelled images (batches of images alone): distillation from the unpruned net, as the CLI does; the

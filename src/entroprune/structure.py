@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -563,8 +564,9 @@ class Structure:
             raise ConfigError(f"policy lacks groups {missing[:3]}; give a keep ratio for every "
                               "group (see `entroprune inspect`)")
         for k, v in policy.items():
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= 1):
-                raise ConfigError(f"keep ratio of {k} is {v!r}; ratios must lie in (0, 1]")
+            # numbers.Real: numpy's floats too (a policy computed with numpy); a tensor is named, not misread
+            if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= 1):
+                raise ConfigError(f"keep ratio of {k} is {v!r}; ratios must be numbers in (0, 1]")
         return self.keep_counts(policy, round_to)
 
 
