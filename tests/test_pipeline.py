@@ -521,6 +521,17 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
     ep.save_checkpoint(mine, ep.ModelSpec("vgg", 10, 1, spec["width_mult"], "digits", spec["mean"], spec["std"],
                                           spec["input_size"]), net)
     before = mine.read_bytes()
+    # a spec that does not describe the net made a file no command could load: refused, nothing written
+    wrong = tmp_path / "wrong.pt"
+    for spec_given, message in (
+            (ep.ModelSpec("vgg", 5, 1, spec["width_mult"], "digits", spec["mean"], spec["std"], spec["input_size"]),
+             "the model does not fit its spec, model 'vgg' built for 5 classes and 1 input channel(s) at width "
+             f"{spec['width_mult']} (other shapes: classifier.weight [10, "),
+            (ep.ModelSpec("vgg", 10, 3, spec["width_mult"], "digits"), "the spec is invalid: mean must hold 3"),
+            ({"model": "vgg"}, "`spec` must be a ModelSpec (ep.ModelSpec(**spec) makes one of a dict)")):
+        with pytest.raises(ep.ConfigError, match=re.escape(message)):
+            ep.save_checkpoint(wrong, spec_given, net)
+        assert not wrong.exists()
     # a baseline's setting, which a checkpoint replaces; and the channel ranking, which the run prunes by
     (tmp_path / "c.yaml").write_text("model: resnet20\nsearch:\n  importance: l2\n")
     proc = subprocess.run([sys.executable, "-m", "entroprune.cli", "run", "--quick", "--quiet", "--config",

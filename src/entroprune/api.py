@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from .checkpoint import Checkpoint, ModelSpec, check_finite, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    ModelSpec,
+    check_finite,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    state_mismatch,
+)
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig, RunConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
@@ -155,16 +163,10 @@ def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | 
             raise ConfigError(f"`{name}` needs {data.in_channels} finite number(s){', all > 0' if name == 'std' else ''}"
                               f" (one per input channel of {dataset}), got {given}")
     spec.mean, spec.std = list(mean or spec.mean), list(std or spec.std)
-    own = net.state_dict()
-    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
-    shapes = [f"{k} {list(state[k].shape)} (the model's {list(v.shape)})" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = [f"{what} {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
-                 for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes:", shapes))
-                 if keys]
+    mismatch = state_mismatch(net.state_dict(), state)
+    if mismatch:
         raise CheckpointError(f"{weights} does not fit model {model!r} built for {data.num_classes} classes and "
-                              f"{data.in_channels} input channel(s) at width {width_mult} ({'; '.join(parts)}); name "
+                              f"{data.in_channels} input channel(s) at width {width_mult} ({mismatch}); name "
                               "the model (and `width_mult`) the weights were trained as, on a dataset of as many classes")
     net.load_state_dict(state)
     check_finite(net, fix="retrain the model or restore its weights")

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import CheckpointError, UntrustedPickleError
+from .errors import CheckpointError, ConfigError, UntrustedPickleError
 from .models import build_model
+from .settings import given_config
 from .utils import atomic_write
 
 FORMAT = "entroprune-checkpoint"
@@ -133,11 +134,33 @@ def save_checkpoint(path: str | Path, spec: ModelSpec, model: nn.Module,
                     pruning: dict[str, Any] | None = None,
                     metrics: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (a zoo model built as ``spec`` says) as a checkpoint every command and ``run --checkpoint``
-    read with ``weights_only=True``: how a model trained outside entroprune enters it."""
+    read with ``weights_only=True``: how a model trained outside entroprune enters it. A spec that does not
+    describe the model is refused before anything is written (it made a file no command could load)."""
+    spec = given_config(spec, ModelSpec, "spec", from_dict="ep.ModelSpec(**spec)")
+    try:
+        spec.validate()
+    except ValueError as exc:
+        raise ConfigError(f"the spec is invalid: {exc}") from None
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if pruning is None:  # a pruned net's shapes follow its history, which every load replays
+        mismatch = state_mismatch(spec.build().state_dict(), state)
+        if mismatch:
+            raise ConfigError(f"the model does not fit its spec, model {spec.model!r} built for {spec.num_classes} "
+                              f"classes and {spec.in_channels} input channel(s) at width {spec.width_mult} "
+                              f"({mismatch}); give the spec the model was built with")
     payload = {"format": FORMAT, "version": VERSION, "spec": asdict(spec), "state_dict": state,
                "pruning": pruning, "metrics": _plain(metrics or {})}
     return atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """How ``state`` differs from a model's own state dict, three keys at most of each kind; None when it fits."""
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [f"{k} {list(state[k].shape)} (the model's {list(v.shape)})" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    parts = [f"{what} {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
+             for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes:", shapes)) if keys]
+    return "; ".join(parts) or None
 
 
 def _plain(obj: Any) -> Any:

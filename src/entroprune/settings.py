@@ -88,7 +88,10 @@ def given_config(value: Any, cls: type, name: str = "config", from_dict: str | N
     """``value``, or the defaults for None: a dict of settings where a config object belongs failed later as an
     AttributeError. ``from_dict`` says how a dict becomes one (``cls(**settings)`` unless given)."""
     if value is None:
-        return cls()
+        try:
+            return cls()
+        except TypeError:  # a class without defaults for every field (ModelSpec)
+            raise ConfigError(f"`{name}` is required: give a {cls.__name__}") from None
     if not isinstance(value, cls):
         how = f" ({from_dict or f'ep.{cls.__name__}(**settings)'} makes one of a dict)" if isinstance(value, dict) else ""
         raise ConfigError(f"`{name}` must be a {cls.__name__}{how}, got {type(value).__name__}")
