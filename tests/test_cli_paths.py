@@ -218,3 +218,17 @@ def test_version_names_the_tool_and_the_libraries_results_depend_on():
     assert line.startswith(f"entroprune {entroprune.__version__} (torch {torch.__version__}, "), line
     assert f"torch-pruning {version('torch-pruning')}" in line and len(res.stdout.strip().splitlines()) == 1
     assert version("entroprune") == entroprune.__version__  # the package metadata reads the one declaration
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    """A sweep of seeds started in parallel: each run claims its folder by creating it. Two runs that found the
+    name free and then made it shared one folder, each writing over the other's stages."""
+    from entroprune import pipeline
+
+    monkeypatch.setattr(pipeline.time, "strftime", lambda fmt: "20261206-120000")
+    taken = tmp_path / "run-20261206-120000"
+    taken.mkdir()  # another run's, made after this one found the name free
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: False if self == taken else real_exists(self))
+    assert pipeline._fresh_run_dir(tmp_path, None) == tmp_path / "run-20261206-120000-2"
+    assert pipeline._fresh_run_dir(tmp_path, None) == tmp_path / "run-20261206-120000-3"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from .api import (
     train_baseline,
 )
 from .errors import ConfigError, DataError, RunInterrupted, SearchInterrupted
-from .utils import check_writable_dir, count_text, machine_description, seed_everything, write_json
+from .utils import check_writable_dir, claim_dir, count_text, machine_description, seed_everything, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -409,11 +410,12 @@ def _finetune_like_run(folder: Path, cfg: RunConfig, device: torch.device | str,
 def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
     """``run_dir``, or a new ``run-<date>-<time>`` under ``root``; refused when it holds anything."""
     if run_dir is None:
+        check_writable_dir(root)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir, n = root / f"run-{stamp}", 1
-        while run_dir.exists():
-            n += 1
-            run_dir = root / f"run-{stamp}-{n}"
+        names = (root / (f"run-{stamp}" if n == 1 else f"run-{stamp}-{n}") for n in itertools.count(1))
+        # claimed by creating it: runs started in the same second (a sweep of seeds in parallel) shared a folder
+        # when each checked that the name was free and then made it
+        run_dir = next(name for name in names if claim_dir(name))
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run folder {run_dir} is not empty; choose another")

@@ -202,6 +202,17 @@ def check_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def claim_dir(path: Path) -> bool:
+    """Create ``path`` if no one has (one atomic mkdir, so of processes racing for a name one wins); False when it
+    exists. A claimed folder is removed as the command's other new folders are when it ends refused."""
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return False
+    _CREATED.append(path)
+    return True
+
+
 def input_kind(spatial_dims: int) -> str:
     """What an input of that many dimensions after the channels is, as messages and reports name it."""
     return {1: "signals", 2: "images", 3: "volumes"}.get(spatial_dims, f"{spatial_dims}-D inputs")
