@@ -339,6 +339,28 @@ def test_run_config_records_absolute_input_paths(tmp_path, monkeypatch):
                                                         str(tmp_path / "lat" / "latency_model.json"))
 
 
+def test_the_cached_baseline_is_named_by_every_setting_its_weights_depend_on(tmp_path, monkeypatch):
+    """A run with another learning rate, batch size, augmentation, training subset or data folder reused the
+    baseline cached by a run without them (the name held model, dataset, width, epochs and seed alone)."""
+    from dataclasses import replace
+
+    from entroprune import pipeline
+    from entroprune.config import RunConfig
+
+    monkeypatch.chdir(tmp_path)
+    base = RunConfig()
+    assert pipeline._cache_name(base, "fashion-mnist") == "vgg-fashion-mnist-w1.0-e3-s0"  # as the docs name it
+    variants = [replace(base, baseline=replace(base.baseline, **change)) for change in (
+        {"lr": 0.05}, {"batch_size": 64}, {"augment": "shift"}, {"train_limit": 1000}, {"epochs": 2},
+        {"width_mult": 0.5})] + [replace(base, seed=1), replace(base, model="resnet20"),
+                                 replace(base, data_dir="a"), replace(base, data_dir="b")]
+    names = [pipeline._cache_name(c, "fashion-mnist") for c in [base, *variants]]
+    assert len(set(names)) == len(names), names
+    # the same folder however it is written (the run reads data_dir relative to where it starts)
+    assert pipeline._cache_name(replace(base, data_dir=str(tmp_path / "a")), "npz") == pipeline._cache_name(
+        replace(base, data_dir="a"), "npz")
+
+
 def test_run_quick_cli(quick_run):
     proc, run = quick_run
     for rel in ("finetuned/model.pt", "pruned/model.pt", "model.onnx", "report.md", "report.json",

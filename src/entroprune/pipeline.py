@@ -68,8 +68,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     assert dataset is not None  # _given_checkpoint names the checkpoint's
     cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})
     cfg.search.validate()
-    b = cfg.baseline
-    cache = Path(cfg.out_root) / "cache" / f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
+    cache = Path(cfg.out_root) / "cache" / _cache_name(cfg, dataset)
     if given is None:  # (a given checkpoint's target is checked with it, before anything is said)
         _check_target(cfg, *_zoo_baseline(cfg, cache / "model.pt", dataset))
     _absolute_paths(cfg)  # the run's config.yaml reruns and resumes it from any folder
@@ -233,6 +232,24 @@ def _run_stages(cfg: RunConfig, progress: Progress, given: bool, device: torch.d
             "seed": cfg.seed, "date": time.strftime("%Y-%m-%d")}
         progress.stage("report", lambda: (write_json(run_dir / "evaluation.json", evaluation), write_report(run_dir)))
     return run_dir
+
+
+def _cache_name(cfg: RunConfig, dataset: str) -> str:
+    """The cached baseline's folder: named by every setting its weights depend on. A run with another learning
+    rate, batch size, augmentation, training subset or data folder reused a baseline trained without them; those
+    are appended where they differ from the defaults (the default baseline keeps its name)."""
+    import hashlib
+
+    from .config import BaselineConfig
+
+    b, default = cfg.baseline, BaselineConfig()
+    name = f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
+    extra = [f"{tag}{value}" for tag, value, usual in (("lr", b.lr, default.lr), ("b", b.batch_size, default.batch_size),
+                                                       ("aug-", b.augment, default.augment),
+                                                       ("n", b.train_limit, default.train_limit)) if value != usual]
+    if cfg.data_dir is not None:  # a path's own characters may not suit a folder name: its digest does
+        extra.append("d" + hashlib.sha256(str(Path(cfg.data_dir).expanduser().resolve()).encode()).hexdigest()[:8])
+    return "-".join([name, *extra])
 
 
 def _baseline(cfg: RunConfig, ckpt_path: Path, given: bool, device: torch.device, quiet: bool, say: Say) -> None:
