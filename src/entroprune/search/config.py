@@ -201,6 +201,10 @@ class SearchConfig:
             raise ConfigError(f"band must lie in [0, 1] (or be null for none), got {self.band!r}")
         if min(self.rerank_top_k, self.recovery_steps, self.recovery_images, self.confirm_seeds) < 0:
             raise ConfigError("rerank_top_k, confirm_seeds, recovery_steps and recovery_images must be >= 0")
+        if self.recovery_images == 0 and self.recovery_steps and self.reranks:  # read as "none given": calib
+            raise ConfigError(f"`recovery_images` 0 would make the recovery distil on the calibration images the "
+                              f"re-ranking scores on; give at least 1 (default {SearchConfig.recovery_images}), or "
+                              "`recovery_steps` 0 to score without recovery")
         if not (isinstance(self.uniform_margin, (int, float)) and 0 <= self.uniform_margin < 10):
             raise ConfigError(f"uniform_margin must lie in [0, 10) (a fraction of uniform's score), "
                               f"got {self.uniform_margin!r}")
