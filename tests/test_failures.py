@@ -255,6 +255,7 @@ CASES = {
     "pruned checkpoint without history": ["evaluate", f"{T}/no_history.pt"],
     "finetune, the original moved away": ["finetune", f"{T}/orphan.pt", "--epochs", "1", "--out", f"{T}/out"],
     "evaluate, the original moved away": ["evaluate", f"{T}/orphan.pt"],
+    "evaluate --original another model": ["evaluate", f"{T}/orphan.pt", "--original", f"{T}/tiny.pt"],
     "run from a missing checkpoint": ["run", "--checkpoint", f"{T}/missing.pt", "--out-root", f"{T}/out"],
     "run MACs target > 1": ["run", "--checkpoint", f"{T}/good.pt", "--macs-target", "1.5", "--out-root", f"{T}/out"],
     "run latency target NaN": ["run", "--latency-target", "nan", "--out-root", f"{T}/out"],
@@ -411,6 +412,9 @@ EXPECT = {
     "finetune, the original moved away": "the original checkpoint T/moved.pt (the teacher --distill fine-tunes "
                                          "from) is gone; pass --teacher (a path) or --no-distill",
     "evaluate, the original moved away": "the original checkpoint T/moved.pt is gone; pass --original (a path)",
+    # another net's reductions would be read as this one's (1.3x for a 5x cut)
+    "evaluate --original another model": "T/tiny.pt is not the model T/orphan.pt was pruned from: it is vgg at width "
+                                          "0.01",
     "run from a missing checkpoint": "missing.pt does not exist",
     "run MACs target > 1": "--macs-target must lie in (0, 1] (the fraction kept), got 1.5",
     "run latency target NaN": "--latency-target must lie in (0, 1] (the fraction kept), got nan",

@@ -140,6 +140,15 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
     return metrics
 
 
+def _architecture(spec: ModelSpec) -> tuple[Any, ...]:
+    return spec.model, spec.num_classes, spec.in_channels, spec.width_mult, list(spec.input_size)
+
+
+def _architecture_text(spec: ModelSpec) -> str:
+    return (f"{spec.model} at width {spec.width_mult} for {spec.num_classes} classes on "
+            f"{'x'.join(map(str, spec.input_size))} inputs")
+
+
 def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | Path,
                  data_dir: str | Path | None = None, width_mult: float = BaselineConfig.width_mult,
                  mean: list[float] | None = None, std: list[float] | None = None, seed: int = 0,
@@ -216,7 +225,13 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     if orig_path:
         if not Path(orig_path).exists():
             raise CheckpointError(f"the original checkpoint {orig_path} is gone; pass `original` (a path)")
-        entries.append(("original", load_model(orig_path, trust_pickle)[0]))
+        orig_model, orig = load_model(orig_path, trust_pickle)
+        if ckpt.pruning and _architecture(orig.spec) != _architecture(ckpt.spec):
+            # another net's reductions and agreement would be read as this one's (1.3x for a 5x cut)
+            raise CheckpointError(f"{orig_path} is not the model {path} was pruned from: it is "
+                                  f"{_architecture_text(orig.spec)}, the pruned net was cut from "
+                                  f"{_architecture_text(ckpt.spec)}; pass the unpruned checkpoint it was pruned from")
+        entries.append(("original", orig_model))
     entries.append(("pruned" if ckpt.pruning else Path(path).name, model))
     rows = []
     for name, net in entries:
