@@ -800,10 +800,38 @@ def test_python_api_on_any_module(tmp_path):
              "`val` batches must be (images, labels) pairs, got a tuple of 1"),
             (lambda: ep.prune_module(net, x[:1], res, calib=[(x[:, 0], y)]), "the `calib` images are shaped (96, 10, 10)"),
             (lambda: ep.prune_module(net, x[:1], res, calib=(b for b in [])), "a one-shot iterator such as a "
-             "generator is empty once read")):
+             "generator is empty once read"),
+            # labels the accuracy cannot read: one-hot rows (a RuntimeError in its comparison), labels beyond the
+            # outputs (every policy scored 0%; a fine-tune's IndexError), floats where training needs indices
+            (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", cfg,
+                                      val=(x, torch.nn.functional.one_hot(y, 3).float())),
+             "the `val` labels must be one class index per image, shaped (64,), got (64, 3) (one-hot rows: pass "
+             "y.argmax(1))"),
+            (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", cfg, val=(x, y + 1)),
+             "the `val` labels run from 1 to 3, but the model has 3 outputs (classes 0 to 2)"),
+            (lambda: ep.finetune_module(student, [(x, y + 1)], epochs=1), "the `train_loader` labels run from 1 to 3"),
+            (lambda: ep.finetune_module(student, [(x, y.float())], epochs=1), "the `train_loader` labels must be "
+             "integer class indices, got torch.float32: pass y.long()")):
         with pytest.raises(ep.EntropruneError, match=re.escape(message)):
             call()
     assert not (tmp_path / "b").exists()
+
+
+def test_finetune_module_scores_a_segmentation_net_per_pixel():
+    """Labels per output position (a segmentation's (N, H, W) for its (N, C, H, W) logits) train as cross-entropy
+    reads them, and the accuracy is per pixel (it counted pixels over images: 1634%)."""
+    import entroprune as ep
+    from entroprune.train import evaluate
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 4, (32, 8, 8))
+    hist = ep.finetune_module(net, [(x[:16], y[:16]), (x[16:], y[16:])], epochs=1, val_loader=[(x, y)])
+    with torch.no_grad():
+        pixels = 100.0 * (net.eval()(x).argmax(1) == y).float().mean().item()
+    assert hist[-1]["val_accuracy"] == pytest.approx(pixels) and evaluate(net, [(x, y)])["accuracy"] == pytest.approx(pixels)
+    with pytest.raises(ep.EntropruneError, match=re.escape("one class index per output position, shaped (32, 8, 8)")):
+        ep.finetune_module(net, [(x, y[:, 0])], epochs=1)
 
 
 def _small_cnn():

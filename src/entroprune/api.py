@@ -713,6 +713,34 @@ def _take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], li
     return x, y
 
 
+def _check_labels(model: nn.Module, x: torch.Tensor, y: Any, name: str, floats: bool) -> torch.Tensor:
+    """Labels as one class index per image that the model's outputs can name, as long integers (``floats``: whole
+    numbers in a float tensor are read as such, where the caller can convert them). One-hot rows failed in the
+    accuracy's comparison; labels beyond the outputs scored every policy 0%, so the accuracy reward searched on
+    nothing, or stopped a fine-tune with an IndexError."""
+    from .search.recovery import main_output
+
+    if not isinstance(y, torch.Tensor):
+        raise DataError(f"the `{name}` labels must be a tensor of class indices, got {type(y).__name__}")
+    with modes_kept(model), torch.no_grad():
+        out = main_output(model.eval()(x[:1]))
+    if out.dim() < 2:  # no class dimension to check against (the training's loss names the problem)
+        return y.long()
+    # classes along dim 1, as cross-entropy reads them: (N, C) logits take (N,) labels, a segmentation's
+    # (N, C, H, W) takes (N, H, W)
+    classes, want = out.shape[1], (len(x), *out.shape[2:])
+    if tuple(y.shape) != want:
+        onehot = " (one-hot rows: pass y.argmax(1))" if tuple(y.shape) == (len(x), classes) else ""
+        raise DataError(f"the `{name}` labels must be one class index per {'output position' if out.dim() > 2 else 'image'}"
+                        f", shaped {want}, got {tuple(y.shape)}{onehot}")
+    if y.is_floating_point() and not (floats and torch.equal(y, y.round())):
+        raise DataError(f"the `{name}` labels must be integer class indices, got {y.dtype}: pass y.long()")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise DataError(f"the `{name}` labels run from {int(y.min())} to {int(y.max())}, but the model has {classes} "
+                        f"outputs (classes 0 to {classes - 1}); pass labels as the model's class indices")
+    return y.long()
+
+
 def _kind(batch: Any) -> str:
     if isinstance(batch, dict):
         return f"a dict (keys {', '.join(map(str, list(batch)[:4]))}): pass (batch[image key], batch[label key]) pairs"
@@ -784,6 +812,8 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
     calib_x = images[: config.calib_size]
     recovery = (images[config.calib_size:] if len(images) > config.calib_size else images) if extra else None
     val_xy = _take_labelled(val, config.val_size, example_input) if val is not None else None
+    if val_xy is not None:
+        val_xy = val_xy[0], _check_labels(model, val_xy[0], val_xy[1], "val", floats=True)
     with modes_kept(model):
         return run_search(model.eval(), structure, calib_x, val_xy, config, out_dir, resume=resume, quiet=quiet,
                           workers=workers, ray_address=ray_address, recovery_images=recovery)
@@ -824,10 +854,10 @@ def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int =
         raise ConfigError("every parameter of the model is frozen (requires_grad False), so fine-tuning would "
                           "change nothing; call model.requires_grad_(True) first, or leave frozen only what "
                           "should stay fixed")
-    train_loader, labelled = _batches(train_loader, teacher, "train_loader", sized=True)
+    train_loader, labelled = _batches(train_loader, model, teacher, "train_loader", sized=True)
     val_labelled = labelled
     if val_loader is not None:
-        val_loader, val_labelled = _batches(val_loader, teacher, "val_loader", sized=False)
+        val_loader, val_labelled = _batches(val_loader, model, teacher, "val_loader", sized=False)
     config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine")
     return train_model(model, None, config, seed=seed, device=device, teacher=teacher, quiet=quiet,
                        description="finetune", train_loader=train_loader, val_loader=val_loader, labelled=labelled,
@@ -847,7 +877,8 @@ class _Unlabelled:
         return ((x, torch.full((len(x),), -1)) for x in self.loader)
 
 
-def _batches(loader: Iterable[Any], teacher: nn.Module | None, name: str, sized: bool) -> tuple[Iterable[Any], bool]:
+def _batches(loader: Iterable[Any], model: nn.Module, teacher: nn.Module | None, name: str,
+             sized: bool) -> tuple[Iterable[Any], bool]:
     """``loader`` as (x, y) batches, and whether it has labels: a batch of images alone has none, which only
     distillation from a teacher can train on. Every epoch walks it again (a one-shot iterator trained on its first
     epoch alone, short of the batch peeked here), and ``sized``: the learning-rate schedule needs its length."""
@@ -859,6 +890,7 @@ def _batches(loader: Iterable[Any], teacher: nn.Module | None, name: str, sized:
                           "list of batches")
     first = next(iter(loader), None)
     if isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor):
+        _check_labels(model, first[0], first[1], name, floats=False)  # the first batch's, as a sample
         return loader, True
     if not isinstance(first, torch.Tensor):
         raise ConfigError(f"{name} must yield (images, labels) batches or batches of images alone, got "

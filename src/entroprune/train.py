@@ -81,7 +81,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
         out = model(x)
         loss += F.cross_entropy(out, y, reduction="sum").item()
         correct += (out.argmax(1) == y).sum().item()
-        total += len(y)
+        total += y.numel()  # a segmentation's labels are one per pixel: its accuracy is per pixel (it read 1634%)
     if total == 0:
         return {"accuracy": float("nan"), "loss": float("nan")}
     return {"accuracy": 100.0 * correct / total, "loss": loss / total}
@@ -92,14 +92,15 @@ def agreement(model: nn.Module, teacher: nn.Module, loader: Iterable,
     """Top-1 agreement (%) with ``teacher`` over (x, _) batches: what a fine-tune on unlabelled images can
     measure of itself (the labels' accuracy needs labels)."""
     model.eval()
-    same, total = 0, 0
+    agree, total = 0, 0
     with torch.no_grad():
         for x, _ in loader:
             if device is not None:
                 x = x.to(device)
-            same += (model(x).argmax(1) == teacher(x).argmax(1)).sum().item()
-            total += len(x)
-    return {"agreement": 100.0 * same / total if total else float("nan")}
+            same = (model(x).argmax(1) == teacher(x).argmax(1))
+            agree += same.sum().item()
+            total += same.numel()
+    return {"agreement": 100.0 * agree / total if total else float("nan")}
 
 
 def _batch_loss(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None,
