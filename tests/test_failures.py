@@ -87,6 +87,7 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
         (junk / c).mkdir(parents=True)
         (junk / c / "0.png").write_bytes(b"\x89PNG broken")
     np.savez(tmp_path / "one_class.npz", x=np.zeros((20, 8, 8), np.uint8), y=np.zeros(20, np.int64))
+    np.savez(tmp_path / "some_negative.npz", x=np.zeros((20, 8, 8), np.uint8), y=np.arange(20) % 3 - 1)
     # policies
     good_groups = ["features.0", "features.3", "features.7", "features.10", "features.14", "features.17"]
     pols = {
@@ -187,6 +188,8 @@ CASES = {
     "corrupt npz": ["train", "--dataset", "npz", "--data-dir", f"{T}/bad.npz", "--out", f"{T}/out"],
     "no readable image": ["train", "--dataset", "imagefolder", "--data-dir", f"{T}/junk_imgs", "--out", f"{T}/out"],
     "single-class dataset": ["train", "--dataset", "npz", "--data-dir", f"{T}/one_class.npz", "--out", f"{T}/out"],
+    "labels partly negative": ["train", "--dataset", "npz", "--data-dir", f"{T}/some_negative.npz", "--out",
+                               f"{T}/out"],
     "unknown dataset": ["train", "--dataset", "nosuch", "--out", f"{T}/out"],
     "unknown model": ["train", "--model", "nosuch", "--dataset", "digits", "--out", f"{T}/out"],
     "policy with unknown group": ["prune", f"{T}/good.pt", "--policy", f"{T}/unknown_group.json", "--out", f"{T}/out"],
@@ -346,6 +349,8 @@ EXPECT = {
     'corrupt npz': 'as .npz',
     'no readable image': 'no readable image in T/junk_imgs',
     'single-class dataset': 'has a single class',
+    # -1 marks a set without labels: a few of them read the whole set as unlabelled ("needs one sub-folder per class")
+    'labels partly negative': '7 of 20 training labels are negative and the rest class indices',
     'unknown dataset': "unknown dataset 'nosuch'",
     'unknown model': "unknown model 'nosuch'",
     'policy with unknown group': 'policy names unknown groups',

@@ -115,7 +115,8 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
     data = load_dataset(dataset, data_dir, seed=seed, min_size=min_input_size(model),
                         train_limit=train_limit)
     if not data.labelled:
-        raise DataError(f"dataset {dataset} has no labels; training needs one sub-folder per class")
+        raise DataError(f"dataset {dataset} has no labels, which training needs: an image folder's come from one "
+                        "sub-folder per class, an .npz file's from its array y")
     if ckpt_path.exists() and not force:
         raise ConfigError(f"{ckpt_path} already exists; pass `force=True` to overwrite it or choose "
                           "another `out_dir`")

@@ -644,6 +644,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
         raise DataError(f"dataset {name}'s inputs have shape {tuple(np.shape(x))}; a reader returns images "
                         "(N, C, H, W), 1-D signals (N, C, L) or volumes (N, C, D, H, W)")
 
+    for part, labels in (("training", y), ("test", None if test is None else test[1])):
+        negative = np.asarray(labels) < 0 if labels is not None else np.zeros(0, bool)
+        if negative.any() and not negative.all():  # -1 marks a set without labels: a few made the whole set one
+            raise DataError(f"dataset {name}: {int(negative.sum())} of {len(negative)} {part} labels are negative "
+                            "and the rest class indices; give every image a class index >= 0 (drop the others), "
+                            "or leave the labels out for unlabelled images")
     labelled = bool((y >= 0).all())
     if labelled and len(np.unique(y)) < 2:
         raise DataError(f"dataset {name} has a single class; classification needs at least two "
