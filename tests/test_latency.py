@@ -1,5 +1,7 @@
 """The latency model: layer tables, their interpolation and the fit, with deterministic fake timers
-(no wall-clock measurement in tests)."""
+(no wall-clock measurement in tests; the busy-machine check reads CPU accounting, not timings)."""
+
+import time
 
 import numpy as np
 import pytest
@@ -371,6 +373,37 @@ def test_a_search_under_a_latency_target_fits_its_model_once_and_keeps_every_can
         macs_target=1.0, latency_target=0.7, latency_batch=8, agent="uniform", latency_model=str(model_file)),
         quiet=True, force=True)
     assert uniform.summary["latency_fraction"] <= 0.7 + 1e-9 and model_file.stat().st_mtime_ns == stamp
+
+
+def test_the_cores_other_processes_keep_busy_while_timing_are_measured(monkeypatch):
+    """Latencies timed beside other work are not the machine's: the cores other processes used during the timing
+    are read from /proc/stat, less this process's and its children's CPU time (a fresh timing process is one)."""
+    import subprocess
+    import sys
+
+    from entroprune import latency
+
+    if latency._cpu_seconds() is None:
+        pytest.skip("no /proc/stat here")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        with latency.others_busy() as busy:
+            time.sleep(1.0)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert busy["cores"] >= 0.5  # the loop (not waited for) had a core; more when anything else ran
+    # this process's work is its own, however much it is: 3 busy CPU seconds in 2 s, 2 of them this process's
+    readings = iter([(10.0, 100.0, 5.0), (12.0, 103.0, 7.0)])
+    monkeypatch.setattr(latency, "_cpu_seconds", lambda: next(readings))
+    with latency.others_busy() as busy:
+        pass
+    assert busy["cores"] == pytest.approx(0.5)
+    monkeypatch.setattr(latency, "_cpu_seconds", lambda: None)  # not Linux: unknown, and no warning follows
+    with latency.others_busy() as busy:
+        pass
+    assert busy["cores"] is None
 
 
 def test_the_report_puts_predicted_beside_measured_latency():

@@ -28,6 +28,7 @@ from .settings import (
     SUFFIXES,
     ZOO_MODELS,
     LatencyConfig,
+    busy_warning,
     in_fresh,
 )
 from .utils import count_text
@@ -308,6 +309,9 @@ def evaluate(
     for row in rows:
         table.add_row(*[format_value(row.get(k)) for k, _ in cols])
     out.print(table)
+    busy = busy_warning(rows[-1], "rerun this command") if latency else None
+    if busy:
+        err.print(f"warning: {busy}")
     if json_out:
         from .utils import write_json
 
@@ -700,6 +704,9 @@ def run(
     out.print(f"{scores} at {pruned['macs_reduction']:.2f}x fewer MACs, "
               f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x (torch eager), "
               f"{pruned['speedup_ts_b64']:.2f}x (TorchScript), {pruned['speedup_ort_b64']:.2f}x (onnxruntime)")
+    busy = busy_warning(pruned, f"entroprune evaluate {run_dir / 'finetuned' / 'model.pt'} --latency")
+    if busy:
+        err.print(f"warning: {busy}")
     out.print(f"run folder: {run_dir} (report.md, {ev['export']['file']}, finetuned/model.pt)")
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +115,32 @@ def relative_medians(times: list[list[float]]) -> list[float]:
                       for ts in times[1:]]
 
 
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(wall clock, CPU seconds every process spent, CPU seconds this one and its waited-for children spent), or
+    None where /proc/stat cannot be read (not Linux)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    t = os.times()
+    return (time.monotonic(), (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
+            t.user + t.system + t.children_user + t.children_system)
+
+
+@contextlib.contextmanager
+def others_busy() -> Iterator[dict[str, float | None]]:
+    """How many cores other processes kept busy, on average, while the block ran (``cores``; None where it cannot
+    be read): latencies timed beside them are not this machine's."""
+    out: dict[str, float | None] = {"cores": None}
+    start = _cpu_seconds()
+    yield out
+    end = _cpu_seconds()
+    if start and end and end[0] > start[0]:
+        out["cores"] = max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
+
+
 def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int = 20,
                  processes: int = FRESH_PROCESSES) -> list[dict[str, Any]]:
     """Batch-1 and batch-64 CPU latency with torch (eager and TorchScript) and onnxruntime, models timed in
@@ -125,6 +153,15 @@ def latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int =
     interactive session), are timed in this process; ``latency_processes`` in each row says how many fresh
     ones timed it (0: this one).
     """
+    with others_busy() as busy:
+        rows = _latency_rows(models, shape, repeats, processes)
+    for row in rows:  # None where it cannot be read
+        row["others_busy_cores"] = None if busy["cores"] is None else round(busy["cores"], 3)
+    return rows
+
+
+def _latency_rows(models: list[nn.Module], shape: tuple[int, ...], repeats: int, processes: int
+                  ) -> list[dict[str, Any]]:
     runs = _in_fresh_processes({"job": "rows", "models": models, "shape": list(shape), "repeats": repeats},
                                processes) if processes else None
     if runs:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .search.free_channels import steps_summary
 from .search.rerank import mean_reading
+from .settings import busy_warning
 from .utils import atomic_write, read_json, shape_text, write_json, write_text
 
 
@@ -333,6 +334,8 @@ def write_report(run_dir: str | Path) -> Path:
         pr = evaluation["rows"][-1]
         if "speedup_vs_macs_b64" in pr:
             md.append(speedup_sentence(pr) + " Latencies: " + timing_note(pr) + ".")
+            busy = busy_warning(pr, f"`entroprune evaluate {run_dir / 'finetuned' / 'model.pt'} --latency`")
+            md += [f"**Warning:** {busy}."] if busy else []
         md += _latency_lines(evaluation, summary) + _export_lines(evaluation.get("export"))
         score = score_key(pr)
         if score == "test_accuracy":

@@ -55,6 +55,22 @@ BACKENDS = tuple(RUNTIMES)
 FRESH_PROCESSES = 3
 
 
+#: Cores other processes may keep busy, on average, while latencies are timed before a result says its timings were
+#: disturbed: a test suite beside a run's evaluation on 2 cores read the pruned net 0.34x as fast as its original in
+#: eager torch, 1.54x alone, where the idle VM's own processes measured 0.01.
+BUSY_CORES = 0.25
+
+
+def busy_warning(row: dict[str, Any], command: str) -> str | None:
+    """A warning for latencies timed while other processes kept the machine busy (None when they did not, or
+    when it could not be read); ``command`` times them again."""
+    cores = row.get("others_busy_cores")
+    if cores is None or cores <= BUSY_CORES:
+        return None
+    return (f"other processes kept {cores:.2f} cores busy on average while the latencies were timed, so they and the "
+            f"speed-ups are not this machine's own; time them again with nothing else running: {command}")
+
+
 def check_types(config: Any, prefix: str = "") -> None:
     """Every field of a config dataclass holds its declared type, nested configs included. The YAML loader's
     pydantic pass checks a file's values; a Python caller's `SearchConfig(episodes="300")` or
