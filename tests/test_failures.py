@@ -137,6 +137,9 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     pruned_raw = torch.load(pruned_ckpt, weights_only=True)  # its original moved away since the pruning
     torch.save({**pruned_raw, "pruning": {**pruned_raw["pruning"], "original": str(tmp_path / "moved.pt")}},
                tmp_path / "orphan.pt")
+    # ... and one whose original was retrained in place since (its recorded hash is another file's)
+    torch.save({**pruned_raw, "pruning": {**pruned_raw["pruning"], "original": str(tmp_path / "good.pt"),
+                                          "original_sha256": "0" * 64}}, tmp_path / "stale.pt")
     # a search folder whose saved state was cut short, run folders with broken records
     (tmp_path / "cut_state").mkdir()
     (tmp_path / "cut_state" / "search_state.pt").write_bytes(digits_ckpt.read_bytes()[:300])
@@ -259,6 +262,8 @@ CASES = {
     "finetune, the original moved away": ["finetune", f"{T}/orphan.pt", "--epochs", "1", "--out", f"{T}/out"],
     "evaluate, the original moved away": ["evaluate", f"{T}/orphan.pt"],
     "evaluate --original another model": ["evaluate", f"{T}/orphan.pt", "--original", f"{T}/tiny.pt"],
+    "evaluate, the original retrained since": ["evaluate", f"{T}/stale.pt"],
+    "finetune, the original retrained since": ["finetune", f"{T}/stale.pt", "--epochs", "1", "--out", f"{T}/out"],
     "run from a missing checkpoint": ["run", "--checkpoint", f"{T}/missing.pt", "--out-root", f"{T}/out"],
     "run MACs target > 1": ["run", "--checkpoint", f"{T}/good.pt", "--macs-target", "1.5", "--out-root", f"{T}/out"],
     "run latency target NaN": ["run", "--latency-target", "nan", "--out-root", f"{T}/out"],
@@ -417,6 +422,12 @@ EXPECT = {
     "finetune, the original moved away": "the original checkpoint T/moved.pt (the teacher --distill fine-tunes "
                                          "from) is gone; pass --teacher (a path) or --no-distill",
     "evaluate, the original moved away": "the original checkpoint T/moved.pt is gone; pass --original (a path)",
+    # the teacher or reference would silently be another net than the one pruned
+    "evaluate, the original retrained since": "the original checkpoint T/good.pt has changed since the pruning read it "
+                                              "(retrained or overwritten?); to use it anyway, or the one it was pruned "
+                                              "from, pass --original (a path)",
+    "finetune, the original retrained since": "the original checkpoint T/good.pt (the teacher --distill fine-tunes "
+                                              "from) has changed since the pruning read it",
     # another net's reductions would be read as this one's (1.3x for a 5x cut)
     "evaluate --original another model": "T/tiny.pt is not the model T/orphan.pt was pruned from: it is vgg at width "
                                           "0.01",

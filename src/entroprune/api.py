@@ -218,14 +218,12 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     model, ckpt = load_model(path, trust_pickle)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
     entries = []
-    orig_path = original or (ckpt.pruning or {}).get("original")
+    orig_path = _original(ckpt, original, "", "pass `original` (a path)")
     if not data.labelled and not orig_path:
         raise DataError(f"dataset {data.name} has no labels, and test accuracy needs them: evaluate on a labelled "
                         "dataset (the checkpoint's, by default), or evaluate a pruned checkpoint, whose top-1 "
                         "agreement with its original needs none")
     if orig_path:
-        if not Path(orig_path).exists():
-            raise CheckpointError(f"the original checkpoint {orig_path} is gone; pass `original` (a path)")
         orig_model, orig = load_model(orig_path, trust_pickle)
         if ckpt.pruning and _architecture(orig.spec) != _architecture(ckpt.spec):
             # another net's reductions and agreement would be read as this one's (1.3x for a 5x cut)
@@ -281,7 +279,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     macs, params = count_macs_params(pruned, ckpt.spec.example_input())
     pruning = {"policy": {g.name: float(pol["policy"][g.name]) for g in structure.groups},
                "counts": counts_to_dict(structure, counts),
-               "history": history, "original": str(Path(path).resolve()),
+               "history": history, "original": str(Path(path).resolve()), "original_sha256": file_sha256(path),
                "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol)}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs}
@@ -413,14 +411,29 @@ def _finetune_teacher(ckpt: Any, data: DataBundle, distill: bool, teacher: str |
                           "net (`distill=True`), whose outputs stand in for them")
     if not distill:
         return None
-    tpath = teacher or (ckpt.pruning or {}).get("original")
+    tpath = _original(ckpt, teacher, " (the teacher `distill` fine-tunes from)", "pass `teacher` (a path) or "
+                      "`distill=False`")
     if not tpath:
         raise ConfigError("`distill` needs a teacher: the checkpoint names no original, pass `teacher` (a path) "
                           "or `distill=False`")
-    if teacher is None and not Path(tpath).exists():  # moved or deleted since the pruning recorded it
-        raise CheckpointError(f"the original checkpoint {tpath} (the teacher `distill` fine-tunes from) is gone; "
-                              "pass `teacher` (a path) or `distill=False`")
     return load_model(tpath, trust_pickle)[0]
+
+
+def _original(ckpt: Checkpoint, given: str | Path | None, role: str, fix: str) -> str | Path | None:
+    """``given``, or the original a pruned checkpoint's record names, still there and unchanged: one retrained or
+    overwritten in place since the pruning became the teacher or the reference without a word."""
+    if given is not None:
+        return given
+    record = ckpt.pruning or {}
+    path = record.get("original")
+    if not path:
+        return None
+    if not Path(path).exists():  # moved or deleted since the pruning recorded it
+        raise CheckpointError(f"the original checkpoint {path}{role} is gone; {fix}")
+    if record.get("original_sha256") not in (None, file_sha256(path)):  # records before the hash have none
+        raise CheckpointError(f"the original checkpoint {path}{role} has changed since the pruning read it "
+                              f"(retrained or overwritten?); to use it anyway, or the one it was pruned from, {fix}")
+    return path
 
 
 def _test_score(model: nn.Module, data: DataBundle, teacher: nn.Module | None,
