@@ -841,7 +841,10 @@ def test_python_api_on_any_module(tmp_path):
              "the `val` labels run from 1 to 3, but the model has 3 outputs (classes 0 to 2)"),
             (lambda: ep.finetune_module(student, [(x, y + 1)], epochs=1), "the `train_loader` labels run from 1 to 3"),
             (lambda: ep.finetune_module(student, [(x, y.float())], epochs=1), "the `train_loader` labels must be "
-             "integer class indices, got torch.float32: pass y.long()")):
+             "integer class indices, got torch.float32: pass y.long()"),
+            # a device entroprune does not run on (and CUDA without a GPU) failed in torch's own assertion
+            (lambda: ep.finetune_module(student, loader, epochs=1, device="mps"), "unknown device 'mps'; use auto, "
+             "cpu or cuda")):
         with pytest.raises(ep.EntropruneError, match=re.escape(message)):
             call()
     assert not (tmp_path / "b").exists()

@@ -37,6 +37,7 @@ from .utils import (
     input_kind,
     modes_kept,
     refuse_output_inside,
+    resolve_device,
     seed_everything,
     shape_text,
     write_json,
@@ -104,6 +105,7 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
                    device: torch.device | str = "cpu", train_limit: int | None = None,
                    force: bool = False, quiet: bool = False, augment: str = BaselineConfig.augment) -> dict[str, Any]:
     """Train a zoo model on a dataset; writes ``model.pt`` and ``metrics.json`` into out_dir."""
+    device = resolve_device(device)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "model.pt"
     build_model(model, 2, 1, width_mult)  # fail on a bad name before touching data or disk
@@ -208,6 +210,7 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     it names, or ``original``), with reductions and speed-ups against it. On unlabelled images the rows
     hold ``test_agreement`` (top-1 agreement with the original, %) instead of ``test_accuracy``.
     """
+    device = resolve_device(device)
     from .latency import add_ratios, latency_rows
 
     if batch_size < 1:
@@ -257,6 +260,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     BN statistics are re-estimated on the calibration split of ``dataset`` (default: the checkpoint's; no
     labels needed), so the pruned network is usable (and fine-tuning starts from sensible statistics).
     """
+    device = resolve_device(device)
     from .prune import counts_to_dict, prune_model, recalibrate_bn
 
     pol = _read_policy(policy)
@@ -345,6 +349,7 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     ``batch_size`` stays the global batch, split across them. Inside a torchrun group it trains
     data-parallel whatever ``nproc`` says.
     """
+    device = resolve_device(device)
     from . import ddp
 
     out_dir = Path(out_dir)
@@ -589,6 +594,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfi
     ``importance``, when given, replaces ``config.importance`` (the channel ranking). ``workers`` > 1 scores
     each episode batch on that many Ray actors (``entroprune[ray]``).
     """
+    device = resolve_device(device)
     from .search import LOG_FILE, SearchConfig, run_search
 
     config = given_config(config, SearchConfig)
@@ -644,6 +650,7 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
                        calib_size: int = INSPECT_CALIB_SIZE, device: torch.device | str = "cpu", importance: str = DEFAULT_IMPORTANCE,
                        trust_pickle: bool = False) -> dict[str, Any]:
     """Groups and per-layer entropies of a checkpoint, as plain data (the CLI renders it)."""
+    device = resolve_device(device)
     from .entropy import VARIANTS, EntropyProbe, activation_points
 
     if calib_size < 1:
@@ -863,6 +870,7 @@ def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int =
     when ``teacher`` is given: label-free distillation from it, as the command line fine-tunes on unlabelled
     images. The history gives ``val_accuracy`` where the validation batches have labels (whether the training
     batches do or not), else ``val_agreement`` with the teacher."""
+    device = resolve_device(device)
     _check_weights(model)
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("every parameter of the model is frozen (requires_grad False), so fine-tuning would "

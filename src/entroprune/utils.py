@@ -54,11 +54,12 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error (the API's functions
+    failed in torch's own assertion), as is a device entroprune does not run on."""
     import torch
 
-    name = (name or "auto").lower()
+    name = (str(name) if isinstance(name, torch.device) else name or "auto").lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
