@@ -867,6 +867,30 @@ def test_finetune_module_scores_a_segmentation_net_per_pixel():
         ep.finetune_module(net, [(x, y[:, 0])], epochs=1)
 
 
+def test_finetune_module_trains_a_net_with_an_auxiliary_head_on_its_main_head():
+    """A net returning (logits, aux) is searched and pruned on its main head; its fine-tune failed on the tuple
+    (cross_entropy got a tuple), with labels or by distillation from a teacher of the same kind."""
+    import entroprune as ep
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head, self.aux = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            f = torch.relu(self.conv(x)).mean((2, 3))
+            return self.head(f), self.aux(f)
+
+    torch.manual_seed(0)
+    net, x, y = TwoHeads(), torch.randn(32, 3, 8, 8), torch.randint(0, 4, (32,))
+    hist = ep.finetune_module(net, [(x, y)], epochs=1, val_loader=[(x, y)])
+    with torch.no_grad():
+        main = 100.0 * (net.eval()(x)[0].argmax(1) == y).float().mean().item()
+    assert hist[-1]["val_accuracy"] == pytest.approx(main)
+    hist = ep.finetune_module(TwoHeads(), [x], epochs=1, teacher=net, val_loader=[x])
+    assert 0 <= hist[-1]["val_agreement"] <= 100
+
+
 def _small_cnn():
     nn = torch.nn
     torch.manual_seed(0)

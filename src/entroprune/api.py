@@ -739,7 +739,7 @@ def _check_labels(model: nn.Module, x: torch.Tensor, y: Any, name: str, floats: 
     numbers in a float tensor are read as such, where the caller can convert them). One-hot rows failed in the
     accuracy's comparison; labels beyond the outputs scored every policy 0%, so the accuracy reward searched on
     nothing, or stopped a fine-tune with an IndexError."""
-    from .search.recovery import main_output
+    from .train import main_output
 
     if not isinstance(y, torch.Tensor):
         raise DataError(f"the `{name}` labels must be a tensor of class indices, got {type(y).__name__}")

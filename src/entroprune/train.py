@@ -70,6 +70,19 @@ class TrainConfig:
             raise ConfigError(f"schedule must be onecycle or cosine, got {self.schedule!r}")
 
 
+def main_output(out) -> torch.Tensor:
+    """The logits a score or a loss reads from a model's output: the tensor itself, or the first tensor of a
+    tuple, list or dict (a model with an auxiliary head is judged, and fine-tuned, on its main head)."""
+    while not isinstance(out, torch.Tensor):
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        elif isinstance(out, (tuple, list)) and out:
+            out = out[0]
+        else:
+            raise TypeError(f"cannot read logits from a model output of type {type(out).__name__}")
+    return out
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> dict[str, float]:
     """Top-1 accuracy (%) and mean cross-entropy over labelled (x, y) batches."""
@@ -78,7 +91,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
     for x, y in loader:
         if device is not None:
             x, y = x.to(device), y.to(device)
-        out = model(x)
+        out = main_output(model(x))
         loss += F.cross_entropy(out, y, reduction="sum").item()
         correct += (out.argmax(1) == y).sum().item()
         total += y.numel()  # a segmentation's labels are one per pixel: its accuracy is per pixel (it read 1634%)
@@ -97,7 +110,7 @@ def agreement(model: nn.Module, teacher: nn.Module, loader: Iterable,
         for x, _ in loader:
             if device is not None:
                 x = x.to(device)
-            same = (model(x).argmax(1) == teacher(x).argmax(1))
+            same = main_output(model(x)).argmax(1) == main_output(teacher(x)).argmax(1)
             agree += same.sum().item()
             total += same.numel()
     return {"agreement": 100.0 * agree / total if total else float("nan")}
@@ -112,7 +125,7 @@ def _batch_loss(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, teacher: nn
         assert ce is not None  # train_model refuses unlabelled data without a teacher
         return ce
     with torch.no_grad():
-        t_out = teacher(x)
+        t_out = main_output(teacher(x))
     temp = config.distill_temperature
     kd = F.kl_div(F.log_softmax(out / temp, 1), F.softmax(t_out / temp, 1), reduction="batchmean") * temp * temp
     return kd if ce is None else (1 - config.distill_alpha) * ce + config.distill_alpha * kd
@@ -167,7 +180,7 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
             t0, running, seen = time.perf_counter(), 0.0, 0
             for x, y in train_loader:
                 x, y = x.to(device), y.to(device)
-                loss = _batch_loss(model(x), x, y, teacher, config, labelled)
+                loss = _batch_loss(main_output(model(x)), x, y, teacher, config, labelled)
                 if not torch.isfinite(loss):
                     raise RunError(f"training diverged (loss {loss.item()}) at epoch {epoch}; lower `lr`")
                 opt.zero_grad(set_to_none=True)

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..prune import recalibrate_bn
+from ..train import main_output
 from ..utils import modes_kept
 
 
@@ -55,19 +56,6 @@ class Recovery:
                 opt.step()
         recalibrate_bn(net, self.images[: 1024])
         return net.eval()
-
-
-def main_output(out) -> torch.Tensor:
-    """The logits a score reads from a model's output: the tensor itself, or the first tensor of a
-    tuple, list or dict (a model with an auxiliary head is judged on its main head)."""
-    while not isinstance(out, torch.Tensor):
-        if isinstance(out, dict):
-            out = next(iter(out.values()))
-        elif isinstance(out, (tuple, list)) and out:
-            out = out[0]
-        else:
-            raise TypeError(f"cannot read logits from a model output of type {type(out).__name__}")
-    return out
 
 
 def kl_to_teacher(logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
