@@ -759,6 +759,11 @@ def test_python_api_on_any_module(tmp_path):
     # a policy computed with numpy prunes as its floats do (np.float32 ratios were refused as outside (0, 1])
     as_numpy, _ = ep.prune_module(net, x[:1], {k: np.float32(v) for k, v in res.policy.items()})
     assert ep.count_macs_params(as_numpy, x[:1])[0] == macs
+    # numpy numbers in a config are stored as Python's (np.float32 was refused as outside (0, 1], and search.json
+    # could not have been written with it)
+    numpy_cfg = ep.SearchConfig(macs_target=np.float32(0.5), episodes=np.int64(5))
+    numpy_cfg.validate()
+    assert (type(numpy_cfg.macs_target), type(numpy_cfg.episodes)) == (float, int)
     hist = ep.finetune_module(pruned, loader, epochs=1, val_loader=loader)
     assert len(hist) == 1 and "val_accuracy" in hist[0]
     # unlabelled images (batches of images alone): distillation from the unpruned net, as the CLI does; the

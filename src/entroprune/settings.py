@@ -72,7 +72,8 @@ def busy_warning(row: dict[str, Any], command: str) -> str | None:
 
 
 def check_types(config: Any, prefix: str = "") -> None:
-    """Every field of a config dataclass holds its declared type, nested configs included. The YAML loader's
+    """Every field of a config dataclass holds its declared type, nested configs included (numpy numbers are
+    stored as Python's). The YAML loader's
     pydantic pass checks a file's values; a Python caller's `SearchConfig(episodes="300")` or
     `SearchConfig(reward="accuracy")` would otherwise fail later, as a TypeError deep in the search."""
     import typing
@@ -89,8 +90,9 @@ def check_types(config: Any, prefix: str = "") -> None:
                 raise ConfigError(f"`{name}` must be a {hint.__name__}{kind}, got {value!r}")  # type: ignore[union-attr]
             check_types(value, name + ".")
             continue
-        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a numpy or 0-d torch number
-            value = value.item()
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a numpy or 0-d torch number: kept as the
+            value = value.item()  # Python number it is (np.float32 was refused by range checks, unwritable to JSON)
+            setattr(config, f.name, value)
         elif isinstance(value, os.PathLike):  # a pathlib.Path where a file's name belongs
             value = os.fspath(value)
         try:
