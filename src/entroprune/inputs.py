@@ -75,7 +75,8 @@ def check_labels(model: nn.Module, x: torch.Tensor, y: Any, name: str, floats: b
     if not isinstance(y, torch.Tensor):
         raise DataError(f"the `{name}` labels must be a tensor of class indices, got {type(y).__name__}")
     with modes_kept(model), torch.no_grad():
-        out = main_output(model.eval()(x[:1]))
+        device = next((t.device for t in model.parameters()), x.device)  # a CUDA model fed CPU batches: the
+        out = main_output(model.eval()(x[:1].to(device)))  # training moves both, as this check does
     if out.dim() < 2:  # no class dimension to check against (the training's loss names the problem)
         return y.long()
     # classes along dim 1, as cross-entropy reads them: (N, C) logits take (N,) labels, a segmentation's
