@@ -357,6 +357,22 @@ def test_single_class(tmp_path):
         load_dataset("npz", p)
 
 
+def test_labels_that_leave_classes_empty_are_named(tmp_path):
+    """Labels numbered from 1 (or with gaps) make a class per number below the highest: outputs that never see an
+    image, which trained without a word. A warning names them; labels from 0 without gaps say nothing."""
+    import warnings
+
+    x = np.zeros((40, 8, 8), np.uint8)
+    np.savez(tmp_path / "one_based.npz", x=x, y=np.arange(40) % 4 + 1)
+    with pytest.warns(UserWarning, match=re.escape("dataset npz: 1 of the 5 classes its labels number have no image "
+                                                   "(class 0): the model gets an output for each that never learns")):
+        assert load_dataset("npz", tmp_path / "one_based.npz", val_size=4, calib_size=4).num_classes == 5
+    np.savez(tmp_path / "from_zero.npz", x=x, y=np.arange(40) % 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset("npz", tmp_path / "from_zero.npz", val_size=4, calib_size=4)
+
+
 def test_digits_and_augmentation_deterministic():
     d = load_dataset("digits", seed=0)
     assert d.num_classes == 10 and len(d.test) == 359

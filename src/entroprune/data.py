@@ -12,6 +12,7 @@ import math
 import os
 import pickle
 import struct
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -664,6 +665,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
         raise DataError(f"{name}: test images are {test[0].shape[1:]} but training images "
                         f"{x.shape[1:]}; use one image size")
     num_classes = int(max(y.max(), test[1].max()) + 1) if labelled else 0
+    empty = sorted(set(range(num_classes)) - set(np.unique(np.concatenate([y, test[1]])).tolist()))
+    if empty:  # labels numbered from 1 (or with gaps) train a model with outputs that never see an image
+        warnings.warn(f"dataset {name}: {len(empty)} of the {num_classes} classes its labels number have no image "
+                      f"(class {', '.join(map(str, empty[:5]))}{', ...' if len(empty) > 5 else ''}): the model gets "
+                      "an output for each that never learns; number the classes from 0 without gaps",
+                      stacklevel=2)
 
     n = len(x)
     if n < 3:
