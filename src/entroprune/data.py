@@ -14,7 +14,7 @@ import pickle
 import struct
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -77,7 +77,6 @@ class DataBundle:
     calib: ImageSet
     test: ImageSet
     flip: bool = False
-    notes: list[str] = field(default_factory=list)
     sample_rate: int | None = None  # audio's, where the files say (a WAV folder)
 
     @property
