@@ -439,6 +439,11 @@ def test_run_quick_cli(quick_run, tmp_path):
         assert (f"**Warning:** other processes kept {cores:.2f} cores busy on average while the latencies were "
                 f"timed" in text) == flagged
     assert f"`entroprune evaluate {busy / 'finetuned' / 'model.pt'} --latency`" in text
+    assert "Unfinished run" not in text
+    # a run stopped after its search: its report says so and how to continue (it read as a search's alone)
+    (busy / "evaluation.json").unlink()
+    assert (f"**Unfinished run:** it stopped before its evaluation (no evaluation.json), so this report holds its "
+            f"search alone; continue the run with `entroprune run --resume {busy}`.") in write_report(busy).read_text()
 
 
 def test_the_main_job_on_one_dimensional_signals(tmp_path):

@@ -23,6 +23,7 @@ from .api import (
     train_baseline,
 )
 from .errors import ConfigError, DataError, RunInterrupted, SearchInterrupted
+from .settings import PROGRESS_FILE
 from .utils import check_writable_dir, claim_dir, count_text, machine_description, seed_everything, write_json
 
 if TYPE_CHECKING:
@@ -121,7 +122,6 @@ def _absolute_paths(cfg: RunConfig) -> None:
 STAGES = {"baseline": "baseline", "search": "search", "prune": "pruning", "finetune": "fine-tune",
           "evaluate": "evaluation", "export": "export", "uniform_reference": "uniform reference",
           "macs_reference": "MACs reference", "report": "report"}
-PROGRESS_FILE = "progress.json"
 
 
 class Progress:

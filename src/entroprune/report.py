@@ -11,7 +11,7 @@ import numpy as np
 
 from .search.free_channels import steps_summary
 from .search.rerank import mean_reading
-from .settings import busy_warning
+from .settings import PROGRESS_FILE, busy_warning
 from .utils import atomic_write, read_json, shape_text, write_json, write_text
 
 
@@ -324,6 +324,9 @@ def write_report(run_dir: str | Path) -> Path:
     uniform = evaluation.get("uniform_policy") if evaluation else None
     plots = _plots(run_dir, entries, policy, uniform)
     md = [f"# entroprune report: {run_dir.name}", ""]
+    if not evaluation and (run_dir / PROGRESS_FILE).exists():  # a run stopped after its search said nothing of it
+        md += [f"**Unfinished run:** it stopped before its evaluation (no evaluation.json), so this report holds its "
+               f"search alone; continue the run with `entroprune run --resume {run_dir}`.", ""]
     if evaluation:
         given = f" (your checkpoint `{evaluation['checkpoint']}`)" if evaluation.get("checkpoint") else ""
         md += [f"Model `{evaluation.get('model')}` on `{evaluation.get('dataset')}`{given}; "

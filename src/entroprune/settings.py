@@ -55,6 +55,10 @@ BACKENDS = tuple(RUNTIMES)
 FRESH_PROCESSES = 3
 
 
+#: The file in a run folder that records its finished stages (for `run --resume`; `report` reads a run without
+#: an evaluation beside it as unfinished).
+PROGRESS_FILE = "progress.json"
+
 #: Cores other processes may keep busy, on average, while latencies are timed before a result says its timings were
 #: disturbed: a test suite beside a run's evaluation on 2 cores read the pruned net 0.34x as fast as its original in
 #: eager torch, 1.54x alone, where the idle VM's own processes measured 0.01.
