@@ -174,9 +174,8 @@ def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | 
     spec.mean, spec.std = list(mean or spec.mean), list(std or spec.std)
     mismatch = state_mismatch(net.state_dict(), state)
     if mismatch:
-        raise CheckpointError(f"{weights} does not fit model {model!r} built for {data.num_classes} classes and "
-                              f"{data.in_channels} input channel(s) at width {width_mult} ({mismatch}); name "
-                              "the model (and `width_mult`) the weights were trained as, on a dataset of as many classes")
+        raise CheckpointError(f"{weights} does not fit {spec.built_as()} ({mismatch}); name the model (and "
+                              "`width_mult`) the weights were trained as, on a dataset of as many classes")
     net.load_state_dict(state)
     check_finite(net, fix="retrain the model or restore its weights")
     data.mean, data.std = list(spec.mean), list(spec.std)

@@ -83,6 +83,11 @@ class ModelSpec:
     def example_input(self, n: int = 1) -> torch.Tensor:
         return torch.zeros(n, *self.input_size)
 
+    def built_as(self) -> str:
+        """The net this spec builds, in words, for messages about weights that do not fit it."""
+        return (f"model {self.model!r} built for {self.num_classes} classes and {self.in_channels} input channel(s) "
+                f"at width {self.width_mult}")
+
 
 @dataclass
 class Checkpoint:
@@ -145,9 +150,8 @@ def save_checkpoint(path: str | Path, spec: ModelSpec, model: nn.Module,
     if pruning is None:  # a pruned net's shapes follow its history, which every load replays
         mismatch = state_mismatch(spec.build().state_dict(), state)
         if mismatch:
-            raise ConfigError(f"the model does not fit its spec, model {spec.model!r} built for {spec.num_classes} "
-                              f"classes and {spec.in_channels} input channel(s) at width {spec.width_mult} "
-                              f"({mismatch}); give the spec the model was built with")
+            raise ConfigError(f"the model does not fit its spec, {spec.built_as()} ({mismatch}); give the spec "
+                              "the model was built with")
     payload = {"format": FORMAT, "version": VERSION, "spec": asdict(spec), "state_dict": state,
                "pruning": pruning, "metrics": _plain(metrics or {})}
     return atomic_write(path, lambda p: torch.save(payload, p))

@@ -203,6 +203,13 @@ def train(
     out.print(f"checkpoint: {result['checkpoint']}")
 
 
+def _warn_busy(row: dict, command: str) -> None:
+    """One warning line where a row's latencies were timed beside other busy processes."""
+    busy = busy_warning(row, command)
+    if busy:
+        err.print(f"warning: {busy}")
+
+
 def _floats(text: str | None, flag: str) -> list[float] | None:
     if text is None:
         return None
@@ -309,9 +316,8 @@ def evaluate(
     for row in rows:
         table.add_row(*[format_value(row.get(k)) for k, _ in cols])
     out.print(table)
-    busy = busy_warning(rows[-1], "rerun this command") if latency else None
-    if busy:
-        err.print(f"warning: {busy}")
+    if latency:
+        _warn_busy(rows[-1], "rerun this command")
     if json_out:
         from .utils import write_json
 
@@ -704,9 +710,7 @@ def run(
     out.print(f"{scores} at {pruned['macs_reduction']:.2f}x fewer MACs, "
               f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x (torch eager), "
               f"{pruned['speedup_ts_b64']:.2f}x (TorchScript), {pruned['speedup_ort_b64']:.2f}x (onnxruntime)")
-    busy = busy_warning(pruned, f"entroprune evaluate {run_dir / 'finetuned' / 'model.pt'} --latency")
-    if busy:
-        err.print(f"warning: {busy}")
+    _warn_busy(pruned, f"entroprune evaluate {run_dir / 'finetuned' / 'model.pt'} --latency")
     out.print(f"run folder: {run_dir} (report.md, {ev['export']['file']}, finetuned/model.pt)")
 
 
