@@ -232,3 +232,38 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     monkeypatch.setattr(Path, "exists", lambda self: False if self == taken else real_exists(self))
     assert pipeline._fresh_run_dir(tmp_path, None) == tmp_path / "run-20261206-120000-2"
     assert pipeline._fresh_run_dir(tmp_path, None) == tmp_path / "run-20261206-120000-3"
+
+
+def test_every_command_that_computes_takes_seed_device_and_threads(digits_ckpt, searched, tmp_path, monkeypatch):
+    """The README's promise: --seed, --device and --threads on every command that computes (latency times the CPU,
+    so it takes no --device). prune, wrap and run took no --threads and wrap no --device: a user pinning threads for
+    a benchmark got "No such option"."""
+    import typer
+
+    import entroprune.pipeline
+
+    commands = typer.main.get_command(app).commands
+    for name in ("train", "wrap", "evaluate", "inspect", "search", "prune", "finetune", "run", "latency"):
+        options = {opt for p in commands[name].params for opt in p.opts}
+        wanted = {"--seed", "--threads"} | ({"--device"} if name != "latency" else set())
+        assert wanted <= options, (name, wanted - options)
+    before = torch.get_num_threads()
+    try:  # the flag is applied, not only accepted
+        ok("prune", digits_ckpt, "--policy", searched / "s" / "policy.json", "--out", tmp_path / "p", "--threads", 2)
+        assert torch.get_num_threads() == 2
+        weights = tmp_path / "weights.pt"
+        torch.save(torch.load(digits_ckpt, weights_only=True)["state_dict"], weights)
+        ok("wrap", weights, "--model", "vgg", "--dataset", "digits", "--width-mult", "0.5", "--out", tmp_path / "w.pt",
+           "--device", "cpu", "--threads", 1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    seen = {}
+
+    def fake_run(cfg, **kwargs):
+        seen["threads"] = cfg.threads
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(entroprune.pipeline, "run_pipeline", fake_run)
+    runner.invoke(app, ["run", "--quick", "--threads", "1", "--out-root", str(tmp_path / "runs")])
+    assert seen == {"threads": 1}

@@ -152,14 +152,15 @@ def _architecture_text(spec: ModelSpec) -> str:
 def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | Path,
                  data_dir: str | Path | None = None, width_mult: float = BaselineConfig.width_mult,
                  mean: list[float] | None = None, std: list[float] | None = None, seed: int = 0,
-                 force: bool = False, trust_pickle: bool = False) -> dict[str, Any]:
+                 force: bool = False, trust_pickle: bool = False,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
     """A model trained elsewhere made an entroprune checkpoint: its weights (a state dict, read with
     ``weights_only=True``) loaded into the registered ``model`` built for ``dataset``'s classes and inputs, with
     the normalisation it was trained with (``mean`` / ``std`` per channel; default: the dataset's own, as
     ``train`` uses). Returns the test accuracy on ``dataset`` (top-1 agreement is not defined without a
     reference), the check that weights, model and normalisation belong together. ``trust_pickle``: a whole
     pickled module (``torch.save(model)``) gives its weights; unpickling it runs code from the file."""
-    out_file = Path(out_file)
+    out_file, device = Path(out_file), resolve_device(device)
     build_model(model, 2, 1, width_mult)  # a bad name before any data is read
     state = load_weights(weights, trust_pickle)
     if out_file.exists() and not force:
@@ -179,7 +180,8 @@ def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | 
     net.load_state_dict(state)
     check_finite(net, fix="retrain the model or restore its weights")
     data.mean, data.std = list(spec.mean), list(spec.std)
-    test = evaluate(net, data.loader("test", EVAL_BATCH_SIZE)) if data.labelled else {}
+    test = evaluate(net.to(device), data.loader("test", EVAL_BATCH_SIZE), device) if data.labelled else {}
+    net.cpu()
     macs, params = count_macs_params(net, data.example_input())
     metrics = {"model": model, "dataset": dataset, "wrapped_from": str(weights),
                "test_accuracy": test.get("accuracy"), "macs": macs, "params": params}

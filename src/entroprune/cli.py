@@ -236,6 +236,8 @@ def wrap(
     width_mult: Annotated[float, typer.Option(help="The model's channel width multiplier.")] = _BASELINE.width_mult,
     data_dir: DataDir = None,
     seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
     trust_pickle: TrustPickle = False,
 ) -> None:
@@ -244,9 +246,9 @@ def wrap(
 
     means, stds = _floats(mean, "--mean"), _floats(std, "--std")
     _check_output_file(out_file, [weights], force, "--out")
-    _setup(seed, "cpu", 0)
+    dev = _setup(seed, device, threads)
     res = wrap_weights(weights, model, dataset, out_file, data_dir=data_dir, width_mult=width_mult, mean=means,
-                       std=stds, seed=seed, force=force, trust_pickle=trust_pickle)
+                       std=stds, seed=seed, force=force, trust_pickle=trust_pickle, device=dev)
     acc, norm = res["test_accuracy"], lambda v: ", ".join(f"{x:.4g}" for x in v)  # noqa: E731
     out.print(f"{model} on {dataset}, normalised with mean [{norm(res['mean'])}] and std [{norm(res['std'])}]: "
               + (f"test accuracy {acc:.2f}% (if far below what it scored in training: check --model, "
@@ -566,11 +568,12 @@ def prune(
     trust_pickle: TrustPickle = False,
     seed: Seed = 0,
     device: Device = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Physically remove channels by a policy (torch-pruning); the result reloads safely."""
     from .api import prune_checkpoint
 
-    dev = _setup(seed, device, 0)
+    dev = _setup(seed, device, threads)
     res = prune_checkpoint(checkpoint, policy, out_dir, force=force, trust_pickle=trust_pickle,
                            bn_recalibration=bn_recalibration, data_dir=data_dir, device=dev, dataset=dataset)
     out.print(f"pruned: {res['macs']:,} MACs ({res['macs_fraction']:.1%} of {res['original_macs']:,}), "
@@ -667,6 +670,7 @@ def run(
     out_root: Annotated[Path | None, typer.Option("--out-root", help="Where run folders go (default: runs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads, 0 = torch default (overrides the config).")] = None,
     quiet: Quiet = False,
     resume: Annotated[Path | None, typer.Option(
         help="Continue a run that stopped part-way (Ctrl-C, a crash) in its folder, with its own settings; its "
@@ -682,7 +686,7 @@ def run(
         if value is not None and not 0 < value <= 1:  # checked here: the config's checks name config keys
             raise ConfigError(f"{flag} must lie in (0, 1] (the fraction kept), got {value}")
     flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
-             "out_root": out_root and str(out_root), "seed": seed, "device": device}
+             "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
     search = {"macs_target": macs_target, "latency_target": latency_target}
     if resume is not None:
         given = [k for k, v in {**flags, **search, "config": config, "quick": quick or None}.items() if v is not None]
