@@ -860,6 +860,31 @@ def test_python_api_on_any_module(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_api_arguments_hold_their_declared_types(digits_ckpt, tmp_path):
+    """The stage functions' flags, numbers and paths are checked as the configs' fields are: `force="no"` was true and
+    overwrote the output, `batch_size="64"` a TypeError in the data loader. Numpy numbers and pathlib paths pass."""
+    import hashlib
+
+    import entroprune as ep
+
+    model, ckpt = load_model(digits_ckpt)
+    policy = {"policy": {g: 0.5 for g in search_groups(model, ckpt)}}
+    out = tmp_path / "p"
+    ep.prune_checkpoint(digits_ckpt, policy, out)
+    before = hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
+    with pytest.raises(ep.ConfigError, match=re.escape("`force`: input should be a valid boolean, got 'no'")):
+        ep.prune_checkpoint(digits_ckpt, policy, out, force="no")
+    assert hashlib.sha256((out / "model.pt").read_bytes()).hexdigest() == before
+    with pytest.raises(ep.ConfigError, match=re.escape("`batch_size`: input should be a valid integer, got '64'")):
+        ep.evaluate_checkpoint(digits_ckpt, batch_size="64")
+    with pytest.raises(ep.ConfigError, match=re.escape("`path`: input should be a valid string, got 3")):
+        ep.load_model(3)
+    rows = ep.evaluate_checkpoint(Path(digits_ckpt), batch_size=np.int64(500))
+    assert rows[0]["test_accuracy"] == pytest.approx(ckpt.metrics["test_accuracy"])
+    with pytest.raises(TypeError, match="batchsize"):  # a misspelt argument stays Python's own error
+        ep.evaluate_checkpoint(digits_ckpt, batchsize=64)
+
+
 def test_finetune_module_scores_a_segmentation_net_per_pixel():
     """Labels per output position (a segmentation's (N, H, W) for its (N, C, H, W) logits) train as cross-entropy
     reads them, and the accuracy is per pixel (it counted pixels over images: 1634%)."""

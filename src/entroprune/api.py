@@ -28,7 +28,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .inputs import Images, batches, check_labels, check_module, check_weights, take_images, take_labelled
 from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
-from .settings import given_config
+from .settings import checked_args, given_config
 from .structure import CONVS, DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
 from .train import TrainConfig, agreement, evaluate, train_model
 from .utils import (
@@ -95,6 +95,7 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     return data
 
 
+@checked_args
 def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = BaselineConfig.epochs,
                    lr: float = BaselineConfig.lr, batch_size: int = BaselineConfig.batch_size,
                    width_mult: float = BaselineConfig.width_mult,
@@ -149,6 +150,7 @@ def _architecture_text(spec: ModelSpec) -> str:
             f"{'x'.join(map(str, spec.input_size))} inputs")
 
 
+@checked_args
 def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | Path,
                  data_dir: str | Path | None = None, width_mult: float = BaselineConfig.width_mult,
                  mean: list[float] | None = None, std: list[float] | None = None, seed: int = 0,
@@ -190,12 +192,14 @@ def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | 
     return {**metrics, "checkpoint": str(out_file), "mean": spec.mean, "std": spec.std}
 
 
+@checked_args
 def load_model(path: str | Path, trust_pickle: bool = False) -> tuple[nn.Module, Checkpoint]:
     """Rebuild a network (pruned or not) from a checkpoint file."""
     ckpt = load_checkpoint(path, trust_pickle=trust_pickle)
     return ckpt.build(), ckpt
 
 
+@checked_args
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
                         data_dir: str | Path | None = None, batch_size: int = EVAL_BATCH_SIZE,
                         device: torch.device | str = "cpu", original: str | Path | None = None,
@@ -249,6 +253,7 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
     return add_ratios(rows) if len(rows) > 1 else rows
 
 
+@checked_args
 def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str | Path, force: bool = False,
                      trust_pickle: bool = False, bn_recalibration: bool = True,
                      data_dir: str | Path | None = None, device: torch.device | str = "cpu",
@@ -328,6 +333,7 @@ def _read_policy(policy: str | Path | dict) -> dict[str, Any]:
     return pol
 
 
+@checked_args
 def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = FinetuneConfig.epochs,
                         lr: float = FinetuneConfig.lr, batch_size: int = FinetuneConfig.batch_size,
                         distill: bool = FinetuneConfig.distill, teacher: str | Path | None = None,
@@ -463,6 +469,7 @@ def _train_data_parallel(model: nn.Module, data: DataBundle, config: TrainConfig
                        val_loader=data.loader("val", 512, device=device) if main_rank else None, eval_model=model)
 
 
+@checked_args
 def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str | None = None,
                       trust_pickle: bool = False) -> dict[str, Any]:
     """Export a checkpoint to ONNX, TorchScript or pt2 (torch.export), verified against torch; ``fmt`` None:
@@ -487,6 +494,7 @@ def _latency_inputs(path: str | Path, out_dir: str | Path, name: str, force: boo
     return out_file, model, structure
 
 
+@checked_args
 def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: LatencyConfig | None = None,
                            min_keep: float = _SEARCH.min_keep, round_to: int = _SEARCH.step, seed: int = 0,
                            force: bool = False,
@@ -515,6 +523,7 @@ def fit_latency_checkpoint(path: str | Path, out_dir: str | Path, config: Latenc
     return {**report, **meta, "model_file": str(out_file)}
 
 
+@checked_args
 def choose_rounding_checkpoint(path: str | Path, out_dir: str | Path, config: LatencyConfig | None = None,
                                macs_target: float = _SEARCH.macs_target, min_keep: float = _SEARCH.min_keep,
                                force: bool = False,
@@ -582,6 +591,7 @@ def check_reachable(structure: Structure, config: SearchConfig) -> None:
     PruningEnv(structure, None, config.macs_target, config.min_keep, 1 if config.round_to == "auto" else config.step)
 
 
+@checked_args
 def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfig | None = None, dataset: str | None = None,
                       data_dir: str | Path | None = None, device: torch.device | str = "cpu",
                       resume: bool = False, force: bool = False, quiet: bool = False,
@@ -644,6 +654,7 @@ def _check_workers(workers: int, ray_address: str | None) -> None:
         raise ConfigError("`ray_address` needs `workers` >= 2")
 
 
+@checked_args
 def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None,
                        calib_size: int = INSPECT_CALIB_SIZE, device: torch.device | str = "cpu", importance: str = DEFAULT_IMPORTANCE,
                        trust_pickle: bool = False) -> dict[str, Any]:
@@ -687,6 +698,7 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
 
 
 
+@checked_args
 def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, out_dir: str | Path,
                   config: SearchConfig | None = None,
                   val: tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | None = None, importance: str | None = None,
@@ -719,6 +731,7 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
                           workers=workers, ray_address=ray_address, recovery_images=recovery)
 
 
+@checked_args
 def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchResult | str | Path | dict[str, Any],
                  importance: str = DEFAULT_IMPORTANCE, calib: Images | None = None) -> tuple[nn.Module, list[Any]]:
     """A physically pruned copy of any CNN by a policy (a SearchResult, a policy.json path or
@@ -741,6 +754,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     return pruned, history
 
 
+@checked_args
 def finetune_module(model: nn.Module, train_loader: Iterable[Any], epochs: int = FinetuneConfig.epochs,
                     lr: float = FinetuneConfig.lr,
                     teacher: nn.Module | None = None, val_loader: Iterable[Any] | None = None, seed: int = 0,

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .errors import CheckpointError, ConfigError, UntrustedPickleError
 from .models import build_model
-from .settings import given_config
+from .settings import checked_args, given_config
 from .utils import atomic_write
 
 FORMAT = "entroprune-checkpoint"
@@ -135,6 +135,7 @@ def check_finite(model: nn.Module, what: str = "checkpoint tensor",
             raise error(f"{what} {name} contains NaN or Inf; {fix}")
 
 
+@checked_args
 def save_checkpoint(path: str | Path, spec: ModelSpec, model: nn.Module,
                     pruning: dict[str, Any] | None = None,
                     metrics: dict[str, Any] | None = None) -> Path:

@@ -23,7 +23,7 @@ from .api import (
     train_baseline,
 )
 from .errors import ConfigError, DataError, RunInterrupted, SearchInterrupted
-from .settings import PROGRESS_FILE
+from .settings import PROGRESS_FILE, checked_args
 from .utils import check_writable_dir, claim_dir, count_text, machine_description, seed_everything, write_json
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def resolve_dataset(name: str, data_dir: str | None, say: Say = print) -> str:
     return name
 
 
+@checked_args
 def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir: str | Path | None = None) -> Path:
     """The main job: baseline (cached) -> entropy search -> prune -> fine-tune -> evaluate
     -> export -> report, in a fresh run folder. Returns the folder. A checkpoint whose dataset has no labels
@@ -82,6 +83,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     return _run_stages(cfg, progress, given is not None, device, quiet, say)
 
 
+@checked_args
 def resume_run(run_dir: str | Path, quiet: bool = False, say: Say = print) -> Path:
     """Continue a main job that stopped part-way (Ctrl-C, a crash, a lost machine) in its own folder, with the
     settings of its config.yaml: finished stages are kept, an interrupted search resumes from its saved state,

@@ -10,10 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .errors import ConfigError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: The zoo model the main job trains when a config names none.
 DEFAULT_MODEL = "vgg"
@@ -99,11 +103,62 @@ def check_types(config: Any, prefix: str = "") -> None:
             setattr(config, f.name, value)
         elif isinstance(value, os.PathLike):  # a pathlib.Path where a file's name belongs
             value = os.fspath(value)
+        _check_value(hint, value, name, ValidationError)
+
+
+def _check_value(hint: Any, value: Any, name: str, error: type[Exception]) -> None:
+    try:
+        _adapter(hint).validate_python(value, strict=True)
+    except error as exc:
+        msg = exc.errors()[0]["msg"]  # type: ignore[attr-defined]
+        raise ConfigError(f"`{name}`: {msg[0].lower()}{msg[1:]}, got {value!r}") from None
+
+
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str, "None": None, "Path": "path"}
+
+
+def _scalar_hint(annotation: Any) -> Any:
+    """The type of a parameter annotated with numbers, flags, text and paths alone ("int", "str | Path | None"),
+    with a path standing for text; None for any other annotation (objects are checked where they are used)."""
+    if not isinstance(annotation, str):
+        return None
+    parts = [p.strip() for p in annotation.split("|")]
+    if not parts or any(p not in _SCALARS for p in parts):
+        return None
+    kinds = [_SCALARS[p] for p in parts]
+    return functools.reduce(lambda a, b: a | b, [str if k == "path" else type(None) if k is None else k
+                                                 for k in kinds])
+
+
+def checked_args(fn: Callable[P, R]) -> Callable[P, R]:
+    """A function of the Python API whose number, flag, text and path arguments hold their declared types: a
+    caller's `force="no"` or `distill="false"` was true (and overwrote an output), `batch_size="64"` a TypeError
+    deep in the data loader. Numpy numbers are passed on as Python's."""
+    import inspect
+
+    sig = inspect.signature(fn)
+    hints = {name: _scalar_hint(p.annotation) for name, p in sig.parameters.items()}
+    hints = {name: hint for name, hint in hints.items() if hint is not None}
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from pydantic import ValidationError
+
         try:
-            _adapter(hint).validate_python(value, strict=True)
-        except ValidationError as exc:
-            msg = exc.errors()[0]["msg"]
-            raise ConfigError(f"`{name}`: {msg[0].lower()}{msg[1:]}, got {value!r}") from None
+            bound = sig.bind(*args, **kwargs)
+        except TypeError:  # a missing or unknown argument: Python's own TypeError, from the call itself
+            return fn(*args, **kwargs)
+        for name, value in bound.arguments.items():
+            if name not in hints:
+                continue
+            if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+                value = bound.arguments[name] = value.item()
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            _check_value(hints[name], value, name, ValidationError)
+        return fn(*bound.args, **bound.kwargs)
+
+    return wrapper
 
 
 def given_config(value: Any, cls: type, name: str = "config", from_dict: str | None = None) -> Any:
