@@ -141,6 +141,67 @@ def test_export_matches_torch(pruned, tmp_path, fmt):
             assert torch.allclose(torch.jit.optimize_for_inference(loaded)(x), model(x), atol=1e-5)
 
 
+class _TwoHeads(torch.nn.Module):
+    """Inception-style: the main head's logits and an auxiliary head's."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.head, self.aux = torch.nn.Linear(8, 10), torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        f = self.body(x)
+        return self.head(f), {"aux": self.aux(f)}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
+def test_a_model_with_several_outputs_exports_and_deploys_every_one(tmp_path, fmt):
+    """A net with an auxiliary head (which search, prune and fine-tune take) failed in the main job's last stages:
+    the export compared `model(x).numpy()` of a tuple, the eager deployment `model(x).abs()` (an AttributeError
+    traceback). Every output is exported and checked; ONNX names them, each with a dynamic batch."""
+    from entroprune.export import deployed_eager, export_model, flat_outputs
+
+    torch.manual_seed(0)
+    model, x = _TwoHeads().eval(), torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        expected = flat_outputs(model(x))
+        fast = flat_outputs(deployed_eager(model, x[:1])(x))
+    assert [e.shape for e in expected] == [(5, 10), (5, 4)]
+    assert all(torch.allclose(f, e, atol=1e-5) for f, e in zip(fast, expected, strict=True))
+    res = export_model(model, x[:1], tmp_path / f"m.{fmt}", fmt)
+    assert res["outputs"] == 2 and res["max_abs_diff"] <= 1e-4
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+        assert [o.name for o in session.get_outputs()] == ["logits", "output1"]
+        got = session.run(None, {"input": x.numpy()})  # batch 5 where it was traced at 1
+        assert all(abs(g - e.numpy()).max() <= 1e-4 for g, e in zip(got, expected, strict=True))
+    from entroprune.report import _export_lines
+
+    lines = _export_lines({"file": "model.onnx", "format": "onnx", "bytes": 1, "max_abs_diff": 0.0, "outputs": 2,
+                           "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25], "sample_rate": None})
+    assert "outputs `logits`, `output1` (the first the main head)" in lines[0]
+
+
+def test_a_failed_export_check_leaves_an_earlier_file_whole(tmp_path, monkeypatch):
+    """The file was written, then compared and deleted: `export --force` of a model that fails its check destroyed
+    the earlier export it was to replace."""
+    import numpy as np
+
+    import entroprune.export as export
+    from entroprune.errors import ConfigError
+
+    model = _TwoHeads().eval()
+    (tmp_path / "m.onnx").write_bytes(b"earlier export")
+    monkeypatch.setattr(export, "onnx_session", lambda data: type("S", (), {"run": lambda self, names, feed: [
+        np.full((4, 10), 9.0, np.float32), np.zeros((4, 4), np.float32)]})())
+    with pytest.raises(ConfigError, match="differs from torch"):
+        export.export_model(model, torch.randn(1, 1, 8, 8), tmp_path / "m.onnx", "onnx")
+    assert (tmp_path / "m.onnx").read_bytes() == b"earlier export"
+
+
 def test_a_model_torch_export_cannot_capture_is_one_line_and_no_file(tmp_path):
     from entroprune.errors import ConfigError
     from entroprune.export import export_model

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,15 +51,35 @@ def format_for(out_file: str | Path | None, fmt: str | None) -> str:
     return fmt
 
 
+def flat_outputs(out: Any) -> list[torch.Tensor]:
+    """A model's output as the list of tensors an exported file returns: the tensor itself, or a tuple's, list's or
+    dict's tensors in order, nested ones flattened (a net with an auxiliary head returns two)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in flat_outputs(o)]
+    raise ConfigError(f"the model returns a {type(out).__name__}; entroprune exports models whose output is a tensor, "
+                      "or a tuple, list or dict of tensors")
+
+
+def output_names(n: int) -> list[str]:
+    """The exported ONNX outputs' names: ``logits`` (the main head, which the tool scores), then ``output1``, ..."""
+    return ["logits", *(f"output{i}" for i in range(1, n))]
+
+
 def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+    with torch.no_grad():
+        names = output_names(len(flat_outputs(model(example))))
     buf = io.BytesIO()
     # The TorchScript exporter on purpose: the torch.export one needs onnxscript and fails on models that
     # trace fine. Its deprecation notices are torch's plans, not the user's problem.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
-        torch.onnx.export(model, (example,), buf, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+        torch.onnx.export(model, (example,), buf, input_names=["input"], output_names=names,
+                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}, opset_version=17,
                           dynamo=False)
     return buf.getvalue()
 
@@ -68,7 +89,8 @@ def frozen_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.Scr
     `export --format torchscript` writes; portable, unlike the optimized form below."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        return torch.jit.freeze(torch.jit.trace(model.cpu().eval(), example.cpu()))
+        # strict=False: a dict or list of outputs (an auxiliary head's) traces, its structure fixed as traced
+        return torch.jit.freeze(torch.jit.trace(model.cpu().eval(), example.cpu(), strict=False))
 
 
 def deployed_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
@@ -119,12 +141,14 @@ def deployed_eager(model: nn.Module, example: torch.Tensor) -> nn.Module:
     a channels-last tensor as flat keeps the default layout. A copy: ``model`` is left as it was."""
     model = copy.deepcopy(model).cpu().eval()
     example = example.cpu()
-    expected = model(example)
-    tol = 1e-4 * max(1.0, float(expected.abs().max()))
+    expected = flat_outputs(model(example))
+    tol = 1e-4 * max(1.0, *(float(e.abs().max()) for e in expected))
     for step in (_fold_batch_norms, _channels_last):
         try:
             candidate = step(model)
-            kept = torch.allclose(candidate(example), expected, rtol=1e-4, atol=tol)
+            got = flat_outputs(candidate(example))
+            kept = len(got) == len(expected) and all(
+                torch.allclose(g, e, rtol=1e-4, atol=tol) for g, e in zip(got, expected, strict=True))
         except Exception:  # noqa: BLE001 - tracing and layout fail in many ways; the net as it was is correct
             kept = False
         if kept:
@@ -153,37 +177,38 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
     model = model.cpu().eval()
     example = example.cpu()
     probe = torch.randn(4, *example.shape[1:], generator=torch.Generator().manual_seed(0))
-    expected = model(probe).numpy()
+    expected = [t.numpy() for t in flat_outputs(model(probe))]
     if fmt == "onnx":
         import onnx
 
         data = onnx_bytes(model, example[:1])
         onnx.checker.check_model(onnx.load_from_string(data))
-        got = onnx_session(data).run(None, {"input": probe.numpy()})[0]
+        got = onnx_session(data).run(None, {"input": probe.numpy()})
     elif fmt == "torchscript":
         data, got = _saved_and_run(frozen_torchscript(model, example[:1]).save, torch.jit.load, probe, fmt)
     else:
         data, got = _saved_and_run(partial(torch.export.save, exported_program(model, example)),
                                    lambda f: torch.export.load(f).module(), probe, fmt)
-    atomic_write(path, lambda p: p.write_bytes(data))
-    diff = float(np.abs(got - expected).max())
-    if diff > atol:
-        Path(path).unlink(missing_ok=True)
+    diff = (max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
+            if len(got) == len(expected) and all(g.shape == e.shape for g, e in zip(got, expected, strict=True))
+            else float("inf"))
+    if diff > atol:  # checked before writing: a --force export that fails leaves the earlier file as it was
         raise ConfigError(f"exported {fmt} model differs from torch by {diff:.2e} (> {atol}); "
                           "not written, please report this model")
-    return {"max_abs_diff": diff, "bytes": Path(path).stat().st_size}
+    atomic_write(path, lambda p: p.write_bytes(data))
+    return {"max_abs_diff": diff, "bytes": Path(path).stat().st_size, "outputs": len(expected)}
 
 
 def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable], probe: torch.Tensor,
-                   fmt: str) -> tuple[bytes, np.ndarray]:
+                   fmt: str) -> tuple[bytes, list[np.ndarray]]:
     """The file's bytes and the outputs of the net loaded back from it: the file is checked, not the object."""
     fd, tmp = tempfile.mkstemp(suffix=SUFFIXES[fmt])  # torch.export.load wants its suffix
     os.close(fd)
     try:
         save(tmp)
-        return Path(tmp).read_bytes(), load(tmp)(probe).numpy()
+        return Path(tmp).read_bytes(), [t.numpy() for t in flat_outputs(load(tmp)(probe))]
     finally:
         os.unlink(tmp)
 
 
-__all__ = ["FORMATS", "SUFFIXES", "LOADERS", "DEFAULT_FORMAT", "check_format", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "frozen_torchscript", "onnx_bytes", "onnx_session"]
+__all__ = ["FORMATS", "SUFFIXES", "LOADERS", "DEFAULT_FORMAT", "check_format", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "flat_outputs", "frozen_torchscript", "onnx_bytes", "onnx_session", "output_names"]

@@ -298,7 +298,7 @@ def _export(run_dir: Path, fmt: str) -> dict[str, Any]:
     spec, file = ckpt.spec, f"model{SUFFIXES[fmt]}"
     res = export_model(model, spec.example_input(), run_dir / file, fmt)  # fmt: cfg.validate's
     return {"file": file, "format": fmt, "bytes": res["bytes"], "max_abs_diff": res["max_abs_diff"],
-            "input_size": list(spec.input_size), "mean": list(spec.mean), "std": list(spec.std),
+            "outputs": res["outputs"], "input_size": list(spec.input_size), "mean": list(spec.mean), "std": list(spec.std),
             "sample_rate": spec.sample_rate}
 
 

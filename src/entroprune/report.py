@@ -279,10 +279,12 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
     """Where the exported net is and how a deployment feeds it (runs before this record say nothing)."""
     if not exported:
         return []
-    from .export import LOADERS
+    from .export import LOADERS, output_names
 
     shape = shape_text(exported["input_size"])
-    names = ", input `input`, output `logits`" if exported["format"] == "onnx" else ""
+    outputs = output_names(exported.get("outputs", 1))  # runs from before the count was recorded: their export took one output only
+    names = (f", input `input`, output{'s' if len(outputs) > 1 else ''} {', '.join(f'`{n}`' for n in outputs)}"
+             + (" (the first the main head)" if len(outputs) > 1 else "") if exported["format"] == "onnx" else "")
     rate, dims = exported.get("sample_rate"), len(exported["input_size"])
     if dims == 3:
         inputs, raw = "images", "the pixels scaled to [0, 1]"
