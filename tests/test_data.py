@@ -171,6 +171,44 @@ def test_an_image_folders_test_split_takes_the_train_splits_channels_and_size(im
     d = load_dataset("imagefolder", root, val_size=2, calib_size=2)
     assert (d.in_channels, d.image_size, tuple(d.test.x.shape)) == (3, (10, 10), (6, 3, 10, 10))
 
+
+def _rect_folder(root, sizes, rng):
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i, (h, w) in enumerate(sizes):
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_rectangular_images_keep_their_size_in_every_split_and_checkpoint(tmp_path, recwarn):
+    """12x20 images in train/ and test/ were refused ("test images are (3, 20, 20)"): the test split was resized to a
+    square of the training width. A rectangular model's checkpoint sizes another folder's images to its input, as
+    a square model's does (they were refused as another size)."""
+    from entroprune.api import load_data_for_spec
+    from entroprune.checkpoint import ModelSpec
+
+    rng = np.random.default_rng(6)
+    for split in ("train", "test"):
+        _rect_folder(tmp_path / "rect" / split, [(12, 20)] * 4, rng)
+    d = load_dataset("imagefolder", tmp_path / "rect", val_size=1, calib_size=1)
+    assert d.image_size == (12, 20) and tuple(d.test.x.shape[1:]) == (3, 12, 20)
+    assert not [w for w in recwarn if "resized" in str(w.message)]
+    _rect_folder(tmp_path / "other", [(30, 30)] * 3, rng)
+    spec = ModelSpec(model="vgg", dataset="imagefolder", num_classes=2, in_channels=3, input_size=[3, 12, 20],
+                     mean=[0.5] * 3, std=[0.25] * 3, data_dir=str(tmp_path / "rect"))
+    data = load_data_for_spec(spec, data_dir=tmp_path / "other", val_size=1, calib_size=1)
+    assert data.image_size == (12, 20)
+
+
+def test_images_of_several_sizes_take_the_most_common_one_and_say_so(tmp_path):
+    """The first file's size was every image's, silently: one odd image sorted first resized the whole folder."""
+    _rect_folder(tmp_path / "mixed", [(30, 40), (12, 20), (12, 20), (12, 20)], np.random.default_rng(7))
+    with pytest.warns(UserWarning, match=re.escape("2 of 8 images in ") + ".*" + re.escape(
+            "are not 20x12 pixels, the most common size, and are resized to it")):
+        d = load_dataset("imagefolder", tmp_path / "mixed", val_size=1, calib_size=1)
+    assert d.image_size == (12, 20)
+
 def test_unreadable_images_are_skipped_with_one_warning(image_dir):
     (image_dir / "cat" / "0.png").write_bytes(b"not a png")
     (image_dir / "dog" / "3.png").write_bytes(b"")

@@ -73,8 +73,8 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     built = input_kind(len(spec.input_size) - 1)
     if name in ("imagefolder", "wavfolder"):  # a user's own files: converted and sized to what the model takes
         kwargs.setdefault("in_channels", spec.in_channels)
-        if images and name == "imagefolder" and spec.input_size[1] == spec.input_size[2]:
-            kwargs.setdefault("image_size", spec.input_size[1])
+        if images and name == "imagefolder":
+            kwargs.setdefault("image_size", tuple(spec.input_size[1:]))  # (height, width), rectangular ones too
         if len(spec.input_size) == 2 and name == "wavfolder":
             kwargs.setdefault("image_size", spec.input_size[1])  # the clip length in samples
     data = load_dataset(name, folder, min_size=spec.input_size[1] if images else None, **kwargs)

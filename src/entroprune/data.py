@@ -464,18 +464,44 @@ def _warn_skipped(skipped: list[Path], what: str, root: Path) -> None:
         warnings.warn(f"skipped {len(skipped)} unreadable {what} in {root} (e.g. {skipped[0].name})", stacklevel=3)
 
 
-def _folder_images(root: Path, image_size: int | None, in_channels: int | None = None):
+def _common_size(files: list[Path], root: Path) -> tuple[int, int] | None:
+    """The (height, width) most of the images have, read from their headers; the others are resized to it, and a
+    warning says how many (the first image's size was taken, whatever the rest were, and nothing was said)."""
+    from collections import Counter
+
+    from PIL import UnidentifiedImageError
+
+    sizes: Counter[tuple[int, int]] = Counter()
+    for f in files:
+        try:
+            with _open_image(f) as img:
+                sizes[(img.size[1], img.size[0])] += 1
+        except (UnidentifiedImageError, OSError, ValueError):
+            continue  # reported when read
+    if not sizes:
+        return None
+    size, count = sizes.most_common(1)[0]
+    others = sum(sizes.values()) - count
+    if others:
+        import warnings
+
+        warnings.warn(f"{others} of {sum(sizes.values())} images in {root} are not {size[1]}x{size[0]} pixels, the most "
+                      "common size, and are resized to it (stretched where their aspect differs); resize them "
+                      "yourself to choose how", stacklevel=4)
+    return size
+
+
+def _folder_images(root: Path, image_size: int | tuple[int, int] | None, in_channels: int | None = None):
     files, classes = _class_files(root, IMAGE_SUFFIXES, "images")
     # the model's channels when known (greyscale and colour images mixed in one folder are converted),
     # else colour if any of the first images is
     mode = {1: "L", 3: "RGB"}.get(in_channels) or _image_mode([f for f, _ in files])
-    size = (image_size, image_size) if image_size else None
+    # (height, width): the model's when known (a square model's as one number), else what most images have
+    size = ((image_size, image_size) if isinstance(image_size, int) else tuple(image_size)) if image_size else \
+        _common_size([f for f, _ in files], root)
     arrays, labels, skipped = [], [], []
     for f, c in files:
         try:
-            if size is None:  # the first readable image sets the size
-                with _open_image(f) as img:
-                    size = (img.size[1], img.size[0])
             arrays.append(_read_image(f, mode, size))
             labels.append(c)
         except (_Unreadable, OSError):
@@ -568,7 +594,10 @@ def _folder_dataset(kind: str, what: str, read: Callable, data_dir: str | Path |
     x, y, classes, info = read(root / "train", size, in_channels)
     test = None
     if (root / "test").is_dir():
-        xt, yt, tclasses, tinfo = read(root / "test", size or x.shape[-1], x.shape[1])
+        # the training split's size: a clip's length, an image's (height, width) (a square's width made 12x20 images
+        # 20x20, refused as another size than training's)
+        xt, yt, tclasses, tinfo = read(root / "test", size or (x.shape[-1] if x.ndim == 3 else tuple(x.shape[-2:])),
+                                       x.shape[1])
         if tclasses != classes:
             raise DataError(f"{root}/test has classes {tclasses} but train has {classes}; "
                             "use the same class sub-folders")
@@ -622,14 +651,15 @@ register_dataset("volumes")(lambda data_dir, image_size, in_channels: _npz(data_
 
 def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
                  val_size: int | None = None, calib_size: int | None = None,
-                 min_size: int | None = None, image_size: int | None = None,
+                 min_size: int | None = None, image_size: int | tuple[int, int] | None = None,
                  train_limit: int | None = None, in_channels: int | None = None) -> DataBundle:
     """Load a named dataset and carve train / validation / calibration splits by ``seed``.
 
     The test split (the dataset's own, or a fixed 20% carved with seed 0 when it has none)
     is used only for final reports. Images smaller than ``min_size`` are upsampled so that
-    every zoo model runs on every dataset. ``image_size`` and ``in_channels`` apply to image
-    folders, whose images are resized and converted (greyscale or colour) to them, and to WAV folders,
+    every zoo model runs on every dataset. ``image_size`` (one number for square images, or (height, width)) and
+    ``in_channels`` apply to image folders, whose images are resized and converted (greyscale or colour) to them
+    (without ``image_size``, to the size most of them have), and to WAV folders,
     whose clips are cut or zero-padded to that length and mixed down to one channel where asked.
     """
     if train_limit is not None and train_limit < 1:
