@@ -685,6 +685,38 @@ def test_a_latency_targeted_run_fine_tunes_the_macs_targeted_reference_of_the_sa
             f"{pr['test_accuracy']:.2f}%, {pr['test_accuracy'] - ref['test_accuracy']:+.2f} points)" in report)
 
 
+def test_a_run_refused_after_its_latency_fit_names_the_fit_to_reuse(tmp_path, monkeypatch):
+    """An unreachable latency target is found only once the latency model is fitted (minutes of timing on a large
+    net); the refusal said to raise the target, and the next run timed everything again. It names the kept fit,
+    and a run given it reads it instead of fitting (fake timers)."""
+    import re
+    from pathlib import Path
+
+    from entroprune.config import quick_config
+    from entroprune.errors import ConfigError
+    from entroprune.pipeline import run_pipeline
+
+    stepped_clock(monkeypatch)
+    cfg = quick_config()
+    cfg.out_root, cfg.reference_uniform = str(tmp_path), False
+    cfg.search.macs_target, cfg.search.latency_target, cfg.search.latency_batch = 1.0, 0.01, 8
+    with pytest.raises(ConfigError, match="`latency_target` 0.01 is unreachable") as caught:
+        run_pipeline(cfg, quiet=True, say=lambda _: None)
+    kept = re.search(r"the latency model fitted for it is kept: `search\.latency_model: (\S+)` in the next run's "
+                     r"config reuses it", str(caught.value))
+    assert kept and Path(kept.group(1)).is_file()
+    cfg.search.latency_model = kept.group(1)
+    import entroprune.latency
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(entroprune.latency, "fit_latency_model", no_fit)
+    with pytest.raises(ConfigError, match="`latency_target` 0.01 is unreachable") as again:
+        run_pipeline(cfg, quiet=True, say=lambda _: None)
+    assert "is kept" not in str(again.value)  # the user's own file: nothing to point at
+
+
 def test_matching_macs_target_aims_the_uniform_policy_at_a_latency_and_never_below_the_floor():
     from entroprune.search import PruningEnv, SearchConfig, fixed_policy_counts, matching_macs_target, uniform_ratio
 

@@ -273,11 +273,21 @@ def _search(ckpt_path: Path, out: Path, search: SearchConfig, cfg: RunConfig, de
             resume: bool) -> SearchResult:
     """A search into ``out``; on a resume, continued from its saved state (started over without one)."""
     from .search import STATE_FILE
+    from .search.loop import LATENCY_FILE
 
     saved = resume and (out / STATE_FILE).exists()
-    return search_checkpoint(ckpt_path, out, search, dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
-                             quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address, resume=saved,
-                             force=resume and not saved)
+    fitted = out / LATENCY_FILE
+    had_fit = fitted.exists()
+    try:
+        return search_checkpoint(ckpt_path, out, search, dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
+                                 quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address, resume=saved,
+                                 force=resume and not saved)
+    except ConfigError as exc:
+        if search.latency_model or had_fit or not fitted.exists():
+            raise
+        # refused after minutes of timing (an unreachable latency target): the next run need not time again
+        raise ConfigError(f"{exc}; the latency model fitted for it is kept: `search.latency_model: "
+                          f"{fitted.resolve()}` in the next run's config reuses it") from None
 
 
 def _prune(ckpt_path: Path, folder: Path, cfg: RunConfig, device: torch.device | str, resume: bool,
