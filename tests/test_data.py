@@ -241,6 +241,22 @@ def test_npz_bad(tmp_path):
         load_dataset("npz", p)
 
 
+def test_npz_test_split_given_in_part_is_named_not_dropped(tmp_path):
+    """x_test without y_test (or y_test alone) was ignored without a word, and a fifth of x carved as the test split
+    in its place; an unlabelled npz's x_test is its unlabelled test split."""
+    rng = np.random.default_rng(8)
+    x, xt = rng.integers(0, 255, (50, 9, 9), dtype=np.uint8), rng.integers(0, 255, (7, 9, 9), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", x=x, y=np.arange(50) % 2, x_test=xt)
+    with pytest.raises(DataError, match="has x_test but no y_test"):
+        load_dataset("npz", tmp_path / "a.npz")
+    np.savez(tmp_path / "b.npz", x=x, y=np.arange(50) % 2, y_test=np.arange(7) % 2)
+    with pytest.raises(DataError, match="has y_test but no x_test"):
+        load_dataset("npz", tmp_path / "b.npz")
+    np.savez(tmp_path / "c.npz", x=x, x_test=xt)
+    d = load_dataset("npz", tmp_path / "c.npz", val_size=2, calib_size=2)
+    assert len(d.test.x) == 7 and not d.labelled
+
+
 def test_signals_npz_reads_one_dimensional_inputs(tmp_path):
     """(N, C, L) signals (or (N, L), one channel), kept at their own scale and length, normalised per channel,
     shifted along time by the augmentation; a test split of their own; every other shape one line."""

@@ -337,9 +337,15 @@ def _npz(data_dir: str | Path | None, kind: str = "npz"):
     y = content.get("y")
     y = np.full(len(x), -1, np.int64) if y is None else _labels(y, len(x), path)
     test = None
-    if "x_test" in content and "y_test" in content:
+    # a test split given in part was dropped without a word, and a fifth of x carved as the test split instead
+    if "y_test" in content and "x_test" not in content:
+        raise DataError(f"{path} has y_test but no x_test; save the test images as x_test, or leave y_test out")
+    if "x_test" in content:
+        if "y_test" not in content and "y" in content:
+            raise DataError(f"{path} has x_test but no y_test (x is labelled by y); save the test labels as y_test, "
+                            "or leave x_test out to carve a test split from x")
         xt = to_array(content["x_test"], path)
-        test = (xt, _labels(content["y_test"], len(xt), path))
+        test = (xt, _labels(content["y_test"], len(xt), path) if "y_test" in content else np.full(len(xt), -1, np.int64))
     return x, y, test
 
 
