@@ -241,6 +241,20 @@ def test_npz_bad(tmp_path):
         load_dataset("npz", p)
 
 
+def test_a_folder_is_colour_if_any_image_is(tmp_path):
+    """The first 64 files decided: a folder whose first class held 65 greyscale images trained a greyscale model
+    on the colour images of the others, their colour dropped."""
+    from PIL import Image
+
+    rng = np.random.default_rng(9)
+    for c, n, shape in (("a_grey", 65, (8, 8)), ("b_colour", 3, (8, 8, 3))):
+        (tmp_path / c).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(tmp_path / c / f"{i:03d}.png")
+    d = load_dataset("imagefolder", tmp_path, val_size=2, calib_size=2)
+    assert d.in_channels == 3
+
+
 def test_npz_test_split_given_in_part_is_named_not_dropped(tmp_path):
     """x_test without y_test (or y_test alone) was ignored without a word, and a fifth of x carved as the test split
     in its place; an unlabelled npz's x_test is its unlabelled test split."""

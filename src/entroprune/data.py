@@ -435,18 +435,6 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def _image_mode(files: list[Path]) -> str:
-
-    for f in files[:64]:
-        try:
-            with _open_image(f) as img:
-                if img.mode not in ("L", "1", "I", "I;16", "LA"):
-                    return "RGB"
-        except OSError:
-            continue  # reported properly when read
-    return "L"
-
-
 def _class_files(root: Path, suffixes: set[str], what: str) -> tuple[list[tuple[Path, int]], list[str]]:
     """A folder's files by class: one sub-folder per class, or the files directly in it (unlabelled, -1)."""
     def listed(folder: Path) -> list[Path]:
@@ -470,22 +458,26 @@ def _warn_skipped(skipped: list[Path], what: str, root: Path) -> None:
         warnings.warn(f"skipped {len(skipped)} unreadable {what} in {root} (e.g. {skipped[0].name})", stacklevel=3)
 
 
-def _common_size(files: list[Path], root: Path) -> tuple[int, int] | None:
-    """The (height, width) most of the images have, read from their headers; the others are resized to it, and a
-    warning says how many (the first image's size was taken, whatever the rest were, and nothing was said)."""
+def _scan_headers(files: list[Path], root: Path, size_known: bool) -> tuple[str, tuple[int, int] | None]:
+    """Read from the images' headers alone: colour ("RGB") if any image is, else greyscale ("L"), and the (height,
+    width) most of them have, to which the others are resized with a warning saying how many. The first 64 files
+    decided the colour (a folder whose first class was greyscale made colour images grey) and the first file the
+    size, whatever the rest were, and nothing was said."""
     from collections import Counter
 
     from PIL import UnidentifiedImageError
 
-    sizes: Counter[tuple[int, int]] = Counter()
+    colour, sizes = False, Counter[tuple[int, int]]()
     for f in files:
         try:
             with _open_image(f) as img:
+                colour = colour or img.mode not in ("L", "1", "I", "I;16", "LA")
                 sizes[(img.size[1], img.size[0])] += 1
         except (UnidentifiedImageError, OSError, ValueError):
             continue  # reported when read
-    if not sizes:
-        return None
+    mode = "RGB" if colour else "L"
+    if not sizes or size_known:
+        return mode, None
     size, count = sizes.most_common(1)[0]
     others = sum(sizes.values()) - count
     if others:
@@ -494,17 +486,18 @@ def _common_size(files: list[Path], root: Path) -> tuple[int, int] | None:
         warnings.warn(f"{others} of {sum(sizes.values())} images in {root} are not {size[1]}x{size[0]} pixels, the most "
                       "common size, and are resized to it (stretched where their aspect differs); resize them "
                       "yourself to choose how", stacklevel=4)
-    return size
+    return mode, size
 
 
 def _folder_images(root: Path, image_size: int | tuple[int, int] | None, in_channels: int | None = None):
     files, classes = _class_files(root, IMAGE_SUFFIXES, "images")
-    # the model's channels when known (greyscale and colour images mixed in one folder are converted),
-    # else colour if any of the first images is
-    mode = {1: "L", 3: "RGB"}.get(in_channels) or _image_mode([f for f, _ in files])
-    # (height, width): the model's when known (a square model's as one number), else what most images have
-    size = ((image_size, image_size) if isinstance(image_size, int) else tuple(image_size)) if image_size else \
-        _common_size([f for f, _ in files], root)
+    # the model's channels and (height, width) when known (a square model's as one number; greyscale and colour
+    # images mixed in one folder are converted), else colour if any image is, and the size most images have
+    mode = {1: "L", 3: "RGB"}.get(in_channels)
+    size = ((image_size, image_size) if isinstance(image_size, int) else tuple(image_size)) if image_size else None
+    if mode is None or size is None:
+        scanned_mode, scanned_size = _scan_headers([f for f, _ in files], root, size is not None)
+        mode, size = mode or scanned_mode, size or scanned_size
     arrays, labels, skipped = [], [], []
     for f, c in files:
         try:
