@@ -371,9 +371,10 @@ def test_wav_folder_reads_raw_audio_as_signals(tmp_path):
     assert sum(torch.allclose(r, torch.tensor(ramp, dtype=torch.float32), atol=1e-2) for r in no) == 1  # 8-bit
     padded = [r for r in no if r[0] > 0.49]  # the 32-bit clips, shorter than the median's 20 samples: zero-padded
     assert len(padded) == 4 and all(r[12:].abs().max() <= 0.5 and r[-1] == 0 for r in padded)
-    short = load_dataset("wavfolder", root / "yes", val_size=1, calib_size=1, image_size=8)
+    short = load_dataset("wavfolder", root / "yes", val_size=1, calib_size=1, image_size=8, in_channels=1)
     assert short.image_size == (8,) and not short.labelled
-    assert load_dataset("wavfolder", root / "yes", val_size=1, calib_size=1).in_channels == 1  # the first file's
+    with pytest.warns(UserWarning, match="have 1 and 2 channels; every file is mixed down to mono"):
+        assert load_dataset("wavfolder", root / "yes", val_size=1, calib_size=1).in_channels == 1
     for i in range(4):  # one long recording among short clips: every clip at the median's length, not its
         _wav(tmp_path / "flat" / f"{i}.wav", 8000, np.ones(100_000 if i == 2 else 10, np.int16))
     assert load_dataset("wavfolder", tmp_path / "flat", val_size=1, calib_size=1).image_size == (10,)
@@ -392,9 +393,16 @@ def test_wav_folder_refusals(tmp_path):
     for i in range(3):
         _wav(root / "a" / f"{i}.wav", 8000, np.zeros(10, np.int16))
         _wav(root / "b" / f"{i}.wav", 8000, np.zeros((10, 2), np.int16))
-    assert load_dataset("wavfolder", root).in_channels == 1  # the first file's: the stereo ones mixed down
-    with pytest.raises(DataError, match=r"a/0.wav has 1 channel\(s\) but 2 are expected"):
+    with pytest.warns(UserWarning, match="have 1 and 2 channels; every file is mixed down to mono"):
+        assert load_dataset("wavfolder", root).in_channels == 1
+    with pytest.raises(DataError, match=r"a/0.wav has 1 channel\(s\) but the model takes 2; give every file 2"):
         load_dataset("wavfolder", root, in_channels=2)
+    stereo_first = tmp_path / "stereo_first"  # the first file decided: stereo first refused the mono files
+    for i in range(3):
+        _wav(stereo_first / "a" / f"{i}.wav", 8000, np.zeros((10, 2), np.int16))
+        _wav(stereo_first / "b" / f"{i}.wav", 8000, np.zeros(10, np.int16))
+    with pytest.warns(UserWarning, match="every file is mixed down to mono"):
+        assert load_dataset("wavfolder", stereo_first).in_channels == 1
     _wav(root / "b" / "1.wav", 16000, np.zeros(10, np.int16))
     with pytest.raises(DataError, match=r"b/1.wav is sampled at 16000 Hz but .*a/0.wav at 8000 Hz; resample"):
         load_dataset("wavfolder", root, in_channels=1)

@@ -565,14 +565,20 @@ def _folder_wavs(root: Path, length: int | None, in_channels: int | None = None)
         raise DataError(f"no readable WAV file in {root} ({len(skipped)} files scipy cannot read, e.g. {skipped[0]}); "
                         "write them as PCM or float WAV")
     _warn_skipped(skipped, "WAV file(s)", root)
-    channels = in_channels or signals[0][1].shape[0]
+    counts = sorted({s.shape[0] for _, s in signals})
+    channels = in_channels or (counts[0] if len(counts) == 1 else 1)
+    if not in_channels and len(counts) > 1:  # the first file decided: mono first mixed stereo down, stereo first refused mono
+        import warnings
+
+        warnings.warn(f"the WAV files in {root} have {' and '.join(map(str, counts))} channels; every file is mixed "
+                      "down to mono (give every file the same channels to keep them)", stacklevel=4)
     length = length or sorted(s.shape[1] for _, s in signals)[len(signals) // 2]
     x = np.zeros((len(signals), channels, length), np.float32)
     for i, (f, s) in enumerate(signals):
         if s.shape[0] != channels:
             if channels != 1:
-                raise DataError(f"{f} has {s.shape[0]} channel(s) but {channels} are expected (the model's, or the "
-                                "first file's); give every file the same channels")
+                raise DataError(f"{f} has {s.shape[0]} channel(s) but the model takes {channels}; give every file "
+                                f"{channels} channel(s)")
             s = s.mean(axis=0, keepdims=True)
         n = min(length, s.shape[1])
         x[i, :, :n] = s[:, :n]
