@@ -108,3 +108,25 @@ def test_wrap_makes_a_checkpoint_of_weights_saved_elsewhere(digits_ckpt, tmp_pat
     assert res.exit_code == 2 and "--trust-pickle" in res.stderr and not (tmp_path / "m.pt").exists()
     res = runner.invoke(app, [*args, "--trust-pickle"])
     assert res.exit_code == 0 and f"test accuracy {accuracy:.2f}%" in res.stdout, res.stderr
+
+
+def test_a_relative_data_folder_is_recorded_so_other_folders_find_it(npz_file, tmp_path, monkeypatch):
+    """`train --data-dir data.npz` recorded "data.npz" as given, so every later command run from another folder
+    lost the data ("the npz dataset needs --data-dir"); the folder is recorded absolute, and a recorded folder
+    that is missing is named in the refusal."""
+    import torch
+
+    from entroprune.api import evaluate_checkpoint, train_baseline
+    from entroprune.errors import DataError
+
+    monkeypatch.chdir(npz_file.parent)
+    train_baseline("vgg", "npz", tmp_path / "m", epochs=1, data_dir=npz_file.name, width_mult=0.25, quiet=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert evaluate_checkpoint(tmp_path / "m" / "model.pt")[0]["test_accuracy"] >= 0
+    raw = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    raw["spec"]["data_dir"] = "gone.npz"  # a checkpoint of the old code, or data moved since
+    torch.save(raw, tmp_path / "old.pt")
+    with pytest.raises(DataError, match="the checkpoint records the folder gone.npz, which does not exist here"):
+        evaluate_checkpoint(tmp_path / "old.pt")

@@ -77,7 +77,13 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
             kwargs.setdefault("image_size", tuple(spec.input_size[1:]))  # (height, width), rectangular ones too
         if len(spec.input_size) == 2 and name == "wavfolder":
             kwargs.setdefault("image_size", spec.input_size[1])  # the clip length in samples
-    data = load_dataset(name, folder, min_size=spec.input_size[1] if images else None, **kwargs)
+    try:
+        data = load_dataset(name, folder, min_size=spec.input_size[1] if images else None, **kwargs)
+    except DataError as exc:
+        missing = folder is None and data_dir is None and spec.data_dir and (dataset or spec.dataset) == spec.dataset
+        if not missing:
+            raise
+        raise DataError(f"{exc} (the checkpoint records the folder {spec.data_dir}, which does not exist here)") from None
     what = input_kind(len(data.image_size))
     if data.in_channels != spec.in_channels:
         raise DataError(f"dataset {name} has {data.in_channels}-channel {what} but the model "
@@ -572,7 +578,9 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
     spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
                      width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
                      input_size=[data.in_channels, *data.image_size],
-                     data_dir=str(data_dir) if data_dir else None, split_seed=seed, sample_rate=data.sample_rate)
+                     # absolute: a relative folder was read from wherever the next command ran (and not found)
+                     data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else None, split_seed=seed,
+                     sample_rate=data.sample_rate)
     return net, spec
 
 
