@@ -374,7 +374,8 @@ EXPECT = {
     "run of the zoo baseline, unreachable MACs target": "'search.macs_target' 0.01 is unreachable",
     'model with nothing to prune': 'no prunable channel group',
     'unwritable output directory': 'is not writable',
-    'config with unknown key': "config key 'search.epsiodes'",
+    'config with unknown key': "config key 'search.epsiodes': Unexpected keyword argument; did you mean "
+                               "'search.episodes'? Fix or remove it",
     'config with wrong type': "config key 'seed'",
     'config with a boolean for a number': "config key 'search.episodes' must be a number, got true",
     'config with an empty dataset': "'dataset' is empty; give it a value, or leave it out for its default",

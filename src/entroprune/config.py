@@ -176,8 +176,9 @@ def parse_config(data: dict[str, Any], base: RunConfig | None = None) -> RunConf
         err = exc.errors()[0]
         # pydantic names the member of a union it tried (`round_to: 7.5` gave 'search.round_to.int')
         where = ".".join(str(p) for p in err["loc"] if not re.fullmatch(r"int|float|str|bool|none|.*\[.*", str(p)))
-        raise ConfigError(f"config key {where!r}: {err['msg']}; fix or remove it "
-                          "(see configs/default.yaml for every key)") from None
+        close = _close_key(where) if err["type"] == "unexpected_keyword_argument" else None
+        fix = f"did you mean {close!r}? Fix or remove it" if close else "fix or remove it"
+        raise ConfigError(f"config key {where!r}: {err['msg']}; {fix} (see configs/default.yaml for every key)") from None
     for key in ("checkpoint", "model", "dataset", "data_dir", "out_root", "ray_address"):
         if isinstance(getattr(cfg, key), str) and not getattr(cfg, key).strip():  # '' read as '.' or as the default
             raise ConfigError(f"`{key}` is empty; give it a value, or leave it out for its default")
@@ -185,6 +186,22 @@ def parse_config(data: dict[str, Any], base: RunConfig | None = None) -> RunConf
         raise ConfigError(f"config key 'search.seed' ({cfg.search.seed}) differs from 'seed' ({cfg.seed}); "
                           "the top-level seed seeds every stage of the run, set that one and remove search.seed")
     return cfg
+
+
+def _close_key(where: str) -> str | None:
+    """The key a misspelt one (``search.macs_targt``) most likely meant (``search.macs_target``), if any is close."""
+    import dataclasses
+    import difflib
+    import typing
+
+    *parents, key = where.split(".")
+    cls: Any = RunConfig
+    for name in parents:  # the config class the key sits in
+        cls = typing.get_type_hints(cls).get(name)
+        if not dataclasses.is_dataclass(cls):
+            return None
+    close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(cls)], n=1)
+    return ".".join([*parents, close[0]]) if close else None
 
 
 def _refuse_bool_numbers(cls: type, data: dict[str, Any], prefix: str = "") -> None:
