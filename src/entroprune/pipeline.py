@@ -439,7 +439,7 @@ def _finetune_like_run(folder: Path, cfg: RunConfig, device: torch.device | str,
 def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
     """``run_dir``, or a new ``run-<date>-<time>`` under ``root``; refused when it holds anything."""
     if run_dir is None:
-        check_writable_dir(root)
+        check_writable_dir(root, "out_root")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         names = (root / (f"run-{stamp}" if n == 1 else f"run-{stamp}-{n}") for n in itertools.count(1))
         # claimed by creating it: runs started in the same second (a sweep of seeds in parallel) shared a folder

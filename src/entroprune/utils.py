@@ -181,14 +181,14 @@ def refuse_output_inside(out: str | Path, inputs: list[str | Path | None], optio
 FILE_SUFFIXES = {*SUFFIXES.values(), ".pt", ".pth", ".json", ".jsonl", ".yaml", ".yml", ".npz", ".csv", ".md"}
 
 
-def check_writable_dir(path: str | Path) -> Path:
-    """Create ``path`` (and parents) or fail with one line naming it."""
+def check_writable_dir(path: str | Path, setting: str = "out_dir") -> Path:
+    """Create ``path`` (and parents) or fail with one line naming it and the ``setting`` that named it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"output directory {path} is a file; choose another `out_dir`")
+        raise ConfigError(f"output directory {path} is a file; choose another `{setting}`")
     if not path.exists() and path.suffix.lower() in FILE_SUFFIXES:
-        raise ConfigError(f"output directory {path} is named as a {path.suffix} file, but `out_dir` is the folder its "
-                          f"files are written into; pass `out_dir` {path.with_suffix('')} (or create the folder first "
+        raise ConfigError(f"output directory {path} is named as a {path.suffix} file, but `{setting}` is the folder its "
+                          f"files are written into; pass `{setting}` {path.with_suffix('')} (or create the folder first "
                           "to keep the name)")
     try:
         missing = [p for p in (path, *path.parents) if not p.exists()]
@@ -199,7 +199,7 @@ def check_writable_dir(path: str | Path) -> Path:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"output directory {path} is not writable ({exc.strerror}); "
-                          "choose another `out_dir`") from None
+                          f"choose another `{setting}`") from None
     return path
 
 
