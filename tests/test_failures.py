@@ -288,6 +288,8 @@ CASES = {
                                    "--out", f"{T}/out"],
     "search --out inside its image folder": ["search", f"{T}/good.pt", "--dataset", "imagefolder", "--data-dir",
                                              f"{T}/imgs", "--out", f"{T}/imgs/run"],
+    "run folders inside the checkpoint's image folder": ["run", "--checkpoint", f"{T}/unlabelled_spec.pt", "--quick",
+                                                         "--out-root", f"{T}/flat_imgs/runs"],
     "train --out inside its data folder": ["train", "--dataset", "mnist", "--data-dir", f"{T}/bad_idx", "--out",
                                            f"{T}/bad_idx/model"],
     "finetune --out its checkpoint's folder, --force": ["finetune", f"{T}/base/model.pt", "--out", f"{T}/base",
@@ -455,6 +457,8 @@ EXPECT = {
     "IDX dimensions overflowing 64 bits": "promises 79228162458924105385300197375",
     "image over the pixel limit": "10000x5000 pixels, over entroprune's limit",
     "search --out inside its image folder": "imgs/run lies inside the input folder T/imgs",
+    "run folders inside the checkpoint's image folder": "'out_root' T/flat_imgs/runs lies inside the input folder "
+                                                        "T/flat_imgs",
     "train --out inside its data folder": "bad_idx/model lies inside the input folder T/bad_idx",
     "finetune --out its checkpoint's folder, --force": "would overwrite the input checkpoint",
     "accuracy reward on unlabelled images": "the accuracy reward needs labelled validation images",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .api import (
     _check_workers,
+    _data_folder,
     build_structure,
     evaluate_checkpoint,
     finetune_checkpoint,
@@ -24,7 +25,15 @@ from .api import (
 )
 from .errors import ConfigError, DataError, RunInterrupted, SearchInterrupted
 from .settings import PROGRESS_FILE, checked_args
-from .utils import check_writable_dir, claim_dir, count_text, machine_description, seed_everything, write_json
+from .utils import (
+    check_writable_dir,
+    claim_dir,
+    count_text,
+    machine_description,
+    refuse_output_inside,
+    seed_everything,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +79,8 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     assert dataset is not None  # _given_checkpoint names the checkpoint's
     cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})
     cfg.search.validate()
+    if given is None:  # (a given checkpoint's folder is checked with it, before anything is said)
+        _refuse_runs_inside(cfg, cfg.data_dir)
     cache = Path(cfg.out_root) / "cache" / _cache_name(cfg, dataset)
     if given is None:  # (a given checkpoint's target is checked with it, before anything is said)
         _check_target(cfg, *_zoo_baseline(cfg, cache / "model.pt", dataset))
@@ -108,6 +119,11 @@ def _prepare(cfg: RunConfig, say: Say) -> tuple[torch.device, Path | None]:
     device = resolve_device(cfg.device)
     _check_workers(cfg.workers, cfg.ray_address)
     return device, _given_checkpoint(cfg, say) if cfg.checkpoint is not None else None
+
+
+def _refuse_runs_inside(cfg: RunConfig, data_folder: str | Path | None) -> None:
+    """Run folders (and the baseline cache) under the data folder became a class of it on the next read."""
+    refuse_output_inside(cfg.out_root, [data_folder], "`out_root`")
 
 
 def _absolute_paths(cfg: RunConfig) -> None:
@@ -359,6 +375,7 @@ def _given_checkpoint(cfg: RunConfig, say: Say) -> Path:
     if not data.labelled:
         _check_label_free(cfg, data.name)
     _check_target(cfg, model, spec)
+    _refuse_runs_inside(cfg, _data_folder(spec, dataset, cfg.data_dir))
     # the config's model and baseline keys describe a baseline to train: unused here, whatever they say
     say(f"baseline: {path}, the checkpoint's {spec.model} on {dataset} (no baseline trained)")
     if not data.labelled:
