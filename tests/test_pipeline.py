@@ -491,7 +491,7 @@ def test_run_quick_cli(quick_run, tmp_path):
     from entroprune.settings import BUSY_CORES
 
     assert all("others_busy_cores" in r for r in ev["rows"])
-    busy = tmp_path / "busy"
+    busy = tmp_path / "busy run"  # a space: the commands the report gives are quoted to be copied whole
     shutil.copytree(run, busy)
     for cores, flagged in ((BUSY_CORES, False), (1.2, True)):
         ev_busy = {**ev, "rows": [{**r, "others_busy_cores": cores} for r in ev["rows"]]}
@@ -499,12 +499,15 @@ def test_run_quick_cli(quick_run, tmp_path):
         text = write_report(busy).read_text()
         assert (f"**Warning:** other processes kept {cores:.2f} cores busy on average while the latencies were "
                 f"timed" in text) == flagged
-    assert f"`entroprune evaluate {busy / 'finetuned' / 'model.pt'} --latency`" in text
+    assert f"`entroprune evaluate '{busy / 'finetuned' / 'model.pt'}' --latency`" in text
     assert "Unfinished run" not in text
     # a run stopped after its search: its report says so and how to continue (it read as a search's alone)
     (busy / "evaluation.json").unlink()
     assert (f"**Unfinished run:** it stopped before its evaluation (no evaluation.json), so this report holds its "
-            f"search alone; continue the run with `entroprune run --resume {busy}`.") in write_report(busy).read_text()
+            f"search alone; continue the run with `entroprune run --resume '{busy}'`.") in write_report(busy).read_text()
+    from entroprune.errors import RunInterrupted
+
+    assert f"continue with `entroprune run --resume '{busy}'`" in RunInterrupted(str(busy), "search").command_line()
 
 
 def test_the_main_job_on_one_dimensional_signals(tmp_path):

@@ -31,7 +31,7 @@ from .settings import (
     busy_warning,
     in_fresh,
 )
-from .utils import count_text
+from .utils import count_text, shell_arg
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Structured filter pruning of CNNs with an entropy-rewarded RL agent.")
@@ -714,7 +714,7 @@ def run(
     out.print(f"{scores} at {pruned['macs_reduction']:.2f}x fewer MACs, "
               f"batch-64 CPU speed-up {pruned['speedup_torch_b64']:.2f}x (torch eager), "
               f"{pruned['speedup_ts_b64']:.2f}x (TorchScript), {pruned['speedup_ort_b64']:.2f}x (onnxruntime)")
-    _warn_busy(pruned, f"entroprune evaluate {run_dir / 'finetuned' / 'model.pt'} --latency")
+    _warn_busy(pruned, f"entroprune evaluate {shell_arg(run_dir / 'finetuned' / 'model.pt')} --latency")
     out.print(f"run folder: {run_dir} (report.md, {ev['export']['file']}, finetuned/model.pt)")
 
 

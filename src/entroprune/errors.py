@@ -50,7 +50,9 @@ class RunInterrupted(SearchInterrupted):
 
     def command_line(self) -> str:
         """The message for a command-line user."""
-        return self._saying(f"`entroprune run --resume {self.run_dir}`")
+        import shlex  # a folder with a space ("my runs") is one argument of the command the user copies
+
+        return self._saying(f"`entroprune run --resume {shlex.quote(str(self.run_dir))}`")
 
     def _saying(self, how: str) -> str:
         return f"run stopped during its {self.stage}; the stages it finished are kept in {self.run_dir}: continue with {how}"

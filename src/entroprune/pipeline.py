@@ -32,6 +32,7 @@ from .utils import (
     machine_description,
     refuse_output_inside,
     seed_everything,
+    shell_arg,
     write_json,
 )
 
@@ -90,7 +91,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     progress = Progress(run_dir, {"baseline": str((given or cache / "model.pt").resolve())}, say=say)
     progress.save()
     # said first, so that a run lost to a crash or a closed terminal can be found and continued
-    say(f"run folder: {run_dir} (if the run stops part-way: `entroprune run --resume {run_dir}` continues it)")
+    say(f"run folder: {run_dir} (if the run stops part-way: `entroprune run --resume {shell_arg(run_dir)}` continues it)")
     return _run_stages(cfg, progress, given is not None, device, quiet, say)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from .search.free_channels import steps_summary
 from .search.rerank import mean_reading
 from .settings import PROGRESS_FILE, busy_warning
-from .utils import atomic_write, read_json, shape_text, write_json, write_text
+from .utils import atomic_write, read_json, shape_text, shell_arg, write_json, write_text
 
 
 def _plots(run_dir: Path, entries: list[dict], policy: dict | None, uniform: dict | None) -> list[str]:
@@ -328,7 +328,7 @@ def write_report(run_dir: str | Path) -> Path:
     md = [f"# entroprune report: {run_dir.name}", ""]
     if not evaluation and (run_dir / PROGRESS_FILE).exists():  # a run stopped after its search said nothing of it
         md += [f"**Unfinished run:** it stopped before its evaluation (no evaluation.json), so this report holds its "
-               f"search alone; continue the run with `entroprune run --resume {run_dir}`.", ""]
+               f"search alone; continue the run with `entroprune run --resume {shell_arg(run_dir)}`.", ""]
     if evaluation:
         given = f" (your checkpoint `{evaluation['checkpoint']}`)" if evaluation.get("checkpoint") else ""
         md += [f"Model `{evaluation.get('model')}` on `{evaluation.get('dataset')}`{given}; "
@@ -339,7 +339,7 @@ def write_report(run_dir: str | Path) -> Path:
         pr = evaluation["rows"][-1]
         if "speedup_vs_macs_b64" in pr:
             md.append(speedup_sentence(pr) + " Latencies: " + timing_note(pr) + ".")
-            busy = busy_warning(pr, f"`entroprune evaluate {run_dir / 'finetuned' / 'model.pt'} --latency`")
+            busy = busy_warning(pr, f"`entroprune evaluate {shell_arg(run_dir / 'finetuned' / 'model.pt')} --latency`")
             md += [f"**Warning:** {busy}."] if busy else []
         md += _latency_lines(evaluation, summary) + _export_lines(evaluation.get("export"))
         score = score_key(pr)

@@ -219,6 +219,13 @@ def input_kind(spatial_dims: int) -> str:
     return {1: "signals", 2: "images", 3: "volumes"}.get(spatial_dims, f"{spatial_dims}-D inputs")
 
 
+def shell_arg(path: str | Path) -> str:
+    """A path as a command the user copies takes it: quoted where the shell would split it ("my runs/run-...")."""
+    import shlex
+
+    return shlex.quote(str(path))
+
+
 def count_text(n: int, word: str, many: str | None = None) -> str:
     """A count with its noun as messages write it: 1 epoch, 3 epochs (``many`` where the plural is not +s)."""
     return f"{n} {word if n == 1 else many or word + 's'}"
