@@ -44,6 +44,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args):
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
     assert not (tmp_path / "x").exists()
+    if args[0] == "serach":  # click's suggestion ends a sentence: no "?;" before the help pointer
+        assert "Did you mean 'search'? See `" in proc.stderr, proc.stderr
 
 
 def test_trained_digits_model_learns(digits_ckpt):

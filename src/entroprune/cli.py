@@ -746,7 +746,8 @@ def run_cli(args: list[str] | None = None) -> int:
         if message.startswith("No such option: --plugin") and exc.ctx and exc.ctx.parent:
             # an option of the whole tool, typed after the command's name
             message += f"; it goes before the command: `entroprune --plugin FILE.py {exc.ctx.info_name} ...`"
-        err.print(f"error: {message}; see `{command} --help`", markup=False, highlight=False, soft_wrap=True)
+        see = " See" if message.endswith("?") else "; see"  # click's "Did you mean 'search'?" ends a sentence
+        err.print(f"error: {message}{see} `{command} --help`", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Abort:  # Ctrl-C outside a command's own handling
         return 130
