@@ -80,7 +80,7 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     try:
         data = load_dataset(name, folder, min_size=spec.input_size[1] if images else None, **kwargs)
     except DataError as exc:
-        missing = folder is None and data_dir is None and spec.data_dir and (dataset or spec.dataset) == spec.dataset
+        missing = folder is None and data_dir is None and spec.data_dir and name == spec.dataset
         if not missing:
             raise
         raise DataError(f"{exc} (the checkpoint records the folder {spec.data_dir}, which does not exist here)") from None

@@ -453,8 +453,6 @@ def _class_files(root: Path, suffixes: set[str], what: str) -> tuple[list[tuple[
 
 def _warn_skipped(skipped: list[Path], what: str, root: Path) -> None:
     if skipped:
-        import warnings
-
         warnings.warn(f"skipped {len(skipped)} unreadable {what} in {root} (e.g. {skipped[0].name})", stacklevel=3)
 
 
@@ -481,8 +479,6 @@ def _scan_headers(files: list[Path], root: Path, size_known: bool) -> tuple[str,
     size, count = sizes.most_common(1)[0]
     others = sum(sizes.values()) - count
     if others:
-        import warnings
-
         warnings.warn(f"{others} of {sum(sizes.values())} images in {root} are not {size[1]}x{size[0]} pixels, the most "
                       "common size, and are resized to it (stretched where their aspect differs); resize them "
                       "yourself to choose how", stacklevel=4)
@@ -517,8 +513,6 @@ def _folder_images(root: Path, image_size: int | tuple[int, int] | None, in_chan
 def _read_wav(path: Path) -> tuple[int, np.ndarray]:
     """A WAV file's rate and its samples as float32 (C, L), integer PCM scaled to [-1, 1) by its type's range
     (scipy returns 24-bit PCM as int32 with the samples in the high bytes, so that scale holds for it too)."""
-    import warnings
-
     from scipy.io import wavfile
 
     try:
@@ -568,8 +562,6 @@ def _folder_wavs(root: Path, length: int | None, in_channels: int | None = None)
     counts = sorted({s.shape[0] for _, s in signals})
     channels = in_channels or (counts[0] if len(counts) == 1 else 1)
     if not in_channels and len(counts) > 1:  # the first file decided: mono first mixed stereo down, stereo first refused mono
-        import warnings
-
         warnings.warn(f"the WAV files in {root} have {' and '.join(map(str, counts))} channels; every file is mixed "
                       "down to mono (give every file the same channels to keep them)", stacklevel=4)
     length = length or sorted(s.shape[1] for _, s in signals)[len(signals) // 2]

@@ -80,10 +80,9 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     assert dataset is not None  # _given_checkpoint names the checkpoint's
     cfg.search = SearchConfig(**{**cfg.search.__dict__, "seed": cfg.seed})
     cfg.search.validate()
-    if given is None:  # (a given checkpoint's folder is checked with it, before anything is said)
-        _refuse_runs_inside(cfg, cfg.data_dir)
     cache = Path(cfg.out_root) / "cache" / _cache_name(cfg, dataset)
-    if given is None:  # (a given checkpoint's target is checked with it, before anything is said)
+    if given is None:  # (a given checkpoint's folder and target are checked with it, before anything is said)
+        _refuse_runs_inside(cfg, cfg.data_dir)
         _check_target(cfg, *_zoo_baseline(cfg, cache / "model.pt", dataset))
     _absolute_paths(cfg)  # the run's config.yaml reruns and resumes it from any folder
     run_dir = _fresh_run_dir(Path(cfg.out_root), run_dir)

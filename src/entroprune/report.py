@@ -283,8 +283,9 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
 
     shape = shape_text(exported["input_size"])
     outputs = output_names(exported.get("outputs", 1))  # runs from before the count was recorded: their export took one output only
-    names = (f", input `input`, output{'s' if len(outputs) > 1 else ''} {', '.join(f'`{n}`' for n in outputs)}"
-             + (" (the first the main head)" if len(outputs) > 1 else "") if exported["format"] == "onnx" else "")
+    listed = ", ".join(f"`{n}`" for n in outputs)
+    names = "" if exported["format"] != "onnx" else (
+        f", input `input`, output {listed}" if len(outputs) == 1 else f", input `input`, outputs {listed} (the first the main head)")
     rate, dims = exported.get("sample_rate"), len(exported["input_size"])
     if dims == 3:
         inputs, raw = "images", "the pixels scaled to [0, 1]"

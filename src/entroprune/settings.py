@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,8 +87,6 @@ def check_types(config: Any, prefix: str = "") -> None:
     `SearchConfig(reward="accuracy")` would otherwise fail later, as a TypeError deep in the search."""
     import typing
 
-    from pydantic import ValidationError
-
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         hint, value, name = hints[f.name], getattr(config, f.name), prefix + f.name
@@ -98,23 +97,31 @@ def check_types(config: Any, prefix: str = "") -> None:
                 raise ConfigError(f"`{name}` must be a {hint.__name__}{kind}, got {value!r}")  # type: ignore[union-attr]
             check_types(value, name + ".")
             continue
-        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a numpy or 0-d torch number: kept as the
-            value = value.item()  # Python number it is (np.float32 was refused by range checks, unwritable to JSON)
-            setattr(config, f.name, value)
-        elif isinstance(value, os.PathLike):  # a pathlib.Path where a file's name belongs
-            value = os.fspath(value)
-        _check_value(hint, value, name, ValidationError)
+        plain = _python_number(value)
+        if plain is not value:  # kept as the Python number (np.float32 was refused by range checks, unwritable to JSON)
+            setattr(config, f.name, plain)
+        _check_value(hint, plain, name)
 
 
-def _check_value(hint: Any, value: Any, name: str, error: type[Exception]) -> None:
+def _python_number(value: Any) -> Any:
+    """A numpy or 0-d torch number as the Python number it is; anything else as it is."""
+    return value.item() if getattr(value, "ndim", None) == 0 and hasattr(value, "item") else value
+
+
+def _check_value(hint: Any, value: Any, name: str) -> None:
+    """``value`` of type ``hint`` (strictly: "3" is no int), a path standing for text; else one line naming ``name``."""
+    from pydantic import ValidationError
+
+    checked = os.fspath(value) if isinstance(value, os.PathLike) else value  # a pathlib.Path where a name belongs
     try:
-        _adapter(hint).validate_python(value, strict=True)
-    except error as exc:
-        msg = exc.errors()[0]["msg"]  # type: ignore[attr-defined]
-        raise ConfigError(f"`{name}`: {msg[0].lower()}{msg[1:]}, got {value!r}") from None
+        _adapter(hint).validate_python(checked, strict=True)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise ConfigError(f"`{name}`: {msg[0].lower()}{msg[1:]}, got {checked!r}") from None
 
 
-_SCALARS = {"int": int, "float": float, "bool": bool, "str": str, "None": None, "Path": "path"}
+# what a parameter's annotation may name to be checked by checked_args (a path is checked as the text it stands for)
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None), "Path": str}
 
 
 def _scalar_hint(annotation: Any) -> Any:
@@ -125,9 +132,7 @@ def _scalar_hint(annotation: Any) -> Any:
     parts = [p.strip() for p in annotation.split("|")]
     if not parts or any(p not in _SCALARS for p in parts):
         return None
-    kinds = [_SCALARS[p] for p in parts]
-    return functools.reduce(lambda a, b: a | b, [str if k == "path" else type(None) if k is None else k
-                                                 for k in kinds])
+    return functools.reduce(operator.or_, [_SCALARS[p] for p in parts])
 
 
 def checked_args(fn: Callable[P, R]) -> Callable[P, R]:
@@ -142,8 +147,6 @@ def checked_args(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from pydantic import ValidationError
-
         try:
             bound = sig.bind(*args, **kwargs)
         except TypeError:  # a missing or unknown argument: Python's own TypeError, from the call itself
@@ -151,11 +154,8 @@ def checked_args(fn: Callable[P, R]) -> Callable[P, R]:
         for name, value in bound.arguments.items():
             if name not in hints:
                 continue
-            if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-                value = bound.arguments[name] = value.item()
-            if isinstance(value, os.PathLike):
-                value = os.fspath(value)
-            _check_value(hints[name], value, name, ValidationError)
+            value = bound.arguments[name] = _python_number(value)
+            _check_value(hints[name], value, name)
         return fn(*bound.args, **bound.kwargs)
 
     return wrapper
