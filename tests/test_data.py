@@ -125,6 +125,30 @@ def test_imagefolder(image_dir):
     assert len(d.train) + len(d.val) + len(d.calib) + len(d.test) == 16
 
 
+def test_an_image_folders_classes_take_their_nested_folders_but_not_hidden_ones(image_dir, tmp_path):
+    """As torchvision's ImageFolder reads them: cat/2019/a.png is a cat (it was "no images found" when a class
+    held only sub-folders, and its nested images were dropped otherwise); .ipynb_checkpoints copies are not."""
+    import shutil
+
+    root = tmp_path / "nested"
+    for c in ("cat", "dog"):
+        for i, f in enumerate(sorted((image_dir / c).iterdir())):
+            dest = root / c / ("a" if c == "dog" else f"{i % 2}") / "deep" / f.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, dest)
+    (root / "dog" / "top.png").write_bytes((image_dir / "dog" / "0.png").read_bytes())
+    hidden = root / "cat" / ".ipynb_checkpoints"
+    hidden.mkdir()
+    for i in range(5):
+        shutil.copy(image_dir / "cat" / "0.png", hidden / f"{i}-checkpoint.png")
+    d = load_dataset("imagefolder", root, val_size=2, calib_size=2)
+    assert d.num_classes == 2
+    n = len(d.train) + len(d.val) + len(d.calib) + len(d.test)
+    assert n == 17
+    ys = torch.cat([s.y for s in (d.train, d.val, d.calib, d.test)])
+    assert (ys == 0).sum() == 8 and (ys == 1).sum() == 9
+
+
 def test_unlabelled_imagefolder(image_dir):
     flat = image_dir / "dog"
     d = load_dataset("imagefolder", flat, val_size=1, calib_size=2)
@@ -409,7 +433,10 @@ def test_wav_folder_refusals(tmp_path):
     _wav(root / "a" / "0.wav", 8000, np.array([0.0, np.nan], np.float32))
     with pytest.raises(DataError, match="a/0.wav contains NaN or Inf samples"):
         load_dataset("wavfolder", root)
-    for bad, msg in ((tmp_path / "none", "audio folder .*none does not exist"), (tmp_path, "no WAV files found in")):
+    (tmp_path / "empty" / "a" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "a" / "sub" / "notes.txt").write_text("no audio")
+    for bad, msg in ((tmp_path / "none", "audio folder .*none does not exist"),
+                     (tmp_path / "empty", "no WAV files found in")):
         with pytest.raises(DataError, match=msg):
             load_dataset("wavfolder", bad)
     junk = tmp_path / "junk"

@@ -436,15 +436,19 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
 
 
 def _class_files(root: Path, suffixes: set[str], what: str) -> tuple[list[tuple[Path, int]], list[str]]:
-    """A folder's files by class: one sub-folder per class, or the files directly in it (unlabelled, -1)."""
-    def listed(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    """A folder's files by class: one sub-folder per class, each read with its sub-folders at any depth (as
+    torchvision's ImageFolder reads them: class/2019/a.png is of that class; hidden folders such as
+    .ipynb_checkpoints are skipped), or the files directly in it (unlabelled, -1)."""
+    def listed(folder: Path, nested: bool) -> list[Path]:
+        found = folder.rglob("*") if nested else folder.iterdir()
+        return sorted(p for p in found if p.suffix.lower() in suffixes and p.is_file()
+                      and not any(part.startswith(".") for part in p.relative_to(folder).parent.parts))
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes:
-        files = [(f, i) for i, c in enumerate(classes) for f in listed(root / c)]
+        files = [(f, i) for i, c in enumerate(classes) for f in listed(root / c, nested=True)]
     else:
-        files = [(f, -1) for f in listed(root)]
+        files = [(f, -1) for f in listed(root, nested=False)]
     if not files:
         raise DataError(f"no {what} found in {root}; put {what} in one sub-folder per class "
                         "(or directly in the folder for unlabelled data)")
