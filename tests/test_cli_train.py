@@ -112,6 +112,37 @@ def test_wrap_makes_a_checkpoint_of_weights_saved_elsewhere(digits_ckpt, tmp_pat
     assert res.exit_code == 0 and f"test accuracy {accuracy:.2f}%" in res.stdout, res.stderr
 
 
+def test_wrap_takes_weights_named_by_a_training_wrapper(digits_ckpt, tmp_path, recwarn):
+    """torch.compile (`_orig_mod.`), a LightningModule's attribute (`model.`, beside a loss's buffers) and an
+    AveragedModel (`module.` beside `n_averaged`) rename every weight; wrap was "missing features.0.weight and 40
+    more". Each gives the original's accuracy; two whole copies of the model (student and teacher) are refused."""
+    raw = torch.load(digits_ckpt, weights_only=True)
+    state, accuracy = raw["state_dict"], raw["metrics"]["test_accuracy"]
+    layouts = {
+        "compiled": {f"_orig_mod.{k}": v for k, v in state.items()},
+        "lightning": {"state_dict": {**{f"model.{k}": v for k, v in state.items()},
+                                     "loss_fn.weight": torch.ones(10)}, "epoch": 3},
+        "ema": {**{f"module.{k}": v for k, v in state.items()}, "n_averaged": torch.tensor(7)},
+        "ddp_compiled": {f"module._orig_mod.{k}": v for k, v in state.items()},
+    }
+    for name, obj in layouts.items():
+        recwarn.clear()
+        torch.save(obj, tmp_path / f"{name}.pt")
+        res = runner.invoke(app, ["wrap", str(tmp_path / f"{name}.pt"), "--model", "vgg", "--dataset", "digits",
+                                  "--width-mult", "0.5", "--out", str(tmp_path / f"{name}-w.pt")])
+        assert res.exit_code == 0, (name, res.stderr)
+        assert f"test accuracy {accuracy:.2f}%" in res.stdout, name
+        left_out = {"lightning": "left out 1 other entry (loss_fn.weight)", "ema": "left out 1 other entry (n_averaged)"}
+        said = " ".join(str(w.message) for w in recwarn)
+        assert (left_out[name] in said) if name in left_out else "left out" not in said, (name, said)
+    torch.save({**{f"student.{k}": v for k, v in state.items()}, **{f"teacher.{k}": v for k, v in state.items()}},
+               tmp_path / "pair.pt")
+    res = runner.invoke(app, ["wrap", str(tmp_path / "pair.pt"), "--model", "vgg", "--dataset", "digits",
+                              "--width-mult", "0.5", "--out", str(tmp_path / "pair-w.pt")])
+    assert res.exit_code == 2 and "holds 2 copies of the model's weights (under 'student.', 'teacher.')" in res.stderr
+    assert not (tmp_path / "pair-w.pt").exists()
+
+
 def test_a_relative_data_folder_is_recorded_so_other_folders_find_it(npz_file, tmp_path, monkeypatch):
     """`train --data-dir data.npz` recorded "data.npz" as given, so every later command run from another folder
     lost the data ("the npz dataset needs --data-dir"); the folder is recorded absolute, and a recorded folder

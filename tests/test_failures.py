@@ -46,6 +46,8 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     torch.save({**raw, "state_dict": nan_state}, tmp_path / "nan.pt")
     torch.save(raw["state_dict"], tmp_path / "weights.pt")  # weights saved by another tool, for `wrap`
     torch.save(nan_state, tmp_path / "nan_weights.pt")
+    torch.save({f"{who}.{k}": v for who in ("student", "teacher") for k, v in raw["state_dict"].items()},
+               tmp_path / "two_copies.pt")  # a distillation script's whole state: which copy to prune?
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_weights.pt")
     save_checkpoint(tmp_path / "tiny.pt", ModelSpec("vgg", 10, 1, 0.01, "digits", [0.3], [0.3], [1, 8, 8]),
                     build_model("vgg", 10, 1, 0.01))
@@ -323,6 +325,8 @@ CASES = {
                                               "--width-mult", "0.5", "--mean", "0.1,0.2", "--out", f"{T}/out.pt"],
     "wrap NaN weights": ["wrap", f"{T}/nan_weights.pt", "--model", "vgg", "--dataset", "digits", "--width-mult",
                          "0.5", "--out", f"{T}/out.pt"],
+    "wrap two copies of the weights": ["wrap", f"{T}/two_copies.pt", "--model", "vgg", "--dataset", "digits",
+                                       "--width-mult", "0.5", "--out", f"{T}/out.pt"],
     "wrap a JSON file": ["wrap", f"{T}/policy.json", "--model", "vgg", "--dataset", "digits", "--out", f"{T}/out.pt"],
     "wrap a file without weights": ["wrap", f"{T}/no_weights.pt", "--model", "vgg", "--dataset", "digits", "--out",
                                     f"{T}/out.pt"],
@@ -480,6 +484,8 @@ EXPECT = {
     "wrap with a mean per channel too many": "--mean needs 1 finite number(s) (one per input channel of digits), "
                                              "got [0.1, 0.2]",
     "wrap NaN weights": "contains NaN or Inf; retrain the model or restore its weights",
+    "wrap two copies of the weights": "two_copies.pt holds 2 copies of the model's weights (under 'student.', "
+                                      "'teacher.'); save the one to prune alone",
     "wrap a JSON file": "policy.json is not a PyTorch checkpoint",
     "wrap a file without weights": "no_weights.pt holds a dict of 'epoch', 'lr', not a state dict",
     "train --out named as a checkpoint": "output directory T/d.pt is named as a .pt file, but --out is the folder "

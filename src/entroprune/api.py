@@ -17,6 +17,7 @@ from .checkpoint import (
     Checkpoint,
     ModelSpec,
     check_finite,
+    fit_names,
     load_checkpoint,
     load_weights,
     save_checkpoint,
@@ -181,6 +182,7 @@ def wrap_weights(weights: str | Path, model: str, dataset: str, out_file: str | 
             raise ConfigError(f"`{name}` needs {data.in_channels} finite number(s){', all > 0' if name == 'std' else ''}"
                               f" (one per input channel of {dataset}), got {given}")
     spec.mean, spec.std = list(mean or spec.mean), list(std or spec.std)
+    state = fit_names(state, net.state_dict(), weights)
     mismatch = state_mismatch(net.state_dict(), state)
     if mismatch:
         raise CheckpointError(f"{weights} does not fit {spec.built_as()} ({mismatch}); name the model (and "

@@ -168,6 +168,47 @@ def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor])
     return "; ".join(parts) or None
 
 
+#: The wrapper torch.compile puts around a module names its weights ``_orig_mod.<name>``.
+COMPILED_PREFIX = "_orig_mod."
+
+
+def fit_names(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+              source: str | Path) -> dict[str, torch.Tensor]:
+    """``state`` renamed to a model's own names where the training script wrapped the model: torch.compile's
+    ``_orig_mod.`` anywhere in a name, and one prefix over every weight (a LightningModule's ``model.``, an
+    ``AveragedModel``'s ``module.`` beside its ``n_averaged``, ``backbone.``). Entries outside that prefix are
+    dropped with a warning naming them. Two prefixes that each hold the whole model (a student and its teacher,
+    a model and its EMA copy) are refused: which one to prune is the user's call. Anything else is returned as
+    given, for :func:`state_mismatch` to describe."""
+    import warnings
+
+    state = {k.replace(COMPILED_PREFIX, ""): v for k, v in state.items()}
+    if set(state) == set(own):
+        return state
+    prefixes = {k[:len(k) - len(rest)] for k in state for rest in _suffixes(k) if rest in own}
+    fits = {p: {k[len(p):]: v for k, v in state.items() if k.startswith(p)} for p in sorted(prefixes - {""})}
+    fits = {p: sub for p, sub in fits.items() if set(sub) == set(own)}
+    if len(fits) > 1:
+        raise CheckpointError(f"{source} holds {len(fits)} copies of the model's weights (under "
+                              f"{', '.join(repr(p) for p in fits)}); save the one to prune alone, "
+                              "torch.save(model.state_dict(), path)")
+    if not fits:
+        return state
+    prefix, sub = next(iter(fits.items()))
+    dropped = [k for k in state if not k.startswith(prefix)]
+    if dropped:
+        warnings.warn(f"took the weights under {prefix!r} in {source}; left out {len(dropped)} other entr"
+                      f"{'y' if len(dropped) == 1 else 'ies'} ({', '.join(dropped[:3])}"
+                      f"{', ...' if len(dropped) > 3 else ''})", stacklevel=3)
+    return sub
+
+
+def _suffixes(name: str) -> list[str]:
+    """``a.b.c`` -> ``a.b.c``, ``b.c``, ``c``: the names a prefix could have been put in front of."""
+    parts = name.split(".")
+    return [".".join(parts[i:]) for i in range(len(parts))]
+
+
 def _plain(obj: Any) -> Any:
     """Metrics as plain Python values, so weights_only loading accepts them."""
     if isinstance(obj, dict):
@@ -289,4 +330,5 @@ def load_weights(path: str | Path, trust_pickle: bool = False) -> dict[str, torc
     return dict(state)
 
 
-__all__ = ["ModelSpec", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_weights", "check_finite"]
+__all__ = ["ModelSpec", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_weights", "fit_names",
+           "check_finite"]
