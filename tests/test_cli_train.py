@@ -143,6 +143,31 @@ def test_wrap_takes_weights_named_by_a_training_wrapper(digits_ckpt, tmp_path, r
     assert not (tmp_path / "pair-w.pt").exists()
 
 
+def test_wrap_reads_safetensors_files(digits_ckpt, tmp_path):
+    """Weights in the safetensors format (what Hugging Face and timm save; nothing to unpickle), in float32 or
+    half precision, make a checkpoint as a torch.save'd state dict does ("is not a PyTorch checkpoint" before);
+    a command that needs a checkpoint points such a file to `wrap`."""
+    from safetensors.torch import save_file
+
+    from entroprune.checkpoint import load_checkpoint
+
+    raw = torch.load(digits_ckpt, weights_only=True)
+    state, accuracy = raw["state_dict"], raw["metrics"]["test_accuracy"]
+    save_file({f"_orig_mod.{k}": v for k, v in state.items()}, tmp_path / "w.safetensors", metadata={"format": "pt"})
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, tmp_path / "h.safetensors")
+    for name in ("w", "h"):
+        res = runner.invoke(app, ["wrap", str(tmp_path / f"{name}.safetensors"), "--model", "vgg", "--dataset",
+                                  "digits", "--width-mult", "0.5", "--out", str(tmp_path / f"{name}.pt")])
+        assert res.exit_code == 0, res.stderr
+        wrapped = load_checkpoint(tmp_path / f"{name}.pt")
+        assert all(v.dtype == state[k].dtype for k, v in wrapped.state_dict.items())  # float32, as trained
+        assert abs(wrapped.metrics["test_accuracy"] - accuracy) < (1e-9 if name == "w" else 1.0)
+    assert all(torch.equal(load_checkpoint(tmp_path / "w.pt").state_dict[k], v) for k, v in state.items())
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "w.safetensors")])
+    assert res.exit_code == 2 and "holds weights in the safetensors format, not an entroprune checkpoint; make " \
+        "one of them with `entroprune wrap`" in res.stderr
+
+
 def test_a_relative_data_folder_is_recorded_so_other_folders_find_it(npz_file, tmp_path, monkeypatch):
     """`train --data-dir data.npz` recorded "data.npz" as given, so every later command run from another folder
     lost the data ("the npz dataset needs --data-dir"); the folder is recorded absolute, and a recorded folder

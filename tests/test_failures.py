@@ -48,6 +48,10 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     torch.save(nan_state, tmp_path / "nan_weights.pt")
     torch.save({f"{who}.{k}": v for who in ("student", "teacher") for k, v in raw["state_dict"].items()},
                tmp_path / "two_copies.pt")  # a distillation script's whole state: which copy to prune?
+    from safetensors.torch import save_file
+
+    save_file(raw["state_dict"], tmp_path / "weights.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "weights.safetensors").read_bytes()[:3000])
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_weights.pt")
     save_checkpoint(tmp_path / "tiny.pt", ModelSpec("vgg", 10, 1, 0.01, "digits", [0.3], [0.3], [1, 8, 8]),
                     build_model("vgg", 10, 1, 0.01))
@@ -327,6 +331,9 @@ CASES = {
                          "0.5", "--out", f"{T}/out.pt"],
     "wrap two copies of the weights": ["wrap", f"{T}/two_copies.pt", "--model", "vgg", "--dataset", "digits",
                                        "--width-mult", "0.5", "--out", f"{T}/out.pt"],
+    "wrap a truncated safetensors file": ["wrap", f"{T}/cut.safetensors", "--model", "vgg", "--dataset", "digits",
+                                          "--width-mult", "0.5", "--out", f"{T}/out.pt"],
+    "a safetensors file as the checkpoint": ["evaluate", f"{T}/weights.safetensors"],
     "wrap a JSON file": ["wrap", f"{T}/policy.json", "--model", "vgg", "--dataset", "digits", "--out", f"{T}/out.pt"],
     "wrap a file without weights": ["wrap", f"{T}/no_weights.pt", "--model", "vgg", "--dataset", "digits", "--out",
                                     f"{T}/out.pt"],
@@ -486,6 +493,9 @@ EXPECT = {
     "wrap NaN weights": "contains NaN or Inf; retrain the model or restore its weights",
     "wrap two copies of the weights": "two_copies.pt holds 2 copies of the model's weights (under 'student.', "
                                       "'teacher.'); save the one to prune alone",
+    "wrap a truncated safetensors file": "cut.safetensors is not a readable safetensors file (",
+    "a safetensors file as the checkpoint": "weights.safetensors holds weights in the safetensors format, not an "
+                                            "entroprune checkpoint; make one of them with `entroprune wrap`",
     "wrap a JSON file": "policy.json is not a PyTorch checkpoint",
     "wrap a file without weights": "no_weights.pt holds a dict of 'epoch', 'lr', not a state dict",
     "train --out named as a checkpoint": "output directory T/d.pt is named as a .pt file, but --out is the folder "

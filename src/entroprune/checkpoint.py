@@ -226,6 +226,26 @@ ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header
 PICKLE_PROTO = b"\x80"  # a pickle of protocol 2 or later opens with its PROTO opcode
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file opens with its JSON header's length (8 bytes, little-endian; the format caps it at 100 MB)
+    and the header's ``{``: a truncated one too, for its reader to name."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= 100_000_000
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Weights in the safetensors format (Hugging Face's and timm's): tensors only, nothing to unpickle."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); the file is truncated or "
+                              "corrupt, save the weights again") from None
+
+
 def _read_torch_file(path: Path, trust_pickle: bool = False) -> Any:
     """What ``torch.save`` wrote to ``path``, read with ``weights_only`` unless trusted; every failure is a
     :class:`CheckpointError` with a fix."""
@@ -240,6 +260,9 @@ def _read_torch_file(path: Path, trust_pickle: bool = False) -> Any:
         raise CheckpointError(f"checkpoint {path} is empty; the write was interrupted, retrain")
     with open(path, "rb") as fh:
         head = fh.read(4)
+    if is_safetensors(path):
+        raise CheckpointError(f"{path} holds weights in the safetensors format, not an entroprune checkpoint; make "
+                              "one of them with `entroprune wrap` (the model's name and the dataset)")
     # torch.save writes a zip archive (a pickle, before torch 1.6). Anything else is no checkpoint: told
     # apart here, since the safe loader reads a JSON, ONNX or random file as an unsafe pickle and would
     # have the user pass --trust-pickle for it.
@@ -301,12 +324,12 @@ STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
 def load_weights(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """A model's weights saved by another tool (``torch.save(model.state_dict())``, or nested under one of
-    :data:`STATE_DICT_KEYS` beside an optimizer's state), read with ``weights_only=True``; the
+    :data:`STATE_DICT_KEYS` beside an optimizer's state), read with ``weights_only=True``, or a safetensors file; the
     ``module.`` prefix of ``DataParallel`` / ``DistributedDataParallel`` is dropped. With ``trust_pickle``, a whole
     pickled module (``torch.save(model)``) gives its state dict (unpickling it runs code from the file)."""
     path = Path(path)
     try:
-        obj = _read_torch_file(path, trust_pickle)
+        obj = _read_safetensors(path) if path.is_file() and is_safetensors(path) else _read_torch_file(path, trust_pickle)
     except UntrustedPickleError:
         raise CheckpointError(f"{path} holds pickled Python objects (a whole module?), which can run code when "
                               "loaded; save its weights instead, torch.save(model.state_dict(), path), or pass "

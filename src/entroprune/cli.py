@@ -223,7 +223,7 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 @app.command()
 @handle_errors
 def wrap(
-    weights: Annotated[Path, typer.Argument(help="Weights saved by another tool: torch.save(model.state_dict()).")],
+    weights: Annotated[Path, typer.Argument(help="Weights saved by another tool: torch.save(model.state_dict()), or a .safetensors file.")],
     model: Annotated[str, typer.Option(help=f"The model they belong to: {', '.join(ZOO_MODELS)}, or one a --plugin "
                                             "registers.")],
     dataset: Annotated[str, typer.Option(help="The dataset it classifies (its classes and inputs build the model; "
