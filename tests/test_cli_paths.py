@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -89,6 +90,39 @@ def test_export_names_its_file_by_format(pruned_ckpt, tmp_path, monkeypatch):
     refused("--out wrong.ts has the suffix of torchscript, but --format is onnx", "export", pruned_ckpt,
             "--format", "onnx", "--out", "wrong.ts")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2", "model.ts", "named.ts"]
+
+
+def test_export_takes_an_opset_and_a_fixed_batch(pruned_ckpt, tmp_path, monkeypatch):
+    """Accelerator toolchains read only older opsets or want static shapes: `--opset` writes that opset,
+    `--batch N` fixes the batch axis (ONNX, pt2), each checked as written; what does not apply is refused."""
+    import onnx
+    import onnxruntime as ort
+
+    monkeypatch.chdir(tmp_path)
+    assert "onnx opset 11:" in ok("export", pruned_ckpt, "--opset", "11", "--batch", "2", "--out", "s.onnx").stdout
+    proto = onnx.load("s.onnx")
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [11]
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] == 2 and all(dims)  # static: no symbolic batch
+    session = ort.InferenceSession("s.onnx", providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="(?i)dimension|shape"):  # another batch is the runtime's error, as fixed
+        session.run(None, {"input": np.zeros([3, *dims[1:]], np.float32)})
+    ok("export", pruned_ckpt, "--out", "d.onnx")  # the default: opset 17, any batch
+    proto = onnx.load("d.onnx")
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    ok("export", pruned_ckpt, "--batch", "3", "--out", "s.pt2")
+    program = torch.export.load("s.pt2")
+    assert program.module()(torch.zeros(3, *dims[1:])).shape[0] == 3
+    with pytest.raises(Exception, match="(?i)expected|shape|size"):  # fixed at 3, as asked
+        program.module()(torch.zeros(2, *dims[1:]))
+    for args, said in ((["--opset", "8"], "--opset must lie in 9-20"), (["--opset", "21"], "--opset must lie in 9-20"),
+                       (["--format", "pt2", "--opset", "13"], "--opset is ONNX's; leave it out to export pt2"),
+                       (["--format", "torchscript", "--batch", "4"], "a traced TorchScript net takes any batch"),
+                       (["--batch", "-1"], "--batch must be >= 0")):
+        refused(said, "export", pruned_ckpt, *args, "--out", "x" + {"pt2": ".pt2", "torchscript": ".ts"}.get(
+            args[1] if args[0] == "--format" else "", ".onnx"))
+    assert not any(p.name.startswith("x") for p in tmp_path.iterdir())
 
 
 def test_search_refuses_a_folder_holding_a_search(digits_ckpt, searched):

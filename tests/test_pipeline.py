@@ -466,9 +466,9 @@ def test_run_quick_cli(quick_run, tmp_path):
     exported, spec = ev["export"], torch.load(run / "finetuned" / "model.pt", weights_only=True)["spec"]
     assert exported["file"] == "model.onnx" and exported["bytes"] == (run / "model.onnx").stat().st_size
     c, h, w = spec["input_size"]
-    assert (f"Exported `model.onnx` (onnx, {exported['bytes']:,} bytes; outputs within" in report
+    assert (f"Exported `model.onnx` (onnx opset 17, {exported['bytes']:,} bytes; outputs within" in report
             and 'load it with `onnxruntime.InferenceSession("model.onnx")`, input `input`, output `logits`' in report
-            and f"of {c}x{h}x{w} images normalised as in training" in report
+            and f"it takes a batch of any size of {c}x{h}x{w} images normalised as in training" in report
             and f"with mean [{spec['mean'][0]:.4g}] and std [{spec['std'][0]:.4g}]" in report), report
     # the re-ranking's table marks what the search returned, with scores to four significant digits
     summary = json.loads((run / "report.json").read_text())["search"]
@@ -501,6 +501,11 @@ def test_run_quick_cli(quick_run, tmp_path):
                 f"timed" in text) == flagged
     assert f"`entroprune evaluate '{busy / 'finetuned' / 'model.pt'}' --latency`" in text
     assert "Unfinished run" not in text
+    # an export with a fixed batch (`export_batch`) says so; a pt2 one names no opset
+    (busy / "evaluation.json").write_text(json.dumps({**ev, "export": {**exported, "batch": 4}}))
+    assert f"it takes a batch of exactly 4 of {c}x{h}x{w} images" in write_report(busy).read_text()
+    (busy / "evaluation.json").write_text(json.dumps({**ev, "export": {**exported, "format": "pt2", "opset": None}}))
+    assert f"(pt2, {exported['bytes']:,} bytes;" in write_report(busy).read_text()
     # a run stopped after its search: its report says so and how to continue (it read as a search's alone)
     (busy / "evaluation.json").unlink()
     assert (f"**Unfinished run:** it stopped before its evaluation (no evaluation.json), so this report holds its "

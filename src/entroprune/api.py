@@ -478,15 +478,17 @@ def _train_data_parallel(model: nn.Module, data: DataBundle, config: TrainConfig
 
 
 @checked_args
-def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str | None = None,
-                      trust_pickle: bool = False) -> dict[str, Any]:
+def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str | None = None, opset: int | None = None,
+                      batch: int = 0, trust_pickle: bool = False) -> dict[str, Any]:
     """Export a checkpoint to ONNX, TorchScript or pt2 (torch.export), verified against torch; ``fmt`` None:
-    the format ``out_file``'s suffix names (.onnx, .ts, .pt2), else ONNX."""
-    from .export import export_model, format_for
+    the format ``out_file``'s suffix names (.onnx, .ts, .pt2), else ONNX. ``opset``: ONNX's (None: the default,
+    ``entroprune.export.DEFAULT_OPSET``); ``batch``: a fixed batch size for ONNX and pt2 (0: any)."""
+    from .export import check_export_options, export_model, format_for
 
     fmt = format_for(out_file, fmt)
+    check_export_options(fmt, opset, batch)  # before the checkpoint is read
     model, ckpt = load_model(path, trust_pickle)
-    return export_model(model, ckpt.spec.example_input(), out_file, fmt)
+    return export_model(model, ckpt.spec.example_input(), out_file, fmt, opset=opset, batch=batch)
 
 
 def _latency_inputs(path: str | Path, out_dir: str | Path, name: str, force: bool,

@@ -24,7 +24,9 @@ from .settings import (
     DEFAULT_FORMAT,
     DEFAULT_IMPORTANCE,
     DEFAULT_MODEL,
+    DEFAULT_OPSET,
     IMPORTANCES,
+    OPSETS,
     SUFFIXES,
     ZOO_MODELS,
     LatencyConfig,
@@ -625,6 +627,11 @@ def export(
     fmt: Annotated[str | None, typer.Option("--format", help=(
         "onnx, torchscript or pt2 (torch.export's ExportedProgram, which AOTInductor and ExecuTorch start from). "
         f"Default: the one --out's suffix names (.onnx, .ts, .pt2), else {DEFAULT_FORMAT}."))] = None,
+    opset: Annotated[int | None, typer.Option(help=(
+        f"ONNX opset, {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET}): lower for toolchains that "
+        "read only older ones."))] = None,
+    batch: Annotated[int, typer.Option(help=(
+        "A fixed batch size for onnx and pt2, for toolchains that want static shapes (0: any batch)."))] = 0,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
     trust_pickle: TrustPickle = False,
 ) -> None:
@@ -638,8 +645,10 @@ def export(
     if out_file is None:
         out_file = Path(f"model{SUFFIXES[fmt]}")
         _check_output_file(out_file, [checkpoint], force, "--out")
-    res = export_checkpoint(checkpoint, out_file, fmt, trust_pickle=trust_pickle)
-    out.print(f"{fmt}: {out_file} ({res['bytes']:,} bytes), max |difference| to torch {res['max_abs_diff']:.1e}")
+    res = export_checkpoint(checkpoint, out_file, fmt, opset=opset, batch=batch, trust_pickle=trust_pickle)
+    what = f"{fmt} opset {res['opset']}" if res["opset"] else fmt
+    out.print(f"{what}: {out_file} ({res['bytes']:,} bytes, {f'batch {batch}' if batch else 'any batch'}), "
+              f"max |difference| to torch {res['max_abs_diff']:.1e}")
 
 
 @app.command()

@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import SETTING, ConfigError, as_keys
 from .search.config import RewardConfig, SearchConfig
-from .settings import DEFAULT_FORMAT, DEFAULT_MODEL, FRESH_PROCESSES, check_types
+from .settings import DEFAULT_FORMAT, DEFAULT_MODEL, DEFAULT_OPSET, FRESH_PROCESSES, check_types
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -87,6 +87,10 @@ class RunConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     export_format: str = DEFAULT_FORMAT
+    # ONNX's opset (read only for onnx) and a fixed batch size for onnx and pt2 (0: any batch), for deployment
+    # toolchains that take only lower opsets or static shapes
+    export_opset: int = DEFAULT_OPSET
+    export_batch: int = 0
     latency_repeats: int = 20
     # Fresh Python processes the evaluation's latencies are timed in (the median over them), as a deployment
     # starts; 0 times them in the run's own process, after training (less like a deployment, no start-up cost).
@@ -107,7 +111,7 @@ class RunConfig:
         the fine-tune would leave a half-made run folder behind."""
         import inspect
 
-        from .export import FORMATS
+        from .export import FORMATS, check_export_options
         from .search.agents.ddpg import DDPGAgent
         from .train import TrainConfig
 
@@ -139,6 +143,11 @@ class RunConfig:
             raise ConfigError(f"config key 'search.reward.layers': {layers!r} is not last:K with K a whole number")
         if self.export_format not in FORMATS:
             raise ConfigError(f"config key 'export_format': {self.export_format!r} is not one of {', '.join(FORMATS)}")
+        try:
+            check_export_options(self.export_format, self.export_opset if self.export_format == "onnx" else None,
+                                 self.export_batch)
+        except ConfigError as exc:
+            raise ConfigError(as_keys(str(exc), lambda name: f"export_{name}")) from None
         if self.latency_repeats < 1:
             raise ConfigError(f"config key 'latency_repeats' must be >= 1, got {self.latency_repeats}")
 

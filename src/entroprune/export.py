@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
-from .settings import DEFAULT_FORMAT, FORMATS, SUFFIXES
+from .settings import DEFAULT_FORMAT, DEFAULT_OPSET, FORMATS, OPSETS, SUFFIXES
 from .utils import atomic_write
 
 #: How a deployment loads each format, for the run's report.
@@ -29,6 +29,22 @@ LOADERS = {"onnx": 'onnxruntime.InferenceSession("{file}")',
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def check_export_options(fmt: str, opset: int | None, batch: int) -> None:
+    """``opset`` is ONNX's alone; a fixed ``batch`` (0: any) is for ONNX and pt2, whose graphs fix their shapes
+    (accelerator toolchains that want static shapes read them), while a traced TorchScript net takes any batch."""
+    check_format(fmt)
+    if opset is not None and fmt != "onnx":
+        raise ConfigError(f"`opset` is ONNX's; leave it out to export {fmt}")
+    if opset is not None and opset not in OPSETS:
+        raise ConfigError(f"`opset` must lie in {OPSETS.start}-{OPSETS.stop - 1} (what torch's ONNX exporter "
+                          f"writes), got {opset}")
+    if batch < 0:
+        raise ConfigError(f"`batch` must be >= 0 (0: any batch size), got {batch}")
+    if batch and fmt == "torchscript":
+        raise ConfigError("a traced TorchScript net takes any batch; leave `batch` out, or export onnx or pt2 "
+                          "with a fixed batch")
 
 
 def format_for(out_file: str | Path | None, fmt: str | None) -> str:
@@ -69,7 +85,8 @@ def output_names(n: int) -> list[str]:
     return ["logits", *(f"output{i}" for i in range(1, n))]
 
 
-def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+def onnx_bytes(model: nn.Module, example: torch.Tensor, opset: int = DEFAULT_OPSET, dynamic: bool = True) -> bytes:
+    """The ONNX file's bytes; ``dynamic``: any batch size, else the example's."""
     with torch.no_grad():
         names = output_names(len(flat_outputs(model(example))))
     buf = io.BytesIO()
@@ -79,8 +96,8 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         torch.onnx.export(model, (example,), buf, input_names=["input"], output_names=names,
-                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}, opset_version=17,
-                          dynamo=False)
+                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic else None,
+                          opset_version=opset, dynamo=False)
     return buf.getvalue()
 
 
@@ -104,15 +121,16 @@ def deployed_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.S
         return torch.jit.optimize_for_inference(frozen_torchscript(model, example))
 
 
-def exported_program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    """torch.export's capture of the net, any batch size: what `export --format pt2` writes
-    (``torch.export.load(path).module()`` runs it)."""
-    example = example[:1].expand(2, *example.shape[1:])  # batch 2: torch.export specialises sizes 0 and 1
+def exported_program(model: nn.Module, example: torch.Tensor, batch: int = 0) -> torch.export.ExportedProgram:
+    """torch.export's capture of the net, any batch size (``batch`` 0) or that one: what `export --format pt2`
+    writes (``torch.export.load(path).module()`` runs it)."""
+    # any batch: traced at 2, since torch.export specialises sizes 0 and 1
+    example = example[:1].expand(batch or 2, *example.shape[1:])
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.export")
             return torch.export.export(model.cpu().eval(), (example.cpu(),),
-                                       dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+                                       dynamic_shapes=None if batch else ({0: torch.export.Dim.DYNAMIC},))
     except Exception as exc:  # torch.export refuses control flow on values, and much else it cannot trace
         first = str(exc).strip().splitlines()
         raise ConfigError(f"torch.export cannot capture this model ({type(exc).__name__}: "
@@ -171,23 +189,24 @@ def onnx_session(data: bytes, threads: int | None = None):
 
 @torch.no_grad()
 def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt: str = DEFAULT_FORMAT,
-                 atol: float = 1e-4) -> dict[str, float]:
-    """Write ``model`` to ``path`` and check the exported file reproduces its outputs."""
-    check_format(fmt)
+                 atol: float = 1e-4, opset: int | None = None, batch: int = 0) -> dict[str, float]:
+    """Write ``model`` to ``path`` and check the exported file reproduces its outputs. ``opset``: ONNX's
+    (None: :data:`DEFAULT_OPSET`); ``batch``: a fixed batch size for ONNX and pt2 (0: any)."""
+    check_export_options(fmt, opset, batch)
     model = model.cpu().eval()
     example = example.cpu()
-    probe = torch.randn(4, *example.shape[1:], generator=torch.Generator().manual_seed(0))
+    probe = torch.randn(batch or 4, *example.shape[1:], generator=torch.Generator().manual_seed(0))
     expected = [t.numpy() for t in flat_outputs(model(probe))]
     if fmt == "onnx":
         import onnx
 
-        data = onnx_bytes(model, example[:1])
+        data = onnx_bytes(model, probe if batch else example[:1], opset or DEFAULT_OPSET, dynamic=not batch)
         onnx.checker.check_model(onnx.load_from_string(data))
         got = onnx_session(data).run(None, {"input": probe.numpy()})
     elif fmt == "torchscript":
         data, got = _saved_and_run(frozen_torchscript(model, example[:1]).save, torch.jit.load, probe, fmt)
     else:
-        data, got = _saved_and_run(partial(torch.export.save, exported_program(model, example)),
+        data, got = _saved_and_run(partial(torch.export.save, exported_program(model, example, batch)),
                                    lambda f: torch.export.load(f).module(), probe, fmt)
     diff = (max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
             if len(got) == len(expected) and all(g.shape == e.shape for g, e in zip(got, expected, strict=True))
@@ -196,7 +215,8 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
         raise ConfigError(f"exported {fmt} model differs from torch by {diff:.2e} (> {atol}); "
                           "not written, please report this model")
     atomic_write(path, lambda p: p.write_bytes(data))
-    return {"max_abs_diff": diff, "bytes": Path(path).stat().st_size, "outputs": len(expected)}
+    return {"max_abs_diff": diff, "bytes": Path(path).stat().st_size, "outputs": len(expected),
+            "opset": (opset or DEFAULT_OPSET) if fmt == "onnx" else None, "batch": batch}
 
 
 def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable], probe: torch.Tensor,
@@ -211,4 +231,5 @@ def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable],
         os.unlink(tmp)
 
 
-__all__ = ["FORMATS", "SUFFIXES", "LOADERS", "DEFAULT_FORMAT", "check_format", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "flat_outputs", "frozen_torchscript", "onnx_bytes", "onnx_session", "output_names"]
+__all__ = ["FORMATS", "SUFFIXES", "LOADERS", "DEFAULT_FORMAT", "DEFAULT_OPSET", "OPSETS", "check_format",
+           "check_export_options", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "flat_outputs", "frozen_torchscript", "onnx_bytes", "onnx_session", "output_names"]

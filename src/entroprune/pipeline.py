@@ -233,7 +233,7 @@ def _run_stages(cfg: RunConfig, progress: Progress, given: bool, device: torch.d
             run_dir / "finetuned" / "model.pt", dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
             latency=True, repeats=cfg.latency_repeats, processes=cfg.latency_processes),
             announce="evaluate: accuracy, MACs and CPU latency (torch eager, TorchScript, onnxruntime)")
-        exported = progress.stage("export", lambda: _export(run_dir, cfg.export_format))
+        exported = progress.stage("export", lambda: _export(run_dir, cfg))
         uniform, reference, macs_reference = _references(ckpt_path, run_dir, cfg, result, device, quiet, say,
                                                          progress)
         evaluation = {
@@ -316,16 +316,18 @@ def _prune(ckpt_path: Path, folder: Path, cfg: RunConfig, device: torch.device |
                      data_dir=cfg.data_dir, device=device, force=resume)
 
 
-def _export(run_dir: Path, fmt: str) -> dict[str, Any]:
+def _export(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     """The fine-tuned net exported beside the report, with what a deployment must know to feed it."""
     from .export import SUFFIXES, export_model
 
+    fmt = cfg.export_format  # checked by cfg.validate, as the opset and batch are
     model, ckpt = load_model(run_dir / "finetuned" / "model.pt")  # once: the net to export and its spec
     spec, file = ckpt.spec, f"model{SUFFIXES[fmt]}"
-    res = export_model(model, spec.example_input(), run_dir / file, fmt)  # fmt: cfg.validate's
+    res = export_model(model, spec.example_input(), run_dir / file, fmt,
+                       opset=cfg.export_opset if fmt == "onnx" else None, batch=cfg.export_batch)
     return {"file": file, "format": fmt, "bytes": res["bytes"], "max_abs_diff": res["max_abs_diff"],
-            "outputs": res["outputs"], "input_size": list(spec.input_size), "mean": list(spec.mean), "std": list(spec.std),
-            "sample_rate": spec.sample_rate}
+            "outputs": res["outputs"], "opset": res["opset"], "batch": res["batch"], "input_size": list(spec.input_size),
+            "mean": list(spec.mean), "std": list(spec.std), "sample_rate": spec.sample_rate}
 
 
 def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchResult, device: torch.device | str,

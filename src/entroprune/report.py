@@ -226,7 +226,9 @@ def _export_ok(exported: Any) -> bool:
     return (isinstance(exported, dict) and isinstance(exported.get("file"), str)
             and exported.get("format") in LOADERS and isinstance(exported.get("bytes"), int)
             and isinstance(exported.get("max_abs_diff"), (int, float)) and numbers(exported.get("input_size"))
-            and len(exported["input_size"]) in (2, 3, 4) and numbers(exported.get("mean")) and numbers(exported.get("std")))
+            and len(exported["input_size"]) in (2, 3, 4) and numbers(exported.get("mean")) and numbers(exported.get("std"))
+            and all(isinstance(exported.get(k, 0), int) and not isinstance(exported.get(k), bool)
+                    for k in ("batch", "opset") if exported.get(k) is not None))
 
 
 def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search_dir: Path | None) -> list[str]:
@@ -295,9 +297,12 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
         inputs, raw = f"audio clips at {rate} Hz (channels x samples)", "the samples scaled to [-1, 1] (16-bit PCM divided by 32768)"
     else:
         inputs, raw = "signals (channels x samples)", "the samples as stored"
-    return [f"Exported `{exported['file']}` ({exported['format']}, {exported['bytes']:,} bytes; outputs within "
+    opset, batch = exported.get("opset"), exported.get("batch") or 0  # neither recorded before they were options
+    fmt = f"{exported['format']} opset {opset}" if opset else exported["format"]
+    return [f"Exported `{exported['file']}` ({fmt}, {exported['bytes']:,} bytes; outputs within "
             f"{exported['max_abs_diff']:.1e} of torch's): load it with `{LOADERS[exported['format']].format(file=exported['file'])}`"
-            f"{names}; it takes a batch of any size of {shape} {inputs} normalised as in training: (x - mean) / std "
+            f"{names}; it takes {f'a batch of exactly {batch}' if batch else 'a batch of any size'} of {shape} {inputs} "
+            "normalised as in training: (x - mean) / std "
             f"per channel with mean {_short(exported['mean'])} and std {_short(exported['std'])}, x {raw} "
             f"(as entroprune's dataset readers give them).", ""]
 

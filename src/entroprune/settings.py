@@ -45,6 +45,10 @@ FORMATS = tuple(SUFFIXES)
 # ONNX is what every runtime reads; TorchScript runs on libtorch alone; pt2 (torch.export) is where torch's own
 # deployment paths start (AOTInductor, ExecuTorch) now that torch marks TorchScript deprecated
 DEFAULT_FORMAT = "onnx"
+#: ONNX opsets torch's TorchScript-based exporter writes; 17 (the default) is read by every current runtime, older
+#: accelerator toolchains take only lower ones
+OPSETS = range(9, 21)
+DEFAULT_OPSET = 17
 
 #: Deployment runtimes a latency is measured on, and the short names of their columns. ``torchscript`` is the
 #: net as `entroprune export --format torchscript` writes it (traced, frozen), loaded the way torch recommends
