@@ -1,6 +1,7 @@
 import gzip
 import pickle
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,6 +264,36 @@ def test_npz_bad(tmp_path):
     p.write_bytes(b"PK\x03\x04broken")
     with pytest.raises(DataError, match="cannot read"):
         load_dataset("npz", p)
+
+
+def test_deep_greyscale_images_keep_their_range(tmp_path):
+    """16-bit PNGs (microscopy, X-ray, depth maps) read almost all white (PIL's convert("L") clips at 255) and
+    float TIFFs in [0, 1] all black; each is scaled by its own depth's white, beside 8-bit images and in colour
+    folders too."""
+    from PIL import Image
+
+    def save(path: Path, arr: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(path)
+
+    ramp = np.linspace(0, 1, 36, dtype=np.float32).reshape(6, 6)
+    for i in range(4):
+        save(tmp_path / "g" / "deep" / f"{i}.png", (ramp * 65535).round().astype(np.uint16))
+        save(tmp_path / "g" / "float" / f"{i}.tif", ramp * 0.5)
+        save(tmp_path / "g" / "plain" / f"{i}.png", (ramp * 255).round().astype(np.uint8))
+    d = load_dataset("imagefolder", tmp_path / "g", val_size=1, calib_size=1)
+    assert d.in_channels == 1
+    by_class = {0: ramp, 1: ramp * 0.5, 2: ramp}  # deep, float (taken as stored), plain
+    for split in (d.train, d.val, d.calib, d.test):
+        for x, y in zip(split.x, split.y, strict=True):
+            assert np.allclose(x[0].numpy(), by_class[int(y)], atol=0.003), int(y)
+    save(tmp_path / "g" / "plain" / "colour.png", np.zeros((6, 6, 3), np.uint8))  # the folder is colour now
+    d = load_dataset("imagefolder", tmp_path / "g", val_size=1, calib_size=1)
+    deep = torch.cat([s.x[s.y == 0] for s in (d.train, d.val, d.calib, d.test)])
+    assert d.in_channels == 3 and len(deep) == 4 and np.allclose(deep.numpy(), ramp, atol=1e-4)
+    d = load_dataset("imagefolder", tmp_path / "g", val_size=1, calib_size=1, image_size=12)  # resized, not clipped
+    deep = torch.cat([s.x[s.y == 0] for s in (d.train, d.val, d.calib, d.test)])
+    assert deep.shape[-2:] == (12, 12) and 0.45 < float(deep.mean()) < 0.55
 
 
 def test_a_folder_is_colour_if_any_image_is(tmp_path):

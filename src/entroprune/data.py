@@ -421,15 +421,24 @@ class _Unreadable(DataError):
     """A file with an image (or WAV) suffix that PIL (or scipy) cannot decode: skipped, one warning per folder."""
 
 
+#: Greyscale modes deeper than 8 bits and the value each one's white is: PIL's convert("L") clips them at 255, so
+#: a 16-bit scan (microscopy, X-ray, depth) read almost all white and a float image in [0, 1] all black. 32-bit
+#: integer images are read as 16-bit ones (PIL opened 16-bit PNGs as "I"); float images are taken as stored.
+DEEP_GREY = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
 def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
     from PIL import Image, UnidentifiedImageError
 
     try:
         with _open_image(path) as img:
-            img = img.convert(mode)
+            white = DEEP_GREY.get(img.mode, 255.0)
+            img = img.convert("F" if white != 255.0 else mode)
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
+            arr = np.asarray(img, dtype=np.float32) / white
+            if img.mode == "F" and mode == "RGB":  # a deep greyscale image in a colour folder
+                arr = np.repeat(arr[..., None], 3, axis=2)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise _Unreadable(f"cannot read image {path} ({exc}); remove or replace the file") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
@@ -473,7 +482,7 @@ def _scan_headers(files: list[Path], root: Path, size_known: bool) -> tuple[str,
     for f in files:
         try:
             with _open_image(f) as img:
-                colour = colour or img.mode not in ("L", "1", "I", "I;16", "LA")
+                colour = colour or img.mode not in ("L", "1", "LA", *DEEP_GREY)
                 sizes[(img.size[1], img.size[0])] += 1
         except (UnidentifiedImageError, OSError, ValueError):
             continue  # reported when read
