@@ -206,6 +206,17 @@ def test_main_job_record_comes_from_the_run(tmp_path):
     missing = run("main_job.py", str(run_dir), "--out-dir", str(tmp_path / "n"), "--readme", str(readme))
     assert missing.returncode != 0 and "markers" in missing.stderr and readme.read_text() == "no markers\n"
     assert not (tmp_path / "n").exists()  # nothing written when it cannot finish
+    # what int8 adds: the run's original and pruned nets, float and int8, the float ones at the run's accuracy
+    done = run("int8.py", str(run_dir), "--processes", "1", "--repeats", "2", "--out", str(tmp_path / "q" / "int8"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "q" / "int8.json").read_text())
+    by_net = {r["net"]: r for r in result["rows"]}
+    assert list(by_net) == ["original float", "original int8", "pruned float", "pruned int8"]
+    assert by_net["original float"]["test_accuracy"] == pytest.approx(base["test_accuracy"])
+    assert by_net["pruned float"]["test_accuracy"] == pytest.approx(pruned["test_accuracy"])
+    assert all(by_net[f"{n} int8"]["bytes"] < by_net[f"{n} float"]["bytes"] for n in ("original", "pruned"))
+    assert all(len(v) == 4 and min(v) > 0 for v in result["ms"].values())
+    assert f"| pruned int8 | {by_net['pruned int8']['bytes']:,} |" in (tmp_path / "q" / "int8.md").read_text()
 
 
 def test_tiny_arena_runs_and_reports(tmp_path):

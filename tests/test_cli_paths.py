@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,42 @@ def test_export_takes_an_opset_and_a_fixed_batch(pruned_ckpt, tmp_path, monkeypa
         refused(said, "export", pruned_ckpt, *args, "--out", "x" + {"pt2": ".pt2", "torchscript": ".ts"}.get(
             args[1] if args[0] == "--format" else "", ".onnx"))
     assert not any(p.name.startswith("x") for p in tmp_path.iterdir())
+
+
+def test_export_int8_quantises_calibrates_and_checks(pruned_ckpt, tmp_path, monkeypatch):
+    """`export --int8`: int8 ONNX (QDQ) calibrated on the checkpoint's dataset, checked on its test split against
+    the float net, any batch or a fixed one; refused for other formats and opsets before 13."""
+    import onnx
+    import onnxruntime as ort
+
+    monkeypatch.chdir(tmp_path)
+    said = ok("export", pruned_ckpt, "--int8").stdout
+    assert re.search(r"onnx int8 opset 17: model\.int8\.onnx \([\d,]+ bytes, any batch\), [\d.]+x smaller than float; "
+                     r"top-1 agreement with the float net [\d.]+% on 359 test outputs, test accuracy [\d.]+% "
+                     r"\(float [\d.]+%\)", " ".join(said.split())), said
+    ops = {n.op_type for n in onnx.load("model.int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    model, ckpt = load_model(pruned_ckpt)
+    session = ort.InferenceSession("model.int8.onnx", providers=["CPUExecutionProvider"])
+    from entroprune.api import load_data_for_spec
+
+    x, _ = next(iter(load_data_for_spec(ckpt.spec).loader("test", 100)))  # images as the model sees them
+    with torch.no_grad():
+        ref = model(x)
+    got = session.run(None, {"input": x.numpy()})[0]
+    assert got.shape == tuple(ref.shape) and (got.argmax(1) == ref.argmax(1).numpy()).mean() > 0.9
+    ok("export", pruned_ckpt, "--int8", "--batch", "4", "--opset", "13", "--out", "b.onnx")
+    dims = [d.dim_value for d in onnx.load("b.onnx").graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] == 4
+    from entroprune import export
+    from entroprune.api import export_checkpoint
+
+    monkeypatch.setattr(export, "INT8_AGREEMENT_WARNING", 100.5)  # no net agrees that well: the warning is said
+    with pytest.warns(UserWarning, match=r"the int8 net agrees with the float one on [\d.]+% of the test outputs"):
+        export_checkpoint(pruned_ckpt, "w.onnx", int8=True)
+    refused("an int8 export needs --opset >= 13", "export", pruned_ckpt, "--int8", "--opset", "12", "--out", "c.onnx")
+    refused("an int8 export is ONNX (QDQ)", "export", pruned_ckpt, "--int8", "--format", "pt2", "--out", "c.pt2")
+    assert not any(p.name.startswith("c.") for p in tmp_path.iterdir())
 
 
 def test_search_refuses_a_folder_holding_a_search(digits_ckpt, searched):

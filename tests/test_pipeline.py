@@ -515,6 +515,41 @@ def test_run_quick_cli(quick_run, tmp_path):
     assert f"continue with `entroprune run --resume '{busy}'`" in RunInterrupted(str(busy), "search").command_line()
 
 
+def test_a_run_with_export_int8_writes_and_reports_the_quantised_net(quick_run, tmp_path):
+    """`export_int8: true` also writes model.int8.onnx (calibrated on the run's calibration images, checked on its
+    test split), records it in the export record and reports it; the float export is as without it."""
+    import shutil
+
+    import onnx
+
+    from entroprune.config import RunConfig
+    from entroprune.pipeline import _export
+    from entroprune.report import write_report
+
+    run = tmp_path / "run"
+    shutil.copytree(quick_run[1], run)
+    cfg = RunConfig(dataset="digits", export_int8=True)
+    cfg.validate()
+    record = _export(run, cfg)
+    int8 = record["int8"]
+    assert int8["file"] == "model.int8.onnx" and int8["bytes"] == (run / "model.int8.onnx").stat().st_size
+    assert int8["float_bytes"] > 2 * int8["bytes"] and int8["agreement"] > 90
+    assert {n.op_type for n in onnx.load(str(run / "model.int8.onnx")).graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert {k: v for k, v in record.items() if k != "int8"} == {k: v for k, v in ev["export"].items() if k != "int8"}
+    (run / "evaluation.json").write_text(json.dumps({**ev, "export": record}))
+    text = write_report(run).read_text()
+    assert (f"Quantised: `model.int8.onnx` (int8 ONNX in the QDQ format, {int8['bytes']:,} bytes, "
+            f"{int8['float_bytes'] / int8['bytes']:.1f}x smaller than the float ONNX)") in text
+    assert f"agrees with the float net's on {int8['agreement']:.2f}% of the test split; test accuracy " \
+           f"{int8['test_accuracy']:.2f}% (float {int8['float_test_accuracy']:.2f}%)" in text
+    assert int8["float_test_accuracy"] == pytest.approx(ev["rows"][1]["test_accuracy"])  # the run's own number
+    for bad in ({"int8": {**int8, "agreement": "99%"}}, {"int8": {**int8, "bytes": None}}):
+        (run / "evaluation.json").write_text(json.dumps({**ev, "export": {**record, **bad}}))
+        with pytest.raises(Exception, match="malformed 'export' record"):
+            write_report(run)
+
+
 def test_the_main_job_on_one_dimensional_signals(tmp_path):
     """The one command on 1-D signals: the zoo's kws trained on a signals .npz, searched, pruned, fine-tuned,
     exported and reported (inputs described as signals); a model for images on signals is one line."""

@@ -479,16 +479,25 @@ def _train_data_parallel(model: nn.Module, data: DataBundle, config: TrainConfig
 
 @checked_args
 def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str | None = None, opset: int | None = None,
-                      batch: int = 0, trust_pickle: bool = False) -> dict[str, Any]:
+                      batch: int = 0, int8: bool = False, dataset: str | None = None,
+                      data_dir: str | Path | None = None, trust_pickle: bool = False) -> dict[str, Any]:
     """Export a checkpoint to ONNX, TorchScript or pt2 (torch.export), verified against torch; ``fmt`` None:
     the format ``out_file``'s suffix names (.onnx, .ts, .pt2), else ONNX. ``opset``: ONNX's (None: the default,
-    ``entroprune.export.DEFAULT_OPSET``); ``batch``: a fixed batch size for ONNX and pt2 (0: any)."""
-    from .export import check_export_options, export_model, format_for
+    ``entroprune.export.DEFAULT_OPSET``); ``batch``: a fixed batch size for ONNX and pt2 (0: any).
+
+    ``int8``: ONNX quantised to int8 (``entroprune.export.export_int8``), its ranges calibrated on the
+    calibration split of ``dataset`` (default: the checkpoint's; no labels needed) and checked on its test split
+    (top-1 agreement with the float net; accuracy where labelled)."""
+    from .export import check_export_options, export_int8, export_model, format_for
 
     fmt = format_for(out_file, fmt)
-    check_export_options(fmt, opset, batch)  # before the checkpoint is read
+    check_export_options(fmt, opset, batch, int8)  # before the checkpoint and any data are read
     model, ckpt = load_model(path, trust_pickle)
-    return export_model(model, ckpt.spec.example_input(), out_file, fmt, opset=opset, batch=batch)
+    if not int8:
+        return export_model(model, ckpt.spec.example_input(), out_file, fmt, opset=opset, batch=batch)
+    data = load_data_for_spec(ckpt.spec, dataset, data_dir)
+    return export_int8(model, ckpt.spec.example_input(), out_file, (x for x, _ in data.loader("calib", EVAL_BATCH_SIZE)),
+                       data.loader("test", EVAL_BATCH_SIZE), data.labelled, opset=opset, batch=batch)
 
 
 def _latency_inputs(path: str | Path, out_dir: str | Path, name: str, force: bool,

@@ -632,10 +632,16 @@ def export(
         "read only older ones."))] = None,
     batch: Annotated[int, typer.Option(help=(
         "A fixed batch size for onnx and pt2, for toolchains that want static shapes (0: any batch)."))] = 0,
+    int8: Annotated[bool, typer.Option(help=(
+        "Quantise to int8 ONNX (QDQ), calibrated on the dataset's calibration images and checked on its test "
+        "split; default file model.int8.onnx."))] = False,
+    dataset: CheckpointDataset = None,
+    data_dir: DataDir = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
     trust_pickle: TrustPickle = False,
 ) -> None:
-    """Export to ONNX (checked by onnx.checker and onnxruntime), TorchScript or pt2, each loaded back and checked."""
+    """Export to ONNX (checked by onnx.checker and onnxruntime), TorchScript or pt2, each loaded back and checked;
+    or to int8 ONNX."""
     from .api import export_checkpoint
     from .export import format_for
 
@@ -643,12 +649,17 @@ def export(
         _check_output_file(out_file, [checkpoint], force, "--out")
     fmt = format_for(out_file, fmt)
     if out_file is None:
-        out_file = Path(f"model{SUFFIXES[fmt]}")
+        out_file = Path("model.int8.onnx" if int8 else f"model{SUFFIXES[fmt]}")
         _check_output_file(out_file, [checkpoint], force, "--out")
-    res = export_checkpoint(checkpoint, out_file, fmt, opset=opset, batch=batch, trust_pickle=trust_pickle)
-    what = f"{fmt} opset {res['opset']}" if res["opset"] else fmt
-    out.print(f"{what}: {out_file} ({res['bytes']:,} bytes, {f'batch {batch}' if batch else 'any batch'}), "
-              f"max |difference| to torch {res['max_abs_diff']:.1e}")
+    res = export_checkpoint(checkpoint, out_file, fmt, opset=opset, batch=batch, int8=int8, dataset=dataset,
+                            data_dir=data_dir, trust_pickle=trust_pickle)
+    what = f"{fmt}{' int8' if int8 else ''} opset {res['opset']}" if res["opset"] else fmt
+    out.print(f"{what}: {out_file} ({res['bytes']:,} bytes, {f'batch {batch}' if batch else 'any batch'}), " + (
+        f"max |difference| to torch {res['max_abs_diff']:.1e}" if not int8 else
+        f"{res['float_bytes'] / res['bytes']:.1f}x smaller than float; top-1 agreement with the float net "
+        f"{res['agreement']:.2f}% on {res['outputs_checked']:,} test outputs" + (
+            f", test accuracy {res['test_accuracy']:.2f}% (float {res['float_test_accuracy']:.2f}%)"
+            if res["test_accuracy"] is not None else "")))
 
 
 @app.command()

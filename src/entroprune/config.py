@@ -91,6 +91,9 @@ class RunConfig:
     # toolchains that take only lower opsets or static shapes
     export_opset: int = DEFAULT_OPSET
     export_batch: int = 0
+    # Also write model.int8.onnx: int8 ONNX (QDQ), calibrated on the calibration images and checked on the test
+    # split (top-1 agreement with the float net), in export_opset and export_batch
+    export_int8: bool = False
     latency_repeats: int = 20
     # Fresh Python processes the evaluation's latencies are timed in (the median over them), as a deployment
     # starts; 0 times them in the run's own process, after training (less like a deployment, no start-up cost).
@@ -146,6 +149,8 @@ class RunConfig:
         try:
             check_export_options(self.export_format, self.export_opset if self.export_format == "onnx" else None,
                                  self.export_batch)
+            if self.export_int8:  # always ONNX, in export_opset, whatever export_format is
+                check_export_options("onnx", self.export_opset, self.export_batch, int8=True)
         except ConfigError as exc:
             raise ConfigError(as_keys(str(exc), lambda name: f"export_{name}")) from None
         if self.latency_repeats < 1:

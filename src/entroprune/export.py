@@ -7,7 +7,7 @@ import io
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
-from .settings import DEFAULT_FORMAT, DEFAULT_OPSET, FORMATS, OPSETS, SUFFIXES
+from .settings import DEFAULT_FORMAT, DEFAULT_OPSET, FORMATS, INT8_AGREEMENT_WARNING, INT8_MIN_OPSET, OPSETS, SUFFIXES
 from .utils import atomic_write
 
 #: How a deployment loads each format, for the run's report.
@@ -31,10 +31,15 @@ def check_format(fmt: str) -> None:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def check_export_options(fmt: str, opset: int | None, batch: int) -> None:
+def check_export_options(fmt: str, opset: int | None, batch: int, int8: bool = False) -> None:
     """``opset`` is ONNX's alone; a fixed ``batch`` (0: any) is for ONNX and pt2, whose graphs fix their shapes
-    (accelerator toolchains that want static shapes read them), while a traced TorchScript net takes any batch."""
+    (accelerator toolchains that want static shapes read them), while a traced TorchScript net takes any batch;
+    ``int8`` is ONNX from opset 13."""
     check_format(fmt)
+    if int8 and fmt != "onnx":
+        raise ConfigError(f"an int8 export is ONNX (QDQ); leave `fmt` out or pass onnx, not {fmt}")
+    if int8 and (opset or DEFAULT_OPSET) < INT8_MIN_OPSET:
+        raise ConfigError(f"an int8 export needs `opset` >= {INT8_MIN_OPSET} (per-channel quantisation), got {opset}")
     if opset is not None and fmt != "onnx":
         raise ConfigError(f"`opset` is ONNX's; leave it out to export {fmt}")
     if opset is not None and opset not in OPSETS:
@@ -219,6 +224,76 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
             "opset": (opset or DEFAULT_OPSET) if fmt == "onnx" else None, "batch": batch}
 
 
+def quantize_onnx(data: bytes, calibration: Iterable[np.ndarray]) -> bytes:
+    """Static int8 quantisation by onnxruntime, in the QDQ format (QuantizeLinear/DequantizeLinear pairs around
+    each op, which onnxruntime, TensorRT and the NPU toolchains fuse into int8 kernels): weights per output
+    channel, activations per tensor over the min/max the calibration batches reach; signed int8 for both, the
+    format onnxruntime recommends first."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quant_pre_process, quantize_static
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+
+    with tempfile.TemporaryDirectory(prefix="entroprune-int8-") as tmp:
+        plain, ready, quantized = (Path(tmp) / name for name in ("float.onnx", "ready.onnx", "int8.onnx"))
+        plain.write_bytes(data)
+        quant_pre_process(plain, ready)  # shape inference and graph optimisation first, as onnxruntime asks
+        quantize_static(ready, quantized, Batches(), quant_format=QuantFormat.QDQ, per_channel=True)
+        return quantized.read_bytes()
+
+
+def _batches_of(x: torch.Tensor, batch: int) -> Iterator[tuple[torch.Tensor, int]]:
+    """``x`` in pieces a fixed-batch graph takes (the last padded with zeros), each with its real length."""
+    if not batch:
+        yield x, len(x)
+        return
+    for start in range(0, len(x), batch):
+        piece = x[start:start + batch]
+        yield torch.cat([piece, piece.new_zeros(batch - len(piece), *piece.shape[1:])]), len(piece)
+
+
+@torch.no_grad()
+def export_int8(model: nn.Module, example: torch.Tensor, path: str | Path, calibration: Iterable[torch.Tensor],
+                test: Iterable[tuple[torch.Tensor, torch.Tensor]], labelled: bool, opset: int | None = None,
+                batch: int = 0) -> dict[str, Any]:
+    """Write ``model`` as int8 ONNX (:func:`quantize_onnx`, ranges from the ``calibration`` images) and check it
+    as a deployment would run it: its top-1 agreement with the float net on the ``test`` batches, and test
+    accuracy beside the float net's where they are ``labelled``. Quantisation moves outputs, so unlike the float
+    exports there is no exact check; an agreement below INT8_AGREEMENT_WARNING percent is written with a warning."""
+    check_export_options("onnx", opset, batch, int8=True)
+    opset = opset or DEFAULT_OPSET
+    model = model.cpu().eval()
+    example = example.cpu()[:1]
+    plain = onnx_bytes(model, example.expand(batch, *example.shape[1:]) if batch else example, opset, dynamic=not batch)
+    data = quantize_onnx(plain, (piece.numpy() for x in calibration for piece, _ in _batches_of(x.cpu(), batch)))
+    session = onnx_session(data)
+    agree = correct = float_correct = seen = 0
+    for x, y in test:
+        x, y = x.cpu(), y.cpu()
+        got = torch.cat([torch.from_numpy(session.run(None, {"input": piece.numpy()})[0][:n]).argmax(1)
+                         for piece, n in _batches_of(x, batch)])
+        ref = flat_outputs(model(x))[0].argmax(1)
+        agree, seen = agree + int((got == ref).sum()), seen + got.numel()
+        if labelled:
+            correct, float_correct = correct + int((got == y).sum()), float_correct + int((ref == y).sum())
+    if not seen:
+        raise ConfigError("the int8 export's check read no test images; give a dataset with a test split")
+    agreement = 100.0 * agree / seen
+    if agreement < INT8_AGREEMENT_WARNING:
+        warnings.warn(f"the int8 net agrees with the float one on {agreement:.1f}% of the test outputs; check its "
+                      "accuracy on your data before deploying it, or deploy the float export", stacklevel=2)
+    atomic_write(path, lambda p: p.write_bytes(data))
+    return {"bytes": Path(path).stat().st_size, "float_bytes": len(plain), "agreement": agreement,
+            "test_accuracy": 100.0 * correct / seen if labelled else None,
+            "float_test_accuracy": 100.0 * float_correct / seen if labelled else None, "outputs_checked": seen,
+            "opset": opset, "batch": batch, "int8": True}
+
+
 def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable], probe: torch.Tensor,
                    fmt: str) -> tuple[bytes, list[np.ndarray]]:
     """The file's bytes and the outputs of the net loaded back from it: the file is checked, not the object."""
@@ -232,4 +307,4 @@ def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable],
 
 
 __all__ = ["FORMATS", "SUFFIXES", "LOADERS", "DEFAULT_FORMAT", "DEFAULT_OPSET", "OPSETS", "check_format",
-           "check_export_options", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "flat_outputs", "frozen_torchscript", "onnx_bytes", "onnx_session", "output_names"]
+           "check_export_options", "export_int8", "quantize_onnx", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "flat_outputs", "frozen_torchscript", "onnx_bytes", "onnx_session", "output_names"]

@@ -316,6 +316,10 @@ def _prune(ckpt_path: Path, folder: Path, cfg: RunConfig, device: torch.device |
                      data_dir=cfg.data_dir, device=device, force=resume)
 
 
+#: The run folder's int8 export (`export_int8`).
+INT8_FILE = "model.int8.onnx"
+
+
 def _export(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     """The fine-tuned net exported beside the report, with what a deployment must know to feed it."""
     from .export import SUFFIXES, export_model
@@ -325,9 +329,17 @@ def _export(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     spec, file = ckpt.spec, f"model{SUFFIXES[fmt]}"
     res = export_model(model, spec.example_input(), run_dir / file, fmt,
                        opset=cfg.export_opset if fmt == "onnx" else None, batch=cfg.export_batch)
+    int8 = None
+    if cfg.export_int8:
+        from .api import export_checkpoint
+
+        q = export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / INT8_FILE, "onnx", opset=cfg.export_opset,
+                              batch=cfg.export_batch, int8=True, dataset=cfg.dataset, data_dir=cfg.data_dir)
+        int8 = {"file": INT8_FILE, **{k: q[k] for k in ("bytes", "float_bytes", "agreement", "test_accuracy",
+                                                        "float_test_accuracy", "opset")}}
     return {"file": file, "format": fmt, "bytes": res["bytes"], "max_abs_diff": res["max_abs_diff"],
             "outputs": res["outputs"], "opset": res["opset"], "batch": res["batch"], "input_size": list(spec.input_size),
-            "mean": list(spec.mean), "std": list(spec.std), "sample_rate": spec.sample_rate}
+            "mean": list(spec.mean), "std": list(spec.std), "sample_rate": spec.sample_rate, "int8": int8}
 
 
 def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchResult, device: torch.device | str,

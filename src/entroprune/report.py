@@ -228,7 +228,14 @@ def _export_ok(exported: Any) -> bool:
             and isinstance(exported.get("max_abs_diff"), (int, float)) and numbers(exported.get("input_size"))
             and len(exported["input_size"]) in (2, 3, 4) and numbers(exported.get("mean")) and numbers(exported.get("std"))
             and all(isinstance(exported.get(k, 0), int) and not isinstance(exported.get(k), bool)
-                    for k in ("batch", "opset") if exported.get(k) is not None))
+                    for k in ("batch", "opset") if exported.get(k) is not None)
+            and (exported.get("int8") is None or _int8_ok(exported["int8"])))
+
+
+def _int8_ok(int8: Any) -> bool:
+    return (isinstance(int8, dict) and isinstance(int8.get("file"), str) and isinstance(int8.get("bytes"), int)
+            and isinstance(int8.get("float_bytes"), int) and isinstance(int8.get("agreement"), (int, float))
+            and all(isinstance(int8.get(k), (int, float, type(None))) for k in ("test_accuracy", "float_test_accuracy")))
 
 
 def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search_dir: Path | None) -> list[str]:
@@ -304,7 +311,18 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
             f"{names}; it takes {f'a batch of exactly {batch}' if batch else 'a batch of any size'} of {shape} {inputs} "
             "normalised as in training: (x - mean) / std "
             f"per channel with mean {_short(exported['mean'])} and std {_short(exported['std'])}, x {raw} "
-            f"(as entroprune's dataset readers give them).", ""]
+            f"(as entroprune's dataset readers give them).", "", *_int8_lines(exported.get("int8"))]
+
+
+def _int8_lines(int8: dict[str, Any] | None) -> list[str]:
+    """The int8 export (`export_int8`): what quantisation cost, as a deployment would see it."""
+    if not int8:
+        return []
+    accuracy = (f"; test accuracy {int8['test_accuracy']:.2f}% (float {int8['float_test_accuracy']:.2f}%)"
+                if int8.get("test_accuracy") is not None else "")
+    return [f"Quantised: `{int8['file']}` (int8 ONNX in the QDQ format, {int8['bytes']:,} bytes, "
+            f"{int8['float_bytes'] / int8['bytes']:.1f}x smaller than the float ONNX), fed as the float export is; "
+            f"its top-1 agrees with the float net's on {int8['agreement']:.2f}% of the test split{accuracy}.", ""]
 
 
 def _short(values: list[float]) -> str:

@@ -49,6 +49,10 @@ DEFAULT_FORMAT = "onnx"
 #: accelerator toolchains take only lower ones
 OPSETS = range(9, 21)
 DEFAULT_OPSET = 17
+#: int8 exports write per-channel QuantizeLinear nodes, whose `axis` came in opset 13
+INT8_MIN_OPSET = 13
+#: Below this top-1 agreement (%) with the float net on the test split, an int8 export is written with a warning
+INT8_AGREEMENT_WARNING = 97.0
 
 #: Deployment runtimes a latency is measured on, and the short names of their columns. ``torchscript`` is the
 #: net as `entroprune export --format torchscript` writes it (traced, frozen), loaded the way torch recommends
