@@ -157,6 +157,12 @@ def test_export_int8_quantises_calibrates_and_checks(pruned_ckpt, tmp_path, monk
     monkeypatch.setattr(export, "INT8_AGREEMENT_WARNING", 100.5)  # no net agrees that well: the warning is said
     with pytest.warns(UserWarning, match=r"the int8 net agrees with the float one on [\d.]+% of the test outputs"):
         export_checkpoint(pruned_ckpt, "w.onnx", int8=True)
+    def fails(*_):
+        raise RuntimeError("Unsupported op FancyConv\nstack...")
+
+    monkeypatch.setattr(export, "quantize_onnx", fails)  # an op onnxruntime's quantiser does not know: one line
+    refused("onnxruntime cannot quantise this model (RuntimeError: Unsupported op FancyConv); export it in float",
+            "export", pruned_ckpt, "--int8", "--out", "c.onnx")
     refused("an int8 export needs --opset >= 13", "export", pruned_ckpt, "--int8", "--opset", "12", "--out", "c.onnx")
     refused("an int8 export is ONNX (QDQ)", "export", pruned_ckpt, "--int8", "--format", "pt2", "--out", "c.pt2")
     assert not any(p.name.startswith("c.") for p in tmp_path.iterdir())

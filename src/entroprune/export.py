@@ -270,7 +270,15 @@ def export_int8(model: nn.Module, example: torch.Tensor, path: str | Path, calib
     model = model.cpu().eval()
     example = example.cpu()[:1]
     plain = onnx_bytes(model, example.expand(batch, *example.shape[1:]) if batch else example, opset, dynamic=not batch)
-    data = quantize_onnx(plain, (piece.numpy() for x in calibration for piece, _ in _batches_of(x.cpu(), batch)))
+    pieces = [piece.numpy() for x in calibration for piece, _ in _batches_of(x.cpu(), batch)]
+    if not pieces:
+        raise ConfigError("an int8 export needs calibration images, and the dataset gave none; give a larger one")
+    try:
+        data = quantize_onnx(plain, pieces)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's quantiser fails in many ways on ops it does not know
+        first = str(exc).strip().splitlines()
+        raise ConfigError(f"onnxruntime cannot quantise this model ({type(exc).__name__}: {first[0] if first else ''}); "
+                          "export it in float") from None
     session = onnx_session(data)
     agree = correct = float_correct = seen = 0
     for x, y in test:
