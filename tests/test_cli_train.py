@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -141,6 +142,30 @@ def test_wrap_takes_weights_named_by_a_training_wrapper(digits_ckpt, tmp_path, r
                               "--width-mult", "0.5", "--out", str(tmp_path / "pair-w.pt")])
     assert res.exit_code == 2 and "holds 2 copies of the model's weights (under 'student.', 'teacher.')" in res.stderr
     assert not (tmp_path / "pair-w.pt").exists()
+
+
+def test_train_reads_an_image_folder_at_the_size_asked(tmp_path):
+    """Photos far larger than the zoo's nets need are read at `--image-size` (the size most of them have was the
+    only choice: a folder of megapixel photos trained at megapixels, or ran out of memory); the checkpoint's
+    input is that size, so every later command reads the folder at it. Other datasets have their own size."""
+    from PIL import Image
+
+    from entroprune.checkpoint import load_checkpoint
+
+    rng = np.random.default_rng(4)
+    for c in ("a", "b"):
+        (tmp_path / "big" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "big" / c / f"{i}.png")
+    res = runner.invoke(app, ["train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "big"), "--image-size",
+                              "16", "--epochs", "1", "--width-mult", "0.25", "--out", str(tmp_path / "m"), "--quiet"])
+    assert res.exit_code == 0, res.stderr
+    assert load_checkpoint(tmp_path / "m" / "model.pt").spec.input_size == [3, 16, 16]
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "m" / "model.pt")])
+    assert res.exit_code == 0, res.stderr
+    res = runner.invoke(app, ["train", "--dataset", "digits", "--image-size", "16", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "--image-size applies to image folders (imagefolder); digits has its own size" \
+        in res.stderr and not (tmp_path / "d").exists()
 
 
 def test_wrap_reads_safetensors_files(digits_ckpt, tmp_path):

@@ -226,6 +226,26 @@ def test_rectangular_images_keep_their_size_in_every_split_and_checkpoint(tmp_pa
     assert data.image_size == (12, 20)
 
 
+def test_a_folder_too_large_for_memory_is_refused_before_decoding(image_dir, monkeypatch):
+    """Phone photos read at their own 3024x4032 were an out-of-memory kill after minutes of decoding: the
+    headers give the size, and a folder whose float32 arrays would not fit is one line naming `image_size`."""
+    from entroprune import data
+
+    decoded = []
+    monkeypatch.setattr(data, "_read_image", lambda *a: decoded.append(a) or np.zeros((3, 10, 10), np.float32))
+    need = 2 * 4 * 16 * 3 * 10 * 10  # 16 images of 10x10 in colour, decoded and stacked
+    monkeypatch.setattr(data, "available_memory", lambda: need - 1)
+    with pytest.raises(DataError, match=re.escape("16 images of 10x10 pixels (3 channel(s)) need about 0.0 GiB of "
+                                                  "memory as float32 and 0.0 GiB are available; read them at the size "
+                                                  "the model takes (`image_size`)")):
+        load_dataset("imagefolder", image_dir)
+    assert not decoded
+    monkeypatch.setattr(data, "available_memory", lambda: need)
+    assert len(load_dataset("imagefolder", image_dir, val_size=1, calib_size=1).train) > 0 and decoded
+    monkeypatch.setattr(data, "available_memory", lambda: None)  # unknown: not checked
+    load_dataset("imagefolder", image_dir, val_size=1, calib_size=1)
+
+
 def test_images_of_several_sizes_take_the_most_common_one_and_say_so(tmp_path):
     """The first file's size was every image's, silently: one odd image sorted first resized the whole folder."""
     _rect_folder(tmp_path / "mixed", [(30, 40), (12, 20), (12, 20), (12, 20)], np.random.default_rng(7))

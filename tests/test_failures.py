@@ -591,10 +591,12 @@ def test_config_yaml_aliases_and_duplicate_keys_are_refused(world):
     (tmp / "ts_batch.yaml").write_text("export_format: torchscript\nexport_batch: 8\n")
     (tmp / "opset.yaml").write_text("export_opset: 7\n")
     (tmp / "int8.yaml").write_text("export_format: pt2\nexport_int8: true\nexport_opset: 12\n")
+    (tmp / "px.yaml").write_text("dataset: digits\nbaseline:\n  image_size: 32\n")
     expected = {"bomb.yaml": "aliases", "dup.yaml": "appears twice", "late.yaml": "export_format",
                 "ddpg.yaml": "unknown DDPG setting", "ts_batch.yaml": "takes any batch; leave 'export_batch' out",
                 "opset.yaml": "'export_opset' must lie in 9-20",
-                "int8.yaml": "an int8 export needs 'export_opset' >= 13"}
+                "int8.yaml": "an int8 export needs 'export_opset' >= 13",
+                "px.yaml": "'baseline.image_size' applies to image folders (imagefolder); digits has its own size"}
     for name, words in expected.items():
         before = snapshot(tmp)
         res = runner.invoke(app, ["run", "--quick", "--config", str(tmp / name), "--out-root", str(tmp / "runs")])

@@ -425,7 +425,7 @@ def test_the_cached_baseline_is_named_by_every_setting_its_weights_depend_on(tmp
     assert pipeline._cache_name(base, "fashion-mnist") == "vgg-fashion-mnist-w1.0-e3-s0"  # as the docs name it
     variants = [replace(base, baseline=replace(base.baseline, **change)) for change in (
         {"lr": 0.05}, {"batch_size": 64}, {"augment": "shift"}, {"train_limit": 1000}, {"epochs": 2},
-        {"width_mult": 0.5})] + [replace(base, seed=1), replace(base, model="resnet20"),
+        {"width_mult": 0.5}, {"image_size": 64})] + [replace(base, seed=1), replace(base, model="resnet20"),
                                  replace(base, data_dir="a"), replace(base, data_dir="b")]
     names = [pipeline._cache_name(c, "fashion-mnist") for c in [base, *variants]]
     assert len(set(names)) == len(names), names

@@ -29,7 +29,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .inputs import Images, batches, check_labels, check_module, check_weights, take_images, take_labelled
 from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
-from .settings import checked_args, given_config
+from .settings import check_image_size, checked_args, given_config
 from .structure import CONVS, DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
 from .train import TrainConfig, agreement, evaluate, train_model
 from .utils import (
@@ -108,8 +108,10 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
                    width_mult: float = BaselineConfig.width_mult,
                    data_dir: str | Path | None = None, seed: int = 0,
                    device: torch.device | str = "cpu", train_limit: int | None = None,
-                   force: bool = False, quiet: bool = False, augment: str = BaselineConfig.augment) -> dict[str, Any]:
-    """Train a zoo model on a dataset; writes ``model.pt`` and ``metrics.json`` into out_dir."""
+                   force: bool = False, quiet: bool = False, augment: str = BaselineConfig.augment,
+                   image_size: int | None = BaselineConfig.image_size) -> dict[str, Any]:
+    """Train a zoo model on a dataset; writes ``model.pt`` and ``metrics.json`` into out_dir. ``image_size``: an
+    image folder's images read at that square size (default: the size most of them have)."""
     device = resolve_device(device)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "model.pt"
@@ -118,9 +120,10 @@ def train_baseline(model: str, dataset: str, out_dir: str | Path, epochs: int = 
     config.validate()
     if epochs < 1:  # a fine-tune of 0 epochs recalibrates BN; a baseline of 0 epochs is an untrained net
         raise ConfigError(f"`epochs` must be >= 1 to train a baseline, got {epochs}")
+    check_image_size(image_size, dataset)
     refuse_output_inside(out_dir, [data_dir])
     data = load_dataset(dataset, data_dir, seed=seed, min_size=min_input_size(model),
-                        train_limit=train_limit)
+                        train_limit=train_limit, image_size=image_size)
     if not data.labelled:
         raise DataError(f"dataset {dataset} has no labels, which training needs: an image folder's come from one "
                         "sub-folder per class, an .npz file's from its array y")

@@ -186,6 +186,9 @@ def train(
     width_mult: Annotated[float, typer.Option(help="Channel width multiplier.")] = _BASELINE.width_mult,
     train_limit: Annotated[int | None, typer.Option(help="Use only this many training images.")] = _BASELINE.train_limit,
     augment: Annotated[str, typer.Option(help="none, flip or shift (+flip): 2 pixels, or a tenth of a 1-D signal's length.")] = _BASELINE.augment,
+    image_size: Annotated[int | None, typer.Option(help=(
+        "Read an image folder's images at this many pixels square (default: the size most of them have)."))]
+    = _BASELINE.image_size,
     data_dir: DataDir = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -199,7 +202,8 @@ def train(
     dev = _setup(seed, device, threads)
     result = train_baseline(model, dataset, out_dir, epochs=epochs, lr=lr, batch_size=batch_size,
                             width_mult=width_mult, data_dir=data_dir, seed=seed, device=dev,
-                            train_limit=train_limit, force=force, quiet=quiet, augment=augment)
+                            train_limit=train_limit, force=force, quiet=quiet, augment=augment,
+                            image_size=image_size)
     out.print(f"test accuracy {result['test_accuracy']:.2f}%  params {result['params']:,}  "
               f"MACs {result['macs']:,}  ({result['train_time_s']:.0f} s)")
     out.print(f"checkpoint: {result['checkpoint']}")

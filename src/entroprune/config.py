@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import SETTING, ConfigError, as_keys
 from .search.config import RewardConfig, SearchConfig
-from .settings import DEFAULT_FORMAT, DEFAULT_MODEL, DEFAULT_OPSET, FRESH_PROCESSES, check_types
+from .settings import DEFAULT_FORMAT, DEFAULT_MODEL, DEFAULT_OPSET, FRESH_PROCESSES, check_image_size, check_types
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -32,6 +32,9 @@ class BaselineConfig:
     width_mult: float = 1.0
     augment: str = "flip"
     train_limit: int | None = None
+    # An image folder's images read at this many pixels square (null: the size most of them have): photos of a
+    # few megapixels are far more than the zoo's small nets need, and more than memory holds
+    image_size: int | None = None
 
 
 @dataclass
@@ -131,6 +134,8 @@ class RunConfig:
         at("finetune", lambda: TrainConfig(epochs=f.epochs, lr=f.lr, batch_size=f.batch_size).validate())
         if self.baseline.width_mult <= 0 or (b.train_limit is not None and b.train_limit < 1):
             raise ConfigError("config key 'baseline': width_mult must be > 0 and train_limit >= 1 (or null)")
+        if self.checkpoint is None:  # a given checkpoint's run trains no baseline: its keys are unused
+            at("baseline", lambda: check_image_size(b.image_size, self.dataset or "fashion-mnist"))
         if self.checkpoint is None and b.epochs < 1:  # checked here, not when the run folder already exists
             raise ConfigError(f"config key 'baseline.epochs' must be >= 1 to train a baseline, got {b.epochs}")
         at("search", self.search.validate)

@@ -498,6 +498,28 @@ def _scan_headers(files: list[Path], root: Path, size_known: bool) -> tuple[str,
     return mode, size
 
 
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (Linux's MemAvailable); None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_fits(n: int, channels: int, size: tuple[int, int], root: Path) -> None:
+    """Refuse, before decoding a pixel, a folder whose images would not fit in memory as float32 arrays (twice:
+    the decoded images and their stacked copy): a folder of phone photos read at their own 3024x4032 was an
+    out-of-memory kill after minutes of decoding."""
+    need, free = 2 * 4 * n * channels * size[0] * size[1], available_memory()
+    if free is not None and need > free:
+        raise DataError(f"{n:,} images of {size[1]}x{size[0]} pixels ({channels} channel(s)) need about "
+                        f"{need / 2**30:.1f} GiB of memory as float32 and {free / 2**30:.1f} GiB are available; "
+                        "read them at the size the model takes (`image_size`), resize them, or use fewer")
+
+
 def _folder_images(root: Path, image_size: int | tuple[int, int] | None, in_channels: int | None = None):
     files, classes = _class_files(root, IMAGE_SUFFIXES, "images")
     # the model's channels and (height, width) when known (a square model's as one number; greyscale and colour
@@ -507,6 +529,8 @@ def _folder_images(root: Path, image_size: int | tuple[int, int] | None, in_chan
     if mode is None or size is None:
         scanned_mode, scanned_size = _scan_headers([f for f, _ in files], root, size is not None)
         mode, size = mode or scanned_mode, size or scanned_size
+    if size is not None:
+        _check_fits(len(files), 3 if mode == "RGB" else 1, size, root)
     arrays, labels, skipped = [], [], []
     for f, c in files:
         try:

@@ -264,7 +264,8 @@ def _cache_name(cfg: RunConfig, dataset: str) -> str:
     name = f"{cfg.model}-{dataset}-w{b.width_mult}-e{b.epochs}-s{cfg.seed}"
     extra = [f"{tag}{value}" for tag, value, usual in (("lr", b.lr, default.lr), ("b", b.batch_size, default.batch_size),
                                                        ("aug-", b.augment, default.augment),
-                                                       ("n", b.train_limit, default.train_limit)) if value != usual]
+                                                       ("n", b.train_limit, default.train_limit),
+                                                       ("px", b.image_size, default.image_size)) if value != usual]
     if cfg.data_dir is not None:  # a path's own characters may not suit a folder name: its digest does
         extra.append("d" + hashlib.sha256(str(Path(cfg.data_dir).expanduser().resolve()).encode()).hexdigest()[:8])
     return "-".join([name, *extra])
@@ -282,7 +283,7 @@ def _baseline(cfg: RunConfig, ckpt_path: Path, given: bool, device: torch.device
     assert cfg.dataset is not None
     train_baseline(cfg.model, cfg.dataset, ckpt_path.parent, epochs=b.epochs, lr=b.lr, batch_size=b.batch_size,
                    width_mult=b.width_mult, data_dir=cfg.data_dir, seed=cfg.seed, device=device,
-                   train_limit=b.train_limit, quiet=quiet, augment=b.augment)
+                   train_limit=b.train_limit, quiet=quiet, augment=b.augment, image_size=b.image_size)
 
 
 def _search(ckpt_path: Path, out: Path, search: SearchConfig, cfg: RunConfig, device: torch.device | str, quiet: bool,
@@ -429,7 +430,7 @@ def _check_baseline_data(cfg: RunConfig, dataset: str) -> DataBundle:
     from .models import min_input_size
 
     data = load_dataset(dataset, cfg.data_dir, seed=cfg.seed, min_size=min_input_size(cfg.model),
-                        train_limit=cfg.baseline.train_limit)
+                        train_limit=cfg.baseline.train_limit, image_size=cfg.baseline.image_size)
     if not data.labelled:
         raise DataError(f"dataset {dataset} has no labels, and the zoo baseline trains on them: put the images in "
                         "one sub-folder per class, or prune a model trained elsewhere on them (`checkpoint`)")

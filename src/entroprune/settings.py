@@ -88,6 +88,18 @@ def busy_warning(row: dict[str, Any], command: str) -> str | None:
             f"speed-ups are not this machine's own; time them again with nothing else running: {command}")
 
 
+def check_image_size(image_size: int | None, dataset: str) -> None:
+    """``image_size`` reads an image folder's images at that square size; the other built-in datasets have theirs
+    (a registered dataset's reader is handed it, to honour or not)."""
+    if image_size is None:
+        return
+    if image_size < 1:
+        raise ConfigError(f"`image_size` must be >= 1 pixel (or unset: the size most images have), got {image_size}")
+    if dataset in BUILT_IN_DATASETS and dataset != "imagefolder":
+        raise ConfigError(f"`image_size` applies to image folders (imagefolder); {dataset} has its own size, "
+                          "leave `image_size` out")
+
+
 def check_types(config: Any, prefix: str = "") -> None:
     """Every field of a config dataclass holds its declared type, nested configs included (numpy numbers are
     stored as Python's). The YAML loader's
