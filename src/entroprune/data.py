@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .errors import DataError
 from .plugins import Registry
+from .utils import progress_bar
 
 DEBIAN_ROOT = Path("/usr/share/datasets")
 # (x, y, test or None) from a data folder, an image size (a signal length) and channel count (folders of images
@@ -432,6 +433,10 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None):
 
     try:
         with _open_image(path) as img:
+            if size is not None and img.format == "JPEG":
+                # decoded at the smallest of 1/2, 1/4, 1/8 scale still at least the size asked: a 12-megapixel
+                # photo read at 64x64 decodes some 20x faster, and is then resized as before
+                img.draft(mode, (size[1], size[0]))
             white = DEEP_GREY.get(img.mode, 255.0)
             img = img.convert("F" if white != 255.0 else mode)
             if size is not None and img.size != (size[1], size[0]):
@@ -462,6 +467,22 @@ def _class_files(root: Path, suffixes: set[str], what: str) -> tuple[list[tuple[
         raise DataError(f"no {what} found in {root}; put {what} in one sub-folder per class "
                         "(or directly in the folder for unlabelled data)")
     return files, classes
+
+
+#: Folders of more files than this show a progress bar while they are read (on a terminal only: logs stay clean).
+PROGRESS_FILES = 500
+
+
+def _reading(files: list[tuple[Path, int]], root: Path) -> Iterator[tuple[Path, int]]:
+    """``files`` in order, counted on a progress bar where there are many: decoding tens of thousands of photos
+    takes minutes, which were silent."""
+    import sys
+
+    with progress_bar(disable=len(files) < PROGRESS_FILES or not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"read {root.name or root}", total=len(files), info="")
+        for item in files:
+            yield item
+            bar.advance(task)
 
 
 def _warn_skipped(skipped: list[Path], what: str, root: Path) -> None:
@@ -532,7 +553,7 @@ def _folder_images(root: Path, image_size: int | tuple[int, int] | None, in_chan
     if size is not None:
         _check_fits(len(files), 3 if mode == "RGB" else 1, size, root)
     arrays, labels, skipped = [], [], []
-    for f, c in files:
+    for f, c in _reading(files, root):
         try:
             arrays.append(_read_image(f, mode, size))
             labels.append(c)
@@ -580,7 +601,7 @@ def _folder_wavs(root: Path, length: int | None, in_channels: int | None = None)
     files, classes = _class_files(root, AUDIO_SUFFIXES, "WAV files")
     signals: list[tuple[Path, np.ndarray]] = []
     labels, skipped, rate, first = [], [], None, None
-    for f, c in files:
+    for f, c in _reading(files, root):
         try:
             r, s = _read_wav(f)
         except _Unreadable:
