@@ -151,6 +151,24 @@ def test_an_image_folders_classes_take_their_nested_folders_but_not_hidden_ones(
     assert (ys == 0).sum() == 8 and (ys == 1).sum() == 9
 
 
+def test_a_val_folder_beside_train_is_the_test_split(image_dir, tmp_path):
+    """ImageNet's layout (train/ and val/) and many others' (valid/): a held-out folder named so was never read, and
+    the test split was carved from train/. The first of test/, val/, valid/, validation/ is the test split; one
+    more of them is named as not read."""
+    import shutil
+
+    for name in ("train", "val"):
+        shutil.copytree(image_dir, tmp_path / "inet" / name)
+    for f in list((tmp_path / "inet" / "val" / "cat").iterdir())[:5]:
+        f.unlink()
+    d = load_dataset("imagefolder", tmp_path / "inet", val_size=2, calib_size=2)
+    assert len(d.test) == 11 and len(d.train) + len(d.val) + len(d.calib) == 16  # val/ held out, train/ whole
+    shutil.copytree(image_dir, tmp_path / "inet" / "test")
+    with pytest.warns(UserWarning, match=r"inet/val not read: .*inet/test is the test split"):
+        d = load_dataset("imagefolder", tmp_path / "inet", val_size=2, calib_size=2)
+    assert len(d.test) == 16
+
+
 def test_unlabelled_imagefolder(image_dir):
     flat = image_dir / "dog"
     d = load_dataset("imagefolder", flat, val_size=1, calib_size=2)

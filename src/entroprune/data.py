@@ -635,9 +635,15 @@ def _folder_wavs(root: Path, length: int | None, in_channels: int | None = None)
     return x, np.array(labels, dtype=np.int64), classes, {"sample_rate": rate}
 
 
+#: A folder holding train/ takes its test split from the first of these it also holds (ImageNet's layout has val/,
+#: many others valid/): a val/ beside train/ was never read, and the test split was carved from train/ instead.
+HELD_OUT = ("test", "val", "valid", "validation")
+
+
 def _folder_dataset(kind: str, what: str, read: Callable, data_dir: str | Path | None, size: int | None,
                     in_channels: int | None):
-    """A folder of class sub-folders (or of unlabelled files), or one holding train/ and test/ so laid out."""
+    """A folder of class sub-folders (or of unlabelled files), or one holding train/ and a held-out split
+    (:data:`HELD_OUT`) so laid out."""
     if not data_dir:
         raise DataError(f"the {kind} dataset needs `data_dir` pointing to a folder of {what}s")
     root = Path(data_dir)
@@ -648,16 +654,21 @@ def _folder_dataset(kind: str, what: str, read: Callable, data_dir: str | Path |
         return x, y, None, info
     x, y, classes, info = read(root / "train", size, in_channels)
     test = None
-    if (root / "test").is_dir():
+    held = [root / name for name in HELD_OUT if (root / name).is_dir()]
+    if len(held) > 1:
+        warnings.warn(f"{', '.join(str(h) for h in held[1:])} not read: {held[0]} is the test split, and the "
+                      f"validation split is carved from {root / 'train'}; merge the images into one of them to use "
+                      "them", stacklevel=4)
+    if held:
         # the training split's size: a clip's length, an image's (height, width) (a square's width made 12x20 images
         # 20x20, refused as another size than training's)
-        xt, yt, tclasses, tinfo = read(root / "test", size or (x.shape[-1] if x.ndim == 3 else tuple(x.shape[-2:])),
+        xt, yt, tclasses, tinfo = read(held[0], size or (x.shape[-1] if x.ndim == 3 else tuple(x.shape[-2:])),
                                        x.shape[1])
         if tclasses != classes:
-            raise DataError(f"{root}/test has classes {tclasses} but train has {classes}; "
+            raise DataError(f"{held[0]} has classes {tclasses} but train has {classes}; "
                             "use the same class sub-folders")
         if tinfo != info:  # only WAV folders report anything here: their rate
-            raise DataError(f"{root}/test is sampled at {tinfo.get('sample_rate')} Hz but {root}/train at "
+            raise DataError(f"{held[0]} is sampled at {tinfo.get('sample_rate')} Hz but {root}/train at "
                             f"{info.get('sample_rate')} Hz; resample every file to one rate")
         test = (xt, yt)
     return x, y, test, info
