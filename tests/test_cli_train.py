@@ -168,6 +168,48 @@ def test_train_reads_an_image_folder_at_the_size_asked(tmp_path):
         in res.stderr and not (tmp_path / "d").exists()
 
 
+def test_a_checkpoint_names_its_classes_and_checks_another_folders(tmp_path, recwarn):
+    """A deployment reads a prediction by its class name, which the checkpoint did not keep (only a count): a
+    folder's class sub-folders are recorded, kept through pruning and fine-tuning, written into the ONNX file's
+    metadata, and another folder whose classes differ is named when it is read in their place."""
+    import json
+    import shutil
+
+    import onnxruntime as ort
+    from PIL import Image
+
+    from entroprune.checkpoint import load_checkpoint
+
+    rng = np.random.default_rng(5)
+    for c in ("cat", "dog", "fox"):
+        (tmp_path / "pets" / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "pets" / c / f"{i}.png")
+    res = runner.invoke(app, ["train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "pets"), "--epochs",
+                              "1", "--width-mult", "0.25", "--out", str(tmp_path / "m"), "--quiet"])
+    assert res.exit_code == 0, res.stderr
+    assert load_checkpoint(tmp_path / "m" / "model.pt").spec.classes == ["cat", "dog", "fox"]
+    res = runner.invoke(app, ["search", str(tmp_path / "m" / "model.pt"), "--agent", "uniform", "--macs-target", "0.5",
+                              "--out", str(tmp_path / "s"), "--quiet"])
+    assert res.exit_code == 0, res.stderr
+    res = runner.invoke(app, ["prune", str(tmp_path / "m" / "model.pt"), "--policy", str(tmp_path / "s" / "policy.json"),
+                              "--out", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.stderr
+    assert load_checkpoint(tmp_path / "p" / "model.pt").spec.classes == ["cat", "dog", "fox"]
+    res = runner.invoke(app, ["export", str(tmp_path / "p" / "model.pt"), "--out", str(tmp_path / "p.onnx")])
+    assert res.exit_code == 0, res.stderr
+    meta = ort.InferenceSession(str(tmp_path / "p.onnx")).get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == ["cat", "dog", "fox"]
+    shutil.copytree(tmp_path / "pets", tmp_path / "other")
+    (tmp_path / "other" / "fox").rename(tmp_path / "other" / "wolf")
+    recwarn.clear()
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "m" / "model.pt"), "--data-dir", str(tmp_path / "other")])
+    assert res.exit_code == 0, res.stderr
+    said = " ".join(str(w.message) for w in recwarn)
+    assert "classes are cat, dog, wolf but the model's are cat, dog, fox; its labels are read as the model's " \
+           "outputs by position" in said, said
+
+
 def test_wrap_reads_safetensors_files(digits_ckpt, tmp_path):
     """Weights in the safetensors format (what Hugging Face and timm save; nothing to unpickle), in float32 or
     half precision, make a checkpoint as a torch.save'd state dict does ("is not a PyTorch checkpoint" before);

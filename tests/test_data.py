@@ -123,7 +123,7 @@ def test_cifar_corrupt_and_malicious(cifar_dir, tmp_path):
 
 def test_imagefolder(image_dir):
     d = load_dataset("imagefolder", image_dir, val_size=2, calib_size=2)
-    assert d.num_classes == 2 and d.in_channels == 3 and d.image_size == (10, 10)
+    assert d.num_classes == 2 and d.in_channels == 3 and d.image_size == (10, 10) and d.classes == ["cat", "dog"]
     assert len(d.train) + len(d.val) + len(d.calib) + len(d.test) == 16
 
 

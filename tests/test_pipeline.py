@@ -470,6 +470,12 @@ def test_run_quick_cli(quick_run, tmp_path):
             and 'load it with `onnxruntime.InferenceSession("model.onnx")`, input `input`, output `logits`' in report
             and f"it takes a batch of any size of {c}x{h}x{w} images normalised as in training" in report
             and f"with mean [{spec['mean'][0]:.4g}] and std [{spec['std'][0]:.4g}]" in report), report
+    if spec["classes"]:  # Fashion-MNIST's names (the digits fallback has none): what each output is, in the file too
+        import onnxruntime as ort
+
+        assert f"Its outputs are the classes 0 {spec['classes'][0]}, 1 {spec['classes'][1]}, " in report
+        meta = ort.InferenceSession(str(run / "model.onnx")).get_modelmeta().custom_metadata_map
+        assert json.loads(meta["classes"]) == spec["classes"] == exported["classes"]
     # the re-ranking's table marks what the search returned, with scores to four significant digits
     summary = json.loads((run / "report.json").read_text())["search"]
     winners = [c for c in summary["rerank"] if c["policy"] == json.loads((run / "search" / "policy.json").read_text())["policy"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -64,6 +65,10 @@ def _data_folder(spec: ModelSpec, dataset: str | None, data_dir: str | Path | No
     return recorded if recorded and Path(recorded).exists() else None
 
 
+def _names(classes: list[str]) -> str:
+    return ", ".join(classes[:6]) + (f" and {len(classes) - 6} more" if len(classes) > 6 else "")
+
+
 def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
                        data_dir: str | Path | None = None, **kwargs: Any) -> DataBundle:
     """The dataset a checkpoint was trained on (or another), normalised as the model expects."""
@@ -92,6 +97,10 @@ def load_data_for_spec(spec: ModelSpec, dataset: str | None = None,
     if list(data.image_size) != list(spec.input_size[1:]):
         raise DataError(f"dataset {name} has {what} of {shape_text(data.image_size)} but the model was built for "
                         f"{built} of {shape_text(spec.input_size[1:])}; use {built} of the training size")
+    if spec.classes and data.classes and data.classes != spec.classes:
+        warnings.warn(f"dataset {name}'s classes are {_names(data.classes)} but the model's are {_names(spec.classes)}; "
+                      "its labels are read as the model's outputs by position (give the folder the model's class "
+                      "sub-folders to compare like with like)", stacklevel=2)
     if spec.sample_rate and data.sample_rate and data.sample_rate != spec.sample_rate:
         raise DataError(f"dataset {name} is audio sampled at {data.sample_rate} Hz but the model was trained at "
                         f"{spec.sample_rate} Hz; resample the files to {spec.sample_rate} Hz")
@@ -497,10 +506,12 @@ def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str | None = 
     check_export_options(fmt, opset, batch, int8)  # before the checkpoint and any data are read
     model, ckpt = load_model(path, trust_pickle)
     if not int8:
-        return export_model(model, ckpt.spec.example_input(), out_file, fmt, opset=opset, batch=batch)
+        return export_model(model, ckpt.spec.example_input(), out_file, fmt, opset=opset, batch=batch,
+                            classes=ckpt.spec.classes)
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
     return export_int8(model, ckpt.spec.example_input(), out_file, (x for x, _ in data.loader("calib", EVAL_BATCH_SIZE)),
-                       data.loader("test", EVAL_BATCH_SIZE), data.labelled, opset=opset, batch=batch)
+                       data.loader("test", EVAL_BATCH_SIZE), data.labelled, opset=opset, batch=batch,
+                       classes=ckpt.spec.classes)
 
 
 def _latency_inputs(path: str | Path, out_dir: str | Path, name: str, force: bool,
@@ -596,7 +607,7 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
                      input_size=[data.in_channels, *data.image_size],
                      # absolute: a relative folder was read from wherever the next command ran (and not found)
                      data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else None, split_seed=seed,
-                     sample_rate=data.sample_rate)
+                     sample_rate=data.sample_rate, classes=data.classes)
     return net, spec
 
 

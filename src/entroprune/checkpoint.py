@@ -41,6 +41,9 @@ class ModelSpec:
     data_dir: str | None = None
     split_seed: int = 0  # the seed that carved train / val / calib, reused by later stages
     sample_rate: int | None = None  # audio's (a WAV folder): data at another rate is refused, not misread
+    # each output's class name, where the data named them (a folder's sub-folders, Fashion-MNIST's, CIFAR-10's): a
+    # deployment reads its predictions by them, and another folder's classes are checked against them
+    classes: list[str] | None = None
 
     def validate(self) -> None:
         """Types and ranges of every field, so nothing unchecked reaches torch (raises ValueError)."""
@@ -76,6 +79,9 @@ class ModelSpec:
             raise ValueError(f"split_seed must be an integer in [0, 2**63), got {self.split_seed!r}")
         if self.sample_rate is not None:
             positive_int("sample_rate", self.sample_rate)
+        if self.classes is not None and not (isinstance(self.classes, list) and len(self.classes) == self.num_classes
+                                             and all(isinstance(c, str) for c in self.classes)):
+            raise ValueError(f"classes must name each of the {self.num_classes} classes, got {self.classes!r}")
 
     def build(self) -> nn.Module:
         return build_model(self.model, self.num_classes, self.in_channels, self.width_mult)

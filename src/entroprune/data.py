@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,8 @@ from .utils import progress_bar
 
 DEBIAN_ROOT = Path("/usr/share/datasets")
 # (x, y, test or None) from a data folder, an image size (a signal length) and channel count (folders of images
-# or WAV files use those two); a reader may add a fourth item, a dict such as {"sample_rate": 16000}
+# or WAV files use those two); a reader may add a fourth item, a dict such as {"sample_rate": 16000} or
+# {"classes": ["cat", "dog"]} (each label's name, which checkpoints record and exports carry)
 Arrays = tuple[np.ndarray, np.ndarray, "tuple[np.ndarray, np.ndarray] | None"]
 #: Dataset readers by name; :func:`register_dataset` adds one (``--dataset`` and configs read it).
 DATASETS: Registry[Callable[[str | Path | None, int | None, int | None], Arrays]] = Registry("dataset")
@@ -79,6 +81,7 @@ class DataBundle:
     test: ImageSet
     flip: bool = False
     sample_rate: int | None = None  # audio's, where the files say (a WAV folder)
+    classes: list[str] | None = None  # the name of each label, where the data names them (a folder's sub-folders)
 
     @property
     def labelled(self) -> bool:
@@ -650,8 +653,8 @@ def _folder_dataset(kind: str, what: str, read: Callable, data_dir: str | Path |
     if not root.is_dir():
         raise DataError(f"{what} folder {root} does not exist; pass `data_dir` to an existing folder")
     if not (root / "train").is_dir():
-        x, y, _, info = read(root, size, in_channels)
-        return x, y, None, info
+        x, y, classes, info = read(root, size, in_channels)
+        return x, y, None, {**info, "classes": classes}
     x, y, classes, info = read(root / "train", size, in_channels)
     test = None
     held = [root / name for name in HELD_OUT if (root / name).is_dir()]
@@ -671,7 +674,7 @@ def _folder_dataset(kind: str, what: str, read: Callable, data_dir: str | Path |
             raise DataError(f"{held[0]} is sampled at {tinfo.get('sample_rate')} Hz but {root}/train at "
                             f"{info.get('sample_rate')} Hz; resample every file to one rate")
         test = (xt, yt)
-    return x, y, test, info
+    return x, y, test, {**info, "classes": classes}
 
 
 def _digits():
@@ -693,18 +696,26 @@ def _digits():
     return images.astype(np.float32)[:, None] / 16.0, target.astype(np.int64), None
 
 
+#: The label names of the datasets that have them (Zalando's and the CIFAR-10 paper's, in label order).
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
 def _idx(name: str) -> Callable[[str | Path | None, int | None, int | None], Arrays]:
     def read(data_dir: str | Path | None, image_size: int | None, in_channels: int | None) -> Arrays:
         folder = _idx_folder(name, data_dir)
         test = _idx_pair(folder, "t10k") if _find_file(folder, "t10k-images-idx3-ubyte") else None
-        return (*_idx_pair(folder, "train"), test)
+        return (*_idx_pair(folder, "train"), test, {"classes": CLASS_NAMES.get(name)})
     return read
 
 
 register_dataset("fashion-mnist")(_idx("fashion-mnist"))
 register_dataset("mnist")(_idx("mnist"))
 register_dataset("digits")(lambda data_dir, image_size, in_channels: _digits())
-register_dataset("cifar10")(lambda data_dir, image_size, in_channels: _cifar10(data_dir))
+register_dataset("cifar10")(lambda data_dir, image_size, in_channels: (*_cifar10(data_dir), {"classes": CLASS_NAMES["cifar10"]}))
 register_dataset("imagefolder")(partial(_folder_dataset, "imagefolder", "image", _folder_images))
 register_dataset("wavfolder")(partial(_folder_dataset, "wavfolder", "audio", _folder_wavs))
 register_dataset("npz")(lambda data_dir, image_size, in_channels: _npz(data_dir))
@@ -792,7 +803,14 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
                       image_size=tuple(int(d) for d in xt.shape[2:]), mean=mean, std=std,
                       train=train, val=val, calib=calib,
                       test=ImageSet(test_x, torch.from_numpy(test[1])), flip=name in _FLIP_OK,
-                      sample_rate=info.get("sample_rate"))
+                      sample_rate=info.get("sample_rate"), classes=_class_names(info.get("classes"), num_classes))
+
+
+def _class_names(names: Any, num_classes: int) -> list[str] | None:
+    """A reader's label names where they name every class the labels number: a name per output or none (a
+    Fashion-MNIST file cut to three classes has no names for its labels' outputs)."""
+    ok = isinstance(names, (list, tuple)) and len(names) == num_classes > 0 and all(isinstance(n, str) for n in names)
+    return list(names) if ok else None
 
 
 def _resize(x: torch.Tensor, min_size: int | None) -> torch.Tensor:

@@ -106,6 +106,21 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor, opset: int = DEFAULT_OPS
     return buf.getvalue()
 
 
+def with_classes(data: bytes, classes: list[str] | None) -> bytes:
+    """The ONNX file with its outputs' class names in its metadata (``classes``, a JSON list), where they are
+    known: ``onnxruntime.InferenceSession(f).get_modelmeta().custom_metadata_map["classes"]``."""
+    if not classes:
+        return data
+    import json
+
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "classes", json.dumps(classes)
+    return proto.SerializeToString()
+
+
 def frozen_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     """The net traced and frozen: weights inlined as constants, batch norms folded into the convs. What
     `export --format torchscript` writes; portable, unlike the optimized form below."""
@@ -194,9 +209,11 @@ def onnx_session(data: bytes, threads: int | None = None):
 
 @torch.no_grad()
 def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt: str = DEFAULT_FORMAT,
-                 atol: float = 1e-4, opset: int | None = None, batch: int = 0) -> dict[str, float]:
+                 atol: float = 1e-4, opset: int | None = None, batch: int = 0,
+                 classes: list[str] | None = None) -> dict[str, float]:
     """Write ``model`` to ``path`` and check the exported file reproduces its outputs. ``opset``: ONNX's
-    (None: :data:`DEFAULT_OPSET`); ``batch``: a fixed batch size for ONNX and pt2 (0: any)."""
+    (None: :data:`DEFAULT_OPSET`); ``batch``: a fixed batch size for ONNX and pt2 (0: any); ``classes``: the
+    outputs' names, kept in an ONNX file's metadata (:func:`with_classes`)."""
     check_export_options(fmt, opset, batch)
     model = model.cpu().eval()
     example = example.cpu()
@@ -205,7 +222,8 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str | Path, fmt:
     if fmt == "onnx":
         import onnx
 
-        data = onnx_bytes(model, probe if batch else example[:1], opset or DEFAULT_OPSET, dynamic=not batch)
+        data = with_classes(onnx_bytes(model, probe if batch else example[:1], opset or DEFAULT_OPSET,
+                                       dynamic=not batch), classes)
         onnx.checker.check_model(onnx.load_from_string(data))
         got = onnx_session(data).run(None, {"input": probe.numpy()})
     elif fmt == "torchscript":
@@ -260,7 +278,7 @@ def _batches_of(x: torch.Tensor, batch: int) -> Iterator[tuple[torch.Tensor, int
 @torch.no_grad()
 def export_int8(model: nn.Module, example: torch.Tensor, path: str | Path, calibration: Iterable[torch.Tensor],
                 test: Iterable[tuple[torch.Tensor, torch.Tensor]], labelled: bool, opset: int | None = None,
-                batch: int = 0) -> dict[str, Any]:
+                batch: int = 0, classes: list[str] | None = None) -> dict[str, Any]:
     """Write ``model`` as int8 ONNX (:func:`quantize_onnx`, ranges from the ``calibration`` images) and check it
     as a deployment would run it: its top-1 agreement with the float net on the ``test`` batches, and test
     accuracy beside the float net's where they are ``labelled``. Quantisation moves outputs, so unlike the float
@@ -274,7 +292,7 @@ def export_int8(model: nn.Module, example: torch.Tensor, path: str | Path, calib
     if not pieces:
         raise ConfigError("an int8 export needs calibration images, and the dataset gave none; give a larger one")
     try:
-        data = quantize_onnx(plain, pieces)
+        data = with_classes(quantize_onnx(plain, pieces), classes)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's quantiser fails in many ways on ops it does not know
         first = str(exc).strip().splitlines()
         raise ConfigError(f"onnxruntime cannot quantise this model ({type(exc).__name__}: {first[0] if first else ''}); "
@@ -315,4 +333,4 @@ def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable],
 
 
 __all__ = ["FORMATS", "SUFFIXES", "LOADERS", "DEFAULT_FORMAT", "DEFAULT_OPSET", "OPSETS", "check_format",
-           "check_export_options", "export_int8", "quantize_onnx", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "flat_outputs", "frozen_torchscript", "onnx_bytes", "onnx_session", "output_names"]
+           "check_export_options", "export_int8", "quantize_onnx", "with_classes", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "flat_outputs", "frozen_torchscript", "onnx_bytes", "onnx_session", "output_names"]

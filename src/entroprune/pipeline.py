@@ -329,7 +329,7 @@ def _export(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     model, ckpt = load_model(run_dir / "finetuned" / "model.pt")  # once: the net to export and its spec
     spec, file = ckpt.spec, f"model{SUFFIXES[fmt]}"
     res = export_model(model, spec.example_input(), run_dir / file, fmt,
-                       opset=cfg.export_opset if fmt == "onnx" else None, batch=cfg.export_batch)
+                       opset=cfg.export_opset if fmt == "onnx" else None, batch=cfg.export_batch, classes=spec.classes)
     int8 = None
     if cfg.export_int8:
         from .api import export_checkpoint
@@ -340,7 +340,8 @@ def _export(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
                                                         "float_test_accuracy", "opset")}}
     return {"file": file, "format": fmt, "bytes": res["bytes"], "max_abs_diff": res["max_abs_diff"],
             "outputs": res["outputs"], "opset": res["opset"], "batch": res["batch"], "input_size": list(spec.input_size),
-            "mean": list(spec.mean), "std": list(spec.std), "sample_rate": spec.sample_rate, "int8": int8}
+            "mean": list(spec.mean), "std": list(spec.std), "sample_rate": spec.sample_rate, "int8": int8,
+            "classes": spec.classes}
 
 
 def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchResult, device: torch.device | str,

@@ -229,7 +229,9 @@ def _export_ok(exported: Any) -> bool:
             and len(exported["input_size"]) in (2, 3, 4) and numbers(exported.get("mean")) and numbers(exported.get("std"))
             and all(isinstance(exported.get(k, 0), int) and not isinstance(exported.get(k), bool)
                     for k in ("batch", "opset") if exported.get(k) is not None)
-            and (exported.get("int8") is None or _int8_ok(exported["int8"])))
+            and (exported.get("int8") is None or _int8_ok(exported["int8"]))
+            and (exported.get("classes") is None or (isinstance(exported["classes"], list)
+                                                     and all(isinstance(c, str) for c in exported["classes"]))))
 
 
 def _int8_ok(int8: Any) -> bool:
@@ -311,7 +313,16 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
             f"{names}; it takes {f'a batch of exactly {batch}' if batch else 'a batch of any size'} of {shape} {inputs} "
             "normalised as in training: (x - mean) / std "
             f"per channel with mean {_short(exported['mean'])} and std {_short(exported['std'])}, x {raw} "
-            f"(as entroprune's dataset readers give them).", "", *_int8_lines(exported.get("int8"))]
+            f"(as entroprune's dataset readers give them).{_classes_text(exported.get('classes'), exported['format'])}",
+            "", *_int8_lines(exported.get("int8"))]
+
+
+def _classes_text(classes: list[str] | None, fmt: str) -> str:
+    """Which class each output is, where the data named them (runs before the record, and unnamed labels: none)."""
+    if not classes:
+        return ""
+    where = " (also in the file's metadata, key `classes`)" if fmt == "onnx" else ""
+    return f" Its outputs are the classes {', '.join(f'{i} {c}' for i, c in enumerate(classes))}{where}."
 
 
 def _int8_lines(int8: dict[str, Any] | None) -> list[str]:
