@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,8 +187,6 @@ def fit_names(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
     dropped with a warning naming them. Two prefixes that each hold the whole model (a student and its teacher,
     a model and its EMA copy) are refused: which one to prune is the user's call. Anything else is returned as
     given, for :func:`state_mismatch` to describe."""
-    import warnings
-
     state = {k.replace(COMPILED_PREFIX, ""): v for k, v in state.items()}
     if set(state) == set(own):
         return state

@@ -90,8 +90,8 @@ class RunConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     export_format: str = DEFAULT_FORMAT
-    # ONNX's opset (read only for onnx) and a fixed batch size for onnx and pt2 (0: any batch), for deployment
-    # toolchains that take only lower opsets or static shapes
+    # ONNX's opset (of an onnx export and of the int8 one) and a fixed batch size for onnx and pt2 (0: any batch),
+    # for deployment toolchains that take only lower opsets or static shapes
     export_opset: int = DEFAULT_OPSET
     export_batch: int = 0
     # Also write model.int8.onnx: int8 ONNX (QDQ), calibrated on the calibration images and checked on the test

@@ -17,7 +17,16 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
-from .settings import DEFAULT_FORMAT, DEFAULT_OPSET, FORMATS, INT8_AGREEMENT_WARNING, INT8_MIN_OPSET, OPSETS, SUFFIXES
+from .settings import (
+    DEFAULT_FORMAT,
+    DEFAULT_OPSET,
+    FORMATS,
+    INT8_AGREEMENT_WARNING,
+    INT8_FILE,
+    INT8_MIN_OPSET,
+    OPSETS,
+    SUFFIXES,
+)
 from .utils import atomic_write
 
 #: How a deployment loads each format, for the run's report.
@@ -332,5 +341,5 @@ def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable],
         os.unlink(tmp)
 
 
-__all__ = ["FORMATS", "SUFFIXES", "LOADERS", "DEFAULT_FORMAT", "DEFAULT_OPSET", "OPSETS", "check_format",
+__all__ = ["FORMATS", "SUFFIXES", "LOADERS", "DEFAULT_FORMAT", "DEFAULT_OPSET", "OPSETS", "INT8_FILE", "check_format",
            "check_export_options", "export_int8", "quantize_onnx", "with_classes", "exported_program", "deployed_eager", "deployed_torchscript", "export_model", "flat_outputs", "frozen_torchscript", "onnx_bytes", "onnx_session", "output_names"]

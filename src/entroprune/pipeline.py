@@ -317,13 +317,9 @@ def _prune(ckpt_path: Path, folder: Path, cfg: RunConfig, device: torch.device |
                      data_dir=cfg.data_dir, device=device, force=resume)
 
 
-#: The run folder's int8 export (`export_int8`).
-INT8_FILE = "model.int8.onnx"
-
-
 def _export(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     """The fine-tuned net exported beside the report, with what a deployment must know to feed it."""
-    from .export import SUFFIXES, export_model
+    from .export import INT8_FILE, SUFFIXES, export_model
 
     fmt = cfg.export_format  # checked by cfg.validate, as the opset and batch are
     model, ckpt = load_model(run_dir / "finetuned" / "model.pt")  # once: the net to export and its spec

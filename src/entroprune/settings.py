@@ -51,6 +51,8 @@ OPSETS = range(9, 21)
 DEFAULT_OPSET = 17
 #: int8 exports write per-channel QuantizeLinear nodes, whose `axis` came in opset 13
 INT8_MIN_OPSET = 13
+#: The file an int8 export writes unless told otherwise (`export --int8`, a run's `export_int8`)
+INT8_FILE = "model.int8.onnx"
 #: Below this top-1 agreement (%) with the float net on the test split, an int8 export is written with a warning
 INT8_AGREEMENT_WARNING = 97.0
 
