@@ -71,6 +71,27 @@ def test_training_of_a_few_steps_runs_on_either_schedule(steps):
         assert len(history) == 1 and all(torch.isfinite(p).all() for p in net.parameters())
 
 
+def test_evaluate_gives_each_class_its_accuracy_and_the_report_the_largest_losses():
+    """A mean drop of half a point can be one class losing five: evaluate counts each class (None for a class the
+    batches do not hold), and the report lists the classes that lost most, at most PER_CLASS_ROWS of them."""
+    from entroprune.report import PER_CLASS_ROWS, _per_class_lines
+    from entroprune.train import evaluate
+
+    class Fixed(torch.nn.Module):  # predicts the class its input's first value names
+        def forward(self, x):
+            return torch.nn.functional.one_hot(x[:, 0].long(), 4).float()
+
+    x = torch.tensor([[0.0], [0], [1], [1], [1], [3], [3], [0]])
+    y = torch.tensor([0, 0, 1, 1, 0, 3, 0, 1])
+    res = evaluate(Fixed(), [(x[:4], y[:4]), (x[4:], y[4:])])
+    assert res["per_class_accuracy"] == [50.0, 200 / 3, None, 100.0] and res["accuracy"] == 62.5
+    before, after = [90.0] * 12, [90.0 - i for i in range(12)]
+    lines = _per_class_lines({"per_class_accuracy": before}, {"per_class_accuracy": after}, None)
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| class")]
+    assert len(rows) == PER_CLASS_ROWS and rows[0] == "| 11 | 90.00 | 79.00 | -11.00 |"
+    assert lines[0] == f"Test accuracy per class ({PER_CLASS_ROWS} of 12 classes, the largest losses first):"
+
+
 def test_wrap_makes_a_checkpoint_of_weights_saved_elsewhere(digits_ckpt, tmp_path):
     """A model trained by another script (its state dict nested beside an optimizer, under DataParallel's
     `module.` prefix) becomes a checkpoint every command takes: the same weights and normalisation give the

@@ -470,6 +470,13 @@ def test_run_quick_cli(quick_run, tmp_path):
             and 'load it with `onnxruntime.InferenceSession("model.onnx")`, input `input`, output `logits`' in report
             and f"it takes a batch of any size of {c}x{h}x{w} images normalised as in training" in report
             and f"with mean [{spec['mean'][0]:.4g}] and std [{spec['std'][0]:.4g}]" in report), report
+    # each class's accuracy before and after, the largest loss first (the mean hides a class that loses far more)
+    before, after = (r["per_class_accuracy"] for r in ev["rows"])
+    assert len(before) == len(after) == spec["num_classes"] and abs(sum(after) / len(after) - pr["test_accuracy"]) < 2
+    worst = min(range(len(after)), key=lambda i: (after[i] - before[i], i))
+    name = f"{worst} {spec['classes'][worst]}" if spec["classes"] else str(worst)
+    assert f"| class | original (%) | pruned (%) | change (points) |\n|---|---|---|---|\n| {name} | {before[worst]:.2f} | " \
+           f"{after[worst]:.2f} | {after[worst] - before[worst]:+.2f} |" in report, report
     if spec["classes"]:  # Fashion-MNIST's names (the digits fallback has none): what each output is, in the file too
         import onnxruntime as ort
 

@@ -262,8 +262,11 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
         net.to(device)
         test = data.loader("test", batch_size, device=device)
         # without labels the original is the reference: how often the pruned net's top-1 agrees with it
-        score = {"test_accuracy": evaluate(net, test)["accuracy"]} if data.labelled else {
-            "test_agreement": agreement(net, entries[0][1], test, device)["agreement"]}
+        if data.labelled:
+            scored = evaluate(net, test)
+            score = {"test_accuracy": scored["accuracy"], "per_class_accuracy": scored["per_class_accuracy"]}
+        else:
+            score = {"test_agreement": agreement(net, entries[0][1], test, device)["agreement"]}
         macs, params = count_macs_params(net, data.example_input().to(device))
         rows.append({"name": name, **score, "params": params, "macs": macs})
     if latency:

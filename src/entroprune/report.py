@@ -317,6 +317,26 @@ def _export_lines(exported: dict[str, Any] | None) -> list[str]:
             "", *_int8_lines(exported.get("int8"))]
 
 
+#: Classes the report's per-class table lists: the most changed ones, where a dataset has more.
+PER_CLASS_ROWS = 10
+
+
+def _per_class_lines(original: dict[str, Any], pruned: dict[str, Any], names: list[str] | None) -> list[str]:
+    """Each class's test accuracy before and after, the largest losses first: a mean drop of half a point can be
+    one class losing five (runs before the record, and rows without it, give none)."""
+    before, after = original.get("per_class_accuracy"), pruned.get("per_class_accuracy")
+    if not before or not after or len(before) != len(after):
+        return []
+    rows = sorted((b is None or a is None, (a - b) if a is not None and b is not None else 0.0, i, b, a)
+                  for i, (b, a) in enumerate(zip(before, after, strict=True)))
+    shown = [r for r in rows if not r[0]][:PER_CLASS_ROWS]
+    label = (lambda i: f"{i} {names[i]}") if names and len(names) == len(before) else str
+    more = f" ({len(shown)} of {len(before)} classes, the largest losses first)" if len(shown) < len(before) else \
+        " (the largest losses first)"
+    return [f"Test accuracy per class{more}:", "", "| class | original (%) | pruned (%) | change (points) |",
+            "|---|---|---|---|", *(f"| {label(i)} | {b:.2f} | {a:.2f} | {a - b:+.2f} |" for _, _, i, b, a in shown), ""]
+
+
 def _classes_text(classes: list[str] | None, fmt: str) -> str:
     """Which class each output is, where the data named them (runs before the record, and unnamed labels: none)."""
     if not classes:
@@ -381,6 +401,7 @@ def write_report(run_dir: str | Path) -> Path:
         if score == "test_accuracy":
             drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
             md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
+            md += _per_class_lines(evaluation["rows"][0], pr, (evaluation.get("export") or {}).get("classes"))
         else:
             md += [f"No labels: the pruned, fine-tuned net's top-1 prediction agrees with the original's on "
                    f"{pr[score]:.2f}% of the held-out images (test accuracy needs labels).", ""]

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -84,20 +85,27 @@ def main_output(out) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> dict[str, float]:
-    """Top-1 accuracy (%) and mean cross-entropy over labelled (x, y) batches."""
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> dict[str, Any]:
+    """Top-1 accuracy (%) and mean cross-entropy over labelled (x, y) batches, and the accuracy of each class
+    (None where the batches hold none of it): pruning can cost a few classes far more than the mean says."""
     model.eval()
     correct, total, loss = 0, 0, 0.0
+    seen = hits = None
     for x, y in loader:
         if device is not None:
             x, y = x.to(device), y.to(device)
         out = main_output(model(x))
         loss += F.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
+        right = out.argmax(1) == y
+        correct += right.sum().item()
         total += y.numel()  # a segmentation's labels are one per pixel: its accuracy is per pixel (it read 1634%)
-    if total == 0:
-        return {"accuracy": float("nan"), "loss": float("nan")}
-    return {"accuracy": 100.0 * correct / total, "loss": loss / total}
+        n = out.shape[1]
+        seen = torch.bincount(y.flatten().cpu(), minlength=n) + (0 if seen is None else seen)
+        hits = torch.bincount(y[right].cpu(), minlength=n) + (0 if hits is None else hits)
+    if total == 0 or seen is None or hits is None:
+        return {"accuracy": float("nan"), "loss": float("nan"), "per_class_accuracy": []}
+    per_class = [100.0 * h / s if s else None for h, s in zip(hits.tolist(), seen.tolist(), strict=True)]
+    return {"accuracy": 100.0 * correct / total, "loss": loss / total, "per_class_accuracy": per_class}
 
 
 def agreement(model: nn.Module, teacher: nn.Module, loader: Iterable,
@@ -197,7 +205,7 @@ def train_model(model: nn.Module, data: DataBundle | None, config: TrainConfig, 
             if val_loader is not None:
                 scored = (evaluate(eval_model or model, val_loader, device) if val_labelled
                           else agreement(eval_model or model, teacher, val_loader, device))
-                metrics.update({f"val_{k}": v for k, v in scored.items()})
+                metrics.update({f"val_{k}": v for k, v in scored.items() if k != "per_class_accuracy"})
             val = (f"val acc {metrics['val_accuracy']:.2f}%" if "val_accuracy" in metrics else
                    f"val agreement {metrics['val_agreement']:.2f}%" if "val_agreement" in metrics else "")
             if val:
