@@ -99,9 +99,9 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
         right = out.argmax(1) == y
         correct += right.sum().item()
         total += y.numel()  # a segmentation's labels are one per pixel: its accuracy is per pixel (it read 1634%)
-        n = out.shape[1]
-        seen = torch.bincount(y.flatten().cpu(), minlength=n) + (0 if seen is None else seen)
-        hits = torch.bincount(y[right].cpu(), minlength=n) + (0 if hits is None else hits)
+        n, counted = out.shape[1], (y >= 0) & (y < out.shape[1])  # labels the outputs do not name are not a class's
+        seen = torch.bincount(y[counted].cpu(), minlength=n) + (0 if seen is None else seen)
+        hits = torch.bincount(y[right & counted].cpu(), minlength=n) + (0 if hits is None else hits)
     if total == 0 or seen is None or hits is None:
         return {"accuracy": float("nan"), "loss": float("nan"), "per_class_accuracy": []}
     per_class = [100.0 * h / s if s else None for h, s in zip(hits.tolist(), seen.tolist(), strict=True)]
