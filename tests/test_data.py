@@ -522,6 +522,23 @@ def test_wav_folder_reads_raw_audio_as_signals(tmp_path):
     assert (len(d.test), d.sample_rate) == (8, 16000)
 
 
+def test_a_wav_folder_too_large_for_memory_is_refused_before_reading(tmp_path, monkeypatch):
+    """Every file is read whole before clips are cut: hours of recordings were an out-of-memory kill."""
+    from entroprune import data
+
+    for i in range(6):
+        _wav(tmp_path / "a" / "cd"[i % 2] / f"{i}.wav", 8000, np.zeros(4000, np.int16))
+    stored = sum(f.stat().st_size for f in (tmp_path / "a").rglob("*.wav"))
+    monkeypatch.setattr(data, "_read_wav", lambda f: pytest.fail(f"read {f}"))
+    monkeypatch.setattr(data, "available_memory", lambda: 4 * stored - 1)
+    with pytest.raises(DataError, match=r"6 WAV files in .* hold 0\.0 GiB, about 0\.0 GiB of memory as float32 "
+                                        r"samples, and 0\.0 GiB are available; cut the recordings into clips"):
+        load_dataset("wavfolder", tmp_path / "a")
+    monkeypatch.undo()
+    monkeypatch.setattr(data, "available_memory", lambda: 4 * stored)
+    assert len(load_dataset("wavfolder", tmp_path / "a", val_size=1, calib_size=1).test) == 1  # a fifth of six
+
+
 def test_wav_folder_refusals(tmp_path):
     """Every way a WAV folder cannot be read is one line naming the file and the fix."""
     root = tmp_path / "audio"

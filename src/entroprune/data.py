@@ -602,6 +602,13 @@ def _folder_wavs(root: Path, length: int | None, in_channels: int | None = None)
     model's, else the median clip's: the longest would let one long recording among short clips multiply the
     memory by its length), mixed down to one channel where the model takes one; one rate for all."""
     files, classes = _class_files(root, AUDIO_SUFFIXES, "WAV files")
+    # every file is read whole before clips are cut: hours of recordings as float32 (twice 16-bit PCM's bytes) and
+    # the clips' array beside them, refused before the first is read rather than killed when memory runs out
+    stored, free = sum(f.stat().st_size for f, _ in files), available_memory()
+    if free is not None and 4 * stored > free:
+        raise DataError(f"{len(files):,} WAV files in {root} hold {stored / 2**30:.1f} GiB, about "
+                        f"{4 * stored / 2**30:.1f} GiB of memory as float32 samples, and {free / 2**30:.1f} GiB are "
+                        "available; cut the recordings into clips, or use fewer")
     signals: list[tuple[Path, np.ndarray]] = []
     labels, skipped, rate, first = [], [], None, None
     for f, c in _reading(files, root):
