@@ -48,12 +48,14 @@ print(json.dumps(out))
 
 
 def export_all(run_dir: Path, work: Path) -> tuple[list[dict], list[Path], list[int]]:
-    """The original and the pruned net, each exported float and int8 into ``work`` (in NETS' order), with the
-    accuracy the int8 export's check read for both forms."""
-    from entroprune.api import export_checkpoint, load_model
+    """The original and the pruned net, each exported float and int8 into ``work`` (original float, original int8,
+    pruned float, pruned int8), with the accuracy the int8 export's check read for both forms."""
+    from entroprune.api import export_checkpoint
+    from entroprune.checkpoint import load_checkpoint
 
     pruned = run_dir / "finetuned" / "model.pt"
-    original = Path(load_model(pruned)[1].pruning["original"])
+    read = load_checkpoint(pruned)  # its spec and the original its pruning record names
+    original = Path(read.pruning["original"])
     rows, files = [], []
     for name, ckpt in (("original", original), ("pruned", pruned)):
         plain, quantised = work / f"{name}.onnx", work / f"{name}-int8.onnx"
@@ -64,7 +66,7 @@ def export_all(run_dir: Path, work: Path) -> tuple[list[dict], list[Path], list[
                  {"net": f"{name} int8", "bytes": q["bytes"], "test_accuracy": q["test_accuracy"],
                   "agreement_with_float": q["agreement"]}]
         files += [plain, quantised]
-    return rows, files, list(load_model(pruned)[1].spec.input_size)
+    return rows, files, list(read.spec.input_size)
 
 
 def time_all(files: list[Path], shape: list[int], processes: int, repeats: int, threads: int) -> dict[str, list[float]]:

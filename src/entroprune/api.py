@@ -503,7 +503,7 @@ def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str | None = 
     ``int8``: ONNX quantised to int8 (``entroprune.export.export_int8``), its ranges calibrated on the
     calibration split of ``dataset`` (default: the checkpoint's; no labels needed) and checked on its test split
     (top-1 agreement with the float net; accuracy where labelled)."""
-    from .export import check_export_options, export_int8, export_model, format_for
+    from .export import check_export_options, export_model, format_for
 
     fmt = format_for(out_file, fmt)
     check_export_options(fmt, opset, batch, int8)  # before the checkpoint and any data are read
@@ -511,10 +511,19 @@ def export_checkpoint(path: str | Path, out_file: str | Path, fmt: str | None = 
     if not int8:
         return export_model(model, ckpt.spec.example_input(), out_file, fmt, opset=opset, batch=batch,
                             classes=ckpt.spec.classes)
-    data = load_data_for_spec(ckpt.spec, dataset, data_dir)
-    return export_int8(model, ckpt.spec.example_input(), out_file, (x for x, _ in data.loader("calib", EVAL_BATCH_SIZE)),
+    return _int8_export(model, ckpt.spec, out_file, opset, batch, dataset, data_dir)
+
+
+def _int8_export(model: nn.Module, spec: ModelSpec, out_file: str | Path, opset: int | None = None, batch: int = 0,
+                dataset: str | None = None, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """A loaded checkpoint's net as int8 ONNX, calibrated and checked on ``dataset`` (default: its own) as
+    :func:`export_checkpoint` describes; the run calls it with the net it has just exported in float."""
+    from .export import export_int8
+
+    data = load_data_for_spec(spec, dataset, data_dir)
+    return export_int8(model, spec.example_input(), out_file, (x for x, _ in data.loader("calib", EVAL_BATCH_SIZE)),
                        data.loader("test", EVAL_BATCH_SIZE), data.labelled, opset=opset, batch=batch,
-                       classes=ckpt.spec.classes)
+                       classes=spec.classes)
 
 
 def _latency_inputs(path: str | Path, out_dir: str | Path, name: str, force: bool,

@@ -326,7 +326,7 @@ def export_int8(model: nn.Module, example: torch.Tensor, path: str | Path, calib
     return {"bytes": Path(path).stat().st_size, "float_bytes": len(plain), "agreement": agreement,
             "test_accuracy": 100.0 * correct / seen if labelled else None,
             "float_test_accuracy": 100.0 * float_correct / seen if labelled else None, "outputs_checked": seen,
-            "opset": opset, "batch": batch, "int8": True}
+            "opset": opset, "batch": batch}
 
 
 def _saved_and_run(save: Callable[[str], None], load: Callable[[str], Callable], probe: torch.Tensor,

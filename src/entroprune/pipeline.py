@@ -328,10 +328,9 @@ def _export(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
                        opset=cfg.export_opset if fmt == "onnx" else None, batch=cfg.export_batch, classes=spec.classes)
     int8 = None
     if cfg.export_int8:
-        from .api import export_checkpoint
+        from .api import _int8_export
 
-        q = export_checkpoint(run_dir / "finetuned" / "model.pt", run_dir / INT8_FILE, "onnx", opset=cfg.export_opset,
-                              batch=cfg.export_batch, int8=True, dataset=cfg.dataset, data_dir=cfg.data_dir)
+        q = _int8_export(model, spec, run_dir / INT8_FILE, cfg.export_opset, cfg.export_batch, cfg.dataset, cfg.data_dir)
         int8 = {"file": INT8_FILE, **{k: q[k] for k in ("bytes", "float_bytes", "agreement", "test_accuracy",
                                                         "float_test_accuracy", "opset")}}
     return {"file": file, "format": fmt, "bytes": res["bytes"], "max_abs_diff": res["max_abs_diff"],

@@ -227,7 +227,7 @@ def _export_ok(exported: Any) -> bool:
             and exported.get("format") in LOADERS and isinstance(exported.get("bytes"), int)
             and isinstance(exported.get("max_abs_diff"), (int, float)) and numbers(exported.get("input_size"))
             and len(exported["input_size"]) in (2, 3, 4) and numbers(exported.get("mean")) and numbers(exported.get("std"))
-            and all(isinstance(exported.get(k, 0), int) and not isinstance(exported.get(k), bool)
+            and all(isinstance(exported[k], int) and not isinstance(exported[k], bool)
                     for k in ("batch", "opset") if exported.get(k) is not None)
             and (exported.get("int8") is None or _int8_ok(exported["int8"]))
             and (exported.get("classes") is None or (isinstance(exported["classes"], list)
@@ -327,14 +327,13 @@ def _per_class_lines(original: dict[str, Any], pruned: dict[str, Any], names: li
     before, after = original.get("per_class_accuracy"), pruned.get("per_class_accuracy")
     if not before or not after or len(before) != len(after):
         return []
-    rows = sorted((b is None or a is None, (a - b) if a is not None and b is not None else 0.0, i, b, a)
-                  for i, (b, a) in enumerate(zip(before, after, strict=True)))
-    shown = [r for r in rows if not r[0]][:PER_CLASS_ROWS]
+    shown = sorted((a - b, i, b, a) for i, (b, a) in enumerate(zip(before, after, strict=True))
+                   if a is not None and b is not None)[:PER_CLASS_ROWS]
     label = (lambda i: f"{i} {names[i]}") if names and len(names) == len(before) else str
     more = f" ({len(shown)} of {len(before)} classes, the largest losses first)" if len(shown) < len(before) else \
         " (the largest losses first)"
     return [f"Test accuracy per class{more}:", "", "| class | original (%) | pruned (%) | change (points) |",
-            "|---|---|---|---|", *(f"| {label(i)} | {b:.2f} | {a:.2f} | {a - b:+.2f} |" for _, _, i, b, a in shown), ""]
+            "|---|---|---|---|", *(f"| {label(i)} | {b:.2f} | {a:.2f} | {change:+.2f} |" for change, i, b, a in shown), ""]
 
 
 def _classes_text(classes: list[str] | None, fmt: str) -> str:
