@@ -64,6 +64,10 @@ def _ignore_further_ctrl_c() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread (the CLI called from a thread): nothing to guard
         pass
+    # CPython notes a KeyboardInterrupt that left any string exec (dataclasses and scipy build functions that
+    # way) and, under `python -m`, kills itself with SIGINT at exit although the command handled it; each
+    # string exec clears that note as it starts, so one with nothing to interrupt leaves the exit code 130.
+    exec("")
 
 
 # Config fields and API parameters whose flag has another name (errors.as_flags renders the rest).
@@ -777,6 +781,7 @@ def run_cli(args: list[str] | None = None) -> int:
         err.print(f"error: {message}{see} `{command} --help`", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Abort:  # Ctrl-C outside a command's own handling
+        _ignore_further_ctrl_c()
         return 130
     return code if isinstance(code, int) else 0
 
