@@ -236,6 +236,30 @@ def test_sigint_saves_state_and_says_how_to_resume(digits_ckpt, tmp_path, agent)
     assert state["episode"] == len(lines) < 400
 
 
+def test_ctrl_c_in_the_last_episode_still_stops_before_the_reranking(digits_ckpt, tmp_path, monkeypatch):
+    """A first Ctrl-C pressed during the last episode was lost: the re-ranking, and a run's later stages, went on
+    as if it had never been pressed. It stops with every episode saved; the resume re-ranks."""
+    import entroprune.search.loop as loop
+    from entroprune.errors import SearchInterrupted
+
+    real = loop.rollout
+
+    def rollout(env, agent, episode):
+        if episode == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+        return real(env, agent, episode)
+
+    monkeypatch.setattr(loop, "rollout", rollout)
+    config = SearchConfig(macs_target=0.3, episodes=10, warmup=4, calib_size=64, recovery_steps=2)
+    with pytest.raises(SearchInterrupted, match="after 10 episodes"):
+        search_checkpoint(digits_ckpt, tmp_path / "s", config, quiet=True)
+    assert not (tmp_path / "s" / "policy.json").exists()
+    monkeypatch.setattr(loop, "rollout", real)
+    result = search_checkpoint(digits_ckpt, tmp_path / "s", config, quiet=True, resume=True)
+    assert result.summary["rerank"] and (tmp_path / "s" / "policy.json").exists()
+
+
 def test_second_sigint_stops_at_once_and_the_search_still_resumes(digits_ckpt, tmp_path):
     """Two Ctrl-Cs: no waiting for the episode, exit 130 with one line, and the last saved state still
     resumes to a log with every episode exactly once."""

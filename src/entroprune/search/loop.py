@@ -398,9 +398,9 @@ class Search:
             crossed = self.episode // c.checkpoint_every > (self.episode - len(batch)) // c.checkpoint_every
             if crossed or self.episode == self.episodes:
                 self.save_state()
-            if stop.requested:
+            if stop.requested:  # in the last episode too: the user asked to stop, and the re-ranking is not free
                 self.save_state()
-                return self.episode < self.episodes
+                return True
         return False
 
     def _learn_sb3(self, stop: _Interrupt, progress: Callable[[], None]) -> bool:
@@ -432,7 +432,7 @@ class Search:
                 on_step=lambda: self.episode < self.episodes and not (
                     stop.requested and (self.saved_at == self.episode or ppo)),
                 resume=self.sb3_state, on_boundary=on_boundary)
-        return stop.requested and self.episode < self.episodes
+        return stop.requested
 
     # ---------------------------------------------------------------- result
     def _latency_summary(self, counts: np.ndarray) -> dict[str, Any]:
