@@ -307,8 +307,8 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     taken.mkdir()  # another run's, made after this one found the name free
     real_exists = Path.exists
     monkeypatch.setattr(Path, "exists", lambda self: False if self == taken else real_exists(self))
-    assert pipeline._fresh_run_dir(tmp_path, None) == tmp_path / "run-20261206-120000-2"
-    assert pipeline._fresh_run_dir(tmp_path, None) == tmp_path / "run-20261206-120000-3"
+    assert pipeline.fresh_dir(tmp_path, None) == tmp_path / "run-20261206-120000-2"
+    assert pipeline.fresh_dir(tmp_path, None) == tmp_path / "run-20261206-120000-3"
 
 
 def test_every_command_that_computes_takes_seed_device_and_threads(digits_ckpt, searched, tmp_path, monkeypatch):

@@ -115,6 +115,7 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     (tmp_path / "negative_processes.yaml").write_text("latency_processes: -1\n")
     (tmp_path / "bad_importance.yaml").write_text("search:\n  importance: l3\n")
     (tmp_path / "two_seeds.yaml").write_text("seed: 1\nsearch:\n  seed: 2\n")
+    (tmp_path / "latency.yaml").write_text("search:\n  latency_target: 0.5\n")
     (tmp_path / "ray_address_alone.yaml").write_text("ray_address: auto\n")
     (tmp_path / "accuracy_reward.yaml").write_text("search:\n  reward:\n    kind: accuracy\n")
     (tmp_path / "no_distill.yaml").write_text("finetune:\n  distill: false\n")
@@ -190,6 +191,18 @@ CASES = {
                                                      f"{T}/nope", "--out-root", f"{T}/out"],
     "digits given a data folder": ["run", "--quick", "--data-dir", f"{T}/nope", "--out-root", f"{T}/out"],
     "run folders under a file": ["run", "--quick", "--out-root", f"{T}/good.pt"],
+    "sweep of one target": ["sweep", "--quick", "--macs-targets", "0.5", "--out-root", f"{T}/out"],
+    "sweep of a target twice": ["sweep", "--quick", "--macs-targets", "0.5,0.3,0.5", "--out-root", f"{T}/out"],
+    "sweep target above 1": ["sweep", "--quick", "--macs-targets", "0.5,1.5", "--out-root", f"{T}/out"],
+    "sweep targets not numbers": ["sweep", "--quick", "--macs-targets", "0.5;0.3", "--out-root", f"{T}/out"],
+    "sweep max drop NaN": ["sweep", "--quick", "--max-drop", "nan", "--out-root", f"{T}/out"],
+    # refused before any folder exists, not after the runs at the higher targets
+    "sweep, its lowest target unreachable": ["sweep", "--checkpoint", f"{T}/good.pt", "--macs-targets", "0.5,0.01",
+                                             "--out-root", f"{T}/out"],
+    "sweep with a latency target in its config": ["sweep", "--quick", "--config", f"{T}/latency.yaml", "--out-root",
+                                                  f"{T}/out"],
+    "sweep --resume of a run folder": ["sweep", "--resume", f"{T}/base"],
+    "sweep --resume with a seed": ["sweep", "--resume", f"{T}/base", "--seed", "1"],
     "corrupt gzip IDX": ["train", "--dataset", "mnist", "--data-dir", f"{T}/bad_idx", "--out", f"{T}/out"],
     "truncated IDX": ["train", "--dataset", "mnist", "--data-dir", f"{T}/trunc_idx", "--out", f"{T}/out"],
     "image/label count mismatch": ["train", "--dataset", "mnist", "--data-dir", f"{T}/mismatch_idx",
@@ -448,6 +461,15 @@ EXPECT = {
     "evaluate --original another model": "T/tiny.pt is not the model T/orphan.pt was pruned from: it is vgg at width "
                                           "0.01",
     "run from a missing checkpoint": "missing.pt does not exist",
+    "sweep of one target": "--macs-targets takes at least two targets to compare, got [0.5]",
+    "sweep of a target twice": "--macs-targets names a target twice (0.5, 0.3, 0.5)",
+    "sweep target above 1": "--macs-targets holds fractions of the MACs to keep, each in (0, 1], got 1.5",
+    "sweep targets not numbers": "--macs-targets takes numbers separated by commas, one fraction of the MACs per run",
+    "sweep max drop NaN": "--max-drop is the accuracy points the recommended net may lose, a number >= 0, got nan",
+    "sweep, its lowest target unreachable": "--macs-targets 0.01 is unreachable",
+    "sweep with a latency target in its config": "a sweep varies the MACs target alone; drop 'search.latency_target'",
+    "sweep --resume of a run folder": "T/base holds no sweep to resume",
+    "sweep --resume with a seed": "--resume continues a sweep with the settings in its folder; drop --seed",
     "run MACs target > 1": "--macs-target must lie in (0, 1] (the fraction kept), got 1.5",
     "run latency target NaN": "--latency-target must lie in (0, 1] (the fraction kept), got nan",
     "run from a pickled module": "the main job reads checkpoints only with weights_only=True",

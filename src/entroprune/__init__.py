@@ -37,12 +37,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name is import
         RunError,
         RunInterrupted,
         SearchInterrupted,
+        SweepInterrupted,
     )
     from .models import register_model
     from .pipeline import resume_run, run_pipeline
     from .plugins import load_plugins
     from .search.config import RewardConfig, SearchConfig, SearchResult
     from .structure import count_macs_params
+    from .sweep import SweepConfig, resume_sweep, run_sweep
 
 __version__ = "0.1.0"
 
@@ -50,6 +52,8 @@ __all__ = [
     # stage functions: checkpoints in, run folders out
     "train_baseline", "search_checkpoint", "prune_checkpoint", "finetune_checkpoint", "evaluate_checkpoint",
     "export_checkpoint", "inspect_checkpoint", "run_pipeline", "resume_run", "load_model",
+    # the main job at several MACs targets, compared
+    "run_sweep", "resume_sweep", "SweepConfig",
     # a model trained elsewhere, as a checkpoint the stages read
     "save_checkpoint", "ModelSpec", "wrap_weights",
     # a model of your own by name (in a plugin the commands import: `entroprune --plugin FILE.py`)
@@ -60,7 +64,7 @@ __all__ = [
     "SearchConfig", "RewardConfig", "RunConfig", "FinetuneConfig", "SearchResult", "load_config",
     # errors
     "EntropruneError", "ConfigError", "DataError", "CheckpointError", "RunError", "SearchInterrupted",
-    "RunInterrupted",
+    "RunInterrupted", "SweepInterrupted",
 ]
 
 # Where each public name lives. Importing `entroprune` (and its command line) does not import torch; the
@@ -72,12 +76,13 @@ _HOMES = {
     **dict.fromkeys(["ModelSpec", "save_checkpoint"], "checkpoint"),
     **dict.fromkeys(["FinetuneConfig", "RunConfig", "load_config"], "config"),
     **dict.fromkeys(["CheckpointError", "ConfigError", "DataError", "EntropruneError", "RunError", "RunInterrupted",
-                     "SearchInterrupted"], "errors"),
+                     "SearchInterrupted", "SweepInterrupted"], "errors"),
     "register_model": "models",
     **dict.fromkeys(["resume_run", "run_pipeline"], "pipeline"),
     "load_plugins": "plugins",
     **dict.fromkeys(["RewardConfig", "SearchConfig", "SearchResult"], "search.config"),
     "count_macs_params": "structure",
+    **dict.fromkeys(["SweepConfig", "resume_sweep", "run_sweep"], "sweep"),
 }
 
 

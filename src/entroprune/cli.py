@@ -34,6 +34,7 @@ from .settings import (
     busy_warning,
     in_fresh,
 )
+from .sweep import SweepConfig
 from .utils import count_text, shell_arg
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -160,6 +161,16 @@ def _config_keys(message: str) -> str:
     return as_keys(message, lambda path: f"search.{path}" if path.split(".")[0] in search else path)
 
 
+def _sweep_keys(message: str) -> str:
+    """``sweep``: its own settings as its flags (a run's MACs target is one of --macs-targets), the runs' other
+    settings as config keys."""
+    from .errors import SETTING, as_flags
+
+    own = ("macs_targets", "max_drop", "macs_target", "search.macs_target")
+    return _config_keys(SETTING.sub(lambda m: as_flags(m.group(0), {"macs_target": "macs_targets"})
+                                    if m.group(1) in own else m.group(0), message))
+
+
 def _setup(seed: int, device: str, threads: int):
     from .utils import resolve_device, seed_everything, set_threads
 
@@ -221,14 +232,13 @@ def _warn_busy(row: dict, command: str) -> None:
         err.print(f"warning: {busy}")
 
 
-def _floats(text: str | None, flag: str) -> list[float] | None:
+def _floats(text: str | None, flag: str, each: str = "one per input channel (0.49,0.48,0.45)") -> list[float] | None:
     if text is None:
         return None
     try:
         return [float(v) for v in text.split(",")]
     except ValueError:
-        raise ConfigError(f"{flag} takes numbers separated by commas, one per input channel (0.49,0.48,0.45), "
-                          f"got {text!r}") from None
+        raise ConfigError(f"{flag} takes numbers separated by commas, {each}, got {text!r}") from None
 
 
 @app.command()
@@ -709,7 +719,6 @@ def run(
 ) -> None:
     """The main job: train (cached) or take --checkpoint -> search -> prune -> fine-tune -> evaluate -> export ->
     report."""
-    from .config import load_config
     from .errors import RunInterrupted
     from .pipeline import resume_run, run_pipeline
 
@@ -718,19 +727,11 @@ def run(
             raise ConfigError(f"{flag} must lie in (0, 1] (the fraction kept), got {value}")
     flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
              "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
-    search = {"macs_target": macs_target, "latency_target": latency_target}
-    if resume is not None:
-        given = [k for k, v in {**flags, **search, "config": config, "quick": quick or None}.items() if v is not None]
-        if given:
-            raise ConfigError(f"--resume continues a run with the settings in its config.yaml; drop "
-                              f"{', '.join('--' + k.replace('_', '-') for k in given)}")
-    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
-    if any(v is not None for v in search.values()):
-        overrides["search"] = {k: v for k, v in search.items() if v is not None}
-    say = lambda m: err.print(m, highlight=False)  # noqa: E731
+    cfg = _run_config(config, quick, flags, {"macs_target": macs_target, "latency_target": latency_target}, resume,
+                      "run")
     try:
-        run_dir = (resume_run(resume, quiet=quiet, say=say) if resume is not None else
-                   run_pipeline(load_config(config, quick=quick, overrides=overrides), quiet=quiet, say=say))
+        run_dir = (resume_run(resume, quiet=quiet, say=_say) if cfg is None else
+                   run_pipeline(cfg, quiet=quiet, say=_say))
     except RunInterrupted as exc:
         raise SearchInterrupted(exc.command_line()) from None
     import json as _json
@@ -747,6 +748,78 @@ def run(
               f"{pruned['speedup_ts_b64']:.2f}x (TorchScript), {pruned['speedup_ort_b64']:.2f}x (onnxruntime)")
     _warn_busy(pruned, f"entroprune evaluate {shell_arg(run_dir / 'finetuned' / 'model.pt')} --latency")
     out.print(f"run folder: {run_dir} (report.md, {ev['export']['file']}, finetuned/model.pt)")
+
+
+def _say(message: str) -> None:
+    err.print(message, highlight=False)
+
+
+def _run_config(config: Path | None, quick: bool, flags: dict[str, Any], search: dict[str, Any],
+                resume: Path | None, command: str, own: dict[str, Any] | None = None) -> RunConfig | None:
+    """The config ``run`` and ``sweep`` start from, the flags given laid over it (None with ``--resume``, which
+    takes the folder's own and refuses any other setting, the command's ``own`` included)."""
+    from .config import load_config
+
+    if resume is not None:
+        given = [k for k, v in {**flags, **search, **(own or {}), "config": config, "quick": quick or None}.items()
+                 if v is not None]
+        if given:
+            raise ConfigError(f"--resume continues a {command} with the settings in its folder; drop "
+                              f"{', '.join('--' + k.replace('_', '-') for k in given)}")
+        return None
+    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    if any(v is not None for v in search.values()):
+        overrides["search"] = {k: v for k, v in search.items() if v is not None}
+    return load_config(config, quick=quick, overrides=overrides)
+
+
+@app.command()
+@handle_errors(render=_sweep_keys)
+def sweep(
+    macs_targets: Annotated[str | None, typer.Option(
+        help="Fractions of the MACs to keep, separated by commas: one main job each (default: "
+             f"{','.join(f'{t:g}' for t in SweepConfig().macs_targets)}: 5-10x fewer MACs).")] = None,
+    max_drop: Annotated[float | None, typer.Option(
+        help=f"Accuracy points the recommended net may lose (default {SweepConfig.max_drop:g}): the fewest MACs "
+             "within it.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config of each run (see configs/default.yaml).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Your trained checkpoint to prune, instead of training the zoo baseline (overrides the config).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="The images, as `run` takes them (overrides the config).")] = None,
+    data_dir: DataDir = None,
+    quick: Annotated[bool, typer.Option(help="Each run a small smoke run (digits).")] = False,
+    out_root: Annotated[Path | None, typer.Option("--out-root", help="Where sweep folders go (default: runs).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads, 0 = torch default (overrides the config).")] = None,
+    quiet: Quiet = False,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue a sweep that stopped part-way, in its folder, with its own settings.")] = None,
+) -> None:
+    """The main job at several MACs targets, then one table and plot of what each costs and buys, and the
+    fewest-MACs net within --max-drop points of the original."""
+    from .errors import SweepInterrupted
+    from .sweep import resume_sweep, run_sweep
+
+    targets = _floats(macs_targets, "--macs-targets", "one fraction of the MACs per run (0.1,0.15,0.2)")
+    flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
+             "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
+    own = {"macs_targets": targets, "max_drop": max_drop}
+    cfg = _run_config(config, quick, flags, {}, resume, "sweep", own)
+    try:
+        if cfg is None:
+            assert resume is not None
+            folder = resume_sweep(resume, quiet=quiet, say=_say)
+        else:
+            folder = run_sweep(cfg, SweepConfig(**{k: v for k, v in own.items() if v is not None}), quiet=quiet,
+                               say=_say)
+    except SweepInterrupted as exc:
+        raise SearchInterrupted(exc.command_line()) from None
+    report = folder / "sweep.md"
+    for line in report.read_text().splitlines():
+        if line.startswith(("|", "**")):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+    out.print(f"sweep folder: {folder} (sweep.md, plots/tradeoff.png; one run folder per target)")
 
 
 def main() -> None:

@@ -58,6 +58,25 @@ class RunInterrupted(SearchInterrupted):
         return f"run stopped during its {self.stage}; the stages it finished are kept in {self.run_dir}: continue with {how}"
 
 
+class SweepInterrupted(SearchInterrupted):
+    """A sweep stopped by Ctrl-C: its finished runs, and the finished stages of the one it stopped in, are kept,
+    and a resume continues from them (exit 130)."""
+
+    def __init__(self, sweep_dir: str, run: str, stage: str) -> None:
+        self.sweep_dir, self.run, self.stage = sweep_dir, run, stage
+        super().__init__(self._saying(f"entroprune.resume_sweep({sweep_dir!r})"))
+
+    def command_line(self) -> str:
+        """The message for a command-line user."""
+        import shlex
+
+        return self._saying(f"`entroprune sweep --resume {shlex.quote(str(self.sweep_dir))}`")
+
+    def _saying(self, how: str) -> str:
+        return (f"sweep stopped during the {self.stage} of its run {self.run}; the runs and stages it finished are "
+                f"kept in {self.sweep_dir}: continue with {how}")
+
+
 class RunError(EntropruneError):
     """Not the input but the run: a training that diverged, a worker that died (exit code 1)."""
 

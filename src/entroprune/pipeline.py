@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import time
@@ -67,10 +68,31 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     -> export -> report, in a fresh run folder. Returns the folder. A checkpoint whose dataset has no labels
     runs label-free: distilling fine-tunes, and top-1 agreement with the original in place of test accuracy.
     Stopped part-way (Ctrl-C, a crash), the folder keeps every finished stage: :func:`resume_run` continues it."""
-    from .config import ZOO_DATASET, RunConfig, dump_config
+    from .config import dump_config
+    from .utils import write_text
+
+    cfg, device, given, cache = _checked(cfg, say)
+    run_dir = fresh_dir(Path(cfg.out_root), run_dir)
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+    progress = Progress(run_dir, {"baseline": str((given or cache / "model.pt").resolve())}, say=say)
+    progress.save()
+    # said first, so that a run lost to a crash or a closed terminal can be found and continued
+    say(f"run folder: {run_dir} (if the run stops part-way: `entroprune run --resume {shell_arg(run_dir)}` continues it)")
+    return _run_stages(cfg, progress, given is not None, device, quiet, say)
+
+
+def check_run(cfg: RunConfig, say: Say = print) -> None:
+    """Refuse what :func:`run_pipeline` would refuse before it makes a folder (a missing dataset, a checkpoint it
+    cannot prune, an unreachable target), making none: a sweep checks its lowest target so."""
+    _checked(copy.deepcopy(cfg), say)
+
+
+def _checked(cfg: RunConfig, say: Say) -> tuple[RunConfig, torch.device, Path | None, Path]:
+    """``cfg`` completed (dataset, search seed, absolute paths) and checked; the device, a given checkpoint and
+    the zoo baseline's cache folder."""
+    from .config import ZOO_DATASET, RunConfig
     from .search import SearchConfig
     from .settings import given_config
-    from .utils import write_text
 
     cfg = given_config(cfg, RunConfig, "cfg", from_dict="ep.load_config(None, overrides=settings)")
     device, given = _prepare(cfg, say)
@@ -85,13 +107,7 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
         _refuse_runs_inside(cfg, cfg.data_dir)
         _check_target(cfg, *_zoo_baseline(cfg, cache / "model.pt", dataset))
     _absolute_paths(cfg)  # the run's config.yaml reruns and resumes it from any folder
-    run_dir = _fresh_run_dir(Path(cfg.out_root), run_dir)
-    write_text(run_dir / "config.yaml", dump_config(cfg))
-    progress = Progress(run_dir, {"baseline": str((given or cache / "model.pt").resolve())}, say=say)
-    progress.save()
-    # said first, so that a run lost to a crash or a closed terminal can be found and continued
-    say(f"run folder: {run_dir} (if the run stops part-way: `entroprune run --resume {shell_arg(run_dir)}` continues it)")
-    return _run_stages(cfg, progress, given is not None, device, quiet, say)
+    return cfg, device, given, cache
 
 
 @checked_args
@@ -464,18 +480,18 @@ def _finetune_like_run(folder: Path, cfg: RunConfig, device: torch.device | str,
                                quiet=quiet, dataset=cfg.dataset, data_dir=cfg.data_dir, nproc=f.nproc, force=resume)
 
 
-def _fresh_run_dir(root: Path, run_dir: str | Path | None) -> Path:
-    """``run_dir``, or a new ``run-<date>-<time>`` under ``root``; refused when it holds anything."""
+def fresh_dir(root: Path, run_dir: str | Path | None, kind: str = "run") -> Path:
+    """``run_dir``, or a new ``<kind>-<date>-<time>`` under ``root``; refused when it holds anything."""
     if run_dir is None:
         check_writable_dir(root, "out_root")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        names = (root / (f"run-{stamp}" if n == 1 else f"run-{stamp}-{n}") for n in itertools.count(1))
+        names = (root / (f"{kind}-{stamp}" if n == 1 else f"{kind}-{stamp}-{n}") for n in itertools.count(1))
         # claimed by creating it: runs started in the same second (a sweep of seeds in parallel) shared a folder
         # when each checked that the name was free and then made it
         run_dir = next(name for name in names if claim_dir(name))
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run folder {run_dir} is not empty; choose another")
+        raise ConfigError(f"{kind} folder {run_dir} is not empty; choose another")
     return check_writable_dir(run_dir)
 
 
