@@ -117,11 +117,16 @@ def test_ddpg_improves_over_warmup(digits_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("agent", ["uniform", "random", "sb3:td3", "sb3:sac", "sb3:ppo"])
-def test_other_agents_meet_budget(digits_ckpt, tmp_path, agent):
+def test_other_agents_meet_budget(digits_ckpt, tmp_path, agent, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     res = search_checkpoint(digits_ckpt, tmp_path / agent.replace(":", "_"),
                             cfg(agent=agent, episodes=6, warmup=2), quiet=True)
     assert_budget(digits_ckpt, res, 0.3)
     assert res.episodes == (1 if agent == "uniform" else 6)
+    assert list((tmp_path / "tmp").iterdir()) == []  # SB3's logger left a folder in tempdir per search
 
 
 @pytest.mark.parametrize("agent", ["sb3:td3", "sb3:sac", "sb3:ppo"])

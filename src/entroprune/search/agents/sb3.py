@@ -24,9 +24,19 @@ _BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "do
 
 
 def _build(algo: str, env: PruningEnv, seed: int, warmup: int):
+    common = {"seed": seed, "verbose": 0, "device": "cpu"}
+    model = _build_algo(algo, env, warmup, common)
+    # SB3's default logger makes an empty tempdir/SB3-<time> folder on every learn(), even at verbose 0: one left
+    # behind per search; a logger of no outputs writes nothing
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
+def _build_algo(algo: str, env: PruningEnv, warmup: int, common: dict[str, Any]):
     from stable_baselines3 import PPO, SAC, TD3
 
-    common = {"seed": seed, "verbose": 0, "device": "cpu"}
     if algo == "td3":
         from stable_baselines3.common.noise import NormalActionNoise
 
