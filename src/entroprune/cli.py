@@ -685,11 +685,13 @@ def export(
 
 @app.command()
 @handle_errors
-def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (or a search folder).")]) -> None:
-    """Write report.md, report.json and plots for a run folder."""
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (or a search or sweep folder).")]) -> None:
+    """Write report.md, report.json and plots for a run folder (a sweep's: sweep.md and its plot)."""
     from .report import write_report
+    from .sweep import SWEEP_FILE, write_sweep_report
 
-    out.print(f"report: {write_report(run_dir)}")
+    sweep = (run_dir / SWEEP_FILE).is_file()
+    out.print(f"report: {write_sweep_report(run_dir) if sweep else write_report(run_dir)}")
 
 
 @app.command()

@@ -81,10 +81,11 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     return _run_stages(cfg, progress, given is not None, device, quiet, say)
 
 
-def check_run(cfg: RunConfig, say: Say = print) -> None:
+def check_run(cfg: RunConfig, say: Say = print) -> RunConfig:
     """Refuse what :func:`run_pipeline` would refuse before it makes a folder (a missing dataset, a checkpoint it
-    cannot prune, an unreachable target), making none: a sweep checks its lowest target so."""
-    _checked(copy.deepcopy(cfg), say)
+    cannot prune, an unreachable target), making none: a sweep checks its lowest target so. Returns a copy of
+    ``cfg`` completed as a run's config.yaml records it (dataset, search seed, absolute input paths)."""
+    return _checked(copy.deepcopy(cfg), say)[0]
 
 
 def _checked(cfg: RunConfig, say: Say) -> tuple[RunConfig, torch.device, Path | None, Path]:

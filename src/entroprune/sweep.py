@@ -79,13 +79,15 @@ def run_sweep(cfg: RunConfig, sweep: SweepConfig | None = None, quiet: bool = Fa
         raise ConfigError("a sweep varies the MACs target alone; drop `search.latency_target` (or run each latency "
                           "target with `entroprune run`)")
     # the lowest target is the one a net may not reach: refused now, not after the other runs
-    check_run(_at_target(cfg, min(sweep.macs_targets)), say=lambda message: None)
-    sweep_dir = fresh_dir(Path(cfg.out_root), sweep_dir, kind="sweep")
-    write_text(sweep_dir / "config.yaml", dump_config(cfg))
+    base = check_run(_at_target(cfg, min(sweep.macs_targets)), say=lambda message: None)
+    # as a run's config.yaml, with absolute paths: a resume from another folder finds the inputs and baseline cache
+    base.search.macs_target, base.out_root = cfg.search.macs_target, str(Path(base.out_root).resolve())
+    sweep_dir = fresh_dir(Path(base.out_root), sweep_dir, kind="sweep")
+    write_text(sweep_dir / "config.yaml", dump_config(base))
     write_json(sweep_dir / SWEEP_FILE, {"macs_targets": [float(t) for t in sweep.macs_targets],
                                         "max_drop": float(sweep.max_drop)})
     say(f"sweep folder: {sweep_dir} (if it stops part-way: `entroprune sweep --resume {sweep_dir}` continues it)")
-    return _run_targets(cfg, sweep, sweep_dir, quiet, say)
+    return _run_targets(base, sweep, sweep_dir, quiet, say)
 
 
 @checked_args
@@ -93,19 +95,29 @@ def resume_sweep(sweep_dir: str | Path, quiet: bool = False, say: Say = print) -
     """Continue a sweep that stopped part-way in its own folder, with its settings: finished runs are kept and the
     interrupted one resumes as :func:`~entroprune.resume_run` resumes a run. Returns the folder."""
     from .config import load_config
-    from .utils import read_json
 
     sweep_dir = Path(sweep_dir)
-    record = read_json(sweep_dir / SWEEP_FILE) if sweep_dir.is_dir() else None
-    if not isinstance(record, dict) or not (sweep_dir / "config.yaml").is_file():
-        raise ConfigError(f"{sweep_dir} holds no sweep to resume (no {SWEEP_FILE} and config.yaml written by "
-                          "`entroprune sweep`); pass the folder `entroprune sweep` printed")
+    sweep = _settings(sweep_dir, "to resume")
     if (sweep_dir / "sweep.md").exists():
         raise ConfigError(f"sweep {sweep_dir} is complete (sweep.md); start a new sweep to run it again")
-    sweep = SweepConfig(macs_targets=record.get("macs_targets"), max_drop=record.get("max_drop"))
-    sweep.validate()
     say(f"resume: {sweep_dir}")
     return _run_targets(load_config(sweep_dir / "config.yaml"), sweep, sweep_dir, quiet, say)
+
+
+def _settings(sweep_dir: Path, why: str) -> SweepConfig:
+    """The settings a sweep folder records, checked."""
+    from .utils import read_json
+
+    record = read_json(sweep_dir / SWEEP_FILE) if sweep_dir.is_dir() else None
+    if not isinstance(record, dict) or not (sweep_dir / "config.yaml").is_file():
+        raise ConfigError(f"{sweep_dir} holds no sweep {why} (no {SWEEP_FILE} and config.yaml written by "
+                          "`entroprune sweep`); pass the folder `entroprune sweep` printed")
+    sweep = SweepConfig(macs_targets=record.get("macs_targets"), max_drop=record.get("max_drop"))
+    try:
+        sweep.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{sweep_dir / SWEEP_FILE} was edited or damaged: {exc}") from None
+    return sweep
 
 
 def _at_target(cfg: RunConfig, target: float) -> RunConfig:
@@ -151,10 +163,9 @@ def sweep_rows(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
     from .utils import read_json
 
     sweep_dir = Path(sweep_dir)
-    record = read_json(sweep_dir / SWEEP_FILE) or {}
     original: dict[str, Any] = {}
     rows = []
-    for target in sorted(float(t) for t in record.get("macs_targets", [])):
+    for target in sorted(float(t) for t in _settings(sweep_dir, "to report").macs_targets):
         folder = sweep_dir / run_name(target)
         ev = read_json(folder / "evaluation.json")
         if not isinstance(ev, dict) or not isinstance(ev.get("rows"), list) or len(ev["rows"]) < 2:
@@ -163,7 +174,9 @@ def sweep_rows(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
         base, pruned = ev["rows"][0], ev["rows"][-1]
         key = score_key(pruned)
         original = original or {"name": "original", "score": base.get(key, 100.0), "params": base["params"],
-                                 "macs": base["macs"], "score_key": key}
+                                 "macs": base["macs"], "score_key": key, "model": ev.get("model"),
+                                 "dataset": ev.get("dataset"), "machine": ev.get("machine"), "seed": ev.get("seed"),
+                                 "date": ev.get("date")}
         uniform = ev.get("uniform_reference") or {}
         rows.append({"name": folder.name, "macs_target": target, "score": pruned[key],
                      "change": pruned[key] - original["score"], "uniform_score": uniform.get(key),
@@ -189,11 +202,15 @@ def write_sweep_report(sweep_dir: str | Path) -> Path:
     from .utils import read_json, write_json, write_text
 
     sweep_dir = Path(sweep_dir)
-    record = read_json(sweep_dir / SWEEP_FILE)
     original, rows = sweep_rows(sweep_dir)
+    record = read_json(sweep_dir / SWEEP_FILE)
     best = recommended(rows, record["max_drop"])
     metric = "test acc (%)" if original["score_key"] == "test_accuracy" else "agreement with the original (%)"
-    lines = [f"# Trade-off sweep: {len(rows)} MACs targets", "",
+    took = sum(r["seconds"] or 0 for r in rows)
+    spent = f"{took / 60:.0f} min" if took >= 90 else f"{took:.0f} s"
+    lines = [f"# Trade-off sweep: {original['model']} on {original['dataset']}, {len(rows)} MACs targets", "",
+             f"Machine: {original['machine']}; seed {original['seed']}; {original['date']}. The runs took {spent} in "
+             "all.", "",
              "Each row is the main job at that target, in its own folder (its report.md, exported model and uniform "
              "reference line); the speed-ups are batch-64 CPU latencies against the original, timed in each run.", "",
              f"| run | MACs kept | MACs reduction | params | {metric} | change (points) | uniform policy, same "
