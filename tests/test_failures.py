@@ -469,7 +469,7 @@ EXPECT = {
     "sweep, its lowest target unreachable": "--macs-targets 0.01 is unreachable",
     "sweep with a latency target in its config": "a sweep varies the MACs target alone; drop 'search.latency_target'",
     "sweep --resume of a run folder": "T/base holds no sweep to resume",
-    "sweep --resume with a seed": "--resume continues a sweep with the settings in its folder; drop --seed",
+    "sweep --resume with a seed": "--resume continues a sweep with the settings in its config.yaml and sweep.json; drop --seed",
     "run MACs target > 1": "--macs-target must lie in (0, 1] (the fraction kept), got 1.5",
     "run latency target NaN": "--latency-target must lie in (0, 1] (the fraction kept), got nan",
     "run from a pickled module": "the main job reads checkpoints only with weights_only=True",

@@ -766,7 +766,8 @@ def _run_config(config: Path | None, quick: bool, flags: dict[str, Any], search:
         given = [k for k, v in {**flags, **search, **(own or {}), "config": config, "quick": quick or None}.items()
                  if v is not None]
         if given:
-            raise ConfigError(f"--resume continues a {command} with the settings in its folder; drop "
+            where = "config.yaml" if command == "run" else "config.yaml and sweep.json"
+            raise ConfigError(f"--resume continues a {command} with the settings in its {where}; drop "
                               f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         return None
     overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}

@@ -70,7 +70,7 @@ def run_sweep(cfg: RunConfig, sweep: SweepConfig | None = None, quiet: bool = Fa
     from .config import dump_config
     from .pipeline import check_run, fresh_dir
     from .settings import given_config
-    from .utils import write_json, write_text
+    from .utils import shell_arg, write_json, write_text
 
     cfg = given_config(cfg, RunConfig, "cfg", from_dict="ep.load_config(None, overrides=settings)")
     sweep = given_config(sweep, SweepConfig, "sweep")
@@ -86,7 +86,8 @@ def run_sweep(cfg: RunConfig, sweep: SweepConfig | None = None, quiet: bool = Fa
     write_text(sweep_dir / "config.yaml", dump_config(base))
     write_json(sweep_dir / SWEEP_FILE, {"macs_targets": [float(t) for t in sweep.macs_targets],
                                         "max_drop": float(sweep.max_drop)})
-    say(f"sweep folder: {sweep_dir} (if it stops part-way: `entroprune sweep --resume {sweep_dir}` continues it)")
+    say(f"sweep folder: {sweep_dir} (if it stops part-way: `entroprune sweep --resume {shell_arg(sweep_dir)}` "
+        "continues it)")
     return _run_targets(base, sweep, sweep_dir, quiet, say)
 
 
@@ -138,7 +139,7 @@ def _run_targets(cfg: RunConfig, sweep: SweepConfig, sweep_dir: Path, quiet: boo
             if _finished(folder):
                 say(f"sweep: {folder.name} finished before, kept")
                 continue
-            say(f"sweep: run {i} of {len(targets)}, {target:.0%} of the MACs")
+            say(f"sweep: run {i} of {len(targets)}, {100 * target:g}% of the MACs")
             try:
                 if (folder / PROGRESS_FILE).is_file():
                     resume_run(folder, quiet=quiet, say=say)
