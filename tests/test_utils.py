@@ -31,3 +31,17 @@ def test_cpu_name_tells_masked_x86_generations_apart():
     assert cpu_name(info("6", "62", "sse4_2")) == "AMD EPYC (family 6 model 62)"
     assert "," not in zen4
     assert cpu_name("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n") == cpu_name("")
+
+
+def test_a_quiet_call_hides_every_bar_below_it():
+    """`--quiet` (an API call's quiet=True) hides bars drawn where no quiet is passed down: an image folder's
+    reading bar showed on a terminal under it."""
+    from entroprune.settings import checked_args
+    from entroprune.utils import progress_bar
+
+    @checked_args
+    def stage(quiet: bool = False) -> bool:
+        return progress_bar().disable
+
+    assert stage(quiet=True) is True and stage(quiet=False) is False and stage() is False
+    assert progress_bar().disable is False  # the quiet call's setting ends with it

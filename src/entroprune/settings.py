@@ -7,6 +7,7 @@ fraction of a second instead of after torch's import (seconds). Each owning modu
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import operator
@@ -157,10 +158,16 @@ def _scalar_hint(annotation: Any) -> Any:
     return functools.reduce(operator.or_, [_SCALARS[p] for p in parts])
 
 
+#: True inside a call of the Python API made with ``quiet=True`` (so inside a command given ``--quiet``): bars
+#: drawn deep below it, where no ``quiet`` is passed down (an image folder's reading bar), stay hidden too.
+QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("entroprune_quiet", default=False)
+
+
 def checked_args(fn: Callable[P, R]) -> Callable[P, R]:
     """A function of the Python API whose number, flag, text and path arguments hold their declared types: a
     caller's `force="no"` or `distill="false"` was true (and overwrote an output), `batch_size="64"` a TypeError
-    deep in the data loader. Numpy numbers are passed on as Python's."""
+    deep in the data loader. Numpy numbers are passed on as Python's. Called with ``quiet=True``, no progress bar
+    shows until it returns (:data:`QUIET`)."""
     import inspect
 
     sig = inspect.signature(fn)
@@ -178,7 +185,13 @@ def checked_args(fn: Callable[P, R]) -> Callable[P, R]:
                 continue
             value = bound.arguments[name] = _python_number(value)
             _check_value(hints[name], value, name)
-        return fn(*bound.args, **bound.kwargs)
+        if bound.arguments.get("quiet") is not True:
+            return fn(*bound.args, **bound.kwargs)
+        token = QUIET.set(True)
+        try:
+            return fn(*bound.args, **bound.kwargs)
+        finally:
+            QUIET.reset(token)
 
     return wrapper
 

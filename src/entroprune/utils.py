@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConfigError
-from .settings import SUFFIXES
+from .settings import QUIET, SUFFIXES
 
 if TYPE_CHECKING:
     import torch
@@ -237,7 +237,8 @@ def shape_text(dims) -> str:
 
 
 def progress_bar(disable: bool = False):
-    """A rich progress bar on stderr, so stdout stays clean for results."""
+    """A rich progress bar on stderr, so stdout stays clean for results; none inside a quiet call
+    (:data:`entroprune.settings.QUIET`)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -250,7 +251,7 @@ def progress_bar(disable: bool = False):
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    console=Console(stderr=True), disable=disable, transient=False)
+                    console=Console(stderr=True), disable=disable or QUIET.get(), transient=False)
 
 
 @contextlib.contextmanager
