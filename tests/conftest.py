@@ -126,6 +126,11 @@ def pruned_ckpt(digits_ckpt, tmp_path_factory) -> Path:
 def measured_macs_fraction(ckpt_path: Path, counts: dict[str, int]) -> float:
     """A search result's MACs fraction measured apart from the code under test: torch-pruning's
     counter on the physically pruned network against the unpruned one."""
+    return measured_fractions(ckpt_path, counts)[0]
+
+
+def measured_fractions(ckpt_path: Path, counts: dict[str, int]) -> tuple[float, float]:
+    """The MACs and parameter fractions of :func:`measured_macs_fraction`."""
     import copy
 
     from entroprune.api import build_structure, load_model
@@ -138,7 +143,8 @@ def measured_macs_fraction(ckpt_path: Path, counts: dict[str, int]) -> float:
     pruned = copy.deepcopy(model)
     apply_physical(pruned, structure, counts)
     x = ckpt.spec.example_input()
-    return count_macs_params(pruned, x)[0] / count_macs_params(model, x)[0]
+    (macs, params), (macs0, params0) = count_macs_params(pruned, x), count_macs_params(model, x)
+    return macs / macs0, params / params0
 
 
 def assert_budget(ckpt_path: Path, result, target: float, under: float = 0.05) -> None:

@@ -191,6 +191,9 @@ CASES = {
                                                      f"{T}/nope", "--out-root", f"{T}/out"],
     "digits given a data folder": ["run", "--quick", "--data-dir", f"{T}/nope", "--out-root", f"{T}/out"],
     "run folders under a file": ["run", "--quick", "--out-root", f"{T}/good.pt"],
+    "search parameter target 0": ["search", f"{T}/good.pt", "--params-target", "0", "--out", f"{T}/out"],
+    "run, unreachable parameter target": ["run", "--checkpoint", f"{T}/good.pt", "--params-target", "0.001",
+                                          "--out-root", f"{T}/out"],
     "sweep of one target": ["sweep", "--quick", "--macs-targets", "0.5", "--out-root", f"{T}/out"],
     "sweep of a target twice": ["sweep", "--quick", "--macs-targets", "0.5,0.3,0.5", "--out-root", f"{T}/out"],
     "sweep target above 1": ["sweep", "--quick", "--macs-targets", "0.5,1.5", "--out-root", f"{T}/out"],
@@ -394,8 +397,9 @@ EXPECT = {
     'flops target 0': 'must lie in (0, 1] (fraction of MACs kept), got 0.0',
     'flops target negative': 'got -0.5',
     'flops target > 1': 'got 1.5',
-    "MACs target 1 without a latency target": "--macs-target 1 keeps every MAC and no --latency-target below 1 bounds "
-                                              "the time, so there is nothing to prune",
+    "MACs target 1 without a latency target": "--macs-target 1 keeps every MAC and no --latency-target or "
+                                              "--params-target below 1 bounds the time or the size, so there is "
+                                              "nothing to prune",
     'unreachable flops target': '--macs-target 0.01 is unreachable',
     # refused before the run folder exists (the search found it after the baseline's training, leaving one)
     "run from a checkpoint, unreachable MACs target": "'search.macs_target' 0.01 is unreachable",
@@ -461,6 +465,9 @@ EXPECT = {
     "evaluate --original another model": "T/tiny.pt is not the model T/orphan.pt was pruned from: it is vgg at width "
                                           "0.01",
     "run from a missing checkpoint": "missing.pt does not exist",
+    "search parameter target 0": "--params-target must lie in (0, 1] (fraction of the parameters kept), got 0.0",
+    "run, unreachable parameter target": "'search.params_target' 0.001 is unreachable: the smallest policy the search "
+                                         "space allows keeps",
     "sweep of one target": "--macs-targets takes at least two targets to compare, got [0.5]",
     "sweep of a target twice": "--macs-targets names a target twice (0.5, 0.3, 0.5)",
     "sweep target above 1": "--macs-targets holds fractions of the MACs to keep, each in (0, 1], got 1.5",

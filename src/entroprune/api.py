@@ -635,7 +635,8 @@ def check_reachable(structure: Structure, config: SearchConfig) -> None:
     whose measurement skips the steps that cannot reach it); one line naming the floor if not."""
     from .search import PruningEnv
 
-    PruningEnv(structure, None, config.macs_target, config.min_keep, 1 if config.round_to == "auto" else config.step)
+    PruningEnv(structure, None, config.macs_target, config.min_keep, 1 if config.round_to == "auto" else config.step,
+               params_target=config.params_target)
 
 
 @checked_args

@@ -511,6 +511,9 @@ def search(
                                                        "better (0 = best wins).")] = _SEARCH.uniform_margin,
     recovery_steps: Annotated[int, typer.Option(help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
     recovery_images: Annotated[int, typer.Option(help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
+    params_target: Annotated[float | None, typer.Option(
+        help="Also keep at most this fraction of the parameters (a flash or memory budget); every target "
+             "holds.")] = _SEARCH.params_target,
     latency_target: Annotated[float | None, typer.Option(
         help="Also keep at most this fraction of the measured latency (a latency model is fitted on this "
              "machine, or read from --latency-model); both targets hold, --macs-target 1 for latency only.")] = _SEARCH.latency_target,
@@ -540,7 +543,7 @@ def search(
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
         checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
         latency_target=latency_target, latency_model=latency_model, latency_backend=latency_backend, latency_batch=latency_batch,
-        free_channels=free_channels, reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize, maximize=maximize,
+        params_target=params_target, free_channels=free_channels, reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize, maximize=maximize,
                             bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight, physical=physical_scoring))
     res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev, resume=resume,
                             force=force, quiet=quiet, trust_pickle=trust_pickle, workers=workers,
@@ -549,6 +552,8 @@ def search(
 
 
 def _say_search_result(res, cfg, out_dir: Path) -> None:
+    if "params_fraction" in res.summary:
+        out.print(f"{res.summary['params_fraction']:.1%} of the parameters (target {cfg.params_target:.1%})")
     if "latency_fraction" in res.summary:
         out.print(f"predicted latency {res.summary['latency_fraction']:.1%} of the unpruned net's "
                   f"(target {cfg.latency_target:.1%})")
@@ -702,6 +707,8 @@ def run(
         help="Your trained checkpoint to prune, instead of training the zoo baseline (overrides the config).")] = None,
     macs_target: Annotated[float | None, typer.Option(
         help="Fraction of the MACs to keep (overrides the config's search.macs_target).")] = None,
+    params_target: Annotated[float | None, typer.Option(
+        help="Also keep at most this fraction of the parameters (overrides the config's search.params_target).")] = None,
     latency_target: Annotated[float | None, typer.Option(
         help="Fraction of the measured latency to keep (overrides the config's search.latency_target; the MACs "
              "target holds too: --macs-target 1 leaves time alone).")] = None,
@@ -724,12 +731,14 @@ def run(
     from .errors import RunInterrupted
     from .pipeline import resume_run, run_pipeline
 
-    for flag, value in (("--macs-target", macs_target), ("--latency-target", latency_target)):
+    for flag, value in (("--macs-target", macs_target), ("--latency-target", latency_target),
+                        ("--params-target", params_target)):
         if value is not None and not 0 < value <= 1:  # checked here: the config's checks name config keys
             raise ConfigError(f"{flag} must lie in (0, 1] (the fraction kept), got {value}")
     flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
              "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
-    cfg = _run_config(config, quick, flags, {"macs_target": macs_target, "latency_target": latency_target}, resume,
+    cfg = _run_config(config, quick, flags, {"macs_target": macs_target, "latency_target": latency_target,
+                                             "params_target": params_target}, resume,
                       "run")
     try:
         run_dir = (resume_run(resume, quiet=quiet, say=_say) if cfg is None else

@@ -503,7 +503,8 @@ def _uniform_policy(structure: Structure, search: SearchConfig, latency: Latency
     from .search import fixed_policy_counts, uniform_ratio
     from .search.budget import Budget
 
-    budget = Budget(structure, search.macs_target, latency, search.latency_target) if latency else None
+    budget = Budget(structure, search.macs_target, latency, search.latency_target if latency else None,
+                    search.params_target)
     counts, _ = fixed_policy_counts(structure, search, [uniform_ratio(structure, search, budget)] * len(structure.groups),
                                     budget)
     return policy_to_ratios(structure, counts)

@@ -158,6 +158,15 @@ def timing_note(row: dict[str, Any]) -> str:
             "loaded with `torch.jit.optimize_for_inference`")
 
 
+def _params_lines(evaluation: dict, summary: dict | None) -> list[str]:
+    """A search bounded in parameters: the target beside the pruned net's measured count."""
+    if not summary or summary.get("params_target") is None:
+        return []
+    base, pr = evaluation["rows"][0], evaluation["rows"][-1]
+    return [f"Parameter target {summary['params_target']:.1%} of the original: {pr['params'] / base['params']:.1%} "
+            f"kept ({pr['params']:,} of {base['params']:,}).", ""]
+
+
 def _latency_lines(evaluation: dict, summary: dict | None) -> list[str]:
     """A latency-targeted search: the latency its model predicted for the result beside the one measured."""
     if not summary or "latency_fraction" not in summary:
@@ -395,7 +404,7 @@ def write_report(run_dir: str | Path) -> Path:
             md.append(speedup_sentence(pr) + " Latencies: " + timing_note(pr) + ".")
             busy = busy_warning(pr, f"`entroprune evaluate {shell_arg(run_dir / 'finetuned' / 'model.pt')} --latency`")
             md += [f"**Warning:** {busy}."] if busy else []
-        md += _latency_lines(evaluation, summary) + _export_lines(evaluation.get("export"))
+        md += _params_lines(evaluation, summary) + _latency_lines(evaluation, summary) + _export_lines(evaluation.get("export"))
         score = score_key(pr)
         if score == "test_accuracy":
             drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]

@@ -549,6 +549,10 @@ class Structure:
         """MACs for many fraction vectors at once (rows of ``fractions``)."""
         return np.exp(np.log(fractions) @ self._exp.T) @ self._base
 
+    def params_batch(self, fractions: np.ndarray) -> np.ndarray:
+        """Parameters for many fraction vectors at once (rows of ``fractions``)."""
+        return np.exp(np.log(fractions) @ self._pexp.T) @ self._pbase
+
     def full_counts(self) -> np.ndarray:
         return np.array([g.channels for g in self.groups])
 

@@ -34,6 +34,34 @@ def cfg(**kw):
     return SearchConfig(**base)
 
 
+@pytest.mark.parametrize("agent", ["ddpg", "uniform"])
+def test_a_parameter_target_holds_beside_the_macs_target(digits_ckpt, tmp_path, agent):
+    """Where the MACs target alone keeps more parameters than allowed, the search (the wall, the uniform and global
+    policies of the re-ranking) keeps both, as torch-pruning counts the pruned net; the summary says so."""
+    from tests.conftest import measured_fractions
+
+    free = search_checkpoint(digits_ckpt, tmp_path / "free", cfg(agent="uniform", macs_target=0.5), quiet=True)
+    params_free = measured_fractions(digits_ckpt, free.counts)[1]
+    target = round(0.7 * params_free, 3)
+    res = search_checkpoint(digits_ckpt, tmp_path / agent, cfg(agent=agent, macs_target=0.5, params_target=target,
+                                                              episodes=12, warmup=4, rerank_top_k=3,
+                                                              recovery_steps=2), quiet=True)
+    macs, params = measured_fractions(digits_ckpt, res.counts)
+    assert macs <= 0.5 * (1 + 1e-6) and params <= target * (1 + 1e-6), (macs, params, target)
+    assert res.summary["params_fraction"] == pytest.approx(params, rel=1e-3) and res.summary["params_target"] == target
+    if agent == "ddpg":  # uniform and global were pooled under the same budget
+        assert {c["source"] for c in res.summary["rerank"]} >= {"uniform", "global"}
+
+
+def test_an_unreachable_parameter_target_is_one_line(digits_ckpt, tmp_path):
+    from entroprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"`params_target` 0.001 is unreachable: the smallest policy the search "
+                                          r"space allows keeps [0-9.]+% of the parameters"):
+        search_checkpoint(digits_ckpt, tmp_path / "s", cfg(params_target=0.001), quiet=True)
+    assert not (tmp_path / "s" / "policy.json").exists()
+
+
 def test_search_is_deterministic(digits_ckpt, tmp_path):
     a = search_checkpoint(digits_ckpt, tmp_path / "a", cfg(), quiet=True)
     b = search_checkpoint(digits_ckpt, tmp_path / "b", cfg(), quiet=True)

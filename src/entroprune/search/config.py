@@ -128,6 +128,9 @@ class SearchConfig:
         channels moves the fine-tuned net more than the allocation does, and neither norm wins on every net:
         L2 gained 0.10-0.25 points on three VGG pairs and lost 0.31 on ResNet-20 and 0.16 on MobileNetV2
         (docs/measurements/channel_ranking.md), so L1 stays the default.
+    :param params_target: also keep at most this fraction of the unpruned net's parameters (None = no bound):
+        for a flash, memory or download budget, which a MACs target bounds only loosely (a net's parameters
+        sit mostly in its late, wide layers, its MACs in its early, large maps). Every target holds.
     :param latency_target: also keep at most this fraction of the unpruned net's latency, as a latency
         model fitted on this machine predicts it (None = MACs only); both targets hold.
     :param latency_model: a ``latency_model.json`` written by ``entroprune latency`` (None = fit one in
@@ -166,6 +169,7 @@ class SearchConfig:
     recovery_images: int = 2048
     ignored_layers: list[str] = field(default_factory=list)
     importance: str = DEFAULT_IMPORTANCE
+    params_target: float | None = None
     latency_target: float | None = None
     latency_model: str | None = None
     latency_backend: str = LatencyConfig.backend
@@ -213,15 +217,16 @@ class SearchConfig:
         if self.importance not in IMPORTANCES:
             raise ConfigError(f"`importance` must be one of {', '.join(IMPORTANCES)} (the channel ranking), "
                               f"got {self.importance!r}")
-        if self.latency_target is not None and not (isinstance(self.latency_target, (int, float))
-                                                    and 0 < self.latency_target <= 1):
-            raise ConfigError(f"`latency_target` must lie in (0, 1] (fraction of the latency kept), "
-                              f"got {self.latency_target!r}")
-        if self.macs_target == 1 and (self.latency_target is None or self.latency_target == 1):
+        for name, what in (("latency_target", "latency"), ("params_target", "parameters")):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value <= 1):
+                raise ConfigError(f"`{name}` must lie in (0, 1] (fraction of the {what} kept), got {value!r}")
+        if self.macs_target == 1 and all(t is None or t == 1 for t in (self.latency_target, self.params_target)):
             # every policy keeps everything: a whole search (and its re-ranking) would return the unpruned net
-            raise ConfigError("`macs_target` 1 keeps every MAC and no `latency_target` below 1 bounds the time, so "
-                              "there is nothing to prune; give a `macs_target` below 1 (0.2 keeps 20%), or a "
-                              "`latency_target` (0.5 keeps half the measured latency)")
+            raise ConfigError("`macs_target` 1 keeps every MAC and no `latency_target` or `params_target` below 1 "
+                              "bounds the time or the size, so there is nothing to prune; give a `macs_target` "
+                              "below 1 (0.2 keeps 20%), or a `latency_target` (0.5 keeps half the measured latency)")
         LatencyConfig(backend=self.latency_backend, batch=self.latency_batch).validate()
         REWARDS.require(self.rerank_reward, label="re-ranking reward")
         self.reward.validate()

@@ -40,6 +40,7 @@ class PruningEnv(gym.Env):
         space's band around the uniform policy; None = [min_keep, 1] for every group.
     :param latency: a fitted latency model; with ``latency_target`` (fraction of the predicted latency kept)
         the wall holds both budgets.
+    :param params_target: also keep at most this fraction of the parameters (None: no bound).
     """
 
     metadata = {"render_modes": []}
@@ -47,7 +48,8 @@ class PruningEnv(gym.Env):
     def __init__(self, structure: Structure, scorer: Callable[[np.ndarray], tuple[float, dict]] | None = None,
                  macs_target: float = 0.2, min_keep: float = 0.2, round_to: int = 1,
                  ratio_bounds: tuple[np.ndarray, np.ndarray] | None = None,
-                 latency: LatencyModel | None = None, latency_target: float | None = None):
+                 latency: LatencyModel | None = None, latency_target: float | None = None,
+                 params_target: float | None = None):
         super().__init__()
         if not (isinstance(macs_target, (int, float)) and 0 < macs_target <= 1):
             raise ConfigError(f"`macs_target` must lie in (0, 1] (fraction of MACs kept), got {macs_target}")
@@ -76,7 +78,12 @@ class PruningEnv(gym.Env):
                 f"`macs_target` {macs_target} is unreachable: even keeping {min_keep:.0%} of every group"
                 f"{rounding} leaves {floor:.1%} of the MACs (unprunable layers included); raise the target or lower "
                 f"`min_keep`{' or `round_to`' if round_to > 1 else ''}")
-        self.budget = Budget(structure, macs_target, latency, latency_target)
+        self.budget = Budget(structure, macs_target, latency, latency_target, params_target)
+        params_floor = self.budget.params_fraction(self.min_counts)[0]
+        if params_target is not None and params_floor > params_target * (1 + 1e-9):
+            raise ConfigError(f"`params_target` {params_target} is unreachable: the smallest policy the search space "
+                              f"allows keeps {params_floor:.1%} of the parameters (unprunable layers included); raise "
+                              "the target or lower `min_keep`")
         lat_floor = self.budget.latency_fraction(self.min_counts)
         if lat_floor is not None and lat_floor[0] > latency_target * (1 + 1e-9):
             raise ConfigError(f"`latency_target` {latency_target} is unreachable: the smallest policy the search "

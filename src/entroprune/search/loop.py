@@ -244,7 +244,8 @@ class Search:
                           "can be busy at a time; set episode_batch >= workers", stacklevel=3)
         self.episodes = 1 if config.agent in FIXED_AGENTS else config.episodes
         latency = latency_model(model, structure, config, self.out_dir)
-        self.budget = Budget(structure, config.macs_target, latency, config.latency_target if latency else None)
+        self.budget = Budget(structure, config.macs_target, latency, config.latency_target if latency else None,
+                             config.params_target)
         self.env = search_env(structure, config, self.budget, latency)
         blind = structure.flat_groups
         if blind and REWARDS[config.reward.kind].needs == {"entropy"} and learns(config.agent) and config.band is None:
@@ -255,7 +256,7 @@ class Search:
                           stacklevel=3)
         self.agent: Agent | None = None if self.sb3 else make_agent(config.agent, len(OBS_FEATURES), config)
         if self.agent is not None:
-            self.agent.setup(model, structure, config, self.budget if latency else None)
+            self.agent.setup(model, structure, config, self.budget if self.budget.beyond_macs else None)
         self.episode = self.saved_at = 0
         self.log_lines: list[str] = []
         self.diag: list[list[float]] = []
@@ -282,7 +283,7 @@ class Search:
         try:
             state = torch.load(self.state_path, weights_only=True)
             saved_meta = json.loads(state.get("meta", "{}"))
-            saved_cfg = {"episode_batch": 1, "latency_target": None, "latency_model": None,
+            saved_cfg = {"episode_batch": 1, "latency_target": None, "latency_model": None, "params_target": None,
                          "latency_backend": LatencyConfig.backend, "latency_batch": LatencyConfig.batch,
                          "free_channels": SearchConfig.free_channels,
                          "importance": saved_meta.get("importance", DEFAULT_IMPORTANCE),
@@ -442,6 +443,12 @@ class Search:
         return {"latency_target": self.config.latency_target, "latency_fraction": float(lat[0]),
                 "latency_model": self.budget.latency.meta.get("report", {})}
 
+    def _params_summary(self, counts: np.ndarray) -> dict[str, Any]:
+        if self.config.params_target is None:
+            return {}
+        return {"params_target": self.config.params_target,
+                "params_fraction": float(self.budget.params_fraction(counts)[0])}
+
     def _free_channels(self, counts: np.ndarray, quiet: bool
                        ) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
         """The chosen policy widened where the runtime runs the wider net no slower, the MACs target kept; the
@@ -449,7 +456,7 @@ class Search:
         from ..latency import FRESH_PROCESSES, fresh_pair_times, wall_pair_timer
         from .free_channels import FREE_CHANNEL_REPEATS, free_channels
 
-        macs_only = Budget(self.structure, self.config.macs_target)
+        macs_only = Budget(self.structure, self.config.macs_target, params_target=self.config.params_target)
         batch, backend = self.config.latency_batch, self.config.latency_backend
         processes = 0
 
@@ -490,7 +497,7 @@ class Search:
         if config.reranks:
             t0 = time.perf_counter()
             candidates, pick = rerank(self.model, structure, config, self.calib, self.val, recovery_images, entries,
-                                      quiet, self.budget if self.budget.latency else None)
+                                      quiet, self.budget if self.budget.beyond_macs else None)
             rerank_time = time.perf_counter() - t0
             counts, chosen = np.asarray(candidates[pick]["counts"]), candidates[pick]["source"]
             best = {**best, "achieved": candidates[pick]["achieved"], "reward": candidates[pick]["reward"],
@@ -516,7 +523,7 @@ class Search:
         time_keys = sorted({k for e in entries for k in e["times"]})
         summary = {
             "macs_target": config.macs_target, "achieved": best["achieved"], "reward": best["reward"],
-            **latency_summary,
+            **latency_summary, **self._params_summary(counts),
             "best_search_reward": best.get("search_reward", best["reward"]), "best_episode": best["episode"],
             "episodes": len(entries), "seed": config.seed, "agent": config.agent,
             "reward_kind": config.reward.kind, "variant": config.reward.variant, "layers": config.reward.layers,

@@ -31,7 +31,7 @@ def band_bounds(structure: Structure, config: SearchConfig,
     """Per-group keep-ratio bounds of the search space (None: AMC's [min_keep, 1] everywhere)."""
     if config.band is None or config.agent in FIXED_AGENTS:
         return None
-    r = uniform_ratio(structure, config, budget if budget is not None and budget.latency else None)
+    r = uniform_ratio(structure, config, budget if budget is not None and budget.beyond_macs else None)
     n = len(structure.groups)
     lo, hi = np.full(n, max(config.min_keep, r * (1 - config.band))), np.full(n, min(1.0, r * (1 + config.band)))
     if REWARDS[config.reward.kind].needs == {"entropy"}:  # groups no entropy reward can see stay at the uniform ratio
@@ -48,7 +48,7 @@ def search_env(structure: Structure, config: SearchConfig, budget: Budget | None
     benchmarks/policy_space.py enumerates the same space from it."""
     return PruningEnv(structure, None, config.macs_target, config.min_keep, config.step,
                       ratio_bounds=band_bounds(structure, config, budget), latency=latency,
-                      latency_target=config.latency_target if latency else None)
+                      latency_target=config.latency_target if latency else None, params_target=config.params_target)
 
 
 def uniform_policies(structure: Structure, macs_target: float, min_keep: float,
@@ -94,7 +94,7 @@ def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list
     """Channel counts of a fixed policy after the action wall (as its agent's one episode gets them)."""
     latency = budget.latency if budget is not None else None
     env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.step, latency=latency,
-                     latency_target=config.latency_target if latency else None)
+                     latency_target=config.latency_target if latency else None, params_target=config.params_target)
     env.reset()
     info: dict[str, Any] = {}
     for r in ratios:
