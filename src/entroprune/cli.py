@@ -737,9 +737,8 @@ def run(
             raise ConfigError(f"{flag} must lie in (0, 1] (the fraction kept), got {value}")
     flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
              "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
-    cfg = _run_config(config, quick, flags, {"macs_target": macs_target, "latency_target": latency_target,
-                                             "params_target": params_target}, resume,
-                      "run")
+    targets = {"macs_target": macs_target, "latency_target": latency_target, "params_target": params_target}
+    cfg = _run_config(config, quick, flags, targets, resume, "run")
     try:
         run_dir = (resume_run(resume, quiet=quiet, say=_say) if cfg is None else
                    run_pipeline(cfg, quiet=quiet, say=_say))

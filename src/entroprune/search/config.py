@@ -141,8 +141,8 @@ class SearchConfig:
         whole pruned net, timed on ``latency_backend`` in alternation with the chosen one on the machine
         the search runs on, is not slower (kernels run some wider layers as fast as narrower ones, which a
         latency table's interpolation cannot see; :mod:`entroprune.search.free_channels`), then drop them
-        all if a confirming timing reads the widened net slower. The MACs target still holds. No effect
-        without a latency target.
+        all if a confirming timing reads the widened net slower. The MACs (and parameter) target still holds.
+        No effect without a latency target.
     :param flops_target: the old name of ``macs_target`` (deprecated: it always meant MACs).
     """
 

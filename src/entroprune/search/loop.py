@@ -451,12 +451,12 @@ class Search:
 
     def _free_channels(self, counts: np.ndarray, quiet: bool
                        ) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
-        """The chosen policy widened where the runtime runs the wider net no slower, the MACs target kept; the
-        confirming timing's ratio and how many fresh processes took it, for search.json."""
+        """The chosen policy widened where the runtime runs the wider net no slower, the MACs (and parameter)
+        target kept; the confirming timing's ratio and how many fresh processes took it, for search.json."""
         from ..latency import FRESH_PROCESSES, fresh_pair_times, wall_pair_timer
         from .free_channels import FREE_CHANNEL_REPEATS, free_channels
 
-        macs_only = Budget(self.structure, self.config.macs_target, params_target=self.config.params_target)
+        held = Budget(self.structure, self.config.macs_target, params_target=self.config.params_target)
         batch, backend = self.config.latency_batch, self.config.latency_backend
         processes = 0
 
@@ -477,7 +477,7 @@ class Search:
                 bar.update(task, advance=1, info=f"{t['group']} {t['from']}->{t['to']}: {t['time_ratio']:.3f}x"
                                                  f"{' no slower' if t['kept'] else ''}")
             counts, trials, ratio = free_channels(self.model, self.structure, counts, self.env.one_step_more,
-                                                  lambda c: bool(macs_only.fits(c)[0]),
+                                                  lambda c: bool(held.fits(c)[0]),
                                                   wall_pair_timer(batch, backend, FREE_CHANNEL_REPEATS),
                                                   on_trial=on_trial, confirm=confirm)
             # the steps a trial read no slower stand only if the confirming timing agrees: say which it was
