@@ -511,9 +511,7 @@ def search(
                                                        "better (0 = best wins).")] = _SEARCH.uniform_margin,
     recovery_steps: Annotated[int, typer.Option(help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
     recovery_images: Annotated[int, typer.Option(help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
-    params_target: Annotated[float | None, typer.Option(
-        help="Also keep at most this fraction of the parameters (a flash or memory budget); every target "
-             "holds.")] = _SEARCH.params_target,
+    params_target: Annotated[float | None, typer.Option(help="Also keep at most this fraction of the parameters (a flash or memory budget).")] = _SEARCH.params_target,
     latency_target: Annotated[float | None, typer.Option(
         help="Also keep at most this fraction of the measured latency (a latency model is fitted on this "
              "machine, or read from --latency-model); both targets hold, --macs-target 1 for latency only.")] = _SEARCH.latency_target,
