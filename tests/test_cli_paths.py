@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from entroprune.api import build_structure, load_model
+from entroprune.api import build_structure, inspect_checkpoint, load_model
 from entroprune.cli import app
 from entroprune.structure import count_macs_params
 
@@ -196,6 +196,20 @@ def test_inspect_prints_the_groups_and_the_counted_macs(digits_ckpt, tmp_path):
     below = f"{floors[0] * 0.9:.4f}"
     refused(f"--macs-target {below} is unreachable", "search", digits_ckpt, "--macs-target", below, "--out",
             tmp_path / "low")
+    # the same for the parameters: each group's share of those it scales, and the lowest --params-target
+    out = " ".join(res.stdout.split())
+    pfloors = [structure.params(structure.keep_counts(0.2, step)) / structure.total_params for step in (8, 1)]
+    assert (f"lowest reachable --params-target: {pfloors[0]:.1%} (every group at --min-keep 0.2, channels rounded "
+            f"to 8); {pfloors[1]:.1%} with --round-to 1") in out
+    below = f"{pfloors[0] * 0.9:.4f}"
+    refused(f"--params-target {below} is unreachable", "search", digits_ckpt, "--params-target", below, "--out",
+            tmp_path / "low_params")
+    # a conv's parameters scale with its own group and the one before it: each a share, together more than all
+    last, before = structure.groups[-1], structure.groups[-2]
+    info = inspect_checkpoint(digits_ckpt, calib_size=4)
+    shares = {g["name"]: g["params_share"] for g in info["groups"]}
+    assert 0 < shares[before.name] < 1 and 0 < shares[last.name] < 1 and sum(shares.values()) > 1
+    assert all(f"{share:.1%}" in res.stdout for share in shares.values())
 
 
 def test_report_of_a_search_folder_matches_its_log(digits_ckpt, tmp_path):

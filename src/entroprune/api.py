@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -728,20 +729,35 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
     with EntropyProbe(model, layers, points, VARIANTS) as probe:
         values = probe.measure(calib)
     conv_names = {n for n, m in mods.items() if isinstance(m, (*CONVS, nn.Linear))}
+
+    def floor_at(step: int) -> np.ndarray:
+        counts = structure.keep_counts(_SEARCH.min_keep, step)
+        return np.array([structure.macs(counts) / structure.total_macs, structure.params(counts) / structure.total_params])
+
     return {
         "model": ckpt.spec.model, "macs": int(structure.total_macs), "params": int(structure.total_params),
         "calib_images": len(calib), "variants": list(VARIANTS),
         "groups": [{"index": g.index, "name": g.name, "members": g.members,
                     "convs": [m for m in g.members if m in conv_names], "channels": g.channels,
-                    "macs_share": g.macs / structure.total_macs} for g in structure.groups],
+                    "macs_share": g.macs / structure.total_macs, "params_share": _params_touched(structure, g.index)}
+                   for g in structure.groups],
         "layers": [{"layer": c, "group": group_of.get(c, "-"), "output": sizes.get(c, "?"),
                     **{v: values[v][c] for v in VARIANTS}} for c in layers],
-        # the lowest MACs target a search can reach (every group at min_keep), at the default rounding and
-        # unrounded: a 16-channel layer rounded to 8 keeps half, so a small net's floor moves with the rounding
+        # the lowest MACs and parameter targets a search can reach (every group at min_keep), at the default
+        # rounding and unrounded: a 16-channel layer rounded to 8 keeps half, so a small net's floor moves with it
         "floor": {"min_keep": _SEARCH.min_keep, "round_to": _SEARCH.step,
-                  **{key: float(structure.macs(structure.keep_counts(_SEARCH.min_keep, step)) / structure.total_macs)
+                  **{key: float(floor_at(step)[0]) for key, step in (("rounded", _SEARCH.step), ("unrounded", 1))},
+                  **{f"params_{key}": float(floor_at(step)[1])
                      for key, step in (("rounded", _SEARCH.step), ("unrounded", 1))}},
     }
+
+
+def _params_touched(structure: Structure, index: int) -> float:
+    """The share of the parameters that shrinks with group ``index``'s channels (those left at a vanishing
+    fraction of it are the ones that do not)."""
+    fractions = np.ones((1, len(structure.groups)))
+    fractions[0, index] = 1e-12
+    return float(1 - structure.params_batch(fractions)[0] / structure.total_params)
 
 
 

@@ -417,7 +417,7 @@ def inspect(
     device: Device = "auto",
     threads: Threads = 0,
 ) -> None:
-    """Prunable groups (members, channels, share of MACs) and per-layer spatial entropy."""
+    """Prunable groups (members, channels, share of MACs and parameters) and per-layer spatial entropy."""
     from rich.table import Table
 
     from .api import inspect_checkpoint
@@ -429,13 +429,15 @@ def inspect(
     # adds up to more than 100%, and a reader taking it for a partition would misjudge where the MACs are
     groups = Table(title=f"{info['model']}: {len(info['groups'])} prunable groups, "
                          f"{info['macs']:,} MACs, {info['params']:,} params",
-                   caption="MACs touched: the share of the MACs that shrinks with the group's channels; a conv "
-                           "between two groups counts in both, so the shares add up to more than 100%")
-    for col in ("#", "group (root)", "member layers", "channels", "MACs touched"):
-        groups.add_column(col, justify="right" if col in ("#", "channels", "MACs touched") else "left")
+                   caption="MACs (params) touched: the share of the MACs (parameters) that shrinks with the "
+                           "group's channels; a conv between two groups counts in both, so the shares add up to more "
+                           "than 100%")
+    numbers = ("#", "channels", "MACs touched", "params touched")
+    for col in ("#", "group (root)", "member layers", "channels", "MACs touched", "params touched"):
+        groups.add_column(col, justify="right" if col in numbers else "left")
     for g in info["groups"]:
         groups.add_row(str(g["index"]), g["name"], ", ".join(g["convs"]), str(g["channels"]),
-                       f"{g['macs_share']:.1%}")
+                       f"{g['macs_share']:.1%}", f"{g['params_share']:.1%}")
     out.print(groups)
     layers = Table(title=f"per-layer spatial entropy on {info['calib_images']} calibration images")
     variants = list(info["variants"])
@@ -445,8 +447,10 @@ def inspect(
         layers.add_row(row["layer"], row["group"], row["output"], *[f"{row[v]:.4f}" for v in variants])
     out.print(layers)
     floor = info["floor"]
-    out.print(f"lowest reachable --macs-target: {floor['rounded']:.1%} (every group at --min-keep {floor['min_keep']}, "
-              f"channels rounded to {floor['round_to']}); {floor['unrounded']:.1%} with --round-to 1")
+    for flag, key in (("--macs-target", ""), ("--params-target", "params_")):
+        out.print(f"lowest reachable {flag}: {floor[key + 'rounded']:.1%} (every group at --min-keep "
+                  f"{floor['min_keep']}, channels rounded to {floor['round_to']}); {floor[key + 'unrounded']:.1%} "
+                  "with --round-to 1")
 
 
 def _parse_band(band: str) -> float | None:
