@@ -196,6 +196,7 @@ CASES = {
                                           "--out-root", f"{T}/out"],
     "sweep of one target": ["sweep", "--quick", "--macs-targets", "0.5", "--out-root", f"{T}/out"],
     "sweep of a target twice": ["sweep", "--quick", "--macs-targets", "0.5,0.3,0.5", "--out-root", f"{T}/out"],
+    "sweep with a target of 1": ["sweep", "--quick", "--macs-targets", "0.5,1", "--out-root", f"{T}/out"],
     "sweep target above 1": ["sweep", "--quick", "--macs-targets", "0.5,1.5", "--out-root", f"{T}/out"],
     "sweep targets not numbers": ["sweep", "--quick", "--macs-targets", "0.5;0.3", "--out-root", f"{T}/out"],
     "sweep max drop NaN": ["sweep", "--quick", "--max-drop", "nan", "--out-root", f"{T}/out"],
@@ -470,6 +471,8 @@ EXPECT = {
                                          "space allows keeps",
     "sweep of one target": "--macs-targets takes at least two targets to compare, got [0.5]",
     "sweep of a target twice": "--macs-targets names a target twice (0.5, 0.3, 0.5)",
+    "sweep with a target of 1": "--macs-targets 1 keeps every MAC and no 'search.latency_target' or "
+                                "'search.params_target' below 1 bounds the time or the size",
     "sweep target above 1": "--macs-targets holds fractions of the MACs to keep, each in (0, 1], got 1.5",
     "sweep targets not numbers": "--macs-targets takes numbers separated by commas, one fraction of the MACs per run",
     "sweep max drop NaN": "--max-drop is the accuracy points the recommended net may lose, a number >= 0, got nan",

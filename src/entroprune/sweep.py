@@ -78,7 +78,9 @@ def run_sweep(cfg: RunConfig, sweep: SweepConfig | None = None, quiet: bool = Fa
     if cfg.search.latency_target is not None:
         raise ConfigError("a sweep varies the MACs target alone; drop `search.latency_target` (or run each latency "
                           "target with `entroprune run`)")
-    # the lowest target is the one a net may not reach: refused now, not after the other runs
+    for target in sweep.macs_targets:  # each run's settings (a target of 1 with nothing else to bound) ...
+        _at_target(cfg, target).search.validate()
+    # ... and the lowest target, the one a net may not reach: refused now, not after the other runs
     base = check_run(_at_target(cfg, min(sweep.macs_targets)), say=lambda message: None)
     # as a run's config.yaml, with absolute paths: a resume from another folder finds the inputs and baseline cache
     base.search.macs_target, base.out_root = cfg.search.macs_target, str(Path(base.out_root).resolve())
