@@ -730,10 +730,11 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
         values = probe.measure(calib)
     conv_names = {n for n, m in mods.items() if isinstance(m, (*CONVS, nn.Linear))}
 
-    def floor_at(step: int) -> np.ndarray:
+    floors = {}  # the lowest MACs and parameter fractions, at each rounding
+    for key, step in (("rounded", _SEARCH.step), ("unrounded", 1)):
         counts = structure.keep_counts(_SEARCH.min_keep, step)
-        return np.array([structure.macs(counts) / structure.total_macs, structure.params(counts) / structure.total_params])
-
+        floors[key] = float(structure.macs(counts) / structure.total_macs)
+        floors[f"params_{key}"] = float(structure.params(counts) / structure.total_params)
     return {
         "model": ckpt.spec.model, "macs": int(structure.total_macs), "params": int(structure.total_params),
         "calib_images": len(calib), "variants": list(VARIANTS),
@@ -745,10 +746,7 @@ def inspect_checkpoint(path: str | Path, dataset: str | None = None, data_dir: s
                     **{v: values[v][c] for v in VARIANTS}} for c in layers],
         # the lowest MACs and parameter targets a search can reach (every group at min_keep), at the default
         # rounding and unrounded: a 16-channel layer rounded to 8 keeps half, so a small net's floor moves with it
-        "floor": {"min_keep": _SEARCH.min_keep, "round_to": _SEARCH.step,
-                  **{key: float(floor_at(step)[0]) for key, step in (("rounded", _SEARCH.step), ("unrounded", 1))},
-                  **{f"params_{key}": float(floor_at(step)[1])
-                     for key, step in (("rounded", _SEARCH.step), ("unrounded", 1))}},
+        "floor": {"min_keep": _SEARCH.min_keep, "round_to": _SEARCH.step, **floors},
     }
 
 

@@ -15,20 +15,30 @@ from .settings import PROGRESS_FILE, busy_warning
 from .utils import atomic_write, read_json, shape_text, shell_arg, write_json, write_text
 
 
-def _plots(run_dir: Path, entries: list[dict], policy: dict | None, uniform: dict | None) -> list[str]:
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (reports are written where no display may be)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: Path) -> None:
+    """``fig`` as a PNG at ``path``, written whole or not at all, and closed."""
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    pyplot().close(fig)
+
+
+def _plots(run_dir: Path, entries: list[dict], policy: dict | None, uniform: dict | None) -> list[str]:
+    plt = pyplot()
     made = []
     plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
 
     def save(fig, name):
-        path = plot_dir / name
-        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
-        plt.close(fig)
+        save_figure(fig, plot_dir / name)
         made.append(f"plots/{name}")
 
     if policy:

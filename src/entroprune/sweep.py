@@ -184,7 +184,7 @@ def sweep_rows(sweep_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
         rows.append({"name": folder.name, "macs_target": target, "score": pruned[key],
                      "change": pruned[key] - original["score"], "uniform_score": uniform.get(key),
                      "params": pruned["params"], "macs": pruned["macs"],
-                     "macs_fraction": pruned["macs"] / base["macs"], "macs_reduction": base["macs"] / pruned["macs"],
+                     "macs_fraction": pruned["macs"] / base["macs"], "macs_reduction": pruned["macs_reduction"],
                      "speedup_torch_b64": pruned.get("speedup_torch_b64"),
                      "speedup_ts_b64": pruned.get("speedup_ts_b64"), "speedup_ort_b64": pruned.get("speedup_ort_b64"),
                      "chosen": ev.get("chosen"), "export": (ev.get("export") or {}).get("file"),
@@ -250,14 +250,9 @@ def _points(x: float) -> str:
 
 
 def _plot(sweep_dir: Path, original: dict[str, Any], rows: list[dict[str, Any]], max_drop: float) -> str:
-    import matplotlib
+    from .report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .utils import atomic_write
-
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = pyplot().subplots(figsize=(6, 3.8))
     xs = [r["macs_reduction"] for r in rows]
     ax.plot(xs, [r["score"] for r in rows], "o-", label="pruned + fine-tuned")
     for r in rows:
@@ -272,7 +267,5 @@ def _plot(sweep_dir: Path, original: dict[str, Any], rows: list[dict[str, Any]],
     ax.set_xlabel("MACs reduction (x)")
     ax.set_ylabel("test accuracy (%)" if original["score_key"] == "test_accuracy" else "agreement (%)")
     ax.legend(fontsize=7)
-    path = sweep_dir / "plots" / "tradeoff.png"
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
+    save_figure(fig, sweep_dir / "plots" / "tradeoff.png")
     return "plots/tradeoff.png"
