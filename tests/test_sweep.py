@@ -58,10 +58,14 @@ def test_an_interrupted_sweep_resumes_keeping_its_finished_runs(tmp_path, monkey
         (tmp_path / where).mkdir()
     monkeypatch.chdir(tmp_path / "started")
     cfg = load_config(None, quick=True, overrides={"out_root": "runs"})  # relative to where it started
+    said: list[str] = []
     with pytest.raises(SweepInterrupted, match=r"sweep stopped during the fine-tune of its run macs-0.4; .* "
                                                r"entroprune.resume_sweep") as stopped:
-        run_sweep(cfg, SweepConfig(macs_targets=[0.5, 0.3, 0.4], max_drop=1.5), quiet=True, say=lambda m: None)
+        run_sweep(cfg, SweepConfig(macs_targets=[0.5, 0.3, 0.4], max_drop=1.5), quiet=True, say=said.append)
     folder = tmp_path / "started" / "runs" / stopped.value.sweep_dir.rsplit("/", 1)[-1]
+    # the sweep's own resume command, said once; a run's `run --resume` would leave the sweep unfinished
+    assert sum("`entroprune sweep --resume" in m for m in said) == 1 and not any("run --resume" in m for m in said)
+    assert any(m.startswith(f"run folder: {folder / 'macs-0.3'}") for m in said), said
     assert not (folder / "macs-0.5").exists()
     assert "`entroprune sweep --resume" in stopped.value.command_line()
     finished = _digests(folder / "macs-0.3")

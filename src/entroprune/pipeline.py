@@ -68,6 +68,12 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     -> export -> report, in a fresh run folder. Returns the folder. A checkpoint whose dataset has no labels
     runs label-free: distilling fine-tunes, and top-1 agreement with the original in place of test accuracy.
     Stopped part-way (Ctrl-C, a crash), the folder keeps every finished stage: :func:`resume_run` continues it."""
+    return start_run(cfg, quiet, say, run_dir, resume_hint=True)
+
+
+def start_run(cfg: RunConfig, quiet: bool, say: Say, run_dir: str | Path | None, resume_hint: bool) -> Path:
+    """:func:`run_pipeline`'s work; ``resume_hint`` False for a run inside a sweep, whose own resume command (said
+    once, by the sweep) is the one to use: each run's `run --resume` line sent its users to the wrong command."""
     from .config import dump_config
     from .utils import write_text
 
@@ -77,7 +83,8 @@ def run_pipeline(cfg: RunConfig, quiet: bool = False, say: Say = print, run_dir:
     progress = Progress(run_dir, {"baseline": str((given or cache / "model.pt").resolve())}, say=say)
     progress.save()
     # said first, so that a run lost to a crash or a closed terminal can be found and continued
-    say(f"run folder: {run_dir} (if the run stops part-way: `entroprune run --resume {shell_arg(run_dir)}` continues it)")
+    say(f"run folder: {run_dir}" + (f" (if the run stops part-way: `entroprune run --resume {shell_arg(run_dir)}` "
+                                    "continues it)" if resume_hint else ""))
     return _run_stages(cfg, progress, given is not None, device, quiet, say)
 
 

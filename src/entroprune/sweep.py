@@ -131,7 +131,7 @@ def _at_target(cfg: RunConfig, target: float) -> RunConfig:
 
 def _run_targets(cfg: RunConfig, sweep: SweepConfig, sweep_dir: Path, quiet: bool, say: Say) -> Path:
     """Each target's run, lowest first; a finished one kept, an interrupted one resumed."""
-    from .pipeline import resume_run, run_pipeline
+    from .pipeline import resume_run, start_run
     from .utils import folder_lock
 
     targets = sorted(float(t) for t in sweep.macs_targets)
@@ -148,7 +148,7 @@ def _run_targets(cfg: RunConfig, sweep: SweepConfig, sweep_dir: Path, quiet: boo
                 else:
                     if folder.exists():  # made, then stopped before its progress record: nothing to keep
                         shutil.rmtree(folder)
-                    run_pipeline(_at_target(cfg, target), quiet=quiet, say=say, run_dir=folder)
+                    start_run(_at_target(cfg, target), quiet, say, folder, resume_hint=False)
             except RunInterrupted as exc:
                 raise SweepInterrupted(str(sweep_dir), folder.name, exc.stage) from None
         write_sweep_report(sweep_dir)
