@@ -918,3 +918,60 @@ def test_one_d_benchmark_prunes_a_conv1d_net_both_ways_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "w").rglob("*") if p.is_file()} == stamps
     assert json.loads((tmp_path / "od.json").read_text())["rows"] == rep["rows"]
+
+
+def test_finetune_budget_prunes_in_steps_to_the_same_net_and_reproduces_the_main_jobs_fine_tune(tmp_path):
+    """k1-e1 is the tool's own prune + fine-tune (the same accuracy as prune_checkpoint then finetune_checkpoint);
+    k2-e2 cuts twice, first part of the way, and ends at the same channel counts; a rerun runs nothing."""
+    g = grid(tmp_path, finetune_lr=0.02)
+    arena = tmp_path / "m" / "results.csv"
+    policy = {n: 0.25 for n in ("features.0", "features.3", "features.7", "features.10", "features.14",
+                                "features.17")}
+    from entroprune.api import finetune_checkpoint, prune_checkpoint, train_baseline
+
+    base = tmp_path / "m" / "baselines" / "vgg"
+    train_baseline("vgg", "digits", base, epochs=1, width_mult=0.5, quiet=True)
+    with open(arena, "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["model", "target", "source", "seed", "policy"])
+        w.writeheader()
+        w.writerow({"model": "vgg", "target": 0.5, "source": "uniform", "seed": 0, "policy": json.dumps(policy)})
+    out, results = tmp_path / "fb.md", tmp_path / "fb.csv"
+    args = ["--grid", str(g), "--pairs", "vgg:0.5", "--seeds", "0", "--variants", "k1-e1", "k2-e2",
+            "--results", str(results), "--out", str(out)]
+    res = run("finetune_budget.py", *args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    once, steps = rows(results)
+    prune_checkpoint(base / "model.pt", {"policy": policy, "round_to": 1}, tmp_path / "p")
+    ft = finetune_checkpoint(tmp_path / "p" / "model.pt", tmp_path / "f", epochs=1, lr=0.02, seed=0, quiet=True)
+    assert float(once["test_accuracy"]) == ft["test_accuracy"]
+    assert once["macs_fraction"] == steps["macs_fraction"] and len(steps["step_accuracies"].split()) == 2
+    assert f"{float(steps['test_accuracy']):.2f}" == steps["step_accuracies"].split()[-1]
+    text = out.read_text()
+    assert "| k2-e2 | 2 steps, 2 epochs in all | 1 |" in text
+    diff = float(steps["test_accuracy"]) - float(once["test_accuracy"])
+    assert f"{diff:+.2f} ± 0.00" in text
+    res = run("finetune_budget.py", *args)
+    assert res.returncode == 0 and "seed 0:" not in res.stdout and len(rows(results)) == 2
+
+
+def test_finetune_budget_steps_cut_part_of_the_way_first_and_end_at_the_policy(digits_ckpt):
+    """Each step keeps fewer channels than the one before (never fewer than the policy's), MACs fall
+    geometrically towards the target, and the last step is the policy itself."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    from finetune_budget import parse_variant, step_counts
+
+    from entroprune.api import build_structure, load_model
+
+    model, ckpt = load_model(digits_ckpt)
+    structure = build_structure(model, ckpt.spec)
+    final = structure.keep_counts(0.25)
+    steps = step_counts(structure, final, 3, 1)
+    assert np.array_equal(steps[-1], final)
+    fractions = [structure.macs(c) / structure.total_macs for c in steps]
+    assert 1 > fractions[0] > fractions[1] > fractions[2]
+    assert all((a >= b).all() and (b >= final).all() for a, b in zip(steps, steps[1:], strict=False))
+    assert fractions[0] > 0.3 and fractions[1] > 0.12  # about 0.25**2 ** (1/3, 2/3): not cut to the end at once
+    assert parse_variant("k3-e10") == (3, 10)
+    with pytest.raises(SystemExit):
+        parse_variant("k4-e3")
