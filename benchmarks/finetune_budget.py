@@ -12,7 +12,10 @@ Variants, each on the arena's uniform policy of a pair (the allocation held fixe
 - ``kK-eE``: K steps, each group's keep ratio r reached along r**(i/K) (rounded as the tool rounds; the last
   step the policy itself), the E epochs split over the steps (the remainder to the last), BatchNorm statistics
   re-estimated after each cut, channels ranked by L1 on the weights of the step before, each step a cosine
-  schedule from lr 0.02 with distillation from the unpruned net.
+  schedule from lr 0.02 with distillation from the unpruned net;
+- ``kK-eE-cubic``: the same along AGP's cubic schedule (Zhu & Gupta, 2017: the removed fraction
+  (1 - r) * (1 - (1 - i/K)**3)), which cuts most at first and little at the end, so that the last, shortest
+  fine-tune has the least to recover.
 
 Resumable: each (pair, variant, seed) cell is a row of the results CSV, skipped when there.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import operator
 import re
 import statistics
 import sys
@@ -53,29 +57,38 @@ FIELDS = ["model", "target", "variant", "seed", "test_accuracy", "step_accuracie
 FINAL_BN_IMAGES = 2048
 
 
-def parse_variant(variant: str) -> tuple[int, int]:
-    match = re.fullmatch(r"k(\d+)-e(\d+)", variant)
+def parse_variant(variant: str) -> tuple[int, int, str]:
+    """(steps, epochs, schedule) of ``kK-eE`` (geometric) or ``kK-eE-cubic``."""
+    match = re.fullmatch(r"k(\d+)-e(\d+)(-cubic)?", variant)
     if not match or int(match[1]) < 1 or int(match[2]) < int(match[1]):
-        raise SystemExit(f"variant {variant!r} is not kK-eE with 1 <= K <= E (steps, epochs)")
-    return int(match[1]), int(match[2])
+        raise SystemExit(f"variant {variant!r} is not kK-eE or kK-eE-cubic with 1 <= K <= E (steps, epochs)")
+    return int(match[1]), int(match[2]), "cubic" if match[3] else "geometric"
 
 
-def step_counts(structure: Structure, final: np.ndarray, steps: int, round_to: int) -> list[np.ndarray]:
-    """Each step's channels per group: the keep ratio r reached along r**(i/steps), never below the policy's
+def _ratio(final: float, at: float, schedule: str) -> float:
+    """The keep ratio a fraction ``at`` of the way from 1 to ``final``."""
+    return final ** at if schedule == "geometric" else 1 - (1 - final) * (1 - (1 - at) ** 3)
+
+
+def step_counts(structure: Structure, final: np.ndarray, steps: int, round_to: int,
+                schedule: str = "geometric") -> list[np.ndarray]:
+    """Each step's channels per group: the keep ratio r reached along the schedule, never below the policy's
     count nor above the step before's; the last step is the policy."""
     out, current = [], structure.full_counts()
     for i in range(1, steps + 1):
         if i == steps:
             counts = final.copy()
         else:
-            counts = np.array([min(cur, max(int(f), structure.round_group(g, (f / g.channels) ** (i / steps), round_to)))
+            counts = np.array([min(cur, max(int(f), structure.round_group(g, _ratio(f / g.channels, i / steps, schedule),
+                                                                          round_to)))
                                for g, f, cur in zip(structure.groups, final, current, strict=True)])
         out.append(counts)
         current = counts
     return out
 
 
-def run_cell(base: Path, policy: dict[str, float], grid: dict, steps: int, epochs: int, seed: int) -> dict:
+def run_cell(base: Path, policy: dict[str, float], grid: dict, steps: int, epochs: int, schedule: str,
+             seed: int) -> dict:
     original, ckpt = load_model(base)
     data = load_data_for_spec(ckpt.spec)
     first = build_structure(original, ckpt.spec)
@@ -83,7 +96,8 @@ def run_cell(base: Path, policy: dict[str, float], grid: dict, steps: int, epoch
     per = [epochs // steps + (1 if i >= steps - epochs % steps else 0) for i in range(steps)]
     teacher, net = copy.deepcopy(original).eval(), copy.deepcopy(original)
     accuracies, t0 = [], time.perf_counter()
-    for i, (counts, n_epochs) in enumerate(zip(step_counts(first, final, steps, grid["round_to"]), per, strict=True)):
+    cuts = step_counts(first, final, steps, grid["round_to"], schedule)
+    for i, (counts, n_epochs) in enumerate(zip(cuts, per, strict=True)):
         structure = first if i == 0 else build_structure(net, ckpt.spec)  # ranked on the weights as they are now
         net, _ = prune_model(net, structure, counts)
         recalibrate_bn(net, data.normalize(data.calib.x))
@@ -131,8 +145,9 @@ def _arena_check(rows: list[dict], arena: list[dict], ref: str) -> str:
 
 
 def _label(variant: str) -> str:
-    steps, epochs = parse_variant(variant)
-    return f"at once, {epochs} epochs" if steps == 1 else f"{steps} steps, {epochs} epochs in all"
+    steps, epochs, schedule = parse_variant(variant)
+    return (f"at once, {epochs} epochs" if steps == 1 else
+            f"{steps} steps{' (cubic)' if schedule == 'cubic' else ''}, {epochs} epochs in all")
 
 
 def page(rows: list[dict], arena: list[dict], ref: str) -> list[str]:
@@ -155,7 +170,7 @@ def page(rows: list[dict], arena: list[dict], ref: str) -> list[str]:
                   *([f"Unpruned: {float(base):.2f}%.", ""] if base else []),
                   f"| variant | | seeds | test acc (%) | Δ {ref} (points) | per step (%) | fine-tune (s) |",
                   "|---|---|---|---|---|---|---|"]
-        order = sorted(dict.fromkeys(r["variant"] for r in cells), key=lambda v: parse_variant(v)[::-1])
+        order = sorted(dict.fromkeys(r["variant"] for r in cells), key=lambda v: operator.itemgetter(1, 0, 2)(parse_variant(v)))
         for variant in order:
             rs = [r for r in cells if r["variant"] == variant]
             acc = [float(r["test_accuracy"]) for r in rs]

@@ -972,6 +972,10 @@ def test_finetune_budget_steps_cut_part_of_the_way_first_and_end_at_the_policy(d
     assert 1 > fractions[0] > fractions[1] > fractions[2]
     assert all((a >= b).all() and (b >= final).all() for a, b in zip(steps, steps[1:], strict=False))
     assert fractions[0] > 0.3 and fractions[1] > 0.12  # about 0.25**2 ** (1/3, 2/3): not cut to the end at once
-    assert parse_variant("k3-e10") == (3, 10)
+    # AGP's cubic schedule cuts more at first and less at the end than the geometric one
+    cubic = step_counts(structure, final, 3, 1, "cubic")
+    assert np.array_equal(cubic[-1], final) and cubic[0].sum() < steps[0].sum()
+    assert cubic[1].sum() - final.sum() < steps[1].sum() - final.sum()
+    assert parse_variant("k3-e10") == (3, 10, "geometric") and parse_variant("k2-e3-cubic") == (2, 3, "cubic")
     with pytest.raises(SystemExit):
         parse_variant("k4-e3")

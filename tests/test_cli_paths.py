@@ -360,6 +360,32 @@ def test_every_command_that_computes_takes_seed_device_and_threads(digits_ckpt, 
     assert seen == {"threads": 1}
 
 
+def test_finetune_epochs_reach_the_run_and_the_sweep_over_the_config(tmp_path, monkeypatch):
+    """`run` and `sweep --finetune-epochs N` fine-tune N epochs, over a config file's `finetune.epochs`, and
+    leave the other fine-tune settings as they were; without the flag the config's (or the default) stand."""
+    import entroprune.pipeline
+    import entroprune.sweep
+    from entroprune.config import FinetuneConfig
+
+    seen = []
+
+    def fake(cfg, *args, **kwargs):
+        seen.append(cfg.finetune)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(entroprune.pipeline, "run_pipeline", fake)
+    monkeypatch.setattr(entroprune.sweep, "run_sweep", fake)
+    (tmp_path / "c.yaml").write_text("finetune:\n  epochs: 4\n  lr: 0.01\n")
+    out = ["--out-root", str(tmp_path / "runs")]
+    for command in ("run", "sweep"):
+        runner.invoke(app, [command, "--finetune-epochs", "7", *out])
+        runner.invoke(app, [command, "--config", str(tmp_path / "c.yaml"), "--finetune-epochs", "9", *out])
+        runner.invoke(app, [command, "--config", str(tmp_path / "c.yaml"), *out])
+        runner.invoke(app, [command, *out])
+    expected = [(7, FinetuneConfig.lr), (9, 0.01), (4, 0.01), (FinetuneConfig.epochs, FinetuneConfig.lr)] * 2
+    assert [(f.epochs, f.lr) for f in seen] == expected
+
+
 def test_ctrl_c_inside_a_string_exec_still_exits_130(tmp_path):
     """A Ctrl-C that lands while library code runs a string `exec` (dataclasses and scipy build functions
     that way; DDPG's first act imports scipy.stats) makes CPython's `python -m` kill itself with SIGINT at

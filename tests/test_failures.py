@@ -194,6 +194,8 @@ CASES = {
     "search parameter target 0": ["search", f"{T}/good.pt", "--params-target", "0", "--out", f"{T}/out"],
     "run, unreachable parameter target": ["run", "--checkpoint", f"{T}/good.pt", "--params-target", "0.001",
                                           "--out-root", f"{T}/out"],
+    "run, negative fine-tune epochs": ["run", "--quick", "--finetune-epochs", "-1", "--out-root", f"{T}/out"],
+    "sweep --resume with fine-tune epochs": ["sweep", "--resume", f"{T}/base", "--finetune-epochs", "5"],
     "sweep of one target": ["sweep", "--quick", "--macs-targets", "0.5", "--out-root", f"{T}/out"],
     "sweep of a target twice": ["sweep", "--quick", "--macs-targets", "0.5,0.3,0.5", "--out-root", f"{T}/out"],
     "sweep with a target of 1": ["sweep", "--quick", "--macs-targets", "0.5,1", "--out-root", f"{T}/out"],
@@ -469,6 +471,9 @@ EXPECT = {
     "search parameter target 0": "--params-target must lie in (0, 1] (fraction of the parameters kept), got 0.0",
     "run, unreachable parameter target": "'search.params_target' 0.001 is unreachable: the smallest policy the search "
                                          "space allows keeps",
+    "run, negative fine-tune epochs": "config key 'finetune': epochs must be >= 0, got -1",
+    "sweep --resume with fine-tune epochs": "--resume continues a sweep with the settings in its config.yaml and "
+                                            "sweep.json; drop --finetune-epochs",
     "sweep of one target": "--macs-targets takes at least two targets to compare, got [0.5]",
     "sweep of a target twice": "--macs-targets names a target twice (0.5, 0.3, 0.5)",
     "sweep with a target of 1": "--macs-targets 1 keeps every MAC and no 'search.latency_target' or "

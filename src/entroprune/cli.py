@@ -56,6 +56,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 TrustPickle = Annotated[bool, typer.Option(help="Allow pickled objects (runs code from the file).")]
 Importance = Annotated[str, typer.Option(help=f"Channel ranking within a group: {' or '.join(IMPORTANCES)}.")]
 CheckpointDataset = Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")]
+FinetuneEpochs = Annotated[int | None, typer.Option(
+    help=f"Fine-tuning epochs of the pruned net and of its uniform reference (overrides the config's "
+         f"finetune.epochs, default {_FINETUNE.epochs}): more win back accuracy at low targets, at their time.")]
 
 
 def _ignore_further_ctrl_c() -> None:
@@ -723,6 +726,7 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads, 0 = torch default (overrides the config).")] = None,
+    finetune_epochs: FinetuneEpochs = None,
     quiet: Quiet = False,
     resume: Annotated[Path | None, typer.Option(
         help="Continue a run that stopped part-way (Ctrl-C, a crash) in its folder, with its own settings; its "
@@ -740,7 +744,7 @@ def run(
     flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
              "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
     targets = {"macs_target": macs_target, "latency_target": latency_target, "params_target": params_target}
-    cfg = _run_config(config, quick, flags, targets, resume, "run")
+    cfg = _run_config(config, quick, flags, targets, resume, "run", finetune={"epochs": finetune_epochs})
     try:
         run_dir = (resume_run(resume, quiet=quiet, say=_say) if cfg is None else
                    run_pipeline(cfg, quiet=quiet, say=_say))
@@ -767,22 +771,26 @@ def _say(message: str) -> None:
 
 
 def _run_config(config: Path | None, quick: bool, flags: dict[str, Any], search: dict[str, Any],
-                resume: Path | None, command: str, own: dict[str, Any] | None = None) -> RunConfig | None:
-    """The config ``run`` and ``sweep`` start from, the flags given laid over it (None with ``--resume``, which
-    takes the folder's own and refuses any other setting, the command's ``own`` included)."""
+                resume: Path | None, command: str, own: dict[str, Any] | None = None,
+                finetune: dict[str, Any] | None = None) -> RunConfig | None:
+    """The config ``run`` and ``sweep`` start from, the flags given laid over it (``search`` and ``finetune``:
+    those of the config's sections, flags ``--KEY`` and ``--finetune-KEY``); None with ``--resume``, which
+    takes the folder's own and refuses any other setting, the command's ``own`` included."""
     from .config import load_config
 
+    finetune = finetune or {}
     if resume is not None:
-        given = [k for k, v in {**flags, **search, **(own or {}), "config": config, "quick": quick or None}.items()
-                 if v is not None]
+        given = [k for k, v in {**flags, **search, **(own or {}), **{f"finetune_{k}": v for k, v in finetune.items()},
+                                "config": config, "quick": quick or None}.items() if v is not None]
         if given:
             where = "config.yaml" if command == "run" else "config.yaml and sweep.json"
             raise ConfigError(f"--resume continues a {command} with the settings in its {where}; drop "
                               f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         return None
     overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
-    if any(v is not None for v in search.values()):
-        overrides["search"] = {k: v for k, v in search.items() if v is not None}
+    for section, values in (("search", search), ("finetune", finetune)):
+        if any(v is not None for v in values.values()):
+            overrides[section] = {k: v for k, v in values.items() if v is not None}
     return load_config(config, quick=quick, overrides=overrides)
 
 
@@ -805,6 +813,7 @@ def sweep(
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads, 0 = torch default (overrides the config).")] = None,
+    finetune_epochs: FinetuneEpochs = None,
     quiet: Quiet = False,
     resume: Annotated[Path | None, typer.Option(
         help="Continue a sweep that stopped part-way, in its folder, with its own settings.")] = None,
@@ -818,7 +827,7 @@ def sweep(
     flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
              "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
     own = {"macs_targets": targets, "max_drop": max_drop}
-    cfg = _run_config(config, quick, flags, {}, resume, "sweep", own)
+    cfg = _run_config(config, quick, flags, {}, resume, "sweep", own, finetune={"epochs": finetune_epochs})
     try:
         if cfg is None:
             assert resume is not None
