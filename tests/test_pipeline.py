@@ -443,6 +443,9 @@ def test_run_quick_cli(quick_run, tmp_path):
     assert "| original |" in report and "| pruned |" in report and "speed-up" in report
     assert "run folder" in proc.stdout
     assert "- channels rounded to multiples of 8 (`round_to`" in report  # the quick preset rounds as the main job
+    # what the accuracy change was measured after (the quick preset: 1 epoch), and the key that buys more
+    assert "Test accuracy change after fine-tuning (1 epoch, distilled from the original; more with " \
+           "`finetune.epochs`): " in report
     counts = json.loads((run / "search" / "policy.json").read_text())["counts"]
     assert all(c % 8 == 0 for c in counts.values()), counts
     # the reference line: the uniform policy, pruned and fine-tuned like the searched one
@@ -782,7 +785,9 @@ def test_run_without_labels(digits_ckpt, tmp_path):
     assert "test_accuracy" not in ref and 0 <= ref["test_agreement"] <= 100
     report = (run / "report.md").read_text()
     assert "| agreement (%) |" in report and "test acc (%)" not in report
-    assert f"agrees with the original's on {pruned['test_agreement']:.2f}% of the held-out images" in report
+    assert (f"fine-tuned ({finetuned['epochs']} epoch{'s' if finetuned['epochs'] > 1 else ''}, distilled from the "
+            f"original; more with `finetune.epochs`), agrees with the original's top-1 prediction on "
+            f"{pruned['test_agreement']:.2f}% of the held-out images") in report
     assert f"{ref['test_agreement']:.2f}% top-1 agreement with the original" in report
     assert f"top-1 agreement with the original {pruned['test_agreement']:.2f}%" in proc.stdout
 

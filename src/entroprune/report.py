@@ -12,7 +12,7 @@ import numpy as np
 from .search.free_channels import steps_summary
 from .search.rerank import mean_reading
 from .settings import PROGRESS_FILE, busy_warning
-from .utils import atomic_write, read_json, shape_text, shell_arg, write_json, write_text
+from .utils import atomic_write, count_text, read_json, shape_text, shell_arg, write_json, write_text
 
 
 def pyplot():
@@ -378,6 +378,16 @@ def _short(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
+def _finetune_text(run_dir: Path) -> str:
+    """`` (N epochs, distilled from the original; more with `finetune.epochs`)`` from the run's fine-tune record:
+    what the accuracy cost was measured after, and the knob that moves it."""
+    m = read_json(run_dir / "finetuned" / "metrics.json")
+    if not isinstance(m, dict) or not isinstance(m.get("epochs"), int):
+        return ""
+    how = ", distilled from the original" if m.get("distill") else ""
+    return f" ({count_text(m['epochs'], 'epoch')}{how}; more with `finetune.epochs`)"
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md, report.json and plots/ for a run folder (or a search folder)."""
     from .errors import ConfigError
@@ -418,11 +428,11 @@ def write_report(run_dir: str | Path) -> Path:
         score = score_key(pr)
         if score == "test_accuracy":
             drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
-            md += [f"Test accuracy change after fine-tuning: {-drop:+.2f} points.", ""]
+            md += [f"Test accuracy change after fine-tuning{_finetune_text(run_dir)}: {-drop:+.2f} points.", ""]
             md += _per_class_lines(evaluation["rows"][0], pr, (evaluation.get("export") or {}).get("classes"))
         else:
-            md += [f"No labels: the pruned, fine-tuned net's top-1 prediction agrees with the original's on "
-                   f"{pr[score]:.2f}% of the held-out images (test accuracy needs labels).", ""]
+            md += [f"No labels: the pruned net, fine-tuned{_finetune_text(run_dir)}, agrees with the original's top-1 "
+                   f"prediction on {pr[score]:.2f}% of the held-out images (test accuracy needs labels).", ""]
         ref = evaluation.get("uniform_reference")
         if ref:
             gain = pr[score] - ref[score]
