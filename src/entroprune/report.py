@@ -378,7 +378,7 @@ def _short(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
-def _finetune_text(run_dir: Path) -> str:
+def finetune_text(run_dir: Path) -> str:
     """`` (N epochs, distilled from the original; more with `finetune.epochs`)`` from the run's fine-tune record:
     what the accuracy cost was measured after, and the knob that moves it."""
     m = read_json(run_dir / "finetuned" / "metrics.json")
@@ -428,10 +428,10 @@ def write_report(run_dir: str | Path) -> Path:
         score = score_key(pr)
         if score == "test_accuracy":
             drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
-            md += [f"Test accuracy change after fine-tuning{_finetune_text(run_dir)}: {-drop:+.2f} points.", ""]
+            md += [f"Test accuracy change after fine-tuning{finetune_text(run_dir)}: {-drop:+.2f} points.", ""]
             md += _per_class_lines(evaluation["rows"][0], pr, (evaluation.get("export") or {}).get("classes"))
         else:
-            md += [f"No labels: the pruned net, fine-tuned{_finetune_text(run_dir)}, agrees with the original's top-1 "
+            md += [f"No labels: the pruned net, fine-tuned{finetune_text(run_dir)}, agrees with the original's top-1 "
                    f"prediction on {pr[score]:.2f}% of the held-out images (test accuracy needs labels).", ""]
         ref = evaluation.get("uniform_reference")
         if ref:
@@ -451,4 +451,4 @@ def write_report(run_dir: str | Path) -> Path:
     return write_text(run_dir / "report.md", "\n".join(md))
 
 
-__all__ = ["write_report", "markdown_table", "format_value", "score_key", "SCORES", "TABLE_COLUMNS"]
+__all__ = ["write_report", "markdown_table", "format_value", "score_key", "finetune_text", "SCORES", "TABLE_COLUMNS"]

@@ -201,7 +201,7 @@ def recommended(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any] |
 def write_sweep_report(sweep_dir: str | Path) -> Path:
     """``sweep.md`` (the trade-off table, the recommendation, the plot) and the results in ``sweep.json``;
     returns sweep.md's path."""
-    from .report import format_value
+    from .report import finetune_text, format_value
     from .utils import read_json, write_json, write_text
 
     sweep_dir = Path(sweep_dir)
@@ -215,7 +215,8 @@ def write_sweep_report(sweep_dir: str | Path) -> Path:
              f"Machine: {original['machine']}; seed {original['seed']}; {original['date']}. The runs took {spent} in "
              "all.", "",
              "Each row is the main job at that target, in its own folder (its report.md, exported model and uniform "
-             "reference line); the speed-ups are batch-64 CPU latencies against the original, timed in each run.", "",
+             f"reference line), fine-tuned{finetune_text(sweep_dir / rows[0]['name'])}; the speed-ups are batch-64 "
+             "CPU latencies against the original, timed in each run.", "",
              f"| run | MACs kept | MACs reduction | params | {metric} | change (points) | uniform policy, same "
              "fine-tune | torch eager speed-up | TorchScript speed-up | ORT speed-up | policy returned |",
              "|---|---|---|---|---|---|---|---|---|---|---|",
