@@ -135,11 +135,16 @@ def run(args: argparse.Namespace) -> None:
     write_page(Path(args.out), page(rows, arena, f"k1-e{grid['finetune_epochs']}"), rows)
 
 
+def _cpu(machine: str) -> str:
+    """A machine line without the CPU's family and model, which machine lines before them did not give."""
+    return re.sub(r" \(family [^)]*\)", "", machine or "")
+
+
 def _arena_check(rows: list[dict], arena: list[dict], ref: str) -> str:
     """``ref`` is the arena's uniform cell: how many of those run here reproduce the arena's on the same machine."""
     pairs = [(float(r["test_accuracy"]), float(a["test_accuracy"])) for r in rows if r["variant"] == ref
              for a in arena if a["source"] == "uniform" and a["model"] == r["model"] and a["seed"] == r["seed"]
-             and float(a["target"]) == float(r["target"]) and a.get("machine") == r["machine"]]
+             and float(a["target"]) == float(r["target"]) and _cpu(a.get("machine", "")) == _cpu(r["machine"])]
     same = sum(abs(x - y) < 1e-9 for x, y in pairs)
     return f"of the {len(pairs)} {ref} cells the arena ran on the same machine, {same} came out the same"
 
@@ -157,7 +162,7 @@ def page(rows: list[dict], arena: list[dict], ref: str) -> list[str]:
              "cell is a row of `docs/measurements/finetune_budget.csv`); this page by `python "
              "benchmarks/finetune_budget.py --page-only`. What and why: the script's docstring. The allocation is "
              "the arena's uniform policy of each pair, pruned from the arena's baseline; `kK-eE` prunes in K steps "
-             "with E epochs of distilled fine-tuning in all (`{ref}` is the main job's and the arena's fine-tune: "
+             f"with E epochs of distilled fine-tuning in all (`{ref}` is the main job's and the arena's fine-tune: "
              f"{_arena_check(rows, arena, ref)}). Δ {ref}: paired difference to it with the same seed (mean ± std). "
              "Per step: each step's test accuracy after its fine-tune, averaged over the seeds.", ""]
     lines += [f"Machine: {'; '.join(sorted({r['machine'] for r in rows}))}.", ""]
