@@ -45,6 +45,7 @@ from common import append_row, load_grid, read_rows, write_page  # noqa: E402
 from reproduce import ensure_baseline  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
+from entroprune.config import FinetuneConfig  # noqa: E402
 from entroprune.prune import prune_model, recalibrate_bn  # noqa: E402
 from entroprune.structure import Structure  # noqa: E402
 from entroprune.train import TrainConfig, evaluate, train_model  # noqa: E402
@@ -52,8 +53,8 @@ from entroprune.utils import machine_description  # noqa: E402
 
 FIELDS = ["model", "target", "variant", "seed", "test_accuracy", "step_accuracies", "macs_fraction",
           "finetune_time_s", "machine", "date"]
-#: Images whose BatchNorm statistics are re-estimated after each cut and after the last fine-tune (as
-#: entroprune's prune and finetune stages do: the calibration split, then 2048 training images).
+#: BatchNorm statistics are re-estimated on the calibration split after each cut and on this many training
+#: images after each step's fine-tune, as entroprune's prune and finetune stages do.
 FINAL_BN_IMAGES = 2048
 
 
@@ -101,7 +102,8 @@ def run_cell(base: Path, policy: dict[str, float], grid: dict, steps: int, epoch
         structure = first if i == 0 else build_structure(net, ckpt.spec)  # ranked on the weights as they are now
         net, _ = prune_model(net, structure, counts)
         recalibrate_bn(net, data.normalize(data.calib.x))
-        config = TrainConfig(epochs=n_epochs, lr=float(grid["finetune_lr"]), batch_size=128, schedule="cosine")
+        config = TrainConfig(epochs=n_epochs, lr=float(grid["finetune_lr"]), batch_size=FinetuneConfig.batch_size,
+                             schedule="cosine")
         train_model(net, data, config, seed=seed + 1000 * i, teacher=teacher if grid["finetune_distill"] else None,
                     quiet=True)
         recalibrate_bn(net, data.normalize(data.train.x[:FINAL_BN_IMAGES]))
