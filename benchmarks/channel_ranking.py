@@ -43,7 +43,7 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import append_row, load_grid, read_rows, write_page  # noqa: E402
+from common import append_row, load_grid, mean_sd, read_rows, write_page  # noqa: E402
 from reproduce import ensure_baseline  # noqa: E402
 
 import entroprune.api as api  # noqa: E402
@@ -292,13 +292,11 @@ def page(rows: list[dict], arena: list[dict], scores: dict | None = None) -> lis
             acc = [float(r["test_accuracy"]) for r in rs]
             before = statistics.mean(float(r["accuracy_before_finetune"]) for r in rs)
             diffs = [float(r["test_accuracy"]) - ref[r["seed"]] for r in rs if r["seed"] in ref]
-            d = ("-" if ranking == "l1" or not diffs else
-                 f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs) if len(diffs) > 1 else 0:.2f}")
-            sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+            d = "-" if ranking == "l1" or not diffs else mean_sd(diffs, sign=True)
             star = "*" if any(r.get("from_arena") for r in rs) else ""
             sc = (scores or {}).get(f"{model}:{float(target)}:{ranking}")
             kl = f"{sc['fresh_kl']:.3f} | {sc['recovered_kl']:.3f}" if sc else "- | -"
-            lines.append(f"| {ranking}{star} | {len(rs)} | {before:.1f} | {statistics.mean(acc):.2f} ± {sd:.2f} | {d} "
+            lines.append(f"| {ranking}{star} | {len(rs)} | {before:.1f} | {mean_sd(acc)} | {d} "
                          f"| {kl} |")
         lines.append("")
     return lines

@@ -100,6 +100,12 @@ def write_page(out: Path, lines: list[str], payload: dict | list) -> None:
     print("\n".join(lines))
 
 
+def mean_sd(values: list[float], sign: bool = False) -> str:
+    """``mean ± sample std`` of a page's cell (± 0.00 for one value), signed for paired differences."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):{'+' if sign else ''}.2f} ± {sd:.2f}"
+
+
 def read_rows(path: Path) -> list[dict]:
     """Rows of a results CSV (none when it does not exist yet)."""
     if not path.exists():

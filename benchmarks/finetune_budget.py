@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from channel_ranking import uniform_policy  # noqa: E402
-from common import append_row, load_grid, read_rows, write_page  # noqa: E402
+from common import append_row, load_grid, mean_sd, read_rows, write_page  # noqa: E402
 from reproduce import ensure_baseline  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
@@ -182,12 +182,10 @@ def page(rows: list[dict], arena: list[dict], ref: str) -> list[str]:
             rs = [r for r in cells if r["variant"] == variant]
             acc = [float(r["test_accuracy"]) for r in rs]
             diffs = [a - by_seed[r["seed"]] for a, r in zip(acc, rs, strict=True) if r["seed"] in by_seed]
-            d = ("-" if variant == ref or not diffs else
-                 f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs) if len(diffs) > 1 else 0:.2f}")
+            d = "-" if variant == ref or not diffs else mean_sd(diffs, sign=True)
             steps = np.mean([[float(x) for x in r["step_accuracies"].split()] for r in rs], axis=0)
-            sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
             secs = statistics.median(float(r["finetune_time_s"]) for r in rs)
-            lines.append(f"| {variant} | {_label(variant)} | {len(rs)} | {statistics.mean(acc):.2f} ± {sd:.2f} | {d} "
+            lines.append(f"| {variant} | {_label(variant)} | {len(rs)} | {mean_sd(acc)} | {d} "
                          f"| {' → '.join(f'{s:.2f}' for s in steps)} | {secs:.0f} |")
         lines.append("")
     return lines
