@@ -79,16 +79,13 @@ class PruningEnv(gym.Env):
                 f"{rounding} leaves {floor:.1%} of the MACs (unprunable layers included); raise the target or lower "
                 f"`min_keep`{' or `round_to`' if round_to > 1 else ''}")
         self.budget = Budget(structure, macs_target, latency, latency_target, params_target)
-        params_floor = self.budget.params_fraction(self.min_counts)[0]
-        if params_target is not None and params_floor > params_target * (1 + 1e-9):
-            raise ConfigError(f"`params_target` {params_target} is unreachable: the smallest policy the search space "
-                              f"allows keeps {params_floor:.1%} of the parameters (unprunable layers included); raise "
-                              "the target or lower `min_keep`")
-        lat_floor = self.budget.latency_fraction(self.min_counts)
-        if lat_floor is not None and lat_floor[0] > latency_target * (1 + 1e-9):
-            raise ConfigError(f"`latency_target` {latency_target} is unreachable: the smallest policy the search "
-                              f"space allows keeps {lat_floor[0]:.1%} of the predicted latency (fixed costs "
-                              "included); raise the target or lower `min_keep`")
+        for name, target, spent, what in (
+                ("params_target", params_target, self.budget.params_fraction, "the parameters (unprunable layers included)"),
+                ("latency_target", latency_target, self.budget.latency_fraction, "the predicted latency (fixed costs included)")):
+            floor_of = spent(self.min_counts) if target is not None else None
+            if floor_of is not None and floor_of[0] > target * (1 + 1e-9):
+                raise ConfigError(f"`{name}` {target} is unreachable: the smallest policy the search space allows "
+                                  f"keeps {floor_of[0]:.1%} of {what}; raise the target or lower `min_keep`")
         self._static = self._static_features()
         self.observation_space = gym.spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), dtype=np.float32)
         self.action_space = gym.spaces.Box(np.float32(min_keep), np.float32(1.0), (1,), dtype=np.float32)
