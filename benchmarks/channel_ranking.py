@@ -43,7 +43,7 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import append_row, load_grid, mean_sd, read_rows, write_page  # noqa: E402
+from common import append_row, arena_reruns, load_grid, mean_sd, pair_heading, read_rows, write_page  # noqa: E402
 from reproduce import ensure_baseline  # noqa: E402
 
 import entroprune.api as api  # noqa: E402
@@ -255,13 +255,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def reruns(rows: list[dict], arena: list[dict]) -> str:
-    """How many l1 cells run here have an arena uniform cell of the same seed and machine, and how many of
-    those came out at the same accuracy: the check that taking the arena's cell is taking this one."""
-    pairs = [(float(r["test_accuracy"]), float(a["test_accuracy"])) for r in rows if r["ranking"] == "l1"
-             and not r.get("from_arena") for a in arena if a["source"] == "uniform" and a["model"] == r["model"]
-             and float(a["target"]) == float(r["target"]) and a["seed"] == r["seed"] and a.get("machine") == r["machine"]]
-    same = sum(abs(x - y) < 1e-9 for x, y in pairs)
-    return f"of the {len(pairs)} l1 cells this script ran that the arena has too, {same} came out the same"
+    """The check that taking the arena's cell is taking this one (:func:`common.arena_reruns`)."""
+    n, same = arena_reruns([r for r in rows if r["ranking"] == "l1" and not r.get("from_arena")], arena)
+    return f"of the {n} l1 cells this script ran that the arena has too, {same} came out the same"
 
 
 def page(rows: list[dict], arena: list[dict], scores: dict | None = None) -> list[str]:
@@ -281,10 +277,7 @@ def page(rows: list[dict], arena: list[dict], scores: dict | None = None) -> lis
     for model, target in dict.fromkeys((r["model"], r["target"]) for r in rows):
         cells = [r for r in rows if r["model"] == model and r["target"] == target]
         ref = {r["seed"]: float(r["test_accuracy"]) for r in cells if r["ranking"] == "l1"}
-        base = next((a["baseline_accuracy"] for a in arena if a["model"] == model
-                     and float(a["target"]) == float(target) and a.get("baseline_accuracy")), None)
-        lines += [f"## {model} at {float(target):.0%} of the MACs", "",
-                  *([f"Unpruned: {float(base):.2f}%.", ""] if base else []),
+        lines += [*pair_heading(model, target, arena),
                   "| ranking | seeds | before fine-tune (%) | test acc (%) | Δ l1 (points) | KL fresh | KL recovered |",
                   "|---|---|---|---|---|---|---|"]
         for ranking in dict.fromkeys(r["ranking"] for r in cells):

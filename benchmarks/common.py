@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -104,6 +105,29 @@ def mean_sd(values: list[float], sign: bool = False) -> str:
     """``mean ± sample std`` of a page's cell (± 0.00 for one value), signed for paired differences."""
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):{'+' if sign else ''}.2f} ± {sd:.2f}"
+
+
+def same_cpu(a: str, b: str) -> bool:
+    """Two machine lines of one CPU, cores, torch build and threads; the CPU's family and model, which machine
+    lines before them did not give, left out."""
+    return re.sub(r" \(family [^)]*\)", "", a or "") == re.sub(r" \(family [^)]*\)", "", b or "")
+
+
+def arena_reruns(reruns: list[dict], arena: list[dict]) -> tuple[int, int]:
+    """Of ``reruns`` (cells that pruned and fine-tuned the arena's uniform policy as the arena does), how many
+    the arena ran with the same seed on the same CPU, and how many of those came out at the same accuracy: the
+    check that a study's reference cell is the arena's."""
+    pairs = [(float(r["test_accuracy"]), float(a["test_accuracy"])) for r in reruns for a in arena
+             if a["source"] == "uniform" and a["model"] == r["model"] and float(a["target"]) == float(r["target"])
+             and a["seed"] == r["seed"] and same_cpu(a.get("machine", ""), r["machine"])]
+    return len(pairs), sum(abs(x - y) < 1e-9 for x, y in pairs)
+
+
+def pair_heading(model: str, target: str | float, arena: list[dict]) -> list[str]:
+    """A study page's section heading for a pair, with the unpruned net's accuracy the arena records."""
+    base = next((a["baseline_accuracy"] for a in arena if a["model"] == model
+                 and float(a["target"]) == float(target) and a.get("baseline_accuracy")), None)
+    return [f"## {model} at {float(target):.0%} of the MACs", "", *([f"Unpruned: {float(base):.2f}%.", ""] if base else [])]
 
 
 def read_rows(path: Path) -> list[dict]:

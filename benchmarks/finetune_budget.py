@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from channel_ranking import uniform_policy  # noqa: E402
-from common import append_row, load_grid, mean_sd, read_rows, write_page  # noqa: E402
+from common import append_row, arena_reruns, load_grid, mean_sd, pair_heading, read_rows, write_page  # noqa: E402
 from reproduce import ensure_baseline  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
@@ -137,18 +137,10 @@ def run(args: argparse.Namespace) -> None:
     write_page(Path(args.out), page(rows, arena, f"k1-e{grid['finetune_epochs']}"), rows)
 
 
-def _cpu(machine: str) -> str:
-    """A machine line without the CPU's family and model, which machine lines before them did not give."""
-    return re.sub(r" \(family [^)]*\)", "", machine or "")
-
-
 def _arena_check(rows: list[dict], arena: list[dict], ref: str) -> str:
     """``ref`` is the arena's uniform cell: how many of those run here reproduce the arena's on the same machine."""
-    pairs = [(float(r["test_accuracy"]), float(a["test_accuracy"])) for r in rows if r["variant"] == ref
-             for a in arena if a["source"] == "uniform" and a["model"] == r["model"] and a["seed"] == r["seed"]
-             and float(a["target"]) == float(r["target"]) and _cpu(a.get("machine", "")) == _cpu(r["machine"])]
-    same = sum(abs(x - y) < 1e-9 for x, y in pairs)
-    return f"of the {len(pairs)} {ref} cells the arena ran on the same machine, {same} came out the same"
+    n, same = arena_reruns([r for r in rows if r["variant"] == ref], arena)
+    return f"of the {n} {ref} cells the arena ran on the same machine, {same} came out the same"
 
 
 def _label(variant: str) -> str:
@@ -171,10 +163,7 @@ def page(rows: list[dict], arena: list[dict], ref: str) -> list[str]:
     for model, target in dict.fromkeys((r["model"], r["target"]) for r in rows):
         cells = [r for r in rows if r["model"] == model and r["target"] == target]
         by_seed = {r["seed"]: float(r["test_accuracy"]) for r in cells if r["variant"] == ref}
-        base = next((a["baseline_accuracy"] for a in arena if a["model"] == model
-                     and float(a["target"]) == float(target) and a.get("baseline_accuracy")), None)
-        lines += [f"## {model} at {float(target):.0%} of the MACs", "",
-                  *([f"Unpruned: {float(base):.2f}%.", ""] if base else []),
+        lines += [*pair_heading(model, target, arena),
                   f"| variant | | seeds | test acc (%) | Δ {ref} (points) | per step (%) | fine-tune (s) |",
                   "|---|---|---|---|---|---|---|"]
         order = sorted(dict.fromkeys(r["variant"] for r in cells), key=lambda v: operator.itemgetter(1, 0, 2)(parse_variant(v)))
