@@ -634,10 +634,9 @@ def build_structure(model: nn.Module, spec: ModelSpec, importance: str = DEFAULT
 def check_reachable(structure: Structure, config: SearchConfig) -> None:
     """The MACs target can be met within ``min_keep`` at the channel step (the finest for ``round_to: auto``,
     whose measurement skips the steps that cannot reach it); one line naming the floor if not."""
-    from .search import PruningEnv
+    from .search.policies import config_env
 
-    PruningEnv(structure, None, config.macs_target, config.min_keep, 1 if config.round_to == "auto" else config.step,
-               params_target=config.params_target)
+    config_env(structure, config, step=1 if config.round_to == "auto" else None)
 
 
 @checked_args

@@ -59,6 +59,12 @@ CheckpointDataset = Annotated[str | None, typer.Option(help="Dataset (default: t
 FinetuneEpochs = Annotated[int | None, typer.Option(
     help=f"Fine-tuning epochs of the pruned net and of its uniform reference (overrides the config's "
          f"finetune.epochs, default {_FINETUNE.epochs}): more win back accuracy at low targets, at their time.")]
+# run and sweep: each option overrides its config key, whose default lives in RunConfig
+RunCheckpoint = Annotated[Path | None, typer.Option(
+    help="Your trained checkpoint to prune, instead of training the zoo baseline (overrides the config).")]
+RunSeed = Annotated[int | None, typer.Option(help="Random seed (overrides the config).")]
+RunDevice = Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")]
+RunThreads = Annotated[int | None, typer.Option(help="Torch CPU threads, 0 = torch default (overrides the config).")]
 
 
 def _ignore_further_ctrl_c() -> None:
@@ -708,8 +714,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (or a sear
 @handle_errors(render=_config_keys)
 def run(
     config: Annotated[Path | None, typer.Option(help="YAML config (see configs/default.yaml).")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(
-        help="Your trained checkpoint to prune, instead of training the zoo baseline (overrides the config).")] = None,
+    checkpoint: RunCheckpoint = None,
     macs_target: Annotated[float | None, typer.Option(
         help="Fraction of the MACs to keep (overrides the config's search.macs_target).")] = None,
     params_target: Annotated[float | None, typer.Option(
@@ -723,9 +728,9 @@ def run(
     data_dir: DataDir = None,
     quick: Annotated[bool, typer.Option(help="A small smoke run of the whole pipeline (< 1 minute).")] = False,
     out_root: Annotated[Path | None, typer.Option("--out-root", help="Where run folders go (default: runs).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads, 0 = torch default (overrides the config).")] = None,
+    seed: RunSeed = None,
+    device: RunDevice = None,
+    threads: RunThreads = None,
     finetune_epochs: FinetuneEpochs = None,
     quiet: Quiet = False,
     resume: Annotated[Path | None, typer.Option(
@@ -741,8 +746,7 @@ def run(
                         ("--params-target", params_target)):
         if value is not None and not 0 < value <= 1:  # checked here: the config's checks name config keys
             raise ConfigError(f"{flag} must lie in (0, 1] (the fraction kept), got {value}")
-    flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
-             "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
+    flags = _run_flags(checkpoint, dataset, data_dir, out_root, seed, device, threads)
     targets = {"macs_target": macs_target, "latency_target": latency_target, "params_target": params_target}
     cfg = _run_config(config, quick, flags, targets, resume, "run", finetune={"epochs": finetune_epochs})
     try:
@@ -768,6 +772,13 @@ def run(
 
 def _say(message: str) -> None:
     err.print(message, highlight=False)
+
+
+def _run_flags(checkpoint: Path | None, dataset: str | None, data_dir: str | None, out_root: Path | None,
+               seed: int | None, device: str | None, threads: int | None) -> dict[str, Any]:
+    """The top-level config keys ``run`` and ``sweep`` both take as flags (None: not given)."""
+    return {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
+            "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
 
 
 def _run_config(config: Path | None, quick: bool, flags: dict[str, Any], search: dict[str, Any],
@@ -804,15 +815,14 @@ def sweep(
         help=f"Accuracy points the recommended net may lose (default {SweepConfig.max_drop:g}): the fewest MACs "
              "within it.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config of each run (see configs/default.yaml).")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(
-        help="Your trained checkpoint to prune, instead of training the zoo baseline (overrides the config).")] = None,
+    checkpoint: RunCheckpoint = None,
     dataset: Annotated[str | None, typer.Option(help="The images, as `run` takes them (overrides the config).")] = None,
     data_dir: DataDir = None,
     quick: Annotated[bool, typer.Option(help="Each run a small smoke run (digits).")] = False,
     out_root: Annotated[Path | None, typer.Option("--out-root", help="Where sweep folders go (default: runs).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (overrides the config).")] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads, 0 = torch default (overrides the config).")] = None,
+    seed: RunSeed = None,
+    device: RunDevice = None,
+    threads: RunThreads = None,
     finetune_epochs: FinetuneEpochs = None,
     quiet: Quiet = False,
     resume: Annotated[Path | None, typer.Option(
@@ -824,8 +834,7 @@ def sweep(
     from .sweep import resume_sweep, run_sweep
 
     targets = _floats(macs_targets, "--macs-targets", "one fraction of the MACs per run (0.1,0.15,0.2)")
-    flags = {"checkpoint": checkpoint and str(checkpoint), "dataset": dataset, "data_dir": data_dir,
-             "out_root": out_root and str(out_root), "seed": seed, "device": device, "threads": threads}
+    flags = _run_flags(checkpoint, dataset, data_dir, out_root, seed, device, threads)
     own = {"macs_targets": targets, "max_drop": max_drop}
     cfg = _run_config(config, quick, flags, {}, resume, "sweep", own, finetune={"epochs": finetune_epochs})
     try:

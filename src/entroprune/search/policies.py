@@ -42,13 +42,20 @@ def band_bounds(structure: Structure, config: SearchConfig,
     return lo, hi
 
 
+def config_env(structure: Structure, config: SearchConfig, latency: LatencyModel | None = None,
+               ratio_bounds: tuple[np.ndarray, np.ndarray] | None = None, step: int | None = None) -> PruningEnv:
+    """The environment ``config``'s targets, floor and rounding (``step`` over its own) describe, scoring
+    nothing: the one place a config's fields become PruningEnv's arguments (its refusals name the config keys)."""
+    return PruningEnv(structure, None, config.macs_target, config.min_keep, config.step if step is None else step,
+                      ratio_bounds=ratio_bounds, latency=latency,
+                      latency_target=config.latency_target if latency else None, params_target=config.params_target)
+
+
 def search_env(structure: Structure, config: SearchConfig, budget: Budget | None = None,
                latency: LatencyModel | None = None) -> PruningEnv:
     """The search's environment (its band, rounding and wall), scoring nothing: the search steps it, and
     benchmarks/policy_space.py enumerates the same space from it."""
-    return PruningEnv(structure, None, config.macs_target, config.min_keep, config.step,
-                      ratio_bounds=band_bounds(structure, config, budget), latency=latency,
-                      latency_target=config.latency_target if latency else None, params_target=config.params_target)
+    return config_env(structure, config, latency, band_bounds(structure, config, budget))
 
 
 def uniform_policies(structure: Structure, macs_target: float, min_keep: float,
@@ -60,11 +67,11 @@ def uniform_policies(structure: Structure, macs_target: float, min_keep: float,
     for step in steps:
         if step >= widest:
             continue
+        cfg = SearchConfig(macs_target=macs_target, min_keep=min_keep, round_to=step)
         try:  # a step so coarse that the target is out of reach is no candidate
-            PruningEnv(structure, None, macs_target, min_keep, step)
+            config_env(structure, cfg)
         except ConfigError:
             continue
-        cfg = SearchConfig(macs_target=macs_target, min_keep=min_keep, round_to=step)
         policies[step] = fixed_policy_counts(structure, cfg, [uniform_ratio(structure, cfg)] * len(structure.groups))[0]
     return policies
 
@@ -92,9 +99,7 @@ def matching_macs_target(structure: Structure, latency: LatencyModel, fraction: 
 def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list[float],
                         budget: Budget | None = None) -> tuple[np.ndarray, float]:
     """Channel counts of a fixed policy after the action wall (as its agent's one episode gets them)."""
-    latency = budget.latency if budget is not None else None
-    env = PruningEnv(structure, None, config.macs_target, config.min_keep, config.step, latency=latency,
-                     latency_target=config.latency_target if latency else None, params_target=config.params_target)
+    env = config_env(structure, config, budget.latency if budget is not None else None)
     env.reset()
     info: dict[str, Any] = {}
     for r in ratios:
@@ -102,5 +107,5 @@ def fixed_policy_counts(structure: Structure, config: SearchConfig, ratios: list
     return info["counts"], info["achieved"]
 
 
-__all__ = ["uniform_ratio", "band_bounds", "search_env", "uniform_policies", "matching_macs_target",
+__all__ = ["uniform_ratio", "band_bounds", "config_env", "search_env", "uniform_policies", "matching_macs_target",
            "fixed_policy_counts"]
