@@ -326,6 +326,26 @@ class ConvCalledTwice(torch.nn.Module):
         return self.fc(torch.relu(self.c2(h)).mean((2, 3)))
 
 
+class AttentionHeads(torch.nn.Module):
+    """Self-attention over positions inside a CNN (YOLOv10's and other hybrid nets' blocks): a 1x1 conv's
+    output reshaped into query, key and value heads. torch-pruning's search for the qkv conv's group grows
+    without end here (VainF/Torch-Pruning#430)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.c0, self.qkv, self.proj = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 48, 1), nn.Conv2d(16, 16, 1)
+        self.c2, self.fc = nn.Conv2d(16, 24, 3, padding=1), nn.Linear(24, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.c0(x))
+        b, _, hh, ww = h.shape
+        q, k, v = self.qkv(h).reshape(b, 3, 2, 8, hh * ww).unbind(1)  # 2 heads of 8 channels
+        att = torch.softmax(q.transpose(-1, -2) @ k / 8 ** 0.5, -1)
+        h = h + self.proj((v @ att.transpose(-1, -2)).reshape(b, 16, hh, ww))
+        return self.fc(torch.relu(self.c2(h)).mean((2, 3)))
+
+
 class TCResNet(torch.nn.Module):
     """A keyword-spotting net on 1-D signals (TC-ResNet, MatchboxNet): a strided Conv1d stem, a residual block of
     depthwise-separable Conv1d with BatchNorm1d, a pooled Linear classifier."""
@@ -398,6 +418,7 @@ ARCHITECTURES = {
     "sknet stack attention": (SK, "b1"),
     "depthwise channel multiplier": (DWMult, "c0"),
     "inception concat + projection": (Incep, "b1"),
+    "attention heads (reshape)": (AttentionHeads, "qkv"),
     "1-d keyword spotting (residual, depthwise)": (TCResNet, None),
     "1-d u-net (transposed conv + skip concat)": (lambda: UNet(dims=1), None),
     "3-d video net (residual, depthwise)": (Video3D, None),

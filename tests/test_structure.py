@@ -11,6 +11,7 @@ from entroprune.prune import Masker, prune_model, recalibrate_bn, replay_pruning
 from entroprune.structure import Structure, count_macs_params
 from tests.archs import (
     SK,
+    AttentionHeads,
     AuxHeadNet,
     DenseBlock,
     DWMult,
@@ -341,6 +342,35 @@ def test_a_group_torch_pruning_gets_wrong_is_one_line_and_the_rest_prunes(net_cl
     pruned, _ = ep.prune_module(net, x[:1], res)
     assert pruned(x[:2]).shape == (2, 10)
     assert count_macs_params(pruned, x[:1])[0] <= 0.75 * count_macs_params(net, x[:1])[0] * (1 + 1e-9)
+
+
+def test_a_runaway_group_search_is_refused_in_one_line_not_a_hang():
+    """torch-pruning's search for an attention block's qkv group grows without end (a hang, then memory
+    exhausted: VainF/Torch-Pruning#430); the structure stops it and names the group. An alarm turns a hang into
+    a failure where this process can set one."""
+    import signal
+    import threading
+
+    from torch_pruning.dependency import graph
+
+    def hung(*_):
+        raise TimeoutError("the structure did not stop torch-pruning's runaway group search")
+
+    alarm = threading.current_thread() is threading.main_thread()
+    if alarm:
+        previous = signal.signal(signal.SIGALRM, hung)
+        signal.alarm(60)
+    base = graph.Group
+    try:
+        with pytest.raises(ConfigError, match=r"cannot follow where the channels of group qkv go .*"
+                                              r"`ignored_layers=qkv`") as err:
+            Structure(AttentionHeads().eval(), torch.randn(1, 1, 16, 16))
+    finally:
+        if alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+    assert "\n" not in str(err.value)
+    assert graph.Group is base  # torch-pruning's own class back for every later user
 
 
 def test_one_example_input_tensor_of_the_right_shape():

@@ -18,13 +18,17 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch.overrides import TorchFunctionMode
+from torch_pruning.dependency import graph as tp_graph
 from torch_pruning.utils.op_counter import MODULES_MAPPING
 
 from .errors import ConfigError
@@ -172,6 +176,81 @@ def _leaf_calls(model: nn.Module, example: torch.Tensor) -> tuple[list[tuple[str
         hooks.append((m, record))
     forward_with_hooks(model, example, hooks)
     return calls, order
+
+
+class _Runaway(Exception):
+    """torch-pruning's search for the group rooted at ``root`` (a module) ran away."""
+
+    def __init__(self, root: object):
+        super().__init__()
+        self.root = root
+
+
+def _largest_tensor(model: nn.Module, example: torch.Tensor) -> int:
+    """The most elements any tensor of one forward holds (module outputs, functional results such as an
+    attention matrix, the input): no index list of a real pruning group can be longer."""
+
+    class Largest(TorchFunctionMode):
+        numel = example.numel()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.numel = max([self.numel, *(t.numel() for t in _flat(out))])
+            return out
+
+    largest = Largest()
+    with modes_kept(model), torch.no_grad(), largest:
+        model.eval()(example)
+    return largest.numel
+
+
+_GROUP_PATCH = threading.Lock()
+
+#: How many roots' indices one channel of a real group may carry: the same index comes once per branch where
+#: branches are stacked (SKNet's two: 2x over the architecture suite and the zoo, where every other group is 1x);
+#: a runaway's lists grow with every turn of its cycle (tests/archs.py's attention block: 3x, 9x, then past 8x).
+REPEATS = 8
+
+
+def _dim_bound(target: object, limit: int) -> int:
+    """No channel (or feature) index a pruning op on ``target`` names can reach this: a layer's widest dimension,
+    an unwrapped parameter's; ``limit`` for parameter-free ops (reshapes, element-wise ops)."""
+    if isinstance(target, CONVS):
+        return max(target.in_channels, target.out_channels)
+    if isinstance(target, nn.Linear):
+        return max(target.in_features, target.out_features)
+    if isinstance(target, nn.Parameter):
+        return max(target.shape, default=limit)
+    if isinstance(target, nn.Module):
+        dims = [d for p in target.parameters(recurse=False) for d in p.shape]
+        dims += [n for a in ("num_features", "num_channels") if isinstance(n := getattr(target, a, None), int)]
+        return max(dims, default=limit)
+    return limit
+
+
+@contextmanager
+def bounded_groups(limit: int) -> Iterator[None]:
+    """torch-pruning follows some reshapes of a conv's channels (split into attention heads, as YOLOv10's and
+    other hybrid CNNs' attention blocks do) round a cycle whose index lists grow with every turn
+    (VainF/Torch-Pruning#430): a hang, then memory exhausted; others it maps past the end of a layer. Inside,
+    an index past its target's channels, or an index list more than ``REPEATS`` times as long as the target has
+    channels, or longer than ``limit``, raises :class:`_Runaway` naming the group's root, for a refusal in one
+    line instead."""
+
+    class Bounded(tp_graph.Group):
+        def add_dep(self, dep, idxs):
+            bound = _dim_bound(dep.target.module, limit)
+            top = max((getattr(i, "idx", i) for i in idxs), default=-1)
+            if top >= bound or len(idxs) > min(limit, REPEATS * bound):
+                raise _Runaway((self[0].dep if len(self) else dep).source.module)
+            super().add_dep(dep, idxs)
+
+    with _GROUP_PATCH:  # one structure at a time swaps the class: threads would restore each other's
+        base, tp_graph.Group = tp_graph.Group, Bounded  # get_pruning_group builds its groups by this name
+        try:
+            yield
+        finally:
+            tp_graph.Group = base
 
 
 def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
@@ -368,11 +447,19 @@ class Structure:
         # every layer that feeds an output keeps its channels, and whatever the user leaves out
         self.protected = list(dict.fromkeys([self.classifier, *output_layers(model, self.example_input), *ignored]))
         ignored_mods = [all_mods[n] for n in self.protected]
+        # a real group's index lists are never longer than the largest tensor (4x spare): past it, a runaway
+        limit = 4 * _largest_tensor(model, self.example_input)
         try:
             with traceable(model):
                 dg = tp.DependencyGraph().build_dependency(model, self.example_input)
-            raw = list(dg.get_all_groups(ignored_layers=ignored_mods,
-                                         root_module_types=list(ROOTS)))
+            with bounded_groups(limit):
+                raw = list(dg.get_all_groups(ignored_layers=ignored_mods, root_module_types=list(ROOTS)))
+        except _Runaway as exc:
+            name = names.get(exc.root, "?")
+            raise ConfigError(f"torch-pruning cannot follow where the channels of group {name} go (it maps them past "
+                              "the end of a layer: a reshape of channels it misreads, such as a split into attention "
+                              f"heads or a pixel shuffle); leave it whole with ignored layers (`ignored_layers={name}`) "
+                              "and the rest is pruned, or report the model upstream") from None
         except Exception as exc:  # noqa: BLE001 - any tracer failure is one line, not a traceback
             raise ConfigError(f"torch-pruning cannot trace this model ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); leave the part it "
