@@ -111,6 +111,8 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     (tmp_path / "empty_value.yaml").write_text("dataset: ''\nbaseline:\n  train_limit: 256\n")  # was read as no dataset: fashion-mnist
     (tmp_path / "union_value.yaml").write_text("search:\n  round_to: 7.5\n")  # named 'search.round_to.int'
     (tmp_path / "bad_syntax.yaml").write_text("search: [unclosed\n")
+    (tmp_path / "reward_name.yaml").write_text("search:\n  reward: accuracy\n")  # the section's kind, not the section
+    (tmp_path / "empty_section.yaml").write_text("search:\n")  # YAML reads it as null
     (tmp_path / "zero_workers.yaml").write_text("workers: 0\n")
     (tmp_path / "negative_processes.yaml").write_text("latency_processes: -1\n")
     (tmp_path / "bad_importance.yaml").write_text("search:\n  importance: l3\n")
@@ -244,6 +246,8 @@ CASES = {
     "config with an empty dataset": ["run", "--config", f"{T}/empty_value.yaml", "--out-root", f"{T}/out"],
     "config with a fraction for round_to": ["run", "--config", f"{T}/union_value.yaml", "--out-root", f"{T}/out"],
     "config with bad YAML": ["run", "--config", f"{T}/bad_syntax.yaml", "--out-root", f"{T}/out"],
+    "config with a reward name for its section": ["run", "--config", f"{T}/reward_name.yaml", "--out-root", f"{T}/out"],
+    "config with an empty section": ["run", "--config", f"{T}/empty_section.yaml", "--out-root", f"{T}/out"],
     "config with two seeds": ["run", "--config", f"{T}/two_seeds.yaml", "--out-root", f"{T}/out"],
     "config with 0 workers": ["run", "--config", f"{T}/zero_workers.yaml", "--out-root", f"{T}/out"],
     "config with latency_processes -1": ["run", "--config", f"{T}/negative_processes.yaml", "--out-root", f"{T}/out"],
@@ -416,6 +420,11 @@ EXPECT = {
     'config with an empty dataset': "'dataset' is empty; give it a value, or leave it out for its default",
     'config with a fraction for round_to': "config key 'search.round_to': Input should be a valid integer",
     'config with bad YAML': 'is not valid YAML',
+    'config with a reward name for its section': "config key 'search.reward': Input should be a dictionary or an "
+                                                 "instance of RewardConfig; it is a section of keys: write "
+                                                 "`reward: {kind: accuracy}`",
+    'config with an empty section': "config key 'search': Input should be a dictionary or an instance of SearchConfig; "
+                                    "it is a section of keys, or leave it out for its defaults",
     'config with two seeds': "config key 'search.seed' (2) differs",
     'config with 0 workers': "config key 'workers'",
     "config with latency_processes -1": "config key 'latency_processes': Input should be greater than or equal to 0",

@@ -197,6 +197,11 @@ def parse_config(data: dict[str, Any], base: RunConfig | None = None) -> RunConf
         where = ".".join(str(p) for p in err["loc"] if not re.fullmatch(r"int|float|str|bool|none|.*\[.*", str(p)))
         close = _close_key(where) if err["type"] == "unexpected_keyword_argument" else None
         fix = f"did you mean {close!r}? Fix or remove it" if close else "fix or remove it"
+        if err["type"] == "dataclass_type":  # a section given a value: `reward: accuracy`, `search:` left empty
+            section = where.rsplit(".", 1)[-1]
+            fix = (f"it is a section of keys: write `{section}: {{kind: {err['input']}}}`"
+                   if isinstance(err["input"], str) and "kind" in _section_keys(where)
+                   else "it is a section of keys, or leave it out for its defaults")
         raise ConfigError(f"config key {where!r}: {err['msg']}; {fix} (see configs/default.yaml for every key)") from None
     for key in ("checkpoint", "model", "dataset", "data_dir", "out_root", "ray_address"):
         if isinstance(getattr(cfg, key), str) and not getattr(cfg, key).strip():  # '' read as '.' or as the default
@@ -207,19 +212,25 @@ def parse_config(data: dict[str, Any], base: RunConfig | None = None) -> RunConf
     return cfg
 
 
-def _close_key(where: str) -> str | None:
-    """The key a misspelt one (``search.macs_targt``) most likely meant (``search.macs_target``), if any is close."""
+def _section_keys(path: str) -> list[str]:
+    """The keys of the config section at ``path`` (``search.reward``: kind, variant, ...); [] if it is none."""
     import dataclasses
-    import difflib
     import typing
 
-    *parents, key = where.split(".")
     cls: Any = RunConfig
-    for name in parents:  # the config class the key sits in
+    for name in path.split(".") if path else []:
         cls = typing.get_type_hints(cls).get(name)
         if not dataclasses.is_dataclass(cls):
-            return None
-    close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(cls)], n=1)
+            return []
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _close_key(where: str) -> str | None:
+    """The key a misspelt one (``search.macs_targt``) most likely meant (``search.macs_target``), if any is close."""
+    import difflib
+
+    *parents, key = where.split(".")
+    close = difflib.get_close_matches(key, _section_keys(".".join(parents)), n=1)
     return ".".join([*parents, close[0]]) if close else None
 
 
