@@ -963,6 +963,18 @@ def test_python_api_on_any_module(tmp_path):
             (lambda: ep.prune_module(net, x[:1], res, calib=[(x[:, 0], y)]), "the `calib` images are shaped (96, 10, 10)"),
             (lambda: ep.prune_module(net, x[:1], res, calib=(b for b in [])), "a one-shot iterator such as a "
              "generator is empty once read"),
+            # pixels as stored (uint8) or float64 failed deep in the first conv with a dtype mismatch
+            (lambda: ep.search_module(net, x[:1], (x * 50).to(torch.uint8), tmp_path / "b", cfg),
+             "the `calib` images are uint8, the model's weights float32: pass them as it was trained on them "
+             "(x.float() / 255, then the normalisation"),
+            (lambda: ep.prune_module(net, x[:1], res, calib=[(x.double(), y)]), "the `calib` images are float64"),
+            (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", cfg, val=(x.double(), y)),
+             "the `val` images are float64, the model's weights float32: pass them as it was trained on them (x.float())"),
+            (lambda: ep.finetune_module(student, [((x * 50).to(torch.uint8), y)], epochs=1),
+             "the `train_loader` images are uint8"),
+            (lambda: ep.finetune_module(student, [{"image": x, "label": y}], epochs=1, teacher=net),
+             "train_loader must yield (images, labels) batches or batches of images alone, got a dict (keys image, "
+             "label)"),
             # labels the accuracy cannot read: one-hot rows (a RuntimeError in its comparison), labels beyond the
             # outputs (every policy scored 0%; a fine-tune's IndexError), floats where training needs indices
             (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", cfg,

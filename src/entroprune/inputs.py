@@ -38,6 +38,7 @@ def take_images(source: Images, limit: int, example: torch.Tensor | None = None)
                    "loader itself)" if iter(source) is source else ""
             raise DataError(f"the calibration source yielded no images{once}")
         images = torch.cat(chunks)[:limit]
+    _check_float(images, "calib")
     if example is not None:
         _check_like(images, example, "calib")
     if images.is_floating_point() and not torch.isfinite(images).all():  # as the dataset readers check theirs
@@ -62,6 +63,7 @@ def take_labelled(source: tuple[torch.Tensor, torch.Tensor] | Iterable[Any], lim
         if not xs:
             raise DataError("the validation source yielded no batches")
         x, y = torch.cat(xs)[:limit], torch.cat(ys)[:limit]
+    _check_float(x, "val")
     if example is not None:
         _check_like(x, example, "val")
     return x, y
@@ -109,6 +111,16 @@ def _tensor(x: Any, name: str) -> torch.Tensor:
         raise DataError(f"`{name}` batches must hold torch tensors (images, or (images, labels)), got {_kind(x)}"
                         + (" (torch.from_numpy converts)" if type(x).__module__ == "numpy" else ""))
     return x
+
+
+def _check_float(images: torch.Tensor, name: str) -> None:
+    """float32 images, as the model's weights are (``check_weights``): uint8 pixels failed deep in the first conv
+    ("expected scalar type Byte but found Float"), float64 ones on its bias."""
+    if images.dtype != torch.float32:
+        fix = ("x.float() / 255, then the normalisation the model was trained with" if not images.is_floating_point()
+               else "x.float()")
+        raise DataError(f"the `{name}` images are {str(images.dtype).removeprefix('torch.')}, the model's weights "
+                        f"float32: pass them as it was trained on them ({fix})")
 
 
 def _check_like(images: torch.Tensor, example: torch.Tensor, name: str) -> None:
@@ -166,11 +178,13 @@ def batches(loader: Iterable[Any], model: nn.Module, teacher: nn.Module | None, 
                           "list of batches")
     first = next(iter(loader), None)
     if isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor):
-        check_labels(model, first[0], first[1], name, floats=False)  # the first batch's, as a sample
+        _check_float(first[0], name)  # the first batch's, as a sample
+        check_labels(model, first[0], first[1], name, floats=False)
         return loader, True
     if not isinstance(first, torch.Tensor):
         raise ConfigError(f"{name} must yield (images, labels) batches or batches of images alone, got "
-                          f"{'no batch' if first is None else type(first).__name__}")
+                          f"{'no batch' if first is None else _kind(first)}")
+    _check_float(first, name)
     if teacher is None:
         raise ConfigError(f"{name} yields images without labels; pass teacher= (the unpruned model) to fine-tune "
                           "by distillation, which needs none, or a loader of (images, labels) batches")
