@@ -55,6 +55,8 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_weights.pt")
     save_checkpoint(tmp_path / "tiny.pt", ModelSpec("vgg", 10, 1, 0.01, "digits", [0.3], [0.3], [1, 8, 8]),
                     build_model("vgg", 10, 1, 0.01))
+    seven = ModelSpec(**{**raw["spec"], "num_classes": 7})  # another task's net: a teacher of other outputs
+    save_checkpoint(tmp_path / "seven.pt", seven, build_model(seven.model, 7, seven.in_channels, seven.width_mult))
     # datasets
     bad_idx = tmp_path / "bad_idx"
     bad_idx.mkdir()
@@ -261,6 +263,8 @@ CASES = {
     "unknown agent": ["search", f"{T}/good.pt", "--agent", "sb3:dqn", "--out", f"{T}/out"],
     "unknown entropy variant": ["search", f"{T}/good.pt", "--variant", "renyi", "--out", f"{T}/out"],
     "finetune missing checkpoint": ["finetune", f"{T}/missing.pt", "--out", f"{T}/out"],
+    "finetune from a teacher of other classes": ["finetune", f"{T}/pruned.pt", "--teacher", f"{T}/seven.pt", "--epochs",
+                                                 "1", "--out", f"{T}/out"],
     "negative seed": ["evaluate", f"{T}/good.pt", "--seed", "-1"],
     "seed above 2**63": ["evaluate", f"{T}/good.pt", "--seed", str(2**64)],
     "negative threads": ["evaluate", f"{T}/good.pt", "--threads", "-1"],
@@ -437,6 +441,8 @@ EXPECT = {
     'unknown agent': "unknown agent 'sb3:dqn'",
     'unknown entropy variant': "unknown entropy variant 'renyi'",
     'finetune missing checkpoint': 'missing.pt does not exist',
+    'finetune from a teacher of other classes': "the teacher's outputs are shaped (7,), the model's (10,): distil from "
+                                                "the unpruned net this one was pruned from",
     'negative seed': 'seed must be an integer in [0, 2**63), got -1',
     'seed above 2**63': 'seed must be an integer in [0, 2**63)',
     'negative threads': 'threads must be an integer >= 0',

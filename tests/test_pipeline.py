@@ -972,6 +972,8 @@ def test_python_api_on_any_module(tmp_path):
              "the `val` images are float64, the model's weights float32: pass them as it was trained on them (x.float())"),
             (lambda: ep.finetune_module(student, [((x * 50).to(torch.uint8), y)], epochs=1),
              "the `train_loader` images are uint8"),
+            (lambda: ep.finetune_module(student, [x], epochs=1, teacher=torch.nn.Sequential(net, torch.nn.Linear(3, 5))),
+             "the teacher's outputs are shaped (5,), the model's (3,)"),
             (lambda: ep.finetune_module(student, [{"image": x, "label": y}], epochs=1, teacher=net),
              "train_loader must yield (images, labels) batches or batches of images alone, got a dict (keys image, "
              "label)"),

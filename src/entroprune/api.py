@@ -28,7 +28,16 @@ from .checkpoint import (
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig, RunConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
-from .inputs import Images, batches, check_labels, check_module, check_weights, take_images, take_labelled
+from .inputs import (
+    Images,
+    batches,
+    check_labels,
+    check_module,
+    check_teacher,
+    check_weights,
+    take_images,
+    take_labelled,
+)
 from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
 from .settings import check_image_size, checked_args, given_config
@@ -393,6 +402,8 @@ def finetune_checkpoint(path: str | Path, out_dir: str | Path, epochs: int = Fin
     config.validate()
     data = load_data_for_spec(ckpt.spec, dataset, data_dir)
     teacher_model = _finetune_teacher(ckpt, data, distill, teacher, trust_pickle)
+    if teacher_model is not None:
+        check_teacher(model, teacher_model, data.example_input())
     if nproc > 1 and batch_size < nproc:
         raise ConfigError(f"`batch_size` {batch_size} cannot be split over `nproc` {nproc}; raise it")
     check_writable_dir(out_dir)

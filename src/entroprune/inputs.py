@@ -96,6 +96,19 @@ def check_labels(model: nn.Module, x: torch.Tensor, y: Any, name: str, floats: b
     return y.long()
 
 
+def check_teacher(model: nn.Module, teacher: nn.Module, x: torch.Tensor) -> None:
+    """A teacher of other outputs than the student's (another head, other classes) failed in the distillation's
+    loss with a size mismatch."""
+    outs = []
+    for net in (model, teacher):
+        with modes_kept(net), torch.no_grad():
+            device = next((t.device for t in net.parameters()), x.device)
+            outs.append(main_output(net.eval()(x[:1].to(device))))
+    if outs[0].shape != outs[1].shape:
+        raise ConfigError(f"the teacher's outputs are shaped {tuple(outs[1].shape[1:])}, the model's "
+                          f"{tuple(outs[0].shape[1:])}: distil from the unpruned net this one was pruned from")
+
+
 def _kind(batch: Any) -> str:
     if isinstance(batch, dict):
         return f"a dict (keys {', '.join(map(str, list(batch)[:4]))}): pass (batch[image key], batch[label key]) pairs"
@@ -180,6 +193,8 @@ def batches(loader: Iterable[Any], model: nn.Module, teacher: nn.Module | None, 
     if isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor):
         _check_float(first[0], name)  # the first batch's, as a sample
         check_labels(model, first[0], first[1], name, floats=False)
+        if teacher is not None:
+            check_teacher(model, teacher, first[0])
         return loader, True
     if not isinstance(first, torch.Tensor):
         raise ConfigError(f"{name} must yield (images, labels) batches or batches of images alone, got "
@@ -188,4 +203,5 @@ def batches(loader: Iterable[Any], model: nn.Module, teacher: nn.Module | None, 
     if teacher is None:
         raise ConfigError(f"{name} yields images without labels; pass teacher= (the unpruned model) to fine-tune "
                           "by distillation, which needs none, or a loader of (images, labels) batches")
+    check_teacher(model, teacher, first)
     return _Unlabelled(loader), False
