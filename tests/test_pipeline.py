@@ -958,6 +958,11 @@ def test_python_api_on_any_module(tmp_path):
             (lambda: ep.search_module(net, x[:1], [(x.numpy(), y)], tmp_path / "b", cfg), "torch.from_numpy"),
             (lambda: ep.search_module(net, x[:1], x.expand(-1, 3, -1, -1), tmp_path / "b", cfg),
              "the `calib` images are shaped (96, 3, 10, 10), the example input (1, 1, 10, 10)"),
+            # another size: a Flatten + Linear head failed in its matmul (this net pools, and searched at a size the
+            # structure's MACs were not found at)
+            (lambda: ep.search_module(net, x[:1], torch.nn.functional.interpolate(x, size=12), tmp_path / "b", cfg),
+             "the `calib` images are shaped (96, 1, 12, 12), the example input (1, 1, 10, 10): pass images of the "
+             "shape the model takes"),
             (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", cfg, val=[(x,)]),
              "`val` batches must be (images, labels) pairs, got a tuple of 1"),
             (lambda: ep.prune_module(net, x[:1], res, calib=[(x[:, 0], y)]), "the `calib` images are shaped (96, 10, 10)"),

@@ -137,11 +137,13 @@ def _check_float(images: torch.Tensor, name: str) -> None:
 
 
 def _check_like(images: torch.Tensor, example: torch.Tensor, name: str) -> None:
-    """Images of the example input's layout: a batch of other channels fails deep in a forward, where the
-    message names the conv's weight and not the data."""
-    if images.dim() != example.dim() or images.shape[1] != example.shape[1]:
+    """Images of the example input's shape: a batch of other channels fails deep in a forward, where the
+    message names the conv's weight and not the data, and one of another size in a Flatten + Linear head
+    (or is read by the entropy at other map sizes than the structure's MACs and 1x1 groups were found at)."""
+    if images.shape[1:] != example.shape[1:]:
         raise DataError(f"the `{name}` images are shaped {tuple(images.shape)}, the example input "
-                        f"{tuple(example.shape)}: pass images of the channels (and dimensions) the model takes")
+                        f"{tuple(example.shape)}: pass images of the shape the model takes, as the example input is "
+                        "(resized, or with an example input of theirs)")
 
 
 def check_module(model: nn.Module) -> nn.Module:
