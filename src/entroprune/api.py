@@ -776,9 +776,8 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
                   val: tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | None = None, importance: str | None = None,
                   quiet: bool = True, resume: bool = False, workers: int = 1,
                   ray_address: str | None = None) -> SearchResult:
-    """Search a policy for any CNN: ``calib`` (normalised float32 images of ``example_input``'s shape: a tensor or a
-    loader) feeds
-    BN recalibration and the entropy reward, and images beyond the first ``calib_size`` the
+    """Search a policy for any CNN: ``calib`` (normalised float32 images of ``example_input``'s shape: a tensor
+    or a loader) feeds BN recalibration and the entropy reward, and images beyond the first ``calib_size`` the
     re-ranking's recovery (all of them when there are no more); ``val`` ((x, y) or a loader) the
     accuracy reward. ``importance``, when given, replaces ``config.importance``. ``workers`` > 1 scores
     episode batches on Ray actors (the model must pickle)."""
