@@ -329,10 +329,11 @@ def test_run_is_deterministic_through_an_interruption(quick_run, tmp_path):
     assert episodes[0] == episodes[1]
     for rel in ("search/policy.json", "uniform/policy.json"):
         if (first / rel).exists() or (second / rel).exists():
-            # the base checkpoint's path and hash differ (its metrics hold training times), nothing else
+            # the base checkpoint's path differs, nothing else: its file too (its metrics hold training times),
+            # not its weights' hash
             a, b = (json.loads((r / rel).read_text()) for r in (first, second))
             for d in (a, b):
-                d.pop("checkpoint", None), d.pop("checkpoint_sha256", None)
+                d.pop("checkpoint", None)
             assert a == b, rel
     a = torch.load(first / "finetuned" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(second / "finetuned" / "model.pt", weights_only=True)["state_dict"]
@@ -372,10 +373,17 @@ def test_resume_keeps_finished_stages_and_refuses_what_it_cannot_continue(quick_
     record = json.loads((run / pipeline.PROGRESS_FILE).read_text())
     for stage in ("finetune", "evaluate", "export", "uniform_reference"):
         record["timings_s"].pop(stage, None)
-    (run / pipeline.PROGRESS_FILE).write_text(json.dumps({**record, "baseline_sha256": "0" * 64}))
+    (run / pipeline.PROGRESS_FILE).write_text(json.dumps({**record, "baseline_sha256": "0" * 64,
+                                                          "baseline_weights_sha256": "0" * 64}))
     with pytest.raises(ConfigError, match="changed since run .* started"):
         pipeline.resume_run(run, quiet=True)
-    (run / pipeline.PROGRESS_FILE).write_text(json.dumps(record))
+    # the cache removed and retrained with the same seed: the same weights in a file of other training times,
+    # which the resume takes (it refused it as "changed")
+    retrained = tmp_path / "cache" / "model.pt"
+    retrained.parent.mkdir()
+    raw = torch.load(record["baseline"], weights_only=True)
+    torch.save({**raw, "metrics": {**raw["metrics"], "train_time_s": -1.0}}, retrained)
+    (run / pipeline.PROGRESS_FILE).write_text(json.dumps({**record, "baseline": str(retrained)}))
 
     def never(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
@@ -999,6 +1007,25 @@ def test_python_api_on_any_module(tmp_path):
         with pytest.raises(ep.EntropruneError, match=re.escape(message)):
             call()
     assert not (tmp_path / "b").exists()
+
+
+def test_the_original_rewritten_with_the_same_weights_is_still_the_original(digits_ckpt, tmp_path):
+    """A pruned checkpoint's original re-saved with the same weights (a removed cache retrained with the same seed:
+    only its training times differ) stays its teacher and reference; one with other weights is refused."""
+    import entroprune as ep
+
+    original = tmp_path / "original.pt"
+    original.write_bytes(digits_ckpt.read_bytes())
+    model, ckpt = load_model(original)
+    ep.prune_checkpoint(original, {"policy": {g: 0.5 for g in search_groups(model, ckpt)}}, tmp_path / "p")
+    raw = torch.load(original, weights_only=True)
+    torch.save({**raw, "metrics": {**raw["metrics"], "train_time_s": -1.0}}, original)
+    rows = ep.evaluate_checkpoint(tmp_path / "p" / "model.pt")
+    assert [r["name"] for r in rows] == ["original", "pruned"]
+    torch.save({**raw, "state_dict": {k: v * 2 if v.is_floating_point() else v for k, v in raw["state_dict"].items()}},
+               original)
+    with pytest.raises(ep.CheckpointError, match="has changed since the pruning read it"):
+        ep.evaluate_checkpoint(tmp_path / "p" / "model.pt")
 
 
 def test_api_arguments_hold_their_declared_types(digits_ckpt, tmp_path):

@@ -51,8 +51,10 @@ from .utils import (
     modes_kept,
     refuse_output_inside,
     resolve_device,
+    same_weights,
     seed_everything,
     shape_text,
+    weights_sha256,
     write_json,
 )
 
@@ -320,6 +322,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     pruning = {"policy": {g.name: float(pol["policy"][g.name]) for g in structure.groups},
                "counts": counts_to_dict(structure, counts),
                "history": history, "original": str(Path(path).resolve()), "original_sha256": file_sha256(path),
+               "original_weights_sha256": weights_sha256(path),
                "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol)}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs}
@@ -474,7 +477,9 @@ def _original(ckpt: Checkpoint, given: str | Path | None, role: str, fix: str) -
         return None
     if not Path(path).exists():  # moved or deleted since the pruning recorded it
         raise CheckpointError(f"the original checkpoint {path}{role} is gone; {fix}")
-    if record.get("original_sha256") not in (None, file_sha256(path)):  # records before the hash have none
+    # records before the hashes have none; a file rewritten with the same weights (a cache retrained) is the same net
+    if record.get("original_sha256") not in (None, file_sha256(path)) and \
+            not same_weights(path, record.get("original_weights_sha256")):
         raise CheckpointError(f"the original checkpoint {path}{role} has changed since the pruning read it "
                               f"(retrained or overwritten?); to use it anyway, or the one it was pruned from, {fix}")
     return path
@@ -690,8 +695,9 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfi
         raise ConfigError(f"nothing to resume in {out_dir} (no {STATE_FILE}); run without `resume=True`")
     check_writable_dir(out_dir)
     model.to(device)
-    # the file's content too: a checkpoint retrained in place must not resume another's search
-    meta = {"checkpoint": str(Path(path).resolve()), "checkpoint_sha256": file_sha256(path),
+    # the net's weights too: a checkpoint retrained in place must not resume another's search (one rewritten with
+    # the same weights, a removed cache retrained with the same seed, may)
+    meta = {"checkpoint": str(Path(path).resolve()), "checkpoint_weights_sha256": weights_sha256(path),
             "model": ckpt.spec.model, "dataset": data.name, "importance": config.importance}
     recovery = None
     if config.reranks and config.recovery_steps:  # unlabelled training images, never the scored ones

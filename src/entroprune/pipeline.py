@@ -221,13 +221,16 @@ class Progress:
         return value
 
     def check_baseline(self, path: Path) -> None:
-        """The baseline's hash, recorded the first time it exists and compared on every resume."""
-        from .utils import file_sha256
+        """The baseline's hashes, recorded the first time it exists and compared on every resume: the file's, or
+        where that changed its weights' (a removed cache retrained with the same seed is the same net)."""
+        from .utils import file_sha256, same_weights, weights_sha256
 
         digest = file_sha256(path)
-        if self.record.setdefault("baseline_sha256", digest) != digest:
+        if self.record.setdefault("baseline_sha256", digest) != digest and \
+                not same_weights(path, self.record.get("baseline_weights_sha256")):
             raise ConfigError(f"{path} changed since run {self.run_dir} started (retrained or replaced); a resume "
                               "would prune another net than its search saw, start a new run")
+        self.record.update(baseline_sha256=digest, baseline_weights_sha256=weights_sha256(path))
         self.save()
 
 

@@ -112,6 +112,32 @@ def read_json(path: str | Path) -> Any:
 _DIGESTS: dict[tuple[str, int, int, int], str] = {}
 
 
+def weights_sha256(path: str | Path) -> str:
+    """A checkpoint's sha256 over what the net computes (its spec, pruning record and tensors), not its training
+    times: a baseline retrained into a removed cache with the same seed has the same weights but another file."""
+    import torch
+
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256(json.dumps({k: raw.get(k) for k in ("spec", "pruning")}, sort_keys=True,
+                                       default=str).encode())
+    for name, t in sorted(raw["state_dict"].items()):
+        t = t.detach().contiguous().reshape(-1)
+        digest.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def same_weights(path: str | Path, recorded: str | None) -> bool:
+    """``path`` holds the net ``recorded`` (a :func:`weights_sha256`) was taken of; False for records without one
+    and for a file that is no longer a readable checkpoint."""
+    if recorded is None:
+        return False
+    try:
+        return weights_sha256(path) == recorded
+    except Exception:  # noqa: BLE001 - replaced by anything at all: not the same net
+        return False
+
+
 def file_sha256(path: str | Path) -> str:
     """A file's sha256, read in chunks (a checkpoint may be hundreds of MB) and remembered while the file keeps
     the same inode, size and modification time (a file rewritten atomically is a new inode): a run checks its

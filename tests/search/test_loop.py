@@ -116,15 +116,22 @@ def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
     # the same checkpoint with another channel ranking would mix two searches in one log
     with pytest.raises(ConfigError, match=r'other settings \(`importance` "l1" there, "l2" now\)'):
         search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True, importance="l2")
-    # the same path holding another file (retrained in place): refused by its content
+    # the same path holding another net (retrained in place): refused by its weights
     moved = tmp_path / "same_path.pt"
     moved.write_bytes(digits_ckpt.read_bytes())
     search_checkpoint(moved, tmp_path / "t", cfg(episodes=10), quiet=True)
     raw = torch.load(moved, weights_only=True)
-    raw["metrics"] = {"retrained": 1}
+    raw["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in raw["state_dict"].items()}
     torch.save(raw, moved)
-    with pytest.raises(ConfigError, match="another checkpoint_sha256"):
+    with pytest.raises(ConfigError, match="another checkpoint_weights_sha256"):
         search_checkpoint(moved, tmp_path / "t", cfg(episodes=10), resume=True, quiet=True)
+    # the same weights in a file of other training times (a removed cache retrained with the same seed) resume
+    same = tmp_path / "same_weights.pt"
+    same.write_bytes(digits_ckpt.read_bytes())
+    search_checkpoint(same, tmp_path / "u", cfg(episodes=10), quiet=True)
+    raw = torch.load(same, weights_only=True)
+    torch.save({**raw, "metrics": {"retrained": 1}}, same)
+    search_checkpoint(same, tmp_path / "u", cfg(episodes=10), resume=True, quiet=True)
 
 
 def test_ddpg_improves_over_warmup(digits_ckpt, tmp_path):
