@@ -148,9 +148,10 @@ def world(tmp_path, digits_ckpt, pruned_ckpt, idx_dir):
     pruned_raw = torch.load(pruned_ckpt, weights_only=True)  # its original moved away since the pruning
     torch.save({**pruned_raw, "pruning": {**pruned_raw["pruning"], "original": str(tmp_path / "moved.pt")}},
                tmp_path / "orphan.pt")
-    # ... and one whose original was retrained in place since (its recorded hash is another file's)
+    # ... and one whose original was retrained in place since (its recorded hashes are another net's)
     torch.save({**pruned_raw, "pruning": {**pruned_raw["pruning"], "original": str(tmp_path / "good.pt"),
-                                          "original_sha256": "0" * 64}}, tmp_path / "stale.pt")
+                                          "original_sha256": "0" * 64, "original_weights_sha256": "0" * 64}},
+               tmp_path / "stale.pt")
     # a search folder whose saved state was cut short, run folders with broken records
     (tmp_path / "cut_state").mkdir()
     (tmp_path / "cut_state" / "search_state.pt").write_bytes(digits_ckpt.read_bytes()[:300])
