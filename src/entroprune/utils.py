@@ -109,22 +109,36 @@ def read_json(path: str | Path) -> Any:
                           "writing it or the file was edited, rerun the command that wrote it") from None
 
 
-_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+_DIGESTS: dict[tuple[str, str, int, int, int], str] = {}
+
+
+def _remembered(kind: str, path: str | Path, compute: Callable[[Path], str]) -> str:
+    """``compute(path)``, remembered while the file keeps the same inode, size and modification time (a file
+    rewritten atomically is a new inode): a run checks its baseline's hashes, and the search and pruning it starts
+    the same file's."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (kind, str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = compute(path)
+    return _DIGESTS[key]
 
 
 def weights_sha256(path: str | Path) -> str:
     """A checkpoint's sha256 over what the net computes (its spec, pruning record and tensors), not its training
     times: a baseline retrained into a removed cache with the same seed has the same weights but another file."""
-    import torch
+    def compute(path: Path) -> str:
+        import torch
 
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    digest = hashlib.sha256(json.dumps({k: raw.get(k) for k in ("spec", "pruning")}, sort_keys=True,
-                                       default=str).encode())
-    for name, t in sorted(raw["state_dict"].items()):
-        t = t.detach().contiguous().reshape(-1)
-        digest.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        digest = hashlib.sha256(json.dumps({k: raw.get(k) for k in ("spec", "pruning")}, sort_keys=True,
+                                           default=str).encode())
+        for name, t in sorted(raw["state_dict"].items()):
+            digest.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+            digest.update(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    return _remembered("weights", path, compute)
 
 
 def same_weights(path: str | Path, recorded: str | None) -> bool:
@@ -139,19 +153,15 @@ def same_weights(path: str | Path, recorded: str | None) -> bool:
 
 
 def file_sha256(path: str | Path) -> str:
-    """A file's sha256, read in chunks (a checkpoint may be hundreds of MB) and remembered while the file keeps
-    the same inode, size and modification time (a file rewritten atomically is a new inode): a run checks its
-    baseline's, and the search it starts the same file's."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
+    """A file's sha256, read in chunks (a checkpoint may be hundreds of MB)."""
+    def compute(path: Path) -> str:
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
+        return digest.hexdigest()
+
+    return _remembered("file", path, compute)
 
 
 def write_text(path: str | Path, text: str) -> Path:
