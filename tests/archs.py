@@ -346,6 +346,25 @@ class AttentionHeads(torch.nn.Module):
         return self.fc(torch.relu(self.c2(h)).mean((2, 3)))
 
 
+class ChannelSlice(torch.nn.Module):
+    """A fixed slice of a group's channels (``x[:, :6]``) feeding a side branch, as multi-task heads and partial
+    convolutions take theirs: torch-pruning maps the slice right only where the kept channels include every
+    sliced one. ``sliced=False`` leaves the slice out (the structure is then built without it)."""
+
+    def __init__(self, sliced: bool = True):
+        super().__init__()
+        nn = torch.nn
+        self.c0, self.b0 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c1, self.side = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(6, 10, 1)
+        self.fc = nn.Linear(16, 10)
+        self.sliced = sliced
+
+    def forward(self, x):
+        h = torch.relu(self.b0(self.c0(x)))
+        y = self.fc(torch.relu(self.c1(h)).mean((2, 3)))
+        return y + self.side(h[:, :6]).mean((2, 3)) if self.sliced else y
+
+
 class TCResNet(torch.nn.Module):
     """A keyword-spotting net on 1-D signals (TC-ResNet, MatchboxNet): a strided Conv1d stem, a residual block of
     depthwise-separable Conv1d with BatchNorm1d, a pooled Linear classifier."""
@@ -419,6 +438,7 @@ ARCHITECTURES = {
     "depthwise channel multiplier": (DWMult, "c0"),
     "inception concat + projection": (Incep, "b1"),
     "attention heads (reshape)": (AttentionHeads, "qkv"),
+    "channel slice into a side branch": (ChannelSlice, "c0"),
     "1-d keyword spotting (residual, depthwise)": (TCResNet, None),
     "1-d u-net (transposed conv + skip concat)": (lambda: UNet(dims=1), None),
     "3-d video net (residual, depthwise)": (Video3D, None),

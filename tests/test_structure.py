@@ -13,6 +13,7 @@ from tests.archs import (
     SK,
     AttentionHeads,
     AuxHeadNet,
+    ChannelSlice,
     DenseBlock,
     DWMult,
     Gen,
@@ -371,6 +372,43 @@ def test_a_runaway_group_search_is_refused_in_one_line_not_a_hang():
             signal.signal(signal.SIGALRM, previous)
     assert "\n" not in str(err.value)
     assert graph.Group is base  # torch-pruning's own class back for every later user
+
+
+def test_the_final_prune_is_checked_against_the_masked_net(monkeypatch):
+    """The structure probes each group at two counts; the prune that is kept is compared with the net with the
+    same channels zeroed, so a cut torch-pruning maps wrongly at another count is refused in one line naming the
+    group, never written. Here the slice joins the forward after the structure was built (unseen by its
+    probes): a count that keeps a sliced channel out breaks the side branch."""
+    torch.manual_seed(0)
+    net = ChannelSlice(sliced=False).eval()
+    x = torch.randn(1, 1, 16, 16)
+    s = Structure(net, x)
+    net.sliced = True
+    j = s.by_name["c0"].index
+    # torch-pruning cuts the side conv's inputs by the kept indices under 6; the slice takes the first 6 kept
+    # channels: the same ones only where those are all under 6
+    right = [c for c in range(1, 16) if max(sorted(s.groups[j].kept(c))[:6]) < 6]
+    wrong = [c for c in range(1, 16) if c not in right]
+    assert right and wrong  # this seed's ranking gives both kinds of count
+    for c in right + wrong:
+        counts = s.full_counts()
+        counts[j] = c
+        if c in right:
+            pruned, _ = prune_model(net, s, counts, check=True)
+            masked = Masker(copy.deepcopy(net), s)
+            masked.apply(counts)
+            assert torch.allclose(pruned(x), masked.model(x), atol=1e-5)
+            continue
+        with pytest.raises(ConfigError, match=r"prunes group\(s\) c0 of this model wrongly .*`ignored_layers=c0`") as err:
+            prune_model(net, s, counts, check=True)
+        assert "\n" not in str(err.value)
+    # a failure inside torch-pruning's cut is the same one line, naming the group
+    counts = s.full_counts()
+    counts[j] = 8
+    monkeypatch.setattr("torch_pruning.DependencyGraph.get_pruning_group",
+                        lambda *a, **k: (_ for _ in ()).throw(IndexError("index 15 is out of bounds")))
+    with pytest.raises(ConfigError, match=r"group\(s\) c0 .*IndexError: index 15 is out of bounds"):
+        prune_model(net, s, counts)
 
 
 def test_one_example_input_tensor_of_the_right_shape():

@@ -27,7 +27,7 @@ from .checkpoint import (
 )
 from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig, RunConfig
 from .data import BUILT_IN, DataBundle, load_dataset
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError, one_line
 from .inputs import (
     Images,
     batches,
@@ -313,7 +313,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     if (out_dir / "model.pt").exists() and not force:
         raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass `force=True` or choose another `out_dir`")
     check_writable_dir(out_dir)
-    pruned, history = prune_model(model, structure, counts)
+    pruned, history = prune_model(model, structure, counts, check=True)
     if bn_recalibration:
         data = load_data_for_spec(ckpt.spec, dataset, data_dir)
         recalibrate_bn(pruned.to(device), data.normalize(data.calib.x).to(device))
@@ -629,7 +629,7 @@ def zoo_model(model: str, data: DataBundle, width_mult: float, dataset: str, dat
         try:
             net.eval()(data.example_input(2))
         except Exception as exc:  # noqa: BLE001 - a 2-D net on signals, a 1-D one on images: one line
-            raise ConfigError(f"{refusal} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            raise ConfigError(f"{refusal} ({one_line(exc)}); "
                               f"{zoo}") from None
     spec = ModelSpec(model=model, num_classes=data.num_classes, in_channels=data.in_channels,
                      width_mult=width_mult, dataset=dataset, mean=data.mean, std=data.std,
@@ -826,7 +826,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     structure = Structure(model, example_input, importance=pol.get("importance", importance),
                           ignored=_ignored(pol))
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
-    pruned, history = prune_model(model, structure, counts)
+    pruned, history = prune_model(model, structure, counts, check=True)
     if calib is not None:
         recalibrate_bn(pruned, take_images(calib, 1024, example_input))
     return pruned, history

@@ -85,6 +85,12 @@ class EntropruneDeprecationWarning(FutureWarning):
     """A renamed setting: shown to CLI, YAML and API users alike (FutureWarning is not hidden by default)."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception quoted inside a one-line refusal: its type and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}"
+
+
 def deprecated(old: str, new: str) -> None:
     """Warn once per call site that setting ``old`` is now ``new``; the CLI renders the names as flags."""
     import warnings

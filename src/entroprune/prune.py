@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from .errors import CheckpointError
+from .errors import CheckpointError, one_line
 
 if TYPE_CHECKING:  # structure probes its groups with this module's pruning: no import back at run time
     from .structure import Structure
@@ -118,11 +118,18 @@ def counts_to_dict(structure: Structure, counts: Sequence[int] | np.ndarray) -> 
     return {g.name: int(c) for g, c in zip(structure.groups, counts, strict=True)}
 
 
-def prune_model(model: nn.Module, structure: Structure,
-                counts: Sequence[int] | np.ndarray) -> tuple[nn.Module, list]:
-    """A physically pruned copy of ``model`` and torch-pruning's history to replay it."""
+def prune_model(model: nn.Module, structure: Structure, counts: Sequence[int] | np.ndarray,
+                check: bool = False) -> tuple[nn.Module, list]:
+    """A physically pruned copy of ``model`` and torch-pruning's history to replay it. ``check``: also compare it
+    with the model with those channels zeroed (the final prune; :meth:`Structure.pruning_fault`). A policy
+    torch-pruning cuts wrongly is refused in one line either way."""
     pruned = copy.deepcopy(model).cpu()
-    history = apply_physical(pruned, structure, counts_to_dict(structure, counts))
+    try:
+        history = apply_physical(pruned, structure, counts_to_dict(structure, counts))
+    except Exception as exc:  # noqa: BLE001 - one line, naming the group at fault
+        raise structure.refuse_pruning(model, counts, one_line(exc)) from None
+    if check and (fault := structure.pruning_fault(model, counts, pruned)) is not None:
+        raise structure.refuse_pruning(model, counts, fault)
     return pruned, _plain_history(history)
 
 

@@ -31,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 from torch_pruning.dependency import graph as tp_graph
 from torch_pruning.utils.op_counter import MODULES_MAPPING
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .prune import Masker, apply_physical, traceable
 from .settings import DEFAULT_IMPORTANCE, IMPORTANCES
 from .utils import forward_with_hooks, modes_kept
@@ -87,7 +87,7 @@ def plain_module(model: nn.Module) -> nn.Module:
 def cannot_run(example_input: torch.Tensor, exc: Exception) -> ConfigError:
     """A forward that failed on the caller's example (a wrong shape or dtype): theirs to fix, in one line."""
     return ConfigError(f"the model cannot run on an example input of shape {tuple(example_input.shape)} "
-                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); pass one "
+                       f"({one_line(exc)}); pass one "
                        "batch of the inputs it takes")
 
 
@@ -297,6 +297,9 @@ def _outputs_differ(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
     return False
 
 
+NOT_MASKED = "the pruned net computes something else than the net with those channels zeroed"
+
+
 def _flat(out) -> list[torch.Tensor]:
     """The tensors of a model's output, through nested tuples, lists and dicts."""
     tensors, stack = [], [out]
@@ -327,7 +330,7 @@ def _all_powers(ratios: np.ndarray, frac: float) -> bool:
 
 
 def _cost_terms(base: np.ndarray, ratios: list[np.ndarray], fracs: list[np.ndarray]
-                ) -> tuple[np.ndarray, np.ndarray, bool]:
+                ) -> tuple[np.ndarray, np.ndarray, set[int]]:
     """Rows (coefficient, exponents) whose sum of ``coef * prod_g f_g ** e_g`` is each call's cost.
 
     ``ratios[k][i, j]``: call ``i``'s cost with group ``j`` alone cut to ``fracs[k][j]`` (a second cut
@@ -335,9 +338,9 @@ def _cost_terms(base: np.ndarray, ratios: list[np.ndarray], fracs: list[np.ndarr
     ``c0 + c1 f + c2 f**2`` with value 1 at ``f = 1``: without a constant it is a factor (input
     and output channels of a conv: ``f`` or ``f**2``, ``c1 f + c2 f**2`` with a bias); with one it is
     a part of a concatenated input (``1 - w + w f``), and parts add up rather than multiply. A call
-    becomes one row per product of monomials. Returns whether any call read a concatenation.
+    becomes one row per product of monomials. Returns the groups some call read as a part of its input.
     """
-    coefs, exps, concat = [], [], False
+    coefs, exps, concat = [], [], set()
     n = len(fracs[0])
     for i, b in enumerate(base):
         factors: list[list[tuple[float, int, int]]] = []  # per factor group: (coef, group, exponent)
@@ -364,7 +367,7 @@ def _cost_terms(base: np.ndarray, ratios: list[np.ndarray], fracs: list[np.ndarr
         for options in factors:
             rows = [(c * oc, e + np.eye(n)[j] * oe) for c, e in rows for oc, j, oe in options]
         if parts:
-            concat = True
+            concat.update(parts)
             rest = 1 - sum(parts.values())
             rows = ([(c * rest, e) for c, e in rows] if rest > 1e-9 else []) + [
                 (c * w, e + np.eye(n)[j]) for c, e in rows for j, w in parts.items()]
@@ -402,10 +405,8 @@ def _make_group(g, dg, names: dict, mods: dict, rank: dict, out_hw: dict, imp) -
     try:
         scores = imp(g).double()
     except Exception as exc:  # noqa: BLE001 - e.g. a depthwise conv with a channel multiplier
-        raise ConfigError(f"torch-pruning cannot rank the channels of group {name} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); leave it whole with ignored "
-                          f"layers (`ignored_layers={name}`), or report the model "
-                          "upstream") from None
+        raise ConfigError(f"torch-pruning cannot rank the channels of group {name} ({one_line(exc)}); leave it "
+                          f"whole with ignored layers (`ignored_layers={name}`), or report the model upstream") from None
     if step > 1:  # rank offsets within a chunk by their importance summed over the chunks
         scores = scores.reshape(step, channels // step).sum(0)
     order = torch.argsort(scores, descending=True, stable=True).tolist()
@@ -461,8 +462,7 @@ class Structure:
                               f"heads or a pixel shuffle); leave it whole with ignored layers (`ignored_layers={name}`) "
                               "and the rest is pruned, or report the model upstream") from None
         except Exception as exc:  # noqa: BLE001 - any tracer failure is one line, not a traceback
-            raise ConfigError(f"torch-pruning cannot trace this model ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); leave the part it "
+            raise ConfigError(f"torch-pruning cannot trace this model ({one_line(exc)}); leave the part it "
                               "fails on out with ignored layers, or report the model upstream") from None
         # module -> output height * width at the example size (1x1 maps have no spatial entropy)
         self.out_sizes = out_hw = self._output_sizes(model)
@@ -515,13 +515,13 @@ class Structure:
         ratio_params = [np.ones((len(params), n)), np.ones((len(params), n))]
         fracs = [np.ones(n), np.ones(n)]
         broken: dict[str, str] = {}
-        probe_x = torch.randn(2, *self.example_input.shape[1:], generator=torch.Generator().manual_seed(0))
+        probe_x = self._probe_x = torch.randn(2, *self.example_input.shape[1:],
+                                              generator=torch.Generator().manual_seed(0))
         # The pruned net must compute what the net with the same channels zeroed computes, or torch-pruning
         # mapped a reshape or a shuffle wrongly; not comparable under GroupNorm or LayerNorm, whose
         # statistics legitimately change when channels are removed.
-        masker = None
-        if not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in model.modules()):
-            masker = Masker(copy.deepcopy(model).eval(), self)
+        self._maskable = not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in model.modules())
+        masker = Masker(copy.deepcopy(model).eval(), self) if self._maskable else None
         for j, g in enumerate(self.groups):
             chunks = g.channels // g.step
             # a second, smaller cut only where the first shows a cost that is not a power of the fraction
@@ -538,7 +538,7 @@ class Structure:
                         raise RuntimeError("pruning it changed the model's call graph")
                     shape_ok = _output_shapes(pruned, self.example_input) == self._out_shapes
                 except Exception as exc:  # noqa: BLE001 - every failure is reported in one line below
-                    broken[g.name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    broken[g.name] = one_line(exc)
                     break
                 if not shape_ok:
                     broken[g.name] = "pruning it changes the shape of the model's output"
@@ -548,7 +548,7 @@ class Structure:
                     counts[j] = keep
                     masker.apply(counts)
                     if _outputs_differ(masker.model, pruned, probe_x):
-                        broken[g.name] = "the pruned net computes something else than the net with those channels zeroed"
+                        broken[g.name] = NOT_MASKED
                         break
                 new = np.array([c for _, c in new_calls])
                 newp = np.array([p for _, p in _module_params(pruned)])
@@ -568,23 +568,77 @@ class Structure:
         for j, g in enumerate(self.groups):
             g.macs = int(self._base[self._exp[:, j] > 0].sum())
         if concat_calls or concat_params:  # sums of products: check the closed form where it is new
-            self._check_costs(model)
+            self._check_costs(model, [self.groups[j].name for j in sorted(concat_calls | concat_params)])
 
-    def _check_costs(self, model: nn.Module) -> None:
+    def _check_costs(self, model: nn.Module, parts: list[str]) -> None:
+        """Check the closed form against torch-pruning at two random policies; where it misses, name the groups read
+        as parts that miss alone at their count (a classifier's input group is one through its bias: not at fault)."""
         rng = np.random.default_rng(0)
         for _ in range(2):
             counts = self.keep_counts(rng.uniform(0.1, 1.0, len(self.groups)))
+            if (miss := self._cost_miss(model, counts)) is None:
+                continue
+            names = ",".join([n for n in parts if self._cost_miss(model, self._alone(counts, self.by_name[n].index))]
+                             or parts)
+            raise ConfigError(f"the closed-form MACs of this architecture do not match torch-pruning's pruning ({miss}) "
+                              f"where group(s) {names} feed part of a layer's input (a concatenation or a slice of "
+                              f"channels); leave them whole with ignored layers (`ignored_layers={names}`), or report "
+                              "the model")
+
+    def _cost_miss(self, model: nn.Module, counts: np.ndarray) -> str | None:
+        """How torch-pruning's cut of ``counts`` differs from the closed form (its MACs or params, or its failure)."""
+        try:
             pruned = self._physical(model, {g.name: int(c) for g, c in zip(self.groups, counts, strict=True)})
             macs, params = count_macs_params(pruned, self.example_input)
-            if abs(self.macs(counts) - macs) > 1e-6 * macs + 1 or abs(self.params(counts) - params) > 1e-6 * params + 1:
-                raise ConfigError("the closed-form MACs of this architecture do not match torch-pruning's count "
-                                  f"({self.macs(counts):.0f} vs {macs}); leave the concatenated part out with "
-                                  "ignored layers, or report the model")
+        except Exception as exc:  # noqa: BLE001 - a count the probe did not try: one line
+            return one_line(exc)
+        if abs(self.macs(counts) - macs) > 1e-6 * macs + 1:
+            return f"{self.macs(counts):.0f} vs {macs} MACs"
+        if abs(self.params(counts) - params) > 1e-6 * params + 1:
+            return f"{self.params(counts):.0f} vs {params} parameters"
+        return None
+
+    def _alone(self, counts: Sequence[int] | np.ndarray, j: int) -> np.ndarray:
+        """Group ``j`` at its count in ``counts``, every other group whole."""
+        one = self.full_counts()
+        one[j] = counts[j]
+        return one
 
     def _physical(self, model: nn.Module, keep: Mapping[str, int]) -> nn.Module:
         pruned = copy.deepcopy(model)
         apply_physical(pruned, self, keep)
         return pruned
+
+    def pruning_fault(self, model: nn.Module, counts: Sequence[int] | np.ndarray,
+                      pruned: nn.Module | None = None) -> str | None:
+        """Why ``model`` cut to ``counts`` (``pruned``, or pruned here) is wrong, or None: it fails, changes the
+        output's shape, or computes something else than the model with those channels zeroed. The probe tried each
+        group alone at two counts; a slice of a group's channels (``x[:, :3]``) can map right at those and wrong at
+        others, so the final prune is checked too."""
+        try:
+            if pruned is None:
+                pruned = self._physical(copy.deepcopy(model).cpu(), {
+                    g.name: int(c) for g, c in zip(self.groups, counts, strict=True)})
+            if _output_shapes(pruned.eval(), self.example_input) != self._out_shapes:
+                return "pruning it changes the shape of the model's output"
+            if self._maskable:
+                masker = Masker(copy.deepcopy(model).cpu().eval(), self)
+                masker.apply(counts)
+                if _outputs_differ(masker.model, pruned, self._probe_x):
+                    return NOT_MASKED
+        except Exception as exc:  # noqa: BLE001 - reported in one line by refuse_pruning
+            return one_line(exc)
+        return None
+
+    def refuse_pruning(self, model: nn.Module, counts: Sequence[int] | np.ndarray, fault: str) -> ConfigError:
+        """The one-line refusal of a policy torch-pruning cuts wrongly, naming the groups that are wrong alone at
+        their count (all cut groups where none is)."""
+        cut = [g for g, c in zip(self.groups, counts, strict=True) if c < g.channels]
+        names = ",".join([g.name for g in cut if self.pruning_fault(model, self._alone(counts, g.index)) is not None]
+                         or [g.name for g in cut])
+        return ConfigError(f"torch-pruning prunes group(s) {names} of this model wrongly at this policy's channel "
+                           f"counts ({fault}), though they probed right at other counts; leave them whole with "
+                           f"ignored layers (`ignored_layers={names}`) and search again, or report the model upstream")
 
     # ----------------------------------------------------------------- policies
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..entropy import EntropyProbe, activation_points, select_layers
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ..prune import Masker, apply_physical, bn_calibration, counts_to_dict, recalibrate_bn
 from ..structure import Structure
 from .config import RewardConfig
@@ -130,7 +130,10 @@ class RewardEvaluator:
         """The policy cut out of a copy of the (unmasked) model. The copy carries the probe's
         forward hooks, which torch-pruning keeps on the modules it shrinks."""
         net = copy.deepcopy(self.model)
-        apply_physical(net, self.structure, counts_to_dict(self.structure, counts))
+        try:
+            apply_physical(net, self.structure, counts_to_dict(self.structure, counts))
+        except Exception as exc:  # noqa: BLE001 - a count the structure's probe did not try: one line, not a traceback
+            raise self.structure.refuse_pruning(self.model, counts, one_line(exc)) from None
         return net.eval()
 
     def aggregate(self, values: dict[str, float], variant: str) -> float:
