@@ -280,6 +280,43 @@ def test_a_failed_write_leaves_the_old_output_whole(digits_ckpt, searched, tmp_p
     assert {p.name: digest(p) for p in (tmp_path / "p").iterdir()} == before
 
 
+@pytest.mark.parametrize("raised,says", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 25600000000 bytes. Error code 12 (Cannot allocate memory)"), "25.6 GB"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79 GiB"),
+     "20.00 GiB on the GPU"),
+    (MemoryError(), "Python could not allocate")])
+def test_running_out_of_memory_is_one_line_naming_the_batch(raised, says, digits_ckpt, tmp_path, monkeypatch):
+    """A batch too large for the machine (`latency --batch 100000000` asked torch for 25.6 GB): one line naming
+    the command's batch option, exit 1 (the machine's limit, as a full disk), no folder left behind."""
+    import entroprune.api
+
+    def allocate(checkpoint, out_dir, *args, **kwargs):
+        from entroprune.utils import check_writable_dir
+
+        check_writable_dir(out_dir)  # as the command does before it times anything
+        raise raised
+
+    monkeypatch.setattr(entroprune.api, "fit_latency_checkpoint", allocate)
+    res = runner.invoke(app, ["latency", str(digits_ckpt), "--out", str(tmp_path / "lat")])
+    assert res.exit_code == 1, (res.stderr, res.exception)
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "Traceback" not in res.stderr
+    assert f"out of memory ({'one tensor needed ' if 'Python' not in says else ''}{says})" in res.stderr
+    assert "use a smaller --batch," in res.stderr
+    assert not (tmp_path / "lat").exists()
+
+
+def test_a_runtime_error_that_is_no_allocation_failure_is_not_called_one(digits_ckpt, tmp_path, monkeypatch):
+    import entroprune.api
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x16 and 8x10)")
+
+    monkeypatch.setattr(entroprune.api, "fit_latency_checkpoint", broken)
+    res = runner.invoke(app, ["latency", str(digits_ckpt), "--out", str(tmp_path / "lat")])
+    assert isinstance(res.exception, RuntimeError) and "out of memory" not in res.stderr
+
+
 @pytest.mark.parametrize("command", ["train", "prune", "finetune"])
 def test_ctrl_c_leaves_no_folder_it_created(command, digits_ckpt, pruned_ckpt, searched, tmp_path, monkeypatch):
     import entroprune.api

@@ -6,8 +6,10 @@ Every command turns an :class:`EntropruneError` into one line on stderr and exit
 from __future__ import annotations
 
 import functools
+import re
 import signal
 import sys
+from inspect import signature
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -117,6 +119,16 @@ def handle_errors(fn=None, *, render=None):
             remove_empty_created_dirs()
             err.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            remove_empty_created_dirs()  # the machine's limit, not the input's fault (exit 1), as a full disk
+            flags = [f"--{n.replace('_', '-')}" for n in ("batch", "batch_size", "latency_batch")
+                     if n in signature(fn).parameters]
+            smaller = " or ".join(flags) if flags else "the config's batch sizes"
+            err.print(f"[bold red]error:[/] out of memory ({_out_of_memory(exc)}); use a smaller {smaller}, fewer "
+                      "images or a smaller model, or free memory, and rerun", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except OSError as exc:
             remove_empty_created_dirs()  # the machine, not the input: a full disk, a lost mount (exit 1)
             where = f" ({exc.filename})" if exc.filename else ""
@@ -126,6 +138,19 @@ def handle_errors(fn=None, *, render=None):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _out_of_memory(exc: BaseException) -> str:
+    """What an allocation that failed asked for ('' where ``exc`` is no allocation failure): torch raises
+    RuntimeError on the CPU and its OutOfMemoryError (a RuntimeError) on CUDA; Python's own, MemoryError."""
+    if isinstance(exc, MemoryError):
+        return "Python could not allocate"
+    text = str(exc)
+    if (m := re.search(r"tried to allocate (\d+) bytes", text)) is not None:
+        return f"one tensor needed {int(m.group(1)) / 1e9:.1f} GB"
+    if (m := re.search(r"[Tt]ried to allocate ([\d.]+ [KMG]iB)", text)) is not None:
+        return f"one tensor needed {m.group(1)} on the GPU"
+    return "torch could not allocate" if "out of memory" in text.lower() or "can't allocate memory" in text else ""
 
 
 def _print_version(value: bool) -> None:
