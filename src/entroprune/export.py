@@ -37,7 +37,8 @@ LOADERS = {"onnx": 'onnxruntime.InferenceSession("{file}")',
 
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        int8 = " (int8 is ONNX quantised: pass `int8`)" if fmt.lower() in ("int8", "qdq", "quantized", "quantised") else ""
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}{int8}")
 
 
 def check_export_options(fmt: str, opset: int | None, batch: int, int8: bool = False) -> None:
