@@ -129,6 +129,24 @@ def test_bn_recalibration_masked_equals_physical(structures):
     assert bn.momentum == 0.1 and bn.num_batches_tracked.item() == 4
 
 
+def test_bn_recalibration_is_the_exact_average_over_every_batch():
+    """The statistics are the mean over all calibration batches, each weighing the same (momentum None), not a
+    moving average that forgets the first batches; stale statistics are forgotten entirely."""
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3)
+    bn.running_mean.fill_(5.0)
+    bn.running_var.fill_(9.0)
+    bn.num_batches_tracked.fill_(1000)  # a trained net's: a running average that kept counting would keep them
+    images = torch.randn(48, 1, 8, 8) * torch.linspace(0.5, 3.0, 48).view(48, 1, 1, 1)  # batches that differ
+    recalibrate_bn(torch.nn.Sequential(conv, bn), images, batch_size=16)
+    with torch.no_grad():
+        per_batch = [conv(images[i:i + 16]) for i in range(0, 48, 16)]
+    mean = torch.stack([b.mean((0, 2, 3)) for b in per_batch]).mean(0)
+    var = torch.stack([b.var((0, 2, 3), unbiased=True) for b in per_batch]).mean(0)
+    assert torch.allclose(bn.running_mean, mean, atol=1e-5) and torch.allclose(bn.running_var, var, rtol=1e-4)
+    assert bn.momentum == 0.1 and not bn.training
+
+
 def test_channel_choice_by_magnitude():
     model = build_model("vgg", 10, 1, 0.25).eval()
     conv = model.features[0]

@@ -147,6 +147,23 @@ def test_uniform_is_left_only_for_a_margin():
     assert prefer_uniform(same, 1, 0.1) == 0 and prefer_uniform(same, 1, 0.0) == 1
 
 
+def test_the_confirmation_hands_a_lost_win_to_the_best_fixed_policy():
+    """The confirmation's verdict on mean readings: the searched pick where its mean beats every fixed policy's,
+    else the best fixed one (not the first or the worst: uniform and global often score apart), the lower index
+    on a tie."""
+    from entroprune.search.rerank import confirmed
+
+    def pool(*means):
+        return [{"candidate": f"c{i}", "source": "search" if i == 0 else "fixed", "reward": m[0],
+                 "confirm_rewards": list(m)} for i, m in enumerate(means)]
+
+    assert confirmed(pool((-0.2, -0.2), (-0.3, -0.3), (-0.25, -0.25)), 0, [1, 2]) == 0
+    assert confirmed(pool((-0.2, -0.4), (-0.5, -0.5), (-0.25, -0.25)), 0, [1, 2]) == 2  # its mean -0.3 loses
+    assert confirmed(pool((-0.2, -0.4), (-0.25, -0.25), (-0.5, -0.5)), 0, [1, 2]) == 1
+    assert confirmed(pool((-0.3, -0.3), (-0.3, -0.3), (-0.3, -0.3)), 0, [1, 2]) == 1  # a tie is no win
+    assert confirmed(pool((-0.1, None), (-0.5, -0.5), (-0.6, -0.6)), 0, [1, 2]) == 1  # a failed reading never wins
+
+
 def test_search_with_a_wide_margin_returns_uniform(digits_ckpt, tmp_path):
     res = search_checkpoint(digits_ckpt, tmp_path / "s", cfg(confirm_seeds=0, uniform_margin=5.0), quiet=True)
     pool = res.summary["rerank"]
