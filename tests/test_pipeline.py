@@ -1319,3 +1319,33 @@ def test_deployed_eager_keeps_what_a_net_cannot_take():
     assert isinstance(deployed.bn, torch.nn.BatchNorm2d) and deployed.conv.weight.is_contiguous()
     with torch.no_grad():
         assert torch.equal(deployed(x), net(x))
+
+
+def test_deployed_eager_drops_a_step_that_changes_the_outputs(monkeypatch):
+    """A fold that runs but computes something else (here: outputs 1% off) is not kept: each step is checked
+    against the net's own outputs, to float noise."""
+    import entroprune.export as export
+
+    fold = export._fold_batch_norms
+
+    def off_by_one_percent(model):
+        folded = fold(model)
+        with torch.no_grad():
+            folded.fc.weight.mul_(1.01)
+        return folded
+
+    monkeypatch.setattr(export, "_fold_batch_norms", off_by_one_percent)
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.fc = torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.bn(self.conv(x)).mean((2, 3)))
+
+    net = Net().eval()
+    x = torch.randn(2, 2, 6, 6)
+    deployed = export.deployed_eager(net, x)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in deployed.modules())
+    with torch.no_grad():
+        assert torch.allclose(deployed(x), net(x), atol=1e-6)
