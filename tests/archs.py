@@ -365,6 +365,24 @@ class ChannelSlice(torch.nn.Module):
         return y + self.side(h[:, :6]).mean((2, 3)) if self.sliced else y
 
 
+class ConvTransformer(torch.nn.Module):
+    """A hybrid CNN (CoAtNet, MobileViT, a DETR backbone): a conv stem, then a transformer encoder layer over
+    its positions. torch-pruning cuts the encoder's width with the stem's channels, to counts its heads do not
+    divide."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.c0, self.b0 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c1 = nn.Conv2d(16, 16, 3, stride=2, padding=1)
+        self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = self.c1(torch.relu(self.b0(self.c0(x))))
+        return self.fc(self.enc(h.flatten(2).transpose(1, 2)).mean(1))
+
+
 class TCResNet(torch.nn.Module):
     """A keyword-spotting net on 1-D signals (TC-ResNet, MatchboxNet): a strided Conv1d stem, a residual block of
     depthwise-separable Conv1d with BatchNorm1d, a pooled Linear classifier."""
@@ -439,6 +457,7 @@ ARCHITECTURES = {
     "inception concat + projection": (Incep, "b1"),
     "attention heads (reshape)": (AttentionHeads, "qkv"),
     "channel slice into a side branch": (ChannelSlice, "c0"),
+    "conv stem + transformer encoder": (ConvTransformer, "c1"),
     "1-d keyword spotting (residual, depthwise)": (TCResNet, None),
     "1-d u-net (transposed conv + skip concat)": (lambda: UNet(dims=1), None),
     "3-d video net (residual, depthwise)": (Video3D, None),

@@ -43,6 +43,14 @@ def test_settings_render_as_flags_and_as_config_keys():
     assert as_keys("`lr` must be positive", "finetune") == "'finetune.lr' must be positive"
     assert as_flags("no setting named here") == "no setting named here"
 
+    # a library's exception quoted in a refusal keeps its words: torch's backticks are no settings of ours
+    from entroprune.errors import ConfigError, one_line
+
+    quoted = ConfigError(f"cannot prune ({one_line(RuntimeError('`embed_dim` must divide evenly by `num_heads`'))}); "
+                         "leave it whole with ignored layers (`ignored_layers=c1`)")
+    assert as_flags(str(quoted), FLAG_NAMES) == ("cannot prune (RuntimeError: 'embed_dim' must divide evenly by "
+                                                 "'num_heads'); leave it whole with ignored layers (--ignore c1)")
+
 
 def test_the_cli_and_the_config_name_their_own_settings(tmp_path):
     """The same check, reached from the command line and from a run config."""

@@ -86,8 +86,9 @@ class EntropruneDeprecationWarning(FutureWarning):
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception quoted inside a one-line refusal: its type and the first line of its message."""
-    text = str(exc).strip()
+    """An exception quoted inside a one-line refusal: its type and the first line of its message, backticks made
+    quotes (torch writes "`embed_dim` must divide ...": the CLI would render them as its own flags)."""
+    text = str(exc).strip().replace("`", "'")
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}"
 
 

@@ -576,6 +576,9 @@ class Structure:
         rng = np.random.default_rng(0)
         for _ in range(2):
             counts = self.keep_counts(rng.uniform(0.1, 1.0, len(self.groups)))
+            # a cut that fails (a transformer's width no longer divisible by its heads) is no cost to compare
+            if (fault := self.pruning_fault(model, counts)) is not None:
+                raise self.refuse_pruning(model, counts, fault, at="some channel counts")
             if (miss := self._cost_miss(model, counts)) is None:
                 continue
             names = ",".join([n for n in parts if self._cost_miss(model, self._alone(counts, self.by_name[n].index))]
@@ -630,15 +633,16 @@ class Structure:
             return one_line(exc)
         return None
 
-    def refuse_pruning(self, model: nn.Module, counts: Sequence[int] | np.ndarray, fault: str) -> ConfigError:
+    def refuse_pruning(self, model: nn.Module, counts: Sequence[int] | np.ndarray, fault: str,
+                       at: str = "this policy's channel counts") -> ConfigError:
         """The one-line refusal of a policy torch-pruning cuts wrongly, naming the groups that are wrong alone at
         their count (all cut groups where none is)."""
         cut = [g for g, c in zip(self.groups, counts, strict=True) if c < g.channels]
         names = ",".join([g.name for g in cut if self.pruning_fault(model, self._alone(counts, g.index)) is not None]
                          or [g.name for g in cut])
-        return ConfigError(f"torch-pruning prunes group(s) {names} of this model wrongly at this policy's channel "
-                           f"counts ({fault}), though they probed right at other counts; leave them whole with "
-                           f"ignored layers (`ignored_layers={names}`) and search again, or report the model upstream")
+        return ConfigError(f"torch-pruning prunes group(s) {names} of this model wrongly at {at} ({fault}), "
+                           "though they probed right at other counts; leave them whole with ignored layers "
+                           f"(`ignored_layers={names}`) in the search, or report the model upstream")
 
     # ----------------------------------------------------------------- policies
 

@@ -138,6 +138,22 @@ def test_within_tolerance_is_honest(structures):
     assert env.within_tolerance(low)
 
 
+def test_a_budget_holds_every_target_and_is_spent_by_any(structures):
+    """Fitting takes every target (MACs and parameters); spending takes any one of them: a policy at its
+    parameter target with MACs to spare has nothing left to give, as the wall and the tolerance read it."""
+    from entroprune.search.budget import Budget
+
+    s = structures["vgg"]
+    rows = np.array([s.keep_counts([r] * len(s.groups)) for r in (0.3, 0.5, 0.7)])
+    macs, params = Budget(s, 1.0).macs(rows), Budget(s, 1.0).params_fraction(rows)
+    mid = Budget(s, macs_target=float(macs[1]) * 1.2, params_target=float(params[1]) * (1 + 1e-9))
+    assert mid.fits(rows).tolist() == [True, True, False]  # the 0.7 row is over both targets
+    assert Budget(s, float(macs[2]), params_target=float(params[0])).fits(rows).tolist() == [True, False, False]
+    # row 1 spends its parameter budget to the full and only 83% of its MACs budget: it reaches a budget
+    assert mid.reaches(rows, under=0.01).tolist() == [False, True, True]
+    assert Budget(s, float(macs[1]) * 1.2).reaches(rows, under=0.01).tolist() == [False, False, True]
+
+
 @pytest.mark.parametrize("round_to", [1, 8])
 def test_grow_gives_the_unused_budget_back(structures, round_to):
     """What the search's final policy gets when it ends far under its target: more channels, never past
