@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import CheckpointError, ConfigError, UntrustedPickleError
+from .errors import CheckpointError, ConfigError, UntrustedPickleError, one_line
 from .models import build_model
 from .settings import checked_args, given_config
 from .utils import atomic_write
@@ -111,7 +111,7 @@ class Checkpoint:
                 model.eval()(self.spec.example_input(2))
         except RuntimeError as exc:  # e.g. an input_size too small for the model's downsampling
             raise CheckpointError(f"model {self.spec.model!r} cannot run a batch of the spec's input_size "
-                                  f"{self.spec.input_size} ({str(exc).splitlines()[0]}); the file was edited "
+                                  f"{self.spec.input_size} ({one_line(exc)}); the file was edited "
                                   "or made by another tool, or the model's forward fixes the batch size") from None
         if self.pruning:
             from .prune import replay_pruning_history
@@ -120,7 +120,7 @@ class Checkpoint:
                 replay_pruning_history(model, self.spec.example_input(), self.pruning["history"])
             except (IndexError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
                 raise CheckpointError(f"the checkpoint's pruning history cannot be replayed on model "
-                                      f"{self.spec.model!r} ({type(exc).__name__}: {exc}); the file was edited "
+                                      f"{self.spec.model!r} ({one_line(exc)}); the file was edited "
                                       "or made by another version") from None
         try:
             model.load_state_dict(self.state_dict)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .settings import (
     DEFAULT_FORMAT,
     DEFAULT_OPSET,
@@ -162,9 +162,8 @@ def exported_program(model: nn.Module, example: torch.Tensor, batch: int = 0) ->
             return torch.export.export(model.cpu().eval(), (example.cpu(),),
                                        dynamic_shapes=None if batch else ({0: torch.export.Dim.DYNAMIC},))
     except Exception as exc:  # torch.export refuses control flow on values, and much else it cannot trace
-        first = str(exc).strip().splitlines()
-        raise ConfigError(f"torch.export cannot capture this model ({type(exc).__name__}: "
-                          f"{first[0] if first else ''}); export it as onnx or torchscript instead") from None
+        raise ConfigError(f"torch.export cannot capture this model ({one_line(exc)}); export it as onnx or "
+                          "torchscript instead") from None
 
 
 def _fold_batch_norms(model: nn.Module) -> nn.Module:
@@ -304,9 +303,7 @@ def export_int8(model: nn.Module, example: torch.Tensor, path: str | Path, calib
     try:
         data = with_classes(quantize_onnx(plain, pieces), classes)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's quantiser fails in many ways on ops it does not know
-        first = str(exc).strip().splitlines()
-        raise ConfigError(f"onnxruntime cannot quantise this model ({type(exc).__name__}: {first[0] if first else ''}); "
-                          "export it in float") from None
+        raise ConfigError(f"onnxruntime cannot quantise this model ({one_line(exc)}); export it in float") from None
     session = onnx_session(data)
     agree = correct = float_correct = seen = 0
     for x, y in test:

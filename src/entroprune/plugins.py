@@ -21,7 +21,7 @@ from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 ENV = "ENTROPRUNE_PLUGINS"
 V = TypeVar("V")
@@ -124,9 +124,7 @@ def _import(item: str) -> str:
     except ConfigError as exc:  # e.g. a zoo name taken: entroprune's own message, said of this plugin
         raise ConfigError(f"plugin {item}: {exc}") from None
     except Exception as exc:  # the plugin's own code: any error it raises is its author's to fix
-        first = str(exc).strip().splitlines()
-        raise ConfigError(f"plugin {item} failed to import ({type(exc).__name__}: {first[0] if first else ''}); "
-                          "fix it or leave it out") from None
+        raise ConfigError(f"plugin {item} failed to import ({one_line(exc)}); fix it or leave it out") from None
     finally:
         sys.dont_write_bytecode = dont_write
     return name
