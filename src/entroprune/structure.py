@@ -576,10 +576,14 @@ class Structure:
         rng = np.random.default_rng(0)
         for _ in range(2):
             counts = self.keep_counts(rng.uniform(0.1, 1.0, len(self.groups)))
+            try:
+                pruned = self._physical(model, self._keep(counts))
+            except Exception as exc:  # noqa: BLE001 - one line, naming the group at fault
+                raise self.refuse_pruning(model, counts, one_line(exc), at="some channel counts") from None
             # a cut that fails (a transformer's width no longer divisible by its heads) is no cost to compare
-            if (fault := self.pruning_fault(model, counts)) is not None:
+            if (fault := self.pruning_fault(model, counts, pruned)) is not None:
                 raise self.refuse_pruning(model, counts, fault, at="some channel counts")
-            if (miss := self._cost_miss(model, counts)) is None:
+            if (miss := self._cost_miss(model, counts, pruned)) is None:
                 continue
             names = ",".join([n for n in parts if self._cost_miss(model, self._alone(counts, self.by_name[n].index))]
                              or parts)
@@ -588,10 +592,11 @@ class Structure:
                               f"channels); leave them whole with ignored layers (`ignored_layers={names}`), or report "
                               "the model")
 
-    def _cost_miss(self, model: nn.Module, counts: np.ndarray) -> str | None:
-        """How torch-pruning's cut of ``counts`` differs from the closed form (its MACs or params, or its failure)."""
+    def _cost_miss(self, model: nn.Module, counts: np.ndarray, pruned: nn.Module | None = None) -> str | None:
+        """How torch-pruning's cut of ``counts`` (``pruned``, or cut here) differs from the closed form (its MACs or
+        params, or its failure)."""
         try:
-            pruned = self._physical(model, {g.name: int(c) for g, c in zip(self.groups, counts, strict=True)})
+            pruned = pruned if pruned is not None else self._physical(model, self._keep(counts))
             macs, params = count_macs_params(pruned, self.example_input)
         except Exception as exc:  # noqa: BLE001 - a count the probe did not try: one line
             return one_line(exc)
@@ -600,6 +605,9 @@ class Structure:
         if abs(self.params(counts) - params) > 1e-6 * params + 1:
             return f"{self.params(counts):.0f} vs {params} parameters"
         return None
+
+    def _keep(self, counts: Sequence[int] | np.ndarray) -> dict[str, int]:
+        return {g.name: int(c) for g, c in zip(self.groups, counts, strict=True)}
 
     def _alone(self, counts: Sequence[int] | np.ndarray, j: int) -> np.ndarray:
         """Group ``j`` at its count in ``counts``, every other group whole."""
@@ -619,9 +627,9 @@ class Structure:
         group alone at two counts; a slice of a group's channels (``x[:, :3]``) can map right at those and wrong at
         others, so the final prune is checked too."""
         try:
-            if pruned is None:
-                pruned = self._physical(copy.deepcopy(model).cpu(), {
-                    g.name: int(c) for g, c in zip(self.groups, counts, strict=True)})
+            if pruned is None:  # pruned on the CPU, as the structure's example is; the caller's model stays put
+                pruned = copy.deepcopy(model).cpu()
+                apply_physical(pruned, self, self._keep(counts))
             if _output_shapes(pruned.eval(), self.example_input) != self._out_shapes:
                 return "pruning it changes the shape of the model's output"
             if self._maskable:
