@@ -21,6 +21,7 @@ def test_architecture_prunes_or_is_refused_in_one_line(name, target, tmp_path):
         assert row["refusal"] is None
     else:  # refused, naming the layer and the fix, in one line; then the user leaves it whole
         assert f"`ignored_layers={bad}`" in row["refusal"] and "\n" not in row["refusal"]
+        assert "cannot run on an example input" not in row["refusal"]  # the net runs: the cut is at fault, not the input
         if row["target"] != target:
             assert "is unreachable" in row["unreachable"] and "\n" not in row["unreachable"]
     assert row["shapes_kept"]  # the model's outputs keep their shape
