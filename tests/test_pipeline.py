@@ -813,6 +813,9 @@ def test_run_config_scales_out(tmp_path):
     search = json.loads((run / "search" / "search.json").read_text())
     assert search["workers"] == 2 and search["config"]["episode_batch"] == 2  # the batch follows workers
     assert json.loads((run / "finetuned" / "metrics.json").read_text())["processes"] == 2
+    # reference_uniform: false is honoured: no second fine-tune, no reference line
+    assert not (run / "uniform").exists() and json.loads((run / "evaluation.json").read_text())["uniform_reference"] is None
+    assert "Reference: the uniform policy" not in (run / "report.md").read_text()
 
 
 def test_workers_set_the_episode_batch_unless_given():
