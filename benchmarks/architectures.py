@@ -2,7 +2,7 @@
 
     python benchmarks/architectures.py
 
-Runs tests/archs.py's 28 small architectures at 50% and 25% of their MACs (the same runs as
+Runs tests/archs.py's 29 small architectures at 50% and 25% of their MACs (the same runs as
 tests/test_architectures.py, which asserts on them) and writes what each gave.
 """
 

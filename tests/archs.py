@@ -383,6 +383,22 @@ class ConvTransformer(torch.nn.Module):
         return self.fc(self.enc(h.flatten(2).transpose(1, 2)).mean(1))
 
 
+class PositionalEmbedding(torch.nn.Module):
+    """A learned positional embedding added to a conv's maps (hybrid nets before their attention): a parameter
+    outside any layer, which torch-pruning cuts along its last dimension (the width), not its channels."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.c0, self.c1 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 24, 3, padding=1)
+        self.pos = nn.Parameter(torch.randn(1, 16, 16, 16) * 0.1)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.c0(x)) + self.pos
+        return self.fc(torch.relu(self.c1(h)).mean((2, 3)))
+
+
 class TCResNet(torch.nn.Module):
     """A keyword-spotting net on 1-D signals (TC-ResNet, MatchboxNet): a strided Conv1d stem, a residual block of
     depthwise-separable Conv1d with BatchNorm1d, a pooled Linear classifier."""
@@ -458,6 +474,7 @@ ARCHITECTURES = {
     "attention heads (reshape)": (AttentionHeads, "qkv"),
     "channel slice into a side branch": (ChannelSlice, "c0"),
     "conv stem + transformer encoder": (ConvTransformer, "c1"),
+    "learned positional embedding": (PositionalEmbedding, "c0"),
     "1-d keyword spotting (residual, depthwise)": (TCResNet, None),
     "1-d u-net (transposed conv + skip concat)": (lambda: UNet(dims=1), None),
     "3-d video net (residual, depthwise)": (Video3D, None),

@@ -1,4 +1,4 @@
-"""The architecture suite: "any nn.Module" on 28 small nets built on the patterns real model families
+"""The architecture suite: "any nn.Module" on 29 small nets built on the patterns real model families
 use. Each is searched at 50% and 25% of its MACs, pruned, run, counted by torch-pruning and exported to
 ONNX; a pattern torch-pruning maps wrongly must be refused in one line naming the layer, after which
 leaving that layer whole prunes the rest (docs/architectures.md: python benchmarks/architectures.py)."""
