@@ -120,13 +120,13 @@ def handle_errors(fn=None, *, render=None):
             err.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
         except (MemoryError, RuntimeError) as exc:
-            if not _out_of_memory(exc):
+            if not (needed := _out_of_memory(exc)):
                 raise
             remove_empty_created_dirs()  # the machine's limit, not the input's fault (exit 1), as a full disk
             flags = [f"--{n.replace('_', '-')}" for n in ("batch", "batch_size", "latency_batch")
                      if n in signature(fn).parameters]
             smaller = " or ".join(flags) if flags else "the config's batch sizes"
-            err.print(f"[bold red]error:[/] out of memory ({_out_of_memory(exc)}); use a smaller {smaller}, fewer "
+            err.print(f"[bold red]error:[/] out of memory ({needed}); use a smaller {smaller}, fewer "
                       "images or a smaller model, or free memory, and rerun", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as exc:

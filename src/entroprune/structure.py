@@ -616,7 +616,8 @@ class Structure:
         return one
 
     def _physical(self, model: nn.Module, keep: Mapping[str, int]) -> nn.Module:
-        pruned = copy.deepcopy(model)
+        """A pruned copy on the CPU, as the structure's example is; ``model`` stays where it is."""
+        pruned = copy.deepcopy(model).cpu()
         apply_physical(pruned, self, keep)
         return pruned
 
@@ -627,9 +628,8 @@ class Structure:
         group alone at two counts; a slice of a group's channels (``x[:, :3]``) can map right at those and wrong at
         others, so the final prune is checked too."""
         try:
-            if pruned is None:  # pruned on the CPU, as the structure's example is; the caller's model stays put
-                pruned = copy.deepcopy(model).cpu()
-                apply_physical(pruned, self, self._keep(counts))
+            if pruned is None:
+                pruned = self._physical(model, self._keep(counts))
             if _output_shapes(pruned.eval(), self.example_input) != self._out_shapes:
                 return "pruning it changes the shape of the model's output"
             if self._maskable:
