@@ -44,9 +44,9 @@ RANDOM_DRAWS = 20
 #: MACs wall, no band), same order: with ``space-K`` it covers every policy the tool's settings allow.
 SPACE_MAX = 400
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
-           "default-wide", "default-kl", "default-kl-random") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
+           "default-wide", "default-kl", "default-kl-random", "uniform-refit", "global-refit", "default-refit") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
     + tuple(f"{kind}-{k}" for kind in ("space", "wide") for k in range(1, SPACE_MAX + 1))
-FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from"]
+FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from", "refit"]
 SINGLE = ("random-", "space-", "wide-")
 
 
@@ -102,7 +102,10 @@ def search(path: Path, folder: Path, cfg: SearchConfig, source: str) -> SearchRe
 
 
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
-    """One source's search settings; the pair's target and the arena's search space for all."""
+    """One source's search settings; the pair's target and the arena's search space for all. A ``*-refit``
+    source searches as its source does; only its prune differs (reproduce.REFIT)."""
+    if source.endswith(reproduce.REFIT):
+        return search_config(grid, model, target, source.removesuffix(reproduce.REFIT), seed)
     space = {"macs_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}
     if source.startswith("default") or source == "entropy-recovered":
         # default_settings: a smoke arena's shorter default search (the tests'); the arena itself leaves it out,

@@ -51,6 +51,8 @@ SOURCES = {"entropy": ("ddpg", "entropy", None), "accuracy": ("ddpg", "accuracy"
 # Sources whose entropy reward is not the grid's pinned one: `entropy-last` is the tool's default
 # (co-occurrence entropy of the last conv layer with a spatial map), which the reward study chose after
 # the grid's `entropy` source was pinned; run as a follow-up (the grid's ``followup``) beside it.
+#: A source with this suffix prunes its policy with the least-squares refit of the kept weights.
+REFIT = "-refit"
 REWARD_VARIANTS = {"entropy-last": ("cooccurrence", "last")}
 
 
@@ -118,11 +120,13 @@ def search_cell(path: Path, folder: Path, cfg: SearchConfig, source: str):
 
 
 def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int,
-             configure=search_config, earlier=lambda model, policy, seed: None, search=search_cell) -> dict:
+             configure=search_config, earlier=lambda model, policy, seed, refit: None, search=search_cell) -> dict:
     """Search -> prune -> fine-tune -> evaluate one cell; ``configure`` gives its SearchConfig.
 
-    ``earlier(model, policy, seed)`` may return a row that already fine-tuned this policy with this seed
-    (the fine-tune is deterministic): its results are taken instead of fine-tuning again. ``search`` writes
+    ``earlier(model, policy, seed, refit)`` may return a row that already fine-tuned this policy with this seed
+    and the same pruning (the fine-tune is deterministic): its results are taken instead of fine-tuning again.
+    A source named ``*-refit`` prunes with the least-squares refit (``entroprune prune --refit``); every other
+    prunes without it, as the cells recorded before the refit came in. ``search`` writes
     the cell's policy.json and returns its SearchResult.
     """
     base = ensure_baseline(grid, model)
@@ -134,14 +138,15 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     t0 = time.perf_counter()
     res = search(base / "model.pt", cell / "search", cfg, source)
     search_time = time.perf_counter() - t0
-    same = earlier(model, res.policy, seed)
+    refit = source.endswith(REFIT)  # the grid's sources and the arena's first ones were pruned without
+    same = earlier(model, res.policy, seed, refit)
     if same is not None:
         finetuned = {k: float(same[k]) if same.get(k) not in (None, "") else None
                      for k in ("accuracy_before_finetune", "test_accuracy", "macs_fraction", "params_fraction",
                                "speedup_torch_b64", "finetune_time_s")}
         finetuned["finetune_from"] = f"{same['source']} seed {same['seed']} ({same['date']})"
     else:
-        prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True)
+        prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True, refit=refit)
         ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned", epochs=grid["finetune_epochs"],
                                  lr=float(grid.get("finetune_lr", 0.01)), distill=grid["finetune_distill"],
                                  seed=seed, quiet=True, force=True)
@@ -156,7 +161,8 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
             **finetuned, "search_time_s": round(search_time, 1), "search_episodes": res.episodes,
             "finetune_epochs": grid["finetune_epochs"], "cell_time_s": round(time.perf_counter() - t_cell, 1),
             "search_reward": res.reward, "policy": json.dumps(res.policy), "machine": machine_description(),
-            "date": time.strftime("%Y-%m-%d"), "chosen": res.summary.get("chosen", "search")}
+            "date": time.strftime("%Y-%m-%d"), "chosen": res.summary.get("chosen", "search"),
+            "refit": "yes" if refit else ""}
 
 
 def grid_cells(grid: dict) -> list[tuple[str, float, str, int]]:
@@ -218,13 +224,14 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
     done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in recorded
             if is_current(grid, r) and (r["source"] not in per_machine or r.get("machine") == here)}
 
-    def earlier(model: str, policy: dict, seed: int) -> dict | None:
+    def earlier(model: str, policy: dict, seed: int, refit: bool) -> dict | None:
         # the fine-tune is deterministic on one machine only (another CPU moves it about as much as a seed)
         if not reuse_finetunes:
             return None
         return next((r for r in recorded if r["model"] == model and int(r["seed"]) == seed and r.get("policy")
                      and json.loads(r["policy"]) == policy and r.get("finetune_epochs") == str(grid["finetune_epochs"])
-                     and not r.get("finetune_from") and r.get("machine") == here), None)
+                     and not r.get("finetune_from") and r.get("machine") == here
+                     and bool(r.get("refit")) == refit), None)
     # cells the grid's settings make impossible (e.g. a target below what min_keep allows): recorded once
     skipped_path = results.with_name("skipped.csv")
     skipped = {(r["model"], float(r["target"])) for r in read_rows(skipped_path)}

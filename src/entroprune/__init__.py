@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time each name is import
         wrap_weights,
     )
     from .checkpoint import ModelSpec, save_checkpoint
-    from .config import FinetuneConfig, RunConfig, load_config
+    from .config import FinetuneConfig, PruneConfig, RunConfig, load_config
     from .errors import (
         CheckpointError,
         ConfigError,
@@ -61,7 +61,7 @@ __all__ = [
     # the same stages on any nn.Module
     "search_module", "prune_module", "finetune_module", "count_macs_params",
     # configs and results
-    "SearchConfig", "RewardConfig", "RunConfig", "FinetuneConfig", "SearchResult", "load_config",
+    "SearchConfig", "RewardConfig", "RunConfig", "FinetuneConfig", "PruneConfig", "SearchResult", "load_config",
     # errors
     "EntropruneError", "ConfigError", "DataError", "CheckpointError", "RunError", "SearchInterrupted",
     "RunInterrupted", "SweepInterrupted",
@@ -74,7 +74,7 @@ _HOMES = {
                      "inspect_checkpoint", "load_model", "prune_checkpoint", "prune_module", "search_checkpoint",
                      "search_module", "train_baseline", "wrap_weights"], "api"),
     **dict.fromkeys(["ModelSpec", "save_checkpoint"], "checkpoint"),
-    **dict.fromkeys(["FinetuneConfig", "RunConfig", "load_config"], "config"),
+    **dict.fromkeys(["FinetuneConfig", "PruneConfig", "RunConfig", "load_config"], "config"),
     **dict.fromkeys(["CheckpointError", "ConfigError", "DataError", "EntropruneError", "RunError", "RunInterrupted",
                      "SearchInterrupted", "SweepInterrupted"], "errors"),
     "register_model": "models",

@@ -25,7 +25,7 @@ from .checkpoint import (
     save_checkpoint,
     state_mismatch,
 )
-from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig, RunConfig
+from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, BaselineConfig, FinetuneConfig, PruneConfig, RunConfig
 from .data import BUILT_IN, DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, one_line
 from .inputs import (
@@ -290,13 +290,14 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
 
 @checked_args
 def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str | Path, force: bool = False,
-                     trust_pickle: bool = False, bn_recalibration: bool = True,
+                     trust_pickle: bool = False, bn_recalibration: bool = PruneConfig.bn_recalibration,
                      data_dir: str | Path | None = None, device: torch.device | str = "cpu",
-                     dataset: str | None = None) -> dict[str, Any]:
+                     dataset: str | None = None, refit: bool = PruneConfig.refit, seed: int = 0) -> dict[str, Any]:
     """Physically remove channels by a policy; writes a pruned model.pt that reloads safely.
 
-    BN statistics are re-estimated on the calibration split of ``dataset`` (default: the checkpoint's; no
-    labels needed), so the pruned network is usable (and fine-tuning starts from sensible statistics).
+    The kept weights are refitted (``refit``) and BN statistics re-estimated on the calibration split of
+    ``dataset`` (default: the checkpoint's; no labels needed), so the pruned network works before any
+    fine-tune (:class:`~entroprune.config.PruneConfig`).
     """
     device = resolve_device(device)
     from .prune import counts_to_dict, prune_model, recalibrate_bn
@@ -313,17 +314,22 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     if (out_dir / "model.pt").exists() and not force:
         raise ConfigError(f"{out_dir / 'model.pt'} already exists; pass `force=True` or choose another `out_dir`")
     check_writable_dir(out_dir)
-    pruned, history = prune_model(model, structure, counts, check=True)
-    if bn_recalibration:
+    calib = None
+    if bn_recalibration or refit:
         data = load_data_for_spec(ckpt.spec, dataset, data_dir)
-        recalibrate_bn(pruned.to(device), data.normalize(data.calib.x).to(device))
+        calib = data.normalize(data.calib.x)
+    pruned, history = prune_model(model, structure, counts, check=True,  # on the CPU, where the structure probes
+                                  refit_images=calib if refit else None, seed=seed)
+    if bn_recalibration:
+        recalibrate_bn(pruned.to(device), calib.to(device))
         pruned.cpu()
     macs, params = count_macs_params(pruned, ckpt.spec.example_input())
     pruning = {"policy": {g.name: float(pol["policy"][g.name]) for g in structure.groups},
                "counts": counts_to_dict(structure, counts),
                "history": history, "original": str(Path(path).resolve()), "original_sha256": file_sha256(path),
                "original_weights_sha256": weights_sha256(path),
-               "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol)}
+               "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol),
+               "refit": refit}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
@@ -811,9 +817,11 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
 
 @checked_args
 def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchResult | str | Path | dict[str, Any],
-                 importance: str = DEFAULT_IMPORTANCE, calib: Images | None = None) -> tuple[nn.Module, list[Any]]:
+                 importance: str = DEFAULT_IMPORTANCE, calib: Images | None = None,
+                 refit: bool = PruneConfig.refit, seed: int = 0) -> tuple[nn.Module, list[Any]]:
     """A physically pruned copy of any CNN by a policy (a SearchResult, a policy.json path or
-    a {group: keep ratio} dict), with BN statistics re-estimated on ``calib`` when given."""
+    a {group: keep ratio} dict); with ``calib`` (unlabelled images) its kept weights are refitted (``refit``)
+    and its BN statistics re-estimated there."""
     from .prune import prune_model, recalibrate_bn
     from .structure import Structure
 
@@ -826,9 +834,11 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     structure = Structure(model, example_input, importance=pol.get("importance", importance),
                           ignored=_ignored(pol))
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
-    pruned, history = prune_model(model, structure, counts, check=True)
-    if calib is not None:
-        recalibrate_bn(pruned, take_images(calib, 1024, example_input))
+    images = take_images(calib, 1024, example_input) if calib is not None else None
+    pruned, history = prune_model(model, structure, counts, check=True, refit_images=images if refit else None,
+                                  seed=seed)
+    if images is not None:
+        recalibrate_bn(pruned, images)
     return pruned, history
 
 

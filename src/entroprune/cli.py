@@ -18,7 +18,15 @@ from rich.console import Console
 
 # Only torch-free modules at the top (settings, configs, errors): --help, --version and a mistyped flag answer
 # at once; each command imports the rest (torch with it) when it runs.
-from .config import EVAL_BATCH_SIZE, INSPECT_CALIB_SIZE, ZOO_DATASET, BaselineConfig, FinetuneConfig, RunConfig
+from .config import (
+    EVAL_BATCH_SIZE,
+    INSPECT_CALIB_SIZE,
+    ZOO_DATASET,
+    BaselineConfig,
+    FinetuneConfig,
+    PruneConfig,
+    RunConfig,
+)
 from .errors import ConfigError, EntropruneError, SearchInterrupted
 from .search.config import RewardConfig, SearchConfig
 from .settings import (
@@ -46,8 +54,8 @@ out = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=400)
 
 # Every option that sets a config field defaults to that field: the defaults are declared once, there.
-_SEARCH, _REWARD, _BASELINE, _FINETUNE, _LATENCY = (SearchConfig(), RewardConfig(), BaselineConfig(),
-                                                     FinetuneConfig(), LatencyConfig())
+_SEARCH, _REWARD, _BASELINE, _FINETUNE, _LATENCY, _PRUNE = (SearchConfig(), RewardConfig(), BaselineConfig(),
+                                                             FinetuneConfig(), LatencyConfig(), PruneConfig())
 
 Seed = Annotated[int, typer.Option(help="Random seed; same seed, same result.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
@@ -624,7 +632,10 @@ def prune(
     policy: Annotated[Path, typer.Option(help="policy.json written by `entroprune search`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the pruned model.pt.")] = Path("runs/pruned"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing pruned checkpoint.")] = False,
-    bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics on calibration images.")] = True,
+    refit: Annotated[bool, typer.Option(help="Refit the kept weights by least squares so each layer matches the "
+                                               "unpruned net on the calibration images (no labels).")] = _PRUNE.refit,
+    bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics on calibration images.")]
+    = _PRUNE.bn_recalibration,
     dataset: CheckpointDataset = None,
     data_dir: DataDir = None,
     trust_pickle: TrustPickle = False,
@@ -637,7 +648,8 @@ def prune(
 
     dev = _setup(seed, device, threads)
     res = prune_checkpoint(checkpoint, policy, out_dir, force=force, trust_pickle=trust_pickle,
-                           bn_recalibration=bn_recalibration, data_dir=data_dir, device=dev, dataset=dataset)
+                           bn_recalibration=bn_recalibration, data_dir=data_dir, device=dev, dataset=dataset,
+                           refit=refit, seed=seed)
     out.print(f"pruned: {res['macs']:,} MACs ({res['macs_fraction']:.1%} of {res['original_macs']:,}), "
               f"{res['params']:,} params -> {res['checkpoint']}")
 

@@ -55,6 +55,21 @@ class FinetuneConfig:
     nproc: Annotated[int, Field(ge=1)] = 1
 
 
+@dataclass
+class PruneConfig:
+    """Cutting the searched policy out of the model.
+
+    :param refit: refit the kept weights by least squares so each layer's outputs on the calibration images
+        match the unpruned net's (:mod:`entroprune.refit`; label-free): the fine-tune starts from a net that
+        works instead of one near chance.
+    :param bn_recalibration: re-estimate BatchNorm statistics on the calibration images.
+    """
+
+    __pydantic_config__ = _STRICT
+    refit: bool = True
+    bn_recalibration: bool = True
+
+
 # The images of the main job's zoo baseline when the config names none
 ZOO_DATASET = "fashion-mnist"
 #: Images per batch when a checkpoint is scored (memory, not results: evaluation is deterministic).
@@ -88,6 +103,7 @@ class RunConfig:
     out_root: str = "runs"
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     export_format: str = DEFAULT_FORMAT
     # ONNX's opset (of an onnx export and of the int8 one) and a fixed batch size for onnx and pt2 (0: any batch),
@@ -333,5 +349,5 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-__all__ = ["ZOO_DATASET", "EVAL_BATCH_SIZE", "INSPECT_CALIB_SIZE", "RunConfig", "BaselineConfig", "FinetuneConfig", "load_config", "parse_config", "dump_config",
+__all__ = ["ZOO_DATASET", "EVAL_BATCH_SIZE", "INSPECT_CALIB_SIZE", "RunConfig", "BaselineConfig", "FinetuneConfig", "PruneConfig", "load_config", "parse_config", "dump_config",
            "quick_config"]

@@ -341,7 +341,8 @@ def _prune(ckpt_path: Path, folder: Path, cfg: RunConfig, device: torch.device |
     if resume and (folder / "pruned" / "prune.json").exists():
         return
     prune_checkpoint(ckpt_path, policy or folder / "search" / "policy.json", folder / "pruned", dataset=cfg.dataset,
-                     data_dir=cfg.data_dir, device=device, force=resume)
+                     data_dir=cfg.data_dir, device=device, force=resume, refit=cfg.prune.refit,
+                     bn_recalibration=cfg.prune.bn_recalibration, seed=cfg.seed)
 
 
 def _export(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:

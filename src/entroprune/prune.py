@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from .errors import CheckpointError, one_line
+from .utils import modes_kept
 
 if TYPE_CHECKING:  # structure probes its groups with this module's pruning: no import back at run time
     from .structure import Structure
@@ -119,10 +120,14 @@ def counts_to_dict(structure: Structure, counts: Sequence[int] | np.ndarray) -> 
 
 
 def prune_model(model: nn.Module, structure: Structure, counts: Sequence[int] | np.ndarray,
-                check: bool = False) -> tuple[nn.Module, list]:
+                check: bool = False, refit_images: torch.Tensor | None = None,
+                seed: int = 0) -> tuple[nn.Module, list]:
     """A physically pruned copy of ``model`` and torch-pruning's history to replay it. ``check``: also compare it
     with the model with those channels zeroed (the final prune; :meth:`Structure.pruning_fault`). A policy
-    torch-pruning cuts wrongly is refused in one line either way."""
+    torch-pruning cuts wrongly is refused in one line either way. ``refit_images``: first refit the kept
+    weights by least squares on these normalised unlabelled images (:mod:`entroprune.refit`)."""
+    if refit_images is not None:
+        model = refitted(model, structure, counts, refit_images, seed)
     pruned = copy.deepcopy(model).cpu()
     try:
         history = apply_physical(pruned, structure, counts_to_dict(structure, counts))
@@ -131,6 +136,19 @@ def prune_model(model: nn.Module, structure: Structure, counts: Sequence[int] | 
     if check and (fault := structure.pruning_fault(model, counts, pruned)) is not None:
         raise structure.refuse_pruning(model, counts, fault)
     return pruned, _plain_history(history)
+
+
+def refitted(model: nn.Module, structure: Structure, counts: Sequence[int] | np.ndarray, images: torch.Tensor,
+             seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with the channels ``counts`` cut zeroed and the kept weights refitted (same shapes)."""
+    from .refit import refit_kept
+
+    masked = copy.deepcopy(model)
+    masker = Masker(masked, structure)
+    masker.apply(counts)
+    with modes_kept(model):
+        refit_kept(model, masked, masker.kept_channels(counts), images.to(next(model.parameters()).device), seed)
+    return masked
 
 
 def _plain_history(history: list) -> list:
@@ -189,5 +207,5 @@ def policy_to_ratios(structure: Structure, counts: Sequence[int] | np.ndarray) -
     return {g.name: round(int(c) / g.channels, 6) for g, c in zip(structure.groups, counts, strict=True)}
 
 
-__all__ = ["Masker", "prune_model", "replay_pruning_history", "recalibrate_bn", "counts_to_dict",
+__all__ = ["Masker", "prune_model", "refitted", "replay_pruning_history", "recalibrate_bn", "counts_to_dict",
            "policy_to_ratios"]

@@ -1,0 +1,127 @@
+import copy
+
+import torch
+import torch.nn as nn
+
+import entroprune.refit as refit_module
+from entroprune.models import build_model
+from entroprune.prune import Masker, prune_model, refitted
+from entroprune.refit import refit_kept, refit_order
+from entroprune.structure import Structure
+
+
+class Doubled(nn.Module):
+    """conv1's filters 4-7 are twice filters 0-3 (ReLU commutes with a positive scale), so cutting 0-3 loses
+    nothing that conv2 cannot get back by reading 4-7 at half weight: a refit must find that exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 5, 3, padding=1)
+        self.head = nn.Linear(5, 4)
+        with torch.no_grad():
+            self.conv1.weight[4:] = 2 * self.conv1.weight[:4]
+            self.conv1.bias[4:] = 2 * self.conv1.bias[:4]
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean((2, 3)))
+
+
+def _outputs(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def test_a_refit_recovers_what_the_kept_channels_still_carry(monkeypatch):
+    """Exactly, with the ridge made negligible (at its default it shrinks the weights by about 0.1%)."""
+    monkeypatch.setattr(refit_module, "REFIT_RIDGE", 1e-9)
+    torch.manual_seed(0)
+    model, x = Doubled().eval(), torch.randn(64, 3, 8, 8)
+    structure = Structure(model, x[:1])
+    counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
+    assert sorted(structure.groups[0].kept(4)) == [4, 5, 6, 7]  # L1 keeps the doubled filters
+    plain, _ = prune_model(model, structure, counts, check=True)
+    fitted, _ = prune_model(model, structure, counts, check=True, refit_images=x)
+    want = _outputs(model, x)
+    assert (_outputs(plain, x) - want).abs().max() > 0.05  # the cut alone loses conv2's reading of 0-3
+    assert torch.allclose(_outputs(fitted, x), want, atol=1e-5)
+    # conv2 reads channel 4+j at its own weight plus half of what it gave channel j
+    w = model.conv2.weight.detach()
+    assert torch.allclose(fitted.conv2.weight, w[:, 4:] + w[:, :4] / 2, atol=1e-5)
+    assert model.conv2.weight.shape[1] == 8  # the model itself is untouched
+
+
+def test_a_refit_with_nothing_cut_keeps_the_net():
+    torch.manual_seed(0)
+    model, x = Doubled().eval(), torch.randn(32, 3, 8, 8)
+    structure = Structure(model, x[:1])
+    full = [g.channels for g in structure.groups]
+    fitted = refitted(model, structure, full, x)
+    assert all(torch.equal(p, q) for p, q in zip(fitted.parameters(), model.parameters(), strict=True))
+
+
+def test_a_refit_brings_a_pruned_net_closer_to_the_unpruned_one():
+    """On a net with BatchNorm, residual streams and depthwise convs: every layer the refit touches matches
+    the unpruned net better than the cut alone, and the net's outputs do too."""
+    torch.manual_seed(0)
+    for name in ("resnet20", "mobilenetv2"):
+        model = build_model(name, 10, 1, width_mult=0.25).eval()
+        x = torch.randn(128, 1, 28, 28)
+        structure = Structure(model, x[:1])
+        counts = structure.keep_counts(0.5)
+        plain, _ = prune_model(model, structure, counts, check=True)
+        fitted, _ = prune_model(model, structure, counts, check=True, refit_images=x[:96])
+        held = x[96:]  # images the refit did not see
+        want = _outputs(model, held)
+        assert (_outputs(fitted, held) - want).pow(2).mean() < 0.5 * (_outputs(plain, held) - want).pow(2).mean()
+
+
+def test_depthwise_and_shared_layers_keep_their_weights():
+    torch.manual_seed(0)
+    model = build_model("mobilenetv2", 10, 1, width_mult=0.25).eval()
+    x = torch.randn(32, 1, 28, 28)
+    order = refit_order(model, x)
+    mods = dict(model.named_modules())
+    depthwise = [n for n, m in mods.items() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert depthwise and not set(depthwise) & set(order)
+    structure = Structure(model, x[:1])
+    masked = copy.deepcopy(model)
+    masker = Masker(masked, structure)
+    counts = structure.keep_counts(0.5)
+    masker.apply(counts)
+    before = {n: mods[n].weight.detach().clone() for n in depthwise}
+    done = refit_kept(model, masked, masker.kept_channels(counts), x)
+    after = dict(masked.named_modules())
+    assert done == order[1:]  # the stem reads the images themselves: nothing to refit
+    for n in depthwise:  # the masker zeroed their cut channels; the refit left the rest as it was
+        kept = masker.kept_channels(counts).get(n)
+        assert torch.equal(after[n].weight[kept], before[n][kept])
+
+    shared = nn.Conv2d(4, 4, 3, padding=1)
+    twice = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), shared, nn.ReLU(), shared)
+    assert refit_order(twice, x) == ["0"]
+
+
+def test_the_refit_is_seeded():
+    torch.manual_seed(0)
+    model = build_model("vgg", 10, 1, width_mult=0.25).eval()
+    x = torch.randn(64, 1, 28, 28)
+    structure = Structure(model, x[:1])
+    counts = structure.keep_counts(0.4)
+    a, b, c = (refitted(model, structure, counts, x, seed=s) for s in (0, 0, 1))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters(), strict=True))
+
+
+def test_prune_checkpoint_refits_by_default_and_records_it(digits_ckpt, tmp_path):
+    from entroprune.api import evaluate_checkpoint, load_model, prune_checkpoint
+
+    model, ckpt = load_model(digits_ckpt)
+    structure = Structure(model, ckpt.spec.example_input())
+    policy = {"policy": {g.name: 0.3 for g in structure.groups}}
+    acc = {}
+    for refit, folder in ((None, "default"), (False, "plain")):
+        prune_checkpoint(digits_ckpt, policy, tmp_path / folder, **({} if refit is None else {"refit": refit}))
+        assert load_model(tmp_path / folder / "model.pt")[1].pruning["refit"] is (refit is None)
+        acc[folder] = evaluate_checkpoint(tmp_path / folder / "model.pt")[1]["test_accuracy"]
+    assert acc["default"] > acc["plain"] + 5  # before any fine-tune: the refit gives accuracy back
