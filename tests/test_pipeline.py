@@ -1224,6 +1224,37 @@ def test_finetune_defaults_are_declared_once():
     assert (params["epochs"].default, params["lr"].default) == (default.epochs, default.lr)
 
 
+def test_prune_defaults_are_declared_once():
+    """The CLI's and the API's prune defaults are PruneConfig's, and the main job passes its config's on."""
+    import dataclasses
+    import inspect
+
+    from entroprune import cli
+    from entroprune.api import prune_checkpoint, prune_module
+    from entroprune.config import PruneConfig
+
+    assert {f.name for f in dataclasses.fields(PruneConfig)} == {"refit", "bn_recalibration"}  # each one below
+    default = PruneConfig()
+    for fn in (cli.prune, prune_checkpoint):
+        params = inspect.signature(fn).parameters
+        assert (params["refit"].default, params["bn_recalibration"].default) == (default.refit,
+                                                                                  default.bn_recalibration), fn
+    assert inspect.signature(prune_module).parameters["refit"].default == default.refit
+
+
+def test_the_main_job_prunes_with_its_config(monkeypatch, tmp_path):
+    from entroprune import pipeline
+    from entroprune.config import PruneConfig, RunConfig
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "prune_checkpoint", lambda *a, **k: seen.update(k))
+    cfg = RunConfig(prune=PruneConfig(refit=False, bn_recalibration=False))
+    pipeline._prune(tmp_path / "model.pt", tmp_path, cfg, "cpu", resume=False)
+    assert (seen["refit"], seen["bn_recalibration"]) == (False, False)
+    pipeline._prune(tmp_path / "model.pt", tmp_path, RunConfig(), "cpu", resume=False)
+    assert (seen["refit"], seen["bn_recalibration"]) == (True, True)
+
+
 def test_search_defaults_are_declared_once():
     """Every `entroprune search` option that sets a SearchConfig or RewardConfig field defaults to that field."""
     import dataclasses

@@ -125,3 +125,29 @@ def test_prune_checkpoint_refits_by_default_and_records_it(digits_ckpt, tmp_path
         assert load_model(tmp_path / folder / "model.pt")[1].pruning["refit"] is (refit is None)
         acc[folder] = evaluate_checkpoint(tmp_path / folder / "model.pt")[1]["test_accuracy"]
     assert acc["default"] > acc["plain"] + 5  # before any fine-tune: the refit gives accuracy back
+
+
+def test_large_maps_unfold_in_pieces_and_wide_layers_are_left(monkeypatch):
+    """Unfolding a few images at a time gives the same refit as all at once; a layer reading more inputs than
+    REFIT_MAX_INPUTS keeps its weights (its normal equations would not fit in memory)."""
+    torch.manual_seed(0)
+    model = build_model("vgg", 10, 1, width_mult=0.25).eval()
+    x = torch.randn(48, 1, 28, 28)
+    structure = Structure(model, x[:1])
+    counts = structure.keep_counts(0.4)
+    whole = refitted(model, structure, counts, x)
+    monkeypatch.setattr(refit_module, "_UNFOLD_ELEMENTS", 1)  # one image at a time
+    pieces = refitted(model, structure, counts, x)
+    assert all(torch.equal(p, q) for p, q in zip(whole.parameters(), pieces.parameters(), strict=True))
+    widest = max(m.weight[0].numel() for m in whole.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    monkeypatch.setattr(refit_module, "REFIT_MAX_INPUTS", widest - 1)
+    masked = copy.deepcopy(model)
+    masker = Masker(masked, structure)
+    masker.apply(counts)
+    done = refit_kept(model, masked, masker.kept_channels(counts), x)
+    left = [n for n, m in masked.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight[0].numel() == widest]
+    assert left and not set(left) & set(done)
+    cut_only = copy.deepcopy(model)
+    Masker(cut_only, structure).apply(counts)
+    for n in left:  # as the masker left it
+        assert torch.equal(dict(masked.named_modules())[n].weight, dict(cut_only.named_modules())[n].weight)

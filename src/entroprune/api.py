@@ -334,7 +334,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
     write_json(out_dir / "prune.json", metrics)
-    return {**metrics, "checkpoint": str(out_dir / "model.pt")}
+    return {**metrics, "checkpoint": str(out_dir / "model.pt"), "refit": refit}
 
 
 def _ignored(pol: dict[str, Any]) -> list[str]:

@@ -651,7 +651,7 @@ def prune(
                            bn_recalibration=bn_recalibration, data_dir=data_dir, device=dev, dataset=dataset,
                            refit=refit, seed=seed)
     out.print(f"pruned: {res['macs']:,} MACs ({res['macs_fraction']:.1%} of {res['original_macs']:,}), "
-              f"{res['params']:,} params -> {res['checkpoint']}")
+              f"{res['params']:,} params{', kept weights refitted' if res['refit'] else ''} -> {res['checkpoint']}")
 
 
 @app.command()

@@ -20,6 +20,10 @@ import torch.nn as nn
 
 REFIT_SAMPLES = 16  # positions per image and conv: 16k equations from 1024 images for at most ~1-2k unknowns
 REFIT_RIDGE = 1e-3  # relative to the mean input energy; keeps the solve stable where inputs are collinear
+#: A layer with more inputs than this (channels x kernel positions) keeps its weights: its float64 normal
+#: equations alone would take over half a GB (an ImageNet VGG's first linear layer reads 25,088).
+REFIT_MAX_INPUTS = 8192
+_UNFOLD_ELEMENTS = 1 << 25  # patches unfolded at once (128 MB of float32): large maps go a few images at a time
 
 
 class _Stop(Exception):
@@ -48,8 +52,14 @@ def _rows(mod: nn.Module, x: torch.Tensor, pick: torch.Tensor | None) -> torch.T
     """A layer's input as the rows of a linear system: unfolded patches at the picked positions (convs)."""
     if isinstance(mod, nn.Linear):
         return x.reshape(-1, x.shape[-1])
-    f = nn.functional.unfold(x, mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # N, C*k*k, P
-    return torch.gather(f, 2, pick[:, None].expand(-1, f.shape[1], -1)).transpose(1, 2).reshape(-1, f.shape[1])
+    rows = []
+    per_image = x[0].numel() * mod.kernel_size[0] * mod.kernel_size[1]
+    step = max(1, _UNFOLD_ELEMENTS // per_image)
+    for s in range(0, len(x), step):
+        f = nn.functional.unfold(x[s:s + step], mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # n, C*k*k, P
+        p = pick[s:s + step]
+        rows.append(torch.gather(f, 2, p[:, None].expand(-1, f.shape[1], -1)).transpose(1, 2).reshape(-1, f.shape[1]))
+    return torch.cat(rows)
 
 
 def _targets(y: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
@@ -91,6 +101,8 @@ def _normal_equations(original: nn.Module, masked: nn.Module, name: str, images:
                     net(batch)
                 except _Stop:
                     pass
+            if "x" not in seen or "y" not in seen:  # the layer did not run on these images: leave it
+                return None
             x, y = seen["x"], seen["y"]
             changed = changed or not torch.equal(x, seen["x0"])
             pick = None
@@ -133,6 +145,8 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
     done = []
     for name in refit_order(masked, images):
         mod = mods[name]
+        if mod.weight[0].numel() > REFIT_MAX_INPUTS:
+            continue
         system = _normal_equations(original, masked, name, images, batch_size, gen)
         if system is None:
             continue
