@@ -201,12 +201,13 @@ def expand(entry: str) -> list[str]:
 
 
 def policies_of(rows: list[dict], model: str, target: float) -> list[dict]:
-    """The pair's distinct fine-tuned policies: sources that found each, per-seed test accuracies (``acc``:
+    """The pair's distinct fine-tuned policies, pruned without the refit (``*-refit`` cells left out): sources that found each, per-seed test accuracies (``acc``:
     the first machine's that ran the seed, ``acc_machine`` that machine; ``runs``: every machine's, keyed by
     (seed, machine))."""
     found: dict[str, dict] = {}
     for r in rows:
-        if (r["model"], float(r["target"])) != (model, target) or not r.get("policy"):
+        # a refitted prune is another net from the same policy: the allocation studies compare plain prunes
+        if (r["model"], float(r["target"])) != (model, target) or not r.get("policy") or r.get("refit"):
             continue
         key = json.dumps(json.loads(r["policy"]), sort_keys=True)  # arena_scores.py's cache key too
         p = found.setdefault(key, {"key": key, "policy": json.loads(key), "sources": set(), "acc": {}, "runs": {},

@@ -119,6 +119,33 @@ def ceiling(rows: list[dict], model: str, target: float, seeds: list[int], ref: 
             "best_policy": max(full) if full else None, "full_policies": len(full)}
 
 
+#: The refitted sources: a policy pruned with the least-squares refit before the fine-tune (reproduce.REFIT).
+REFITTED = ("uniform-refit", "default-refit")
+
+
+def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None]:
+    """The refitted sources against uniform (the plain prune) and the default's against uniform-refit: what the
+    refit adds, and whether the search's pick still beats uniform once both are refitted."""
+    rows = {s: [r for r in cell if r["source"] == s] for s in REFITTED}
+    if not any(rows.values()):
+        return [], None
+    refitted = Reference(cell, "uniform-refit")
+    parts, goal = [], {}
+    for s, rs in rows.items():
+        if not rs:
+            continue
+        d = deltas(rs, ref)
+        goal[s] = (statistics.mean(d), len(d)) if d else None
+        text = f"`{s}` {fmt([float(r['test_accuracy']) for r in rs])}% ({count_text(len(rs), 'seed')}), Δ uniform {fmt(d, sign=True)}"
+        if s == "default-refit" and (d2 := deltas(rs, refitted)):
+            goal["against_refit"] = (statistics.mean(d2), len(d2))
+            text += f", Δ uniform-refit {fmt(d2, sign=True)}"
+        parts.append(text)
+    return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`; the tool's prune "
+            "does it by default since 2026-12-07, every other source here prunes without it): "
+            + "; ".join(parts) + "."], goal
+
+
 def deltas(rows: list[dict], ref: Reference) -> list[float]:
     return [d for r in rows if (d := ref.delta(r)) is not None]
 
@@ -223,7 +250,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
               "|---|---|---|" + "---|" * len(sources) + "---|"]
     goals: dict[str, list] = {"pairs": [], "met_margin": [], "below_floor": [], "incomplete": [], "room": [],
                               "ceiling": [], "draws": [], "best_policy": [],
-                              "space": [], "wide": []}
+                              "space": [], "wide": [], "refit": []}
     for model, target in grid["pairs"]:
         cell = [r for r in current if r["model"] == model and float(r["target"]) == float(target)]
         page += [f"## {model} at {float(target):.0%} of the MACs", ""]
@@ -285,6 +312,10 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                          f"worst {min(ds):+.2f}; {sum(d >= GOAL_MARGIN for d in ds)}"
                          + (f" of {len(ds)}" if kind == "random-" else "") + f" at +{GOAL_MARGIN} or more."
                          + against_mean(cell, ref, kind) + confirmed_draws(cell, ref, seeds, kind=kind)]
+        lines, refit_goal = refit_line(cell, ref)
+        page += lines
+        if refit_goal:
+            goals["refit"].append((model, target, refit_goal))
         page += machine_line(cell, ref)
         top = ceiling(rows, model, float(target), [int(x) for x in grid["seeds"]], ref)
         if top:
@@ -329,7 +360,8 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                   f"{n_pairs} pairs." if goals["best_policy"] else "")
                + "".join(f" {title} (seed 0, against uniform's seed 0): "
                          + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals[goal]) + "."
-                         for _, goal, title, _ in SINGLE_SUMMARIES if goals[goal]))
+                         for _, goal, title, _ in SINGLE_SUMMARIES if goals[goal])
+               + refit_verdict(goals["refit"]))
     page[2:2] = [verdict, ""]
     page += ["## How the cells were run", "",
              f"Cells: {len(current)} current" + (f", {stale} stale cells left out (searched with earlier "
@@ -344,6 +376,24 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                  f"in {len(parts)} parts.", ""]
     page += [f"- {n}" for n in grid.get("notes") or []]
     return page, readme, {"verdict": verdict, **goals}
+
+
+def refit_verdict(pairs: list[tuple]) -> str:
+    """The default as the tool now prunes it (with the refit), against uniform pruned plainly and refitted."""
+    if not pairs:
+        return ""
+
+    def each(key: str) -> str:
+        return ", ".join(f"{m} {float(t):.0%} {g[key][0]:+.2f} ({count_text(g[key][1], 'seed')})"
+                         for m, t, g in pairs if g.get(key))
+    out = " With the refit before the fine-tune (the tool's prune default since 2026-12-07)"
+    if each("default-refit"):
+        out += f": default-refit - uniform {each('default-refit')}"
+        if each("against_refit"):
+            out += f"; default-refit - uniform-refit {each('against_refit')}"
+    if each("uniform-refit"):
+        out += f"; uniform-refit - uniform {each('uniform-refit')}"
+    return out + "."
 
 
 def update_readme(path: Path, table: list[str], verdict: str) -> None:

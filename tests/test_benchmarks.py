@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from entroprune.search import SearchConfig
@@ -277,6 +278,36 @@ def test_tiny_arena_runs_and_reports(tmp_path):
     assert moved.returncode == 0 and "4 cells, 2 done, 2 to run" in moved.stdout, moved.stderr[-2000:]
     new = rows(tmp_path / "m" / "results.csv")[-2:]
     assert [r["source"] for r in new] == ["uniform", "default"] and not any(r["finetune_from"] for r in new)
+
+
+def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain_fine_tune(tmp_path):
+    """uniform-refit: uniform's policy, pruned with the refit (recorded), fine-tuned anew though uniform's policy
+    was fine-tuned with that seed; the page sets it against uniform, and the allocation studies leave it out."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import arena
+    import make_arena
+
+    g = {"dataset": "digits", "pairs": [["vgg", 0.5]], "widths": {"vgg": 0.5}, "seeds": [0],
+         "sources": ["uniform", "uniform-refit"], "baseline_epochs": 1, "search_episodes": 3, "warmup": 1,
+         "min_keep": 0.2, "round_to": 1, "accuracy_val_size": 64, "finetune_epochs": 1, "finetune_lr": 0.02,
+         "finetune_distill": True, "latency_repeats": 0, "threads": 1, "out": str(tmp_path / "runs"),
+         "results": str(tmp_path / "m" / "results.csv"), "parts": str(tmp_path / "m" / "parts.csv"),
+         "baselines": str(tmp_path / "m" / "baselines")}
+    path = tmp_path / "arena.yaml"
+    path.write_text(yaml.safe_dump(g))
+    res = run("arena.py", "--grid", str(path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    plain, refitted = rows(tmp_path / "m" / "results.csv")
+    assert (plain["refit"], refitted["refit"]) == ("", "yes") and plain["policy"] == refitted["policy"]
+    assert not refitted["finetune_from"]
+    assert float(refitted["accuracy_before_finetune"]) != float(plain["accuracy_before_finetune"])
+    pruned = torch.load(tmp_path / "runs" / "cells" / "vgg-0.5-uniform-refit-s0" / "pruned" / "model.pt",
+                        weights_only=True)
+    assert pruned["pruning"]["refit"] is True
+    assert [p["sources"] for p in arena.policies_of([plain, refitted], "vgg", 0.5)] == [["uniform"]]
+    line, goal = make_arena.refit_line([plain, refitted], make_arena.Reference([plain]))
+    d = float(refitted["test_accuracy"]) - float(plain["test_accuracy"])
+    assert f"Δ uniform {d:+.2f}" in line[1] and goal["uniform-refit"] == (pytest.approx(d), 1)
 
 
 def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monkeypatch):
