@@ -44,7 +44,8 @@ RANDOM_DRAWS = 20
 #: MACs wall, no band), same order: with ``space-K`` it covers every policy the tool's settings allow.
 SPACE_MAX = 400
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
-           "default-wide", "default-kl", "default-kl-random", "uniform-refit", "global-refit", "default-refit") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
+           "default-wide", "default-kl", "default-kl-random", "uniform-refit", "global-refit", "default-refit",
+           "default-scored-refit") + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
     + tuple(f"{kind}-{k}" for kind in ("space", "wide") for k in range(1, SPACE_MAX + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from", "refit"]
 SINGLE = ("random-", "space-", "wide-")
@@ -115,6 +116,8 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
             return replace(cfg, rerank_reward="entropy")
         if source == "default-wide":  # the whole [min_keep, 1] range, as the one-stage sources search it
             return replace(cfg, band=None)
+        if source == "default-scored":  # (-refit) re-scored on the refitted nets the prune makes, no recovery steps
+            return replace(cfg, rerank_refit=True, recovery_steps=0)
         if source.startswith("default-kl"):  # the search itself reads the recovered KL (a reward worth optimising)
             cfg = replace(cfg, episodes=grid["kl_episodes"], warmup=grid["kl_warmup"],
                           reward=RewardConfig(kind="kl", recovery_steps=grid["kl_recovery_steps"]))

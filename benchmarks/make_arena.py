@@ -120,7 +120,7 @@ def ceiling(rows: list[dict], model: str, target: float, seeds: list[int], ref: 
 
 
 #: The refitted sources: a policy pruned with the least-squares refit before the fine-tune (reproduce.REFIT).
-REFITTED = ("uniform-refit", "default-refit")
+REFITTED = ("uniform-refit", "default-refit", "default-scored-refit")
 
 
 def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None]:
@@ -137,8 +137,8 @@ def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None
         d = deltas(rs, ref)
         goal[s] = (statistics.mean(d), len(d)) if d else None
         text = f"`{s}` {fmt([float(r['test_accuracy']) for r in rs])}% ({count_text(len(rs), 'seed')}), Δ uniform {fmt(d, sign=True)}"
-        if s == "default-refit" and (d2 := deltas(rs, refitted)):
-            goal["against_refit"] = (statistics.mean(d2), len(d2))
+        if s != "uniform-refit" and (d2 := deltas(rs, refitted)):
+            goal[f"{s} against uniform-refit"] = (statistics.mean(d2), len(d2))
             text += f", Δ uniform-refit {fmt(d2, sign=True)}"
         parts.append(text)
     return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`; the tool's prune "
@@ -233,6 +233,10 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "the target set); `default-random` the same with random search instead of DDPG; `entropy-recovered` "
             "the default with the entropy reward read after recovery in the re-ranking; `default-wide` the "
             "default without its band (keep ratios anywhere in [min_keep, 1], as the one-stage sources search); "
+            "`uniform-refit`, `default-refit` the same policies pruned with the least-squares refit of the kept "
+            "weights (`entroprune prune --refit`, the tool's default since 2026-12-07; every other source prunes "
+            "without it); `default-scored-refit` the default whose re-ranking reads each candidate off its refitted "
+            "net (`--rerank-refit`, no recovery steps), pruned with the refit; "
             "`default-kl` the default whose search itself scores every episode by the KL to the unpruned net "
             f"after {grid.get('kl_recovery_steps', 20)} recovery steps ({grid.get('kl_episodes', 150)} episodes), "
             "and `default-kl-random` the same with random search: does DDPG add anything given a reward that "
@@ -386,14 +390,10 @@ def refit_verdict(pairs: list[tuple]) -> str:
     def each(key: str) -> str:
         return ", ".join(f"{m} {float(t):.0%} {g[key][0]:+.2f} ({count_text(g[key][1], 'seed')})"
                          for m, t, g in pairs if g.get(key))
-    out = " With the refit before the fine-tune (the tool's prune default since 2026-12-07)"
-    if each("default-refit"):
-        out += f": default-refit - uniform {each('default-refit')}"
-        if each("against_refit"):
-            out += f"; default-refit - uniform-refit {each('against_refit')}"
-    if each("uniform-refit"):
-        out += f"; uniform-refit - uniform {each('uniform-refit')}"
-    return out + "."
+    said = [f"{s} - uniform {each(s)}" for s in REFITTED if each(s)]
+    said += [f"{s} - uniform-refit {each(f'{s} against uniform-refit')}" for s in REFITTED[1:]
+             if each(f"{s} against uniform-refit")]
+    return " With the refit before the fine-tune (the tool's prune default since 2026-12-07): " + "; ".join(said) + "."
 
 
 def update_readme(path: Path, table: list[str], verdict: str) -> None:

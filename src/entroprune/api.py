@@ -320,7 +320,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
         calib = data.normalize(data.calib.x)
     pruned, history = prune_model(model, structure, counts, check=True,  # on the CPU, where the structure probes
                                   refit_images=calib if refit else None, seed=seed)
-    if bn_recalibration:
+    if bn_recalibration and calib is not None:
         recalibrate_bn(pruned.to(device), calib.to(device))
         pruned.cpu()
     macs, params = count_macs_params(pruned, ckpt.spec.example_input())

@@ -32,6 +32,8 @@ class RewardConfig:
         docs/method.md), for research.
     :param recovery_steps: distillation steps from the unpruned net before each policy is scored
         (0 = score the freshly pruned net, as AMC and the paper do); needs ``physical``.
+    :param refit: score each policy on its net with the kept weights refitted by least squares, as the final
+        prune makes it (:mod:`entroprune.refit`; before any recovery steps); needs ``physical``.
 
     The default, ``cooccurrence`` (neighbour-pair entropy per kept channel) of the last conv
     layer, had the best mean rank correlation with accuracy after fine-tuning over the reward
@@ -49,6 +51,7 @@ class RewardConfig:
     maximize: bool = False
     physical: bool = True
     recovery_steps: int = 0
+    refit: bool = False
 
     def validate(self) -> None:
         from ..entropy import check_variant
@@ -69,6 +72,8 @@ class RewardConfig:
             raise ConfigError(f"recovery steps must be an integer >= 0, got {self.recovery_steps!r}")
         if self.recovery_steps and not self.physical:
             raise ConfigError("recovery trains a pruned copy; it needs physical scoring (physical: true)")
+        if self.refit and not self.physical:
+            raise ConfigError("the refit changes a pruned copy's weights; it needs physical scoring (physical: true)")
 
 
 @dataclass
@@ -121,6 +126,9 @@ class SearchConfig:
         the arena's cells in docs/measurements/margin_replay.md).
         0 = the best score wins.
     :param recovery_steps: distillation steps before each re-scored candidate.
+    :param rerank_refit: re-score each candidate on its net with the kept weights refitted, as the final
+        prune makes it (``PruneConfig.refit``), before its recovery steps (0 steps: the refitted net itself,
+        a closed-form reading with no seed to confirm).
     :param recovery_images: unlabelled training images the recovery distils on.
     :param ignored_layers: module names whose output channels are never pruned (besides every layer
         that feeds a model output, which is always protected).
@@ -167,6 +175,7 @@ class SearchConfig:
     uniform_margin: float = 0.1
     recovery_steps: int = 40
     recovery_images: int = 2048
+    rerank_refit: bool = False
     ignored_layers: list[str] = field(default_factory=list)
     importance: str = DEFAULT_IMPORTANCE
     params_target: float | None = None
@@ -245,7 +254,8 @@ class SearchConfig:
         return self.rerank_top_k > 0 and self.agent not in FIXED_AGENTS
 
     def rerank_reward_config(self) -> RewardConfig:
-        return replace(self.reward, kind=self.rerank_reward, recovery_steps=self.recovery_steps, physical=True)
+        return replace(self.reward, kind=self.rerank_reward, recovery_steps=self.recovery_steps, physical=True,
+                       refit=self.rerank_refit)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -68,7 +68,8 @@ def rerank(model: nn.Module, structure: Structure, config: SearchConfig, calib: 
         finally:
             evaluator.close()
 
-    for c, r in zip(pool, score(config.seed, pool, f"re-rank ({config.rerank_reward}, "
+    refit = "refitted, " if config.rerank_refit else ""
+    for c, r in zip(pool, score(config.seed, pool, f"re-rank ({config.rerank_reward}, {refit}"
                                                      f"{config.recovery_steps} recovery steps)"), strict=True):
         c["reward"] = r
     scored = [i for i, c in enumerate(pool) if c["reward"] is not None]

@@ -30,11 +30,14 @@ import torch.nn as nn
 
 from ..entropy import EntropyProbe, activation_points, select_layers
 from ..errors import ConfigError, one_line
-from ..prune import Masker, apply_physical, bn_calibration, counts_to_dict, recalibrate_bn
+from ..prune import Masker, apply_physical, bn_calibration, counts_to_dict, recalibrate_bn, refitted
 from ..structure import Structure
 from .config import RewardConfig
 from .recovery import kl_to_teacher, main_output
 from .reward_kinds import REWARDS, RewardKind, register_reward
+
+#: Images a refitted candidate is fitted on: as many as the final prune's calibration split.
+REFIT_IMAGES = 1024
 
 
 @dataclass
@@ -95,6 +98,10 @@ class RewardEvaluator:
             with torch.no_grad():
                 self.teacher_log_probs = torch.cat([torch.log_softmax(main_output(model(calib[s:s + self.batch_size])), 1)
                                                     for s in range(0, len(calib), self.batch_size)])
+        # the refit fits on unlabelled training images (the recovery's), never on the images a score is read on
+        pool = recovery_images if recovery_images is not None and len(recovery_images) else calib
+        self.refit_images = pool[:REFIT_IMAGES] if config.refit else None
+        self.seed = seed
         self.recovery = None
         if config.recovery_steps:
             from .recovery import Recovery
@@ -127,9 +134,10 @@ class RewardEvaluator:
         return correct / max(1, len(x))
 
     def _pruned_copy(self, counts: np.ndarray) -> nn.Module:
-        """The policy cut out of a copy of the (unmasked) model. The copy carries the probe's
-        forward hooks, which torch-pruning keeps on the modules it shrinks."""
-        net = copy.deepcopy(self.model)
+        """The policy cut out of a copy of the (unmasked) model, its kept weights refitted where the config
+        says. The copy carries the probe's forward hooks, which torch-pruning keeps on the modules it shrinks."""
+        net = copy.deepcopy(self.model) if self.refit_images is None else \
+            refitted(self.model, self.structure, counts, self.refit_images, self.seed)
         try:
             apply_physical(net, self.structure, counts_to_dict(self.structure, counts))
         except Exception as exc:  # noqa: BLE001 - a count the structure's probe did not try: one line, not a traceback
