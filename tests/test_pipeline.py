@@ -452,8 +452,9 @@ def test_run_quick_cli(quick_run, tmp_path):
     assert "run folder" in proc.stdout
     assert "- channels rounded to multiples of 8 (`round_to`" in report  # the quick preset rounds as the main job
     # what the accuracy change was measured after (the quick preset: 1 epoch), and the key that buys more
-    assert "Test accuracy change after fine-tuning (1 epoch, distilled from the original; more with " \
-           "`finetune.epochs`): " in report
+    start = json.loads((run / "finetuned" / "metrics.json").read_text())["test_accuracy_before"]
+    assert ("Test accuracy change after fine-tuning (1 epoch, distilled from the original, from "
+            f"{start:.2f}% right after the cut with the kept weights refitted; more with `finetune.epochs`): ") in report
     counts = json.loads((run / "search" / "policy.json").read_text())["counts"]
     assert all(c % 8 == 0 for c in counts.values()), counts
     # the reference line: the uniform policy, pruned and fine-tuned like the searched one
@@ -794,7 +795,8 @@ def test_run_without_labels(digits_ckpt, tmp_path):
     report = (run / "report.md").read_text()
     assert "| agreement (%) |" in report and "test acc (%)" not in report
     assert (f"fine-tuned ({finetuned['epochs']} epoch{'s' if finetuned['epochs'] > 1 else ''}, distilled from the "
-            f"original; more with `finetune.epochs`), agrees with the original's top-1 prediction on "
+            f"original, from {finetuned['test_agreement_before']:.2f}% right after the cut with the kept weights "
+            f"refitted; more with `finetune.epochs`), agrees with the original's top-1 prediction on "
             f"{pruned['test_agreement']:.2f}% of the held-out images") in report
     assert f"{ref['test_agreement']:.2f}% top-1 agreement with the original" in report
     assert f"top-1 agreement with the original {pruned['test_agreement']:.2f}%" in proc.stdout
@@ -1383,3 +1385,17 @@ def test_deployed_eager_drops_a_step_that_changes_the_outputs(monkeypatch):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in deployed.modules())
     with torch.no_grad():
         assert torch.allclose(deployed(x), net(x), atol=1e-6)
+
+
+def test_the_report_says_where_the_fine_tune_started(tmp_path):
+    from entroprune.report import finetune_text
+
+    (tmp_path / "finetuned").mkdir()
+    (tmp_path / "pruned").mkdir()
+    (tmp_path / "finetuned" / "metrics.json").write_text(json.dumps({"epochs": 3, "distill": True,
+                                                                      "test_accuracy_before": 26.08}))
+    assert finetune_text(tmp_path) == " (3 epochs, distilled from the original, from 26.08% right after the cut; " \
+                                      "more with `finetune.epochs`)"  # a run from before the refit: no record
+    for refit, said in ((True, " with the kept weights refitted"), (False, " (no refit)")):
+        (tmp_path / "pruned" / "prune.json").write_text(json.dumps({"refit": refit}))
+        assert f"from 26.08% right after the cut{said}; more" in finetune_text(tmp_path)

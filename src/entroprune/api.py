@@ -331,10 +331,11 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
                "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol),
                "refit": refit}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
-               "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs}
+               "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs,
+               "refit": refit}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
     write_json(out_dir / "prune.json", metrics)
-    return {**metrics, "checkpoint": str(out_dir / "model.pt"), "refit": refit}
+    return {**metrics, "checkpoint": str(out_dir / "model.pt")}
 
 
 def _ignored(pol: dict[str, Any]) -> list[str]:

@@ -385,7 +385,14 @@ def finetune_text(run_dir: Path) -> str:
     if not isinstance(m, dict) or not isinstance(m.get("epochs"), int):
         return ""
     how = ", distilled from the original" if m.get("distill") else ""
-    return f" ({count_text(m['epochs'], 'epoch')}{how}; more with `finetune.epochs`)"
+    start = ""
+    key = next((k for k in ("test_accuracy_before", "test_agreement_before") if isinstance(m.get(k), (int, float))), None)
+    if key:  # where the fine-tune started: the refit's share of the result (prune.json says whether it ran)
+        record = read_json(run_dir / "pruned" / "prune.json")
+        refit = record.get("refit") if isinstance(record, dict) else None
+        start = f", from {m[key]:.2f}% right after the cut" + (" with the kept weights refitted" if refit else
+                                                               " (no refit)" if refit is False else "")
+    return f" ({count_text(m['epochs'], 'epoch')}{how}{start}; more with `finetune.epochs`)"
 
 
 def write_report(run_dir: str | Path) -> Path:
