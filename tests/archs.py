@@ -519,7 +519,7 @@ def run_architecture(name: str, target: float, out_dir, pt2: bool = False) -> di
     cfg = ep.SearchConfig(macs_target=target, episodes=3, warmup=1, calib_size=16, rerank_top_k=0, min_keep=0.05,
                           band=None, ignored_layers=row["ignored"], round_to=1)
     res = ep.search_module(net, x[:1], x, out_dir / "s", cfg)
-    pruned, _ = ep.prune_module(net, x[:1], res, calib=x)  # the kept weights refitted on x, as `prune` does
+    pruned, _ = ep.prune_module(net, x[:1], res, calib=x, refit=True)  # the kept weights refitted on x
     flat = lambda out: list(out) if isinstance(out, (tuple, list)) else [out]  # noqa: E731
     with torch.no_grad():
         before, after = flat(net(x[:4])), flat(pruned(x[:4]))

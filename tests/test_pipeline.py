@@ -454,7 +454,7 @@ def test_run_quick_cli(quick_run, tmp_path):
     # what the accuracy change was measured after (the quick preset: 1 epoch), and the key that buys more
     start = json.loads((run / "finetuned" / "metrics.json").read_text())["test_accuracy_before"]
     assert ("Test accuracy change after fine-tuning (1 epoch, distilled from the original, from "
-            f"{start:.2f}% right after the cut with the kept weights refitted; more with `finetune.epochs`): ") in report
+            f"{start:.2f}% right after the cut (no refit); more with `finetune.epochs`): ") in report
     counts = json.loads((run / "search" / "policy.json").read_text())["counts"]
     assert all(c % 8 == 0 for c in counts.values()), counts
     # the reference line: the uniform policy, pruned and fine-tuned like the searched one
@@ -795,8 +795,8 @@ def test_run_without_labels(digits_ckpt, tmp_path):
     report = (run / "report.md").read_text()
     assert "| agreement (%) |" in report and "test acc (%)" not in report
     assert (f"fine-tuned ({finetuned['epochs']} epoch{'s' if finetuned['epochs'] > 1 else ''}, distilled from the "
-            f"original, from {finetuned['test_agreement_before']:.2f}% right after the cut with the kept weights "
-            f"refitted; more with `finetune.epochs`), agrees with the original's top-1 prediction on "
+            f"original, from {finetuned['test_agreement_before']:.2f}% right after the cut (no refit); more with "
+            f"`finetune.epochs`), agrees with the original's top-1 prediction on "
             f"{pruned['test_agreement']:.2f}% of the held-out images") in report
     assert f"{ref['test_agreement']:.2f}% top-1 agreement with the original" in report
     assert f"top-1 agreement with the original {pruned['test_agreement']:.2f}%" in proc.stdout
@@ -1253,7 +1253,7 @@ def test_the_main_job_prunes_with_its_config(monkeypatch, tmp_path):
     cfg = RunConfig(prune=PruneConfig(refit=False, bn_recalibration=False))
     pipeline._prune(tmp_path / "model.pt", tmp_path, cfg, "cpu", resume=False)
     assert (seen["refit"], seen["bn_recalibration"]) == (False, False)
-    pipeline._prune(tmp_path / "model.pt", tmp_path, RunConfig(), "cpu", resume=False)
+    pipeline._prune(tmp_path / "model.pt", tmp_path, RunConfig(prune=PruneConfig(refit=True)), "cpu", resume=False)
     assert (seen["refit"], seen["bn_recalibration"]) == (True, True)
 
 

@@ -113,18 +113,18 @@ def test_the_refit_is_seeded():
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters(), strict=True))
 
 
-def test_prune_checkpoint_refits_by_default_and_records_it(digits_ckpt, tmp_path):
+def test_prune_checkpoint_refits_when_asked_and_records_it(digits_ckpt, tmp_path):
     from entroprune.api import evaluate_checkpoint, load_model, prune_checkpoint
 
     model, ckpt = load_model(digits_ckpt)
     structure = Structure(model, ckpt.spec.example_input())
     policy = {"policy": {g.name: 0.3 for g in structure.groups}}
     acc = {}
-    for refit, folder in ((None, "default"), (False, "plain")):
+    for refit, folder in ((True, "refit"), (None, "default")):
         prune_checkpoint(digits_ckpt, policy, tmp_path / folder, **({} if refit is None else {"refit": refit}))
-        assert load_model(tmp_path / folder / "model.pt")[1].pruning["refit"] is (refit is None)
+        assert load_model(tmp_path / folder / "model.pt")[1].pruning["refit"] is bool(refit)  # off by default
         acc[folder] = evaluate_checkpoint(tmp_path / folder / "model.pt")[1]["test_accuracy"]
-    assert acc["default"] > acc["plain"] + 5  # before any fine-tune: the refit gives accuracy back
+    assert acc["refit"] > acc["default"] + 5  # before any fine-tune: the refit gives accuracy back
 
 
 def test_large_maps_unfold_in_pieces_and_wide_layers_are_left(monkeypatch):
