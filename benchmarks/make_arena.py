@@ -141,8 +141,8 @@ def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None
             goal[f"{s} against uniform-refit"] = (statistics.mean(d2), len(d2))
             text += f", Δ uniform-refit {fmt(d2, sign=True)}"
         parts.append(text)
-    return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`; the tool's prune "
-            "does it by default since 2026-12-07, every other source here prunes without it): "
+    return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`: `prune --refit`, "
+            "opt-in; every other source here prunes without it): "
             + "; ".join(parts) + "."], goal
 
 
@@ -234,8 +234,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "the default with the entropy reward read after recovery in the re-ranking; `default-wide` the "
             "default without its band (keep ratios anywhere in [min_keep, 1], as the one-stage sources search); "
             "`uniform-refit`, `default-refit` the same policies pruned with the least-squares refit of the kept "
-            "weights (`entroprune prune --refit`, the tool's default since 2026-12-07; every other source prunes "
-            "without it); `default-scored-refit` the default whose re-ranking reads each candidate off its refitted "
+            "weights (`entroprune prune --refit`, opt-in; every other source prunes without it); `default-scored-refit` the default whose re-ranking reads each candidate off its refitted "
             "net (`--rerank-refit`, no recovery steps), pruned with the refit; "
             "`default-kl` the default whose search itself scores every episode by the KL to the unpruned net "
             f"after {grid.get('kl_recovery_steps', 20)} recovery steps ({grid.get('kl_episodes', 150)} episodes), "
@@ -383,7 +382,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
 
 
 def refit_verdict(pairs: list[tuple]) -> str:
-    """The default as the tool now prunes it (with the refit), against uniform pruned plainly and refitted."""
+    """The refitted sources against uniform pruned plainly, and the refitted defaults against uniform refitted."""
     if not pairs:
         return ""
 
@@ -393,7 +392,7 @@ def refit_verdict(pairs: list[tuple]) -> str:
     said = [f"{s} - uniform {each(s)}" for s in REFITTED if each(s)]
     said += [f"{s} - uniform-refit {each(f'{s} against uniform-refit')}" for s in REFITTED[1:]
              if each(f"{s} against uniform-refit")]
-    return " With the refit before the fine-tune (the tool's prune default since 2026-12-07): " + "; ".join(said) + "."
+    return " With the refit before the fine-tune (`prune --refit`, opt-in): " + "; ".join(said) + "."
 
 
 def update_readme(path: Path, table: list[str], verdict: str) -> None:
