@@ -556,8 +556,7 @@ def search(
     uniform_margin: Annotated[float, typer.Option(help="Leave uniform only for a score this fraction of its |score| "
                                                        "better (0 = best wins).")] = _SEARCH.uniform_margin,
     recovery_steps: Annotated[int, typer.Option(help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
-    rerank_refit: Annotated[bool, typer.Option(help="Re-score each policy with its kept weights refitted, as `prune` "
-                                                    "makes it (before any recovery steps).")] = _SEARCH.rerank_refit,
+    rerank_refit: Annotated[bool, typer.Option(help="Re-score each policy refitted, as `prune --refit` makes it.")] = _SEARCH.rerank_refit,
     recovery_images: Annotated[int, typer.Option(help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
     params_target: Annotated[float | None, typer.Option(help="Also keep at most this fraction of the parameters (a flash or memory budget).")] = _SEARCH.params_target,
     latency_target: Annotated[float | None, typer.Option(
@@ -586,8 +585,7 @@ def search(
     cfg = SearchConfig(
         ignored_layers=[n.strip() for n in ignore.split(",") if n.strip()], importance=importance, band=_parse_band(band), rerank_top_k=rerank_top_k, rerank_reward=rerank_reward, confirm_seeds=confirm_seeds, uniform_margin=uniform_margin, recovery_steps=recovery_steps, rerank_refit=rerank_refit,
         recovery_images=recovery_images, macs_target=macs_target, flops_target=flops_target, agent=agent, episodes=episodes, min_keep=min_keep, round_to=_parse_round_to(round_to),
-        seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every,
-        checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
+        seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every, checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
         latency_target=latency_target, latency_model=latency_model, latency_backend=latency_backend, latency_batch=latency_batch,
         params_target=params_target, free_channels=free_channels, reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize, maximize=maximize,
                             bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight, physical=physical_scoring))
