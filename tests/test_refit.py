@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -151,3 +152,23 @@ def test_large_maps_unfold_in_pieces_and_wide_layers_are_left(monkeypatch):
     Masker(cut_only, structure).apply(counts)
     for n in left:  # as the masker left it
         assert torch.equal(dict(masked.named_modules())[n].weight, dict(cut_only.named_modules())[n].weight)
+
+
+def test_a_refit_that_fails_is_one_line_naming_the_way_out(monkeypatch):
+    import entroprune.refit as refit_mod
+    from entroprune.errors import ConfigError
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)\nmore detail")
+
+    monkeypatch.setattr(refit_mod, "refit_kept", broken)
+    model, x = Doubled().eval(), torch.randn(8, 3, 8, 8)
+    structure = Structure(model, x[:1])
+    counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
+    with pytest.raises(ConfigError, match=r"refit failed on this model \(RuntimeError: mat1 and mat2 shapes cannot "
+                                          r"be multiplied \(4x3 and 5x6\)\); prune without it \(`refit` false\)$"):
+        prune_model(model, structure, counts, refit_images=x)
+    monkeypatch.setattr(refit_mod, "refit_kept", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("CPU out of memory: tried to allocate 9 GB")))
+    with pytest.raises(RuntimeError, match="out of memory"):  # the CLI's own out-of-memory line takes it
+        prune_model(model, structure, counts, refit_images=x)

@@ -295,9 +295,9 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
                      dataset: str | None = None, refit: bool = PruneConfig.refit, seed: int = 0) -> dict[str, Any]:
     """Physically remove channels by a policy; writes a pruned model.pt that reloads safely.
 
-    The kept weights are refitted (``refit``) and BN statistics re-estimated on the calibration split of
-    ``dataset`` (default: the checkpoint's; no labels needed), so the pruned network works before any
-    fine-tune (:class:`~entroprune.config.PruneConfig`).
+    BN statistics are re-estimated on the calibration split of ``dataset`` (default: the checkpoint's; no
+    labels needed), and with ``refit`` the kept weights are first refitted there, so the pruned network works
+    before any fine-tune (:class:`~entroprune.config.PruneConfig`).
     """
     device = resolve_device(device)
     from .prune import counts_to_dict, prune_model, recalibrate_bn

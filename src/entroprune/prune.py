@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from .errors import CheckpointError, one_line
+from .errors import CheckpointError, ConfigError, one_line
 from .utils import modes_kept
 
 if TYPE_CHECKING:  # structure probes its groups with this module's pruning: no import back at run time
@@ -127,7 +127,13 @@ def prune_model(model: nn.Module, structure: Structure, counts: Sequence[int] | 
     torch-pruning cuts wrongly is refused in one line either way. ``refit_images``: first refit the kept
     weights by least squares on these normalised unlabelled images (:mod:`entroprune.refit`)."""
     if refit_images is not None:
-        model = refitted(model, structure, counts, refit_images, seed)
+        try:
+            model = refitted(model, structure, counts, refit_images, seed)
+        except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
+            if "out of memory" in str(exc).lower():  # the machine's limit: the CLI says so in its own words
+                raise
+            raise ConfigError(f"the least-squares refit failed on this model ({one_line(exc)}); prune without "
+                              "it (`refit` false)") from None
     pruned = copy.deepcopy(model).cpu()
     try:
         history = apply_physical(pruned, structure, counts_to_dict(structure, counts))
