@@ -128,7 +128,7 @@ class SearchConfig:
     :param recovery_steps: distillation steps before each re-scored candidate.
     :param rerank_refit: re-score each candidate on its net with the kept weights refitted, as the final
         prune makes it (``PruneConfig.refit``), before its recovery steps (0 steps: the refitted net itself,
-        a closed-form reading with no seed to confirm).
+        a closed-form reading that other seeds move only through the refit's sampled positions).
     :param recovery_images: unlabelled training images the recovery distils on.
     :param ignored_layers: module names whose output channels are never pruned (besides every layer
         that feeds a model output, which is always protected).

@@ -98,7 +98,8 @@ class RewardEvaluator:
             with torch.no_grad():
                 self.teacher_log_probs = torch.cat([torch.log_softmax(main_output(model(calib[s:s + self.batch_size])), 1)
                                                     for s in range(0, len(calib), self.batch_size)])
-        # the refit fits on unlabelled training images (the recovery's), never on the images a score is read on
+        # the refit fits on the recovery's unlabelled training images, not on the images a score is read on
+        # (the calibration images only where no others were given)
         pool = recovery_images if recovery_images is not None and len(recovery_images) else calib
         self.refit_images = pool[:REFIT_IMAGES] if config.refit else None
         self.seed = seed
