@@ -168,6 +168,12 @@ def test_a_refit_that_fails_is_one_line_naming_the_way_out(monkeypatch):
     with pytest.raises(ConfigError, match=r"refit failed on this model \(RuntimeError: mat1 and mat2 shapes cannot "
                                           r"be multiplied \(4x3 and 5x6\)\); prune without it \(`refit` false\)$"):
         prune_model(model, structure, counts, refit_images=x)
+    from entroprune.search.rewards import RewardConfig, RewardEvaluator  # a scored candidate's refit alike
+
+    ev = RewardEvaluator(model, structure, RewardConfig(kind="kl", refit=True), x)
+    with pytest.raises(ConfigError, match=r"refit failed on this model \(RuntimeError: mat1"):
+        ev.evaluate(counts)
+    ev.close()
     monkeypatch.setattr(refit_mod, "refit_kept", lambda *a, **k: (_ for _ in ()).throw(
         RuntimeError("CPU out of memory: tried to allocate 9 GB")))
     with pytest.raises(RuntimeError, match="out of memory"):  # the CLI's own out-of-memory line takes it

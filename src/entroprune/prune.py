@@ -127,13 +127,7 @@ def prune_model(model: nn.Module, structure: Structure, counts: Sequence[int] | 
     torch-pruning cuts wrongly is refused in one line either way. ``refit_images``: first refit the kept
     weights by least squares on these normalised unlabelled images (:mod:`entroprune.refit`)."""
     if refit_images is not None:
-        try:
-            model = refitted(model, structure, counts, refit_images, seed)
-        except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
-            if "out of memory" in str(exc).lower():  # the machine's limit: the CLI says so in its own words
-                raise
-            raise ConfigError(f"the least-squares refit failed on this model ({one_line(exc)}); prune without "
-                              "it (`refit` false)") from None
+        model = refitted(model, structure, counts, refit_images, seed)
     pruned = copy.deepcopy(model).cpu()
     try:
         history = apply_physical(pruned, structure, counts_to_dict(structure, counts))
@@ -146,14 +140,21 @@ def prune_model(model: nn.Module, structure: Structure, counts: Sequence[int] | 
 
 def refitted(model: nn.Module, structure: Structure, counts: Sequence[int] | np.ndarray, images: torch.Tensor,
              seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with the channels ``counts`` cut zeroed and the kept weights refitted (same shapes)."""
+    """A copy of ``model`` with the channels ``counts`` cut zeroed and the kept weights refitted (same shapes).
+    A refit that fails on the model (the final prune's or a scored candidate's) is one line."""
     from .refit import refit_kept
 
     masked = copy.deepcopy(model)
     masker = Masker(masked, structure)
     masker.apply(counts)
-    with modes_kept(model):
-        refit_kept(model, masked, masker.kept_channels(counts), images.to(next(model.parameters()).device), seed)
+    try:
+        with modes_kept(model):
+            refit_kept(model, masked, masker.kept_channels(counts), images.to(next(model.parameters()).device), seed)
+    except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
+        if "out of memory" in str(exc).lower():  # the machine's limit: the CLI says so in its own words
+            raise
+        raise ConfigError(f"the least-squares refit failed on this model ({one_line(exc)}); prune without "
+                          "it (`refit` false)") from None
     return masked
 
 
