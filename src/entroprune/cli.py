@@ -6,7 +6,6 @@ Every command turns an :class:`EntropruneError` into one line on stderr and exit
 from __future__ import annotations
 
 import functools
-import re
 import signal
 import sys
 from inspect import signature
@@ -27,7 +26,7 @@ from .config import (
     PruneConfig,
     RunConfig,
 )
-from .errors import ConfigError, EntropruneError, SearchInterrupted
+from .errors import ConfigError, EntropruneError, SearchInterrupted, out_of_memory
 from .search.config import RewardConfig, SearchConfig
 from .settings import (
     BUILT_IN_DATASETS,
@@ -128,7 +127,7 @@ def handle_errors(fn=None, *, render=None):
             err.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
         except (MemoryError, RuntimeError) as exc:
-            if not (needed := _out_of_memory(exc)):
+            if not (needed := out_of_memory(exc)):
                 raise
             remove_empty_created_dirs()  # the machine's limit, not the input's fault (exit 1), as a full disk
             flags = [f"--{n.replace('_', '-')}" for n in ("batch", "batch_size", "latency_batch")
@@ -146,19 +145,6 @@ def handle_errors(fn=None, *, render=None):
             raise typer.Exit(1) from None
 
     return wrapper
-
-
-def _out_of_memory(exc: BaseException) -> str:
-    """What an allocation that failed asked for ('' where ``exc`` is no allocation failure): torch raises
-    RuntimeError on the CPU and its OutOfMemoryError (a RuntimeError) on CUDA; Python's own, MemoryError."""
-    if isinstance(exc, MemoryError):
-        return "Python could not allocate"
-    text = str(exc)
-    if (m := re.search(r"tried to allocate (\d+) bytes", text)) is not None:
-        return f"one tensor needed {int(m.group(1)) / 1e9:.1f} GB"
-    if (m := re.search(r"[Tt]ried to allocate ([\d.]+ [KMG]iB)", text)) is not None:
-        return f"one tensor needed {m.group(1)} on the GPU"
-    return "torch could not allocate" if "out of memory" in text.lower() or "can't allocate memory" in text else ""
 
 
 def _print_version(value: bool) -> None:

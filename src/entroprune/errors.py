@@ -85,6 +85,19 @@ class EntropruneDeprecationWarning(FutureWarning):
     """A renamed setting: shown to CLI, YAML and API users alike (FutureWarning is not hidden by default)."""
 
 
+def out_of_memory(exc: BaseException) -> str:
+    """What an allocation that failed asked for ('' where ``exc`` is no allocation failure): torch raises
+    RuntimeError on the CPU and its OutOfMemoryError (a RuntimeError) on CUDA; Python's own, MemoryError."""
+    if isinstance(exc, MemoryError):
+        return "Python could not allocate"
+    text = str(exc)
+    if (m := re.search(r"tried to allocate (\d+) bytes", text)) is not None:
+        return f"one tensor needed {int(m.group(1)) / 1e9:.1f} GB"
+    if (m := re.search(r"[Tt]ried to allocate ([\d.]+ [KMG]iB)", text)) is not None:
+        return f"one tensor needed {m.group(1)} on the GPU"
+    return "torch could not allocate" if "out of memory" in text.lower() or "can't allocate memory" in text else ""
+
+
 def one_line(exc: BaseException) -> str:
     """An exception quoted inside a one-line refusal: its type and the first line of its message, backticks made
     quotes (torch writes "`embed_dim` must divide ...": the CLI would render them as its own flags)."""

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from .errors import CheckpointError, ConfigError, one_line
+from .errors import CheckpointError, ConfigError, one_line, out_of_memory
 from .utils import modes_kept
 
 if TYPE_CHECKING:  # structure probes its groups with this module's pruning: no import back at run time
@@ -151,7 +151,7 @@ def refitted(model: nn.Module, structure: Structure, counts: Sequence[int] | np.
         with modes_kept(model):
             refit_kept(model, masked, masker.kept_channels(counts), images.to(next(model.parameters()).device), seed)
     except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
-        if "out of memory" in str(exc).lower():  # the machine's limit: the CLI says so in its own words
+        if out_of_memory(exc):  # the machine's limit: the CLI says so in its own words
             raise
         raise ConfigError(f"the least-squares refit failed on this model ({one_line(exc)}); prune without "
                           "it (`refit` false)") from None
