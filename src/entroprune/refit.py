@@ -70,12 +70,12 @@ def _targets(y: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _normal_equations(original: nn.Module, masked: nn.Module, name: str, images: torch.Tensor, batch_size: int,
-                      gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """X'X and X'Y (float64) of one layer over ``images``: X its input in ``masked``, Y its output in
-    ``original`` less its bias, at the same sampled positions; and which input channels are ever non-zero.
-    None where X is the layer's input in ``original`` too: its own weights are then the best fit already."""
-    mod, ref = dict(masked.named_modules())[name], dict(original.named_modules())[name]
+def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mod: nn.Module, images: torch.Tensor,
+                      batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """X'X and X'Y (float64) of one layer over ``images``: X the input of ``mod`` (the layer in ``masked``), Y the
+    output of ``ref`` (the same layer in ``original``) less its bias, at the same sampled positions; and which
+    input channels are ever non-zero. None where X is the layer's input in ``original`` too: its own weights are
+    then the best fit already."""
     seen: dict[str, torch.Tensor] = {}
 
     def take_input(m: nn.Module, args: tuple) -> None:
@@ -141,13 +141,13 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
     gen = torch.Generator().manual_seed(seed)
     original.eval()
     masked.eval()
-    mods = dict(masked.named_modules())
+    mods, refs = dict(masked.named_modules()), dict(original.named_modules())
     done = []
     for name in refit_order(masked, images):
         mod = mods[name]
         if mod.weight[0].numel() > REFIT_MAX_INPUTS:
             continue
-        system = _normal_equations(original, masked, name, images, batch_size, gen)
+        system = _normal_equations(original, masked, refs[name], mod, images, batch_size, gen)
         if system is None:
             continue
         xtx, xty, active = system
