@@ -141,9 +141,13 @@ def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None
             goal[f"{s} against uniform-refit"] = (statistics.mean(d2), len(d2))
             text += f", Δ uniform-refit {fmt(d2, sign=True)}"
         parts.append(text)
+    start = {s: statistics.mean(float(r["accuracy_before_finetune"]) for r in rs)
+             for s in ("uniform", "uniform-refit") if (rs := [r for r in cell if r["source"] == s])}
+    where = (f" Right after the cut, before any fine-tune, the uniform policy scores {start['uniform-refit']:.2f}% "
+             f"refitted against {start['uniform']:.2f}% cut plainly." if len(start) == 2 else "")
     return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`: `prune --refit`, "
             "opt-in; every other source here prunes without it): "
-            + "; ".join(parts) + "."], goal
+            + "; ".join(parts) + "." + where], goal
 
 
 def deltas(rows: list[dict], ref: Reference) -> list[float]:
