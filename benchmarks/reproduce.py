@@ -53,6 +53,13 @@ SOURCES = {"entropy": ("ddpg", "entropy", None), "accuracy": ("ddpg", "accuracy"
 # the grid's `entropy` source was pinned; run as a follow-up (the grid's ``followup``) beside it.
 #: A source with this suffix prunes its policy with the least-squares refit of the kept weights.
 REFIT = "-refit"
+#: ... and with the refitted filters scaled back to the plain cut's norms (``PruneConfig.refit_norms``).
+REFIT_NORMS = "-refit-norms"
+
+
+def refit_kind(source: str) -> str:
+    """The results' ``refit`` column: "" (plain prune), "yes" (refit) or "norms" (refit, norms matched)."""
+    return "norms" if source.endswith(REFIT_NORMS) else "yes" if source.endswith(REFIT) else ""
 REWARD_VARIANTS = {"entropy-last": ("cooccurrence", "last")}
 
 
@@ -125,7 +132,8 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
 
     ``earlier(model, policy, seed, refit)`` may return a row that already fine-tuned this policy with this seed
     and the same pruning (the fine-tune is deterministic): its results are taken instead of fine-tuning again.
-    A source named ``*-refit`` prunes with the least-squares refit (``entroprune prune --refit``); every other
+    A source named ``*-refit`` prunes with the least-squares refit (``entroprune prune --refit``), ``*-refit-norms``
+    with the refitted filters scaled back to the plain cut's norms too (``PruneConfig.refit_norms``); every other
     prunes without it, as the cells recorded before the refit came in. ``search`` writes
     the cell's policy.json and returns its SearchResult.
     """
@@ -138,7 +146,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     t0 = time.perf_counter()
     res = search(base / "model.pt", cell / "search", cfg, source)
     search_time = time.perf_counter() - t0
-    refit = source.endswith(REFIT)  # the grid's sources and the arena's first ones were pruned without
+    refit = refit_kind(source)  # the grid's sources and the arena's first ones were pruned without
     same = earlier(model, res.policy, seed, refit)
     if same is not None:
         finetuned = {k: float(same[k]) if same.get(k) not in (None, "") else None
@@ -146,7 +154,8 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
                                "speedup_torch_b64", "finetune_time_s")}
         finetuned["finetune_from"] = f"{same['source']} seed {same['seed']} ({same['date']})"
     else:
-        prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True, refit=refit)
+        prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True,
+                         refit=bool(refit), refit_norms=refit == "norms")
         ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned", epochs=grid["finetune_epochs"],
                                  lr=float(grid.get("finetune_lr", 0.01)), distill=grid["finetune_distill"],
                                  seed=seed, quiet=True, force=True)
@@ -162,7 +171,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
             "finetune_epochs": grid["finetune_epochs"], "cell_time_s": round(time.perf_counter() - t_cell, 1),
             "search_reward": res.reward, "policy": json.dumps(res.policy), "machine": machine_description(),
             "date": time.strftime("%Y-%m-%d"), "chosen": res.summary.get("chosen", "search"),
-            "refit": "yes" if refit else ""}
+            "refit": refit}
 
 
 def grid_cells(grid: dict) -> list[tuple[str, float, str, int]]:
@@ -224,14 +233,14 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
     done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in recorded
             if is_current(grid, r) and (r["source"] not in per_machine or r.get("machine") == here)}
 
-    def earlier(model: str, policy: dict, seed: int, refit: bool) -> dict | None:
+    def earlier(model: str, policy: dict, seed: int, refit: str) -> dict | None:
         # the fine-tune is deterministic on one machine only (another CPU moves it about as much as a seed)
         if not reuse_finetunes:
             return None
         return next((r for r in recorded if r["model"] == model and int(r["seed"]) == seed and r.get("policy")
                      and json.loads(r["policy"]) == policy and r.get("finetune_epochs") == str(grid["finetune_epochs"])
                      and not r.get("finetune_from") and r.get("machine") == here
-                     and bool(r.get("refit")) == refit), None)
+                     and (r.get("refit") or "") == refit), None)
     # cells the grid's settings make impossible (e.g. a target below what min_keep allows): recorded once
     skipped_path = results.with_name("skipped.csv")
     skipped = {(r["model"], float(r["target"])) for r in read_rows(skipped_path)}

@@ -178,3 +178,62 @@ def test_a_refit_that_fails_is_one_line_naming_the_way_out(monkeypatch):
         monkeypatch.setattr(refit_module, "refit_kept", lambda *a, m=oom, **k: (_ for _ in ()).throw(RuntimeError(m)))
         with pytest.raises(RuntimeError, match="allocate"):
             prune_model(model, structure, counts, refit_images=x)
+
+
+def _randomise_batchnorm(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(1e-4, 2.0)  # small variances too, where BatchNorm's eps matters
+
+
+def test_matched_norms_leave_the_function_and_give_the_cut_filters_norms():
+    """The refit's filters scaled back to the plain cut's norms; the BatchNorm reading each conv makes up for
+    it, eps included, so the refitted net computes what it computed."""
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10, 1, width_mult=0.25).eval()
+    _randomise_batchnorm(model)
+    x = torch.randn(64, 1, 28, 28)
+    structure = Structure(model, x[:1])
+    counts = structure.keep_counts(0.5)
+    fitted = refitted(model, structure, counts, x)
+    matched = refitted(model, structure, counts, x, match_norms=True)
+    assert torch.allclose(_outputs(matched, x), _outputs(fitted, x), rtol=1e-4, atol=1e-4)
+    mods, orig = dict(matched.named_modules()), dict(model.named_modules())
+    changed = [n for n, m in dict(fitted.named_modules()).items()
+               if isinstance(m, nn.Conv2d) and not torch.equal(m.weight, mods[n].weight)]
+    assert "layer2.0.shortcut.0" in changed and len(changed) >= 15
+    for n in changed:
+        w = mods[n].weight.flatten(1)
+        rows = w.norm(dim=1) > 0
+        cut = (orig[n].weight.flatten(1) * (w.abs().sum(0) > 0)).norm(dim=1)
+        assert torch.allclose(w.norm(dim=1)[rows], cut[rows], rtol=1e-4)
+
+
+class ReadTwice(nn.Module):
+    """conv2's output feeds its BatchNorm and the sum after it: scaling conv2 would change the net."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.conv2(torch.relu(self.conv1(x)))
+        return self.head((self.bn(y) + y).mean((2, 3)))
+
+
+def test_matched_norms_leave_a_conv_read_beside_its_batchnorm_as_refitted():
+    torch.manual_seed(0)
+    model = ReadTwice().eval()
+    _randomise_batchnorm(model)
+    x = torch.randn(64, 1, 8, 8)
+    structure = Structure(model, x[:1])
+    counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
+    fitted = refitted(model, structure, counts, x)
+    matched = refitted(model, structure, counts, x, match_norms=True)
+    assert not torch.equal(fitted.conv2.weight, model.conv2.weight)  # the refit did change it
+    assert all(torch.equal(p, q) for p, q in zip(fitted.state_dict().values(), matched.state_dict().values(),
+                                                 strict=True))

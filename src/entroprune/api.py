@@ -292,7 +292,8 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None,
 def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str | Path, force: bool = False,
                      trust_pickle: bool = False, bn_recalibration: bool = PruneConfig.bn_recalibration,
                      data_dir: str | Path | None = None, device: torch.device | str = "cpu",
-                     dataset: str | None = None, refit: bool = PruneConfig.refit, seed: int = 0) -> dict[str, Any]:
+                     dataset: str | None = None, refit: bool = PruneConfig.refit, seed: int = 0,
+                     refit_norms: bool = PruneConfig.refit_norms) -> dict[str, Any]:
     """Physically remove channels by a policy; writes a pruned model.pt that reloads safely.
 
     BN statistics are re-estimated on the calibration split of ``dataset`` (default: the checkpoint's; no
@@ -319,7 +320,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
         data = load_data_for_spec(ckpt.spec, dataset, data_dir)
         calib = data.normalize(data.calib.x)
     pruned, history = prune_model(model, structure, counts, check=True,  # on the CPU, where the structure probes
-                                  refit_images=calib if refit else None, seed=seed)
+                                  refit_images=calib if refit else None, seed=seed, refit_norms=refit_norms)
     if bn_recalibration and calib is not None:
         recalibrate_bn(pruned.to(device), calib.to(device))
         pruned.cpu()

@@ -64,11 +64,15 @@ class PruneConfig:
         fine-tune (the main job's VGG at 20% of the MACs: 90.5% instead of 26%). Off by default: after the main
         job's 3-epoch fine-tune it gained 0.28 points on that VGG and lost about 0.2 on ResNet-20 (docs/arena.md,
         the ``*-refit`` sources), so, as with the L2 ranking, neither way wins on every net.
+    :param refit_norms: after the refit, scale each refitted conv's filters back to the norms the plain cut
+        leaves them, and the BatchNorm reading the conv alike (the same function): the refit's larger filters
+        would take smaller effective SGD steps in the fine-tune (:func:`entroprune.refit.match_cut_norms`).
     :param bn_recalibration: re-estimate BatchNorm statistics on the calibration images.
     """
 
     __pydantic_config__ = _STRICT
     refit: bool = False
+    refit_norms: bool = False
     bn_recalibration: bool = True
 
 

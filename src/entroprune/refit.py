@@ -15,6 +15,8 @@ kept output channels are the same indices in the unpruned net; the physical cut 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 
@@ -127,7 +129,7 @@ def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mo
 
 @torch.no_grad()
 def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Tensor], images: torch.Tensor,
-               seed: int = 0, batch_size: int = 256) -> list[str]:
+               seed: int = 0, batch_size: int = 256, match_norms: bool = False) -> list[str]:
     """Refit ``masked``'s kept weights in place (see the module's docstring); returns the layers refitted.
 
     :param original: the unpruned net (read only).
@@ -135,6 +137,7 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
     :param kept: each group member's kept output channels (``Masker.kept_channels``); a layer not in it keeps
         all of its outputs (a classifier, a layer left whole).
     :param images: normalised unlabelled images (the calibration split).
+    :param match_norms: then rescale the refitted filters to the plain cut's norms (:func:`match_cut_norms`).
     """
     if len(images) == 0:
         return []
@@ -163,7 +166,77 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
         flat[:, ~cols] = 0  # inputs that are always zero: their weights are free, zero keeps the cut clean
         mod.weight.copy_(flat.reshape(mod.weight.shape))
         done.append(name)
+    if match_norms and done:
+        match_cut_norms(original, masked, done, images)
     return done
 
 
-__all__ = ["refit_kept", "refit_order"]
+def _convs_into_batchnorm(model: nn.Module, example: torch.Tensor) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    """Each conv whose output tensor a BatchNorm with running statistics reads as its input, by one traced forward."""
+    made: dict[int, str] = {}
+    alive: list[torch.Tensor] = []  # keeps every traced output alive, so no two share an id
+    pairs: dict[str, nn.modules.batchnorm._BatchNorm] = {}
+
+    def conv_out(name: str):
+        def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            alive.append(out)
+            made[id(out)] = name
+        return hook
+
+    def bn_in(m: nn.modules.batchnorm._BatchNorm, args: tuple) -> None:
+        if id(args[0]) in made and m.running_var is not None:
+            pairs[made[id(args[0])]] = m
+
+    hooks = [m.register_forward_hook(conv_out(n)) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_pre_hook(bn_in) for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        model(example[:2])
+    finally:
+        for h in hooks:
+            h.remove()
+    return pairs
+
+
+@torch.no_grad()
+def match_cut_norms(original: nn.Module, masked: nn.Module, names: list[str], images: torch.Tensor) -> list[str]:
+    """Scale each refitted conv's kept filters back to the norm the plain cut leaves them (the unpruned filter
+    over the inputs kept), and the running statistics of the BatchNorm that reads the conv alike, so the net
+    computes the same function; returns the convs rescaled.
+
+    Why: the refit makes up for cut inputs with larger filters (ResNet-20 at 20% of the MACs: 1.1-2.1x the
+    unpruned norms), and behind BatchNorm a filter's norm divides SGD's effective step on it by its square,
+    so the fine-tune would move a refitted net less than a plainly cut one. A net whose outputs the rescale
+    changes (a conv read by more than its BatchNorm) is left as the refit made it.
+    """
+    masked.eval()
+    pairs = _convs_into_batchnorm(masked, images)
+    mods, refs = dict(masked.named_modules()), dict(original.named_modules())
+    probe = images[:64]
+    before, saved = masked(probe), copy.deepcopy(masked.state_dict())
+    scaled = []
+    for name in names:
+        mod, bn = mods[name], pairs.get(name)
+        if bn is None or not isinstance(mod, nn.Conv2d):
+            continue
+        w = mod.weight.flatten(1)
+        inputs = w.abs().sum(0) > 0
+        fitted = w.norm(dim=1)
+        cut = (refs[name].weight.flatten(1) * inputs).norm(dim=1).to(w.dtype)
+        scale = torch.where(fitted > 0, cut / fitted.clamp_min(1e-30), torch.ones_like(fitted))
+        var = scale ** 2 * (bn.running_var + bn.eps) - bn.eps  # BatchNorm's output unchanged, eps included
+        scale = torch.where(var > 0, scale, torch.ones_like(scale))
+        mod.weight.mul_(scale.view(-1, *[1] * (mod.weight.dim() - 1)))
+        if mod.bias is not None:
+            mod.bias.mul_(scale)
+        bn.running_mean.mul_(scale)
+        bn.running_var.copy_(scale ** 2 * (bn.running_var + bn.eps) - bn.eps)
+        scaled.append(name)
+    after = masked(probe)
+    if not torch.allclose(after, before, rtol=1e-3, atol=1e-3 * before.abs().max().item()):
+        masked.load_state_dict(saved)
+        return []
+    return scaled
+
+
+__all__ = ["match_cut_norms", "refit_kept", "refit_order"]
