@@ -119,17 +119,29 @@ def ceiling(rows: list[dict], model: str, target: float, seeds: list[int], ref: 
             "best_policy": max(full) if full else None, "full_policies": len(full)}
 
 
-#: The refitted sources: a policy pruned with the least-squares refit before the fine-tune (reproduce.REFIT).
-REFITTED = ("uniform-refit", "default-refit", "default-scored-refit")
+#: The refitted sources: a policy pruned with the least-squares refit before the fine-tune (reproduce.REFIT),
+#: then those with the refitted filters scaled back to the plain cut's norms (reproduce.REFIT_NORMS).
+REFITTED = ("uniform-refit", "default-refit", "default-scored-refit", "uniform-refit-norms", "default-refit-norms",
+            "default-scored-refit-norms")
+
+
+def refit_reference(source: str) -> str | None:
+    """What a refitted source is paired with besides plain uniform: the uniform policy pruned the same way (the
+    allocation's worth once both are refitted), and uniform-refit for uniform-refit-norms (the norms' worth)."""
+    if source == "uniform-refit":
+        return None
+    if source == "uniform-refit-norms":
+        return "uniform-refit"
+    return "uniform-refit-norms" if source.endswith("-norms") else "uniform-refit"
 
 
 def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None]:
-    """The refitted sources against uniform (the plain prune) and the default's against uniform-refit: what the
-    refit adds, and whether the search's pick still beats uniform once both are refitted."""
+    """The refitted sources against uniform (the plain prune) and against uniform pruned the same way
+    (:func:`refit_reference`): what the refit adds, and whether the search's pick still beats uniform once both
+    are refitted."""
     rows = {s: [r for r in cell if r["source"] == s] for s in REFITTED}
     if not any(rows.values()):
         return [], None
-    refitted = Reference(cell, "uniform-refit")
     parts, goal = [], {}
     for s, rs in rows.items():
         if not rs:
@@ -137,16 +149,17 @@ def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None
         d = deltas(rs, ref)
         goal[s] = (statistics.mean(d), len(d)) if d else None
         text = f"`{s}` {fmt([float(r['test_accuracy']) for r in rs])}% ({count_text(len(rs), 'seed')}), Δ uniform {fmt(d, sign=True)}"
-        if s != "uniform-refit" and (d2 := deltas(rs, refitted)):
-            goal[f"{s} against uniform-refit"] = (statistics.mean(d2), len(d2))
-            text += f", Δ uniform-refit {fmt(d2, sign=True)}"
+        if (other := refit_reference(s)) and (d2 := deltas(rs, Reference(cell, other))):
+            goal[f"{s} against {other}"] = (statistics.mean(d2), len(d2))
+            text += f", Δ {other} {fmt(d2, sign=True)}"
         parts.append(text)
     start = {s: statistics.mean(float(r["accuracy_before_finetune"]) for r in rs)
              for s in ("uniform", "uniform-refit") if (rs := [r for r in cell if r["source"] == s])}
     where = (f" Right after the cut, before any fine-tune, the uniform policy scores {start['uniform-refit']:.2f}% "
              f"refitted against {start['uniform']:.2f}% cut plainly." if len(start) == 2 else "")
     return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`: `prune --refit`, "
-            "opt-in; every other source here prunes without it): "
+            "opt-in; `*-refit-norms` with the refitted filters scaled back to the plain cut's norms, `refit_norms`; "
+            "every other source here prunes without it): "
             + "; ".join(parts) + "." + where], goal
 
 
@@ -239,7 +252,9 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "default without its band (keep ratios anywhere in [min_keep, 1], as the one-stage sources search); "
             "`uniform-refit`, `default-refit` the same policies pruned with the least-squares refit of the kept "
             "weights (`entroprune prune --refit`, opt-in; every other source prunes without it); `default-scored-refit` the default whose re-ranking reads each candidate off its refitted "
-            "net (`--rerank-refit`, no recovery steps), pruned with the refit; "
+            "net (`--rerank-refit`, no recovery steps), pruned with the refit; `*-refit-norms` the same, the refitted "
+            "filters then scaled back to the norms the plain cut leaves them (`refit_norms`; the same net before the "
+            "fine-tune, behind BatchNorm); "
             "`default-kl` the default whose search itself scores every episode by the KL to the unpruned net "
             f"after {grid.get('kl_recovery_steps', 20)} recovery steps ({grid.get('kl_episodes', 150)} episodes), "
             "and `default-kl-random` the same with random search: does DDPG add anything given a reward that "
@@ -394,8 +409,8 @@ def refit_verdict(pairs: list[tuple]) -> str:
         return ", ".join(f"{m} {float(t):.0%} {g[key][0]:+.2f} ({count_text(g[key][1], 'seed')})"
                          for m, t, g in pairs if g.get(key))
     said = [f"{s} - uniform {each(s)}" for s in REFITTED if each(s)]
-    said += [f"{s} - uniform-refit {each(f'{s} against uniform-refit')}" for s in REFITTED[1:]
-             if each(f"{s} against uniform-refit")]
+    said += [f"{s} - {other} {each(f'{s} against {other}')}" for s in REFITTED
+             if (other := refit_reference(s)) and each(f"{s} against {other}")]
     return " With the refit before the fine-tune (`prune --refit`, opt-in): " + "; ".join(said) + "."
 
 
