@@ -282,13 +282,14 @@ def test_tiny_arena_runs_and_reports(tmp_path):
 
 def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain_fine_tune(tmp_path):
     """uniform-refit: uniform's policy, pruned with the refit (recorded), fine-tuned anew though uniform's policy
-    was fine-tuned with that seed; the page sets it against uniform, and the allocation studies leave it out."""
+    was fine-tuned with that seed; the page sets it against uniform, and the allocation studies leave it out.
+    uniform-refit-norms: the same with the norms matched (recorded), fine-tuned anew, set against uniform-refit."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import arena
     import make_arena
 
     g = {"dataset": "digits", "pairs": [["vgg", 0.5]], "widths": {"vgg": 0.5}, "seeds": [0],
-         "sources": ["uniform", "uniform-refit"], "baseline_epochs": 1, "search_episodes": 3, "warmup": 1,
+         "sources": ["uniform", "uniform-refit", "uniform-refit-norms"], "baseline_epochs": 1, "search_episodes": 3, "warmup": 1,
          "min_keep": 0.2, "round_to": 1, "accuracy_val_size": 64, "finetune_epochs": 1, "finetune_lr": 0.02,
          "finetune_distill": True, "latency_repeats": 0, "threads": 1, "out": str(tmp_path / "runs"),
          "results": str(tmp_path / "m" / "results.csv"), "parts": str(tmp_path / "m" / "parts.csv"),
@@ -297,17 +298,23 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     path.write_text(yaml.safe_dump(g))
     res = run("arena.py", "--grid", str(path))
     assert res.returncode == 0, res.stderr[-2000:]
-    plain, refitted = rows(tmp_path / "m" / "results.csv")
-    assert (plain["refit"], refitted["refit"]) == ("", "yes") and plain["policy"] == refitted["policy"]
-    assert not refitted["finetune_from"]
+    plain, refitted, normed = rows(tmp_path / "m" / "results.csv")
+    assert (plain["refit"], refitted["refit"], normed["refit"]) == ("", "yes", "norms")
+    assert plain["policy"] == refitted["policy"] == normed["policy"]
+    assert not refitted["finetune_from"] and not normed["finetune_from"]
     assert float(refitted["accuracy_before_finetune"]) != float(plain["accuracy_before_finetune"])
-    pruned = torch.load(tmp_path / "runs" / "cells" / "vgg-0.5-uniform-refit-s0" / "pruned" / "model.pt",
-                        weights_only=True)
-    assert pruned["pruning"]["refit"] is True
-    assert [p["sources"] for p in arena.policies_of([plain, refitted], "vgg", 0.5)] == [["uniform"]]
-    line, goal = make_arena.refit_line([plain, refitted], make_arena.Reference([plain]))
+    for source, norms in (("uniform-refit", False), ("uniform-refit-norms", True)):
+        pruned = torch.load(tmp_path / "runs" / "cells" / f"vgg-0.5-{source}-s0" / "pruned" / "model.pt",
+                            weights_only=True)
+        assert pruned["pruning"]["refit"] is True and pruned["pruning"]["refit_norms"] is norms
+    cell = [plain, refitted, normed]
+    assert [p["sources"] for p in arena.policies_of(cell, "vgg", 0.5)] == [["uniform"]]
+    line, goal = make_arena.refit_line(cell, make_arena.Reference([plain]))
     d = float(refitted["test_accuracy"]) - float(plain["test_accuracy"])
     assert f"Δ uniform {d:+.2f}" in line[1] and goal["uniform-refit"] == (pytest.approx(d), 1)
+    d = float(normed["test_accuracy"]) - float(refitted["test_accuracy"])
+    assert f"Δ uniform-refit {d:+.2f}" in line[1]
+    assert goal["uniform-refit-norms against uniform-refit"] == (pytest.approx(d), 1)
 
 
 def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monkeypatch):
