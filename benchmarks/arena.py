@@ -1,6 +1,6 @@
 """The arena: does the search beat the policies a user gets without one? Resumable, in parts.
 
-    python benchmarks/arena.py [--grid benchmarks/arena.yaml] [--only vgg] [--max-cells N]
+    python benchmarks/arena.py [--grid benchmarks/arena.yaml] [--only vgg] [--sources S ...] [--max-cells N]
         [--max-minutes M] [--baselines-only]
     python benchmarks/make_arena.py        # docs/arena.md and the README table from the CSV
 

@@ -1,6 +1,6 @@
 """Run the reproduction grid: search -> prune -> fine-tune -> evaluate per cell, resumable.
 
-    python benchmarks/reproduce.py [--grid benchmarks/reproduce.yaml] [--only vgg] [--max-cells N]
+    python benchmarks/reproduce.py [--grid benchmarks/reproduce.yaml] [--only vgg] [--sources S ...] [--max-cells N]
         [--max-minutes M] [--baselines-only]
 
 Each finished cell appends one row to the grid's ``results`` CSV (tracked in git, so the grid
@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--grid", default=str(Path(__file__).with_name(default_grid)))
     ap.add_argument("--only", nargs="*", default=None, help="restrict to these models")
+    ap.add_argument("--sources", nargs="*", default=None, help="restrict to these sources (a study run first)")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this long")
     ap.add_argument("--baselines-only", action="store_true",
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
         raise SystemExit(f"{args.grid}: unknown source(s) {', '.join(unknown)}; known: {', '.join(sources)}")
     if args.only:
         cells = [c for c in cells if c[0] in args.only]
+    if args.sources:
+        cells = [c for c in cells if c[2] in args.sources]
     todo = [c for c in cells if c not in done and (c[0], c[1]) not in skipped]
     todo = machine_references(todo, per_machine, {(r["model"], float(r["target"])) for r in recorded
                                                   if r.get("machine") == here})
