@@ -63,6 +63,9 @@ def test_prune_refits_when_told_to(digits_ckpt, searched, tmp_path):
     r, n = (load_model(tmp_path / d / "model.pt") for d in "rn")
     assert (r[1].pruning["refit"], n[1].pruning["refit"]) == (True, False)
     assert any(not torch.equal(a, b) for a, b in zip(r[0].state_dict().values(), n[0].state_dict().values(), strict=True))
+    ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "m", "--refit", "--refit-norms")
+    m = load_model(tmp_path / "m" / "model.pt")
+    assert (m[1].pruning["refit_norms"], r[1].pruning["refit_norms"]) == (True, False)
 
 
 def test_finetune_refuses_an_existing_output_and_is_deterministic(pruned_ckpt, tmp_path):

@@ -1235,13 +1235,14 @@ def test_prune_defaults_are_declared_once():
     from entroprune.api import prune_checkpoint, prune_module
     from entroprune.config import PruneConfig
 
-    assert {f.name for f in dataclasses.fields(PruneConfig)} == {"refit", "bn_recalibration"}  # each one below
+    fields = {f.name for f in dataclasses.fields(PruneConfig)}
+    assert fields == {"refit", "refit_norms", "bn_recalibration"}  # each one below
     default = PruneConfig()
     for fn in (cli.prune, prune_checkpoint):
         params = inspect.signature(fn).parameters
-        assert (params["refit"].default, params["bn_recalibration"].default) == (default.refit,
-                                                                                  default.bn_recalibration), fn
-    assert inspect.signature(prune_module).parameters["refit"].default == default.refit
+        assert {k: params[k].default for k in fields} == dataclasses.asdict(default), fn
+    params = inspect.signature(prune_module).parameters
+    assert (params["refit"].default, params["refit_norms"].default) == (default.refit, default.refit_norms)
 
 
 def test_the_main_job_prunes_with_its_config(monkeypatch, tmp_path):
@@ -1250,11 +1251,12 @@ def test_the_main_job_prunes_with_its_config(monkeypatch, tmp_path):
 
     seen = {}
     monkeypatch.setattr(pipeline, "prune_checkpoint", lambda *a, **k: seen.update(k))
-    cfg = RunConfig(prune=PruneConfig(refit=False, bn_recalibration=False))
+    cfg = RunConfig(prune=PruneConfig(refit=False, refit_norms=False, bn_recalibration=False))
     pipeline._prune(tmp_path / "model.pt", tmp_path, cfg, "cpu", resume=False)
-    assert (seen["refit"], seen["bn_recalibration"]) == (False, False)
-    pipeline._prune(tmp_path / "model.pt", tmp_path, RunConfig(prune=PruneConfig(refit=True)), "cpu", resume=False)
-    assert (seen["refit"], seen["bn_recalibration"]) == (True, True)
+    assert (seen["refit"], seen["refit_norms"], seen["bn_recalibration"]) == (False, False, False)
+    cfg = RunConfig(prune=PruneConfig(refit=True, refit_norms=True))
+    pipeline._prune(tmp_path / "model.pt", tmp_path, cfg, "cpu", resume=False)
+    assert (seen["refit"], seen["refit_norms"], seen["bn_recalibration"]) == (True, True, True)
 
 
 def test_search_defaults_are_declared_once():
