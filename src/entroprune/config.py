@@ -65,8 +65,10 @@ class PruneConfig:
         job's 3-epoch fine-tune it gained 0.28 points on that VGG and lost about 0.2 on ResNet-20 (docs/arena.md,
         the ``*-refit`` sources), so, as with the L2 ranking, neither way wins on every net.
     :param refit_norms: after the refit, scale each refitted conv's filters back to the norms the plain cut
-        leaves them, and the BatchNorm reading the conv alike (the same function): the refit's larger filters
-        would take smaller effective SGD steps in the fine-tune (:func:`entroprune.refit.match_cut_norms`).
+        leaves them, and the BatchNorm reading the conv alike (the same function), so the fine-tune takes the
+        plain cut's effective SGD steps on them (:func:`entroprune.refit.match_cut_norms`). Off: after the main
+        job's fine-tune it gained 0.07 points over the refit alone on that VGG but lost 1.5-3.3 on ResNet-20
+        (docs/arena.md, the ``*-refit-norms`` sources): the refit's larger filters protect what it fitted.
     :param bn_recalibration: re-estimate BatchNorm statistics on the calibration images.
     """
 
