@@ -15,11 +15,17 @@ Variants, each on the arena's uniform policy of a pair (the allocation held fixe
   schedule from lr 0.02 with distillation from the unpruned net;
 - ``kK-eE-cubic``: the same along AGP's cubic schedule (Zhu & Gupta, 2017: the removed fraction
   (1 - r) * (1 - (1 - i/K)**3)), which cuts most at first and little at the end, so that the last, shortest
-  fine-tune has the least to recover.
+  fine-tune has the least to recover;
+- ``...-refit``: each cut refits the kept weights by least squares first (``prune --refit``, seed 0 as the
+  arena's ``*-refit`` cells); ``...-lrX``: the cosine schedule starts from lr X instead of the grid's. A refitted
+  net starts near the unpruned one, and the arena's ``*-refit-norms`` cells (larger effective steps on the
+  refitted filters) ended 1.5-3.3 points lower on ResNet-20: does a refitted net want smaller steps, and does
+  a plainly cut one?
 
 Resumable: each (pair, variant, seed) cell is a row of the results CSV, skipped when there.
 
     python benchmarks/finetune_budget.py --pairs vgg:0.1 --variants k1-e3 k1-e6 k1-e10 k3-e3 k3-e6
+    python benchmarks/finetune_budget.py --pairs resnet20:0.2 --variants k1-e3 k1-e3-refit k1-e3-refit-lr0.005
     python benchmarks/finetune_budget.py --page-only
 """
 
@@ -27,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import operator
 import re
 import statistics
 import sys
@@ -58,12 +63,14 @@ FIELDS = ["model", "target", "variant", "seed", "test_accuracy", "step_accuracie
 FINAL_BN_IMAGES = 2048
 
 
-def parse_variant(variant: str) -> tuple[int, int, str]:
-    """(steps, epochs, schedule) of ``kK-eE`` (geometric) or ``kK-eE-cubic``."""
-    match = re.fullmatch(r"k(\d+)-e(\d+)(-cubic)?", variant)
-    if not match or int(match[1]) < 1 or int(match[2]) < int(match[1]):
-        raise SystemExit(f"variant {variant!r} is not kK-eE or kK-eE-cubic with 1 <= K <= E (steps, epochs)")
-    return int(match[1]), int(match[2]), "cubic" if match[3] else "geometric"
+def parse_variant(variant: str) -> tuple[int, int, str, bool, float | None]:
+    """(steps, epochs, schedule, refit, lr) of ``kK-eE[-cubic][-refit][-lrX]`` (lr None: the grid's)."""
+    match = re.fullmatch(r"k(\d+)-e(\d+)(-cubic)?(-refit)?(?:-lr(\d*\.?\d+))?", variant)
+    if not match or int(match[1]) < 1 or int(match[2]) < int(match[1]) or (match[5] and float(match[5]) <= 0):
+        raise SystemExit(f"variant {variant!r} is not kK-eE[-cubic][-refit][-lrX] with 1 <= K <= E (steps, "
+                         "epochs) and X > 0 (the fine-tune's learning rate)")
+    return (int(match[1]), int(match[2]), "cubic" if match[3] else "geometric", bool(match[4]),
+            float(match[5]) if match[5] else None)
 
 
 def _ratio(final: float, at: float, schedule: str) -> float:
@@ -89,7 +96,7 @@ def step_counts(structure: Structure, final: np.ndarray, steps: int, round_to: i
 
 
 def run_cell(base: Path, policy: dict[str, float], grid: dict, steps: int, epochs: int, schedule: str,
-             seed: int) -> dict:
+             refit: bool, lr: float | None, seed: int) -> dict:
     original, ckpt = load_model(base)
     data = load_data_for_spec(ckpt.spec)
     first = build_structure(original, ckpt.spec)
@@ -100,9 +107,10 @@ def run_cell(base: Path, policy: dict[str, float], grid: dict, steps: int, epoch
     cuts = step_counts(first, final, steps, grid["round_to"], schedule)
     for i, (counts, n_epochs) in enumerate(zip(cuts, per, strict=True)):
         structure = first if i == 0 else build_structure(net, ckpt.spec)  # ranked on the weights as they are now
-        net, _ = prune_model(net, structure, counts)
-        recalibrate_bn(net, data.normalize(data.calib.x))
-        config = TrainConfig(epochs=n_epochs, lr=float(grid["finetune_lr"]), batch_size=FinetuneConfig.batch_size,
+        calib = data.normalize(data.calib.x)
+        net, _ = prune_model(net, structure, counts, refit_images=calib if refit else None)
+        recalibrate_bn(net, calib)
+        config = TrainConfig(epochs=n_epochs, lr=lr or float(grid["finetune_lr"]), batch_size=FinetuneConfig.batch_size,
                              schedule="cosine")
         train_model(net, data, config, seed=seed + 1000 * i, teacher=teacher if grid["finetune_distill"] else None,
                     quiet=True)
@@ -144,9 +152,10 @@ def _arena_check(rows: list[dict], arena: list[dict], ref: str) -> str:
 
 
 def _label(variant: str) -> str:
-    steps, epochs, schedule = parse_variant(variant)
-    return (f"at once, {epochs} epochs" if steps == 1 else
-            f"{steps} steps{' (cubic)' if schedule == 'cubic' else ''}, {epochs} epochs in all")
+    steps, epochs, schedule, refit, lr = parse_variant(variant)
+    return ((f"at once, {epochs} epochs" if steps == 1 else
+             f"{steps} steps{' (cubic)' if schedule == 'cubic' else ''}, {epochs} epochs in all")
+            + (", refitted" if refit else "") + (f", lr {lr:g}" if lr else ""))
 
 
 def page(rows: list[dict], arena: list[dict], ref: str) -> list[str]:
@@ -156,7 +165,8 @@ def page(rows: list[dict], arena: list[dict], ref: str) -> list[str]:
              "cell is a row of `docs/measurements/finetune_budget.csv`); this page by `python "
              "benchmarks/finetune_budget.py --page-only`. What and why: the script's docstring. The allocation is "
              "the arena's uniform policy of each pair, pruned from the arena's baseline; `kK-eE` prunes in K steps "
-             f"with E epochs of distilled fine-tuning in all (`{ref}` is the main job's and the arena's fine-tune: "
+             f"with E epochs of distilled fine-tuning in all, `-refit` refitting the kept weights at each cut, `-lrX` "
+             f"from lr X (`{ref}` is the main job's and the arena's fine-tune: "
              f"{_arena_check(rows, arena, ref)}). Δ {ref}: paired difference to it with the same seed (mean ± std). "
              "Per step: each step's test accuracy after its fine-tune, averaged over the seeds.", ""]
     lines += [f"Machine: {'; '.join(sorted({r['machine'] for r in rows}))}.", ""]
@@ -166,7 +176,8 @@ def page(rows: list[dict], arena: list[dict], ref: str) -> list[str]:
         lines += [*pair_heading(model, target, arena),
                   f"| variant | | seeds | test acc (%) | Δ {ref} (points) | per step (%) | fine-tune (s) |",
                   "|---|---|---|---|---|---|---|"]
-        order = sorted(dict.fromkeys(r["variant"] for r in cells), key=lambda v: operator.itemgetter(1, 0, 2)(parse_variant(v)))
+        order = sorted(dict.fromkeys(r["variant"] for r in cells),
+                       key=lambda v: (lambda k, e, s, f, lr: (e, k, s, f, -(lr or 0)))(*parse_variant(v)))
         for variant in order:
             rs = [r for r in cells if r["variant"] == variant]
             acc = [float(r["test_accuracy"]) for r in rs]

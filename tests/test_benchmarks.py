@@ -959,8 +959,9 @@ def test_one_d_benchmark_prunes_a_conv1d_net_both_ways_and_resumes(tmp_path):
 
 
 def test_finetune_budget_prunes_in_steps_to_the_same_net_and_reproduces_the_main_jobs_fine_tune(tmp_path):
-    """k1-e1 is the tool's own prune + fine-tune (the same accuracy as prune_checkpoint then finetune_checkpoint);
-    k2-e2 cuts twice, first part of the way, and ends at the same channel counts; a rerun runs nothing."""
+    """k1-e1 is the tool's own prune + fine-tune (the same accuracy as prune_checkpoint then finetune_checkpoint),
+    k1-e1-refit-lr0.01 the same pruned with the refit and fine-tuned from lr 0.01; k2-e2 cuts twice, first part
+    of the way, and ends at the same channel counts; a rerun runs nothing."""
     g = grid(tmp_path, finetune_lr=0.02)
     arena = tmp_path / "m" / "results.csv"
     policy = {n: 0.25 for n in ("features.0", "features.3", "features.7", "features.10", "features.14",
@@ -975,13 +976,16 @@ def test_finetune_budget_prunes_in_steps_to_the_same_net_and_reproduces_the_main
         w.writerow({"model": "vgg", "target": 0.5, "source": "uniform", "seed": 0, "policy": json.dumps(policy)})
     out, results = tmp_path / "fb.md", tmp_path / "fb.csv"
     args = ["--grid", str(g), "--pairs", "vgg:0.5", "--seeds", "0", "--variants", "k1-e1", "k2-e2",
-            "--results", str(results), "--out", str(out)]
+            "k1-e1-refit-lr0.01", "--results", str(results), "--out", str(out)]
     res = run("finetune_budget.py", *args)
     assert res.returncode == 0, res.stderr[-2000:]
-    once, steps = rows(results)
-    prune_checkpoint(base / "model.pt", {"policy": policy, "round_to": 1}, tmp_path / "p")
-    ft = finetune_checkpoint(tmp_path / "p" / "model.pt", tmp_path / "f", epochs=1, lr=0.02, seed=0, quiet=True)
-    assert float(once["test_accuracy"]) == ft["test_accuracy"]
+    once, steps, refitted = rows(results)
+    for refit, lr, row in ((False, 0.02, once), (True, 0.01, refitted)):
+        prune_checkpoint(base / "model.pt", {"policy": policy, "round_to": 1}, tmp_path / f"p{lr}", refit=refit)
+        ft = finetune_checkpoint(tmp_path / f"p{lr}" / "model.pt", tmp_path / f"f{lr}", epochs=1, lr=lr, seed=0,
+                                 quiet=True)
+        assert float(row["test_accuracy"]) == ft["test_accuracy"]
+    assert "| k1-e1-refit-lr0.01 | at once, 1 epochs, refitted, lr 0.01 | 1 |" in out.read_text()
     assert once["macs_fraction"] == steps["macs_fraction"] and len(steps["step_accuracies"].split()) == 2
     assert f"{float(steps['test_accuracy']):.2f}" == steps["step_accuracies"].split()[-1]
     text = out.read_text()
@@ -989,7 +993,7 @@ def test_finetune_budget_prunes_in_steps_to_the_same_net_and_reproduces_the_main
     diff = float(steps["test_accuracy"]) - float(once["test_accuracy"])
     assert f"{diff:+.2f} ± 0.00" in text
     res = run("finetune_budget.py", *args)
-    assert res.returncode == 0 and "seed 0:" not in res.stdout and len(rows(results)) == 2
+    assert res.returncode == 0 and "seed 0:" not in res.stdout and len(rows(results)) == 3
 
 
 def test_finetune_budget_steps_cut_part_of_the_way_first_and_end_at_the_policy(digits_ckpt):
@@ -1014,6 +1018,9 @@ def test_finetune_budget_steps_cut_part_of_the_way_first_and_end_at_the_policy(d
     cubic = step_counts(structure, final, 3, 1, "cubic")
     assert np.array_equal(cubic[-1], final) and cubic[0].sum() < steps[0].sum()
     assert cubic[1].sum() - final.sum() < steps[1].sum() - final.sum()
-    assert parse_variant("k3-e10") == (3, 10, "geometric") and parse_variant("k2-e3-cubic") == (2, 3, "cubic")
-    with pytest.raises(SystemExit):
-        parse_variant("k4-e3")
+    assert parse_variant("k3-e10") == (3, 10, "geometric", False, None)
+    assert parse_variant("k2-e3-cubic") == (2, 3, "cubic", False, None)
+    assert parse_variant("k1-e3-refit-lr0.005") == (1, 3, "geometric", True, 0.005)
+    for bad in ("k4-e3", "k1-e3-lr0", "k1-e3-lr", "k1-e3-lr0.01-refit"):
+        with pytest.raises(SystemExit):
+            parse_variant(bad)
