@@ -177,7 +177,7 @@ def page(rows: list[dict], arena: list[dict], ref: str) -> list[str]:
                   f"| variant | | seeds | test acc (%) | Δ {ref} (points) | per step (%) | fine-tune (s) |",
                   "|---|---|---|---|---|---|---|"]
         order = sorted(dict.fromkeys(r["variant"] for r in cells),
-                       key=lambda v: (lambda k, e, s, f, lr: (e, k, s, f, -(lr or 0)))(*parse_variant(v)))
+                       key=lambda v: (lambda k, e, s, f, lr: (e, k, s, f, lr is not None, -(lr or 0)))(*parse_variant(v)))
         for variant in order:
             rs = [r for r in cells if r["variant"] == variant]
             acc = [float(r["test_accuracy"]) for r in rs]
