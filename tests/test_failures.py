@@ -286,6 +286,8 @@ CASES = {
     "search unknown channel ranking": ["search", f"{T}/good.pt", "--importance", "l3", "--out", f"{T}/out"],
     "policy round_to a string": ["prune", f"{T}/good.pt", "--policy", f"{T}/round_str.json", "--out", f"{T}/out"],
     "policy round_to NaN": ["prune", f"{T}/good.pt", "--policy", f"{T}/round_nan.json", "--out", f"{T}/out"],
+    "refit norms without the refit": ["prune", f"{T}/good.pt", "--policy", f"{T}/policy.json", "--out", f"{T}/out",
+                                      "--refit-norms"],
     "policy ratio true": ["prune", f"{T}/good.pt", "--policy", f"{T}/ratio_true.json", "--out", f"{T}/out"],
     "policy nested 200k deep": ["prune", f"{T}/good.pt", "--policy", f"{T}/deep.json", "--out", f"{T}/out"],
     "prune --out over its own checkpoint": ["prune", f"{T}/base/model.pt", "--policy", f"{T}/half.json",
@@ -465,6 +467,8 @@ EXPECT = {
     'search unknown channel ranking': "--importance must be one of l1, l2 (the channel ranking), got 'l3'",
     "policy round_to a string": "'round_to' must be an integer from 1 to 4096, got 'eight'",
     "policy round_to NaN": "'round_to' must be an integer from 1 to 4096, got nan",
+    "refit norms without the refit": "--refit-norms rescales the filters the refit fits, and nothing is refitted; "
+                                     "set --refit too",
     "policy ratio true": "keep ratio of features.0 is True",
     "policy nested 200k deep": "nested too deeply",
     "prune --out over its own checkpoint": "would overwrite the checkpoint being pruned",

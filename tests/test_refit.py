@@ -237,3 +237,14 @@ def test_matched_norms_leave_a_conv_read_beside_its_batchnorm_as_refitted():
     assert not torch.equal(fitted.conv2.weight, model.conv2.weight)  # the refit did change it
     assert all(torch.equal(p, q) for p, q in zip(fitted.state_dict().values(), matched.state_dict().values(),
                                                  strict=True))
+
+
+def test_matched_norms_without_the_refit_are_refused_before_any_work(digits_ckpt, tmp_path):
+    from entroprune.api import prune_checkpoint, prune_module
+    from entroprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="set `refit` too"):
+        prune_checkpoint(digits_ckpt, {"policy": {}}, tmp_path / "out", refit_norms=True)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match="set `refit` too"):
+        prune_module(Doubled(), torch.randn(1, 3, 8, 8), {}, refit_norms=True)

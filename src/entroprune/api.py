@@ -303,6 +303,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     device = resolve_device(device)
     from .prune import counts_to_dict, prune_model, recalibrate_bn
 
+    PruneConfig(refit=refit, refit_norms=refit_norms, bn_recalibration=bn_recalibration)  # refused before any work
     pol = _read_policy(policy)
     out_dir = Path(out_dir)
     model, ckpt = load_model(path, trust_pickle)
@@ -828,6 +829,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     from .prune import prune_model, recalibrate_bn
     from .structure import Structure
 
+    PruneConfig(refit=refit, refit_norms=refit_norms)  # refused before any work
     if isinstance(policy, (str, Path, dict)):
         pol = _read_policy(policy)
     else:  # a SearchResult

@@ -77,6 +77,11 @@ class PruneConfig:
     refit_norms: bool = False
     bn_recalibration: bool = True
 
+    def __post_init__(self) -> None:
+        if self.refit_norms and not self.refit:
+            raise ConfigError("`refit_norms` rescales the filters the refit fits, and nothing is refitted; set "
+                              "`refit` too, or leave `refit_norms` off")
+
 
 # The images of the main job's zoo baseline when the config names none
 ZOO_DATASET = "fashion-mnist"
