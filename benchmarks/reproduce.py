@@ -51,6 +51,8 @@ SOURCES = {"entropy": ("ddpg", "entropy", None), "accuracy": ("ddpg", "accuracy"
 # Sources whose entropy reward is not the grid's pinned one: `entropy-last` is the tool's default
 # (co-occurrence entropy of the last conv layer with a spatial map), which the reward study chose after
 # the grid's `entropy` source was pinned; run as a follow-up (the grid's ``followup``) beside it.
+REWARD_VARIANTS = {"entropy-last": ("cooccurrence", "last")}
+
 #: A source with this suffix prunes its policy with the least-squares refit of the kept weights.
 REFIT = "-refit"
 #: ... and with the refitted filters scaled back to the plain cut's norms (``PruneConfig.refit_norms``).
@@ -60,7 +62,6 @@ REFIT_NORMS = "-refit-norms"
 def refit_kind(source: str) -> str:
     """The results' ``refit`` column: "" (plain prune), "yes" (refit) or "norms" (refit, norms matched)."""
     return "norms" if source.endswith(REFIT_NORMS) else "yes" if source.endswith(REFIT) else ""
-REWARD_VARIANTS = {"entropy-last": ("cooccurrence", "last")}
 
 
 BASELINE_FIELDS = ["model", "test_accuracy", "train_time_s", "epochs", "torch_threads", "machine"]
