@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import arena  # noqa: E402
+from reproduce import REFIT, REFIT_NORMS  # noqa: E402
 from common import load_grid, read_rows, replace_block  # noqa: E402
 
 from entroprune.utils import count_text  # noqa: E402
@@ -128,11 +129,10 @@ REFITTED = ("uniform-refit", "default-refit", "default-scored-refit", "uniform-r
 def refit_reference(source: str) -> str | None:
     """What a refitted source is paired with besides plain uniform: the uniform policy pruned the same way (the
     allocation's worth once both are refitted), and uniform-refit for uniform-refit-norms (the norms' worth)."""
-    if source == "uniform-refit":
-        return None
-    if source == "uniform-refit-norms":
-        return "uniform-refit"
-    return "uniform-refit-norms" if source.endswith("-norms") else "uniform-refit"
+    suffix = REFIT_NORMS if source.endswith(REFIT_NORMS) else REFIT
+    if source != "uniform" + suffix:
+        return "uniform" + suffix
+    return "uniform" + REFIT if suffix == REFIT_NORMS else None
 
 
 def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None]:

@@ -303,7 +303,8 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     device = resolve_device(device)
     from .prune import counts_to_dict, prune_model, recalibrate_bn
 
-    PruneConfig(refit=refit, refit_norms=refit_norms, bn_recalibration=bn_recalibration)  # refused before any work
+    # refused before any work; past it, refit_norms implies refit
+    PruneConfig(refit=refit, refit_norms=refit_norms, bn_recalibration=bn_recalibration)
     pol = _read_policy(policy)
     out_dir = Path(out_dir)
     model, ckpt = load_model(path, trust_pickle)
@@ -331,10 +332,10 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
                "history": history, "original": str(Path(path).resolve()), "original_sha256": file_sha256(path),
                "original_weights_sha256": weights_sha256(path),
                "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol),
-               "refit": refit, "refit_norms": refit and refit_norms}
+               "refit": refit, "refit_norms": refit_norms}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs,
-               "refit": refit, "refit_norms": refit and refit_norms}
+               "refit": refit, "refit_norms": refit_norms}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
     write_json(out_dir / "prune.json", metrics)
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}
