@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import arena  # noqa: E402
-from reproduce import REFIT, REFIT_NORMS  # noqa: E402
 from common import load_grid, read_rows, replace_block  # noqa: E402
+from reproduce import REFIT, REFIT_NORMS  # noqa: E402
 
 from entroprune.utils import count_text  # noqa: E402
 
