@@ -1024,3 +1024,26 @@ def test_finetune_budget_steps_cut_part_of_the_way_first_and_end_at_the_policy(d
     for bad in ("k4-e3", "k1-e3-lr0", "k1-e3-lr", "k1-e3-lr0.01-refit"):
         with pytest.raises(SystemExit):
             parse_variant(bad)
+
+
+def test_refit_norms_lists_the_refitted_convs_and_their_norm_ratios(tmp_path):
+    """The stem reads the images (nothing cut upstream) and keeps its filters: never listed; a conv after a cut
+    is, with the median ratio of its kept filters' refitted to unpruned norms."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import refit_norms
+
+    from entroprune.api import train_baseline
+
+    g = grid(tmp_path)
+    policy = {n: 0.5 for n in ("features.0", "features.3", "features.7", "features.10", "features.14",
+                               "features.17")}
+    train_baseline("vgg", "digits", tmp_path / "m" / "baselines" / "vgg", epochs=1, width_mult=0.5, quiet=True)
+    with open(tmp_path / "m" / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["model", "target", "source", "seed", "policy"])
+        w.writeheader()
+        w.writerow({"model": "vgg", "target": 0.5, "source": "uniform", "seed": 0, "policy": json.dumps(policy)})
+    refit_norms.main(["--grid", str(g), "--pairs", "vgg:0.5", "--out", str(tmp_path / "rn.md")])
+    found = json.loads((tmp_path / "rn.json").read_text())["vgg:0.5"]
+    assert "features.0" not in found and {"features.3", "features.17"} <= set(found)
+    assert all(r > 0 for r in found.values()) and len(set(found.values())) > 1
+    assert "| features.3 |" in (tmp_path / "rn.md").read_text()

@@ -204,8 +204,8 @@ def match_cut_norms(original: nn.Module, masked: nn.Module, names: list[str], im
     over the inputs kept), and the running statistics of the BatchNorm that reads the conv alike, so the net
     computes the same function; returns the convs rescaled.
 
-    Why: the refit makes up for cut inputs with larger filters (ResNet-20 at 20% of the MACs: 1.1-2.1x the
-    unpruned norms), and behind BatchNorm a filter's norm divides SGD's effective step on it by its square,
+    Why: the refit makes up for cut inputs with larger filters (ResNet-20 at 20% of the MACs: median 1.13-2.12x
+    the unpruned norms but for the 1x1 shortcuts, benchmarks/refit_norms.py), and behind BatchNorm a filter's norm divides SGD's effective step on it by its square,
     so the fine-tune would move a refitted net less than a plainly cut one. A net whose outputs the rescale
     changes (a conv read by more than its BatchNorm) is left as the refit made it. Measured after the main
     job's fine-tune (docs/arena.md, ``*-refit-norms``): +0.07 points on VGG 20%, -2.27 on ResNet-20, so it is

@@ -1,0 +1,76 @@
+"""How much larger the least-squares refit makes the filters it fits (the premise of ``PruneConfig.refit_norms``).
+
+The refit makes up for cut inputs by weighting the kept ones more; behind BatchNorm a filter's norm divides
+SGD's effective step on it by its square, so the fine-tune moves a refitted net less than a plainly cut one.
+This measures the premise on the arena's uniform policy of each pair (the arena's baseline, the refit as
+``prune --refit`` runs it): for every refitted conv, the median over its kept filters of the refitted norm
+over the unpruned filter's norm. Seconds a pair; no training. What the norms did after the fine-tune:
+docs/arena.md, sources ``*-refit-norms``.
+
+    python benchmarks/refit_norms.py --pairs vgg:0.2 resnet20:0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from channel_ranking import uniform_policy  # noqa: E402
+from common import load_grid, pair_heading, read_rows, write_page  # noqa: E402
+from reproduce import ensure_baseline  # noqa: E402
+
+from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
+from entroprune.prune import Masker, refitted  # noqa: E402
+
+
+def ratios(base: Path, policy: dict[str, float], round_to: int) -> dict[str, float]:
+    """Each refitted conv's median ratio of refitted to unpruned filter norm over its kept filters."""
+    model, ckpt = load_model(base)
+    structure = build_structure(model, ckpt.spec)
+    counts = structure.policy_counts(policy, round_to)
+    data = load_data_for_spec(ckpt.spec)
+    fitted = refitted(model, structure, counts, data.normalize(data.calib.x))
+    kept = Masker(fitted, structure).kept_channels(counts)
+    mods = dict(model.named_modules())
+    out = {}
+    for name, mod in fitted.named_modules():
+        if not isinstance(mod, torch.nn.Conv2d):
+            continue
+        rows = kept.get(name, torch.arange(mod.weight.shape[0]))
+        new, old = mod.weight[rows].flatten(1), mods[name].weight[rows].flatten(1)
+        if not torch.equal(new, old):  # the masker zeroes cut outputs only: a kept filter changed is a refitted one
+            out[name] = float((new.norm(dim=1) / old.norm(dim=1)).median())
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--grid", default=str(ROOT / "benchmarks" / "arena.yaml"))
+    p.add_argument("--pairs", nargs="+", default=["vgg:0.2", "resnet20:0.2"], help="model:target, the arena's pairs")
+    p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "refit_norms.md"))
+    args = p.parse_args(argv)
+    grid = load_grid(args.grid)
+    torch.set_num_threads(grid["threads"])
+    arena = read_rows(ROOT / grid["results"])
+    lines = ["# Refitted filter norms", "", f"Made by `python benchmarks/refit_norms.py --pairs {' '.join(args.pairs)}` "
+             "(what and why: its docstring). Per refitted conv of the arena's uniform policy: the median over its "
+             "kept filters of the refitted norm over the unpruned norm (1 = unchanged).", ""]
+    payload = {}
+    for pair in args.pairs:
+        model, target, policy = uniform_policy(arena, pair)
+        found = ratios(ensure_baseline(grid, model) / "model.pt", policy, grid["round_to"])
+        payload[pair] = found
+        lines += [*pair_heading(model, target, arena), "| conv | median ratio |", "|---|---|",
+                  *(f"| {n} | {r:.2f} |" for n, r in found.items()), "",
+                  f"Range {min(found.values()):.2f}-{max(found.values()):.2f}x over {len(found)} convs.", ""]
+    write_page(Path(args.out), lines, payload)
+
+
+if __name__ == "__main__":
+    main()
