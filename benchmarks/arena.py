@@ -45,7 +45,8 @@ RANDOM_DRAWS = 20
 SPACE_MAX = 400
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
            "default-wide", "default-kl", "default-kl-random", "uniform-refit", "global-refit", "default-refit",
-           "default-scored-refit", "uniform-refit-norms", "default-refit-norms", "default-scored-refit-norms") \
+           "default-scored-refit", "uniform-refit-norms", "default-refit-norms", "default-scored-refit-norms",
+           "uniform-refit-body") \
     + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
     + tuple(f"{kind}-{k}" for kind in ("space", "wide") for k in range(1, SPACE_MAX + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from", "refit"]
@@ -106,8 +107,9 @@ def search(path: Path, folder: Path, cfg: SearchConfig, source: str) -> SearchRe
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
     """One source's search settings; the pair's target and the arena's search space for all. A ``*-refit``
     source searches as its source does; only its prune differs (reproduce.REFIT, reproduce.REFIT_NORMS)."""
-    if source.endswith(reproduce.REFIT_NORMS):
-        return search_config(grid, model, target, source.removesuffix(reproduce.REFIT_NORMS), seed)
+    for suffix in (reproduce.REFIT_NORMS, reproduce.REFIT_BODY):
+        if source.endswith(suffix):
+            return search_config(grid, model, target, source.removesuffix(suffix), seed)
     if source.endswith(reproduce.REFIT):
         return search_config(grid, model, target, source.removesuffix(reproduce.REFIT), seed)
     space = {"macs_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}

@@ -57,11 +57,15 @@ REWARD_VARIANTS = {"entropy-last": ("cooccurrence", "last")}
 REFIT = "-refit"
 #: ... and with the refitted filters scaled back to the plain cut's norms (``PruneConfig.refit_norms``).
 REFIT_NORMS = "-refit-norms"
+#: ... and with the layers whose outputs the model returns (the classifier) left as cut (``PruneConfig.refit_head``).
+REFIT_BODY = "-refit-body"
 
 
 def refit_kind(source: str) -> str:
-    """The results' ``refit`` column: "" (plain prune), "yes" (refit) or "norms" (refit, norms matched)."""
-    return "norms" if source.endswith(REFIT_NORMS) else "yes" if source.endswith(REFIT) else ""
+    """The results' ``refit`` column: "" (plain prune), "yes" (refit), "norms" (refit, norms matched) or "body"
+    (refit, the head left as cut)."""
+    return "norms" if source.endswith(REFIT_NORMS) else "body" if source.endswith(REFIT_BODY) \
+        else "yes" if source.endswith(REFIT) else ""
 
 
 BASELINE_FIELDS = ["model", "test_accuracy", "train_time_s", "epochs", "torch_threads", "machine"]
@@ -156,7 +160,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
         finetuned["finetune_from"] = f"{same['source']} seed {same['seed']} ({same['date']})"
     else:
         prune_checkpoint(base / "model.pt", cell / "search" / "policy.json", cell / "pruned", force=True,
-                         refit=bool(refit), refit_norms=refit == "norms")
+                         refit=bool(refit), refit_norms=refit == "norms", refit_head=refit != "body")
         ft = finetune_checkpoint(cell / "pruned" / "model.pt", cell / "finetuned", epochs=grid["finetune_epochs"],
                                  lr=float(grid.get("finetune_lr", 0.01)), distill=grid["finetune_distill"],
                                  seed=seed, quiet=True, force=True)

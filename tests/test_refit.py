@@ -103,6 +103,28 @@ def test_depthwise_and_shared_layers_keep_their_weights():
     assert refit_order(twice, x) == ["0"]
 
 
+def test_a_refit_without_the_head_leaves_the_layers_the_model_returns():
+    """refit_head False: the classifier keeps the cut's weights (no normalisation follows it, so its refitted
+    scale is the logits'); every other layer is refitted as before, the same weights bit for bit."""
+    from entroprune.refit import output_layers
+
+    torch.manual_seed(0)
+    model = build_model("vgg", 10, 1, width_mult=0.25).eval()
+    x = torch.randn(48, 1, 28, 28)
+    assert output_layers(model, x) == {"classifier"}
+    assert output_layers(Doubled(), torch.randn(2, 3, 8, 8)) == {"head"}
+    structure = Structure(model, x[:1])
+    counts = structure.keep_counts(0.4)
+    whole, body = refitted(model, structure, counts, x), refitted(model, structure, counts, x, head=False)
+    cut = copy.deepcopy(model)
+    Masker(cut, structure).apply(counts)
+    assert not torch.equal(whole.classifier.weight, cut.classifier.weight)
+    assert torch.equal(body.classifier.weight, cut.classifier.weight)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][1:]  # the stem reads the images
+    mods_whole, mods_body = dict(whole.named_modules()), dict(body.named_modules())
+    assert all(torch.equal(mods_whole[n].weight, mods_body[n].weight) for n in convs)
+
+
 def test_the_refit_is_seeded():
     torch.manual_seed(0)
     model = build_model("vgg", 10, 1, width_mult=0.25).eval()

@@ -293,7 +293,8 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
                      trust_pickle: bool = False, bn_recalibration: bool = PruneConfig.bn_recalibration,
                      data_dir: str | Path | None = None, device: torch.device | str = "cpu",
                      dataset: str | None = None, refit: bool = PruneConfig.refit, seed: int = 0,
-                     refit_norms: bool = PruneConfig.refit_norms) -> dict[str, Any]:
+                     refit_norms: bool = PruneConfig.refit_norms,
+                     refit_head: bool = PruneConfig.refit_head) -> dict[str, Any]:
     """Physically remove channels by a policy; writes a pruned model.pt that reloads safely.
 
     BN statistics are re-estimated on the calibration split of ``dataset`` (default: the checkpoint's; no
@@ -322,7 +323,8 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
         data = load_data_for_spec(ckpt.spec, dataset, data_dir)
         calib = data.normalize(data.calib.x)
     pruned, history = prune_model(model, structure, counts, check=True,  # on the CPU, where the structure probes
-                                  refit_images=calib if refit else None, seed=seed, refit_norms=refit_norms)
+                                  refit_images=calib if refit else None, seed=seed, refit_norms=refit_norms,
+                                  refit_head=refit_head)
     if bn_recalibration and calib is not None:
         recalibrate_bn(pruned.to(device), calib.to(device))
         pruned.cpu()
@@ -332,10 +334,10 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
                "history": history, "original": str(Path(path).resolve()), "original_sha256": file_sha256(path),
                "original_weights_sha256": weights_sha256(path),
                "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol),
-               "refit": refit, "refit_norms": refit_norms}
+               "refit": refit, "refit_norms": refit_norms, "refit_head": refit and refit_head}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs,
-               "refit": refit, "refit_norms": refit_norms}
+               "refit": refit, "refit_norms": refit_norms, "refit_head": refit and refit_head}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
     write_json(out_dir / "prune.json", metrics)
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}

@@ -121,14 +121,15 @@ def counts_to_dict(structure: Structure, counts: Sequence[int] | np.ndarray) -> 
 
 def prune_model(model: nn.Module, structure: Structure, counts: Sequence[int] | np.ndarray,
                 check: bool = False, refit_images: torch.Tensor | None = None,
-                seed: int = 0, refit_norms: bool = False) -> tuple[nn.Module, list]:
+                seed: int = 0, refit_norms: bool = False, refit_head: bool = True) -> tuple[nn.Module, list]:
     """A physically pruned copy of ``model`` and torch-pruning's history to replay it. ``check``: also compare it
     with the model with those channels zeroed (the final prune; :meth:`Structure.pruning_fault`). A policy
     torch-pruning cuts wrongly is refused in one line either way. ``refit_images``: first refit the kept
     weights by least squares on these normalised unlabelled images (:mod:`entroprune.refit`), and with
-    ``refit_norms`` rescale them to the plain cut's norms (:func:`~entroprune.refit.match_cut_norms`)."""
+    ``refit_norms`` rescale them to the plain cut's norms (:func:`~entroprune.refit.match_cut_norms`); without
+    ``refit_head`` the layers whose outputs the model returns keep the cut's weights."""
     if refit_images is not None:
-        model = refitted(model, structure, counts, refit_images, seed, refit_norms)
+        model = refitted(model, structure, counts, refit_images, seed, refit_norms, refit_head)
     pruned = copy.deepcopy(model).cpu()
     try:
         history = apply_physical(pruned, structure, counts_to_dict(structure, counts))
@@ -140,7 +141,7 @@ def prune_model(model: nn.Module, structure: Structure, counts: Sequence[int] | 
 
 
 def refitted(model: nn.Module, structure: Structure, counts: Sequence[int] | np.ndarray, images: torch.Tensor,
-             seed: int = 0, match_norms: bool = False) -> nn.Module:
+             seed: int = 0, match_norms: bool = False, head: bool = True) -> nn.Module:
     """A copy of ``model`` with the channels ``counts`` cut zeroed and the kept weights refitted (same shapes).
     A refit that fails on the model (the final prune's or a scored candidate's) is one line."""
     from .refit import refit_kept
@@ -151,7 +152,7 @@ def refitted(model: nn.Module, structure: Structure, counts: Sequence[int] | np.
     try:
         with modes_kept(model):
             refit_kept(model, masked, masker.kept_channels(counts), images.to(next(model.parameters()).device), seed,
-                       match_norms=match_norms)
+                       match_norms=match_norms, head=head)
     except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
         if out_of_memory(exc):  # the machine's limit: the CLI says so in its own words
             raise

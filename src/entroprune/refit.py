@@ -46,6 +46,33 @@ def refit_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     return [n for n in dict.fromkeys(calls) if calls.count(n) == 1]
 
 
+def output_layers(model: nn.Module, example: torch.Tensor) -> set[str]:
+    """The refittable layers whose output tensor the model returns as it is (a classifier), by one forward."""
+    made: dict[int, str] = {}
+    alive: list[torch.Tensor] = []  # keeps every traced output alive, so no two share an id
+
+    def hook(name: str):
+        def take(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            alive.append(out)
+            made[id(out)] = name
+        return take
+
+    def tensors(out: object) -> list[torch.Tensor]:
+        if isinstance(out, torch.Tensor):
+            return [out]
+        items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
+        return [t for item in items for t in tensors(item)]
+
+    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if _refittable(m)]
+    try:
+        with torch.no_grad():
+            outputs = tensors(model(example[:2]))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {made[id(t)] for t in outputs if id(t) in made}
+
+
 def _refittable(mod: nn.Module) -> bool:
     return isinstance(mod, nn.Linear) or (isinstance(mod, nn.Conv2d) and mod.groups == 1)
 
@@ -129,7 +156,7 @@ def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mo
 
 @torch.no_grad()
 def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Tensor], images: torch.Tensor,
-               seed: int = 0, batch_size: int = 256, match_norms: bool = False) -> list[str]:
+               seed: int = 0, batch_size: int = 256, match_norms: bool = False, head: bool = True) -> list[str]:
     """Refit ``masked``'s kept weights in place (see the module's docstring); returns the layers refitted.
 
     :param original: the unpruned net (read only).
@@ -138,6 +165,8 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
         all of its outputs (a classifier, a layer left whole).
     :param images: normalised unlabelled images (the calibration split).
     :param match_norms: then rescale the refitted filters to the plain cut's norms (:func:`match_cut_norms`).
+    :param head: refit the layers whose outputs the model returns too (:func:`output_layers`); False leaves
+        them as the cut leaves them.
     """
     if len(images) == 0:
         return []
@@ -146,7 +175,10 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
     masked.eval()
     mods, refs = dict(masked.named_modules()), dict(original.named_modules())
     done = []
+    left = set() if head else output_layers(masked, images)
     for name in refit_order(masked, images):
+        if name in left:
+            continue
         mod = mods[name]
         if mod.weight[0].numel() > REFIT_MAX_INPUTS:
             continue
