@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import arena  # noqa: E402
 from common import load_grid, read_rows, replace_block  # noqa: E402
-from reproduce import REFIT, REFIT_NORMS  # noqa: E402
+from reproduce import REFIT, REFIT_BODY, REFIT_NORMS  # noqa: E402
 
 from entroprune.utils import count_text  # noqa: E402
 
@@ -121,18 +121,20 @@ def ceiling(rows: list[dict], model: str, target: float, seeds: list[int], ref: 
 
 
 #: The refitted sources: a policy pruned with the least-squares refit before the fine-tune (reproduce.REFIT),
-#: then those with the refitted filters scaled back to the plain cut's norms (reproduce.REFIT_NORMS).
+#: then those with the refitted filters scaled back to the plain cut's norms (reproduce.REFIT_NORMS), then the
+#: refit with the classifier left as cut (reproduce.REFIT_BODY).
 REFITTED = ("uniform-refit", "default-refit", "default-scored-refit", "uniform-refit-norms", "default-refit-norms",
-            "default-scored-refit-norms")
+            "default-scored-refit-norms", "uniform-refit-body")
 
 
 def refit_reference(source: str) -> str | None:
     """What a refitted source is paired with besides plain uniform: the uniform policy pruned the same way (the
-    allocation's worth once both are refitted), and uniform-refit for uniform-refit-norms (the norms' worth)."""
-    suffix = REFIT_NORMS if source.endswith(REFIT_NORMS) else REFIT
+    allocation's worth once both are refitted), and uniform-refit for uniform-refit-norms and uniform-refit-body
+    (what the norms, or leaving the head, are worth)."""
+    suffix = next((s for s in (REFIT_NORMS, REFIT_BODY) if source.endswith(s)), REFIT)
     if source != "uniform" + suffix:
         return "uniform" + suffix
-    return "uniform" + REFIT if suffix == REFIT_NORMS else None
+    return "uniform" + REFIT if suffix != REFIT else None
 
 
 def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None]:
@@ -159,7 +161,8 @@ def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None
              f"refitted against {start['uniform']:.2f}% cut plainly." if len(start) == 2 else "")
     return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`: `prune --refit`, "
             "opt-in; `*-refit-norms` with the refitted filters scaled back to the plain cut's norms, `refit_norms`; "
-            "every other source here prunes without it): "
+            "`*-refit-body` with the classifier left as cut, `refit_head` false; every other source here prunes "
+            "without it): "
             + "; ".join(parts) + "." + where], goal
 
 
@@ -254,7 +257,8 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "weights (`entroprune prune --refit`, opt-in; every other source prunes without it); `default-scored-refit` the default whose re-ranking reads each candidate off its refitted "
             "net (`--rerank-refit`, no recovery steps), pruned with the refit; `*-refit-norms` the same, the refitted "
             "filters then scaled back to the norms the plain cut leaves them (`refit_norms`; the same net before the "
-            "fine-tune, behind BatchNorm); "
+            "fine-tune, behind BatchNorm); `*-refit-body` the refit with the layers the model returns (the "
+            "classifier) left as cut (`refit_head` false); "
             "`default-kl` the default whose search itself scores every episode by the KL to the unpruned net "
             f"after {grid.get('kl_recovery_steps', 20)} recovery steps ({grid.get('kl_episodes', 150)} episodes), "
             "and `default-kl-random` the same with random search: does DDPG add anything given a reward that "

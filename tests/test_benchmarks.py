@@ -1044,6 +1044,14 @@ def test_refit_norms_lists_the_refitted_convs_and_their_norm_ratios(tmp_path):
         w.writerow({"model": "vgg", "target": 0.5, "source": "uniform", "seed": 0, "policy": json.dumps(policy)})
     refit_norms.main(["--grid", str(g), "--pairs", "vgg:0.5", "--out", str(tmp_path / "rn.md")])
     found = json.loads((tmp_path / "rn.json").read_text())["vgg:0.5"]
+    head = found.pop("head")
     assert "features.0" not in found and {"features.3", "features.17"} <= set(found)
     assert all(r > 0 for r in found.values()) and len(set(found.values())) > 1
-    assert "| features.3 |" in (tmp_path / "rn.md").read_text()
+    # the classifier reads features.17's kept half (32 of 64 channels at width 0.5), one equation an image
+    from entroprune.data import load_dataset
+
+    calib = len(load_dataset("digits").calib.x)
+    assert set(head) == {"classifier"} and head["classifier"]["rms_ratio"] > 0
+    assert head["classifier"]["equations_per_input"] == pytest.approx(calib / 32)
+    page = (tmp_path / "rn.md").read_text()
+    assert "| features.3 |" in page and "The head `classifier`" in page

@@ -66,6 +66,12 @@ def test_prune_refits_when_told_to(digits_ckpt, searched, tmp_path):
     ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "m", "--refit", "--refit-norms")
     m = load_model(tmp_path / "m" / "model.pt")
     assert (m[1].pruning["refit_norms"], r[1].pruning["refit_norms"]) == (True, False)
+    ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "h", "--refit", "--no-refit-head")
+    h = load_model(tmp_path / "h" / "model.pt")
+    assert (h[1].pruning["refit_head"], r[1].pruning["refit_head"], n[1].pruning["refit_head"]) == (False, True, False)
+    # the head as cut: the plain prune's classifier, the refit's convs
+    assert torch.equal(h[0].classifier.weight, n[0].classifier.weight)
+    assert not torch.equal(h[0].classifier.weight, r[0].classifier.weight)
 
 
 def test_finetune_refuses_an_existing_output_and_is_deterministic(pruned_ckpt, tmp_path):

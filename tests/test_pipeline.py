@@ -1236,13 +1236,14 @@ def test_prune_defaults_are_declared_once():
     from entroprune.config import PruneConfig
 
     fields = {f.name for f in dataclasses.fields(PruneConfig)}
-    assert fields == {"refit", "refit_norms", "bn_recalibration"}  # each one below
+    assert fields == {"refit", "refit_norms", "refit_head", "bn_recalibration"}  # each one below
     default = PruneConfig()
     for fn in (cli.prune, prune_checkpoint):
         params = inspect.signature(fn).parameters
         assert {k: params[k].default for k in fields} == dataclasses.asdict(default), fn
     params = inspect.signature(prune_module).parameters
-    assert (params["refit"].default, params["refit_norms"].default) == (default.refit, default.refit_norms)
+    assert ({k: params[k].default for k in ("refit", "refit_norms", "refit_head")}
+            == {"refit": default.refit, "refit_norms": default.refit_norms, "refit_head": default.refit_head})
 
 
 def test_the_main_job_prunes_with_its_config(monkeypatch, tmp_path):
@@ -1251,12 +1252,13 @@ def test_the_main_job_prunes_with_its_config(monkeypatch, tmp_path):
 
     seen = {}
     monkeypatch.setattr(pipeline, "prune_checkpoint", lambda *a, **k: seen.update(k))
-    cfg = RunConfig(prune=PruneConfig(refit=False, refit_norms=False, bn_recalibration=False))
+    keys = ("refit", "refit_norms", "refit_head", "bn_recalibration")
+    cfg = RunConfig(prune=PruneConfig(refit=False, refit_norms=False, refit_head=False, bn_recalibration=False))
     pipeline._prune(tmp_path / "model.pt", tmp_path, cfg, "cpu", resume=False)
-    assert (seen["refit"], seen["refit_norms"], seen["bn_recalibration"]) == (False, False, False)
+    assert tuple(seen[k] for k in keys) == (False, False, False, False)
     cfg = RunConfig(prune=PruneConfig(refit=True, refit_norms=True))
     pipeline._prune(tmp_path / "model.pt", tmp_path, cfg, "cpu", resume=False)
-    assert (seen["refit"], seen["refit_norms"], seen["bn_recalibration"]) == (True, True, True)
+    assert tuple(seen[k] for k in keys) == (True, True, True, True)
 
 
 def test_search_defaults_are_declared_once():

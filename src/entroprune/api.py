@@ -825,7 +825,8 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
 def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchResult | str | Path | dict[str, Any],
                  importance: str = DEFAULT_IMPORTANCE, calib: Images | None = None,
                  refit: bool = PruneConfig.refit, seed: int = 0,
-                 refit_norms: bool = PruneConfig.refit_norms) -> tuple[nn.Module, list[Any]]:
+                 refit_norms: bool = PruneConfig.refit_norms,
+                 refit_head: bool = PruneConfig.refit_head) -> tuple[nn.Module, list[Any]]:
     """A physically pruned copy of any CNN by a policy (a SearchResult, a policy.json path or
     a {group: keep ratio} dict); with ``calib`` (unlabelled images) its kept weights are refitted (``refit``)
     and its BN statistics re-estimated there."""
@@ -844,7 +845,7 @@ def prune_module(model: nn.Module, example_input: torch.Tensor, policy: SearchRe
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
     images = take_images(calib, 1024, example_input) if calib is not None else None
     pruned, history = prune_model(model, structure, counts, check=True, refit_images=images if refit else None,
-                                  seed=seed, refit_norms=refit_norms)
+                                  seed=seed, refit_norms=refit_norms, refit_head=refit_head)
     if images is not None:
         recalibrate_bn(pruned, images)
     return pruned, history

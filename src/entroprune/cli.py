@@ -623,6 +623,9 @@ def prune(
     refit_norms: Annotated[bool, typer.Option(help="With --refit: scale the refitted filters back to the plain "
                                                      "cut's norms (the same net; BatchNorm makes up for it).")]
     = _PRUNE.refit_norms,
+    refit_head: Annotated[bool, typer.Option(help="With --refit: refit the classifier (the layers the model "
+                                                    "returns) too; --no-refit-head leaves it as cut.")]
+    = _PRUNE.refit_head,
     bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics on calibration images.")]
     = _PRUNE.bn_recalibration,
     dataset: CheckpointDataset = None,
@@ -638,7 +641,7 @@ def prune(
     dev = _setup(seed, device, threads)
     res = prune_checkpoint(checkpoint, policy, out_dir, force=force, trust_pickle=trust_pickle,
                            bn_recalibration=bn_recalibration, data_dir=data_dir, device=dev, dataset=dataset,
-                           refit=refit, seed=seed, refit_norms=refit_norms)
+                           refit=refit, seed=seed, refit_norms=refit_norms, refit_head=refit_head)
     out.print(f"pruned: {res['macs']:,} MACs ({res['macs_fraction']:.1%} of {res['original_macs']:,}), "
               f"{res['params']:,} params{', kept weights refitted' if res['refit'] else ''} -> {res['checkpoint']}")
 

@@ -342,7 +342,7 @@ def _prune(ckpt_path: Path, folder: Path, cfg: RunConfig, device: torch.device |
         return
     prune_checkpoint(ckpt_path, policy or folder / "search" / "policy.json", folder / "pruned", dataset=cfg.dataset,
                      data_dir=cfg.data_dir, device=device, force=resume, refit=cfg.prune.refit,
-                     refit_norms=cfg.prune.refit_norms, bn_recalibration=cfg.prune.bn_recalibration, seed=cfg.seed)
+                     refit_norms=cfg.prune.refit_norms, refit_head=cfg.prune.refit_head, bn_recalibration=cfg.prune.bn_recalibration, seed=cfg.seed)
 
 
 def _export(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
