@@ -283,13 +283,14 @@ def test_tiny_arena_runs_and_reports(tmp_path):
 def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain_fine_tune(tmp_path):
     """uniform-refit: uniform's policy, pruned with the refit (recorded), fine-tuned anew though uniform's policy
     was fine-tuned with that seed; the page sets it against uniform, and the allocation studies leave it out.
-    uniform-refit-norms: the same with the norms matched (recorded), fine-tuned anew, set against uniform-refit."""
+    uniform-refit-norms: the same with the norms matched (recorded), fine-tuned anew, set against uniform-refit;
+    uniform-refit-body likewise with the classifier left as cut (refit_head false)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import arena
     import make_arena
 
     g = {"dataset": "digits", "pairs": [["vgg", 0.5]], "widths": {"vgg": 0.5}, "seeds": [0],
-         "sources": ["uniform", "uniform-refit", "uniform-refit-norms"], "baseline_epochs": 1, "search_episodes": 3, "warmup": 1,
+         "sources": ["uniform", "uniform-refit", "uniform-refit-norms", "uniform-refit-body"], "baseline_epochs": 1, "search_episodes": 3, "warmup": 1,
          "min_keep": 0.2, "round_to": 1, "accuracy_val_size": 64, "finetune_epochs": 1, "finetune_lr": 0.02,
          "finetune_distill": True, "latency_repeats": 0, "threads": 1, "out": str(tmp_path / "runs"),
          "results": str(tmp_path / "m" / "results.csv"), "parts": str(tmp_path / "m" / "parts.csv"),
@@ -298,16 +299,18 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     path.write_text(yaml.safe_dump(g))
     res = run("arena.py", "--grid", str(path))
     assert res.returncode == 0, res.stderr[-2000:]
-    plain, refitted, normed = rows(tmp_path / "m" / "results.csv")
-    assert (plain["refit"], refitted["refit"], normed["refit"]) == ("", "yes", "norms")
-    assert plain["policy"] == refitted["policy"] == normed["policy"]
-    assert not refitted["finetune_from"] and not normed["finetune_from"]
+    plain, refitted, normed, body = rows(tmp_path / "m" / "results.csv")
+    assert (plain["refit"], refitted["refit"], normed["refit"], body["refit"]) == ("", "yes", "norms", "body")
+    assert plain["policy"] == refitted["policy"] == normed["policy"] == body["policy"]
+    assert not refitted["finetune_from"] and not normed["finetune_from"] and not body["finetune_from"]
     assert float(refitted["accuracy_before_finetune"]) != float(plain["accuracy_before_finetune"])
-    for source, norms in (("uniform-refit", False), ("uniform-refit-norms", True)):
+    for source, norms, head in (("uniform-refit", False, True), ("uniform-refit-norms", True, True),
+                                ("uniform-refit-body", False, False)):
         pruned = torch.load(tmp_path / "runs" / "cells" / f"vgg-0.5-{source}-s0" / "pruned" / "model.pt",
                             weights_only=True)
         assert pruned["pruning"]["refit"] is True and pruned["pruning"]["refit_norms"] is norms
-    cell = [plain, refitted, normed]
+        assert pruned["pruning"]["refit_head"] is head
+    cell = [plain, refitted, normed, body]
     assert [p["sources"] for p in arena.policies_of(cell, "vgg", 0.5)] == [["uniform"]]
     line, goal = make_arena.refit_line(cell, make_arena.Reference([plain]))
     d = float(refitted["test_accuracy"]) - float(plain["test_accuracy"])
@@ -315,6 +318,8 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     d = float(normed["test_accuracy"]) - float(refitted["test_accuracy"])
     assert f"Δ uniform-refit {d:+.2f}" in line[1]
     assert goal["uniform-refit-norms against uniform-refit"] == (pytest.approx(d), 1)
+    d = float(body["test_accuracy"]) - float(refitted["test_accuracy"])
+    assert goal["uniform-refit-body against uniform-refit"] == (pytest.approx(d), 1)
 
 
 def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monkeypatch):
