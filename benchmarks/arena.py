@@ -106,7 +106,7 @@ def search(path: Path, folder: Path, cfg: SearchConfig, source: str) -> SearchRe
 
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
     """One source's search settings; the pair's target and the arena's search space for all. A ``*-refit``
-    source searches as its source does; only its prune differs (reproduce.REFIT, reproduce.REFIT_NORMS)."""
+    source searches as its source does; only its prune differs (reproduce.REFIT, REFIT_NORMS, REFIT_BODY)."""
     for suffix in (reproduce.REFIT_NORMS, reproduce.REFIT_BODY):
         if source.endswith(suffix):
             return search_config(grid, model, target, source.removesuffix(suffix), seed)
