@@ -16,9 +16,13 @@ kept output channels are the same indices in the unpruned net; the physical cut 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
+
+from .utils import flat_tensors
 
 REFIT_SAMPLES = 16  # positions per image and conv: 16k equations from 1024 images for at most ~1-2k unknowns
 REFIT_RIDGE = 1e-3  # relative to the mean input energy; keeps the solve stable where inputs are collinear
@@ -46,8 +50,9 @@ def refit_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     return [n for n in dict.fromkeys(calls) if calls.count(n) == 1]
 
 
-def output_layers(model: nn.Module, example: torch.Tensor) -> set[str]:
-    """The refittable layers whose output tensor the model returns as it is (a classifier), by one forward."""
+@contextmanager
+def _named_outputs(model: nn.Module, keep: Callable[[nn.Module], bool]) -> Iterator[dict[int, str]]:
+    """Inside: the output tensor of each module ``keep`` picks, by ``id``, named, for every forward run there."""
     made: dict[int, str] = {}
     alive: list[torch.Tensor] = []  # keeps every traced output alive, so no two share an id
 
@@ -57,20 +62,18 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> set[str]:
             made[id(out)] = name
         return take
 
-    def tensors(out: object) -> list[torch.Tensor]:
-        if isinstance(out, torch.Tensor):
-            return [out]
-        items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
-        return [t for item in items for t in tensors(item)]
-
-    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if _refittable(m)]
+    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if keep(m)]
     try:
-        with torch.no_grad():
-            outputs = tensors(model(example[:2]))
+        yield made
     finally:
         for h in hooks:
             h.remove()
-    return {made[id(t)] for t in outputs if id(t) in made}
+
+
+def output_layers(model: nn.Module, example: torch.Tensor) -> set[str]:
+    """The refittable layers whose output tensor the model returns as it is (a classifier), by one forward."""
+    with _named_outputs(model, _refittable) as made, torch.no_grad():
+        return {made[id(t)] for t in flat_tensors(model(example[:2])) if id(t) in made}
 
 
 def _refittable(mod: nn.Module) -> bool:
@@ -205,28 +208,19 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
 
 def _convs_into_batchnorm(model: nn.Module, example: torch.Tensor) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     """Each conv whose output tensor a BatchNorm with running statistics reads as its input, by one traced forward."""
-    made: dict[int, str] = {}
-    alive: list[torch.Tensor] = []  # keeps every traced output alive, so no two share an id
     pairs: dict[str, nn.modules.batchnorm._BatchNorm] = {}
+    with _named_outputs(model, lambda m: isinstance(m, nn.Conv2d)) as made:
+        def bn_in(m: nn.modules.batchnorm._BatchNorm, args: tuple) -> None:
+            if id(args[0]) in made and m.running_var is not None:
+                pairs[made[id(args[0])]] = m
 
-    def conv_out(name: str):
-        def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            alive.append(out)
-            made[id(out)] = name
-        return hook
-
-    def bn_in(m: nn.modules.batchnorm._BatchNorm, args: tuple) -> None:
-        if id(args[0]) in made and m.running_var is not None:
-            pairs[made[id(args[0])]] = m
-
-    hooks = [m.register_forward_hook(conv_out(n)) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    hooks += [m.register_forward_pre_hook(bn_in) for m in model.modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    try:
-        model(example[:2])
-    finally:
-        for h in hooks:
-            h.remove()
+        hooks = [m.register_forward_pre_hook(bn_in) for m in model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        try:
+            model(example[:2])
+        finally:
+            for h in hooks:
+                h.remove()
     return pairs
 
 

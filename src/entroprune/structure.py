@@ -34,7 +34,7 @@ from torch_pruning.utils.op_counter import MODULES_MAPPING
 from .errors import ConfigError, one_line
 from .prune import Masker, apply_physical, traceable
 from .settings import DEFAULT_IMPORTANCE, IMPORTANCES
-from .utils import forward_with_hooks, modes_kept
+from .utils import flat_tensors, forward_with_hooks, modes_kept
 
 # Layers whose output channels root a group (transposed convs: U-Net up-paths, decoders; 1-D convs: audio and
 # time series, whose maps the entropy reward reads as one row; 3-D convs: video and volumes, read slice by slice).
@@ -195,7 +195,7 @@ def _largest_tensor(model: nn.Module, example: torch.Tensor) -> int:
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            self.numel = max([self.numel, *(t.numel() for t in _flat(out))])
+            self.numel = max([self.numel, *(t.numel() for t in flat_tensors(out))])
             return out
 
     largest = Largest()
@@ -273,7 +273,7 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
         for h in hooks:
             h.remove()
     found: list[str] = []
-    for t in _flat(out):
+    for t in flat_tensors(out):
         seen, frontier = set(), [t.grad_fn]
         while frontier:
             fn = frontier.pop()
@@ -291,7 +291,7 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
 @torch.no_grad()
 def _outputs_differ(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
     """Whether two nets give other outputs (shapes, or values beyond float noise) on ``x``."""
-    for u, v in zip(_flat(a.eval()(x)), _flat(b.eval()(x)), strict=True):
+    for u, v in zip(flat_tensors(a.eval()(x)), flat_tensors(b.eval()(x)), strict=True):
         if u.shape != v.shape or (u - v).abs().max().item() > 1e-4 * (1 + u.abs().max().item()):
             return True
     return False
@@ -300,23 +300,9 @@ def _outputs_differ(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
 NOT_MASKED = "the pruned net computes something else than the net with those channels zeroed"
 
 
-def _flat(out) -> list[torch.Tensor]:
-    """The tensors of a model's output, through nested tuples, lists and dicts."""
-    tensors, stack = [], [out]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, torch.Tensor):
-            tensors.append(x)
-        elif isinstance(x, (tuple, list)):
-            stack.extend(x)
-        elif isinstance(x, dict):
-            stack.extend(x.values())
-    return tensors
-
-
 @torch.no_grad()
 def _output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]]:
-    return [tuple(t.shape) for t in _flat(model.eval()(example))]
+    return [tuple(t.shape) for t in flat_tensors(model.eval()(example))]
 
 
 def _module_params(model: nn.Module) -> list[tuple[str, float]]:

@@ -302,6 +302,22 @@ def modes_kept(model: torch.nn.Module):
             m.training = mode
 
 
+def flat_tensors(out: Any) -> list[torch.Tensor]:
+    """The tensors of a model's output, through nested tuples, lists and dicts (anything else left out)."""
+    import torch
+
+    tensors, stack = [], [out]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            tensors.append(x)
+        elif isinstance(x, (tuple, list)):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+    return tensors
+
+
 def forward_with_hooks(model: torch.nn.Module, example: torch.Tensor,
                        hooks: list[tuple[torch.nn.Module, Callable]]) -> None:
     """One no-grad eval-mode forward with temporary forward hooks; restores the mode after.
