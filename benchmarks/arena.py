@@ -106,12 +106,9 @@ def search(path: Path, folder: Path, cfg: SearchConfig, source: str) -> SearchRe
 
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
     """One source's search settings; the pair's target and the arena's search space for all. A ``*-refit``
-    source searches as its source does; only its prune differs (reproduce.REFIT, REFIT_NORMS, REFIT_BODY)."""
-    for suffix in (reproduce.REFIT_NORMS, reproduce.REFIT_BODY):
-        if source.endswith(suffix):
-            return search_config(grid, model, target, source.removesuffix(suffix), seed)
-    if source.endswith(reproduce.REFIT):
-        return search_config(grid, model, target, source.removesuffix(reproduce.REFIT), seed)
+    source searches as its source does; only its prune differs (reproduce.REFIT_KINDS)."""
+    if suffix := reproduce.refit_suffix(source):
+        return search_config(grid, model, target, source.removesuffix(suffix), seed)
     space = {"macs_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}
     if source.startswith("default") or source == "entropy-recovered":
         # default_settings: a smoke arena's shorter default search (the tests'); the arena itself leaves it out,

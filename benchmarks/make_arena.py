@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import arena  # noqa: E402
 from common import load_grid, read_rows, replace_block  # noqa: E402
-from reproduce import REFIT, REFIT_BODY, REFIT_NORMS  # noqa: E402
+from reproduce import REFIT, refit_suffix  # noqa: E402
 
 from entroprune.utils import count_text  # noqa: E402
 
@@ -131,7 +131,7 @@ def refit_reference(source: str) -> str | None:
     """What a refitted source is paired with besides plain uniform: the uniform policy pruned the same way (the
     allocation's worth once both are refitted), and uniform-refit for uniform-refit-norms and uniform-refit-body
     (what the norms, or leaving the head, are worth)."""
-    suffix = next((s for s in (REFIT_NORMS, REFIT_BODY) if source.endswith(s)), REFIT)
+    suffix = refit_suffix(source)
     if source != "uniform" + suffix:
         return "uniform" + suffix
     return "uniform" + REFIT if suffix != REFIT else None

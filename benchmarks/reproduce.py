@@ -59,13 +59,19 @@ REFIT = "-refit"
 REFIT_NORMS = "-refit-norms"
 #: ... and with the layers whose outputs the model returns (the classifier) left as cut (``PruneConfig.refit_head``).
 REFIT_BODY = "-refit-body"
+#: Each suffix's value in the results' ``refit`` column ("" for a plain prune).
+REFIT_KINDS = {REFIT_NORMS: "norms", REFIT_BODY: "body", REFIT: "yes"}
+
+
+def refit_suffix(source: str) -> str:
+    """The source's refit suffix (one of :data:`REFIT_KINDS`), or "" for a plain prune."""
+    return next((s for s in REFIT_KINDS if source.endswith(s)), "")
 
 
 def refit_kind(source: str) -> str:
     """The results' ``refit`` column: "" (plain prune), "yes" (refit), "norms" (refit, norms matched) or "body"
     (refit, the head left as cut)."""
-    return "norms" if source.endswith(REFIT_NORMS) else "body" if source.endswith(REFIT_BODY) \
-        else "yes" if source.endswith(REFIT) else ""
+    return REFIT_KINDS.get(refit_suffix(source), "")
 
 
 BASELINE_FIELDS = ["model", "test_accuracy", "train_time_s", "epochs", "torch_threads", "machine"]

@@ -329,15 +329,14 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
         recalibrate_bn(pruned.to(device), calib.to(device))
         pruned.cpu()
     macs, params = count_macs_params(pruned, ckpt.spec.example_input())
+    refits = {"refit": refit, "refit_norms": refit_norms, "refit_head": refit and refit_head}  # in both records
     pruning = {"policy": {g.name: float(pol["policy"][g.name]) for g in structure.groups},
                "counts": counts_to_dict(structure, counts),
                "history": history, "original": str(Path(path).resolve()), "original_sha256": file_sha256(path),
                "original_weights_sha256": weights_sha256(path),
-               "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol),
-               "refit": refit, "refit_norms": refit_norms, "refit_head": refit and refit_head}
+               "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol), **refits}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
-               "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs,
-               "refit": refit, "refit_norms": refit_norms, "refit_head": refit and refit_head}
+               "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs, **refits}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
     write_json(out_dir / "prune.json", metrics)
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}
