@@ -174,7 +174,10 @@ def same_settings(recorded: str, today: str) -> bool:
 
 
 def is_current(grid: dict, row: dict) -> bool:
-    """A recorded cell stands for its source while today's code would search it with the same settings."""
+    """A recorded cell stands for its source while today's code would search it with the same settings and
+    prune it the same way (its ``refit`` column: a cell relabelled when the refit changed is stale)."""
+    if (row.get("refit") or "") != reproduce.refit_kind(row["source"]):
+        return False
     today = settings(search_config(grid, row["model"], float(row["target"]), row["source"], int(row["seed"])))
     return same_settings(row.get("search_settings") or "{}", today)
 

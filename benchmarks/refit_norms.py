@@ -7,7 +7,9 @@ This measures the premise on the arena's uniform policy of each pair (the arena'
 over the unpruned filter's norm. Seconds a pair; no training. What the norms did after the fine-tune:
 docs/arena.md, sources ``*-refit-norms``. And the head (the layers whose outputs the model returns, which no
 normalisation follows: their scale is the logits'), refitted as a whole: the RMS of its weights over the
-unpruned layer's, and the refit's equations per unknown there (``*-refit-body`` leaves it as cut).
+unpruned layer's, and the refit's equations per unknown there (``*-refit-body`` leaves it as cut), refitted
+here whatever its equations: what ``entroprune.refit.REFIT_HEAD_ROWS`` weighs (under it, the refit leaves the
+head as cut).
 
     python benchmarks/refit_norms.py --pairs vgg:0.2 resnet20:0.2 vgg:0.1 vgg16:0.2 mobilenetv2:0.2
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -27,6 +30,7 @@ from channel_ranking import uniform_policy  # noqa: E402
 from common import load_grid, pair_heading, read_rows, write_page  # noqa: E402
 from reproduce import ensure_baseline  # noqa: E402
 
+import entroprune.refit as refit_module  # noqa: E402
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
 from entroprune.prune import Masker, refitted  # noqa: E402
 from entroprune.refit import output_layers  # noqa: E402
@@ -40,7 +44,8 @@ def ratios(base: Path, policy: dict[str, float], round_to: int) -> tuple[dict[st
     counts = structure.policy_counts(policy, round_to)
     data = load_data_for_spec(ckpt.spec)
     images = data.normalize(data.calib.x)
-    fitted = refitted(model, structure, counts, images)
+    with mock.patch.object(refit_module, "REFIT_HEAD_ROWS", 0.0):  # the head refitted regardless: what the guard weighs
+        fitted = refitted(model, structure, counts, images)
     kept = Masker(fitted, structure).kept_channels(counts)
     mods = dict(model.named_modules())
     heads = {}
@@ -82,7 +87,10 @@ def main(argv: list[str] | None = None) -> None:
                   *(f"| {n} | {r:.2f} |" for n, r in found.items()), "",
                   f"Range {min(found.values()):.2f}-{max(found.values()):.2f}x over {len(found)} convs."
                   + "".join(f" The head `{n}`: RMS {h['rms_ratio']:.2f}x the unpruned layer's, refitted on "
-                            f"{h['equations_per_input']:.1f} equations per kept input." for n, h in heads.items()), ""]
+                            f"{h['equations_per_input']:.1f} equations per kept input"
+                            + (f" (under {refit_module.REFIT_HEAD_ROWS:g}: the refit leaves it as cut)."
+                               if h["equations_per_input"] < refit_module.REFIT_HEAD_ROWS else ".")
+                            for n, h in heads.items()), ""]
     write_page(Path(args.out), lines, payload)
 
 

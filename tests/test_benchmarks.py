@@ -320,6 +320,17 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     assert goal["uniform-refit-norms against uniform-refit"] == (pytest.approx(d), 1)
     d = float(body["test_accuracy"]) - float(refitted["test_accuracy"])
     assert goal["uniform-refit-body against uniform-refit"] == (pytest.approx(d), 1)
+    # a cell whose prune today's refit no longer makes is relabelled in its refit column: stale, run again,
+    # its fine-tune not taken
+    results = tmp_path / "m" / "results.csv"
+    text = results.read_text()
+    assert text.count(",yes\n") == 1
+    results.write_text(text.replace(",yes\n", ",head\n"))
+    assert not arena.is_current(g, rows(results)[1]) and arena.is_current(g, rows(results)[3])
+    again = run("arena.py", "--grid", str(path))
+    assert again.returncode == 0 and "4 cells, 3 done, 1 to run" in again.stdout, again.stderr[-2000:]
+    rerun = rows(results)[-1]
+    assert (rerun["source"], rerun["refit"], rerun["finetune_from"]) == ("uniform-refit", "yes", "")
 
 
 def test_latency_target_benchmark_runs_and_continues(digits_ckpt, tmp_path, monkeypatch):
@@ -1033,15 +1044,16 @@ def test_finetune_budget_steps_cut_part_of_the_way_first_and_end_at_the_policy(d
 
 def test_refit_norms_lists_the_refitted_convs_and_their_norm_ratios(tmp_path):
     """The stem reads the images (nothing cut upstream) and keeps its filters: never listed; a conv after a cut
-    is, with the median ratio of its kept filters' refitted to unpruned norms."""
+    is, with the median ratio of its kept filters' refitted to unpruned norms. The head is refitted (and
+    measured) even on fewer equations than the refit itself asks of it, and the page says so."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import refit_norms
 
     from entroprune.api import train_baseline
 
     g = grid(tmp_path)
-    policy = {n: 0.5 for n in ("features.0", "features.3", "features.7", "features.10", "features.14",
-                               "features.17")}
+    policy = {**{n: 0.5 for n in ("features.0", "features.3", "features.7", "features.10", "features.14")},
+              "features.17": 0.75}
     train_baseline("vgg", "digits", tmp_path / "m" / "baselines" / "vgg", epochs=1, width_mult=0.5, quiet=True)
     with open(tmp_path / "m" / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, ["model", "target", "source", "seed", "policy"])
@@ -1052,11 +1064,15 @@ def test_refit_norms_lists_the_refitted_convs_and_their_norm_ratios(tmp_path):
     head = found.pop("head")
     assert "features.0" not in found and {"features.3", "features.17"} <= set(found)
     assert all(r > 0 for r in found.values()) and len(set(found.values())) > 1
-    # the classifier reads features.17's kept half (32 of 64 channels at width 0.5), one equation an image
+    # the classifier reads features.17's kept 48 of 64 channels (width 0.5), one equation an image: the 143
+    # calibration images give it under REFIT_HEAD_ROWS each, where the refit proper leaves it as cut
     from entroprune.data import load_dataset
+    from entroprune.refit import REFIT_HEAD_ROWS
 
     calib = len(load_dataset("digits").calib.x)
-    assert set(head) == {"classifier"} and head["classifier"]["rms_ratio"] > 0
-    assert head["classifier"]["equations_per_input"] == pytest.approx(calib / 32)
+    assert set(head) == {"classifier"} and calib / 48 < REFIT_HEAD_ROWS
+    assert head["classifier"]["equations_per_input"] == pytest.approx(calib / 48)
+    assert head["classifier"]["rms_ratio"] > 1  # refitted: the cut (columns zeroed) could only come out smaller
     page = (tmp_path / "rn.md").read_text()
     assert "| features.3 |" in page and "The head `classifier`" in page
+    assert "(under 3: the refit leaves it as cut)" in page

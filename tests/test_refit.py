@@ -93,7 +93,9 @@ def test_depthwise_and_shared_layers_keep_their_weights():
     before = {n: mods[n].weight.detach().clone() for n in depthwise}
     done = refit_kept(model, masked, masker.kept_channels(counts), x)
     after = dict(masked.named_modules())
-    assert done == order[1:]  # the stem reads the images themselves: nothing to refit
+    # the stem reads the images themselves: nothing to refit; the classifier, on 32 images for its 608 kept
+    # inputs, stays as cut (REFIT_HEAD_ROWS)
+    assert done == order[1:-1] and order[-1] == "classifier"
     for n in depthwise:  # the masker zeroed their cut channels; the refit left the rest as it was
         kept = masker.kept_channels(counts).get(n)
         assert torch.equal(after[n].weight[kept], before[n][kept])
@@ -123,6 +125,26 @@ def test_a_refit_without_the_head_leaves_the_layers_the_model_returns():
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][1:]  # the stem reads the images
     mods_whole, mods_body = dict(whole.named_modules()), dict(body.named_modules())
     assert all(torch.equal(mods_whole[n].weight, mods_body[n].weight) for n in convs)
+
+
+def test_a_head_with_too_few_equations_per_input_stays_as_cut_and_says_so():
+    """A layer the model returns is refitted only on REFIT_HEAD_ROWS images per kept input (MobileNetV2's
+    classifier, refitted on 1.7, cost 7.6-10.0 points after the fine-tune); the body is refitted regardless."""
+    from entroprune.refit import REFIT_HEAD_ROWS
+
+    torch.manual_seed(0)
+    model = build_model("vgg", 10, 1, width_mult=0.25).eval()
+    x = torch.randn(48, 1, 28, 28)
+    structure = Structure(model, x[:1])
+    counts = structure.keep_counts(0.4)  # 12 inputs into the classifier: 48 images give 4 each, 24 give 2
+    cut = copy.deepcopy(model)
+    Masker(cut, structure).apply(counts)
+    assert 24 < REFIT_HEAD_ROWS * 12 <= 48
+    assert not torch.equal(refitted(model, structure, counts, x).classifier.weight, cut.classifier.weight)
+    with pytest.warns(UserWarning, match=r"left `classifier` as cut: 24 equations for its 12 kept inputs \(2.0 each"):
+        few = refitted(model, structure, counts, x[:24])
+    assert torch.equal(few.classifier.weight, cut.classifier.weight)
+    assert not torch.equal(few.features[3].weight, cut.features[3].weight)  # the body is refitted on as few
 
 
 def test_the_refit_is_seeded():

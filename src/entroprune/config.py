@@ -69,11 +69,13 @@ class PruneConfig:
         plain cut's effective SGD steps on them (:func:`entroprune.refit.match_cut_norms`). Off: after the main
         job's fine-tune it gained 0.07 points over the refit alone on that VGG but lost 1.5-3.3 on ResNet-20
         (docs/arena.md, the ``*-refit-norms`` sources): the refit's larger filters protect what it fitted.
-    :param refit_head: with ``refit``, refit the layers whose outputs the model returns too (a classifier). No
-        normalisation follows them, so their scale is the logits': MobileNetV2's classifier, refitted on 1024
-        images for 600 kept inputs, came out 19.6x its RMS and the main job's fine-tune ended 7.6-10.0 points
-        below the plain cut; left as cut, 0.27 below (docs/arena.md, the ``*-refit-body`` sources). Elsewhere
-        leaving it gained nothing (-0.11 to +0.03 against the head refitted on three pairs), so it stays on.
+    :param refit_head: with ``refit``, refit the layers whose outputs the model returns too (a classifier),
+        each only where the calibration images give it ``entroprune.refit.REFIT_HEAD_ROWS`` (3) equations per
+        kept input; under that it stays as cut, with a warning. No normalisation follows such a layer, so its
+        scale is the logits': MobileNetV2's classifier, refitted on 1024 images for 600 kept inputs, came out
+        19.6x its RMS and the main job's fine-tune ended 7.6-10.0 points below the plain cut; left as cut, 0.27
+        below (docs/arena.md, the ``*-refit-body`` sources). Elsewhere (4.3-42.7 equations per input) leaving
+        it gained nothing (-0.11 to +0.03 against the head refitted on three pairs), so it stays on.
     :param bn_recalibration: re-estimate BatchNorm statistics on the calibration images.
     """
 

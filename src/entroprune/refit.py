@@ -16,6 +16,7 @@ kept output channels are the same indices in the unpruned net; the physical cut 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -29,6 +30,13 @@ REFIT_RIDGE = 1e-3  # relative to the mean input energy; keeps the solve stable 
 #: A layer with more inputs than this (channels x kernel positions) keeps its weights: its float64 normal
 #: equations alone would take over half a GB (an ImageNet VGG's first linear layer reads 25,088).
 REFIT_MAX_INPUTS = 8192
+#: Equations per unknown a layer whose output the model returns (a classifier) needs to be refitted. Nothing
+#: normalises such a layer's output, so a fit that overshoots on too few rows sets the logits' scale:
+#: MobileNetV2's classifier, fitted on 1024 images for 600 kept inputs (1.7 each), came out 19.6x its RMS and
+#: the fine-tune ended 7.6-10.0 points below the plain cut; left as cut, 0.27 below. The heads refitted on
+#: 4.3-42.7 equations per input came out 1.7-3.4x and cost nothing (docs/measurements/refit_norms.md,
+#: docs/arena.md). A conv behind BatchNorm is refitted on fewer (VGG-16's deepest: 0.66) with no such harm.
+REFIT_HEAD_ROWS = 3.0
 _UNFOLD_ELEMENTS = 1 << 25  # patches unfolded at once (128 MB of float32): large maps go a few images at a time
 
 
@@ -103,11 +111,11 @@ def _targets(y: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
 
 @torch.no_grad()
 def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mod: nn.Module, images: torch.Tensor,
-                      batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+                      batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None:
     """X'X and X'Y (float64) of one layer over ``images``: X the input of ``mod`` (the layer in ``masked``), Y the
-    output of ``ref`` (the same layer in ``original``) less its bias, at the same sampled positions; and which
-    input channels are ever non-zero. None where X is the layer's input in ``original`` too: its own weights are
-    then the best fit already."""
+    output of ``ref`` (the same layer in ``original``) less its bias, at the same sampled positions; which
+    input channels are ever non-zero; and the rows of X. None where X is the layer's input in ``original`` too:
+    its own weights are then the best fit already."""
     seen: dict[str, torch.Tensor] = {}
 
     def take_input(m: nn.Module, args: tuple) -> None:
@@ -124,7 +132,7 @@ def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mo
     hooks = [mod.register_forward_pre_hook(take_input), ref.register_forward_pre_hook(take_original_input),
              ref.register_forward_hook(take_output)]
     xtx = xty = active = None
-    changed = False
+    changed, count = False, 0
     try:
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
@@ -143,6 +151,7 @@ def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mo
                 pick = torch.randint(0, positions, (len(batch), min(REFIT_SAMPLES, positions)),
                                      generator=gen).to(y.device)
             rows = _rows(mod, x, pick).double()
+            count += len(rows)
             target = _targets(y, pick).double()
             if mod.bias is not None:
                 target = target - mod.bias.double()
@@ -154,7 +163,7 @@ def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mo
     finally:
         for h in hooks:
             h.remove()
-    return (xtx, xty, active) if changed else None
+    return (xtx, xty, active, count) if changed else None
 
 
 @torch.no_grad()
@@ -168,8 +177,8 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
         all of its outputs (a classifier, a layer left whole).
     :param images: normalised unlabelled images (the calibration split).
     :param match_norms: then rescale the refitted filters to the plain cut's norms (:func:`match_cut_norms`).
-    :param head: refit the layers whose outputs the model returns too (:func:`output_layers`); False leaves
-        them as the cut leaves them.
+    :param head: refit the layers whose outputs the model returns too (:func:`output_layers`), each only where
+        the images give it :data:`REFIT_HEAD_ROWS` equations per unknown; False leaves them as the cut does.
     """
     if len(images) == 0:
         return []
@@ -178,9 +187,9 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
     masked.eval()
     mods, refs = dict(masked.named_modules()), dict(original.named_modules())
     done = []
-    left = set() if head else output_layers(masked, images)
+    heads = output_layers(masked, images)
     for name in refit_order(masked, images):
-        if name in left:
+        if name in heads and not head:
             continue
         mod = mods[name]
         if mod.weight[0].numel() > REFIT_MAX_INPUTS:
@@ -188,8 +197,13 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
         system = _normal_equations(original, masked, refs[name], mod, images, batch_size, gen)
         if system is None:
             continue
-        xtx, xty, active = system
+        xtx, xty, active, rows = system
         cols = active.repeat_interleave(xtx.shape[0] // active.numel())  # a conv's k*k columns per channel
+        if name in heads and rows < REFIT_HEAD_ROWS * int(cols.sum()):
+            warnings.warn(f"the refit left `{name}` as cut: {rows} equations for its {int(cols.sum())} kept inputs "
+                          f"({rows / int(cols.sum()):.1f} each), under the {REFIT_HEAD_ROWS:g} a layer whose output "
+                          "the model returns needs", stacklevel=2)
+            continue
         outs = kept.get(name, torch.arange(mod.weight.shape[0])).to(xtx.device)
         a = xtx[cols][:, cols]
         a += REFIT_RIDGE * a.diagonal().mean().clamp_min(1e-12) * torch.eye(len(a), dtype=a.dtype)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -137,8 +138,12 @@ class RewardEvaluator:
     def _pruned_copy(self, counts: np.ndarray) -> nn.Module:
         """The policy cut out of a copy of the (unmasked) model, its kept weights refitted where the config
         says. The copy carries the probe's forward hooks, which torch-pruning keeps on the modules it shrinks."""
-        net = copy.deepcopy(self.model) if self.refit_images is None else \
-            refitted(self.model, self.structure, counts, self.refit_images, self.seed)
+        if self.refit_images is None:
+            net = copy.deepcopy(self.model)
+        else:
+            with warnings.catch_warnings():  # a head left as cut is the final prune's to report, not each candidate's
+                warnings.simplefilter("ignore")
+                net = refitted(self.model, self.structure, counts, self.refit_images, self.seed)
         try:
             apply_physical(net, self.structure, counts_to_dict(self.structure, counts))
         except Exception as exc:  # noqa: BLE001 - a count the structure's probe did not try: one line, not a traceback
