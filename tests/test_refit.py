@@ -292,3 +292,46 @@ def test_matched_norms_without_the_refit_are_refused_before_any_work(digits_ckpt
     assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match="set `refit` too"):
         prune_module(Doubled(), torch.randn(1, 3, 8, 8), {}, refit_norms=True)
+
+
+class Branchy(Doubled):
+    """A forward that branches on the data: torch.fx cannot trace it."""
+
+    def forward(self, x):
+        return super().forward(x if x.sum() > 0 else -x)
+
+
+def _refit_weights(model, structure, counts, x, batch_size):
+    masked = copy.deepcopy(model)
+    masker = Masker(masked, structure)
+    masker.apply(counts)
+    done = refit_kept(model, masked, masker.kept_channels(counts), x, batch_size=batch_size)
+    return done, masked.state_dict()
+
+
+def test_the_one_pass_refit_is_the_partial_forwards_refit_bit_for_bit(monkeypatch):
+    """The refit steps both nets once through their traced graphs (O(layers)) instead of a forward from the
+    images per layer (O(layers^2)); where a net does not trace or its activations for all the images would
+    take too much memory it takes the partial forwards. The same weights either way, to the bit."""
+    partial = []
+    real = refit_module._partial_forwards
+    monkeypatch.setattr(refit_module, "_partial_forwards", lambda *a, **k: partial.append(a[3]) or real(*a, **k))
+    torch.manual_seed(0)
+    for name in ("vgg", "resnet20", "mobilenetv2"):
+        model = build_model(name, 10, 1, width_mult=0.25).eval()
+        x = torch.randn(72, 1, 28, 28)
+        structure = Structure(model, x[:1])
+        counts = structure.keep_counts(0.5)
+        done, one = _refit_weights(model, structure, counts, x, batch_size=32)  # three batches, the last short
+        assert done and not partial
+        with monkeypatch.context() as m:
+            m.setattr(refit_module, "REFIT_PASS_BYTES", 0)
+            again, forwards = _refit_weights(model, structure, counts, x, batch_size=32)
+        assert again == done and len(partial) > len(done)  # the stem's reading too (unchanged: not refitted)
+        assert all(torch.equal(one[k], forwards[k]) for k in one), name
+        partial.clear()
+    model, x = Branchy().eval(), torch.randn(32, 3, 8, 8)
+    structure = Structure(model, x[:1])
+    counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
+    done, _ = _refit_weights(model, structure, counts, x, batch_size=16)
+    assert done == ["conv2", "head"] and len(partial) == len(refit_order(model, x)) == 3

@@ -5,9 +5,10 @@ freshly pruned net is near chance (the main job's VGG at 20% of the MACs: 26% on
 fine-tune starts from there. Refitting each layer's kept weights, in forward order, so that its outputs on
 unlabelled images match the unpruned net's (ridge least squares over sampled positions, the inputs read
 from the refitted net so far) gives most of the accuracy back before any training (26% -> 90.5% there) for
-two partial forwards per layer; no labels. AMC refits this way too, but only 1x1 convs in its code; here
-every conv with ``groups=1`` and every linear layer is refitted. Depthwise and grouped convs, other conv
-dimensions and layers called more than once keep their weights.
+one forward over the images, stepped layer by layer through the net's torch.fx graph (a net that does not
+trace: two forwards from the images per layer, stopped at it); no labels. AMC refits this way too, but only
+1x1 convs in its code; here every conv with ``groups=1`` and every linear layer is refitted. Depthwise and
+grouped convs, other conv dimensions and layers called more than once keep their weights.
 
 The refit works on the *masked* twin of the model (cut channels zeroed, shapes unchanged), so each layer's
 kept output channels are the same indices in the unpruned net; the physical cut comes after.
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from .utils import flat_tensors
@@ -37,6 +39,9 @@ REFIT_MAX_INPUTS = 8192
 #: 4.3-42.7 equations per input came out 1.7-3.4x and cost nothing (docs/measurements/refit_norms.md,
 #: docs/arena.md). A conv behind BatchNorm is refitted on fewer (VGG-16's deepest: 0.66) with no such harm.
 REFIT_HEAD_ROWS = 3.0
+#: The most the one-pass refit may hold (both nets' activations at the layer being refitted, for all the images);
+#: past it, each layer is read by forwards from the images, a batch at a time.
+REFIT_PASS_BYTES = 4 << 30
 _UNFOLD_ELEMENTS = 1 << 25  # patches unfolded at once (128 MB of float32): large maps go a few images at a time
 
 
@@ -109,13 +114,10 @@ def _targets(y: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
     return torch.gather(y, 2, pick[:, None].expand(-1, y.shape[1], -1)).transpose(1, 2).reshape(-1, y.shape[1])
 
 
-@torch.no_grad()
-def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mod: nn.Module, images: torch.Tensor,
-                      batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None:
-    """X'X and X'Y (float64) of one layer over ``images``: X the input of ``mod`` (the layer in ``masked``), Y the
-    output of ``ref`` (the same layer in ``original``) less its bias, at the same sampled positions; which
-    input channels are ever non-zero; and the rows of X. None where X is the layer's input in ``original`` too:
-    its own weights are then the best fit already."""
+def _partial_forwards(original: nn.Module, masked: nn.Module, ref: nn.Module, mod: nn.Module, images: torch.Tensor,
+                      batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+    """Batch by batch: the input of ``mod`` (the layer in ``masked``), and the input and output of ``ref`` (the same
+    layer in ``original``), each read by a forward stopped there; None where the layer did not run."""
     seen: dict[str, torch.Tensor] = {}
 
     def take_input(m: nn.Module, args: tuple) -> None:
@@ -131,8 +133,6 @@ def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mo
 
     hooks = [mod.register_forward_pre_hook(take_input), ref.register_forward_pre_hook(take_original_input),
              ref.register_forward_hook(take_output)]
-    xtx = xty = active = None
-    changed, count = False, 0
     try:
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
@@ -141,28 +141,122 @@ def _normal_equations(original: nn.Module, masked: nn.Module, ref: nn.Module, mo
                     net(batch)
                 except _Stop:
                     pass
-            if "x" not in seen or "y" not in seen:  # the layer did not run on these images: leave it
-                return None
-            x, y = seen["x"], seen["y"]
-            changed = changed or not torch.equal(x, seen["x0"])
-            pick = None
-            if isinstance(mod, nn.Conv2d):
-                positions = y.shape[2] * y.shape[3]
-                pick = torch.randint(0, positions, (len(batch), min(REFIT_SAMPLES, positions)),
-                                     generator=gen).to(y.device)
-            rows = _rows(mod, x, pick).double()
-            count += len(rows)
-            target = _targets(y, pick).double()
-            if mod.bias is not None:
-                target = target - mod.bias.double()
-            channels = x.transpose(0, 1).reshape(x.shape[1], -1) if pick is not None else x.reshape(-1, x.shape[-1]).T
-            nonzero = channels.abs().sum(1) > 0
-            xtx = rows.T @ rows if xtx is None else xtx + rows.T @ rows
-            xty = rows.T @ target if xty is None else xty + rows.T @ target
-            active = nonzero if active is None else active | nonzero
+            if "x" not in seen or "y" not in seen:
+                yield None
+                return
+            yield seen["x"], seen["x0"], seen["y"]
     finally:
         for h in hooks:
             h.remove()
+
+
+class _Stepped:
+    """A traced net's forward over every batch, run node by node and kept where it stopped, so a refit reads each
+    layer's input and output in one pass over the net instead of a forward from the images per layer (those
+    cost layers^2 / 2 layer calls: about 5-7 min of MobileNetV2's refit on 2 cores). Values are freed after
+    their last use: what is held is the frontier's activations for all the images."""
+
+    def __init__(self, graph: fx.GraphModule, images: torch.Tensor, batch_size: int):
+        self.nodes = list(graph.graph.nodes)
+        self.at = 0
+        self.free: dict[int, list[fx.Node]] = {}
+        last = {a: i for i, n in enumerate(self.nodes) for a in n.all_input_nodes}
+        for a, i in last.items():
+            self.free.setdefault(i, []).append(a)
+        self.runs = []
+        for start in range(0, len(images), batch_size):
+            run = fx.Interpreter(graph, garbage_collect_values=False)
+            run.args_iter = iter([images[start:start + batch_size]])
+            self.runs.append(run)
+
+    def run_to(self, stop: int) -> None:
+        """Run every batch up to, not including, node ``stop``."""
+        for i in range(self.at, stop):
+            node = self.nodes[i]
+            for run in self.runs:
+                run.env[node] = run.run_node(node)
+                for a in self.free.get(i, ()):
+                    del run.env[a]
+        self.at = max(self.at, stop)
+
+    def value(self, node: fx.Node) -> list[torch.Tensor]:
+        return [run.env[node] for run in self.runs]
+
+
+class _OnePass:
+    """Both nets stepped once, layer by layer, for :func:`refit_kept` (see :class:`_Stepped`)."""
+
+    def __init__(self, original: fx.GraphModule, masked: fx.GraphModule, images: torch.Tensor, batch_size: int):
+        self.masked, self.original = _Stepped(masked, images, batch_size), _Stepped(original, images, batch_size)
+
+    @classmethod
+    def build(cls, original: nn.Module, masked: nn.Module, order: list[str], images: torch.Tensor,
+              batch_size: int) -> _OnePass | None:
+        """None where either net does not trace into a graph that calls the layers ``order`` names, in that order,
+        as modules (their hooks included), or where holding its activations for all the images would take more
+        than :data:`REFIT_PASS_BYTES`: the refit then takes the partial forwards."""
+        graphs = []
+        for net in (original, masked):
+            try:
+                graph = fx.symbolic_trace(net)
+            except Exception:  # noqa: BLE001 - untraceable forwards (data-dependent control flow) take the other path
+                return None
+            called = [n.target for n in graph.graph.nodes if n.op == "call_module"]
+            hooked = {name for name, m in net.named_modules() if m._forward_hooks or m._forward_pre_hooks}
+            placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
+            if len(placeholders) != 1 or not hooked <= set(called) \
+                    or [c for c in called if c in set(order)] != order:
+                return None
+            graphs.append(graph)
+        probe = _Stepped(graphs[1], images[:2], 2)
+        peak = 0
+        for i in range(len(probe.nodes)):
+            probe.run_to(i + 1)
+            env = probe.runs[0].env.values()
+            peak = max(peak, sum(t.numel() * t.element_size() for t in env if isinstance(t, torch.Tensor)))
+        if peak / 2 * len(images) * 2 > REFIT_PASS_BYTES:  # per image, for all of them, in both nets
+            return None
+        return cls(graphs[0], graphs[1], images, batch_size)
+
+    def batches(self, name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+        """As :func:`_partial_forwards` gives them, layer ``name`` being the next in the refit's order."""
+        node_m = next(i for i, n in enumerate(self.masked.nodes) if n.op == "call_module" and n.target == name)
+        node_o = next(i for i, n in enumerate(self.original.nodes) if n.op == "call_module" and n.target == name)
+        self.masked.run_to(node_m)
+        self.original.run_to(node_o)
+        xs = self.masked.value(self.masked.nodes[node_m].args[0])
+        x0s = self.original.value(self.original.nodes[node_o].args[0])
+        self.original.run_to(node_o + 1)
+        yield from zip(xs, x0s, self.original.value(self.original.nodes[node_o]), strict=True)
+
+
+def _normal_equations(mod: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
+                      gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None:
+    """X'X and X'Y (float64) of one layer over the batches: X the layer's input in the masked net, Y its output in
+    the original less its bias, at the same sampled positions; which input channels are ever non-zero; and the
+    rows of X. None where X is the layer's input in the original too (its own weights are then the best fit
+    already) or where it did not run."""
+    xtx = xty = active = None
+    changed, count = False, 0
+    for got in batches:
+        if got is None:
+            return None
+        x, x0, y = got
+        changed = changed or not torch.equal(x, x0)
+        pick = None
+        if isinstance(mod, nn.Conv2d):
+            positions = y.shape[2] * y.shape[3]
+            pick = torch.randint(0, positions, (len(x), min(REFIT_SAMPLES, positions)), generator=gen).to(y.device)
+        rows = _rows(mod, x, pick).double()
+        count += len(rows)
+        target = _targets(y, pick).double()
+        if mod.bias is not None:
+            target = target - mod.bias.double()
+        channels = x.transpose(0, 1).reshape(x.shape[1], -1) if pick is not None else x.reshape(-1, x.shape[-1]).T
+        nonzero = channels.abs().sum(1) > 0
+        xtx = rows.T @ rows if xtx is None else xtx + rows.T @ rows
+        xty = rows.T @ target if xty is None else xty + rows.T @ target
+        active = nonzero if active is None else active | nonzero
     return (xtx, xty, active, count) if changed else None
 
 
@@ -187,14 +281,16 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
     masked.eval()
     mods, refs = dict(masked.named_modules()), dict(original.named_modules())
     done = []
-    heads = output_layers(masked, images)
-    for name in refit_order(masked, images):
-        if name in heads and not head:
-            continue
+    heads, order = output_layers(masked, images), refit_order(masked, images)
+    one_pass = _OnePass.build(original, masked, order, images, batch_size)
+    for name in order:
         mod = mods[name]
-        if mod.weight[0].numel() > REFIT_MAX_INPUTS:
+        if (name in heads and not head) or mod.weight[0].numel() > REFIT_MAX_INPUTS:
             continue
-        system = _normal_equations(original, masked, refs[name], mod, images, batch_size, gen)
+        batches = one_pass.batches(name) if one_pass else \
+            _partial_forwards(original, masked, refs[name], mod, images, batch_size)
+        system = _normal_equations(mod, batches, gen)
+        batches.close()
         if system is None:
             continue
         xtx, xty, active, rows = system
