@@ -1076,3 +1076,30 @@ def test_refit_norms_lists_the_refitted_convs_and_their_norm_ratios(tmp_path):
     page = (tmp_path / "rn.md").read_text()
     assert "| features.3 |" in page and "The head `classifier`" in page
     assert "(under 3: the refit leaves it as cut)" in page
+
+
+def test_refit_speed_times_both_refits_and_checks_they_agree(tmp_path, monkeypatch):
+    """The one-pass refit against the partial forwards on the arena's uniform policy: both timed, same weights,
+    and the partial forwards run in the second refit only (once a layer)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import refit_speed
+
+    import entroprune.refit as refit_module
+    from entroprune.api import train_baseline
+
+    calls = []
+    real = refit_module._partial_forwards
+    monkeypatch.setattr(refit_module, "_partial_forwards", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    g = grid(tmp_path)
+    train_baseline("vgg", "digits", tmp_path / "m" / "baselines" / "vgg", epochs=1, width_mult=0.5, quiet=True)
+    policy = {n: 0.5 for n in ("features.0", "features.3", "features.7", "features.10", "features.14", "features.17")}
+    with open(tmp_path / "m" / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["model", "target", "source", "seed", "policy"])
+        w.writeheader()
+        w.writerow({"model": "vgg", "target": 0.5, "source": "uniform", "seed": 0, "policy": json.dumps(policy)})
+    refit_speed.main(["--grid", str(g), "--pairs", "vgg:0.5", "--out", str(tmp_path / "rs.md")])
+    got = json.loads((tmp_path / "rs.json").read_text())["vgg:0.5"]
+    assert got["same_weights"] is True and got["traced"] is True and got["layers"] == 7 and got["images"] == 143
+    assert got["one_pass_s"] > 0 and got["partial_s"] > 0 and len(calls) == got["layers"]
+    assert "| vgg 50% | 7 | 143 |" in (tmp_path / "rs.md").read_text()
