@@ -62,10 +62,17 @@ def test_recovery_needs_physical_scoring():
         RewardConfig(refit=True, physical=False).validate()
 
 
-def test_a_refitted_candidate_is_scored_on_the_net_the_final_prune_makes(digits_ckpt):
+def test_a_refitted_candidate_is_scored_on_the_net_the_final_prune_makes(digits_ckpt, monkeypatch):
     """With the refit the score is read off the net `prune` writes (refitted on the training images the recovery
-    would use, never the scored ones): closer to the unpruned net than the bare cut."""
+    would use, never the scored ones): closer to the unpruned net than the bare cut. Both refits take the one
+    pass, the candidate's too though its net carries the entropy probe's hooks."""
+    import entroprune.refit as refit_module
     from entroprune.prune import prune_model
+
+    def no_partial(*args, **kwargs):
+        raise AssertionError("the refit took the partial forwards")
+
+    monkeypatch.setattr(refit_module, "_partial_forwards", no_partial)
 
     model, structure, calib, pool, val = digits_setup(digits_ckpt)
     counts = structure.keep_counts([0.25] * len(structure.groups), 2)
