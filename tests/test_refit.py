@@ -335,3 +335,27 @@ def test_the_one_pass_refit_is_the_partial_forwards_refit_bit_for_bit(monkeypatc
     counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
     done, _ = _refit_weights(model, structure, counts, x, batch_size=16)
     assert done == ["conv2", "head"] and len(partial) == len(refit_order(model, x)) == 3
+
+
+def test_the_one_pass_refit_matches_the_partial_forwards_on_every_architecture_of_the_zoo(monkeypatch):
+    """Concats, transposed convs, interpolation, attention, several outputs, 1-D and 3-D nets: whatever the graph
+    looks like, stepping it gives each layer the input and target the partial forwards give it, to the bit.
+    (The transformer encoder does not trace: it takes the partial forwards both times.)"""
+    from tests.archs import ARCHITECTURES, INPUT_SHAPES
+
+    traced = 0
+    for name, (factory, bad) in ARCHITECTURES.items():
+        torch.manual_seed(0)
+        net = factory().eval()
+        x = torch.randn(40, *INPUT_SHAPES.get(name, (1, 16, 16)))
+        structure = Structure(net, x[:1], ignored=[bad] if bad else [])
+        counts = structure.keep_counts(0.5)
+        masked = copy.deepcopy(net)
+        Masker(masked, structure).apply(counts)
+        traced += refit_module._OnePass.build(net, masked, refit_order(masked, x), x, 16) is not None
+        done, one = _refit_weights(net, structure, counts, x, batch_size=16)
+        with monkeypatch.context() as m:
+            m.setattr(refit_module, "REFIT_PASS_BYTES", 0)
+            again, forwards = _refit_weights(net, structure, counts, x, batch_size=16)
+        assert again == done and all(torch.equal(one[k], forwards[k]) for k in one), name
+    assert traced == len(ARCHITECTURES) - 1
