@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(grid["threads"])
     arena = read_rows(ROOT / grid["results"])
     lines = ["# Refit time", "", f"Made by `python benchmarks/refit_speed.py --pairs {' '.join(args.pairs)}` (what and "
-             f"why: its docstring) on {machine_description()}, {grid['threads']} torch threads, nothing else running. "
+             f"why: its docstring) on {machine_description()}, nothing else running. "
              "The arena's uniform policy of each pair, refitted on the calibration split.", "",
              "| pair | refitted layers | images | one pass (s) | partial forwards (s) | speed-up | same weights |",
              "|---|---|---|---|---|---|---|"]

@@ -73,8 +73,8 @@ class PruneConfig:
         each only where the calibration images give it ``entroprune.refit.REFIT_HEAD_ROWS`` (3) equations per
         kept input; under that it stays as cut, with a warning. No normalisation follows such a layer, so its
         scale is the logits': MobileNetV2's classifier, refitted on 1024 images for 600 kept inputs, came out
-        19.6x its RMS and the main job's fine-tune ended 7.6-10.0 points below the plain cut; left as cut, 0.27
-        below (docs/arena.md, the ``*-refit-body`` sources). Elsewhere (4.3-42.7 equations per input) leaving
+        19.6x its RMS and the main job's fine-tune ended 7.6-10.0 points below the plain cut; left as cut,
+        +0.02 ± 0.36 over it (three seeds) (docs/arena.md, the ``*-refit-body`` sources). Elsewhere (4.3-42.7 equations per input) leaving
         it gained nothing (-0.11 to +0.03 against the head refitted on three pairs), so it stays on.
     :param bn_recalibration: re-estimate BatchNorm statistics on the calibration images.
     """

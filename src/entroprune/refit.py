@@ -35,7 +35,7 @@ REFIT_MAX_INPUTS = 8192
 #: Equations per unknown a layer whose output the model returns (a classifier) needs to be refitted. Nothing
 #: normalises such a layer's output, so a fit that overshoots on too few rows sets the logits' scale:
 #: MobileNetV2's classifier, fitted on 1024 images for 600 kept inputs (1.7 each), came out 19.6x its RMS and
-#: the fine-tune ended 7.6-10.0 points below the plain cut; left as cut, 0.27 below. The heads refitted on
+#: the fine-tune ended 7.6-10.0 points below the plain cut; left as cut, +0.02 over it. The heads refitted on
 #: 4.3-42.7 equations per input came out 1.7-3.4x and cost nothing (docs/measurements/refit_norms.md,
 #: docs/arena.md). A conv behind BatchNorm is refitted on fewer (VGG-16's deepest: 0.66) with no such harm.
 REFIT_HEAD_ROWS = 3.0
@@ -153,8 +153,9 @@ def _partial_forwards(original: nn.Module, masked: nn.Module, ref: nn.Module, mo
 class _Stepped:
     """A traced net's forward over every batch, run node by node and kept where it stopped, so a refit reads each
     layer's input and output in one pass over the net instead of a forward from the images per layer (those
-    cost layers^2 / 2 layer calls: about 5-7 min of MobileNetV2's refit on 2 cores). Values are freed after
-    their last use: what is held is the frontier's activations for all the images."""
+    cost layers^2 / 2 layer calls: MobileNetV2's refit took 141.5 s that way on 2 cores, 8.2 s this way,
+    docs/measurements/refit_speed.md). Values are freed after their last use: what is held is the frontier's
+    activations for all the images."""
 
     def __init__(self, graph: fx.GraphModule, images: torch.Tensor, batch_size: int):
         self.nodes = list(graph.graph.nodes)
