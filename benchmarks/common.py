@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
@@ -18,6 +19,8 @@ from entroprune.checkpoint import ModelSpec, save_checkpoint
 from entroprune.data import load_dataset
 from entroprune.models import build_model, min_input_size
 from entroprune.utils import machine_description
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
 def load_grid(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
@@ -121,6 +124,21 @@ def arena_reruns(reruns: list[dict], arena: list[dict]) -> tuple[int, int]:
              if a["source"] == "uniform" and a["model"] == r["model"] and float(a["target"]) == float(r["target"])
              and a["seed"] == r["seed"] and same_cpu(a.get("machine", ""), r["machine"])]
     return len(pairs), sum(abs(x - y) < 1e-9 for x, y in pairs)
+
+
+def pair_study(doc: str, name: str, argv: list[str] | None) -> tuple[argparse.Namespace, dict, list[dict]]:
+    """A study over the arena's pairs (``--grid``, ``--pairs``, ``--out`` docs/measurements/NAME.md): its
+    arguments, the grid (torch's threads set to the grid's) and the arena's rows."""
+    import torch
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--grid", default=str(ROOT / "benchmarks" / "arena.yaml"))
+    p.add_argument("--pairs", nargs="+", default=["vgg:0.2", "resnet20:0.2"], help="model:target, the arena's pairs")
+    p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / f"{name}.md"))
+    args = p.parse_args(argv)
+    grid = load_grid(args.grid)
+    torch.set_num_threads(grid["threads"])
+    return args, grid, read_rows(ROOT / grid["results"])
 
 
 def pair_heading(model: str, target: str | float, arena: list[dict]) -> list[str]:

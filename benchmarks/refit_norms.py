@@ -16,7 +16,6 @@ head as cut).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from unittest import mock
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from channel_ranking import uniform_policy  # noqa: E402
-from common import load_grid, pair_heading, read_rows, write_page  # noqa: E402
+from common import pair_heading, pair_study, write_page  # noqa: E402
 from reproduce import ensure_baseline  # noqa: E402
 
 import entroprune.refit as refit_module  # noqa: E402
@@ -67,14 +66,7 @@ def ratios(base: Path, policy: dict[str, float], round_to: int) -> tuple[dict[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--grid", default=str(ROOT / "benchmarks" / "arena.yaml"))
-    p.add_argument("--pairs", nargs="+", default=["vgg:0.2", "resnet20:0.2"], help="model:target, the arena's pairs")
-    p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "refit_norms.md"))
-    args = p.parse_args(argv)
-    grid = load_grid(args.grid)
-    torch.set_num_threads(grid["threads"])
-    arena = read_rows(ROOT / grid["results"])
+    args, grid, arena = pair_study(__doc__, "refit_norms", argv)
     lines = ["# Refitted filter norms", "", f"Made by `python benchmarks/refit_norms.py --pairs {' '.join(args.pairs)}` "
              "(what and why: its docstring). Per refitted conv of the arena's uniform policy: the median over its "
              "kept filters of the refitted norm over the unpruned norm (1 = unchanged).", ""]

@@ -12,7 +12,6 @@ runs, the partial forwards' a single run (minutes on MobileNetV2). Run it alone:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from channel_ranking import uniform_policy  # noqa: E402
-from common import load_grid, machine_description, read_rows, write_page  # noqa: E402
+from common import machine_description, pair_study, write_page  # noqa: E402
 from reproduce import ensure_baseline  # noqa: E402
 
 import entroprune.refit as refit_module  # noqa: E402
@@ -59,14 +58,7 @@ def timed(base: Path, policy: dict[str, float], round_to: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--grid", default=str(ROOT / "benchmarks" / "arena.yaml"))
-    p.add_argument("--pairs", nargs="+", default=["vgg:0.2", "resnet20:0.2"], help="model:target, the arena's pairs")
-    p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "refit_speed.md"))
-    args = p.parse_args(argv)
-    grid = load_grid(args.grid)
-    torch.set_num_threads(grid["threads"])
-    arena = read_rows(ROOT / grid["results"])
+    args, grid, arena = pair_study(__doc__, "refit_speed", argv)
     lines = ["# Refit time", "", f"Made by `python benchmarks/refit_speed.py --pairs {' '.join(args.pairs)}` (what and "
              f"why: its docstring) on {machine_description()}, nothing else running. "
              "The arena's uniform policy of each pair, refitted on the calibration split.", "",

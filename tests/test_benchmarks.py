@@ -1042,6 +1042,21 @@ def test_finetune_budget_steps_cut_part_of_the_way_first_and_end_at_the_policy(d
             parse_variant(bad)
 
 
+def uniform_vgg_arena(tmp_path, last: float = 0.5) -> Path:
+    """A digits VGG baseline (width 0.5) and an arena results CSV holding its uniform policy at 0.5 (the last
+    conv at ``last``), for the per-pair studies; the grid's path."""
+    from entroprune.api import train_baseline
+
+    policy = {**{n: 0.5 for n in ("features.0", "features.3", "features.7", "features.10", "features.14")},
+              "features.17": last}
+    train_baseline("vgg", "digits", tmp_path / "m" / "baselines" / "vgg", epochs=1, width_mult=0.5, quiet=True)
+    with open(tmp_path / "m" / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["model", "target", "source", "seed", "policy"])
+        w.writeheader()
+        w.writerow({"model": "vgg", "target": 0.5, "source": "uniform", "seed": 0, "policy": json.dumps(policy)})
+    return grid(tmp_path)
+
+
 def test_refit_norms_lists_the_refitted_convs_and_their_norm_ratios(tmp_path):
     """The stem reads the images (nothing cut upstream) and keeps its filters: never listed; a conv after a cut
     is, with the median ratio of its kept filters' refitted to unpruned norms. The head is refitted (and
@@ -1049,16 +1064,7 @@ def test_refit_norms_lists_the_refitted_convs_and_their_norm_ratios(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import refit_norms
 
-    from entroprune.api import train_baseline
-
-    g = grid(tmp_path)
-    policy = {**{n: 0.5 for n in ("features.0", "features.3", "features.7", "features.10", "features.14")},
-              "features.17": 0.75}
-    train_baseline("vgg", "digits", tmp_path / "m" / "baselines" / "vgg", epochs=1, width_mult=0.5, quiet=True)
-    with open(tmp_path / "m" / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, ["model", "target", "source", "seed", "policy"])
-        w.writeheader()
-        w.writerow({"model": "vgg", "target": 0.5, "source": "uniform", "seed": 0, "policy": json.dumps(policy)})
+    g = uniform_vgg_arena(tmp_path, last=0.75)
     refit_norms.main(["--grid", str(g), "--pairs", "vgg:0.5", "--out", str(tmp_path / "rn.md")])
     found = json.loads((tmp_path / "rn.json").read_text())["vgg:0.5"]
     head = found.pop("head")
@@ -1085,19 +1091,11 @@ def test_refit_speed_times_both_refits_and_checks_they_agree(tmp_path, monkeypat
     import refit_speed
 
     import entroprune.refit as refit_module
-    from entroprune.api import train_baseline
 
     calls = []
     real = refit_module._partial_forwards
     monkeypatch.setattr(refit_module, "_partial_forwards", lambda *a, **k: calls.append(1) or real(*a, **k))
-
-    g = grid(tmp_path)
-    train_baseline("vgg", "digits", tmp_path / "m" / "baselines" / "vgg", epochs=1, width_mult=0.5, quiet=True)
-    policy = {n: 0.5 for n in ("features.0", "features.3", "features.7", "features.10", "features.14", "features.17")}
-    with open(tmp_path / "m" / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, ["model", "target", "source", "seed", "policy"])
-        w.writeheader()
-        w.writerow({"model": "vgg", "target": 0.5, "source": "uniform", "seed": 0, "policy": json.dumps(policy)})
+    g = uniform_vgg_arena(tmp_path)
     refit_speed.main(["--grid", str(g), "--pairs", "vgg:0.5", "--out", str(tmp_path / "rs.md")])
     got = json.loads((tmp_path / "rs.json").read_text())["vgg:0.5"]
     assert got["same_weights"] is True and got["traced"] is True and got["layers"] == 7 and got["images"] == 143
