@@ -391,7 +391,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
     page[2:2] = [verdict, ""]
     page += ["## How the cells were run", "",
              f"Cells: {len(current)} current" + (f", {stale} stale cells left out (searched with earlier "
-                                                 "defaults; rerun them)" if stale else "")
+                                                 "defaults or pruned by an earlier refit; rerun them)" if stale else "")
              + (f"; {reused} took the fine-tune of an earlier cell with the same policy and seed (deterministic on "
                 "one machine, not across machines: arena.yaml's part-27 note; the CSV's `finetune_from`)" if reused else "") + ".", ""]
     if machines:
