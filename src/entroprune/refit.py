@@ -160,6 +160,7 @@ class _Stepped:
     def __init__(self, graph: fx.GraphModule, images: torch.Tensor, batch_size: int):
         self.nodes = list(graph.graph.nodes)
         self.at = 0
+        self.index = {n.target: i for i, n in enumerate(self.nodes) if n.op == "call_module"}  # a layer's node
         self.free: dict[int, list[fx.Node]] = {}
         last = {a: i for i, n in enumerate(self.nodes) for a in n.all_input_nodes}
         for a, i in last.items():
@@ -205,8 +206,8 @@ class _OnePass:
             called = [n.target for n in graph.graph.nodes if n.op == "call_module"]
             hooked = {name for name, m in net.named_modules() if m._forward_hooks or m._forward_pre_hooks}
             placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
-            if len(placeholders) != 1 or not hooked <= set(called) \
-                    or [c for c in called if c in set(order)] != order:
+            refitted = set(order)
+            if len(placeholders) != 1 or not hooked <= set(called) or [c for c in called if c in refitted] != order:
                 return None
             graphs.append(graph)
         probe = _Stepped(graphs[1], images[:2], 2)
@@ -221,8 +222,7 @@ class _OnePass:
 
     def batches(self, name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
         """As :func:`_partial_forwards` gives them, layer ``name`` being the next in the refit's order."""
-        node_m = next(i for i, n in enumerate(self.masked.nodes) if n.op == "call_module" and n.target == name)
-        node_o = next(i for i, n in enumerate(self.original.nodes) if n.op == "call_module" and n.target == name)
+        node_m, node_o = self.masked.index[name], self.original.index[name]
         self.masked.run_to(node_m)
         self.original.run_to(node_o)
         xs = self.masked.value(self.masked.nodes[node_m].args[0])
