@@ -7,9 +7,10 @@
 Every cell searches (or solves) a policy for one (model, target) pair, prunes it, gives it the
 main job's fine-tune (3 epochs with distillation) with the cell's seed and records its test
 accuracy in ``docs/measurements/arena/results.csv``. ``uniform`` and ``global`` policies are
-deterministic, so only their fine-tunes differ between seeds. The ``default`` source records the
-search settings it ran with: cells run before a change of the tool's defaults are stale, never
-mixed with newer ones, and run again. A policy an earlier cell already fine-tuned with the same
+deterministic, so only their fine-tunes differ between seeds. The ``default`` source searches and
+prunes as the tool's defaults do and records the search settings it ran with: cells run before a
+change of the tool's defaults are stale, never mixed with newer ones, and run again (every other
+source searches with the grid's ``pinned`` settings, the defaults it was recorded with). A policy an earlier cell already fine-tuned with the same
 seed takes that cell's results (the fine-tune is deterministic; the row names it in
 ``finetune_from``), so a change to the search costs searches wherever it picks policies the arena
 has fine-tuned before. The runner is reproduce.py's (same skipping, parts, baselines).
@@ -27,6 +28,7 @@ import reproduce  # noqa: E402
 from policy_space import enumerate_policies  # noqa: E402
 
 from entroprune.api import build_structure, load_model  # noqa: E402
+from entroprune.config import PruneConfig  # noqa: E402
 from entroprune.prune import policy_to_ratios  # noqa: E402
 from entroprune.search import SearchConfig, SearchResult  # noqa: E402
 from entroprune.search.policies import search_env  # noqa: E402
@@ -46,7 +48,7 @@ SPACE_MAX = 400
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
            "default-wide", "default-kl", "default-kl-random", "uniform-refit", "global-refit", "default-refit",
            "default-scored-refit", "uniform-refit-norms", "default-refit-norms", "default-scored-refit-norms",
-           "uniform-refit-body") \
+           "uniform-refit-body", "default-recovered") \
     + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
     + tuple(f"{kind}-{k}" for kind in ("space", "wide") for k in range(1, SPACE_MAX + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from", "refit"]
@@ -104,16 +106,33 @@ def search(path: Path, folder: Path, cfg: SearchConfig, source: str) -> SearchRe
         else reproduce.search_cell(path, folder, cfg, source)
 
 
+def prune_kind(source: str) -> str:
+    """How a source's policy is pruned (the results' ``refit`` column): ``default`` as the tool's defaults prune
+    (:class:`PruneConfig`), every other source by its suffix (reproduce.REFIT_KINDS; none: a plain cut)."""
+    if source != "default":
+        return reproduce.refit_kind(source)
+    p = PruneConfig()
+    return "" if not p.refit else "norms" if p.refit_norms else "yes" if p.refit_head else "body"
+
+
 def search_config(grid: dict, model: str, target: float, source: str, seed: int) -> SearchConfig:
     """One source's search settings; the pair's target and the arena's search space for all. A ``*-refit``
-    source searches as its source does; only its prune differs (reproduce.REFIT_KINDS)."""
-    if suffix := reproduce.refit_suffix(source):
-        return search_config(grid, model, target, source.removesuffix(suffix), seed)
+    source searches as its source does; only its prune differs (reproduce.REFIT_KINDS). ``default`` takes the
+    tool's defaults, re-ranking as its prune refits; every other source the grid's ``pinned`` settings over them
+    (the defaults its cells were recorded with), so a change of the tool's defaults leaves them standing."""
+    if suffix := reproduce.refit_suffix(source):  # default-refit: the default of its cells, before the switch
+        base = source.removesuffix(suffix)
+        return search_config(grid, model, target, "default-recovered" if base == "default" else base, seed)
     space = {"macs_target": target, "seed": seed, "min_keep": grid["min_keep"], "round_to": grid["round_to"]}
-    if source.startswith("default") or source == "entropy-recovered":
+    if source == "default":
         # default_settings: a smoke arena's shorter default search (the tests'); the arena itself leaves it out,
-        # so these sources run the tool's defaults. Recorded with the cell's settings like any other option.
+        # so this source runs the tool's defaults. Recorded with the cell's settings like any other option.
+        return SearchConfig(**{**grid.get("default_settings", {}), **space}).resolved(PruneConfig().refit)
+    space = {**grid.get("pinned", {}), **space}
+    if source.startswith("default") or source == "entropy-recovered":
         cfg = SearchConfig(**{**grid.get("default_settings", {}), **space})
+        if source == "default-recovered":  # the default before the refit: plain cuts, re-ranked after recovery
+            return cfg
         if source == "entropy-recovered":
             return replace(cfg, rerank_reward="entropy")
         if source == "default-wide":  # the whole [min_keep, 1] range, as the one-stage sources search it
@@ -148,7 +167,7 @@ def settings(cfg: SearchConfig) -> str:
 
 #: Options that changed what a search does when they came in: a cell recorded before one existed searched
 #: as if it had this value (any other new option counts at its default, which kept the old behaviour).
-PREDATES = {"confirm_seeds": 0, "uniform_margin": 0.0, "importance": "l1"}
+PREDATES = {"confirm_seeds": 0, "uniform_margin": 0.0, "importance": "l1", "rerank_refit": False}
 
 
 def same_settings(recorded: str, today: str) -> bool:
@@ -176,7 +195,7 @@ def same_settings(recorded: str, today: str) -> bool:
 def is_current(grid: dict, row: dict) -> bool:
     """A recorded cell stands for its source while today's code would search it with the same settings and
     prune it the same way (its ``refit`` column: a cell relabelled when the refit changed is stale)."""
-    if (row.get("refit") or "") != reproduce.refit_kind(row["source"]):
+    if (row.get("refit") or "") != prune_kind(row["source"]):
         return False
     today = settings(search_config(grid, row["model"], float(row["target"]), row["source"], int(row["seed"])))
     return same_settings(row.get("search_settings") or "{}", today)
@@ -237,4 +256,4 @@ if __name__ == "__main__":
     reproduce.main(doc=__doc__, default_grid="arena.yaml", sources=dict.fromkeys(SOURCES),
                    cells_of=cells_of, configure=configure, fields=FIELDS, prepare=arena_grid,
                    extra=lambda cfg: {"search_settings": settings(cfg)}, is_current=is_current, reuse_finetunes=True,
-                   search=search)
+                   search=search, prune_kind=prune_kind)

@@ -40,6 +40,7 @@ from common import load_grid, read_rows, write_page  # noqa: E402
 
 from entroprune.api import build_structure, load_data_for_spec, load_model  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
+from entroprune.search.config import PLAIN_RECOVERY_STEPS  # noqa: E402
 from entroprune.search.rerank import CONFIRM_SEED_STEP  # noqa: E402
 from entroprune.search.rewards import RewardConfig, RewardEvaluator  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
@@ -123,7 +124,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None, help="the truth is the test accuracy with this fine-tune "
                     "seed alone, over the policies fine-tuned with it (the random draws have seed 0 only); "
                     "default: each policy's mean over its seeds")
-    ap.add_argument("--recovery-steps", type=int, default=SearchConfig().recovery_steps)
+    ap.add_argument("--recovery-steps", type=int, default=PLAIN_RECOVERY_STEPS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=None, help="default: scores/ beside the grid's results CSV")
     ap.add_argument("--out", default=str(root / "docs" / "measurements" / "arena_scores.md"))
@@ -142,7 +143,7 @@ def main() -> None:
                 if len(p["acc"]) >= args.min_seeds and (args.seed is None or args.seed in p["acc"])]
         if len(pols) < 3:
             continue
-        steps = "" if args.recovery_steps == SearchConfig().recovery_steps else f"-r{args.recovery_steps}"
+        steps = "" if args.recovery_steps == PLAIN_RECOVERY_STEPS else f"-r{args.recovery_steps}"
         scores = score_pair(grid, model, target, pols, args.recovery_seeds, args.recovery_steps,
                             cache / f"{model}-{target}{steps}.json")
         timed += [scores[p["key"]]["seconds"] for p in pols if "seconds" in scores[p["key"]]]

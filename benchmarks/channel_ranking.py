@@ -48,6 +48,7 @@ from reproduce import ensure_baseline  # noqa: E402
 
 import entroprune.api as api  # noqa: E402
 from entroprune.api import evaluate_checkpoint, finetune_checkpoint, load_data_for_spec, load_model  # noqa: E402
+from entroprune.search.config import PLAIN_RECOVERY_STEPS  # noqa: E402
 from entroprune.structure import ROOTS  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 
@@ -162,7 +163,7 @@ def prune_ranked(base: Path, policy: dict, out: Path, ranking: str, seed: int) -
 
     api.build_structure = build_ranked
     try:
-        api.prune_checkpoint(base, policy, out, force=True)
+        api.prune_checkpoint(base, policy, out, force=True, refit=False)  # rankings of plain cuts
     finally:
         api.build_structure = build
 
@@ -192,8 +193,8 @@ def score_rankings(grid: dict, arena_rows: list[dict], pairs: list[str], ranking
             structure = ranked_structure(net, ckpt.spec, ranking, data.normalize(data.calib.x), 0, cfg.ignored_layers)
             counts = structure.keep_counts(uniform, grid["round_to"])
             read = {}
-            for name, steps in (("fresh_kl", 0), ("recovered_kl", cfg.recovery_steps)):
-                ev = RewardEvaluator(net, structure, replace(cfg.rerank_reward_config(), recovery_steps=steps),
+            for name, steps in (("fresh_kl", 0), ("recovered_kl", PLAIN_RECOVERY_STEPS)):
+                ev = RewardEvaluator(net, structure, replace(cfg.rerank_reward_config(), recovery_steps=steps, refit=False),
                                      calib, None, recovery_images=pool, seed=0)
                 try:
                     read[name] = -ev.evaluate(counts).reward  # the kl reward is minus the KL

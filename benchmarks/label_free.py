@@ -182,7 +182,7 @@ def main() -> None:
     pruned = work / "pruned" / "model.pt"
     if not pruned.exists():
         prune_checkpoint(args.baseline, uniform_policy(Path(args.baseline), args.macs, work), pruned.parent,
-                         force=True)
+                         force=True, refit=False)  # the plain cut the page measured
     rows = evaluate_checkpoint(pruned)
     acc = {arm: [fine_tuned(pruned, arm, s, npz, args) for s in args.seeds] for arm in ARMS}
     delta = [f - a for f, a in zip(acc["label-free"], acc["labelled"], strict=True)]

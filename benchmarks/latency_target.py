@@ -43,6 +43,7 @@ from entroprune.api import (
 )
 from entroprune.latency import LatencyModel, in_fresh
 from entroprune.search import SearchConfig, matching_macs_target
+from entroprune.search.config import PLAIN_RECOVERY_STEPS
 from entroprune.search.free_channels import steps_summary
 from entroprune.utils import machine_description
 
@@ -105,12 +106,13 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
     work = Path(args.work) / name
     base = dict(min_keep=args.min_keep, round_to=args.round_to, seed=args.seed, episodes=args.episodes,
                 warmup=min(SearchConfig.warmup, args.episodes // 3), latency_backend=args.backend,
-                latency_batch=args.batch, recovery_steps=args.recovery_steps)
+                latency_batch=args.batch, recovery_steps=args.recovery_steps,
+                rerank_refit=False)  # measured with plain cuts, as before the refit became the default
 
     def search(kind: str, cfg: SearchConfig) -> dict:
         t0 = time.perf_counter()
         res = search_checkpoint(ckpt, work / kind / "search", cfg, force=True, quiet=args.quiet)
-        prune_checkpoint(ckpt, work / kind / "search" / "policy.json", work / kind / "pruned", force=True)
+        prune_checkpoint(ckpt, work / kind / "search" / "policy.json", work / kind / "pruned", force=True, refit=False)
         return {"achieved": res.achieved, "chosen": res.summary.get("chosen"), "round_to": res.summary["config"]["round_to"],
                 "predicted_latency": res.summary.get("latency_fraction"),
                 "free_channels": res.summary.get("free_channels"),
@@ -149,7 +151,7 @@ def run_model(name: str, target: float, args: argparse.Namespace) -> dict:
         # what the free channels bought: the chosen policy without them, timed and fine-tuned alike
         def prune_chosen() -> dict:
             pol = chosen_policy(work / "latency" / "search" / "policy.json", lat["free_channels"])
-            prune_checkpoint(ckpt, pol, work / "latency-chosen" / "pruned", force=True)
+            prune_checkpoint(ckpt, pol, work / "latency-chosen" / "pruned", force=True, refit=False)
             return {"counts": pol["counts"]}
 
         def chosen_timing() -> dict:
@@ -287,7 +289,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=3, help="fresh processes the final nets are timed in (median)")
     ap.add_argument("--episodes", type=int, default=SearchConfig.episodes)
     ap.add_argument("--min-keep", type=float, default=0.2)
-    ap.add_argument("--recovery-steps", type=int, default=SearchConfig.recovery_steps,
+    ap.add_argument("--recovery-steps", type=int, default=PLAIN_RECOVERY_STEPS,
                     help="recovery steps before each re-ranked policy is scored (fewer: a quicker, noisier pick)")
     ap.add_argument("--round-to", type=int, default=8)
     ap.add_argument("--finetune-epochs", type=int, default=3)

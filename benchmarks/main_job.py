@@ -54,6 +54,11 @@ def trace_sentence(t: dict) -> str:
 RUNTIMES = {"torch": "torch eager", "ts": "TorchScript", "ort": "ORT"}
 
 
+def on_refit(config: dict) -> str:
+    """Where the re-ranking read its scores, for the README block (a search before the option: plain cuts)."""
+    return " on its refitted net" if config.get("rerank_refit") else ""
+
+
 def fmt_s(s: float) -> str:
     return f"{int(s // 60)} min {int(round(s % 60))} s" if s >= 60 else f"{s:.0f} s"
 
@@ -75,7 +80,8 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
     ]
     ref = ev.get("uniform_reference")
     if ref:
-        rows.append(f"| uniform policy, same fine-tune (reference) | {ref['test_accuracy']:.2f} | {ref['params']:,} | "
+        plain = ", plain cut" if ref.get("refit") is False else ""
+        rows.append(f"| uniform policy{plain}, same fine-tune (reference) | {ref['test_accuracy']:.2f} | {ref['params']:,} | "
                     f"{ref['macs']:,} | {base['macs'] / ref['macs']:.2f}x |" + " - |" * 2 * len(rts))
     ratios = ", ".join(f"{pruned[ratio_key(rt)]:.2f} ({RUNTIMES[rt]})" for rt in rts)
     took = (f"The whole `make run`, set-up and baseline training included, took {fmt_s(wall)}" if wall
@@ -90,12 +96,16 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
     if search.get("rerank"):
         n = sum(c["source"] == "search" for c in search["rerank"])
         text += (f" Re-ranking: the search's {n} best distinct policies, the uniform and the global policy, each scored "
-                 f"by `{search['config']['rerank_reward']}` after {search['config']['recovery_steps']} recovery steps "
+                 f"by `{search['config']['rerank_reward']}`{on_refit(search['config'])} after "
+                 f"{search['config']['recovery_steps']} recovery steps "
                  f"({search.get('rerank_time_s', 0):.0f} s): the **{search['chosen']}** policy won.")
     if ref:
         gain = pruned["test_accuracy"] - ref["test_accuracy"]
-        text += (f" Against the uniform policy with the same fine-tune: {gain:+.2f} points"
-                 + (" (the search chose the uniform policy itself)." if ref.get("same_as_searched") else "."))
+        chose_uniform = search.get("chosen") == "uniform"
+        text += (f" Against the uniform policy{' cut without the refit' if ref.get('refit') is False else ''} with "
+                 f"the same fine-tune: {gain:+.2f} points"
+                 + (" (the search chose the uniform policy itself)." if ref.get("same_as_searched") else
+                    " (the search chose the uniform policy: the difference is the refit's)." if chose_uniform else "."))
     return "\n".join([f"Machine: {ev['machine']}; {ev.get('date', '')}.", "", *rows, "", text])
 
 

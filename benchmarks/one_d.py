@@ -86,7 +86,7 @@ def cell(net: KWS, data, source: str, seed: int, args: argparse.Namespace) -> di
     t0 = time.perf_counter()
     res = ep.search_module(net, x[:1], calib, out / "search", cfg)
     search_s = time.perf_counter() - t0
-    pruned, _ = ep.prune_module(net, x[:1], res, calib=x[:1024])
+    pruned, _ = ep.prune_module(net, x[:1], res, calib=x[:1024], refit=False)  # the plain cut measured
     before = evaluate(pruned, loader(tx, ty, 0, shuffle=False))["accuracy"]
     t0 = time.perf_counter()
     ep.finetune_module(pruned, loader(x, y, seed), epochs=args.ft_epochs, lr=FinetuneConfig.lr, teacher=net,

@@ -138,15 +138,16 @@ def search_cell(path: Path, folder: Path, cfg: SearchConfig, source: str):
 
 
 def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int,
-             configure=search_config, earlier=lambda model, policy, seed, refit: None, search=search_cell) -> dict:
+             configure=search_config, earlier=lambda model, policy, seed, refit: None, search=search_cell,
+             prune_kind=refit_kind) -> dict:
     """Search -> prune -> fine-tune -> evaluate one cell; ``configure`` gives its SearchConfig.
 
     ``earlier(model, policy, seed, refit)`` may return a row that already fine-tuned this policy with this seed
     and the same pruning (the fine-tune is deterministic): its results are taken instead of fine-tuning again.
     A source named ``*-refit`` prunes with the least-squares refit (``entroprune prune --refit``), ``*-refit-norms``
     with the refitted filters scaled back to the plain cut's norms too (``PruneConfig.refit_norms``); every other
-    prunes without it, as the cells recorded before the refit came in. ``search`` writes
-    the cell's policy.json and returns its SearchResult.
+    prunes without it, as the cells recorded before the refit came in (``prune_kind(source)`` says how: the
+    results' ``refit`` column). ``search`` writes the cell's policy.json and returns its SearchResult.
     """
     base = ensure_baseline(grid, model)
     t_cell = time.perf_counter()  # a cell's time leaves out its model's baseline (counted on its own)
@@ -157,7 +158,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     t0 = time.perf_counter()
     res = search(base / "model.pt", cell / "search", cfg, source)
     search_time = time.perf_counter() - t0
-    refit = refit_kind(source)  # the grid's sources and the arena's first ones were pruned without
+    refit = prune_kind(source)  # the grid's sources and the arena's first ones were pruned without
     same = earlier(model, res.policy, seed, refit)
     if same is not None:
         finetuned = {k: float(same[k]) if same.get(k) not in (None, "") else None
@@ -213,7 +214,7 @@ def stop_on_sigterm() -> None:
 def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = "reproduce.yaml",
          sources: dict = SOURCES, cells_of=grid_cells, configure=search_config, fields: list[str] = FIELDS,
          prepare=lambda grid: grid, extra=lambda cfg: {}, is_current=lambda grid, row: True,
-         reuse_finetunes: bool = False, search=search_cell) -> None:
+         reuse_finetunes: bool = False, search=search_cell, prune_kind=refit_kind) -> None:
     """Run the cells not yet in the results CSV (the arena reuses this with its own sources).
 
     ``is_current(grid, row)``: whether a recorded cell still stands for its source (a changed default makes
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
             if (model, target) in skipped:
                 continue
             try:
-                row = run_cell(grid, out, model, target, source, seed, configure, earlier, search)
+                row = run_cell(grid, out, model, target, source, seed, configure, earlier, search, prune_kind)
                 row.update(extra(configure(grid, model, target, source, seed)))
             except ConfigError as exc:  # the settings rule this (model, target) out; say why, go on
                 append_row(skipped_path, ["model", "target", "reason"], {"model": model, "target": target,

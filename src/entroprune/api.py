@@ -680,7 +680,7 @@ def search_checkpoint(path: str | Path, out_dir: str | Path, config: SearchConfi
     device = resolve_device(device)
     from .search import LOG_FILE, SearchConfig, run_search
 
-    config = given_config(config, SearchConfig)
+    config = given_config(config, SearchConfig).resolved()
     if importance is not None:
         config = replace(config, importance=importance)
     config.validate()
@@ -801,7 +801,7 @@ def search_module(model: nn.Module, example_input: torch.Tensor, calib: Images, 
     from .search import SearchConfig, run_search
     from .structure import Structure
 
-    config = given_config(config, SearchConfig)
+    config = given_config(config, SearchConfig).resolved()
     if importance is not None:
         config = replace(config, importance=importance)
     config.validate()

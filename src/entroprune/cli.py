@@ -541,8 +541,12 @@ def search(
              "recovery seeds (0 = off).")] = _SEARCH.confirm_seeds,
     uniform_margin: Annotated[float, typer.Option(help="Leave uniform only for a score this fraction of its |score| "
                                                        "better (0 = best wins).")] = _SEARCH.uniform_margin,
-    recovery_steps: Annotated[int, typer.Option(help="Label-free distillation steps before each re-scored policy.")] = _SEARCH.recovery_steps,
-    rerank_refit: Annotated[bool, typer.Option(help="Re-score each policy refitted, as `prune --refit` makes it.")] = _SEARCH.rerank_refit,
+    recovery_steps: Annotated[int | None, typer.Option(
+        help="Label-free distillation steps before each re-scored policy (default: 0 on refitted policies, "
+             "40 on plain cuts).")] = _SEARCH.recovery_steps,
+    rerank_refit: Annotated[bool | None, typer.Option(
+        help="Re-score each policy refitted, as `prune` makes it by default (--no-rerank-refit: as "
+             "`prune --no-refit` cuts it).")] = _SEARCH.rerank_refit,
     recovery_images: Annotated[int, typer.Option(help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
     params_target: Annotated[float | None, typer.Option(help="Also keep at most this fraction of the parameters (a flash or memory budget).")] = _SEARCH.params_target,
     latency_target: Annotated[float | None, typer.Option(
@@ -596,9 +600,10 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
     if res.summary.get("rerank"):  # the search's reward and the re-ranking's score are on different scales
         out.print(f"search: best {cfg.reward.kind} reward {res.summary['best_search_reward']:.5f} "
                   f"(episode {res.summary['best_episode']} of {res.episodes})")
-        n = len(res.summary["rerank"])
-        out.print(f"re-ranked {count_text(n, 'policy', 'policies')} by {cfg.rerank_reward} after "
-                  f"{cfg.recovery_steps} recovery steps: the {res.summary['chosen']} policy won "
+        n, ran = len(res.summary["rerank"]), cfg.resolved()
+        on = "their refitted nets" if ran.rerank_refit else "their plain cuts"
+        out.print(f"re-ranked {count_text(n, 'policy', 'policies')} by {cfg.rerank_reward} on {on} after "
+                  f"{ran.recovery_steps} recovery steps: the {res.summary['chosen']} policy won "
                   f"(score {res.reward:.5f}), {where}")
     else:
         out.print(f"best {cfg.reward.kind} reward {res.reward:.5f} at {where}, {count_text(res.episodes, 'episode')}")

@@ -16,7 +16,15 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import SETTING, ConfigError, as_keys
 from .search.config import RewardConfig, SearchConfig
-from .settings import DEFAULT_FORMAT, DEFAULT_MODEL, DEFAULT_OPSET, FRESH_PROCESSES, check_image_size, check_types
+from .settings import (
+    DEFAULT_FORMAT,
+    DEFAULT_MODEL,
+    DEFAULT_OPSET,
+    DEFAULT_REFIT,
+    FRESH_PROCESSES,
+    check_image_size,
+    check_types,
+)
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -61,9 +69,11 @@ class PruneConfig:
 
     :param refit: refit the kept weights by least squares so each layer's outputs on the calibration images
         match the unpruned net's (:mod:`entroprune.refit`; label-free): the pruned net works before any
-        fine-tune (the main job's VGG at 20% of the MACs: 90.5% instead of 26%). Off by default: after the main
-        job's 3-epoch fine-tune it gained 0.28 points on that VGG and lost about 0.2 on ResNet-20 (docs/arena.md,
-        the ``*-refit`` sources), so, as with the L2 ranking, neither way wins on every net.
+        fine-tune (the main job's VGG at 20% of the MACs: 90.5% instead of 26%). On by default, with the search's
+        re-ranking scoring its candidates refitted too (``SearchConfig.rerank_refit``): that pair of defaults
+        (the arena's ``default-scored-refit`` source) beat the uniform policy's plain cut by 0.02-0.30 points
+        on four of the arena's five pairs and lost 0.02 on the fifth (three seeds each; docs/arena.md), where
+        the plain cut with the recovered re-ranking had reached 0.29 at most. Off: a plain cut.
     :param refit_norms: after the refit, scale each refitted conv's filters back to the norms the plain cut
         leaves them, and the BatchNorm reading the conv alike (the same function), so the fine-tune takes the
         plain cut's effective SGD steps on them (:func:`entroprune.refit.match_cut_norms`). Off: after the main
@@ -80,7 +90,7 @@ class PruneConfig:
     """
 
     __pydantic_config__ = _STRICT
-    refit: bool = False
+    refit: bool = DEFAULT_REFIT
     refit_norms: bool = False
     refit_head: bool = True
     bn_recalibration: bool = True
@@ -207,10 +217,8 @@ def quick_config() -> RunConfig:
     """A smoke run of the whole pipeline in well under a minute (used by the tests)."""
     cfg = RunConfig(dataset="digits")
     cfg.baseline = BaselineConfig(epochs=2, width_mult=0.5)
-    # recovery_steps: the re-ranking runs as a stage (pool, recovery, confirmation), not for a good pick; at the
-    # default 40 it was a third of a quick run's time
     cfg.search = SearchConfig(macs_target=0.3, episodes=12, warmup=4, calib_size=64, val_size=128,
-                              checkpoint_every=4, recovery_steps=10)
+                              checkpoint_every=4)
     cfg.finetune = FinetuneConfig(epochs=1)
     cfg.latency_repeats = 3
     cfg.latency_processes = 1  # the fresh-process path, once: each process costs an interpreter's start-up

@@ -323,7 +323,8 @@ def _search(ckpt_path: Path, out: Path, search: SearchConfig, cfg: RunConfig, de
     fitted = out / LATENCY_FILE
     had_fit = fitted.exists()
     try:
-        return search_checkpoint(ckpt_path, out, search, dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
+        # re-ranked on the nets this run's prune makes (refitted or plain cuts)
+        return search_checkpoint(ckpt_path, out, search.resolved(cfg.prune.refit), dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
                                  quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address, resume=saved,
                                  force=resume and not saved)
     except ConfigError as exc:
@@ -523,16 +524,18 @@ def _uniform_policy(structure: Structure, search: SearchConfig, latency: Latency
 
 def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cfg: RunConfig, result: SearchResult,
                        device: torch.device | str, quiet: bool, say: Say, resume: bool = False) -> dict[str, Any]:
-    """The uniform policy pruned and fine-tuned exactly like the searched one: the report's reference line."""
-    if result.policy == uniform:  # the search returned the uniform policy itself: nothing else to train
+    """The trivial choice, the uniform policy cut plainly (no refit), with the searched net's fine-tune: the
+    report's reference line, what the tool (search and refit) bought over one keep ratio and a magnitude cut."""
+    if result.policy == uniform and not cfg.prune.refit:  # the searched net itself: nothing else to train
         say("uniform reference: the search chose the uniform policy; no second fine-tune")
         finetuned = json.loads((out.parent / "finetuned" / "metrics.json").read_text())
         return {**_scored(finetuned), "same_as_searched": True}
-    say("uniform reference: the uniform policy with the same fine-tune")
+    say("uniform reference: the uniform policy, cut without the refit, with the same fine-tune")
     write_json(out / "policy.json", {"policy": uniform, "agent": "uniform", "importance": cfg.search.importance,
-                                     "ignored_layers": cfg.search.ignored_layers})  # pruned as the search's result is
-    _prune(ckpt_path, out, cfg, device, resume, out / "policy.json")
-    return {**_scored(_finetune_like_run(out, cfg, device, quiet, resume)), "same_as_searched": False}
+                                     "ignored_layers": cfg.search.ignored_layers})  # ranked as the search's result is
+    plain = replace(cfg, prune=replace(cfg.prune, refit=False, refit_norms=False))
+    _prune(ckpt_path, out, plain, device, resume, out / "policy.json")
+    return {**_scored(_finetune_like_run(out, cfg, device, quiet, resume)), "same_as_searched": False, "refit": False}
 
 
 def _scored(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -443,9 +443,12 @@ def write_report(run_dir: str | Path) -> Path:
         ref = evaluation.get("uniform_reference")
         if ref:
             gain = pr[score] - ref[score]
-            same = " (the search chose the uniform policy itself)" if ref.get("same_as_searched") else ""
+            same = " (the search chose the uniform policy itself)" if ref.get("same_as_searched") else \
+                " (the search chose the uniform policy; the difference is the refit's)" \
+                if ref.get("refit") is False and evaluation.get("uniform_policy") == (policy or {}).get("policy") else ""
             what = "" if score == "test_accuracy" else f" {SCORES[score]}"
-            md += [f"Reference: the uniform policy (one keep ratio for every group) with the same fine-tune reached "
+            cut = ", cut without the refit," if ref.get("refit") is False else ""
+            md += [f"Reference: the uniform policy (one keep ratio for every group){cut} with the same fine-tune reached "
                    f"{ref[score]:.2f}%{what} at {ref['macs'] / evaluation['rows'][0]['macs']:.1%} of the MACs; "
                    f"the searched policy {pr[score]:.2f}% ({gain:+.2f} points){same}.", ""]
     if summary:

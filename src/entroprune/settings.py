@@ -36,6 +36,10 @@ IMPORTANCES = {"l1": 1, "l2": 2}
 # better on the arena's VGG uniform policies (docs/measurements/channel_ranking.md); a switch waits for the
 # arena to be run with it.
 DEFAULT_IMPORTANCE = "l1"
+#: Whether the prune refits the kept weights by least squares (``PruneConfig.refit``), declared here because the
+#: search's re-ranking follows it by default (``SearchConfig.rerank_refit``): candidates are scored on the nets the
+#: prune will make.
+DEFAULT_REFIT = True
 
 #: Quantisation levels of the co-occurrence entropy.
 DEFAULT_LEVELS = 16

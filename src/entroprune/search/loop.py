@@ -117,6 +117,7 @@ def run_search(model: nn.Module, structure: Structure, calib: torch.Tensor,
     A fresh search (not ``resume``) removes an earlier search's state, policy and summary from the
     folder first; a second process on the same folder is refused while this one runs.
     """
+    config = config.resolved()  # the re-ranking's defaults as the prune's (callers with a prune config settle them)
     config.validate()
     if structure.importance != config.importance:  # policy.json records the ranking `prune` will cut by
         raise ConfigError(f"the structure ranks channels by {structure.importance} but the search's `importance` "
