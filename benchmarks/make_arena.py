@@ -159,10 +159,10 @@ def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None
              for s in ("uniform", "uniform-refit") if (rs := [r for r in cell if r["source"] == s])}
     where = (f" Right after the cut, before any fine-tune, the uniform policy scores {start['uniform-refit']:.2f}% "
              f"refitted against {start['uniform']:.2f}% cut plainly." if len(start) == 2 else "")
-    return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`: `prune --refit`, "
-            "opt-in; `*-refit-norms` with the refitted filters scaled back to the plain cut's norms, `refit_norms`; "
-            "`*-refit-body` with the classifier left as cut, `refit_head` false; every other source here prunes "
-            "without it): "
+    return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`: `prune`'s "
+            "default from part 46 on; `*-refit-norms` with the refitted filters scaled back to the plain cut's norms, `refit_norms`; "
+            "`*-refit-body` with the classifier left as cut, `refit_head` false; every other source here but "
+            "`default` prunes without it): "
             + "; ".join(parts) + "." + where], goal
 
 
@@ -249,13 +249,18 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "same machine where that machine has one, else on the pair's home machine (mean ± std).",
             "", "Sources: `uniform` one keep ratio for every group; `global` torch-pruning's global magnitude ranking "
             "sized to the target; `entropy` DDPG with the paper's reward as the tool has it (no recovery); "
-            "`accuracy` DDPG with AMC's reward; `default` the tool's default search (`entroprune search` with only "
-            "the target set); `default-random` the same with random search instead of DDPG; `entropy-recovered` "
+            "`accuracy` DDPG with AMC's reward; `default` the tool's defaults (`entroprune search` with only "
+            "the target set, its re-ranking reading each candidate off its refitted net, then `entroprune prune`, "
+            "which refits); `default-recovered` the default before the refit became it (from part 46 on): the "
+            "re-ranking after 40 label-free recovery steps on plain cuts, a plain prune; the follow-up sources "
+            "below vary that older default; `default-random` it with random search instead of DDPG; `entropy-recovered` "
             "the default with the entropy reward read after recovery in the re-ranking; `default-wide` the "
             "default without its band (keep ratios anywhere in [min_keep, 1], as the one-stage sources search); "
-            "`uniform-refit`, `default-refit` the same policies pruned with the least-squares refit of the kept "
-            "weights (`entroprune prune --refit`, opt-in; every other source prunes without it); `default-scored-refit` the default whose re-ranking reads each candidate off its refitted "
-            "net (`--rerank-refit`, no recovery steps), pruned with the refit; `*-refit-norms` the same, the refitted "
+            "`uniform-refit`, `default-refit` uniform's and default-recovered's policies pruned with the least-squares "
+            "refit of the kept weights (`entroprune prune`'s default from part 46 on; every source but these and "
+            "`default` prunes without it); `default-scored-refit` default-recovered whose re-ranking reads each "
+            "candidate off its refitted net (`--rerank-refit`, no recovery steps), pruned with the refit: what "
+            "`default` became, its cells run before the switch; `*-refit-norms` the same, the refitted "
             "filters then scaled back to the norms the plain cut leaves them (`refit_norms`; the same net before the "
             "fine-tune, behind BatchNorm); `*-refit-body` the refit with the layers the model returns (the "
             "classifier) left as cut (`refit_head` false); "
@@ -415,7 +420,7 @@ def refit_verdict(pairs: list[tuple]) -> str:
     said = [f"{s} - uniform {each(s)}" for s in REFITTED if each(s)]
     said += [f"{s} - {other} {each(f'{s} against {other}')}" for s in REFITTED
              if (other := refit_reference(s)) and each(f"{s} against {other}")]
-    return " With the refit before the fine-tune (`prune --refit`, opt-in): " + "; ".join(said) + "."
+    return " With the refit before the fine-tune (`prune`'s default from part 46 on): " + "; ".join(said) + "."
 
 
 def update_readme(path: Path, table: list[str], verdict: str) -> None:

@@ -238,6 +238,9 @@ def test_tiny_arena_runs_and_reports(tmp_path):
     default = next(r for r in got if r["source"] == "default")
     settings = json.loads(default["search_settings"])
     assert settings["rerank_top_k"] > 0 and settings["episodes"] == 12 and default["chosen"]  # default_settings
+    # the default prunes and re-ranks as the tool's defaults do (refitted); the fixed policies by their names
+    assert default["refit"] == "yes" and settings["rerank_refit"] is True and settings["recovery_steps"] == 5
+    assert [r["refit"] for r in got if r["source"] != "default"] == ["", "", ""]
     assert next(r for r in got if r["source"] == "entropy")["chosen"] == "search"
     again = run("arena.py", "--grid", str(path))
     assert "4 cells, 4 done, 0 to run" in again.stdout
@@ -585,6 +588,31 @@ def test_a_per_machine_reference_runs_only_where_the_pair_has_cells():
     # resnet20 has a cell to run here, vgg16 cells recorded here, vgg none: its uniform is not rerun
     assert reproduce.machine_references(todo, {"uniform"}, {("vgg16", 0.2)}) == todo[1:]
     assert reproduce.machine_references(todo, set(), set()) == todo
+
+
+def test_arena_sources_but_the_default_keep_the_settings_they_were_recorded_with(tmp_path):
+    """The grid's `pinned` settings hold every source but `default` to the defaults its cells ran with, so a
+    change of the tool's defaults makes only the default's cells stale; default-refit is the old default's
+    policy refitted, default-recovered the old default itself (plain cut)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import arena
+
+    pinned = {"recovery_steps": 40, "rerank_refit": False}
+    grid = {"min_keep": 0.2, "round_to": 8, "pinned": pinned}
+    cfg = {s: arena.search_config(grid, "vgg", 0.2, s, 0) for s in ("default", "default-recovered", "default-refit",
+                                                                   "default-scored-refit", "uniform", "space-3")}
+    assert (cfg["default"].rerank_refit, cfg["default"].recovery_steps) == (True, 0)  # the tool's, settled
+    assert all((cfg[s].rerank_refit, cfg[s].recovery_steps) == (False, 40)
+               for s in ("default-recovered", "default-refit", "uniform", "space-3"))
+    assert cfg["default-refit"] == cfg["default-recovered"]
+    assert arena.settings(cfg["default-scored-refit"]) == arena.settings(cfg["default"])  # the new default itself
+    assert (arena.prune_kind("default"), arena.prune_kind("default-recovered"), arena.prune_kind("default-refit"),
+            arena.prune_kind("uniform")) == ("yes", "", "yes", "")
+    row = {"model": "vgg", "target": "0.2", "seed": "0", "source": "default", "refit": "",
+           "search_settings": arena.settings(cfg["default"])}
+    assert not arena.is_current(grid, row) and arena.is_current(grid, {**row, "refit": "yes"})  # a plain cut: stale
+    old = {**row, "source": "default-recovered", "search_settings": arena.settings(cfg["default-recovered"])}
+    assert arena.is_current(grid, old) and not arena.is_current(grid, {**old, "source": "default", "refit": "yes"})
 
 
 def test_arena_random_draws_are_one_policy_per_k_fine_tuned_with_their_own_seeds():

@@ -55,12 +55,12 @@ def test_prune_refuses_an_existing_output_and_is_deterministic(digits_ckpt, sear
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same policy, same net
 
 
-def test_prune_refits_when_told_to(digits_ckpt, searched, tmp_path):
+def test_prune_refits_by_default_and_cuts_plainly_when_told(digits_ckpt, searched, tmp_path):
     policy = searched / "s" / "policy.json"
     # digits' calibration split is too small for the classifier's kept inputs (refit.REFIT_HEAD_ROWS)
     with pytest.warns(UserWarning, match=r"the refit left `classifier` as cut: \d+ equations for its \d+ kept"):
-        said = ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "r", "--refit").stdout
-    plain = ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "n").stdout
+        said = ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "r").stdout
+    plain = ok("prune", digits_ckpt, "--policy", policy, "--out", tmp_path / "n", "--no-refit").stdout
     assert "kept weights refitted" in said and "refitted" not in plain
     r, n = (load_model(tmp_path / d / "model.pt") for d in "rn")
     assert (r[1].pruning["refit"], n[1].pruning["refit"]) == (True, False)

@@ -287,7 +287,7 @@ CASES = {
     "policy round_to a string": ["prune", f"{T}/good.pt", "--policy", f"{T}/round_str.json", "--out", f"{T}/out"],
     "policy round_to NaN": ["prune", f"{T}/good.pt", "--policy", f"{T}/round_nan.json", "--out", f"{T}/out"],
     "refit norms without the refit": ["prune", f"{T}/good.pt", "--policy", f"{T}/policy.json", "--out", f"{T}/out",
-                                      "--refit-norms"],
+                                      "--no-refit", "--refit-norms"],
     "policy ratio true": ["prune", f"{T}/good.pt", "--policy", f"{T}/ratio_true.json", "--out", f"{T}/out"],
     "policy nested 200k deep": ["prune", f"{T}/good.pt", "--policy", f"{T}/deep.json", "--out", f"{T}/out"],
     "prune --out over its own checkpoint": ["prune", f"{T}/base/model.pt", "--policy", f"{T}/half.json",

@@ -454,15 +454,19 @@ def test_run_quick_cli(quick_run, tmp_path):
     # what the accuracy change was measured after (the quick preset: 1 epoch), and the key that buys more
     start = json.loads((run / "finetuned" / "metrics.json").read_text())["test_accuracy_before"]
     assert ("Test accuracy change after fine-tuning (1 epoch, distilled from the original, from "
-            f"{start:.2f}% right after the cut (no refit); more with `finetune.epochs`): ") in report
+            f"{start:.2f}% right after the cut with the kept weights refitted; more with `finetune.epochs`): ") in report
     counts = json.loads((run / "search" / "policy.json").read_text())["counts"]
     assert all(c % 8 == 0 for c in counts.values()), counts
-    # the reference line: the uniform policy, pruned and fine-tuned like the searched one
+    # the reference line: the uniform policy cut plainly (the trivial choice), fine-tuned like the searched one
     ev = json.loads((run / "evaluation.json").read_text())
     assert [r["latency_processes"] for r in ev["rows"]] == [1, 1]  # the quick preset's, not the default's 3
     ref, searched = ev["uniform_reference"], ev["rows"][1]
-    assert f"Reference: the uniform policy (one keep ratio for every group) with the same fine-tune reached " \
-           f"{ref['test_accuracy']:.2f}%" in report
+    assert f"Reference: the uniform policy (one keep ratio for every group), cut without the refit, with the same " \
+           f"fine-tune reached {ref['test_accuracy']:.2f}%" in report
+    assert not ref["same_as_searched"] and ref["refit"] is False  # never the searched net: that one is refitted
+    uniform_cut = json.loads((run / "uniform" / "pruned" / "prune.json").read_text())
+    searched_cut = json.loads((run / "pruned" / "prune.json").read_text())
+    assert (uniform_cut["refit"], searched_cut["refit"]) == (False, True), (uniform_cut, searched_cut)
     assert f"({searched['test_accuracy'] - ref['test_accuracy']:+.2f} points)" in report
     # the table and the speed-up sentence are the evaluation's numbers, row by row
     from entroprune.report import markdown_table
@@ -743,8 +747,8 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
 
 
 def test_uniform_reference_is_cut_by_the_searchs_channel_ranking(digits_ckpt, tmp_path):
-    """The report's reference line must differ from the searched net in its allocation alone: pruned by the
-    ranking the search was configured with, not the default."""
+    """The report's reference line must differ from the searched net in its allocation and the refit alone:
+    pruned by the ranking the search was configured with, not the default."""
     from types import SimpleNamespace
 
     from entroprune import pipeline
@@ -757,7 +761,7 @@ def test_uniform_reference_is_cut_by_the_searchs_channel_ranking(digits_ckpt, tm
     searched = SimpleNamespace(policy={})  # a search that returned another policy than uniform
     pipeline._uniform_reference(digits_ckpt, tmp_path / "uniform", uniform, cfg, searched, "cpu", True, lambda m: None)
     record = torch.load(tmp_path / "uniform" / "pruned" / "model.pt", weights_only=True)["pruning"]
-    assert record["importance"] == "l2" and record["policy"] == uniform
+    assert record["importance"] == "l2" and record["policy"] == uniform and record["refit"] is False
 
 
 def test_run_without_labels(digits_ckpt, tmp_path):
@@ -795,7 +799,8 @@ def test_run_without_labels(digits_ckpt, tmp_path):
     report = (run / "report.md").read_text()
     assert "| agreement (%) |" in report and "test acc (%)" not in report
     assert (f"fine-tuned ({finetuned['epochs']} epoch{'s' if finetuned['epochs'] > 1 else ''}, distilled from the "
-            f"original, from {finetuned['test_agreement_before']:.2f}% right after the cut (no refit); more with "
+            f"original, from {finetuned['test_agreement_before']:.2f}% right after the cut with the kept weights "
+            f"refitted; more with "
             f"`finetune.epochs`), agrees with the original's top-1 prediction on "
             f"{pruned['test_agreement']:.2f}% of the held-out images") in report
     assert f"{ref['test_agreement']:.2f}% top-1 agreement with the original" in report
@@ -1207,6 +1212,7 @@ def test_default_config_file_matches_defaults():
     # the variants the docs point to load, and each differs from the defaults where it says
     variants = {p.name: load_config(p) for p in path.parent.glob("*.yaml") if p != path}
     assert variants["main_job_l2.yaml"].search.importance == "l2" != RunConfig().search.importance
+    assert variants["main_job_l2.yaml"].prune.refit is False  # as measured, before the refit became the default
 
 
 def test_finetune_defaults_are_declared_once():
@@ -1403,3 +1409,19 @@ def test_the_report_says_where_the_fine_tune_started(tmp_path):
     for refit, said in ((True, " with the kept weights refitted"), (False, " (no refit)")):
         (tmp_path / "pruned" / "prune.json").write_text(json.dumps({"refit": refit}))
         assert f"from 26.08% right after the cut{said}; more" in finetune_text(tmp_path)
+
+
+def test_the_main_jobs_reranking_scores_the_nets_its_prune_makes(monkeypatch, tmp_path):
+    """A run that turns the refit off re-ranks plain cuts after recovery; with it on, refitted nets as they are;
+    a re-ranking setting the config gives stands."""
+    from entroprune import pipeline
+    from entroprune.config import PruneConfig, RunConfig
+    from entroprune.search.config import PLAIN_RECOVERY_STEPS
+
+    seen = []
+    monkeypatch.setattr(pipeline, "search_checkpoint", lambda path, out, config, **k: seen.append(config))
+    for prune, search in ((PruneConfig(), SearchConfig()), (PruneConfig(refit=False), SearchConfig()),
+                          (PruneConfig(refit=False), SearchConfig(rerank_refit=True))):
+        cfg = RunConfig(prune=prune, search=search)
+        pipeline._search(tmp_path / "model.pt", tmp_path / "s", cfg.search, cfg, "cpu", quiet=True, resume=False)
+    assert [(c.rerank_refit, c.recovery_steps) for c in seen] == [(True, 0), (False, PLAIN_RECOVERY_STEPS), (True, 0)]

@@ -89,7 +89,7 @@ def test_an_interrupted_sweep_resumes_keeping_its_finished_runs(tmp_path, monkey
     assert record["recommended"] == (best and best["name"])
     report = (folder / "sweep.md").read_text()
     assert "fine-tuned (1 epoch, distilled from the original, from " in report
-    assert "% right after the cut (no refit); more with `finetune.epochs`)" in report
+    assert "% right after the cut with the kept weights refitted; more with `finetune.epochs`)" in report
     assert (folder / "plots" / "tradeoff.png").stat().st_size > 0 and "plots/tradeoff.png" in report
     assert (f"`{best['name']}/`" in report) if best else "No run within 1.5 points" in report
     assert f"sweep folder: {folder}" in res.stdout

@@ -624,11 +624,11 @@ def prune(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the pruned model.pt.")] = Path("runs/pruned"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing pruned checkpoint.")] = False,
     refit: Annotated[bool, typer.Option(help="Refit the kept weights by least squares so each layer matches the "
-                                               "unpruned net on the calibration images (no labels).")] = _PRUNE.refit,
-    refit_norms: Annotated[bool, typer.Option(help="With --refit: scale the refitted filters back to the plain "
+                                               "unpruned net on the calibration images (no labels); --no-refit: a plain cut.")] = _PRUNE.refit,
+    refit_norms: Annotated[bool, typer.Option(help="With the refit: scale the refitted filters back to the plain "
                                                      "cut's norms (the same net; BatchNorm makes up for it).")]
     = _PRUNE.refit_norms,
-    refit_head: Annotated[bool, typer.Option(help="With --refit: refit the classifier (the layers the model "
+    refit_head: Annotated[bool, typer.Option(help="With the refit: refit the classifier (the layers the model "
                                                     "returns) too; --no-refit-head leaves it as cut.")]
     = _PRUNE.refit_head,
     bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics on calibration images.")]

@@ -1,5 +1,5 @@
 """The main job, end to end: baseline (cached) -> search -> prune -> fine-tune -> evaluate -> export
--> report, in a fresh run folder, with the uniform policy pruned and fine-tuned the same way beside it."""
+-> report, in a fresh run folder, with the uniform policy cut plainly and fine-tuned the same way beside it."""
 
 from __future__ import annotations
 

@@ -91,7 +91,28 @@ def test_a_refitted_candidate_is_scored_on_the_net_the_final_prune_makes(digits_
 
 def test_the_rerank_refit_reaches_the_rerankings_evaluator():
     assert SearchConfig(rerank_refit=True).rerank_reward_config().refit
-    assert not SearchConfig().rerank_reward_config().refit and not SearchConfig(rerank_refit=True).reward.refit
+    assert not SearchConfig(rerank_refit=False).rerank_reward_config().refit
+    assert not SearchConfig(rerank_refit=True).reward.refit  # the search's own reward reads fresh cuts
+
+
+def test_the_rerankings_defaults_follow_the_prune():
+    """Unset, the re-ranking scores the nets the prune will make: refitted ones as they are (they work), plain
+    cuts after the recovery steps that make them work; an explicit setting always stands."""
+    from entroprune.config import PruneConfig
+    from entroprune.search.config import PLAIN_RECOVERY_STEPS
+
+    def settled(refit=None, **kw):
+        c = SearchConfig(**kw).resolved(refit)
+        return c.rerank_refit, c.recovery_steps
+
+    assert PruneConfig().refit and settled() == (True, 0)  # a search alone: as the prune's default cuts
+    assert settled(True) == (True, 0) and settled(False) == (False, PLAIN_RECOVERY_STEPS) and PLAIN_RECOVERY_STEPS > 0
+    assert settled(False, rerank_refit=True) == (True, 0) and settled(True, rerank_refit=False)[0] is False
+    assert settled(True, recovery_steps=7) == (True, 7) and settled(False, recovery_steps=0) == (False, 0)
+    assert SearchConfig(rerank_refit=False).rerank_reward_config().recovery_steps == PLAIN_RECOVERY_STEPS
+    assert SearchConfig().rerank_reward_config().recovery_steps == 0 and SearchConfig().rerank_reward_config().refit
+    resolved = SearchConfig().resolved()
+    assert resolved.resolved(False) == resolved  # settled once: a later prune setting no longer moves it
 
 
 def cfg(**kw):
