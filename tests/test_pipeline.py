@@ -26,7 +26,7 @@ def pruned(digits_ckpt, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipe")
     search_checkpoint(digits_ckpt, root / "search", SearchConfig(macs_target=0.4, episodes=6, warmup=2,
                                                                  calib_size=64, val_size=64), quiet=True)
-    prune_checkpoint(digits_ckpt, root / "search" / "policy.json", root / "pruned")
+    prune_checkpoint(digits_ckpt, root / "search" / "policy.json", root / "pruned", refit=False)  # accuracy to win back
     return root
 
 
@@ -792,8 +792,11 @@ def test_run_without_labels(digits_ckpt, tmp_path):
     assert original["test_agreement"] == 100.0  # the original against itself
     finetuned = json.loads((run / "finetuned" / "metrics.json").read_text())
     assert finetuned["distill"] and pruned["test_agreement"] == pytest.approx(finetuned["test_agreement"])
-    # a net that learned from the original's outputs alone: far above chance (10%), and above where it started
-    assert pruned["test_agreement"] >= max(50.0, finetuned["test_agreement_before"] + 5), finetuned
+    # nets that learned from the original's outputs alone: far above chance (10%), and the reference, cut
+    # plainly (the searched net is refitted and starts near its end), above where it started
+    assert pruned["test_agreement"] >= 50.0, finetuned
+    plain = json.loads((run / "uniform" / "finetuned" / "metrics.json").read_text())
+    assert plain["test_agreement"] >= max(50.0, plain["test_agreement_before"] + 5), plain
     ref = ev["uniform_reference"]
     assert "test_accuracy" not in ref and 0 <= ref["test_agreement"] <= 100
     report = (run / "report.md").read_text()
@@ -975,11 +978,11 @@ def test_python_api_on_any_module(tmp_path):
              "`calib` batches must hold torch tensors (images, or (images, labels)), got a dict (keys image, label)"),
             (lambda: ep.search_module(net, x[:1], [(x.numpy(), y)], tmp_path / "b", cfg), "torch.from_numpy"),
             (lambda: ep.search_module(net, x[:1], x.expand(-1, 3, -1, -1), tmp_path / "b", cfg),
-             "the `calib` images are shaped (96, 3, 10, 10), the example input (1, 1, 10, 10)"),
+             "the `calib` images are shaped (64, 3, 10, 10), the example input (1, 1, 10, 10)"),
             # another size: a Flatten + Linear head failed in its matmul (this net pools, and searched at a size the
             # structure's MACs were not found at)
             (lambda: ep.search_module(net, x[:1], torch.nn.functional.interpolate(x, size=12), tmp_path / "b", cfg),
-             "the `calib` images are shaped (96, 1, 12, 12), the example input (1, 1, 10, 10): pass images of the "
+             "the `calib` images are shaped (64, 1, 12, 12), the example input (1, 1, 10, 10): pass images of the "
              "shape the model takes"),
             (lambda: ep.search_module(net, x[:1], loader, tmp_path / "b", cfg, val=[(x,)]),
              "`val` batches must be (images, labels) pairs, got a tuple of 1"),

@@ -165,11 +165,11 @@ def test_prune_checkpoint_refits_when_asked_and_records_it(digits_ckpt, tmp_path
     structure = Structure(model, ckpt.spec.example_input())
     policy = {"policy": {g.name: 0.3 for g in structure.groups}}
     acc = {}
-    for refit, folder in ((True, "refit"), (None, "default")):
+    for refit, folder in ((None, "default"), (False, "plain")):
         prune_checkpoint(digits_ckpt, policy, tmp_path / folder, **({} if refit is None else {"refit": refit}))
-        assert load_model(tmp_path / folder / "model.pt")[1].pruning["refit"] is bool(refit)  # off by default
+        assert load_model(tmp_path / folder / "model.pt")[1].pruning["refit"] is (refit is None)  # on by default
         acc[folder] = evaluate_checkpoint(tmp_path / folder / "model.pt")[1]["test_accuracy"]
-    assert acc["refit"] > acc["default"] + 5  # before any fine-tune: the refit gives accuracy back
+    assert acc["default"] > acc["plain"] + 5  # before any fine-tune: the refit gives accuracy back
 
 
 def test_large_maps_unfold_in_pieces_and_wide_layers_are_left(monkeypatch):
@@ -288,10 +288,10 @@ def test_matched_norms_without_the_refit_are_refused_before_any_work(digits_ckpt
     from entroprune.errors import ConfigError
 
     with pytest.raises(ConfigError, match="set `refit` too"):
-        prune_checkpoint(digits_ckpt, {"policy": {}}, tmp_path / "out", refit_norms=True)
+        prune_checkpoint(digits_ckpt, {"policy": {}}, tmp_path / "out", refit=False, refit_norms=True)
     assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match="set `refit` too"):
-        prune_module(Doubled(), torch.randn(1, 3, 8, 8), {}, refit_norms=True)
+        prune_module(Doubled(), torch.randn(1, 3, 8, 8), {}, refit=False, refit_norms=True)
 
 
 class Branchy(Doubled):

@@ -541,12 +541,8 @@ def search(
              "recovery seeds (0 = off).")] = _SEARCH.confirm_seeds,
     uniform_margin: Annotated[float, typer.Option(help="Leave uniform only for a score this fraction of its |score| "
                                                        "better (0 = best wins).")] = _SEARCH.uniform_margin,
-    recovery_steps: Annotated[int | None, typer.Option(
-        help="Label-free distillation steps before each re-scored policy (default: 0 on refitted policies, "
-             "40 on plain cuts).")] = _SEARCH.recovery_steps,
-    rerank_refit: Annotated[bool | None, typer.Option(
-        help="Re-score each policy refitted, as `prune` makes it by default (--no-rerank-refit: as "
-             "`prune --no-refit` cuts it).")] = _SEARCH.rerank_refit,
+    recovery_steps: Annotated[int | None, typer.Option(help="Label-free distillation steps before each re-scored policy (default: 0 refitted, 40 on plain cuts).")] = _SEARCH.recovery_steps,
+    rerank_refit: Annotated[bool | None, typer.Option(help="Re-score each policy refitted, as `prune` makes it by default (--no-rerank-refit: as `prune --no-refit` cuts).")] = _SEARCH.rerank_refit,
     recovery_images: Annotated[int, typer.Option(help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
     params_target: Annotated[float | None, typer.Option(help="Also keep at most this fraction of the parameters (a flash or memory budget).")] = _SEARCH.params_target,
     latency_target: Annotated[float | None, typer.Option(

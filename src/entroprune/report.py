@@ -434,8 +434,8 @@ def write_report(run_dir: str | Path) -> Path:
         md += _params_lines(evaluation, summary) + _latency_lines(evaluation, summary) + _export_lines(evaluation.get("export"))
         score = score_key(pr)
         if score == "test_accuracy":
-            drop = evaluation["rows"][0]["test_accuracy"] - pr["test_accuracy"]
-            md += [f"Test accuracy change after fine-tuning{finetune_text(run_dir)}: {-drop:+.2f} points.", ""]
+            change = pr["test_accuracy"] - evaluation["rows"][0]["test_accuracy"]  # (-drop printed -0.00 for none)
+            md += [f"Test accuracy change after fine-tuning{finetune_text(run_dir)}: {change:+.2f} points.", ""]
             md += _per_class_lines(evaluation["rows"][0], pr, (evaluation.get("export") or {}).get("classes"))
         else:
             md += [f"No labels: the pruned net, fine-tuned{finetune_text(run_dir)}, agrees with the original's top-1 "

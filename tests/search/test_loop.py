@@ -80,7 +80,7 @@ def test_resume_gives_same_policy(digits_ckpt, tmp_path):
     # an interrupted run: the first 10 episodes (state saved at 8), plus a log beyond it
     search_checkpoint(digits_ckpt, tmp_path / "part", cfg(episodes=10), quiet=True)
     state = torch.load(tmp_path / "part" / "search_state.pt", weights_only=True)
-    state["config"] = json.dumps(cfg().to_dict())
+    state["config"] = json.dumps(cfg().resolved().to_dict())  # as a search records it: its defaults settled
     state_8 = dict(state)
     assert state_8["episode"] == 10
     torch.save(state_8, tmp_path / "part" / "search_state.pt")

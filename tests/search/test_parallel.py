@@ -81,7 +81,7 @@ def test_batched_search_resumes_exactly(digits_ckpt, tmp_path):
 
     state = torch.load(tmp_path / "part" / "search_state.pt", weights_only=True)
     assert state["episode"] == 8
-    state["config"] = json.dumps(cfg(episode_batch=4).to_dict())
+    state["config"] = json.dumps(cfg(episode_batch=4).resolved().to_dict())  # as a search records it
     torch.save(state, tmp_path / "part" / "search_state.pt")
     resumed = search_checkpoint(digits_ckpt, tmp_path / "part", cfg(episode_batch=4), resume=True, quiet=True)
     assert resumed.policy == full.policy and resumed.reward == full.reward
