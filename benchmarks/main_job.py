@@ -59,6 +59,10 @@ def on_refit(config: dict) -> str:
     return " on its refitted net" if config.get("rerank_refit") else ""
 
 
+def after_steps(steps: int) -> str:
+    return f" after {steps} recovery steps" if steps else " with no recovery steps"
+
+
 def fmt_s(s: float) -> str:
     return f"{int(s // 60)} min {int(round(s % 60))} s" if s >= 60 else f"{s:.0f} s"
 
@@ -96,8 +100,8 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
     if search.get("rerank"):
         n = sum(c["source"] == "search" for c in search["rerank"])
         text += (f" Re-ranking: the search's {n} best distinct policies, the uniform and the global policy, each scored "
-                 f"by `{search['config']['rerank_reward']}`{on_refit(search['config'])} after "
-                 f"{search['config']['recovery_steps']} recovery steps "
+                 f"by `{search['config']['rerank_reward']}`{on_refit(search['config'])}"
+                 f"{after_steps(search['config']['recovery_steps'])} "
                  f"({search.get('rerank_time_s', 0):.0f} s): the **{search['chosen']}** policy won.")
     if ref:
         gain = pruned["test_accuracy"] - ref["test_accuracy"]

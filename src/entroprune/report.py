@@ -271,7 +271,8 @@ def _search_lines(summary: dict[str, Any], policy: dict[str, Any] | None, search
            f"{summary['achieved']:.2%} of the MACs (target {target})"
            if not summary.get("rerank") else
            f"- re-ranked the search's {sum(c['source'] == 'search' for c in summary['rerank'])} best distinct "
-           f"policies with the uniform and global ones by `{summary['config']['rerank_reward']}` after "
+           f"policies with the uniform and global ones by `{summary['config']['rerank_reward']}`"
+           f"{' on their refitted nets' if summary['config'].get('rerank_refit') else ''} after "
            f"{summary['config']['recovery_steps']} recovery steps; the **{summary['chosen']}** policy won "
            f"(score {summary['reward']:.5f}, {summary['achieved']:.2%} of the MACs, target "
            f"{target})",
@@ -443,14 +444,14 @@ def write_report(run_dir: str | Path) -> Path:
         ref = evaluation.get("uniform_reference")
         if ref:
             gain = pr[score] - ref[score]
-            same = " (the search chose the uniform policy itself)" if ref.get("same_as_searched") else \
-                " (the search chose the uniform policy; the difference is the refit's)" \
+            same = "; the search chose the uniform policy itself" if ref.get("same_as_searched") else \
+                "; the search chose the uniform policy, so the difference is the refit's" \
                 if ref.get("refit") is False and evaluation.get("uniform_policy") == (policy or {}).get("policy") else ""
             what = "" if score == "test_accuracy" else f" {SCORES[score]}"
             cut = ", cut without the refit," if ref.get("refit") is False else ""
             md += [f"Reference: the uniform policy (one keep ratio for every group){cut} with the same fine-tune reached "
                    f"{ref[score]:.2f}%{what} at {ref['macs'] / evaluation['rows'][0]['macs']:.1%} of the MACs; "
-                   f"the searched policy {pr[score]:.2f}% ({gain:+.2f} points){same}.", ""]
+                   f"the searched policy {pr[score]:.2f}% ({gain:+.2f} points{same}).", ""]
     if summary:
         md += _search_lines(summary, policy, search_dir)
     if plots:
