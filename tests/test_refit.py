@@ -337,6 +337,32 @@ def test_the_one_pass_refit_is_the_partial_forwards_refit_bit_for_bit(monkeypatc
     assert done == ["conv2", "head"] and len(partial) == len(refit_order(model, x)) == 3
 
 
+def test_the_one_pass_reads_the_images_that_fit_its_memory_rather_than_forward_per_layer(monkeypatch):
+    """Where the activations of all the calibration images would pass REFIT_PASS_BYTES, the one pass reads the
+    first that fit (saying so) instead of a forward from the images per layer (hours on a large net): the
+    weights are those of a refit given just those images. Under REFIT_PASS_MIN_IMAGES it takes the forwards."""
+    torch.manual_seed(0)
+    model = build_model("vgg", 10, 1, width_mult=0.25).eval()
+    x = torch.randn(160, 1, 28, 28)
+    structure = Structure(model, x[:1])
+    counts = structure.keep_counts(0.5)
+    masked = copy.deepcopy(model)
+    Masker(masked, structure).apply(counts)
+    per_image = refit_module._pass_bytes_per_image(torch.fx.symbolic_trace(masked), x)
+    monkeypatch.setattr(refit_module, "REFIT_PASS_BYTES", int(per_image * 100) + 1)
+    with pytest.warns(UserWarning, match="the refit read 100 of the 160 calibration images: their activations"):
+        done, some = _refit_weights(model, structure, counts, x, batch_size=32)
+    monkeypatch.setattr(refit_module, "REFIT_PASS_BYTES", 1 << 40)
+    again, first = _refit_weights(model, structure, counts, x[:100], batch_size=32)
+    assert done == again and all(torch.equal(some[k], first[k]) for k in some)
+    monkeypatch.setattr(refit_module, "REFIT_PASS_BYTES", int(per_image * 63))  # not even the floor's 64
+    partial = []
+    real = refit_module._partial_forwards
+    monkeypatch.setattr(refit_module, "_partial_forwards", lambda *a, **k: partial.append(a[3]) or real(*a, **k))
+    _, every = _refit_weights(model, structure, counts, x, batch_size=32)
+    assert partial and any(not torch.equal(every[k], some[k]) for k in some)  # all 160 images, read layer by layer
+
+
 def test_the_one_pass_refit_matches_the_partial_forwards_on_every_architecture_of_the_zoo(monkeypatch):
     """Concats, transposed convs, interpolation, attention, several outputs, 1-D and 3-D nets: whatever the graph
     looks like, stepping it gives each layer the input and target the partial forwards give it, to the bit.

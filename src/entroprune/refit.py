@@ -39,9 +39,12 @@ REFIT_MAX_INPUTS = 8192
 #: 4.3-42.7 equations per input came out 1.7-3.4x and cost nothing (docs/measurements/refit_norms.md,
 #: docs/arena.md). A conv behind BatchNorm is refitted on fewer (VGG-16's deepest: 0.66) with no such harm.
 REFIT_HEAD_ROWS = 3.0
-#: The most the one-pass refit may hold (both nets' activations at the layer being refitted, for all the images);
-#: past it, each layer is read by forwards from the images, a batch at a time.
+#: The most the one-pass refit may hold (both nets' activations at the layer being refitted, for all its images);
+#: past it, the one pass reads as many of the images as fit, and where fewer than REFIT_PASS_MIN_IMAGES fit, each
+#: layer is read by forwards from all the images, a batch at a time (O(layers^2): hours on a large net at 224 px).
 REFIT_PASS_BYTES = 4 << 30
+#: The fewest images the one pass may read (each gives a conv REFIT_SAMPLES equations).
+REFIT_PASS_MIN_IMAGES = 64
 _UNFOLD_ELEMENTS = 1 << 25  # patches unfolded at once (128 MB of float32): large maps go a few images at a time
 
 
@@ -185,18 +188,32 @@ class _Stepped:
         return [run.env[node] for run in self.runs]
 
 
+def _pass_bytes_per_image(graph: fx.GraphModule, images: torch.Tensor) -> float:
+    """What the one pass holds per image at its peak, in both nets: the masked net's live values, stepped over
+    two images, halved and doubled."""
+    probe = _Stepped(graph, images[:2], 2)
+    peak = 0
+    for i in range(len(probe.nodes)):
+        probe.run_to(i + 1)
+        env = probe.runs[0].env.values()
+        peak = max(peak, sum(t.numel() * t.element_size() for t in env if isinstance(t, torch.Tensor)))
+    return peak / min(2, len(images)) * 2
+
+
 class _OnePass:
     """Both nets stepped once, layer by layer, for :func:`refit_kept` (see :class:`_Stepped`)."""
 
     def __init__(self, original: fx.GraphModule, masked: fx.GraphModule, images: torch.Tensor, batch_size: int):
+        self.images = images
         self.masked, self.original = _Stepped(masked, images, batch_size), _Stepped(original, images, batch_size)
 
     @classmethod
     def build(cls, original: nn.Module, masked: nn.Module, order: list[str], images: torch.Tensor,
               batch_size: int) -> _OnePass | None:
         """None where either net does not trace into a graph that calls the layers ``order`` names, in that order,
-        as modules (their hooks included), or where holding its activations for all the images would take more
-        than :data:`REFIT_PASS_BYTES`: the refit then takes the partial forwards."""
+        as modules (their hooks included), or where holding its activations for even :data:`REFIT_PASS_MIN_IMAGES`
+        images would take more than :data:`REFIT_PASS_BYTES`: the refit then takes the partial forwards. Where all
+        the images would pass it, the one pass reads the first that fit (``len(pass.images)``)."""
         graphs = []
         for net in (original, masked):
             try:
@@ -210,15 +227,10 @@ class _OnePass:
             if len(placeholders) != 1 or not hooked <= set(called) or [c for c in called if c in refitted] != order:
                 return None
             graphs.append(graph)
-        probe = _Stepped(graphs[1], images[:2], 2)
-        peak = 0
-        for i in range(len(probe.nodes)):
-            probe.run_to(i + 1)
-            env = probe.runs[0].env.values()
-            peak = max(peak, sum(t.numel() * t.element_size() for t in env if isinstance(t, torch.Tensor)))
-        if peak / 2 * len(images) * 2 > REFIT_PASS_BYTES:  # per image, for all of them, in both nets
+        fit = int(REFIT_PASS_BYTES // max(_pass_bytes_per_image(graphs[1], images), 1))
+        if fit < min(len(images), REFIT_PASS_MIN_IMAGES):
             return None
-        return cls(graphs[0], graphs[1], images, batch_size)
+        return cls(graphs[0], graphs[1], images[:fit], batch_size)
 
     def batches(self, name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
         """As :func:`_partial_forwards` gives them, layer ``name`` being the next in the refit's order."""
@@ -284,6 +296,10 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
     done = []
     heads, order = output_layers(masked, images), refit_order(masked, images)
     one_pass = _OnePass.build(original, masked, order, images, batch_size)
+    if one_pass and len(one_pass.images) < len(images):
+        warnings.warn(f"the refit read {len(one_pass.images)} of the {len(images)} calibration images: their "
+                      f"activations, held for one pass over the net, fill the {REFIT_PASS_BYTES >> 30} GiB it may "
+                      "take", stacklevel=2)
     for name in order:
         mod = mods[name]
         if (name in heads and not head) or mod.weight[0].numel() > REFIT_MAX_INPUTS:
