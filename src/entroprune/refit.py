@@ -41,7 +41,7 @@ REFIT_MAX_INPUTS = 8192
 REFIT_HEAD_ROWS = 3.0
 #: The most the one-pass refit may hold (both nets' activations at the layer being refitted, for all its images);
 #: past it, the one pass reads as many of the images as fit, and where fewer than REFIT_PASS_MIN_IMAGES fit, each
-#: layer is read by forwards from all the images, a batch at a time (O(layers^2): hours on a large net at 224 px).
+#: layer is read by forwards from all the images, a batch at a time (O(layers^2) layer calls over every image).
 REFIT_PASS_BYTES = 4 << 30
 #: The fewest images the one pass may read (each gives a conv REFIT_SAMPLES equations).
 REFIT_PASS_MIN_IMAGES = 64
