@@ -168,6 +168,7 @@ def main() -> None:
         f"{'pruned copies' if r.get('physical') else 'zero-masks'}), {s['episodes']} episodes ({s['warmup']} "
         f"warm-up), {s.get('macs_target', s.get('flops_target')):.0%} of the MACs, channels rounded to {s['round_to']}; "
         f"channels ranked by their {s.get('importance', 'l1').upper()} norm; "
+        f"{'kept weights refitted; ' if (config.get('prune') or {}).get('refit') else ''}"
         f"{config['finetune']['epochs']} fine-tuning epochs{' with distillation' if config['finetune']['distill'] else ''}."
         " The machine-readable report is `main_job.json`"
         + ("." if args.variant or args.machine else " (`benchmarks/make_results.py` reads the fine-tune drop from it)."),
