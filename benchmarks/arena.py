@@ -10,10 +10,10 @@ accuracy in ``docs/measurements/arena/results.csv``. ``uniform`` and ``global`` 
 deterministic, so only their fine-tunes differ between seeds. The ``default`` source searches and
 prunes as the tool's defaults do and records the search settings it ran with: cells run before a
 change of the tool's defaults are stale, never mixed with newer ones, and run again (every other
-source searches with the grid's ``pinned`` settings, the defaults it was recorded with). A policy an earlier cell already fine-tuned with the same
-seed takes that cell's results (the fine-tune is deterministic; the row names it in
-``finetune_from``), so a change to the search costs searches wherever it picks policies the arena
-has fine-tuned before. The runner is reproduce.py's (same skipping, parts, baselines).
+source searches with the grid's ``pinned`` settings, the defaults it was recorded with). A policy
+an earlier cell already fine-tuned with the same seed takes that cell's results (the fine-tune is
+deterministic; the row names it in ``finetune_from``), so a change to the search costs searches
+wherever it picks policies the arena has fine-tuned before. The runner is reproduce.py's (same skipping, parts, baselines).
 """
 
 from __future__ import annotations
