@@ -40,6 +40,8 @@ def test_settings_render_as_flags_and_as_config_keys():
     assert _config_keys(msg) == (
         "'search.macs_target' 0.01 is unreachable; lower 'search.min_keep', use 'search.reward.kind: combined', "
         "pass 'force: true' or 'distill: false', leave 'search.ignored_layers: conv1' whole, choose another 'out_dir'")
+    assert _config_keys("prune without it (`refit=False`), re-rank without it (`rerank_refit=False`)") == (
+        "prune without it ('prune.refit: false'), re-rank without it ('search.rerank_refit: false')")
     assert as_keys("`lr` must be positive", "finetune") == "'finetune.lr' must be positive"
     assert as_flags("no setting named here") == "no setting named here"
 

@@ -209,7 +209,8 @@ def test_a_refit_that_fails_is_one_line_naming_the_way_out(monkeypatch):
     structure = Structure(model, x[:1])
     counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
     with pytest.raises(ConfigError, match=r"refit failed on this model \(RuntimeError: mat1 and mat2 shapes cannot "
-                                          r"be multiplied \(4x3 and 5x6\)\); prune without it \(`refit` false\)$"):
+                                          r"be multiplied \(4x3 and 5x6\)\); prune without it \(`refit=False`\), and "
+                                          r"re-rank a search's candidates without it \(`rerank_refit=False`\)$"):
         prune_model(model, structure, counts, refit_images=x)
     from entroprune.search.rewards import RewardConfig, RewardEvaluator  # a scored candidate's refit alike
 

@@ -178,15 +178,17 @@ def _app(version: Annotated[bool, typer.Option("--version", callback=_print_vers
 
 
 def _config_keys(message: str) -> str:
-    """``run`` reads its settings from YAML: name them as config keys (search settings under search.)."""
+    """``run`` reads its settings from YAML: name them as config keys (search settings under search., the
+    prune's under prune.)."""
     from dataclasses import fields
 
     from .errors import as_keys
-    from .search import SearchConfig
 
     top = {f.name for f in fields(RunConfig)}
     search = {f.name for f in fields(SearchConfig)} - top
-    return as_keys(message, lambda path: f"search.{path}" if path.split(".")[0] in search else path)
+    prune = {f.name for f in fields(PruneConfig)} - top - search
+    return as_keys(message, lambda path: f"search.{path}" if path.split(".")[0] in search
+                   else f"prune.{path}" if path.split(".")[0] in prune else path)
 
 
 def _sweep_keys(message: str) -> str:

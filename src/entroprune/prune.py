@@ -157,7 +157,8 @@ def refitted(model: nn.Module, structure: Structure, counts: Sequence[int] | np.
         if out_of_memory(exc):  # the machine's limit: the CLI says so in its own words
             raise
         raise ConfigError(f"the least-squares refit failed on this model ({one_line(exc)}); prune without "
-                          "it (`refit` false)") from None
+                          "it (`refit=False`), and re-rank a search's candidates without it (`rerank_refit=False`)"
+                          ) from None
     return masked
 
 
