@@ -77,8 +77,9 @@ class PruneConfig:
     :param refit_norms: after the refit, scale each refitted conv's filters back to the norms the plain cut
         leaves them, and the BatchNorm reading the conv alike (the same function), so the fine-tune takes the
         plain cut's effective SGD steps on them (:func:`entroprune.refit.match_cut_norms`). Off: after the main
-        job's fine-tune it gained 0.07 points over the refit alone on that VGG but lost 1.5-3.3 on ResNet-20
-        (docs/arena.md, the ``*-refit-norms`` sources): the refit's larger filters protect what it fitted.
+        job's fine-tune it gained 0.07 points over the refit alone on that VGG but lost 1.5-3.3 on ResNet-20, 1.53
+        on VGG at 10% and 0.35 on VGG-16 (three seeds; docs/arena.md, the ``*-refit-norms`` sources): the
+        refit's larger filters protect what it fitted.
     :param refit_head: with ``refit``, refit the layers whose outputs the model returns too (a classifier),
         each only where the calibration images give it ``entroprune.refit.REFIT_HEAD_ROWS`` (3) equations per
         kept input; under that it stays as cut, with a warning. No normalisation follows such a layer, so its
