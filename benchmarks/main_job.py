@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from entroprune.latency import ratio_key
-from entroprune.report import timing_note
+from entroprune.report import gain_is_the_refits, timing_note
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- main-job:begin -->", "<!-- main-job:end -->"
@@ -105,11 +105,11 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
                  f"({search.get('rerank_time_s', 0):.0f} s): the **{search['chosen']}** policy won.")
     if ref:
         gain = pruned["test_accuracy"] - ref["test_accuracy"]
-        chose_uniform = search.get("chosen") == "uniform"
         text += (f" Against the uniform policy{' cut without the refit' if ref.get('refit') is False else ''} with "
                  f"the same fine-tune: {gain:+.2f} points"
                  + (" (the search chose the uniform policy itself)." if ref.get("same_as_searched") else
-                    " (the search chose the uniform policy: the difference is the refit's)." if chose_uniform else "."))
+                    " (the search chose the uniform policy: the difference is the refit's)."
+                    if gain_is_the_refits(ev, report.get("policy")) else "."))
     return "\n".join([f"Machine: {ev['machine']}; {ev.get('date', '')}.", "", *rows, "", text])
 
 

@@ -598,10 +598,10 @@ def _say_search_result(res, cfg, out_dir: Path) -> None:
     if res.summary.get("rerank"):  # the search's reward and the re-ranking's score are on different scales
         out.print(f"search: best {cfg.reward.kind} reward {res.summary['best_search_reward']:.5f} "
                   f"(episode {res.summary['best_episode']} of {res.episodes})")
-        n, ran = len(res.summary["rerank"]), cfg.resolved()
-        on = "their refitted nets" if ran.rerank_refit else "their plain cuts"
+        n, ran = len(res.summary["rerank"]), res.summary["config"]  # the settings the search settled and ran
+        on = "their refitted nets" if ran["rerank_refit"] else "their plain cuts"
         out.print(f"re-ranked {count_text(n, 'policy', 'policies')} by {cfg.rerank_reward} on {on} after "
-                  f"{ran.recovery_steps} recovery steps: the {res.summary['chosen']} policy won "
+                  f"{ran['recovery_steps']} recovery steps: the {res.summary['chosen']} policy won "
                   f"(score {res.reward:.5f}), {where}")
     else:
         out.print(f"best {cfg.reward.kind} reward {res.reward:.5f} at {where}, {count_text(res.episodes, 'episode')}")

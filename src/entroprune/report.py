@@ -396,6 +396,13 @@ def finetune_text(run_dir: Path) -> str:
     return f" ({count_text(m['epochs'], 'epoch')}{how}{start}; more with `finetune.epochs`)"
 
 
+def gain_is_the_refits(evaluation: dict[str, Any], policy: dict[str, Any] | None) -> bool:
+    """Whether the search returned the uniform policy, which the reference line cut plainly: the searched net
+    then differs from the reference by the refit alone (``policy``: the run's policy.json)."""
+    ref = evaluation.get("uniform_reference") or {}
+    return ref.get("refit") is False and evaluation.get("uniform_policy") == (policy or {}).get("policy")
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md, report.json and plots/ for a run folder (or a search folder)."""
     from .errors import ConfigError
@@ -446,7 +453,7 @@ def write_report(run_dir: str | Path) -> Path:
             gain = pr[score] - ref[score]
             same = "; the search chose the uniform policy itself" if ref.get("same_as_searched") else \
                 "; the search chose the uniform policy, so the difference is the refit's" \
-                if ref.get("refit") is False and evaluation.get("uniform_policy") == (policy or {}).get("policy") else ""
+                if gain_is_the_refits(evaluation, policy) else ""
             what = "" if score == "test_accuracy" else f" {SCORES[score]}"
             cut = ", cut without the refit," if ref.get("refit") is False else ""
             md += [f"Reference: the uniform policy (one keep ratio for every group){cut} with the same fine-tune reached "
@@ -462,4 +469,4 @@ def write_report(run_dir: str | Path) -> Path:
     return write_text(run_dir / "report.md", "\n".join(md))
 
 
-__all__ = ["write_report", "markdown_table", "format_value", "score_key", "finetune_text", "SCORES", "TABLE_COLUMNS"]
+__all__ = ["write_report", "gain_is_the_refits", "markdown_table", "format_value", "score_key", "finetune_text", "SCORES", "TABLE_COLUMNS"]
