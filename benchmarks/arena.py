@@ -45,10 +45,14 @@ RANDOM_DRAWS = 20
 #: ``wide-K``: the K-th policy outside the default's band but inside the whole space (min_keep, rounding and the
 #: MACs wall, no band), same order: with ``space-K`` it covers every policy the tool's settings allow.
 SPACE_MAX = 400
+#: ``*-l2*``: the source with the channels each group keeps ranked by the L2 norm of their weights
+#: (``SearchConfig.importance``) instead of L1: on plain chains L2 kept better channels for the plain cut
+#: (docs/measurements/channel_ranking.md); does it for the refit?
+L2 = "-l2"
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
            "default-wide", "default-kl", "default-kl-random", "uniform-refit", "global-refit", "default-refit",
            "default-scored-refit", "uniform-refit-norms", "default-refit-norms", "default-scored-refit-norms",
-           "uniform-refit-body", "default-recovered") \
+           "uniform-refit-body", "default-recovered", "uniform-l2-refit", "default-l2") \
     + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
     + tuple(f"{kind}-{k}" for kind in ("space", "wide") for k in range(1, SPACE_MAX + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from", "refit"]
@@ -109,7 +113,7 @@ def search(path: Path, folder: Path, cfg: SearchConfig, source: str) -> SearchRe
 def prune_kind(source: str) -> str:
     """How a source's policy is pruned (the results' ``refit`` column): ``default`` as the tool's defaults prune
     (:class:`PruneConfig`), every other source by its suffix (reproduce.REFIT_KINDS; none: a plain cut)."""
-    if source != "default":
+    if source.replace(L2, "") != "default":
         return reproduce.refit_kind(source)
     p = PruneConfig()
     return "" if not p.refit else "norms" if p.refit_norms else "yes" if p.refit_head else "body"
@@ -120,6 +124,8 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
     source searches as its source does; only its prune differs (reproduce.REFIT_KINDS). ``default`` takes the
     tool's defaults, re-ranking as its prune refits; every other source the grid's ``pinned`` settings over them
     (the defaults its cells were recorded with), so a change of the tool's defaults leaves them standing."""
+    if L2 in source:  # the source with each group's channels ranked by their weights' L2 norm
+        return replace(search_config(grid, model, target, source.replace(L2, ""), seed), importance="l2")
     if suffix := reproduce.refit_suffix(source):  # default-refit: the default of its cells, before the switch
         base = source.removesuffix(suffix)
         return search_config(grid, model, target, "default-recovered" if base == "default" else base, seed)

@@ -127,6 +127,12 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
                                             physical=bool(grid.get("physical_scoring", False))))
 
 
+def ranking_of(row: dict) -> str:
+    """The channel ranking a recorded cell pruned with (its search settings'; rows without them: ``l1``, the
+    only one before ``importance`` came in)."""
+    return json.loads(row.get("search_settings") or "{}").get("importance", "l1")
+
+
 def cell_folder(out: Path, model: str, target: float, source: str, seed: int) -> Path:
     """Where a cell's artefacts live under the grid's ``out`` (benchmarks/agent_logs.py reads its search logs)."""
     return out / "cells" / f"{model}-{target}-{source}-s{seed}"
@@ -138,12 +144,12 @@ def search_cell(path: Path, folder: Path, cfg: SearchConfig, source: str):
 
 
 def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed: int,
-             configure=search_config, earlier=lambda model, policy, seed, refit: None, search=search_cell,
+             configure=search_config, earlier=lambda model, policy, seed, refit, importance: None, search=search_cell,
              prune_kind=refit_kind) -> dict:
     """Search -> prune -> fine-tune -> evaluate one cell; ``configure`` gives its SearchConfig.
 
-    ``earlier(model, policy, seed, refit)`` may return a row that already fine-tuned this policy with this seed
-    and the same pruning (the fine-tune is deterministic): its results are taken instead of fine-tuning again.
+    ``earlier(model, policy, seed, refit, importance)`` may return a row that already fine-tuned this policy with
+    this seed and the same pruning (refit and channel ranking; the fine-tune is deterministic): its results are taken instead of fine-tuning again.
     A source named ``*-refit`` prunes with the least-squares refit (``entroprune prune --refit``), ``*-refit-norms``
     with the refitted filters scaled back to the plain cut's norms too (``PruneConfig.refit_norms``); every other
     prunes without it, as the cells recorded before the refit came in (``prune_kind(source)`` says how: the
@@ -159,7 +165,7 @@ def run_cell(grid: dict, out: Path, model: str, target: float, source: str, seed
     res = search(base / "model.pt", cell / "search", cfg, source)
     search_time = time.perf_counter() - t0
     refit = prune_kind(source)  # the grid's sources and the arena's first ones were pruned without
-    same = earlier(model, res.policy, seed, refit)
+    same = earlier(model, res.policy, seed, refit, cfg.importance)
     if same is not None:
         finetuned = {k: float(same[k]) if same.get(k) not in (None, "") else None
                      for k in ("accuracy_before_finetune", "test_accuracy", "macs_fraction", "params_fraction",
@@ -246,14 +252,14 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
     done = {(r["model"], float(r["target"]), r["source"], int(r["seed"])) for r in recorded
             if is_current(grid, r) and (r["source"] not in per_machine or r.get("machine") == here)}
 
-    def earlier(model: str, policy: dict, seed: int, refit: str) -> dict | None:
+    def earlier(model: str, policy: dict, seed: int, refit: str, importance: str) -> dict | None:
         # the fine-tune is deterministic on one machine only (another CPU moves it about as much as a seed)
         if not reuse_finetunes:
             return None
         return next((r for r in recorded if r["model"] == model and int(r["seed"]) == seed and r.get("policy")
                      and json.loads(r["policy"]) == policy and r.get("finetune_epochs") == str(grid["finetune_epochs"])
                      and not r.get("finetune_from") and r.get("machine") == here
-                     and (r.get("refit") or "") == refit), None)
+                     and (r.get("refit") or "") == refit and ranking_of(r) == importance), None)
     # cells the grid's settings make impossible (e.g. a target below what min_keep allows): recorded once
     skipped_path = results.with_name("skipped.csv")
     skipped = {(r["model"], float(r["target"])) for r in read_rows(skipped_path)}
