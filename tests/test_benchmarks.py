@@ -287,13 +287,15 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     """uniform-refit: uniform's policy, pruned with the refit (recorded), fine-tuned anew though uniform's policy
     was fine-tuned with that seed; the page sets it against uniform, and the allocation studies leave it out.
     uniform-refit-norms: the same with the norms matched (recorded), fine-tuned anew, set against uniform-refit;
-    uniform-refit-body likewise with the classifier left as cut (refit_head false)."""
+    uniform-refit-body likewise with the classifier left as cut (refit_head false); uniform-l2-refit ranks the
+    channels by L2, so it never takes uniform-refit's fine-tune either."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import arena
     import make_arena
 
     g = {"dataset": "digits", "pairs": [["vgg", 0.5]], "widths": {"vgg": 0.5}, "seeds": [0],
-         "sources": ["uniform", "uniform-refit", "uniform-refit-norms", "uniform-refit-body"], "baseline_epochs": 1, "search_episodes": 3, "warmup": 1,
+         "sources": ["uniform", "uniform-refit", "uniform-refit-norms", "uniform-refit-body", "uniform-l2-refit"],
+         "baseline_epochs": 1, "search_episodes": 3, "warmup": 1,
          "min_keep": 0.2, "round_to": 1, "accuracy_val_size": 64, "finetune_epochs": 1, "finetune_lr": 0.02,
          "finetune_distill": True, "latency_repeats": 0, "threads": 1, "out": str(tmp_path / "runs"),
          "results": str(tmp_path / "m" / "results.csv"), "parts": str(tmp_path / "m" / "parts.csv"),
@@ -302,17 +304,21 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     path.write_text(yaml.safe_dump(g))
     res = run("arena.py", "--grid", str(path))
     assert res.returncode == 0, res.stderr[-2000:]
-    plain, refitted, normed, body = rows(tmp_path / "m" / "results.csv")
-    assert (plain["refit"], refitted["refit"], normed["refit"], body["refit"]) == ("", "yes", "norms", "body")
-    assert plain["policy"] == refitted["policy"] == normed["policy"] == body["policy"]
-    assert not refitted["finetune_from"] and not normed["finetune_from"] and not body["finetune_from"]
+    plain, refitted, normed, body, l2 = rows(tmp_path / "m" / "results.csv")
+    assert (plain["refit"], refitted["refit"], normed["refit"], body["refit"], l2["refit"]) == (
+        "", "yes", "norms", "body", "yes")
+    assert plain["policy"] == refitted["policy"] == normed["policy"] == body["policy"] == l2["policy"]
+    assert not any(r["finetune_from"] for r in (refitted, normed, body, l2))
     assert float(refitted["accuracy_before_finetune"]) != float(plain["accuracy_before_finetune"])
     for source, norms, head in (("uniform-refit", False, True), ("uniform-refit-norms", True, True),
                                 ("uniform-refit-body", False, False)):
         pruned = torch.load(tmp_path / "runs" / "cells" / f"vgg-0.5-{source}-s0" / "pruned" / "model.pt",
                             weights_only=True)
         assert pruned["pruning"]["refit"] is True and pruned["pruning"]["refit_norms"] is norms
-        assert pruned["pruning"]["refit_head"] is head
+        assert pruned["pruning"]["refit_head"] is head and pruned["pruning"]["importance"] == "l1"
+    pruned = torch.load(tmp_path / "runs" / "cells" / "vgg-0.5-uniform-l2-refit-s0" / "pruned" / "model.pt",
+                        weights_only=True)
+    assert pruned["pruning"]["importance"] == "l2" and pruned["pruning"]["refit"] is True
     cell = [plain, refitted, normed, body]
     assert [p["sources"] for p in arena.policies_of(cell, "vgg", 0.5)] == [["uniform"]]
     line, goal = make_arena.refit_line(cell, make_arena.Reference([plain]))
@@ -327,11 +333,11 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     # its fine-tune not taken
     results = tmp_path / "m" / "results.csv"
     text = results.read_text()
-    assert text.count(",yes\n") == 1
-    results.write_text(text.replace(",yes\n", ",head\n"))
+    assert text.count(",yes\n") == 2
+    results.write_text(text.replace(",yes\n", ",head\n", 1))
     assert not arena.is_current(g, rows(results)[1]) and arena.is_current(g, rows(results)[3])
     again = run("arena.py", "--grid", str(path))
-    assert again.returncode == 0 and "4 cells, 3 done, 1 to run" in again.stdout, again.stderr[-2000:]
+    assert again.returncode == 0 and "5 cells, 4 done, 1 to run" in again.stdout, again.stderr[-2000:]
     rerun = rows(results)[-1]
     assert (rerun["source"], rerun["refit"], rerun["finetune_from"]) == ("uniform-refit", "yes", "")
 
@@ -606,6 +612,10 @@ def test_arena_sources_but_the_default_keep_the_settings_they_were_recorded_with
                for s in ("default-recovered", "default-refit", "uniform", "space-3"))
     assert cfg["default-refit"] == cfg["default-recovered"]
     assert arena.settings(cfg["default-scored-refit"]) == arena.settings(cfg["default"])  # the new default itself
+    l2 = {s: arena.search_config(grid, "vgg", 0.2, s, 0) for s in ("default-l2", "uniform-l2-refit")}
+    assert l2["default-l2"] == replace(cfg["default"], importance="l2") and cfg["default"].importance == "l1"
+    assert l2["uniform-l2-refit"] == replace(cfg["uniform"], importance="l2")
+    assert (arena.prune_kind("default-l2"), arena.prune_kind("uniform-l2-refit")) == ("yes", "yes")
     assert (arena.prune_kind("default"), arena.prune_kind("default-recovered"), arena.prune_kind("default-refit"),
             arena.prune_kind("uniform")) == ("yes", "", "yes", "")
     row = {"model": "vgg", "target": "0.2", "seed": "0", "source": "default", "refit": "",
