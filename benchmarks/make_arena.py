@@ -122,15 +122,18 @@ def ceiling(rows: list[dict], model: str, target: float, seeds: list[int], ref: 
 
 #: The refitted sources: a policy pruned with the least-squares refit before the fine-tune (reproduce.REFIT),
 #: then those with the refitted filters scaled back to the plain cut's norms (reproduce.REFIT_NORMS), then the
-#: refit with the classifier left as cut (reproduce.REFIT_BODY).
+#: refit with the classifier left as cut (reproduce.REFIT_BODY), then those ranking channels by L2 (arena.L2).
 REFITTED = ("uniform-refit", "default-refit", "default-scored-refit", "uniform-refit-norms", "default-refit-norms",
-            "default-scored-refit-norms", "uniform-refit-body")
+            "default-scored-refit-norms", "uniform-refit-body", "uniform-l2-refit", "default-l2")
 
 
 def refit_reference(source: str) -> str | None:
     """What a refitted source is paired with besides plain uniform: the uniform policy pruned the same way (the
     allocation's worth once both are refitted), and uniform-refit for uniform-refit-norms and uniform-refit-body
-    (what the norms, or leaving the head, are worth)."""
+    (what the norms, or leaving the head, are worth); an L2 source, the same source ranking by L1 (what L2 is
+    worth)."""
+    if arena.L2 in source:
+        return source.replace(arena.L2, "")
     suffix = refit_suffix(source)
     if source != "uniform" + suffix:
         return "uniform" + suffix
@@ -161,7 +164,8 @@ def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None
              f"refitted against {start['uniform']:.2f}% cut plainly." if len(start) == 2 else "")
     return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`: `prune`'s "
             "default from part 46 on; `*-refit-norms` with the refitted filters scaled back to the plain cut's norms, `refit_norms`; "
-            "`*-refit-body` with the classifier left as cut, `refit_head` false; every other source here but "
+            "`*-refit-body` with the classifier left as cut, `refit_head` false; `*-l2*` ranking the channels "
+            "by the L2 norm of their weights; every other source here but "
             "`default` prunes without it): "
             + "; ".join(parts) + "." + where], goal
 
@@ -263,7 +267,9 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "`default` became, its cells run before the switch; `*-refit-norms` the same, the refitted "
             "filters then scaled back to the norms the plain cut leaves them (`refit_norms`; the same net before the "
             "fine-tune, behind BatchNorm); `*-refit-body` the refit with the layers the model returns (the "
-            "classifier) left as cut (`refit_head` false); "
+            "classifier) left as cut (`refit_head` false); `*-l2*` the source with each group's channels "
+            "ranked by the L2 norm of their weights instead of L1 (`--importance l2`): `default-l2` the default so "
+            "(search, re-ranking and refitted prune); "
             "`default-kl` the default whose search itself scores every episode by the KL to the unpruned net "
             f"after {grid.get('kl_recovery_steps', 20)} recovery steps ({grid.get('kl_episodes', 150)} episodes), "
             "and `default-kl-random` the same with random search: does DDPG add anything given a reward that "

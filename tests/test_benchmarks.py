@@ -319,7 +319,7 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     pruned = torch.load(tmp_path / "runs" / "cells" / "vgg-0.5-uniform-l2-refit-s0" / "pruned" / "model.pt",
                         weights_only=True)
     assert pruned["pruning"]["importance"] == "l2" and pruned["pruning"]["refit"] is True
-    cell = [plain, refitted, normed, body]
+    cell = [plain, refitted, normed, body, l2]
     assert [p["sources"] for p in arena.policies_of(cell, "vgg", 0.5)] == [["uniform"]]
     line, goal = make_arena.refit_line(cell, make_arena.Reference([plain]))
     d = float(refitted["test_accuracy"]) - float(plain["test_accuracy"])
@@ -329,6 +329,8 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     assert goal["uniform-refit-norms against uniform-refit"] == (pytest.approx(d), 1)
     d = float(body["test_accuracy"]) - float(refitted["test_accuracy"])
     assert goal["uniform-refit-body against uniform-refit"] == (pytest.approx(d), 1)
+    d = float(l2["test_accuracy"]) - float(refitted["test_accuracy"])  # what L2 is worth to the refit
+    assert goal["uniform-l2-refit against uniform-refit"] == (pytest.approx(d), 1)
     # a cell whose prune today's refit no longer makes is relabelled in its refit column: stale, run again,
     # its fine-tune not taken
     results = tmp_path / "m" / "results.csv"
