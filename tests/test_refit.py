@@ -172,6 +172,26 @@ def test_prune_checkpoint_refits_when_asked_and_records_it(digits_ckpt, tmp_path
     assert acc["default"] > acc["plain"] + 5  # before any fine-tune: the refit gives accuracy back
 
 
+def test_a_prune_that_cuts_otherwise_than_the_search_scored_warns(digits_ckpt, tmp_path):
+    """A policy re-ranked on refitted nets, cut plainly (or the reverse), fine-tunes a net its choice was not made
+    for: one warning naming both ways to agree; none where they agree or the search did not re-rank."""
+    import warnings
+
+    from entroprune.api import load_model, prune_checkpoint
+
+    model, ckpt = load_model(digits_ckpt)
+    ratios = {g.name: 0.5 for g in Structure(model, ckpt.spec.example_input()).groups}
+    for scored, refit, warned in ((True, False, "refitted, but this prune cuts it plainly"),
+                                  (False, True, "cut plainly, but this prune refits it"),
+                                  (True, True, None), (False, False, None), (None, False, None)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            prune_checkpoint(digits_ckpt, {"policy": ratios, "rerank_refit": scored}, tmp_path / "p", force=True,
+                             refit=refit)
+        said = [str(w.message) for w in caught if "scoring its candidates" in str(w.message)]
+        assert len(said) == (warned is not None) and all(warned in m for m in said)
+
+
 def test_large_maps_unfold_in_pieces_and_wide_layers_are_left(monkeypatch):
     """Unfolding a few images at a time gives the same refit as all at once; a layer reading more inputs than
     REFIT_MAX_INPUTS keeps its weights (its normal equations would not fit in memory)."""

@@ -307,6 +307,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     # refused before any work; past it, refit_norms implies refit
     PruneConfig(refit=refit, refit_norms=refit_norms, bn_recalibration=bn_recalibration)
     pol = _read_policy(policy)
+    _warn_if_scored_otherwise(pol, refit)
     out_dir = Path(out_dir)
     model, ckpt = load_model(path, trust_pickle)
     if ckpt.pruning:
@@ -340,6 +341,18 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)
     write_json(out_dir / "prune.json", metrics)
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}
+
+
+def _warn_if_scored_otherwise(pol: dict[str, Any], refit: bool) -> None:
+    """The search's re-ranking chose among its candidates as they were then cut (refitted or plainly); a prune
+    that cuts the policy the other way fine-tunes a net the choice was not made for."""
+    scored = pol.get("rerank_refit")
+    if isinstance(scored, bool) and scored != refit:
+        how = ("refitted, but this prune cuts it plainly: prune with `refit=True`, or search again with "
+               "`rerank_refit=False`" if scored else "cut plainly, but this prune refits it: prune with "
+               "`refit=False`, or search again with `rerank_refit=True`")
+        warnings.warn(f"the search chose this policy by scoring its candidates {how}, so the choice is made for "
+                      "the net you fine-tune", stacklevel=3)
 
 
 def _ignored(pol: dict[str, Any]) -> list[str]:

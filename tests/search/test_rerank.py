@@ -145,6 +145,7 @@ def test_rerank_pool_holds_uniform_and_global_and_returns_its_best(digits_ckpt, 
     assert res.summary["chosen"] == best["source"]
     saved = json.loads((tmp_path / "s" / "policy.json").read_text())
     assert saved["policy"] == best["policy"] and saved["chosen"] == best["source"]
+    assert saved["rerank_refit"] is res.summary["config"]["rerank_refit"] is True  # what `prune` checks its cut by
     # the search's candidates are its best distinct policies, in the order its own reward ranks them
     log = [json.loads(line) for line in (tmp_path / "s" / "episodes.jsonl").read_text().splitlines()]
     searched = [c for c in pool if c["source"] == "search"]

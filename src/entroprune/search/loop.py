@@ -549,7 +549,9 @@ class Search:
             "macs_target": config.macs_target, "achieved": best["achieved"], "reward": best["reward"],
             "seed": config.seed, "agent": config.agent, "reward_kind": config.reward.kind,
             "variant": config.reward.variant, "round_to": config.step, "chosen": chosen,
-            "ignored_layers": config.ignored_layers, "importance": config.importance, **self.meta})
+            "ignored_layers": config.ignored_layers, "importance": config.importance,
+            # how the re-ranking read its candidates: `prune` warns when it cuts the policy another way
+            "rerank_refit": bool(config.rerank_refit) if config.reranks else None, **self.meta})
         write_json(self.out_dir / "search.json", summary)
         return SearchResult(policy=policy, counts=count_map, ignored_layers=list(config.ignored_layers),
                             importance=config.importance,
