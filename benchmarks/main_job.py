@@ -25,6 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- main-job:begin -->", "<!-- main-job:end -->"
 
 
+def ranked_by(importance: str) -> str:
+    """The config line's channel ranking (``auto`` names what it settles to)."""
+    if importance == "auto":
+        return "channels ranked by the norm `auto` settles (L2 on a plain chain, else L1)"
+    return f"channels ranked by their {importance.upper()} norm"
+
+
 def trace(run_dir: Path, warmup: int, last: int = 100) -> dict:
     """What the agent did: where the best policy came from and how often the end repeated it."""
     eps = [json.loads(line) for line in (run_dir / "search" / "episodes.jsonl").read_text().splitlines() if line]
@@ -167,7 +174,7 @@ def main() -> None:
         f"{r['kind']} reward (variant `{r['variant']}`, layers `{r['layers']}`, "
         f"{'pruned copies' if r.get('physical') else 'zero-masks'}), {s['episodes']} episodes ({s['warmup']} "
         f"warm-up), {s.get('macs_target', s.get('flops_target')):.0%} of the MACs, channels rounded to {s['round_to']}; "
-        f"channels ranked by their {s.get('importance', 'l1').upper()} norm; "
+        + ranked_by(s.get("importance", "l1")) + "; "
         f"{'kept weights refitted; ' if (config.get('prune') or {}).get('refit') else ''}"
         f"{config['finetune']['epochs']} fine-tuning epochs{' with distillation' if config['finetune']['distill'] else ''}."
         " The machine-readable report is `main_job.json`"

@@ -167,7 +167,8 @@ def test_prune_checkpoint_refits_when_asked_and_records_it(digits_ckpt, tmp_path
     acc = {}
     for refit, folder in ((None, "default"), (False, "plain")):
         prune_checkpoint(digits_ckpt, policy, tmp_path / folder, **({} if refit is None else {"refit": refit}))
-        assert load_model(tmp_path / folder / "model.pt")[1].pruning["refit"] is (refit is None)  # on by default
+        pruning = load_model(tmp_path / folder / "model.pt")[1].pruning
+        assert pruning["refit"] is (refit is None) and pruning["norm"] == "l1"  # refit on by default
         acc[folder] = evaluate_checkpoint(tmp_path / folder / "model.pt")[1]["test_accuracy"]
     assert acc["default"] > acc["plain"] + 5  # before any fine-tune: the refit gives accuracy back
 

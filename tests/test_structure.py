@@ -175,6 +175,18 @@ def test_l1_and_l2_rank_spread_and_peaked_filters_apart():
     assert Structure(model, x, importance="l2").groups[0].kept(1) == [2]
 
 
+@pytest.mark.parametrize("name,norm", [("vgg", "l2"), ("vgg16", "l2"), ("resnet20", "l1"), ("mobilenetv2", "l1")])
+def test_auto_ranking_is_l2_on_a_plain_chain_and_l1_where_groups_couple_convs(name, norm):
+    """``auto``: every group of a VGG has one producing conv; ResNet's residual streams and MobileNetV2's
+    depthwise blocks couple several, so they keep L1. The orders are that norm's, group by group."""
+    model = build_model(name, 10, 1, 0.25).eval()
+    x = torch.randn(1, 1, 28, 28)
+    auto, same, other = (Structure(model, x, importance=r) for r in ("auto", norm, {"l1": "l2", "l2": "l1"}[norm]))
+    assert (auto.importance, auto.norm, same.norm) == ("auto", norm, norm)
+    assert [g.order for g in auto.groups] == [g.order for g in same.groups]
+    assert [g.order for g in auto.groups] != [g.order for g in other.groups]
+
+
 def test_rounding_and_policy_validation(structures):
     _, s = structures["vgg"]
     assert Structure.round_channels(64, 0.3, 8) == 16

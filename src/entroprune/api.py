@@ -335,7 +335,8 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
                "counts": counts_to_dict(structure, counts),
                "history": history, "original": str(Path(path).resolve()), "original_sha256": file_sha256(path),
                "original_weights_sha256": weights_sha256(path),
-               "importance": pol.get("importance", DEFAULT_IMPORTANCE), "ignored_layers": _ignored(pol), **refits}
+               "importance": pol.get("importance", DEFAULT_IMPORTANCE), "norm": structure.norm,
+               "ignored_layers": _ignored(pol), **refits}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs, **refits}
     save_checkpoint(out_dir / "model.pt", ckpt.spec, pruned, pruning=pruning, metrics=metrics)

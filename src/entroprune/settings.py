@@ -29,8 +29,11 @@ ZOO_MODELS = ("vgg", "vgg16", "resnet20", "resnet56", "mobilenetv2", "kws", "m5"
 BUILT_IN_DATASETS = ("fashion-mnist", "mnist", "digits", "cifar10", "imagefolder", "wavfolder", "npz", "signals",
                      "volumes")
 
-#: Channel ranking -> the norm torch-pruning takes of the weights.
-IMPORTANCES = {"l1": 1, "l2": 2}
+#: Channel ranking -> the norm torch-pruning takes of the weights. ``auto`` settles it by the net: L2 where every
+#: group's channels come from one conv (a plain chain), L1 where any group couples several (residual streams,
+#: depthwise blocks): L2 gained on the arena's three plain chains and lost on its residual nets
+#: (docs/method.md, "Which channels").
+IMPORTANCES: dict[str, int | None] = {"l1": 1, "l2": 2, "auto": None}
 # How channels are ranked within a group unless a policy or caller says otherwise: the L1 norm of their
 # weights (Li et al., 2017), with which every arena cell was pruned. L2 (torch-pruning's own default) did
 # better on the arena's VGG uniform policies (docs/measurements/channel_ranking.md); a switch waits for the

@@ -363,6 +363,11 @@ def _cost_terms(base: np.ndarray, ratios: list[np.ndarray], fracs: list[np.ndarr
     return np.array(coefs), np.clip(np.array(exps).reshape(len(coefs), n), 0, 2), concat
 
 
+def _plain(group: Group, mods: dict[str, nn.Module]) -> bool:
+    """One conv (or linear) produces the group's channels: no residual stream or depthwise conv couples it."""
+    return sum(isinstance(mods.get(n), ROOTS) for n in group.members) == 1
+
+
 def _make_group(g, dg, names: dict, mods: dict, rank: dict, out_hw: dict, imp) -> Group | None:
     """One torch-pruning group as a :class:`Group` (None for a group of one channel or without a
     conv or linear layer of its own)."""
@@ -453,9 +458,18 @@ class Structure:
         # module -> output height * width at the example size (1x1 maps have no spatial entropy)
         self.out_sizes = out_hw = self._output_sizes(model)
         rank = {n: i for i, n in enumerate(conv_order)}
-        imp = tp.importance.GroupMagnitudeImportance(p=IMPORTANCES[importance])
         mods = dict(model.named_modules())
-        groups = [grp for g in raw if (grp := _make_group(g, dg, names, mods, rank, out_hw, imp)) is not None]
+
+        def ranked(norm: str) -> list[Group]:
+            imp = tp.importance.GroupMagnitudeImportance(p=IMPORTANCES[norm])
+            return [grp for g in raw if (grp := _make_group(g, dg, names, mods, rank, out_hw, imp)) is not None]
+
+        #: the norm the channels are ranked by: ``importance``, with ``auto`` settled by the net
+        self.norm = "l1" if importance == "auto" else importance
+        groups = ranked(self.norm)
+        if importance == "auto" and groups and all(_plain(g, mods) for g in groups):
+            self.norm = "l2"
+            groups = ranked("l2")
         groups.sort(key=lambda gr: rank[gr.name])
         for i, gr in enumerate(groups):
             gr.index = i

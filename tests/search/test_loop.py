@@ -434,7 +434,7 @@ def test_the_channel_ranking_travels_from_the_search_to_the_cut(tmp_path):
         net[3].weight.fill_(0.1)  # the next conv's input channels weigh the same under both
     x = torch.randn(16, 1, 6, 6)
     kept = {}
-    for rank in ("l1", "l2"):
+    for rank in ("l1", "l2", "auto"):  # auto: L2 on this plain chain
         res = search_module(net, x[:1], x, tmp_path / rank, cfg(agent="uniform", macs_target=0.35, min_keep=0.1,
                                                                  rerank_top_k=0, importance=rank))
         assert res.importance == rank and res.counts["0"] == 4, res.counts
@@ -442,7 +442,7 @@ def test_the_channel_ranking_travels_from_the_search_to_the_cut(tmp_path):
         pruned, _ = prune_module(net, x[:1], res)
         w = pruned[0].weight.detach()
         kept[rank] = (any(torch.equal(f, net[0].weight[0]) for f in w), any(torch.equal(f, net[0].weight[1]) for f in w))
-    assert kept == {"l1": (False, True), "l2": (True, False)}, kept
+    assert kept == {"l1": (False, True), "l2": (True, False), "auto": (True, False)}, kept
     with pytest.raises(ConfigError, match="ranks channels by l2 but the search's `importance` is l1"):
         run_search(net, Structure(net, x[:1], importance="l2"), x, None, cfg(agent="uniform"), tmp_path / "mixed",
                    quiet=True)

@@ -141,10 +141,12 @@ class SearchConfig:
     :param recovery_images: unlabelled training images the recovery distils on.
     :param ignored_layers: module names whose output channels are never pruned (besides every layer
         that feeds a model output, which is always protected).
-    :param importance: which channels a group keeps, by the ``l1`` or ``l2`` norm of its weights. Which
-        channels moves the fine-tuned net more than the allocation does, and neither norm wins on every net:
-        L2 gained 0.10-0.25 points on three VGG pairs and lost 0.31 on ResNet-20 and 0.16 on MobileNetV2
-        (docs/measurements/channel_ranking.md), so L1 stays the default.
+    :param importance: which channels a group keeps, by the ``l1`` or ``l2`` norm of its weights, or ``auto``:
+        L2 where every group's channels come from one conv (a plain chain), else L1. Neither norm wins on
+        every net: with the plain cut L2 gained 0.10-0.25 points on three VGG pairs and lost 0.31 on ResNet-20
+        and 0.16 on MobileNetV2 (docs/measurements/channel_ranking.md); with the refit it gained 0.00-0.12 on
+        the VGGs (docs/arena.md, ``uniform-l2-refit``). L1 stays the default until the arena's default
+        source has run with ``auto``.
     :param params_target: also keep at most this fraction of the unpruned net's parameters (None = no bound):
         for a flash, memory or download budget, which a MACs target bounds only loosely (a net's parameters
         sit mostly in its late, wide layers, its MACs in its early, large maps). Every target holds.
