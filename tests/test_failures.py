@@ -438,7 +438,7 @@ EXPECT = {
     'config with 0 workers': "config key 'workers'",
     "config with latency_processes -1": "config key 'latency_processes': Input should be greater than or equal to 0",
     "evaluate --processes -1": "--processes must be >= 0 (0: time in this process), got -1",
-    'config with unknown channel ranking': "'search.importance' must be one of l1, l2 (the channel ranking), got 'l3'",
+    'config with unknown channel ranking': "'search.importance' must be one of l1, l2, auto (the channel ranking), got 'l3'",
     'config with ray_address, 1 worker': "'ray_address' needs 'workers' >= 2",
     'unknown export format': "unknown export format 'tflite'",
     'export format int8': "choose one of onnx, torchscript, pt2 (int8 is ONNX quantised: pass --int8)",
@@ -465,7 +465,7 @@ EXPECT = {
     'search uniform margin NaN': 'uniform_margin must lie in [0, 10)',
     'search recovery on no images': '--recovery-images 0 would make the recovery distil on the calibration images',
     'search unknown re-ranking reward': "unknown re-ranking reward 'vibes'",
-    'search unknown channel ranking': "--importance must be one of l1, l2 (the channel ranking), got 'l3'",
+    'search unknown channel ranking': "--importance must be one of l1, l2, auto (the channel ranking), got 'l3'",
     "policy round_to a string": "'round_to' must be an integer from 1 to 4096, got 'eight'",
     "policy round_to NaN": "'round_to' must be an integer from 1 to 4096, got nan",
     "refit norms without the refit": "--refit-norms rescales the filters the refit fits, and nothing is refitted; "
