@@ -47,12 +47,18 @@ RANDOM_DRAWS = 20
 SPACE_MAX = 400
 #: ``*-l2*``: the source with the channels each group keeps ranked by the L2 norm of their weights
 #: (``SearchConfig.importance``) instead of L1: on plain chains L2 kept better channels for the plain cut
-#: (docs/measurements/channel_ranking.md); does it for the refit?
-L2 = "-l2"
+#: (docs/measurements/channel_ranking.md); does it for the refit? ``*-auto``: ranked by ``auto`` (L2 on a plain
+#: chain, L1 elsewhere).
+RANKED = {"-l2": "l2", "-auto": "auto"}
+
+
+def ranking_tag(source: str) -> str:
+    """The source's ranking tag (one of :data:`RANKED`), or "" for the ranking it searches with by default."""
+    return next((t for t in RANKED if t in source), "")
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
            "default-wide", "default-kl", "default-kl-random", "uniform-refit", "global-refit", "default-refit",
            "default-scored-refit", "uniform-refit-norms", "default-refit-norms", "default-scored-refit-norms",
-           "uniform-refit-body", "default-recovered", "uniform-l2-refit", "default-l2") \
+           "uniform-refit-body", "default-recovered", "uniform-l2-refit", "default-l2", "default-auto", "uniform-auto-refit") \
     + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
     + tuple(f"{kind}-{k}" for kind in ("space", "wide") for k in range(1, SPACE_MAX + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from", "refit"]
@@ -113,7 +119,7 @@ def search(path: Path, folder: Path, cfg: SearchConfig, source: str) -> SearchRe
 def prune_kind(source: str) -> str:
     """How a source's policy is pruned (the results' ``refit`` column): ``default`` as the tool's defaults prune
     (:class:`PruneConfig`), every other source by its suffix (reproduce.REFIT_KINDS; none: a plain cut)."""
-    if source.replace(L2, "") != "default":
+    if source.replace(ranking_tag(source), "") != "default":
         return reproduce.refit_kind(source)
     p = PruneConfig()
     return "" if not p.refit else "norms" if p.refit_norms else "yes" if p.refit_head else "body"
@@ -124,8 +130,8 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
     source searches as its source does; only its prune differs (reproduce.REFIT_KINDS). ``default`` takes the
     tool's defaults, re-ranking as its prune refits; every other source the grid's ``pinned`` settings over them
     (the defaults its cells were recorded with), so a change of the tool's defaults leaves them standing."""
-    if L2 in source:  # the source with each group's channels ranked by their weights' L2 norm
-        return replace(search_config(grid, model, target, source.replace(L2, ""), seed), importance="l2")
+    if tag := ranking_tag(source):  # the source with each group's channels ranked otherwise
+        return replace(search_config(grid, model, target, source.replace(tag, ""), seed), importance=RANKED[tag])
     if suffix := reproduce.refit_suffix(source):  # default-refit: the default of its cells, before the switch
         base = source.removesuffix(suffix)
         return search_config(grid, model, target, "default-recovered" if base == "default" else base, seed)

@@ -122,9 +122,9 @@ def ceiling(rows: list[dict], model: str, target: float, seeds: list[int], ref: 
 
 #: The refitted sources: a policy pruned with the least-squares refit before the fine-tune (reproduce.REFIT),
 #: then those with the refitted filters scaled back to the plain cut's norms (reproduce.REFIT_NORMS), then the
-#: refit with the classifier left as cut (reproduce.REFIT_BODY), then those ranking channels by L2 (arena.L2).
+#: refit with the classifier left as cut (reproduce.REFIT_BODY), then those ranking channels otherwise (arena.RANKED).
 REFITTED = ("uniform-refit", "default-refit", "default-scored-refit", "uniform-refit-norms", "default-refit-norms",
-            "default-scored-refit-norms", "uniform-refit-body", "uniform-l2-refit", "default-l2")
+            "default-scored-refit-norms", "uniform-refit-body", "uniform-l2-refit", "default-l2", "default-auto")
 
 
 def refit_reference(source: str) -> str | None:
@@ -132,8 +132,8 @@ def refit_reference(source: str) -> str | None:
     allocation's worth once both are refitted), and uniform-refit for uniform-refit-norms and uniform-refit-body
     (what the norms, or leaving the head, are worth); an L2 source, the same source ranking by L1 (what L2 is
     worth)."""
-    if arena.L2 in source:
-        return source.replace(arena.L2, "")
+    if tag := arena.ranking_tag(source):
+        return source.replace(tag, "")
     suffix = refit_suffix(source)
     if source != "uniform" + suffix:
         return "uniform" + suffix
@@ -165,7 +165,7 @@ def refit_line(cell: list[dict], ref: Reference) -> tuple[list[str], dict | None
     return ["", "With the least-squares refit of the kept weights before the fine-tune (`*-refit`: `prune`'s "
             "default from part 46 on; `*-refit-norms` with the refitted filters scaled back to the plain cut's norms, `refit_norms`; "
             "`*-refit-body` with the classifier left as cut, `refit_head` false; `*-l2*` ranking the channels "
-            "by the L2 norm of their weights; every other source here but "
+            "by the L2 norm of their weights, `*-auto` by `auto`; every other source here but "
             "`default` prunes without it): "
             + "; ".join(parts) + "." + where], goal
 
@@ -269,7 +269,9 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "fine-tune, behind BatchNorm); `*-refit-body` the refit with the layers the model returns (the "
             "classifier) left as cut (`refit_head` false); `*-l2*` the source with each group's channels "
             "ranked by the L2 norm of their weights instead of L1 (`--importance l2`): `default-l2` the default so "
-            "(search, re-ranking and refitted prune); "
+            "(search, re-ranking and refitted prune); `default-auto` the default ranking by `--importance auto` "
+            "(L2 on a plain chain, L1 where a group couples several convs: the VGGs' `default-l2`, the others' "
+            "`default`); "
             "`default-kl` the default whose search itself scores every episode by the KL to the unpruned net "
             f"after {grid.get('kl_recovery_steps', 20)} recovery steps ({grid.get('kl_episodes', 150)} episodes), "
             "and `default-kl-random` the same with random search: does DDPG add anything given a reward that "

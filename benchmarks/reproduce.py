@@ -29,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import append_row, load_grid, read_rows, write_rows  # noqa: E402
 
 from entroprune.api import (  # noqa: E402
+    build_structure,
     evaluate_checkpoint,
     finetune_checkpoint,
+    load_model,
     prune_checkpoint,
     search_checkpoint,
     train_baseline,
@@ -131,6 +133,21 @@ def ranking_of(row: dict) -> str:
     """The channel ranking a recorded cell pruned with (its search settings'; rows without them: ``l1``, the
     only one before ``importance`` came in)."""
     return json.loads(row.get("search_settings") or "{}").get("importance", "l1")
+
+
+_NORMS: dict[tuple[str, str], str] = {}
+
+
+def norm_of(grid: dict, model: str, importance: str) -> str:
+    """The norm a channel ranking settles to on the grid's baseline of ``model``: ``auto`` depends on the net
+    (L2 on a plain chain), so a cell ranked ``auto`` prunes the net an ``l1`` or ``l2`` cell of the same policy did."""
+    if importance != "auto":
+        return importance
+    key = (str(grid.get("baselines")), model)
+    if key not in _NORMS:
+        net, ckpt = load_model(ensure_baseline(grid, model) / "model.pt")
+        _NORMS[key] = build_structure(net, ckpt.spec, "auto").norm
+    return _NORMS[key]
 
 
 def cell_folder(out: Path, model: str, target: float, source: str, seed: int) -> Path:
@@ -259,7 +276,8 @@ def main(argv: list[str] | None = None, doc: str = __doc__, default_grid: str = 
         return next((r for r in recorded if r["model"] == model and int(r["seed"]) == seed and r.get("policy")
                      and json.loads(r["policy"]) == policy and r.get("finetune_epochs") == str(grid["finetune_epochs"])
                      and not r.get("finetune_from") and r.get("machine") == here
-                     and (r.get("refit") or "") == refit and ranking_of(r) == importance), None)
+                     and (r.get("refit") or "") == refit
+                     and norm_of(grid, model, ranking_of(r)) == norm_of(grid, model, importance)), None)
     # cells the grid's settings make impossible (e.g. a target below what min_keep allows): recorded once
     skipped_path = results.with_name("skipped.csv")
     skipped = {(r["model"], float(r["target"])) for r in read_rows(skipped_path)}

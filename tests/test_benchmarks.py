@@ -288,13 +288,15 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     was fine-tuned with that seed; the page sets it against uniform, and the allocation studies leave it out.
     uniform-refit-norms: the same with the norms matched (recorded), fine-tuned anew, set against uniform-refit;
     uniform-refit-body likewise with the classifier left as cut (refit_head false); uniform-l2-refit ranks the
-    channels by L2, so it never takes uniform-refit's fine-tune either."""
+    channels by L2, so it never takes uniform-refit's fine-tune either; uniform-auto-refit ranks by `auto`, L2 on
+    this plain chain, so it takes uniform-l2-refit's."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import arena
     import make_arena
 
     g = {"dataset": "digits", "pairs": [["vgg", 0.5]], "widths": {"vgg": 0.5}, "seeds": [0],
-         "sources": ["uniform", "uniform-refit", "uniform-refit-norms", "uniform-refit-body", "uniform-l2-refit"],
+         "sources": ["uniform", "uniform-refit", "uniform-refit-norms", "uniform-refit-body", "uniform-l2-refit",
+                     "uniform-auto-refit"],
          "baseline_epochs": 1, "search_episodes": 3, "warmup": 1,
          "min_keep": 0.2, "round_to": 1, "accuracy_val_size": 64, "finetune_epochs": 1, "finetune_lr": 0.02,
          "finetune_distill": True, "latency_repeats": 0, "threads": 1, "out": str(tmp_path / "runs"),
@@ -304,7 +306,9 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     path.write_text(yaml.safe_dump(g))
     res = run("arena.py", "--grid", str(path))
     assert res.returncode == 0, res.stderr[-2000:]
-    plain, refitted, normed, body, l2 = rows(tmp_path / "m" / "results.csv")
+    plain, refitted, normed, body, l2, auto = rows(tmp_path / "m" / "results.csv")
+    assert auto["finetune_from"] == f"uniform-l2-refit seed 0 ({l2['date']})"
+    assert (auto["test_accuracy"], auto["refit"]) == (l2["test_accuracy"], "yes")
     assert (plain["refit"], refitted["refit"], normed["refit"], body["refit"], l2["refit"]) == (
         "", "yes", "norms", "body", "yes")
     assert plain["policy"] == refitted["policy"] == normed["policy"] == body["policy"] == l2["policy"]
@@ -335,11 +339,11 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
     # its fine-tune not taken
     results = tmp_path / "m" / "results.csv"
     text = results.read_text()
-    assert text.count(",yes\n") == 2
+    assert text.count(",yes\n") == 3
     results.write_text(text.replace(",yes\n", ",head\n", 1))
     assert not arena.is_current(g, rows(results)[1]) and arena.is_current(g, rows(results)[3])
     again = run("arena.py", "--grid", str(path))
-    assert again.returncode == 0 and "5 cells, 4 done, 1 to run" in again.stdout, again.stderr[-2000:]
+    assert again.returncode == 0 and "6 cells, 5 done, 1 to run" in again.stdout, again.stderr[-2000:]
     rerun = rows(results)[-1]
     assert (rerun["source"], rerun["refit"], rerun["finetune_from"]) == ("uniform-refit", "yes", "")
 
@@ -618,6 +622,8 @@ def test_arena_sources_but_the_default_keep_the_settings_they_were_recorded_with
     assert l2["default-l2"] == replace(cfg["default"], importance="l2") and cfg["default"].importance == "l1"
     assert l2["uniform-l2-refit"] == replace(cfg["uniform"], importance="l2")
     assert (arena.prune_kind("default-l2"), arena.prune_kind("uniform-l2-refit")) == ("yes", "yes")
+    assert arena.search_config(grid, "vgg", 0.2, "default-auto", 0) == replace(cfg["default"], importance="auto")
+    assert arena.prune_kind("default-auto") == "yes"
     assert (arena.prune_kind("default"), arena.prune_kind("default-recovered"), arena.prune_kind("default-refit"),
             arena.prune_kind("uniform")) == ("yes", "", "yes", "")
     row = {"model": "vgg", "target": "0.2", "seed": "0", "source": "default", "refit": "",
