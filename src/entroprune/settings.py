@@ -36,8 +36,8 @@ BUILT_IN_DATASETS = ("fashion-mnist", "mnist", "digits", "cifar10", "imagefolder
 IMPORTANCES: dict[str, int | None] = {"l1": 1, "l2": 2, "auto": None}
 # How channels are ranked within a group unless a policy or caller says otherwise: the L1 norm of their
 # weights (Li et al., 2017), with which every arena cell was pruned. L2 (torch-pruning's own default) did
-# better on the arena's VGG uniform policies (docs/measurements/channel_ranking.md); a switch waits for the
-# arena to be run with it.
+# better on the arena's VGG uniform policies (docs/measurements/channel_ranking.md); `auto` ran in the arena
+# (`default-auto`), and docs/method.md ("Which channels") says what a switch to it waits for.
 DEFAULT_IMPORTANCE = "l1"
 #: Whether the prune refits the kept weights by least squares (``PruneConfig.refit``), declared here because the
 #: search's re-ranking follows it by default (``SearchConfig.rerank_refit``): candidates are scored on the nets the
