@@ -55,6 +55,8 @@ RANKED = {"-l2": "l2", "-auto": "auto"}
 def ranking_tag(source: str) -> str:
     """The source's ranking tag (one of :data:`RANKED`), or "" for the ranking it searches with by default."""
     return next((t for t in RANKED if t in source), "")
+
+
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
            "default-wide", "default-kl", "default-kl-random", "uniform-refit", "global-refit", "default-refit",
            "default-scored-refit", "uniform-refit-norms", "default-refit-norms", "default-scored-refit-norms",

@@ -49,7 +49,7 @@ from reproduce import ensure_baseline  # noqa: E402
 import entroprune.api as api  # noqa: E402
 from entroprune.api import evaluate_checkpoint, finetune_checkpoint, load_data_for_spec, load_model  # noqa: E402
 from entroprune.search.config import PLAIN_RECOVERY_STEPS  # noqa: E402
-from entroprune.structure import ROOTS  # noqa: E402
+from entroprune.structure import plain_group  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 
 RANKINGS = ("l1", "random", "bn", "activation", "l2", "taylor", "l2-plain")
@@ -128,18 +128,13 @@ def taylor_scores(model: nn.Module, layers: list[nn.Module], calib: torch.Tensor
     return sums
 
 
-def plain(mods: dict[str, nn.Module], group) -> bool:
-    """A group whose channels one conv (or linear) produces: no residual stream, no depthwise conv in it."""
-    return sum(isinstance(mods.get(n), ROOTS) for n in group.members) == 1
-
-
 def ranked_structure(model: nn.Module, spec, ranking: str, calib: torch.Tensor, seed: int, ignored=()):
     """The structure `prune` builds, with every group's channel order replaced by ``ranking``'s."""
     structure = api.build_structure(model, spec, "l2" if ranking == "l2" else "l1", ignored)
     if ranking == "l2-plain":  # L2 where one conv produces the group's channels, L1 where several are coupled
         l2 = {g.name: g.order for g in api.build_structure(model, spec, "l2", ignored).groups}
         mods = dict(model.named_modules())
-        orders = {g.name: l2[g.name] if plain(mods, g) else g.order for g in structure.groups}
+        orders = {g.name: l2[g.name] if plain_group(g, mods) else g.order for g in structure.groups}
     else:
         orders = rank_orders(model, structure, ranking, calib, seed)
     for g in structure.groups:

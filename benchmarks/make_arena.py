@@ -130,8 +130,8 @@ REFITTED = ("uniform-refit", "default-refit", "default-scored-refit", "uniform-r
 def refit_reference(source: str) -> str | None:
     """What a refitted source is paired with besides plain uniform: the uniform policy pruned the same way (the
     allocation's worth once both are refitted), and uniform-refit for uniform-refit-norms and uniform-refit-body
-    (what the norms, or leaving the head, are worth); an L2 source, the same source ranking by L1 (what L2 is
-    worth)."""
+    (what the norms, or leaving the head, are worth); a source of another ranking (arena.RANKED), the same
+    source ranking by L1 (what that ranking is worth)."""
     if tag := arena.ranking_tag(source):
         return source.replace(tag, "")
     suffix = refit_suffix(source)

@@ -363,7 +363,7 @@ def _cost_terms(base: np.ndarray, ratios: list[np.ndarray], fracs: list[np.ndarr
     return np.array(coefs), np.clip(np.array(exps).reshape(len(coefs), n), 0, 2), concat
 
 
-def _plain(group: Group, mods: dict[str, nn.Module]) -> bool:
+def plain_group(group: Group, mods: dict[str, nn.Module]) -> bool:
     """One conv (or linear) produces the group's channels: no residual stream or depthwise conv couples it."""
     return sum(isinstance(mods.get(n), ROOTS) for n in group.members) == 1
 
@@ -467,7 +467,7 @@ class Structure:
         #: the norm the channels are ranked by: ``importance``, with ``auto`` settled by the net
         self.norm = "l1" if importance == "auto" else importance
         groups = ranked(self.norm)
-        if importance == "auto" and groups and all(_plain(g, mods) for g in groups):
+        if importance == "auto" and groups and all(plain_group(g, mods) for g in groups):
             self.norm = "l2"
             groups = ranked("l2")
         groups.sort(key=lambda gr: rank[gr.name])
