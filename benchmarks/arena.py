@@ -48,8 +48,9 @@ SPACE_MAX = 400
 #: ``*-l2*``: the source with the channels each group keeps ranked by the L2 norm of their weights
 #: (``SearchConfig.importance``) instead of L1: on plain chains L2 kept better channels for the plain cut
 #: (docs/measurements/channel_ranking.md); does it for the refit? ``*-auto``: ranked by ``auto`` (L2 on a plain
-#: chain, L1 elsewhere).
-RANKED = {"-l2": "l2", "-auto": "auto"}
+#: chain, L1 elsewhere; the default's from part 53 on). ``*-l1``: ranked by L1 (``default-l1``: the default
+#: before part 53).
+RANKED = {"-l2": "l2", "-auto": "auto", "-l1": "l1"}
 
 
 def ranking_tag(source: str) -> str:
@@ -60,7 +61,8 @@ def ranking_tag(source: str) -> str:
 SOURCES = ("uniform", "global", "entropy", "accuracy", "default", "default-random", "entropy-recovered",
            "default-wide", "default-kl", "default-kl-random", "uniform-refit", "global-refit", "default-refit",
            "default-scored-refit", "uniform-refit-norms", "default-refit-norms", "default-scored-refit-norms",
-           "uniform-refit-body", "default-recovered", "uniform-l2-refit", "default-l2", "default-auto", "uniform-auto-refit") \
+           "uniform-refit-body", "default-recovered", "uniform-l2-refit", "default-l2", "default-auto", "uniform-auto-refit",
+           "default-l1") \
     + tuple(f"random-{k}" for k in range(1, RANDOM_DRAWS + 1)) \
     + tuple(f"{kind}-{k}" for kind in ("space", "wide") for k in range(1, SPACE_MAX + 1))
 FIELDS = reproduce.FIELDS + ["chosen", "search_settings", "finetune_from", "refit"]

@@ -58,12 +58,12 @@ def score_pair(grid: dict, model: str, target: float, policies: list[dict], seed
         return done
     base = Path((grid.get("baseline_from") or {}).get(model, grid["baselines"])) / model / "model.pt"
     net, ckpt = load_model(base)
-    cfg = SearchConfig()
+    cfg = SearchConfig(importance="l1")  # the ranking the arena's cells were cut with
     data = load_data_for_spec(ckpt.spec, calib_size=None)
     calib = data.normalize(data.calib.x[: cfg.calib_size])
     val = (data.normalize(data.val.x[: cfg.val_size]), data.val.y[: cfg.val_size])
     pool = data.normalize(data.train.x[: cfg.recovery_images])
-    structure = build_structure(net, ckpt.spec)
+    structure = build_structure(net, ckpt.spec, cfg.importance)
     # one evaluator per reading for the whole pair, as the re-ranking has: its recovery batches are drawn
     # once from the seed, so every policy recovers on the same ones
     readings = [("fresh", RewardEvaluator(net, structure, RewardConfig(kind="combined"), calib, val))]

@@ -81,7 +81,7 @@ def main() -> None:
         for seed in args.seeds:
             cfg = SearchConfig(macs_target=args.target, episodes=args.episodes, warmup=args.warmup, agent=agent,
                                calib_size=args.calib_size, val_size=128, seed=seed, round_to=args.round_to,
-                               min_keep=args.min_keep, ddpg=ddpg, band=args.band, rerank_top_k=0,
+                               min_keep=args.min_keep, ddpg=ddpg, band=args.band, rerank_top_k=0, importance="l1",
                                reward=RewardConfig(kind=args.reward, recovery_steps=args.recovery_steps))
             out = root / f"{i}-{agent}-{seed}"
             search_checkpoint(ckpt, out, cfg, quiet=True)

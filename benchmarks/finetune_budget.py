@@ -99,14 +99,14 @@ def run_cell(base: Path, policy: dict[str, float], grid: dict, steps: int, epoch
              refit: bool, lr: float | None, seed: int) -> dict:
     original, ckpt = load_model(base)
     data = load_data_for_spec(ckpt.spec)
-    first = build_structure(original, ckpt.spec)
+    first = build_structure(original, ckpt.spec, "l1")  # the arena's ranking
     final = first.policy_counts(policy, grid["round_to"])
     per = [epochs // steps + (1 if i >= steps - epochs % steps else 0) for i in range(steps)]
     teacher, net = copy.deepcopy(original).eval(), copy.deepcopy(original)
     accuracies, t0 = [], time.perf_counter()
     cuts = step_counts(first, final, steps, grid["round_to"], schedule)
     for i, (counts, n_epochs) in enumerate(zip(cuts, per, strict=True)):
-        structure = first if i == 0 else build_structure(net, ckpt.spec)  # ranked on the weights as they are now
+        structure = first if i == 0 else build_structure(net, ckpt.spec, "l1")  # ranked on the weights as they are now
         calib = data.normalize(data.calib.x)
         net, _ = prune_model(net, structure, counts, refit_images=calib if refit else None)
         recalibrate_bn(net, calib)

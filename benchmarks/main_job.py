@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from entroprune.latency import ratio_key
-from entroprune.report import gain_is_the_refits, timing_note
+from entroprune.report import reference_cut, timing_note, uniform_gain_cause
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- main-job:begin -->", "<!-- main-job:end -->"
@@ -91,7 +91,8 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
     ]
     ref = ev.get("uniform_reference")
     if ref:
-        plain = ", plain cut" if ref.get("refit") is False else ""
+        plain = "" if ref.get("refit") is not False else f", plain {ref['importance'].upper()} cut" \
+            if "importance" in ref else ", plain cut"
         rows.append(f"| uniform policy{plain}, same fine-tune (reference) | {ref['test_accuracy']:.2f} | {ref['params']:,} | "
                     f"{ref['macs']:,} | {base['macs'] / ref['macs']:.2f}x |" + " - |" * 2 * len(rts))
     ratios = ", ".join(f"{pruned[ratio_key(rt)]:.2f} ({RUNTIMES[rt]})" for rt in rts)
@@ -112,11 +113,10 @@ def readme_block(report: dict, t: dict, wall: float | None) -> str:
                  f"({search.get('rerank_time_s', 0):.0f} s): the **{search['chosen']}** policy won.")
     if ref:
         gain = pruned["test_accuracy"] - ref["test_accuracy"]
-        text += (f" Against the uniform policy{' cut without the refit' if ref.get('refit') is False else ''} with "
-                 f"the same fine-tune: {gain:+.2f} points"
+        cut, cause = reference_cut(ref), uniform_gain_cause(ev, report.get("policy"))
+        text += (f" Against the uniform policy{' ' + cut if cut else ''} with the same fine-tune: {gain:+.2f} points"
                  + (" (the search chose the uniform policy itself)." if ref.get("same_as_searched") else
-                    " (the search chose the uniform policy: the difference is the refit's)."
-                    if gain_is_the_refits(ev, report.get("policy")) else "."))
+                    f" (the search chose the uniform policy: the difference is {cause})." if cause else "."))
     return "\n".join([f"Machine: {ev['machine']}; {ev.get('date', '')}.", "", *rows, "", text])
 
 

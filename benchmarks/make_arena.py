@@ -124,16 +124,20 @@ def ceiling(rows: list[dict], model: str, target: float, seeds: list[int], ref: 
 #: then those with the refitted filters scaled back to the plain cut's norms (reproduce.REFIT_NORMS), then the
 #: refit with the classifier left as cut (reproduce.REFIT_BODY), then those ranking channels otherwise (arena.RANKED).
 REFITTED = ("uniform-refit", "default-refit", "default-scored-refit", "uniform-refit-norms", "default-refit-norms",
-            "default-scored-refit-norms", "uniform-refit-body", "uniform-l2-refit", "default-l2", "default-auto")
+            "default-scored-refit-norms", "uniform-refit-body", "uniform-l2-refit", "default-l2", "default-auto", "default-l1")
 
 
 def refit_reference(source: str) -> str | None:
     """What a refitted source is paired with besides plain uniform: the uniform policy pruned the same way (the
     allocation's worth once both are refitted), and uniform-refit for uniform-refit-norms and uniform-refit-body
     (what the norms, or leaving the head, are worth); a source of another ranking (arena.RANKED), the same
-    source ranking by L1 (what that ranking is worth)."""
-    if tag := arena.ranking_tag(source):
-        return source.replace(tag, "")
+    source ranking by L1 (what that ranking is worth: `default-l1` for the default, which ranks by `auto`), and
+    `default-l1` the uniform policy refitted (by L1, as it)."""
+    if (tag := arena.ranking_tag(source)) == "-l1":
+        return "uniform" + REFIT
+    if tag:
+        base = source.replace(tag, "")
+        return "default-l1" if base == "default" else base
     suffix = refit_suffix(source)
     if source != "uniform" + suffix:
         return "uniform" + suffix

@@ -79,7 +79,7 @@ def cell(net: KWS, data, source: str, seed: int, args: argparse.Namespace) -> di
     tx, ty = signals(data, "test")
     # round_to 1: docs/measurements/one_d.md was measured before the default became 8
     cfg = ep.SearchConfig(macs_target=args.macs, seed=seed, agent="uniform" if source == "uniform" else "ddpg",
-                          round_to=1)
+                          round_to=1, importance="l1")  # and L1, the default it was measured with
     if args.episodes:
         cfg.episodes, cfg.warmup = args.episodes, args.episodes // 2
     calib = x[: cfg.calib_size + cfg.recovery_images]

@@ -39,7 +39,7 @@ def ratios(base: Path, policy: dict[str, float], round_to: int) -> tuple[dict[st
     """Each refitted conv's median ratio of refitted to unpruned filter norm over its kept filters; and each head
     layer's RMS ratio with the equations (calibration images: one per image) per kept input it was refitted on."""
     model, ckpt = load_model(base)
-    structure = build_structure(model, ckpt.spec)
+    structure = build_structure(model, ckpt.spec, "l1")  # the arena's ranking
     counts = structure.policy_counts(policy, round_to)
     data = load_data_for_spec(ckpt.spec)
     images = data.normalize(data.calib.x)

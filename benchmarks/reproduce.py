@@ -124,7 +124,7 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
     variant, layers = REWARD_VARIANTS.get(source, (grid["entropy_variant"], grid["entropy_layers"]))
     return SearchConfig(macs_target=target, agent=agent, episodes=episodes or grid["search_episodes"], seed=seed,
                         warmup=grid["warmup"], min_keep=grid["min_keep"], round_to=grid["round_to"],
-                        val_size=grid["accuracy_val_size"], band=None, rerank_top_k=0,  # the grid's protocol: AMC's
+                        val_size=grid["accuracy_val_size"], band=None, rerank_top_k=0, importance="l1",  # AMC's protocol
                         reward=RewardConfig(kind=reward, variant=variant, layers=layers,
                                             physical=bool(grid.get("physical_scoring", False))))
 

@@ -72,7 +72,7 @@ def main() -> None:
 
     model, ckpt = load_model(args.checkpoint)
     data = load_data_for_spec(ckpt.spec)
-    structure = build_structure(model, ckpt.spec)
+    structure = build_structure(model, ckpt.spec, "l1")  # the ranking the study was measured with
     calib = data.normalize(data.calib.x[: args.calib_size])
     val_loader = data.loader("val", 512, limit=args.val_size)
     masker = Masker(model, structure)

@@ -62,7 +62,7 @@ def main() -> None:
         for workers in args.workers:
             torch.set_num_threads(2 if workers == 1 else 1)
             cfg = SearchConfig(macs_target=0.2, episodes=args.episodes, warmup=args.episodes // 2, round_to=8,
-                               min_keep=0.05, val_size=args.val_size, episode_batch=workers,
+                               min_keep=0.05, val_size=args.val_size, episode_batch=workers, importance="l1",
                                reward=RewardConfig(kind=kind))
             out = Path(tempfile.mkdtemp(prefix="entroprune-scaling-"))
             t0 = time.perf_counter()

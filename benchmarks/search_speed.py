@@ -50,7 +50,7 @@ def main() -> None:
                     for scoring in args.scoring:  # alternated, so both see the same machine load
                         cfg = SearchConfig(macs_target=target, episodes=args.episodes, warmup=args.episodes // 3,
                                            val_size=args.val_size, round_to=args.round_to,
-                                           min_keep=args.min_keep,
+                                           min_keep=args.min_keep, importance="l1",
                                            reward=RewardConfig(kind=kind, physical=scoring == "physical"))
                         out = Path(tempfile.mkdtemp(prefix="entroprune-speed-"))
                         t0 = time.perf_counter()

@@ -182,8 +182,8 @@ def test_main_job_record_comes_from_the_run(tmp_path):
     assert "stale" not in text and f"| {pruned['test_accuracy']:.2f} |" in text and "1 min 15 s" in text
     assert json.loads((tmp_path / "m" / "main_job.json").read_text()) == report
     ref = report["evaluation"]["uniform_reference"]
-    assert f"| uniform policy, plain cut, same fine-tune (reference) | {ref['test_accuracy']:.2f} |" in text
-    assert (f"Against the uniform policy cut without the refit with the same fine-tune: "
+    assert f"| uniform policy, plain L1 cut, same fine-tune (reference) | {ref['test_accuracy']:.2f} |" in text
+    assert (f"Against the uniform policy cut by L1 without the refit with the same fine-tune: "
             f"{pruned['test_accuracy'] - ref['test_accuracy']:+.2f}") in text
     assert f"| {base['test_accuracy']:.2f} |" in (tmp_path / "m" / "main_job.md").read_text()
     # one latency and one speed-up column per runtime, each the evaluation's own number
@@ -197,7 +197,7 @@ def test_main_job_record_comes_from_the_run(tmp_path):
                "--readme", str(readme))
     assert done.returncode == 0 and readme.read_text() == before, done.stderr
     page = (tmp_path / "v" / "main_job.md").read_text()
-    assert page.startswith('# Main job: `make run RUN_ARGS="--config my.yaml"`') and "ranked by their L1 norm" in page
+    assert page.startswith('# Main job: `make run RUN_ARGS="--config my.yaml"`') and "ranked by the norm `auto` settles" in page
     # so is the main job on another machine
     done = run("main_job.py", str(run_dir), "--machine", "an Intel VM", "--out-dir", str(tmp_path / "i"),
                "--readme", str(readme))
@@ -296,7 +296,7 @@ def test_a_refit_source_prunes_its_policy_with_the_refit_and_never_takes_a_plain
 
     g = {"dataset": "digits", "pairs": [["vgg", 0.5]], "widths": {"vgg": 0.5}, "seeds": [0],
          "sources": ["uniform", "uniform-refit", "uniform-refit-norms", "uniform-refit-body", "uniform-l2-refit",
-                     "uniform-auto-refit"],
+                     "uniform-auto-refit"], "pinned": {"importance": "l1"},  # as arena.yaml: L1 unless tagged
          "baseline_epochs": 1, "search_episodes": 3, "warmup": 1,
          "min_keep": 0.2, "round_to": 1, "accuracy_val_size": 64, "finetune_epochs": 1, "finetune_lr": 0.02,
          "finetune_distill": True, "latency_repeats": 0, "threads": 1, "out": str(tmp_path / "runs"),
@@ -609,7 +609,8 @@ def test_arena_sources_but_the_default_keep_the_settings_they_were_recorded_with
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import arena
 
-    pinned = {"recovery_steps": 40, "rerank_refit": False}
+    pinned = {"recovery_steps": 40, "rerank_refit": False, "importance": "l1"}
+    assert yaml.safe_load((ROOT / "benchmarks" / "arena.yaml").read_text())["pinned"] == pinned
     grid = {"min_keep": 0.2, "round_to": 8, "pinned": pinned}
     cfg = {s: arena.search_config(grid, "vgg", 0.2, s, 0) for s in ("default", "default-recovered", "default-refit",
                                                                    "default-scored-refit", "uniform", "space-3")}
@@ -617,12 +618,16 @@ def test_arena_sources_but_the_default_keep_the_settings_they_were_recorded_with
     assert all((cfg[s].rerank_refit, cfg[s].recovery_steps) == (False, 40)
                for s in ("default-recovered", "default-refit", "uniform", "space-3"))
     assert cfg["default-refit"] == cfg["default-recovered"]
-    assert arena.settings(cfg["default-scored-refit"]) == arena.settings(cfg["default"])  # the new default itself
+    # the default of parts 46-52 itself (ranking by L1)
+    assert arena.settings(cfg["default-scored-refit"]) == arena.settings(replace(cfg["default"], importance="l1"))
     l2 = {s: arena.search_config(grid, "vgg", 0.2, s, 0) for s in ("default-l2", "uniform-l2-refit")}
-    assert l2["default-l2"] == replace(cfg["default"], importance="l2") and cfg["default"].importance == "l1"
-    assert l2["uniform-l2-refit"] == replace(cfg["uniform"], importance="l2")
+    assert l2["default-l2"] == replace(cfg["default"], importance="l2") and cfg["default"].importance == "auto"
+    assert l2["uniform-l2-refit"] == replace(cfg["uniform"], importance="l2") and cfg["uniform"].importance == "l1"
+    # default-l1: the default as it ranked before `auto` became the default (its rows the old `default` rows)
+    assert arena.search_config(grid, "vgg", 0.2, "default-l1", 0) == replace(cfg["default"], importance="l1")
+    assert arena.prune_kind("default-l1") == "yes"
     assert (arena.prune_kind("default-l2"), arena.prune_kind("uniform-l2-refit")) == ("yes", "yes")
-    assert arena.search_config(grid, "vgg", 0.2, "default-auto", 0) == replace(cfg["default"], importance="auto")
+    assert arena.search_config(grid, "vgg", 0.2, "default-auto", 0) == cfg["default"]
     assert arena.prune_kind("default-auto") == "yes"
     assert (arena.prune_kind("default"), arena.prune_kind("default-recovered"), arena.prune_kind("default-refit"),
             arena.prune_kind("uniform")) == ("yes", "", "yes", "")

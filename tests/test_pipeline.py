@@ -461,14 +461,18 @@ def test_run_quick_cli(quick_run, tmp_path):
     ev = json.loads((run / "evaluation.json").read_text())
     assert [r["latency_processes"] for r in ev["rows"]] == [1, 1]  # the quick preset's, not the default's 3
     ref, searched = ev["uniform_reference"], ev["rows"][1]
-    assert f"Reference: the uniform policy (one keep ratio for every group), cut without the refit, with the same " \
-           f"fine-tune reached {ref['test_accuracy']:.2f}%" in report
+    assert f"Reference: the uniform policy (one keep ratio for every group), cut by L1 without the refit, with the " \
+           f"same fine-tune reached {ref['test_accuracy']:.2f}%" in report
     assert not ref["same_as_searched"] and ref["refit"] is False  # never the searched net: that one is refitted
     uniform_cut = json.loads((run / "uniform" / "pruned" / "prune.json").read_text())
     searched_cut = json.loads((run / "pruned" / "prune.json").read_text())
     assert (uniform_cut["refit"], searched_cut["refit"]) == (False, True), (uniform_cut, searched_cut)
+    # ranked by L1, the arena's uniform, while the run ranks this plain chain by L2 (`auto`, the default)
+    norms = [torch.load(run / d / "pruned" / "model.pt", weights_only=True)["pruning"]["norm"] for d in (".", "uniform")]
+    assert norms == ["l2", "l1"] and ref["importance"] == "l1" and ref["ranked_alike"] is False, (norms, ref)
     chose = json.loads((run / "report.json").read_text())["search"]["chosen"]
-    said = "; the search chose the uniform policy, so the difference is the refit's)" if chose == "uniform" else ")"
+    said = "; the search chose the uniform policy, so the difference is the refit's and the channel ranking's)" \
+        if chose == "uniform" else ")"
     assert f"({searched['test_accuracy'] - ref['test_accuracy']:+.2f} points{said}" in report, report
     # the table and the speed-up sentence are the evaluation's numbers, row by row
     from entroprune.report import markdown_table
@@ -507,8 +511,9 @@ def test_run_quick_cli(quick_run, tmp_path):
     assert winners and all(f"| {c['candidate']} **(returned)** | " in report for c in winners), report
     assert report.count("**(returned)**") == len(winners)
     assert f"| {winners[0]['reward']:.4g} |" in report
-    for c in (c for c in summary["rerank"] if c.get("confirm_rewards")):  # the means the decision was made on
-        assert f"| {sum(c['confirm_rewards']) / len(c['confirm_rewards']):.4g} | {c['achieved']:.2%} |" in report
+    for cand in (c for c in summary["rerank"] if c.get("confirm_rewards")):  # the means the decision was made on
+        mean = sum(cand["confirm_rewards"]) / len(cand["confirm_rewards"])
+        assert f"| {mean:.4g} | {cand['achieved']:.2%} |" in report
     if not ref["same_as_searched"]:
         assert json.loads((run / "uniform" / "finetuned" / "metrics.json").read_text())["test_accuracy"] == \
             ref["test_accuracy"]
@@ -748,22 +753,47 @@ def test_run_from_a_users_checkpoint(digits_ckpt, tmp_path):
     assert torch.load(run / "pruned" / "model.pt", weights_only=True)["pruning"]["importance"] == "l2"
 
 
-def test_uniform_reference_is_cut_by_the_searchs_channel_ranking(digits_ckpt, tmp_path):
-    """The report's reference line must differ from the searched net in its allocation and the refit alone:
-    pruned by the ranking the search was configured with, not the default."""
+def test_uniform_reference_is_cut_by_l1_whatever_the_search_ranks_by(digits_ckpt, tmp_path):
+    """The report's reference line is the arena's `uniform` (issue 16's yardstick): the uniform policy cut plainly
+    by L1, whatever ranking the run searched and pruned with; only a run that cut that very net (uniform, L1, no
+    refit) reuses its own fine-tune as the reference."""
     from types import SimpleNamespace
 
     from entroprune import pipeline
     from entroprune.api import build_structure, load_model
     from entroprune.config import load_config
 
-    cfg = load_config(None, quick=True, overrides={"checkpoint": str(digits_ckpt), "search": {"importance": "l2"}})
+    cfg = load_config(None, quick=True, overrides={"checkpoint": str(digits_ckpt), "search": {"importance": "l2"},
+                                                   "prune": {"refit": False}})
     model, ckpt = load_model(digits_ckpt)
     uniform = pipeline._uniform_policy(build_structure(model, ckpt.spec, "l2"), cfg.search, None)
-    searched = SimpleNamespace(policy={})  # a search that returned another policy than uniform
-    pipeline._uniform_reference(digits_ckpt, tmp_path / "uniform", uniform, cfg, searched, "cpu", True, lambda m: None)
+    searched = SimpleNamespace(policy=uniform)  # the search returned uniform, but ranked by L2: another net
+    ref = pipeline._uniform_reference(digits_ckpt, tmp_path / "uniform", uniform, cfg, searched, "l2", "cpu", True,
+                                      lambda m: None)
     record = torch.load(tmp_path / "uniform" / "pruned" / "model.pt", weights_only=True)["pruning"]
-    assert record["importance"] == "l2" and record["policy"] == uniform and record["refit"] is False
+    assert (record["importance"], record["norm"], record["policy"], record["refit"]) == ("l1", "l1", uniform, False)
+    assert (ref["same_as_searched"], ref["importance"], ref["ranked_alike"]) == (False, "l1", False), ref
+    # searched and cut by L1 without the refit: the reference is the searched net, fine-tuned once
+    (tmp_path / "run" / "finetuned").mkdir(parents=True)
+    (tmp_path / "run" / "finetuned" / "metrics.json").write_text(json.dumps(
+        {"test_accuracy": 90.0, "macs": 1, "params": 2}))
+    same = pipeline._uniform_reference(digits_ckpt, tmp_path / "run" / "uniform", uniform, cfg, searched, "l1", "cpu",
+                                       True, lambda m: None)
+    assert same == {"test_accuracy": 90.0, "macs": 1, "params": 2, "same_as_searched": True}
+    assert not (tmp_path / "run" / "uniform").exists()
+
+
+def test_a_policy_naming_no_ranking_is_cut_by_l1(digits_ckpt, tmp_path):
+    """Policy files written before the ranking could be chosen name none and were all scored by L1: they are
+    cut so, not by today's default (`auto`, L2 on this plain chain); one that names `auto` is cut by L2."""
+    from entroprune.api import prune_checkpoint
+
+    policy = {"policy": {f"features.{i}": 0.5 for i in (0, 3, 7, 10, 14, 17)}}
+    for name, pol, norm in (("unnamed", policy, "l1"), ("auto", {**policy, "importance": "auto"}, "l2")):
+        (tmp_path / f"{name}.json").write_text(json.dumps(pol))
+        prune_checkpoint(digits_ckpt, tmp_path / f"{name}.json", tmp_path / name, refit=False)
+        record = torch.load(tmp_path / name / "model.pt", weights_only=True)["pruning"]
+        assert record["norm"] == norm and record["importance"] == pol.get("importance", "l1"), record
 
 
 def test_run_without_labels(digits_ckpt, tmp_path):

@@ -40,7 +40,7 @@ from .inputs import (
 )
 from .latency import FRESH_PROCESSES
 from .models import build_model, min_input_size
-from .settings import check_image_size, checked_args, given_config
+from .settings import UNNAMED_IMPORTANCE, check_image_size, checked_args, given_config
 from .structure import CONVS, DEFAULT_IMPORTANCE, IMPORTANCES, count_macs_params
 from .train import TrainConfig, agreement, evaluate, train_model
 from .utils import (
@@ -312,7 +312,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     model, ckpt = load_model(path, trust_pickle)
     if ckpt.pruning:
         raise ConfigError(f"{path} is already pruned; prune the original checkpoint")
-    structure = build_structure(model, ckpt.spec, pol.get("importance", DEFAULT_IMPORTANCE), _ignored(pol))
+    structure = build_structure(model, ckpt.spec, pol.get("importance", UNNAMED_IMPORTANCE), _ignored(pol))
     counts = structure.policy_counts(pol["policy"], pol.get("round_to", 1))
     if (out_dir / "model.pt").resolve() == Path(path).resolve():
         raise ConfigError(f"`out_dir` {out_dir} would overwrite the checkpoint being pruned; choose another `out_dir`")
@@ -335,7 +335,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
                "counts": counts_to_dict(structure, counts),
                "history": history, "original": str(Path(path).resolve()), "original_sha256": file_sha256(path),
                "original_weights_sha256": weights_sha256(path),
-               "importance": pol.get("importance", DEFAULT_IMPORTANCE), "norm": structure.norm,
+               "importance": pol.get("importance", UNNAMED_IMPORTANCE), "norm": structure.norm,
                "ignored_layers": _ignored(pol), **refits}
     metrics = {"macs": macs, "params": params, "original_macs": int(structure.total_macs),
                "original_params": int(structure.total_params), "macs_fraction": macs / structure.total_macs, **refits}
@@ -388,7 +388,7 @@ def _read_policy(policy: str | Path | dict) -> dict[str, Any]:
     round_to = pol.get("round_to", 1)
     if isinstance(round_to, bool) or not isinstance(round_to, int) or not 1 <= round_to <= 4096:
         raise ConfigError(f"the policy's 'round_to' must be an integer from 1 to 4096, got {round_to!r}")
-    if pol.get("importance", DEFAULT_IMPORTANCE) not in IMPORTANCES:
+    if pol.get("importance", UNNAMED_IMPORTANCE) not in IMPORTANCES:
         raise ConfigError(f"the policy's 'importance' must be one of {', '.join(IMPORTANCES)}, got "
                           f"{pol.get('importance')!r}")
     return pol

@@ -385,7 +385,7 @@ def _references(ckpt_path: Path, run_dir: Path, cfg: RunConfig, result: SearchRe
     resume = progress.resumed
     if cfg.reference_uniform:
         reference = progress.stage("uniform_reference", lambda: _uniform_reference(
-            ckpt_path, run_dir / "uniform", uniform, cfg, result, device, quiet, say, resume))
+            ckpt_path, run_dir / "uniform", uniform, cfg, result, structure.norm, device, quiet, say, resume))
     if cfg.reference_macs and result.summary.get("latency_fraction") is not None:
         assert latency is not None  # a latency-targeted search fitted or read one
         target = matching_macs_target(structure, latency, result.summary["latency_fraction"], searched.min_keep,
@@ -523,19 +523,26 @@ def _uniform_policy(structure: Structure, search: SearchConfig, latency: Latency
 
 
 def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cfg: RunConfig, result: SearchResult,
-                       device: torch.device | str, quiet: bool, say: Say, resume: bool = False) -> dict[str, Any]:
-    """The trivial choice, the uniform policy cut plainly (no refit), with the searched net's fine-tune: the
-    report's reference line, what the tool (search and refit) bought over one keep ratio and a magnitude cut."""
-    if result.policy == uniform and not cfg.prune.refit:  # the searched net itself: nothing else to train
+                       norm: str, device: torch.device | str, quiet: bool, say: Say,
+                       resume: bool = False) -> dict[str, Any]:
+    """The trivial choice, the uniform policy cut plainly (no refit) by the L1 norm (REFERENCE_IMPORTANCE, the
+    arena's `uniform`), with the searched net's fine-tune: the report's reference line, what the tool (search,
+    ranking and refit) bought over one keep ratio and a magnitude cut (``norm``: the searched net's ranking, ``auto`` resolved)."""
+    from .settings import REFERENCE_IMPORTANCE
+
+    ranked_alike = norm == REFERENCE_IMPORTANCE
+    if result.policy == uniform and ranked_alike and not cfg.prune.refit:  # the searched net itself: nothing else to train
         say("uniform reference: the search chose the uniform policy; no second fine-tune")
         finetuned = json.loads((out.parent / "finetuned" / "metrics.json").read_text())
         return {**_scored(finetuned), "same_as_searched": True}
-    say("uniform reference: the uniform policy, cut without the refit, with the same fine-tune")
-    write_json(out / "policy.json", {"policy": uniform, "agent": "uniform", "importance": cfg.search.importance,
-                                     "ignored_layers": cfg.search.ignored_layers})  # ranked as the search's result is
+    say(f"uniform reference: the uniform policy, cut by {REFERENCE_IMPORTANCE.upper()} without the refit, with the "
+        "same fine-tune")
+    write_json(out / "policy.json", {"policy": uniform, "agent": "uniform", "importance": REFERENCE_IMPORTANCE,
+                                     "ignored_layers": cfg.search.ignored_layers})
     plain = replace(cfg, prune=replace(cfg.prune, refit=False, refit_norms=False))
     _prune(ckpt_path, out, plain, device, resume, out / "policy.json")
-    return {**_scored(_finetune_like_run(out, cfg, device, quiet, resume)), "same_as_searched": False, "refit": False}
+    return {**_scored(_finetune_like_run(out, cfg, device, quiet, resume)), "same_as_searched": False, "refit": False,
+            "importance": REFERENCE_IMPORTANCE, "ranked_alike": ranked_alike}
 
 
 def _scored(metrics: dict[str, Any]) -> dict[str, Any]:

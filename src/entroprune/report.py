@@ -396,11 +396,21 @@ def finetune_text(run_dir: Path) -> str:
     return f" ({count_text(m['epochs'], 'epoch')}{how}{start}; more with `finetune.epochs`)"
 
 
-def gain_is_the_refits(evaluation: dict[str, Any], policy: dict[str, Any] | None) -> bool:
-    """Whether the search returned the uniform policy, which the reference line cut plainly: the searched net
-    then differs from the reference by the refit alone (``policy``: the run's policy.json)."""
+def uniform_gain_cause(evaluation: dict[str, Any], policy: dict[str, Any] | None) -> str:
+    """Where the search returned the uniform policy, which the reference line cut plainly, what alone tells the
+    searched net from it: the refit, and the channel ranking where the run ranked by another norm than the
+    reference's L1 ("" where the search chose another policy; ``policy``: the run's policy.json)."""
     ref = evaluation.get("uniform_reference") or {}
-    return ref.get("refit") is False and evaluation.get("uniform_policy") == (policy or {}).get("policy")
+    if ref.get("refit") is not False or evaluation.get("uniform_policy") != (policy or {}).get("policy"):
+        return ""
+    return "the refit's" if ref.get("ranked_alike", True) else "the refit's and the channel ranking's"
+
+
+def reference_cut(ref: dict[str, Any]) -> str:
+    """How the reference line was cut, as a phrase ("" for a net pruned as the searched one)."""
+    if ref.get("refit") is not False:
+        return ""
+    return f"cut by {ref['importance'].upper()} without the refit" if "importance" in ref else "cut without the refit"
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -451,11 +461,11 @@ def write_report(run_dir: str | Path) -> Path:
         ref = evaluation.get("uniform_reference")
         if ref:
             gain = pr[score] - ref[score]
+            cause = uniform_gain_cause(evaluation, policy)
             same = "; the search chose the uniform policy itself" if ref.get("same_as_searched") else \
-                "; the search chose the uniform policy, so the difference is the refit's" \
-                if gain_is_the_refits(evaluation, policy) else ""
+                f"; the search chose the uniform policy, so the difference is {cause}" if cause else ""
             what = "" if score == "test_accuracy" else f" {SCORES[score]}"
-            cut = ", cut without the refit," if ref.get("refit") is False else ""
+            cut = f", {reference_cut(ref)}," if reference_cut(ref) else ""
             md += [f"Reference: the uniform policy (one keep ratio for every group){cut} with the same fine-tune reached "
                    f"{ref[score]:.2f}%{what} at {ref['macs'] / evaluation['rows'][0]['macs']:.1%} of the MACs; "
                    f"the searched policy {pr[score]:.2f}% ({gain:+.2f} points{same}).", ""]
@@ -469,4 +479,4 @@ def write_report(run_dir: str | Path) -> Path:
     return write_text(run_dir / "report.md", "\n".join(md))
 
 
-__all__ = ["write_report", "gain_is_the_refits", "markdown_table", "format_value", "score_key", "finetune_text", "SCORES", "TABLE_COLUMNS"]
+__all__ = ["write_report", "uniform_gain_cause", "reference_cut", "markdown_table", "format_value", "score_key", "finetune_text", "SCORES", "TABLE_COLUMNS"]

@@ -34,11 +34,16 @@ BUILT_IN_DATASETS = ("fashion-mnist", "mnist", "digits", "cifar10", "imagefolder
 #: depthwise blocks): L2 gained on the arena's three plain chains and lost on its residual nets
 #: (docs/method.md, "Which channels").
 IMPORTANCES: dict[str, int | None] = {"l1": 1, "l2": 2, "auto": None}
-# How channels are ranked within a group unless a policy or caller says otherwise: the L1 norm of their
-# weights (Li et al., 2017), with which every arena cell was pruned. L2 (torch-pruning's own default) did
-# better on the arena's VGG uniform policies (docs/measurements/channel_ranking.md); `auto` ran in the arena
-# (`default-auto`), and docs/method.md ("Which channels") says what a switch to it waits for.
-DEFAULT_IMPORTANCE = "l1"
+# How channels are ranked within a group unless a caller says otherwise: `auto`, the arena's best label-free
+# default (arena part 53: +0.31 over uniform on VGG 10%, where L1 gave -0.02; +0.30 on VGG-16 against +0.17;
+# the same as L1 on ResNet-20 and MobileNetV2, which it ranks by L1; docs/method.md, "Which channels").
+DEFAULT_IMPORTANCE = "auto"
+#: The ranking of a policy file or search state that names none: every such file was written before the
+#: ranking could be chosen, when it was always L1, so it is cut as its search scored it.
+UNNAMED_IMPORTANCE = "l1"
+#: The ranking of the main job's reference line (the uniform policy cut plainly): L1 (Li et al., 2017), the
+#: arena's `uniform`, which issue 16's goal measures the default against, whatever the run ranks by.
+REFERENCE_IMPORTANCE = "l1"
 #: Whether the prune refits the kept weights by least squares (``PruneConfig.refit``), declared here because the
 #: search's re-ranking follows it by default (``SearchConfig.rerank_refit``): candidates are scored on the nets the
 #: prune will make.

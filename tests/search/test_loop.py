@@ -114,7 +114,7 @@ def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
     with pytest.raises(ConfigError, match="another checkpoint"):
         search_checkpoint(other, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True)
     # the same checkpoint with another channel ranking would mix two searches in one log
-    with pytest.raises(ConfigError, match=r'other settings \(`importance` "l1" there, "l2" now\)'):
+    with pytest.raises(ConfigError, match=r'other settings \(`importance` "auto" there, "l2" now\)'):
         search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True, importance="l2")
     # the same path holding another net (retrained in place): refused by its weights
     moved = tmp_path / "same_path.pt"
@@ -443,6 +443,6 @@ def test_the_channel_ranking_travels_from_the_search_to_the_cut(tmp_path):
         w = pruned[0].weight.detach()
         kept[rank] = (any(torch.equal(f, net[0].weight[0]) for f in w), any(torch.equal(f, net[0].weight[1]) for f in w))
     assert kept == {"l1": (False, True), "l2": (True, False), "auto": (True, False)}, kept
-    with pytest.raises(ConfigError, match="ranks channels by l2 but the search's `importance` is l1"):
+    with pytest.raises(ConfigError, match="ranks channels by l2 but the search's `importance` is auto"):
         run_search(net, Structure(net, x[:1], importance="l2"), x, None, cfg(agent="uniform"), tmp_path / "mixed",
                    quiet=True)

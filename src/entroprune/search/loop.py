@@ -27,7 +27,8 @@ import torch.nn as nn
 from ..errors import ConfigError, SearchInterrupted
 from ..latency import LatencyConfig, LatencyModel
 from ..prune import counts_to_dict, policy_to_ratios
-from ..structure import DEFAULT_IMPORTANCE, ROOTS, Structure
+from ..settings import UNNAMED_IMPORTANCE
+from ..structure import ROOTS, Structure
 from ..utils import atomic_write, folder_lock, progress_bar, read_json, write_json
 from .agents import FIXED_AGENTS, SB3_AGENTS, learns, make_agent
 from .agents.base import Agent
@@ -287,7 +288,7 @@ class Search:
             saved_cfg = {"episode_batch": 1, "latency_target": None, "latency_model": None, "params_target": None,
                          "latency_backend": LatencyConfig.backend, "latency_batch": LatencyConfig.batch,
                          "free_channels": SearchConfig.free_channels,
-                         "importance": saved_meta.get("importance", DEFAULT_IMPORTANCE),
+                         "importance": saved_meta.get("importance", UNNAMED_IMPORTANCE),
                          **json.loads(state["config"])}  # keys added since, at their defaults
             if "flops_target" in saved_cfg:  # a state saved before the rename
                 saved_cfg["macs_target"] = saved_cfg.pop("flops_target")
