@@ -42,10 +42,16 @@ SINGLE_SUMMARIES = (
 )
 
 
+def signed(x: float) -> str:
+    """A difference with its sign, to two decimals; a difference that is zero but for float error reads +0.00
+    (92.39 - 92.39 came out -1e-14, printed -0.00)."""
+    return f"{round(x, 9) + 0.0:+.2f}"
+
+
 def fmt(xs: list[float], sign: bool = False) -> str:
     if not xs:
         return "-"
-    m = f"{statistics.mean(xs):+.2f}" if sign else f"{statistics.mean(xs):.2f}"
+    m = signed(statistics.mean(xs)) if sign else f"{statistics.mean(xs):.2f}"
     return f"{m} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else m
 
 
@@ -193,7 +199,7 @@ def confirmed_draws(cell: list[dict], ref: Reference, seeds: int, kind: str = "r
             runs.setdefault(r["source"], []).append(r)
     full = {s: rs for s, rs in sorted(runs.items()) if len(rs) == seeds and len(deltas(rs, ref)) == seeds}
     return (" With every seed: " + ", ".join(f"{s} {statistics.mean(float(r['test_accuracy']) for r in rs):.2f}% "
-                                             f"({statistics.mean(deltas(rs, ref)):+.2f})" for s, rs in full.items())
+                                             f"({signed(statistics.mean(deltas(rs, ref)))})" for s, rs in full.items())
             + "." if full else "")
 
 
@@ -205,7 +211,7 @@ def against_mean(cell: list[dict], ref: Reference, kind: str, seed: int = 0) -> 
     ds = [float(r["test_accuracy"]) - u for r in cell if r["source"].startswith(kind) and int(r["seed"]) == seed
           and (u := ref.mean_of(r.get("machine", ""))) is not None]
     return (f" Against uniform's mean over its seeds on the cell's machine (the better reference for one cell, "
-            f"docs/measurements/arena_machines.md): best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
+            f"docs/measurements/arena_machines.md): best {signed(max(ds))}, median {signed(statistics.median(ds))}, "
             f"{sum(d >= GOAL_MARGIN for d in ds)} at +{GOAL_MARGIN} or more." if ds else "")
 
 
@@ -259,7 +265,8 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "sized to the target; `entropy` DDPG with the paper's reward as the tool has it (no recovery); "
             "`accuracy` DDPG with AMC's reward; `default` the tool's defaults (`entroprune search` with only "
             "the target set, its re-ranking reading each candidate off its refitted net, then `entroprune prune`, "
-            "which refits); `default-recovered` the default before the refit became it (from part 46 on): the "
+            "which refits; from part 53 on, channels ranked by `auto`); `default-l1` the default of parts 46-52, "
+            "ranking channels by L1 (its cells the `default` rows of those parts); `default-recovered` the default before the refit became it (from part 46 on): the "
             "re-ranking after 40 label-free recovery steps on plain cuts, a plain prune; the follow-up sources "
             "below vary that older default; `default-random` it with random search instead of DDPG; `entropy-recovered` "
             "the default with the entropy reward read after recovery in the re-ranking; `default-wide` the "
@@ -275,7 +282,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             "ranked by the L2 norm of their weights instead of L1 (`--importance l2`): `default-l2` the default so "
             "(search, re-ranking and refitted prune); `default-auto` the default ranking by `--importance auto` "
             "(L2 on a plain chain, L1 where a group couples several convs: the VGGs' `default-l2`, the others' "
-            "`default`); "
+            "`default-l1`), run before it became `default`; every source but `default` ranks by L1 unless tagged; "
             "`default-kl` the default whose search itself scores every episode by the KL to the unpruned net "
             f"after {grid.get('kl_recovery_steps', 20)} recovery steps ({grid.get('kl_episodes', 150)} episodes), "
             "and `default-kl-random` the same with random search: does DDPG add anything given a reward that "
@@ -333,7 +340,7 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
         d_default = deltas(rows_of.get("default", []), ref)
         cells = [f"{statistics.mean(by[s].values()):.2f}" if by.get(s) else "-" for s in sources]
         readme.append(f"| {model} | {float(target):.0%} | {base:.2f} | " + " | ".join(cells) +
-                      f" | {statistics.mean(d_default):+.2f} |" if d_default else
+                      f" | {signed(statistics.mean(d_default))} |" if d_default else
                       f"| {model} | {float(target):.0%} | {base:.2f} | " + " | ".join(cells) + " | - |")
         full = len(by.get("default", {})) == len(grid["seeds"]) and len(uni) == len(grid["seeds"])
         if not full:
@@ -351,8 +358,8 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             if ds:
                 goals[goal].append((model, target, max(ds), len(ds)))
                 opening = intro.format(n=len(ds), size=space_size(cell, kind) if "{size}" in intro else "")
-                page += ["", opening + f": Δ uniform best {max(ds):+.2f}, median {statistics.median(ds):+.2f}, "
-                         f"worst {min(ds):+.2f}; {sum(d >= GOAL_MARGIN for d in ds)}"
+                page += ["", opening + f": Δ uniform best {signed(max(ds))}, median {signed(statistics.median(ds))}, "
+                         f"worst {signed(min(ds))}; {sum(d >= GOAL_MARGIN for d in ds)}"
                          + (f" of {len(ds)}" if kind == "random-" else "") + f" at +{GOAL_MARGIN} or more."
                          + against_mean(cell, ref, kind) + confirmed_draws(cell, ref, seeds, kind=kind)]
         lines, refit_goal = refit_line(cell, ref)
@@ -366,11 +373,11 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
             if top["best_policy"] is not None:
                 goals["best_policy"].append((model, target, round(top["best_policy"], 2), top["full_policies"]))
             page += ["", f"Ceiling: per seed, the best of the {top['policies']} distinct policies the arena fine-tuned "
-                     f"here (any source, stale cells included) is on average {top['delta']:+.2f} points above uniform: "
+                     f"here (any source, stale cells included) is on average {signed(top['delta'])} points above uniform: "
                      "the most a perfect pick among everything tried would have won (optimistic: the best of many "
                      "fine-tunes is partly their noise)."
                      + (f" The best single policy fine-tuned with every seed (of {top['full_policies']}, uniform left "
-                        f"out) is {top['best_policy']:+.2f} above uniform on average over the seeds."
+                        f"out) is {signed(top['best_policy'])} above uniform on average over the seeds."
                         if top["best_policy"] is not None else "")]
         if by.get("entropy") and by.get("accuracy"):
             e, a = by["entropy"], by["accuracy"]
@@ -387,22 +394,22 @@ def build(grid: dict, rows: list[dict]) -> tuple[list[str], list[str], dict]:
                + f"; {len(goals['below_floor'])} below -{-GOAL_FLOOR}"
                + (f" ({', '.join(goals['below_floor'])})" if goals["below_floor"] else "")
                + ". Per pair, default - uniform: "
-               + ", ".join(f"{m} {float(t):.0%} {d:+.2f} ({count_text(n, 'seed')})" for m, t, d, n in goals["pairs"])
+               + ", ".join(f"{m} {float(t):.0%} {signed(d)} ({count_text(n, 'seed')})" for m, t, d, n in goals["pairs"])
                + (f". Not complete yet: {', '.join(goals['incomplete'])}." if goals["incomplete"] else ".")
                + (" Room above uniform (baseline - uniform): "
                   + ", ".join(f"{m} {float(t):.0%} {r:.2f}" for m, t, r in goals["room"])
                   + f"; {sum(r < GOAL_MARGIN for _, _, r in goals['room'])} pairs have less than the "
                   f"{GOAL_MARGIN}-point margin to give." if goals["room"] else "")
                + (" Ceiling (per seed, the best policy any source found, against uniform; optimistic): "
-                  + ", ".join(f"{m} {float(t):.0%} {d:+.2f}" for m, t, d in goals["ceiling"])
+                  + ", ".join(f"{m} {float(t):.0%} {signed(d)}" for m, t, d in goals["ceiling"])
                   + f"; it reaches +{GOAL_MARGIN} in {sum(d >= GOAL_MARGIN for _, _, d in goals['ceiling'])} of {n_pairs} pairs."
                   if goals["ceiling"] else "")
                + (" The best single policy fine-tuned with every seed (mean paired difference to uniform): "
-                  + ", ".join(f"{m} {float(t):.0%} {d:+.2f} (of {n})" for m, t, d, n in goals["best_policy"])
+                  + ", ".join(f"{m} {float(t):.0%} {signed(d)} (of {n})" for m, t, d, n in goals["best_policy"])
                   + f"; +{GOAL_MARGIN} or more in {sum(d >= GOAL_MARGIN for _, _, d, _ in goals['best_policy'])} of "
                   f"{n_pairs} pairs." if goals["best_policy"] else "")
                + "".join(f" {title} (seed 0, against uniform's seed 0): "
-                         + ", ".join(f"{m} {float(t):.0%} {d:+.2f} of {n}" for m, t, d, n in goals[goal]) + "."
+                         + ", ".join(f"{m} {float(t):.0%} {signed(d)} of {n}" for m, t, d, n in goals[goal]) + "."
                          for _, goal, title, _ in SINGLE_SUMMARIES if goals[goal])
                + refit_verdict(goals["refit"]))
     page[2:2] = [verdict, ""]
@@ -427,7 +434,7 @@ def refit_verdict(pairs: list[tuple]) -> str:
         return ""
 
     def each(key: str) -> str:
-        return ", ".join(f"{m} {float(t):.0%} {g[key][0]:+.2f} ({count_text(g[key][1], 'seed')})"
+        return ", ".join(f"{m} {float(t):.0%} {signed(g[key][0])} ({count_text(g[key][1], 'seed')})"
                          for m, t, g in pairs if g.get(key))
     said = [f"{s} - uniform {each(s)}" for s in REFITTED if each(s)]
     said += [f"{s} - {other} {each(f'{s} against {other}')}" for s in REFITTED

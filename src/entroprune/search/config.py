@@ -146,8 +146,8 @@ class SearchConfig:
         every net: with the plain cut L2 gained 0.10-0.25 points on three VGG pairs and lost 0.31 on ResNet-20
         and 0.16 on MobileNetV2 (docs/measurements/channel_ranking.md); with the refit it gained 0.00-0.12 on
         the VGGs (docs/arena.md, ``uniform-l2-refit``), and the default search with ``auto`` ended 0.28-0.31
-        above uniform on four of the arena's pairs (``default-auto``). L1 stays the default while the main
-        job's reference question is open (docs/method.md, "Which channels").
+        above uniform on four of the arena's pairs, and ``auto`` is the default since (docs/method.md, "Which
+        channels").
     :param params_target: also keep at most this fraction of the unpruned net's parameters (None = no bound):
         for a flash, memory or download budget, which a MACs target bounds only loosely (a net's parameters
         sit mostly in its late, wide layers, its MACs in its early, large maps). Every target holds.
