@@ -26,5 +26,6 @@ def test_architecture_prunes_or_is_refused_in_one_line(name, target, tmp_path):
             assert "is unreachable" in row["unreachable"] and "\n" not in row["unreachable"]
     assert row["shapes_kept"]  # the model's outputs keep their shape
     slack = SLACK_AFTER_IGNORE if bad else SLACK.get(name, 0.02)
-    assert row["target"] - slack <= row["macs"] <= row["target"] + 1e-9, row  # torch-pruning's counter
+    assert row["macs"] <= row["target"] + 1e-9, row  # torch-pruning's counter
+    assert row["target"] - slack <= row["macs"] or row["full"], row  # under it only where no step fits
     assert row["onnx_max_diff"] <= 1e-4
