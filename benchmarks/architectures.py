@@ -30,7 +30,9 @@ def main() -> None:
              "(tiny nets with random weights, 1x16x16 inputs, 64-sample signals for the 1-D nets, 6-slice volumes for the 3-D ones; a 3-episode search",
              "with `band: null`, `min_keep: 0.05`, `round_to: 1` (the nets are a few channels wide), then pruning, a forward and an ONNX round trip; here also",
              "torch.export's capture of the pruned net, `export --format pt2`, run on the same inputs). MACs are",
-             "torch-pruning's count of the pruned net against the original's. A refused pattern is one line naming",
+             "torch-pruning's count of the pruned net against the original's (channels ranked by the default, `auto`;",
+             "under the target by more than 2 points only where no group can keep one more channel step). A refused",
+             "pattern is one line naming",
              "the group; leaving that layer whole (`--ignore`, `SearchConfig.ignored_layers`) prunes the rest.", "",
              "| architecture | refused, then left whole | target | MACs kept | outputs | ONNX max diff | pt2 max diff |",
              "|---|---|---|---|---|---|---|"]
