@@ -149,9 +149,9 @@ class RunConfig:
     # Fresh Python processes the evaluation's latencies are timed in (the median over them), as a deployment
     # starts; 0 times them in the run's own process, after training (less like a deployment, no start-up cost).
     latency_processes: Annotated[int, Field(ge=0)] = FRESH_PROCESSES
-    # Also cut the uniform policy (one keep ratio for every group) plainly, without the refit, and give it the same
-    # fine-tune: the report's reference line, which shows what the tool (search and refit) bought over the trivial
-    # choice.
+    # Also cut the uniform policy (one keep ratio for every group) plainly, by L1 (the arena's `uniform`) and without
+    # the refit, and give it the same fine-tune: the report's reference line, which shows what the tool (search,
+    # ranking and refit) bought over the trivial choice.
     reference_uniform: bool = True
     # For a latency-targeted run (search.latency_target), also run the default MACs-targeted search aimed at
     # the same predicted latency and give its net the same fine-tune and timing: the report's second reference,
