@@ -134,6 +134,22 @@ def test_resume_refuses_another_checkpoint(digits_ckpt, tmp_path):
     search_checkpoint(same, tmp_path / "u", cfg(episodes=10), resume=True, quiet=True)
 
 
+def test_a_search_state_naming_no_ranking_resumes_as_l1(digits_ckpt, tmp_path):
+    """A state saved before the ranking could be chosen names none in its settings or inputs: it searched by
+    L1 then, so it resumes under `importance: l1` and is refused under today's default, `auto`."""
+    from entroprune.errors import ConfigError
+    from entroprune.search.loop import STATE_FILE
+
+    search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10, importance="l1"), quiet=True)
+    state = torch.load(tmp_path / "s" / STATE_FILE, weights_only=True)
+    config, meta = json.loads(state["config"]), json.loads(state["meta"])
+    assert config.pop("importance") == meta.pop("importance") == "l1"
+    torch.save({**state, "config": json.dumps(config), "meta": json.dumps(meta)}, tmp_path / "s" / STATE_FILE)
+    with pytest.raises(ConfigError, match=r'other settings \(`importance` "l1" there, "auto" now\)'):
+        search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10), resume=True, quiet=True)
+    search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10, importance="l1"), resume=True, quiet=True)
+
+
 def test_ddpg_improves_over_warmup(digits_ckpt, tmp_path):
     """Over four seeds, not a chosen one: every seed raises the mean reward of its last episodes above
     its random warm-up's, and at least half beat the warm-up's best (measured: 2 of 4 with today's reward, the
