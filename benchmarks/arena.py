@@ -33,6 +33,7 @@ from entroprune.prune import policy_to_ratios  # noqa: E402
 from entroprune.search import SearchConfig, SearchResult  # noqa: E402
 from entroprune.search.policies import search_env  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
+from entroprune.settings import UNNAMED_IMPORTANCE  # noqa: E402
 from entroprune.structure import Structure  # noqa: E402
 from entroprune.utils import write_json  # noqa: E402
 
@@ -183,7 +184,7 @@ def settings(cfg: SearchConfig) -> str:
 
 #: Options that changed what a search does when they came in: a cell recorded before one existed searched
 #: as if it had this value (any other new option counts at its default, which kept the old behaviour).
-PREDATES = {"confirm_seeds": 0, "uniform_margin": 0.0, "importance": "l1", "rerank_refit": False}
+PREDATES = {"confirm_seeds": 0, "uniform_margin": 0.0, "importance": UNNAMED_IMPORTANCE, "rerank_refit": False}
 
 
 def same_settings(recorded: str, today: str) -> bool:

@@ -41,6 +41,7 @@ from entroprune.errors import ConfigError  # noqa: E402
 from entroprune.latency import FRESH_PROCESSES  # noqa: E402
 from entroprune.search import SearchConfig  # noqa: E402
 from entroprune.search.rewards import RewardConfig  # noqa: E402
+from entroprune.settings import UNNAMED_IMPORTANCE  # noqa: E402
 from entroprune.utils import machine_description  # noqa: E402
 
 FIELDS = ["model", "target", "source", "seed", "baseline_accuracy", "accuracy_before_finetune", "test_accuracy",
@@ -130,9 +131,9 @@ def search_config(grid: dict, model: str, target: float, source: str, seed: int)
 
 
 def ranking_of(row: dict) -> str:
-    """The channel ranking a recorded cell pruned with (its search settings'; rows without them: ``l1``, the
-    only one before ``importance`` came in)."""
-    return json.loads(row.get("search_settings") or "{}").get("importance", "l1")
+    """The channel ranking a recorded cell pruned with (its search settings'; rows without them: L1, the only
+    one before ``importance`` came in, as for any file that names none)."""
+    return json.loads(row.get("search_settings") or "{}").get("importance", UNNAMED_IMPORTANCE)
 
 
 _NORMS: dict[tuple[str, str], str] = {}

@@ -25,7 +25,7 @@ from .api import (
     train_baseline,
 )
 from .errors import ConfigError, DataError, RunInterrupted, SearchInterrupted
-from .settings import PROGRESS_FILE, checked_args
+from .settings import PROGRESS_FILE, REFERENCE_IMPORTANCE, checked_args
 from .utils import (
     check_writable_dir,
     claim_dir,
@@ -528,8 +528,6 @@ def _uniform_reference(ckpt_path: Path, out: Path, uniform: dict[str, float], cf
     """The trivial choice, the uniform policy cut plainly (no refit) by the L1 norm (REFERENCE_IMPORTANCE, the
     arena's `uniform`), with the searched net's fine-tune: the report's reference line, what the tool (search,
     ranking and refit) bought over one keep ratio and a magnitude cut (``norm``: the searched net's ranking, ``auto`` resolved)."""
-    from .settings import REFERENCE_IMPORTANCE
-
     ranked_alike = norm == REFERENCE_IMPORTANCE
     if result.policy == uniform and ranked_alike and not cfg.prune.refit:  # the searched net itself: nothing else to train
         say("uniform reference: the search chose the uniform policy; no second fine-tune")

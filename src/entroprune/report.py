@@ -465,7 +465,7 @@ def write_report(run_dir: str | Path) -> Path:
             same = "; the search chose the uniform policy itself" if ref.get("same_as_searched") else \
                 f"; the search chose the uniform policy, so the difference is {cause}" if cause else ""
             what = "" if score == "test_accuracy" else f" {SCORES[score]}"
-            cut = f", {reference_cut(ref)}," if reference_cut(ref) else ""
+            cut = f", {how}," if (how := reference_cut(ref)) else ""
             md += [f"Reference: the uniform policy (one keep ratio for every group){cut} with the same fine-tune reached "
                    f"{ref[score]:.2f}%{what} at {ref['macs'] / evaluation['rows'][0]['macs']:.1%} of the MACs; "
                    f"the searched policy {pr[score]:.2f}% ({gain:+.2f} points{same}).", ""]
