@@ -53,7 +53,7 @@ def unlabelled_copy(spec, work: Path) -> Path:
     """The checkpoint's dataset as an .npz without training labels (same images, same order)."""
     path = work / f"{spec.dataset}-unlabelled.npz"
     if not path.exists():
-        x, _, test = DATASETS[spec.dataset](spec.data_dir, None, None)
+        x, _, test, *_ = DATASETS[spec.dataset](spec.data_dir, None, None)  # a fourth item: class names
         # without a test split of its own, both copies carve the same one (same images, same seed)
         np.savez(path, x=x, **({} if test is None else {"x_test": test[0], "y_test": test[1]}))
     return path
