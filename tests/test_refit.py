@@ -52,6 +52,40 @@ def test_a_refit_recovers_what_the_kept_channels_still_carry(monkeypatch):
     assert model.conv2.weight.shape[1] == 8  # the model itself is untouched
 
 
+class DoubledAs(Doubled):
+    """Doubled with convs of another kind: the refit reads their inputs padded as their forward pads them."""
+
+    def __init__(self, conv, **pad):
+        super().__init__()
+        self.conv1, self.conv2 = conv(3, 8, 3, **pad), conv(8, 5, 4, dilation=3, **pad)
+        with torch.no_grad():
+            self.conv1.weight[4:] = 2 * self.conv1.weight[:4]
+            self.conv1.bias[4:] = 2 * self.conv1.bias[:4]
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv2(torch.relu(self.conv1(x)))).flatten(2).mean(2))
+
+
+@pytest.mark.parametrize(("conv", "pad"), [
+    (nn.Conv2d, {"padding": "same", "padding_mode": "reflect"}),  # 3 * (4 - 1) odd: one more on the right
+    (nn.Conv2d, {"padding": "valid"}),
+    (nn.Conv2d, {"padding": 2, "padding_mode": "circular"}),
+    (nn.Conv1d, {"padding": 1, "padding_mode": "replicate"}),
+    (nn.Conv1d, {"padding": "same"}),
+])
+def test_a_refit_recovers_it_whatever_the_convs_dimension_and_padding(monkeypatch, conv, pad):
+    monkeypatch.setattr(refit_module, "REFIT_RIDGE", 1e-9)
+    torch.manual_seed(0)
+    model = DoubledAs(conv, **pad).eval()
+    x = torch.randn(64, 3, *((12, 12) if conv is nn.Conv2d else (16,)))
+    structure = Structure(model, x[:1])
+    counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
+    fitted, _ = prune_model(model, structure, counts, check=True, refit_images=x)
+    assert torch.allclose(_outputs(fitted, x), _outputs(model, x), atol=1e-5)
+    w = model.conv2.weight.detach()
+    assert torch.allclose(fitted.conv2.weight, w[:, 4:] + w[:, :4] / 2, atol=1e-5)
+
+
 def test_a_refit_with_nothing_cut_keeps_the_net():
     torch.manual_seed(0)
     model, x = Doubled().eval(), torch.randn(32, 3, 8, 8)

@@ -7,8 +7,9 @@ unlabelled images match the unpruned net's (ridge least squares over sampled pos
 from the refitted net so far) gives most of the accuracy back before any training (26% -> 90.5% there) for
 one forward over the images, stepped layer by layer through the net's torch.fx graph (a net that does not
 trace: two forwards from the images per layer, stopped at it); no labels. AMC refits this way too, but only
-1x1 convs in its code; here every conv with ``groups=1`` and every linear layer is refitted. Depthwise and
-grouped convs, other conv dimensions and layers called more than once keep their weights.
+1x1 convs in its code; here every 1-D and 2-D conv with ``groups=1`` (padded any way the conv pads) and every
+linear layer is refitted. Depthwise and grouped convs, 3-D and transposed convs and layers called more than once
+keep their weights.
 
 The refit works on the *masked* twin of the model (cut channels zeroed, shapes unchanged), so each layer's
 kept output channels are the same indices in the unpruned net; the physical cut comes after.
@@ -92,8 +93,22 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> set[str]:
         return {made[id(t)] for t in flat_tensors(model(example[:2])) if id(t) in made}
 
 
+_CONVS = (nn.Conv1d, nn.Conv2d)  # the convs whose input patches unfold reads (a 1-D one as 2-D of height 1)
+
+
 def _refittable(mod: nn.Module) -> bool:
-    return isinstance(mod, nn.Linear) or (isinstance(mod, nn.Conv2d) and mod.groups == 1)
+    return isinstance(mod, nn.Linear) or (isinstance(mod, _CONVS) and mod.groups == 1)
+
+
+def _patches(mod: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A conv's input patches, (n, C*k, positions), padded as its forward pads: unfold alone pads with zeros by
+    numbers, and a conv may pad by ``same``/``valid`` (a refit then failed) or by reflection, replication or
+    wrapping (its border rows were then wrong)."""
+    mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
+    x = nn.functional.pad(x, mod._reversed_padding_repeated_twice, mode)  # (left, right[, top, bottom])
+    if isinstance(mod, nn.Conv1d):
+        return nn.functional.unfold(x.unsqueeze(2), (1, *mod.kernel_size), (1, *mod.dilation), 0, (1, *mod.stride))
+    return nn.functional.unfold(x, mod.kernel_size, mod.dilation, 0, mod.stride)
 
 
 def _rows(mod: nn.Module, x: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
@@ -101,10 +116,10 @@ def _rows(mod: nn.Module, x: torch.Tensor, pick: torch.Tensor | None) -> torch.T
     if isinstance(mod, nn.Linear):
         return x.reshape(-1, x.shape[-1])
     rows = []
-    per_image = x[0].numel() * mod.kernel_size[0] * mod.kernel_size[1]
+    per_image = x[0].numel() * mod.weight[0, 0].numel()
     step = max(1, _UNFOLD_ELEMENTS // per_image)
     for s in range(0, len(x), step):
-        f = nn.functional.unfold(x[s:s + step], mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # n, C*k*k, P
+        f = _patches(mod, x[s:s + step])  # n, C*k*k, P
         p = pick[s:s + step]
         rows.append(torch.gather(f, 2, p[:, None].expand(-1, f.shape[1], -1)).transpose(1, 2).reshape(-1, f.shape[1]))
     return torch.cat(rows)
@@ -257,8 +272,8 @@ def _normal_equations(mod: nn.Module, batches: Iterator[tuple[torch.Tensor, torc
         x, x0, y = got
         changed = changed or not torch.equal(x, x0)
         pick = None
-        if isinstance(mod, nn.Conv2d):
-            positions = y.shape[2] * y.shape[3]
+        if isinstance(mod, _CONVS):
+            positions = y[0, 0].numel()
             pick = torch.randint(0, positions, (len(x), min(REFIT_SAMPLES, positions)), generator=gen).to(y.device)
         rows = _rows(mod, x, pick).double()
         count += len(rows)
@@ -336,7 +351,7 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
 def _convs_into_batchnorm(model: nn.Module, example: torch.Tensor) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     """Each conv whose output tensor a BatchNorm with running statistics reads as its input, by one traced forward."""
     pairs: dict[str, nn.modules.batchnorm._BatchNorm] = {}
-    with _named_outputs(model, lambda m: isinstance(m, nn.Conv2d)) as made:
+    with _named_outputs(model, lambda m: isinstance(m, _CONVS)) as made:
         def bn_in(m: nn.modules.batchnorm._BatchNorm, args: tuple) -> None:
             if id(args[0]) in made and m.running_var is not None:
                 pairs[made[id(args[0])]] = m
@@ -372,7 +387,7 @@ def match_cut_norms(original: nn.Module, masked: nn.Module, names: list[str], im
     scaled = []
     for name in names:
         mod, bn = mods[name], pairs.get(name)
-        if bn is None or not isinstance(mod, nn.Conv2d):
+        if bn is None or not isinstance(mod, _CONVS):
             continue
         w = mod.weight.flatten(1)
         inputs = w.abs().sum(0) > 0
