@@ -72,12 +72,14 @@ class DoubledAs(Doubled):
     (nn.Conv2d, {"padding": 2, "padding_mode": "circular"}),
     (nn.Conv1d, {"padding": 1, "padding_mode": "replicate"}),
     (nn.Conv1d, {"padding": "same"}),
+    (nn.Conv3d, {"padding": "same", "padding_mode": "replicate"}),
+    (nn.Conv3d, {"padding": (0, 1, 2), "stride": (1, 2, 1)}),
 ])
 def test_a_refit_recovers_it_whatever_the_convs_dimension_and_padding(monkeypatch, conv, pad):
     monkeypatch.setattr(refit_module, "REFIT_RIDGE", 1e-9)
     torch.manual_seed(0)
     model = DoubledAs(conv, **pad).eval()
-    x = torch.randn(64, 3, *((12, 12) if conv is nn.Conv2d else (16,)))
+    x = torch.randn(64, 3, *{nn.Conv1d: (16,), nn.Conv2d: (12, 12), nn.Conv3d: (14, 24, 12)}[conv])
     structure = Structure(model, x[:1])
     counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
     fitted, _ = prune_model(model, structure, counts, check=True, refit_images=x)

@@ -7,8 +7,8 @@ unlabelled images match the unpruned net's (ridge least squares over sampled pos
 from the refitted net so far) gives most of the accuracy back before any training (26% -> 90.5% there) for
 one forward over the images, stepped layer by layer through the net's torch.fx graph (a net that does not
 trace: two forwards from the images per layer, stopped at it); no labels. AMC refits this way too, but only
-1x1 convs in its code; here every 1-D and 2-D conv with ``groups=1`` (padded any way the conv pads) and every
-linear layer is refitted. Depthwise and grouped convs, 3-D and transposed convs and layers called more than once
+1x1 convs in its code; here every 1-D, 2-D and 3-D conv with ``groups=1`` (padded any way the conv pads) and
+every linear layer is refitted. Depthwise and grouped convs, transposed convs and layers called more than once
 keep their weights.
 
 The refit works on the *masked* twin of the model (cut channels zeroed, shapes unchanged), so each layer's
@@ -93,22 +93,29 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> set[str]:
         return {made[id(t)] for t in flat_tensors(model(example[:2])) if id(t) in made}
 
 
-_CONVS = (nn.Conv1d, nn.Conv2d)  # the convs whose input patches unfold reads (a 1-D one as 2-D of height 1)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the convs whose input patches _patches reads
 
 
 def _refittable(mod: nn.Module) -> bool:
     return isinstance(mod, nn.Linear) or (isinstance(mod, _CONVS) and mod.groups == 1)
 
 
-def _patches(mod: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A conv's input patches, (n, C*k, positions), padded as its forward pads: unfold alone pads with zeros by
-    numbers, and a conv may pad by ``same``/``valid`` (a refit then failed) or by reflection, replication or
-    wrapping (its border rows were then wrong)."""
+def _patches(mod: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A conv's input patches, (n, C*k, positions) in its weight's and its output's orders, padded as its forward
+    pads: unfold alone pads with zeros by numbers, and a conv may pad by ``same``/``valid`` (a refit then
+    failed) or by reflection, replication or wrapping (its border rows were then wrong). unfold reads 2-D maps
+    only: a 1-D conv's as 2-D of height 1, a 3-D conv's by a window per dimension."""
     mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
-    x = nn.functional.pad(x, mod._reversed_padding_repeated_twice, mode)  # (left, right[, top, bottom])
+    x = nn.functional.pad(x, mod._reversed_padding_repeated_twice, mode)  # (left, right[, top, bottom, ...])
     if isinstance(mod, nn.Conv1d):
         return nn.functional.unfold(x.unsqueeze(2), (1, *mod.kernel_size), (1, *mod.dilation), 0, (1, *mod.stride))
-    return nn.functional.unfold(x, mod.kernel_size, mod.dilation, 0, mod.stride)
+    if isinstance(mod, nn.Conv2d):
+        return nn.functional.unfold(x, mod.kernel_size, mod.dilation, 0, mod.stride)
+    for dim, (k, stride, dilation) in enumerate(zip(mod.kernel_size, mod.stride, mod.dilation, strict=True), 2):
+        x = x.unfold(dim, dilation * (k - 1) + 1, stride)[..., ::dilation]  # each window appended last
+    n, c, spatial = x.shape[0], x.shape[1], x.dim() - 2 - len(mod.kernel_size)
+    order = (0, 1, *range(2 + spatial, x.dim()), *range(2, 2 + spatial))  # n, C, kernel..., positions...
+    return x.permute(order).reshape(n, c * mod.weight[0, 0].numel(), -1)
 
 
 def _rows(mod: nn.Module, x: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
