@@ -1447,16 +1447,21 @@ def test_the_report_says_where_the_fine_tune_started(tmp_path):
 
 
 def test_the_main_jobs_reranking_scores_the_nets_its_prune_makes(monkeypatch, tmp_path):
-    """A run that turns the refit off re-ranks plain cuts after recovery; with it on, refitted nets as they are;
-    a re-ranking setting the config gives stands."""
+    """A run that turns the refit off re-ranks plain cuts after recovery; with it on, refitted nets as they are,
+    refitted with the prune's options; a re-ranking setting the config gives stands."""
     from entroprune import pipeline
     from entroprune.config import PruneConfig, RunConfig
+    from entroprune.search import RewardConfig
     from entroprune.search.config import PLAIN_RECOVERY_STEPS
 
     seen = []
     monkeypatch.setattr(pipeline, "search_checkpoint", lambda path, out, config, **k: seen.append(config))
     for prune, search in ((PruneConfig(), SearchConfig()), (PruneConfig(refit=False), SearchConfig()),
-                          (PruneConfig(refit=False), SearchConfig(rerank_refit=True))):
+                          (PruneConfig(refit=False), SearchConfig(rerank_refit=True)),
+                          (PruneConfig(refit_head=False, refit_norms=True), SearchConfig()),
+                          (PruneConfig(refit_head=False), SearchConfig(reward=RewardConfig(refit_head=True)))):
         cfg = RunConfig(prune=prune, search=search)
         pipeline._search(tmp_path / "model.pt", tmp_path / "s", cfg.search, cfg, "cpu", quiet=True, resume=False)
-    assert [(c.rerank_refit, c.recovery_steps) for c in seen] == [(True, 0), (False, PLAIN_RECOVERY_STEPS), (True, 0)]
+    assert [(c.rerank_refit, c.recovery_steps) for c in seen] == [(True, 0), (False, PLAIN_RECOVERY_STEPS), (True, 0),
+                                                                   (True, 0), (True, 0)]
+    assert [c.rerank_reward_config().refit_options() for c in seen] == [(False, True)] * 3 + [(True, False), (False, True)]

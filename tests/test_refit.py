@@ -227,6 +227,15 @@ def test_a_prune_that_cuts_otherwise_than_the_search_scored_warns(digits_ckpt, t
                              refit=refit)
         said = [str(w.message) for w in caught if "scoring its candidates" in str(w.message)]
         assert len(said) == (warned is not None) and all(warned in m for m in said)
+    # refitted both ways, with another of the refit's options
+    for head, warned in ((True, "refitted with `refit_head=True`, but this prune refits it with `refit_head=False`"),
+                         (False, None)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            prune_checkpoint(digits_ckpt, {"policy": ratios, "rerank_refit": True, "rerank_refit_head": head,
+                                           "rerank_refit_norms": False}, tmp_path / "p", force=True, refit_head=False)
+        said = [str(w.message) for w in caught if "scoring its candidates" in str(w.message)]
+        assert len(said) == (warned is not None) and all(warned in m for m in said)
 
 
 def test_large_maps_unfold_in_pieces_and_wide_layers_are_left(monkeypatch):

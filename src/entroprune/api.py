@@ -307,7 +307,7 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     # refused before any work; past it, refit_norms implies refit
     PruneConfig(refit=refit, refit_norms=refit_norms, bn_recalibration=bn_recalibration)
     pol = _read_policy(policy)
-    _warn_if_scored_otherwise(pol, refit)
+    _warn_if_scored_otherwise(pol, refit, refit_norms, refit_head)
     out_dir = Path(out_dir)
     model, ckpt = load_model(path, trust_pickle)
     if ckpt.pruning:
@@ -344,14 +344,22 @@ def prune_checkpoint(path: str | Path, policy: str | Path | dict, out_dir: str |
     return {**metrics, "checkpoint": str(out_dir / "model.pt")}
 
 
-def _warn_if_scored_otherwise(pol: dict[str, Any], refit: bool) -> None:
-    """The search's re-ranking chose among its candidates as they were then cut (refitted or plainly); a prune
-    that cuts the policy the other way fine-tunes a net the choice was not made for."""
+def _warn_if_scored_otherwise(pol: dict[str, Any], refit: bool, refit_norms: bool, refit_head: bool) -> None:
+    """The search's re-ranking chose among its candidates as they were then cut (refitted or plainly, the refit's
+    options as they were); a prune that cuts the policy another way fine-tunes a net the choice was not made for."""
     scored = pol.get("rerank_refit")
+    how = None
     if isinstance(scored, bool) and scored != refit:
         how = ("refitted, but this prune cuts it plainly: prune with `refit=True`, or search again with "
                "`rerank_refit=False`" if scored else "cut plainly, but this prune refits it: prune with "
                "`refit=False`, or search again with `rerank_refit=True`")
+    elif scored is True:
+        for key, now in (("refit_norms", refit_norms), ("refit_head", refit_head)):
+            then = pol.get(f"rerank_{key}")
+            if isinstance(then, bool) and then != now:
+                how = (f"refitted with `{key}={then}`, but this prune refits it with `{key}={now}`: prune with "
+                       f"`{key}={then}`, or search again with the reward's `{key}={now}`")
+    if how:
         warnings.warn(f"the search chose this policy by scoring its candidates {how}, so the choice is made for "
                       "the net you fine-tune", stacklevel=3)
 

@@ -515,8 +515,7 @@ def search(
     normalize: Annotated[bool, typer.Option(help="Entropy relative to the unpruned net, per layer.")] = _REWARD.normalize,
     bn_recalibration: Annotated[bool, typer.Option(help="Re-estimate BN statistics before scoring.")] = _REWARD.bn_recalibration,
     accuracy_weight: Annotated[float, typer.Option(help="Accuracy weight of the combined reward.")] = _REWARD.accuracy_weight,
-    physical_scoring: Annotated[bool, typer.Option(
-        help="Score each policy on a physically pruned copy (faster) instead of zero-masks on the full net.")] = _REWARD.physical,
+    physical_scoring: Annotated[bool, typer.Option(help="Score each policy on a physically pruned copy (faster) instead of zero-masks on the full net.")] = _REWARD.physical,
     min_keep: Annotated[float, typer.Option(help="Smallest keep ratio of a group.")] = _SEARCH.min_keep,
     round_to: Annotated[str, typer.Option(help="Round channel counts to multiples of this; 'auto': the step measured "
                                                "to pay most on --latency-backend.")] = str(_SEARCH.round_to),
@@ -538,13 +537,13 @@ def search(
     rerank_top_k: Annotated[int, typer.Option(
         help="Re-score this many best policies plus uniform and global after recovery (0 = off).")] = _SEARCH.rerank_top_k,
     rerank_reward: Annotated[str, typer.Option(help="Reward of the re-ranking (kl, entropy, accuracy).")] = _SEARCH.rerank_reward,
-    confirm_seeds: Annotated[int, typer.Option(
-        help="A searched winner of the re-ranking must beat uniform and global again under this many other "
-             "recovery seeds (0 = off).")] = _SEARCH.confirm_seeds,
+    confirm_seeds: Annotated[int, typer.Option(help="A searched winner of the re-ranking must beat uniform and global again under this many other recovery seeds (0 = off).")] = _SEARCH.confirm_seeds,
     uniform_margin: Annotated[float, typer.Option(help="Leave uniform only for a score this fraction of its |score| "
                                                        "better (0 = best wins).")] = _SEARCH.uniform_margin,
     recovery_steps: Annotated[int | None, typer.Option(help="Label-free distillation steps before each re-scored policy (default: 0 refitted, 40 on plain cuts).")] = _SEARCH.recovery_steps,
     rerank_refit: Annotated[bool | None, typer.Option(help="Re-score each policy refitted, as `prune` makes it by default (--no-rerank-refit: as `prune --no-refit` cuts).")] = _SEARCH.rerank_refit,
+    refit_norms: Annotated[bool | None, typer.Option(help="Refit re-scored policies with `prune --refit-norms` (default: as `prune` does by default).")] = _REWARD.refit_norms,
+    refit_head: Annotated[bool | None, typer.Option(help="Refit re-scored policies' classifier too (--no-refit-head: as `prune --no-refit-head`; default: as `prune` does by default).")] = _REWARD.refit_head,
     recovery_images: Annotated[int, typer.Option(help="Unlabelled training images the recovery distils on.")] = _SEARCH.recovery_images,
     params_target: Annotated[float | None, typer.Option(help="Also keep at most this fraction of the parameters (a flash or memory budget).")] = _SEARCH.params_target,
     latency_target: Annotated[float | None, typer.Option(
@@ -576,7 +575,7 @@ def search(
         seed=seed, calib_size=calib_size, val_size=val_size, diagnose_every=diagnose_every, checkpoint_every=checkpoint_every, warmup=warmup, episode_batch=episode_batch or workers,
         latency_target=latency_target, latency_model=latency_model, latency_backend=latency_backend, latency_batch=latency_batch,
         params_target=params_target, free_channels=free_channels, reward=RewardConfig(kind=reward, variant=variant, layers=entropy_layers, normalize=normalize, maximize=maximize,
-                            bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight, physical=physical_scoring))
+                            bn_recalibration=bn_recalibration, accuracy_weight=accuracy_weight, physical=physical_scoring, refit_norms=refit_norms, refit_head=refit_head))
     res = search_checkpoint(checkpoint, out_dir, cfg, dataset=dataset, data_dir=data_dir, device=dev, resume=resume,
                             force=force, quiet=quiet, trust_pickle=trust_pickle, workers=workers,
                             ray_address=ray_address)

@@ -21,6 +21,8 @@ from .settings import (
     DEFAULT_MODEL,
     DEFAULT_OPSET,
     DEFAULT_REFIT,
+    DEFAULT_REFIT_HEAD,
+    DEFAULT_REFIT_NORMS,
     FRESH_PROCESSES,
     check_image_size,
     check_types,
@@ -92,8 +94,8 @@ class PruneConfig:
 
     __pydantic_config__ = _STRICT
     refit: bool = DEFAULT_REFIT
-    refit_norms: bool = False
-    refit_head: bool = True
+    refit_norms: bool = DEFAULT_REFIT_NORMS
+    refit_head: bool = DEFAULT_REFIT_HEAD
     bn_recalibration: bool = True
 
     def __post_init__(self) -> None:

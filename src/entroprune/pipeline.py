@@ -324,7 +324,7 @@ def _search(ckpt_path: Path, out: Path, search: SearchConfig, cfg: RunConfig, de
     had_fit = fitted.exists()
     try:
         # re-ranked on the nets this run's prune makes (refitted or plain cuts)
-        return search_checkpoint(ckpt_path, out, search.resolved(cfg.prune.refit), dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
+        return search_checkpoint(ckpt_path, out, search.resolved(cfg.prune.refit, cfg.prune.refit_norms, cfg.prune.refit_head), dataset=cfg.dataset, data_dir=cfg.data_dir, device=device,
                                  quiet=quiet, workers=cfg.workers, ray_address=cfg.ray_address, resume=saved,
                                  force=resume and not saved)
     except ConfigError as exc:

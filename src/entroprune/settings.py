@@ -48,6 +48,10 @@ REFERENCE_IMPORTANCE = "l1"
 #: search's re-ranking follows it by default (``SearchConfig.rerank_refit``): candidates are scored on the nets the
 #: prune will make.
 DEFAULT_REFIT = True
+#: The refit's two options (``PruneConfig.refit_norms``, ``PruneConfig.refit_head``), declared here for the same
+#: reason: a refitted candidate is scored as the prune will refit it (``RewardConfig.refit_norms``, ``refit_head``).
+DEFAULT_REFIT_NORMS = False
+DEFAULT_REFIT_HEAD = True
 
 #: Quantisation levels of the co-occurrence entropy.
 DEFAULT_LEVELS = 16

@@ -150,6 +150,28 @@ def test_a_search_state_naming_no_ranking_resumes_as_l1(digits_ckpt, tmp_path):
     search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10, importance="l1"), resume=True, quiet=True)
 
 
+def test_a_search_state_from_before_the_refits_options_resumes_as_it_refitted(digits_ckpt, tmp_path):
+    """A state saved before the reward's `refit_norms` and `refit_head` existed scored refitted candidates with
+    the classifier refitted and no norms: it resumes where today's settings refit so (unset or so set) and is
+    refused where they refit otherwise."""
+    from entroprune.errors import ConfigError
+    from entroprune.search import RewardConfig
+    from entroprune.search.loop import STATE_FILE
+
+    search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10), quiet=True)
+    state = torch.load(tmp_path / "s" / STATE_FILE, weights_only=True)
+    config = json.loads(state["config"])
+    assert config["reward"].pop("refit_norms") is None and config["reward"].pop("refit_head") is None
+    torch.save({**state, "config": json.dumps(config)}, tmp_path / "s" / STATE_FILE)
+    saved = (tmp_path / "s" / STATE_FILE).read_bytes()
+    with pytest.raises(ConfigError, match=r"other settings \(`reward` .* there, .* now\)"):
+        search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10, reward=RewardConfig(refit_head=False)),
+                          resume=True, quiet=True)
+    for reward in (RewardConfig(), RewardConfig(refit_head=True, refit_norms=False)):
+        (tmp_path / "s" / STATE_FILE).write_bytes(saved)
+        search_checkpoint(digits_ckpt, tmp_path / "s", cfg(episodes=10, reward=reward), resume=True, quiet=True)
+
+
 def test_ddpg_improves_over_warmup(digits_ckpt, tmp_path):
     """Over four seeds, not a chosen one: every seed raises the mean reward of its last episodes above
     its random warm-up's, and at least half beat the warm-up's best (measured: 2 of 4 with today's reward, the

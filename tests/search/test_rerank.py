@@ -76,6 +76,14 @@ def test_a_refitted_candidate_is_scored_on_the_net_the_final_prune_makes(digits_
 
     model, structure, calib, pool, val = digits_setup(digits_ckpt)
     counts = structure.keep_counts([0.25] * len(structure.groups), 2)
+    # refitted as the prune would with its options: the classifier left as cut
+    ev = RewardEvaluator(model, structure, RewardConfig(kind="kl", refit=True, refit_head=False), calib, val,
+                         recovery_images=pool)
+    want, _ = prune_model(model, structure, counts, refit_images=pool[:1024], refit_head=False)
+    body, full = ev._pruned_copy(counts).state_dict(), prune_model(model, structure, counts, refit_images=pool[:1024])[0]
+    assert all(torch.equal(a, b) for a, b in zip(body.values(), want.state_dict().values(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(body.values(), full.state_dict().values(), strict=True))
+    ev.close()
     read = {}
     for refit in (False, True):
         ev = RewardEvaluator(model, structure, RewardConfig(kind="kl", refit=refit), calib, val, recovery_images=pool)
@@ -113,6 +121,11 @@ def test_the_rerankings_defaults_follow_the_prune():
     assert SearchConfig().rerank_reward_config().recovery_steps == 0 and SearchConfig().rerank_reward_config().refit
     resolved = SearchConfig().resolved()
     assert resolved.resolved(False) == resolved  # settled once: a later prune setting no longer moves it
+    # the refit's options: as the prune's where given, else its defaults; a setting of the reward's own stands
+    assert SearchConfig().resolved().reward.refit_options() == (PruneConfig().refit_norms, PruneConfig().refit_head)
+    assert SearchConfig().resolved(True, True, False).rerank_reward_config().refit_options() == (True, False)
+    own = SearchConfig(reward=RewardConfig(refit_head=True)).resolved(True, None, False)
+    assert own.rerank_reward_config().refit_options() == (False, True)
 
 
 def cfg(**kw):
@@ -146,6 +159,7 @@ def test_rerank_pool_holds_uniform_and_global_and_returns_its_best(digits_ckpt, 
     saved = json.loads((tmp_path / "s" / "policy.json").read_text())
     assert saved["policy"] == best["policy"] and saved["chosen"] == best["source"]
     assert saved["rerank_refit"] is res.summary["config"]["rerank_refit"] is True  # what `prune` checks its cut by
+    assert (saved["rerank_refit_norms"], saved["rerank_refit_head"]) == (False, True)  # and the refit's options
     # the search's candidates are its best distinct policies, in the order its own reward ranks them
     log = [json.loads(line) for line in (tmp_path / "s" / "episodes.jsonl").read_text().splitlines()]
     searched = [c for c in pool if c["source"] == "search"]

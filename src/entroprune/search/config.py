@@ -8,7 +8,16 @@ from dataclasses import InitVar, asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import ConfigError, deprecated
-from ..settings import DEFAULT_IMPORTANCE, DEFAULT_LEVELS, DEFAULT_REFIT, IMPORTANCES, LatencyConfig, check_types
+from ..settings import (
+    DEFAULT_IMPORTANCE,
+    DEFAULT_LEVELS,
+    DEFAULT_REFIT,
+    DEFAULT_REFIT_HEAD,
+    DEFAULT_REFIT_NORMS,
+    IMPORTANCES,
+    LatencyConfig,
+    check_types,
+)
 
 
 @dataclass
@@ -34,6 +43,11 @@ class RewardConfig:
         (0 = score the freshly pruned net, as AMC and the paper do); needs ``physical``.
     :param refit: score each policy on its net with the kept weights refitted by least squares, as the final
         prune makes it (:mod:`entroprune.refit`; before any recovery steps); needs ``physical``.
+    :param refit_norms: with ``refit``, scale the refitted filters back to the plain cut's norms, as
+        ``PruneConfig.refit_norms`` does. None (the default): as the run's prune does (the prune's default for
+        a search alone), so a refitted candidate is the net the prune will make.
+    :param refit_head: with ``refit``, refit the layers the model returns too, as ``PruneConfig.refit_head``;
+        None as ``refit_norms``.
 
     The default, ``cooccurrence`` (neighbour-pair entropy per kept channel) of the last conv
     layer, had the best mean rank correlation with accuracy after fine-tuning over the reward
@@ -52,6 +66,13 @@ class RewardConfig:
     physical: bool = True
     recovery_steps: int = 0
     refit: bool = False
+    refit_norms: bool | None = None
+    refit_head: bool | None = None
+
+    def refit_options(self) -> tuple[bool, bool]:
+        """``refit_norms`` and ``refit_head`` with None read as the prune's defaults."""
+        return (DEFAULT_REFIT_NORMS if self.refit_norms is None else self.refit_norms,
+                DEFAULT_REFIT_HEAD if self.refit_head is None else self.refit_head)
 
     def validate(self) -> None:
         from ..entropy import check_variant
@@ -265,15 +286,21 @@ class SearchConfig:
 
         return self.rerank_top_k > 0 and self.agent not in FIXED_AGENTS
 
-    def resolved(self, refit: bool | None = None) -> SearchConfig:
-        """This config with the re-ranking's two defaults settled: ``rerank_refit`` None as the prune refits
+    def resolved(self, refit: bool | None = None, refit_norms: bool | None = None,
+                 refit_head: bool | None = None) -> SearchConfig:
+        """This config with the re-ranking's defaults settled: ``rerank_refit`` None as the prune refits
         (``refit``; None: the prune's default), then ``recovery_steps`` None by whether the candidates are
-        refitted. Searches run (and record) resolved configs, so a log says what was done."""
+        refitted, and the reward's ``refit_norms`` and ``refit_head`` None as the prune's options of those names
+        where given (else None stands for the prune's defaults).
+        Searches run (and record) resolved configs, so a log says what was done."""
         scored_refit = self.rerank_refit if self.rerank_refit is not None else \
             DEFAULT_REFIT if refit is None else refit
         steps = self.recovery_steps if self.recovery_steps is not None else \
             0 if scored_refit else PLAIN_RECOVERY_STEPS
-        return replace(self, rerank_refit=scored_refit, recovery_steps=steps)
+        reward = replace(self.reward, refit_norms=self.reward.refit_norms if self.reward.refit_norms is not None
+                         else refit_norms, refit_head=self.reward.refit_head if self.reward.refit_head is not None
+                         else refit_head)
+        return replace(self, rerank_refit=scored_refit, recovery_steps=steps, reward=reward)
 
     def rerank_reward_config(self) -> RewardConfig:
         settled = self.resolved()

@@ -296,6 +296,9 @@ class Search:
             raise ConfigError(f"{self.state_path} is unreadable ({type(exc).__name__}); the save was interrupted or "
                               "the file was edited: start a fresh `out_dir` (or `force=True`)") from None
         now = json.loads(json.dumps(self.config.to_dict()))
+        for key, then in (("refit_norms", False), ("refit_head", True)):  # the reward's refit options, added
+            now_value = now.get("reward", {}).get(key)  # since: an older state refitted as `then` (and None) does
+            saved_cfg.get("reward", {}).setdefault(key, now_value if now_value in (None, then) else then)
         if saved_cfg != now:  # each with both values: a default changed since is then plain to see and to pass
             def shown(v: Any) -> str:
                 text = json.dumps(v, sort_keys=True)
@@ -552,7 +555,9 @@ class Search:
             "variant": config.reward.variant, "round_to": config.step, "chosen": chosen,
             "ignored_layers": config.ignored_layers, "importance": config.importance,
             # how the re-ranking read its candidates: `prune` warns when it cuts the policy another way
-            "rerank_refit": bool(config.rerank_refit) if config.reranks else None, **self.meta})
+            "rerank_refit": bool(config.rerank_refit) if config.reranks else None,
+            **dict(zip(("rerank_refit_norms", "rerank_refit_head"), config.reward.refit_options()
+                       if config.reranks and config.rerank_refit else (None, None), strict=True)), **self.meta})
         write_json(self.out_dir / "search.json", summary)
         return SearchResult(policy=policy, counts=count_map, ignored_layers=list(config.ignored_layers),
                             importance=config.importance,

@@ -143,7 +143,8 @@ class RewardEvaluator:
         else:
             with warnings.catch_warnings():  # a head left as cut is the final prune's to report, not each candidate's
                 warnings.simplefilter("ignore")
-                net = refitted(self.model, self.structure, counts, self.refit_images, self.seed)
+                norms, head = self.config.refit_options()
+                net = refitted(self.model, self.structure, counts, self.refit_images, self.seed, norms, head)
         try:
             apply_physical(net, self.structure, counts_to_dict(self.structure, counts))
         except Exception as exc:  # noqa: BLE001 - a count the structure's probe did not try: one line, not a traceback
