@@ -341,7 +341,7 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
             continue
         outs = kept.get(name, torch.arange(mod.weight.shape[0])).to(xtx.device)
         a = xtx[cols][:, cols]
-        a += REFIT_RIDGE * a.diagonal().mean().clamp_min(1e-12) * torch.eye(len(a), dtype=a.dtype)
+        a += REFIT_RIDGE * a.diagonal().mean().clamp_min(1e-12) * torch.eye(len(a), dtype=a.dtype, device=a.device)
         w = torch.linalg.solve(a, xty[cols][:, outs]).T
         if not torch.isfinite(w).all():
             continue  # a degenerate layer keeps its weights
