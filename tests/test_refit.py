@@ -88,6 +88,39 @@ def test_a_refit_recovers_it_whatever_the_convs_dimension_and_padding(monkeypatc
     assert torch.allclose(fitted.conv2.weight, w[:, 4:] + w[:, :4] / 2, atol=1e-5)
 
 
+class ChannelsLast(nn.Module):
+    """Doubled's conv1, then a linear layer over its maps read channels last (a ConvNeXt MLP)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.lin, self.head = Doubled().conv1, nn.Linear(8, 5), nn.Linear(5, 4)
+
+    def forward(self, x):
+        return self.head(self.lin(torch.relu(self.conv1(x)).permute(0, 2, 3, 1)).mean((1, 2)))
+
+
+def test_a_linear_layer_reading_maps_channels_last_is_fitted_on_sampled_positions(monkeypatch):
+    """As a conv is, REFIT_SAMPLES positions an image rather than every one (all of 1024 images' were rows: 4.8 GB
+    of float64 targets for a 256-wide layer on 48x48 maps), and what the cut channels carried is still made up."""
+    monkeypatch.setattr(refit_module, "REFIT_RIDGE", 1e-9)
+    rows = {}
+    equations = refit_module._normal_equations
+
+    def counted(mod, batches, gen):
+        got = equations(mod, batches, gen)
+        rows[tuple(mod.weight.shape)] = got and got[3]  # lin's is (5, 8) until the physical cut
+        return got
+
+    monkeypatch.setattr(refit_module, "_normal_equations", counted)
+    torch.manual_seed(0)
+    model, x = ChannelsLast().eval(), torch.randn(64, 3, 8, 8)
+    structure = Structure(model, x[:1])
+    counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
+    fitted, _ = prune_model(model, structure, counts, check=True, refit_images=x)
+    assert rows[(5, 8)] == len(x) * refit_module.REFIT_SAMPLES < len(x) * 8 * 8
+    assert torch.allclose(_outputs(fitted, x), _outputs(model, x), atol=1e-5)
+
+
 def test_a_refit_with_nothing_cut_keeps_the_net():
     torch.manual_seed(0)
     model, x = Doubled().eval(), torch.randn(32, 3, 8, 8)

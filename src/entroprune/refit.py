@@ -28,7 +28,9 @@ import torch.nn as nn
 
 from .utils import flat_tensors
 
-REFIT_SAMPLES = 16  # positions per image and conv: 16k equations from 1024 images for at most ~1-2k unknowns
+#: Positions per image and conv (and linear layer reading maps channels last): 16k equations from 1024 images for
+#: at most ~1-2k unknowns.
+REFIT_SAMPLES = 16
 REFIT_RIDGE = 1e-3  # relative to the mean input energy; keeps the solve stable where inputs are collinear
 #: A layer with more inputs than this (channels x kernel positions) keeps its weights: its float64 normal
 #: equations alone would take over half a GB (an ImageNet VGG's first linear layer reads 25,088).
@@ -119,9 +121,10 @@ def _patches(mod: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.T
 
 
 def _rows(mod: nn.Module, x: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
-    """A layer's input as the rows of a linear system: unfolded patches at the picked positions (convs)."""
+    """A layer's input as the rows of a linear system: unfolded patches at the picked positions (convs), a linear
+    layer's input vectors (at the picked positions where it reads maps channels last)."""
     if isinstance(mod, nn.Linear):
-        return x.reshape(-1, x.shape[-1])
+        return _at_positions(x, pick)
     rows = []
     per_image = x[0].numel() * mod.weight[0, 0].numel()
     step = max(1, _UNFOLD_ELEMENTS // per_image)
@@ -132,9 +135,26 @@ def _rows(mod: nn.Module, x: torch.Tensor, pick: torch.Tensor | None) -> torch.T
     return torch.cat(rows)
 
 
-def _targets(y: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
+def _at_positions(v: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
+    """Channels-last vectors (n, ..., C) as rows, all of them or each image's picked positions."""
     if pick is None:
-        return y.reshape(-1, y.shape[-1])
+        return v.reshape(-1, v.shape[-1])
+    v = v.reshape(len(v), -1, v.shape[-1])
+    return torch.gather(v, 1, pick[..., None].expand(-1, -1, v.shape[-1])).reshape(-1, v.shape[-1])
+
+
+def _linear_pick(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+    """Positions to sample where a linear layer reads maps channels last (a ConvNeXt MLP): every position of
+    1024 images was a row, 4.8 GB of float64 targets for a 256-wide layer on 48x48 maps. None: every row."""
+    positions = x[0].numel() // x.shape[-1]
+    if x.dim() <= 2 or positions <= REFIT_SAMPLES:
+        return None
+    return torch.randint(0, positions, (len(x), REFIT_SAMPLES), generator=gen).to(x.device)
+
+
+def _targets(mod: nn.Module, y: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
+    if isinstance(mod, nn.Linear) or pick is None:
+        return _at_positions(y, pick)
     y = y.flatten(2)
     return torch.gather(y, 2, pick[:, None].expand(-1, y.shape[1], -1)).transpose(1, 2).reshape(-1, y.shape[1])
 
@@ -278,16 +298,18 @@ def _normal_equations(mod: nn.Module, batches: Iterator[tuple[torch.Tensor, torc
             return None
         x, x0, y = got
         changed = changed or not torch.equal(x, x0)
-        pick = None
         if isinstance(mod, _CONVS):
             positions = y[0, 0].numel()
             pick = torch.randint(0, positions, (len(x), min(REFIT_SAMPLES, positions)), generator=gen).to(y.device)
+        else:
+            pick = _linear_pick(x, gen)
         rows = _rows(mod, x, pick).double()
         count += len(rows)
-        target = _targets(y, pick).double()
+        target = _targets(mod, y, pick).double()
         if mod.bias is not None:
             target = target - mod.bias.double()
-        channels = x.transpose(0, 1).reshape(x.shape[1], -1) if pick is not None else x.reshape(-1, x.shape[-1]).T
+        convs = isinstance(mod, _CONVS)
+        channels = x.transpose(0, 1).reshape(x.shape[1], -1) if convs else x.reshape(-1, x.shape[-1]).T
         nonzero = channels.abs().sum(1) > 0
         xtx = rows.T @ rows if xtx is None else xtx + rows.T @ rows
         xty = rows.T @ target if xty is None else xty + rows.T @ target
