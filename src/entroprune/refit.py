@@ -144,8 +144,8 @@ def _at_positions(v: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
 
 
 def _linear_pick(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
-    """Positions to sample where a linear layer reads maps channels last (a ConvNeXt MLP): every position of
-    1024 images was a row, 4.8 GB of float64 targets for a 256-wide layer on 48x48 maps. None: every row."""
+    """Positions to sample where a linear layer reads maps channels last (a ConvNeXt MLP), as a conv's are: every
+    position of every image a row held gigabytes of float64 targets for a wide layer on large maps. None: every row."""
     positions = x[0].numel() // x.shape[-1]
     if x.dim() <= 2 or positions <= REFIT_SAMPLES:
         return None
@@ -153,7 +153,7 @@ def _linear_pick(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
 
 
 def _targets(mod: nn.Module, y: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
-    if isinstance(mod, nn.Linear) or pick is None:
+    if isinstance(mod, nn.Linear):
         return _at_positions(y, pick)
     y = y.flatten(2)
     return torch.gather(y, 2, pick[:, None].expand(-1, y.shape[1], -1)).transpose(1, 2).reshape(-1, y.shape[1])
@@ -308,8 +308,7 @@ def _normal_equations(mod: nn.Module, batches: Iterator[tuple[torch.Tensor, torc
         target = _targets(mod, y, pick).double()
         if mod.bias is not None:
             target = target - mod.bias.double()
-        convs = isinstance(mod, _CONVS)
-        channels = x.transpose(0, 1).reshape(x.shape[1], -1) if convs else x.reshape(-1, x.shape[-1]).T
+        channels = x.transpose(0, 1).reshape(x.shape[1], -1) if isinstance(mod, _CONVS) else x.reshape(-1, x.shape[-1]).T
         nonzero = channels.abs().sum(1) > 0
         xtx = rows.T @ rows if xtx is None else xtx + rows.T @ rows
         xty = rows.T @ target if xty is None else xty + rows.T @ target
