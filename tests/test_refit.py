@@ -53,11 +53,14 @@ def test_a_refit_recovers_what_the_kept_channels_still_carry(monkeypatch):
 
 
 class DoubledAs(Doubled):
-    """Doubled with convs of another kind: the refit reads their inputs padded as their forward pads them."""
+    """Doubled with convs of another kind: the refit reads their inputs padded as their forward pads them (a
+    transposed conv2 reads a plain conv1 of its dimension)."""
 
     def __init__(self, conv, **pad):
         super().__init__()
-        self.conv1, self.conv2 = conv(3, 8, 3, **pad), conv(8, 5, 4, dilation=3, **pad)
+        plain = {nn.ConvTranspose1d: nn.Conv1d, nn.ConvTranspose2d: nn.Conv2d, nn.ConvTranspose3d: nn.Conv3d}
+        first = plain[conv](3, 8, 3, padding=1) if conv in plain else conv(3, 8, 3, **pad)
+        self.conv1, self.conv2 = first, conv(8, 5, 4, dilation=3, **pad)
         with torch.no_grad():
             self.conv1.weight[4:] = 2 * self.conv1.weight[:4]
             self.conv1.bias[4:] = 2 * self.conv1.bias[:4]
@@ -74,18 +77,46 @@ class DoubledAs(Doubled):
     (nn.Conv1d, {"padding": "same"}),
     (nn.Conv3d, {"padding": "same", "padding_mode": "replicate"}),
     (nn.Conv3d, {"padding": (0, 1, 2), "stride": (1, 2, 1)}),
+    (nn.ConvTranspose2d, {"stride": 2, "padding": 1, "output_padding": 1}),
+    (nn.ConvTranspose1d, {"stride": 3, "padding": 10}),  # past the kernel's reach, 3 * (4 - 1): a crop
+    (nn.ConvTranspose3d, {"stride": (1, 2, 1), "padding": (0, 1, 2)}),
 ])
 def test_a_refit_recovers_it_whatever_the_convs_dimension_and_padding(monkeypatch, conv, pad):
     monkeypatch.setattr(refit_module, "REFIT_RIDGE", 1e-9)
     torch.manual_seed(0)
     model = DoubledAs(conv, **pad).eval()
-    x = torch.randn(64, 3, *{nn.Conv1d: (16,), nn.Conv2d: (12, 12), nn.Conv3d: (14, 24, 12)}[conv])
+    dims = 1 if conv in (nn.Conv1d, nn.ConvTranspose1d) else 2 if conv in (nn.Conv2d, nn.ConvTranspose2d) else 3
+    x = torch.randn(64, 3, *{1: (16,), 2: (12, 12), 3: (14, 24, 12)}[dims])
     structure = Structure(model, x[:1])
     counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
     fitted, _ = prune_model(model, structure, counts, check=True, refit_images=x)
     assert torch.allclose(_outputs(fitted, x), _outputs(model, x), atol=1e-5)
+    inputs = 0 if isinstance(model.conv2, nn.modules.conv._ConvTransposeNd) else 1  # the dim holding conv2's inputs
     w = model.conv2.weight.detach()
-    assert torch.allclose(fitted.conv2.weight, w[:, 4:] + w[:, :4] / 2, atol=1e-5)
+    want = w.narrow(inputs, 4, 4) + w.narrow(inputs, 0, 4) / 2
+    assert torch.allclose(fitted.conv2.weight, want, atol=1e-5)
+
+
+class SizedUp(nn.Module):
+    """A transposed conv called with its output size, which sets its output padding at the call."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.up = nn.Conv2d(3, 8, 3, padding=1), nn.ConvTranspose2d(8, 5, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.up(torch.relu(self.conv1(x)), output_size=[2 * x.shape[2], 2 * x.shape[3]]).mean((2, 3))
+
+
+def test_a_transposed_conv_given_its_output_size_at_the_call_keeps_its_weights():
+    torch.manual_seed(0)
+    model, x = SizedUp().eval(), torch.randn(32, 3, 8, 8)
+    structure = Structure(model, x[:1])
+    masked = copy.deepcopy(model)
+    masker = Masker(masked, structure)
+    counts = [4 if g.name == "conv1" else g.channels for g in structure.groups]
+    masker.apply(counts)
+    assert refit_kept(model, masked, masker.kept_channels(counts), x) == []  # its rows could not be read right
 
 
 class ChannelsLast(nn.Module):

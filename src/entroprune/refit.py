@@ -7,8 +7,8 @@ unlabelled images match the unpruned net's (ridge least squares over sampled pos
 from the refitted net so far) gives most of the accuracy back before any training (26% -> 90.5% there) for
 one forward over the images, stepped layer by layer through the net's torch.fx graph (a net that does not
 trace: two forwards from the images per layer, stopped at it); no labels. AMC refits this way too, but only
-1x1 convs in its code; here every 1-D, 2-D and 3-D conv with ``groups=1`` (padded any way the conv pads) and
-every linear layer is refitted. Depthwise and grouped convs, transposed convs and layers called more than once
+1x1 convs in its code; here every 1-D, 2-D and 3-D conv and transposed conv with ``groups=1`` (padded any way
+the conv pads) and every linear layer is refitted. Depthwise and grouped convs and layers called more than once
 keep their weights.
 
 The refit works on the *masked* twin of the model (cut channels zeroed, shapes unchanged), so each layer's
@@ -18,6 +18,7 @@ kept output channels are the same indices in the unpruned net; the physical cut 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -95,29 +96,55 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> set[str]:
         return {made[id(t)] for t in flat_tensors(model(example[:2])) if id(t) in made}
 
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the convs whose input patches _patches reads
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def _refittable(mod: nn.Module) -> bool:
-    return isinstance(mod, nn.Linear) or (isinstance(mod, _CONVS) and mod.groups == 1)
+    return isinstance(mod, nn.Linear) or (isinstance(mod, _CONVS + _TRANSPOSED) and mod.groups == 1)
 
 
-def _patches(mod: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """A conv's input patches, (n, C*k, positions) in its weight's and its output's orders, padded as its forward
-    pads: unfold alone pads with zeros by numbers, and a conv may pad by ``same``/``valid`` (a refit then
-    failed) or by reflection, replication or wrapping (its border rows were then wrong). unfold reads 2-D maps
-    only: a 1-D conv's as 2-D of height 1, a 3-D conv's by a window per dimension."""
-    mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
-    x = nn.functional.pad(x, mod._reversed_padding_repeated_twice, mode)  # (left, right[, top, bottom, ...])
-    if isinstance(mod, nn.Conv1d):
-        return nn.functional.unfold(x.unsqueeze(2), (1, *mod.kernel_size), (1, *mod.dilation), 0, (1, *mod.stride))
-    if isinstance(mod, nn.Conv2d):
-        return nn.functional.unfold(x, mod.kernel_size, mod.dilation, 0, mod.stride)
-    for dim, (k, stride, dilation) in enumerate(zip(mod.kernel_size, mod.stride, mod.dilation, strict=True), 2):
-        x = x.unfold(dim, dilation * (k - 1) + 1, stride)[..., ::dilation]  # each window appended last
-    n, c, spatial = x.shape[0], x.shape[1], x.dim() - 2 - len(mod.kernel_size)
+def _conv_layout(mod: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """A layer's weight as the conv its rows are read for holds it, (out, in, kernel...): a transposed conv is the
+    conv of its input spread out by its stride with the kernel flipped, its in and out swapped. Its own inverse."""
+    if isinstance(mod, _TRANSPOSED):
+        return weight.transpose(0, 1).flip(list(range(2, weight.dim())))
+    return weight
+
+
+def _spread(mod: nn.modules.conv._ConvTransposeNd, x: torch.Tensor) -> torch.Tensor:
+    """A transposed conv's input as the conv of :func:`_conv_layout` reads it: ``stride - 1`` zeros between
+    neighbours, then padded (cropped where negative) to its output's size."""
+    stride = mod.stride
+    if any(s > 1 for s in stride):
+        spread = x.new_zeros(*x.shape[:2], *[(n - 1) * s + 1 for n, s in zip(x.shape[2:], stride, strict=True)])
+        spread[(..., *[slice(None, None, s) for s in stride])] = x
+        x = spread
+    pads = [(d * (k - 1) - p, d * (k - 1) - p + o) for k, d, p, o in
+            zip(mod.kernel_size, mod.dilation, mod.padding, mod.output_padding, strict=True)]
+    return nn.functional.pad(x, [q for pair in reversed(pads) for q in pair])
+
+
+def _patches(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A conv's input patches, (n, C*k, positions) in its weight's (:func:`_conv_layout`) and its output's orders,
+    padded as its forward pads: unfold alone pads with zeros by numbers, and a conv may pad by ``same``/``valid``
+    (a refit then failed) or by reflection, replication or wrapping (its border rows were then wrong). unfold
+    reads 2-D maps only: a 1-D conv's as 2-D of height 1, a 3-D conv's by a window per dimension."""
+    if isinstance(mod, _TRANSPOSED):
+        x, stride = _spread(mod, x), (1,) * len(mod.kernel_size)
+    else:
+        mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
+        x, stride = nn.functional.pad(x, mod._reversed_padding_repeated_twice, mode), mod.stride
+    kernel, dilation = mod.kernel_size, mod.dilation
+    if len(kernel) == 1:
+        return nn.functional.unfold(x.unsqueeze(2), (1, *kernel), (1, *dilation), 0, (1, *stride))
+    if len(kernel) == 2:
+        return nn.functional.unfold(x, kernel, dilation, 0, stride)
+    for dim, (k, s, d) in enumerate(zip(kernel, stride, dilation, strict=True), 2):
+        x = x.unfold(dim, d * (k - 1) + 1, s)[..., ::d]  # each window appended last
+    n, c, spatial = x.shape[0], x.shape[1], x.dim() - 2 - len(kernel)
     order = (0, 1, *range(2 + spatial, x.dim()), *range(2, 2 + spatial))  # n, C, kernel..., positions...
-    return x.permute(order).reshape(n, c * mod.weight[0, 0].numel(), -1)
+    return x.permute(order).reshape(n, c * math.prod(kernel), -1)
 
 
 def _rows(mod: nn.Module, x: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
@@ -126,7 +153,8 @@ def _rows(mod: nn.Module, x: torch.Tensor, pick: torch.Tensor | None) -> torch.T
     if isinstance(mod, nn.Linear):
         return _at_positions(x, pick)
     rows = []
-    per_image = x[0].numel() * mod.weight[0, 0].numel()
+    spread = math.prod(mod.stride) if isinstance(mod, _TRANSPOSED) else 1
+    per_image = x[0].numel() * spread * math.prod(mod.kernel_size)
     step = max(1, _UNFOLD_ELEMENTS // per_image)
     for s in range(0, len(x), step):
         f = _patches(mod, x[s:s + step])  # n, C*k*k, P
@@ -297,8 +325,11 @@ def _normal_equations(mod: nn.Module, batches: Iterator[tuple[torch.Tensor, torc
         if got is None:
             return None
         x, x0, y = got
+        if isinstance(mod, _TRANSPOSED) and _spread(mod, x[:1]).shape[2:] != tuple(
+                n + d * (k - 1) for n, k, d in zip(y.shape[2:], mod.kernel_size, mod.dilation, strict=True)):
+            return None  # an output size given at the call (``output_size``), which _spread cannot know
         changed = changed or not torch.equal(x, x0)
-        if isinstance(mod, _CONVS):
+        if isinstance(mod, _CONVS + _TRANSPOSED):
             positions = y[0, 0].numel()
             pick = torch.randint(0, positions, (len(x), min(REFIT_SAMPLES, positions)), generator=gen).to(y.device)
         else:
@@ -308,7 +339,7 @@ def _normal_equations(mod: nn.Module, batches: Iterator[tuple[torch.Tensor, torc
         target = _targets(mod, y, pick).double()
         if mod.bias is not None:
             target = target - mod.bias.double()
-        channels = x.transpose(0, 1).reshape(x.shape[1], -1) if isinstance(mod, _CONVS) else x.reshape(-1, x.shape[-1]).T
+        channels = x.reshape(-1, x.shape[-1]).T if isinstance(mod, nn.Linear) else x.transpose(0, 1).reshape(x.shape[1], -1)
         nonzero = channels.abs().sum(1) > 0
         xtx = rows.T @ rows if xtx is None else xtx + rows.T @ rows
         xty = rows.T @ target if xty is None else xty + rows.T @ target
@@ -345,7 +376,8 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
                       "take", stacklevel=2)
     for name in order:
         mod = mods[name]
-        if (name in heads and not head) or mod.weight[0].numel() > REFIT_MAX_INPUTS:
+        weight = _conv_layout(mod, mod.weight.detach())
+        if (name in heads and not head) or weight[0].numel() > REFIT_MAX_INPUTS:
             continue
         batches = one_pass.batches(name) if one_pass else \
             _partial_forwards(original, masked, refs[name], mod, images, batch_size)
@@ -360,16 +392,16 @@ def refit_kept(original: nn.Module, masked: nn.Module, kept: dict[str, torch.Ten
                           f"({rows / int(cols.sum()):.1f} each), under the {REFIT_HEAD_ROWS:g} a layer whose output "
                           "the model returns needs", stacklevel=2)
             continue
-        outs = kept.get(name, torch.arange(mod.weight.shape[0])).to(xtx.device)
+        outs = kept.get(name, torch.arange(weight.shape[0])).to(xtx.device)
         a = xtx[cols][:, cols]
         a += REFIT_RIDGE * a.diagonal().mean().clamp_min(1e-12) * torch.eye(len(a), dtype=a.dtype, device=a.device)
         w = torch.linalg.solve(a, xty[cols][:, outs]).T
         if not torch.isfinite(w).all():
             continue  # a degenerate layer keeps its weights
-        flat = mod.weight.detach().reshape(mod.weight.shape[0], -1).clone()
+        flat = weight.reshape(weight.shape[0], -1).clone()
         flat[outs.unsqueeze(1), cols.nonzero().squeeze(1).unsqueeze(0)] = w.to(flat.dtype)
         flat[:, ~cols] = 0  # inputs that are always zero: their weights are free, zero keeps the cut clean
-        mod.weight.copy_(flat.reshape(mod.weight.shape))
+        mod.weight.copy_(_conv_layout(mod, flat.reshape(weight.shape)))
         done.append(name)
     if match_norms and done:
         match_cut_norms(original, masked, done, images)
