@@ -297,9 +297,10 @@ class SearchConfig:
             DEFAULT_REFIT if refit is None else refit
         steps = self.recovery_steps if self.recovery_steps is not None else \
             0 if scored_refit else PLAIN_RECOVERY_STEPS
-        reward = replace(self.reward, refit_norms=self.reward.refit_norms if self.reward.refit_norms is not None
-                         else refit_norms, refit_head=self.reward.refit_head if self.reward.refit_head is not None
-                         else refit_head)
+        reward = self.reward
+        if isinstance(reward, RewardConfig):  # (else the validation names the wrong type, in one line)
+            reward = replace(reward, refit_norms=reward.refit_norms if reward.refit_norms is not None else refit_norms,
+                             refit_head=reward.refit_head if reward.refit_head is not None else refit_head)
         return replace(self, rerank_refit=scored_refit, recovery_steps=steps, reward=reward)
 
     def rerank_reward_config(self) -> RewardConfig:
